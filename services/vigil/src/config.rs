@@ -1,0 +1,371 @@
+//! Service configuration: a TOML file layered under `VIGIL__...`
+//! environment variables (the `config` crate).
+//!
+//! Every key, its default and its environment form is documented in
+//! docs/configuration.md; `vigil.example.toml` at the repository root is a
+//! complete example. Environment variables use `__` between levels:
+//! `VIGIL__KAFKA__BROKERS=kafka:9092`, `VIGIL__BATCH__MAX_EVENTS=2000`.
+//! librdkafka properties go under `[kafka.properties]`; from the
+//! environment, write the property's dots as underscores
+//! (`VIGIL__KAFKA__PROPERTIES__SASL_PASSWORD` sets `sasl.password`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use crate::decode::DecodeLimits;
+use crate::source::SourceKind;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub kafka: KafkaSettings,
+    #[serde(default)]
+    pub topics: TopicSettings,
+    #[serde(default)]
+    pub batch: BatchSettings,
+    #[serde(default)]
+    pub rules: RuleSettings,
+    #[serde(default)]
+    pub limits: LimitSettings,
+}
+
+/// Connection to Kafka.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Bootstrap servers (`host:port,...`). Unset: `vigil run` starts the
+    /// embedded demo broker instead (see `crate::embedded`).
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// Consumer group id.
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    /// librdkafka properties passed through to the consumer and the producer
+    /// (`security.protocol`, `sasl.mechanism`, `sasl.username`,
+    /// `sasl.password`, `ssl.ca.location`, ...).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_group_id() -> String {
+    "vigil".into()
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings { brokers: None, group_id: default_group_id(), properties: BTreeMap::new() }
+    }
+}
+
+/// Property names whose values are secrets: never logged or printed.
+pub fn is_secret_property(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.contains("password") || n.contains("secret") || n.ends_with(".pem") || n.contains("key")
+}
+
+impl fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), if is_secret_property(k) { "<redacted>" } else { v.as_str() }))
+            .collect();
+        f.debug_struct("KafkaSettings")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("properties", &properties)
+            .finish()
+    }
+}
+
+/// Topic names. An empty source topic disables that source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSettings {
+    #[serde(default = "default_k8s_audit_topic")]
+    pub k8s_audit: String,
+    #[serde(default = "default_falco_topic")]
+    pub falco: String,
+    #[serde(default = "default_tetragon_topic")]
+    pub tetragon: String,
+    /// Where alerts are produced.
+    #[serde(default = "default_alerts_topic")]
+    pub alerts: String,
+    /// Where undecodable messages and rule failures are produced.
+    #[serde(default = "default_dead_letter_topic")]
+    pub dead_letter: String,
+}
+
+fn default_k8s_audit_topic() -> String {
+    "k8s-audit".into()
+}
+fn default_falco_topic() -> String {
+    "falco".into()
+}
+fn default_tetragon_topic() -> String {
+    "tetragon".into()
+}
+fn default_alerts_topic() -> String {
+    "vigil-alerts".into()
+}
+fn default_dead_letter_topic() -> String {
+    "vigil-dead-letter".into()
+}
+
+impl Default for TopicSettings {
+    fn default() -> Self {
+        TopicSettings {
+            k8s_audit: default_k8s_audit_topic(),
+            falco: default_falco_topic(),
+            tetragon: default_tetragon_topic(),
+            alerts: default_alerts_topic(),
+            dead_letter: default_dead_letter_topic(),
+        }
+    }
+}
+
+impl TopicSettings {
+    /// The enabled sources and their topics.
+    pub fn sources(&self) -> Vec<(SourceKind, String)> {
+        [
+            (SourceKind::K8sAudit, &self.k8s_audit),
+            (SourceKind::Falco, &self.falco),
+            (SourceKind::Tetragon, &self.tetragon),
+        ]
+        .into_iter()
+        .filter(|(_, t)| !t.is_empty())
+        .map(|(s, t)| (s, t.clone()))
+        .collect()
+    }
+}
+
+/// Micro-batching: a batch closes at `max_events` messages or `max_wait_ms`
+/// after its first message, whichever comes first.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSettings {
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+    #[serde(default = "default_max_wait_ms")]
+    pub max_wait_ms: u64,
+}
+
+fn default_max_events() -> usize {
+    5000
+}
+fn default_max_wait_ms() -> u64 {
+    500
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        BatchSettings { max_events: default_max_events(), max_wait_ms: default_max_wait_ms() }
+    }
+}
+
+impl BatchSettings {
+    pub fn max_wait(&self) -> Duration {
+        Duration::from_millis(self.max_wait_ms)
+    }
+}
+
+/// Where rules are read from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSettings {
+    #[serde(default = "default_rules_dir")]
+    pub dir: PathBuf,
+}
+
+fn default_rules_dir() -> PathBuf {
+    PathBuf::from("sql-rules")
+}
+
+impl Default for RuleSettings {
+    fn default() -> Self {
+        RuleSettings { dir: default_rules_dir() }
+    }
+}
+
+/// Input limits (see [`DecodeLimits`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    #[serde(default = "default_max_events_per_message")]
+    pub max_events_per_message: usize,
+}
+
+fn default_max_message_bytes() -> usize {
+    DecodeLimits::default().max_message_bytes
+}
+fn default_max_events_per_message() -> usize {
+    DecodeLimits::default().max_events_per_message
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            max_message_bytes: default_max_message_bytes(),
+            max_events_per_message: default_max_events_per_message(),
+        }
+    }
+}
+
+impl LimitSettings {
+    pub fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits { max_message_bytes: self.max_message_bytes, max_events_per_message: self.max_events_per_message }
+    }
+}
+
+impl Settings {
+    /// Load from an optional TOML file, then `VIGIL__` environment variables,
+    /// and validate.
+    pub fn load(file: Option<&Path>) -> Result<Settings> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// [`Settings::load`] with an explicit environment (for tests).
+    pub fn load_from(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.exists() {
+                bail!("configuration file {} does not exist", path.display());
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let env: config::Map<String, String> = env.into_iter().filter(|(k, _)| k.starts_with("VIGIL__")).collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("VIGIL").separator("__").source(Some(env)),
+        );
+        let raw = builder.build().context("reading the configuration")?;
+        let mut settings: Settings = raw.try_deserialize().context("invalid configuration")?;
+        settings.kafka.properties = settings
+            .kafka
+            .properties
+            .into_iter()
+            .map(|(k, v)| (k.replace('_', "."), v))
+            .collect();
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Check values the types alone cannot.
+    pub fn validate(&self) -> Result<()> {
+        if self.kafka.group_id.trim().is_empty() {
+            bail!("invalid configuration: kafka.group_id is empty");
+        }
+        if let Some(b) = &self.kafka.brokers {
+            if b.trim().is_empty() {
+                bail!("invalid configuration: kafka.brokers is empty (leave it unset to run the embedded demo)");
+            }
+        }
+        if self.topics.sources().is_empty() {
+            bail!("invalid configuration: every source topic is empty; enable at least one of topics.k8s_audit, topics.falco, topics.tetragon");
+        }
+        if self.topics.alerts.is_empty() || self.topics.dead_letter.is_empty() {
+            bail!("invalid configuration: topics.alerts and topics.dead_letter must be set");
+        }
+        let sources = self.topics.sources();
+        for (i, (_, t)) in sources.iter().enumerate() {
+            if sources[..i].iter().any(|(_, u)| u == t) {
+                bail!("invalid configuration: topic {t:?} is used by two sources");
+            }
+            if *t == self.topics.alerts || *t == self.topics.dead_letter {
+                bail!("invalid configuration: topic {t:?} is both a source and an output");
+            }
+        }
+        if !(1..=1_000_000).contains(&self.batch.max_events) {
+            bail!("invalid configuration: batch.max_events must be between 1 and 1000000, got {}", self.batch.max_events);
+        }
+        if self.batch.max_wait_ms == 0 {
+            bail!("invalid configuration: batch.max_wait_ms must be at least 1");
+        }
+        if self.limits.max_message_bytes == 0 || self.limits.max_events_per_message == 0 {
+            bail!("invalid configuration: limits must be positive");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_without_file_or_env() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.kafka.brokers, None);
+        assert_eq!(s.kafka.group_id, "vigil");
+        assert_eq!(s.topics.alerts, "vigil-alerts");
+        assert_eq!(s.batch.max_events, 5000);
+        assert_eq!(s.topics.sources().len(), 3);
+    }
+
+    #[test]
+    fn file_then_environment_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vigil.toml");
+        std::fs::write(
+            &path,
+            "[kafka]\nbrokers = \"a:9092\"\n[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n[batch]\nmax_events = 10\n[topics]\nfalco = \"\"\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(
+            Some(&path),
+            env(&[
+                ("VIGIL__KAFKA__BROKERS", "b:9092"),
+                ("VIGIL__BATCH__MAX_WAIT_MS", "42"),
+                ("VIGIL__KAFKA__PROPERTIES__SASL_PASSWORD", "hunter2"),
+                ("OTHER", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.kafka.brokers.as_deref(), Some("b:9092"));
+        assert_eq!(s.batch.max_events, 10);
+        assert_eq!(s.batch.max_wait_ms, 42);
+        assert_eq!(s.kafka.properties.get("security.protocol").map(String::as_str), Some("SASL_SSL"));
+        assert_eq!(s.kafka.properties.get("sasl.password").map(String::as_str), Some("hunter2"));
+        assert!(s.topics.sources().iter().all(|(k, _)| *k != SourceKind::Falco));
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("hunter2"), "secrets must not be printed: {printed}");
+        assert!(printed.contains("<redacted>"));
+    }
+
+    #[test]
+    fn rejects_invalid_values_with_a_clear_message() {
+        let e = Settings::load_from(None, env(&[("VIGIL__BATCH__MAX_EVENTS", "0")])).unwrap_err();
+        assert!(format!("{e:#}").contains("batch.max_events"), "{e:#}");
+        let e = Settings::load_from(None, env(&[("VIGIL__BATCH__MAX_EVENTS", "many")])).unwrap_err();
+        assert!(format!("{e:#}").contains("invalid configuration"), "{e:#}");
+        let e = Settings::load_from(None, env(&[("VIGIL__TOPICS__FALCO", "vigil-alerts")])).unwrap_err();
+        assert!(format!("{e:#}").contains("both a source and an output"), "{e:#}");
+    }
+
+    #[test]
+    fn rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vigil.toml");
+        std::fs::write(&path, "[batch]\nmax_event = 10\n").unwrap();
+        let e = Settings::load_from(Some(&path), env(&[])).unwrap_err();
+        assert!(format!("{e:#}").contains("max_event"), "{e:#}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let e = Settings::load_from(Some(Path::new("/nonexistent/vigil.toml")), env(&[])).unwrap_err();
+        assert!(e.to_string().contains("does not exist"));
+    }
+}

@@ -1,0 +1,88 @@
+//! Dead letters: input Vigil could not process, kept with the reason.
+//!
+//! Two kinds: a message that failed to decode (its payload is kept, so it
+//! can be fixed and replayed), and a rule that failed on a batch (the
+//! origins of the batch's events are kept, so it can be replayed once the
+//! rule is fixed). Format: docs/alerts.md#dead-letters.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::alert::format_time_ns;
+use crate::source::{Origin, SourceKind};
+
+/// One dead-letter record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub schema_version: u32,
+    pub kind: DeadLetterKind,
+    pub reason: String,
+    pub source: SourceKind,
+    /// The rule that failed (`rule_error` only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rule_id: Option<String>,
+    /// Where the input came from: one origin for a decode error, every
+    /// message of the batch for a rule error.
+    pub origins: Vec<Origin>,
+    pub failed_at: String,
+    /// The message as UTF-8 text, when it is valid UTF-8 (`decode_error`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub payload: Option<String>,
+    /// The message as base64, when it is not valid UTF-8 (`decode_error`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub payload_base64: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterKind {
+    DecodeError,
+    RuleError,
+}
+
+impl DeadLetter {
+    pub fn decode_error(source: SourceKind, origin: Origin, payload: &[u8], reason: String, now_ns: i64) -> Self {
+        let (payload, payload_base64) = match std::str::from_utf8(payload) {
+            Ok(text) => (Some(text.to_string()), None),
+            Err(_) => (None, Some(base64::engine::general_purpose::STANDARD.encode(payload))),
+        };
+        DeadLetter {
+            schema_version: 1,
+            kind: DeadLetterKind::DecodeError,
+            reason,
+            source,
+            rule_id: None,
+            origins: vec![origin],
+            failed_at: format_time_ns(now_ns),
+            payload,
+            payload_base64,
+        }
+    }
+
+    pub fn rule_error(source: SourceKind, rule_id: String, origins: Vec<Origin>, reason: String, now_ns: i64) -> Self {
+        DeadLetter {
+            schema_version: 1,
+            kind: DeadLetterKind::RuleError,
+            reason,
+            source,
+            rule_id: Some(rule_id),
+            origins,
+            failed_at: format_time_ns(now_ns),
+            payload: None,
+            payload_base64: None,
+        }
+    }
+
+    /// Kafka key: the first origin, so redeliveries of one bad message share a key.
+    pub fn key(&self) -> String {
+        match (&self.rule_id, self.origins.first()) {
+            (Some(rule), Some(o)) => format!("{rule}@{o}"),
+            (None, Some(o)) => o.to_string(),
+            (_, None) => String::new(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("dead letters serialize")
+    }
+}

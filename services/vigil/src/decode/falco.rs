@@ -1,0 +1,114 @@
+//! Decoder of Falco JSON output (`json_output: true`, one alert per message).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayBuilder, ArrayRef, ListBuilder, StringBuilder, TimestampNanosecondBuilder, UInt32Builder};
+use datafusion::arrow::record_batch::RecordBatch;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::columns::*;
+use super::strings::{opt, Str};
+use super::{json_error, parse_time, DecodeLimits, EventRef, RowSink};
+use crate::schema;
+
+#[derive(Deserialize)]
+struct FalcoAlertIn<'a> {
+    #[serde(borrow)]
+    time: Option<Str<'a>>,
+    #[serde(borrow)]
+    uuid: Option<Str<'a>>,
+    #[serde(borrow)]
+    rule: Option<Str<'a>>,
+    #[serde(borrow)]
+    priority: Option<Str<'a>>,
+    #[serde(borrow)]
+    source: Option<Str<'a>>,
+    #[serde(borrow)]
+    hostname: Option<Str<'a>>,
+    #[serde(borrow)]
+    output: Option<Str<'a>>,
+    #[serde(borrow)]
+    tags: Option<Vec<Str<'a>>>,
+    #[serde(borrow)]
+    output_fields: Option<&'a RawValue>,
+}
+
+/// Accumulates rows of the `falco` table.
+pub struct FalcoRows {
+    event_time: TimestampNanosecondBuilder,
+    uuid: StringBuilder,
+    rule: StringBuilder,
+    priority: StringBuilder,
+    source: StringBuilder,
+    hostname: StringBuilder,
+    output: StringBuilder,
+    tags: ListBuilder<StringBuilder>,
+    output_fields: StringBuilder,
+    row: UInt32Builder,
+}
+
+impl FalcoRows {
+    pub fn with_capacity(cap: usize) -> Self {
+        FalcoRows {
+            event_time: timestamps(cap),
+            uuid: StringBuilder::new(),
+            rule: StringBuilder::new(),
+            priority: StringBuilder::new(),
+            source: StringBuilder::new(),
+            hostname: StringBuilder::new(),
+            output: StringBuilder::new(),
+            tags: ListBuilder::new(StringBuilder::new()),
+            output_fields: StringBuilder::new(),
+            row: UInt32Builder::with_capacity(cap),
+        }
+    }
+}
+
+impl RowSink for FalcoRows {
+    fn append(
+        &mut self,
+        payload: &[u8],
+        fallback_ns: i64,
+        message: u32,
+        _limits: DecodeLimits,
+        events: &mut Vec<EventRef>,
+    ) -> Result<(), String> {
+        let a: FalcoAlertIn = serde_json::from_slice(payload).map_err(json_error)?;
+        if a.rule.is_none() {
+            return Err("not a Falco alert: no \"rule\" field".into());
+        }
+        let event_time = match opt(&a.time) {
+            Some(t) => parse_time("time", t)?,
+            None => fallback_ns,
+        };
+        self.row.append_value(self.event_time.len() as u32);
+        self.event_time.append_value(event_time);
+        put_str(&mut self.uuid, opt(&a.uuid));
+        put_str(&mut self.rule, opt(&a.rule));
+        put_str(&mut self.priority, opt(&a.priority));
+        put_str(&mut self.source, opt(&a.source));
+        put_str(&mut self.hostname, opt(&a.hostname));
+        put_str(&mut self.output, opt(&a.output));
+        put_list(&mut self.tags, a.tags.as_deref());
+        put_str(&mut self.output_fields, a.output_fields.map(RawValue::get));
+        events.push(EventRef { message, item: 0, native_id: opt(&a.uuid).map(str::to_owned) });
+        Ok(())
+    }
+
+    fn finish(&mut self) -> RecordBatch {
+        let columns: Vec<ArrayRef> = vec![
+            finish_ts(&mut self.event_time),
+            finish_str(&mut self.uuid),
+            finish_str(&mut self.rule),
+            finish_str(&mut self.priority),
+            finish_str(&mut self.source),
+            finish_str(&mut self.hostname),
+            finish_str(&mut self.output),
+            finish_list(&mut self.tags),
+            finish_str(&mut self.output_fields),
+            Arc::new(self.row.finish()),
+        ];
+        RecordBatch::try_new(schema::falco(), columns).expect("falco columns match the declared schema")
+    }
+}

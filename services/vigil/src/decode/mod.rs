@@ -1,0 +1,140 @@
+//! Decode: raw messages → Arrow record batches with the declared schema of
+//! their source (see `crate::schema`).
+//!
+//! Decoding is per message and all-or-nothing: a message either yields all
+//! of its events as rows, or none of them plus a [`DecodeFailure`] with the
+//! reason. Failures are never dropped: the pipeline sends each one to the
+//! dead-letter topic (or to stderr in replay), with the message's origin.
+
+mod audit;
+mod columns;
+mod falco;
+mod strings;
+mod tetragon;
+
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::source::{RawMessage, SourceKind};
+
+/// Limits on the input a decoder accepts. Anything larger is a decode failure,
+/// never a partially read event: this keeps the service's memory bounded
+/// under hostile input.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    /// Largest accepted message, in bytes.
+    pub max_message_bytes: usize,
+    /// Most events accepted in one audit `EventList` message.
+    pub max_events_per_message: usize,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits { max_message_bytes: 1024 * 1024, max_events_per_message: 10_000 }
+    }
+}
+
+/// Identity of one decoded event (one row of a [`DecodedBatch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRef {
+    /// Index of the message in the slice given to [`decode`].
+    pub message: u32,
+    /// Index of the event inside its message (non-zero only for audit
+    /// `EventList` messages).
+    pub item: u32,
+    /// The event's own identifier when it has one (audit `auditID` and stage,
+    /// Falco `uuid`, Tetragon exec id, event type and time).
+    pub native_id: Option<String>,
+}
+
+/// A message that could not be decoded, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeFailure {
+    /// Index of the message in the slice given to [`decode`].
+    pub message: u32,
+    pub reason: String,
+}
+
+/// The result of decoding one micro-batch of one source.
+#[derive(Debug, Clone)]
+pub struct DecodedBatch {
+    pub source: SourceKind,
+    /// Rows in the source's declared schema; row `i` is `events[i]`.
+    pub batch: RecordBatch,
+    pub events: Vec<EventRef>,
+    pub failures: Vec<DecodeFailure>,
+}
+
+/// Decode `messages` (all of source `source`) into one batch.
+///
+/// `now_ns` is the event time given to events that carry no time and came
+/// without a message timestamp.
+pub fn decode(source: SourceKind, messages: &[RawMessage], limits: DecodeLimits, now_ns: i64) -> DecodedBatch {
+    let mut events = Vec::with_capacity(messages.len());
+    let mut failures = Vec::new();
+    let mut sink: Box<dyn RowSink> = match source {
+        SourceKind::K8sAudit => Box::new(audit::AuditRows::with_capacity(messages.len())),
+        SourceKind::Falco => Box::new(falco::FalcoRows::with_capacity(messages.len())),
+        SourceKind::Tetragon => Box::new(tetragon::TetragonRows::with_capacity(messages.len())),
+    };
+    for (index, message) in messages.iter().enumerate() {
+        debug_assert_eq!(message.source, source);
+        let index = index as u32;
+        let fallback_ns = message.timestamp_ms.map(|ms| ms.saturating_mul(1_000_000)).unwrap_or(now_ns);
+        let result = if message.payload.len() > limits.max_message_bytes {
+            Err(format!(
+                "message of {} bytes exceeds the limit of {} bytes",
+                message.payload.len(),
+                limits.max_message_bytes
+            ))
+        } else {
+            let before = events.len();
+            let result = sink.append(&message.payload, fallback_ns, index, limits, &mut events);
+            debug_assert!(result.is_ok() || events.len() == before, "failed message must add no rows");
+            result
+        };
+        if let Err(reason) = result {
+            failures.push(DecodeFailure { message: index, reason });
+        }
+    }
+    let batch = sink.finish();
+    debug_assert_eq!(batch.num_rows(), events.len());
+    DecodedBatch { source, batch, events, failures }
+}
+
+/// Accumulates the rows of one source's table.
+trait RowSink {
+    /// Append every event of one message, or none of them and return why.
+    /// On success pushes one [`EventRef`] per appended row.
+    fn append(
+        &mut self,
+        payload: &[u8],
+        fallback_time_ns: i64,
+        message: u32,
+        limits: DecodeLimits,
+        events: &mut Vec<EventRef>,
+    ) -> Result<(), String>;
+
+    /// Build the batch of everything appended so far.
+    fn finish(&mut self) -> RecordBatch;
+}
+
+/// Parse an RFC 3339 timestamp to nanoseconds since the epoch.
+pub(crate) fn parse_time(field: &str, value: &str) -> Result<i64, String> {
+    let t = chrono::DateTime::parse_from_rfc3339(value)
+        .map_err(|e| format!("field {field}: invalid RFC 3339 timestamp {value:?}: {e}"))?;
+    t.timestamp_nanos_opt()
+        .ok_or_else(|| format!("field {field}: timestamp {value:?} is outside the representable range"))
+}
+
+/// Parse an optional timestamp field.
+pub(crate) fn parse_opt_time(field: &str, value: Option<&str>) -> Result<Option<i64>, String> {
+    value.map(|v| parse_time(field, v)).transpose()
+}
+
+/// Render a serde_json error without the noise of a full path.
+pub(crate) fn json_error(e: serde_json::Error) -> String {
+    format!("invalid JSON: {e}")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,31 @@
+//! Vigil: streaming SIEM detection for Kubernetes.
+//!
+//! The pipeline reads as source → decode → evaluate → sink:
+//!
+//! * [`source`]: the kinds of event stream and where a message came from;
+//!   [`kafka`] consumes them from Kafka.
+//! * [`decode`]: raw JSON messages → Arrow record batches in the declared
+//!   [`schema`] of their source; undecodable messages become dead letters.
+//! * [`rules`]: SQL rules with a metadata header, planned once with
+//!   DataFusion and evaluated per micro-batch into [`alert`]s.
+//! * [`kafka`]: alerts and dead letters produced back to Kafka; offsets
+//!   committed only after they are acknowledged ([`pipeline`]).
+//!
+//! [`replay`] runs decode and evaluate over a file without Kafka;
+//! [`embedded`] runs the whole service against an in-process broker.
+
+pub mod alert;
+pub mod cli;
+pub mod config;
+pub mod dead_letter;
+pub mod detect;
+pub mod decode;
+pub mod embedded;
+pub mod functions;
+pub mod kafka;
+pub mod metrics;
+pub mod pipeline;
+pub mod replay;
+pub mod rules;
+pub mod schema;
+pub mod source;

@@ -1,0 +1,293 @@
+//! The rule engine: compiles rules once into DataFusion physical plans and
+//! evaluates them against each decoded micro-batch.
+//!
+//! Compilation (at load time) parses the rule's SQL, checks it is a single
+//! SELECT over the rule's declared source table, appends the internal
+//! row-index column to its projection, and plans it down to a physical plan
+//! whose scan reads the engine's per-source [`BatchSlot`]. Evaluation puts
+//! the batch in the slot and executes the stored plans: nothing is
+//! re-planned per batch.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{TimestampNanosecondType, UInt32Type};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::{collect, ExecutionPlan};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, GroupByExpr, Ident, SelectItem, SetExpr, Statement};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use serde_json::{Map, Value};
+
+use super::slot::{BatchSlot, SlotTable};
+use super::{Rule, RuleError, RuleErrors, RuleMode};
+use crate::alert::{content_event_id, Alert, EventIdentity};
+use crate::decode::DecodedBatch;
+use crate::functions;
+use crate::schema::ROW_COLUMN;
+use crate::source::{RawMessage, SourceKind};
+
+/// A rule whose evaluation failed on a batch. The pipeline reports it (log,
+/// metric, dead-letter record) instead of dropping it silently.
+#[derive(Debug, Clone)]
+pub struct RuleFailure {
+    pub rule_id: String,
+    pub source: SourceKind,
+    pub error: String,
+}
+
+/// A rule ready to run.
+struct CompiledRule {
+    rule: Arc<Rule>,
+    plan: Arc<dyn ExecutionPlan>,
+    /// Index of [`ROW_COLUMN`] in the plan's output.
+    row_column: usize,
+}
+
+/// Compiled rules plus the DataFusion context they run in.
+pub struct RuleEngine {
+    ctx: SessionContext,
+    slots: BTreeMap<SourceKind, Arc<BatchSlot>>,
+    rules: Vec<CompiledRule>,
+    task_ctx: Arc<TaskContext>,
+}
+
+/// The DataFusion session rules are planned in: one partition (a rule runs
+/// on the batch it is given, no repartitioning threads), the source tables,
+/// and the JSON functions.
+fn session() -> (SessionContext, BTreeMap<SourceKind, Arc<BatchSlot>>) {
+    let config = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_batch_size(8192)
+        .with_information_schema(false)
+        .with_repartition_joins(false)
+        .with_repartition_aggregations(false)
+        .with_repartition_windows(false)
+        .with_repartition_sorts(false);
+    let mut ctx = SessionContext::new_with_config(config);
+    functions::register(&mut ctx).expect("registering built-in functions cannot fail");
+    let mut slots = BTreeMap::new();
+    for source in SourceKind::ALL {
+        let slot = Arc::new(BatchSlot::default());
+        ctx.register_table(source.table_name(), Arc::new(SlotTable::new(source.schema(), slot.clone())))
+            .expect("source table names are unique");
+        slots.insert(source, slot);
+    }
+    (ctx, slots)
+}
+
+impl RuleEngine {
+    /// Compile every rule, or report every rule that does not compile.
+    pub async fn compile(rules: Vec<Rule>) -> Result<RuleEngine, RuleErrors> {
+        let (ctx, slots) = session();
+        let mut compiled = Vec::with_capacity(rules.len());
+        let mut errors = Vec::new();
+        for rule in rules {
+            match compile_rule(&ctx, &rule).await {
+                Ok((plan, row_column)) => compiled.push(CompiledRule { rule: Arc::new(rule), plan, row_column }),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(RuleErrors(errors));
+        }
+        let task_ctx = ctx.task_ctx();
+        Ok(RuleEngine { ctx, slots, rules: compiled, task_ctx })
+    }
+
+    /// The loaded rules, in load order.
+    pub fn rules(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().map(|r| r.rule.as_ref())
+    }
+
+    /// Number of rules reading `source`.
+    pub fn rule_count(&self, source: SourceKind) -> usize {
+        self.rules.iter().filter(|r| r.rule.meta.source == source).count()
+    }
+
+    /// The DataFusion context (for tools that run ad-hoc SQL against the
+    /// same tables and functions).
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Run every rule of `decoded.source` over the batch.
+    ///
+    /// `messages` are the raw messages the batch was decoded from (indexed by
+    /// [`crate::decode::EventRef::message`]); they give alerts their origins
+    /// and the content ids of events without ids of their own.
+    pub async fn evaluate(
+        &mut self,
+        decoded: &DecodedBatch,
+        messages: &[RawMessage],
+        detected_at_ns: i64,
+    ) -> (Vec<Alert>, Vec<RuleFailure>) {
+        let mut alerts = Vec::new();
+        let mut failures = Vec::new();
+        if decoded.batch.num_rows() == 0 {
+            return (alerts, failures);
+        }
+        let slot = &self.slots[&decoded.source];
+        slot.set(decoded.batch.clone());
+        let event_times = decoded.batch.column(0).as_primitive::<TimestampNanosecondType>().clone();
+        for compiled in self.rules.iter().filter(|r| r.rule.meta.source == decoded.source) {
+            let meta = &compiled.rule.meta;
+            let result = collect(compiled.plan.clone(), self.task_ctx.clone()).await;
+            let batches = match result {
+                Ok(b) => b,
+                Err(e) => {
+                    failures.push(RuleFailure { rule_id: meta.id.clone(), source: decoded.source, error: e.to_string() });
+                    continue;
+                }
+            };
+            for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+                let rows = match rows_to_json(batch) {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        failures.push(RuleFailure {
+                            rule_id: meta.id.clone(),
+                            source: decoded.source,
+                            error: format!("encoding the rule's output: {e}"),
+                        });
+                        continue;
+                    }
+                };
+                let row_ids = batch.column(compiled.row_column).as_primitive::<UInt32Type>();
+                for (i, fields) in rows.into_iter().enumerate() {
+                    if row_ids.is_null(i) {
+                        continue; // unreachable: the row column is non-nullable
+                    }
+                    let row = row_ids.value(i) as usize;
+                    let event = &decoded.events[row];
+                    let message = &messages[event.message as usize];
+                    let event_id = match &event.native_id {
+                        Some(id) => id.clone(),
+                        None => content_event_id(&message.payload, event.item),
+                    };
+                    let identity = EventIdentity { event_id, origin: message.origin.clone() };
+                    alerts.push(Alert::new(meta, detected_at_ns, event_times.value(row), fields, vec![identity]));
+                }
+            }
+        }
+        slot.clear();
+        (alerts, failures)
+    }
+}
+
+/// Convert a rule's output rows to JSON objects, leaving out internal
+/// (`__`-prefixed) columns.
+fn rows_to_json(batch: &RecordBatch) -> Result<Vec<Map<String, Value>>, String> {
+    let visible: Vec<usize> = (0..batch.num_columns())
+        .filter(|&i| !batch.schema().field(i).name().starts_with("__"))
+        .collect();
+    if visible.is_empty() {
+        return Ok(vec![Map::new(); batch.num_rows()]);
+    }
+    let projected = batch.project(&visible).map_err(|e| e.to_string())?;
+    let mut writer = arrow_json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow_json::writer::JsonArray>(Vec::new());
+    writer.write(&projected).map_err(|e| e.to_string())?;
+    writer.finish().map_err(|e| e.to_string())?;
+    let bytes = writer.into_inner();
+    serde_json::from_slice::<Vec<Map<String, Value>>>(&bytes).map_err(|e| e.to_string())
+}
+
+/// Plan one rule. Returns its physical plan and the index of the row column.
+async fn compile_rule(
+    ctx: &SessionContext,
+    rule: &Rule,
+) -> Result<(Arc<dyn ExecutionPlan>, usize), RuleError> {
+    let err = |line: Option<usize>, message: String| RuleError { path: rule.path.clone(), line, message };
+    let statement = checked_statement(rule).map_err(|(line, m)| err(line, m))?;
+    let state = ctx.state();
+    let plan = state
+        .statement_to_plan(DFStatement::Statement(Box::new(statement)))
+        .await
+        .map_err(|e| err(None, format!("planning failed: {e}")))?;
+    check_tables(&plan, rule.meta.source).map_err(|m| err(None, m))?;
+    let physical = state
+        .create_physical_plan(&plan)
+        .await
+        .map_err(|e| err(None, format!("physical planning failed: {e}")))?;
+    let row_column = physical
+        .schema()
+        .index_of(ROW_COLUMN)
+        .map_err(|_| err(None, format!("the rule's output lost the internal {ROW_COLUMN} column")))?;
+    Ok((physical, row_column))
+}
+
+/// Parse a rule's SQL, check its shape, and add the row-index column.
+///
+/// Only a single `SELECT` (optionally with `WITH`, `ORDER BY`, `LIMIT`) is
+/// accepted: no DDL, DML, `COPY`, `SET` or `EXPLAIN`.
+fn checked_statement(rule: &Rule) -> Result<Statement, (Option<usize>, String)> {
+    let mut statements = Parser::parse_sql(&GenericDialect {}, &rule.sql)
+        .map_err(|e| (parser_error_line(&e.to_string()), format!("SQL syntax error: {e}")))?;
+    if statements.len() != 1 {
+        return Err((None, format!("a rule must be exactly one SELECT statement, found {}", statements.len())));
+    }
+    let mut statement = statements.remove(0);
+    let Statement::Query(query) = &mut statement else {
+        return Err((None, "a rule must be a SELECT query; DDL, DML, COPY and SET are not allowed".into()));
+    };
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return Err((None, "an event rule must be a single SELECT (no UNION, VALUES or nested set operations)".into()));
+    };
+    match rule.meta.mode {
+        RuleMode::Event => {
+            let grouped = match &select.group_by {
+                GroupByExpr::All(_) => true,
+                GroupByExpr::Expressions(exprs, _) => !exprs.is_empty(),
+            };
+            if grouped || select.having.is_some() {
+                return Err((None, "an event rule cannot GROUP BY or HAVING: it yields one alert per matching event".into()));
+            }
+        }
+    }
+    if select.into.is_some() {
+        return Err((None, "SELECT INTO is not allowed in a rule".into()));
+    }
+    let has_wildcard =
+        select.projection.iter().any(|p| matches!(p, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)));
+    if !has_wildcard {
+        select.projection.push(SelectItem::UnnamedExpr(SqlExpr::Identifier(Ident::new(ROW_COLUMN))));
+    }
+    Ok(statement)
+}
+
+/// Every table a rule reads must be its declared source.
+fn check_tables(plan: &LogicalPlan, source: SourceKind) -> Result<(), String> {
+    let mut tables = Vec::new();
+    plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            tables.push(scan.table_name.table().to_string());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(|e| e.to_string())?;
+    if tables.is_empty() {
+        return Err(format!("the rule reads no table: it must select FROM {}", source.table_name()));
+    }
+    match tables.iter().find(|t| *t != source.table_name()) {
+        Some(other) => Err(format!(
+            "the rule reads table {other:?} but declares source {}: an event rule reads only its source table",
+            source.table_name()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Extract the line from sqlparser's "... at Line: 12, Column: 5" messages.
+fn parser_error_line(message: &str) -> Option<usize> {
+    let rest = &message[message.find("Line: ")? + 6..];
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests;

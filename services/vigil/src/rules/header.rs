@@ -1,0 +1,312 @@
+//! The metadata header of a rule file.
+//!
+//! A rule file starts with SQL line comments of the form `-- key: value`.
+//! The header ends at the first line that is not a comment. List values are
+//! comma separated. A comment line indented by at least two spaces after
+//! `--` continues the previous key's value (for long descriptions).
+//!
+//! ```sql
+//! -- id: k8s_audit.pod_exec
+//! -- title: Exec into a pod
+//! -- severity: high
+//! -- description: A user opened a shell in a running container.
+//! -- mitre: T1609
+//! -- source: k8s_audit
+//! -- tags: attack, execution
+//! -- author: Vigil
+//! -- references: https://attack.mitre.org/techniques/T1609/
+//! -- based_on: panther:Kubernetes.Pod.Exec, falco:Attach/Exec Pod
+//! SELECT ... FROM k8s_audit WHERE ...
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::source::SourceKind;
+
+/// How bad an alert is. Ordered from least to most severe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Severity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "info" => Ok(Severity::Info),
+            "low" => Ok(Severity::Low),
+            "medium" => Ok(Severity::Medium),
+            "high" => Ok(Severity::High),
+            "critical" => Ok(Severity::Critical),
+            other => Err(format!("invalid severity {other:?}: expected info, low, medium, high or critical")),
+        }
+    }
+}
+
+/// How a rule is evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleMode {
+    /// A filter/projection over single events: every output row is one alert
+    /// about the one event it came from.
+    Event,
+}
+
+/// The parsed header of a rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleMeta {
+    pub id: String,
+    pub title: String,
+    pub severity: Severity,
+    pub description: String,
+    /// MITRE ATT&CK technique ids, e.g. `T1609` or `T1552.007`.
+    pub mitre: Vec<String>,
+    pub source: SourceKind,
+    pub mode: RuleMode,
+    pub tags: Vec<String>,
+    pub author: String,
+    pub references: Vec<String>,
+    /// The public rules this one was based on, as `corpus:name`
+    /// (`panther:Kubernetes.Pod.Exec`, `falco:Attach/Exec Pod`, `sigma:...`).
+    pub based_on: Vec<String>,
+}
+
+/// A problem in a header, with its 1-based line in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderError {
+    pub line: usize,
+    pub message: String,
+}
+
+const REQUIRED: [&str; 8] = ["id", "title", "severity", "description", "mitre", "source", "author", "based_on"];
+const OPTIONAL: [&str; 3] = ["tags", "references", "mode"];
+
+/// Parse the header at the top of `text`.
+///
+/// Returns the metadata and the 1-based line of the first line after the
+/// header, or every problem found.
+pub fn parse_header(text: &str) -> Result<(RuleMeta, usize), Vec<HeaderError>> {
+    let mut values: BTreeMap<&'static str, (usize, String)> = BTreeMap::new();
+    let mut errors = Vec::new();
+    let mut last_key: Option<&'static str> = None;
+    let mut body_line = text.lines().count() + 1;
+    for (i, line) in text.lines().enumerate() {
+        let lineno = i + 1;
+        let trimmed = line.trim();
+        let Some(comment) = trimmed.strip_prefix("--") else {
+            if trimmed.is_empty() {
+                continue;
+            }
+            body_line = lineno;
+            break;
+        };
+        if comment.trim().is_empty() {
+            last_key = None;
+            continue;
+        }
+        if comment.starts_with("   ") || comment.starts_with('\t') {
+            if let Some(key) = last_key {
+                let entry = values.get_mut(key).expect("last key was inserted");
+                entry.1.push(' ');
+                entry.1.push_str(comment.trim());
+                continue;
+            }
+        }
+        let Some((key, value)) = comment.split_once(':') else {
+            last_key = None;
+            continue; // a free-form comment inside the header
+        };
+        let key = key.trim();
+        let Some(known) = REQUIRED.iter().chain(OPTIONAL.iter()).find(|k| **k == key) else {
+            if key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !key.is_empty() {
+                errors.push(HeaderError { line: lineno, message: format!("unknown header key {key:?}") });
+            }
+            last_key = None;
+            continue;
+        };
+        if values.contains_key(known) {
+            errors.push(HeaderError { line: lineno, message: format!("header key {key:?} given twice") });
+        }
+        values.insert(known, (lineno, value.trim().to_string()));
+        last_key = Some(known);
+    }
+    for key in REQUIRED {
+        if !values.contains_key(key) {
+            errors.push(HeaderError { line: 1, message: format!("missing required header key {key:?}") });
+        }
+    }
+    let get = |k: &str| values.get(k).map(|(_, v)| v.clone()).unwrap_or_default();
+    let line_of = |k: &str| values.get(k).map(|(l, _)| *l).unwrap_or(1);
+    let list = |k: &str| -> Vec<String> {
+        get(k).split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+    };
+
+    let id = get("id");
+    if values.contains_key("id")
+        && (id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
+    {
+        errors.push(HeaderError {
+            line: line_of("id"),
+            message: format!("invalid rule id {id:?}: use letters, digits, '.', '_' and '-'"),
+        });
+    }
+    for key in ["title", "description", "author"] {
+        if values.contains_key(key) && get(key).is_empty() {
+            errors.push(HeaderError { line: line_of(key), message: format!("header key {key:?} is empty") });
+        }
+    }
+    let severity = match get("severity").parse::<Severity>() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            if values.contains_key("severity") {
+                errors.push(HeaderError { line: line_of("severity"), message: e });
+            }
+            None
+        }
+    };
+    let source = match get("source").parse::<SourceKind>() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            if values.contains_key("source") {
+                errors.push(HeaderError { line: line_of("source"), message: e });
+            }
+            None
+        }
+    };
+    let mode = match get("mode").as_str() {
+        "" | "event" => RuleMode::Event,
+        other => {
+            errors.push(HeaderError {
+                line: line_of("mode"),
+                message: format!("invalid mode {other:?}: expected event"),
+            });
+            RuleMode::Event
+        }
+    };
+    let mitre = list("mitre");
+    if values.contains_key("mitre") && mitre.is_empty() {
+        errors.push(HeaderError { line: line_of("mitre"), message: "mitre lists no technique".into() });
+    }
+    for t in &mitre {
+        if !is_attack_id(t) {
+            errors.push(HeaderError {
+                line: line_of("mitre"),
+                message: format!("invalid MITRE ATT&CK technique id {t:?}: expected T1234 or T1234.567"),
+            });
+        }
+    }
+    let based_on = list("based_on");
+    for b in &based_on {
+        let corpus = b.split_once(':').map(|(c, _)| c);
+        if !matches!(corpus, Some("panther" | "falco" | "sigma" | "vigil" | "elastic" | "mitre")) {
+            errors.push(HeaderError {
+                line: line_of("based_on"),
+                message: format!(
+                    "based_on entry {b:?} must be corpus:name with corpus one of panther, falco, sigma, elastic, mitre, vigil"
+                ),
+            });
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let meta = RuleMeta {
+        id,
+        title: get("title"),
+        severity: severity.expect("checked above"),
+        description: get("description"),
+        mitre,
+        source: source.expect("checked above"),
+        mode,
+        tags: list("tags"),
+        author: get("author"),
+        references: list("references"),
+        based_on,
+    };
+    Ok((meta, body_line))
+}
+
+/// `T` followed by four digits, optionally `.` and three digits.
+fn is_attack_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    let technique = b.len() >= 5 && b[0] == b'T' && b[1..5].iter().all(u8::is_ascii_digit);
+    match b.len() {
+        5 => technique,
+        9 => technique && b[5] == b'.' && b[6..9].iter().all(u8::is_ascii_digit),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "-- id: k8s.pod_exec\n-- title: Exec into pod\n-- severity: high\n-- description: A shell\n--    in a pod.\n-- mitre: T1609, T1552.007\n-- source: k8s_audit\n-- tags: a, b\n-- author: Vigil\n-- based_on: panther:Kubernetes.Pod.Exec, falco:Attach/Exec Pod\n\nSELECT 1 FROM k8s_audit\n";
+
+    #[test]
+    fn parses_a_complete_header() {
+        let (meta, body) = parse_header(GOOD).unwrap();
+        assert_eq!(meta.id, "k8s.pod_exec");
+        assert_eq!(meta.severity, Severity::High);
+        assert_eq!(meta.description, "A shell in a pod.");
+        assert_eq!(meta.mitre, vec!["T1609", "T1552.007"]);
+        assert_eq!(meta.source, SourceKind::K8sAudit);
+        assert_eq!(meta.tags, vec!["a", "b"]);
+        assert_eq!(meta.based_on, vec!["panther:Kubernetes.Pod.Exec", "falco:Attach/Exec Pod"]);
+        assert_eq!(body, 12);
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_line() {
+        let text = GOOD.replace("high", "urgent").replace("T1609,", "X1609,").replace("-- author: Vigil\n", "");
+        let errors = parse_header(&text).unwrap_err();
+        let messages: Vec<_> = errors.iter().map(|e| (e.line, e.message.as_str())).collect();
+        assert!(messages.iter().any(|(l, m)| *l == 3 && m.contains("invalid severity \"urgent\"")), "{messages:?}");
+        assert!(messages.iter().any(|(l, m)| *l == 6 && m.contains("\"X1609\"")), "{messages:?}");
+        assert!(messages.iter().any(|(_, m)| m.contains("missing required header key \"author\"")), "{messages:?}");
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_based_on() {
+        let text = GOOD.replace("-- tags: a, b", "-- tagz: a").replace("panther:", "splunk:");
+        let errors = parse_header(&text).unwrap_err();
+        assert!(errors.iter().any(|e| e.message.contains("unknown header key \"tagz\"")));
+        assert!(errors.iter().any(|e| e.message.contains("splunk:Kubernetes.Pod.Exec")));
+    }
+
+    #[test]
+    fn attack_ids() {
+        assert!(is_attack_id("T1609"));
+        assert!(is_attack_id("T1552.007"));
+        assert!(!is_attack_id("T160"));
+        assert!(!is_attack_id("T1552.07"));
+        assert!(!is_attack_id("TA0001"));
+    }
+}
