@@ -93,7 +93,7 @@ static K8S_AUDIT: LazyLock<SchemaRef> = LazyLock::new(|| {
         utf8("stage"),
         utf8("verb"),
         utf8("request_uri"),
-        Field::new("user", DataType::Struct(user_info_fields()), true),
+        Field::new("user_info", DataType::Struct(user_info_fields()), true),
         Field::new("impersonated_user", DataType::Struct(user_info_fields()), true),
         utf8_list("source_ips"),
         utf8("user_agent"),

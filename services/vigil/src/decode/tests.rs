@@ -42,7 +42,7 @@ fn decodes_an_audit_event_into_typed_columns() {
     assert_eq!(b.schema(), crate::schema::k8s_audit());
     assert_eq!(str_col(b, "verb").value(0), "create");
     assert_eq!(str_col(b, "audit_id").value(0), "a-1");
-    assert_eq!(struct_str(b, "user", "username", 0).as_deref(), Some("alice"));
+    assert_eq!(struct_str(b, "user_info", "username", 0).as_deref(), Some("alice"));
     assert_eq!(struct_str(b, "object_ref", "subresource", 0).as_deref(), Some("exec"));
     assert_eq!(struct_str(b, "impersonated_user", "username", 0), None);
     let status: &StructArray = b.column_by_name("response_status").unwrap().as_struct();
@@ -185,4 +185,11 @@ fn decodes_tetragon_events_with_nested_process() {
     assert_eq!(bad.failures.len(), 2);
     assert!(bad.failures[0].reason.contains("no event field"));
     assert!(bad.failures[1].reason.contains("more than one event field"));
+}
+
+#[test]
+fn timestamps_without_zone_are_utc() {
+    assert_eq!(parse_time("t", "2022-11-29 00:09:04.38").unwrap(), parse_time("t", "2022-11-29T00:09:04.38Z").unwrap());
+    assert_eq!(parse_time("t", "2022-11-29T00:09:04").unwrap(), parse_time("t", "2022-11-29T00:09:04+00:00").unwrap());
+    assert!(parse_time("t", "2022-13-29 00:09:04").is_err());
 }

@@ -30,7 +30,7 @@ impl KafkaSink {
             .set("enable.idempotence", "true")
             .set("message.timeout.ms", "30000")
             .set("linger.ms", "5")
-            .set("compression.type", "zstd");
+            .set("compression.type", "lz4");
         let producer: FutureProducer = config.create().context("creating the Kafka producer")?;
         Ok(KafkaSink { producer })
     }
