@@ -68,6 +68,14 @@ enum RulesCommand {
         #[arg(default_value = "sql-rules")]
         dir: PathBuf,
     },
+    /// Run every rule's test cases (`<rule>.tests.jsonl` beside the rule).
+    Test {
+        #[arg(default_value = "sql-rules")]
+        dir: PathBuf,
+        /// Only rules whose id contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+    },
 }
 
 /// Entry point of the binary.
@@ -164,6 +172,26 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 eprintln!("  {n:>6}  {rule}");
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Rules { command: RulesCommand::Test { dir, filter } } => {
+            let mut loaded = rules::load_dir(&dir).map_err(anyhow::Error::new)?;
+            if let Some(f) = &filter {
+                loaded.retain(|r| r.meta.id.contains(f.as_str()));
+            }
+            let engine = RuleEngine::compile(loaded.clone()).await.map_err(anyhow::Error::new)?;
+            let results = rules::testing::run(&loaded, engine).await;
+            let (mut passed, mut failed) = (0, 0);
+            for r in &results {
+                if r.passed {
+                    passed += 1;
+                    println!("PASS  {:<40} {}", r.rule_id, r.name);
+                } else {
+                    failed += 1;
+                    println!("FAIL  {:<40} {}  ({}:{}: {})", r.rule_id, r.name, r.file.display(), r.line, r.detail);
+                }
+            }
+            println!("rule tests: {passed} passed, {failed} failed");
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Rules { command: RulesCommand::Validate { dir } } => match load_engine(&dir).await {
             Ok(engine) => {

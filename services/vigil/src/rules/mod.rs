@@ -5,6 +5,7 @@
 pub mod engine;
 pub mod header;
 mod slot;
+pub mod testing;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,161 @@
+use std::path::PathBuf;
+
+use super::*;
+use crate::decode::{decode, DecodeLimits};
+use crate::rules::parse_rule;
+use crate::source::Origin;
+
+const HEADER: &str = "-- id: t.rule\n-- title: T\n-- severity: low\n-- description: d\n-- mitre: T1609\n-- source: k8s_audit\n-- author: test\n-- based_on: vigil:test\n";
+
+fn rule(sql: &str) -> Rule {
+    rule_with_header(HEADER, sql)
+}
+
+fn rule_with_header(header: &str, sql: &str) -> Rule {
+    parse_rule(&PathBuf::from("test.sql"), &format!("{header}{sql}")).unwrap()
+}
+
+async fn compile_err(sql: &str) -> String {
+    match RuleEngine::compile(vec![rule(sql)]).await {
+        Ok(_) => panic!("{sql} compiled"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn audit(lines: &[&str]) -> (DecodedBatch, Vec<RawMessage>) {
+    let messages: Vec<RawMessage> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| RawMessage {
+            source: SourceKind::K8sAudit,
+            payload: l.as_bytes().to_vec(),
+            origin: Origin::Kafka { topic: "audit".into(), partition: 0, offset: i as i64 },
+            timestamp_ms: None,
+        })
+        .collect();
+    (decode(SourceKind::K8sAudit, &messages, DecodeLimits::default(), 0), messages)
+}
+
+const GET_SECRET: &str = r#"{"kind":"Event","auditID":"id-1","stage":"ResponseComplete","verb":"get","user":{"username":"bob"},"objectRef":{"resource":"secrets","namespace":"ns","name":"s"},"requestReceivedTimestamp":"2024-01-01T00:00:00Z"}"#;
+const LIST_PODS: &str = r#"{"kind":"Event","verb":"list","user":{"username":"carol"},"objectRef":{"resource":"pods"}}"#;
+
+#[tokio::test]
+async fn rejects_statements_that_are_not_a_select() {
+    for sql in [
+        "CREATE TABLE x (a INT)",
+        "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
+        "COPY k8s_audit TO '/tmp/x.csv'",
+        "INSERT INTO k8s_audit SELECT * FROM k8s_audit",
+        "SET datafusion.execution.batch_size = 1",
+        "DROP TABLE k8s_audit",
+        "EXPLAIN SELECT verb FROM k8s_audit",
+    ] {
+        let e = compile_err(sql).await;
+        assert!(e.contains("test.sql") && (e.contains("SELECT") || e.contains("syntax")), "{sql}: {e}");
+    }
+    let e = compile_err("SELECT verb FROM k8s_audit; SELECT verb FROM k8s_audit").await;
+    assert!(e.contains("exactly one SELECT"), "{e}");
+}
+
+#[tokio::test]
+async fn rejects_reading_other_tables_files_or_functions() {
+    let e = compile_err("SELECT rule FROM falco").await;
+    assert!(e.contains("reads table \"falco\""), "{e}");
+    let e = compile_err("SELECT * FROM '/etc/passwd'").await;
+    assert!(e.contains("planning failed"), "{e}");
+    let e = compile_err("SELECT * FROM generate_series(1, 3)").await;
+    assert!(e.contains("reads table \"generate_series()\""), "{e}");
+    let e = compile_err("SELECT 1").await;
+    assert!(e.contains("reads no table"), "{e}");
+}
+
+#[tokio::test]
+async fn rejects_grouping_in_event_rules_and_reports_lines() {
+    let e = compile_err("SELECT verb, count(*) FROM k8s_audit GROUP BY verb").await;
+    assert!(e.contains("cannot GROUP BY"), "{e}");
+    // The header is 8 lines; the syntax error is on line 10 of the file.
+    let e = compile_err("SELECT verb\nFROM k8s_audit WHERE verb = = 'get'").await;
+    assert!(e.contains("test.sql:10:"), "{e}");
+    let e = compile_err("SELECT no_such_column FROM k8s_audit").await;
+    assert!(e.contains("no_such_column"), "{e}");
+}
+
+#[tokio::test]
+async fn plans_once_and_evaluates_each_batch() {
+    let mut engine = RuleEngine::compile(vec![rule(
+        "SELECT user_info.username AS username, object_ref.name AS secret FROM k8s_audit WHERE object_ref.resource = 'secrets'",
+    )])
+    .await
+    .unwrap();
+    let (batch, messages) = audit(&[LIST_PODS, GET_SECRET]);
+    let (alerts, failures) = engine.evaluate(&batch, &messages, 7).await;
+    assert!(failures.is_empty());
+    assert_eq!(alerts.len(), 1);
+    let a = &alerts[0];
+    assert_eq!(a.rule_id, "t.rule");
+    assert_eq!(a.fields.get("username").unwrap(), "bob");
+    assert_eq!(a.fields.get("secret").unwrap(), "s");
+    assert!(!a.fields.contains_key("__row"));
+    assert_eq!(a.events[0].event_id, "id-1/ResponseComplete");
+    assert_eq!(a.events[0].origin, Origin::Kafka { topic: "audit".into(), partition: 0, offset: 1 });
+    assert_eq!(a.event_time, "2024-01-01T00:00:00Z");
+
+    // Same compiled plan, next batch: only the new batch's rows are seen.
+    let (batch, messages) = audit(&[LIST_PODS, LIST_PODS, LIST_PODS]);
+    let (alerts, _) = engine.evaluate(&batch, &messages, 8).await;
+    assert!(alerts.is_empty());
+    let (batch, messages) = audit(&[GET_SECRET, LIST_PODS, GET_SECRET]);
+    let (alerts2, _) = engine.evaluate(&batch, &messages, 9).await;
+    assert_eq!(alerts2.len(), 2);
+    // Deterministic ids: same rule, same event -> same alert id, whenever detected.
+    assert_eq!(alerts2[0].alert_id, a.alert_id);
+    assert_eq!(alerts2[0].alert_id, alerts2[1].alert_id);
+}
+
+#[tokio::test]
+async fn select_star_hides_internal_columns_and_events_without_id_get_content_ids() {
+    let mut engine = RuleEngine::compile(vec![rule("SELECT * FROM k8s_audit WHERE verb = 'list'")]).await.unwrap();
+    let (batch, messages) = audit(&[LIST_PODS, GET_SECRET]);
+    let (alerts, _) = engine.evaluate(&batch, &messages, 0).await;
+    assert_eq!(alerts.len(), 1);
+    assert!(alerts[0].fields.contains_key("verb"));
+    assert!(!alerts[0].fields.contains_key("__row"));
+    assert!(alerts[0].events[0].event_id.starts_with("sha256:"));
+}
+
+#[tokio::test]
+async fn json_functions_are_available() {
+    let pod = r#"{"kind":"Event","verb":"create","objectRef":{"resource":"pods"},"requestObject":{"spec":{"hostNetwork":true,"containers":[{"name":"a"},{"name":"b","securityContext":{"privileged":true}}]}}}"#;
+    let mut engine = RuleEngine::compile(vec![rule(
+        "SELECT json_get_bool(request_object, 'spec', 'hostNetwork') AS host_network, \
+                json_path_values(request_object, '$.spec.containers[*].name') AS names \
+         FROM k8s_audit \
+         WHERE array_has(json_path_values(request_object, '$..securityContext.privileged'), 'true') \
+           AND json_path_exists(request_object, '$.spec.containers[?@.name == \"b\"]')",
+    )])
+    .await
+    .unwrap();
+    let (batch, messages) = audit(&[pod, LIST_PODS]);
+    let (alerts, failures) = engine.evaluate(&batch, &messages, 0).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].fields["host_network"], true);
+    assert_eq!(alerts[0].fields["names"], serde_json::json!(["a", "b"]));
+}
+
+#[tokio::test]
+async fn a_rule_failing_at_run_time_is_reported_not_dropped() {
+    let mut engine = RuleEngine::compile(vec![
+        rule("SELECT verb FROM k8s_audit WHERE CAST(verb AS INT) = 1"),
+        rule_with_header(&HEADER.replace("t.rule", "t.other"), "SELECT verb FROM k8s_audit WHERE verb = 'get'"),
+    ])
+    .await
+    .unwrap();
+    let (batch, messages) = audit(&[GET_SECRET]);
+    let (alerts, failures) = engine.evaluate(&batch, &messages, 0).await;
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].rule_id, "t.rule");
+    // The other rule still ran.
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].rule_id, "t.other");
+}

@@ -1,0 +1,292 @@
+//! Test harness for the integration tests: a real Kafka-compatible broker
+//! process (tansu), topics, producing and reading records, and the `vigil`
+//! binary as a child process.
+//!
+//! The broker: if `VIGIL_TEST_BROKERS` is set (as `.ci/run` does) the tests
+//! use that broker; otherwise each test binary starts its own tansu process
+//! on a free localhost port (`tansu` on PATH or in ~/.cargo/bin; install it
+//! with `scripts/bootstrap.sh --broker`). Every test uses topics and a
+//! consumer group with a unique suffix, so tests share a broker safely.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+pub fn shared_data(rel: &str) -> PathBuf {
+    repo().join("../shared/data").join(rel)
+}
+
+/// A broker the tests can use.
+pub struct Broker {
+    pub addr: String,
+    _child: Option<ChildGuard>,
+}
+
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tansu_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("TANSU") {
+        return PathBuf::from(p);
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join("tansu");
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    let home = PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo/bin/tansu");
+    if home.is_file() {
+        return home;
+    }
+    panic!("the integration tests need a Kafka broker: set VIGIL_TEST_BROKERS, or install tansu with `scripts/bootstrap.sh --broker`");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The shared broker of this test binary.
+pub fn broker() -> &'static Broker {
+    static BROKER: OnceLock<Broker> = OnceLock::new();
+    BROKER.get_or_init(|| {
+        if let Ok(addr) = std::env::var("VIGIL_TEST_BROKERS") {
+            wait_for_broker(&addr);
+            return Broker { addr, _child: None };
+        }
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("tansu-{port}.log"))).unwrap();
+        let child = Command::new(tansu_binary())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("starting tansu");
+        let addr = format!("127.0.0.1:{port}");
+        let broker = Broker { addr: addr.clone(), _child: Some(ChildGuard(child)) };
+        wait_for_broker(&addr);
+        broker
+    })
+}
+
+fn wait_for_broker(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", addr).create().unwrap();
+    while Instant::now() < deadline {
+        if consumer.fetch_metadata(None, Duration::from_secs(2)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("broker at {addr} did not answer within 60 s");
+}
+
+/// A unique suffix for topic and group names.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}-{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+pub async fn create_topics(addr: &str, topics: &[(&str, i32)]) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", addr).create().unwrap();
+    let new: Vec<NewTopic> =
+        topics.iter().map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1))).collect();
+    let results = admin.create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))).await.unwrap();
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+    }
+}
+
+pub fn producer(addr: &str) -> FutureProducer {
+    ClientConfig::new().set("bootstrap.servers", addr).set("acks", "all").create().unwrap()
+}
+
+/// Produce each payload to `partition` of `topic`, in order.
+pub async fn produce(addr: &str, topic: &str, partition: i32, payloads: &[Vec<u8>]) {
+    let p = producer(addr);
+    for payload in payloads {
+        p.send(FutureRecord::<(), _>::to(topic).partition(partition).payload(payload), Timeout::After(Duration::from_secs(30)))
+            .await
+            .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
+    }
+}
+
+/// Non-empty lines of a file, as payloads.
+pub fn lines(path: &Path) -> Vec<Vec<u8>> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.as_bytes().to_vec())
+        .collect()
+}
+
+/// Read partition 0 of `topic` from the beginning until `want` records were
+/// read or `timeout` passed; then keep reading for `settle` to catch extras.
+pub fn read_topic(addr: &str, topic: &str, want: usize, timeout: Duration, settle: Duration) -> Vec<(i64, String)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    consumer.assign(&list).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    let mut settle_until: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if out.len() >= want && settle_until.is_none() {
+            settle_until = Some(now + settle);
+        }
+        if settle_until.is_some_and(|s| now >= s) || now >= deadline {
+            break;
+        }
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            out.push((m.offset(), String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()));
+        }
+    }
+    out
+}
+
+/// The committed offset of `group` on partition 0 of `topic`.
+pub fn committed_offset(addr: &str, group: &str, topic: &str) -> Option<i64> {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", addr).set("group.id", group).create().unwrap();
+    let mut list = TopicPartitionList::new();
+    list.add_partition(topic, 0);
+    let committed = consumer.committed_offsets(list, Duration::from_secs(10)).unwrap();
+    committed.find_partition(topic, 0).and_then(|p| p.offset().to_raw()).filter(|o| *o >= 0)
+}
+
+/// A running `vigil` process; killed on drop.
+pub struct Vigil {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Vigil {
+    pub fn start(config: &Path, log: PathBuf) -> Vigil {
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["run", "--config"])
+            .arg(config)
+            .current_dir(repo())
+            .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("starting vigil");
+        Vigil { child, log }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!("vigil did not stop within 60 s of SIGTERM; log: {}", std::fs::read_to_string(&self.log).unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILL.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Vigil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Write a vigil configuration file for this test's topics.
+pub struct Topics {
+    pub audit: String,
+    pub falco: String,
+    pub tetragon: String,
+    pub alerts: String,
+    pub dead_letter: String,
+    pub group: String,
+}
+
+impl Topics {
+    pub fn new(name: &str) -> Topics {
+        Topics {
+            audit: unique(&format!("{name}-audit")),
+            falco: unique(&format!("{name}-falco")),
+            tetragon: unique(&format!("{name}-tetragon")),
+            alerts: unique(&format!("{name}-alerts")),
+            dead_letter: unique(&format!("{name}-dlq")),
+            group: unique(&format!("{name}-group")),
+        }
+    }
+
+    pub async fn create(&self, addr: &str) {
+        create_topics(
+            addr,
+            &[(&self.audit, 1), (&self.falco, 1), (&self.tetragon, 1), (&self.alerts, 1), (&self.dead_letter, 1)],
+        )
+        .await;
+    }
+
+    pub fn write_config(&self, dir: &Path, addr: &str) -> PathBuf {
+        let path = dir.join("vigil.toml");
+        let text = format!(
+            "[kafka]\nbrokers = \"{addr}\"\ngroup_id = \"{}\"\n\n[topics]\nk8s_audit = \"{}\"\nfalco = \"{}\"\ntetragon = \"{}\"\nalerts = \"{}\"\ndead_letter = \"{}\"\n\n[batch]\nmax_events = 100\nmax_wait_ms = 200\n\n[rules]\ndir = \"{}\"\n",
+            self.group,
+            self.audit,
+            self.falco,
+            self.tetragon,
+            self.alerts,
+            self.dead_letter,
+            repo().join("sql-rules").display()
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}

@@ -1,0 +1,152 @@
+//! End to end against a real broker process: sample events in, alerts and
+//! dead letters out, offsets committed, restart without re-emission.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use vigil::alert::Alert;
+use vigil::dead_letter::{DeadLetter, DeadLetterKind};
+use vigil::detect::Detector;
+use vigil::metrics::Metrics;
+use vigil::rules::{load_dir, RuleEngine};
+use vigil::source::{Origin, RawMessage, SourceKind};
+
+/// The alert ids the library computes offline for the same inputs.
+async fn offline_alert_ids(inputs: &[(SourceKind, &[Vec<u8>])]) -> BTreeSet<String> {
+    let engine = RuleEngine::compile(load_dir(&repo().join("sql-rules")).unwrap()).await.unwrap();
+    let mut detector = Detector::new(engine, Default::default(), Arc::new(Metrics::default()));
+    let mut ids = BTreeSet::new();
+    for (source, payloads) in inputs {
+        let messages = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| RawMessage {
+                source: *source,
+                payload: p.clone(),
+                origin: Origin::File { path: "offline".into(), line: i as u64 + 1 },
+                timestamp_ms: None,
+            })
+            .collect();
+        ids.extend(detector.process(messages).await.alerts.into_iter().map(|a| a.alert_id));
+    }
+    ids
+}
+
+/// Panther labels: line -> (panther rule, expected to fire).
+fn panther_labels() -> BTreeMap<u64, (String, bool)> {
+    let text = std::fs::read_to_string(shared_data("k8s-audit/panther-rule-cases.labels.tsv")).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].parse().unwrap(), (f[1].to_string(), f[3] == "True"))
+        })
+        .collect()
+}
+
+fn panther_counterparts() -> BTreeMap<String, BTreeSet<String>> {
+    let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for rule in load_dir(&repo().join("sql-rules")).unwrap() {
+        for b in &rule.meta.based_on {
+            if let Some(p) = b.strip_prefix("panther:") {
+                map.entry(p.to_string()).or_default().insert(rule.meta.id.clone());
+            }
+        }
+    }
+    map
+}
+
+const NEW_EXEC_EVENT: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"restart-test-0001","stage":"ResponseStarted","requestURI":"/api/v1/namespaces/prod/pods/api-0/exec?command=sh&stdin=true&tty=true","verb":"create","user":{"username":"mallory@example.com","groups":["system:authenticated"]},"sourceIPs":["203.0.113.7"],"objectRef":{"resource":"pods","namespace":"prod","name":"api-0","subresource":"exec","apiVersion":"v1"},"responseStatus":{"code":101},"requestReceivedTimestamp":"2024-05-01T10:00:00.000000Z","stageTimestamp":"2024-05-01T10:00:00.100000Z"}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detects_dead_letters_commits_and_restarts_without_reemitting() {
+    let addr = broker().addr.clone();
+    let topics = Topics::new("e2e");
+    topics.create(&addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = topics.write_config(dir.path(), &addr);
+
+    let audit = lines(&shared_data("k8s-audit/panther-rule-cases.jsonl"));
+    let tetragon = lines(&shared_data("runtime/tetragon-book-events.jsonl"));
+    let falco = lines(&shared_data("runtime/falco-alerts-sample.jsonl"));
+    let malformed: Vec<Vec<u8>> =
+        vec![b"{not json".to_vec(), br#"{"kind":"Event","verb":42}"#.to_vec(), vec![0xff, 0xfe, b'{']];
+    produce(&addr, &topics.audit, 0, &audit).await;
+    produce(&addr, &topics.audit, 0, &malformed).await;
+    produce(&addr, &topics.tetragon, 0, &tetragon).await;
+    produce(&addr, &topics.falco, 0, &falco).await;
+
+    let expected = offline_alert_ids(&[
+        (SourceKind::K8sAudit, &audit),
+        (SourceKind::Tetragon, &tetragon),
+        (SourceKind::Falco, &falco),
+    ])
+    .await;
+    assert!(expected.len() >= 10, "the shipped rules should fire on the samples, got {}", expected.len());
+
+    let vigil = Vigil::start(&config, dir.path().join("vigil-1.log"));
+    let alerts = read_topic(&addr, &topics.alerts, expected.len(), Duration::from_secs(90), Duration::from_secs(3));
+    let parsed: Vec<Alert> = alerts.iter().map(|(_, a)| serde_json::from_str(a).unwrap()).collect();
+    let got: BTreeSet<String> = parsed.iter().map(|a| a.alert_id.clone()).collect();
+    assert_eq!(got.len(), parsed.len(), "duplicate alerts on the alerts topic");
+    assert_eq!(got, expected, "alerts via Kafka differ from the offline evaluation; log:\n{}", vigil.log_text());
+
+    // The labelled Panther cases, through Kafka: offset n is line n + 1.
+    let counterparts = panther_counterparts();
+    let mut fired: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    for a in &parsed {
+        for e in &a.events {
+            if let Origin::Kafka { topic, offset, .. } = &e.origin {
+                if *topic == topics.audit {
+                    fired.entry(*offset as u64 + 1).or_default().insert(a.rule_id.clone());
+                }
+            }
+        }
+    }
+    let mut checked = 0;
+    for (line, (panther_rule, should_fire)) in panther_labels() {
+        if let Some(ours) = counterparts.get(&panther_rule) {
+            let did = fired.get(&line).is_some_and(|f| ours.iter().any(|r| f.contains(r)));
+            assert_eq!(did, should_fire, "line {line} ({panther_rule}) via Kafka");
+            checked += 1;
+        }
+    }
+    assert!(checked > 0);
+
+    // Malformed input went to the dead-letter topic with reason and origin.
+    let dead = read_topic(&addr, &topics.dead_letter, 3, Duration::from_secs(30), Duration::from_secs(1));
+    let dead: Vec<DeadLetter> = dead.iter().map(|(_, d)| serde_json::from_str(d).unwrap()).collect();
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    let n = audit.len() as i64;
+    for (i, d) in dead.iter().enumerate() {
+        assert_eq!(d.kind, DeadLetterKind::DecodeError);
+        assert_eq!(d.source, SourceKind::K8sAudit);
+        assert_eq!(d.origins, vec![Origin::Kafka { topic: topics.audit.clone(), partition: 0, offset: n + i as i64 }]);
+        assert!(d.reason.contains("invalid"), "{}", d.reason);
+    }
+    assert_eq!(dead[0].payload.as_deref(), Some("{not json"));
+    assert!(dead[1].reason.contains("invalid type"), "{}", dead[1].reason);
+    assert!(dead[2].payload.is_none() && dead[2].payload_base64.is_some());
+
+    // Graceful stop commits everything consumed.
+    let status = vigil.terminate();
+    assert!(status.success(), "vigil exited with {status}");
+    assert_eq!(committed_offset(&addr, &topics.group, &topics.audit), Some(n + 3));
+    assert_eq!(committed_offset(&addr, &topics.group, &topics.tetragon), Some(tetragon.len() as i64));
+
+    // Restart: committed input is not evaluated again; new input is.
+    produce(&addr, &topics.audit, 0, &[NEW_EXEC_EVENT.as_bytes().to_vec()]).await;
+    let vigil = Vigil::start(&config, dir.path().join("vigil-2.log"));
+    let after = read_topic(&addr, &topics.alerts, expected.len() + 1, Duration::from_secs(90), Duration::from_secs(4));
+    let parsed_after: Vec<Alert> = after.iter().map(|(_, a)| serde_json::from_str(a).unwrap()).collect();
+    assert_eq!(parsed_after.len(), expected.len() + 1, "restart re-emitted or lost alerts; log:\n{}", vigil.log_text());
+    let new = parsed_after.last().unwrap();
+    assert_eq!(new.rule_id, "k8s.pod_exec");
+    assert_eq!(new.events[0].event_id, "restart-test-0001/ResponseStarted");
+    assert_eq!(new.events[0].origin, Origin::Kafka { topic: topics.audit.clone(), partition: 0, offset: n + 3 });
+    assert!(vigil.terminate().success());
+}
