@@ -250,6 +250,9 @@ fn checked_statement(rule: &Rule) -> Result<Statement, (Option<usize>, String)> 
             }
         }
     }
+    if select.from.is_empty() {
+        return Err((None, format!("the rule reads no table: it must select FROM {}", rule.meta.source.table_name())));
+    }
     if select.into.is_some() {
         return Err((None, "SELECT INTO is not allowed in a rule".into()));
     }
