@@ -35,6 +35,10 @@ pub struct Alert {
     pub fields: Map<String, Value>,
     /// The triggering events.
     pub events: Vec<EventIdentity>,
+    /// Correlation rules with suppression: the number of alerts folded into
+    /// this summary alert during the suppression period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed_count: Option<u64>,
 }
 
 /// Identity of one triggering event.
@@ -98,6 +102,7 @@ impl Alert {
             event_time: format_time_ns(event_time_ns),
             fields,
             events,
+            suppressed_count: None,
         }
     }
 

@@ -38,6 +38,9 @@ pub struct DeadLetter {
 pub enum DeadLetterKind {
     DecodeError,
     RuleError,
+    /// An event behind the watermark: evaluated by per-event rules, but not
+    /// retained for correlation (sent to the late-events topic).
+    LateEvent,
 }
 
 impl DeadLetter {
@@ -71,6 +74,31 @@ impl DeadLetter {
             payload: None,
             payload_base64: None,
         }
+    }
+
+    /// An event that arrived behind the watermark; its payload is kept so it
+    /// can be re-processed.
+    pub fn late_event(
+        source: SourceKind,
+        origin: Origin,
+        payload: &[u8],
+        event_time_ns: i64,
+        watermark_ns: i64,
+        now_ns: i64,
+    ) -> Self {
+        let mut d = Self::decode_error(
+            source,
+            origin,
+            payload,
+            format!(
+                "event time {} is behind the watermark {}: not retained for correlation",
+                format_time_ns(event_time_ns),
+                format_time_ns(watermark_ns)
+            ),
+            now_ns,
+        );
+        d.kind = DeadLetterKind::LateEvent;
+        d
     }
 
     /// Kafka key: the first origin, so redeliveries of one bad message share a key.

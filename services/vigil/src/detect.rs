@@ -74,13 +74,75 @@ impl Detector {
             out.events += decoded.events.len();
             let (alerts, failures) = self.engine.evaluate(&decoded, &messages, now).await;
             for f in failures {
-                tracing::error!(rule = %f.rule_id, source = %source, error = %f.error, "rule evaluation failed");
-                Metrics::add(&self.metrics.rule_failures, 1);
-                let origins = messages.iter().map(|m| m.origin.clone()).collect();
-                out.dead_letters.push(DeadLetter::rule_error(source, f.rule_id, origins, f.error, now));
+                self.rule_failed(&mut out, source, f.rule_id, f.error, messages.iter().map(|m| m.origin.clone()).collect(), now);
             }
             out.alerts.extend(alerts);
+            match self.engine.correlator_mut().ingest(&decoded, &messages, now).await {
+                Ok(late) => {
+                    Metrics::add(&self.metrics.late_events, late.len() as u64);
+                    for l in late {
+                        let m = &messages[l.message as usize];
+                        out.dead_letters.push(DeadLetter::late_event(
+                            source,
+                            m.origin.clone(),
+                            &m.payload,
+                            l.event_time_ns,
+                            l.watermark_ns,
+                            now,
+                        ));
+                    }
+                }
+                Err(e) => {
+                    let origins = messages.iter().map(|m| m.origin.clone()).collect();
+                    self.rule_failed(&mut out, source, "correlation-ingest".into(), e, origins, now);
+                }
+            }
         }
+        let (alerts, failures) = self.engine.correlator_mut().advance(now, now).await;
+        self.correlation_done(&mut out, alerts, failures, now);
         out
+    }
+
+    /// End of input (replay): close every correlation window.
+    pub async fn finish(&mut self) -> Detections {
+        let now = now_ns();
+        let mut out = Detections::default();
+        let (alerts, failures) = self.engine.correlator_mut().finish(now).await;
+        self.correlation_done(&mut out, alerts, failures, now);
+        out
+    }
+
+    /// Forget all correlation state (between independent inputs).
+    pub fn reset(&mut self) {
+        self.engine.correlator_mut().reset();
+    }
+
+    fn correlation_done(&self, out: &mut Detections, alerts: Vec<Alert>, failures: Vec<(String, String)>, now: i64) {
+        for (rule, error) in failures {
+            let source = self
+                .engine
+                .rules()
+                .find(|r| r.meta.id == rule)
+                .map(|r| r.meta.source)
+                .unwrap_or(SourceKind::K8sAudit);
+            self.rule_failed(out, source, rule, error, Vec::new(), now);
+        }
+        let stats = self.engine.correlator().stats();
+        Metrics::set(&self.metrics.retained_events, stats.retained_events as u64);
+        out.alerts.extend(alerts);
+    }
+
+    fn rule_failed(
+        &self,
+        out: &mut Detections,
+        source: SourceKind,
+        rule_id: String,
+        error: String,
+        origins: Vec<crate::source::Origin>,
+        now: i64,
+    ) {
+        tracing::error!(rule = %rule_id, source = %source, error = %error, "rule evaluation failed");
+        Metrics::add(&self.metrics.rule_failures, 1);
+        out.dead_letters.push(DeadLetter::rule_error(source, rule_id, origins, error, now));
     }
 }

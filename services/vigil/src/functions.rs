@@ -11,6 +11,9 @@
 //!   `array_has(json_path_values(request_object, '$.spec.containers[*].securityContext.privileged'), 'true')`.
 //! * `json_path_exists(json, path)`: whether that JSONPath matches anything.
 //!
+//! * `tumble_end(ts, interval)` and `hop_ends(ts, size, slide)`: window
+//!   assignment for correlation rules (see docs/rules.md).
+//!
 //! Invalid JSON input yields NULL (the event is not matched by that
 //! predicate); an invalid path is a planning-time error in the rule.
 
@@ -31,6 +34,8 @@ pub fn register(registry: &mut dyn FunctionRegistry) -> Result<()> {
     datafusion_functions_json::register_all(registry)?;
     registry.register_udf(Arc::new(ScalarUDF::new_from_impl(JsonPathFn::values())))?;
     registry.register_udf(Arc::new(ScalarUDF::new_from_impl(JsonPathFn::exists())))?;
+    registry.register_udf(Arc::new(ScalarUDF::new_from_impl(windows::TumbleEnd::new())))?;
+    registry.register_udf(Arc::new(ScalarUDF::new_from_impl(windows::HopEnds::new())))?;
     Ok(())
 }
 
@@ -139,4 +144,132 @@ impl ScalarUDFImpl for JsonPathFn {
             Ok(ColumnarValue::Array(out))
         }
     }
+}
+
+/// `tumble_end(ts, interval)`: end of the tumbling window of length
+/// `interval` (aligned to the Unix epoch) that contains `ts`.
+/// `hop_ends(ts, size, slide)`: ends of every hopping window of length
+/// `size`, advancing by `slide`, that contains `ts` (a list: `unnest` it).
+pub(crate) mod windows {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{ArrayRef, AsArray, ListBuilder, TimestampNanosecondBuilder};
+    use datafusion::arrow::datatypes::{DataType, Field, IntervalMonthDayNano, TimeUnit, TimestampNanosecondType};
+    use datafusion::common::{exec_err, Result, ScalarValue};
+    use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+
+    fn ts_type() -> DataType {
+        DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+    }
+
+    fn interval_ns(v: &ColumnarValue, name: &str) -> Result<i64> {
+        match v {
+            ColumnarValue::Scalar(ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano { months: 0, days, nanoseconds }))) => {
+                let ns = *days as i64 * 86_400_000_000_000 + nanoseconds;
+                if ns <= 0 {
+                    return exec_err!("{name}: the interval must be positive");
+                }
+                Ok(ns)
+            }
+            _ => exec_err!("{name}: window lengths must be literal intervals without months, e.g. INTERVAL '5 minutes'"),
+        }
+    }
+
+    fn timestamps(v: &ColumnarValue) -> Result<ArrayRef> {
+        let a = v.to_array(1)?;
+        Ok(datafusion::arrow::compute::cast(&a, &ts_type())?)
+    }
+
+    #[derive(Debug, PartialEq, Eq, Hash)]
+    pub struct TumbleEnd {
+        signature: Signature,
+    }
+
+    impl TumbleEnd {
+        pub fn new() -> Self {
+            TumbleEnd {
+                signature: Signature::any(2, Volatility::Immutable),
+            }
+        }
+    }
+
+    impl ScalarUDFImpl for TumbleEnd {
+        fn name(&self) -> &str {
+            "tumble_end"
+        }
+        fn signature(&self) -> &Signature {
+            &self.signature
+        }
+        fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+            Ok(ts_type())
+        }
+        fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+            let size = interval_ns(&args.args[1], "tumble_end")?;
+            let ts = timestamps(&args.args[0])?;
+            let out: datafusion::arrow::array::TimestampNanosecondArray = ts
+                .as_primitive::<TimestampNanosecondType>()
+                .iter()
+                .map(|t| t.map(|t| t.div_euclid(size) * size + size))
+                .collect();
+            let out: ArrayRef = Arc::new(out.with_timezone("UTC"));
+            Ok(match &args.args[0] {
+                ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?),
+                ColumnarValue::Array(_) => ColumnarValue::Array(out),
+            })
+        }
+    }
+
+    #[derive(Debug, PartialEq, Eq, Hash)]
+    pub struct HopEnds {
+        signature: Signature,
+    }
+
+    impl HopEnds {
+        pub fn new() -> Self {
+            HopEnds { signature: Signature::any(3, Volatility::Immutable) }
+        }
+    }
+
+    impl ScalarUDFImpl for HopEnds {
+        fn name(&self) -> &str {
+            "hop_ends"
+        }
+        fn signature(&self) -> &Signature {
+            &self.signature
+        }
+        fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+            Ok(DataType::List(Arc::new(Field::new("item", ts_type(), true))))
+        }
+        fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+            let size = interval_ns(&args.args[1], "hop_ends")?;
+            let slide = interval_ns(&args.args[2], "hop_ends")?;
+            if slide > size {
+                return exec_err!("hop_ends: the slide must not exceed the window size");
+            }
+            let ts = timestamps(&args.args[0])?;
+            let mut b = ListBuilder::new(TimestampNanosecondBuilder::new().with_timezone("UTC"))
+                .with_field(Arc::new(Field::new("item", ts_type(), true)));
+            for t in ts.as_primitive::<TimestampNanosecondType>().iter() {
+                match t {
+                    Some(t) => {
+                        // Windows (end - size, end] ... aligned so ends are multiples of slide:
+                        // every end e with e - size <= t < e.
+                        let mut end = t.div_euclid(slide) * slide + slide;
+                        while end - size <= t {
+                            b.values().append_value(end);
+                            end += slide;
+                        }
+                        b.append(true);
+                    }
+                    None => b.append(false),
+                }
+            }
+            let out: ArrayRef = Arc::new(b.finish());
+            Ok(match &args.args[0] {
+                ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?),
+                ColumnarValue::Array(_) => ColumnarValue::Array(out),
+            })
+        }
+    }
+
 }

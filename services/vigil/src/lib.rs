@@ -17,6 +17,7 @@
 pub mod alert;
 pub mod cli;
 pub mod config;
+pub mod correlate;
 pub mod dead_letter;
 pub mod detect;
 pub mod decode;

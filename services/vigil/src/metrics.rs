@@ -17,12 +17,19 @@ pub struct Metrics {
     pub batches: AtomicU64,
     pub commits: AtomicU64,
     pub delivery_retries: AtomicU64,
+    pub late_events: AtomicU64,
+    /// Events currently retained for correlation (a gauge).
+    pub retained_events: AtomicU64,
     alerts_by_rule: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Metrics {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn set(gauge: &AtomicU64, v: u64) {
+        gauge.store(v, Ordering::Relaxed);
     }
 
     pub fn get(counter: &AtomicU64) -> u64 {

@@ -79,6 +79,17 @@ pub async fn replay(
             break;
         }
     }
+    // End of input: the watermark moves to the end of time, so every
+    // correlation window closes and is emitted.
+    let detections = detector.finish().await;
+    for alert in &detections.alerts {
+        *summary.alerts_by_rule.entry(alert.rule_id.clone()).or_default() += 1;
+        writeln!(alerts_out, "{}", alert.to_json())?;
+    }
+    for dl in &detections.dead_letters {
+        summary.dead_letters += 1;
+        writeln!(dead_letters_out, "{}", dl.to_json())?;
+    }
     alerts_out.flush()?;
     Ok(summary)
 }

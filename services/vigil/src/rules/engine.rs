@@ -27,6 +27,7 @@ use serde_json::{Map, Value};
 use super::slot::{BatchSlot, SlotTable};
 use super::{Rule, RuleError, RuleErrors, RuleMode};
 use crate::alert::{content_event_id, Alert, EventIdentity};
+use crate::correlate::{CorrelationSettings, Correlator};
 use crate::decode::DecodedBatch;
 use crate::functions;
 use crate::schema::ROW_COLUMN;
@@ -55,12 +56,13 @@ pub struct RuleEngine {
     slots: BTreeMap<SourceKind, Arc<BatchSlot>>,
     rules: Vec<CompiledRule>,
     task_ctx: Arc<TaskContext>,
+    correlator: Correlator,
 }
 
-/// The DataFusion session rules are planned in: one partition (a rule runs
-/// on the batch it is given, no repartitioning threads), the source tables,
-/// and the JSON functions.
-fn session() -> (SessionContext, BTreeMap<SourceKind, Arc<BatchSlot>>) {
+/// A DataFusion session for rules: one partition (a rule runs on the batch
+/// it is given, no repartitioning threads) and the rule functions. No
+/// tables: callers register theirs.
+pub(crate) fn new_session() -> SessionContext {
     let config = SessionConfig::new()
         .with_target_partitions(1)
         .with_batch_size(8192)
@@ -71,6 +73,12 @@ fn session() -> (SessionContext, BTreeMap<SourceKind, Arc<BatchSlot>>) {
         .with_repartition_sorts(false);
     let mut ctx = SessionContext::new_with_config(config);
     functions::register(&mut ctx).expect("registering built-in functions cannot fail");
+    ctx
+}
+
+/// The session of per-event rules: each source table reads its batch slot.
+fn session() -> (SessionContext, BTreeMap<SourceKind, Arc<BatchSlot>>) {
+    let ctx = new_session();
     let mut slots = BTreeMap::new();
     for source in SourceKind::ALL {
         let slot = Arc::new(BatchSlot::default());
@@ -82,11 +90,25 @@ fn session() -> (SessionContext, BTreeMap<SourceKind, Arc<BatchSlot>>) {
 }
 
 impl RuleEngine {
-    /// Compile every rule, or report every rule that does not compile.
+    /// Compile every rule with default correlation settings.
     pub async fn compile(rules: Vec<Rule>) -> Result<RuleEngine, RuleErrors> {
+        Self::compile_with(rules, CorrelationSettings::default()).await
+    }
+
+    /// Compile every rule, or report every rule that does not compile.
+    pub async fn compile_with(rules: Vec<Rule>, settings: CorrelationSettings) -> Result<RuleEngine, RuleErrors> {
         let (ctx, slots) = session();
         let mut compiled = Vec::with_capacity(rules.len());
         let mut errors = Vec::new();
+        let (correlation, rules): (Vec<Rule>, Vec<Rule>) =
+            rules.into_iter().partition(|r| r.meta.mode == RuleMode::Correlation);
+        let correlator = match Correlator::compile(correlation, settings).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                errors.extend(e);
+                None
+            }
+        };
         for rule in rules {
             match compile_rule(&ctx, &rule).await {
                 Ok((plan, row_column)) => compiled.push(CompiledRule { rule: Arc::new(rule), plan, row_column }),
@@ -94,15 +116,26 @@ impl RuleEngine {
             }
         }
         if !errors.is_empty() {
+            errors.sort_by(|a, b| a.path.cmp(&b.path));
             return Err(RuleErrors(errors));
         }
         let task_ctx = ctx.task_ctx();
-        Ok(RuleEngine { ctx, slots, rules: compiled, task_ctx })
+        let correlator = correlator.expect("no errors means the correlator compiled");
+        Ok(RuleEngine { ctx, slots, rules: compiled, task_ctx, correlator })
     }
 
-    /// The loaded rules, in load order.
+    /// The loaded rules: per-event rules, then correlation rules.
     pub fn rules(&self) -> impl Iterator<Item = &Rule> {
-        self.rules.iter().map(|r| r.rule.as_ref())
+        self.rules.iter().map(|r| r.rule.as_ref()).chain(self.correlator.rules())
+    }
+
+    /// The correlation rules and their state.
+    pub fn correlator(&self) -> &Correlator {
+        &self.correlator
+    }
+
+    pub fn correlator_mut(&mut self) -> &mut Correlator {
+        &mut self.correlator
     }
 
     /// Number of rules reading `source`.
@@ -181,7 +214,7 @@ impl RuleEngine {
 
 /// Convert a rule's output rows to JSON objects, leaving out internal
 /// (`__`-prefixed) columns.
-fn rows_to_json(batch: &RecordBatch) -> Result<Vec<Map<String, Value>>, String> {
+pub(crate) fn rows_to_json(batch: &RecordBatch) -> Result<Vec<Map<String, Value>>, String> {
     let visible: Vec<usize> = (0..batch.num_columns())
         .filter(|&i| !batch.schema().field(i).name().starts_with("__"))
         .collect();
@@ -227,19 +260,13 @@ async fn compile_rule(
 /// Only a single `SELECT` (optionally with `WITH`, `ORDER BY`, `LIMIT`) is
 /// accepted: no DDL, DML, `COPY`, `SET` or `EXPLAIN`.
 fn checked_statement(rule: &Rule) -> Result<Statement, (Option<usize>, String)> {
-    let mut statements = Parser::parse_sql(&GenericDialect {}, &rule.sql)
-        .map_err(|e| (parser_error_line(&e.to_string()), format!("SQL syntax error: {e}")))?;
-    if statements.len() != 1 {
-        return Err((None, format!("a rule must be exactly one SELECT statement, found {}", statements.len())));
-    }
-    let mut statement = statements.remove(0);
-    let Statement::Query(query) = &mut statement else {
-        return Err((None, "a rule must be a SELECT query; DDL, DML, COPY and SET are not allowed".into()));
-    };
+    let mut statement = single_query(rule)?;
+    let Statement::Query(query) = &mut statement else { unreachable!("single_query returns a query") };
     let SetExpr::Select(select) = query.body.as_mut() else {
         return Err((None, "an event rule must be a single SELECT (no UNION, VALUES or nested set operations)".into()));
     };
     match rule.meta.mode {
+        RuleMode::Correlation => unreachable!("correlation rules are compiled by the correlator"),
         RuleMode::Event => {
             let grouped = match &select.group_by {
                 GroupByExpr::All(_) => true,
@@ -262,6 +289,20 @@ fn checked_statement(rule: &Rule) -> Result<Statement, (Option<usize>, String)> 
         select.projection.push(SelectItem::UnnamedExpr(SqlExpr::Identifier(Ident::new(ROW_COLUMN))));
     }
     Ok(statement)
+}
+
+/// Parse a rule's SQL: exactly one statement, and a query.
+pub(crate) fn single_query(rule: &Rule) -> Result<Statement, (Option<usize>, String)> {
+    let mut statements = Parser::parse_sql(&GenericDialect {}, &rule.sql)
+        .map_err(|e| (parser_error_line(&e.to_string()), format!("SQL syntax error: {e}")))?;
+    if statements.len() != 1 {
+        return Err((None, format!("a rule must be exactly one SELECT statement, found {}", statements.len())));
+    }
+    let statement = statements.remove(0);
+    match statement {
+        Statement::Query(_) => Ok(statement),
+        _ => Err((None, "a rule must be a SELECT query; DDL, DML, COPY and SET are not allowed".into())),
+    }
 }
 
 /// Every table a rule reads must be its declared source.

@@ -22,6 +22,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +78,11 @@ pub enum RuleMode {
     /// A filter/projection over single events: every output row is one alert
     /// about the one event it came from.
     Event,
+    /// A query over the events retained for `window` (aggregates per key
+    /// and window, self-joins for sequences, cross-source joins). Output
+    /// rows carry a `window_end`; each is emitted once, when the watermark
+    /// passes it. See docs/rules.md.
+    Correlation,
 }
 
 /// The parsed header of a rule.
@@ -96,6 +102,40 @@ pub struct RuleMeta {
     /// The public rules this one was based on, as `corpus:name`
     /// (`panther:Kubernetes.Pod.Exec`, `falco:Attach/Exec Pod`, `sigma:...`).
     pub based_on: Vec<String>,
+    /// Correlation rules: the longest span, in event time, from the first
+    /// event that can contribute to an output row to that row's
+    /// `window_end`. Events are retained this long past the watermark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Duration>,
+    /// Correlation rules: after an alert, further alerts with the same
+    /// `suppress_key` values within this event-time period are folded into
+    /// a count instead of being emitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppress: Option<Duration>,
+    /// Output columns whose values identify "the same ongoing detection"
+    /// for suppression. Empty with `suppress` set: the rule as a whole.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suppress_key: Vec<String>,
+}
+
+/// Parse a duration such as `500ms`, `30s`, `5m`, `2h`, `1d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 30s, 5m, 1h"))?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86400),
+        _ => return Err(format!("invalid duration {s:?}: unit must be ms, s, m, h or d")),
+    };
+    if d.is_zero() {
+        return Err(format!("invalid duration {s:?}: must be positive"));
+    }
+    Ok(d)
 }
 
 /// A problem in a header, with its 1-based line in the file.
@@ -106,7 +146,7 @@ pub struct HeaderError {
 }
 
 const REQUIRED: [&str; 8] = ["id", "title", "severity", "description", "mitre", "source", "author", "based_on"];
-const OPTIONAL: [&str; 3] = ["tags", "references", "mode"];
+const OPTIONAL: [&str; 6] = ["tags", "references", "mode", "window", "suppress", "suppress_key"];
 
 /// Parse the header at the top of `text`.
 ///
@@ -202,14 +242,46 @@ pub fn parse_header(text: &str) -> Result<(RuleMeta, usize), Vec<HeaderError>> {
     };
     let mode = match get("mode").as_str() {
         "" | "event" => RuleMode::Event,
+        "correlation" => RuleMode::Correlation,
         other => {
             errors.push(HeaderError {
                 line: line_of("mode"),
-                message: format!("invalid mode {other:?}: expected event"),
+                message: format!("invalid mode {other:?}: expected event or correlation"),
             });
             RuleMode::Event
         }
     };
+    let mut duration = |key: &str| -> Option<Duration> {
+        if !values.contains_key(key) {
+            return None;
+        }
+        match parse_duration(&get(key)) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                errors.push(HeaderError { line: line_of(key), message: format!("{key}: {e}") });
+                None
+            }
+        }
+    };
+    let window = duration("window");
+    let suppress = duration("suppress");
+    match mode {
+        RuleMode::Correlation if window.is_none() && !values.contains_key("window") => errors.push(HeaderError {
+            line: line_of("mode"),
+            message: "a correlation rule needs a window (e.g. `-- window: 10m`): how long events are retained".into(),
+        }),
+        RuleMode::Event if values.contains_key("window") || values.contains_key("suppress") => {
+            errors.push(HeaderError {
+                line: line_of("window").max(line_of("suppress")),
+                message: "window and suppress apply to correlation rules (`-- mode: correlation`)".into(),
+            })
+        }
+        _ => {}
+    }
+    let suppress_key = list("suppress_key");
+    if !suppress_key.is_empty() && suppress.is_none() {
+        errors.push(HeaderError { line: line_of("suppress_key"), message: "suppress_key needs suppress".into() });
+    }
     let mitre = list("mitre");
     if values.contains_key("mitre") && mitre.is_empty() {
         errors.push(HeaderError { line: line_of("mitre"), message: "mitre lists no technique".into() });
@@ -249,6 +321,9 @@ pub fn parse_header(text: &str) -> Result<(RuleMeta, usize), Vec<HeaderError>> {
         author: get("author"),
         references: list("references"),
         based_on,
+        window,
+        suppress,
+        suppress_key,
     };
     Ok((meta, body_line))
 }
@@ -299,6 +374,30 @@ mod tests {
         let errors = parse_header(&text).unwrap_err();
         assert!(errors.iter().any(|e| e.message.contains("unknown header key \"tagz\"")));
         assert!(errors.iter().any(|e| e.message.contains("splunk:Kubernetes.Pod.Exec")));
+    }
+
+    #[test]
+    fn correlation_headers_need_a_window() {
+        let text = GOOD.replace("-- tags: a, b", "-- mode: correlation\n-- window: 10m\n-- suppress: 1h\n-- suppress_key: user");
+        let (meta, _) = parse_header(&text).unwrap();
+        assert_eq!(meta.mode, RuleMode::Correlation);
+        assert_eq!(meta.window, Some(Duration::from_secs(600)));
+        assert_eq!(meta.suppress, Some(Duration::from_secs(3600)));
+        assert_eq!(meta.suppress_key, vec!["user"]);
+        let errors = parse_header(&GOOD.replace("-- tags: a, b", "-- mode: correlation")).unwrap_err();
+        assert!(errors[0].message.contains("needs a window"));
+        let errors = parse_header(&GOOD.replace("-- tags: a, b", "-- window: 5m")).unwrap_err();
+        assert!(errors[0].message.contains("correlation rules"));
+        let errors = parse_header(&GOOD.replace("-- tags: a, b", "-- mode: correlation\n-- window: 5 minutes")).unwrap_err();
+        assert!(errors[0].message.contains("unit must be"), "{errors:?}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("m").is_err());
     }
 
     #[test]

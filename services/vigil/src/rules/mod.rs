@@ -4,7 +4,7 @@
 
 pub mod engine;
 pub mod header;
-mod slot;
+pub(crate) mod slot;
 pub mod testing;
 
 use std::fmt;

@@ -17,7 +17,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::TableType;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -26,22 +26,27 @@ use datafusion::physical_plan::{
     ReplaceChildrenOptions,
 };
 
-/// The batch currently being evaluated for one source.
+/// The batches a table currently holds: the micro-batch being evaluated
+/// (per-event rules) or the retained window state (correlation rules).
 #[derive(Debug, Default)]
 pub struct BatchSlot {
-    current: Mutex<Option<RecordBatch>>,
+    current: Mutex<Vec<RecordBatch>>,
 }
 
 impl BatchSlot {
     pub fn set(&self, batch: RecordBatch) {
-        *self.current.lock().expect("slot lock") = Some(batch);
+        *self.current.lock().expect("slot lock") = vec![batch];
+    }
+
+    pub fn set_all(&self, batches: Vec<RecordBatch>) {
+        *self.current.lock().expect("slot lock") = batches;
     }
 
     pub fn clear(&self) {
-        *self.current.lock().expect("slot lock") = None;
+        self.current.lock().expect("slot lock").clear();
     }
 
-    fn get(&self) -> Option<RecordBatch> {
+    fn get(&self) -> Vec<RecordBatch> {
         self.current.lock().expect("slot lock").clone()
     }
 }
@@ -51,11 +56,19 @@ impl BatchSlot {
 pub struct SlotTable {
     schema: SchemaRef,
     slot: Arc<BatchSlot>,
+    /// Accept filters as `Inexact`: the optimizer then copies them into the
+    /// `TableScan` (keeping its own `Filter`), where the correlation
+    /// compiler reads them to pre-filter what it retains.
+    expose_filters: bool,
 }
 
 impl SlotTable {
     pub fn new(schema: SchemaRef, slot: Arc<BatchSlot>) -> Self {
-        SlotTable { schema, slot }
+        SlotTable { schema, slot, expose_filters: false }
+    }
+
+    pub fn exposing_filters(schema: SchemaRef, slot: Arc<BatchSlot>) -> Self {
+        SlotTable { schema, slot, expose_filters: true }
     }
 }
 
@@ -67,6 +80,15 @@ impl TableProvider for SlotTable {
 
     fn table_type(&self) -> TableType {
         TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        let support = if self.expose_filters {
+            TableProviderFilterPushDown::Inexact
+        } else {
+            TableProviderFilterPushDown::Unsupported
+        };
+        Ok(vec![support; filters.len()])
     }
 
     async fn scan(
@@ -156,16 +178,15 @@ impl ExecutionPlan for SlotExec {
             return Err(DataFusionError::Internal(format!("SlotExec has one partition, not {partition}")));
         }
         let schema = self.properties.eq_properties.schema().clone();
-        let batches = match self.slot.get() {
-            Some(batch) => {
-                let batch = match &self.projection {
-                    Some(p) => batch.project(p)?,
-                    None => batch,
-                };
-                vec![Ok(batch)]
-            }
-            None => vec![],
-        };
+        let batches: Vec<Result<RecordBatch>> = self
+            .slot
+            .get()
+            .into_iter()
+            .map(|batch| match &self.projection {
+                Some(p) => batch.project(p).map_err(Into::into),
+                None => Ok(batch),
+            })
+            .collect();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::iter(batches))))
     }
 }

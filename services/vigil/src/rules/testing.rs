@@ -103,7 +103,11 @@ pub async fn run(rules: &[Rule], engine: RuleEngine) -> Vec<CaseResult> {
                     timestamp_ms: None,
                 })
                 .collect();
-            let detections = detector.process(messages).await;
+            let mut detections = detector.process(messages).await;
+            let closing = detector.finish().await;
+            detector.reset();
+            detections.alerts.extend(closing.alerts);
+            detections.dead_letters.extend(closing.dead_letters);
             if let Some(dl) = detections.dead_letters.first() {
                 result.detail = format!("the case's events did not evaluate: {}", dl.reason);
                 results.push(result);

@@ -1,0 +1,560 @@
+//! Windowed correlation: rules over events retained across micro-batches.
+//!
+//! A correlation rule (`-- mode: correlation`) is one SQL query over the
+//! events of its source tables that are still *retained*: every event
+//! whose time is within the rule's `window` of the watermark. Its output
+//! rows carry a `window_end` timestamp (the event time at which the
+//! detection is complete: a window's end, the last event of a sequence).
+//!
+//! Emission: when the watermark advances from `w0` to `w1`, each rule runs
+//! once and emits exactly the rows with `w0 < window_end <= w1`. Events
+//! later than the watermark are not retained (they go to the late-events
+//! output instead), so the rows of a window are final once the watermark
+//! has passed its end: every row is emitted once.
+//!
+//! State: retained events, pre-filtered by the predicates the rules'
+//! scans push down (only rows some rule could use are kept), evicted by
+//! watermark (`event_time < watermark - window`), and bounded by
+//! `max_retained_events` (beyond it the oldest are evicted early and
+//! counted). The engine records each retained event's identity so alerts
+//! name their triggering events.
+
+mod compile;
+pub mod watermark;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt64Array};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::{DataType, TimestampNanosecondType, UInt32Type, UInt64Type};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::{collect, ExecutionPlan};
+use datafusion::prelude::SessionContext;
+use serde::Deserialize;
+use serde_json::Value;
+
+pub use compile::retained_schema;
+use watermark::WatermarkTracker;
+
+use crate::alert::{alert_id, content_event_id, format_time_ns, Alert, EventIdentity};
+use crate::decode::DecodedBatch;
+use crate::rules::slot::BatchSlot;
+use crate::rules::{Rule, RuleError};
+use crate::schema::ROW_COLUMN;
+use crate::source::{Origin, RawMessage, SourceKind};
+
+/// Settings of event time and state (`[correlation]` in the configuration).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorrelationSettings {
+    /// How far out of order events may arrive and still count.
+    #[serde(default = "default_lateness_ms")]
+    pub allowed_lateness_ms: u64,
+    /// A partition silent this long (wall clock) stops holding the
+    /// watermark back.
+    #[serde(default = "default_idle_ms")]
+    pub idle_timeout_ms: u64,
+    /// Upper bound on retained events over all sources.
+    #[serde(default = "default_max_retained")]
+    pub max_retained_events: usize,
+}
+
+fn default_lateness_ms() -> u64 {
+    5_000
+}
+fn default_idle_ms() -> u64 {
+    30_000
+}
+fn default_max_retained() -> usize {
+    2_000_000
+}
+
+impl Default for CorrelationSettings {
+    fn default() -> Self {
+        CorrelationSettings {
+            allowed_lateness_ms: default_lateness_ms(),
+            idle_timeout_ms: default_idle_ms(),
+            max_retained_events: default_max_retained(),
+        }
+    }
+}
+
+/// An event that arrived behind the watermark.
+#[derive(Debug, Clone)]
+pub struct LateEvent {
+    pub source: SourceKind,
+    /// Index of its message in the batch's messages.
+    pub message: u32,
+    pub event_time_ns: i64,
+    pub watermark_ns: i64,
+}
+
+/// Identity of a retained event.
+#[derive(Debug, Clone)]
+struct RetainedIdentity {
+    event_id: String,
+    origin: Origin,
+    event_time: i64,
+}
+
+/// Retained events of one source.
+struct Retained {
+    /// The table correlation rules read (schema: [`retained_schema`]).
+    slot: Arc<BatchSlot>,
+    batches: Vec<RecordBatch>,
+    /// The longest `window` among the rules reading this source.
+    horizon_ns: i64,
+    /// Pre-filter: plan over `input` keeping the rows some rule can use.
+    ingest: Arc<dyn ExecutionPlan>,
+    input: Arc<BatchSlot>,
+}
+
+impl Retained {
+    fn rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
+/// One compiled correlation rule and its emission state.
+struct CompiledCorrelation {
+    rule: Arc<Rule>,
+    plan: Arc<dyn ExecutionPlan>,
+    window_end: usize,
+    /// Columns naming triggering events (`__row...`: UInt64 or lists of it).
+    event_columns: Vec<usize>,
+    last_emitted: Option<i64>,
+    /// suppression key -> (suppressed until, alerts folded since)
+    suppressed: HashMap<String, (i64, u64, Option<Alert>)>,
+}
+
+/// Counters of the correlation state (exported as metrics).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CorrelationStats {
+    pub retained_events: usize,
+    pub late_events: u64,
+    pub evicted_early: u64,
+    pub suppressed_alerts: u64,
+    pub watermark: Option<i64>,
+}
+
+/// All correlation rules, their retained events and the watermark.
+pub struct Correlator {
+    retained: BTreeMap<SourceKind, Retained>,
+    rules: Vec<CompiledCorrelation>,
+    watermark: WatermarkTracker,
+    identities: BTreeMap<u64, RetainedIdentity>,
+    next_seq: u64,
+    settings: CorrelationSettings,
+    task_ctx: Arc<TaskContext>,
+    stats: CorrelationStats,
+    _ctx: SessionContext,
+}
+
+impl Correlator {
+    /// Compile the correlation rules (all of `rules` must be correlation rules).
+    pub async fn compile(rules: Vec<Rule>, settings: CorrelationSettings) -> Result<Correlator, Vec<RuleError>> {
+        compile::compile(rules, settings).await
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn rules(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().map(|r| r.rule.as_ref())
+    }
+
+    pub fn stats(&self) -> CorrelationStats {
+        CorrelationStats {
+            retained_events: self.retained.values().map(Retained::rows).sum(),
+            watermark: self.watermark.watermark(),
+            ..self.stats
+        }
+    }
+
+    /// Whether any correlation rule reads `source`.
+    pub fn reads(&self, source: SourceKind) -> bool {
+        self.retained.contains_key(&source)
+    }
+
+    /// Take in a decoded batch: track event time, retain the rows rules can
+    /// use, and return the events that arrived late (not retained).
+    pub async fn ingest(
+        &mut self,
+        decoded: &DecodedBatch,
+        messages: &[RawMessage],
+        now_ns: i64,
+    ) -> Result<Vec<LateEvent>, String> {
+        let Some(retained) = self.retained.get_mut(&decoded.source) else {
+            return Ok(Vec::new());
+        };
+        let n = decoded.batch.num_rows();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let times = decoded.batch.column(0).as_primitive::<TimestampNanosecondType>();
+        let mut keep = Vec::with_capacity(n);
+        let mut late = Vec::new();
+        for row in 0..n {
+            let t = times.value(row);
+            let event = &decoded.events[row];
+            if self.watermark.is_late(t) {
+                late.push(LateEvent {
+                    source: decoded.source,
+                    message: event.message,
+                    event_time_ns: t,
+                    watermark_ns: self.watermark.watermark().unwrap_or(i64::MIN),
+                });
+                keep.push(false);
+                continue;
+            }
+            keep.push(true);
+            let partition = partition_of(&messages[event.message as usize].origin);
+            self.watermark.observe(&partition, t, now_ns);
+        }
+        self.stats.late_events += late.len() as u64;
+        let on_time = filter_record_batch(&decoded.batch, &BooleanArray::from(keep)).map_err(|e| e.to_string())?;
+        if on_time.num_rows() == 0 {
+            return Ok(late);
+        }
+        retained.input.set(on_time);
+        let kept = collect(retained.ingest.clone(), self.task_ctx.clone()).await;
+        retained.input.clear();
+        let kept = kept.map_err(|e| format!("pre-filtering events for correlation: {e}"))?;
+        for batch in kept.into_iter().filter(|b| b.num_rows() > 0) {
+            let row_idx = batch.schema().index_of(ROW_COLUMN).map_err(|e| e.to_string())?;
+            let rows = batch.column(row_idx).as_primitive::<UInt32Type>().clone();
+            let batch_times = batch.column(0).as_primitive::<TimestampNanosecondType>().clone();
+            let mut seqs = Vec::with_capacity(batch.num_rows());
+            for i in 0..batch.num_rows() {
+                let event = &decoded.events[rows.value(i) as usize];
+                let message = &messages[event.message as usize];
+                let event_id = match &event.native_id {
+                    Some(id) => id.clone(),
+                    None => content_event_id(&message.payload, event.item),
+                };
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.identities.insert(
+                    seq,
+                    RetainedIdentity { event_id, origin: message.origin.clone(), event_time: batch_times.value(i) },
+                );
+                seqs.push(seq);
+            }
+            let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+            columns[row_idx] = Arc::new(UInt64Array::from(seqs));
+            let schema = retained_schema(decoded.source);
+            let rebuilt = RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())?;
+            retained.batches.push(rebuilt);
+        }
+        self.enforce_bound();
+        Ok(late)
+    }
+
+    /// Advance the watermark to wall-clock `now_ns`; run every rule whose
+    /// emission range grew; evict what no rule can use any more.
+    pub async fn advance(&mut self, now_ns: i64, detected_at_ns: i64) -> (Vec<Alert>, Vec<(String, String)>) {
+        let Some(watermark) = self.watermark.advance(now_ns) else {
+            return (Vec::new(), Vec::new());
+        };
+        self.emit_until(watermark, detected_at_ns).await
+    }
+
+    /// End of input (replay): close every window and emit what remains.
+    pub async fn finish(&mut self, detected_at_ns: i64) -> (Vec<Alert>, Vec<(String, String)>) {
+        if self.watermark.watermark().is_none() {
+            return (Vec::new(), Vec::new());
+        }
+        let watermark = self.watermark.finish();
+        let (mut alerts, failures) = self.emit_until(watermark, detected_at_ns).await;
+        // Close every suppression period: report what was folded.
+        for rule in &mut self.rules {
+            for (_, (_, folded, last)) in rule.suppressed.drain() {
+                if let (n @ 1.., Some(a)) = (folded, last) {
+                    alerts.push(summary_alert(a, n));
+                }
+            }
+        }
+        (alerts, failures)
+    }
+
+    /// Run the rules for `(last_emitted, watermark]`; returns alerts and
+    /// rule failures (rule id, error).
+    async fn emit_until(&mut self, watermark: i64, detected_at_ns: i64) -> (Vec<Alert>, Vec<(String, String)>) {
+        let mut alerts = Vec::new();
+        let mut failures = Vec::new();
+        if self.rules.iter().all(|r| r.last_emitted.is_some_and(|l| l >= watermark)) {
+            return (alerts, failures);
+        }
+        for retained in self.retained.values() {
+            retained.slot.set_all(retained.batches.clone());
+        }
+        for rule in &mut self.rules {
+            let from = rule.last_emitted.unwrap_or(i64::MIN);
+            if from >= watermark {
+                continue;
+            }
+            match collect(rule.plan.clone(), self.task_ctx.clone()).await {
+                Ok(batches) => {
+                    for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+                        match rows_in_range(rule, batch, from, watermark, &self.identities, detected_at_ns) {
+                            Ok(found) => {
+                                for alert in found {
+                                    if let Some(a) = suppress(rule, alert, &mut self.stats) {
+                                        alerts.push(a);
+                                    }
+                                }
+                            }
+                            Err(e) => failures.push((rule.rule.meta.id.clone(), e)),
+                        }
+                    }
+                }
+                Err(e) => failures.push((rule.rule.meta.id.clone(), e.to_string())),
+            }
+            rule.last_emitted = Some(watermark);
+            // Suppression periods the watermark has passed: report folded alerts.
+            let expired: Vec<String> =
+                rule.suppressed.iter().filter(|(_, (until, _, _))| *until <= watermark).map(|(k, _)| k.clone()).collect();
+            for key in expired {
+                if let Some((_, folded, Some(last))) = rule.suppressed.remove(&key) {
+                    if folded > 0 {
+                        alerts.push(summary_alert(last, folded));
+                    }
+                }
+            }
+        }
+        for retained in self.retained.values() {
+            retained.slot.clear();
+        }
+        self.evict(watermark);
+        (alerts, failures)
+    }
+
+    /// Drop retained events no rule can use: older than watermark − window.
+    fn evict(&mut self, watermark: i64) {
+        for retained in self.retained.values_mut() {
+            let cutoff = watermark.saturating_sub(retained.horizon_ns);
+            evict_before(&mut retained.batches, cutoff, &mut self.identities);
+        }
+    }
+
+    /// Keep retained events under `max_retained_events`, oldest first out.
+    fn enforce_bound(&mut self) {
+        let max = self.settings.max_retained_events;
+        let mut total: usize = self.retained.values().map(Retained::rows).sum();
+        while total > max {
+            // Evict the oldest batch of the largest source.
+            let Some(retained) = self.retained.values_mut().max_by_key(|r| r.rows()) else { break };
+            if retained.batches.is_empty() {
+                break;
+            }
+            let batch = retained.batches.remove(0);
+            let seqs = batch.column_by_name(ROW_COLUMN).map(|c| c.as_primitive::<UInt64Type>().clone());
+            if let Some(seqs) = seqs {
+                for s in seqs.values().iter() {
+                    self.identities.remove(s);
+                }
+            }
+            total -= batch.num_rows();
+            self.stats.evicted_early += batch.num_rows() as u64;
+            tracing::warn!(
+                evicted = batch.num_rows(),
+                max_retained_events = max,
+                "correlation state at its bound: oldest events evicted before their window closed"
+            );
+        }
+    }
+
+    /// Forget all state: retained events, watermark, emission and
+    /// suppression state (between independent rule test cases).
+    pub fn reset(&mut self) {
+        for retained in self.retained.values_mut() {
+            retained.batches.clear();
+        }
+        for rule in &mut self.rules {
+            rule.last_emitted = None;
+            rule.suppressed.clear();
+        }
+        self.identities.clear();
+        self.watermark = WatermarkTracker::new(ms(self.settings.allowed_lateness_ms), ms(self.settings.idle_timeout_ms));
+    }
+
+    /// Lowest retained offset per Kafka partition: a restart must re-read
+    /// from there to rebuild the state.
+    pub fn retained_offsets(&self) -> BTreeMap<(String, i32), i64> {
+        let mut out: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for id in self.identities.values() {
+            if let Origin::Kafka { topic, partition, offset } = &id.origin {
+                let e = out.entry((topic.clone(), *partition)).or_insert(*offset);
+                *e = (*e).min(*offset);
+            }
+        }
+        out
+    }
+
+    /// The last watermark each rule emitted up to (for checkpoints).
+    pub fn emitted_watermarks(&self) -> BTreeMap<String, i64> {
+        self.rules.iter().filter_map(|r| r.last_emitted.map(|w| (r.rule.meta.id.clone(), w))).collect()
+    }
+
+    /// Restore emission watermarks (after a restart): rows at or before them
+    /// were already emitted and are not emitted again.
+    pub fn restore_emitted(&mut self, emitted: &BTreeMap<String, i64>) {
+        for rule in &mut self.rules {
+            if let Some(w) = emitted.get(&rule.rule.meta.id) {
+                rule.last_emitted = Some(rule.last_emitted.map_or(*w, |l| l.max(*w)));
+            }
+        }
+    }
+}
+
+/// Partition key of an origin for watermark tracking.
+fn partition_of(origin: &Origin) -> String {
+    match origin {
+        Origin::Kafka { topic, partition, .. } => format!("{topic}/{partition}"),
+        Origin::File { path, .. } => path.clone(),
+    }
+}
+
+fn evict_before(batches: &mut Vec<RecordBatch>, cutoff: i64, identities: &mut BTreeMap<u64, RetainedIdentity>) {
+    let mut kept = Vec::with_capacity(batches.len());
+    for batch in batches.drain(..) {
+        let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
+        let keep: BooleanArray = times.iter().map(|t| Some(t.is_some_and(|t| t >= cutoff))).collect();
+        if keep.true_count() == batch.num_rows() {
+            kept.push(batch);
+            continue;
+        }
+        if let Some(seqs) = batch.column_by_name(ROW_COLUMN) {
+            let seqs = seqs.as_primitive::<UInt64Type>();
+            for i in 0..batch.num_rows() {
+                if !keep.value(i) {
+                    identities.remove(&seqs.value(i));
+                }
+            }
+        }
+        if keep.true_count() > 0 {
+            kept.push(filter_record_batch(&batch, &keep).expect("filter with a mask of the batch's length"));
+        }
+    }
+    *batches = kept;
+}
+
+/// Alerts for the output rows of `batch` with `from < window_end <= to`.
+fn rows_in_range(
+    rule: &CompiledCorrelation,
+    batch: &RecordBatch,
+    from: i64,
+    to: i64,
+    identities: &BTreeMap<u64, RetainedIdentity>,
+    detected_at_ns: i64,
+) -> Result<Vec<Alert>, String> {
+    let ends = batch.column(rule.window_end).as_primitive::<TimestampNanosecondType>();
+    let mask: BooleanArray = ends.iter().map(|t| Some(t.is_some_and(|t| t > from && t <= to))).collect();
+    if mask.true_count() == 0 {
+        return Ok(Vec::new());
+    }
+    let selected = filter_record_batch(batch, &mask).map_err(|e| e.to_string())?;
+    let ends = selected.column(rule.window_end).as_primitive::<TimestampNanosecondType>().clone();
+    let fields = crate::rules::engine::rows_to_json(&selected)?;
+    let mut alerts = Vec::with_capacity(selected.num_rows());
+    for (i, fields) in fields.into_iter().enumerate() {
+        let mut seqs = BTreeSet::new();
+        for &c in &rule.event_columns {
+            collect_seqs(selected.column(c), i, &mut seqs);
+        }
+        let mut events: Vec<&RetainedIdentity> = seqs.iter().filter_map(|s| identities.get(s)).collect();
+        events.sort_by(|a, b| (a.event_time, &a.event_id).cmp(&(b.event_time, &b.event_id)));
+        events.dedup_by(|a, b| a.event_id == b.event_id);
+        let window_end = ends.value(i);
+        let identities: Vec<EventIdentity> =
+            events.iter().map(|e| EventIdentity { event_id: e.event_id.clone(), origin: e.origin.clone() }).collect();
+        let meta = &rule.rule.meta;
+        let mut alert = Alert::new(meta, detected_at_ns, window_end, fields, identities);
+        // The id must not depend on arrival order or on which events were
+        // still retained: rule, window end, the sorted event ids (or, for
+        // rules that name no events, the output row).
+        let mut ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+        ids.sort();
+        let window = format_time_ns(window_end);
+        alert.alert_id = if ids.is_empty() {
+            let row = Value::Object(alert.fields.clone()).to_string();
+            alert_id(&meta.id, [window.as_str(), row.as_str()])
+        } else {
+            alert_id(&meta.id, std::iter::once(window.as_str()).chain(ids.iter().map(String::as_str)))
+        };
+        alerts.push(alert);
+    }
+    Ok(alerts)
+}
+
+fn collect_seqs(column: &ArrayRef, row: usize, out: &mut BTreeSet<u64>) {
+    if column.is_null(row) {
+        return;
+    }
+    match column.data_type() {
+        DataType::UInt64 => {
+            out.insert(column.as_primitive::<UInt64Type>().value(row));
+        }
+        DataType::List(_) => {
+            let values = column.as_list::<i32>().value(row);
+            if let Some(v) = values.as_primitive_opt::<UInt64Type>() {
+                out.extend(v.iter().flatten());
+            }
+        }
+        DataType::LargeList(_) => {
+            let values = column.as_list::<i64>().value(row);
+            if let Some(v) = values.as_primitive_opt::<UInt64Type>() {
+                out.extend(v.iter().flatten());
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Apply the rule's suppression: `Some(alert)` to emit, `None` if folded.
+fn suppress(rule: &mut CompiledCorrelation, alert: Alert, stats: &mut CorrelationStats) -> Option<Alert> {
+    let Some(period) = rule.rule.meta.suppress else { return Some(alert) };
+    let key: String = if rule.rule.meta.suppress_key.is_empty() {
+        String::new()
+    } else {
+        let values: Vec<&Value> =
+            rule.rule.meta.suppress_key.iter().map(|k| alert.fields.get(k).unwrap_or(&Value::Null)).collect();
+        serde_json::to_string(&values).expect("json values serialize")
+    };
+    let at = chrono::DateTime::parse_from_rfc3339(&alert.event_time)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .unwrap_or(i64::MIN);
+    match rule.suppressed.get_mut(&key) {
+        Some((until, folded, last)) if at < *until => {
+            *folded += 1;
+            *last = Some(alert);
+            stats.suppressed_alerts += 1;
+            None
+        }
+        _ => {
+            let until = at.saturating_add(period.as_nanos() as i64);
+            rule.suppressed.insert(key, (until, 0, None));
+            Some(alert)
+        }
+    }
+}
+
+/// The alert reporting how many alerts a suppression period folded: the
+/// last folded alert, with `suppressed_count` set.
+fn summary_alert(mut last: Alert, folded: u64) -> Alert {
+    last.suppressed_count = Some(folded);
+    last.alert_id = alert_id(&last.rule_id, [last.alert_id.as_str(), "suppression-summary"]);
+    last
+}
+
+/// Milliseconds as a [`Duration`].
+pub fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+#[cfg(test)]
+mod tests;

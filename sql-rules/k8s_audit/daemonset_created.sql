@@ -1,0 +1,28 @@
+-- id: k8s.daemonset_created
+-- title: DaemonSet created
+-- severity: low
+-- description: A DaemonSet was created. It runs a copy of its pod on every node,
+--    which makes it the natural vehicle for cluster-wide persistence, credential
+--    harvesting on each node, or cryptomining. Control-plane components and
+--    failed requests are ignored.
+-- mitre: T1610, T1543
+-- source: k8s_audit
+-- tags: attack, persistence, execution
+-- author: Vigil
+-- references: https://kubernetes.io/docs/concepts/workloads/controllers/daemonset/
+-- based_on: panther:Kubernetes.DaemonSet.Created
+SELECT
+  user_info.username AS username,
+  object_ref.namespace AS namespace,
+  COALESCE(object_ref.name, json_get_str(request_object, 'metadata', 'name')) AS daemonset,
+  json_path_values(request_object, '$..[''containers'',''initContainers''][*].image') AS images,
+  json_path_values(request_object, '$..volumes[*].hostPath.path') AS host_paths,
+  source_ips[1] AS source_ip,
+  user_agent AS user_agent
+FROM k8s_audit
+WHERE object_ref.resource = 'daemonsets'
+  AND COALESCE(object_ref.subresource, '') = ''
+  AND verb = 'create'
+  AND COALESCE(stage, '') <> 'RequestReceived'
+  AND COALESCE(response_status.code, 200) < 400
+  AND NOT regexp_like(COALESCE(user_info.username, ''), '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')

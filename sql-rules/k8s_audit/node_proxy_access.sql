@@ -1,0 +1,28 @@
+-- id: k8s.node_proxy_access
+-- title: Kubelet API reached through nodes/proxy
+-- severity: high
+-- description: A user or workload called a node's kubelet API through the API
+--    server (nodes/proxy subresource) and the request succeeded. Through it one
+--    can list pods and run commands in any container of the node (/run, /exec)
+--    without pods/exec audit records or admission control. Control-plane
+--    components and monitoring scrapes of /metrics and /stats are ignored.
+-- mitre: T1609, T1613
+-- source: k8s_audit
+-- tags: attack, execution, discovery
+-- author: Vigil
+-- references: https://kubernetes.io/docs/reference/access-authn-authz/kubelet-authn-authz/
+-- based_on: vigil:node_proxy_access
+SELECT
+  user_info.username AS username,
+  verb AS verb,
+  object_ref.name AS node,
+  request_uri AS uri,
+  source_ips[1] AS source_ip,
+  user_agent AS user_agent
+FROM k8s_audit
+WHERE object_ref.resource = 'nodes'
+  AND object_ref.subresource = 'proxy'
+  AND COALESCE(stage, '') <> 'RequestReceived'
+  AND COALESCE(response_status.code, 200) < 400
+  AND NOT regexp_like(COALESCE(request_uri, ''), '/proxy/(metrics(/cadvisor|/probes|/resource)?|stats/summary|healthz)([?].*)?$')
+  AND NOT regexp_like(COALESCE(user_info.username, ''), '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
