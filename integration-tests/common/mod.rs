@@ -189,6 +189,13 @@ pub fn committed_offset(addr: &str, group: &str, topic: &str) -> Option<i64> {
     committed.find_partition(topic, 0).and_then(|p| p.offset().to_raw()).filter(|o| *o >= 0)
 }
 
+/// The latest checkpoint of `group`.
+pub fn latest_checkpoint(addr: &str, topic: &str, group: &str) -> Option<vigil::kafka::Checkpoint> {
+    let mut base = ClientConfig::new();
+    base.set("bootstrap.servers", addr);
+    vigil::kafka::checkpoint::read_latest(&base, topic, group, 1000).unwrap()
+}
+
 /// A running `vigil` process; killed on drop.
 pub struct Vigil {
     child: Child,
@@ -251,6 +258,8 @@ pub struct Topics {
     pub tetragon: String,
     pub alerts: String,
     pub dead_letter: String,
+    pub late_events: String,
+    pub checkpoints: String,
     pub group: String,
 }
 
@@ -262,6 +271,8 @@ impl Topics {
             tetragon: unique(&format!("{name}-tetragon")),
             alerts: unique(&format!("{name}-alerts")),
             dead_letter: unique(&format!("{name}-dlq")),
+            late_events: unique(&format!("{name}-late")),
+            checkpoints: unique(&format!("{name}-checkpoints")),
             group: unique(&format!("{name}-group")),
         }
     }
@@ -269,22 +280,37 @@ impl Topics {
     pub async fn create(&self, addr: &str) {
         create_topics(
             addr,
-            &[(&self.audit, 1), (&self.falco, 1), (&self.tetragon, 1), (&self.alerts, 1), (&self.dead_letter, 1)],
+            &[
+                (&self.audit, 1),
+                (&self.falco, 1),
+                (&self.tetragon, 1),
+                (&self.alerts, 1),
+                (&self.dead_letter, 1),
+                (&self.late_events, 1),
+                (&self.checkpoints, 1),
+            ],
         )
         .await;
     }
 
     pub fn write_config(&self, dir: &Path, addr: &str) -> PathBuf {
+        self.write_config_with(dir, addr, &repo().join("sql-rules"), "")
+    }
+
+    /// A configuration with a given rules directory and extra TOML.
+    pub fn write_config_with(&self, dir: &Path, addr: &str, rules: &Path, extra: &str) -> PathBuf {
         let path = dir.join("vigil.toml");
         let text = format!(
-            "[kafka]\nbrokers = \"{addr}\"\ngroup_id = \"{}\"\n\n[topics]\nk8s_audit = \"{}\"\nfalco = \"{}\"\ntetragon = \"{}\"\nalerts = \"{}\"\ndead_letter = \"{}\"\n\n[batch]\nmax_events = 100\nmax_wait_ms = 200\n\n[rules]\ndir = \"{}\"\n",
+            "[kafka]\nbrokers = \"{addr}\"\ngroup_id = \"{}\"\n\n[topics]\nk8s_audit = \"{}\"\nfalco = \"{}\"\ntetragon = \"{}\"\nalerts = \"{}\"\ndead_letter = \"{}\"\nlate_events = \"{}\"\ncheckpoints = \"{}\"\n\n[batch]\nmax_events = 100\nmax_wait_ms = 200\n\n[rules]\ndir = \"{}\"\n{extra}",
             self.group,
             self.audit,
             self.falco,
             self.tetragon,
             self.alerts,
             self.dead_letter,
-            repo().join("sql-rules").display()
+            self.late_events,
+            self.checkpoints,
+            rules.display()
         );
         std::fs::write(&path, text).unwrap();
         path

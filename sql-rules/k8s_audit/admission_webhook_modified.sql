@@ -5,7 +5,10 @@
 --    ValidatingWebhookConfiguration was updated, patched or deleted. Redirecting
 --    a webhook to an attacker endpoint intercepts API requests; deleting or
 --    loosening a policy webhook (OPA Gatekeeper, Kyverno) disables admission
---    controls. Control-plane components (which rotate CA bundles) are ignored.
+--    controls. Updates and patches by service accounts are ignored: operators
+--    (cert-manager cainjector, Gatekeeper, ingress-nginx, prometheus-operator)
+--    rewrite their own webhooks' CA bundles all the time. Deletions by service
+--    accounts are reported; control-plane components are ignored.
 -- mitre: T1562.001, T1546
 -- source: k8s_audit
 -- tags: attack, defense_evasion, persistence
@@ -25,3 +28,4 @@ WHERE object_ref.resource IN ('mutatingwebhookconfigurations', 'validatingwebhoo
   AND COALESCE(stage, '') <> 'RequestReceived'
   AND COALESCE(response_status.code, 200) < 400
   AND NOT regexp_like(COALESCE(user_info.username, ''), '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
+  AND NOT (starts_with(COALESCE(user_info.username, ''), 'system:serviceaccount:') AND verb IN ('update', 'patch'))

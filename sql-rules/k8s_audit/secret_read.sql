@@ -1,12 +1,13 @@
 -- id: k8s.secret_read
 -- title: Secret read by a user
 -- severity: low
--- description: A human user or a workload service account (not a control-plane
---    component) successfully read (get), listed or watched Secrets. Reading
---    secrets is how stolen credentials are turned into access to databases,
---    registries and cloud accounts. Helm's own release records
---    (sh.helm.release.v1.*, owner=helm) are ignored. A per-user volume threshold
---    (bulk access) needs a correlation rule.
+-- description: A human (or cloud IAM) user, not a system:* identity, successfully
+--    read (get), listed or watched Secrets. Reading secrets is how stolen
+--    credentials are turned into access to databases, registries and cloud
+--    accounts, and people rarely need to. Helm's own release records
+--    (sh.helm.release.v1.*, owner=helm) are ignored. Service accounts are left to
+--    k8s.secrets_dump_all_namespaces; a per-user volume threshold (bulk access)
+--    needs a correlation rule.
 -- mitre: T1552.007
 -- source: k8s_audit
 -- tags: attack, credential_access
@@ -26,6 +27,6 @@ WHERE object_ref.resource = 'secrets'
   AND verb IN ('get', 'list', 'watch')
   AND COALESCE(stage, '') NOT IN ('RequestReceived', 'ResponseStarted')
   AND COALESCE(response_status.code, 200) < 400
-  AND NOT regexp_like(COALESCE(user_info.username, ''), '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
+  AND NOT regexp_like(COALESCE(user_info.username, ''), '^(system:|eks:|aks:|aksService$)')
   AND NOT starts_with(COALESCE(object_ref.name, ''), 'sh.helm.release.v1.')
   AND NOT regexp_like(COALESCE(request_uri, ''), 'labelSelector=[^&]*owner%3Dhelm')

@@ -3,7 +3,9 @@
 -- severity: critical
 -- description: A user or workload listed Secrets cluster-wide (LIST /api/v1/secrets,
 --    no namespace) and the request succeeded: one call returned every secret in
---    the cluster. Control-plane components are ignored.
+--    the cluster. Control-plane components are ignored, and so are the informer
+--    start-up lists (resourceVersion=0) of operators running as service accounts
+--    (cert-manager, kube-state-metrics, ingress controllers).
 -- mitre: T1552.007, T1530
 -- source: k8s_audit
 -- tags: attack, credential_access, collection
@@ -25,3 +27,5 @@ WHERE object_ref.resource = 'secrets'
   AND COALESCE(stage, '') NOT IN ('RequestReceived', 'ResponseStarted')
   AND COALESCE(response_status.code, 200) < 400
   AND NOT regexp_like(COALESCE(user_info.username, ''), '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
+  AND NOT (starts_with(COALESCE(user_info.username, ''), 'system:serviceaccount:')
+           AND regexp_like(COALESCE(request_uri, ''), '[?&]resourceVersion=0(&|$)'))

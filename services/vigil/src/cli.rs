@@ -112,8 +112,12 @@ fn init_logging() {
 }
 
 async fn load_engine(dir: &Path) -> Result<RuleEngine> {
+    load_engine_with(dir, Default::default()).await
+}
+
+async fn load_engine_with(dir: &Path, correlation: crate::correlate::CorrelationSettings) -> Result<RuleEngine> {
     let rules = rules::load_dir(dir).map_err(anyhow::Error::new)?;
-    RuleEngine::compile(rules).await.map_err(anyhow::Error::new)
+    RuleEngine::compile_with(rules, correlation).await.map_err(anyhow::Error::new)
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -123,7 +127,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             if let Some(dir) = rules {
                 settings.rules.dir = dir;
             }
-            let engine = load_engine(&settings.rules.dir)
+            let engine = load_engine_with(&settings.rules.dir, settings.correlation.clone())
                 .await
                 .with_context(|| format!("loading rules from {}", settings.rules.dir.display()))?;
             tracing::info!(rules = engine.rules().count(), dir = %settings.rules.dir.display(), "rules loaded");

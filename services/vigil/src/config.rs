@@ -17,6 +17,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::correlate::CorrelationSettings;
 use crate::decode::DecodeLimits;
 use crate::source::SourceKind;
 
@@ -34,6 +35,8 @@ pub struct Settings {
     pub rules: RuleSettings,
     #[serde(default)]
     pub limits: LimitSettings,
+    #[serde(default)]
+    pub correlation: CorrelationSettings,
 }
 
 /// Connection to Kafka.
@@ -101,6 +104,14 @@ pub struct TopicSettings {
     /// Where undecodable messages and rule failures are produced.
     #[serde(default = "default_dead_letter_topic")]
     pub dead_letter: String,
+    /// Where events behind the watermark are reported (they are still
+    /// evaluated by per-event rules, but not retained for correlation).
+    #[serde(default = "default_late_events_topic")]
+    pub late_events: String,
+    /// Where checkpoints are written (one partition, compacted): see
+    /// `crate::kafka::checkpoint`.
+    #[serde(default = "default_checkpoints_topic")]
+    pub checkpoints: String,
 }
 
 fn default_k8s_audit_topic() -> String {
@@ -118,6 +129,12 @@ fn default_alerts_topic() -> String {
 fn default_dead_letter_topic() -> String {
     "vigil-dead-letter".into()
 }
+fn default_late_events_topic() -> String {
+    "vigil-late-events".into()
+}
+fn default_checkpoints_topic() -> String {
+    "vigil-checkpoints".into()
+}
 
 impl Default for TopicSettings {
     fn default() -> Self {
@@ -127,6 +144,8 @@ impl Default for TopicSettings {
             tetragon: default_tetragon_topic(),
             alerts: default_alerts_topic(),
             dead_letter: default_dead_letter_topic(),
+            late_events: default_late_events_topic(),
+            checkpoints: default_checkpoints_topic(),
         }
     }
 }
@@ -271,15 +290,16 @@ impl Settings {
         if self.topics.sources().is_empty() {
             bail!("invalid configuration: every source topic is empty; enable at least one of topics.k8s_audit, topics.falco, topics.tetragon");
         }
-        if self.topics.alerts.is_empty() || self.topics.dead_letter.is_empty() {
-            bail!("invalid configuration: topics.alerts and topics.dead_letter must be set");
+        let outputs = [&self.topics.alerts, &self.topics.dead_letter, &self.topics.late_events, &self.topics.checkpoints];
+        if outputs.iter().any(|t| t.is_empty()) {
+            bail!("invalid configuration: topics.alerts, topics.dead_letter, topics.late_events and topics.checkpoints must be set");
         }
         let sources = self.topics.sources();
         for (i, (_, t)) in sources.iter().enumerate() {
             if sources[..i].iter().any(|(_, u)| u == t) {
                 bail!("invalid configuration: topic {t:?} is used by two sources");
             }
-            if *t == self.topics.alerts || *t == self.topics.dead_letter {
+            if outputs.contains(&t) {
                 bail!("invalid configuration: topic {t:?} is both a source and an output");
             }
         }
@@ -288,6 +308,9 @@ impl Settings {
         }
         if self.batch.max_wait_ms == 0 {
             bail!("invalid configuration: batch.max_wait_ms must be at least 1");
+        }
+        if self.correlation.max_retained_events == 0 {
+            bail!("invalid configuration: correlation.max_retained_events must be positive");
         }
         if self.limits.max_message_bytes == 0 || self.limits.max_events_per_message == 0 {
             bail!("invalid configuration: limits must be positive");

@@ -58,6 +58,20 @@ impl Detector {
             }
         }
         for (source, messages) in by_source {
+            // Messages re-read after a restart only rebuild correlation state;
+            // they come first (lower offsets), so ingest them first.
+            let (replayed, live): (Vec<RawMessage>, Vec<RawMessage>) = messages.into_iter().partition(|m| m.state_only);
+            if !replayed.is_empty() {
+                let decoded = decode(source, &replayed, self.limits, now);
+                if let Err(e) = self.engine.correlator_mut().ingest(&decoded, &replayed, now).await {
+                    let origins = replayed.iter().map(|m| m.origin.clone()).collect();
+                    self.rule_failed(&mut out, source, "correlation-ingest".into(), e, origins, now);
+                }
+            }
+            let messages = live;
+            if messages.is_empty() {
+                continue;
+            }
             let decoded = decode(source, &messages, self.limits, now);
             for failure in &decoded.failures {
                 let m = &messages[failure.message as usize];
@@ -110,6 +124,11 @@ impl Detector {
         let (alerts, failures) = self.engine.correlator_mut().finish(now).await;
         self.correlation_done(&mut out, alerts, failures, now);
         out
+    }
+
+    /// Restore correlation emission watermarks from a checkpoint.
+    pub fn restore_emitted(&mut self, emitted: &std::collections::BTreeMap<String, i64>) {
+        self.engine.correlator_mut().restore_emitted(emitted);
     }
 
     /// Forget all correlation state (between independent inputs).

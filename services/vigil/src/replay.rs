@@ -59,6 +59,7 @@ pub async fn replay(
                     payload: line,
                     origin: Origin::File { path: name.clone(), line: line_no },
                     timestamp_ms: None,
+                    state_only: false,
                 });
             }
         }

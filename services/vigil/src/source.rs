@@ -93,4 +93,8 @@ pub struct RawMessage {
     /// Broker/producer timestamp in milliseconds, used as event time only
     /// when the event carries no time of its own.
     pub timestamp_ms: Option<i64>,
+    /// Already processed before a restart: re-read only to rebuild
+    /// correlation state. Per-event rules, dead letters and late-event
+    /// reports skip it (they were produced the first time).
+    pub state_only: bool,
 }

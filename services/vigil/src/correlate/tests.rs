@@ -67,6 +67,7 @@ impl Feed {
                     payload: l.clone().into_bytes(),
                     origin: Origin::Kafka { topic: source.table_name().into(), partition, offset: *o },
                     timestamp_ms: None,
+                    state_only: false,
                 }
             })
             .collect()

@@ -13,6 +13,7 @@ fn messages(source: SourceKind, lines: &[&str]) -> Vec<RawMessage> {
             payload: l.as_bytes().to_vec(),
             origin: Origin::File { path: "test".into(), line: i as u64 + 1 },
             timestamp_ms: Some(1_000),
+            state_only: false,
         })
         .collect()
 }

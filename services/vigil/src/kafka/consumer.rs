@@ -10,6 +10,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 
+use super::checkpoint::Checkpoint;
 use crate::config::Settings;
 use crate::source::{Origin, RawMessage, SourceKind};
 
@@ -17,8 +18,7 @@ use crate::source::{Origin, RawMessage, SourceKind};
 #[derive(Debug, Default)]
 pub struct SourceBatch {
     pub messages: Vec<RawMessage>,
-    /// Next offset to commit per (topic, partition): one past the highest
-    /// offset in the batch.
+    /// One past the highest offset in the batch, per (topic, partition).
     pub next_offsets: BTreeMap<(String, i32), i64>,
 }
 
@@ -26,6 +26,9 @@ pub struct SourceBatch {
 pub struct KafkaSource {
     consumer: StreamConsumer,
     topics: HashMap<String, SourceKind>,
+    /// Per partition, where per-event evaluation got before a restart
+    /// (from the last checkpoint): messages below it only rebuild state.
+    processed: BTreeMap<(String, i32), i64>,
 }
 
 impl KafkaSource {
@@ -33,7 +36,7 @@ impl KafkaSource {
     ///
     /// Auto-commit is off: offsets are committed by [`KafkaSource::commit`]
     /// only after the batch's alerts are acknowledged.
-    pub fn new(settings: &Settings, brokers: &str) -> Result<KafkaSource> {
+    pub fn new(settings: &Settings, brokers: &str, checkpoint: Option<&Checkpoint>) -> Result<KafkaSource> {
         let mut config = super::base_config(&settings.kafka, brokers);
         config
             .set("group.id", &settings.kafka.group_id)
@@ -46,14 +49,15 @@ impl KafkaSource {
             settings.topics.sources().into_iter().map(|(kind, topic)| (topic, kind)).collect();
         let names: Vec<&str> = topics.keys().map(String::as_str).collect();
         consumer.subscribe(&names).with_context(|| format!("subscribing to {names:?}"))?;
-        Ok(KafkaSource { consumer, topics })
+        let processed = checkpoint.map(Checkpoint::processed_offsets).unwrap_or_default();
+        Ok(KafkaSource { consumer, topics, processed })
     }
 
     /// Collect up to `max_events` messages, waiting at most `max_wait` after
     /// the first one. Returns early with what it has when `stop` resolves.
     /// An empty batch means nothing arrived within `idle_wait`.
     pub async fn next_batch(
-        &self,
+        &mut self,
         max_events: usize,
         max_wait: Duration,
         idle_wait: Duration,
@@ -87,28 +91,38 @@ impl KafkaSource {
             }
             let partition = message.partition();
             let offset = message.offset();
-            batch.next_offsets.insert((topic.clone(), partition), offset + 1);
+            let key = (topic.clone(), partition);
+            let state_only = self.processed.get(&key).is_some_and(|p| offset < *p);
+            batch.next_offsets.insert(key, offset + 1);
             batch.messages.push(RawMessage {
                 source,
                 payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                 origin: Origin::Kafka { topic, partition, offset },
                 timestamp_ms: message.timestamp().to_millis(),
+                state_only,
             });
         }
         batch
     }
 
-    /// Commit `next_offsets` synchronously.
-    pub fn commit(&self, next_offsets: &BTreeMap<(String, i32), i64>) -> Result<()> {
-        if next_offsets.is_empty() {
+    /// Commit, for each partition of the batch, the offset a restart must
+    /// resume from: the lower of one past the batch and the lowest offset
+    /// still retained for correlation.
+    pub fn commit(
+        &mut self,
+        next_offsets: &BTreeMap<(String, i32), i64>,
+        retained: &BTreeMap<(String, i32), i64>,
+    ) -> Result<()> {
+        let list = resume_offsets(next_offsets, retained)?;
+        if list.count() == 0 {
             return Ok(());
         }
-        let mut list = TopicPartitionList::new();
-        for ((topic, partition), offset) in next_offsets {
-            list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
-                .context("building the offset list")?;
-        }
         self.consumer.commit(&list, CommitMode::Sync).context("committing consumer offsets")
+    }
+
+    /// The consumer's group metadata (for transactional offset commits).
+    pub fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
+        self.consumer.group_metadata()
     }
 
     /// Per-partition lag (high watermark − position) of the assignment.
@@ -128,4 +142,18 @@ impl KafkaSource {
         }
         Ok(out)
     }
+}
+
+/// The offsets to commit: per partition of the batch, the lower of one past
+/// the batch and the lowest offset still retained for correlation.
+pub fn resume_offsets(
+    next_offsets: &BTreeMap<(String, i32), i64>,
+    retained: &BTreeMap<(String, i32), i64>,
+) -> Result<TopicPartitionList> {
+    let mut list = TopicPartitionList::new();
+    for (key, next) in next_offsets {
+        let resume = retained.get(key).map_or(*next, |r| (*r).min(*next));
+        list.add_partition_offset(&key.0, key.1, Offset::Offset(resume)).context("building the offset list")?;
+    }
+    Ok(list)
 }

@@ -1,10 +1,12 @@
 //! Kafka I/O: the consumer that feeds the pipeline and the producer that
 //! writes alerts and dead letters. Both use librdkafka through rdkafka.
 
+pub mod checkpoint;
 mod consumer;
 mod producer;
 
-pub use consumer::{KafkaSource, SourceBatch};
+pub use checkpoint::Checkpoint;
+pub use consumer::{resume_offsets, KafkaSource, SourceBatch};
 pub use producer::{KafkaSink, OutRecord};
 
 use rdkafka::ClientConfig;

@@ -101,6 +101,7 @@ pub async fn run(rules: &[Rule], engine: RuleEngine) -> Vec<CaseResult> {
                     payload: e.to_string().into_bytes(),
                     origin: Origin::File { path: file.display().to_string(), line: (i + 1) as u64 * 1000 + j as u64 },
                     timestamp_ms: None,
+                    state_only: false,
                 })
                 .collect();
             let mut detections = detector.process(messages).await;

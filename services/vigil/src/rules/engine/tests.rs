@@ -31,6 +31,7 @@ fn audit(lines: &[&str]) -> (DecodedBatch, Vec<RawMessage>) {
             payload: l.as_bytes().to_vec(),
             origin: Origin::Kafka { topic: "audit".into(), partition: 0, offset: i as i64 },
             timestamp_ms: None,
+            state_only: false,
         })
         .collect();
     (decode(SourceKind::K8sAudit, &messages, DecodeLimits::default(), 0), messages)

@@ -1,0 +1,62 @@
+# syntax=docker/dockerfile:1
+#
+# Vigil container image.
+#
+#   docker build -t vigil .
+#   docker run --rm vigil                                    # embedded demo (no Kafka needed)
+#   docker run --rm -e VIGIL__KAFKA__BROKERS=kafka:9092 vigil # against a cluster
+#   docker run --rm -v $PWD/vigil.toml:/etc/vigil/vigil.toml:ro \
+#     -e VIGIL_CONFIG=/etc/vigil/vigil.toml vigil            # with a config file
+#
+# Configuration: VIGIL__SECTION__KEY environment variables, or a TOML file
+# named by VIGIL_CONFIG / --config (docs/configuration.md).
+
+########## build ##########
+FROM rust:1-bookworm AS build
+
+# librdkafka is built from source by rdkafka-sys (cmake-build, ssl, sasl).
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      cmake libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev libzstd-dev pkg-config \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY services ./services
+
+# The cache mounts keep the registry and build artifacts between builds
+# (BuildKit); the binary is copied out of the cached target directory.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p vigil \
+ && install -m 0755 target/release/vigil /usr/local/bin/vigil
+
+########## runtime ##########
+FROM debian:bookworm-slim
+
+# The binary links libssl3, libsasl2-2 and zlib1g dynamically (ldd); libcurl4
+# and libzstd1 are kept for librdkafka builds that enable them. For Kerberos
+# (sasl.mechanism=GSSAPI) also install libsasl2-modules-gssapi-mit.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      ca-certificates libssl3 libsasl2-2 libcurl4 zlib1g libzstd1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 vigil \
+ && useradd --system --uid 10001 --gid vigil --home-dir /opt/vigil --shell /usr/sbin/nologin vigil
+
+COPY --from=build /usr/local/bin/vigil /usr/local/bin/vigil
+
+# rules.dir defaults to "sql-rules" and --samples to "samples", both relative
+# to the working directory.
+WORKDIR /opt/vigil
+COPY sql-rules ./sql-rules
+COPY samples ./samples
+
+# Numeric user so that Kubernetes runAsNonRoot can verify it.
+USER 10001:10001
+ENV RUST_LOG=info
+
+# Vigil handles SIGTERM itself (finishes the current batch, commits, exits).
+# No HEALTHCHECK: the service has no health or metrics endpoint yet.
+ENTRYPOINT ["vigil"]
+CMD ["run"]
