@@ -67,6 +67,20 @@ impl Default for KafkaSettings {
     }
 }
 
+/// librdkafka properties Vigil sets itself because its delivery guarantees
+/// depend on them: offsets are committed by Vigil after output is
+/// acknowledged, and output is produced idempotently with acks=all.
+pub const PROTECTED_PROPERTIES: [&str; 8] = [
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "transactional.id",
+];
+
 /// Property names whose values are secrets: never logged or printed.
 pub fn is_secret_property(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
@@ -287,6 +301,9 @@ impl Settings {
                 bail!("invalid configuration: kafka.brokers is empty (leave it unset to run the embedded demo)");
             }
         }
+        if let Some(k) = self.kafka.properties.keys().find(|k| PROTECTED_PROPERTIES.contains(&k.as_str())) {
+            bail!("invalid configuration: kafka.properties.{k} is set by Vigil (use kafka.brokers / kafka.group_id, or leave it: delivery guarantees depend on it)");
+        }
         if self.topics.sources().is_empty() {
             bail!("invalid configuration: every source topic is empty; enable at least one of topics.k8s_audit, topics.falco, topics.tetragon");
         }
@@ -375,6 +392,12 @@ mod tests {
         assert!(format!("{e:#}").contains("invalid configuration"), "{e:#}");
         let e = Settings::load_from(None, env(&[("VIGIL__TOPICS__FALCO", "vigil-alerts")])).unwrap_err();
         assert!(format!("{e:#}").contains("both a source and an output"), "{e:#}");
+    }
+
+    #[test]
+    fn rejects_properties_that_would_break_delivery_guarantees() {
+        let e = Settings::load_from(None, env(&[("VIGIL__KAFKA__PROPERTIES__ENABLE_AUTO_COMMIT", "true")])).unwrap_err();
+        assert!(format!("{e:#}").contains("kafka.properties.enable.auto.commit"), "{e:#}");
     }
 
     #[test]

@@ -296,24 +296,28 @@ impl Correlator {
             if from >= watermark {
                 continue;
             }
-            match collect(rule.plan.clone(), self.task_ctx.clone()).await {
-                Ok(batches) => {
-                    for batch in batches.iter().filter(|b| b.num_rows() > 0) {
-                        match rows_in_range(rule, batch, from, watermark, &self.identities, detected_at_ns) {
-                            Ok(found) => {
-                                for alert in found {
-                                    if let Some(a) = suppress(rule, alert, &mut self.stats) {
-                                        alerts.push(a);
-                                    }
-                                }
-                            }
-                            Err(e) => failures.push((rule.rule.meta.id.clone(), e)),
-                        }
+            // Compute every row first: a rule that fails emits nothing for
+            // this range and keeps it, so the range is retried next time.
+            let found = match collect(rule.plan.clone(), self.task_ctx.clone()).await {
+                Ok(batches) => batches
+                    .iter()
+                    .filter(|b| b.num_rows() > 0)
+                    .map(|b| rows_in_range(rule, b, from, watermark, &self.identities, detected_at_ns))
+                    .collect::<Result<Vec<Vec<Alert>>, String>>(),
+                Err(e) => Err(e.to_string()),
+            };
+            match found {
+                Ok(found) => {
+                    for alert in found.into_iter().flatten() {
+                        alerts.extend(suppress(rule, alert, &mut self.stats));
                     }
+                    rule.last_emitted = Some(watermark);
                 }
-                Err(e) => failures.push((rule.rule.meta.id.clone(), e.to_string())),
+                Err(e) => {
+                    failures.push((rule.rule.meta.id.clone(), e));
+                    continue;
+                }
             }
-            rule.last_emitted = Some(watermark);
             // Suppression periods the watermark has passed: report folded alerts.
             let expired: Vec<String> =
                 rule.suppressed.iter().filter(|(_, (until, _, _))| *until <= watermark).map(|(k, _)| k.clone()).collect();
@@ -332,8 +336,12 @@ impl Correlator {
         (alerts, failures)
     }
 
-    /// Drop retained events no rule can use: older than watermark − window.
+    /// Drop retained events no rule can use: older than watermark − window,
+    /// where a rule whose last run failed holds the watermark at what it
+    /// last emitted (so its retried range still has its events).
     fn evict(&mut self, watermark: i64) {
+        let held = self.rules.iter().map(|r| r.last_emitted.unwrap_or(i64::MIN)).min().unwrap_or(watermark);
+        let watermark = watermark.min(held);
         for retained in self.retained.values_mut() {
             let cutoff = watermark.saturating_sub(retained.horizon_ns);
             evict_before(&mut retained.batches, cutoff, &mut self.identities);
@@ -514,9 +522,10 @@ fn collect_seqs(column: &ArrayRef, row: usize, out: &mut BTreeSet<u64>) {
     }
 }
 
-/// Apply the rule's suppression: `Some(alert)` to emit, `None` if folded.
-fn suppress(rule: &mut CompiledCorrelation, alert: Alert, stats: &mut CorrelationStats) -> Option<Alert> {
-    let Some(period) = rule.rule.meta.suppress else { return Some(alert) };
+/// Apply the rule's suppression: the alerts to emit (none if folded; the
+/// alert, preceded by the summary of a previous period that folded some).
+fn suppress(rule: &mut CompiledCorrelation, alert: Alert, stats: &mut CorrelationStats) -> Vec<Alert> {
+    let Some(period) = rule.rule.meta.suppress else { return vec![alert] };
     let key: String = if rule.rule.meta.suppress_key.is_empty() {
         String::new()
     } else {
@@ -533,12 +542,16 @@ fn suppress(rule: &mut CompiledCorrelation, alert: Alert, stats: &mut Correlatio
             *folded += 1;
             *last = Some(alert);
             stats.suppressed_alerts += 1;
-            None
+            Vec::new()
         }
         _ => {
             let until = at.saturating_add(period.as_nanos() as i64);
-            rule.suppressed.insert(key, (until, 0, None));
-            Some(alert)
+            let mut out = Vec::with_capacity(2);
+            if let Some((_, folded @ 1.., Some(last))) = rule.suppressed.insert(key, (until, 0, None)) {
+                out.push(summary_alert(last, folded));
+            }
+            out.push(alert);
+            out
         }
     }
 }

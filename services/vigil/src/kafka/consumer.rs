@@ -44,6 +44,7 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false");
+        super::apply_properties(&mut config, &settings.kafka);
         let consumer: StreamConsumer = config.create().context("creating the Kafka consumer")?;
         let topics: HashMap<String, SourceKind> =
             settings.topics.sources().into_iter().map(|(kind, topic)| (topic, kind)).collect();

@@ -13,14 +13,23 @@ use rdkafka::ClientConfig;
 
 use crate::config::KafkaSettings;
 
-/// librdkafka configuration shared by consumer and producer: the brokers,
-/// then every pass-through property (which may override anything).
+/// librdkafka configuration shared by consumer and producer: the brokers
+/// and every pass-through property. Callers set their own settings on top
+/// and then call [`apply_properties`] again, so a user's property wins over
+/// Vigil's defaults; the properties Vigil's delivery guarantees depend on
+/// are rejected when the configuration is loaded
+/// ([`crate::config::PROTECTED_PROPERTIES`]).
 pub fn base_config(settings: &KafkaSettings, brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
     config.set("client.id", "vigil");
+    apply_properties(&mut config, settings);
+    config
+}
+
+/// Set every pass-through property on `config`.
+pub fn apply_properties(config: &mut ClientConfig, settings: &KafkaSettings) {
     for (k, v) in &settings.properties {
         config.set(k, v);
     }
-    config
 }

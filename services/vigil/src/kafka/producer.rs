@@ -31,6 +31,7 @@ impl KafkaSink {
             .set("message.timeout.ms", "30000")
             .set("linger.ms", "5")
             .set("compression.type", "lz4");
+        super::apply_properties(&mut config, &settings.kafka);
         let producer: FutureProducer = config.create().context("creating the Kafka producer")?;
         Ok(KafkaSink { producer })
     }
