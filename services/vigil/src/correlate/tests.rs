@@ -177,6 +177,34 @@ async fn ordered_sequence_by_key_within_a_time_bound() {
     assert_eq!(ids, vec!["e1/ResponseComplete", "s1/ResponseComplete"]);
 }
 
+/// The sequence's two events in different batches, with the join evaluated
+/// in between (a hash join's build side lives in the plan node: each
+/// evaluation must rebuild it from the retained events of that moment).
+#[tokio::test]
+async fn sequence_split_across_batches_and_evaluations() {
+    let mut d = detector(&[("t.seq", "k8s_audit", "-- window: 10m\n", SEQUENCE)], 0).await;
+    let mut f = Feed::new();
+    let mut alerts = Vec::new();
+    for (i, batch) in [
+        vec![audit("bg0", "dev", "get", "pods", None, "prod", 200, 0), audit("e1", "mallory", "create", "pods", Some("exec"), "prod", 101, 30)],
+        vec![audit("bg1", "dev", "get", "pods", None, "prod", 200, 90)],
+        vec![audit("s1", "mallory", "get", "secrets", None, "prod", 200, 200)],
+        vec![audit("bg2", "dev", "get", "pods", None, "prod", 200, 300)],
+        vec![audit("e2", "eve", "create", "pods", Some("exec"), "prod", 101, 310)],
+        vec![audit("s2", "eve", "get", "secrets", None, "prod", 200, 400), audit("bg3", "dev", "get", "pods", None, "prod", 200, 500)],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (a, dead) = run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &batch)).await;
+        assert!(dead.is_empty(), "batch {i}: {dead:?}");
+        alerts.extend(a);
+    }
+    alerts.extend(d.finish().await.alerts);
+    let users: Vec<&str> = alerts.iter().map(|a| a.fields["username"].as_str().unwrap()).collect();
+    assert_eq!(users, vec!["mallory", "eve"], "{alerts:?}");
+}
+
 #[tokio::test]
 async fn distinct_value_count_and_hopping_windows() {
     let distinct = "SELECT user_info.username AS username, count(DISTINCT object_ref.namespace) AS namespaces, \

@@ -62,8 +62,12 @@ pub struct RuleEngine {
 /// A DataFusion session for rules: one partition (a rule runs on the batch
 /// it is given, no repartitioning threads) and the rule functions. No
 /// tables: callers register theirs.
+///
+/// Dynamic filters are off: they carry state from one execution of a plan
+/// into the next (a TopK threshold, a join's build-side bounds), and Vigil
+/// executes each plan once per batch (see [`fresh_plan`]).
 pub(crate) fn new_session() -> SessionContext {
-    let config = SessionConfig::new()
+    let mut config = SessionConfig::new()
         .with_target_partitions(1)
         .with_batch_size(8192)
         .with_information_schema(false)
@@ -71,9 +75,21 @@ pub(crate) fn new_session() -> SessionContext {
         .with_repartition_aggregations(false)
         .with_repartition_windows(false)
         .with_repartition_sorts(false);
+    config.options_mut().optimizer.enable_dynamic_filter_pushdown = false;
     let mut ctx = SessionContext::new_with_config(config);
     functions::register(&mut ctx).expect("registering built-in functions cannot fail");
     ctx
+}
+
+/// A plan compiled once, ready for one more execution.
+///
+/// Some operators keep what they computed in the plan node itself: a hash
+/// join builds its hash table once per plan instance (`OnceAsync`) and a
+/// cross join keeps its left side. Executing the same instance again would
+/// join the new batch against the first batch's build side. Resetting
+/// rebuilds just those nodes, without re-planning.
+pub(crate) fn fresh_plan(plan: &Arc<dyn ExecutionPlan>) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+    datafusion::physical_plan::execution_plan::reset_plan_states(plan.clone())
 }
 
 /// The session of per-event rules: each source table reads its batch slot.
@@ -170,7 +186,10 @@ impl RuleEngine {
         let event_times = decoded.batch.column(0).as_primitive::<TimestampNanosecondType>().clone();
         for compiled in self.rules.iter().filter(|r| r.rule.meta.source == decoded.source) {
             let meta = &compiled.rule.meta;
-            let result = collect(compiled.plan.clone(), self.task_ctx.clone()).await;
+            let result = match fresh_plan(&compiled.plan) {
+                Ok(plan) => collect(plan, self.task_ctx.clone()).await,
+                Err(e) => Err(e),
+            };
             let batches = match result {
                 Ok(b) => b,
                 Err(e) => {

@@ -113,6 +113,32 @@ async fn plans_once_and_evaluates_each_batch() {
     assert_eq!(alerts2[0].alert_id, alerts2[1].alert_id);
 }
 
+/// Joins keep their build side in the plan node: re-executing the compiled
+/// plan must not join the new batch against an earlier batch's rows.
+#[tokio::test]
+async fn joins_see_only_the_current_batch_on_every_execution() {
+    let mut engine = RuleEngine::compile(vec![rule(
+        "SELECT user_info.username AS username FROM k8s_audit WHERE object_ref.resource = 'secrets' \
+         AND user_info.username IN (SELECT user_info.username FROM k8s_audit WHERE verb = 'list')",
+    )])
+    .await
+    .unwrap();
+    let bob_lists = LIST_PODS.replace("carol", "bob");
+    // carol lists, bob reads a secret: bob did not list, no alert.
+    let (batch, messages) = audit(&[LIST_PODS, GET_SECRET]);
+    let (alerts, failures) = engine.evaluate(&batch, &messages, 1).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(alerts.is_empty(), "{alerts:?}");
+    // Next batch: bob lists and reads a secret.
+    let (batch, messages) = audit(&[&bob_lists, GET_SECRET]);
+    let (alerts, _) = engine.evaluate(&batch, &messages, 2).await;
+    assert_eq!(alerts.len(), 1, "the join must use this batch's build side");
+    // And the batch after: carol's list from batch 1 is gone again.
+    let (batch, messages) = audit(&[LIST_PODS, GET_SECRET]);
+    let (alerts, _) = engine.evaluate(&batch, &messages, 3).await;
+    assert!(alerts.is_empty(), "{alerts:?}");
+}
+
 #[tokio::test]
 async fn select_star_hides_internal_columns_and_events_without_id_get_content_ids() {
     let mut engine = RuleEngine::compile(vec![rule("SELECT * FROM k8s_audit WHERE verb = 'list'")]).await.unwrap();
