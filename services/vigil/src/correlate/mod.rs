@@ -298,7 +298,11 @@ impl Correlator {
             }
             // Compute every row first: a rule that fails emits nothing for
             // this range and keeps it, so the range is retried next time.
-            let found = match collect(rule.plan.clone(), self.task_ctx.clone()).await {
+            let executed = match crate::rules::engine::fresh_plan(&rule.plan) {
+                Ok(plan) => collect(plan, self.task_ctx.clone()).await,
+                Err(e) => Err(e),
+            };
+            let found = match executed {
                 Ok(batches) => batches
                     .iter()
                     .filter(|b| b.num_rows() > 0)
