@@ -204,11 +204,18 @@ pub struct Vigil {
 
 impl Vigil {
     pub fn start(config: &Path, log: PathBuf) -> Vigil {
-        let file = std::fs::File::create(&log).unwrap();
+        Vigil::start_with_env(config, log, &[])
+    }
+
+    /// Start with extra environment variables (e.g. `VIGIL__KAFKA__DELIVERY`).
+    /// The log file is appended to, so restarts keep one log.
+    pub fn start_with_env(config: &Path, log: PathBuf, env: &[(&str, &str)]) -> Vigil {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
             .args(["run", "--config"])
             .arg(config)
             .current_dir(repo())
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file))

@@ -55,6 +55,34 @@ pub struct KafkaSettings {
     /// `sasl.password`, `ssl.ca.location`, ...).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// How a batch's output and progress reach Kafka: see [`DeliveryMode`].
+    #[serde(default)]
+    pub delivery: DeliveryMode,
+    /// `transactional.id` of the producer in `exactly_once` mode. It must be
+    /// unique per running instance and stable across its restarts (a
+    /// StatefulSet pod name): a restarted instance with the same id fences
+    /// its predecessor and aborts its open transaction at once; with a new
+    /// id the open transaction blocks read_committed consumers until the
+    /// broker's transaction timeout. Default: `<group_id>-<hostname>`.
+    #[serde(default)]
+    pub transactional_id: Option<String>,
+}
+
+/// Delivery guarantee of alerts, dead letters, checkpoints and offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    /// Output is produced and acknowledged, then the checkpoint, then the
+    /// offsets are committed. A crash in between re-delivers a batch: its
+    /// alerts are produced again with the same ids. Works with every
+    /// Kafka-compatible broker.
+    #[default]
+    AtLeastOnce,
+    /// Output, checkpoint and offsets of a batch are committed in one Kafka
+    /// transaction: a read_committed consumer of the alerts topic sees each
+    /// alert exactly once, also across crashes. Needs a broker with
+    /// transaction support (Apache Kafka; not tansu 0.6).
+    ExactlyOnce,
 }
 
 fn default_group_id() -> String {
@@ -63,14 +91,36 @@ fn default_group_id() -> String {
 
 impl Default for KafkaSettings {
     fn default() -> Self {
-        KafkaSettings { brokers: None, group_id: default_group_id(), properties: BTreeMap::new() }
+        KafkaSettings {
+            brokers: None,
+            group_id: default_group_id(),
+            properties: BTreeMap::new(),
+            delivery: DeliveryMode::default(),
+            transactional_id: None,
+        }
+    }
+}
+
+impl KafkaSettings {
+    /// The producer's `transactional.id` in exactly-once mode.
+    pub fn transactional_id(&self) -> String {
+        if let Some(id) = self.transactional_id.as_deref().filter(|s| !s.trim().is_empty()) {
+            return id.to_string();
+        }
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "vigil".into());
+        format!("{}-{host}", self.group_id)
     }
 }
 
 /// librdkafka properties Vigil sets itself because its delivery guarantees
 /// depend on them: offsets are committed by Vigil after output is
 /// acknowledged, and output is produced idempotently with acks=all.
-pub const PROTECTED_PROPERTIES: [&str; 8] = [
+pub const PROTECTED_PROPERTIES: [&str; 9] = [
     "bootstrap.servers",
     "group.id",
     "enable.auto.commit",
@@ -79,6 +129,7 @@ pub const PROTECTED_PROPERTIES: [&str; 8] = [
     "acks",
     "request.required.acks",
     "transactional.id",
+    "isolation.level",
 ];
 
 /// Property names whose values are secrets: never logged or printed.
@@ -98,6 +149,8 @@ impl fmt::Debug for KafkaSettings {
             .field("brokers", &self.brokers)
             .field("group_id", &self.group_id)
             .field("properties", &properties)
+            .field("delivery", &self.delivery)
+            .field("transactional_id", &self.transactional_id)
             .finish()
     }
 }

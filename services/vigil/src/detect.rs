@@ -117,6 +117,20 @@ impl Detector {
         out
     }
 
+    /// No input arrived: advance correlation by wall-clock time only (idle
+    /// partitions stop holding the watermark back, and a stream that went
+    /// quiet closes its last windows).
+    pub async fn tick(&mut self) -> Detections {
+        let now = now_ns();
+        let mut out = Detections::default();
+        if self.engine.correlator().rule_count() == 0 {
+            return out;
+        }
+        let (alerts, failures) = self.engine.correlator_mut().advance(now, now).await;
+        self.correlation_done(&mut out, alerts, failures, now);
+        out
+    }
+
     /// End of input (replay): close every correlation window.
     pub async fn finish(&mut self) -> Detections {
         let now = now_ns();

@@ -1,16 +1,21 @@
-//! The streaming service: Kafka source → decode → evaluate → Kafka sink,
-//! with at-least-once delivery.
+//! The streaming service: Kafka source → decode → evaluate → Kafka sink.
 //!
 //! One loop, one batch at a time:
 //! 1. collect a micro-batch from the source topics;
 //! 2. decode and evaluate it ([`Detector`]);
-//! 3. produce its alerts and dead letters and wait for the broker's acks
-//!    (retrying; while this fails nothing more is consumed: back-pressure);
-//! 4. commit the batch's offsets.
+//! 3. make its output durable, then its progress:
+//!    * at-least-once (default): produce its alerts and dead letters and
+//!      wait for the broker's acks (retrying; while this fails nothing more
+//!      is consumed: back-pressure), then the checkpoint, then commit the
+//!      offsets. A crash in between re-delivers the batch: its alerts are
+//!      produced again with the same deterministic ids;
+//!    * exactly-once (`kafka.delivery = "exactly_once"`): output, checkpoint
+//!      and offsets in one Kafka transaction. A crash aborts the open
+//!      transaction; the restarted process redoes the batch.
 //!
-//! So an offset is committed only after everything its message caused is
-//! durable. A crash between 3 and 4 re-delivers the batch: its alerts are
-//! produced again with the same deterministic ids (at-least-once).
+//! So an offset is committed only after (or atomically with) everything
+//! its message caused. With no input, a wall-clock tick still advances the
+//! watermark of idle partitions, so windows of a quiet stream close.
 //!
 //! Correlation state is not written anywhere: it is rebuilt from the source
 //! topics. The committed offset is the lowest one still retained, and the
@@ -25,10 +30,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::sync::watch;
 
+use rdkafka::TopicPartitionList;
+
 use crate::config::Settings;
 use crate::dead_letter::DeadLetterKind;
-use crate::detect::Detector;
-use crate::kafka::{checkpoint, KafkaSink, KafkaSource, OutRecord};
+use crate::detect::{Detections, Detector};
+use crate::kafka::{checkpoint, resume_offsets, Checkpoint, KafkaSink, KafkaSource, OutRecord, SourceBatch, TxnError};
 use crate::metrics::Metrics;
 
 /// When the run loop stops on its own.
@@ -57,16 +64,24 @@ pub async fn run(
         tracing::info!(partitions = cp.processed.len(), rules = cp.emitted.len(), "resuming from checkpoint");
         detector.restore_emitted(&cp.emitted);
     }
-    let mut checkpoint = restored.unwrap_or_default();
-    let mut source = KafkaSource::new(settings, brokers, Some(&checkpoint))?;
-    let sink = KafkaSink::new(settings, brokers)?;
+    let mut source = KafkaSource::new(settings, brokers, restored.as_ref())?;
+    let sink = KafkaSink::new(settings, brokers).await?;
+    let mut committer = Committer { settings, sink: &sink, checkpoint: restored.unwrap_or_default(), metrics: &metrics };
     let idle_wait = options.exit_when_idle.map(|d| d.min(Duration::from_secs(1))).unwrap_or(Duration::from_secs(1));
     let mut idle_for = Duration::ZERO;
     let mut seen_any = false;
-    tracing::info!(brokers, rules = detector.engine().rules().count(), "pipeline started");
+    tracing::info!(brokers, rules = detector.engine().rules().count(), delivery = ?settings.kafka.delivery, "pipeline started");
     loop {
-        let batch = source.next_batch(settings.batch.max_events, settings.batch.max_wait(), idle_wait, &mut stop).await;
+        let mut batch = source.next_batch(settings.batch.max_events, settings.batch.max_wait(), idle_wait, &mut stop).await;
         if batch.messages.is_empty() {
+            // No input: event time stands still, but wall-clock time still
+            // advances the watermark of idle partitions, so the last
+            // windows of a quiet stream close (see `correlate::watermark`).
+            let detections = detector.tick().await;
+            if !detections.alerts.is_empty() || !detections.dead_letters.is_empty() {
+                let _span = tracing::info_span!("tick", alerts = detections.alerts.len()).entered();
+                committer.commit(&source, &detections, &SourceBatch::default(), &detector, &stop).await?;
+            }
             if *stop.borrow() {
                 break;
             }
@@ -83,52 +98,126 @@ pub async fn run(
         idle_for = Duration::ZERO;
         let span = tracing::info_span!("batch", messages = batch.messages.len());
         let _guard = span.enter();
-        let detections = detector.process(batch.messages).await;
-
-        let mut records = Vec::with_capacity(detections.alerts.len() + detections.dead_letters.len());
-        for alert in &detections.alerts {
-            records.push(OutRecord {
-                topic: settings.topics.alerts.clone(),
-                key: alert.alert_id.clone(),
-                payload: alert.to_json(),
-            });
-        }
-        for dl in &detections.dead_letters {
-            let topic = match dl.kind {
-                DeadLetterKind::LateEvent => &settings.topics.late_events,
-                DeadLetterKind::DecodeError | DeadLetterKind::RuleError => &settings.topics.dead_letter,
-            };
-            records.push(OutRecord { topic: topic.clone(), key: dl.key(), payload: dl.to_json() });
-        }
-        deliver(&sink, &records, &stop, &metrics).await?;
-        for alert in &detections.alerts {
-            metrics.count_alert(&alert.rule_id);
-        }
-        Metrics::add(&metrics.alerts_produced, detections.alerts.len() as u64);
-        Metrics::add(&metrics.dead_letters_produced, detections.dead_letters.len() as u64);
-        Metrics::add(&metrics.batches, 1);
-        // Only now that the batch's alerts are acknowledged may the
-        // checkpoint say its messages were evaluated.
-        checkpoint.advance(&batch.next_offsets, detector.engine().correlator().emitted_watermarks());
-        let record = OutRecord {
-            topic: settings.topics.checkpoints.clone(),
-            key: settings.kafka.group_id.clone(),
-            payload: serde_json::to_string(&checkpoint).expect("checkpoints serialize"),
-        };
-        deliver(&sink, std::slice::from_ref(&record), &stop, &metrics).await?;
-        let retained = detector.engine().correlator().retained_offsets();
-        match source.commit(&batch.next_offsets, &retained) {
-            Ok(()) => Metrics::add(&metrics.commits, 1),
-            // Not data loss: the next successful commit covers these offsets,
-            // or after a restart the batch is re-read (and, per the
-            // checkpoint, only rebuilds state).
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "offset commit failed"),
-        }
+        let messages = std::mem::take(&mut batch.messages);
+        let detections = detector.process(messages).await;
+        committer.commit(&source, &detections, &batch, &detector, &stop).await?;
         tracing::debug!(alerts = detections.alerts.len(), dead_letters = detections.dead_letters.len(), "batch done");
     }
     sink.flush();
     tracing::info!(summary = %metrics.summary(), "pipeline stopped");
     Ok(metrics)
+}
+
+/// Makes one batch's results durable: its output records, the checkpoint
+/// and the consumer offsets, in the order (at-least-once) or the
+/// transaction (exactly-once) the delivery mode requires.
+struct Committer<'a> {
+    settings: &'a Settings,
+    sink: &'a KafkaSink,
+    /// The checkpoint as of the last committed batch.
+    checkpoint: Checkpoint,
+    metrics: &'a Metrics,
+}
+
+impl Committer<'_> {
+    async fn commit(
+        &mut self,
+        source: &KafkaSource,
+        detections: &Detections,
+        batch: &SourceBatch,
+        detector: &Detector,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<()> {
+        let settings = self.settings;
+        let mut records = output_records(settings, detections);
+        let correlator = detector.engine().correlator();
+        // The checkpoint may say the batch was evaluated only together with
+        // (at-least-once: after) the acknowledgement of its output.
+        let mut checkpoint = self.checkpoint.clone();
+        checkpoint.advance(&batch.next_offsets, correlator.emitted_watermarks());
+        let checkpoint_record = OutRecord {
+            topic: settings.topics.checkpoints.clone(),
+            key: settings.kafka.group_id.clone(),
+            payload: serde_json::to_string(&checkpoint).expect("checkpoints serialize"),
+        };
+        let offsets = resume_offsets(&batch.next_offsets, &correlator.retained_offsets())?;
+        if self.sink.is_transactional() {
+            records.push(checkpoint_record);
+            deliver_transaction(self.sink, source, &records, &offsets, stop, self.metrics).await?;
+            Metrics::add(&self.metrics.commits, 1);
+        } else {
+            deliver(self.sink, &records, stop, self.metrics).await?;
+            deliver(self.sink, std::slice::from_ref(&checkpoint_record), stop, self.metrics).await?;
+            match source.commit_offsets(&offsets) {
+                Ok(()) => Metrics::add(&self.metrics.commits, 1),
+                // Not data loss: the next successful commit covers these
+                // offsets, or after a restart the batch is re-read (and, per
+                // the checkpoint, only rebuilds state).
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "offset commit failed"),
+            }
+        }
+        self.checkpoint = checkpoint;
+        for alert in &detections.alerts {
+            self.metrics.count_alert(&alert.rule_id);
+        }
+        Metrics::add(&self.metrics.alerts_produced, detections.alerts.len() as u64);
+        Metrics::add(&self.metrics.dead_letters_produced, detections.dead_letters.len() as u64);
+        Metrics::add(&self.metrics.batches, 1);
+        Ok(())
+    }
+}
+
+/// The records a batch's detections produce: alerts, dead letters, late
+/// events, each to its topic.
+fn output_records(settings: &Settings, detections: &Detections) -> Vec<OutRecord> {
+    let mut records = Vec::with_capacity(detections.alerts.len() + detections.dead_letters.len() + 1);
+    for alert in &detections.alerts {
+        records.push(OutRecord { topic: settings.topics.alerts.clone(), key: alert.alert_id.clone(), payload: alert.to_json() });
+    }
+    for dl in &detections.dead_letters {
+        let topic = match dl.kind {
+            DeadLetterKind::LateEvent => &settings.topics.late_events,
+            DeadLetterKind::DecodeError | DeadLetterKind::RuleError => &settings.topics.dead_letter,
+        };
+        records.push(OutRecord { topic: topic.clone(), key: dl.key(), payload: dl.to_json() });
+    }
+    records
+}
+
+/// Commit `records` and `offsets` in one transaction, retrying aborted
+/// transactions while the broker refuses them (nothing is consumed
+/// meanwhile). A fatal producer error (fenced by a newer instance) ends the
+/// run: the restarted process resumes from the last committed transaction.
+async fn deliver_transaction(
+    sink: &KafkaSink,
+    source: &KafkaSource,
+    records: &[OutRecord],
+    offsets: &TopicPartitionList,
+    stop: &watch::Receiver<bool>,
+    metrics: &Metrics,
+) -> Result<()> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        // Fresh each attempt: after a rebalance the group generation
+        // changed, and a commit with the old one is rejected (zombie
+        // fencing, KIP-447).
+        let group = source.group_metadata().context("the consumer has no group metadata for a transactional offset commit")?;
+        match sink.deliver_transaction(records, offsets, group).await {
+            Ok(()) => return Ok(()),
+            Err(TxnError::Fatal(e)) => {
+                return Err(e).context("exactly-once delivery cannot continue; restart to resume from the last committed batch")
+            }
+            Err(TxnError::Retriable(e)) => {
+                Metrics::add(&metrics.delivery_retries, 1);
+                tracing::error!(error = %format!("{e:#}"), "transaction aborted; retrying the batch, consumption paused");
+                if *stop.borrow() {
+                    return Err(e).context("stopping with an uncommitted batch: it will be re-consumed");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
 }
 
 /// Produce `records` and wait for their acknowledgement, retrying while the

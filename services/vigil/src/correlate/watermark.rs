@@ -8,6 +8,15 @@
 //! (wall-clock time) stops holding the watermark back, so a quiet partition
 //! does not stall detections; it counts again as soon as it delivers.
 //!
+//! When every partition is idle, the stream as a whole went quiet: then
+//! event time is taken to keep pace with wall-clock time since each
+//! partition's last event (its highest event time plus the wall-clock time
+//! elapsed since it delivered), so the last windows of a quiet stream still
+//! close about `idle_timeout` after its last event instead of waiting for
+//! the next one. This assumes event time tracks wall-clock time, as it
+//! does for live audit and runtime events; a replayed backlog of old events
+//! is unaffected while it flows.
+//!
 //! An event is late when its event time is below the overall watermark at
 //! arrival: windows it belongs to may already have been emitted.
 
@@ -64,10 +73,13 @@ impl WatermarkTracker {
             .values()
             .filter(|(_, seen)| now_ns.saturating_sub(*seen) < self.idle_timeout_ns)
             .map(|(max, _)| *max);
-        // With every partition idle, the freshest one sets the pace.
+        // With every partition idle, event time advances with the wall
+        // clock from the freshest partition.
         let candidate = match active.min() {
             Some(m) => Some(m),
-            None => self.partitions.values().map(|(max, _)| *max).max(),
+            None => {
+                self.partitions.values().map(|(max, seen)| max.saturating_add(now_ns.saturating_sub(*seen).max(0))).max()
+            }
         }
         .map(|m| m.saturating_sub(self.lateness_ns));
         self.current = match (self.current, candidate) {
@@ -116,10 +128,29 @@ mod tests {
         w.observe("busy", 300 * S, 20 * S);
         // 20 s later the quiet partition is idle.
         assert_eq!(w.advance(20 * S), Some(300 * S));
+        assert_eq!(w.advance(21 * S), Some(300 * S), "one partition is still active: no wall-clock advance");
         // It delivers again: it counts again, but the watermark never regresses.
         w.observe("quiet", 20 * S, 21 * S);
         assert_eq!(w.advance(21 * S), Some(300 * S));
         assert!(w.is_late(20 * S));
+    }
+
+    #[test]
+    fn a_quiet_stream_advances_with_the_wall_clock() {
+        let mut w = WatermarkTracker::new(Duration::from_secs(2), Duration::from_secs(10));
+        // Event time 1000 s arrives at wall-clock 5 s; another partition at 990 s.
+        w.observe("a", 1000 * S, 5 * S);
+        w.observe("b", 990 * S, 4 * S);
+        assert_eq!(w.advance(6 * S), Some(988 * S));
+        // b is idle (10 s silent), a is not: a alone holds it, no wall-clock advance.
+        assert_eq!(w.advance(14 * S), Some(998 * S));
+        // At wall-clock 16 s both are idle: a kept pace for 11 s (to 1011 s),
+        // b for 12 s (to 1002 s); the fresher one counts, minus lateness.
+        assert_eq!(w.advance(16 * S), Some(1009 * S));
+        assert_eq!(w.advance(20 * S), Some(1013 * S));
+        // New input counts again; the watermark does not move back.
+        w.observe("a", 1001 * S, 21 * S);
+        assert_eq!(w.advance(21 * S), Some(1013 * S));
     }
 
     #[test]

@@ -106,19 +106,14 @@ impl KafkaSource {
         batch
     }
 
-    /// Commit, for each partition of the batch, the offset a restart must
-    /// resume from: the lower of one past the batch and the lowest offset
-    /// still retained for correlation.
-    pub fn commit(
-        &mut self,
-        next_offsets: &BTreeMap<(String, i32), i64>,
-        retained: &BTreeMap<(String, i32), i64>,
-    ) -> Result<()> {
-        let list = resume_offsets(next_offsets, retained)?;
-        if list.count() == 0 {
+    /// Commit `offsets` (from [`resume_offsets`]) for the group,
+    /// synchronously (at-least-once mode; in exactly-once mode offsets go
+    /// into the batch's transaction instead).
+    pub fn commit_offsets(&self, offsets: &TopicPartitionList) -> Result<()> {
+        if offsets.count() == 0 {
             return Ok(());
         }
-        self.consumer.commit(&list, CommitMode::Sync).context("committing consumer offsets")
+        self.consumer.commit(offsets, CommitMode::Sync).context("committing consumer offsets")
     }
 
     /// The consumer's group metadata (for transactional offset commits).

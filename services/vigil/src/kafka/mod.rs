@@ -7,7 +7,7 @@ mod producer;
 
 pub use checkpoint::Checkpoint;
 pub use consumer::{resume_offsets, KafkaSource, SourceBatch};
-pub use producer::{KafkaSink, OutRecord};
+pub use producer::{KafkaSink, OutRecord, TxnError};
 
 use rdkafka::ClientConfig;
 

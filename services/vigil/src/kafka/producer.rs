@@ -1,13 +1,36 @@
 //! The Kafka sink: produces alerts and dead letters and waits until the
-//! broker acknowledges every one of them.
+//! broker acknowledges every one of them; in exactly-once mode, inside one
+//! transaction per batch together with the batch's checkpoint and consumer
+//! offsets.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
+use rdkafka::TopicPartitionList;
 
-use crate::config::Settings;
+use crate::config::{DeliveryMode, Settings};
+
+/// How long one transactional call (begin, offsets, commit, abort) may take.
+const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a transaction did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum TxnError {
+    /// The transaction was aborted (or never began); nothing of it is
+    /// visible to read_committed consumers and the same batch may be tried
+    /// again in a new transaction.
+    #[error("transaction aborted, can be retried: {0:#}")]
+    Retriable(anyhow::Error),
+    /// The producer cannot continue (e.g. fenced by a newer instance with
+    /// the same transactional.id). The process must restart; it resumes
+    /// from the last committed transaction.
+    #[error("transactional producer failed fatally: {0:#}")]
+    Fatal(anyhow::Error),
+}
 
 /// One record to produce.
 #[derive(Debug, Clone)]
@@ -17,13 +40,18 @@ pub struct OutRecord {
     pub payload: String,
 }
 
-/// Idempotent producer (acks=all) for alerts and dead letters.
+/// Idempotent producer (acks=all) for alerts and dead letters;
+/// transactional in [`DeliveryMode::ExactlyOnce`].
 pub struct KafkaSink {
     producer: FutureProducer,
+    transactional: bool,
 }
 
 impl KafkaSink {
-    pub fn new(settings: &Settings, brokers: &str) -> Result<KafkaSink> {
+    /// Create the producer. In exactly-once mode this also registers the
+    /// transactional id with the broker, which fences any older producer
+    /// with the same id and aborts its open transaction.
+    pub async fn new(settings: &Settings, brokers: &str) -> Result<KafkaSink> {
         let mut config = super::base_config(&settings.kafka, brokers);
         config
             .set("acks", "all")
@@ -32,8 +60,87 @@ impl KafkaSink {
             .set("linger.ms", "5")
             .set("compression.type", "lz4");
         super::apply_properties(&mut config, &settings.kafka);
+        let transactional = settings.kafka.delivery == DeliveryMode::ExactlyOnce;
+        if transactional {
+            config.set("transactional.id", settings.kafka.transactional_id());
+        }
         let producer: FutureProducer = config.create().context("creating the Kafka producer")?;
-        Ok(KafkaSink { producer })
+        if transactional {
+            let p = producer.clone();
+            tokio::task::spawn_blocking(move || p.init_transactions(Timeout::After(TXN_CALL_TIMEOUT)))
+                .await
+                .context("initialising transactions")?
+                .with_context(|| {
+                    format!(
+                        "initialising transactions (transactional.id {:?}); does the broker support Kafka transactions? \
+                         (kafka.delivery = \"at_least_once\" works without them)",
+                        settings.kafka.transactional_id()
+                    )
+                })?;
+            tracing::info!(transactional_id = %settings.kafka.transactional_id(), "exactly-once delivery: transactions initialised");
+        }
+        Ok(KafkaSink { producer, transactional })
+    }
+
+    /// Whether this sink commits batches in transactions.
+    pub fn is_transactional(&self) -> bool {
+        self.transactional
+    }
+
+    /// Exactly-once: produce `records` and commit `offsets` for the
+    /// consumer group `group` in one transaction. Either all of it becomes
+    /// visible to read_committed consumers and the offsets are committed,
+    /// or none of it.
+    pub async fn deliver_transaction(
+        &self,
+        records: &[OutRecord],
+        offsets: &TopicPartitionList,
+        group: ConsumerGroupMetadata,
+    ) -> Result<(), TxnError> {
+        debug_assert!(self.transactional);
+        let result = self.try_transaction(records, offsets, group).await;
+        if let Err(e) = &result {
+            if matches!(e, TxnError::Retriable(_)) {
+                let p = self.producer.clone();
+                let aborted = tokio::task::spawn_blocking(move || p.abort_transaction(Timeout::After(TXN_CALL_TIMEOUT)))
+                    .await
+                    .map_err(|e| TxnError::Fatal(e.into()))?;
+                if let Err(abort_error) = aborted {
+                    return Err(classify(abort_error, "aborting the failed transaction"));
+                }
+            }
+        }
+        result
+    }
+
+    async fn try_transaction(
+        &self,
+        records: &[OutRecord],
+        offsets: &TopicPartitionList,
+        group: ConsumerGroupMetadata,
+    ) -> Result<(), TxnError> {
+        self.producer.begin_transaction().map_err(|e| classify(e, "beginning a transaction"))?;
+        let sends = records.iter().map(|r| {
+            self.producer.send(
+                FutureRecord::to(&r.topic).key(r.key.as_bytes()).payload(r.payload.as_bytes()),
+                Timeout::After(Duration::from_secs(30)),
+            )
+        });
+        for result in futures::future::join_all(sends).await {
+            if let Err((e, _)) = result {
+                return Err(classify(e, "producing in a transaction"));
+            }
+        }
+        let (p, offsets) = (self.producer.clone(), offsets.clone());
+        tokio::task::spawn_blocking(move || {
+            if offsets.count() > 0 {
+                p.send_offsets_to_transaction(&offsets, &group, Timeout::After(TXN_CALL_TIMEOUT))
+                    .map_err(|e| classify(e, "adding the consumer offsets to the transaction"))?;
+            }
+            p.commit_transaction(Timeout::After(TXN_CALL_TIMEOUT)).map_err(|e| classify(e, "committing the transaction"))
+        })
+        .await
+        .map_err(|e| TxnError::Fatal(e.into()))?
     }
 
     /// Produce every record and wait for the broker's acknowledgement of
@@ -75,7 +182,21 @@ impl KafkaSink {
     }
 
     pub fn flush(&self) {
-        use rdkafka::producer::Producer;
         let _ = self.producer.flush(Timeout::After(Duration::from_secs(10)));
+    }
+}
+
+/// Sort a failed transactional call into retriable (abort and try again)
+/// or fatal (restart), following librdkafka's classification.
+fn classify(e: KafkaError, doing: &str) -> TxnError {
+    let fatal = match &e {
+        KafkaError::Transaction(rd) => rd.is_fatal(),
+        _ => false,
+    };
+    let error = anyhow::Error::new(e).context(doing.to_string());
+    if fatal {
+        TxnError::Fatal(error)
+    } else {
+        TxnError::Retriable(error)
     }
 }
