@@ -24,19 +24,24 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::dead_letter::DeadLetterKind;
 use crate::detect::Detector;
-use crate::kafka::{checkpoint, KafkaSink, KafkaSource, OutRecord};
+use crate::health::Health;
+use crate::kafka::{checkpoint, ConsumerObserver, KafkaSink, KafkaSource, OutRecord};
 use crate::metrics::Metrics;
+use crate::telemetry;
 
-/// When the run loop stops on its own.
-#[derive(Debug, Clone, Copy, Default)]
+/// When the run loop stops on its own, and where it reports readiness.
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Stop after this long without input, once at least one message was
     /// processed (the embedded demo uses this). `None`: run until stopped.
     pub exit_when_idle: Option<Duration>,
+    /// Readiness state served on `/readyz` (a private one when `None`).
+    pub health: Option<Arc<Health>>,
 }
 
 /// Run the service until `stop` turns true (or the idle exit).
@@ -58,14 +63,22 @@ pub async fn run(
         detector.restore_emitted(&cp.emitted);
     }
     let mut checkpoint = restored.unwrap_or_default();
-    let mut source = KafkaSource::new(settings, brokers, Some(&checkpoint))?;
+    let health = options.health.clone().unwrap_or_default();
+    let observer =
+        ConsumerObserver::new(metrics.clone(), health.clone(), settings.topics.sources().into_iter().map(|(_, t)| t));
+    let mut source = KafkaSource::observed(settings, brokers, Some(&checkpoint), observer)?;
     let sink = KafkaSink::new(settings, brokers)?;
     let idle_wait = options.exit_when_idle.map(|d| d.min(Duration::from_secs(1))).unwrap_or(Duration::from_secs(1));
     let mut idle_for = Duration::ZERO;
     let mut seen_any = false;
     tracing::info!(brokers, rules = detector.engine().rules().count(), "pipeline started");
     loop {
+        if *stop.borrow() {
+            health.set_stopping();
+        }
+        health.polled();
         let batch = source.next_batch(settings.batch.max_events, settings.batch.max_wait(), idle_wait, &mut stop).await;
+        health.polled();
         if batch.messages.is_empty() {
             if *stop.borrow() {
                 break;
@@ -81,9 +94,25 @@ pub async fn run(
         }
         seen_any = true;
         idle_for = Duration::ZERO;
-        let span = tracing::info_span!("batch", messages = batch.messages.len());
-        let _guard = span.enter();
-        let detections = detector.process(batch.messages).await;
+        let started = std::time::Instant::now();
+        let batch_messages = batch.messages.len();
+        let span = tracing::info_span!(
+            "batch",
+            messages = batch_messages,
+            alerts = tracing::field::Empty,
+            dead_letters = tracing::field::Empty,
+            trace_id = tracing::field::Empty
+        );
+        let mut detections = detector.process(batch.messages).instrument(span.clone()).await;
+        // Alerts name the trace of the batch that produced them.
+        let trace_id = telemetry::trace_id(&span);
+        if let Some(id) = &trace_id {
+            span.record("trace_id", id.as_str());
+        }
+        span.record("alerts", detections.alerts.len()).record("dead_letters", detections.dead_letters.len());
+        for alert in &mut detections.alerts {
+            alert.trace_id = trace_id.clone();
+        }
 
         let mut records = Vec::with_capacity(detections.alerts.len() + detections.dead_letters.len());
         for alert in &detections.alerts {
@@ -100,13 +129,15 @@ pub async fn run(
             };
             records.push(OutRecord { topic: topic.clone(), key: dl.key(), payload: dl.to_json() });
         }
-        deliver(&sink, &records, &stop, &metrics).await?;
+        deliver(&sink, &records, &stop, &metrics)
+            .instrument(tracing::info_span!(parent: &span, "deliver", records = records.len()))
+            .await?;
         for alert in &detections.alerts {
-            metrics.count_alert(&alert.rule_id);
+            metrics.alert_delivered(&alert.rule_id, alert.severity);
         }
-        Metrics::add(&metrics.alerts_produced, detections.alerts.len() as u64);
-        Metrics::add(&metrics.dead_letters_produced, detections.dead_letters.len() as u64);
-        Metrics::add(&metrics.batches, 1);
+        for dl in &detections.dead_letters {
+            metrics.dead_letter_delivered(dl.kind);
+        }
         // Only now that the batch's alerts are acknowledged may the
         // checkpoint say its messages were evaluated.
         checkpoint.advance(&batch.next_offsets, detector.engine().correlator().emitted_watermarks());
@@ -115,15 +146,22 @@ pub async fn run(
             key: settings.kafka.group_id.clone(),
             payload: serde_json::to_string(&checkpoint).expect("checkpoints serialize"),
         };
-        deliver(&sink, std::slice::from_ref(&record), &stop, &metrics).await?;
+        deliver(&sink, std::slice::from_ref(&record), &stop, &metrics)
+            .instrument(tracing::info_span!(parent: &span, "deliver", records = 1, checkpoint = true))
+            .await?;
         let retained = detector.engine().correlator().retained_offsets();
-        match source.commit(&batch.next_offsets, &retained) {
+        let committed = tracing::info_span!(parent: &span, "commit").in_scope(|| source.commit(&batch.next_offsets, &retained));
+        match committed {
             Ok(()) => Metrics::add(&metrics.commits, 1),
             // Not data loss: the next successful commit covers these offsets,
             // or after a restart the batch is re-read (and, per the
             // checkpoint, only rebuilds state).
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "offset commit failed"),
+            Err(e) => {
+                Metrics::add(&metrics.commit_failures, 1);
+                span.in_scope(|| tracing::warn!(error = %format!("{e:#}"), "offset commit failed"));
+            }
         }
+        metrics.batch_done(batch_messages, started.elapsed());
         tracing::debug!(alerts = detections.alerts.len(), dead_letters = detections.dead_letters.len(), "batch done");
     }
     sink.flush();
@@ -137,9 +175,13 @@ pub async fn run(
 async fn deliver(sink: &KafkaSink, records: &[OutRecord], stop: &watch::Receiver<bool>, metrics: &Metrics) -> Result<()> {
     loop {
         match sink.deliver(records, 5).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                metrics.set_delivery_paused(false);
+                return Ok(());
+            }
             Err(e) => {
                 Metrics::add(&metrics.delivery_retries, 1);
+                metrics.set_delivery_paused(true);
                 tracing::error!(error = %e, "output not delivered; consumption paused until the broker accepts it");
                 if *stop.borrow() {
                     return Err(e).context("stopping with undelivered output: its offsets were not committed and will be re-consumed");
