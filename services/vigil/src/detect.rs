@@ -80,12 +80,12 @@ impl Detector {
             let decode_span = tracing::info_span!(
                 "decode",
                 source = %source,
-                messages = messages.len(),
+                messages = messages.len() as i64,
                 events = tracing::field::Empty,
                 failures = tracing::field::Empty
             );
             let decoded = decode_span.in_scope(|| decode(source, &messages, self.limits, now));
-            decode_span.record("events", decoded.events.len()).record("failures", decoded.failures.len());
+            decode_span.record("events", decoded.events.len() as i64).record("failures", decoded.failures.len() as i64);
             drop(decode_span);
             for failure in &decoded.failures {
                 let m = &messages[failure.message as usize];
@@ -134,7 +134,7 @@ impl Detector {
         if self.engine.correlator().rule_count() > 0 {
             let span = tracing::info_span!("correlate", alerts = tracing::field::Empty);
             let (alerts, failures) = self.engine.correlator_mut().advance(now, now).instrument(span.clone()).await;
-            span.record("alerts", alerts.len());
+            span.record("alerts", alerts.len() as i64);
             self.correlation_done(&mut out, alerts, failures, now);
         }
         out

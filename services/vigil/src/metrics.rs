@@ -87,6 +87,11 @@ impl BySource {
     pub fn total(&self) -> u64 {
         SourceKind::ALL.iter().map(|s| self.get(*s)).sum()
     }
+
+    /// The total over sources, like the `AtomicU64` this replaced.
+    pub fn load(&self, _ordering: Ordering) -> u64 {
+        self.total()
+    }
 }
 
 fn source_label(source: SourceKind) -> SourceLabel {

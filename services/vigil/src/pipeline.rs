@@ -98,7 +98,7 @@ pub async fn run(
         let batch_messages = batch.messages.len();
         let span = tracing::info_span!(
             "batch",
-            messages = batch_messages,
+            messages = batch_messages as i64,
             alerts = tracing::field::Empty,
             dead_letters = tracing::field::Empty,
             trace_id = tracing::field::Empty
@@ -109,7 +109,7 @@ pub async fn run(
         if let Some(id) = &trace_id {
             span.record("trace_id", id.as_str());
         }
-        span.record("alerts", detections.alerts.len()).record("dead_letters", detections.dead_letters.len());
+        span.record("alerts", detections.alerts.len() as i64).record("dead_letters", detections.dead_letters.len() as i64);
         for alert in &mut detections.alerts {
             alert.trace_id = trace_id.clone();
         }
@@ -130,7 +130,7 @@ pub async fn run(
             records.push(OutRecord { topic: topic.clone(), key: dl.key(), payload: dl.to_json() });
         }
         deliver(&sink, &records, &stop, &metrics)
-            .instrument(tracing::info_span!(parent: &span, "deliver", records = records.len()))
+            .instrument(tracing::info_span!(parent: &span, "deliver", records = records.len() as i64))
             .await?;
         for alert in &detections.alerts {
             metrics.alert_delivered(&alert.rule_id, alert.severity);

@@ -10,7 +10,7 @@
 //! OTLP/gRPC in batches. The span tree of one micro-batch:
 //!
 //! ```text
-//! batch                      (messages, alerts, dead_letters)
+//! batch                      (messages, alerts, dead_letters, trace_id)
 //! ├── decode                 (source, messages, events, failures)  one per source
 //! ├── rule                   (rule, source, matches)               one per per-event rule
 //! ├── correlate              (alerts)                              correlation rules

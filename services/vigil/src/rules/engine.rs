@@ -191,7 +191,7 @@ impl RuleEngine {
             let elapsed = started.elapsed();
             if let Ok(b) = &result {
                 let matches: usize = b.iter().map(|b| b.num_rows()).sum();
-                span.record("matches", matches);
+                span.record("matches", matches as i64);
                 if let Some(m) = metrics {
                     m.rule_evaluated(&meta.id, elapsed, matches);
                 }
