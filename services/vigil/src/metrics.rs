@@ -300,6 +300,34 @@ impl Metrics {
         out
     }
 
+    /// Every metric as `(name, type)` from its `# TYPE` line (`counter`,
+    /// `gauge`, `histogram`), the base name without `_total` and bucket
+    /// suffixes. Labelled families appear only once they have a series, so
+    /// this creates one in each of a fresh registry; a family added to
+    /// [`Metrics::register_all`] must be added here too (the deployment
+    /// tests check dashboards and docs against this list).
+    pub fn descriptors() -> Vec<(String, String)> {
+        let m = Metrics::new();
+        for s in SourceKind::ALL {
+            for f in [&m.messages_consumed, &m.events_decoded, &m.decode_failures, &m.late_events] {
+                f.inc_by(s, 0);
+            }
+            m.observe_event_time(s, 0);
+        }
+        m.alert_delivered("r", Severity::Info);
+        m.rule_evaluated("r", Duration::ZERO, 0);
+        m.rule_failed("r");
+        m.dead_letter_delivered(DeadLetterKind::DecodeError);
+        m.set_consumer_lag([("t".to_string(), 0, 0)]);
+        m.rule_reload_ok();
+        m.encode()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(name, kind)| (name.to_string(), kind.to_string()))
+            .collect()
+    }
+
     // --- compatible helpers of the earlier counter struct -------------------
 
     pub fn add(counter: &impl CounterCell, n: u64) {
@@ -494,6 +522,19 @@ mod tests {
         assert_eq!(sample(&text, r#"vigil_rule_reloads_total{result="failed"}"#), Some(1.0));
         assert_eq!(Metrics::get(&m.messages_consumed), 3);
         assert_eq!(m.alerts_by_rule()["k8s.pod_exec"], 2);
+    }
+
+    #[test]
+    fn descriptors_cover_every_registered_metric() {
+        let d = Metrics::descriptors();
+        // prometheus-client cannot list a registry: count the registrations
+        // in this file (the patterns are split so they do not match here).
+        let source = include_str!("metrics.rs");
+        let registered = source.matches(concat!("r.", "register(")).count()
+            + source.matches(concat!("r.", "register_with_unit(")).count();
+        assert_eq!(d.len(), registered, "{d:?}");
+        assert!(d.contains(&("vigil_alerts".to_string(), "counter".to_string())));
+        assert!(d.contains(&("vigil_rule_evaluation_seconds".to_string(), "histogram".to_string())));
     }
 
     #[test]
