@@ -4,12 +4,51 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use vigil::alert::Alert;
 use vigil::rules::load_dir;
+
+/// An OTLP/gRPC trace receiver (what a collector is to Vigil) keeping every
+/// span it is sent.
+#[derive(Clone, Default)]
+struct Receiver(Arc<Mutex<Vec<Span>>>);
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.0.lock().unwrap();
+        for resource in request.into_inner().resource_spans {
+            for scope in resource.scope_spans {
+                spans.extend(scope.spans);
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+/// Start a receiver on a free localhost port; returns it and its endpoint.
+async fn start_receiver() -> (Receiver, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let receiver = Receiver::default();
+    let service = TraceServiceServer::new(receiver.clone());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    (receiver, endpoint)
+}
 
 /// Scrape until `done` holds for the metrics text (the pipeline updates its
 /// counters right after the broker acknowledges, which can be just after a
@@ -43,10 +82,8 @@ async fn serves_metrics_health_and_trace_ids_for_what_it_processed() {
     produce(&addr, &topics.falco, 0, &falco).await;
     produce(&addr, &topics.tetragon, 0, &tetragon).await;
 
-    // Traces on, to an endpoint where nothing listens: export fails (and is
-    // only logged), but every batch span still has a trace id.
-    let nothing_listens = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let endpoint = format!("http://{nothing_listens}");
+    // Traces on, exported to the in-process receiver.
+    let (receiver, endpoint) = start_receiver().await;
     let vigil = Vigil::start_with_env(&config, dir.path().join("vigil.log"), &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]);
     let http = vigil.http_addr();
     assert_eq!(http_get(http, "/healthz"), (200, "ok\n".to_string()));
@@ -120,7 +157,30 @@ async fn serves_metrics_health_and_trace_ids_for_what_it_processed() {
     let ids: Vec<&str> = a.events.iter().map(|e| e.event_id.as_str()).collect();
     assert_eq!(a.alert_id, vigil::alert::alert_id(&a.rule_id, ids));
 
+    // At shutdown Vigil flushes its spans: every alert's trace is a batch
+    // trace the receiver got, with the decode, rule, deliver and commit
+    // steps as children of the batch span.
     assert!(vigil.terminate().success());
+    let spans = receiver.0.lock().unwrap();
+    let batch_spans: Vec<&Span> = spans.iter().filter(|s| s.name == "batch").collect();
+    assert_eq!(batch_spans.len() as f64, batches, "one exported batch span per batch");
+    let exported: BTreeSet<String> = batch_spans.iter().map(|s| hex(&s.trace_id)).collect();
+    for t in &traces {
+        assert!(exported.contains(*t), "alert trace {t} was not exported");
+    }
+    let with_alerts = batch_spans.iter().find(|s| traces.contains(&hex(&s.trace_id).as_str())).unwrap();
+    let children: BTreeSet<&str> = spans
+        .iter()
+        .filter(|s| s.trace_id == with_alerts.trace_id && s.parent_span_id == with_alerts.span_id)
+        .map(|s| s.name.as_str())
+        .collect();
+    for step in ["decode", "rule", "deliver", "commit"] {
+        assert!(children.contains(step), "no {step} span under the batch span: {children:?}");
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Late-event reports also count as dead letters produced.
