@@ -135,6 +135,9 @@ impl Detector {
             let span = tracing::info_span!("correlate", alerts = tracing::field::Empty);
             let (alerts, failures) = self.engine.correlator_mut().advance(now, now).instrument(span.clone()).await;
             span.record("alerts", alerts.len() as i64);
+            for (rule, elapsed, matches) in self.engine.correlator_mut().take_evaluations() {
+                self.metrics.rule_evaluated(&rule, elapsed, matches);
+            }
             self.correlation_done(&mut out, alerts, failures, now);
         }
         out
@@ -145,6 +148,9 @@ impl Detector {
         let now = now_ns();
         let mut out = Detections::default();
         let (alerts, failures) = self.engine.correlator_mut().finish(now).await;
+        for (rule, elapsed, matches) in self.engine.correlator_mut().take_evaluations() {
+            self.metrics.rule_evaluated(&rule, elapsed, matches);
+        }
         self.correlation_done(&mut out, alerts, failures, now);
         out
     }

@@ -14,6 +14,7 @@
 //! ├── decode                 (source, messages, events, failures)  one per source
 //! ├── rule                   (rule, source, matches)               one per per-event rule
 //! ├── correlate              (alerts)                              correlation rules
+//! │   └── rule               (rule, matches)                       one per correlation rule run
 //! ├── deliver                (records)                             alerts + dead letters
 //! ├── deliver                (records)                             the checkpoint
 //! └── commit
