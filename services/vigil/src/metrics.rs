@@ -432,7 +432,9 @@ impl Metrics {
     /// the correlator's running totals (the counters catch up to them).
     pub fn correlation_state(&self, retained: usize, watermark_ns: Option<i64>, evicted_early: u64, suppressed: u64) {
         self.retained_events.set(retained as i64);
-        if let Some(w) = watermark_ns {
+        // i64::MAX is the end of a replayed input (every window closed),
+        // not a time.
+        if let Some(w) = watermark_ns.filter(|w| *w != i64::MAX) {
             self.correlation_watermark.set(w.div_euclid(1_000_000_000));
         }
         catch_up(&self.correlation_evicted_early, evicted_early);
@@ -554,6 +556,7 @@ mod tests {
         let m = Metrics::new();
         m.correlation_state(10, Some(5_000_000_000), 4, 1);
         m.correlation_state(3, None, 2, 1);
+        m.correlation_state(3, Some(i64::MAX), 2, 1);
         let text = m.encode();
         assert_eq!(sample(&text, "vigil_correlation_retained_events"), Some(3.0));
         assert_eq!(sample(&text, "vigil_correlation_watermark_seconds"), Some(5.0));
