@@ -153,24 +153,24 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
             pipeline::run(&settings, &brokers, detector, stop, options).await?;
         }
         None => {
-                    let (output, metrics) = embedded::run_demo(&settings, &samples, detector, stop, Some(health)).await?;
-                    for alert in &output.alerts {
-                        println!("{alert}");
-                    }
-                    eprintln!(
-                        "embedded demo: {} sample messages → {} alerts on topic {:?}, {} dead letters on topic {:?}",
-                        Metrics::get(&metrics.messages_consumed),
-                        output.alerts.len(),
-                        settings.topics.alerts,
-                        output.dead_letters.len(),
-                        settings.topics.dead_letter,
-                    );
-                    for (rule, n) in metrics.alerts_by_rule() {
-                        eprintln!("  {n:>5}  {rule}");
-                    }
-                    for dl in &output.dead_letters {
-                        eprintln!("dead letter: {dl}");
-                    }
+            let (output, metrics) = embedded::run_demo(&settings, &samples, detector, stop, Some(health)).await?;
+            for alert in &output.alerts {
+                println!("{alert}");
+            }
+            eprintln!(
+                "embedded demo: {} sample messages → {} alerts on topic {:?}, {} dead letters on topic {:?}",
+                Metrics::get(&metrics.messages_consumed),
+                output.alerts.len(),
+                settings.topics.alerts,
+                output.dead_letters.len(),
+                settings.topics.dead_letter,
+            );
+            for (rule, n) in metrics.alerts_by_rule() {
+                eprintln!("  {n:>5}  {rule}");
+            }
+            for dl in &output.dead_letters {
+                eprintln!("dead letter: {dl}");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
