@@ -63,6 +63,12 @@ pub struct PartitionLabels {
     pub partition: String,
 }
 
+/// `version` label: the Vigil version.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    pub version: String,
+}
+
 /// `result` label: `ok` or `failed`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -197,6 +203,7 @@ pub struct Metrics {
     rules_loaded: Gauge,
     delivery_paused: Gauge,
     assigned_partitions: Gauge,
+    build_info: Family<VersionLabel, Gauge>,
     /// Per-rule alert counts for the run summary (not exported: the
     /// labelled counter above carries the same numbers).
     alerts_by_rule: Mutex<BTreeMap<String, u64>>,
@@ -253,8 +260,10 @@ impl Metrics {
             rules_loaded: Gauge::default(),
             delivery_paused: Gauge::default(),
             assigned_partitions: Gauge::default(),
+            build_info: Family::default(),
             alerts_by_rule: Mutex::new(BTreeMap::new()),
         };
+        m.build_info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION").to_string() }).set(1);
         m.register_all();
         m
     }
@@ -290,6 +299,7 @@ impl Metrics {
         r.register("correlation_suppressed_alerts", "Correlation alerts folded by suppression", self.correlation_suppressed.clone());
         r.register("rule_reloads", "Rule reloads, by result (ok, failed)", self.rule_reloads.clone());
         r.register("rules_loaded", "Rules currently loaded", self.rules_loaded.clone());
+        r.register("build_info", "Always 1; the version label is the running Vigil version", self.build_info.clone());
     }
 
     /// The metrics in Prometheus text format (exposition format 0.0.4 with
@@ -522,6 +532,7 @@ mod tests {
         assert_eq!(sample(&text, r#"vigil_consumer_lag{topic="k8s-audit",partition="2"}"#), Some(17.0));
         assert_eq!(sample(&text, r#"vigil_source_event_time_seconds{source="k8s_audit"}"#), Some(1_700_000_000.0));
         assert_eq!(sample(&text, r#"vigil_rule_reloads_total{result="failed"}"#), Some(1.0));
+        assert_eq!(sample(&text, &format!("vigil_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))), Some(1.0));
         assert_eq!(Metrics::get(&m.messages_consumed), 3);
         assert_eq!(m.alerts_by_rule()["k8s.pod_exec"], 2);
     }
