@@ -99,9 +99,9 @@ impl Detector {
             }
             self.metrics.decode_failures.inc_by(source, decoded.failures.len() as u64);
             self.metrics.events_decoded.inc_by(source, decoded.events.len() as u64);
-            if let Some(Some(latest)) = (decoded.batch.num_columns() > 0)
-                .then(|| max(decoded.batch.column(0).as_primitive::<TimestampNanosecondType>()))
-            {
+            // Column 0 of every source table is `event_time` (the engine relies
+            // on it too); `max` is `None` for an empty batch.
+            if let Some(latest) = max(decoded.batch.column(0).as_primitive::<TimestampNanosecondType>()) {
                 self.metrics.observe_event_time(source, latest);
             }
             out.events += decoded.events.len();
