@@ -56,7 +56,11 @@ COPY samples ./samples
 USER 10001:10001
 ENV RUST_LOG=info
 
+# The operations HTTP server (http.listen): /metrics, /healthz, /readyz.
+EXPOSE 9464
+
 # Vigil handles SIGTERM itself (finishes the current batch, commits, exits).
-# No HEALTHCHECK: the service has no health or metrics endpoint yet.
+# No HEALTHCHECK: the image has no HTTP client to call /healthz with;
+# orchestrators probe it directly (deploy/kubernetes/vigil.yaml).
 ENTRYPOINT ["vigil"]
 CMD ["run"]

@@ -16,6 +16,8 @@ fn run_without_kafka_runs_the_embedded_demo() {
             cmd.env_remove(k);
         }
     }
+    // Any free port: the default 9464 may be taken (another Vigil, another test).
+    cmd.env("VIGIL__HTTP__LISTEN", "127.0.0.1:0");
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "exit {}: {stderr}", out.status);

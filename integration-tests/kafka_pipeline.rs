@@ -99,6 +99,8 @@ async fn detects_dead_letters_commits_and_restarts_without_reemitting() {
     let mut got: Vec<String> = parsed.iter().map(|a| a.alert_id.clone()).collect();
     got.sort();
     assert_eq!(got, expected, "alerts via Kafka differ from the offline evaluation; log:\n{}", vigil.log_text());
+    // No OpenTelemetry export configured: no trace ids (tests/operations.rs has them on).
+    assert!(parsed.iter().all(|a| a.trace_id.is_none()));
 
     // The labelled Panther cases, through Kafka: offset n is line n + 1.
     let counterparts = panther_counterparts();

@@ -203,20 +203,25 @@ pub struct Vigil {
 }
 
 impl Vigil {
+    /// Start `vigil run --config <config>`. Its HTTP server listens on a
+    /// free localhost port ([`Vigil::http_addr`]): tests run in parallel.
     pub fn start(config: &Path, log: PathBuf) -> Vigil {
-        Vigil::start_with_env(config, log, &[])
+        Self::start_with_env(config, log, &[])
     }
 
-    /// Start with extra environment variables (e.g. `VIGIL__KAFKA__DELIVERY`).
-    /// The log file is appended to, so restarts keep one log.
+    /// [`Vigil::start`] with extra environment variables (e.g.
+    /// `VIGIL__KAFKA__DELIVERY`). The log file is appended to, so restarts
+    /// can share one log.
     pub fn start_with_env(config: &Path, log: PathBuf, env: &[(&str, &str)]) -> Vigil {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
             .args(["run", "--config"])
             .arg(config)
             .current_dir(repo())
-            .envs(env.iter().copied())
             .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .env("VIGIL__HTTP__LISTEN", "127.0.0.1:0")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file))
             .spawn()
@@ -249,6 +254,45 @@ impl Vigil {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The address of the HTTP server (metrics, health), from the JSON log
+    /// line Vigil writes when it is listening. Waits up to 60 s.
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            for line in self.log_text().lines() {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+                if v["fields"]["message"].as_str().is_some_and(|m| m.starts_with("HTTP server listening")) {
+                    return v["fields"]["addr"].as_str().unwrap().parse().unwrap();
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("vigil did not report its HTTP address; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// `GET path` on `addr`: (status, body). Plain HTTP/1.1, one request.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: vigil\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.get(9..12).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad response: {response}"));
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the sample `name` (with its labels, exactly as exposed) in
+/// Prometheus text, if present.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| v.trim().parse().unwrap())
 }
 
 impl Drop for Vigil {

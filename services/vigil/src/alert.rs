@@ -39,6 +39,12 @@ pub struct Alert {
     /// this summary alert during the suppression period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppressed_count: Option<u64>,
+    /// OpenTelemetry trace id (32 hex digits) of the batch span that
+    /// produced the alert, when tracing is enabled (see
+    /// [`crate::telemetry`]). Not part of [`alert_id`]: a redelivered batch
+    /// has a new trace but the same alert ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// Identity of one triggering event.
@@ -103,6 +109,7 @@ impl Alert {
             fields,
             events,
             suppressed_count: None,
+            trace_id: None,
         }
     }
 

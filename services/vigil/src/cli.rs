@@ -1,9 +1,9 @@
 //! Command-line interface of the `vigil` binary.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -11,10 +11,12 @@ use tokio::sync::watch;
 
 use crate::config::Settings;
 use crate::detect::Detector;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::rules::{self, RuleEngine};
 use crate::source::SourceKind;
-use crate::{embedded, pipeline, replay};
+use crate::telemetry::{self, LogSettings};
+use crate::{embedded, http, pipeline, replay};
 
 #[derive(Parser, Debug)]
 #[command(name = "vigil", version, about = "Streaming SIEM detection for Kubernetes: Kafka → Arrow → SQL rules → alerts")]
@@ -81,7 +83,6 @@ enum RulesCommand {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -98,19 +99,6 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Human-readable logs on a terminal, JSON lines otherwise; `RUST_LOG`
-/// filters (default `info`). Logs go to stderr: stdout carries alerts.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
-        builder.init();
-    } else {
-        builder.json().init();
-    }
-}
-
 async fn load_engine(dir: &Path) -> Result<RuleEngine> {
     load_engine_with(dir, Default::default()).await
 }
@@ -123,43 +111,75 @@ async fn load_engine_with(dir: &Path, correlation: crate::correlate::Correlation
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run { config, rules, samples } => {
+            // Logs start after the configuration is read (it says how to log);
+            // a configuration error is printed by `main`.
             let mut settings = Settings::load(config.as_deref())?;
             if let Some(dir) = rules {
                 settings.rules.dir = dir;
             }
-            let engine = load_engine_with(&settings.rules.dir, settings.correlation.clone())
-                .await
-                .with_context(|| format!("loading rules from {}", settings.rules.dir.display()))?;
-            tracing::info!(rules = engine.rules().count(), dir = %settings.rules.dir.display(), "rules loaded");
-            let detector = Detector::new(engine, settings.limits.decode_limits(), Arc::new(Metrics::default()));
-            let stop = stop_on_signal();
-            match settings.kafka.brokers.clone() {
-                Some(brokers) => {
-                    pipeline::run(&settings, &brokers, detector, stop, Default::default()).await?;
-                }
-                None => {
-                    let (output, metrics) = embedded::run_demo(&settings, &samples, detector, stop).await?;
-                    for alert in &output.alerts {
-                        println!("{alert}");
-                    }
-                    eprintln!(
-                        "embedded demo: {} sample messages → {} alerts on topic {:?}, {} dead letters on topic {:?}",
-                        Metrics::get(&metrics.messages_consumed),
-                        output.alerts.len(),
-                        settings.topics.alerts,
-                        output.dead_letters.len(),
-                        settings.topics.dead_letter,
-                    );
-                    for (rule, n) in metrics.alerts_by_rule() {
-                        eprintln!("  {n:>5}  {rule}");
-                    }
-                    for dl in &output.dead_letters {
-                        eprintln!("dead letter: {dl}");
-                    }
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+            let telemetry = telemetry::init(&settings.log, Some(&settings.tracing))?;
+            let result = run(settings, samples).await;
+            // Export the spans still queued (the last batches) before exiting.
+            let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+            result
         }
+        command => {
+            telemetry::init(&LogSettings::default(), None)?.shutdown();
+            dispatch_tool(command).await
+        }
+    }
+}
+
+/// `vigil run`: the HTTP server, the rules, then the pipeline (or the demo).
+async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::new(Duration::from_millis(settings.http.ready_max_poll_gap_ms)));
+    // Serve /healthz before the rules compile (which takes seconds), so a
+    // liveness probe does not kill a starting instance.
+    if let Some(addr) = settings.http.address()? {
+        http::start(addr, metrics.clone(), health.clone()).await?;
+    }
+    let engine = load_engine_with(&settings.rules.dir, settings.correlation.clone())
+        .await
+        .with_context(|| format!("loading rules from {}", settings.rules.dir.display()))?;
+    tracing::info!(rules = engine.rules().count(), dir = %settings.rules.dir.display(), "rules loaded");
+    metrics.set_rules_loaded(engine.rules().count());
+    health.set_rules_loaded(true);
+    let detector = Detector::new(engine, settings.limits.decode_limits(), metrics);
+    let stop = stop_on_signal();
+    match settings.kafka.brokers.clone() {
+        Some(brokers) => {
+            let options = pipeline::RunOptions { health: Some(health), ..Default::default() };
+            pipeline::run(&settings, &brokers, detector, stop, options).await?;
+        }
+        None => {
+            let (output, metrics) = embedded::run_demo(&settings, &samples, detector, stop, Some(health)).await?;
+            for alert in &output.alerts {
+                println!("{alert}");
+            }
+            eprintln!(
+                "embedded demo: {} sample messages → {} alerts on topic {:?}, {} dead letters on topic {:?}",
+                Metrics::get(&metrics.messages_consumed),
+                output.alerts.len(),
+                settings.topics.alerts,
+                output.dead_letters.len(),
+                settings.topics.dead_letter,
+            );
+            for (rule, n) in metrics.alerts_by_rule() {
+                eprintln!("  {n:>5}  {rule}");
+            }
+            for dl in &output.dead_letters {
+                eprintln!("dead letter: {dl}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The offline tools: replay and rule commands.
+async fn dispatch_tool(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Run { .. } => unreachable!("dispatch handles run"),
         Command::Replay { rules, source, batch_size, input } => {
             let engine = load_engine(&rules).await?;
             let mut detector = Detector::new(engine, Default::default(), Arc::new(Metrics::default()));

@@ -19,6 +19,8 @@ use serde::Deserialize;
 
 use crate::correlate::CorrelationSettings;
 use crate::decode::DecodeLimits;
+use crate::http::HttpSettings;
+use crate::telemetry::{LogSettings, TracingSettings};
 use crate::source::SourceKind;
 
 /// The whole configuration.
@@ -37,6 +39,14 @@ pub struct Settings {
     pub limits: LimitSettings,
     #[serde(default)]
     pub correlation: CorrelationSettings,
+    /// The metrics and health endpoints.
+    #[serde(default)]
+    pub http: HttpSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    /// OpenTelemetry trace export.
+    #[serde(default)]
+    pub tracing: TracingSettings,
 }
 
 /// Connection to Kafka.
@@ -385,6 +395,10 @@ impl Settings {
         if self.limits.max_message_bytes == 0 || self.limits.max_events_per_message == 0 {
             bail!("invalid configuration: limits must be positive");
         }
+        self.http.address()?;
+        if self.http.ready_max_poll_gap_ms == 0 {
+            bail!("invalid configuration: http.ready_max_poll_gap_ms must be at least 1");
+        }
         Ok(())
     }
 }
@@ -460,6 +474,32 @@ mod tests {
         std::fs::write(&path, "[batch]\nmax_event = 10\n").unwrap();
         let e = Settings::load_from(Some(&path), env(&[])).unwrap_err();
         assert!(format!("{e:#}").contains("max_event"), "{e:#}");
+    }
+
+    #[test]
+    fn operations_sections_from_file_and_environment() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.http.listen, "0.0.0.0:9464");
+        assert_eq!(s.log.format, crate::telemetry::LogFormat::Auto);
+        assert_eq!(s.tracing.otlp_endpoint, "");
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("VIGIL__HTTP__LISTEN", "127.0.0.1:9000"),
+                ("VIGIL__LOG__FORMAT", "json"),
+                ("VIGIL__TRACING__OTLP_ENDPOINT", "http://collector:4317"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.http.address().unwrap(), Some("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(s.log.format, crate::telemetry::LogFormat::Json);
+        assert_eq!(s.tracing.endpoint(None).as_deref(), Some("http://collector:4317"));
+        let s = Settings::load_from(None, env(&[("VIGIL__HTTP__LISTEN", "")])).unwrap();
+        assert_eq!(s.http.address().unwrap(), None);
+        let e = Settings::load_from(None, env(&[("VIGIL__HTTP__LISTEN", "everywhere")])).unwrap_err();
+        assert!(format!("{e:#}").contains("http.listen"), "{e:#}");
+        let e = Settings::load_from(None, env(&[("VIGIL__LOG__FORMAT", "xml")])).unwrap_err();
+        assert!(format!("{e:#}").contains("xml"), "{e:#}");
     }
 
     #[test]

@@ -3,6 +3,11 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::compute::max;
+use datafusion::arrow::datatypes::TimestampNanosecondType;
+use tracing::Instrument;
+
 use crate::alert::Alert;
 use crate::dead_letter::DeadLetter;
 use crate::decode::{decode, DecodeLimits};
@@ -49,7 +54,6 @@ impl Detector {
     pub async fn process(&mut self, messages: Vec<RawMessage>) -> Detections {
         let now = now_ns();
         let mut out = Detections::default();
-        Metrics::add(&self.metrics.messages_consumed, messages.len() as u64);
         let mut by_source: Vec<(SourceKind, Vec<RawMessage>)> = Vec::new();
         for m in messages {
             match by_source.iter_mut().find(|(s, _)| *s == m.source) {
@@ -60,6 +64,7 @@ impl Detector {
         for (source, messages) in by_source {
             // Messages re-read after a restart only rebuild correlation state;
             // they come first (lower offsets), so ingest them first.
+            self.metrics.messages_consumed.inc_by(source, messages.len() as u64);
             let (replayed, live): (Vec<RawMessage>, Vec<RawMessage>) = messages.into_iter().partition(|m| m.state_only);
             if !replayed.is_empty() {
                 let decoded = decode(source, &replayed, self.limits, now);
@@ -72,7 +77,16 @@ impl Detector {
             if messages.is_empty() {
                 continue;
             }
-            let decoded = decode(source, &messages, self.limits, now);
+            let decode_span = tracing::info_span!(
+                "decode",
+                source = %source,
+                messages = messages.len() as i64,
+                events = tracing::field::Empty,
+                failures = tracing::field::Empty
+            );
+            let decoded = decode_span.in_scope(|| decode(source, &messages, self.limits, now));
+            decode_span.record("events", decoded.events.len() as i64).record("failures", decoded.failures.len() as i64);
+            drop(decode_span);
             for failure in &decoded.failures {
                 let m = &messages[failure.message as usize];
                 out.dead_letters.push(DeadLetter::decode_error(
@@ -83,17 +97,22 @@ impl Detector {
                     now,
                 ));
             }
-            Metrics::add(&self.metrics.decode_failures, decoded.failures.len() as u64);
-            Metrics::add(&self.metrics.events_decoded, decoded.events.len() as u64);
+            self.metrics.decode_failures.inc_by(source, decoded.failures.len() as u64);
+            self.metrics.events_decoded.inc_by(source, decoded.events.len() as u64);
+            // Column 0 of every source table is `event_time` (the engine relies
+            // on it too); `max` is `None` for an empty batch.
+            if let Some(latest) = max(decoded.batch.column(0).as_primitive::<TimestampNanosecondType>()) {
+                self.metrics.observe_event_time(source, latest);
+            }
             out.events += decoded.events.len();
-            let (alerts, failures) = self.engine.evaluate(&decoded, &messages, now).await;
+            let (alerts, failures) = self.engine.evaluate_observed(&decoded, &messages, now, Some(&self.metrics)).await;
             for f in failures {
                 self.rule_failed(&mut out, source, f.rule_id, f.error, messages.iter().map(|m| m.origin.clone()).collect(), now);
             }
             out.alerts.extend(alerts);
             match self.engine.correlator_mut().ingest(&decoded, &messages, now).await {
                 Ok(late) => {
-                    Metrics::add(&self.metrics.late_events, late.len() as u64);
+                    self.metrics.late_events.inc_by(source, late.len() as u64);
                     for l in late {
                         let m = &messages[l.message as usize];
                         out.dead_letters.push(DeadLetter::late_event(
@@ -112,8 +131,15 @@ impl Detector {
                 }
             }
         }
-        let (alerts, failures) = self.engine.correlator_mut().advance(now, now).await;
-        self.correlation_done(&mut out, alerts, failures, now);
+        if self.engine.correlator().rule_count() > 0 {
+            let span = tracing::info_span!("correlate", alerts = tracing::field::Empty);
+            let (alerts, failures) = self.engine.correlator_mut().advance(now, now).instrument(span.clone()).await;
+            span.record("alerts", alerts.len() as i64);
+            for (rule, elapsed, matches) in self.engine.correlator_mut().take_evaluations() {
+                self.metrics.rule_evaluated(&rule, elapsed, matches);
+            }
+            self.correlation_done(&mut out, alerts, failures, now);
+        }
         out
     }
 
@@ -136,6 +162,9 @@ impl Detector {
         let now = now_ns();
         let mut out = Detections::default();
         let (alerts, failures) = self.engine.correlator_mut().finish(now).await;
+        for (rule, elapsed, matches) in self.engine.correlator_mut().take_evaluations() {
+            self.metrics.rule_evaluated(&rule, elapsed, matches);
+        }
         self.correlation_done(&mut out, alerts, failures, now);
         out
     }
@@ -161,7 +190,7 @@ impl Detector {
             self.rule_failed(out, source, rule, error, Vec::new(), now);
         }
         let stats = self.engine.correlator().stats();
-        Metrics::set(&self.metrics.retained_events, stats.retained_events as u64);
+        self.metrics.correlation_state(stats.retained_events, stats.watermark, stats.evicted_early, stats.suppressed_alerts);
         out.alerts.extend(alerts);
     }
 
@@ -175,7 +204,7 @@ impl Detector {
         now: i64,
     ) {
         tracing::error!(rule = %rule_id, source = %source, error = %error, "rule evaluation failed");
-        Metrics::add(&self.metrics.rule_failures, 1);
+        self.metrics.rule_failed(&rule_id);
         out.dead_letters.push(DeadLetter::rule_error(source, rule_id, origins, error, now));
     }
 }

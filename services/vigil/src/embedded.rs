@@ -47,6 +47,7 @@ pub async fn run_demo(
     samples: &Path,
     detector: Detector,
     stop: watch::Receiver<bool>,
+    health: Option<Arc<crate::health::Health>>,
 ) -> Result<(DemoOutput, Arc<Metrics>)> {
     let cluster = MockCluster::new(1).context("starting the embedded mock Kafka broker")?;
     let brokers = cluster.bootstrap_servers();
@@ -83,7 +84,7 @@ pub async fn run_demo(
     }
     tracing::info!(events = produced, samples = %samples.display(), "sample events produced");
 
-    let options = RunOptions { exit_when_idle: Some(Duration::from_secs(3)) };
+    let options = RunOptions { exit_when_idle: Some(Duration::from_secs(3)), health };
     let metrics = pipeline::run(settings, &brokers, detector, stop, options).await?;
 
     let output = DemoOutput {

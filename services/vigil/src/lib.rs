@@ -13,6 +13,10 @@
 //!
 //! [`replay`] runs decode and evaluate over a file without Kafka;
 //! [`embedded`] runs the whole service against an in-process broker.
+//!
+//! Operations: [`metrics`] (Prometheus registry), [`health`] (readiness),
+//! [`http`] (the `/metrics`, `/healthz`, `/readyz` server) and
+//! [`telemetry`] (logs, OpenTelemetry traces).
 
 pub mod alert;
 pub mod cli;
@@ -23,6 +27,8 @@ pub mod detect;
 pub mod decode;
 pub mod embedded;
 pub mod functions;
+pub mod health;
+pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
@@ -30,3 +36,4 @@ pub mod replay;
 pub mod rules;
 pub mod schema;
 pub mod source;
+pub mod telemetry;

@@ -1,47 +1,472 @@
-//! Service counters. Cheap atomics, shared by the pipeline stages, read by
-//! the run summary (and by the metrics endpoint).
+//! Service metrics, kept in a Prometheus registry (prometheus-client) and
+//! served as Prometheus text on `/metrics` by [`crate::http`].
+//!
+//! Every metric is an atomic (or a small map of atomics per label set), so
+//! updating one is cheap enough for the per-batch path: callers update
+//! metrics once per batch or per rule, never per event.
+//!
+//! Names: every metric starts with `vigil_`; counters get the `_total` suffix
+//! from the encoder (`vigil_alerts` is exposed as `vigil_alerts_total`).
+//! docs/operations.md lists them all; `tests/deployment.rs` checks that the
+//! Grafana dashboard and that list use only names this module registers.
+//!
+//! Compatibility: the fields of the earlier counter struct keep their names,
+//! and [`Metrics::add`], [`Metrics::set`] and [`Metrics::get`] accept them as
+//! well as plain `AtomicU64`s (which are then not exported until they are
+//! registered in [`Metrics::new`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
-/// Counters since start.
-#[derive(Debug, Default)]
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::dead_letter::DeadLetterKind;
+use crate::rules::Severity;
+use crate::source::SourceKind;
+
+/// `source` label: `k8s_audit`, `falco` or `tetragon`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
+/// `rule` label: a rule id.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabel {
+    pub rule: String,
+}
+
+/// Labels of produced alerts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    pub rule: String,
+    pub severity: String,
+}
+
+/// `kind` label of dead letters: `decode_error`, `rule_error`, `late_event`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+/// A Kafka topic-partition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub topic: String,
+    pub partition: String,
+}
+
+/// `version` label: the Vigil version.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    pub version: String,
+}
+
+/// `result` label: `ok` or `failed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// A counter per source. Reads (for summaries) sum over the sources.
+#[derive(Debug, Default, Clone)]
+pub struct BySource(Family<SourceLabel, Counter>);
+
+impl BySource {
+    pub fn inc_by(&self, source: SourceKind, n: u64) {
+        self.0.get_or_create(&source_label(source)).inc_by(n);
+    }
+
+    pub fn get(&self, source: SourceKind) -> u64 {
+        self.0.get(&source_label(source)).map(|c| c.get()).unwrap_or(0)
+    }
+
+    pub fn total(&self) -> u64 {
+        SourceKind::ALL.iter().map(|s| self.get(*s)).sum()
+    }
+
+    /// The total over sources, like the `AtomicU64` this replaced.
+    pub fn load(&self, _ordering: Ordering) -> u64 {
+        self.total()
+    }
+}
+
+fn source_label(source: SourceKind) -> SourceLabel {
+    SourceLabel { source: source.table_name().to_string() }
+}
+
+/// Something [`Metrics::add`] can count into.
+pub trait CounterCell {
+    fn add_n(&self, n: u64);
+}
+/// Something [`Metrics::set`] can set.
+pub trait GaugeCell {
+    fn set_to(&self, v: u64);
+}
+/// Something [`Metrics::get`] can read.
+pub trait ReadCell {
+    fn read(&self) -> u64;
+}
+
+impl CounterCell for AtomicU64 {
+    fn add_n(&self, n: u64) {
+        self.fetch_add(n, Ordering::Relaxed);
+    }
+}
+impl GaugeCell for AtomicU64 {
+    fn set_to(&self, v: u64) {
+        self.store(v, Ordering::Relaxed);
+    }
+}
+impl ReadCell for AtomicU64 {
+    fn read(&self) -> u64 {
+        self.load(Ordering::Relaxed)
+    }
+}
+impl CounterCell for Counter {
+    fn add_n(&self, n: u64) {
+        self.inc_by(n);
+    }
+}
+impl ReadCell for Counter {
+    fn read(&self) -> u64 {
+        self.get()
+    }
+}
+impl GaugeCell for Gauge {
+    fn set_to(&self, v: u64) {
+        self.set(i64::try_from(v).unwrap_or(i64::MAX));
+    }
+}
+impl ReadCell for Gauge {
+    fn read(&self) -> u64 {
+        self.get().max(0) as u64
+    }
+}
+impl ReadCell for BySource {
+    fn read(&self) -> u64 {
+        self.total()
+    }
+}
+
+/// Every metric of the service. Shared as `Arc<Metrics>` by the pipeline
+/// stages, the Kafka consumer's callbacks and the HTTP server.
+#[derive(Debug)]
 pub struct Metrics {
-    pub messages_consumed: AtomicU64,
-    pub events_decoded: AtomicU64,
-    pub decode_failures: AtomicU64,
-    pub alerts_produced: AtomicU64,
-    pub rule_failures: AtomicU64,
-    pub dead_letters_produced: AtomicU64,
-    pub batches: AtomicU64,
-    pub commits: AtomicU64,
-    pub delivery_retries: AtomicU64,
-    pub late_events: AtomicU64,
-    /// Events currently retained for correlation (a gauge).
-    pub retained_events: AtomicU64,
+    registry: Registry,
+    /// Messages taken from the source topics (`vigil_messages_consumed_total{source}`).
+    pub messages_consumed: BySource,
+    /// Events decoded into rows (`vigil_events_decoded_total{source}`).
+    pub events_decoded: BySource,
+    /// Messages that could not be decoded (dead-lettered) (`vigil_decode_failures_total{source}`).
+    pub decode_failures: BySource,
+    /// Events behind the correlation watermark (`vigil_late_events_total{source}`).
+    pub late_events: BySource,
+    /// Alerts acknowledged by the broker (`vigil_alerts_produced_total`).
+    pub alerts_produced: Counter,
+    /// Rule failures on a batch (`vigil_rule_failures_total`; per rule: `vigil_rule_failures_by_rule_total`).
+    pub rule_failures: Counter,
+    /// Dead letters and late-event reports acknowledged (`vigil_dead_letters_produced_total`).
+    pub dead_letters_produced: Counter,
+    /// Batches whose output was delivered (`vigil_batches_total`).
+    pub batches: Counter,
+    /// Successful offset commits (`vigil_commits_total`).
+    pub commits: Counter,
+    /// Failed offset commits (`vigil_commit_failures_total`).
+    pub commit_failures: Counter,
+    /// Delivery rounds that failed and were retried (`vigil_delivery_retries_total`).
+    pub delivery_retries: Counter,
+    /// Events retained for correlation (gauge `vigil_correlation_retained_events`).
+    pub retained_events: Gauge,
+    alerts_by_rule_severity: Family<AlertLabels, Counter>,
+    rule_matches: Family<RuleLabel, Counter>,
+    rule_failures_by_rule: Family<RuleLabel, Counter>,
+    rule_seconds: HistogramFamily<RuleLabel>,
+    dead_letters_by_kind: Family<KindLabel, Counter>,
+    batch_messages: Histogram,
+    batch_seconds: Histogram,
+    consumer_lag: Family<PartitionLabels, Gauge>,
+    source_event_time: Family<SourceLabel, Gauge>,
+    correlation_watermark: Gauge,
+    correlation_evicted_early: Counter,
+    correlation_suppressed: Counter,
+    rule_reloads: Family<ResultLabel, Counter>,
+    rules_loaded: Gauge,
+    delivery_paused: Gauge,
+    assigned_partitions: Gauge,
+    build_info: Family<VersionLabel, Gauge>,
+    /// Per-rule alert counts for the run summary (not exported: the
+    /// labelled counter above carries the same numbers).
     alerts_by_rule: Mutex<BTreeMap<String, u64>>,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Batch sizes in messages: 1 to 1M by factors of 4.
+fn batch_size_buckets() -> Histogram {
+    Histogram::new([1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0])
+}
+/// Batch latency: 1 ms to 60 s.
+fn batch_latency_buckets() -> Histogram {
+    Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+}
+/// One rule on one batch: 50 µs to 5 s.
+fn rule_latency_buckets() -> Histogram {
+    Histogram::new([0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0])
+}
+
 impl Metrics {
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+    pub fn new() -> Metrics {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("vigil"),
+            messages_consumed: BySource::default(),
+            events_decoded: BySource::default(),
+            decode_failures: BySource::default(),
+            late_events: BySource::default(),
+            alerts_produced: Counter::default(),
+            rule_failures: Counter::default(),
+            dead_letters_produced: Counter::default(),
+            batches: Counter::default(),
+            commits: Counter::default(),
+            commit_failures: Counter::default(),
+            delivery_retries: Counter::default(),
+            retained_events: Gauge::default(),
+            alerts_by_rule_severity: Family::default(),
+            rule_matches: Family::default(),
+            rule_failures_by_rule: Family::default(),
+            rule_seconds: Family::new_with_constructor(rule_latency_buckets),
+            dead_letters_by_kind: Family::default(),
+            batch_messages: batch_size_buckets(),
+            batch_seconds: batch_latency_buckets(),
+            consumer_lag: Family::default(),
+            source_event_time: Family::default(),
+            correlation_watermark: Gauge::default(),
+            correlation_evicted_early: Counter::default(),
+            correlation_suppressed: Counter::default(),
+            rule_reloads: Family::default(),
+            rules_loaded: Gauge::default(),
+            delivery_paused: Gauge::default(),
+            assigned_partitions: Gauge::default(),
+            build_info: Family::default(),
+            alerts_by_rule: Mutex::new(BTreeMap::new()),
+        };
+        m.build_info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION").to_string() }).set(1);
+        m.register_all();
+        m
     }
 
-    pub fn set(gauge: &AtomicU64, v: u64) {
-        gauge.store(v, Ordering::Relaxed);
+    /// Register clones (they share their atomics) of every exported metric.
+    fn register_all(&mut self) {
+        let r = &mut self.registry;
+        r.register("messages_consumed", "Messages taken from the source topics", self.messages_consumed.0.clone());
+        r.register("events_decoded", "Events decoded into rows the rules see", self.events_decoded.0.clone());
+        r.register("decode_failures", "Messages that could not be decoded (sent to the dead-letter topic)", self.decode_failures.0.clone());
+        r.register("late_events", "Events behind the correlation watermark (reported to the late-events topic)", self.late_events.0.clone());
+        r.register("alerts_produced", "Alerts acknowledged by the broker, all rules", self.alerts_produced.clone());
+        r.register("alerts", "Alerts acknowledged by the broker, per rule and severity", self.alerts_by_rule_severity.clone());
+        r.register("rule_matches", "Rows a rule matched (alerts before suppression and delivery)", self.rule_matches.clone());
+        r.register("rule_failures", "Rule evaluations that failed on a batch, all rules", self.rule_failures.clone());
+        r.register("rule_failures_by_rule", "Rule evaluations that failed on a batch, per rule", self.rule_failures_by_rule.clone());
+        r.register_with_unit("rule_evaluation", "Time to evaluate one rule over one batch", Unit::Seconds, self.rule_seconds.clone());
+        r.register("dead_letters_produced", "Dead letters and late-event reports acknowledged by the broker", self.dead_letters_produced.clone());
+        r.register("dead_letters", "Dead letters and late-event reports acknowledged, per kind", self.dead_letters_by_kind.clone());
+        r.register("batches", "Micro-batches whose output was delivered", self.batches.clone());
+        r.register("batch_messages", "Messages per micro-batch", self.batch_messages.clone());
+        r.register_with_unit("batch_duration", "From the end of a batch's collection to its offset commit: decode, rules, delivery, checkpoint", Unit::Seconds, self.batch_seconds.clone());
+        r.register("commits", "Successful offset commits", self.commits.clone());
+        r.register("commit_failures", "Failed offset commits (the next commit covers them)", self.commit_failures.clone());
+        r.register("delivery_retries", "Delivery rounds that failed; the batch is retried while consumption is paused", self.delivery_retries.clone());
+        r.register("delivery_paused", "1 while output is not being acknowledged and consumption is paused (back-pressure)", self.delivery_paused.clone());
+        r.register("consumer_lag", "Messages in the partition not yet read by Vigil (high watermark - position), from librdkafka statistics", self.consumer_lag.clone());
+        r.register("assigned_partitions", "Source partitions assigned to this instance", self.assigned_partitions.clone());
+        r.register_with_unit("source_event_time", "Highest event time decoded per source (Unix time)", Unit::Seconds, self.source_event_time.clone());
+        r.register_with_unit("correlation_watermark", "Event-time watermark of correlation rules (Unix time; 0 before the first event)", Unit::Seconds, self.correlation_watermark.clone());
+        r.register("correlation_retained_events", "Events retained for correlation rules", self.retained_events.clone());
+        r.register("correlation_evicted_early", "Retained events evicted before their window closed (max_retained_events reached)", self.correlation_evicted_early.clone());
+        r.register("correlation_suppressed_alerts", "Correlation alerts folded by suppression", self.correlation_suppressed.clone());
+        r.register("rule_reloads", "Rule reloads, by result (ok, failed)", self.rule_reloads.clone());
+        r.register("rules_loaded", "Rules currently loaded", self.rules_loaded.clone());
+        r.register("build_info", "Always 1; the version label is the running Vigil version", self.build_info.clone());
     }
 
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
+    /// The metrics in Prometheus text format (exposition format 0.0.4 with
+    /// the `# EOF` line of OpenMetrics, which Prometheus accepts).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
     }
 
+    /// Every metric as `(name, type)` from its `# TYPE` line (`counter`,
+    /// `gauge`, `histogram`), the base name without `_total` and bucket
+    /// suffixes. Labelled families appear only once they have a series, so
+    /// this creates one in each of a fresh registry; a family added to
+    /// [`Metrics::register_all`] must be added here too (the deployment
+    /// tests check dashboards and docs against this list).
+    pub fn descriptors() -> Vec<(String, String)> {
+        let m = Metrics::new();
+        for s in SourceKind::ALL {
+            for f in [&m.messages_consumed, &m.events_decoded, &m.decode_failures, &m.late_events] {
+                f.inc_by(s, 0);
+            }
+            m.observe_event_time(s, 0);
+        }
+        m.alert_delivered("r", Severity::Info);
+        m.rule_evaluated("r", Duration::ZERO, 0);
+        m.rule_failed("r");
+        m.dead_letter_delivered(DeadLetterKind::DecodeError);
+        m.set_consumer_lag([("t".to_string(), 0, 0)]);
+        m.rule_reload_ok();
+        m.encode()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(name, kind)| (name.to_string(), kind.to_string()))
+            .collect()
+    }
+
+    // --- compatible helpers of the earlier counter struct -------------------
+
+    pub fn add(counter: &impl CounterCell, n: u64) {
+        counter.add_n(n);
+    }
+
+    pub fn set(gauge: &impl GaugeCell, v: u64) {
+        gauge.set_to(v);
+    }
+
+    pub fn get(cell: &impl ReadCell) -> u64 {
+        cell.read()
+    }
+
+    /// One alert of `rule_id` delivered (summary only; prefer
+    /// [`Metrics::alert_delivered`], which also exports it).
     pub fn count_alert(&self, rule_id: &str) {
         *self.alerts_by_rule.lock().expect("metrics lock").entry(rule_id.to_string()).or_default() += 1;
     }
 
     pub fn alerts_by_rule(&self) -> BTreeMap<String, u64> {
         self.alerts_by_rule.lock().expect("metrics lock").clone()
+    }
+
+    // --- pipeline ------------------------------------------------------------
+
+    /// One alert acknowledged by the broker.
+    pub fn alert_delivered(&self, rule_id: &str, severity: Severity) {
+        self.count_alert(rule_id);
+        self.alerts_produced.inc();
+        self.alerts_by_rule_severity
+            .get_or_create(&AlertLabels { rule: rule_id.to_string(), severity: severity.as_str().to_string() })
+            .inc();
+    }
+
+    /// One dead letter (or late-event report) acknowledged by the broker.
+    pub fn dead_letter_delivered(&self, kind: DeadLetterKind) {
+        self.dead_letters_produced.inc();
+        let kind = match kind {
+            DeadLetterKind::DecodeError => "decode_error",
+            DeadLetterKind::RuleError => "rule_error",
+            DeadLetterKind::LateEvent => "late_event",
+        };
+        self.dead_letters_by_kind.get_or_create(&KindLabel { kind: kind.to_string() }).inc();
+    }
+
+    /// A batch of `messages` went from collected to committed in `elapsed`.
+    pub fn batch_done(&self, messages: usize, elapsed: Duration) {
+        self.batches.inc();
+        self.batch_messages.observe(messages as f64);
+        self.batch_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// Whether consumption is paused because output is not acknowledged.
+    pub fn set_delivery_paused(&self, paused: bool) {
+        self.delivery_paused.set(i64::from(paused));
+    }
+
+    // --- rules ---------------------------------------------------------------
+
+    /// One evaluation of `rule_id` over a batch: its time and matched rows.
+    pub fn rule_evaluated(&self, rule_id: &str, elapsed: Duration, matches: usize) {
+        let label = RuleLabel { rule: rule_id.to_string() };
+        self.rule_seconds.get_or_create(&label).observe(elapsed.as_secs_f64());
+        // Create the series at 0 too, so a rule that never fires is visible.
+        self.rule_matches.get_or_create(&label).inc_by(matches as u64);
+    }
+
+    /// One failure of `rule_id` on a batch.
+    pub fn rule_failed(&self, rule_id: &str) {
+        self.rule_failures.inc();
+        self.rule_failures_by_rule.get_or_create(&RuleLabel { rule: rule_id.to_string() }).inc();
+    }
+
+    /// Rules loaded (at start and after every reload).
+    pub fn set_rules_loaded(&self, n: usize) {
+        self.rules_loaded.set(n as i64);
+    }
+
+    /// A rule reload that replaced the rules.
+    pub fn rule_reload_ok(&self) {
+        self.rule_reloads.get_or_create(&ResultLabel { result: "ok".into() }).inc();
+    }
+
+    /// A rule reload that failed (the previous rules stay in force).
+    pub fn rule_reload_failed(&self) {
+        self.rule_reloads.get_or_create(&ResultLabel { result: "failed".into() }).inc();
+    }
+
+    // --- event time and correlation ------------------------------------------
+
+    /// The highest event time decoded so far for `source` (only moves forward).
+    pub fn observe_event_time(&self, source: SourceKind, event_time_ns: i64) {
+        let gauge = self.source_event_time.get_or_create(&source_label(source));
+        let secs = event_time_ns.div_euclid(1_000_000_000);
+        if secs > gauge.get() {
+            gauge.set(secs);
+        }
+    }
+
+    /// Correlation state after a batch. `evicted_early` and `suppressed` are
+    /// the correlator's running totals (the counters catch up to them).
+    pub fn correlation_state(&self, retained: usize, watermark_ns: Option<i64>, evicted_early: u64, suppressed: u64) {
+        self.retained_events.set(retained as i64);
+        // i64::MAX is the end of a replayed input (every window closed),
+        // not a time.
+        if let Some(w) = watermark_ns.filter(|w| *w != i64::MAX) {
+            self.correlation_watermark.set(w.div_euclid(1_000_000_000));
+        }
+        catch_up(&self.correlation_evicted_early, evicted_early);
+        catch_up(&self.correlation_suppressed, suppressed);
+    }
+
+    // --- Kafka consumer ------------------------------------------------------
+
+    /// Replace the lag of every assigned partition.
+    pub fn set_consumer_lag(&self, lags: impl IntoIterator<Item = (String, i32, i64)>) {
+        self.consumer_lag.clear();
+        for (topic, partition, lag) in lags {
+            self.consumer_lag.get_or_create(&PartitionLabels { topic, partition: partition.to_string() }).set(lag);
+        }
+    }
+
+    /// The consumer's assignment changed.
+    pub fn set_assigned_partitions(&self, n: usize) {
+        self.assigned_partitions.set(n as i64);
+        if n == 0 {
+            self.consumer_lag.clear();
+        }
     }
 
     /// One-line summary for logs.
@@ -56,5 +481,97 @@ impl Metrics {
             Self::get(&self.dead_letters_produced),
             Self::get(&self.batches),
         )
+    }
+}
+
+/// Raise a counter to a running total kept elsewhere (never lowers it: a
+/// reset of the source, e.g. a rule reload, just stops the catch-up until
+/// the total passes the counter again).
+fn catch_up(counter: &Counter, total: u64) {
+    let current = counter.get();
+    if total > current {
+        counter.inc_by(total - current);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(text: &str, line_start: &str) -> Option<f64> {
+        text.lines().find(|l| l.starts_with(line_start) && l[line_start.len()..].starts_with(' ')).map(|l| {
+            l.rsplit(' ').next().unwrap().parse().unwrap()
+        })
+    }
+
+    #[test]
+    fn encodes_labelled_counters_gauges_and_histograms() {
+        let m = Metrics::new();
+        m.messages_consumed.inc_by(SourceKind::Falco, 3);
+        Metrics::add(&m.delivery_retries, 2);
+        m.alert_delivered("k8s.pod_exec", Severity::High);
+        m.alert_delivered("k8s.pod_exec", Severity::High);
+        m.dead_letter_delivered(DeadLetterKind::DecodeError);
+        m.rule_evaluated("k8s.pod_exec", Duration::from_millis(2), 1);
+        m.batch_done(10, Duration::from_millis(30));
+        m.set_consumer_lag([("k8s-audit".to_string(), 2, 17)]);
+        m.observe_event_time(SourceKind::K8sAudit, 1_700_000_000_500_000_000);
+        m.observe_event_time(SourceKind::K8sAudit, 1_600_000_000_000_000_000);
+        m.rule_reload_failed();
+        let text = m.encode();
+        assert_eq!(sample(&text, r#"vigil_messages_consumed_total{source="falco"}"#), Some(3.0), "{text}");
+        assert_eq!(sample(&text, "vigil_delivery_retries_total"), Some(2.0));
+        assert_eq!(sample(&text, r#"vigil_alerts_total{rule="k8s.pod_exec",severity="high"}"#), Some(2.0));
+        assert_eq!(sample(&text, "vigil_alerts_produced_total"), Some(2.0));
+        assert_eq!(sample(&text, r#"vigil_dead_letters_total{kind="decode_error"}"#), Some(1.0));
+        assert_eq!(sample(&text, r#"vigil_rule_matches_total{rule="k8s.pod_exec"}"#), Some(1.0));
+        assert_eq!(sample(&text, r#"vigil_rule_evaluation_seconds_count{rule="k8s.pod_exec"}"#), Some(1.0));
+        assert_eq!(sample(&text, "vigil_batch_messages_sum"), Some(10.0));
+        assert_eq!(sample(&text, r#"vigil_batch_messages_bucket{le="16.0"}"#), Some(1.0));
+        assert_eq!(sample(&text, r#"vigil_batch_messages_bucket{le="4.0"}"#), Some(0.0));
+        assert_eq!(sample(&text, r#"vigil_consumer_lag{topic="k8s-audit",partition="2"}"#), Some(17.0));
+        assert_eq!(sample(&text, r#"vigil_source_event_time_seconds{source="k8s_audit"}"#), Some(1_700_000_000.0));
+        assert_eq!(sample(&text, r#"vigil_rule_reloads_total{result="failed"}"#), Some(1.0));
+        assert_eq!(sample(&text, &format!("vigil_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))), Some(1.0));
+        assert_eq!(Metrics::get(&m.messages_consumed), 3);
+        assert_eq!(m.alerts_by_rule()["k8s.pod_exec"], 2);
+    }
+
+    #[test]
+    fn descriptors_cover_every_registered_metric() {
+        let d = Metrics::descriptors();
+        // prometheus-client cannot list a registry: count the registrations
+        // in this file (the patterns are split so they do not match here).
+        let source = include_str!("metrics.rs");
+        let registered = source.matches(concat!("r.", "register(")).count()
+            + source.matches(concat!("r.", "register_with_unit(")).count();
+        assert_eq!(d.len(), registered, "{d:?}");
+        assert!(d.contains(&("vigil_alerts".to_string(), "counter".to_string())));
+        assert!(d.contains(&("vigil_rule_evaluation_seconds".to_string(), "histogram".to_string())));
+    }
+
+    #[test]
+    fn lag_is_replaced_not_accumulated_and_cleared_on_revocation() {
+        let m = Metrics::new();
+        m.set_consumer_lag([("t".to_string(), 0, 5), ("t".to_string(), 1, 6)]);
+        m.set_consumer_lag([("t".to_string(), 1, 2)]);
+        let text = m.encode();
+        assert_eq!(sample(&text, r#"vigil_consumer_lag{topic="t",partition="0"}"#), None, "{text}");
+        assert_eq!(sample(&text, r#"vigil_consumer_lag{topic="t",partition="1"}"#), Some(2.0));
+        m.set_assigned_partitions(0);
+        assert!(!m.encode().contains("vigil_consumer_lag{"));
+    }
+
+    #[test]
+    fn running_totals_only_move_counters_forward() {
+        let m = Metrics::new();
+        m.correlation_state(10, Some(5_000_000_000), 4, 1);
+        m.correlation_state(3, None, 2, 1);
+        m.correlation_state(3, Some(i64::MAX), 2, 1);
+        let text = m.encode();
+        assert_eq!(sample(&text, "vigil_correlation_retained_events"), Some(3.0));
+        assert_eq!(sample(&text, "vigil_correlation_watermark_seconds"), Some(5.0));
+        assert_eq!(sample(&text, "vigil_correlation_evicted_early_total"), Some(4.0));
+        assert_eq!(sample(&text, "vigil_correlation_suppressed_alerts_total"), Some(1.0));
     }
 }

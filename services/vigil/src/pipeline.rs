@@ -28,22 +28,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::sync::watch;
-
 use rdkafka::TopicPartitionList;
+use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::dead_letter::DeadLetterKind;
 use crate::detect::{Detections, Detector};
-use crate::kafka::{checkpoint, resume_offsets, Checkpoint, KafkaSink, KafkaSource, OutRecord, SourceBatch, TxnError};
+use crate::health::Health;
+use crate::kafka::{
+    checkpoint, resume_offsets, Checkpoint, ConsumerObserver, KafkaSink, KafkaSource, OutRecord, SourceBatch, TxnError,
+};
 use crate::metrics::Metrics;
+use crate::telemetry;
 
-/// When the run loop stops on its own.
-#[derive(Debug, Clone, Copy, Default)]
+/// When the run loop stops on its own, and where it reports readiness.
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Stop after this long without input, once at least one message was
     /// processed (the embedded demo uses this). `None`: run until stopped.
     pub exit_when_idle: Option<Duration>,
+    /// Readiness state served on `/readyz` (a private one when `None`).
+    pub health: Option<Arc<Health>>,
 }
 
 /// Run the service until `stop` turns true (or the idle exit).
@@ -64,7 +70,10 @@ pub async fn run(
         tracing::info!(partitions = cp.processed.len(), rules = cp.emitted.len(), "resuming from checkpoint");
         detector.restore_emitted(&cp.emitted);
     }
-    let mut source = KafkaSource::new(settings, brokers, restored.as_ref())?;
+    let health = options.health.clone().unwrap_or_default();
+    let observer =
+        ConsumerObserver::new(metrics.clone(), health.clone(), settings.topics.sources().into_iter().map(|(_, t)| t));
+    let mut source = KafkaSource::observed(settings, brokers, restored.as_ref(), observer)?;
     let sink = KafkaSink::new(settings, brokers).await?;
     let mut committer = Committer { settings, sink: &sink, checkpoint: restored.unwrap_or_default(), metrics: &metrics };
     let idle_wait = options.exit_when_idle.map(|d| d.min(Duration::from_secs(1))).unwrap_or(Duration::from_secs(1));
@@ -72,15 +81,21 @@ pub async fn run(
     let mut seen_any = false;
     tracing::info!(brokers, rules = detector.engine().rules().count(), delivery = ?settings.kafka.delivery, "pipeline started");
     loop {
+        if *stop.borrow() {
+            health.set_stopping();
+        }
+        health.polled();
         let mut batch = source.next_batch(settings.batch.max_events, settings.batch.max_wait(), idle_wait, &mut stop).await;
+        health.polled();
         if batch.messages.is_empty() {
             // No input: event time stands still, but wall-clock time still
             // advances the watermark of idle partitions, so the last
             // windows of a quiet stream close (see `correlate::watermark`).
-            let detections = detector.tick().await;
+            let span = tracing::info_span!("tick", alerts = tracing::field::Empty, trace_id = tracing::field::Empty);
+            let mut detections = detector.tick().instrument(span.clone()).await;
             if !detections.alerts.is_empty() || !detections.dead_letters.is_empty() {
-                let _span = tracing::info_span!("tick", alerts = detections.alerts.len()).entered();
-                committer.commit(&source, &detections, &SourceBatch::default(), &detector, &stop).await?;
+                stamp_trace(&span, &mut detections);
+                committer.commit(&source, &detections, &SourceBatch::default(), &detector, &stop).instrument(span).await?;
             }
             if *stop.borrow() {
                 break;
@@ -96,16 +111,38 @@ pub async fn run(
         }
         seen_any = true;
         idle_for = Duration::ZERO;
-        let span = tracing::info_span!("batch", messages = batch.messages.len());
-        let _guard = span.enter();
+        let started = std::time::Instant::now();
+        let batch_messages = batch.messages.len();
+        let span = tracing::info_span!(
+            "batch",
+            messages = batch_messages as i64,
+            alerts = tracing::field::Empty,
+            dead_letters = tracing::field::Empty,
+            trace_id = tracing::field::Empty
+        );
         let messages = std::mem::take(&mut batch.messages);
-        let detections = detector.process(messages).await;
-        committer.commit(&source, &detections, &batch, &detector, &stop).await?;
+        let mut detections = detector.process(messages).instrument(span.clone()).await;
+        stamp_trace(&span, &mut detections);
+        committer.commit(&source, &detections, &batch, &detector, &stop).instrument(span.clone()).await?;
+        metrics.batch_done(batch_messages, started.elapsed());
         tracing::debug!(alerts = detections.alerts.len(), dead_letters = detections.dead_letters.len(), "batch done");
     }
     sink.flush();
     tracing::info!(summary = %metrics.summary(), "pipeline stopped");
     Ok(metrics)
+}
+
+/// Alerts name the trace of the batch (or tick) that produced them; the
+/// span records the counts.
+fn stamp_trace(span: &tracing::Span, detections: &mut Detections) {
+    let trace_id = telemetry::trace_id(span);
+    if let Some(id) = &trace_id {
+        span.record("trace_id", id.as_str());
+    }
+    span.record("alerts", detections.alerts.len() as i64).record("dead_letters", detections.dead_letters.len() as i64);
+    for alert in &mut detections.alerts {
+        alert.trace_id = trace_id.clone();
+    }
 }
 
 /// Makes one batch's results durable: its output records, the checkpoint
@@ -143,26 +180,35 @@ impl Committer<'_> {
         let offsets = resume_offsets(&batch.next_offsets, &correlator.retained_offsets())?;
         if self.sink.is_transactional() {
             records.push(checkpoint_record);
-            deliver_transaction(self.sink, source, &records, &offsets, stop, self.metrics).await?;
+            deliver_transaction(self.sink, source, &records, &offsets, stop, self.metrics)
+                .instrument(tracing::info_span!("deliver", records = records.len() as i64, transaction = true))
+                .await?;
             Metrics::add(&self.metrics.commits, 1);
         } else {
-            deliver(self.sink, &records, stop, self.metrics).await?;
-            deliver(self.sink, std::slice::from_ref(&checkpoint_record), stop, self.metrics).await?;
-            match source.commit_offsets(&offsets) {
+            deliver(self.sink, &records, stop, self.metrics)
+                .instrument(tracing::info_span!("deliver", records = records.len() as i64))
+                .await?;
+            deliver(self.sink, std::slice::from_ref(&checkpoint_record), stop, self.metrics)
+                .instrument(tracing::info_span!("deliver", records = 1, checkpoint = true))
+                .await?;
+            match tracing::info_span!("commit").in_scope(|| source.commit_offsets(&offsets)) {
                 Ok(()) => Metrics::add(&self.metrics.commits, 1),
                 // Not data loss: the next successful commit covers these
                 // offsets, or after a restart the batch is re-read (and, per
                 // the checkpoint, only rebuilds state).
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), "offset commit failed"),
+                Err(e) => {
+                    Metrics::add(&self.metrics.commit_failures, 1);
+                    tracing::warn!(error = %format!("{e:#}"), "offset commit failed");
+                }
             }
         }
         self.checkpoint = checkpoint;
         for alert in &detections.alerts {
-            self.metrics.count_alert(&alert.rule_id);
+            self.metrics.alert_delivered(&alert.rule_id, alert.severity);
         }
-        Metrics::add(&self.metrics.alerts_produced, detections.alerts.len() as u64);
-        Metrics::add(&self.metrics.dead_letters_produced, detections.dead_letters.len() as u64);
-        Metrics::add(&self.metrics.batches, 1);
+        for dl in &detections.dead_letters {
+            self.metrics.dead_letter_delivered(dl.kind);
+        }
         Ok(())
     }
 }
@@ -203,12 +249,16 @@ async fn deliver_transaction(
         // fencing, KIP-447).
         let group = source.group_metadata().context("the consumer has no group metadata for a transactional offset commit")?;
         match sink.deliver_transaction(records, offsets, group).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                metrics.set_delivery_paused(false);
+                return Ok(());
+            }
             Err(TxnError::Fatal(e)) => {
                 return Err(e).context("exactly-once delivery cannot continue; restart to resume from the last committed batch")
             }
             Err(TxnError::Retriable(e)) => {
                 Metrics::add(&metrics.delivery_retries, 1);
+                metrics.set_delivery_paused(true);
                 tracing::error!(error = %format!("{e:#}"), "transaction aborted; retrying the batch, consumption paused");
                 if *stop.borrow() {
                     return Err(e).context("stopping with an uncommitted batch: it will be re-consumed");
@@ -226,9 +276,13 @@ async fn deliver_transaction(
 async fn deliver(sink: &KafkaSink, records: &[OutRecord], stop: &watch::Receiver<bool>, metrics: &Metrics) -> Result<()> {
     loop {
         match sink.deliver(records, 5).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                metrics.set_delivery_paused(false);
+                return Ok(());
+            }
             Err(e) => {
                 Metrics::add(&metrics.delivery_retries, 1);
+                metrics.set_delivery_paused(true);
                 tracing::error!(error = %e, "output not delivered; consumption paused until the broker accepts it");
                 if *stop.borrow() {
                     return Err(e).context("stopping with undelivered output: its offsets were not committed and will be re-consumed");

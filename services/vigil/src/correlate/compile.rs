@@ -194,6 +194,7 @@ pub(super) async fn compile(rules: Vec<Rule>, settings: CorrelationSettings) -> 
         settings,
         task_ctx,
         stats: CorrelationStats::default(),
+        evaluations: Vec::new(),
         _ctx: ctx,
     })
 }

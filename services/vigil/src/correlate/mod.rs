@@ -34,6 +34,7 @@ use datafusion::physical_plan::{collect, ExecutionPlan};
 use datafusion::prelude::SessionContext;
 use serde::Deserialize;
 use serde_json::Value;
+use tracing::Instrument;
 
 pub use compile::retained_schema;
 use watermark::WatermarkTracker;
@@ -149,6 +150,9 @@ pub struct Correlator {
     settings: CorrelationSettings,
     task_ctx: Arc<TaskContext>,
     stats: CorrelationStats,
+    /// Rule runs since the last [`Correlator::take_evaluations`]: (rule id,
+    /// time, rows emitted in range), for metrics.
+    evaluations: Vec<(String, Duration, usize)>,
     _ctx: SessionContext,
 }
 
@@ -172,6 +176,11 @@ impl Correlator {
             watermark: self.watermark.watermark(),
             ..self.stats
         }
+    }
+
+    /// The rule runs since the last call: (rule id, time, rows emitted).
+    pub fn take_evaluations(&mut self) -> Vec<(String, Duration, usize)> {
+        std::mem::take(&mut self.evaluations)
     }
 
     /// Whether any correlation rule reads `source`.
@@ -298,11 +307,14 @@ impl Correlator {
             }
             // Compute every row first: a rule that fails emits nothing for
             // this range and keeps it, so the range is retried next time.
-            let executed = match crate::rules::engine::fresh_plan(&rule.plan) {
-                Ok(plan) => collect(plan, self.task_ctx.clone()).await,
+            let span = tracing::info_span!("rule", rule = %rule.rule.meta.id, matches = tracing::field::Empty);
+            let started = std::time::Instant::now();
+            let result = match crate::rules::engine::fresh_plan(&rule.plan) {
+                Ok(plan) => collect(plan, self.task_ctx.clone()).instrument(span.clone()).await,
                 Err(e) => Err(e),
             };
-            let found = match executed {
+            let elapsed = started.elapsed();
+            let found = match result {
                 Ok(batches) => batches
                     .iter()
                     .filter(|b| b.num_rows() > 0)
@@ -312,6 +324,9 @@ impl Correlator {
             };
             match found {
                 Ok(found) => {
+                    let matches: usize = found.iter().map(Vec::len).sum();
+                    span.record("matches", matches as i64);
+                    self.evaluations.push((rule.rule.meta.id.clone(), elapsed, matches));
                     for alert in found.into_iter().flatten() {
                         alerts.extend(suppress(rule, alert, &mut self.stats));
                     }

@@ -108,7 +108,23 @@ async fn threshold_in_tumbling_window_emits_once_when_the_watermark_passes_its_e
     // Later batches never emit that window again.
     let (alerts, _) = run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &[audit("d", "dave", "get", "pods", None, "ns", 200, 200)])).await;
     assert!(alerts.is_empty(), "{alerts:?}");
+    // Metrics: the rule ran once per watermark advance, and emitted one row.
+    let text = d.metrics().encode();
+    let runs: f64 = metric(&text, "vigil_rule_evaluation_seconds_count{rule=\"t.threshold\"}");
+    assert!(runs >= 2.0, "{text}");
+    assert_eq!(metric(&text, "vigil_rule_matches_total{rule=\"t.threshold\"}"), 1.0);
+    assert_eq!(metric(&text, "vigil_correlation_watermark_seconds"), (T0 + 200) as f64);
+    assert_eq!(metric(&text, "vigil_source_event_time_seconds{source=\"k8s_audit\"}"), (T0 + 200) as f64);
     assert!(d.finish().await.alerts.is_empty());
+}
+
+/// The value of one sample in Prometheus text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test]

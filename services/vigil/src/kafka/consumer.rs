@@ -2,6 +2,7 @@
 //! topic and cutting the stream into micro-batches.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -11,6 +12,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 
 use super::checkpoint::Checkpoint;
+use super::observer::{ConsumerObserver, STATISTICS_INTERVAL_MS};
 use crate::config::Settings;
 use crate::source::{Origin, RawMessage, SourceKind};
 
@@ -24,7 +26,7 @@ pub struct SourceBatch {
 
 /// Consumer of the source topics.
 pub struct KafkaSource {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<ConsumerObserver>,
     topics: HashMap<String, SourceKind>,
     /// Per partition, where per-event evaluation got before a restart
     /// (from the last checkpoint): messages below it only rebuild state.
@@ -34,18 +36,35 @@ pub struct KafkaSource {
 impl KafkaSource {
     /// Create the consumer and subscribe to every enabled source topic.
     ///
-    /// Auto-commit is off: offsets are committed by [`KafkaSource::commit`]
+    /// Auto-commit is off: offsets are committed by [`KafkaSource::commit_offsets`]
     /// only after the batch's alerts are acknowledged.
     pub fn new(settings: &Settings, brokers: &str, checkpoint: Option<&Checkpoint>) -> Result<KafkaSource> {
+        let observer = ConsumerObserver::new(
+            Arc::new(crate::metrics::Metrics::new()),
+            Arc::new(crate::health::Health::default()),
+            settings.topics.sources().into_iter().map(|(_, t)| t),
+        );
+        Self::observed(settings, brokers, checkpoint, observer)
+    }
+
+    /// [`KafkaSource::new`], reporting assignment and lag to `observer`.
+    pub fn observed(
+        settings: &Settings,
+        brokers: &str,
+        checkpoint: Option<&Checkpoint>,
+        observer: ConsumerObserver,
+    ) -> Result<KafkaSource> {
         let mut config = super::base_config(&settings.kafka, brokers);
         config
             .set("group.id", &settings.kafka.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
         super::apply_properties(&mut config, &settings.kafka);
-        let consumer: StreamConsumer = config.create().context("creating the Kafka consumer")?;
+        let consumer: StreamConsumer<ConsumerObserver> =
+            config.create_with_context(observer).context("creating the Kafka consumer")?;
         let topics: HashMap<String, SourceKind> =
             settings.topics.sources().into_iter().map(|(kind, topic)| (topic, kind)).collect();
         let names: Vec<&str> = topics.keys().map(String::as_str).collect();

@@ -3,9 +3,11 @@
 
 pub mod checkpoint;
 mod consumer;
+pub mod observer;
 mod producer;
 
 pub use checkpoint::Checkpoint;
+pub use observer::ConsumerObserver;
 pub use consumer::{resume_offsets, KafkaSource, SourceBatch};
 pub use producer::{KafkaSink, OutRecord, TxnError};
 

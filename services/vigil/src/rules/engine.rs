@@ -23,6 +23,7 @@ use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, GroupByExpr, Ident, Selec
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use super::slot::{BatchSlot, SlotTable};
 use super::{Rule, RuleError, RuleErrors, RuleMode};
@@ -30,6 +31,7 @@ use crate::alert::{content_event_id, Alert, EventIdentity};
 use crate::correlate::{CorrelationSettings, Correlator};
 use crate::decode::DecodedBatch;
 use crate::functions;
+use crate::metrics::Metrics;
 use crate::schema::ROW_COLUMN;
 use crate::source::{RawMessage, SourceKind};
 
@@ -176,6 +178,19 @@ impl RuleEngine {
         messages: &[RawMessage],
         detected_at_ns: i64,
     ) -> (Vec<Alert>, Vec<RuleFailure>) {
+        self.evaluate_observed(decoded, messages, detected_at_ns, None).await
+    }
+
+    /// [`RuleEngine::evaluate`], recording each rule's evaluation time and
+    /// matches in `metrics`. Each rule runs in a `rule` span (the child
+    /// spans of a batch trace, see [`crate::telemetry`]).
+    pub async fn evaluate_observed(
+        &mut self,
+        decoded: &DecodedBatch,
+        messages: &[RawMessage],
+        detected_at_ns: i64,
+        metrics: Option<&Metrics>,
+    ) -> (Vec<Alert>, Vec<RuleFailure>) {
         let mut alerts = Vec::new();
         let mut failures = Vec::new();
         if decoded.batch.num_rows() == 0 {
@@ -186,10 +201,20 @@ impl RuleEngine {
         let event_times = decoded.batch.column(0).as_primitive::<TimestampNanosecondType>().clone();
         for compiled in self.rules.iter().filter(|r| r.rule.meta.source == decoded.source) {
             let meta = &compiled.rule.meta;
+            let span = tracing::info_span!("rule", rule = %meta.id, source = %decoded.source, matches = tracing::field::Empty);
+            let started = std::time::Instant::now();
             let result = match fresh_plan(&compiled.plan) {
-                Ok(plan) => collect(plan, self.task_ctx.clone()).await,
+                Ok(plan) => collect(plan, self.task_ctx.clone()).instrument(span.clone()).await,
                 Err(e) => Err(e),
             };
+            let elapsed = started.elapsed();
+            if let Ok(b) = &result {
+                let matches: usize = b.iter().map(|b| b.num_rows()).sum();
+                span.record("matches", matches as i64);
+                if let Some(m) = metrics {
+                    m.rule_evaluated(&meta.id, elapsed, matches);
+                }
+            }
             let batches = match result {
                 Ok(b) => b,
                 Err(e) => {

@@ -115,6 +115,12 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Rule>, RuleErrors> {
 fn collect_sql_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
+        // Hidden entries are skipped: a Kubernetes ConfigMap volume holds
+        // each file three times (`name` -> `..data/name` ->
+        // `..<timestamp>/name`); only the visible one is the rule.
+        if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+            continue;
+        }
         if path.is_dir() {
             collect_sql_files(&path, out)?;
         } else if path.extension().is_some_and(|e| e == "sql") {
@@ -122,4 +128,26 @@ fn collect_sql_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod load_tests {
+    use super::*;
+
+    /// A Kubernetes ConfigMap volume: visible symlinks into `..data`, itself
+    /// a symlink to a timestamped directory.
+    #[cfg(unix)]
+    #[test]
+    fn loads_a_configmap_volume_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("..2026_01_01_00_00_00.000000001");
+        std::fs::create_dir(&real).unwrap();
+        let text = "-- id: t.one\n-- title: t\n-- severity: low\n-- description: t\n-- mitre: T1609\n-- source: k8s_audit\n-- author: t\n-- based_on: vigil:test\nSELECT verb FROM k8s_audit\n";
+        std::fs::write(real.join("one.sql"), text).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("..data")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("..data/one.sql"), dir.path().join("one.sql")).unwrap();
+        let rules = load_dir(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].path, dir.path().join("one.sql"));
+    }
 }

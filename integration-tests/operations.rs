@@ -1,0 +1,189 @@
+//! Operating Vigil against a real broker: the metrics it serves after
+//! processing known input, its health endpoints, and the trace ids on its
+//! alerts when OpenTelemetry export is on.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use vigil::alert::Alert;
+use vigil::rules::load_dir;
+
+/// An OTLP/gRPC trace receiver (what a collector is to Vigil) keeping every
+/// span it is sent.
+#[derive(Clone, Default)]
+struct Receiver(Arc<Mutex<Vec<Span>>>);
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.0.lock().unwrap();
+        for resource in request.into_inner().resource_spans {
+            for scope in resource.scope_spans {
+                spans.extend(scope.spans);
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+/// Start a receiver on a free localhost port; returns it and its endpoint.
+async fn start_receiver() -> (Receiver, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let receiver = Receiver::default();
+    let service = TraceServiceServer::new(receiver.clone());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    (receiver, endpoint)
+}
+
+/// Scrape until `done` holds for the metrics text (the pipeline updates its
+/// counters right after the broker acknowledges, which can be just after a
+/// reader saw the records), or 60 s passed. Returns the last scrape.
+fn scrape_until(addr: std::net::SocketAddr, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = http_get(addr, "/metrics");
+        assert_eq!(status, 200, "{body}");
+        if done(&body) || Instant::now() > deadline {
+            return body;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_metrics_health_and_trace_ids_for_what_it_processed() {
+    let addr = broker().addr.clone();
+    let topics = Topics::new("ops");
+    topics.create(&addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = topics.write_config(dir.path(), &addr);
+
+    let audit = lines(&shared_data("k8s-audit/panther-rule-cases.jsonl"));
+    let falco = lines(&shared_data("runtime/falco-alerts-sample.jsonl"));
+    let tetragon = lines(&shared_data("runtime/tetragon-book-events.jsonl"));
+    let malformed: Vec<Vec<u8>> = vec![b"{not json".to_vec(), b"[1,2".to_vec(), vec![0xff, 0xfe]];
+    produce(&addr, &topics.audit, 0, &audit).await;
+    produce(&addr, &topics.audit, 0, &malformed).await;
+    produce(&addr, &topics.falco, 0, &falco).await;
+    produce(&addr, &topics.tetragon, 0, &tetragon).await;
+
+    // Traces on, exported to the in-process receiver.
+    let (receiver, endpoint) = start_receiver().await;
+    let vigil = Vigil::start_with_env(&config, dir.path().join("vigil.log"), &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]);
+    let http = vigil.http_addr();
+    assert_eq!(http_get(http, "/healthz"), (200, "ok\n".to_string()));
+
+    // Every batch is done (batch_done is counted after delivery and commit)
+    // once the batch sizes add up to everything produced.
+    let consumed = (audit.len() + malformed.len() + falco.len() + tetragon.len()) as f64;
+    let text = scrape_until(http, |t| metric(t, "vigil_batch_messages_sum") == Some(consumed));
+    assert_eq!(metric(&text, "vigil_batch_messages_sum"), Some(consumed), "{text}\nlog:\n{}", vigil.log_text());
+    let produced = metric(&text, "vigil_alerts_produced_total").unwrap() as usize;
+    assert!(produced >= 10, "{text}");
+    let alerts_text = read_topic(&addr, &topics.alerts, produced, Duration::from_secs(60), Duration::from_secs(2));
+    let alerts: Vec<Alert> = alerts_text.iter().map(|(_, a)| serde_json::from_str(a).unwrap()).collect();
+    assert_eq!(alerts.len(), produced, "the alerts topic and vigil_alerts_produced_total disagree");
+    let dead = read_topic(&addr, &topics.dead_letter, 3, Duration::from_secs(30), Duration::from_secs(1));
+    assert_eq!(dead.len(), 3);
+
+    // Input, per source.
+    let source = |name: &str, s: &str| metric(&text, &format!("{name}{{source=\"{s}\"}}"));
+    assert_eq!(source("vigil_messages_consumed_total", "k8s_audit"), Some((audit.len() + 3) as f64), "{text}");
+    assert_eq!(source("vigil_messages_consumed_total", "falco"), Some(falco.len() as f64));
+    assert_eq!(source("vigil_messages_consumed_total", "tetragon"), Some(tetragon.len() as f64));
+    assert_eq!(source("vigil_decode_failures_total", "k8s_audit"), Some(3.0));
+    assert_eq!(source("vigil_decode_failures_total", "falco"), Some(0.0));
+    assert!(source("vigil_events_decoded_total", "k8s_audit").unwrap() >= audit.len() as f64);
+    assert!(source("vigil_source_event_time_seconds", "k8s_audit").unwrap() > 1.0e9, "{text}");
+
+    // Output: the counters agree with what is on the topics, rule by rule.
+    assert_eq!(metric(&text, "vigil_alerts_produced_total"), Some(alerts.len() as f64));
+    let mut by_rule: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for a in &alerts {
+        *by_rule.entry((a.rule_id.clone(), a.severity.to_string())).or_default() += 1;
+    }
+    for ((rule, severity), n) in &by_rule {
+        let name = format!("vigil_alerts_total{{rule=\"{rule}\",severity=\"{severity}\"}}");
+        assert_eq!(metric(&text, &name), Some(*n as f64), "{name}\n{text}");
+    }
+    let exec_alerts = alerts.iter().filter(|a| a.rule_id == "k8s.pod_exec").count();
+    assert!(exec_alerts > 0);
+    assert_eq!(metric(&text, "vigil_rule_matches_total{rule=\"k8s.pod_exec\"}"), Some(exec_alerts as f64));
+    assert!(metric(&text, "vigil_rule_evaluation_seconds_count{rule=\"k8s.pod_exec\"}").unwrap() >= 1.0);
+    assert_eq!(metric(&text, "vigil_dead_letters_total{kind=\"decode_error\"}"), Some(3.0));
+    assert_eq!(metric(&text, "vigil_dead_letters_produced_total"), Some(3.0 + late_events(&text)));
+    let rules = load_dir(&repo().join("sql-rules")).unwrap().len();
+    assert_eq!(metric(&text, "vigil_rules_loaded"), Some(rules as f64));
+    assert_eq!(metric(&text, "vigil_assigned_partitions"), Some(3.0));
+    assert_eq!(metric(&text, "vigil_delivery_paused"), Some(0.0));
+    let batches = metric(&text, "vigil_batches_total").unwrap();
+    assert!(batches >= 1.0);
+    assert_eq!(metric(&text, "vigil_batch_duration_seconds_count"), Some(batches));
+    assert_eq!(metric(&text, "vigil_batch_messages_sum"), Some(consumed));
+
+    // Lag, from librdkafka's statistics (every 5 s): everything was read.
+    let lag = format!("vigil_consumer_lag{{topic=\"{}\",partition=\"0\"}}", topics.audit);
+    let text = scrape_until(http, |t| metric(t, &lag) == Some(0.0));
+    assert_eq!(metric(&text, &lag), Some(0.0), "{text}");
+
+    // Ready: rules loaded, partitions assigned, polling.
+    assert_eq!(http_get(http, "/readyz"), (200, "ready\n".to_string()));
+
+    // Every alert names the trace of its batch: at most one trace per batch.
+    let mut traces: Vec<&str> = alerts.iter().map(|a| a.trace_id.as_deref().expect("trace_id with tracing on")).collect();
+    for t in &traces {
+        assert!(t.len() == 32 && t.chars().all(|c| c.is_ascii_hexdigit()) && *t != "0".repeat(32), "{t}");
+    }
+    traces.sort();
+    traces.dedup();
+    assert!(traces.len() as f64 <= batches, "{} traces for {batches} batches", traces.len());
+    // The trace id is not part of the alert id.
+    let a = &alerts[0];
+    let ids: Vec<&str> = a.events.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(a.alert_id, vigil::alert::alert_id(&a.rule_id, ids));
+
+    // At shutdown Vigil flushes its spans: every alert's trace is a batch
+    // trace the receiver got, with the decode, rule, deliver and commit
+    // steps as children of the batch span.
+    assert!(vigil.terminate().success());
+    let spans = receiver.0.lock().unwrap();
+    let batch_spans: Vec<&Span> = spans.iter().filter(|s| s.name == "batch").collect();
+    assert_eq!(batch_spans.len() as f64, batches, "one exported batch span per batch");
+    let exported: BTreeSet<String> = batch_spans.iter().map(|s| hex(&s.trace_id)).collect();
+    for t in &traces {
+        assert!(exported.contains(*t), "alert trace {t} was not exported");
+    }
+    let with_alerts = batch_spans.iter().find(|s| traces.contains(&hex(&s.trace_id).as_str())).unwrap();
+    let children: BTreeSet<&str> = spans
+        .iter()
+        .filter(|s| s.trace_id == with_alerts.trace_id && s.parent_span_id == with_alerts.span_id)
+        .map(|s| s.name.as_str())
+        .collect();
+    for step in ["decode", "rule", "deliver", "commit"] {
+        assert!(children.contains(step), "no {step} span under the batch span: {children:?}");
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Late-event reports also count as dead letters produced.
+fn late_events(text: &str) -> f64 {
+    metric(text, "vigil_dead_letters_total{kind=\"late_event\"}").unwrap_or(0.0)
+}
