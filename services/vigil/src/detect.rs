@@ -5,9 +5,14 @@ use std::sync::Arc;
 
 use crate::alert::Alert;
 use crate::dead_letter::DeadLetter;
-use crate::decode::{decode, DecodeLimits};
+use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::TimestampNanosecondType;
+
+use crate::decode::{decode, DecodeLimits, DecodedBatch};
 use crate::metrics::Metrics;
 use crate::rules::RuleEngine;
+use crate::schema::ROW_COLUMN;
 use crate::source::{RawMessage, SourceKind};
 
 /// What one micro-batch produced.
@@ -15,7 +20,34 @@ use crate::source::{RawMessage, SourceKind};
 pub struct Detections {
     pub alerts: Vec<Alert>,
     pub dead_letters: Vec<DeadLetter>,
+    /// Decoded events the rules evaluated.
     pub events: usize,
+    /// Decoded events skipped because their event time is outside the
+    /// detector's [`EventTimeBounds`] (never evaluated, never retained).
+    pub out_of_range: usize,
+    /// Earliest and latest event time among the decoded events (in range or
+    /// not), nanoseconds since the epoch.
+    pub event_time_range: Option<(i64, i64)>,
+}
+
+/// Event-time bounds for backtesting (`vigil replay --from/--to`): only
+/// events with `from <= event_time < to` are evaluated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventTimeBounds {
+    /// Inclusive lower bound, nanoseconds since the epoch.
+    pub from_ns: Option<i64>,
+    /// Exclusive upper bound, nanoseconds since the epoch.
+    pub to_ns: Option<i64>,
+}
+
+impl EventTimeBounds {
+    pub fn contains(&self, t_ns: i64) -> bool {
+        self.from_ns.is_none_or(|f| t_ns >= f) && self.to_ns.is_none_or(|t| t_ns < t)
+    }
+
+    fn is_unbounded(&self) -> bool {
+        self.from_ns.is_none() && self.to_ns.is_none()
+    }
 }
 
 /// The decode → evaluate stages.
@@ -23,6 +55,7 @@ pub struct Detector {
     engine: RuleEngine,
     limits: DecodeLimits,
     metrics: Arc<Metrics>,
+    bounds: EventTimeBounds,
 }
 
 pub fn now_ns() -> i64 {
@@ -31,7 +64,14 @@ pub fn now_ns() -> i64 {
 
 impl Detector {
     pub fn new(engine: RuleEngine, limits: DecodeLimits, metrics: Arc<Metrics>) -> Self {
-        Detector { engine, limits, metrics }
+        Detector { engine, limits, metrics, bounds: EventTimeBounds::default() }
+    }
+
+    /// Evaluate only events inside `bounds` from now on; the others are
+    /// counted in [`Detections::out_of_range`].
+    pub fn with_event_time_bounds(mut self, bounds: EventTimeBounds) -> Self {
+        self.bounds = bounds;
+        self
     }
 
     pub fn engine(&self) -> &RuleEngine {
@@ -72,7 +112,9 @@ impl Detector {
             if messages.is_empty() {
                 continue;
             }
-            let decoded = decode(source, &messages, self.limits, now);
+            let mut decoded = decode(source, &messages, self.limits, now);
+            out.event_time_range = merge_range(out.event_time_range, time_range(&decoded));
+            out.out_of_range += self.keep_in_bounds(&mut decoded);
             for failure in &decoded.failures {
                 let m = &messages[failure.message as usize];
                 out.dead_letters.push(DeadLetter::decode_error(
@@ -136,6 +178,29 @@ impl Detector {
         self.engine.correlator_mut().reset();
     }
 
+    /// Drop the rows of `decoded` outside the bounds; returns how many.
+    fn keep_in_bounds(&self, decoded: &mut DecodedBatch) -> usize {
+        if self.bounds.is_unbounded() || decoded.events.is_empty() {
+            return 0;
+        }
+        let times = decoded.batch.column(0).as_primitive::<TimestampNanosecondType>();
+        let keep: BooleanArray = times.iter().map(|t| Some(t.is_some_and(|t| self.bounds.contains(t)))).collect();
+        let kept = keep.true_count();
+        let skipped = decoded.events.len() - kept;
+        if skipped == 0 {
+            return 0;
+        }
+        let filtered = filter_record_batch(&decoded.batch, &keep).expect("a mask of the batch's length filters it");
+        // The row column indexes `events`: renumber it for the kept rows.
+        let row_index = filtered.schema().index_of(ROW_COLUMN).expect("every source schema has the row column");
+        let mut columns = filtered.columns().to_vec();
+        columns[row_index] = Arc::new(UInt32Array::from_iter_values(0..kept as u32));
+        decoded.batch = RecordBatch::try_new(filtered.schema(), columns).expect("same schema, same row count");
+        let mut mask = keep.values().iter();
+        decoded.events.retain(|_| mask.next().unwrap_or(false));
+        skipped
+    }
+
     fn correlation_done(&self, out: &mut Detections, alerts: Vec<Alert>, failures: Vec<(String, String)>, now: i64) {
         for (rule, error) in failures {
             let source = self
@@ -163,5 +228,21 @@ impl Detector {
         tracing::error!(rule = %rule_id, source = %source, error = %error, "rule evaluation failed");
         Metrics::add(&self.metrics.rule_failures, 1);
         out.dead_letters.push(DeadLetter::rule_error(source, rule_id, origins, error, now));
+    }
+}
+
+/// Earliest and latest event time of a decoded batch (column 0 is the
+/// event time in every source schema).
+fn time_range(decoded: &DecodedBatch) -> Option<(i64, i64)> {
+    let times = decoded.batch.column(0).as_primitive::<TimestampNanosecondType>();
+    let min = datafusion::arrow::compute::min(times)?;
+    let max = datafusion::arrow::compute::max(times)?;
+    Some((min, max))
+}
+
+fn merge_range(a: Option<(i64, i64)>, b: Option<(i64, i64)>) -> Option<(i64, i64)> {
+    match (a, b) {
+        (Some((a0, a1)), Some((b0, b1))) => Some((a0.min(b0), a1.max(b1))),
+        (x, None) | (None, x) => x,
     }
 }
