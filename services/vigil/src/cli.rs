@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::config::Settings;
 use crate::detect::{Detector, EventTimeBounds};
 use crate::metrics::Metrics;
-use crate::rules::{self, RuleEngine};
+use crate::rules::{self, coverage, RuleEngine};
 use crate::source::SourceKind;
 use crate::{embedded, pipeline, replay};
 
@@ -87,6 +87,25 @@ enum RulesCommand {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// Which MITRE ATT&CK for Containers techniques the rules cover, by
+    /// tactic, with the uncovered techniques and a total.
+    Coverage {
+        #[arg(default_value = "sql-rules")]
+        dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+        /// A matrix file in the format of services/vigil/data/attack-containers.toml
+        /// (default: that file, built in).
+        #[arg(long)]
+        matrix: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum OutputFormat {
+    Text,
+    Json,
 }
 
 /// Entry point of the binary.
@@ -192,8 +211,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             let text = summary.render();
             if summary_only {
-                // A closed stdout ends quietly here too.
-                let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+                write_stdout(&text)?;
             } else {
                 let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
             }
@@ -219,6 +237,22 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             println!("rule tests: {passed} passed, {failed} failed");
             Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        Command::Rules { command: RulesCommand::Coverage { dir, format, matrix } } => {
+            let matrix = match matrix {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                    coverage::Matrix::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                }
+                None => coverage::Matrix::builtin(),
+            };
+            let loaded = rules::load_dir(&dir).map_err(anyhow::Error::new)?;
+            let report = coverage::coverage(&matrix, &loaded);
+            match format {
+                OutputFormat::Text => write_stdout(&report.render_text())?,
+                OutputFormat::Json => write_stdout(&format!("{}\n", serde_json::to_string_pretty(&report)?))?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Rules { command: RulesCommand::Validate { dir } } => match load_engine(&dir).await {
             Ok(engine) => {
                 println!("{} rules OK in {}", engine.rules().count(), dir.display());
@@ -229,6 +263,17 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
+    }
+}
+
+/// Write a command's result to stdout. A reader that went away
+/// (`vigil rules coverage | head`) is not an error.
+fn write_stdout(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
     }
 }
 
