@@ -141,13 +141,9 @@ fn init_logging() {
     }
 }
 
+/// The rules of `dir` with `<dir>/exceptions.toml` if present.
 async fn load_engine(dir: &Path) -> Result<RuleEngine> {
-    load_engine_with(dir, Default::default()).await
-}
-
-async fn load_engine_with(dir: &Path, correlation: crate::correlate::CorrelationSettings) -> Result<RuleEngine> {
-    let rules = rules::load_dir(dir).map_err(anyhow::Error::new)?;
-    RuleEngine::compile_with(rules, correlation).await.map_err(anyhow::Error::new)
+    rules::load_rule_set(dir, None, Default::default()).await.map_err(anyhow::Error::new)
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -157,9 +153,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             if let Some(dir) = rules {
                 settings.rules.dir = dir;
             }
-            let engine = load_engine_with(&settings.rules.dir, settings.correlation.clone())
-                .await
-                .with_context(|| format!("loading rules from {}", settings.rules.dir.display()))?;
+            let engine = rules::load_rule_set(
+                &settings.rules.dir,
+                settings.rules.exceptions.as_deref(),
+                settings.correlation.clone(),
+            )
+            .await
+            .map_err(anyhow::Error::new)
+            .with_context(|| format!("loading rules from {}", settings.rules.dir.display()))?;
             tracing::info!(rules = engine.rules().count(), dir = %settings.rules.dir.display(), "rules loaded");
             let detector = Detector::new(engine, settings.limits.decode_limits(), Arc::new(Metrics::default()));
             let stop = stop_on_signal();
@@ -222,7 +223,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             if let Some(f) = &filter {
                 loaded.retain(|r| r.meta.id.contains(f.as_str()));
             }
-            let engine = RuleEngine::compile(loaded.clone()).await.map_err(anyhow::Error::new)?;
+            let mut exceptions = rules::exceptions::Exceptions::load_for_dir(&dir).map_err(anyhow::Error::new)?;
+            if filter.is_some() {
+                exceptions.entries.retain(|e| loaded.iter().any(|r| r.meta.id == e.rule));
+            }
+            let engine = RuleEngine::compile(loaded.clone())
+                .await
+                .and_then(|e| e.with_exceptions(exceptions))
+                .map_err(anyhow::Error::new)?;
             let results = rules::testing::run(&loaded, engine).await;
             let (mut passed, mut failed) = (0, 0);
             for r in &results {

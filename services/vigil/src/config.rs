@@ -215,6 +215,10 @@ impl BatchSettings {
 pub struct RuleSettings {
     #[serde(default = "default_rules_dir")]
     pub dir: PathBuf,
+    /// Exceptions (allow-list) file; unset: `exceptions.toml` in `dir` if
+    /// it exists (see `crate::rules::exceptions`).
+    #[serde(default)]
+    pub exceptions: Option<PathBuf>,
 }
 
 fn default_rules_dir() -> PathBuf {
@@ -223,7 +227,7 @@ fn default_rules_dir() -> PathBuf {
 
 impl Default for RuleSettings {
     fn default() -> Self {
-        RuleSettings { dir: default_rules_dir() }
+        RuleSettings { dir: default_rules_dir(), exceptions: None }
     }
 }
 

@@ -11,6 +11,7 @@ use datafusion::arrow::datatypes::TimestampNanosecondType;
 
 use crate::decode::{decode, DecodeLimits, DecodedBatch};
 use crate::metrics::Metrics;
+use crate::rules::exceptions::Excepted;
 use crate::rules::RuleEngine;
 use crate::schema::ROW_COLUMN;
 use crate::source::{RawMessage, SourceKind};
@@ -28,6 +29,8 @@ pub struct Detections {
     /// Earliest and latest event time among the decoded events (in range or
     /// not), nanoseconds since the epoch.
     pub event_time_range: Option<(i64, i64)>,
+    /// Alerts an exception suppressed (counted, not raised).
+    pub excepted: Vec<Excepted>,
 }
 
 /// Event-time bounds for backtesting (`vigil replay --from/--to`): only
@@ -133,6 +136,7 @@ impl Detector {
                 self.rule_failed(&mut out, source, f.rule_id, f.error, messages.iter().map(|m| m.origin.clone()).collect(), now);
             }
             out.alerts.extend(alerts);
+            self.count_excepted(&mut out);
             match self.engine.correlator_mut().ingest(&decoded, &messages, now).await {
                 Ok(late) => {
                     Metrics::add(&self.metrics.late_events, late.len() as u64);
@@ -201,7 +205,13 @@ impl Detector {
         skipped
     }
 
-    fn correlation_done(&self, out: &mut Detections, alerts: Vec<Alert>, failures: Vec<(String, String)>, now: i64) {
+    fn count_excepted(&mut self, out: &mut Detections) {
+        let excepted = self.engine.take_excepted();
+        Metrics::add(&self.metrics.alerts_excepted, excepted.len() as u64);
+        out.excepted.extend(excepted);
+    }
+
+    fn correlation_done(&mut self, out: &mut Detections, mut alerts: Vec<Alert>, failures: Vec<(String, String)>, now: i64) {
         for (rule, error) in failures {
             let source = self
                 .engine
@@ -213,6 +223,8 @@ impl Detector {
         }
         let stats = self.engine.correlator().stats();
         Metrics::set(&self.metrics.retained_events, stats.retained_events as u64);
+        self.engine.apply_exceptions(&mut alerts, now);
+        self.count_excepted(out);
         out.alerts.extend(alerts);
     }
 

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub commits: AtomicU64,
     pub delivery_retries: AtomicU64,
     pub late_events: AtomicU64,
+    /// Alerts not raised because an exception (allow-list entry) matched.
+    pub alerts_excepted: AtomicU64,
     /// Events currently retained for correlation (a gauge).
     pub retained_events: AtomicU64,
     alerts_by_rule: Mutex<BTreeMap<String, u64>>,

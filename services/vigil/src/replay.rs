@@ -26,6 +26,8 @@ pub struct ReplaySummary {
     /// `--from`/`--to`.
     pub out_of_range: u64,
     pub dead_letters: u64,
+    /// Alerts suppressed by exceptions (`exceptions.toml`), per rule.
+    pub excepted_by_rule: BTreeMap<String, u64>,
     pub alerts_by_rule: BTreeMap<String, u64>,
     /// Severity of each rule in `alerts_by_rule`.
     pub severity_by_rule: BTreeMap<String, Severity>,
@@ -60,6 +62,9 @@ impl ReplaySummary {
         let decoded = (detections.events + detections.out_of_range) as u64;
         if decoded > 0 {
             *self.events_by_source.entry(source).or_default() += decoded;
+        }
+        for e in &detections.excepted {
+            *self.excepted_by_rule.entry(e.rule_id.clone()).or_default() += 1;
         }
         self.event_time_range = match (self.event_time_range, detections.event_time_range) {
             (Some((a0, a1)), Some((b0, b1))) => Some((a0.min(b0), a1.max(b1))),
@@ -111,6 +116,9 @@ impl ReplaySummary {
         for (rule, n) in rules {
             let sev = self.severity_by_rule.get(rule).map(|s| s.as_str()).unwrap_or("?");
             let _ = writeln!(s, "  {n:>7}  {sev:<8}  {rule}");
+        }
+        for (rule, n) in &self.excepted_by_rule {
+            let _ = writeln!(s, "  {n:>7}  excepted  {rule} (suppressed by exceptions)");
         }
         s
     }
@@ -192,6 +200,9 @@ pub async fn replay_with(
     // End of input: the watermark moves to the end of time, so every
     // correlation window closes and is emitted.
     let detections = detector.finish().await;
+    for e in &detections.excepted {
+        *summary.excepted_by_rule.entry(e.rule_id.clone()).or_default() += 1;
+    }
     if write_outputs(&mut summary, &detections, alerts_out, dead_letters_out)? {
         if let Err(e) = alerts_out.flush() {
             if e.kind() != ErrorKind::BrokenPipe {

@@ -166,6 +166,13 @@ impl Correlator {
         self.rules.iter().map(|r| r.rule.as_ref())
     }
 
+    /// The visible output columns of a correlation rule (without internal
+    /// `__` columns), or `None` if no correlation rule has this id.
+    pub fn output_columns(&self, rule_id: &str) -> Option<Vec<String>> {
+        let r = self.rules.iter().find(|r| r.rule.meta.id == rule_id)?;
+        Some(r.plan.schema().fields().iter().map(|f| f.name().clone()).filter(|n| !n.starts_with("__")).collect())
+    }
+
     pub fn stats(&self) -> CorrelationStats {
         CorrelationStats {
             retained_events: self.retained.values().map(Retained::rows).sum(),
