@@ -14,7 +14,7 @@ use crate::detect::{Detector, EventTimeBounds};
 use crate::metrics::Metrics;
 use crate::rules::{self, coverage, RuleEngine};
 use crate::source::SourceKind;
-use crate::{embedded, pipeline, replay};
+use crate::{embedded, pipeline, reload, replay};
 
 #[derive(Parser, Debug)]
 #[command(name = "vigil", version, about = "Streaming SIEM detection for Kubernetes: Kafka → Arrow → SQL rules → alerts")]
@@ -162,7 +162,16 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             .map_err(anyhow::Error::new)
             .with_context(|| format!("loading rules from {}", settings.rules.dir.display()))?;
             tracing::info!(rules = engine.rules().count(), dir = %settings.rules.dir.display(), "rules loaded");
-            let detector = Detector::new(engine, settings.limits.decode_limits(), Arc::new(Metrics::default()));
+            let metrics = Arc::new(Metrics::default());
+            let mut detector = Detector::new(engine, settings.limits.decode_limits(), metrics.clone());
+            if settings.rules.reload {
+                let source = reload::RuleSource {
+                    dir: settings.rules.dir.clone(),
+                    exceptions: settings.rules.exceptions.clone(),
+                    correlation: settings.correlation.clone(),
+                };
+                detector = detector.with_reloads(reload::spawn(source, metrics)?);
+            }
             let stop = stop_on_signal();
             match settings.kafka.brokers.clone() {
                 Some(brokers) => {

@@ -219,6 +219,14 @@ pub struct RuleSettings {
     /// it exists (see `crate::rules::exceptions`).
     #[serde(default)]
     pub exceptions: Option<PathBuf>,
+    /// Reload the rules on SIGHUP and when a file under `dir` changes
+    /// (see `crate::reload`).
+    #[serde(default = "default_true")]
+    pub reload: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_rules_dir() -> PathBuf {
@@ -227,7 +235,7 @@ fn default_rules_dir() -> PathBuf {
 
 impl Default for RuleSettings {
     fn default() -> Self {
-        RuleSettings { dir: default_rules_dir(), exceptions: None }
+        RuleSettings { dir: default_rules_dir(), exceptions: None, reload: true }
     }
 }
 

@@ -59,6 +59,8 @@ pub struct Detector {
     limits: DecodeLimits,
     metrics: Arc<Metrics>,
     bounds: EventTimeBounds,
+    /// New rule sets from a hot reload (see [`crate::reload`]).
+    reloads: Option<tokio::sync::mpsc::UnboundedReceiver<RuleEngine>>,
 }
 
 pub fn now_ns() -> i64 {
@@ -67,7 +69,7 @@ pub fn now_ns() -> i64 {
 
 impl Detector {
     pub fn new(engine: RuleEngine, limits: DecodeLimits, metrics: Arc<Metrics>) -> Self {
-        Detector { engine, limits, metrics, bounds: EventTimeBounds::default() }
+        Detector { engine, limits, metrics, bounds: EventTimeBounds::default(), reloads: None }
     }
 
     /// Evaluate only events inside `bounds` from now on; the others are
@@ -75,6 +77,42 @@ impl Detector {
     pub fn with_event_time_bounds(mut self, bounds: EventTimeBounds) -> Self {
         self.bounds = bounds;
         self
+    }
+
+    /// Swap in rule sets received on `reloads`, at the start of the next
+    /// batch after they arrive (see [`Detector::swap_engine`]).
+    pub fn with_reloads(mut self, reloads: tokio::sync::mpsc::UnboundedReceiver<RuleEngine>) -> Self {
+        self.reloads = Some(reloads);
+        self
+    }
+
+    /// Replace the rule set by `engine`, carrying the state of unchanged
+    /// correlation rules. Called between batches only.
+    pub fn swap_engine(&mut self, engine: RuleEngine) {
+        let old = std::mem::replace(&mut self.engine, engine);
+        let old_ids: std::collections::BTreeSet<String> = old.rules().map(|r| r.meta.id.clone()).collect();
+        let carried = self.engine.carry_state_from(old);
+        let new_ids: std::collections::BTreeSet<String> = self.engine.rules().map(|r| r.meta.id.clone()).collect();
+        Metrics::add(&self.metrics.rule_reloads, 1);
+        tracing::info!(
+            rules = new_ids.len(),
+            added = ?new_ids.difference(&old_ids).collect::<Vec<_>>(),
+            removed = ?old_ids.difference(&new_ids).collect::<Vec<_>>(),
+            correlation_state_kept = ?carried,
+            "rules reloaded"
+        );
+    }
+
+    /// Take the newest pending reload, if any.
+    fn apply_pending_reload(&mut self) {
+        let Some(rx) = &mut self.reloads else { return };
+        let mut latest = None;
+        while let Ok(engine) = rx.try_recv() {
+            latest = Some(engine);
+        }
+        if let Some(engine) = latest {
+            self.swap_engine(engine);
+        }
     }
 
     pub fn engine(&self) -> &RuleEngine {
@@ -90,6 +128,7 @@ impl Detector {
     /// Every message ends up either as rows the rules saw or as a dead
     /// letter; every rule failure becomes a dead letter too.
     pub async fn process(&mut self, messages: Vec<RawMessage>) -> Detections {
+        self.apply_pending_reload();
         let now = now_ns();
         let mut out = Detections::default();
         Metrics::add(&self.metrics.messages_consumed, messages.len() as u64);

@@ -26,6 +26,7 @@ pub mod functions;
 pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
+pub mod reload;
 pub mod replay;
 pub mod rules;
 pub mod schema;

@@ -20,6 +20,10 @@ pub struct Metrics {
     pub late_events: AtomicU64,
     /// Alerts not raised because an exception (allow-list entry) matched.
     pub alerts_excepted: AtomicU64,
+    /// Rule sets swapped in by a hot reload.
+    pub rule_reloads: AtomicU64,
+    /// Hot reloads refused because the new rule set did not load or compile.
+    pub rule_reload_failures: AtomicU64,
     /// Events currently retained for correlation (a gauge).
     pub retained_events: AtomicU64,
     alerts_by_rule: Mutex<BTreeMap<String, u64>>,

@@ -178,6 +178,22 @@ impl RuleEngine {
         std::mem::take(&mut self.excepted)
     }
 
+    /// Take over the state of `old`, the engine a rule reload replaces:
+    /// correlation state is carried for the correlation rules whose id and
+    /// file text are unchanged (see [`Correlator::carry_state_from`]);
+    /// per-event rules have no state. Returns the ids of the unchanged
+    /// correlation rules.
+    pub fn carry_state_from(&mut self, old: RuleEngine) -> std::collections::BTreeSet<String> {
+        let unchanged: std::collections::BTreeSet<String> = self
+            .correlator
+            .rules()
+            .filter(|r| old.correlator.rules().any(|o| o.meta.id == r.meta.id && o.sql == r.sql))
+            .map(|r| r.meta.id.clone())
+            .collect();
+        self.correlator.carry_state_from(old.correlator, &unchanged);
+        unchanged
+    }
+
     /// The correlation rules and their state.
     pub fn correlator(&self) -> &Correlator {
         &self.correlator
