@@ -272,7 +272,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Rules { command: RulesCommand::Validate { dir } } => match load_engine(&dir).await {
             Ok(engine) => {
-                println!("{} rules OK in {}", engine.rules().count(), dir.display());
+                let exceptions = match &engine.exceptions().path {
+                    Some(p) => format!(", {} exceptions OK in {}", engine.exceptions().len(), p.display()),
+                    None => String::new(),
+                };
+                println!("{} rules OK in {}{exceptions}", engine.rules().count(), dir.display());
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {

@@ -76,9 +76,12 @@ pub fn spawn(source: RuleSource, metrics: Arc<Metrics>) -> anyhow::Result<mpsc::
         .map_err(|e| anyhow::anyhow!("watching {}: {e}", source.dir.display()))?;
     if let Some(e) = &source.exceptions {
         if !e.starts_with(&source.dir) {
+            // Watch the directory, not the file: editors replace files by
+            // renaming, which would end a watch on the file itself.
+            let parent = e.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             watcher
-                .watch(e, notify::RecursiveMode::NonRecursive)
-                .map_err(|err| anyhow::anyhow!("watching {}: {err}", e.display()))?;
+                .watch(parent, notify::RecursiveMode::NonRecursive)
+                .map_err(|err| anyhow::anyhow!("watching {}: {err}", parent.display()))?;
         }
     }
 
