@@ -87,7 +87,7 @@ impl Exception {
             Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
             _ => return false,
         };
-        self.values.iter().any(|v| *v == text)
+        self.values.contains(&text)
             || self.prefixes.iter().any(|p| text.starts_with(p.as_str()))
             || self.globs.iter().any(|g| glob_match(g.as_bytes(), text.as_bytes()))
     }
