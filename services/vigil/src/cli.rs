@@ -10,13 +10,13 @@ use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
 use crate::config::Settings;
-use crate::detect::Detector;
+use crate::detect::{Detector, EventTimeBounds};
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::rules::{self, RuleEngine};
+use crate::rules::{self, coverage, RuleEngine};
 use crate::source::SourceKind;
 use crate::telemetry::{self, LogSettings};
-use crate::{embedded, http, pipeline, replay};
+use crate::{embedded, http, pipeline, reload, replay};
 
 #[derive(Parser, Debug)]
 #[command(name = "vigil", version, about = "Streaming SIEM detection for Kubernetes: Kafka → Arrow → SQL rules → alerts")]
@@ -52,6 +52,17 @@ enum Command {
         /// Events per micro-batch.
         #[arg(long, default_value_t = 1000)]
         batch_size: usize,
+        /// Evaluate only events at or after this event time (RFC 3339,
+        /// e.g. 2024-05-01T00:00:00Z); earlier events are skipped and counted.
+        #[arg(long, value_parser = parse_rfc3339_ns)]
+        from: Option<i64>,
+        /// Evaluate only events before this event time (RFC 3339); later
+        /// events are skipped and counted.
+        #[arg(long, value_parser = parse_rfc3339_ns)]
+        to: Option<i64>,
+        /// Print no alerts and no dead letters: only the summary, on stdout.
+        #[arg(long)]
+        summary_only: bool,
         /// JSON-lines input; `-` or nothing for stdin.
         #[arg(default_value = "-")]
         input: PathBuf,
@@ -78,6 +89,25 @@ enum RulesCommand {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// Which MITRE ATT&CK for Containers techniques the rules cover, by
+    /// tactic, with the uncovered techniques and a total.
+    Coverage {
+        #[arg(default_value = "sql-rules")]
+        dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+        /// A matrix file in the format of services/vigil/data/attack-containers.toml
+        /// (default: that file, built in).
+        #[arg(long)]
+        matrix: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum OutputFormat {
+    Text,
+    Json,
 }
 
 /// Entry point of the binary.
@@ -99,13 +129,9 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The rules of `dir` with `<dir>/exceptions.toml` if present.
 async fn load_engine(dir: &Path) -> Result<RuleEngine> {
-    load_engine_with(dir, Default::default()).await
-}
-
-async fn load_engine_with(dir: &Path, correlation: crate::correlate::CorrelationSettings) -> Result<RuleEngine> {
-    let rules = rules::load_dir(dir).map_err(anyhow::Error::new)?;
-    RuleEngine::compile_with(rules, correlation).await.map_err(anyhow::Error::new)
+    rules::load_rule_set(dir, None, Default::default()).await.map_err(anyhow::Error::new)
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -139,13 +165,22 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
     if let Some(addr) = settings.http.address()? {
         http::start(addr, metrics.clone(), health.clone()).await?;
     }
-    let engine = load_engine_with(&settings.rules.dir, settings.correlation.clone())
+    let engine = rules::load_rule_set(&settings.rules.dir, settings.rules.exceptions.as_deref(), settings.correlation.clone())
         .await
+        .map_err(anyhow::Error::new)
         .with_context(|| format!("loading rules from {}", settings.rules.dir.display()))?;
     tracing::info!(rules = engine.rules().count(), dir = %settings.rules.dir.display(), "rules loaded");
     metrics.set_rules_loaded(engine.rules().count());
     health.set_rules_loaded(true);
-    let detector = Detector::new(engine, settings.limits.decode_limits(), metrics);
+    let mut detector = Detector::new(engine, settings.limits.decode_limits(), metrics.clone());
+    if settings.rules.reload {
+        let source = reload::RuleSource {
+            dir: settings.rules.dir.clone(),
+            exceptions: settings.rules.exceptions.clone(),
+            correlation: settings.correlation.clone(),
+        };
+        detector = detector.with_reloads(reload::spawn(source, metrics)?);
+    }
     let stop = stop_on_signal();
     match settings.kafka.brokers.clone() {
         Some(brokers) => {
@@ -180,20 +215,30 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
 async fn dispatch_tool(command: Command) -> Result<ExitCode> {
     match command {
         Command::Run { .. } => unreachable!("dispatch handles run"),
-        Command::Replay { rules, source, batch_size, input } => {
+        Command::Replay { rules, source, batch_size, from, to, summary_only, input } => {
+            if let (Some(f), Some(t)) = (from, to) {
+                if f >= t {
+                    anyhow::bail!("--from must be before --to");
+                }
+            }
             let engine = load_engine(&rules).await?;
-            let mut detector = Detector::new(engine, Default::default(), Arc::new(Metrics::default()));
-            let mut stdout = std::io::stdout().lock();
-            let mut stderr = std::io::stderr();
-            let summary =
-                replay::replay(&mut detector, source, &input, batch_size.max(1), &mut stdout, &mut stderr).await?;
-            let alerts: u64 = summary.alerts_by_rule.values().sum();
-            eprintln!(
-                "replay: {} lines, {} events, {} alerts, {} dead letters",
-                summary.lines, summary.events, alerts, summary.dead_letters
-            );
-            for (rule, n) in &summary.alerts_by_rule {
-                eprintln!("  {n:>6}  {rule}");
+            let bounds = EventTimeBounds { from_ns: from, to_ns: to };
+            let mut detector =
+                Detector::new(engine, Default::default(), Arc::new(Metrics::default())).with_event_time_bounds(bounds);
+            let options = replay::ReplayOptions { batch_size };
+            let summary = if summary_only {
+                replay::replay_with(&mut detector, source, &input, options, &mut std::io::sink(), &mut std::io::sink())
+                    .await?
+            } else {
+                let mut stdout = std::io::stdout().lock();
+                let mut stderr = std::io::stderr();
+                replay::replay_with(&mut detector, source, &input, options, &mut stdout, &mut stderr).await?
+            };
+            let text = summary.render();
+            if summary_only {
+                write_stdout(&text)?;
+            } else {
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -202,7 +247,14 @@ async fn dispatch_tool(command: Command) -> Result<ExitCode> {
             if let Some(f) = &filter {
                 loaded.retain(|r| r.meta.id.contains(f.as_str()));
             }
-            let engine = RuleEngine::compile(loaded.clone()).await.map_err(anyhow::Error::new)?;
+            let mut exceptions = rules::exceptions::Exceptions::load_for_dir(&dir).map_err(anyhow::Error::new)?;
+            if filter.is_some() {
+                exceptions.entries.retain(|e| loaded.iter().any(|r| r.meta.id == e.rule));
+            }
+            let engine = RuleEngine::compile(loaded.clone())
+                .await
+                .and_then(|e| e.with_exceptions(exceptions))
+                .map_err(anyhow::Error::new)?;
             let results = rules::testing::run(&loaded, engine).await;
             let (mut passed, mut failed) = (0, 0);
             for r in &results {
@@ -217,9 +269,29 @@ async fn dispatch_tool(command: Command) -> Result<ExitCode> {
             println!("rule tests: {passed} passed, {failed} failed");
             Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        Command::Rules { command: RulesCommand::Coverage { dir, format, matrix } } => {
+            let matrix = match matrix {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                    coverage::Matrix::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                }
+                None => coverage::Matrix::builtin(),
+            };
+            let loaded = rules::load_dir(&dir).map_err(anyhow::Error::new)?;
+            let report = coverage::coverage(&matrix, &loaded);
+            match format {
+                OutputFormat::Text => write_stdout(&report.render_text())?,
+                OutputFormat::Json => write_stdout(&format!("{}\n", serde_json::to_string_pretty(&report)?))?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Rules { command: RulesCommand::Validate { dir } } => match load_engine(&dir).await {
             Ok(engine) => {
-                println!("{} rules OK in {}", engine.rules().count(), dir.display());
+                let exceptions = match &engine.exceptions().path {
+                    Some(p) => format!(", {} exceptions OK in {}", engine.exceptions().len(), p.display()),
+                    None => String::new(),
+                };
+                println!("{} rules OK in {}{exceptions}", engine.rules().count(), dir.display());
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -228,6 +300,24 @@ async fn dispatch_tool(command: Command) -> Result<ExitCode> {
             }
         },
     }
+}
+
+/// Write a command's result to stdout. A reader that went away
+/// (`vigil rules coverage | head`) is not an error.
+fn write_stdout(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
+    }
+}
+
+/// Parse an RFC 3339 time (`--from`/`--to`) to nanoseconds since the epoch.
+fn parse_rfc3339_ns(s: &str) -> Result<i64, String> {
+    let t = chrono::DateTime::parse_from_rfc3339(s)
+        .map_err(|e| format!("invalid RFC 3339 time {s:?} (expected e.g. 2024-05-01T00:00:00Z): {e}"))?;
+    t.timestamp_nanos_opt().ok_or_else(|| format!("time {s:?} is outside the representable range"))
 }
 
 /// A channel that turns true on SIGTERM or Ctrl-C.

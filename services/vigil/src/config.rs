@@ -278,6 +278,18 @@ impl BatchSettings {
 pub struct RuleSettings {
     #[serde(default = "default_rules_dir")]
     pub dir: PathBuf,
+    /// Exceptions (allow-list) file; unset: `exceptions.toml` in `dir` if
+    /// it exists (see `crate::rules::exceptions`).
+    #[serde(default)]
+    pub exceptions: Option<PathBuf>,
+    /// Reload the rules on SIGHUP and when a file under `dir` changes
+    /// (see `crate::reload`).
+    #[serde(default = "default_true")]
+    pub reload: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_rules_dir() -> PathBuf {
@@ -286,7 +298,7 @@ fn default_rules_dir() -> PathBuf {
 
 impl Default for RuleSettings {
     fn default() -> Self {
-        RuleSettings { dir: default_rules_dir() }
+        RuleSettings { dir: default_rules_dir(), exceptions: None, reload: true }
     }
 }
 

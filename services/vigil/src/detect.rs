@@ -3,16 +3,18 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::AsArray;
-use datafusion::arrow::compute::max;
+use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{filter_record_batch, max};
 use datafusion::arrow::datatypes::TimestampNanosecondType;
 use tracing::Instrument;
 
 use crate::alert::Alert;
 use crate::dead_letter::DeadLetter;
-use crate::decode::{decode, DecodeLimits};
+use crate::decode::{decode, DecodeLimits, DecodedBatch};
 use crate::metrics::Metrics;
+use crate::rules::exceptions::Excepted;
 use crate::rules::RuleEngine;
+use crate::schema::ROW_COLUMN;
 use crate::source::{RawMessage, SourceKind};
 
 /// What one micro-batch produced.
@@ -20,7 +22,36 @@ use crate::source::{RawMessage, SourceKind};
 pub struct Detections {
     pub alerts: Vec<Alert>,
     pub dead_letters: Vec<DeadLetter>,
+    /// Decoded events the rules evaluated.
     pub events: usize,
+    /// Decoded events skipped because their event time is outside the
+    /// detector's [`EventTimeBounds`] (never evaluated, never retained).
+    pub out_of_range: usize,
+    /// Earliest and latest event time among the decoded events (in range or
+    /// not), nanoseconds since the epoch.
+    pub event_time_range: Option<(i64, i64)>,
+    /// Alerts an exception suppressed (counted, not raised).
+    pub excepted: Vec<Excepted>,
+}
+
+/// Event-time bounds for backtesting (`vigil replay --from/--to`): only
+/// events with `from <= event_time < to` are evaluated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventTimeBounds {
+    /// Inclusive lower bound, nanoseconds since the epoch.
+    pub from_ns: Option<i64>,
+    /// Exclusive upper bound, nanoseconds since the epoch.
+    pub to_ns: Option<i64>,
+}
+
+impl EventTimeBounds {
+    pub fn contains(&self, t_ns: i64) -> bool {
+        self.from_ns.is_none_or(|f| t_ns >= f) && self.to_ns.is_none_or(|t| t_ns < t)
+    }
+
+    fn is_unbounded(&self) -> bool {
+        self.from_ns.is_none() && self.to_ns.is_none()
+    }
 }
 
 /// The decode → evaluate stages.
@@ -28,6 +59,9 @@ pub struct Detector {
     engine: RuleEngine,
     limits: DecodeLimits,
     metrics: Arc<Metrics>,
+    bounds: EventTimeBounds,
+    /// New rule sets from a hot reload (see [`crate::reload`]).
+    reloads: Option<tokio::sync::mpsc::UnboundedReceiver<RuleEngine>>,
 }
 
 pub fn now_ns() -> i64 {
@@ -36,7 +70,51 @@ pub fn now_ns() -> i64 {
 
 impl Detector {
     pub fn new(engine: RuleEngine, limits: DecodeLimits, metrics: Arc<Metrics>) -> Self {
-        Detector { engine, limits, metrics }
+        Detector { engine, limits, metrics, bounds: EventTimeBounds::default(), reloads: None }
+    }
+
+    /// Evaluate only events inside `bounds` from now on; the others are
+    /// counted in [`Detections::out_of_range`].
+    pub fn with_event_time_bounds(mut self, bounds: EventTimeBounds) -> Self {
+        self.bounds = bounds;
+        self
+    }
+
+    /// Swap in rule sets received on `reloads`, at the start of the next
+    /// batch after they arrive (see [`Detector::swap_engine`]).
+    pub fn with_reloads(mut self, reloads: tokio::sync::mpsc::UnboundedReceiver<RuleEngine>) -> Self {
+        self.reloads = Some(reloads);
+        self
+    }
+
+    /// Replace the rule set by `engine`, carrying the state of unchanged
+    /// correlation rules. Called between batches only.
+    pub fn swap_engine(&mut self, engine: RuleEngine) {
+        let old = std::mem::replace(&mut self.engine, engine);
+        let old_ids: std::collections::BTreeSet<String> = old.rules().map(|r| r.meta.id.clone()).collect();
+        let carried = self.engine.carry_state_from(old);
+        let new_ids: std::collections::BTreeSet<String> = self.engine.rules().map(|r| r.meta.id.clone()).collect();
+        self.metrics.rule_reload_ok();
+        self.metrics.set_rules_loaded(new_ids.len());
+        tracing::info!(
+            rules = new_ids.len(),
+            added = ?new_ids.difference(&old_ids).collect::<Vec<_>>(),
+            removed = ?old_ids.difference(&new_ids).collect::<Vec<_>>(),
+            correlation_state_kept = ?carried,
+            "rules reloaded"
+        );
+    }
+
+    /// Take the newest pending reload, if any.
+    fn apply_pending_reload(&mut self) {
+        let Some(rx) = &mut self.reloads else { return };
+        let mut latest = None;
+        while let Ok(engine) = rx.try_recv() {
+            latest = Some(engine);
+        }
+        if let Some(engine) = latest {
+            self.swap_engine(engine);
+        }
     }
 
     pub fn engine(&self) -> &RuleEngine {
@@ -52,6 +130,7 @@ impl Detector {
     /// Every message ends up either as rows the rules saw or as a dead
     /// letter; every rule failure becomes a dead letter too.
     pub async fn process(&mut self, messages: Vec<RawMessage>) -> Detections {
+        self.apply_pending_reload();
         let now = now_ns();
         let mut out = Detections::default();
         let mut by_source: Vec<(SourceKind, Vec<RawMessage>)> = Vec::new();
@@ -84,9 +163,11 @@ impl Detector {
                 events = tracing::field::Empty,
                 failures = tracing::field::Empty
             );
-            let decoded = decode_span.in_scope(|| decode(source, &messages, self.limits, now));
+            let mut decoded = decode_span.in_scope(|| decode(source, &messages, self.limits, now));
             decode_span.record("events", decoded.events.len() as i64).record("failures", decoded.failures.len() as i64);
             drop(decode_span);
+            out.event_time_range = merge_range(out.event_time_range, time_range(&decoded));
+            out.out_of_range += self.keep_in_bounds(&mut decoded);
             for failure in &decoded.failures {
                 let m = &messages[failure.message as usize];
                 out.dead_letters.push(DeadLetter::decode_error(
@@ -110,6 +191,7 @@ impl Detector {
                 self.rule_failed(&mut out, source, f.rule_id, f.error, messages.iter().map(|m| m.origin.clone()).collect(), now);
             }
             out.alerts.extend(alerts);
+            self.count_excepted(&mut out);
             match self.engine.correlator_mut().ingest(&decoded, &messages, now).await {
                 Ok(late) => {
                     self.metrics.late_events.inc_by(source, late.len() as u64);
@@ -147,6 +229,8 @@ impl Detector {
     /// partitions stop holding the watermark back, and a stream that went
     /// quiet closes its last windows).
     pub async fn tick(&mut self) -> Detections {
+        // A reload waiting for the next batch must not wait for input.
+        self.apply_pending_reload();
         let now = now_ns();
         let mut out = Detections::default();
         if self.engine.correlator().rule_count() == 0 {
@@ -179,7 +263,36 @@ impl Detector {
         self.engine.correlator_mut().reset();
     }
 
-    fn correlation_done(&self, out: &mut Detections, alerts: Vec<Alert>, failures: Vec<(String, String)>, now: i64) {
+    /// Drop the rows of `decoded` outside the bounds; returns how many.
+    fn keep_in_bounds(&self, decoded: &mut DecodedBatch) -> usize {
+        if self.bounds.is_unbounded() || decoded.events.is_empty() {
+            return 0;
+        }
+        let times = decoded.batch.column(0).as_primitive::<TimestampNanosecondType>();
+        let keep: BooleanArray = times.iter().map(|t| Some(t.is_some_and(|t| self.bounds.contains(t)))).collect();
+        let kept = keep.true_count();
+        let skipped = decoded.events.len() - kept;
+        if skipped == 0 {
+            return 0;
+        }
+        let filtered = filter_record_batch(&decoded.batch, &keep).expect("a mask of the batch's length filters it");
+        // The row column indexes `events`: renumber it for the kept rows.
+        let row_index = filtered.schema().index_of(ROW_COLUMN).expect("every source schema has the row column");
+        let mut columns = filtered.columns().to_vec();
+        columns[row_index] = Arc::new(UInt32Array::from_iter_values(0..kept as u32));
+        decoded.batch = RecordBatch::try_new(filtered.schema(), columns).expect("same schema, same row count");
+        let mut mask = keep.values().iter();
+        decoded.events.retain(|_| mask.next().unwrap_or(false));
+        skipped
+    }
+
+    fn count_excepted(&mut self, out: &mut Detections) {
+        let excepted = self.engine.take_excepted();
+        Metrics::add(&self.metrics.alerts_excepted, excepted.len() as u64);
+        out.excepted.extend(excepted);
+    }
+
+    fn correlation_done(&mut self, out: &mut Detections, mut alerts: Vec<Alert>, failures: Vec<(String, String)>, now: i64) {
         for (rule, error) in failures {
             let source = self
                 .engine
@@ -191,6 +304,8 @@ impl Detector {
         }
         let stats = self.engine.correlator().stats();
         self.metrics.correlation_state(stats.retained_events, stats.watermark, stats.evicted_early, stats.suppressed_alerts);
+        self.engine.apply_exceptions(&mut alerts, now);
+        self.count_excepted(out);
         out.alerts.extend(alerts);
     }
 
@@ -206,5 +321,21 @@ impl Detector {
         tracing::error!(rule = %rule_id, source = %source, error = %error, "rule evaluation failed");
         self.metrics.rule_failed(&rule_id);
         out.dead_letters.push(DeadLetter::rule_error(source, rule_id, origins, error, now));
+    }
+}
+
+/// Earliest and latest event time of a decoded batch (column 0 is the
+/// event time in every source schema).
+fn time_range(decoded: &DecodedBatch) -> Option<(i64, i64)> {
+    let times = decoded.batch.column(0).as_primitive::<TimestampNanosecondType>();
+    let min = datafusion::arrow::compute::min(times)?;
+    let max = datafusion::arrow::compute::max(times)?;
+    Some((min, max))
+}
+
+fn merge_range(a: Option<(i64, i64)>, b: Option<(i64, i64)>) -> Option<(i64, i64)> {
+    match (a, b) {
+        (Some((a0, a1)), Some((b0, b1))) => Some((a0.min(b0), a1.max(b1))),
+        (x, None) | (None, x) => x,
     }
 }

@@ -32,6 +32,7 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
+pub mod reload;
 pub mod replay;
 pub mod rules;
 pub mod schema;

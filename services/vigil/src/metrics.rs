@@ -187,6 +187,9 @@ pub struct Metrics {
     pub delivery_retries: Counter,
     /// Events retained for correlation (gauge `vigil_correlation_retained_events`).
     pub retained_events: Gauge,
+    /// Alerts not raised because an exception (allow-list entry) matched
+    /// (`vigil_alerts_excepted_total`).
+    pub alerts_excepted: Counter,
     alerts_by_rule_severity: Family<AlertLabels, Counter>,
     rule_matches: Family<RuleLabel, Counter>,
     rule_failures_by_rule: Family<RuleLabel, Counter>,
@@ -256,6 +259,7 @@ impl Metrics {
             correlation_watermark: Gauge::default(),
             correlation_evicted_early: Counter::default(),
             correlation_suppressed: Counter::default(),
+            alerts_excepted: Counter::default(),
             rule_reloads: Family::default(),
             rules_loaded: Gauge::default(),
             delivery_paused: Gauge::default(),
@@ -297,6 +301,7 @@ impl Metrics {
         r.register("correlation_retained_events", "Events retained for correlation rules", self.retained_events.clone());
         r.register("correlation_evicted_early", "Retained events evicted before their window closed (max_retained_events reached)", self.correlation_evicted_early.clone());
         r.register("correlation_suppressed_alerts", "Correlation alerts folded by suppression", self.correlation_suppressed.clone());
+        r.register("alerts_excepted", "Alerts not raised because a rule exception (allow-list entry) matched", self.alerts_excepted.clone());
         r.register("rule_reloads", "Rule reloads, by result (ok, failed)", self.rule_reloads.clone());
         r.register("rules_loaded", "Rules currently loaded", self.rules_loaded.clone());
         r.register("build_info", "Always 1; the version label is the running Vigil version", self.build_info.clone());
@@ -425,6 +430,12 @@ impl Metrics {
     /// A rule reload that failed (the previous rules stay in force).
     pub fn rule_reload_failed(&self) {
         self.rule_reloads.get_or_create(&ResultLabel { result: "failed".into() }).inc();
+    }
+
+    /// Rule reloads so far that succeeded (`ok`) or failed.
+    pub fn rule_reloads(&self, ok: bool) -> u64 {
+        let result = if ok { "ok" } else { "failed" };
+        self.rule_reloads.get(&ResultLabel { result: result.into() }).map(|c| c.get()).unwrap_or(0)
     }
 
     // --- event time and correlation ------------------------------------------

@@ -170,6 +170,13 @@ impl Correlator {
         self.rules.iter().map(|r| r.rule.as_ref())
     }
 
+    /// The visible output columns of a correlation rule (without internal
+    /// `__` columns), or `None` if no correlation rule has this id.
+    pub fn output_columns(&self, rule_id: &str) -> Option<Vec<String>> {
+        let r = self.rules.iter().find(|r| r.rule.meta.id == rule_id)?;
+        Some(r.plan.schema().fields().iter().map(|f| f.name().clone()).filter(|n| !n.starts_with("__")).collect())
+    }
+
     pub fn stats(&self) -> CorrelationStats {
         CorrelationStats {
             retained_events: self.retained.values().map(Retained::rows).sum(),
@@ -406,6 +413,51 @@ impl Correlator {
         }
         self.identities.clear();
         self.watermark = WatermarkTracker::new(ms(self.settings.allowed_lateness_ms), ms(self.settings.idle_timeout_ms));
+    }
+
+    /// Take over the state of `old`, the correlator a rule reload replaces
+    /// (both compiled with the same settings).
+    ///
+    /// Carried: the watermark; the retained events (with their identities)
+    /// of every source this correlator still reads; and, for each rule id
+    /// in `unchanged` (same id and same file text in both sets), its
+    /// emission watermark and suppression state. Every other rule here (new
+    /// or changed) starts at the reload point: it emits only windows ending
+    /// after the carried watermark. It sees the carried events, but only
+    /// those the old rules' pre-filters kept.
+    pub fn carry_state_from(&mut self, mut old: Correlator, unchanged: &BTreeSet<String>) {
+        let watermark = old.watermark.watermark();
+        self.watermark = old.watermark.clone();
+        for (source, retained) in old.retained.iter_mut() {
+            let batches = std::mem::take(&mut retained.batches);
+            match self.retained.get_mut(source) {
+                Some(new) => new.batches = batches,
+                None => {
+                    // No rule reads this source any more: forget its events.
+                    for batch in &batches {
+                        if let Some(seqs) = batch.column_by_name(ROW_COLUMN) {
+                            for s in seqs.as_primitive::<UInt64Type>().values().iter() {
+                                old.identities.remove(s);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.identities = std::mem::take(&mut old.identities);
+        self.next_seq = old.next_seq;
+        self.stats = CorrelationStats { retained_events: 0, watermark: None, ..old.stats };
+        for rule in &mut self.rules {
+            let id = &rule.rule.meta.id;
+            match old.rules.iter_mut().find(|o| &o.rule.meta.id == id).filter(|_| unchanged.contains(id)) {
+                Some(o) => {
+                    rule.last_emitted = o.last_emitted;
+                    rule.suppressed = std::mem::take(&mut o.suppressed);
+                }
+                None => rule.last_emitted = watermark,
+            }
+        }
+        self.enforce_bound();
     }
 
     /// Lowest retained offset per Kafka partition: a restart must re-read

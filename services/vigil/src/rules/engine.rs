@@ -25,6 +25,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
+use super::exceptions::{Excepted, Exceptions};
 use super::slot::{BatchSlot, SlotTable};
 use super::{Rule, RuleError, RuleErrors, RuleMode};
 use crate::alert::{content_event_id, Alert, EventIdentity};
@@ -59,6 +60,10 @@ pub struct RuleEngine {
     rules: Vec<CompiledRule>,
     task_ctx: Arc<TaskContext>,
     correlator: Correlator,
+    /// Allow-list applied to every rule's output rows before alerts are made.
+    exceptions: Exceptions,
+    /// Alerts suppressed by exceptions since the last [`RuleEngine::take_excepted`].
+    excepted: Vec<Excepted>,
 }
 
 /// A DataFusion session for rules: one partition (a rule runs on the batch
@@ -139,12 +144,72 @@ impl RuleEngine {
         }
         let task_ctx = ctx.task_ctx();
         let correlator = correlator.expect("no errors means the correlator compiled");
-        Ok(RuleEngine { ctx, slots, rules: compiled, task_ctx, correlator })
+        Ok(RuleEngine { ctx, slots, rules: compiled, task_ctx, correlator, exceptions: Exceptions::none(), excepted: Vec::new() })
     }
 
     /// The loaded rules: per-event rules, then correlation rules.
     pub fn rules(&self) -> impl Iterator<Item = &Rule> {
         self.rules.iter().map(|r| r.rule.as_ref()).chain(self.correlator.rules())
+    }
+
+    /// Apply `exceptions` from now on, after checking that each names a
+    /// loaded rule and one of its output columns.
+    pub fn with_exceptions(mut self, exceptions: Exceptions) -> Result<RuleEngine, RuleErrors> {
+        exceptions.validate(|id| self.output_columns(id))?;
+        self.exceptions = exceptions;
+        Ok(self)
+    }
+
+    pub fn exceptions(&self) -> &Exceptions {
+        &self.exceptions
+    }
+
+    /// The visible output columns of a rule (what its alerts carry in
+    /// `fields`), or `None` for an unknown rule id.
+    pub fn output_columns(&self, rule_id: &str) -> Option<Vec<String>> {
+        match self.rules.iter().find(|r| r.rule.meta.id == rule_id) {
+            Some(r) => Some(
+                r.plan.schema().fields().iter().map(|f| f.name().clone()).filter(|n| !n.starts_with("__")).collect(),
+            ),
+            None => self.correlator.output_columns(rule_id),
+        }
+    }
+
+    /// Remove from `alerts` those an exception suppresses (for alerts made
+    /// outside [`RuleEngine::evaluate`]: correlation rules).
+    pub fn apply_exceptions(&mut self, alerts: &mut Vec<Alert>, now_ns: i64) {
+        if self.exceptions.is_empty() {
+            return;
+        }
+        let (exceptions, excepted) = (&self.exceptions, &mut self.excepted);
+        alerts.retain(|a| match exceptions.matching(&a.rule_id, &a.fields, now_ns) {
+            Some(e) => {
+                excepted.push(Excepted { rule_id: a.rule_id.clone(), exception: e.location.clone() });
+                false
+            }
+            None => true,
+        });
+    }
+
+    /// The alerts suppressed by exceptions since the last call.
+    pub fn take_excepted(&mut self) -> Vec<Excepted> {
+        std::mem::take(&mut self.excepted)
+    }
+
+    /// Take over the state of `old`, the engine a rule reload replaces:
+    /// correlation state is carried for the correlation rules whose id and
+    /// file text are unchanged (see [`Correlator::carry_state_from`]);
+    /// per-event rules have no state. Returns the ids of the unchanged
+    /// correlation rules.
+    pub fn carry_state_from(&mut self, old: RuleEngine) -> std::collections::BTreeSet<String> {
+        let unchanged: std::collections::BTreeSet<String> = self
+            .correlator
+            .rules()
+            .filter(|r| old.correlator.rules().any(|o| o.meta.id == r.meta.id && o.sql == r.sql))
+            .map(|r| r.meta.id.clone())
+            .collect();
+        self.correlator.carry_state_from(old.correlator, &unchanged);
+        unchanged
     }
 
     /// The correlation rules and their state.
@@ -238,6 +303,10 @@ impl RuleEngine {
                 for (i, fields) in rows.into_iter().enumerate() {
                     if row_ids.is_null(i) {
                         continue; // unreachable: the row column is non-nullable
+                    }
+                    if let Some(e) = self.exceptions.matching(&meta.id, &fields, detected_at_ns) {
+                        self.excepted.push(Excepted { rule_id: meta.id.clone(), exception: e.location.clone() });
+                        continue;
                     }
                     let row = row_ids.value(i) as usize;
                     let event = &decoded.events[row];

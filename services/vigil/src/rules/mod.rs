@@ -2,7 +2,9 @@
 //! directory tree (`sql-rules/<source>/<rule>.sql`), planned once by the
 //! [`engine::RuleEngine`].
 
+pub mod coverage;
 pub mod engine;
+pub mod exceptions;
 pub mod header;
 pub(crate) mod slot;
 pub mod testing;
@@ -66,6 +68,27 @@ pub fn parse_rule(path: &Path, text: &str) -> Result<Rule, Vec<RuleError>> {
             .map(|e| RuleError { path: path.to_path_buf(), line: Some(e.line), message: e.message })
             .collect()),
     }
+}
+
+/// Load and compile a rule set: the rules under `dir`, then its exceptions
+/// (the file `exceptions` if given, else `<dir>/exceptions.toml` if it
+/// exists), checked against the compiled rules.
+pub async fn load_rule_set(
+    dir: &Path,
+    exceptions: Option<&Path>,
+    correlation: crate::correlate::CorrelationSettings,
+) -> Result<RuleEngine, RuleErrors> {
+    let rules = load_dir(dir)?;
+    let exceptions = match exceptions {
+        Some(path) => exceptions::Exceptions::load(path)?,
+        None => exceptions::Exceptions::load_for_dir(dir)?,
+    };
+    let engine = RuleEngine::compile_with(rules, correlation).await?;
+    let expired: Vec<String> = exceptions.expired(crate::detect::now_ns()).map(|e| e.location.clone()).collect();
+    if !expired.is_empty() {
+        tracing::warn!(entries = ?expired, "expired exceptions no longer apply: remove them");
+    }
+    engine.with_exceptions(exceptions)
 }
 
 /// Read every `*.sql` file under `dir` (recursively, in path order).

@@ -109,6 +109,7 @@ pub async fn run(rules: &[Rule], engine: RuleEngine) -> Vec<CaseResult> {
             detector.reset();
             detections.alerts.extend(closing.alerts);
             detections.dead_letters.extend(closing.dead_letters);
+            detections.excepted.extend(closing.excepted);
             if let Some(dl) = detections.dead_letters.first() {
                 result.detail = format!("the case's events did not evaluate: {}", dl.reason);
                 results.push(result);
@@ -117,7 +118,15 @@ pub async fn run(rules: &[Rule], engine: RuleEngine) -> Vec<CaseResult> {
             let fired = detections.alerts.iter().filter(|a| a.rule_id == rule.meta.id).count();
             result.passed = (fired > 0) == case.fires;
             if !result.passed {
-                result.detail = if case.fires {
+                let excepted: Vec<&str> = detections
+                    .excepted
+                    .iter()
+                    .filter(|e| e.rule_id == rule.meta.id)
+                    .map(|e| e.exception.as_str())
+                    .collect();
+                result.detail = if case.fires && !excepted.is_empty() {
+                    format!("expected the rule to fire; it matched but the exception at {} suppressed it", excepted.join(", "))
+                } else if case.fires {
                     "expected the rule to fire; it did not".into()
                 } else {
                     format!("expected no alert; the rule fired {fired} time(s)")
@@ -133,4 +142,94 @@ pub async fn run(rules: &[Rule], engine: RuleEngine) -> Vec<CaseResult> {
         }
     }
     results
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::load_rule_set;
+
+    const RULE: &str = "-- id: t.exec\n-- title: T\n-- severity: high\n-- description: d\n-- mitre: T1609\n-- source: k8s_audit\n-- author: test\n-- based_on: vigil:test\nSELECT user_info.username AS username, object_ref.namespace AS namespace FROM k8s_audit WHERE object_ref.subresource = 'exec'\n";
+
+    fn exec_by(user: &str, ns: &str) -> String {
+        format!(
+            r#"{{"kind":"Event","auditID":"{user}-{ns}","stage":"ResponseComplete","verb":"create","user":{{"username":"{user}"}},"objectRef":{{"resource":"pods","subresource":"exec","namespace":"{ns}","name":"p"}},"requestReceivedTimestamp":"2024-05-01T10:00:00Z"}}"#
+        )
+    }
+
+    fn case(name: &str, fires: bool, user: &str, ns: &str) -> String {
+        format!(r#"{{"name":"{name}","fires":{fires},"events":[{}]}}"#, exec_by(user, ns))
+    }
+
+    /// A rules directory with one rule, its cases and an exceptions file.
+    fn dir(cases: &[String], exceptions: &str) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("exec.sql"), RULE).unwrap();
+        std::fs::write(d.path().join("exec.tests.jsonl"), cases.join("\n")).unwrap();
+        std::fs::write(d.path().join("exceptions.toml"), exceptions).unwrap();
+        d
+    }
+
+    const EXCEPT_CI: &str = "[[exception]]\nrule = \"t.exec\"\nfield = \"namespace\"\nvalues = [\"ci\"]\ncomment = \"CI runners exec into build pods\"\n";
+
+    async fn run_dir(d: &tempfile::TempDir) -> Vec<CaseResult> {
+        let engine = load_rule_set(d.path(), None, Default::default()).await.unwrap();
+        let rules = crate::rules::load_dir(d.path()).unwrap();
+        run(&rules, engine).await
+    }
+
+    #[tokio::test]
+    async fn a_case_suppressed_by_an_exception_does_not_fire() {
+        let d = dir(
+            &[case("alice in prod", true, "alice", "prod"), case("CI exec is allow-listed", false, "ci-bot", "ci")],
+            EXCEPT_CI,
+        );
+        let results = run_dir(&d).await;
+        assert_eq!(results.len(), 2);
+        assert!(results.iter().all(|r| r.passed), "{results:?}");
+    }
+
+    #[tokio::test]
+    async fn a_firing_case_an_exception_suppresses_fails_and_names_the_exception() {
+        let d = dir(&[case("CI exec should fire", true, "ci-bot", "ci"), case("near miss", false, "x", "ci")], EXCEPT_CI);
+        let results = run_dir(&d).await;
+        let failed: Vec<&CaseResult> = results.iter().filter(|r| !r.passed).collect();
+        assert_eq!(failed.len(), 1, "{results:?}");
+        let expected = format!("the exception at {}:1 suppressed it", d.path().join("exceptions.toml").display());
+        assert!(failed[0].detail.contains(&expected), "{}", failed[0].detail);
+    }
+
+    #[tokio::test]
+    async fn exceptions_for_unknown_rules_or_columns_stop_the_load() {
+        let d = dir(&[], "[[exception]]\nrule = \"t.exec\"\nfield = \"image\"\nvalues = [\"x\"]\n");
+        let err = load_rule_set(d.path(), None, Default::default()).await.err().unwrap().to_string();
+        assert!(err.contains("exceptions.toml:3: rule \"t.exec\" has no output column \"image\" (its columns: username, namespace)"), "{err}");
+        let d = dir(&[], "[[exception]]\nrule = \"t.nope\"\nfield = \"namespace\"\nvalues = [\"x\"]\n");
+        let err = load_rule_set(d.path(), None, Default::default()).await.err().unwrap().to_string();
+        assert!(err.contains("exceptions.toml:2: exception for unknown rule \"t.nope\""), "{err}");
+    }
+
+    #[tokio::test]
+    async fn excepted_alerts_are_counted_in_the_metrics() {
+        let d = dir(&[], EXCEPT_CI);
+        let engine = load_rule_set(d.path(), None, Default::default()).await.unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let mut detector = Detector::new(engine, Default::default(), metrics.clone());
+        let messages = [("alice", "prod"), ("ci-bot", "ci"), ("bob", "ci")]
+            .iter()
+            .enumerate()
+            .map(|(i, (u, n))| RawMessage {
+                source: crate::source::SourceKind::K8sAudit,
+                payload: exec_by(u, n).into_bytes(),
+                origin: Origin::File { path: "x".into(), line: i as u64 + 1 },
+                timestamp_ms: None,
+                state_only: false,
+            })
+            .collect();
+        let out = detector.process(messages).await;
+        assert_eq!(out.alerts.len(), 1);
+        assert_eq!(out.alerts[0].fields["username"], "alice");
+        assert_eq!(out.excepted.len(), 2);
+        assert_eq!(Metrics::get(&metrics.alerts_excepted), 2);
+    }
 }
