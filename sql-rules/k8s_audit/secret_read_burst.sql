@@ -12,7 +12,9 @@
 --    ignored as in Panther (kube-system service accounts, system:* components,
 --    eks:, aks:, gke-, azure- identities, masterclient); other service accounts
 --    are not, since a stolen service-account token is the usual way in.
---    Suppressed for 30 minutes per identity.
+--    Helm's release records (sh.helm.release.v1.*, owner=helm lists) are not
+--    counted: Helm reads them in every namespace it installs to. Suppressed
+--    for 30 minutes per identity.
 -- mitre: T1552.007, T1555
 -- source: k8s_audit
 -- tags: attack, credential_access, correlation
@@ -40,6 +42,8 @@ FROM (
     AND user_info.username IS NOT NULL
     AND NOT regexp_like(user_info.username, '^(system:serviceaccount:kube-system:|eks:|aks:|gke-|azure-|masterclient$|aksService$)')
     AND NOT (starts_with(user_info.username, 'system:') AND NOT starts_with(user_info.username, 'system:serviceaccount:'))
+    AND NOT starts_with(COALESCE(object_ref.name, ''), 'sh.helm.release.v1.')
+    AND NOT regexp_like(COALESCE(request_uri, ''), 'labelSelector=[^&]*owner%3Dhelm')
 ) s
 GROUP BY user_info.username, window_end
 HAVING count(DISTINCT concat(COALESCE(object_ref.namespace, '*'), '/', COALESCE(object_ref.name, '*'))) >= 20
