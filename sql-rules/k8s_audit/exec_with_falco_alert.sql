@@ -43,9 +43,9 @@ FROM (
       RANGE BETWEEN INTERVAL '2 minutes' PRECEDING AND INTERVAL '2 minutes' FOLLOWING) AS runtime_count,
     array_agg(DISTINCT falco_rule) FILTER (WHERE NOT is_exec) OVER (PARTITION BY namespace, pod ORDER BY event_time
       RANGE BETWEEN INTERVAL '2 minutes' PRECEDING AND INTERVAL '2 minutes' FOLLOWING) AS falco_rules,
-    array_agg(DISTINCT cmdline) FILTER (WHERE NOT is_exec) OVER (PARTITION BY namespace, pod ORDER BY event_time
+    array_agg(DISTINCT cmdline) FILTER (WHERE NOT is_exec AND cmdline IS NOT NULL) OVER (PARTITION BY namespace, pod ORDER BY event_time
       RANGE BETWEEN INTERVAL '2 minutes' PRECEDING AND INTERVAL '2 minutes' FOLLOWING) AS cmdlines,
-    array_agg(DISTINCT file) FILTER (WHERE NOT is_exec) OVER (PARTITION BY namespace, pod ORDER BY event_time
+    array_agg(DISTINCT file) FILTER (WHERE NOT is_exec AND file IS NOT NULL) OVER (PARTITION BY namespace, pod ORDER BY event_time
       RANGE BETWEEN INTERVAL '2 minutes' PRECEDING AND INTERVAL '2 minutes' FOLLOWING) AS files,
     array_agg(__row) FILTER (WHERE NOT is_exec) OVER (PARTITION BY namespace, pod ORDER BY event_time
       RANGE BETWEEN INTERVAL '2 minutes' PRECEDING AND INTERVAL '2 minutes' FOLLOWING) AS runtime_rows

@@ -46,9 +46,9 @@ FROM (
       RANGE BETWEEN INTERVAL '2 minutes' PRECEDING AND INTERVAL '2 minutes' FOLLOWING) AS runtime_events,
     array_agg(DISTINCT runtime_binary) FILTER (WHERE NOT is_exec) OVER (PARTITION BY namespace, pod ORDER BY event_time
       RANGE BETWEEN INTERVAL '2 minutes' PRECEDING AND INTERVAL '2 minutes' FOLLOWING) AS binaries,
-    array_agg(DISTINCT runtime_arguments) FILTER (WHERE NOT is_exec) OVER (PARTITION BY namespace, pod ORDER BY event_time
+    array_agg(DISTINCT runtime_arguments) FILTER (WHERE NOT is_exec AND runtime_arguments IS NOT NULL) OVER (PARTITION BY namespace, pod ORDER BY event_time
       RANGE BETWEEN INTERVAL '2 minutes' PRECEDING AND INTERVAL '2 minutes' FOLLOWING) AS arguments,
-    array_agg(DISTINCT runtime_files) FILTER (WHERE NOT is_exec) OVER (PARTITION BY namespace, pod ORDER BY event_time
+    array_agg(DISTINCT runtime_files) FILTER (WHERE NOT is_exec AND runtime_files IS NOT NULL) OVER (PARTITION BY namespace, pod ORDER BY event_time
       RANGE BETWEEN INTERVAL '2 minutes' PRECEDING AND INTERVAL '2 minutes' FOLLOWING) AS files,
     array_agg(__row) FILTER (WHERE NOT is_exec) OVER (PARTITION BY namespace, pod ORDER BY event_time
       RANGE BETWEEN INTERVAL '2 minutes' PRECEDING AND INTERVAL '2 minutes' FOLLOWING) AS runtime_rows
