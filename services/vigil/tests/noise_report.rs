@@ -74,7 +74,11 @@ async fn run(source: SourceKind, file: &str, exceptions: Option<&Path>) -> Run {
     let summary = replay_with(&mut detector, source, &data(file), ReplayOptions { batch_size: 500 }, &mut out, &mut dead)
         .await
         .unwrap();
-    assert!(dead.is_empty(), "{file}: dead letters: {}", String::from_utf8_lossy(&dead));
+    // Late events (the sample files are not strictly ordered by event time)
+    // are reported, not errors; anything else is.
+    let errors: Vec<&str> =
+        std::str::from_utf8(&dead).unwrap().lines().filter(|l| !l.contains(r#""kind":"late_event""#)).collect();
+    assert!(errors.is_empty(), "{file}: dead letters: {errors:?}");
     let alerts = String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     Run { summary, alerts }
 }
@@ -167,10 +171,12 @@ async fn noise_report_is_current() {
     writeln!(w, "- **Benign background** (noise): `k8s-audit/perfspec-background.jsonl` ({} events, a real cluster during Helm installs, metadata only: no bodies, no user agents), `k8s-audit/aks-system.jsonl` ({} AKS system events), `runtime/tetragon-testdata.jsonl` ({} process_exec events).", perfspec.summary.events, aks.summary.events, tetra_test.summary.events).unwrap();
     writeln!(w, "- **Labelled cases**: `k8s-audit/panther-rule-cases.jsonl` ({} events labelled with the Panther detection they should or should not trigger) and `runtime/tetragon-book-events.jsonl` ({} events of the Tetragon book, labelled by the book file they come from: the attack walkthrough of chapter 3 versus the introductory demos).", panther.summary.events, book.summary.events).unwrap();
     writeln!(w, "- **Unlabelled real activity**: `k8s-audit/audit2rbac-demo.jsonl` ({} events of a demo that impersonates users) and `runtime/falco-alerts-sample.jsonl` ({} Falco alerts).\n", rbac.summary.events, falco.summary.events).unwrap();
-    writeln!(w, "Columns: *noise* = alerts on the benign background; *after site exceptions* = the same with `{SITE_EXCEPTIONS}` (an example allow-list for the perfspec cluster); *labelled hits / misses / false alarms* = for rules based on a Panther rule, its cases labelled true that the rule fired on / did not fire on, and its cases labelled false that it fired on; for Tetragon rules, book events of the attack walkthrough it fired on; *other* = alerts on other labelled cases (cases of other detections, or the book's introductory demos).\n").unwrap();
+    writeln!(w, "Columns: *noise* = alerts on the benign background; *after site exceptions* = the same with `{SITE_EXCEPTIONS}` (an example allow-list for the perfspec cluster); *labelled hits / misses / false alarms* = for per-event rules based on a Panther rule (correlation rules need a burst of events, not one case: they are scored in panther-cases.md), its cases labelled true that the rule fired on / did not fire on, and its cases labelled false that it fired on; for Tetragon rules, book events of the attack walkthrough it fired on; *other* = alerts on other labelled cases (cases of other detections, or the book's introductory demos).\n").unwrap();
 
+    // Correlation rules need many events where a labelled case is one: they
+    // are scored on bursts of each case in panther-cases.md instead.
     let mut counterparts: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for r in &rules {
+    for r in rules.iter().filter(|r| r.meta.mode != vigil::rules::header::RuleMode::Correlation) {
         for b in &r.meta.based_on {
             if let Some(p) = b.strip_prefix("panther:") {
                 counterparts.entry(r.meta.id.clone()).or_default().insert(p.to_string());

@@ -2,10 +2,20 @@
 //!
 //! Each line is one case:
 //! `{"name": "...", "fires": true, "events": [ <raw event>, ... ]}`.
-//! The events are decoded and evaluated exactly as if they had arrived on
-//! the rule's source topic; the case passes when the rule fires at least
-//! once (`fires: true`) or not at all (`fires: false`). Every rule must have
-//! at least one case of each kind: one that must fire and a near miss.
+//! A plain entry of `events` is decoded and evaluated exactly as if it had
+//! arrived on the rule's source topic. An entry of the form
+//! `{"$source": "tetragon", "$event": { <raw event> }}` arrives on the topic
+//! of the named source instead (`k8s_audit`, `falco` or `tetragon`), so a
+//! cross-source correlation rule can be tested with a mix of sources. An
+//! object with a `$source` key is always read as that wrapper: it must have
+//! exactly the two keys, or the case is invalid (no raw event of any source
+//! has a `$source` key, so nothing is lost).
+//!
+//! The events of a case form one batch, in one partition (the test file):
+//! nothing in a case is late, and the correlation windows are closed at the
+//! end of each case. The case passes when the rule fires at least once
+//! (`fires: true`) or not at all (`fires: false`). Every rule must have at
+//! least one case of each kind: one that must fire and a near miss.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +25,12 @@ use serde::Deserialize;
 use super::{Rule, RuleEngine};
 use crate::detect::Detector;
 use crate::metrics::Metrics;
-use crate::source::{Origin, RawMessage};
+use crate::source::{Origin, RawMessage, SourceKind};
+
+/// Key of a case event that names its source (see the module doc).
+const SOURCE_KEY: &str = "$source";
+/// Key of the wrapped raw event beside [`SOURCE_KEY`].
+const EVENT_KEY: &str = "$event";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +50,24 @@ pub struct CaseResult {
     pub passed: bool,
     /// Why it failed.
     pub detail: String,
+}
+
+/// The source and raw payload of one entry of a case's `events`: a plain
+/// event belongs to `default`; `{"$source": .., "$event": ..}` to the named
+/// source.
+fn case_event(entry: &serde_json::Value, default: SourceKind) -> Result<(SourceKind, Vec<u8>), String> {
+    let Some(object) = entry.as_object().filter(|o| o.contains_key(SOURCE_KEY)) else {
+        return Ok((default, entry.to_string().into_bytes()));
+    };
+    if let Some(extra) = object.keys().find(|k| *k != SOURCE_KEY && *k != EVENT_KEY) {
+        return Err(format!("an event with {SOURCE_KEY:?} may only have {SOURCE_KEY:?} and {EVENT_KEY:?}, not {extra:?}"));
+    }
+    let source = match &object[SOURCE_KEY] {
+        serde_json::Value::String(name) => name.parse::<SourceKind>()?,
+        other => return Err(format!("{SOURCE_KEY:?} must be a source name, not {other}")),
+    };
+    let event = object.get(EVENT_KEY).ok_or_else(|| format!("an event with {SOURCE_KEY:?} needs {EVENT_KEY:?}"))?;
+    Ok((source, event.to_string().into_bytes()))
 }
 
 /// Path of the test file of a rule file.
@@ -92,18 +125,29 @@ pub async fn run(rules: &[Rule], engine: RuleEngine) -> Vec<CaseResult> {
             } else {
                 quiet += 1;
             }
-            let messages = case
+            let messages: Result<Vec<RawMessage>, String> = case
                 .events
                 .iter()
                 .enumerate()
-                .map(|(j, e)| RawMessage {
-                    source: rule.meta.source,
-                    payload: e.to_string().into_bytes(),
-                    origin: Origin::File { path: file.display().to_string(), line: (i + 1) as u64 * 1000 + j as u64 },
-                    timestamp_ms: None,
-                    state_only: false,
+                .map(|(j, e)| {
+                    let (source, payload) = case_event(e, rule.meta.source).map_err(|m| format!("event {j}: {m}"))?;
+                    Ok(RawMessage {
+                        source,
+                        payload,
+                        origin: Origin::File { path: file.display().to_string(), line: (i + 1) as u64 * 1000 + j as u64 },
+                        timestamp_ms: None,
+                        state_only: false,
+                    })
                 })
                 .collect();
+            let messages = match messages {
+                Ok(m) => m,
+                Err(e) => {
+                    result.detail = format!("invalid test case: {e}");
+                    results.push(result);
+                    continue;
+                }
+            };
             let mut detections = detector.process(messages).await;
             let closing = detector.finish().await;
             detector.reset();
@@ -231,5 +275,101 @@ mod tests {
         assert_eq!(out.alerts[0].fields["username"], "alice");
         assert_eq!(out.excepted.len(), 2);
         assert_eq!(Metrics::get(&metrics.alerts_excepted), 2);
+    }
+}
+
+/// Cases whose events come from other sources (`$source` wrappers).
+#[cfg(test)]
+mod source_wrapper_tests {
+    use std::path::Path;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::rules::parse_rule;
+
+    /// An audit exec into prod/web-1 followed by a Tetragon shell in a pod.
+    const CROSS_SOURCE: &str = "-- id: t.cross\n-- title: t\n-- severity: high\n-- description: t\n-- mitre: T1609\n\
+        -- source: k8s_audit\n-- author: t\n-- based_on: vigil:test\n-- mode: correlation\n-- window: 1m\n\
+        SELECT a.user_info.username AS username, t.event_time AS window_end \
+        FROM k8s_audit a JOIN tetragon t \
+          ON a.object_ref.namespace = t.process.pod.namespace AND a.object_ref.name = t.process.pod.name \
+         AND t.event_time >= a.event_time AND t.event_time <= a.event_time + INTERVAL '1 minute' \
+        WHERE a.object_ref.subresource = 'exec' AND t.event_type = 'process_exec'";
+
+    fn exec() -> serde_json::Value {
+        json!({"kind": "Event", "auditID": "x", "stage": "ResponseStarted", "verb": "create",
+               "user": {"username": "mallory"},
+               "objectRef": {"resource": "pods", "subresource": "exec", "namespace": "prod", "name": "web-1"},
+               "requestReceivedTimestamp": "2024-01-01T00:00:00Z"})
+    }
+
+    fn shell(pod: &str) -> serde_json::Value {
+        json!({"process_exec": {"process": {"exec_id": format!("e-{pod}"), "binary": "/bin/sh",
+               "pod": {"namespace": "prod", "name": pod}}},
+               "node_name": "n", "time": "2024-01-01T00:00:05Z"})
+    }
+
+    async fn run_cases(dir: &Path, cases: &[serde_json::Value]) -> Vec<CaseResult> {
+        let path = dir.join("cross.sql");
+        std::fs::write(&path, CROSS_SOURCE).unwrap();
+        let lines: Vec<String> = cases.iter().map(|c| c.to_string()).collect();
+        std::fs::write(tests_path(&path), lines.join("\n")).unwrap();
+        let rules = vec![parse_rule(&path, CROSS_SOURCE).unwrap()];
+        let engine = RuleEngine::compile(rules.clone()).await.unwrap_or_else(|e| panic!("{e}"));
+        run(&rules, engine).await
+    }
+
+    #[tokio::test]
+    async fn events_may_name_another_source_for_cross_source_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = run_cases(
+            dir.path(),
+            &[
+                json!({"name": "exec then shell in that pod", "fires": true,
+                       "events": [exec(), {"$source": "tetragon", "$event": shell("web-1")}]}),
+                json!({"name": "shell in another pod", "fires": false,
+                       "events": [exec(), {"$source": "tetragon", "$event": shell("web-2")}]}),
+                json!({"name": "the wrapper may name the rule's own source too", "fires": true,
+                       "events": [{"$source": "tetragon", "$event": shell("web-1")},
+                                  {"$source": "k8s_audit", "$event": exec()}]}),
+            ],
+        )
+        .await;
+        assert_eq!(results.len(), 3, "{results:?}");
+        assert!(results.iter().all(|r| r.passed), "{results:?}");
+    }
+
+    #[tokio::test]
+    async fn an_unwrapped_event_of_another_source_is_read_as_the_rules_source() {
+        let dir = tempfile::tempdir().unwrap();
+        // Without the wrapper the Tetragon event arrives on the audit topic,
+        // where it is not an audit event: the case cannot pass.
+        let results =
+            run_cases(dir.path(), &[json!({"name": "unwrapped", "fires": true, "events": [exec(), shell("web-1")]})]).await;
+        let case = results.iter().find(|r| r.name == "unwrapped").unwrap();
+        assert!(!case.passed);
+        assert!(case.detail.contains("did not evaluate"), "{}", case.detail);
+    }
+
+    #[tokio::test]
+    async fn malformed_source_wrappers_are_invalid_cases() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = run_cases(
+            dir.path(),
+            &[
+                json!({"name": "unknown source", "fires": true, "events": [{"$source": "syslog", "$event": shell("web-1")}]}),
+                json!({"name": "no event", "fires": false, "events": [{"$source": "tetragon"}]}),
+                json!({"name": "extra key", "fires": false,
+                       "events": [{"$source": "tetragon", "$event": shell("web-1"), "time": "x"}]}),
+            ],
+        )
+        .await;
+        for (name, expected) in [("unknown source", "unknown source \"syslog\""), ("no event", "needs \"$event\""), ("extra key", "not \"time\"")] {
+            let case = results.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("{name}: {results:?}"));
+            assert!(!case.passed, "{name}");
+            assert!(case.detail.starts_with("invalid test case: event 0: "), "{name}: {}", case.detail);
+            assert!(case.detail.contains(expected), "{name}: {}", case.detail);
+        }
     }
 }

@@ -1,0 +1,77 @@
+-- id: k8s.rbac_change_then_workload
+-- title: Privileged role binding followed by a workload change by the same user
+-- severity: high
+-- description: A user created or changed a RoleBinding or ClusterRoleBinding
+--    that grants a powerful role (cluster-admin, admin, edit, system:masters,
+--    a control-plane role) or grants any role to everyone (the groups
+--    system:authenticated, system:unauthenticated, system:serviceaccounts, or
+--    system:anonymous), and within the next 5 minutes created or changed a
+--    workload (pod, deployment, daemonset, statefulset, replicaset, job,
+--    cronjob) with the same identity: escalate, then use the new rights to
+--    run code (often a pod running as the newly bound service account).
+--    Both requests must have succeeded; control-plane identities are ignored.
+--    The role is read from the binding's requestObject (or responseObject for
+--    patches), so the audit policy must log rbac.authorization.k8s.io at
+--    Request level or above: with Metadata-only audit logs this rule cannot
+--    fire (ordinary Helm installs bind chart-specific roles and then create
+--    deployments; binding any role would make this rule fire on every install).
+--    One alert per workload change, emitted at it, naming it and the user's
+--    qualifying binding changes of the 5 minutes before; suppressed for 10
+--    minutes per user. Written with window functions (per user, over the
+--    preceding 5 minutes), not a self-join: see docs/rules.md.
+-- mitre: T1098, T1078.004, T1610
+-- source: k8s_audit
+-- tags: attack, privilege_escalation, execution, correlation
+-- author: Vigil
+-- references: https://kubernetes.io/docs/concepts/security/rbac-good-practices/#privilege-escalation-risks
+-- based_on: sigma:kubernetes_audit_rolebinding_modification, falco:Attach to cluster-admin Role, falco:K8s RoleBinding Created, falco:K8s Deployment Created
+-- mode: correlation
+-- window: 5m
+-- suppress: 10m
+-- suppress_key: username
+SELECT
+  user_info.username AS username,
+  bindings,
+  roles,
+  first_binding AS binding_time,
+  verb AS workload_verb,
+  object_ref.resource AS workload_resource,
+  object_ref.namespace AS workload_namespace,
+  COALESCE(object_ref.name, json_get_str(request_object, 'metadata', 'name')) AS workload,
+  event_time AS window_end,
+  binding_rows AS __row_binding
+FROM (
+  SELECT *,
+    min(event_time) FILTER (WHERE is_binding) OVER (PARTITION BY user_info.username ORDER BY event_time
+      RANGE BETWEEN INTERVAL '5 minutes' PRECEDING AND CURRENT ROW) AS first_binding,
+    array_agg(DISTINCT concat(object_ref.resource, ' ', COALESCE(object_ref.namespace, ''), '/',
+                              COALESCE(object_ref.name, json_get_str(request_object, 'metadata', 'name'), ''))) FILTER (WHERE is_binding)
+      OVER (PARTITION BY user_info.username ORDER BY event_time
+            RANGE BETWEEN INTERVAL '5 minutes' PRECEDING AND CURRENT ROW) AS bindings,
+    array_agg(DISTINCT role) FILTER (WHERE is_binding) OVER (PARTITION BY user_info.username ORDER BY event_time
+      RANGE BETWEEN INTERVAL '5 minutes' PRECEDING AND CURRENT ROW) AS roles,
+    array_agg(__row) FILTER (WHERE is_binding) OVER (PARTITION BY user_info.username ORDER BY event_time
+      RANGE BETWEEN INTERVAL '5 minutes' PRECEDING AND CURRENT ROW) AS binding_rows
+  FROM (
+    SELECT *,
+      object_ref.resource IN ('rolebindings', 'clusterrolebindings') AS is_binding,
+      COALESCE(json_get_str(request_object, 'roleRef', 'name'), json_get_str(response_object, 'roleRef', 'name')) AS role
+    FROM k8s_audit
+    WHERE user_info.username IS NOT NULL
+      AND NOT regexp_like(user_info.username, '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
+      AND COALESCE(stage, '') <> 'RequestReceived'
+      AND COALESCE(response_status.code, 200) < 400
+      AND verb IN ('create', 'update', 'patch')
+      AND ((object_ref.resource IN ('rolebindings', 'clusterrolebindings')
+            AND (COALESCE(json_get_str(request_object, 'roleRef', 'name'), json_get_str(response_object, 'roleRef', 'name')) IN (
+                   'cluster-admin', 'admin', 'edit', 'system:masters', 'system:kube-controller-manager',
+                   'system:kube-scheduler', 'system:node', 'system:controller:clusterrole-aggregation-controller')
+                 OR array_has_any(
+                   json_path_values(COALESCE(request_object, response_object), '$.subjects[*].name'),
+                   make_array('system:authenticated', 'system:unauthenticated', 'system:serviceaccounts', 'system:anonymous'))))
+        OR (object_ref.resource IN ('pods', 'deployments', 'daemonsets', 'statefulsets', 'replicasets', 'jobs', 'cronjobs')
+            AND object_ref.subresource IS NULL))
+  ) e
+) s
+WHERE NOT is_binding
+  AND first_binding < event_time
