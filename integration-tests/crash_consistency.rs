@@ -217,6 +217,7 @@ async fn run_with_kills(
             kills.push(seen);
             eprintln!("stage {stage}: killing between batches with {seen} alerts visible");
             vigil.kill();
+            std::thread::sleep(SESSION + Duration::from_millis(500));
         } else if stage < 2 {
             // Kill as soon as the stage's work is visibly under way: a fixed
             // sleep would race the machine's speed.
@@ -233,6 +234,7 @@ async fn run_with_kills(
                 assert!(Instant::now() < deadline, "stage {stage}: no alert within 120 s; log:\n{}", vigil.log_text());
             }
             vigil.kill();
+            std::thread::sleep(SESSION + Duration::from_millis(500));
         } else {
             // Run until every input message was evaluated, then stop cleanly.
             let deadline = Instant::now() + Duration::from_secs(120);
@@ -324,12 +326,14 @@ fn config_for(dir: &Path, topics: &Topics, addr: &str, rules: &Path) -> PathBuf 
     )
 }
 
-/// A killed member leaves its group only when its session times out, and a
-/// rebalance waits for known members up to their poll interval: both short
-/// here, so a restarted process is not kept waiting for the killed one.
+/// A killed member stays in its consumer group until its session times
+/// out; a member joining before that can wait on it for a long time (seen
+/// with tansu). So: a short session, and each restart comes after it has
+/// expired, as a restarted pod would.
+const SESSION: Duration = Duration::from_millis(3000);
 const FAST_REJOIN: [(&str, &str); 2] = [
-    ("VIGIL__KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000"),
-    ("VIGIL__KAFKA__PROPERTIES__MAX_POLL_INTERVAL_MS", "10000"),
+    ("VIGIL__KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "3000"),
+    ("VIGIL__KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS", "500"),
 ];
 
 #[tokio::test(flavor = "multi_thread")]
