@@ -127,9 +127,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             if let Some(dir) = rules {
                 settings.rules.dir = dir;
             }
-            let engine = load_engine_with(&settings.rules.dir, settings.correlation.clone())
+            let mut engine = load_engine_with(&settings.rules.dir, settings.correlation.clone())
                 .await
                 .with_context(|| format!("loading rules from {}", settings.rules.dir.display()))?;
+            engine.set_time_budget(settings.rules.max_eval());
             tracing::info!(rules = engine.rules().count(), dir = %settings.rules.dir.display(), "rules loaded");
             let detector = Detector::new(engine, settings.limits.decode_limits(), Arc::new(Metrics::default()));
             let stop = stop_on_signal();

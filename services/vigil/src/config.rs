@@ -215,19 +215,34 @@ impl BatchSettings {
 pub struct RuleSettings {
     #[serde(default = "default_rules_dir")]
     pub dir: PathBuf,
+    /// Time budget of one rule's evaluation over one batch, in
+    /// milliseconds: beyond it the evaluation is cancelled and reported as
+    /// a `rule_error` dead letter (see `crate::rules::budget`).
+    #[serde(default = "default_max_eval_ms")]
+    pub max_eval_ms: u64,
 }
 
 fn default_rules_dir() -> PathBuf {
     PathBuf::from("sql-rules")
 }
 
+fn default_max_eval_ms() -> u64 {
+    5000
+}
+
 impl Default for RuleSettings {
     fn default() -> Self {
-        RuleSettings { dir: default_rules_dir() }
+        RuleSettings { dir: default_rules_dir(), max_eval_ms: default_max_eval_ms() }
     }
 }
 
-/// Input limits (see [`DecodeLimits`]).
+impl RuleSettings {
+    pub fn max_eval(&self) -> Duration {
+        Duration::from_millis(self.max_eval_ms)
+    }
+}
+
+/// Input limits (see [`DecodeLimits`] for what each bounds).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitSettings {
@@ -235,6 +250,12 @@ pub struct LimitSettings {
     pub max_message_bytes: usize,
     #[serde(default = "default_max_events_per_message")]
     pub max_events_per_message: usize,
+    #[serde(default = "default_max_field_bytes")]
+    pub max_field_bytes: usize,
+    #[serde(default = "default_max_nesting_depth")]
+    pub max_nesting_depth: usize,
+    #[serde(default = "default_max_event_time_ahead_ms")]
+    pub max_event_time_ahead_ms: u64,
 }
 
 fn default_max_message_bytes() -> usize {
@@ -243,19 +264,37 @@ fn default_max_message_bytes() -> usize {
 fn default_max_events_per_message() -> usize {
     DecodeLimits::default().max_events_per_message
 }
+fn default_max_field_bytes() -> usize {
+    DecodeLimits::default().max_field_bytes
+}
+fn default_max_nesting_depth() -> usize {
+    DecodeLimits::default().max_nesting_depth
+}
+fn default_max_event_time_ahead_ms() -> u64 {
+    DecodeLimits::default().max_event_time_ahead_ms
+}
 
 impl Default for LimitSettings {
     fn default() -> Self {
         LimitSettings {
             max_message_bytes: default_max_message_bytes(),
             max_events_per_message: default_max_events_per_message(),
+            max_field_bytes: default_max_field_bytes(),
+            max_nesting_depth: default_max_nesting_depth(),
+            max_event_time_ahead_ms: default_max_event_time_ahead_ms(),
         }
     }
 }
 
 impl LimitSettings {
     pub fn decode_limits(&self) -> DecodeLimits {
-        DecodeLimits { max_message_bytes: self.max_message_bytes, max_events_per_message: self.max_events_per_message }
+        DecodeLimits {
+            max_message_bytes: self.max_message_bytes,
+            max_events_per_message: self.max_events_per_message,
+            max_field_bytes: self.max_field_bytes,
+            max_nesting_depth: self.max_nesting_depth,
+            max_event_time_ahead_ms: self.max_event_time_ahead_ms,
+        }
     }
 }
 
@@ -329,8 +368,17 @@ impl Settings {
         if self.correlation.max_retained_events == 0 {
             bail!("invalid configuration: correlation.max_retained_events must be positive");
         }
-        if self.limits.max_message_bytes == 0 || self.limits.max_events_per_message == 0 {
-            bail!("invalid configuration: limits must be positive");
+        let l = &self.limits;
+        if l.max_message_bytes == 0 || l.max_events_per_message == 0 || l.max_field_bytes == 0 || l.max_nesting_depth == 0
+        {
+            bail!("invalid configuration: limits.max_message_bytes, limits.max_events_per_message, limits.max_field_bytes and limits.max_nesting_depth must be positive");
+        }
+        if l.max_nesting_depth > 128 {
+            // serde_json refuses deeper input anyway, with a less clear reason.
+            bail!("invalid configuration: limits.max_nesting_depth must be at most 128, got {}", l.max_nesting_depth);
+        }
+        if self.rules.max_eval_ms == 0 {
+            bail!("invalid configuration: rules.max_eval_ms must be at least 1");
         }
         Ok(())
     }

@@ -84,10 +84,20 @@ impl Detector {
                 ));
             }
             Metrics::add(&self.metrics.decode_failures, decoded.failures.len() as u64);
+            if !decoded.empty.is_empty() {
+                // Valid input with nothing to evaluate: counted, not dead-lettered.
+                Metrics::add(&self.metrics.empty_messages, decoded.empty.len() as u64);
+                for &i in &decoded.empty {
+                    tracing::debug!(origin = %messages[i as usize].origin, "message holds no events (empty EventList)");
+                }
+            }
             Metrics::add(&self.metrics.events_decoded, decoded.events.len() as u64);
             out.events += decoded.events.len();
             let (alerts, failures) = self.engine.evaluate(&decoded, &messages, now).await;
             for f in failures {
+                if f.timed_out {
+                    Metrics::add(&self.metrics.rule_timeouts, 1);
+                }
                 self.rule_failed(&mut out, source, f.rule_id, f.error, messages.iter().map(|m| m.origin.clone()).collect(), now);
             }
             out.alerts.extend(alerts);

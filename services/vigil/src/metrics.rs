@@ -20,6 +20,18 @@ pub struct Metrics {
     pub late_events: AtomicU64,
     /// Events currently retained for correlation (a gauge).
     pub retained_events: AtomicU64,
+    /// Messages that decoded to no event (audit `EventList`s with no items):
+    /// valid, nothing to evaluate, not dead-lettered.
+    pub empty_messages: AtomicU64,
+    /// Rule evaluations cancelled for exceeding `rules.max_eval_ms` (each
+    /// is also a `rule_error` dead letter, counted in `rule_failures`).
+    pub rule_timeouts: AtomicU64,
+    /// Produce attempts that left records unacknowledged (each one is
+    /// retried; consumption is paused meanwhile).
+    pub delivery_failures: AtomicU64,
+    /// 1 while the pipeline holds a batch whose output the broker has not
+    /// acknowledged (consumption paused, offsets not committed), else 0.
+    pub output_blocked: AtomicU64,
     alerts_by_rule: Mutex<BTreeMap<String, u64>>,
 }
 

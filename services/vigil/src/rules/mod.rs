@@ -2,6 +2,7 @@
 //! directory tree (`sql-rules/<source>/<rule>.sql`), planned once by the
 //! [`engine::RuleEngine`].
 
+pub mod budget;
 pub mod engine;
 pub mod header;
 pub(crate) mod slot;
