@@ -26,9 +26,6 @@ pub struct Metrics {
     /// Rule evaluations cancelled for exceeding `rules.max_eval_ms` (each
     /// is also a `rule_error` dead letter, counted in `rule_failures`).
     pub rule_timeouts: AtomicU64,
-    /// Produce attempts that left records unacknowledged (each one is
-    /// retried; consumption is paused meanwhile).
-    pub delivery_failures: AtomicU64,
     /// 1 while the pipeline holds a batch whose output the broker has not
     /// acknowledged (consumption paused, offsets not committed), else 0.
     pub output_blocked: AtomicU64,

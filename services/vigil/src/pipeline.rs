@@ -137,8 +137,12 @@ pub async fn run(
 async fn deliver(sink: &KafkaSink, records: &[OutRecord], stop: &watch::Receiver<bool>, metrics: &Metrics) -> Result<()> {
     loop {
         match sink.deliver(records, 5).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                Metrics::set(&metrics.output_blocked, 0);
+                return Ok(());
+            }
             Err(e) => {
+                Metrics::set(&metrics.output_blocked, 1);
                 Metrics::add(&metrics.delivery_retries, 1);
                 tracing::error!(error = %e, "output not delivered; consumption paused until the broker accepts it");
                 if *stop.borrow() {
