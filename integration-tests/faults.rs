@@ -379,7 +379,7 @@ async fn secrets_in_the_configuration_never_reach_the_logs() {
     let vigil = Vigil::start_with_env(
         &config,
         dir.path().join("vigil.log"),
-        &[("RUST_LOG", "debug"), ("VIGIL__KAFKA__PROPERTIES__SSL_KEY_PASSWORD", ENV_SECRET), ("VIGIL__KAFKA__PROPERTIES__DEBUG", "broker,protocol,security")],
+        &[("RUST_LOG", "debug"), ("VIGIL__KAFKA__PROPERTIES__SSL_KEY_PASSWORD", ENV_SECRET), ("VIGIL__KAFKA__PROPERTIES__DEBUG", "conf,broker,security")],
     );
     let dead = read_payloads(&addr, &topics.dead_letter, 1, Duration::from_secs(60), Duration::from_secs(1));
     assert_eq!(dead.len(), 1, "log:\n{}", vigil.log_text());
@@ -389,6 +389,12 @@ async fn secrets_in_the_configuration_never_reach_the_logs() {
     let log = std::fs::read_to_string(log_path).unwrap();
     assert!(log.contains("pipeline stopped"), "the run did not complete: {log}");
     assert!(log.len() > 10_000, "debug logging was not on ({} bytes)", log.len());
+    // librdkafka's `conf` debug context dumps the client configuration:
+    // the secret properties were set and their names are in the log.
+    assert!(log.contains("Client configuration:"), "no configuration dump in the log");
+    let dumped: Vec<&str> = log.lines().filter(|l| l.contains("CONF") && l.contains("password")).collect();
+    eprintln!("password lines of the configuration dump: {dumped:#?}");
+    assert!(!dumped.is_empty(), "the secret properties never reached librdkafka");
     for secret in [FILE_SECRET, ENV_SECRET] {
         assert!(!log.contains(secret), "secret {secret} found in the log");
     }
