@@ -293,10 +293,11 @@ async fn kill_at_random_points(seed: u64, iterations: usize) -> (usize, usize, u
     let text = std::fs::read_to_string(&config).unwrap().replace("max_events = 100", "max_events = 10");
     std::fs::write(&config, text).unwrap();
 
-    // The samples twice over: enough input that every run is killed in the
-    // middle of the stream.
+    // The samples several times over (twice for 10 runs): enough input that
+    // every run is killed in the middle of the stream.
+    let copies = (iterations / 5).max(2);
     let inputs: Vec<(SourceKind, Vec<Vec<u8>>)> =
-        samples().into_iter().map(|(s, p)| (s, p.iter().chain(p.iter()).cloned().collect())).collect();
+        samples().into_iter().map(|(s, p)| (s, p.iter().cycle().take(p.len() * copies).cloned().collect())).collect();
     let as_slices: Vec<(SourceKind, &[Vec<u8>])> = inputs.iter().map(|(s, p)| (*s, p.as_slice())).collect();
     let expected = offline_alert_ids(&as_slices).await;
     assert!(expected.len() >= 10);

@@ -443,6 +443,34 @@ mod tests {
     }
 
     #[test]
+    fn limits_and_rule_budget_from_the_environment_and_their_bounds() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("VIGIL__LIMITS__MAX_FIELD_BYTES", "1000"),
+                ("VIGIL__LIMITS__MAX_NESTING_DEPTH", "20"),
+                ("VIGIL__LIMITS__MAX_EVENT_TIME_AHEAD_MS", "60000"),
+                ("VIGIL__RULES__MAX_EVAL_MS", "250"),
+            ]),
+        )
+        .unwrap();
+        let l = s.limits.decode_limits();
+        assert_eq!((l.max_field_bytes, l.max_nesting_depth, l.max_event_time_ahead_ms), (1000, 20, 60_000));
+        assert_eq!(s.rules.max_eval(), Duration::from_millis(250));
+        let d = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(d.rules.max_eval_ms, 5000);
+        assert_eq!(d.limits.max_field_bytes, 262_144);
+        for (key, value, expected) in [
+            ("VIGIL__LIMITS__MAX_NESTING_DEPTH", "200", "limits.max_nesting_depth must be at most 128"),
+            ("VIGIL__LIMITS__MAX_FIELD_BYTES", "0", "limits.max_field_bytes"),
+            ("VIGIL__RULES__MAX_EVAL_MS", "0", "rules.max_eval_ms must be at least 1"),
+        ] {
+            let e = Settings::load_from(None, env(&[(key, value)])).unwrap_err();
+            assert!(format!("{e:#}").contains(expected), "{key}={value}: {e:#}");
+        }
+    }
+
+    #[test]
     fn rejects_properties_that_would_break_delivery_guarantees() {
         let e = Settings::load_from(None, env(&[("VIGIL__KAFKA__PROPERTIES__ENABLE_AUTO_COMMIT", "true")])).unwrap_err();
         assert!(format!("{e:#}").contains("kafka.properties.enable.auto.commit"), "{e:#}");
