@@ -147,7 +147,12 @@ pub fn decode(source: SourceKind, messages: &[RawMessage], limits: DecodeLimits,
                 limits.max_message_bytes
             ))
         } else {
-            limits::check_structure(&message.payload, limits.max_nesting_depth, limits.max_field_bytes)
+            // The parser checks UTF-8 only in the strings it decodes, not in
+            // fields it skips: check the whole message, so what is accepted
+            // is the same for Vigil and for whoever reads it next.
+            std::str::from_utf8(&message.payload)
+                .map_err(|e| format!("invalid UTF-8: {e}"))
+                .and_then(|_| limits::check_structure(&message.payload, limits.max_nesting_depth, limits.max_field_bytes))
                 .and_then(|()| sink.append(&message.payload, input, &mut events))
         };
         match result {

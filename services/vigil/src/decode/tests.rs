@@ -130,7 +130,13 @@ fn invalid_utf8_and_oversized_messages_fail() {
     let d = decode(SourceKind::K8sAudit, &msgs, limits, NOW_NS);
     assert_eq!(d.batch.num_rows(), 0);
     assert!(d.failures[0].reason.contains("exceeds the limit of 100 bytes"));
-    assert!(d.failures[1].reason.contains("invalid JSON"));
+    assert!(d.failures[1].reason.contains("invalid UTF-8"), "{}", d.failures[1].reason);
+    // Also in a field the decoder skips.
+    let mut skipped = br#"{"kind":"Event","verb":"get","unknownField":"x"}"#.to_vec();
+    let at = skipped.len() - 3;
+    skipped[at] = 0xff;
+    let d = decode(SourceKind::K8sAudit, &[RawMessage { payload: skipped, ..msgs[0].clone() }], DecodeLimits::default(), NOW_NS);
+    assert!(d.failures[0].reason.contains("invalid UTF-8"), "{:?}", d.failures);
 }
 
 #[test]
