@@ -486,6 +486,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configuration_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../vigil.example.toml");
+        let s = Settings::load_from(Some(&path), env(&[])).unwrap();
+        assert_eq!(s.rules.max_eval_ms, 5000);
+        assert_eq!(s.limits.max_nesting_depth, 64);
+    }
+
+    #[test]
     fn missing_file_is_an_error() {
         let e = Settings::load_from(Some(Path::new("/nonexistent/vigil.toml")), env(&[])).unwrap_err();
         assert!(e.to_string().contains("does not exist"));
