@@ -486,7 +486,35 @@ impl Drop for TcpProxy {
 
 /// Every record of partition 0 of `topic` currently readable, waiting at
 /// most `timeout` for the first `want` and then `settle` for extras (the
-/// payloads only).
+/// payloads only). Like [`read_topic`], but transient consumer errors (a
+/// connection cut by a [`TcpProxy`]) are retried instead of failing.
 pub fn read_payloads(addr: &str, topic: &str, want: usize, timeout: Duration, settle: Duration) -> Vec<String> {
-    read_topic(addr, topic, want, timeout, settle).into_iter().map(|(_, p)| p).collect()
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    consumer.assign(&list).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    let mut settle_until: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if out.len() >= want && settle_until.is_none() {
+            settle_until = Some(now + settle);
+        }
+        if settle_until.is_some_and(|s| now >= s) || now >= deadline {
+            break;
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()),
+            Some(Err(e)) => eprintln!("reading {topic}: {e} (retrying)"),
+            None => {}
+        }
+    }
+    out
 }
