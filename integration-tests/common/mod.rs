@@ -371,3 +371,188 @@ impl Topics {
         path
     }
 }
+
+impl Vigil {
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+/// A tansu broker of its own (not the shared one), listening on
+/// `127.0.0.1:listen_port` and advertising `advertised` (`host:port`) to
+/// clients: so every connection a client makes after bootstrapping goes to
+/// the advertised address (a [`TcpProxy`] in front of the broker).
+pub struct DedicatedBroker {
+    _child: ChildGuard,
+    pub listen_addr: String,
+}
+
+impl DedicatedBroker {
+    pub fn start(listen_port: u16, advertised: &str) -> DedicatedBroker {
+        let url = format!("tcp://127.0.0.1:{listen_port}");
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("tansu-{listen_port}.log"))).unwrap();
+        let child = Command::new(tansu_binary())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &format!("tcp://{advertised}"),
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("starting tansu");
+        DedicatedBroker { _child: ChildGuard(child), listen_addr: format!("127.0.0.1:{listen_port}") }
+    }
+}
+
+/// An unused localhost port.
+pub fn unused_port() -> u16 {
+    free_port()
+}
+
+/// Wait until a broker answers metadata requests at `addr` (60 s at most).
+pub fn await_broker(addr: &str) {
+    wait_for_broker(addr)
+}
+
+/// A TCP proxy in front of a broker, to simulate outages: [`TcpProxy::cut`]
+/// drops every open connection and stops listening (connections are
+/// refused), [`TcpProxy::restore`] listens again on the same port.
+pub struct TcpProxy {
+    pub addr: String,
+    state: std::sync::Arc<ProxyState>,
+}
+
+struct ProxyState {
+    down: std::sync::atomic::AtomicBool,
+    stop: std::sync::atomic::AtomicBool,
+    connections: std::sync::Mutex<Vec<std::net::TcpStream>>,
+}
+
+impl TcpProxy {
+    /// Listen on `127.0.0.1:port` and forward every connection to `upstream`.
+    pub fn start(port: u16, upstream: &str) -> TcpProxy {
+        use std::sync::atomic::Ordering;
+        let state = std::sync::Arc::new(ProxyState {
+            down: Default::default(),
+            stop: Default::default(),
+            connections: Default::default(),
+        });
+        let addr = format!("127.0.0.1:{port}");
+        let upstream = upstream.to_string();
+        let st = state.clone();
+        let listen = addr.clone();
+        std::thread::spawn(move || {
+            let mut listener: Option<TcpListener> = None;
+            while !st.stop.load(Ordering::SeqCst) {
+                if st.down.load(Ordering::SeqCst) {
+                    listener = None; // closed: connections are refused
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                if listener.is_none() {
+                    match TcpListener::bind(&listen) {
+                        Ok(l) => {
+                            l.set_nonblocking(true).unwrap();
+                            listener = Some(l);
+                        }
+                        Err(_) => {
+                            std::thread::sleep(Duration::from_millis(50));
+                            continue;
+                        }
+                    }
+                }
+                match listener.as_ref().unwrap().accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let Ok(server) = std::net::TcpStream::connect(&upstream) else { continue };
+                        {
+                            let mut conns = st.connections.lock().unwrap();
+                            conns.push(client.try_clone().unwrap());
+                            conns.push(server.try_clone().unwrap());
+                        }
+                        if st.down.load(Ordering::SeqCst) {
+                            // Cut while this one was being accepted.
+                            let _ = client.shutdown(std::net::Shutdown::Both);
+                            let _ = server.shutdown(std::net::Shutdown::Both);
+                            continue;
+                        }
+                        for (mut from, mut to) in
+                            [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                        {
+                            std::thread::spawn(move || {
+                                let _ = std::io::copy(&mut from, &mut to);
+                                let _ = to.shutdown(std::net::Shutdown::Both);
+                                let _ = from.shutdown(std::net::Shutdown::Both);
+                            });
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        TcpProxy { addr, state }
+    }
+
+    /// Drop every connection and refuse new ones.
+    pub fn cut(&self) {
+        use std::sync::atomic::Ordering;
+        self.state.down.store(true, Ordering::SeqCst);
+        for c in self.state.connections.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Accept connections again.
+    pub fn restore(&self) {
+        self.state.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.state.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Every record of partition 0 of `topic` currently readable, waiting at
+/// most `timeout` for the first `want` and then `settle` for extras (the
+/// payloads only). Like [`read_topic`], but transient consumer errors (a
+/// connection cut by a [`TcpProxy`]) are retried instead of failing.
+pub fn read_payloads(addr: &str, topic: &str, want: usize, timeout: Duration, settle: Duration) -> Vec<String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    consumer.assign(&list).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    let mut settle_until: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if out.len() >= want && settle_until.is_none() {
+            settle_until = Some(now + settle);
+        }
+        if settle_until.is_some_and(|s| now >= s) || now >= deadline {
+            break;
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()),
+            Some(Err(e)) => eprintln!("reading {topic}: {e} (retrying)"),
+            None => {}
+        }
+    }
+    out
+}

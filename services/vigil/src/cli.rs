@@ -165,10 +165,12 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
     if let Some(addr) = settings.http.address()? {
         http::start(addr, metrics.clone(), health.clone()).await?;
     }
-    let engine = rules::load_rule_set(&settings.rules.dir, settings.rules.exceptions.as_deref(), settings.correlation.clone())
-        .await
-        .map_err(anyhow::Error::new)
-        .with_context(|| format!("loading rules from {}", settings.rules.dir.display()))?;
+    let mut engine =
+        rules::load_rule_set(&settings.rules.dir, settings.rules.exceptions.as_deref(), settings.correlation.clone())
+            .await
+            .map_err(anyhow::Error::new)
+            .with_context(|| format!("loading rules from {}", settings.rules.dir.display()))?;
+    engine.set_time_budget(settings.rules.max_eval());
     tracing::info!(rules = engine.rules().count(), dir = %settings.rules.dir.display(), "rules loaded");
     metrics.set_rules_loaded(engine.rules().count());
     health.set_rules_loaded(true);

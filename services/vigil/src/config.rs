@@ -286,6 +286,11 @@ pub struct RuleSettings {
     /// (see `crate::reload`).
     #[serde(default = "default_true")]
     pub reload: bool,
+    /// Time budget of one rule's evaluation over one batch, in
+    /// milliseconds: beyond it the evaluation is cancelled and reported as
+    /// a `rule_error` dead letter (see `crate::rules::budget`).
+    #[serde(default = "default_max_eval_ms")]
+    pub max_eval_ms: u64,
 }
 
 fn default_true() -> bool {
@@ -296,13 +301,23 @@ fn default_rules_dir() -> PathBuf {
     PathBuf::from("sql-rules")
 }
 
+fn default_max_eval_ms() -> u64 {
+    5000
+}
+
 impl Default for RuleSettings {
     fn default() -> Self {
-        RuleSettings { dir: default_rules_dir(), exceptions: None, reload: true }
+        RuleSettings { dir: default_rules_dir(), exceptions: None, reload: true, max_eval_ms: default_max_eval_ms() }
     }
 }
 
-/// Input limits (see [`DecodeLimits`]).
+impl RuleSettings {
+    pub fn max_eval(&self) -> Duration {
+        Duration::from_millis(self.max_eval_ms)
+    }
+}
+
+/// Input limits (see [`DecodeLimits`] for what each bounds).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitSettings {
@@ -310,6 +325,12 @@ pub struct LimitSettings {
     pub max_message_bytes: usize,
     #[serde(default = "default_max_events_per_message")]
     pub max_events_per_message: usize,
+    #[serde(default = "default_max_field_bytes")]
+    pub max_field_bytes: usize,
+    #[serde(default = "default_max_nesting_depth")]
+    pub max_nesting_depth: usize,
+    #[serde(default = "default_max_event_time_ahead_ms")]
+    pub max_event_time_ahead_ms: u64,
 }
 
 fn default_max_message_bytes() -> usize {
@@ -318,19 +339,37 @@ fn default_max_message_bytes() -> usize {
 fn default_max_events_per_message() -> usize {
     DecodeLimits::default().max_events_per_message
 }
+fn default_max_field_bytes() -> usize {
+    DecodeLimits::default().max_field_bytes
+}
+fn default_max_nesting_depth() -> usize {
+    DecodeLimits::default().max_nesting_depth
+}
+fn default_max_event_time_ahead_ms() -> u64 {
+    DecodeLimits::default().max_event_time_ahead_ms
+}
 
 impl Default for LimitSettings {
     fn default() -> Self {
         LimitSettings {
             max_message_bytes: default_max_message_bytes(),
             max_events_per_message: default_max_events_per_message(),
+            max_field_bytes: default_max_field_bytes(),
+            max_nesting_depth: default_max_nesting_depth(),
+            max_event_time_ahead_ms: default_max_event_time_ahead_ms(),
         }
     }
 }
 
 impl LimitSettings {
     pub fn decode_limits(&self) -> DecodeLimits {
-        DecodeLimits { max_message_bytes: self.max_message_bytes, max_events_per_message: self.max_events_per_message }
+        DecodeLimits {
+            max_message_bytes: self.max_message_bytes,
+            max_events_per_message: self.max_events_per_message,
+            max_field_bytes: self.max_field_bytes,
+            max_nesting_depth: self.max_nesting_depth,
+            max_event_time_ahead_ms: self.max_event_time_ahead_ms,
+        }
     }
 }
 
@@ -404,8 +443,17 @@ impl Settings {
         if self.correlation.max_retained_events == 0 {
             bail!("invalid configuration: correlation.max_retained_events must be positive");
         }
-        if self.limits.max_message_bytes == 0 || self.limits.max_events_per_message == 0 {
-            bail!("invalid configuration: limits must be positive");
+        let l = &self.limits;
+        if l.max_message_bytes == 0 || l.max_events_per_message == 0 || l.max_field_bytes == 0 || l.max_nesting_depth == 0
+        {
+            bail!("invalid configuration: limits.max_message_bytes, limits.max_events_per_message, limits.max_field_bytes and limits.max_nesting_depth must be positive");
+        }
+        if l.max_nesting_depth > 128 {
+            // serde_json refuses deeper input anyway, with a less clear reason.
+            bail!("invalid configuration: limits.max_nesting_depth must be at most 128, got {}", l.max_nesting_depth);
+        }
+        if self.rules.max_eval_ms == 0 {
+            bail!("invalid configuration: rules.max_eval_ms must be at least 1");
         }
         self.http.address()?;
         if self.http.ready_max_poll_gap_ms == 0 {
@@ -474,6 +522,34 @@ mod tests {
     }
 
     #[test]
+    fn limits_and_rule_budget_from_the_environment_and_their_bounds() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("VIGIL__LIMITS__MAX_FIELD_BYTES", "1000"),
+                ("VIGIL__LIMITS__MAX_NESTING_DEPTH", "20"),
+                ("VIGIL__LIMITS__MAX_EVENT_TIME_AHEAD_MS", "60000"),
+                ("VIGIL__RULES__MAX_EVAL_MS", "250"),
+            ]),
+        )
+        .unwrap();
+        let l = s.limits.decode_limits();
+        assert_eq!((l.max_field_bytes, l.max_nesting_depth, l.max_event_time_ahead_ms), (1000, 20, 60_000));
+        assert_eq!(s.rules.max_eval(), Duration::from_millis(250));
+        let d = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(d.rules.max_eval_ms, 5000);
+        assert_eq!(d.limits.max_field_bytes, 262_144);
+        for (key, value, expected) in [
+            ("VIGIL__LIMITS__MAX_NESTING_DEPTH", "200", "limits.max_nesting_depth must be at most 128"),
+            ("VIGIL__LIMITS__MAX_FIELD_BYTES", "0", "limits.max_field_bytes"),
+            ("VIGIL__RULES__MAX_EVAL_MS", "0", "rules.max_eval_ms must be at least 1"),
+        ] {
+            let e = Settings::load_from(None, env(&[(key, value)])).unwrap_err();
+            assert!(format!("{e:#}").contains(expected), "{key}={value}: {e:#}");
+        }
+    }
+
+    #[test]
     fn rejects_properties_that_would_break_delivery_guarantees() {
         let e = Settings::load_from(None, env(&[("VIGIL__KAFKA__PROPERTIES__ENABLE_AUTO_COMMIT", "true")])).unwrap_err();
         assert!(format!("{e:#}").contains("kafka.properties.enable.auto.commit"), "{e:#}");
@@ -512,6 +588,14 @@ mod tests {
         assert!(format!("{e:#}").contains("http.listen"), "{e:#}");
         let e = Settings::load_from(None, env(&[("VIGIL__LOG__FORMAT", "xml")])).unwrap_err();
         assert!(format!("{e:#}").contains("xml"), "{e:#}");
+    }
+
+    #[test]
+    fn the_example_configuration_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../vigil.example.toml");
+        let s = Settings::load_from(Some(&path), env(&[])).unwrap();
+        assert_eq!(s.rules.max_eval_ms, 5000);
+        assert_eq!(s.limits.max_nesting_depth, 64);
     }
 
     #[test]

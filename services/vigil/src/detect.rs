@@ -89,7 +89,8 @@ impl Detector {
 
     /// Replace the rule set by `engine`, carrying the state of unchanged
     /// correlation rules. Called between batches only.
-    pub fn swap_engine(&mut self, engine: RuleEngine) {
+    pub fn swap_engine(&mut self, mut engine: RuleEngine) {
+        engine.set_time_budget(self.engine.time_budget());
         let old = std::mem::replace(&mut self.engine, engine);
         let old_ids: std::collections::BTreeSet<String> = old.rules().map(|r| r.meta.id.clone()).collect();
         let carried = self.engine.carry_state_from(old);
@@ -179,6 +180,13 @@ impl Detector {
                 ));
             }
             self.metrics.decode_failures.inc_by(source, decoded.failures.len() as u64);
+            if !decoded.empty.is_empty() {
+                // Valid input with nothing to evaluate: counted, not dead-lettered.
+                Metrics::add(&self.metrics.empty_messages, decoded.empty.len() as u64);
+                for &i in &decoded.empty {
+                    tracing::debug!(origin = %messages[i as usize].origin, "message holds no events (empty EventList)");
+                }
+            }
             self.metrics.events_decoded.inc_by(source, decoded.events.len() as u64);
             // Column 0 of every source table is `event_time` (the engine relies
             // on it too); `max` is `None` for an empty batch.
@@ -188,6 +196,9 @@ impl Detector {
             out.events += decoded.events.len();
             let (alerts, failures) = self.engine.evaluate_observed(&decoded, &messages, now, Some(&self.metrics)).await;
             for f in failures {
+                if f.timed_out {
+                    Metrics::add(&self.metrics.rule_timeouts, 1);
+                }
                 self.rule_failed(&mut out, source, f.rule_id, f.error, messages.iter().map(|m| m.origin.clone()).collect(), now);
             }
             out.alerts.extend(alerts);

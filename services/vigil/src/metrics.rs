@@ -190,6 +190,12 @@ pub struct Metrics {
     /// Alerts not raised because an exception (allow-list entry) matched
     /// (`vigil_alerts_excepted_total`).
     pub alerts_excepted: Counter,
+    /// Messages that decoded to no event (audit `EventList`s with no items):
+    /// valid, nothing to evaluate, not dead-lettered (`vigil_empty_messages_total`).
+    pub empty_messages: Counter,
+    /// Rule evaluations cancelled for exceeding `rules.max_eval_ms`; each is
+    /// also a `rule_error` dead letter and a rule failure (`vigil_rule_timeouts_total`).
+    pub rule_timeouts: Counter,
     alerts_by_rule_severity: Family<AlertLabels, Counter>,
     rule_matches: Family<RuleLabel, Counter>,
     rule_failures_by_rule: Family<RuleLabel, Counter>,
@@ -260,6 +266,8 @@ impl Metrics {
             correlation_evicted_early: Counter::default(),
             correlation_suppressed: Counter::default(),
             alerts_excepted: Counter::default(),
+            empty_messages: Counter::default(),
+            rule_timeouts: Counter::default(),
             rule_reloads: Family::default(),
             rules_loaded: Gauge::default(),
             delivery_paused: Gauge::default(),
@@ -302,6 +310,8 @@ impl Metrics {
         r.register("correlation_evicted_early", "Retained events evicted before their window closed (max_retained_events reached)", self.correlation_evicted_early.clone());
         r.register("correlation_suppressed_alerts", "Correlation alerts folded by suppression", self.correlation_suppressed.clone());
         r.register("alerts_excepted", "Alerts not raised because a rule exception (allow-list entry) matched", self.alerts_excepted.clone());
+        r.register("empty_messages", "Messages that decoded to no event (audit EventLists with no items)", self.empty_messages.clone());
+        r.register("rule_timeouts", "Rule evaluations cancelled for exceeding rules.max_eval_ms", self.rule_timeouts.clone());
         r.register("rule_reloads", "Rule reloads, by result (ok, failed)", self.rule_reloads.clone());
         r.register("rules_loaded", "Rules currently loaded", self.rules_loaded.clone());
         r.register("build_info", "Always 1; the version label is the running Vigil version", self.build_info.clone());

@@ -16,7 +16,8 @@ use serde_json::value::RawValue;
 
 use super::columns::*;
 use super::strings::{opt, Str};
-use super::{json_error, parse_opt_time, DecodeLimits, EventRef, RowSink};
+use super::limits::check_raw_field;
+use super::{json_error, parse_opt_time, EventRef, MessageInput, RowSink};
 use crate::schema;
 
 #[derive(Deserialize)]
@@ -123,7 +124,7 @@ struct Checked<'e, 'a> {
     stage_at: Option<i64>,
 }
 
-fn check<'e, 'a>(event: &'e AuditEventIn<'a>, fallback_ns: i64) -> Result<Checked<'e, 'a>, String> {
+fn check<'e, 'a>(event: &'e AuditEventIn<'a>, input: &MessageInput) -> Result<Checked<'e, 'a>, String> {
     match opt(&event.kind) {
         Some("Event") => {}
         None if event.verb.is_some() || event.audit_id.is_some() => {}
@@ -137,7 +138,19 @@ fn check<'e, 'a>(event: &'e AuditEventIn<'a>, fallback_ns: i64) -> Result<Checke
         "metadata.creationTimestamp",
         event.metadata.as_ref().and_then(|m| opt(&m.creation_timestamp)),
     )?;
-    let event_time = received.or(stage_at).or(legacy).or(created).unwrap_or(fallback_ns);
+    let (time_field, event_time) = [
+        ("requestReceivedTimestamp", received),
+        ("stageTimestamp", stage_at),
+        ("timestamp", legacy),
+        ("metadata.creationTimestamp", created),
+    ]
+    .into_iter()
+    .find_map(|(f, t)| t.map(|t| (f, t)))
+    .unwrap_or(("message timestamp", input.fallback_ns));
+    input.check_time(time_field, event_time)?;
+    let max = input.limits.max_field_bytes;
+    check_raw_field("requestObject", event.request_object, max)?;
+    check_raw_field("responseObject", event.response_object, max)?;
     Ok(Checked { event, event_time, received: received.or(legacy), stage_at })
 }
 
@@ -290,17 +303,14 @@ fn native_id(e: &AuditEventIn<'_>) -> Option<String> {
 }
 
 impl RowSink for AuditRows {
-    fn append(
-        &mut self,
-        payload: &[u8],
-        fallback_ns: i64,
-        message: u32,
-        limits: DecodeLimits,
-        events: &mut Vec<EventRef>,
-    ) -> Result<(), String> {
+    fn append(&mut self, payload: &[u8], input: MessageInput, events: &mut Vec<EventRef>) -> Result<(), String> {
+        let message = input.message;
+        let limits = input.limits;
         let event: AuditEventIn = serde_json::from_slice(payload).map_err(json_error)?;
         if opt(&event.kind) == Some("EventList") {
-            let items = event.items.as_deref().unwrap_or_default();
+            // An EventList without `items` is malformed; `"items": []` is a
+            // valid empty list: no rows, reported by `decode` as empty.
+            let items = event.items.as_deref().ok_or("EventList without an \"items\" array")?;
             if items.len() > limits.max_events_per_message {
                 return Err(format!(
                     "EventList of {} events exceeds the limit of {}",
@@ -321,7 +331,7 @@ impl RowSink for AuditRows {
             let checked = parsed
                 .iter()
                 .enumerate()
-                .map(|(i, e)| check(e, fallback_ns).map_err(|r| format!("EventList item {i}: {r}")))
+                .map(|(i, e)| check(e, &input).map_err(|r| format!("EventList item {i}: {r}")))
                 .collect::<Result<Vec<_>, _>>()?;
             for (i, c) in checked.iter().enumerate() {
                 self.append_checked(c);
@@ -329,7 +339,7 @@ impl RowSink for AuditRows {
             }
             return Ok(());
         }
-        let checked = check(&event, fallback_ns)?;
+        let checked = check(&event, &input)?;
         self.append_checked(&checked);
         events.push(EventRef { message, item: 0, native_id: native_id(&event) });
         Ok(())

@@ -9,7 +9,8 @@ use serde_json::value::RawValue;
 
 use super::columns::*;
 use super::strings::{opt, Str};
-use super::{json_error, parse_time, DecodeLimits, EventRef, RowSink};
+use super::limits::check_raw_field;
+use super::{json_error, parse_time, EventRef, MessageInput, RowSink};
 use crate::schema;
 
 #[derive(Deserialize)]
@@ -66,22 +67,18 @@ impl FalcoRows {
 }
 
 impl RowSink for FalcoRows {
-    fn append(
-        &mut self,
-        payload: &[u8],
-        fallback_ns: i64,
-        message: u32,
-        _limits: DecodeLimits,
-        events: &mut Vec<EventRef>,
-    ) -> Result<(), String> {
+    fn append(&mut self, payload: &[u8], input: MessageInput, events: &mut Vec<EventRef>) -> Result<(), String> {
+        let message = input.message;
         let a: FalcoAlertIn = serde_json::from_slice(payload).map_err(json_error)?;
         if a.rule.is_none() {
             return Err("not a Falco alert: no \"rule\" field".into());
         }
         let event_time = match opt(&a.time) {
             Some(t) => parse_time("time", t)?,
-            None => fallback_ns,
+            None => input.fallback_ns,
         };
+        input.check_time(if a.time.is_some() { "time" } else { "message timestamp" }, event_time)?;
+        check_raw_field("output_fields", a.output_fields, input.limits.max_field_bytes)?;
         self.row.append_value(self.event_time.len() as u32);
         self.event_time.append_value(event_time);
         put_str(&mut self.uuid, opt(&a.uuid));

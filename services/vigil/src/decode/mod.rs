@@ -9,6 +9,7 @@
 mod audit;
 mod columns;
 mod falco;
+mod limits;
 mod strings;
 mod tetragon;
 
@@ -16,20 +17,70 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::source::{RawMessage, SourceKind};
 
-/// Limits on the input a decoder accepts. Anything larger is a decode failure,
-/// never a partially read event: this keeps the service's memory bounded
-/// under hostile input.
+/// Limits on the input a decoder accepts. A message beyond any of them is a
+/// decode failure (a dead letter naming the limit), never a partially read
+/// event: this keeps the service's memory and the rules' work bounded under
+/// hostile input. Every limit is checked before anything of the message is
+/// appended.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeLimits {
     /// Largest accepted message, in bytes.
     pub max_message_bytes: usize,
     /// Most events accepted in one audit `EventList` message.
     pub max_events_per_message: usize,
+    /// Longest JSON string anywhere in a message (keys included), and
+    /// longest object kept as raw JSON text in a column (`request_object`,
+    /// `response_object`, `output_fields`, `args`), in bytes.
+    pub max_field_bytes: usize,
+    /// Deepest nesting of JSON objects and arrays in a message.
+    pub max_nesting_depth: usize,
+    /// How far an event's time may be ahead of the wall clock, in
+    /// milliseconds. A later event time is refused: one such event would
+    /// push the correlation watermark into the future and make every real
+    /// event after it late.
+    pub max_event_time_ahead_ms: u64,
 }
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        DecodeLimits { max_message_bytes: 1024 * 1024, max_events_per_message: 10_000 }
+        DecodeLimits {
+            max_message_bytes: 1024 * 1024,
+            max_events_per_message: 10_000,
+            max_field_bytes: 256 * 1024,
+            max_nesting_depth: 64,
+            max_event_time_ahead_ms: 15 * 60 * 1000,
+        }
+    }
+}
+
+/// What a decoder needs besides the payload.
+#[derive(Debug, Clone, Copy)]
+struct MessageInput {
+    /// Index of the message in the slice given to [`decode`].
+    message: u32,
+    /// Event time of events that carry none: the message timestamp, else now.
+    fallback_ns: i64,
+    /// Wall clock of the batch.
+    now_ns: i64,
+    limits: DecodeLimits,
+}
+
+impl MessageInput {
+    /// Refuse event times too far ahead of the wall clock (see
+    /// [`DecodeLimits::max_event_time_ahead_ms`]).
+    fn check_time(&self, field: &str, t: i64) -> Result<(), String> {
+        let ahead_ns = i64::try_from(self.limits.max_event_time_ahead_ms)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000_000);
+        if t > self.now_ns.saturating_add(ahead_ns) {
+            return Err(format!(
+                "event time {} ({field}) is more than {} ms ahead of the clock ({})",
+                crate::alert::format_time_ns(t),
+                self.limits.max_event_time_ahead_ms,
+                crate::alert::format_time_ns(self.now_ns)
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -62,6 +113,12 @@ pub struct DecodedBatch {
     pub batch: RecordBatch,
     pub events: Vec<EventRef>,
     pub failures: Vec<DecodeFailure>,
+    /// Messages that decoded to no event at all: audit `EventList`s with an
+    /// empty `items` array. Valid input with nothing to evaluate; counted
+    /// (metric `empty_messages`) rather than dead-lettered. Every message
+    /// index is in exactly one of: `events` (as some `message`), `failures`,
+    /// `empty`.
+    pub empty: Vec<u32>,
 }
 
 /// Decode `messages` (all of source `source`) into one batch.
@@ -71,6 +128,7 @@ pub struct DecodedBatch {
 pub fn decode(source: SourceKind, messages: &[RawMessage], limits: DecodeLimits, now_ns: i64) -> DecodedBatch {
     let mut events = Vec::with_capacity(messages.len());
     let mut failures = Vec::new();
+    let mut empty = Vec::new();
     let mut sink: Box<dyn RowSink> = match source {
         SourceKind::K8sAudit => Box::new(audit::AuditRows::with_capacity(messages.len())),
         SourceKind::Falco => Box::new(falco::FalcoRows::with_capacity(messages.len())),
@@ -80,6 +138,8 @@ pub fn decode(source: SourceKind, messages: &[RawMessage], limits: DecodeLimits,
         debug_assert_eq!(message.source, source);
         let index = index as u32;
         let fallback_ns = message.timestamp_ms.map(|ms| ms.saturating_mul(1_000_000)).unwrap_or(now_ns);
+        let input = MessageInput { message: index, fallback_ns, now_ns, limits };
+        let before = events.len();
         let result = if message.payload.len() > limits.max_message_bytes {
             Err(format!(
                 "message of {} bytes exceeds the limit of {} bytes",
@@ -87,32 +147,35 @@ pub fn decode(source: SourceKind, messages: &[RawMessage], limits: DecodeLimits,
                 limits.max_message_bytes
             ))
         } else {
-            let before = events.len();
-            let result = sink.append(&message.payload, fallback_ns, index, limits, &mut events);
-            debug_assert!(result.is_ok() || events.len() == before, "failed message must add no rows");
-            result
+            // The parser checks UTF-8 only in the strings it decodes, not in
+            // fields it skips: check the whole message, so what is accepted
+            // is the same for Vigil and for whoever reads it next.
+            std::str::from_utf8(&message.payload)
+                .map_err(|e| format!("invalid UTF-8: {e}"))
+                .and_then(|_| limits::check_structure(&message.payload, limits.max_nesting_depth, limits.max_field_bytes))
+                .and_then(|()| sink.append(&message.payload, input, &mut events))
         };
-        if let Err(reason) = result {
-            failures.push(DecodeFailure { message: index, reason });
+        match result {
+            Err(reason) => {
+                debug_assert_eq!(events.len(), before, "a failed message must add no rows");
+                failures.push(DecodeFailure { message: index, reason });
+            }
+            Ok(()) if events.len() == before => empty.push(index),
+            Ok(()) => {}
         }
     }
     let batch = sink.finish();
     debug_assert_eq!(batch.num_rows(), events.len());
-    DecodedBatch { source, batch, events, failures }
+    DecodedBatch { source, batch, events, failures, empty }
 }
 
 /// Accumulates the rows of one source's table.
 trait RowSink {
     /// Append every event of one message, or none of them and return why.
     /// On success pushes one [`EventRef`] per appended row.
-    fn append(
-        &mut self,
-        payload: &[u8],
-        fallback_time_ns: i64,
-        message: u32,
-        limits: DecodeLimits,
-        events: &mut Vec<EventRef>,
-    ) -> Result<(), String>;
+    /// Implementations check every limit and every field before appending
+    /// anything.
+    fn append(&mut self, payload: &[u8], input: MessageInput, events: &mut Vec<EventRef>) -> Result<(), String>;
 
     /// Build the batch of everything appended so far.
     fn finish(&mut self) -> RecordBatch;

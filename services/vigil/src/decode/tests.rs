@@ -18,8 +18,12 @@ fn messages(source: SourceKind, lines: &[&str]) -> Vec<RawMessage> {
         .collect()
 }
 
+/// The wall clock the tests decode at: after every sample's event time, so
+/// none is refused as being ahead of the clock.
+const NOW_NS: i64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
+
 fn decode_lines(source: SourceKind, lines: &[&str]) -> DecodedBatch {
-    decode(source, &messages(source, lines), DecodeLimits::default(), 42)
+    decode(source, &messages(source, lines), DecodeLimits::default(), NOW_NS)
 }
 
 fn str_col<'a>(batch: &'a RecordBatch, name: &str) -> &'a datafusion::arrow::array::StringArray {
@@ -123,10 +127,16 @@ fn invalid_utf8_and_oversized_messages_fail() {
     let mut msgs = messages(SourceKind::K8sAudit, &[AUDIT]);
     msgs.push(RawMessage { payload: vec![b'{', 0xff, 0xfe, b'}'], ..msgs[0].clone() });
     let limits = DecodeLimits { max_message_bytes: 100, ..Default::default() };
-    let d = decode(SourceKind::K8sAudit, &msgs, limits, 0);
+    let d = decode(SourceKind::K8sAudit, &msgs, limits, NOW_NS);
     assert_eq!(d.batch.num_rows(), 0);
     assert!(d.failures[0].reason.contains("exceeds the limit of 100 bytes"));
-    assert!(d.failures[1].reason.contains("invalid JSON"));
+    assert!(d.failures[1].reason.contains("invalid UTF-8"), "{}", d.failures[1].reason);
+    // Also in a field the decoder skips.
+    let mut skipped = br#"{"kind":"Event","verb":"get","unknownField":"x"}"#.to_vec();
+    let at = skipped.len() - 3;
+    skipped[at] = 0xff;
+    let d = decode(SourceKind::K8sAudit, &[RawMessage { payload: skipped, ..msgs[0].clone() }], DecodeLimits::default(), NOW_NS);
+    assert!(d.failures[0].reason.contains("invalid UTF-8"), "{:?}", d.failures);
 }
 
 #[test]
@@ -189,8 +199,84 @@ fn decodes_tetragon_events_with_nested_process() {
 }
 
 #[test]
+fn empty_event_lists_are_counted_and_event_lists_without_items_fail() {
+    let empty = r#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[]}"#;
+    let missing = r#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1"}"#;
+    let null = r#"{"kind":"EventList","items":null}"#;
+    let d = decode_lines(SourceKind::K8sAudit, &[empty, AUDIT, missing, null]);
+    assert_eq!(d.batch.num_rows(), 1);
+    assert_eq!(d.empty, vec![0]);
+    assert_eq!(d.failures.iter().map(|f| f.message).collect::<Vec<_>>(), vec![2, 3]);
+    assert!(d.failures.iter().all(|f| f.reason.contains("without an \"items\" array")), "{:?}", d.failures);
+}
+
+#[test]
+fn deep_nesting_is_refused_before_parsing() {
+    let deep = format!(r#"{{"kind":"Event","verb":"get","requestObject":{}1{}}}"#, "[".repeat(100), "]".repeat(100));
+    let d = decode_lines(SourceKind::K8sAudit, &[&deep]);
+    assert_eq!(d.batch.num_rows(), 0);
+    assert!(d.failures[0].reason.contains("nesting deeper than the limit of 64"), "{}", d.failures[0].reason);
+    // Far deeper than any recursion could survive: still just a failure.
+    let abyss = "[".repeat(1_000_000);
+    let d = decode_lines(SourceKind::Tetragon, &[&abyss]);
+    assert!(d.failures[0].reason.contains("nesting deeper"), "{}", d.failures[0].reason);
+    // Within the limit, the raw object is kept as written.
+    let ok = format!(r#"{{"kind":"Event","verb":"get","requestObject":{}1{}}}"#, "[".repeat(60), "]".repeat(60));
+    let d = decode_lines(SourceKind::K8sAudit, &[&ok]);
+    assert!(d.failures.is_empty(), "{:?}", d.failures);
+    assert_eq!(str_col(&d.batch, "request_object").value(0).len(), 121);
+}
+
+#[test]
+fn oversized_fields_are_refused_with_the_field_named() {
+    let limits = DecodeLimits { max_field_bytes: 1000, ..Default::default() };
+    let long_user = format!(r#"{{"kind":"Event","verb":"get","user":{{"username":"{}"}}}}"#, "a".repeat(1001));
+    let big_object = format!(
+        r#"{{"kind":"Event","verb":"get","requestObject":{{"data":[{}1]}}}}"#,
+        "1,".repeat(600)
+    );
+    let big_falco = format!(r#"{{"rule":"r","output_fields":{{"a":[{}1]}}}}"#, "1,".repeat(600));
+    let just_fits = format!(r#"{{"kind":"Event","verb":"get","user":{{"username":"{}"}}}}"#, "a".repeat(1000));
+    let d = decode(
+        SourceKind::K8sAudit,
+        &messages(SourceKind::K8sAudit, &[&long_user, &big_object, &just_fits]),
+        limits,
+        NOW_NS,
+    );
+    assert_eq!(d.batch.num_rows(), 1);
+    assert!(d.failures[0].reason.contains("string of 1001 bytes") && d.failures[0].reason.contains("limit of 1000"));
+    assert!(d.failures[1].reason.contains("field requestObject of 1212 bytes"), "{}", d.failures[1].reason);
+    let d = decode(SourceKind::Falco, &messages(SourceKind::Falco, &[&big_falco]), limits, NOW_NS);
+    assert!(d.failures[0].reason.contains("field output_fields"), "{}", d.failures[0].reason);
+}
+
+#[test]
+fn event_times_ahead_of_the_clock_are_refused() {
+    let at = |t: &str| format!(r#"{{"kind":"Event","verb":"get","requestReceivedTimestamp":"{t}"}}"#);
+    // NOW_NS is 2026-01-01T00:00:00Z; the default allows 15 minutes ahead.
+    let (ok, ahead, past) = (at("2026-01-01T00:14:59Z"), at("2026-01-01T00:15:01Z"), at("1700-01-01T00:00:00Z"));
+    let falco = r#"{"rule":"r","time":"2200-01-01T00:00:00Z"}"#;
+    let tetragon = r#"{"process_exec":{},"time":"2200-01-01T00:00:00Z"}"#;
+    let d = decode_lines(SourceKind::K8sAudit, &[&ok, &ahead, &past]);
+    assert_eq!(d.events.iter().map(|e| e.message).collect::<Vec<_>>(), vec![0, 2], "{:?}", d.failures);
+    assert!(d.failures[0].reason.contains("requestReceivedTimestamp") && d.failures[0].reason.contains("ahead of the clock"));
+    for (source, line) in [(SourceKind::Falco, falco), (SourceKind::Tetragon, tetragon)] {
+        let d = decode_lines(source, &[line]);
+        assert!(d.failures[0].reason.contains("ahead of the clock"), "{source}: {:?}", d.failures);
+    }
+    // A message timestamp in the future (no event time of its own) too.
+    let mut m = messages(SourceKind::K8sAudit, &[r#"{"kind":"Event","verb":"get"}"#]);
+    m[0].timestamp_ms = Some(NOW_NS / 1_000_000 + 3_600_000);
+    let d = decode(SourceKind::K8sAudit, &m, DecodeLimits::default(), NOW_NS);
+    assert!(d.failures[0].reason.contains("message timestamp"), "{:?}", d.failures);
+}
+
+#[test]
 fn timestamps_without_zone_are_utc() {
     assert_eq!(parse_time("t", "2022-11-29 00:09:04.38").unwrap(), parse_time("t", "2022-11-29T00:09:04.38Z").unwrap());
     assert_eq!(parse_time("t", "2022-11-29T00:09:04").unwrap(), parse_time("t", "2022-11-29T00:09:04+00:00").unwrap());
     assert!(parse_time("t", "2022-13-29 00:09:04").is_err());
 }
+
+mod fuzz;
+

@@ -16,7 +16,8 @@ use serde_json::value::RawValue;
 
 use super::columns::*;
 use super::strings::{opt, Str};
-use super::{json_error, parse_opt_time, parse_time, DecodeLimits, EventRef, RowSink};
+use super::limits::check_raw_field;
+use super::{json_error, parse_opt_time, parse_time, EventRef, MessageInput, RowSink};
 use crate::schema;
 
 /// Top-level keys that are metadata, not the event itself.
@@ -318,14 +319,8 @@ impl TetragonRows {
 }
 
 impl RowSink for TetragonRows {
-    fn append(
-        &mut self,
-        payload: &[u8],
-        fallback_ns: i64,
-        message: u32,
-        _limits: DecodeLimits,
-        events: &mut Vec<EventRef>,
-    ) -> Result<(), String> {
+    fn append(&mut self, payload: &[u8], input: MessageInput, events: &mut Vec<EventRef>) -> Result<(), String> {
+        let message = input.message;
         let top: BTreeMap<Str, &RawValue> = serde_json::from_slice(payload).map_err(json_error)?;
         let mut kinds = top.iter().filter(|(k, _)| !METADATA_KEYS.contains(&k.as_str()));
         let (event_type, body) = match (kinds.next(), kinds.next()) {
@@ -347,8 +342,10 @@ impl RowSink for TetragonRows {
             .map_err(|e| format!("field {}: {}", event_type.as_str(), json_error(e)))?;
         let event_time = match opt(&time) {
             Some(t) => parse_time("time", t)?,
-            None => fallback_ns,
+            None => input.fallback_ns,
         };
+        input.check_time(if time.is_some() { "time" } else { "message timestamp" }, event_time)?;
+        check_raw_field("args", event.args, input.limits.max_field_bytes)?;
         let own_times = process_times(event.process.as_ref(), "process")?;
         let parent_times = process_times(event.parent.as_ref(), "parent")?;
 

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{TimestampNanosecondType, UInt32Type};
@@ -26,6 +27,7 @@ use serde_json::{Map, Value};
 use tracing::Instrument;
 
 use super::exceptions::{Excepted, Exceptions};
+use super::budget::{with_deadline, BudgetExceeded, EvalDeadline};
 use super::slot::{BatchSlot, SlotTable};
 use super::{Rule, RuleError, RuleErrors, RuleMode};
 use crate::alert::{content_event_id, Alert, EventIdentity};
@@ -43,6 +45,8 @@ pub struct RuleFailure {
     pub rule_id: String,
     pub source: SourceKind,
     pub error: String,
+    /// The evaluation was cancelled for exceeding the time budget.
+    pub timed_out: bool,
 }
 
 /// A rule ready to run.
@@ -64,7 +68,14 @@ pub struct RuleEngine {
     exceptions: Exceptions,
     /// Alerts suppressed by exceptions since the last [`RuleEngine::take_excepted`].
     excepted: Vec<Excepted>,
+    /// Deadline read by every per-event rule plan (see [`super::budget`]).
+    deadline: Arc<EvalDeadline>,
+    /// How long one rule may run over one batch.
+    time_budget: Duration,
 }
+
+/// Default of [`RuleEngine::set_time_budget`] (`rules.max_eval_ms`).
+pub const DEFAULT_TIME_BUDGET: Duration = Duration::from_secs(5);
 
 /// A DataFusion session for rules: one partition (a rule runs on the batch
 /// it is given, no repartitioning threads) and the rule functions. No
@@ -121,6 +132,7 @@ impl RuleEngine {
     /// Compile every rule, or report every rule that does not compile.
     pub async fn compile_with(rules: Vec<Rule>, settings: CorrelationSettings) -> Result<RuleEngine, RuleErrors> {
         let (ctx, slots) = session();
+        let deadline = Arc::new(EvalDeadline::default());
         let mut compiled = Vec::with_capacity(rules.len());
         let mut errors = Vec::new();
         let (correlation, rules): (Vec<Rule>, Vec<Rule>) =
@@ -133,7 +145,7 @@ impl RuleEngine {
             }
         };
         for rule in rules {
-            match compile_rule(&ctx, &rule).await {
+            match compile_rule(&ctx, &rule, &deadline).await {
                 Ok((plan, row_column)) => compiled.push(CompiledRule { rule: Arc::new(rule), plan, row_column }),
                 Err(e) => errors.push(e),
             }
@@ -144,7 +156,27 @@ impl RuleEngine {
         }
         let task_ctx = ctx.task_ctx();
         let correlator = correlator.expect("no errors means the correlator compiled");
-        Ok(RuleEngine { ctx, slots, rules: compiled, task_ctx, correlator, exceptions: Exceptions::none(), excepted: Vec::new() })
+        Ok(RuleEngine {
+            ctx,
+            slots,
+            rules: compiled,
+            task_ctx,
+            correlator,
+            exceptions: Exceptions::none(),
+            excepted: Vec::new(),
+            deadline,
+            time_budget: DEFAULT_TIME_BUDGET,
+        })
+    }
+
+    /// Set how long one per-event rule may run over one batch before it is
+    /// cancelled and reported as failed (`rules.max_eval_ms`).
+    pub fn set_time_budget(&mut self, budget: Duration) {
+        self.time_budget = budget;
+    }
+
+    pub fn time_budget(&self) -> Duration {
+        self.time_budget
     }
 
     /// The loaded rules: per-event rules, then correlation rules.
@@ -269,7 +301,12 @@ impl RuleEngine {
             let span = tracing::info_span!("rule", rule = %meta.id, source = %decoded.source, matches = tracing::field::Empty);
             let started = std::time::Instant::now();
             let result = match fresh_plan(&compiled.plan) {
-                Ok(plan) => collect(plan, self.task_ctx.clone()).instrument(span.clone()).await,
+                Ok(plan) => {
+                    self.deadline.arm(self.time_budget);
+                    let result = collect(plan, self.task_ctx.clone()).instrument(span.clone()).await;
+                    self.deadline.disarm();
+                    result
+                }
                 Err(e) => Err(e),
             };
             let elapsed = started.elapsed();
@@ -283,7 +320,11 @@ impl RuleEngine {
             let batches = match result {
                 Ok(b) => b,
                 Err(e) => {
-                    failures.push(RuleFailure { rule_id: meta.id.clone(), source: decoded.source, error: e.to_string() });
+                    let (error, timed_out) = match BudgetExceeded::find(&e) {
+                        Some(b) => (b.to_string(), true),
+                        None => (e.to_string(), false),
+                    };
+                    failures.push(RuleFailure { rule_id: meta.id.clone(), source: decoded.source, error, timed_out });
                     continue;
                 }
             };
@@ -295,6 +336,7 @@ impl RuleEngine {
                             rule_id: meta.id.clone(),
                             source: decoded.source,
                             error: format!("encoding the rule's output: {e}"),
+                            timed_out: false,
                         });
                         continue;
                     }
@@ -348,6 +390,7 @@ pub(crate) fn rows_to_json(batch: &RecordBatch) -> Result<Vec<Map<String, Value>
 async fn compile_rule(
     ctx: &SessionContext,
     rule: &Rule,
+    deadline: &Arc<EvalDeadline>,
 ) -> Result<(Arc<dyn ExecutionPlan>, usize), RuleError> {
     let err = |line: Option<usize>, message: String| RuleError { path: rule.path.clone(), line, message };
     let statement = checked_statement(rule).map_err(|(line, m)| err(line, m))?;
@@ -365,6 +408,7 @@ async fn compile_rule(
         .schema()
         .index_of(ROW_COLUMN)
         .map_err(|_| err(None, format!("the rule's output lost the internal {ROW_COLUMN} column")))?;
+    let physical = with_deadline(physical, deadline).map_err(|e| err(None, format!("adding the time budget: {e}")))?;
     Ok((physical, row_column))
 }
 

@@ -3,6 +3,7 @@
 //! [`engine::RuleEngine`].
 
 pub mod coverage;
+pub mod budget;
 pub mod engine;
 pub mod exceptions;
 pub mod header;

@@ -34,7 +34,7 @@ fn audit(lines: &[&str]) -> (DecodedBatch, Vec<RawMessage>) {
             state_only: false,
         })
         .collect();
-    (decode(SourceKind::K8sAudit, &messages, DecodeLimits::default(), 0), messages)
+    (decode(SourceKind::K8sAudit, &messages, DecodeLimits::default(), crate::detect::now_ns()), messages)
 }
 
 const GET_SECRET: &str = r#"{"kind":"Event","auditID":"id-1","stage":"ResponseComplete","verb":"get","user":{"username":"bob"},"objectRef":{"resource":"secrets","namespace":"ns","name":"s"},"requestReceivedTimestamp":"2024-01-01T00:00:00Z"}"#;
@@ -185,4 +185,77 @@ async fn a_rule_failing_at_run_time_is_reported_not_dropped() {
     // The other rule still ran.
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].rule_id, "t.other");
+}
+
+/// `n` distinct audit events (distinct ids and URIs).
+fn many_events(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"kind":"Event","auditID":"bulk-{i}","stage":"ResponseComplete","verb":"get","requestURI":"/api/v1/pods/p{i}","user":{{"username":"u{i}"}},"requestReceivedTimestamp":"2024-01-01T00:00:00Z"}}"#
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_rule_over_its_time_budget_is_cancelled_and_the_others_still_run() {
+    // A triple self cross join: 300 events make 27 million candidate rows,
+    // far beyond the budget; every row is filtered out, so the plan never
+    // returns a batch on its own before it is cancelled.
+    let slow = rule(
+        "SELECT a.* FROM k8s_audit a CROSS JOIN k8s_audit b CROSS JOIN k8s_audit c \
+         WHERE length(concat(a.request_uri, b.request_uri, c.request_uri)) < 0",
+    );
+    let fast = rule_with_header(&HEADER.replace("t.rule", "t.fast"), "SELECT verb FROM k8s_audit WHERE verb = 'get'");
+    let mut engine = RuleEngine::compile(vec![slow, fast]).await.unwrap();
+    engine.set_time_budget(Duration::from_millis(50));
+    let lines = many_events(300);
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let (batch, messages) = audit(&refs);
+    let (alerts, failures) = engine.evaluate(&batch, &messages, 0).await;
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].rule_id, "t.rule");
+    assert!(failures[0].timed_out);
+    assert!(failures[0].error.contains("exceeded its time budget of 50 ms"), "{}", failures[0].error);
+    assert_eq!(alerts.len(), 300, "the other rule still ran on every event");
+    assert!(alerts.iter().all(|a| a.rule_id == "t.fast"));
+
+    // The budget is per evaluation: the next batch runs both rules afresh,
+    // and a small batch fits the slow rule's budget.
+    let (batch, messages) = audit(&[GET_SECRET, LIST_PODS]);
+    let (alerts, failures) = engine.evaluate(&batch, &messages, 0).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(alerts.len(), 1);
+}
+
+#[tokio::test]
+async fn a_failing_rule_is_not_reported_as_a_timeout() {
+    let mut engine = RuleEngine::compile(vec![rule("SELECT verb FROM k8s_audit WHERE CAST(verb AS INT) = 1")]).await.unwrap();
+    let (batch, messages) = audit(&[GET_SECRET]);
+    let (_, failures) = engine.evaluate(&batch, &messages, 0).await;
+    assert_eq!(failures.len(), 1);
+    assert!(!failures[0].timed_out);
+    assert!(!failures[0].error.contains("time budget"), "{}", failures[0].error);
+}
+
+#[tokio::test]
+async fn a_join_rule_joins_each_batch_with_itself_not_with_the_first_batch() {
+    // Join operators cache their build side inside the plan; the engine
+    // must not carry it from one batch to the next.
+    let join = rule(
+        "SELECT a.* FROM k8s_audit a JOIN k8s_audit b ON a.audit_id = b.audit_id \
+         WHERE a.stage = 'ResponseComplete' AND b.verb = 'get'",
+    );
+    let mut engine = RuleEngine::compile(vec![join]).await.unwrap();
+    let first = many_events(3);
+    let (batch, messages) = audit(&first.iter().map(String::as_str).collect::<Vec<_>>());
+    let (alerts, failures) = engine.evaluate(&batch, &messages, 0).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(alerts.len(), 3);
+    let (batch, messages) = audit(&[GET_SECRET]);
+    let (alerts, failures) = engine.evaluate(&batch, &messages, 0).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(alerts.len(), 1, "the second batch's event joins with itself");
+    assert_eq!(alerts[0].events[0].event_id, "id-1/ResponseComplete");
 }

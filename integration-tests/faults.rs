@@ -1,0 +1,426 @@
+//! Faults against a real broker process: an output topic that does not
+//! exist, broker outages (a TCP proxy between Vigil and the broker that is
+//! cut and restored), Vigil killed with SIGKILL at random points, and
+//! secrets in the configuration. Every test compares the alerts on the
+//! alerts topic with the library's offline evaluation of the same input:
+//! nothing may be lost, and duplicates (at-least-once) must carry the same
+//! alert id and content.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rand::{Rng, SeedableRng};
+use vigil::alert::Alert;
+use vigil::detect::Detector;
+use vigil::metrics::Metrics;
+use vigil::rules::{load_dir, RuleEngine};
+use vigil::source::{Origin, RawMessage, SourceKind};
+
+/// Alert ids of the offline evaluation of `inputs`, as a multiset.
+async fn offline_alert_ids(inputs: &[(SourceKind, &[Vec<u8>])]) -> BTreeMap<String, usize> {
+    let engine = RuleEngine::compile(load_dir(&repo().join("sql-rules")).unwrap()).await.unwrap();
+    let mut detector = Detector::new(engine, Default::default(), Arc::new(Metrics::default()));
+    let mut ids = BTreeMap::new();
+    for (source, payloads) in inputs {
+        let messages = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| RawMessage {
+                source: *source,
+                payload: p.clone(),
+                origin: Origin::File { path: "offline".into(), line: i as u64 + 1 },
+                timestamp_ms: None,
+                state_only: false,
+            })
+            .collect();
+        for a in detector.process(messages).await.alerts {
+            *ids.entry(a.alert_id).or_default() += 1;
+        }
+    }
+    for a in detector.finish().await.alerts {
+        *ids.entry(a.alert_id).or_default() += 1;
+    }
+    ids
+}
+
+/// The sample streams: Kubernetes audit (Panther's labelled cases, many of
+/// them attacks), Tetragon and Falco events.
+fn samples() -> Vec<(SourceKind, Vec<Vec<u8>>)> {
+    vec![
+        (SourceKind::K8sAudit, lines(&shared_data("k8s-audit/panther-rule-cases.jsonl"))),
+        (SourceKind::Tetragon, lines(&shared_data("runtime/tetragon-book-events.jsonl"))),
+        (SourceKind::Falco, lines(&shared_data("runtime/falco-alerts-sample.jsonl"))),
+    ]
+}
+
+fn topic_of(topics: &Topics, source: SourceKind) -> &str {
+    match source {
+        SourceKind::K8sAudit => &topics.audit,
+        SourceKind::Falco => &topics.falco,
+        SourceKind::Tetragon => &topics.tetragon,
+    }
+}
+
+/// Check the alerts read from the topic against the offline multiset:
+/// every expected alert is there (as often as expected, at least), nothing
+/// else is, and an alert produced again (same rule, same triggering events
+/// at the same origins) carries the same alert id every time.
+fn assert_complete(got: &[Alert], expected: &BTreeMap<String, usize>, log: &str) {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut ids_of: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
+    for a in got {
+        *counts.entry(&a.alert_id).or_default() += 1;
+        ids_of.entry(format!("{} {:?}", a.rule_id, a.events)).or_default().insert(&a.alert_id);
+    }
+    for (what, ids) in &ids_of {
+        assert_eq!(ids.len(), 1, "one detection ({what}) was produced under several ids: {ids:?}");
+    }
+    let missing: Vec<(&String, &usize)> =
+        expected.iter().filter(|(id, n)| counts.get(id.as_str()).copied().unwrap_or(0) < **n).collect();
+    let unexpected: Vec<&&str> = counts.keys().filter(|id| !expected.contains_key(**id)).collect();
+    assert!(
+        missing.is_empty() && unexpected.is_empty(),
+        "{} alert id(s) missing: {missing:?}; {} unexpected: {unexpected:?}; log tail:\n{}",
+        missing.len(),
+        unexpected.len(),
+        &log[log.len().saturating_sub(4000)..]
+    );
+}
+
+/// Read the alerts topic until it holds every expected alert (or `timeout`).
+fn read_until_complete(addr: &str, topic: &str, expected: &BTreeMap<String, usize>, timeout: Duration) -> Vec<Alert> {
+    let want: usize = expected.values().sum();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let alerts: Vec<Alert> = read_payloads(addr, topic, want, Duration::from_secs(5), Duration::from_millis(500))
+            .iter()
+            .map(|p| serde_json::from_str(p).expect("alerts are JSON"))
+            .collect();
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for a in &alerts {
+            *counts.entry(&a.alert_id).or_default() += 1;
+        }
+        let complete = expected.iter().all(|(id, n)| counts.get(id.as_str()).copied().unwrap_or(0) >= *n);
+        if complete || Instant::now() >= deadline {
+            return alerts;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn wait_for_log(vigil: &Vigil, needle: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if vigil.log_text().contains(needle) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+fn wait_for_commit(addr: &str, group: &str, topic: &str, offset: i64, timeout: Duration) -> Option<i64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let committed = committed_offset(addr, group, topic);
+        if committed.is_some_and(|c| c >= offset) || Instant::now() >= deadline {
+            return committed;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_alerts_topic_pauses_consumption_until_it_exists() {
+    let addr = broker().addr.clone();
+    let topics = Topics::new("noalerts");
+    // Every topic but the alerts topic (tansu does not auto-create topics).
+    create_topics(
+        &addr,
+        &[
+            (&topics.audit, 1),
+            (&topics.falco, 1),
+            (&topics.tetragon, 1),
+            (&topics.dead_letter, 1),
+            (&topics.late_events, 1),
+            (&topics.checkpoints, 1),
+        ],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    // librdkafka fails records for an unknown topic after this long
+    // (default 30 s); each failure is retried by Vigil.
+    let extra = "\n[kafka.properties]\n\"topic.metadata.propagation.max.ms\" = \"1000\"\n";
+    let config = topics.write_config_with(dir.path(), &addr, &repo().join("sql-rules"), extra);
+    let audit = lines(&shared_data("k8s-audit/panther-rule-cases.jsonl"));
+    produce(&addr, &topics.audit, 0, &audit).await;
+    let expected = offline_alert_ids(&[(SourceKind::K8sAudit, &audit)]).await;
+    assert!(!expected.is_empty());
+
+    let vigil = Vigil::start(&config, dir.path().join("vigil.log"));
+    // The log says why nothing progresses.
+    assert!(
+        wait_for_log(&vigil, "output not delivered; consumption paused", Duration::from_secs(90)),
+        "no back-pressure log line; log:\n{}",
+        vigil.log_text()
+    );
+    let log = vigil.log_text();
+    assert!(log.contains("producing to Kafka failed; retrying"), "{log}");
+    // Nothing committed, no checkpoint, for as long as the output is not
+    // delivered; and nothing beyond the blocked batch was consumed.
+    for _ in 0..3 {
+        assert_eq!(committed_offset(&addr, &topics.group, &topics.audit), None, "committed past undelivered output");
+        assert!(latest_checkpoint(&addr, &topics.checkpoints, &topics.group).is_none());
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_eq!(vigil.log_text().matches("batch done").count(), 0);
+
+    // The topic appears: every alert arrives and the offsets advance.
+    create_topics(&addr, &[(&topics.alerts, 1)]).await;
+    let got = read_until_complete(&addr, &topics.alerts, &expected, Duration::from_secs(120));
+    assert_complete(&got, &expected, &vigil.log_text());
+    let committed = wait_for_commit(&addr, &topics.group, &topics.audit, audit.len() as i64, Duration::from_secs(60));
+    assert!(committed.is_some(), "offsets never committed after the topic appeared");
+    let cp = latest_checkpoint(&addr, &topics.checkpoints, &topics.group).expect("a checkpoint after delivery");
+    assert_eq!(cp.processed[&format!("{}/0", topics.audit)], audit.len() as i64);
+    let status = vigil.terminate();
+    assert!(status.success(), "vigil exited with {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outages_lose_no_event_and_no_alert() {
+    // A broker of this test's own, reachable only through the proxy: it
+    // advertises the proxy's address, so every connection goes through it.
+    let proxy_port = unused_port();
+    let broker_port = unused_port();
+    let _broker = DedicatedBroker::start(broker_port, &format!("127.0.0.1:{proxy_port}"));
+    let proxy = TcpProxy::start(proxy_port, &format!("127.0.0.1:{broker_port}"));
+    let addr = proxy.addr.clone();
+    await_broker(&addr);
+
+    let topics = Topics::new("outage");
+    topics.create(&addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = topics.write_config_with(
+        dir.path(),
+        &addr,
+        &repo().join("sql-rules"),
+        // Small batches: the outages hit the middle of the stream.
+        "",
+    );
+    let text = std::fs::read_to_string(&config).unwrap().replace("max_events = 100", "max_events = 10");
+    std::fs::write(&config, text).unwrap();
+
+    let inputs = samples();
+    let as_slices: Vec<(SourceKind, &[Vec<u8>])> = inputs.iter().map(|(s, p)| (*s, p.as_slice())).collect();
+    let expected = offline_alert_ids(&as_slices).await;
+    let (audit_first, audit_rest) = inputs[0].1.split_at(inputs[0].1.len() / 2);
+    produce(&addr, &topics.audit, 0, audit_first).await;
+
+    let vigil = Vigil::start(&config, dir.path().join("vigil.log"));
+    let first = read_payloads(&addr, &topics.alerts, 1, Duration::from_secs(60), Duration::ZERO);
+    assert!(!first.is_empty(), "no alert before the outage; log:\n{}", vigil.log_text());
+
+    // Outage 1, in the middle of the first half.
+    proxy.cut();
+    std::thread::sleep(Duration::from_secs(6));
+    proxy.restore();
+
+    // More input, then outage 2 while it is being processed.
+    produce(&addr, &topics.audit, 0, &audit_rest.to_vec()).await;
+    for (source, payloads) in &inputs[1..] {
+        produce(&addr, topic_of(&topics, *source), 0, payloads).await;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    proxy.cut();
+    std::thread::sleep(Duration::from_secs(4));
+    proxy.restore();
+
+    let got = read_until_complete(&addr, &topics.alerts, &expected, Duration::from_secs(150));
+    assert_complete(&got, &expected, &vigil.log_text());
+    // Every message was consumed and committed (none skipped): the
+    // checkpoint's processed offsets reach the end of each source topic.
+    for (source, _) in &inputs {
+        let topic = topic_of(&topics, *source);
+        assert!(
+            wait_for_commit(&addr, &topics.group, topic, 0, Duration::from_secs(60)).is_some(),
+            "nothing committed on {topic}"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let cp = latest_checkpoint(&addr, &topics.checkpoints, &topics.group).expect("a checkpoint");
+        let done = inputs.iter().all(|(s, p)| cp.processed.get(&format!("{}/0", topic_of(&topics, *s))) == Some(&(p.len() as i64)));
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "checkpoint never covered all input: {:?}", cp.processed);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(vigil.log_text().contains("Kafka consumer error") || vigil.log_text().contains("producing to Kafka failed"),
+        "the outage left no trace in the log");
+    let status = vigil.terminate();
+    assert!(status.success(), "vigil exited with {status}");
+}
+
+/// Logging that shows each batch (`batch done`).
+const DEBUG_PIPELINE: &[(&str, &str)] = &[("RUST_LOG", "info,vigil::pipeline=debug,librdkafka=warn,rdkafka=warn")];
+
+/// Kill Vigil with SIGKILL at `iterations` seeded random points of a
+/// stream of known attacks, then let a last instance finish: every
+/// expected alert must be on the alerts topic. Returns (alerts read,
+/// distinct ids, duplicates).
+async fn kill_at_random_points(seed: u64, iterations: usize) -> (usize, usize, usize) {
+    let addr = broker().addr.clone();
+    let topics = Topics::new(&format!("kill{seed}"));
+    topics.create(&addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A killed member stays in the consumer group until its session times
+    // out; tansu drops it when the next member joins after that, but one
+    // joining before keeps the dead member's partitions unassigned. So a
+    // short session, and each restart waits for it (as a Kubernetes
+    // restart back-off would): docs/reliability.md.
+    const SESSION: Duration = Duration::from_millis(3000);
+    let extra = format!(
+        "\n[kafka.properties]\n\"session.timeout.ms\" = \"{}\"\n\"heartbeat.interval.ms\" = \"500\"\n",
+        SESSION.as_millis()
+    );
+    let config = topics.write_config_with(dir.path(), &addr, &repo().join("sql-rules"), &extra);
+    let text = std::fs::read_to_string(&config).unwrap().replace("max_events = 100", "max_events = 10");
+    std::fs::write(&config, text).unwrap();
+
+    // The samples several times over (twice for 10 runs): enough input that
+    // every run is killed in the middle of the stream.
+    let copies = (iterations / 5).max(2);
+    let inputs: Vec<(SourceKind, Vec<Vec<u8>>)> =
+        samples().into_iter().map(|(s, p)| (s, p.iter().cycle().take(p.len() * copies).cloned().collect())).collect();
+    let as_slices: Vec<(SourceKind, &[Vec<u8>])> = inputs.iter().map(|(s, p)| (*s, p.as_slice())).collect();
+    let expected = offline_alert_ids(&as_slices).await;
+    assert!(expected.len() >= 10);
+    for (source, payloads) in &inputs {
+        produce(&addr, topic_of(&topics, *source), 0, payloads).await;
+    }
+
+    // Kill points: a third at a random time after start (during start-up,
+    // the group join, or processing), the rest a random time after the
+    // run's first batch (mid-stream: between produce, checkpoint, commit).
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    for i in 0..iterations {
+        let mut vigil = Vigil::start_with_env(&config, dir.path().join(format!("vigil-{i}.log")), DEBUG_PIPELINE);
+        let point = if rng.random_bool(1.0 / 3.0) {
+            let after = Duration::from_millis(rng.random_range(100..3000));
+            std::thread::sleep(after);
+            format!("{after:?} after start")
+        } else {
+            let after = Duration::from_millis(rng.random_range(0..400));
+            assert!(
+                wait_for_log(&vigil, "batch done", Duration::from_secs(90)),
+                "run {i} processed nothing; log:\n{}",
+                vigil.log_text()
+            );
+            std::thread::sleep(after);
+            format!("{after:?} after the first batch")
+        };
+        assert!(vigil.is_running(), "vigil exited on its own; log:\n{}", vigil.log_text());
+        let batches = vigil.log_text().matches("batch done").count();
+        vigil.kill();
+        eprintln!("run {i}: killed {point}, {batches} batches done");
+        std::thread::sleep(SESSION + Duration::from_millis(500));
+    }
+    let vigil = Vigil::start_with_env(&config, dir.path().join("vigil-final.log"), DEBUG_PIPELINE);
+    let started = Instant::now();
+    let got = read_until_complete(&addr, &topics.alerts, &expected, Duration::from_secs(120));
+    eprintln!("final run: complete after {:?}", started.elapsed());
+    assert_complete(&got, &expected, &vigil.log_text());
+    let status = vigil.terminate();
+    assert!(status.success(), "vigil exited with {status}");
+    let distinct: BTreeSet<&str> = got.iter().map(|a| a.alert_id.as_str()).collect();
+    let expected_total: usize = expected.values().sum();
+    (got.len(), distinct.len(), got.len() - expected_total)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_points_loses_no_alert() {
+    let n = std::env::var("VIGIL_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let (alerts, distinct, duplicates) = kill_at_random_points(0x5eed_0001, n).await;
+    eprintln!("sigkill x10: {alerts} alerts read, {distinct} distinct ids, {duplicates} duplicates");
+}
+
+/// The soak variant: `VIGIL_SOAK_ROUNDS` rounds (default 5) of 20 kills
+/// each, with different seeds. Results: docs/reliability.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn sigkill_soak() {
+    let rounds: u64 = std::env::var("VIGIL_SOAK_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
+    for round in 0..rounds {
+        let (alerts, distinct, duplicates) = kill_at_random_points(0x50ac_0000 + round, 20).await;
+        eprintln!("soak round {round}: 20 kills, {alerts} alerts read, {distinct} distinct ids, {duplicates} duplicates, none missing");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_the_configuration_never_reach_the_logs() {
+    const FILE_SECRET: &str = "file-secret-5f1c9a7e";
+    const ENV_SECRET: &str = "env-secret-0b33d2aa";
+    let addr = broker().addr.clone();
+    let topics = Topics::new("secrets");
+    topics.create(&addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!("\n[kafka.properties]\n\"sasl.password\" = \"{FILE_SECRET}\"\n\"sasl.username\" = \"vigil-user\"\n");
+    let config = topics.write_config_with(dir.path(), &addr, &repo().join("sql-rules"), &extra);
+    let audit = lines(&shared_data("k8s-audit/panther-rule-cases.jsonl"));
+    produce(&addr, &topics.audit, 0, &audit[..40].to_vec()).await;
+    produce(&addr, &topics.audit, 0, &[b"{not json".to_vec()]).await;
+
+    // Everything at debug level, librdkafka's own debug output included.
+    let vigil = Vigil::start_with_env(
+        &config,
+        dir.path().join("vigil.log"),
+        &[("RUST_LOG", "debug"), ("VIGIL__KAFKA__PROPERTIES__SSL_KEY_PASSWORD", ENV_SECRET), ("VIGIL__KAFKA__PROPERTIES__DEBUG", "conf,broker,security")],
+    );
+    let dead = read_payloads(&addr, &topics.dead_letter, 1, Duration::from_secs(60), Duration::from_secs(1));
+    assert_eq!(dead.len(), 1, "log:\n{}", vigil.log_text());
+    let log_path = vigil.log.clone();
+    let status = vigil.terminate();
+    assert!(status.success());
+    let log = std::fs::read_to_string(log_path).unwrap();
+    assert!(log.contains("pipeline stopped"), "the run did not complete: {log}");
+    assert!(log.len() > 10_000, "debug logging was not on ({} bytes)", log.len());
+    // librdkafka's `conf` debug context dumps the client configuration:
+    // the secret properties were set and their names are in the log.
+    assert!(log.contains("Client configuration:"), "no configuration dump in the log");
+    let dumped: Vec<&str> = log.lines().filter(|l| l.contains("CONF") && l.contains("password")).collect();
+    eprintln!("password lines of the configuration dump: {dumped:#?}");
+    assert!(!dumped.is_empty(), "the secret properties never reached librdkafka");
+    for secret in [FILE_SECRET, ENV_SECRET] {
+        assert!(!log.contains(secret), "secret {secret} found in the log");
+    }
+    // Output topics do not carry them either.
+    for topic in [&topics.alerts, &topics.dead_letter, &topics.checkpoints] {
+        for p in read_payloads(&addr, topic, usize::MAX, Duration::from_secs(2), Duration::ZERO) {
+            assert!(!p.contains(FILE_SECRET) && !p.contains(ENV_SECRET), "secret in {topic}");
+        }
+    }
+
+    // A configuration error names the property, never its value.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!("[kafka]\nbrokers = \"{addr}\"\n[kafka.properties]\n\"sasl.password\" = \"{FILE_SECRET}\"\n\"acks\" = \"0\"\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["run", "--config"])
+        .arg(&bad)
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("kafka.properties.acks"), "{text}");
+    assert!(!text.contains(FILE_SECRET), "{text}");
+}

@@ -1,0 +1,151 @@
+//! Structural limits checked on a message's bytes before it is parsed.
+//!
+//! One linear pass over the payload, independent of the source's format:
+//! it bounds how deep objects and arrays nest and how long any JSON string
+//! is. serde_json has its own recursion limit (128) for the typed part of a
+//! message, but the parts kept as raw JSON text (`requestObject`,
+//! `output_fields`, Tetragon `args`, ...) are only skipped over by the
+//! parser and then handed to the rules' JSON functions: this pass is what
+//! bounds those. It never allocates.
+
+/// Check nesting depth, string lengths and string escapes of a JSON payload.
+///
+/// The scan tracks string boundaries and brackets outside strings; it does
+/// not otherwise validate JSON (the parser does, afterwards), so its verdict
+/// on invalid JSON only changes which reason is reported. Inside strings it
+/// checks what the parser does not when it skips a value (unknown fields)
+/// or keeps it as raw text (`requestObject`, ...): escapes must be valid
+/// and `\u` surrogates paired, and no raw control characters. Otherwise
+/// such a part would reach the rules' JSON functions, which refuse it, and
+/// a rule reading it would silently see nothing.
+pub(crate) fn check_structure(payload: &[u8], max_depth: usize, max_string_bytes: usize) -> Result<(), String> {
+    let mut depth = 0usize;
+    let mut i = 0usize;
+    while i < payload.len() {
+        match payload[i] {
+            b'"' => {
+                let start = i;
+                i = string_end(payload, i + 1)?;
+                // Raw bytes between the quotes: escapes make the decoded
+                // string shorter, never longer, so this bounds it.
+                let len = i.min(payload.len()) - start - 1;
+                if len > max_string_bytes {
+                    return Err(string_error(len, max_string_bytes, start));
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(format!("JSON nesting deeper than the limit of {max_depth} levels (at byte {i})"));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// Index of the quote closing the string whose content starts at `i` (or
+/// the payload's length when it is unterminated: the parser reports that).
+fn string_end(payload: &[u8], mut i: usize) -> Result<usize, String> {
+    while i < payload.len() {
+        match payload[i] {
+            b'"' => return Ok(i),
+            b'\\' => {
+                let escape = payload.get(i + 1).copied();
+                match escape {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                    Some(b'u') => {
+                        let unit = hex4(payload, i + 2).ok_or_else(|| format!("invalid \\u escape at byte {i}"))?;
+                        match unit {
+                            0xD800..=0xDBFF => {
+                                let low = (payload.get(i + 6) == Some(&b'\\') && payload.get(i + 7) == Some(&b'u'))
+                                    .then(|| hex4(payload, i + 8))
+                                    .flatten();
+                                if !matches!(low, Some(0xDC00..=0xDFFF)) {
+                                    return Err(format!("unpaired UTF-16 surrogate escape at byte {i}"));
+                                }
+                                i += 12;
+                            }
+                            0xDC00..=0xDFFF => return Err(format!("unpaired UTF-16 surrogate escape at byte {i}")),
+                            _ => i += 6,
+                        }
+                    }
+                    None => return Ok(payload.len()),
+                    Some(_) => return Err(format!("invalid escape in a JSON string at byte {i}")),
+                }
+            }
+            0x00..=0x1F => return Err(format!("control character in a JSON string at byte {i}")),
+            _ => i += 1,
+        }
+    }
+    Ok(payload.len())
+}
+
+fn hex4(payload: &[u8], at: usize) -> Option<u32> {
+    let digits = payload.get(at..at + 4)?;
+    let text = std::str::from_utf8(digits).ok()?;
+    if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(text, 16).ok()
+}
+
+fn string_error(len: usize, max: usize, at: usize) -> String {
+    format!("a JSON string of {len} bytes (at byte {at}) exceeds the field limit of {max} bytes")
+}
+
+/// Check the size of a field kept as raw JSON text.
+pub(crate) fn check_raw_field(field: &str, raw: Option<&serde_json::value::RawValue>, max_bytes: usize) -> Result<(), String> {
+    match raw {
+        Some(raw) if raw.get().len() > max_bytes => Err(format!(
+            "field {field} of {} bytes exceeds the field limit of {max_bytes} bytes",
+            raw.get().len()
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_counts_brackets_outside_strings_only() {
+        assert!(check_structure(br#"{"a":[{"b":1}]}"#, 3, 100).is_ok());
+        let e = check_structure(br#"{"a":[{"b":[1]}]}"#, 3, 100).unwrap_err();
+        assert!(e.contains("nesting deeper than the limit of 3"), "{e}");
+        // Brackets inside strings, also after escaped quotes, do not count.
+        assert!(check_structure(br#"{"a":"[[[[{{{{\"[[[[["}"#, 1, 100).is_ok());
+        assert!(check_structure(&[b'['; 1000], 999, 10).is_err());
+        assert!(check_structure(&[b'['; 1000], 1000, 10).is_ok());
+    }
+
+    #[test]
+    fn string_length_is_bounded_including_keys_and_unterminated_strings() {
+        assert!(check_structure(br#"{"abcd":"efgh"}"#, 2, 4).is_ok());
+        let e = check_structure(br#"{"abcd":"efghi"}"#, 2, 4).unwrap_err();
+        assert!(e.contains("string of 5 bytes") && e.contains("limit of 4"), "{e}");
+        assert!(check_structure(br#"{"abcde":1}"#, 2, 4).is_err());
+        assert!(check_structure(br#"{"a":"abcdefgh"#, 2, 4).is_err());
+        // An escaped backslash ends the escape: the quote after it closes.
+        assert!(check_structure(br#"{"a":"\\","b":"x"}"#, 2, 4).is_ok());
+    }
+
+    #[test]
+    fn escapes_the_parser_would_skip_are_checked() {
+        assert!(check_structure(br#"{"a":"\u00e9\ud83d\ude00\n\/"}"#, 2, 100).is_ok());
+        for bad in [
+            &br#"{"a":"\ud800"}"#[..],
+            br#"{"a":"\udc00\ud800"}"#,
+            br#"{"a":"\ud800\u0041"}"#,
+            br#"{"a":"\x41"}"#,
+            br#"{"a":"\u12G4"}"#,
+            b"{\"a\":\"tab\there\"}",
+        ] {
+            assert!(check_structure(bad, 2, 100).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}
