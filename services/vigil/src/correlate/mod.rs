@@ -12,14 +12,27 @@
 //! output instead), so the rows of a window are final once the watermark
 //! has passed its end: every row is emitted once.
 //!
-//! State: retained events, pre-filtered by the predicates the rules'
-//! scans push down (only rows some rule could use are kept), evicted by
-//! watermark (`event_time < watermark - window`), and bounded by
-//! `max_retained_events` (beyond it the oldest are evicted early and
-//! counted). The engine records each retained event's identity so alerts
-//! name their triggering events.
+//! Strategies, chosen per rule at compile time ([`Strategy`]):
+//!
+//! - **incremental** (aggregation rules, `incremental.rs`): the rule's plan
+//!   is split at its GROUP BY; the partial aggregation runs on each batch's
+//!   new events and its state rows, kept by window end, are the rule's
+//!   state; the final aggregation runs over the closing windows' state
+//!   rows only.
+//! - **re-scan** (every other shape: joins, window functions, …): the rule
+//!   runs over all retained events each time the watermark advances.
+//!
+//! State: retained events (only for sources a re-scan rule reads),
+//! pre-filtered by the predicates the rules' scans push down (only rows
+//! some rule could use are kept), evicted by watermark (`event_time <
+//! watermark - window`), and bounded by `max_retained_events`; state rows
+//! of incremental rules, bounded by `max_state_rows`. Beyond a bound the
+//! oldest are evicted early and counted. The engine records the identity
+//! of each event still named by the state so alerts name their triggering
+//! events (at most `max_alert_events` per alert).
 
 mod compile;
+mod incremental;
 pub mod watermark;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -36,6 +49,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use compile::retained_schema;
+use incremental::{merge_offsets, AggregateSplit, AggregateState, Offsets};
 use watermark::WatermarkTracker;
 
 use crate::alert::{alert_id, content_event_id, format_time_ns, Alert, EventIdentity};
@@ -59,6 +73,17 @@ pub struct CorrelationSettings {
     /// Upper bound on retained events over all sources.
     #[serde(default = "default_max_retained")]
     pub max_retained_events: usize,
+    /// Upper bound on the state rows (one per group and window, roughly)
+    /// of incremental rules, over all rules.
+    #[serde(default = "default_max_state_rows")]
+    pub max_state_rows: usize,
+    /// Most events an alert names (the earliest by event time, then id).
+    #[serde(default = "default_max_alert_events")]
+    pub max_alert_events: usize,
+    /// Evaluate aggregation rules incrementally (partial aggregation per
+    /// batch); `false` re-scans retained events for every rule.
+    #[serde(default = "default_incremental")]
+    pub incremental: bool,
 }
 
 fn default_lateness_ms() -> u64 {
@@ -70,6 +95,15 @@ fn default_idle_ms() -> u64 {
 fn default_max_retained() -> usize {
     2_000_000
 }
+fn default_max_state_rows() -> usize {
+    2_000_000
+}
+fn default_max_alert_events() -> usize {
+    100
+}
+fn default_incremental() -> bool {
+    true
+}
 
 impl Default for CorrelationSettings {
     fn default() -> Self {
@@ -77,6 +111,9 @@ impl Default for CorrelationSettings {
             allowed_lateness_ms: default_lateness_ms(),
             idle_timeout_ms: default_idle_ms(),
             max_retained_events: default_max_retained(),
+            max_state_rows: default_max_state_rows(),
+            max_alert_events: default_max_alert_events(),
+            incremental: default_incremental(),
         }
     }
 }
@@ -99,12 +136,24 @@ struct RetainedIdentity {
     event_time: i64,
 }
 
-/// Retained events of one source.
+/// A batch of retained events and the lowest offset, per partition, of
+/// the events in it.
+struct RetainedBatch {
+    batch: RecordBatch,
+    offsets: Offsets,
+}
+
+/// Events of one source: the pre-filter every new event goes through, and
+/// the events retained for the re-scan rules reading it.
 struct Retained {
-    /// The table correlation rules read (schema: [`retained_schema`]).
+    /// The table correlation rules read (schema: [`retained_schema`]):
+    /// the new events while incremental rules aggregate them, every
+    /// retained event while re-scan rules run.
     slot: Arc<BatchSlot>,
-    batches: Vec<RecordBatch>,
-    /// The longest `window` among the rules reading this source.
+    batches: Vec<RetainedBatch>,
+    /// Whether a re-scan rule reads this source (else nothing is retained).
+    keep_raw: bool,
+    /// The longest `window` among the re-scan rules reading this source.
     horizon_ns: i64,
     /// Pre-filter: plan over `input` keeping the rows some rule can use.
     ingest: Arc<dyn ExecutionPlan>,
@@ -113,8 +162,16 @@ struct Retained {
 
 impl Retained {
     fn rows(&self) -> usize {
-        self.batches.iter().map(|b| b.num_rows()).sum()
+        self.batches.iter().map(|b| b.batch.num_rows()).sum()
     }
+}
+
+/// How a rule is evaluated (decided at compile time from its plan's shape).
+enum Strategy {
+    /// Run the whole plan over all retained events of its sources.
+    Rescan,
+    /// Partial aggregation per batch, final aggregation per closing window.
+    Incremental { split: AggregateSplit, state: AggregateState },
 }
 
 /// One compiled correlation rule and its emission state.
@@ -124,19 +181,55 @@ struct CompiledCorrelation {
     window_end: usize,
     /// Columns naming triggering events (`__row...`: UInt64 or lists of it).
     event_columns: Vec<usize>,
+    /// The sources the rule reads.
+    sources: BTreeSet<SourceKind>,
+    strategy: Strategy,
+    /// Why an aggregation rule is re-scanned (for `rules validate`).
+    rescan_reason: Option<String>,
     last_emitted: Option<i64>,
     /// suppression key -> (suppressed until, alerts folded since)
     suppressed: HashMap<String, (i64, u64, Option<Alert>)>,
 }
 
+impl CompiledCorrelation {
+    fn state_rows(&self) -> usize {
+        match &self.strategy {
+            Strategy::Incremental { state, .. } => state.rows(),
+            Strategy::Rescan => 0,
+        }
+    }
+}
+
 /// Counters of the correlation state (exported as metrics).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CorrelationStats {
+    /// Events retained for re-scan rules.
     pub retained_events: usize,
+    /// State rows of incremental rules.
+    pub state_rows: usize,
+    /// Event identities kept so alerts can name their events.
+    pub event_identities: usize,
     pub late_events: u64,
+    /// Retained events dropped before their windows closed (bound).
     pub evicted_early: u64,
+    /// State rows dropped before their windows closed (bound).
+    pub evicted_state_rows: u64,
     pub suppressed_alerts: u64,
+    /// Rows fed to DataFusion plans since start (new events to pre-filters
+    /// are not counted; retained events to re-scans, new events to partial
+    /// aggregations, state rows to merges and final aggregations are): the
+    /// evaluation work.
+    pub rows_evaluated: u64,
     pub watermark: Option<i64>,
+}
+
+/// How a rule is evaluated, for `rules validate` and the docs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleStrategy {
+    Incremental,
+    /// Re-scan, with the reason an aggregation could not be split (`None`
+    /// for shapes that have no aggregation to split).
+    Rescan(Option<String>),
 }
 
 /// All correlation rules, their retained events and the watermark.
@@ -145,10 +238,15 @@ pub struct Correlator {
     rules: Vec<CompiledCorrelation>,
     watermark: WatermarkTracker,
     identities: BTreeMap<u64, RetainedIdentity>,
+    /// Collect unreferenced identities when there are more than this.
+    identities_gc_at: usize,
     next_seq: u64,
     settings: CorrelationSettings,
     task_ctx: Arc<TaskContext>,
     stats: CorrelationStats,
+    /// Rule failures at ingest (partial aggregation), reported by the next
+    /// `advance`/`finish`.
+    pending_failures: Vec<(String, String)>,
     _ctx: SessionContext,
 }
 
@@ -169,9 +267,25 @@ impl Correlator {
     pub fn stats(&self) -> CorrelationStats {
         CorrelationStats {
             retained_events: self.retained.values().map(Retained::rows).sum(),
+            state_rows: self.rules.iter().map(CompiledCorrelation::state_rows).sum(),
+            event_identities: self.identities.len(),
             watermark: self.watermark.watermark(),
             ..self.stats
         }
+    }
+
+    /// How each rule is evaluated (rule id, strategy).
+    pub fn strategies(&self) -> Vec<(String, RuleStrategy)> {
+        self.rules
+            .iter()
+            .map(|r| {
+                let s = match &r.strategy {
+                    Strategy::Incremental { .. } => RuleStrategy::Incremental,
+                    Strategy::Rescan => RuleStrategy::Rescan(r.rescan_reason.clone()),
+                };
+                (r.rule.meta.id.clone(), s)
+            })
+            .collect()
     }
 
     /// Whether any correlation rule reads `source`.
@@ -223,6 +337,9 @@ impl Correlator {
         let kept = collect(retained.ingest.clone(), self.task_ctx.clone()).await;
         retained.input.clear();
         let kept = kept.map_err(|e| format!("pre-filtering events for correlation: {e}"))?;
+        let source = decoded.source;
+        let mut new_events = Vec::new();
+        let mut new_offsets = Offsets::new();
         for batch in kept.into_iter().filter(|b| b.num_rows() > 0) {
             let row_idx = batch.schema().index_of(ROW_COLUMN).map_err(|e| e.to_string())?;
             let rows = batch.column(row_idx).as_primitive::<UInt32Type>().clone();
@@ -237,6 +354,9 @@ impl Correlator {
                 };
                 let seq = self.next_seq;
                 self.next_seq += 1;
+                if let Origin::Kafka { topic, partition, offset } = &message.origin {
+                    merge_offsets(&mut new_offsets, &Offsets::from([((topic.clone(), *partition), *offset)]));
+                }
                 self.identities.insert(
                     seq,
                     RetainedIdentity { event_id, origin: message.origin.clone(), event_time: batch_times.value(i) },
@@ -247,9 +367,54 @@ impl Correlator {
             columns[row_idx] = Arc::new(UInt64Array::from(seqs));
             let schema = retained_schema(decoded.source);
             let rebuilt = RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())?;
-            retained.batches.push(rebuilt);
+            new_events.push(rebuilt);
         }
+        if new_events.is_empty() {
+            return Ok(late);
+        }
+        if retained.keep_raw {
+            for batch in &new_events {
+                let offsets = batch_offsets(batch, &self.identities);
+                retained.batches.push(RetainedBatch { batch: batch.clone(), offsets });
+            }
+        }
+        let new_rows: usize = new_events.iter().map(RecordBatch::num_rows).sum();
+        // Incremental rules fold the new events into their state now.
+        retained.slot.set_all(new_events);
+        for rule in &mut self.rules {
+            let Strategy::Incremental { split, state } = &mut rule.strategy else { continue };
+            if !rule.sources.contains(&source) {
+                continue;
+            }
+            self.stats.rows_evaluated += new_rows as u64;
+            let result = match collect(split.partial.clone(), self.task_ctx.clone()).await {
+                Ok(partial) => {
+                    state
+                        .store(
+                            split,
+                            partial,
+                            &new_offsets,
+                            rule.last_emitted,
+                            self.settings.max_alert_events,
+                            &self.identities,
+                            &self.task_ctx,
+                        )
+                        .await
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            match result {
+                Ok(merged) => self.stats.rows_evaluated += merged,
+                Err(e) => self.pending_failures.push((
+                    rule.rule.meta.id.clone(),
+                    format!("aggregating new events (their contribution to open windows is lost): {e}"),
+                )),
+            }
+        }
+        retained.slot.clear();
         self.enforce_bound();
+        self.enforce_state_bound();
+        self.collect_identities_if_due();
         Ok(late)
     }
 
@@ -257,7 +422,7 @@ impl Correlator {
     /// emission range grew; evict what no rule can use any more.
     pub async fn advance(&mut self, now_ns: i64, detected_at_ns: i64) -> (Vec<Alert>, Vec<(String, String)>) {
         let Some(watermark) = self.watermark.advance(now_ns) else {
-            return (Vec::new(), Vec::new());
+            return (Vec::new(), std::mem::take(&mut self.pending_failures));
         };
         self.emit_until(watermark, detected_at_ns).await
     }
@@ -265,7 +430,7 @@ impl Correlator {
     /// End of input (replay): close every window and emit what remains.
     pub async fn finish(&mut self, detected_at_ns: i64) -> (Vec<Alert>, Vec<(String, String)>) {
         if self.watermark.watermark().is_none() {
-            return (Vec::new(), Vec::new());
+            return (Vec::new(), std::mem::take(&mut self.pending_failures));
         }
         let watermark = self.watermark.finish();
         let (mut alerts, failures) = self.emit_until(watermark, detected_at_ns).await;
@@ -284,13 +449,14 @@ impl Correlator {
     /// rule failures (rule id, error).
     async fn emit_until(&mut self, watermark: i64, detected_at_ns: i64) -> (Vec<Alert>, Vec<(String, String)>) {
         let mut alerts = Vec::new();
-        let mut failures = Vec::new();
+        let mut failures = std::mem::take(&mut self.pending_failures);
         if self.rules.iter().all(|r| r.last_emitted.is_some_and(|l| l >= watermark)) {
             return (alerts, failures);
         }
-        for retained in self.retained.values() {
-            retained.slot.set_all(retained.batches.clone());
+        for retained in self.retained.values().filter(|r| r.keep_raw) {
+            retained.slot.set_all(retained.batches.iter().map(|b| b.batch.clone()).collect());
         }
+        let max_events = self.settings.max_alert_events;
         for rule in &mut self.rules {
             let from = rule.last_emitted.unwrap_or(i64::MIN);
             if from >= watermark {
@@ -298,11 +464,30 @@ impl Correlator {
             }
             // Compute every row first: a rule that fails emits nothing for
             // this range and keeps it, so the range is retried next time.
-            let found = match collect(rule.plan.clone(), self.task_ctx.clone()).await {
+            let output = match &rule.strategy {
+                Strategy::Rescan => {
+                    let rows: usize = rule.sources.iter().map(|s| self.retained[s].rows()).sum();
+                    self.stats.rows_evaluated += rows as u64;
+                    collect(rule.plan.clone(), self.task_ctx.clone()).await
+                }
+                Strategy::Incremental { split, state } => {
+                    let closing = state.closing(from, watermark);
+                    if closing.is_empty() {
+                        Ok(Vec::new())
+                    } else {
+                        self.stats.rows_evaluated += closing.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+                        split.state_input.set_all(closing);
+                        let output = collect(split.finish.clone(), self.task_ctx.clone()).await;
+                        split.state_input.clear();
+                        output
+                    }
+                }
+            };
+            let found = match output {
                 Ok(batches) => batches
                     .iter()
                     .filter(|b| b.num_rows() > 0)
-                    .map(|b| rows_in_range(rule, b, from, watermark, &self.identities, detected_at_ns))
+                    .map(|b| rows_in_range(rule, b, from, watermark, &self.identities, max_events, detected_at_ns))
                     .collect::<Result<Vec<Vec<Alert>>, String>>(),
                 Err(e) => Err(e.to_string()),
             };
@@ -312,6 +497,9 @@ impl Correlator {
                         alerts.extend(suppress(rule, alert, &mut self.stats));
                     }
                     rule.last_emitted = Some(watermark);
+                    if let Strategy::Incremental { state, .. } = &mut rule.strategy {
+                        state.evict_through(watermark);
+                    }
                 }
                 Err(e) => {
                     failures.push((rule.rule.meta.id.clone(), e));
@@ -333,6 +521,7 @@ impl Correlator {
             retained.slot.clear();
         }
         self.evict(watermark);
+        self.collect_identities_if_due();
         (alerts, failures)
     }
 
@@ -340,15 +529,22 @@ impl Correlator {
     /// where a rule whose last run failed holds the watermark at what it
     /// last emitted (so its retried range still has its events).
     fn evict(&mut self, watermark: i64) {
-        let held = self.rules.iter().map(|r| r.last_emitted.unwrap_or(i64::MIN)).min().unwrap_or(watermark);
-        let watermark = watermark.min(held);
-        for retained in self.retained.values_mut() {
-            let cutoff = watermark.saturating_sub(retained.horizon_ns);
-            evict_before(&mut retained.batches, cutoff, &mut self.identities);
+        for (source, retained) in self.retained.iter_mut() {
+            let held = self
+                .rules
+                .iter()
+                .filter(|r| matches!(r.strategy, Strategy::Rescan) && r.sources.contains(source))
+                .map(|r| r.last_emitted.unwrap_or(i64::MIN))
+                .min()
+                .unwrap_or(watermark);
+            let cutoff = watermark.min(held).saturating_sub(retained.horizon_ns);
+            evict_before(&mut retained.batches, cutoff, &self.identities);
         }
     }
 
     /// Keep retained events under `max_retained_events`, oldest first out.
+    /// (Identities of evicted events are collected by
+    /// [`Self::collect_identities_if_due`]: incremental state may share them.)
     fn enforce_bound(&mut self) {
         let max = self.settings.max_retained_events;
         let mut total: usize = self.retained.values().map(Retained::rows).sum();
@@ -358,13 +554,7 @@ impl Correlator {
             if retained.batches.is_empty() {
                 break;
             }
-            let batch = retained.batches.remove(0);
-            let seqs = batch.column_by_name(ROW_COLUMN).map(|c| c.as_primitive::<UInt64Type>().clone());
-            if let Some(seqs) = seqs {
-                for s in seqs.values().iter() {
-                    self.identities.remove(s);
-                }
-            }
+            let batch = retained.batches.remove(0).batch;
             total -= batch.num_rows();
             self.stats.evicted_early += batch.num_rows() as u64;
             tracing::warn!(
@@ -373,6 +563,52 @@ impl Correlator {
                 "correlation state at its bound: oldest events evicted before their window closed"
             );
         }
+    }
+
+    /// Keep the state rows of incremental rules under `max_state_rows`:
+    /// drop the window that ends first of the rule with the most rows.
+    fn enforce_state_bound(&mut self) {
+        let max = self.settings.max_state_rows;
+        let mut total: usize = self.rules.iter().map(CompiledCorrelation::state_rows).sum();
+        while total > max {
+            let Some(rule) = self.rules.iter_mut().max_by_key(|r| r.state_rows()) else { break };
+            let Strategy::Incremental { state, .. } = &mut rule.strategy else { break };
+            let Some((window_end, rows)) = state.evict_oldest() else { break };
+            total -= rows;
+            self.stats.evicted_state_rows += rows as u64;
+            tracing::warn!(
+                rule = %rule.rule.meta.id,
+                window_end = %format_time_ns(window_end),
+                evicted_rows = rows,
+                max_state_rows = max,
+                "correlation state at its bound: a window's aggregation state evicted before it closed (its alerts are lost)"
+            );
+        }
+    }
+
+    /// Drop the identities of events nothing names any more (evicted,
+    /// emitted, or beyond `max_alert_events` of their group). Runs when
+    /// their number has doubled since the last collection, so its cost is
+    /// amortised over the events that made it due.
+    fn collect_identities_if_due(&mut self) {
+        if self.identities.len() <= self.identities_gc_at {
+            return;
+        }
+        let mut live = BTreeSet::new();
+        for retained in self.retained.values() {
+            for b in &retained.batches {
+                if let Some(seqs) = b.batch.column_by_name(ROW_COLUMN) {
+                    live.extend(seqs.as_primitive::<UInt64Type>().values().iter().copied());
+                }
+            }
+        }
+        for rule in &self.rules {
+            if let Strategy::Incremental { split, state } = &rule.strategy {
+                state.live_events(split, &mut live);
+            }
+        }
+        self.identities.retain(|seq, _| live.contains(seq));
+        self.identities_gc_at = (2 * self.identities.len()).max(IDENTITIES_GC_MIN);
     }
 
     /// Forget all state: retained events, watermark, emission and
@@ -384,19 +620,31 @@ impl Correlator {
         for rule in &mut self.rules {
             rule.last_emitted = None;
             rule.suppressed.clear();
+            if let Strategy::Incremental { state, .. } = &mut rule.strategy {
+                state.clear();
+            }
         }
+        self.pending_failures.clear();
         self.identities.clear();
+        self.identities_gc_at = IDENTITIES_GC_MIN;
         self.watermark = WatermarkTracker::new(ms(self.settings.allowed_lateness_ms), ms(self.settings.idle_timeout_ms));
     }
 
     /// Lowest retained offset per Kafka partition: a restart must re-read
     /// from there to rebuild the state.
+    ///
+    /// For incremental rules this covers every event folded into a window
+    /// not yet emitted (also those beyond `max_alert_events`: they count).
     pub fn retained_offsets(&self) -> BTreeMap<(String, i32), i64> {
-        let mut out: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        for id in self.identities.values() {
-            if let Origin::Kafka { topic, partition, offset } = &id.origin {
-                let e = out.entry((topic.clone(), *partition)).or_insert(*offset);
-                *e = (*e).min(*offset);
+        let mut out = Offsets::new();
+        for retained in self.retained.values() {
+            for b in &retained.batches {
+                merge_offsets(&mut out, &b.offsets);
+            }
+        }
+        for rule in &self.rules {
+            if let Strategy::Incremental { state, .. } = &rule.strategy {
+                state.offsets(&mut out);
             }
         }
         out
@@ -426,25 +674,33 @@ fn partition_of(origin: &Origin) -> String {
     }
 }
 
-fn evict_before(batches: &mut Vec<RecordBatch>, cutoff: i64, identities: &mut BTreeMap<u64, RetainedIdentity>) {
+/// Lowest offset per Kafka partition of the events of a retained batch.
+fn batch_offsets(batch: &RecordBatch, identities: &BTreeMap<u64, RetainedIdentity>) -> Offsets {
+    let mut out = Offsets::new();
+    if let Some(seqs) = batch.column_by_name(ROW_COLUMN) {
+        for seq in seqs.as_primitive::<UInt64Type>().values().iter() {
+            if let Some(RetainedIdentity { origin: Origin::Kafka { topic, partition, offset }, .. }) = identities.get(seq) {
+                merge_offsets(&mut out, &Offsets::from([((topic.clone(), *partition), *offset)]));
+            }
+        }
+    }
+    out
+}
+
+fn evict_before(batches: &mut Vec<RetainedBatch>, cutoff: i64, identities: &BTreeMap<u64, RetainedIdentity>) {
     let mut kept = Vec::with_capacity(batches.len());
-    for batch in batches.drain(..) {
+    for retained in batches.drain(..) {
+        let batch = &retained.batch;
         let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
         let keep: BooleanArray = times.iter().map(|t| Some(t.is_some_and(|t| t >= cutoff))).collect();
         if keep.true_count() == batch.num_rows() {
-            kept.push(batch);
+            kept.push(retained);
             continue;
         }
-        if let Some(seqs) = batch.column_by_name(ROW_COLUMN) {
-            let seqs = seqs.as_primitive::<UInt64Type>();
-            for i in 0..batch.num_rows() {
-                if !keep.value(i) {
-                    identities.remove(&seqs.value(i));
-                }
-            }
-        }
         if keep.true_count() > 0 {
-            kept.push(filter_record_batch(&batch, &keep).expect("filter with a mask of the batch's length"));
+            let batch = filter_record_batch(batch, &keep).expect("filter with a mask of the batch's length");
+            let offsets = batch_offsets(&batch, identities);
+            kept.push(RetainedBatch { batch, offsets });
         }
     }
     *batches = kept;
@@ -457,6 +713,7 @@ fn rows_in_range(
     from: i64,
     to: i64,
     identities: &BTreeMap<u64, RetainedIdentity>,
+    max_events: usize,
     detected_at_ns: i64,
 ) -> Result<Vec<Alert>, String> {
     let ends = batch.column(rule.window_end).as_primitive::<TimestampNanosecondType>();
@@ -476,6 +733,7 @@ fn rows_in_range(
         let mut events: Vec<&RetainedIdentity> = seqs.iter().filter_map(|s| identities.get(s)).collect();
         events.sort_by(|a, b| (a.event_time, &a.event_id).cmp(&(b.event_time, &b.event_id)));
         events.dedup_by(|a, b| a.event_id == b.event_id);
+        events.truncate(max_events);
         let window_end = ends.value(i);
         let identities: Vec<EventIdentity> =
             events.iter().map(|e| EventIdentity { event_id: e.event_id.clone(), origin: e.origin.clone() }).collect();
@@ -563,6 +821,9 @@ fn summary_alert(mut last: Alert, folded: u64) -> Alert {
     last.alert_id = alert_id(&last.rule_id, [last.alert_id.as_str(), "suppression-summary"]);
     last
 }
+
+/// Identities are first collected once there are this many.
+const IDENTITIES_GC_MIN: usize = 65_536;
 
 /// Milliseconds as a [`Duration`].
 pub fn ms(ms: u64) -> Duration {
