@@ -39,7 +39,7 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
-use datafusion::physical_plan::{collect, ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
+use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 
 use super::RetainedIdentity;
 use crate::rules::slot::{BatchSlot, SlotTable};
@@ -368,7 +368,7 @@ async fn compact(
     let merging: Vec<RecordBatch> = window.batches.drain(start..).collect();
     let before: usize = merging.iter().map(RecordBatch::num_rows).sum();
     split.state_input.set_all(merging);
-    let merged = collect(split.reduce.clone(), task_ctx.clone()).await;
+    let merged = super::execute(&split.reduce, task_ctx).await;
     split.state_input.clear();
     let merged = merged.map_err(|e| format!("merging aggregation state: {e}"))?;
     let mut after = 0;

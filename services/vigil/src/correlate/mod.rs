@@ -43,6 +43,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBat
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, TimestampNanosecondType, UInt32Type, UInt64Type};
 use datafusion::execution::TaskContext;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::{collect, ExecutionPlan};
 use datafusion::prelude::SessionContext;
 use serde::Deserialize;
@@ -334,7 +335,7 @@ impl Correlator {
             return Ok(late);
         }
         retained.input.set(on_time);
-        let kept = collect(retained.ingest.clone(), self.task_ctx.clone()).await;
+        let kept = execute(&retained.ingest, &self.task_ctx).await;
         retained.input.clear();
         let kept = kept.map_err(|e| format!("pre-filtering events for correlation: {e}"))?;
         let source = decoded.source;
@@ -387,7 +388,7 @@ impl Correlator {
                 continue;
             }
             self.stats.rows_evaluated += new_rows as u64;
-            let result = match collect(split.partial.clone(), self.task_ctx.clone()).await {
+            let result = match execute(&split.partial, &self.task_ctx).await {
                 Ok(partial) => {
                     state
                         .store(
@@ -468,7 +469,7 @@ impl Correlator {
                 Strategy::Rescan => {
                     let rows: usize = rule.sources.iter().map(|s| self.retained[s].rows()).sum();
                     self.stats.rows_evaluated += rows as u64;
-                    collect(rule.plan.clone(), self.task_ctx.clone()).await
+                    execute(&rule.plan, &self.task_ctx).await
                 }
                 Strategy::Incremental { split, state } => {
                     let closing = state.closing(from, watermark);
@@ -477,7 +478,7 @@ impl Correlator {
                     } else {
                         self.stats.rows_evaluated += closing.iter().map(|b| b.num_rows() as u64).sum::<u64>();
                         split.state_input.set_all(closing);
-                        let output = collect(split.finish.clone(), self.task_ctx.clone()).await;
+                        let output = execute(&split.finish, &self.task_ctx).await;
                         split.state_input.clear();
                         output
                     }
@@ -822,6 +823,14 @@ fn summary_alert(mut last: Alert, folded: u64) -> Alert {
     last
 }
 
+/// Execute a stored plan afresh. Some operators keep state from one
+/// execution to the next (a hash join builds its hash table once and
+/// reuses it): without the reset, a re-execution would join new events
+/// against the first execution's build side.
+async fn execute(plan: &Arc<dyn ExecutionPlan>, task_ctx: &Arc<TaskContext>) -> datafusion::error::Result<Vec<RecordBatch>> {
+    collect(reset_plan_states(plan.clone())?, task_ctx.clone()).await
+}
+
 /// Identities are first collected once there are this many.
 const IDENTITIES_GC_MIN: usize = 65_536;
 
@@ -832,3 +841,5 @@ pub fn ms(ms: u64) -> Duration {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod incremental_tests;
