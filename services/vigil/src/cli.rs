@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
 use crate::config::Settings;
+use crate::correlate::RuleStrategy;
 use crate::detect::Detector;
 use crate::metrics::Metrics;
 use crate::rules::{self, RuleEngine};
@@ -200,6 +201,13 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Rules { command: RulesCommand::Validate { dir } } => match load_engine(&dir).await {
             Ok(engine) => {
                 println!("{} rules OK in {}", engine.rules().count(), dir.display());
+                for (id, strategy) in engine.correlator().strategies() {
+                    match strategy {
+                        RuleStrategy::Incremental => println!("correlation rule {id}: incremental"),
+                        RuleStrategy::Rescan(None) => println!("correlation rule {id}: re-scan"),
+                        RuleStrategy::Rescan(Some(why)) => println!("correlation rule {id}: re-scan ({why})"),
+                    }
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {

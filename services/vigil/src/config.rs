@@ -329,6 +329,9 @@ impl Settings {
         if self.correlation.max_retained_events == 0 {
             bail!("invalid configuration: correlation.max_retained_events must be positive");
         }
+        if self.correlation.max_state_rows == 0 || self.correlation.max_alert_events == 0 {
+            bail!("invalid configuration: correlation.max_state_rows and correlation.max_alert_events must be positive");
+        }
         if self.limits.max_message_bytes == 0 || self.limits.max_events_per_message == 0 {
             bail!("invalid configuration: limits must be positive");
         }
