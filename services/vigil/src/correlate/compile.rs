@@ -143,15 +143,15 @@ pub(super) async fn compile(rules: Vec<Rule>, settings: CorrelationSettings) -> 
         let sources: BTreeSet<SourceKind> = scans.iter().map(|(s, _)| *s).collect();
         let has_aggregate = physical.exists(|n| Ok(n.name() == "AggregateExec")).unwrap_or(false);
         let (strategy, rescan_reason) = if !settings.incremental {
-            (Strategy::Rescan, has_aggregate.then(|| "correlation.incremental is false".to_string()))
+            (Strategy::Rescan { pending: None }, has_aggregate.then(|| "correlation.incremental is false".to_string()))
         } else {
             match incremental::split(&physical, window_end, &state).await {
                 Ok(split) if sources.len() == 1 => (Strategy::Incremental { split, state: Default::default() }, None),
-                Ok(_) => (Strategy::Rescan, Some("the rule reads more than one table".into())),
-                Err(reason) => (Strategy::Rescan, has_aggregate.then_some(reason)),
+                Ok(_) => (Strategy::Rescan { pending: None }, Some("the rule reads more than one table".into())),
+                Err(reason) => (Strategy::Rescan { pending: None }, has_aggregate.then_some(reason)),
             }
         };
-        let rescan = matches!(strategy, Strategy::Rescan);
+        let rescan = matches!(strategy, Strategy::Rescan { .. });
         for (source, filter) in scans {
             let entry = usage.entry(source).or_insert((0, false, Vec::new()));
             if rescan {

@@ -170,7 +170,14 @@ impl Retained {
 /// How a rule is evaluated (decided at compile time from its plan's shape).
 enum Strategy {
     /// Run the whole plan over all retained events of its sources.
-    Rescan,
+    Rescan {
+        /// The last run's output rows not emitted yet (`window_end` beyond
+        /// the watermark it ran at). Valid as long as no event was retained
+        /// or evicted early for the rule's sources: then the next emission
+        /// takes its rows from here instead of running the plan again.
+        /// `None`: the plan must run.
+        pending: Option<Vec<RecordBatch>>,
+    },
     /// Partial aggregation per batch, final aggregation per closing window.
     Incremental { split: AggregateSplit, state: AggregateState },
 }
@@ -196,7 +203,7 @@ impl CompiledCorrelation {
     fn state_rows(&self) -> usize {
         match &self.strategy {
             Strategy::Incremental { state, .. } => state.rows(),
-            Strategy::Rescan => 0,
+            Strategy::Rescan { .. } => 0,
         }
     }
 }
@@ -282,7 +289,7 @@ impl Correlator {
             .map(|r| {
                 let s = match &r.strategy {
                     Strategy::Incremental { .. } => RuleStrategy::Incremental,
-                    Strategy::Rescan => RuleStrategy::Rescan(r.rescan_reason.clone()),
+                    Strategy::Rescan { .. } => RuleStrategy::Rescan(r.rescan_reason.clone()),
                 };
                 (r.rule.meta.id.clone(), s)
             })
@@ -378,6 +385,11 @@ impl Correlator {
                 let offsets = batch_offsets(batch, &self.identities);
                 retained.batches.push(RetainedBatch { batch: batch.clone(), offsets });
             }
+            for rule in self.rules.iter_mut().filter(|r| r.sources.contains(&source)) {
+                if let Strategy::Rescan { pending } = &mut rule.strategy {
+                    *pending = None;
+                }
+            }
         }
         let new_rows: usize = new_events.iter().map(RecordBatch::num_rows).sum();
         // Incremental rules fold the new events into their state now.
@@ -465,8 +477,10 @@ impl Correlator {
             }
             // Compute every row first: a rule that fails emits nothing for
             // this range and keeps it, so the range is retried next time.
-            let output = match &rule.strategy {
-                Strategy::Rescan => {
+            let output = match &mut rule.strategy {
+                // Nothing new since the last run: its rows still stand.
+                Strategy::Rescan { pending: Some(rows) } => Ok(std::mem::take(rows)),
+                Strategy::Rescan { pending: None } => {
                     let rows: usize = rule.sources.iter().map(|s| self.retained[s].rows()).sum();
                     self.stats.rows_evaluated += rows as u64;
                     execute(&rule.plan, &self.task_ctx).await
@@ -484,25 +498,29 @@ impl Correlator {
                     }
                 }
             };
-            let found = match output {
-                Ok(batches) => batches
+            let found = output.map_err(|e| e.to_string()).and_then(|batches| {
+                let found = batches
                     .iter()
                     .filter(|b| b.num_rows() > 0)
                     .map(|b| rows_in_range(rule, b, from, watermark, &self.identities, max_events, detected_at_ns))
-                    .collect::<Result<Vec<Vec<Alert>>, String>>(),
-                Err(e) => Err(e.to_string()),
-            };
+                    .collect::<Result<Vec<Vec<Alert>>, String>>()?;
+                Ok((batches, found))
+            });
             match found {
-                Ok(found) => {
+                Ok((batches, found)) => {
                     for alert in found.into_iter().flatten() {
                         alerts.extend(suppress(rule, alert, &mut self.stats));
                     }
                     rule.last_emitted = Some(watermark);
-                    if let Strategy::Incremental { state, .. } = &mut rule.strategy {
-                        state.evict_through(watermark);
+                    match &mut rule.strategy {
+                        Strategy::Incremental { state, .. } => state.evict_through(watermark),
+                        Strategy::Rescan { pending } => *pending = Some(rows_after(&batches, rule.window_end, watermark)),
                     }
                 }
                 Err(e) => {
+                    if let Strategy::Rescan { pending } = &mut rule.strategy {
+                        *pending = None;
+                    }
                     failures.push((rule.rule.meta.id.clone(), e));
                     continue;
                 }
@@ -534,7 +552,7 @@ impl Correlator {
             let held = self
                 .rules
                 .iter()
-                .filter(|r| matches!(r.strategy, Strategy::Rescan) && r.sources.contains(source))
+                .filter(|r| matches!(r.strategy, Strategy::Rescan { .. }) && r.sources.contains(source))
                 .map(|r| r.last_emitted.unwrap_or(i64::MIN))
                 .min()
                 .unwrap_or(watermark);
@@ -554,6 +572,11 @@ impl Correlator {
             let Some(retained) = self.retained.values_mut().max_by_key(|r| r.rows()) else { break };
             if retained.batches.is_empty() {
                 break;
+            }
+            for rule in &mut self.rules {
+                if let Strategy::Rescan { pending } = &mut rule.strategy {
+                    *pending = None;
+                }
             }
             let batch = retained.batches.remove(0).batch;
             total -= batch.num_rows();
@@ -604,8 +627,18 @@ impl Correlator {
             }
         }
         for rule in &self.rules {
-            if let Strategy::Incremental { split, state } = &rule.strategy {
-                state.live_events(split, &mut live);
+            match &rule.strategy {
+                Strategy::Incremental { split, state } => state.live_events(split, &mut live),
+                Strategy::Rescan { pending: Some(rows) } => {
+                    for batch in rows {
+                        for row in 0..batch.num_rows() {
+                            for &c in &rule.event_columns {
+                                collect_seqs(batch.column(c), row, &mut live);
+                            }
+                        }
+                    }
+                }
+                Strategy::Rescan { pending: None } => {}
             }
         }
         self.identities.retain(|seq, _| live.contains(seq));
@@ -621,8 +654,9 @@ impl Correlator {
         for rule in &mut self.rules {
             rule.last_emitted = None;
             rule.suppressed.clear();
-            if let Strategy::Incremental { state, .. } = &mut rule.strategy {
-                state.clear();
+            match &mut rule.strategy {
+                Strategy::Incremental { state, .. } => state.clear(),
+                Strategy::Rescan { pending } => *pending = None,
             }
         }
         self.pending_failures.clear();
@@ -705,6 +739,18 @@ fn evict_before(batches: &mut Vec<RetainedBatch>, cutoff: i64, identities: &BTre
         }
     }
     *batches = kept;
+}
+
+/// The rows of `batches` with `window_end` after `watermark` (not emitted yet).
+fn rows_after(batches: &[RecordBatch], window_end: usize, watermark: i64) -> Vec<RecordBatch> {
+    batches
+        .iter()
+        .filter_map(|b| {
+            let ends = b.column(window_end).as_primitive::<TimestampNanosecondType>();
+            let mask: BooleanArray = ends.iter().map(|t| Some(t.is_some_and(|t| t > watermark))).collect();
+            (mask.true_count() > 0).then(|| filter_record_batch(b, &mask).expect("filter with a mask of the batch's length"))
+        })
+        .collect()
 }
 
 /// Alerts for the output rows of `batch` with `from < window_end <= to`.
