@@ -94,6 +94,10 @@ pub(super) async fn split(
             break agg;
         }
         let name = node.name().to_string();
+        if node.fetch().is_some() {
+            // A LIMIT over the closing windows' rows is not the LIMIT over all rows.
+            return Err(format!("{name} with a LIMIT above the aggregation"));
+        }
         if !ABOVE.contains(&name.as_str()) {
             return Err(format!("{name} above the aggregation (or no aggregation)"));
         }

@@ -136,6 +136,7 @@ proptest! {
 async fn each_rule_shape_gets_its_strategy_and_the_reason_when_an_aggregation_is_rescanned() {
     let not_windowed = "SELECT user_info.username AS username, count(*) AS n, max(event_time) AS window_end \
          FROM k8s_audit GROUP BY user_info.username HAVING count(*) > 5";
+    let top = format!("{THRESHOLD} ORDER BY denied DESC LIMIT 1");
     let d = detector_with(
         &[
             ("t.threshold", "k8s_audit", "-- window: 1m\n", THRESHOLD),
@@ -143,6 +144,7 @@ async fn each_rule_shape_gets_its_strategy_and_the_reason_when_an_aggregation_is
             ("t.seq", "k8s_audit", "-- window: 10m\n", SEQUENCE),
             ("t.sliding", "k8s_audit", "-- window: 1m\n", SLIDING),
             ("t.max", "k8s_audit", "-- window: 1m\n", not_windowed),
+            ("t.top", "k8s_audit", "-- window: 1m\n", &top),
         ],
         CorrelationSettings::default(),
     )
@@ -154,6 +156,8 @@ async fn each_rule_shape_gets_its_strategy_and_the_reason_when_an_aggregation_is
     assert_eq!(s["t.sliding"], RuleStrategy::Rescan(None));
     let RuleStrategy::Rescan(Some(reason)) = &s["t.max"] else { panic!("{:?}", s["t.max"]) };
     assert!(reason.contains("window_end"), "{reason}");
+    let RuleStrategy::Rescan(Some(reason)) = &s["t.top"] else { panic!("{:?}", s["t.top"]) };
+    assert!(reason.contains("LIMIT"), "{reason}");
 }
 
 /// Rows fed to DataFusion per batch, for 100 batches of 20 events of 5
