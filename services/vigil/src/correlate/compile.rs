@@ -209,6 +209,7 @@ pub(super) async fn compile(rules: Vec<Rule>, settings: CorrelationSettings) -> 
         rules: compiled,
         watermark,
         identities: BTreeMap::new(),
+        streams: Default::default(),
         identities_gc_at: super::IDENTITIES_GC_MIN,
         next_seq: 0,
         settings,

@@ -435,7 +435,7 @@ fn cap_events(
 /// whose identity is gone sort last.
 fn order_key(seq: u64, identities: &BTreeMap<u64, RetainedIdentity>) -> (bool, i64, &str, u64) {
     match identities.get(&seq) {
-        Some(i) => (false, i.event_time, i.event_id.as_str(), seq),
+        Some(i) => (false, i.event_time, &*i.event_id, seq),
         None => (true, 0, "", seq),
     }
 }

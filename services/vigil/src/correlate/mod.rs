@@ -129,12 +129,43 @@ pub struct LateEvent {
     pub watermark_ns: i64,
 }
 
-/// Identity of a retained event.
+/// Where events were read from: a Kafka partition or a replayed file,
+/// shared by all the identities of its events.
+#[derive(Debug, PartialEq, Eq, Hash, Clone)]
+enum Stream {
+    Kafka { topic: String, partition: i32 },
+    File { path: String },
+}
+
+/// Identity of an event some state names (kept compact: a million of them
+/// are the bulk of the state with a million distinct keys, see
+/// docs/rules.md "State size").
 #[derive(Debug, Clone)]
 struct RetainedIdentity {
-    event_id: String,
-    origin: Origin,
+    event_id: Box<str>,
+    stream: Arc<Stream>,
+    /// Kafka offset, or line of the file.
+    position: i64,
     event_time: i64,
+}
+
+impl RetainedIdentity {
+    fn origin(&self) -> Origin {
+        match &*self.stream {
+            Stream::Kafka { topic, partition } => {
+                Origin::Kafka { topic: topic.clone(), partition: *partition, offset: self.position }
+            }
+            Stream::File { path } => Origin::File { path: path.clone(), line: self.position as u64 },
+        }
+    }
+
+    /// ((topic, partition), offset) of a Kafka event.
+    fn kafka_offset(&self) -> Option<((String, i32), i64)> {
+        match &*self.stream {
+            Stream::Kafka { topic, partition } => Some(((topic.clone(), *partition), self.position)),
+            Stream::File { .. } => None,
+        }
+    }
 }
 
 /// A batch of retained events and the lowest offset, per partition, of
@@ -246,6 +277,8 @@ pub struct Correlator {
     rules: Vec<CompiledCorrelation>,
     watermark: WatermarkTracker,
     identities: BTreeMap<u64, RetainedIdentity>,
+    /// The streams identities point to (one per partition or file).
+    streams: HashMap<Stream, Arc<Stream>>,
     /// Collect unreferenced identities when there are more than this.
     identities_gc_at: usize,
     next_seq: u64,
@@ -362,12 +395,25 @@ impl Correlator {
                 };
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                if let Origin::Kafka { topic, partition, offset } = &message.origin {
-                    merge_offsets(&mut new_offsets, &Offsets::from([((topic.clone(), *partition), *offset)]));
-                }
+                let (stream, position) = match &message.origin {
+                    Origin::Kafka { topic, partition, offset } => {
+                        note_offset(&mut new_offsets, topic, *partition, *offset);
+                        (Stream::Kafka { topic: topic.clone(), partition: *partition }, *offset)
+                    }
+                    Origin::File { path, line } => (Stream::File { path: path.clone() }, *line as i64),
+                };
+                let stream = match self.streams.get(&stream) {
+                    Some(s) => s.clone(),
+                    None => self.streams.entry(stream.clone()).or_insert_with(|| Arc::new(stream)).clone(),
+                };
                 self.identities.insert(
                     seq,
-                    RetainedIdentity { event_id, origin: message.origin.clone(), event_time: batch_times.value(i) },
+                    RetainedIdentity {
+                        event_id: event_id.into_boxed_str(),
+                        stream,
+                        position,
+                        event_time: batch_times.value(i),
+                    },
                 );
                 seqs.push(seq);
             }
@@ -701,6 +747,16 @@ impl Correlator {
     }
 }
 
+/// Lower `offsets` of (topic, partition) to `offset`.
+fn note_offset(offsets: &mut Offsets, topic: &str, partition: i32, offset: i64) {
+    match offsets.iter_mut().find(|((t, p), _)| t == topic && *p == partition) {
+        Some((_, o)) => *o = (*o).min(offset),
+        None => {
+            offsets.insert((topic.to_string(), partition), offset);
+        }
+    }
+}
+
 /// Partition key of an origin for watermark tracking.
 fn partition_of(origin: &Origin) -> String {
     match origin {
@@ -714,8 +770,8 @@ fn batch_offsets(batch: &RecordBatch, identities: &BTreeMap<u64, RetainedIdentit
     let mut out = Offsets::new();
     if let Some(seqs) = batch.column_by_name(ROW_COLUMN) {
         for seq in seqs.as_primitive::<UInt64Type>().values().iter() {
-            if let Some(RetainedIdentity { origin: Origin::Kafka { topic, partition, offset }, .. }) = identities.get(seq) {
-                merge_offsets(&mut out, &Offsets::from([((topic.clone(), *partition), *offset)]));
+            if let Some((key, offset)) = identities.get(seq).and_then(RetainedIdentity::kafka_offset) {
+                merge_offsets(&mut out, &Offsets::from([(key, offset)]));
             }
         }
     }
@@ -783,13 +839,13 @@ fn rows_in_range(
         events.truncate(max_events);
         let window_end = ends.value(i);
         let identities: Vec<EventIdentity> =
-            events.iter().map(|e| EventIdentity { event_id: e.event_id.clone(), origin: e.origin.clone() }).collect();
+            events.iter().map(|e| EventIdentity { event_id: e.event_id.to_string(), origin: e.origin() }).collect();
         let meta = &rule.rule.meta;
         let mut alert = Alert::new(meta, detected_at_ns, window_end, fields, identities);
         // The id must not depend on arrival order or on which events were
         // still retained: rule, window end, the sorted event ids (or, for
         // rules that name no events, the output row).
-        let mut ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+        let mut ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
         ids.sort();
         let window = format_time_ns(window_end);
         alert.alert_id = if ids.is_empty() {
