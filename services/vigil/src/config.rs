@@ -398,6 +398,20 @@ mod tests {
     }
 
     #[test]
+    fn correlation_state_bounds_come_from_the_environment_and_must_be_positive() {
+        let s = Settings::load_from(
+            None,
+            env(&[("VIGIL__CORRELATION__MAX_STATE_ROWS", "5000"), ("VIGIL__CORRELATION__INCREMENTAL", "false")]),
+        )
+        .unwrap();
+        assert_eq!(s.correlation.max_state_rows, 5000);
+        assert!(!s.correlation.incremental);
+        assert_eq!(s.correlation.max_alert_events, 100);
+        let e = Settings::load_from(None, env(&[("VIGIL__CORRELATION__MAX_ALERT_EVENTS", "0")])).unwrap_err();
+        assert!(format!("{e:#}").contains("correlation.max_alert_events must be positive"), "{e:#}");
+    }
+
+    #[test]
     fn rejects_properties_that_would_break_delivery_guarantees() {
         let e = Settings::load_from(None, env(&[("VIGIL__KAFKA__PROPERTIES__ENABLE_AUTO_COMMIT", "true")])).unwrap_err();
         assert!(format!("{e:#}").contains("kafka.properties.enable.auto.commit"), "{e:#}");
