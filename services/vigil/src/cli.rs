@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
 use crate::config::Settings;
+use crate::correlate::RuleStrategy;
 use crate::detect::{Detector, EventTimeBounds};
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -294,6 +295,13 @@ async fn dispatch_tool(command: Command) -> Result<ExitCode> {
                     None => String::new(),
                 };
                 println!("{} rules OK in {}{exceptions}", engine.rules().count(), dir.display());
+                for (id, strategy) in engine.correlator().strategies() {
+                    match strategy {
+                        RuleStrategy::Incremental => println!("correlation rule {id}: incremental"),
+                        RuleStrategy::Rescan(None) => println!("correlation rule {id}: re-scan"),
+                        RuleStrategy::Rescan(Some(why)) => println!("correlation rule {id}: re-scan ({why})"),
+                    }
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {

@@ -443,6 +443,9 @@ impl Settings {
         if self.correlation.max_retained_events == 0 {
             bail!("invalid configuration: correlation.max_retained_events must be positive");
         }
+        if self.correlation.max_state_rows == 0 || self.correlation.max_alert_events == 0 {
+            bail!("invalid configuration: correlation.max_state_rows and correlation.max_alert_events must be positive");
+        }
         let l = &self.limits;
         if l.max_message_bytes == 0 || l.max_events_per_message == 0 || l.max_field_bytes == 0 || l.max_nesting_depth == 0
         {
@@ -547,6 +550,20 @@ mod tests {
             let e = Settings::load_from(None, env(&[(key, value)])).unwrap_err();
             assert!(format!("{e:#}").contains(expected), "{key}={value}: {e:#}");
         }
+    }
+
+    #[test]
+    fn correlation_state_bounds_come_from_the_environment_and_must_be_positive() {
+        let s = Settings::load_from(
+            None,
+            env(&[("VIGIL__CORRELATION__MAX_STATE_ROWS", "5000"), ("VIGIL__CORRELATION__INCREMENTAL", "false")]),
+        )
+        .unwrap();
+        assert_eq!(s.correlation.max_state_rows, 5000);
+        assert!(!s.correlation.incremental);
+        assert_eq!(s.correlation.max_alert_events, 100);
+        let e = Settings::load_from(None, env(&[("VIGIL__CORRELATION__MAX_ALERT_EVENTS", "0")])).unwrap_err();
+        assert!(format!("{e:#}").contains("correlation.max_alert_events must be positive"), "{e:#}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! tables, find its `window_end` and event columns, and derive per source
 //! the pre-filter of the events worth retaining.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -18,7 +18,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::watermark::WatermarkTracker;
-use super::{ms, CompiledCorrelation, CorrelationSettings, CorrelationStats, Correlator, Retained};
+use super::{incremental, ms, CompiledCorrelation, CorrelationSettings, CorrelationStats, Correlator, Retained, Strategy};
 use crate::rules::slot::{BatchSlot, SlotTable};
 use crate::rules::{Rule, RuleError, RuleMode};
 use crate::schema::ROW_COLUMN;
@@ -62,8 +62,9 @@ pub(super) async fn compile(rules: Vec<Rule>, settings: CorrelationSettings) -> 
     let state = ctx.state();
     let mut compiled = Vec::new();
     let mut errors = Vec::new();
-    // source -> (longest window, per-scan filters; None = a scan without filters)
-    let mut usage: BTreeMap<SourceKind, (i64, Vec<Option<Expr>>)> = BTreeMap::new();
+    // source -> (longest window of a re-scan rule reading it, whether one
+    // does, per-scan filters; None = a scan without filters)
+    let mut usage: BTreeMap<SourceKind, (i64, bool, Vec<Option<Expr>>)> = BTreeMap::new();
     for rule in rules {
         debug_assert_eq!(rule.meta.mode, RuleMode::Correlation);
         let err = |line: Option<usize>, message: String| RuleError { path: rule.path.clone(), line, message };
@@ -139,16 +140,34 @@ pub(super) async fn compile(rules: Vec<Rule>, settings: CorrelationSettings) -> 
         let event_columns: Vec<usize> =
             (0..schema.fields().len()).filter(|&i| schema.field(i).name().starts_with("__row")).collect();
         let window_ns = rule.meta.window.expect("correlation rules have a window").as_nanos() as i64;
+        let sources: BTreeSet<SourceKind> = scans.iter().map(|(s, _)| *s).collect();
+        let has_aggregate = physical.exists(|n| Ok(n.name() == "AggregateExec")).unwrap_or(false);
+        let (strategy, rescan_reason) = if !settings.incremental {
+            (Strategy::Rescan { pending: None }, has_aggregate.then(|| "correlation.incremental is false".to_string()))
+        } else {
+            match incremental::split(&physical, window_end, &state).await {
+                Ok(split) if sources.len() == 1 => (Strategy::Incremental { split, state: Default::default() }, None),
+                Ok(_) => (Strategy::Rescan { pending: None }, Some("the rule reads more than one table".into())),
+                Err(reason) => (Strategy::Rescan { pending: None }, has_aggregate.then_some(reason)),
+            }
+        };
+        let rescan = matches!(strategy, Strategy::Rescan { .. });
         for (source, filter) in scans {
-            let entry = usage.entry(source).or_insert((0, Vec::new()));
-            entry.0 = entry.0.max(window_ns);
-            entry.1.push(filter);
+            let entry = usage.entry(source).or_insert((0, false, Vec::new()));
+            if rescan {
+                entry.0 = entry.0.max(window_ns);
+                entry.1 = true;
+            }
+            entry.2.push(filter);
         }
         compiled.push(CompiledCorrelation {
             rule: Arc::new(rule),
             plan: physical,
             window_end,
             event_columns,
+            sources,
+            strategy,
+            rescan_reason,
             last_emitted: None,
             suppressed: Default::default(),
         });
@@ -157,7 +176,7 @@ pub(super) async fn compile(rules: Vec<Rule>, settings: CorrelationSettings) -> 
         return Err(errors);
     }
     let mut retained = BTreeMap::new();
-    for (source, (horizon_ns, filters)) in usage {
+    for (source, (horizon_ns, keep_raw, filters)) in usage {
         let input = Arc::new(BatchSlot::default());
         let provider = Arc::new(SlotTable::new(source.schema(), input.clone()));
         let ingest = async {
@@ -180,7 +199,7 @@ pub(super) async fn compile(rules: Vec<Rule>, settings: CorrelationSettings) -> 
         })?;
         retained.insert(
             source,
-            Retained { slot: retained_slots[&source].clone(), batches: Vec::new(), horizon_ns, ingest, input },
+            Retained { slot: retained_slots[&source].clone(), batches: Vec::new(), keep_raw, horizon_ns, ingest, input },
         );
     }
     let watermark = WatermarkTracker::new(ms(settings.allowed_lateness_ms), ms(settings.idle_timeout_ms));
@@ -190,11 +209,14 @@ pub(super) async fn compile(rules: Vec<Rule>, settings: CorrelationSettings) -> 
         rules: compiled,
         watermark,
         identities: BTreeMap::new(),
+        streams: Default::default(),
+        identities_gc_at: super::IDENTITIES_GC_MIN,
         next_seq: 0,
         settings,
         task_ctx,
         stats: CorrelationStats::default(),
         evaluations: Vec::new(),
+        pending_failures: Vec::new(),
         _ctx: ctx,
     })
 }

@@ -12,14 +12,27 @@
 //! output instead), so the rows of a window are final once the watermark
 //! has passed its end: every row is emitted once.
 //!
-//! State: retained events, pre-filtered by the predicates the rules'
-//! scans push down (only rows some rule could use are kept), evicted by
-//! watermark (`event_time < watermark - window`), and bounded by
-//! `max_retained_events` (beyond it the oldest are evicted early and
-//! counted). The engine records each retained event's identity so alerts
-//! name their triggering events.
+//! Strategies, chosen per rule at compile time ([`Strategy`]):
+//!
+//! - **incremental** (aggregation rules, `incremental.rs`): the rule's plan
+//!   is split at its GROUP BY; the partial aggregation runs on each batch's
+//!   new events and its state rows, kept by window end, are the rule's
+//!   state; the final aggregation runs over the closing windows' state
+//!   rows only.
+//! - **re-scan** (every other shape: joins, window functions, …): the rule
+//!   runs over all retained events each time the watermark advances.
+//!
+//! State: retained events (only for sources a re-scan rule reads),
+//! pre-filtered by the predicates the rules' scans push down (only rows
+//! some rule could use are kept), evicted by watermark (`event_time <
+//! watermark - window`), and bounded by `max_retained_events`; state rows
+//! of incremental rules, bounded by `max_state_rows`. Beyond a bound the
+//! oldest are evicted early and counted. The engine records the identity
+//! of each event still named by the state so alerts name their triggering
+//! events (at most `max_alert_events` per alert).
 
 mod compile;
+mod incremental;
 pub mod watermark;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -30,6 +43,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBat
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, TimestampNanosecondType, UInt32Type, UInt64Type};
 use datafusion::execution::TaskContext;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::{collect, ExecutionPlan};
 use datafusion::prelude::SessionContext;
 use serde::Deserialize;
@@ -37,6 +51,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 pub use compile::retained_schema;
+use incremental::{merge_offsets, AggregateSplit, AggregateState, Offsets};
 use watermark::WatermarkTracker;
 
 use crate::alert::{alert_id, content_event_id, format_time_ns, Alert, EventIdentity};
@@ -60,6 +75,17 @@ pub struct CorrelationSettings {
     /// Upper bound on retained events over all sources.
     #[serde(default = "default_max_retained")]
     pub max_retained_events: usize,
+    /// Upper bound on the state rows (one per group and window, roughly)
+    /// of incremental rules, over all rules.
+    #[serde(default = "default_max_state_rows")]
+    pub max_state_rows: usize,
+    /// Most events an alert names (the earliest by event time, then id).
+    #[serde(default = "default_max_alert_events")]
+    pub max_alert_events: usize,
+    /// Evaluate aggregation rules incrementally (partial aggregation per
+    /// batch); `false` re-scans retained events for every rule.
+    #[serde(default = "default_incremental")]
+    pub incremental: bool,
 }
 
 fn default_lateness_ms() -> u64 {
@@ -71,6 +97,15 @@ fn default_idle_ms() -> u64 {
 fn default_max_retained() -> usize {
     2_000_000
 }
+fn default_max_state_rows() -> usize {
+    2_000_000
+}
+fn default_max_alert_events() -> usize {
+    100
+}
+fn default_incremental() -> bool {
+    true
+}
 
 impl Default for CorrelationSettings {
     fn default() -> Self {
@@ -78,6 +113,9 @@ impl Default for CorrelationSettings {
             allowed_lateness_ms: default_lateness_ms(),
             idle_timeout_ms: default_idle_ms(),
             max_retained_events: default_max_retained(),
+            max_state_rows: default_max_state_rows(),
+            max_alert_events: default_max_alert_events(),
+            incremental: default_incremental(),
         }
     }
 }
@@ -92,20 +130,63 @@ pub struct LateEvent {
     pub watermark_ns: i64,
 }
 
-/// Identity of a retained event.
+/// Where events were read from: a Kafka partition or a replayed file,
+/// shared by all the identities of its events.
+#[derive(Debug, PartialEq, Eq, Hash, Clone)]
+enum Stream {
+    Kafka { topic: String, partition: i32 },
+    File { path: String },
+}
+
+/// Identity of an event some state names (kept compact: a million of them
+/// are the bulk of the state with a million distinct keys, see
+/// docs/rules.md "State size").
 #[derive(Debug, Clone)]
 struct RetainedIdentity {
-    event_id: String,
-    origin: Origin,
+    event_id: Box<str>,
+    stream: Arc<Stream>,
+    /// Kafka offset, or line of the file.
+    position: i64,
     event_time: i64,
 }
 
-/// Retained events of one source.
+impl RetainedIdentity {
+    fn origin(&self) -> Origin {
+        match &*self.stream {
+            Stream::Kafka { topic, partition } => {
+                Origin::Kafka { topic: topic.clone(), partition: *partition, offset: self.position }
+            }
+            Stream::File { path } => Origin::File { path: path.clone(), line: self.position as u64 },
+        }
+    }
+
+    /// ((topic, partition), offset) of a Kafka event.
+    fn kafka_offset(&self) -> Option<((String, i32), i64)> {
+        match &*self.stream {
+            Stream::Kafka { topic, partition } => Some(((topic.clone(), *partition), self.position)),
+            Stream::File { .. } => None,
+        }
+    }
+}
+
+/// A batch of retained events and the lowest offset, per partition, of
+/// the events in it.
+struct RetainedBatch {
+    batch: RecordBatch,
+    offsets: Offsets,
+}
+
+/// Events of one source: the pre-filter every new event goes through, and
+/// the events retained for the re-scan rules reading it.
 struct Retained {
-    /// The table correlation rules read (schema: [`retained_schema`]).
+    /// The table correlation rules read (schema: [`retained_schema`]):
+    /// the new events while incremental rules aggregate them, every
+    /// retained event while re-scan rules run.
     slot: Arc<BatchSlot>,
-    batches: Vec<RecordBatch>,
-    /// The longest `window` among the rules reading this source.
+    batches: Vec<RetainedBatch>,
+    /// Whether a re-scan rule reads this source (else nothing is retained).
+    keep_raw: bool,
+    /// The longest `window` among the re-scan rules reading this source.
     horizon_ns: i64,
     /// Pre-filter: plan over `input` keeping the rows some rule can use.
     ingest: Arc<dyn ExecutionPlan>,
@@ -114,8 +195,23 @@ struct Retained {
 
 impl Retained {
     fn rows(&self) -> usize {
-        self.batches.iter().map(|b| b.num_rows()).sum()
+        self.batches.iter().map(|b| b.batch.num_rows()).sum()
     }
+}
+
+/// How a rule is evaluated (decided at compile time from its plan's shape).
+enum Strategy {
+    /// Run the whole plan over all retained events of its sources.
+    Rescan {
+        /// The last run's output rows not emitted yet (`window_end` beyond
+        /// the watermark it ran at). Valid as long as no event was retained
+        /// or evicted early for the rule's sources: then the next emission
+        /// takes its rows from here instead of running the plan again.
+        /// `None`: the plan must run.
+        pending: Option<Vec<RecordBatch>>,
+    },
+    /// Partial aggregation per batch, final aggregation per closing window.
+    Incremental { split: AggregateSplit, state: AggregateState },
 }
 
 /// One compiled correlation rule and its emission state.
@@ -125,19 +221,55 @@ struct CompiledCorrelation {
     window_end: usize,
     /// Columns naming triggering events (`__row...`: UInt64 or lists of it).
     event_columns: Vec<usize>,
+    /// The sources the rule reads.
+    sources: BTreeSet<SourceKind>,
+    strategy: Strategy,
+    /// Why an aggregation rule is re-scanned (for `rules validate`).
+    rescan_reason: Option<String>,
     last_emitted: Option<i64>,
     /// suppression key -> (suppressed until, alerts folded since)
     suppressed: HashMap<String, (i64, u64, Option<Alert>)>,
 }
 
+impl CompiledCorrelation {
+    fn state_rows(&self) -> usize {
+        match &self.strategy {
+            Strategy::Incremental { state, .. } => state.rows(),
+            Strategy::Rescan { .. } => 0,
+        }
+    }
+}
+
 /// Counters of the correlation state (exported as metrics).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CorrelationStats {
+    /// Events retained for re-scan rules.
     pub retained_events: usize,
+    /// State rows of incremental rules.
+    pub state_rows: usize,
+    /// Event identities kept so alerts can name their events.
+    pub event_identities: usize,
     pub late_events: u64,
+    /// Retained events dropped before their windows closed (bound).
     pub evicted_early: u64,
+    /// State rows dropped before their windows closed (bound).
+    pub evicted_state_rows: u64,
     pub suppressed_alerts: u64,
+    /// Rows fed to DataFusion plans since start (new events to pre-filters
+    /// are not counted; retained events to re-scans, new events to partial
+    /// aggregations, state rows to merges and final aggregations are): the
+    /// evaluation work.
+    pub rows_evaluated: u64,
     pub watermark: Option<i64>,
+}
+
+/// How a rule is evaluated, for `rules validate` and the docs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleStrategy {
+    Incremental,
+    /// Re-scan, with the reason an aggregation could not be split (`None`
+    /// for shapes that have no aggregation to split).
+    Rescan(Option<String>),
 }
 
 /// All correlation rules, their retained events and the watermark.
@@ -146,6 +278,10 @@ pub struct Correlator {
     rules: Vec<CompiledCorrelation>,
     watermark: WatermarkTracker,
     identities: BTreeMap<u64, RetainedIdentity>,
+    /// The streams identities point to (one per partition or file).
+    streams: HashMap<Stream, Arc<Stream>>,
+    /// Collect unreferenced identities when there are more than this.
+    identities_gc_at: usize,
     next_seq: u64,
     settings: CorrelationSettings,
     task_ctx: Arc<TaskContext>,
@@ -153,6 +289,9 @@ pub struct Correlator {
     /// Rule runs since the last [`Correlator::take_evaluations`]: (rule id,
     /// time, rows emitted in range), for metrics.
     evaluations: Vec<(String, Duration, usize)>,
+    /// Rule failures at ingest (partial aggregation), reported by the next
+    /// `advance`/`finish`.
+    pending_failures: Vec<(String, String)>,
     _ctx: SessionContext,
 }
 
@@ -180,6 +319,8 @@ impl Correlator {
     pub fn stats(&self) -> CorrelationStats {
         CorrelationStats {
             retained_events: self.retained.values().map(Retained::rows).sum(),
+            state_rows: self.rules.iter().map(CompiledCorrelation::state_rows).sum(),
+            event_identities: self.identities.len(),
             watermark: self.watermark.watermark(),
             ..self.stats
         }
@@ -188,6 +329,20 @@ impl Correlator {
     /// The rule runs since the last call: (rule id, time, rows emitted).
     pub fn take_evaluations(&mut self) -> Vec<(String, Duration, usize)> {
         std::mem::take(&mut self.evaluations)
+    }
+
+    /// How each rule is evaluated (rule id, strategy).
+    pub fn strategies(&self) -> Vec<(String, RuleStrategy)> {
+        self.rules
+            .iter()
+            .map(|r| {
+                let s = match &r.strategy {
+                    Strategy::Incremental { .. } => RuleStrategy::Incremental,
+                    Strategy::Rescan { .. } => RuleStrategy::Rescan(r.rescan_reason.clone()),
+                };
+                (r.rule.meta.id.clone(), s)
+            })
+            .collect()
     }
 
     /// Whether any correlation rule reads `source`.
@@ -236,9 +391,12 @@ impl Correlator {
             return Ok(late);
         }
         retained.input.set(on_time);
-        let kept = collect(retained.ingest.clone(), self.task_ctx.clone()).await;
+        let kept = execute(&retained.ingest, &self.task_ctx).await;
         retained.input.clear();
         let kept = kept.map_err(|e| format!("pre-filtering events for correlation: {e}"))?;
+        let source = decoded.source;
+        let mut new_events = Vec::new();
+        let mut new_offsets = Offsets::new();
         for batch in kept.into_iter().filter(|b| b.num_rows() > 0) {
             let row_idx = batch.schema().index_of(ROW_COLUMN).map_err(|e| e.to_string())?;
             let rows = batch.column(row_idx).as_primitive::<UInt32Type>().clone();
@@ -253,9 +411,25 @@ impl Correlator {
                 };
                 let seq = self.next_seq;
                 self.next_seq += 1;
+                let (stream, position) = match &message.origin {
+                    Origin::Kafka { topic, partition, offset } => {
+                        note_offset(&mut new_offsets, topic, *partition, *offset);
+                        (Stream::Kafka { topic: topic.clone(), partition: *partition }, *offset)
+                    }
+                    Origin::File { path, line } => (Stream::File { path: path.clone() }, *line as i64),
+                };
+                let stream = match self.streams.get(&stream) {
+                    Some(s) => s.clone(),
+                    None => self.streams.entry(stream.clone()).or_insert_with(|| Arc::new(stream)).clone(),
+                };
                 self.identities.insert(
                     seq,
-                    RetainedIdentity { event_id, origin: message.origin.clone(), event_time: batch_times.value(i) },
+                    RetainedIdentity {
+                        event_id: event_id.into_boxed_str(),
+                        stream,
+                        position,
+                        event_time: batch_times.value(i),
+                    },
                 );
                 seqs.push(seq);
             }
@@ -263,9 +437,59 @@ impl Correlator {
             columns[row_idx] = Arc::new(UInt64Array::from(seqs));
             let schema = retained_schema(decoded.source);
             let rebuilt = RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())?;
-            retained.batches.push(rebuilt);
+            new_events.push(rebuilt);
         }
+        if new_events.is_empty() {
+            return Ok(late);
+        }
+        if retained.keep_raw {
+            for batch in &new_events {
+                let offsets = batch_offsets(batch, &self.identities);
+                retained.batches.push(RetainedBatch { batch: batch.clone(), offsets });
+            }
+            for rule in self.rules.iter_mut().filter(|r| r.sources.contains(&source)) {
+                if let Strategy::Rescan { pending } = &mut rule.strategy {
+                    *pending = None;
+                }
+            }
+        }
+        let new_rows: usize = new_events.iter().map(RecordBatch::num_rows).sum();
+        // Incremental rules fold the new events into their state now.
+        retained.slot.set_all(new_events);
+        for rule in &mut self.rules {
+            let Strategy::Incremental { split, state } = &mut rule.strategy else { continue };
+            if !rule.sources.contains(&source) {
+                continue;
+            }
+            self.stats.rows_evaluated += new_rows as u64;
+            let result = match execute(&split.partial, &self.task_ctx).await {
+                Ok(partial) => {
+                    state
+                        .store(
+                            split,
+                            partial,
+                            &new_offsets,
+                            rule.last_emitted,
+                            self.settings.max_alert_events,
+                            &self.identities,
+                            &self.task_ctx,
+                        )
+                        .await
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            match result {
+                Ok(merged) => self.stats.rows_evaluated += merged,
+                Err(e) => self.pending_failures.push((
+                    rule.rule.meta.id.clone(),
+                    format!("aggregating new events (their contribution to open windows is lost): {e}"),
+                )),
+            }
+        }
+        retained.slot.clear();
         self.enforce_bound();
+        self.enforce_state_bound();
+        self.collect_identities_if_due();
         Ok(late)
     }
 
@@ -273,7 +497,7 @@ impl Correlator {
     /// emission range grew; evict what no rule can use any more.
     pub async fn advance(&mut self, now_ns: i64, detected_at_ns: i64) -> (Vec<Alert>, Vec<(String, String)>) {
         let Some(watermark) = self.watermark.advance(now_ns) else {
-            return (Vec::new(), Vec::new());
+            return (Vec::new(), std::mem::take(&mut self.pending_failures));
         };
         self.emit_until(watermark, detected_at_ns).await
     }
@@ -281,7 +505,7 @@ impl Correlator {
     /// End of input (replay): close every window and emit what remains.
     pub async fn finish(&mut self, detected_at_ns: i64) -> (Vec<Alert>, Vec<(String, String)>) {
         if self.watermark.watermark().is_none() {
-            return (Vec::new(), Vec::new());
+            return (Vec::new(), std::mem::take(&mut self.pending_failures));
         }
         let watermark = self.watermark.finish();
         let (mut alerts, failures) = self.emit_until(watermark, detected_at_ns).await;
@@ -300,13 +524,14 @@ impl Correlator {
     /// rule failures (rule id, error).
     async fn emit_until(&mut self, watermark: i64, detected_at_ns: i64) -> (Vec<Alert>, Vec<(String, String)>) {
         let mut alerts = Vec::new();
-        let mut failures = Vec::new();
+        let mut failures = std::mem::take(&mut self.pending_failures);
         if self.rules.iter().all(|r| r.last_emitted.is_some_and(|l| l >= watermark)) {
             return (alerts, failures);
         }
-        for retained in self.retained.values() {
-            retained.slot.set_all(retained.batches.clone());
+        for retained in self.retained.values().filter(|r| r.keep_raw) {
+            retained.slot.set_all(retained.batches.iter().map(|b| b.batch.clone()).collect());
         }
+        let max_events = self.settings.max_alert_events;
         for rule in &mut self.rules {
             let from = rule.last_emitted.unwrap_or(i64::MIN);
             if from >= watermark {
@@ -316,21 +541,38 @@ impl Correlator {
             // this range and keeps it, so the range is retried next time.
             let span = tracing::info_span!("rule", rule = %rule.rule.meta.id, matches = tracing::field::Empty);
             let started = std::time::Instant::now();
-            let result = match crate::rules::engine::fresh_plan(&rule.plan) {
-                Ok(plan) => collect(plan, self.task_ctx.clone()).instrument(span.clone()).await,
-                Err(e) => Err(e),
+            let output = match &mut rule.strategy {
+                // Nothing new since the last run: its rows still stand.
+                Strategy::Rescan { pending: Some(rows) } => Ok(std::mem::take(rows)),
+                Strategy::Rescan { pending: None } => {
+                    let rows: usize = rule.sources.iter().map(|s| self.retained[s].rows()).sum();
+                    self.stats.rows_evaluated += rows as u64;
+                    execute(&rule.plan, &self.task_ctx).instrument(span.clone()).await
+                }
+                Strategy::Incremental { split, state } => {
+                    let closing = state.closing(from, watermark);
+                    if closing.is_empty() {
+                        Ok(Vec::new())
+                    } else {
+                        self.stats.rows_evaluated += closing.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+                        split.state_input.set_all(closing);
+                        let output = execute(&split.finish, &self.task_ctx).instrument(span.clone()).await;
+                        split.state_input.clear();
+                        output
+                    }
+                }
             };
             let elapsed = started.elapsed();
-            let found = match result {
-                Ok(batches) => batches
+            let found = output.map_err(|e| e.to_string()).and_then(|batches| {
+                let found = batches
                     .iter()
                     .filter(|b| b.num_rows() > 0)
-                    .map(|b| rows_in_range(rule, b, from, watermark, &self.identities, detected_at_ns))
-                    .collect::<Result<Vec<Vec<Alert>>, String>>(),
-                Err(e) => Err(e.to_string()),
-            };
+                    .map(|b| rows_in_range(rule, b, from, watermark, &self.identities, max_events, detected_at_ns))
+                    .collect::<Result<Vec<Vec<Alert>>, String>>()?;
+                Ok((batches, found))
+            });
             match found {
-                Ok(found) => {
+                Ok((batches, found)) => {
                     let matches: usize = found.iter().map(Vec::len).sum();
                     span.record("matches", matches as i64);
                     self.evaluations.push((rule.rule.meta.id.clone(), elapsed, matches));
@@ -338,8 +580,15 @@ impl Correlator {
                         alerts.extend(suppress(rule, alert, &mut self.stats));
                     }
                     rule.last_emitted = Some(watermark);
+                    match &mut rule.strategy {
+                        Strategy::Incremental { state, .. } => state.evict_through(watermark),
+                        Strategy::Rescan { pending } => *pending = Some(rows_after(&batches, rule.window_end, watermark)),
+                    }
                 }
                 Err(e) => {
+                    if let Strategy::Rescan { pending } = &mut rule.strategy {
+                        *pending = None;
+                    }
                     failures.push((rule.rule.meta.id.clone(), e));
                     continue;
                 }
@@ -359,6 +608,7 @@ impl Correlator {
             retained.slot.clear();
         }
         self.evict(watermark);
+        self.collect_identities_if_due();
         (alerts, failures)
     }
 
@@ -366,15 +616,22 @@ impl Correlator {
     /// where a rule whose last run failed holds the watermark at what it
     /// last emitted (so its retried range still has its events).
     fn evict(&mut self, watermark: i64) {
-        let held = self.rules.iter().map(|r| r.last_emitted.unwrap_or(i64::MIN)).min().unwrap_or(watermark);
-        let watermark = watermark.min(held);
-        for retained in self.retained.values_mut() {
-            let cutoff = watermark.saturating_sub(retained.horizon_ns);
-            evict_before(&mut retained.batches, cutoff, &mut self.identities);
+        for (source, retained) in self.retained.iter_mut() {
+            let held = self
+                .rules
+                .iter()
+                .filter(|r| matches!(r.strategy, Strategy::Rescan { .. }) && r.sources.contains(source))
+                .map(|r| r.last_emitted.unwrap_or(i64::MIN))
+                .min()
+                .unwrap_or(watermark);
+            let cutoff = watermark.min(held).saturating_sub(retained.horizon_ns);
+            evict_before(&mut retained.batches, cutoff, &self.identities);
         }
     }
 
     /// Keep retained events under `max_retained_events`, oldest first out.
+    /// (Identities of evicted events are collected by
+    /// [`Self::collect_identities_if_due`]: incremental state may share them.)
     fn enforce_bound(&mut self) {
         let max = self.settings.max_retained_events;
         let mut total: usize = self.retained.values().map(Retained::rows).sum();
@@ -384,13 +641,12 @@ impl Correlator {
             if retained.batches.is_empty() {
                 break;
             }
-            let batch = retained.batches.remove(0);
-            let seqs = batch.column_by_name(ROW_COLUMN).map(|c| c.as_primitive::<UInt64Type>().clone());
-            if let Some(seqs) = seqs {
-                for s in seqs.values().iter() {
-                    self.identities.remove(s);
+            for rule in &mut self.rules {
+                if let Strategy::Rescan { pending } = &mut rule.strategy {
+                    *pending = None;
                 }
             }
+            let batch = retained.batches.remove(0).batch;
             total -= batch.num_rows();
             self.stats.evicted_early += batch.num_rows() as u64;
             tracing::warn!(
@@ -399,6 +655,62 @@ impl Correlator {
                 "correlation state at its bound: oldest events evicted before their window closed"
             );
         }
+    }
+
+    /// Keep the state rows of incremental rules under `max_state_rows`:
+    /// drop the window that ends first of the rule with the most rows.
+    fn enforce_state_bound(&mut self) {
+        let max = self.settings.max_state_rows;
+        let mut total: usize = self.rules.iter().map(CompiledCorrelation::state_rows).sum();
+        while total > max {
+            let Some(rule) = self.rules.iter_mut().max_by_key(|r| r.state_rows()) else { break };
+            let Strategy::Incremental { state, .. } = &mut rule.strategy else { break };
+            let Some((window_end, rows)) = state.evict_oldest() else { break };
+            total -= rows;
+            self.stats.evicted_state_rows += rows as u64;
+            tracing::warn!(
+                rule = %rule.rule.meta.id,
+                window_end = %format_time_ns(window_end),
+                evicted_rows = rows,
+                max_state_rows = max,
+                "correlation state at its bound: a window's aggregation state evicted before it closed (its alerts are lost)"
+            );
+        }
+    }
+
+    /// Drop the identities of events nothing names any more (evicted,
+    /// emitted, or beyond `max_alert_events` of their group). Runs when
+    /// their number has doubled since the last collection, so its cost is
+    /// amortised over the events that made it due.
+    fn collect_identities_if_due(&mut self) {
+        if self.identities.len() <= self.identities_gc_at {
+            return;
+        }
+        let mut live = BTreeSet::new();
+        for retained in self.retained.values() {
+            for b in &retained.batches {
+                if let Some(seqs) = b.batch.column_by_name(ROW_COLUMN) {
+                    live.extend(seqs.as_primitive::<UInt64Type>().values().iter().copied());
+                }
+            }
+        }
+        for rule in &self.rules {
+            match &rule.strategy {
+                Strategy::Incremental { split, state } => state.live_events(split, &mut live),
+                Strategy::Rescan { pending: Some(rows) } => {
+                    for batch in rows {
+                        for row in 0..batch.num_rows() {
+                            for &c in &rule.event_columns {
+                                collect_seqs(batch.column(c), row, &mut live);
+                            }
+                        }
+                    }
+                }
+                Strategy::Rescan { pending: None } => {}
+            }
+        }
+        self.identities.retain(|seq, _| live.contains(seq));
+        self.identities_gc_at = (2 * self.identities.len()).max(IDENTITIES_GC_MIN);
     }
 
     /// Forget all state: retained events, watermark, emission and
@@ -410,8 +722,14 @@ impl Correlator {
         for rule in &mut self.rules {
             rule.last_emitted = None;
             rule.suppressed.clear();
+            match &mut rule.strategy {
+                Strategy::Incremental { state, .. } => state.clear(),
+                Strategy::Rescan { pending } => *pending = None,
+            }
         }
+        self.pending_failures.clear();
         self.identities.clear();
+        self.identities_gc_at = IDENTITIES_GC_MIN;
         self.watermark = WatermarkTracker::new(ms(self.settings.allowed_lateness_ms), ms(self.settings.idle_timeout_ms));
     }
 
@@ -429,22 +747,14 @@ impl Correlator {
         let watermark = old.watermark.watermark();
         self.watermark = old.watermark.clone();
         for (source, retained) in old.retained.iter_mut() {
-            let batches = std::mem::take(&mut retained.batches);
-            match self.retained.get_mut(source) {
-                Some(new) => new.batches = batches,
-                None => {
-                    // No rule reads this source any more: forget its events.
-                    for batch in &batches {
-                        if let Some(seqs) = batch.column_by_name(ROW_COLUMN) {
-                            for s in seqs.as_primitive::<UInt64Type>().values().iter() {
-                                old.identities.remove(s);
-                            }
-                        }
-                    }
-                }
+            // Events of a source no rule reads any more are dropped; their
+            // identities go at the next identity collection.
+            if let Some(new) = self.retained.get_mut(source) {
+                new.batches = std::mem::take(&mut retained.batches);
             }
         }
         self.identities = std::mem::take(&mut old.identities);
+        self.identities_gc_at = old.identities_gc_at;
         self.next_seq = old.next_seq;
         self.stats = CorrelationStats { retained_events: 0, watermark: None, ..old.stats };
         for rule in &mut self.rules {
@@ -453,6 +763,14 @@ impl Correlator {
                 Some(o) => {
                     rule.last_emitted = o.last_emitted;
                     rule.suppressed = std::mem::take(&mut o.suppressed);
+                    // Incremental state is data; the plans that read and
+                    // write it are the new compilation's (same SQL, same
+                    // schema). A re-scan rule runs again at the next emission.
+                    if let (Strategy::Incremental { state, .. }, Strategy::Incremental { state: old_state, .. }) =
+                        (&mut rule.strategy, &mut o.strategy)
+                    {
+                        std::mem::swap(state, old_state);
+                    }
                 }
                 None => rule.last_emitted = watermark,
             }
@@ -462,12 +780,19 @@ impl Correlator {
 
     /// Lowest retained offset per Kafka partition: a restart must re-read
     /// from there to rebuild the state.
+    ///
+    /// For incremental rules this covers every event folded into a window
+    /// not yet emitted (also those beyond `max_alert_events`: they count).
     pub fn retained_offsets(&self) -> BTreeMap<(String, i32), i64> {
-        let mut out: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        for id in self.identities.values() {
-            if let Origin::Kafka { topic, partition, offset } = &id.origin {
-                let e = out.entry((topic.clone(), *partition)).or_insert(*offset);
-                *e = (*e).min(*offset);
+        let mut out = Offsets::new();
+        for retained in self.retained.values() {
+            for b in &retained.batches {
+                merge_offsets(&mut out, &b.offsets);
+            }
+        }
+        for rule in &self.rules {
+            if let Strategy::Incremental { state, .. } = &rule.strategy {
+                state.offsets(&mut out);
             }
         }
         out
@@ -489,6 +814,16 @@ impl Correlator {
     }
 }
 
+/// Lower `offsets` of (topic, partition) to `offset`.
+fn note_offset(offsets: &mut Offsets, topic: &str, partition: i32, offset: i64) {
+    match offsets.iter_mut().find(|((t, p), _)| t == topic && *p == partition) {
+        Some((_, o)) => *o = (*o).min(offset),
+        None => {
+            offsets.insert((topic.to_string(), partition), offset);
+        }
+    }
+}
+
 /// Partition key of an origin for watermark tracking.
 fn partition_of(origin: &Origin) -> String {
     match origin {
@@ -497,28 +832,48 @@ fn partition_of(origin: &Origin) -> String {
     }
 }
 
-fn evict_before(batches: &mut Vec<RecordBatch>, cutoff: i64, identities: &mut BTreeMap<u64, RetainedIdentity>) {
+/// Lowest offset per Kafka partition of the events of a retained batch.
+fn batch_offsets(batch: &RecordBatch, identities: &BTreeMap<u64, RetainedIdentity>) -> Offsets {
+    let mut out = Offsets::new();
+    if let Some(seqs) = batch.column_by_name(ROW_COLUMN) {
+        for seq in seqs.as_primitive::<UInt64Type>().values().iter() {
+            if let Some((key, offset)) = identities.get(seq).and_then(RetainedIdentity::kafka_offset) {
+                merge_offsets(&mut out, &Offsets::from([(key, offset)]));
+            }
+        }
+    }
+    out
+}
+
+fn evict_before(batches: &mut Vec<RetainedBatch>, cutoff: i64, identities: &BTreeMap<u64, RetainedIdentity>) {
     let mut kept = Vec::with_capacity(batches.len());
-    for batch in batches.drain(..) {
+    for retained in batches.drain(..) {
+        let batch = &retained.batch;
         let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
         let keep: BooleanArray = times.iter().map(|t| Some(t.is_some_and(|t| t >= cutoff))).collect();
         if keep.true_count() == batch.num_rows() {
-            kept.push(batch);
+            kept.push(retained);
             continue;
         }
-        if let Some(seqs) = batch.column_by_name(ROW_COLUMN) {
-            let seqs = seqs.as_primitive::<UInt64Type>();
-            for i in 0..batch.num_rows() {
-                if !keep.value(i) {
-                    identities.remove(&seqs.value(i));
-                }
-            }
-        }
         if keep.true_count() > 0 {
-            kept.push(filter_record_batch(&batch, &keep).expect("filter with a mask of the batch's length"));
+            let batch = filter_record_batch(batch, &keep).expect("filter with a mask of the batch's length");
+            let offsets = batch_offsets(&batch, identities);
+            kept.push(RetainedBatch { batch, offsets });
         }
     }
     *batches = kept;
+}
+
+/// The rows of `batches` with `window_end` after `watermark` (not emitted yet).
+fn rows_after(batches: &[RecordBatch], window_end: usize, watermark: i64) -> Vec<RecordBatch> {
+    batches
+        .iter()
+        .filter_map(|b| {
+            let ends = b.column(window_end).as_primitive::<TimestampNanosecondType>();
+            let mask: BooleanArray = ends.iter().map(|t| Some(t.is_some_and(|t| t > watermark))).collect();
+            (mask.true_count() > 0).then(|| filter_record_batch(b, &mask).expect("filter with a mask of the batch's length"))
+        })
+        .collect()
 }
 
 /// Alerts for the output rows of `batch` with `from < window_end <= to`.
@@ -528,6 +883,7 @@ fn rows_in_range(
     from: i64,
     to: i64,
     identities: &BTreeMap<u64, RetainedIdentity>,
+    max_events: usize,
     detected_at_ns: i64,
 ) -> Result<Vec<Alert>, String> {
     let ends = batch.column(rule.window_end).as_primitive::<TimestampNanosecondType>();
@@ -547,15 +903,16 @@ fn rows_in_range(
         let mut events: Vec<&RetainedIdentity> = seqs.iter().filter_map(|s| identities.get(s)).collect();
         events.sort_by(|a, b| (a.event_time, &a.event_id).cmp(&(b.event_time, &b.event_id)));
         events.dedup_by(|a, b| a.event_id == b.event_id);
+        events.truncate(max_events);
         let window_end = ends.value(i);
         let identities: Vec<EventIdentity> =
-            events.iter().map(|e| EventIdentity { event_id: e.event_id.clone(), origin: e.origin.clone() }).collect();
+            events.iter().map(|e| EventIdentity { event_id: e.event_id.to_string(), origin: e.origin() }).collect();
         let meta = &rule.rule.meta;
         let mut alert = Alert::new(meta, detected_at_ns, window_end, fields, identities);
         // The id must not depend on arrival order or on which events were
         // still retained: rule, window end, the sorted event ids (or, for
         // rules that name no events, the output row).
-        let mut ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+        let mut ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
         ids.sort();
         let window = format_time_ns(window_end);
         alert.alert_id = if ids.is_empty() {
@@ -635,6 +992,17 @@ fn summary_alert(mut last: Alert, folded: u64) -> Alert {
     last
 }
 
+/// Execute a stored plan afresh. Some operators keep state from one
+/// execution to the next (a hash join builds its hash table once and
+/// reuses it): without the reset, a re-execution would join new events
+/// against the first execution's build side.
+async fn execute(plan: &Arc<dyn ExecutionPlan>, task_ctx: &Arc<TaskContext>) -> datafusion::error::Result<Vec<RecordBatch>> {
+    collect(reset_plan_states(plan.clone())?, task_ctx.clone()).await
+}
+
+/// Identities are first collected once there are this many.
+const IDENTITIES_GC_MIN: usize = 65_536;
+
 /// Milliseconds as a [`Duration`].
 pub fn ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
@@ -642,3 +1010,5 @@ pub fn ms(ms: u64) -> Duration {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod incremental_tests;

@@ -13,32 +13,35 @@ use crate::metrics::Metrics;
 use crate::rules::{parse_rule, RuleEngine};
 use crate::source::{Origin, RawMessage, SourceKind};
 
-const T0: i64 = 1_699_999_800; // seconds; a multiple of 600
+pub(super) const T0: i64 = 1_699_999_800; // seconds; a multiple of 600
 
-fn header(id: &str, source: &str, extra: &str) -> String {
+pub(super) fn header(id: &str, source: &str, extra: &str) -> String {
     format!(
         "-- id: {id}\n-- title: {id}\n-- severity: high\n-- description: test\n-- mitre: T1110\n-- source: {source}\n-- author: test\n-- based_on: vigil:test\n-- mode: correlation\n{extra}"
     )
 }
 
-async fn detector(rules: &[(&str, &str, &str, &str)], lateness_ms: u64) -> Detector {
+pub(super) async fn detector(rules: &[(&str, &str, &str, &str)], lateness_ms: u64) -> Detector {
+    detector_with(rules, CorrelationSettings { allowed_lateness_ms: lateness_ms, ..Default::default() }).await
+}
+
+pub(super) async fn detector_with(rules: &[(&str, &str, &str, &str)], settings: CorrelationSettings) -> Detector {
     let rules = rules
         .iter()
         .map(|(id, source, extra, sql)| {
             parse_rule(&PathBuf::from(format!("{id}.sql")), &format!("{}{sql}", header(id, source, extra))).unwrap()
         })
         .collect();
-    let settings = CorrelationSettings { allowed_lateness_ms: lateness_ms, ..Default::default() };
     let engine = RuleEngine::compile_with(rules, settings).await.unwrap_or_else(|e| panic!("{e}"));
     Detector::new(engine, Default::default(), Arc::new(Metrics::default()))
 }
 
-fn ts(secs: i64) -> String {
+pub(super) fn ts(secs: i64) -> String {
     chrono::DateTime::from_timestamp(T0 + secs, 0).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// An audit event at T0 + `secs`.
-fn audit(id: &str, user: &str, verb: &str, resource: &str, sub: Option<&str>, ns: &str, code: i32, secs: i64) -> String {
+pub(super) fn audit(id: &str, user: &str, verb: &str, resource: &str, sub: Option<&str>, ns: &str, code: i32, secs: i64) -> String {
     json!({
         "kind": "Event", "apiVersion": "audit.k8s.io/v1", "auditID": id, "stage": "ResponseComplete",
         "verb": verb, "user": {"username": user},
@@ -48,15 +51,15 @@ fn audit(id: &str, user: &str, verb: &str, resource: &str, sub: Option<&str>, ns
     .to_string()
 }
 
-struct Feed {
+pub(super) struct Feed {
     offsets: std::collections::BTreeMap<i32, i64>,
 }
 
 impl Feed {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Feed { offsets: Default::default() }
     }
-    fn msgs(&mut self, source: SourceKind, partition: i32, lines: &[String]) -> Vec<RawMessage> {
+    pub(super) fn msgs(&mut self, source: SourceKind, partition: i32, lines: &[String]) -> Vec<RawMessage> {
         lines
             .iter()
             .map(|l| {
@@ -74,12 +77,12 @@ impl Feed {
     }
 }
 
-async fn run(d: &mut Detector, msgs: Vec<RawMessage>) -> (Vec<Alert>, Vec<DeadLetter>) {
+pub(super) async fn run(d: &mut Detector, msgs: Vec<RawMessage>) -> (Vec<Alert>, Vec<DeadLetter>) {
     let out = d.process(msgs).await;
     (out.alerts, out.dead_letters)
 }
 
-const THRESHOLD: &str = "SELECT user_info.username AS username, count(*) AS denied, \
+pub(super) const THRESHOLD: &str = "SELECT user_info.username AS username, count(*) AS denied, \
      tumble_end(event_time, INTERVAL '1 minute') AS window_end \
    FROM k8s_audit WHERE response_status.code = 403 \
    GROUP BY user_info.username, tumble_end(event_time, INTERVAL '1 minute') \
@@ -165,7 +168,7 @@ async fn keys_split_across_partitions_are_correlated_and_the_slowest_partition_h
     assert_eq!(alerts[0].events.len(), 3);
 }
 
-const SEQUENCE: &str = "SELECT a.user_info.username AS username, a.object_ref.name AS pod, b.object_ref.name AS secret, \
+pub(super) const SEQUENCE: &str = "SELECT a.user_info.username AS username, a.object_ref.name AS pod, b.object_ref.name AS secret, \
      b.event_time AS window_end \
    FROM k8s_audit a JOIN k8s_audit b \
      ON a.user_info.username = b.user_info.username \
@@ -219,6 +222,27 @@ async fn sequence_split_across_batches_and_evaluations() {
     alerts.extend(d.finish().await.alerts);
     let users: Vec<&str> = alerts.iter().map(|a| a.fields["username"].as_str().unwrap()).collect();
     assert_eq!(users, vec!["mallory", "eve"], "{alerts:?}");
+}
+
+#[tokio::test]
+async fn a_join_rule_run_again_joins_the_new_events_not_the_first_runs_build_side() {
+    // A hash join builds its table once per execution plan instance: the
+    // stored plan must be reset before each run, or the second run would
+    // probe with the first run's build side (dave only) and miss mallory.
+    let mut d = detector(&[("t.seq", "k8s_audit", "-- window: 10m\n", SEQUENCE)], 0).await;
+    let mut f = Feed::new();
+    let first = [audit("e0", "dave", "create", "pods", Some("exec"), "prod", 101, 0)];
+    let (alerts, _) = run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &first)).await;
+    assert!(alerts.is_empty());
+    let second = [
+        audit("e1", "mallory", "create", "pods", Some("exec"), "prod", 101, 10),
+        audit("s1", "mallory", "get", "secrets", None, "prod", 200, 20),
+        audit("later", "nobody", "get", "pods", None, "prod", 200, 30),
+    ];
+    let (mut alerts, _) = run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &second)).await;
+    alerts.extend(d.finish().await.alerts);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].fields["username"], "mallory");
 }
 
 #[tokio::test]
