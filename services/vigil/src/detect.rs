@@ -315,6 +315,7 @@ impl Detector {
         }
         let stats = self.engine.correlator().stats();
         self.metrics.correlation_state(stats.retained_events, stats.watermark, stats.evicted_early, stats.suppressed_alerts);
+        self.metrics.correlation_work(stats.state_rows, stats.evicted_state_rows, stats.rows_evaluated);
         self.engine.apply_exceptions(&mut alerts, now);
         self.count_excepted(out);
         out.alerts.extend(alerts);

@@ -207,6 +207,9 @@ pub struct Metrics {
     source_event_time: Family<SourceLabel, Gauge>,
     correlation_watermark: Gauge,
     correlation_evicted_early: Counter,
+    correlation_state_rows: Gauge,
+    correlation_evicted_state_rows: Counter,
+    correlation_rows_evaluated: Counter,
     correlation_suppressed: Counter,
     rule_reloads: Family<ResultLabel, Counter>,
     rules_loaded: Gauge,
@@ -264,6 +267,9 @@ impl Metrics {
             source_event_time: Family::default(),
             correlation_watermark: Gauge::default(),
             correlation_evicted_early: Counter::default(),
+            correlation_state_rows: Gauge::default(),
+            correlation_evicted_state_rows: Counter::default(),
+            correlation_rows_evaluated: Counter::default(),
             correlation_suppressed: Counter::default(),
             alerts_excepted: Counter::default(),
             empty_messages: Counter::default(),
@@ -308,6 +314,9 @@ impl Metrics {
         r.register_with_unit("correlation_watermark", "Event-time watermark of correlation rules (Unix time; 0 before the first event)", Unit::Seconds, self.correlation_watermark.clone());
         r.register("correlation_retained_events", "Events retained for correlation rules", self.retained_events.clone());
         r.register("correlation_evicted_early", "Retained events evicted before their window closed (max_retained_events reached)", self.correlation_evicted_early.clone());
+        r.register("correlation_state_rows", "Aggregation state rows of incremental correlation rules (bounded by max_state_rows)", self.correlation_state_rows.clone());
+        r.register("correlation_evicted_state_rows", "Aggregation state rows dropped before their window closed (max_state_rows reached)", self.correlation_evicted_state_rows.clone());
+        r.register("correlation_rows_evaluated", "Rows fed to correlation plans (re-scans, partial and final aggregations): the evaluation work", self.correlation_rows_evaluated.clone());
         r.register("correlation_suppressed_alerts", "Correlation alerts folded by suppression", self.correlation_suppressed.clone());
         r.register("alerts_excepted", "Alerts not raised because a rule exception (allow-list entry) matched", self.alerts_excepted.clone());
         r.register("empty_messages", "Messages that decoded to no event (audit EventLists with no items)", self.empty_messages.clone());
@@ -470,6 +479,13 @@ impl Metrics {
         }
         catch_up(&self.correlation_evicted_early, evicted_early);
         catch_up(&self.correlation_suppressed, suppressed);
+    }
+
+    /// Incremental correlation state and evaluation work (totals since start).
+    pub fn correlation_work(&self, state_rows: usize, evicted_state_rows: u64, rows_evaluated: u64) {
+        self.correlation_state_rows.set(state_rows as i64);
+        catch_up(&self.correlation_evicted_state_rows, evicted_state_rows);
+        catch_up(&self.correlation_rows_evaluated, rows_evaluated);
     }
 
     // --- Kafka consumer ------------------------------------------------------

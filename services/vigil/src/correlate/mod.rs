@@ -365,35 +365,48 @@ impl Correlator {
         if n == 0 {
             return Ok(Vec::new());
         }
+        // Lateness is judged against the watermark before this batch; every
+        // on-time event moves its partition's event time.
         let times = decoded.batch.column(0).as_primitive::<TimestampNanosecondType>();
-        let mut keep = Vec::with_capacity(n);
-        let mut late = Vec::new();
+        let mut is_late = Vec::with_capacity(n);
         for row in 0..n {
             let t = times.value(row);
-            let event = &decoded.events[row];
-            if self.watermark.is_late(t) {
-                late.push(LateEvent {
-                    source: decoded.source,
-                    message: event.message,
-                    event_time_ns: t,
-                    watermark_ns: self.watermark.watermark().unwrap_or(i64::MIN),
-                });
-                keep.push(false);
-                continue;
+            let late = self.watermark.is_late(t);
+            is_late.push(late);
+            if !late {
+                let partition = partition_of(&messages[decoded.events[row].message as usize].origin);
+                self.watermark.observe(&partition, t, now_ns);
             }
-            keep.push(true);
-            let partition = partition_of(&messages[event.message as usize].origin);
-            self.watermark.observe(&partition, t, now_ns);
         }
-        self.stats.late_events += late.len() as u64;
-        let on_time = filter_record_batch(&decoded.batch, &BooleanArray::from(keep)).map_err(|e| e.to_string())?;
-        if on_time.num_rows() == 0 {
-            return Ok(late);
-        }
-        retained.input.set(on_time);
+        // Pre-filter first: only an event some rule would retain can be
+        // late for correlation. The others were evaluated by the per-event
+        // rules and are of no use to any window, late or not.
+        retained.input.set(decoded.batch.clone());
         let kept = execute(&retained.ingest, &self.task_ctx).await;
         retained.input.clear();
         let kept = kept.map_err(|e| format!("pre-filtering events for correlation: {e}"))?;
+        let mut late = Vec::new();
+        let mut on_time = Vec::with_capacity(kept.len());
+        for batch in kept.into_iter().filter(|b| b.num_rows() > 0) {
+            let row_idx = batch.schema().index_of(ROW_COLUMN).map_err(|e| e.to_string())?;
+            let rows = batch.column(row_idx).as_primitive::<UInt32Type>().clone();
+            let mut keep = Vec::with_capacity(batch.num_rows());
+            for i in 0..batch.num_rows() {
+                let row = rows.value(i) as usize;
+                if is_late[row] {
+                    late.push(LateEvent {
+                        source: decoded.source,
+                        message: decoded.events[row].message,
+                        event_time_ns: times.value(row),
+                        watermark_ns: self.watermark.watermark().unwrap_or(i64::MIN),
+                    });
+                }
+                keep.push(!is_late[row]);
+            }
+            on_time.push(filter_record_batch(&batch, &BooleanArray::from(keep)).map_err(|e| e.to_string())?);
+        }
+        self.stats.late_events += late.len() as u64;
+        let kept = on_time;
         let source = decoded.source;
         let mut new_events = Vec::new();
         let mut new_offsets = Offsets::new();
