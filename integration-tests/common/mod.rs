@@ -10,6 +10,8 @@
 
 #![allow(dead_code)]
 
+pub mod attack;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -17,7 +17,8 @@ use crate::metrics::Metrics;
 use crate::rules::{self, coverage, RuleEngine};
 use crate::source::SourceKind;
 use crate::telemetry::{self, LogSettings};
-use crate::{embedded, http, pipeline, reload, replay};
+use crate::correlate::Placement;
+use crate::{embedded, http, leader, pipeline, reload, replay};
 
 #[derive(Parser, Debug)]
 #[command(name = "vigil", version, about = "Streaming SIEM detection for Kubernetes: Kafka → Arrow → SQL rules → alerts")]
@@ -166,26 +167,44 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
     if let Some(addr) = settings.http.address()? {
         http::start(addr, metrics.clone(), health.clone()).await?;
     }
-    let mut engine =
-        rules::load_rule_set(&settings.rules.dir, settings.rules.exceptions.as_deref(), settings.correlation.clone())
+    let leader_placement = settings.correlation.placement == Placement::Leader && settings.kafka.brokers.is_some();
+    let mut engine = if leader_placement {
+        // This instance runs the per-event rules; the elected leader runs
+        // the correlation rules (`leader`).
+        rules::load_split_rule_set(&settings.rules.dir, settings.rules.exceptions.as_deref(), settings.correlation.clone())
             .await
-            .map_err(anyhow::Error::new)
-            .with_context(|| format!("loading rules from {}", settings.rules.dir.display()))?;
+            .map(|(per_event, _)| per_event)
+    } else {
+        rules::load_rule_set(&settings.rules.dir, settings.rules.exceptions.as_deref(), settings.correlation.clone()).await
+    }
+    .map_err(anyhow::Error::new)
+    .with_context(|| format!("loading rules from {}", settings.rules.dir.display()))?;
     engine.set_time_budget(settings.rules.max_eval());
     tracing::info!(rules = engine.rules().count(), dir = %settings.rules.dir.display(), "rules loaded");
     metrics.set_rules_loaded(engine.rules().count());
     health.set_rules_loaded(true);
     let mut detector = Detector::new(engine, settings.limits.decode_limits(), metrics.clone());
-    if settings.rules.reload {
+    if settings.rules.reload && leader_placement {
+        tracing::warn!("rules.reload is not supported with correlation.placement = \"leader\": restart to apply rule changes");
+    } else if settings.rules.reload {
         let source = reload::RuleSource {
             dir: settings.rules.dir.clone(),
             exceptions: settings.rules.exceptions.clone(),
             correlation: settings.correlation.clone(),
         };
-        detector = detector.with_reloads(reload::spawn(source, metrics)?);
+        detector = detector.with_reloads(reload::spawn(source, metrics.clone())?);
     }
     let stop = stop_on_signal();
     match settings.kafka.brokers.clone() {
+        Some(brokers) if leader_placement => {
+            let options = pipeline::RunOptions { health: Some(health), ..Default::default() };
+            let (per_event, correlation) = tokio::join!(
+                pipeline::run(&settings, &brokers, detector, stop.clone(), options),
+                leader::run(&settings, &brokers, metrics, stop)
+            );
+            per_event?;
+            correlation?;
+        }
         Some(brokers) => {
             let options = pipeline::RunOptions { health: Some(health), ..Default::default() };
             pipeline::run(&settings, &brokers, detector, stop, options).await?;

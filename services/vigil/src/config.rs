@@ -189,6 +189,14 @@ pub struct TopicSettings {
     /// `crate::kafka::checkpoint`.
     #[serde(default = "default_checkpoints_topic")]
     pub checkpoints: String,
+    /// One partition; its consumer-group owner is the correlation leader
+    /// when `correlation.placement = "leader"`. No records are written.
+    #[serde(default = "default_correlation_lease_topic")]
+    pub correlation_lease: String,
+}
+
+fn default_correlation_lease_topic() -> String {
+    "vigil-correlation-lease".into()
 }
 
 fn default_k8s_audit_topic() -> String {
@@ -223,6 +231,7 @@ impl Default for TopicSettings {
             dead_letter: default_dead_letter_topic(),
             late_events: default_late_events_topic(),
             checkpoints: default_checkpoints_topic(),
+            correlation_lease: default_correlation_lease_topic(),
         }
     }
 }

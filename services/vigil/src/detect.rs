@@ -62,6 +62,10 @@ pub struct Detector {
     bounds: EventTimeBounds,
     /// New rule sets from a hot reload (see [`crate::reload`]).
     reloads: Option<tokio::sync::mpsc::UnboundedReceiver<RuleEngine>>,
+    /// Whether this detector reports its input: consumed and decoded
+    /// counts, decode failures. `false` for the correlation leader, which
+    /// re-reads input the per-event stage of some instance reports.
+    reports_input: bool,
 }
 
 pub fn now_ns() -> i64 {
@@ -70,7 +74,14 @@ pub fn now_ns() -> i64 {
 
 impl Detector {
     pub fn new(engine: RuleEngine, limits: DecodeLimits, metrics: Arc<Metrics>) -> Self {
-        Detector { engine, limits, metrics, bounds: EventTimeBounds::default(), reloads: None }
+        Detector { engine, limits, metrics, bounds: EventTimeBounds::default(), reloads: None, reports_input: true }
+    }
+
+    /// Do not report the input (counts, decode failures): another detector
+    /// over the same messages does (see `correlate::Placement::Leader`).
+    pub fn without_input_reports(mut self) -> Self {
+        self.reports_input = false;
+        self
     }
 
     /// Evaluate only events inside `bounds` from now on; the others are
@@ -144,7 +155,9 @@ impl Detector {
         for (source, messages) in by_source {
             // Messages re-read after a restart only rebuild correlation state;
             // they come first (lower offsets), so ingest them first.
-            self.metrics.messages_consumed.inc_by(source, messages.len() as u64);
+            if self.reports_input {
+                self.metrics.messages_consumed.inc_by(source, messages.len() as u64);
+            }
             let (replayed, live): (Vec<RawMessage>, Vec<RawMessage>) = messages.into_iter().partition(|m| m.state_only);
             if !replayed.is_empty() {
                 let decoded = decode(source, &replayed, self.limits, now);
@@ -169,7 +182,7 @@ impl Detector {
             drop(decode_span);
             out.event_time_range = merge_range(out.event_time_range, time_range(&decoded));
             out.out_of_range += self.keep_in_bounds(&mut decoded);
-            for failure in &decoded.failures {
+            for failure in decoded.failures.iter().filter(|_| self.reports_input) {
                 let m = &messages[failure.message as usize];
                 out.dead_letters.push(DeadLetter::decode_error(
                     source,
@@ -179,15 +192,17 @@ impl Detector {
                     now,
                 ));
             }
-            self.metrics.decode_failures.inc_by(source, decoded.failures.len() as u64);
-            if !decoded.empty.is_empty() {
+            if self.reports_input {
+                self.metrics.decode_failures.inc_by(source, decoded.failures.len() as u64);
+                self.metrics.events_decoded.inc_by(source, decoded.events.len() as u64);
+            }
+            if !decoded.empty.is_empty() && self.reports_input {
                 // Valid input with nothing to evaluate: counted, not dead-lettered.
                 Metrics::add(&self.metrics.empty_messages, decoded.empty.len() as u64);
                 for &i in &decoded.empty {
                     tracing::debug!(origin = %messages[i as usize].origin, "message holds no events (empty EventList)");
                 }
             }
-            self.metrics.events_decoded.inc_by(source, decoded.events.len() as u64);
             // Column 0 of every source table is `event_time` (the engine relies
             // on it too); `max` is `None` for an empty batch.
             if let Some(latest) = max(decoded.batch.column(0).as_primitive::<TimestampNanosecondType>()) {
@@ -262,6 +277,13 @@ impl Detector {
         }
         self.correlation_done(&mut out, alerts, failures, now);
         out
+    }
+
+    /// Input partitions (`"topic/partition"`) known before they deliver:
+    /// each holds the correlation watermark back until it delivers or goes
+    /// idle.
+    pub fn register_partitions(&mut self, partitions: &[String]) {
+        self.engine.correlator_mut().register_partitions(partitions, now_ns());
     }
 
     /// Restore correlation emission watermarks from a checkpoint.

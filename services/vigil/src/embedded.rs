@@ -84,7 +84,7 @@ pub async fn run_demo(
     }
     tracing::info!(events = produced, samples = %samples.display(), "sample events produced");
 
-    let options = RunOptions { exit_when_idle: Some(Duration::from_secs(3)), health };
+    let options = RunOptions { exit_when_idle: Some(Duration::from_secs(3)), health, ..Default::default() };
     let metrics = pipeline::run(settings, &brokers, detector, stop, options).await?;
 
     let output = DemoOutput {

@@ -11,6 +11,9 @@
 //! * [`kafka`]: alerts and dead letters produced back to Kafka; offsets
 //!   committed only after they are acknowledged ([`pipeline`]).
 //!
+//! [`leader`] elects the instance that runs the correlation rules when
+//! several share a consumer group.
+//!
 //! [`replay`] runs decode and evaluate over a file without Kafka;
 //! [`embedded`] runs the whole service against an in-process broker.
 //!
@@ -30,6 +33,7 @@ pub mod functions;
 pub mod health;
 pub mod http;
 pub mod kafka;
+pub mod leader;
 pub mod metrics;
 pub mod pipeline;
 pub mod reload;

@@ -50,6 +50,21 @@ pub struct RunOptions {
     pub exit_when_idle: Option<Duration>,
     /// Readiness state served on `/readyz` (a private one when `None`).
     pub health: Option<Arc<Health>>,
+    /// How this loop reads its input.
+    pub role: Role,
+}
+
+/// How a run loop reads the source topics and records its progress.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Role {
+    /// A member of the consumer group `kafka.group_id`: it reads the
+    /// partitions the group assigns it and commits offsets to the group.
+    #[default]
+    GroupMember,
+    /// The correlation leader: it reads every partition, outside any
+    /// group, and keeps where to resume in its checkpoints
+    /// (`correlate::Placement::Leader`).
+    CorrelationLeader,
 }
 
 /// Run the service until `stop` turns true (or the idle exit).
@@ -65,7 +80,14 @@ pub async fn run(
 ) -> Result<Arc<Metrics>> {
     let metrics = detector.metrics().clone();
     let base = crate::kafka::base_config(&settings.kafka, brokers);
-    let restored = checkpoint::read_latest(&base, &settings.topics.checkpoints, &settings.kafka.group_id, 1000)?;
+    // Blocking librdkafka calls: off the async workers.
+    let restored = {
+        let (base, topic, key) = (base.clone(), settings.topics.checkpoints.clone(), settings.kafka.group_id.clone());
+        tokio::task::spawn_blocking(move || checkpoint::read_latest(&base, &topic, &key, 1000))
+            .await
+            .context("reading the checkpoint")??
+    };
+    tracing::debug!(key = %settings.kafka.group_id, found = restored.is_some(), "checkpoint read");
     if let Some(cp) = &restored {
         tracing::info!(partitions = cp.processed.len(), rules = cp.emitted.len(), "resuming from checkpoint");
         detector.restore_emitted(&cp.emitted);
@@ -73,9 +95,20 @@ pub async fn run(
     let health = options.health.clone().unwrap_or_default();
     let observer =
         ConsumerObserver::new(metrics.clone(), health.clone(), settings.topics.sources().into_iter().map(|(_, t)| t));
-    let mut source = KafkaSource::observed(settings, brokers, restored.as_ref(), observer)?;
+    let mut source = match options.role {
+        Role::GroupMember => KafkaSource::observed(settings, brokers, restored.as_ref(), observer)?,
+        Role::CorrelationLeader => {
+            let source = KafkaSource::all_partitions(settings, brokers, restored.as_ref())?;
+            // Every partition holds the watermark back from the start, not
+            // only once it has delivered: otherwise the first partition to
+            // deliver would make the others' events late.
+            detector.register_partitions(source.partitions());
+            source
+        }
+    };
     let sink = KafkaSink::new(settings, brokers).await?;
-    let mut committer = Committer { settings, sink: &sink, checkpoint: restored.unwrap_or_default(), metrics: &metrics };
+    let mut committer =
+        Committer { settings, sink: &sink, checkpoint: restored.unwrap_or_default(), metrics: &metrics, role: options.role };
     let idle_wait = options.exit_when_idle.map(|d| d.min(Duration::from_secs(1))).unwrap_or(Duration::from_secs(1));
     let mut idle_for = Duration::ZERO;
     let mut seen_any = false;
@@ -153,6 +186,7 @@ struct Committer<'a> {
     sink: &'a KafkaSink,
     /// The checkpoint as of the last committed batch.
     checkpoint: Checkpoint,
+    role: Role,
     metrics: &'a Metrics,
 }
 
@@ -172,12 +206,24 @@ impl Committer<'_> {
         // (at-least-once: after) the acknowledgement of its output.
         let mut checkpoint = self.checkpoint.clone();
         checkpoint.advance(&batch.next_offsets, correlator.emitted_watermarks());
+        let retained = correlator.retained_offsets();
+        let mut offsets = resume_offsets(&batch.next_offsets, &retained)?;
+        if self.role == Role::CorrelationLeader {
+            // No group to commit to: where to resume goes into the
+            // checkpoint, which is delivered with (or after) the output.
+            let resume = batch
+                .next_offsets
+                .iter()
+                .map(|(key, next)| (key.clone(), retained.get(key).map_or(*next, |r| (*r).min(*next))))
+                .collect();
+            checkpoint.set_resume(&resume);
+            offsets = TopicPartitionList::new();
+        }
         let checkpoint_record = OutRecord {
             topic: settings.topics.checkpoints.clone(),
             key: settings.kafka.group_id.clone(),
             payload: serde_json::to_string(&checkpoint).expect("checkpoints serialize"),
         };
-        let offsets = resume_offsets(&batch.next_offsets, &correlator.retained_offsets())?;
         if self.sink.is_transactional() {
             records.push(checkpoint_record);
             deliver_transaction(self.sink, source, &records, &offsets, stop, self.metrics)

@@ -86,6 +86,28 @@ pub struct CorrelationSettings {
     /// batch); `false` re-scans retained events for every rule.
     #[serde(default = "default_incremental")]
     pub incremental: bool,
+    /// Which instances of a consumer group run the correlation rules.
+    #[serde(default)]
+    pub placement: Placement,
+}
+
+/// Where correlation runs when several instances share a consumer group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// Every instance correlates the events of the partitions it owns.
+    /// Complete with one instance, or when every event a rule correlates
+    /// by one key is in one partition (the keying contract: see
+    /// docs/operations.md#scaling).
+    #[default]
+    PerInstance,
+    /// One instance of the group, elected through a one-partition lease
+    /// topic (`topics.correlation_lease`), runs every correlation rule over
+    /// every partition of the source topics; all instances run the
+    /// per-event rules on the partitions they own. When the leader dies,
+    /// another instance takes the lease and rebuilds the state from the
+    /// leader's checkpoint.
+    Leader,
 }
 
 fn default_lateness_ms() -> u64 {
@@ -116,6 +138,7 @@ impl Default for CorrelationSettings {
             max_state_rows: default_max_state_rows(),
             max_alert_events: default_max_alert_events(),
             incremental: default_incremental(),
+            placement: Placement::default(),
         }
     }
 }
@@ -789,6 +812,14 @@ impl Correlator {
             }
         }
         self.enforce_bound();
+    }
+
+    /// Partitions known before they deliver (see
+    /// [`WatermarkTracker::register`]).
+    pub fn register_partitions(&mut self, partitions: &[String], now_ns: i64) {
+        for p in partitions {
+            self.watermark.register(p, now_ns);
+        }
     }
 
     /// Lowest retained offset per Kafka partition: a restart must re-read

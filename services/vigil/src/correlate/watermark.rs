@@ -66,6 +66,12 @@ impl WatermarkTracker {
         }
     }
 
+    /// A partition that will deliver: until it does (or goes idle), it
+    /// holds the watermark where it is.
+    pub fn register(&mut self, partition: &str, now_ns: i64) {
+        self.partitions.entry(partition.to_string()).or_insert((i64::MIN, now_ns));
+    }
+
     /// Recompute the watermark at wall-clock time `now_ns`; returns it.
     pub fn advance(&mut self, now_ns: i64) -> Option<i64> {
         let active = self
@@ -74,12 +80,18 @@ impl WatermarkTracker {
             .filter(|(_, seen)| now_ns.saturating_sub(*seen) < self.idle_timeout_ns)
             .map(|(max, _)| *max);
         // With every partition idle, event time advances with the wall
-        // clock from the freshest partition.
+        // clock from the freshest partition (one that never delivered does
+        // not count).
         let candidate = match active.min() {
+            // A registered partition that has not delivered yet.
+            Some(i64::MIN) => None,
             Some(m) => Some(m),
-            None => {
-                self.partitions.values().map(|(max, seen)| max.saturating_add(now_ns.saturating_sub(*seen).max(0))).max()
-            }
+            None => self
+                .partitions
+                .values()
+                .filter(|(max, _)| *max != i64::MIN)
+                .map(|(max, seen)| max.saturating_add(now_ns.saturating_sub(*seen).max(0)))
+                .max(),
         }
         .map(|m| m.saturating_sub(self.lateness_ns));
         self.current = match (self.current, candidate) {
@@ -151,6 +163,22 @@ mod tests {
         // New input counts again; the watermark does not move back.
         w.observe("a", 1001 * S, 21 * S);
         assert_eq!(w.advance(21 * S), Some(1013 * S));
+    }
+
+    #[test]
+    fn a_registered_partition_holds_it_back_until_it_delivers_or_idles() {
+        let mut w = WatermarkTracker::new(Duration::ZERO, Duration::from_secs(10));
+        w.register("p1", 0);
+        w.observe("p0", 100 * S, 0);
+        assert_eq!(w.advance(S), None, "p1 has not delivered");
+        w.observe("p1", 40 * S, 2 * S);
+        assert_eq!(w.advance(2 * S), Some(40 * S));
+        // A registered partition that never delivers stops counting when idle.
+        let mut w = WatermarkTracker::new(Duration::ZERO, Duration::from_secs(10));
+        w.register("silent", 0);
+        w.observe("p0", 100 * S, 5 * S);
+        assert_eq!(w.advance(6 * S), None);
+        assert_eq!(w.advance(11 * S), Some(100 * S));
     }
 
     #[test]

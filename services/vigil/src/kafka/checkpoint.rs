@@ -32,18 +32,30 @@ pub struct Checkpoint {
     pub processed: BTreeMap<String, i64>,
     /// Correlation rule id -> emission watermark (ns since the epoch).
     pub emitted: BTreeMap<String, i64>,
+    /// `"topic/partition"` -> where a restart must resume reading. Written
+    /// only by a reader without a consumer group (the correlation leader,
+    /// which reads every partition), whose progress has no committed
+    /// offsets to live in.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resume: BTreeMap<String, i64>,
 }
 
 impl Checkpoint {
     /// `processed` keyed by (topic, partition).
     pub fn processed_offsets(&self) -> BTreeMap<(String, i32), i64> {
-        self.processed
-            .iter()
-            .filter_map(|(k, v)| {
-                let (topic, partition) = k.rsplit_once('/')?;
-                Some(((topic.to_string(), partition.parse().ok()?), *v))
-            })
-            .collect()
+        parse_keys(&self.processed)
+    }
+
+    /// `resume` keyed by (topic, partition).
+    pub fn resume_offsets(&self) -> BTreeMap<(String, i32), i64> {
+        parse_keys(&self.resume)
+    }
+
+    /// Record where a restart must resume (see [`Checkpoint::resume`]).
+    pub fn set_resume(&mut self, offsets: &BTreeMap<(String, i32), i64>) {
+        for ((topic, partition), offset) in offsets {
+            self.resume.insert(format!("{topic}/{partition}"), *offset);
+        }
     }
 
     /// Fold a batch in: `processed` only moves forward.
@@ -55,6 +67,15 @@ impl Checkpoint {
         }
         self.emitted = emitted;
     }
+}
+
+fn parse_keys(map: &BTreeMap<String, i64>) -> BTreeMap<(String, i32), i64> {
+    map.iter()
+        .filter_map(|(k, v)| {
+            let (topic, partition) = k.rsplit_once('/')?;
+            Some(((topic.to_string(), partition.parse().ok()?), *v))
+        })
+        .collect()
 }
 
 /// Read the latest checkpoint of `group` from partition 0 of `topic`.

@@ -31,6 +31,8 @@ pub struct KafkaSource {
     /// Per partition, where per-event evaluation got before a restart
     /// (from the last checkpoint): messages below it only rebuild state.
     processed: BTreeMap<(String, i32), i64>,
+    /// `"topic/partition"` of a manual assignment (empty in a group).
+    partitions: Vec<String>,
 }
 
 impl KafkaSource {
@@ -70,7 +72,58 @@ impl KafkaSource {
         let names: Vec<&str> = topics.keys().map(String::as_str).collect();
         consumer.subscribe(&names).with_context(|| format!("subscribing to {names:?}"))?;
         let processed = checkpoint.map(Checkpoint::processed_offsets).unwrap_or_default();
-        Ok(KafkaSource { consumer, topics, processed })
+        Ok(KafkaSource { consumer, topics, processed, partitions: Vec::new() })
+    }
+
+    /// A reader of every partition of every enabled source topic, outside
+    /// any consumer group (the correlation leader: see
+    /// `correlate::Placement::Leader`). It starts where `checkpoint.resume`
+    /// says, or at the beginning; its progress lives in its checkpoints,
+    /// not in committed offsets. Partitions added to a topic later are not
+    /// read until the next leadership change.
+    pub fn all_partitions(settings: &Settings, brokers: &str, checkpoint: Option<&Checkpoint>) -> Result<KafkaSource> {
+        let mut config = super::base_config(&settings.kafka, brokers);
+        config
+            .set("group.id", format!("{}-correlation-reader", settings.kafka.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false");
+        super::apply_properties(&mut config, &settings.kafka);
+        let observer = ConsumerObserver::new(
+            Arc::new(crate::metrics::Metrics::new()),
+            Arc::new(crate::health::Health::default()),
+            settings.topics.sources().into_iter().map(|(_, t)| t),
+        );
+        let consumer: StreamConsumer<ConsumerObserver> =
+            config.create_with_context(observer).context("creating the correlation reader")?;
+        let topics: HashMap<String, SourceKind> =
+            settings.topics.sources().into_iter().map(|(kind, topic)| (topic, kind)).collect();
+        let resume = checkpoint.map(Checkpoint::resume_offsets).unwrap_or_default();
+        let mut list = TopicPartitionList::new();
+        for topic in topics.keys() {
+            let metadata = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(10))
+                .with_context(|| format!("reading the partitions of {topic:?}"))?;
+            for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+                for p in t.partitions() {
+                    let offset = match resume.get(&(topic.clone(), p.id())) {
+                        Some(o) => Offset::Offset(*o),
+                        None => Offset::Beginning,
+                    };
+                    list.add_partition_offset(topic, p.id(), offset).context("building the assignment")?;
+                }
+            }
+        }
+        consumer.assign(&list).context("assigning the source partitions to the correlation reader")?;
+        let partitions = list.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect();
+        tracing::info!(partitions = list.count(), "correlation reader assigned every source partition");
+        let processed = checkpoint.map(Checkpoint::processed_offsets).unwrap_or_default();
+        Ok(KafkaSource { consumer, topics, processed, partitions })
+    }
+
+    /// The partitions of a manual assignment, as `"topic/partition"`.
+    pub fn partitions(&self) -> &[String] {
+        &self.partitions
     }
 
     /// Collect up to `max_events` messages, waiting at most `max_wait` after

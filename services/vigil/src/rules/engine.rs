@@ -192,6 +192,12 @@ impl RuleEngine {
         Ok(self)
     }
 
+    /// Apply `exceptions` already checked against a larger set of rules
+    /// (this engine holds part of it: see `rules::load_split_rule_set`).
+    pub(crate) fn set_exceptions_unchecked(&mut self, exceptions: Exceptions) {
+        self.exceptions = exceptions;
+    }
+
     pub fn exceptions(&self) -> &Exceptions {
         &self.exceptions
     }

@@ -92,6 +92,25 @@ pub async fn load_rule_set(
     engine.with_exceptions(exceptions)
 }
 
+/// [`load_rule_set`] split in two engines for `correlation.placement =
+/// "leader"`: the per-event rules (run by every instance) and the
+/// correlation rules (run by the leader). The exceptions are checked
+/// against the whole set and apply in both.
+pub async fn load_split_rule_set(
+    dir: &Path,
+    exceptions: Option<&Path>,
+    correlation: crate::correlate::CorrelationSettings,
+) -> Result<(RuleEngine, RuleEngine), RuleErrors> {
+    let whole = load_rule_set(dir, exceptions, correlation.clone()).await?;
+    let (event_rules, correlation_rules): (Vec<Rule>, Vec<Rule>) =
+        load_dir(dir)?.into_iter().partition(|r| r.meta.mode != RuleMode::Correlation);
+    let mut per_event = RuleEngine::compile_with(event_rules, correlation.clone()).await?;
+    let mut correlating = RuleEngine::compile_with(correlation_rules, correlation).await?;
+    per_event.set_exceptions_unchecked(whole.exceptions().clone());
+    correlating.set_exceptions_unchecked(whole.exceptions().clone());
+    Ok((per_event, correlating))
+}
+
 /// Read every `*.sql` file under `dir` (recursively, in path order).
 ///
 /// Checks headers and that rule ids are unique; SQL is checked when the
