@@ -13,8 +13,11 @@
 //!
 //! [`replay`] runs decode and evaluate over a file without Kafka;
 //! [`embedded`] runs the whole service against an in-process broker.
+//! [`gen`] generates realistic synthetic events with injected attacks;
+//! [`bench`] measures throughput, latency and memory against them.
 
 pub mod alert;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod correlate;
@@ -23,6 +26,7 @@ pub mod detect;
 pub mod decode;
 pub mod embedded;
 pub mod functions;
+pub mod gen;
 pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
