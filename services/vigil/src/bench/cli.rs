@@ -31,6 +31,9 @@ enum Command {
         /// Distinct human users in the correlation run.
         #[arg(long, default_value_t = 1_000_000)]
         correlation_users: u32,
+        /// Run only the "all audit rules" measurement (for profiling).
+        #[arg(long)]
+        only_all_rules: bool,
     },
     /// Through a broker: bare consumer vs the Vigil pipeline, and
     /// event-to-alert latency at half load.
@@ -78,8 +81,8 @@ pub fn main() -> ExitCode {
     let mut stdout = std::io::stdout();
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Engine { events, batch, seed, rules, users, correlation_users } => {
-                let opts = super::engine::EngineOptions { events, batch, seed, rules, users, correlation_users };
+            Command::Engine { events, batch, seed, rules, users, correlation_users, only_all_rules } => {
+                let opts = super::engine::EngineOptions { events, batch, seed, rules, users, correlation_users, only_all_rules };
                 super::engine::run(&opts, &mut stdout).await.map(|_| ())
             }
             Command::E2e { brokers, events, seed, rules, partitions, latency_secs, batch, max_wait_ms } => {

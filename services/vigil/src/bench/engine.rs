@@ -21,7 +21,7 @@ use std::hint::black_box;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use datafusion::arrow::compute::concat_batches;
@@ -49,11 +49,13 @@ pub struct EngineOptions {
     pub users: u32,
     /// Distinct human users in the correlation run.
     pub correlation_users: u32,
+    /// Only the "all audit rules" run (to profile it alone).
+    pub only_all_rules: bool,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { events: 200_000, batch: 5000, seed: 1, rules: "sql-rules".into(), users: 200, correlation_users: 1_000_000 }
+        EngineOptions { events: 200_000, batch: 5000, seed: 1, rules: "sql-rules".into(), users: 200, correlation_users: 1_000_000, only_all_rules: false }
     }
 }
 
@@ -153,9 +155,10 @@ pub fn vigil_decode(messages: &[RawMessage], batch: usize) -> Rate {
 }
 
 /// DataFusion over one table holding every event: each rule's SQL as an
-/// ordinary query (planned and run), decoding untimed. Returns the rate
-/// and the total number of rows the rules returned.
-pub async fn datafusion_batch_ceiling(messages: &[RawMessage], rules: &[Rule]) -> Result<(Rate, usize)> {
+/// ordinary query (planned and run), decoding untimed. Returns the rate,
+/// the total number of rows the rules returned, and each rule's time
+/// (slowest first): a per-rule profile.
+pub async fn datafusion_batch_ceiling(messages: &[RawMessage], rules: &[Rule]) -> Result<(Rate, usize, Vec<(String, Duration)>)> {
     let decoded = decode(SourceKind::K8sAudit, messages, DecodeLimits { max_events_per_message: 10_000, max_message_bytes: usize::MAX }, 0);
     let schema = SourceKind::K8sAudit.schema();
     let table = concat_batches(&schema, [&decoded.batch]).context("one batch")?;
@@ -163,13 +166,17 @@ pub async fn datafusion_batch_ceiling(messages: &[RawMessage], rules: &[Rule]) -
     ctx.register_table("k8s_audit", Arc::new(MemTable::try_new(schema, vec![vec![table]])?))?;
     let start = Instant::now();
     let mut rows = 0;
+    let mut per_rule = Vec::new();
     for rule in rules {
+        let rule_start = Instant::now();
         let plan = ctx.sql(&rule.sql).await.with_context(|| format!("planning {}", rule.meta.id))?;
         let plan = plan.create_physical_plan().await?;
         let out = collect(plan, ctx.task_ctx()).await.with_context(|| format!("running {}", rule.meta.id))?;
         rows += out.iter().map(|b| b.num_rows()).sum::<usize>();
+        per_rule.push((rule.meta.id.clone(), rule_start.elapsed()));
     }
-    Ok((Rate { events: messages.len() as u64, bytes: bytes(messages), elapsed: start.elapsed() }, rows))
+    per_rule.sort_by(|a, b| b.1.cmp(&a.1));
+    Ok((Rate { events: messages.len() as u64, bytes: bytes(messages), elapsed: start.elapsed() }, rows, per_rule))
 }
 
 /// Vigil over pre-cut micro-batches: process, then encode every alert.
@@ -247,6 +254,14 @@ pub async fn run(opts: &EngineOptions, out: &mut dyn Write) -> Result<Vec<Measur
         opts.batch
     )?;
 
+    if opts.only_all_rules {
+        let all = event_rules(&opts.rules, SourceKind::K8sAudit)?;
+        let want = expected(&events, &all);
+        let (rate, got, _) = vigil_engine(all, CorrelationSettings::default(), &warmup, &messages, opts.batch).await?;
+        anyhow::ensure!(got == want, "alerts differ from the manifest");
+        report(out, Measured { name: "vigil engine, all audit rules".into(), rate, note: format!("{} alerts = manifest", got.len()) })?;
+        return Ok(results);
+    }
     report(out, Measured { name: "ceiling: serde_json -> Value".into(), rate: serde_json_ceiling(&messages)?, note: String::new() })?;
     match arrow_json_ceiling(&messages, opts.batch) {
         Ok(rate) => report(out, Measured { name: "ceiling: arrow-json -> RecordBatch".into(), rate, note: String::new() })?,
@@ -257,8 +272,10 @@ pub async fn run(opts: &EngineOptions, out: &mut dyn Write) -> Result<Vec<Measur
     let all = event_rules(&opts.rules, SourceKind::K8sAudit)?;
     let one: Vec<Rule> = all.iter().filter(|r| r.meta.id == "k8s.pod_exec").cloned().collect();
     let ten: Vec<Rule> = all.iter().take(10).cloned().collect();
-    let (rate, rows) = datafusion_batch_ceiling(&messages, &all).await?;
+    let (rate, rows, per_rule) = datafusion_batch_ceiling(&messages, &all).await?;
     report(out, Measured { name: format!("ceiling: DataFusion batch, {} rules", all.len()), rate, note: format!("{rows} rows") })?;
+    let slowest: Vec<String> = per_rule.iter().take(8).map(|(id, t)| format!("{id} {:.0} ms", t.as_secs_f64() * 1e3)).collect();
+    writeln!(out, "  slowest rules in the batch query: {}", slowest.join(", "))?;
 
     for (name, rules) in [("vigil engine, 1 rule", one), ("vigil engine, 10 rules", ten), ("vigil engine, all audit rules", all.clone())] {
         let n = rules.len();
