@@ -56,6 +56,14 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         max_wait_ms: u64,
     },
+    /// Print the physical plan of each per-event rule.
+    Explain {
+        #[arg(long, default_value = "sql-rules")]
+        rules: PathBuf,
+        /// Only rules whose id contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+    },
     /// Peak RSS with this many distinct keys in correlation window state.
     Memory {
         #[arg(long, default_value_t = 1_000_000)]
@@ -99,6 +107,7 @@ pub fn main() -> ExitCode {
                 };
                 super::e2e::run(&opts, &mut stdout).await
             }
+            Command::Explain { rules, filter } => super::engine::explain(&rules, filter.as_deref(), &mut stdout).await,
             Command::Memory { keys, batch, seed } => super::memory::run(keys, batch, seed, &mut stdout).await,
         }
     });
