@@ -3,7 +3,8 @@
 //! writes carry their request object).
 //!
 //! The mix is typical of a busy cluster: controllers and kubelets reading
-//! and watching, node lease renewals, kubelet pod status patches, and people
+//! and watching, API discovery (non-resource requests, no `objectRef`),
+//! node lease renewals, kubelet pod status patches, and people
 //! or CI applying deployments and config maps. None of it matches a shipped
 //! rule: images are tagged and on approved registries, pods run as non-root
 //! with no host access, writers to system namespaces are control-plane
@@ -67,6 +68,10 @@ fn event(
     });
     if let (Value::Object(base), Value::Object(extra)) = (&mut e, extra) {
         base.extend(extra);
+        // Non-resource requests (discovery, /version) have no objectRef.
+        if base.get("objectRef").is_some_and(Value::is_null) {
+            base.remove("objectRef");
+        }
     }
     (format!("{audit_id}/ResponseComplete"), e)
 }
@@ -106,8 +111,9 @@ fn to_built(key: String, (event_id, value): (String, Value)) -> Built {
 
 /// One benign audit event.
 pub(crate) fn background(rng: &mut Rng, cluster: &Cluster, time_ns: i64) -> Built {
-    match rng.weighted(&[35, 20, 15, 15, 10, 5]) {
+    match rng.weighted(&[30, 20, 15, 15, 10, 5, 5]) {
         0 => controller_read(rng, cluster, time_ns),
+        6 => discovery(rng, cluster, time_ns),
         1 => lease_renewal(rng, cluster, time_ns),
         2 => pod_status_patch(rng, cluster, time_ns),
         3 => deployment_apply(rng, cluster, time_ns),
@@ -136,6 +142,16 @@ fn controller_read(rng: &mut Rng, cluster: &Cluster, time_ns: i64) -> Built {
     let ua = format!("{}/v0.0.0 (linux/amd64) kubernetes/$Format", pod.app);
     let ip = private_ip(rng);
     to_built(name.clone(), event(rng, time_ns, "Metadata", verb, user, &ua, ip, object_ref, uri, 200, json!({})))
+}
+
+/// API discovery by a workload's client library: a non-resource request.
+fn discovery(rng: &mut Rng, cluster: &Cluster, time_ns: i64) -> Built {
+    let pod = cluster.pod(rng);
+    let (name, user) = service_account(&pod.namespace, pod.app, rng);
+    let uri = *rng.pick(&["/api?timeout=32s", "/apis?timeout=32s", "/version", "/openapi/v3?timeout=32s", "/apis/apps/v1?timeout=32s"]);
+    let ua = format!("{}/v0.0.0 (linux/amd64) kubernetes/$Format", pod.app);
+    let ip = private_ip(rng);
+    to_built(name.clone(), event(rng, time_ns, "Metadata", "get", user, &ua, ip, Value::Null, uri.into(), 200, json!({})))
 }
 
 fn lease_renewal(rng: &mut Rng, cluster: &Cluster, time_ns: i64) -> Built {
