@@ -34,6 +34,7 @@ use crate::decode::{decode, DecodeLimits};
 use crate::detect::Detector;
 use crate::gen::GeneratedEvent;
 use crate::metrics::Metrics;
+use crate::rules::engine::PlanOptions;
 use crate::rules::{load_dir, parse_rule, Rule, RuleEngine, RuleMode};
 use crate::source::{RawMessage, SourceKind};
 
@@ -181,7 +182,10 @@ pub async fn datafusion_batch_ceiling(messages: &[RawMessage], rules: &[Rule], s
     for rule in rules {
         let rule_start = Instant::now();
         let plan = ctx.sql(&rule.sql).await.with_context(|| format!("planning {}", rule.meta.id))?;
-        let plan = plan.create_physical_plan().await?;
+        let mut plan = plan.create_physical_plan().await?;
+        if !stock {
+            plan = crate::rules::null_free::null_free_filters(plan)?;
+        }
         let out = collect(plan, ctx.task_ctx()).await.with_context(|| format!("running {}", rule.meta.id))?;
         rows += out.iter().map(|b| b.num_rows()).sum::<usize>();
         per_rule.push((rule.meta.id.clone(), rule_start.elapsed()));
@@ -195,11 +199,12 @@ pub async fn datafusion_batch_ceiling(messages: &[RawMessage], rules: &[Rule], s
 pub async fn vigil_engine(
     rules: Vec<Rule>,
     settings: CorrelationSettings,
+    planning: PlanOptions,
     warmup: &[RawMessage],
     messages: &[RawMessage],
     batch: usize,
 ) -> Result<(Rate, BTreeSet<(String, String)>, u64)> {
-    let engine = RuleEngine::compile_with(rules, settings).await.map_err(anyhow::Error::new)?;
+    let engine = RuleEngine::compile_planned(rules, settings, planning).await.map_err(anyhow::Error::new)?;
     let metrics = Arc::new(Metrics::default());
     let mut detector = Detector::new(engine, DecodeLimits::default(), metrics.clone());
     for chunk in batches(warmup, batch) {
@@ -268,7 +273,7 @@ pub async fn run(opts: &EngineOptions, out: &mut dyn Write) -> Result<Vec<Measur
     if opts.only_all_rules {
         let all = event_rules(&opts.rules, SourceKind::K8sAudit)?;
         let want = expected(&events, &all);
-        let (rate, got, _) = vigil_engine(all, CorrelationSettings::default(), &warmup, &messages, opts.batch).await?;
+        let (rate, got, _) = vigil_engine(all, CorrelationSettings::default(), PlanOptions::default(), &warmup, &messages, opts.batch).await?;
         anyhow::ensure!(got == want, "alerts differ from the manifest");
         report(out, Measured { name: "vigil engine, all audit rules".into(), rate, note: format!("{} alerts = manifest", got.len()) })?;
         return Ok(results);
@@ -290,10 +295,17 @@ pub async fn run(opts: &EngineOptions, out: &mut dyn Write) -> Result<Vec<Measur
         writeln!(out, "  slowest: {}", slowest.join(", "))?;
     }
 
-    for (name, rules) in [("vigil engine, 1 rule", one), ("vigil engine, 10 rules", ten), ("vigil engine, all audit rules", all.clone())] {
+    let runs = [
+        ("vigil engine, 1 rule", one.clone(), PlanOptions::default()),
+        ("vigil engine, 10 rules", ten, PlanOptions::default()),
+        ("vigil engine, all audit rules", all.clone(), PlanOptions::default()),
+        ("  as planned before (1 rule)", one, PlanOptions::DATAFUSION_DEFAULTS),
+        ("  as planned before (all audit rules)", all.clone(), PlanOptions::DATAFUSION_DEFAULTS),
+    ];
+    for (name, rules, planning) in runs {
         let n = rules.len();
         let want = expected(&events, &rules);
-        let (rate, got, _) = vigil_engine(rules, CorrelationSettings::default(), &warmup, &messages, opts.batch).await?;
+        let (rate, got, _) = vigil_engine(rules, CorrelationSettings::default(), planning, &warmup, &messages, opts.batch).await?;
         let check = if got == want { "alerts = manifest".to_string() } else { format!("ALERTS DIFFER FROM MANIFEST: {} got, {} expected", got.len(), want.len()) };
         report(out, Measured { name: format!("{name} ({n})"), rate, note: format!("{} alerts, {check}", got.len()) })?;
     }
@@ -305,7 +317,7 @@ pub async fn run(opts: &EngineOptions, out: &mut dyn Write) -> Result<Vec<Measur
     let distinct: BTreeSet<&str> = cevents.iter().map(|e| e.key.as_str()).collect();
     let want = expected(&cevents, &all);
     let settings = CorrelationSettings { max_retained_events: usize::MAX, ..Default::default() };
-    let (rate, got, retained) = vigil_engine(rules, settings, &warmup, &cmessages, opts.batch).await?;
+    let (rate, got, retained) = vigil_engine(rules, settings, PlanOptions::default(), &warmup, &cmessages, opts.batch).await?;
     let check = if got == want { "alerts = manifest" } else { "ALERTS DIFFER FROM MANIFEST" };
     report(
         out,
@@ -318,8 +330,8 @@ pub async fn run(opts: &EngineOptions, out: &mut dyn Write) -> Result<Vec<Measur
     Ok(results)
 }
 
-/// The physical plan DataFusion builds for each rule (as the engine plans
-/// it: one partition, the same functions), to see where time goes.
+/// The physical plan of each rule as the engine plans it (its session,
+/// null-free filter conjuncts), to see where time goes.
 pub async fn explain(dir: &Path, filter: Option<&str>, out: &mut dyn Write) -> Result<()> {
     let ctx = crate::rules::engine::new_session();
     for source in SourceKind::ALL {
@@ -332,7 +344,7 @@ pub async fn explain(dir: &Path, filter: Option<&str>, out: &mut dyn Write) -> R
             if filter.is_some_and(|f| !rule.meta.id.contains(f)) {
                 continue;
             }
-            let plan = ctx.sql(&rule.sql).await?.create_physical_plan().await?;
+            let plan = crate::rules::null_free::null_free_filters(ctx.sql(&rule.sql).await?.create_physical_plan().await?)?;
             writeln!(out, "== {}\n{}", rule.meta.id, datafusion::physical_plan::displayable(plan.as_ref()).indent(true))?;
         }
     }

@@ -3,6 +3,7 @@
 //! [`engine::RuleEngine`].
 
 pub mod engine;
+pub(crate) mod null_free;
 pub mod header;
 pub(crate) mod slot;
 pub mod testing;
