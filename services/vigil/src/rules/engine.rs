@@ -63,7 +63,7 @@ pub struct RuleEngine {
 
 /// How per-event rules are planned. The default is what the service uses;
 /// [`PlanOptions::DATAFUSION_DEFAULTS`] is how rules were planned before
-/// the two changes below, kept so that the benchmarks can measure both in
+/// the changes below, kept so that the benchmarks can measure both in
 /// one run (docs/benchmarks.md). Both plan the same results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlanOptions {
@@ -71,15 +71,17 @@ pub struct PlanOptions {
     pub extract_leaf_expressions: bool,
     /// Make filter conjuncts null-free (see `null_free.rs`).
     pub null_free_filters: bool,
+    /// JSONPath functions share parsed documents (see `functions.rs`).
+    pub share_parsed_json: bool,
 }
 
 impl PlanOptions {
-    pub const DATAFUSION_DEFAULTS: PlanOptions = PlanOptions { extract_leaf_expressions: true, null_free_filters: false };
+    pub const DATAFUSION_DEFAULTS: PlanOptions = PlanOptions { extract_leaf_expressions: true, null_free_filters: false, share_parsed_json: false };
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        PlanOptions { extract_leaf_expressions: false, null_free_filters: true }
+        PlanOptions { extract_leaf_expressions: false, null_free_filters: true, share_parsed_json: true }
     }
 }
 
@@ -113,7 +115,7 @@ pub(crate) fn new_session_with(options: PlanOptions) -> SessionContext {
             ctx.remove_optimizer_rule(rule);
         }
     }
-    functions::register(&mut ctx).expect("registering built-in functions cannot fail");
+    functions::register_with(&mut ctx, options.share_parsed_json).expect("registering built-in functions cannot fail");
     ctx
 }
 
