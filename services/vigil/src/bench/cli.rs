@@ -34,6 +34,10 @@ enum Command {
         /// Run only the "all audit rules" measurement (for profiling).
         #[arg(long)]
         only_all_rules: bool,
+        /// With --only-all-rules: plan the rules as before the planning
+        /// changes (PlanOptions::DATAFUSION_DEFAULTS).
+        #[arg(long)]
+        as_before: bool,
     },
     /// Through a broker: bare consumer vs the Vigil pipeline, and
     /// event-to-alert latency at half load.
@@ -89,8 +93,14 @@ pub fn main() -> ExitCode {
     let mut stdout = std::io::stdout();
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Engine { events, batch, seed, rules, users, correlation_users, only_all_rules } => {
-                let opts = super::engine::EngineOptions { events, batch, seed, rules, users, correlation_users, only_all_rules };
+            Command::Engine { events, batch, seed, rules, users, correlation_users, only_all_rules, as_before } => {
+                let planning = if as_before {
+                    crate::rules::engine::PlanOptions::DATAFUSION_DEFAULTS
+                } else {
+                    crate::rules::engine::PlanOptions::default()
+                };
+                let opts =
+                    super::engine::EngineOptions { events, batch, seed, rules, users, correlation_users, only_all_rules, planning };
                 super::engine::run(&opts, &mut stdout).await.map(|_| ())
             }
             Command::E2e { brokers, events, seed, rules, partitions, latency_secs, batch, max_wait_ms } => {

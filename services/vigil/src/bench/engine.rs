@@ -52,11 +52,13 @@ pub struct EngineOptions {
     pub correlation_users: u32,
     /// Only the "all audit rules" run (to profile it alone).
     pub only_all_rules: bool,
+    /// Planning of that run.
+    pub planning: PlanOptions,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { events: 200_000, batch: 5000, seed: 1, rules: "sql-rules".into(), users: 200, correlation_users: 1_000_000, only_all_rules: false }
+        EngineOptions { events: 200_000, batch: 5000, seed: 1, rules: "sql-rules".into(), users: 200, correlation_users: 1_000_000, only_all_rules: false, planning: PlanOptions::default() }
     }
 }
 
@@ -273,7 +275,7 @@ pub async fn run(opts: &EngineOptions, out: &mut dyn Write) -> Result<Vec<Measur
     if opts.only_all_rules {
         let all = event_rules(&opts.rules, SourceKind::K8sAudit)?;
         let want = expected(&events, &all);
-        let (rate, got, _) = vigil_engine(all, CorrelationSettings::default(), PlanOptions::default(), &warmup, &messages, opts.batch).await?;
+        let (rate, got, _) = vigil_engine(all, CorrelationSettings::default(), opts.planning, &warmup, &messages, opts.batch).await?;
         anyhow::ensure!(got == want, "alerts differ from the manifest");
         report(out, Measured { name: "vigil engine, all audit rules".into(), rate, note: format!("{} alerts = manifest", got.len()) })?;
         return Ok(results);
