@@ -80,10 +80,19 @@ enum Command {
 }
 
 /// Entry point of `vigil-bench`: a current-thread runtime (rules already
-/// run with one target partition), so the engine numbers are one core's.
+/// run with one target partition), so the engine numbers are one core's;
+/// `e2e` runs on a multi-thread runtime.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    // The end-to-end run is several programs in one process (generator and
+    // producer, the pipeline, the alert reader): on a multi-thread runtime
+    // the pipeline does not wait for the generator's thread.
+    let runtime = if matches!(cli.command, Command::E2e { .. }) {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
