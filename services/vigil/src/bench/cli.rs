@@ -59,6 +59,9 @@ enum Command {
         batch: usize,
         #[arg(long, default_value_t = 500)]
         max_wait_ms: u64,
+        /// librdkafka fetch.wait.max.ms of every consumer (default: librdkafka's 500).
+        #[arg(long)]
+        fetch_wait_ms: Option<u64>,
     },
     /// Print the physical plan of each per-event rule.
     Explain {
@@ -112,7 +115,7 @@ pub fn main() -> ExitCode {
                     super::engine::EngineOptions { events, batch, seed, rules, users, correlation_users, only_all_rules, planning };
                 super::engine::run(&opts, &mut stdout).await.map(|_| ())
             }
-            Command::E2e { brokers, events, seed, rules, partitions, latency_secs, batch, max_wait_ms } => {
+            Command::E2e { brokers, events, seed, rules, partitions, latency_secs, batch, max_wait_ms, fetch_wait_ms } => {
                 let opts = super::e2e::E2eOptions {
                     brokers,
                     events,
@@ -122,6 +125,7 @@ pub fn main() -> ExitCode {
                     latency_secs,
                     batch,
                     max_wait_ms,
+                    fetch_wait_ms,
                     ..Default::default()
                 };
                 super::e2e::run(&opts, &mut stdout).await

@@ -55,6 +55,9 @@ pub struct E2eOptions {
     /// `batch.max_events` and `batch.max_wait_ms` of the pipeline.
     pub batch: usize,
     pub max_wait_ms: u64,
+    /// librdkafka `fetch.wait.max.ms` of every consumer (Vigil's through
+    /// `kafka.properties`); `None`: librdkafka's default (500 ms).
+    pub fetch_wait_ms: Option<u64>,
 }
 
 impl Default for E2eOptions {
@@ -69,6 +72,7 @@ impl Default for E2eOptions {
             latency_attack_every: 100,
             batch: 5000,
             max_wait_ms: 500,
+            fetch_wait_ms: None,
         }
     }
 }
@@ -170,6 +174,9 @@ impl Topics {
         s.topics.checkpoints = self.checkpoints.clone();
         s.batch.max_events = opts.batch;
         s.batch.max_wait_ms = opts.max_wait_ms;
+        if let Some(ms) = opts.fetch_wait_ms {
+            s.kafka.properties.insert("fetch.wait.max.ms".into(), ms.to_string());
+        }
         s
     }
 
@@ -207,7 +214,10 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
     // Unique names: a reused broker keeps earlier runs' topics and groups.
     let tag = format!("{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis());
     let settings_base = Settings::default();
-    let base = crate::kafka::base_config(&settings_base.kafka, &brokers);
+    let mut base = crate::kafka::base_config(&settings_base.kafka, &brokers);
+    if let Some(ms) = opts.fetch_wait_ms {
+        base.set("fetch.wait.max.ms", ms.to_string());
+    }
     let producer = load_producer(&base)?;
     writeln!(out, "broker: {brokers}{}; {} partition(s)", if opts.brokers.is_none() { " (tansu, memory storage, started by the benchmark)" } else { "" }, opts.partitions)?;
 
