@@ -69,11 +69,63 @@ enum Command {
         #[arg(default_value = "-")]
         input: PathBuf,
     },
+    /// Generate realistic synthetic events with injected attacks: to the
+    /// configured source topics (--brokers), or as JSON lines (--out).
+    Gen(GenArgs),
     /// Rule tools.
     Rules {
         #[command(subcommand)]
         command: RulesCommand,
     },
+}
+
+/// `vigil gen`: see docs/benchmarks.md#the-generator.
+#[derive(clap::Args, Debug)]
+struct GenArgs {
+    /// Kafka bootstrap servers to produce to (default: kafka.brokers of the
+    /// configuration). Topics are the configured source topics.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Write JSON lines to this file (`-` for stdout) instead of producing.
+    #[arg(long, conflicts_with = "brokers")]
+    out: Option<PathBuf>,
+    /// Only this source (k8s_audit, falco or tetragon); default: all three,
+    /// 80% audit, 10% Falco, 10% Tetragon.
+    #[arg(long)]
+    source: Option<SourceKind>,
+    /// Events per second (0: as fast as possible).
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Number of events (0: until stopped).
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+    /// Seed of the deterministic stream.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// TOML configuration file (topic names, Kafka properties).
+    #[arg(long, short, env = "VIGIL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Distinct human users.
+    #[arg(long, default_value_t = 200)]
+    users: u32,
+    /// Distinct namespaces.
+    #[arg(long, default_value_t = 50)]
+    namespaces: u32,
+    /// Distinct pods.
+    #[arg(long, default_value_t = 2000)]
+    pods: u32,
+    /// One injected attack every this many events (0: none).
+    #[arg(long, default_value_t = 1000)]
+    attack_every: u64,
+    /// Event time of the first event (RFC 3339); default: now when
+    /// producing, 2026-01-01T00:00:00Z with --out. Events are 1/rate
+    /// seconds apart (1 ms when the rate is 0).
+    #[arg(long)]
+    start: Option<String>,
+    /// Write the injected attacks (JSON lines: position, attack, event id,
+    /// rule ids expected to fire) to this file.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -264,6 +316,7 @@ async fn dispatch_tool(command: Command) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Gen(args) => run_gen(args).await,
         Command::Rules { command: RulesCommand::Test { dir, filter } } => {
             let mut loaded = rules::load_dir(&dir).map_err(anyhow::Error::new)?;
             if let Some(f) = &filter {
@@ -347,6 +400,76 @@ fn parse_rfc3339_ns(s: &str) -> Result<i64, String> {
     let t = chrono::DateTime::parse_from_rfc3339(s)
         .map_err(|e| format!("invalid RFC 3339 time {s:?} (expected e.g. 2024-05-01T00:00:00Z): {e}"))?;
     t.timestamp_nanos_opt().ok_or_else(|| format!("time {s:?} is outside the representable range"))
+}
+
+async fn run_gen(args: GenArgs) -> Result<ExitCode> {
+    use crate::gen::{produce, GenConfig, Generator};
+    let settings = Settings::load(args.config.as_deref())?;
+    let producing = args.out.is_none();
+    let start_ns = match &args.start {
+        Some(t) => crate::decode::parse_time("--start", t).map_err(anyhow::Error::msg)?,
+        None if producing => crate::detect::now_ns(),
+        None => crate::gen::DEFAULT_START_NS,
+    };
+    let base = match args.source {
+        Some(source) => GenConfig::single(source),
+        None => GenConfig::default(),
+    };
+    let config = GenConfig {
+        seed: args.seed,
+        users: args.users,
+        namespaces: args.namespaces,
+        pods: args.pods,
+        start_ns,
+        step_ns: if args.rate == 0 { 1_000_000 } else { (1_000_000_000 / args.rate).max(1) as i64 },
+        attack_every: args.attack_every,
+        ..base
+    };
+    let mut generator = Generator::new(config);
+    let summary = match &args.out {
+        Some(path) if path.as_os_str() == "-" => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            produce::write_jsonl(&mut generator, args.count, &mut out)?
+        }
+        Some(path) => {
+            let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+            let mut out = std::io::BufWriter::new(file);
+            produce::write_jsonl(&mut generator, args.count, &mut out)?
+        }
+        None => {
+            let brokers = args.brokers.clone().or_else(|| settings.kafka.brokers.clone()).ok_or_else(|| {
+                anyhow::anyhow!("vigil gen needs --brokers (or kafka.brokers in the configuration), or --out FILE")
+            })?;
+            let producer = produce::load_producer(&crate::kafka::base_config(&settings.kafka, &brokers))?;
+            let topics = produce::SourceTopics {
+                k8s_audit: settings.topics.k8s_audit.clone(),
+                falco: settings.topics.falco.clone(),
+                tetragon: settings.topics.tetragon.clone(),
+            };
+            tracing::info!(brokers = %brokers, rate = args.rate, count = args.count, seed = args.seed, "producing generated events");
+            produce::produce(&producer, &topics, &mut generator, args.count, args.rate, stop_on_signal(), |_| {}).await?
+        }
+    };
+    if let Some(path) = &args.manifest {
+        let mut text = String::new();
+        for a in &summary.attacks {
+            text.push_str(&serde_json::to_string(a)?);
+            text.push('\n');
+        }
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    eprintln!(
+        "gen: {} events ({} bytes; k8s_audit {}, falco {}, tetragon {}), {} attacks injected, {} alerts expected",
+        summary.events,
+        summary.bytes,
+        summary.per_source[0],
+        summary.per_source[1],
+        summary.per_source[2],
+        summary.attacks.len(),
+        summary.expected_alerts()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A channel that turns true on SIGTERM or Ctrl-C.

@@ -31,9 +31,16 @@ use serde_json_path::JsonPath;
 
 /// Register every function rules may use.
 pub fn register(registry: &mut dyn FunctionRegistry) -> Result<()> {
+    register_with(registry, true)
+}
+
+/// Register every function; `share_parsed_json: false` makes the JSONPath
+/// functions parse every document themselves (how they worked before the
+/// cache; the benchmarks measure both).
+pub fn register_with(registry: &mut dyn FunctionRegistry, share_parsed_json: bool) -> Result<()> {
     datafusion_functions_json::register_all(registry)?;
-    registry.register_udf(Arc::new(ScalarUDF::new_from_impl(JsonPathFn::values())))?;
-    registry.register_udf(Arc::new(ScalarUDF::new_from_impl(JsonPathFn::exists())))?;
+    registry.register_udf(Arc::new(ScalarUDF::new_from_impl(JsonPathFn::values().shared(share_parsed_json))))?;
+    registry.register_udf(Arc::new(ScalarUDF::new_from_impl(JsonPathFn::exists().shared(share_parsed_json))))?;
     registry.register_udf(Arc::new(ScalarUDF::new_from_impl(windows::TumbleEnd::new())))?;
     registry.register_udf(Arc::new(ScalarUDF::new_from_impl(windows::HopEnds::new())))?;
     Ok(())
@@ -43,6 +50,8 @@ pub fn register(registry: &mut dyn FunctionRegistry) -> Result<()> {
 struct JsonPathFn {
     name: &'static str,
     exists: bool,
+    /// Parse through the thread's shared cache ([`parsed`]).
+    shared: bool,
     signature: Signature,
 }
 
@@ -56,7 +65,10 @@ impl JsonPathFn {
             ],
             Volatility::Immutable,
         );
-        JsonPathFn { name, exists, signature }
+        JsonPathFn { name, exists, shared: true, signature }
+    }
+    fn shared(self, shared: bool) -> Self {
+        JsonPathFn { shared, ..self }
     }
     fn values() -> Self {
         Self::new("json_path_values", false)
@@ -113,9 +125,9 @@ impl ScalarUDFImpl for JsonPathFn {
                     b.append_null();
                     continue;
                 }
-                match serde_json::from_str::<Value>(input.value(i)) {
-                    Ok(v) => b.append_value(!path.query(&v).is_empty()),
-                    Err(_) => b.append_null(),
+                match parsed::with_value(input.value(i), self.shared, |v| !path.query(v).is_empty()) {
+                    Some(found) => b.append_value(found),
+                    None => b.append_null(),
                 }
             }
             Arc::new(b.finish())
@@ -126,15 +138,12 @@ impl ScalarUDFImpl for JsonPathFn {
                     b.append(false);
                     continue;
                 }
-                match serde_json::from_str::<Value>(input.value(i)) {
-                    Ok(v) => {
-                        for node in path.query(&v).all() {
-                            b.values().append_value(value_text(node));
-                        }
-                        b.append(true);
+                let found = parsed::with_value(input.value(i), self.shared, |v| {
+                    for node in path.query(v).all() {
+                        b.values().append_value(value_text(node));
                     }
-                    Err(_) => b.append(false),
-                }
+                });
+                b.append(found.is_some());
             }
             Arc::new(b.finish())
         };
@@ -143,6 +152,65 @@ impl ScalarUDFImpl for JsonPathFn {
         } else {
             Ok(ColumnarValue::Array(out))
         }
+    }
+}
+
+/// Parsed JSON documents, shared by the JSONPath calls of one thread.
+///
+/// Several rules ask JSONPath questions of the same `request_object` (the
+/// pod-spec rules all look at every container), each through its own call
+/// on the same micro-batch: parsing the document once instead of once per
+/// rule is most of their cost. Entries are keyed by the document's text
+/// (a hash, then a full comparison, so a collision is only a miss), and
+/// the whole cache is dropped when it holds [`parsed::MAX_BYTES`] of text:
+/// bounded memory, and a batch's documents stay while its rules run.
+mod parsed {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::hash::{BuildHasher, RandomState};
+
+    use serde_json::Value;
+
+    /// Text of the documents held, at most (plus their parsed form).
+    pub const MAX_BYTES: usize = 32 * 1024 * 1024;
+
+    #[derive(Default)]
+    struct Cache {
+        hasher: RandomState,
+        entries: HashMap<u64, (Box<str>, Option<Value>)>,
+        bytes: usize,
+    }
+
+    thread_local! {
+        static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+    }
+
+    /// `f` of the parsed `text`; `None` if `text` is not JSON. Without
+    /// `shared`, parse `text` and do not keep it.
+    pub fn with_value<R>(text: &str, shared: bool, f: impl FnOnce(&Value) -> R) -> Option<R> {
+        if !shared {
+            return serde_json::from_str::<Value>(text).ok().as_ref().map(f);
+        }
+        CACHE.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let key = cache.hasher.hash_one(text);
+            if let Some((held, value)) = cache.entries.get(&key) {
+                if held.as_ref() == text {
+                    return value.as_ref().map(f);
+                }
+            }
+            let value = serde_json::from_str::<Value>(text).ok();
+            let result = value.as_ref().map(f);
+            if cache.bytes + text.len() > MAX_BYTES {
+                cache.entries.clear();
+                cache.bytes = 0;
+            }
+            cache.bytes += text.len();
+            if let Some((old, _)) = cache.entries.insert(key, (text.into(), value)) {
+                cache.bytes -= old.len();
+            }
+            result
+        })
     }
 }
 
@@ -272,4 +340,25 @@ pub(crate) mod windows {
         }
     }
 
+}
+
+#[cfg(test)]
+mod parsed_cache_tests {
+    use super::parsed::{with_value, MAX_BYTES};
+
+    #[test]
+    fn cached_documents_answer_like_fresh_ones() {
+        let doc = r#"{"spec":{"containers":[{"image":"a"},{"image":"b"}]}}"#;
+        for _ in 0..3 {
+            assert_eq!(with_value(doc, true, |v| v["spec"]["containers"][1]["image"].clone()), Some("b".into()));
+        }
+        assert_eq!(with_value("{not json", true, |_| ()), None);
+        assert_eq!(with_value("{not json", true, |_| ()), None);
+        // Past the bound the cache starts over; answers do not change.
+        let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(MAX_BYTES / 2));
+        for _ in 0..3 {
+            assert_eq!(with_value(&big, true, |v| v["pad"].as_str().map(str::len)), Some(Some(MAX_BYTES / 2)));
+        }
+        assert_eq!(with_value(doc, true, |v| v["spec"]["containers"][0]["image"].clone()), Some("a".into()));
+    }
 }

@@ -16,12 +16,15 @@
 //!
 //! [`replay`] runs decode and evaluate over a file without Kafka;
 //! [`embedded`] runs the whole service against an in-process broker.
+//! [`gen`] generates realistic synthetic events with injected attacks;
+//! [`bench`] measures throughput, latency and memory against them.
 //!
 //! Operations: [`metrics`] (Prometheus registry), [`health`] (readiness),
 //! [`http`] (the `/metrics`, `/healthz`, `/readyz` server) and
 //! [`telemetry`] (logs, OpenTelemetry traces).
 
 pub mod alert;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod correlate;
@@ -32,6 +35,7 @@ pub mod embedded;
 pub mod functions;
 pub mod health;
 pub mod http;
+pub mod gen;
 pub mod kafka;
 pub mod leader;
 pub mod metrics;

@@ -4,7 +4,9 @@
 //! Compilation (at load time) parses the rule's SQL, checks it is a single
 //! SELECT over the rule's declared source table, appends the internal
 //! row-index column to its projection, and plans it down to a physical plan
-//! whose scan reads the engine's per-source [`BatchSlot`]. Evaluation puts
+//! whose scan reads the engine's per-source [`BatchSlot`], with filter
+//! conditions made null-free (`null_free.rs`) so that each rule's cheap
+//! leading conditions spare its costly later ones. Evaluation puts
 //! the batch in the slot and executes the stored plans: nothing is
 //! re-planned per batch.
 
@@ -76,6 +78,29 @@ pub struct RuleEngine {
 
 /// Default of [`RuleEngine::set_time_budget`] (`rules.max_eval_ms`).
 pub const DEFAULT_TIME_BUDGET: Duration = Duration::from_secs(5);
+/// How per-event rules are planned. The default is what the service uses;
+/// [`PlanOptions::DATAFUSION_DEFAULTS`] is how rules were planned before
+/// the changes below, kept so that the benchmarks can measure both in
+/// one run (docs/benchmarks.md). Both plan the same results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Keep DataFusion's leaf-expression extraction (see [`new_session`]).
+    pub extract_leaf_expressions: bool,
+    /// Make filter conjuncts null-free (see `null_free.rs`).
+    pub null_free_filters: bool,
+    /// JSONPath functions share parsed documents (see `functions.rs`).
+    pub share_parsed_json: bool,
+}
+
+impl PlanOptions {
+    pub const DATAFUSION_DEFAULTS: PlanOptions = PlanOptions { extract_leaf_expressions: true, null_free_filters: false, share_parsed_json: false };
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions { extract_leaf_expressions: false, null_free_filters: true, share_parsed_json: true }
+    }
+}
 
 /// A DataFusion session for rules: one partition (a rule runs on the batch
 /// it is given, no repartitioning threads) and the rule functions. No
@@ -85,6 +110,10 @@ pub const DEFAULT_TIME_BUDGET: Duration = Duration::from_secs(5);
 /// into the next (a TopK threshold, a join's build-side bounds), and Vigil
 /// executes each plan once per batch (see [`fresh_plan`]).
 pub(crate) fn new_session() -> SessionContext {
+    new_session_with(PlanOptions::default())
+}
+
+pub(crate) fn new_session_with(options: PlanOptions) -> SessionContext {
     let mut config = SessionConfig::new()
         .with_target_partitions(1)
         .with_batch_size(8192)
@@ -95,7 +124,20 @@ pub(crate) fn new_session() -> SessionContext {
         .with_repartition_sorts(false);
     config.options_mut().optimizer.enable_dynamic_filter_pushdown = false;
     let mut ctx = SessionContext::new_with_config(config);
-    functions::register(&mut ctx).expect("registering built-in functions cannot fail");
+    // DataFusion 55 moves expressions it considers cheap field accesses out
+    // of filters into a projection below them, computed for every row
+    // (meant to help Parquet column pruning). datafusion-functions-json
+    // declares its json_get_* functions that way, so a rule testing
+    // `json_get_str(request_object, ...)` parsed the request object of
+    // every event in the batch, whatever its earlier conditions. Rules read
+    // an in-memory batch, so there is nothing to prune: keep expressions in
+    // the filter, where the conditions before them narrow the rows first.
+    if !options.extract_leaf_expressions {
+        for rule in ["extract_leaf_expressions", "push_down_leaf_projections"] {
+            ctx.remove_optimizer_rule(rule);
+        }
+    }
+    functions::register_with(&mut ctx, options.share_parsed_json).expect("registering built-in functions cannot fail");
     ctx
 }
 
@@ -111,8 +153,8 @@ pub(crate) fn fresh_plan(plan: &Arc<dyn ExecutionPlan>) -> datafusion::error::Re
 }
 
 /// The session of per-event rules: each source table reads its batch slot.
-fn session() -> (SessionContext, BTreeMap<SourceKind, Arc<BatchSlot>>) {
-    let ctx = new_session();
+fn session(options: PlanOptions) -> (SessionContext, BTreeMap<SourceKind, Arc<BatchSlot>>) {
+    let ctx = new_session_with(options);
     let mut slots = BTreeMap::new();
     for source in SourceKind::ALL {
         let slot = Arc::new(BatchSlot::default());
@@ -131,7 +173,16 @@ impl RuleEngine {
 
     /// Compile every rule, or report every rule that does not compile.
     pub async fn compile_with(rules: Vec<Rule>, settings: CorrelationSettings) -> Result<RuleEngine, RuleErrors> {
-        let (ctx, slots) = session();
+        Self::compile_planned(rules, settings, PlanOptions::default()).await
+    }
+
+    /// Compile with explicit planning options (benchmarks compare them).
+    pub async fn compile_planned(
+        rules: Vec<Rule>,
+        settings: CorrelationSettings,
+        options: PlanOptions,
+    ) -> Result<RuleEngine, RuleErrors> {
+        let (ctx, slots) = session(options);
         let deadline = Arc::new(EvalDeadline::default());
         let mut compiled = Vec::with_capacity(rules.len());
         let mut errors = Vec::new();
@@ -145,7 +196,7 @@ impl RuleEngine {
             }
         };
         for rule in rules {
-            match compile_rule(&ctx, &rule, &deadline).await {
+            match compile_rule(&ctx, &rule, &deadline, options).await {
                 Ok((plan, row_column)) => compiled.push(CompiledRule { rule: Arc::new(rule), plan, row_column }),
                 Err(e) => errors.push(e),
             }
@@ -397,6 +448,7 @@ async fn compile_rule(
     ctx: &SessionContext,
     rule: &Rule,
     deadline: &Arc<EvalDeadline>,
+    options: PlanOptions,
 ) -> Result<(Arc<dyn ExecutionPlan>, usize), RuleError> {
     let err = |line: Option<usize>, message: String| RuleError { path: rule.path.clone(), line, message };
     let statement = checked_statement(rule).map_err(|(line, m)| err(line, m))?;
@@ -410,6 +462,11 @@ async fn compile_rule(
         .create_physical_plan(&plan)
         .await
         .map_err(|e| err(None, format!("physical planning failed: {e}")))?;
+    let physical = if options.null_free_filters {
+        super::null_free::null_free_filters(physical).map_err(|e| err(None, format!("physical planning failed: {e}")))?
+    } else {
+        physical
+    };
     let row_column = physical
         .schema()
         .index_of(ROW_COLUMN)

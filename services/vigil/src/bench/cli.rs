@@ -1,0 +1,144 @@
+//! Command line of `vigil-bench` (the binary only calls [`main`]).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "vigil-bench", about = "Vigil benchmarks: engine throughput and ceilings, end to end, memory (docs/benchmarks.md)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Engine on one core from messages in memory, with its decode and
+    /// batch-query ceilings (run it under `taskset -c 0`).
+    Engine {
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        #[arg(long, default_value_t = 5000)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value = "sql-rules")]
+        rules: PathBuf,
+        /// Distinct human users in the plain runs.
+        #[arg(long, default_value_t = 200)]
+        users: u32,
+        /// Distinct human users in the correlation run.
+        #[arg(long, default_value_t = 1_000_000)]
+        correlation_users: u32,
+        /// Run only the "all audit rules" measurement (for profiling).
+        #[arg(long)]
+        only_all_rules: bool,
+        /// With --only-all-rules: plan the rules as before the planning
+        /// changes (PlanOptions::DATAFUSION_DEFAULTS).
+        #[arg(long)]
+        as_before: bool,
+    },
+    /// Through a broker: bare consumer vs the Vigil pipeline, and
+    /// event-to-alert latency at half load.
+    E2e {
+        /// Broker to use; default: start tansu (~/.cargo/bin/tansu) on a free port.
+        #[arg(long)]
+        brokers: Option<String>,
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value = "sql-rules")]
+        rules: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        #[arg(long, default_value_t = 30)]
+        latency_secs: u64,
+        #[arg(long, default_value_t = 5000)]
+        batch: usize,
+        #[arg(long, default_value_t = 500)]
+        max_wait_ms: u64,
+        /// librdkafka fetch.wait.max.ms of every consumer (default: librdkafka's 500).
+        #[arg(long)]
+        fetch_wait_ms: Option<u64>,
+    },
+    /// Print the physical plan of each per-event rule.
+    Explain {
+        #[arg(long, default_value = "sql-rules")]
+        rules: PathBuf,
+        /// Only rules whose id contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+    },
+    /// Peak RSS with this many distinct keys in correlation window state.
+    Memory {
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: usize,
+        #[arg(long, default_value_t = 20_000)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+/// Entry point of `vigil-bench`: a current-thread runtime (rules already
+/// run with one target partition), so the engine numbers are one core's;
+/// `e2e` runs on a multi-thread runtime.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The end-to-end run is several programs in one process (generator and
+    // producer, the pipeline, the alert reader): on a multi-thread runtime
+    // the pipeline does not wait for the generator's thread.
+    let runtime = if matches!(cli.command, Command::E2e { .. }) {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    };
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut stdout = std::io::stdout();
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Engine { events, batch, seed, rules, users, correlation_users, only_all_rules, as_before } => {
+                let planning = if as_before {
+                    crate::rules::engine::PlanOptions::DATAFUSION_DEFAULTS
+                } else {
+                    crate::rules::engine::PlanOptions::default()
+                };
+                let opts =
+                    super::engine::EngineOptions { events, batch, seed, rules, users, correlation_users, only_all_rules, planning };
+                super::engine::run(&opts, &mut stdout).await.map(|_| ())
+            }
+            Command::E2e { brokers, events, seed, rules, partitions, latency_secs, batch, max_wait_ms, fetch_wait_ms } => {
+                let opts = super::e2e::E2eOptions {
+                    brokers,
+                    events,
+                    seed,
+                    rules,
+                    partitions,
+                    latency_secs,
+                    batch,
+                    max_wait_ms,
+                    fetch_wait_ms,
+                    ..Default::default()
+                };
+                super::e2e::run(&opts, &mut stdout).await
+            }
+            Command::Explain { rules, filter } => super::engine::explain(&rules, filter.as_deref(), &mut stdout).await,
+            Command::Memory { keys, batch, seed } => super::memory::run(keys, batch, seed, &mut stdout).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

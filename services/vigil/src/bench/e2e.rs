@@ -1,0 +1,378 @@
+//! End to end through a broker, all in one run against the same broker:
+//!
+//! 1. produce `events` generated audit events to a fresh source topic;
+//! 2. **broker ceiling**: a bare rdkafka consumer (same settings as Vigil's
+//!    source) drains the topic; rate from its first to its last message;
+//! 3. **Vigil**: the real pipeline (`pipeline::run`, every shipped rule)
+//!    consumes the same topic in its own group, evaluates, produces alerts
+//!    and commits; rate from its first consumed message to the commit that
+//!    covers the last one;
+//! 4. **latency**: on fresh topics, events are produced at half of the
+//!    Vigil rate just measured, and each alert's latency is the time from
+//!    handing its triggering event to the producer to reading the alert
+//!    from the alerts topic.
+//!
+//! Without `--brokers`, a tansu broker (in-memory storage) is started on a
+//! free port for the run and stopped after it.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use super::{percentile, Rate};
+use crate::config::Settings;
+use crate::detect::Detector;
+use crate::gen::produce::{load_producer, produce, SourceTopics};
+use crate::gen::{GenConfig, Generator};
+use crate::metrics::Metrics;
+use crate::rules::{load_dir, RuleEngine};
+use crate::source::SourceKind;
+
+#[derive(Debug, Clone)]
+pub struct E2eOptions {
+    /// Use this broker instead of starting tansu.
+    pub brokers: Option<String>,
+    pub events: usize,
+    pub seed: u64,
+    pub rules: PathBuf,
+    pub partitions: i32,
+    /// How long to produce at half load for the latency measurement.
+    pub latency_secs: u64,
+    /// One attack every this many events in the latency run.
+    pub latency_attack_every: u64,
+    /// `batch.max_events` and `batch.max_wait_ms` of the pipeline.
+    pub batch: usize,
+    pub max_wait_ms: u64,
+    /// librdkafka `fetch.wait.max.ms` of every consumer (Vigil's through
+    /// `kafka.properties`); `None`: librdkafka's default (500 ms).
+    pub fetch_wait_ms: Option<u64>,
+}
+
+impl Default for E2eOptions {
+    fn default() -> Self {
+        E2eOptions {
+            brokers: None,
+            events: 100_000,
+            seed: 1,
+            rules: "sql-rules".into(),
+            partitions: 1,
+            latency_secs: 30,
+            latency_attack_every: 100,
+            batch: 5000,
+            max_wait_ms: 500,
+            fetch_wait_ms: None,
+        }
+    }
+}
+
+/// A tansu broker process this benchmark started; killed on drop.
+struct Tansu(Child);
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tansu_binary() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("TANSU") {
+        return Ok(p.into());
+    }
+    let home = PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo/bin/tansu");
+    if home.is_file() {
+        return Ok(home);
+    }
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        if dir.join("tansu").is_file() {
+            return Ok(dir.join("tansu"));
+        }
+    }
+    bail!("no tansu binary (TANSU, ~/.cargo/bin/tansu or PATH): install it with scripts/bootstrap.sh --broker, or pass --brokers")
+}
+
+fn start_tansu() -> Result<(Tansu, String)> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log_path = std::env::temp_dir().join(format!("vigil-bench-tansu-{port}.log"));
+    let log = std::fs::File::create(&log_path)?;
+    let child = Command::new(tansu_binary()?)
+        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .context("starting tansu")?;
+    Ok((Tansu(child), format!("127.0.0.1:{port}")))
+}
+
+fn wait_for_broker(addr: &str) -> Result<()> {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", addr).create()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if consumer.fetch_metadata(None, Duration::from_secs(2)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("broker at {addr} did not answer within 60 s")
+}
+
+async fn create_topics(addr: &str, topics: &[(&str, i32)]) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", addr).create()?;
+    let new: Vec<NewTopic> = topics.iter().map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1))).collect();
+    for r in admin.create_topics(&new, &AdminOptions::new()).await? {
+        r.map_err(|(t, e)| anyhow::anyhow!("creating topic {t}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Topic names of one run.
+struct Topics {
+    source: String,
+    alerts: String,
+    dead_letter: String,
+    late: String,
+    checkpoints: String,
+}
+
+impl Topics {
+    fn new(tag: &str) -> Self {
+        let t = |what: &str| format!("bench-{tag}-{what}");
+        Topics { source: t("k8s-audit"), alerts: t("alerts"), dead_letter: t("dead-letter"), late: t("late"), checkpoints: t("checkpoints") }
+    }
+
+    async fn create(&self, addr: &str, partitions: i32) -> Result<()> {
+        create_topics(
+            addr,
+            &[(&self.source, partitions), (&self.alerts, 1), (&self.dead_letter, 1), (&self.late, 1), (&self.checkpoints, 1)],
+        )
+        .await
+    }
+
+    fn settings(&self, brokers: &str, group: &str, opts: &E2eOptions) -> Settings {
+        let mut s = Settings::default();
+        s.kafka.brokers = Some(brokers.into());
+        s.kafka.group_id = group.into();
+        s.topics.k8s_audit = self.source.clone();
+        s.topics.falco = String::new();
+        s.topics.tetragon = String::new();
+        s.topics.alerts = self.alerts.clone();
+        s.topics.dead_letter = self.dead_letter.clone();
+        s.topics.late_events = self.late.clone();
+        s.topics.checkpoints = self.checkpoints.clone();
+        s.batch.max_events = opts.batch;
+        s.batch.max_wait_ms = opts.max_wait_ms;
+        if let Some(ms) = opts.fetch_wait_ms {
+            s.kafka.properties.insert("fetch.wait.max.ms".into(), ms.to_string());
+        }
+        s
+    }
+
+    fn source_topics(&self) -> SourceTopics {
+        SourceTopics { k8s_audit: self.source.clone(), falco: String::new(), tetragon: String::new() }
+    }
+}
+
+async fn detector(rules: &Path) -> Result<(Detector, Arc<Metrics>)> {
+    let rules = load_dir(rules).map_err(anyhow::Error::new)?;
+    let engine = RuleEngine::compile(rules).await.map_err(anyhow::Error::new)?;
+    let metrics = Arc::new(Metrics::default());
+    Ok((Detector::new(engine, Default::default(), metrics.clone()), metrics))
+}
+
+/// Sum over partitions of the group's committed offsets on `topic`.
+fn committed(consumer: &BaseConsumer, topic: &str, partitions: i32) -> Result<i64> {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = consumer.committed_offsets(tpl, Duration::from_secs(5))?;
+    Ok(got.elements().iter().map(|e| if let Offset::Offset(o) = e.offset() { o } else { 0 }).sum())
+}
+
+pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
+    let (_tansu, brokers) = match &opts.brokers {
+        Some(b) => (None, b.clone()),
+        None => {
+            let (t, addr) = start_tansu()?;
+            (Some(t), addr)
+        }
+    };
+    wait_for_broker(&brokers)?;
+    // Unique names: a reused broker keeps earlier runs' topics and groups.
+    let tag = format!("{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis());
+    let settings_base = Settings::default();
+    let mut base = crate::kafka::base_config(&settings_base.kafka, &brokers);
+    if let Some(ms) = opts.fetch_wait_ms {
+        base.set("fetch.wait.max.ms", ms.to_string());
+    }
+    let producer = load_producer(&base)?;
+    writeln!(out, "broker: {brokers}{}; {} partition(s)", if opts.brokers.is_none() { " (tansu, memory storage, started by the benchmark)" } else { "" }, opts.partitions)?;
+
+    // 1. the input
+    let topics = Topics::new(&format!("{tag}-tput"));
+    topics.create(&brokers, opts.partitions).await?;
+    let config = GenConfig { seed: opts.seed, ..GenConfig::single(SourceKind::K8sAudit) };
+    let mut generator = Generator::new(config.clone());
+    let (_never, no_stop) = watch::channel(false);
+    let start = Instant::now();
+    let summary = produce(&producer, &topics.source_topics(), &mut generator, opts.events as u64, 0, no_stop.clone(), |_| {}).await?;
+    let produced = Rate { events: summary.events, bytes: summary.bytes, elapsed: start.elapsed() };
+    writeln!(out, "{:<44} {produced}", "produce (lz4, acks=all)")?;
+
+    // 2. bare consumer
+    let mut cfg = base.clone();
+    cfg.set("group.id", format!("bench-{tag}-bare"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false");
+    let bare: StreamConsumer = cfg.create()?;
+    bare.subscribe(&[&topics.source])?;
+    let mut n = 0u64;
+    let mut bytes = 0u64;
+    let mut first = None;
+    while n < summary.events {
+        let m = tokio::time::timeout(Duration::from_secs(60), bare.recv()).await.context("bare consumer: no message for 60 s")??;
+        first.get_or_insert_with(Instant::now);
+        n += 1;
+        bytes += m.payload().map_or(0, |p| p.len() as u64);
+    }
+    let bare_rate = Rate { events: n, bytes, elapsed: first.map_or(Duration::ZERO, |f| f.elapsed()) };
+    drop(bare);
+    writeln!(out, "{:<44} {bare_rate}", "broker ceiling: bare rdkafka consumer")?;
+
+    // 3. Vigil
+    let group = format!("bench-{tag}-vigil");
+    let settings = topics.settings(&brokers, &group, opts);
+    let (det, metrics) = detector(&opts.rules).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let brokers2 = brokers.clone();
+    let s2 = settings.clone();
+    let pipeline = tokio::spawn(async move { crate::pipeline::run(&s2, &brokers2, det, stop_rx, Default::default()).await });
+    let mut gcfg = base.clone();
+    gcfg.set("group.id", &group);
+    let watcher: BaseConsumer = gcfg.create()?;
+    let mut first = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if first.is_none() && Metrics::get(&metrics.messages_consumed) > 0 {
+            first = Some(Instant::now());
+        }
+        if first.is_some() && committed(&watcher, &topics.source, opts.partitions)? >= summary.events as i64 {
+            break;
+        }
+        if pipeline.is_finished() || Instant::now() > deadline {
+            bail!("the pipeline stopped or did not finish within 600 s");
+        }
+        // Each check is an OffsetFetch request: often enough for a 1%
+        // resolution on a run of seconds, rarely enough not to load the broker.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let vigil_rate = Rate { events: summary.events, bytes: summary.bytes, elapsed: first.map_or(Duration::ZERO, |f| f.elapsed()) };
+    let _ = stop_tx.send(true);
+    pipeline.await??;
+    let expected = summary.expected_alerts() as u64;
+    let alerts = Metrics::get(&metrics.alerts_produced);
+    writeln!(
+        out,
+        "{:<44} {vigil_rate} {} alerts ({} expected); ratio to bare consumer {:.2}",
+        "vigil pipeline, all rules",
+        alerts,
+        expected,
+        vigil_rate.events_per_s() / bare_rate.events_per_s()
+    )?;
+
+    // 4. latency at half load
+    // Half of the slowest stage: the broker must keep up with the producer
+    // too, or the latency measured is the producer's backlog.
+    let max = vigil_rate.events_per_s().min(bare_rate.events_per_s()).min(produced.events_per_s());
+    let rate = (max / 2.0).max(1.0) as u64;
+    let topics = Topics::new(&format!("{tag}-lat"));
+    topics.create(&brokers, opts.partitions).await?;
+    let group = format!("bench-{tag}-vigil-lat");
+    let settings = topics.settings(&brokers, &group, opts);
+    let (det, metrics) = detector(&opts.rules).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let brokers2 = brokers.clone();
+    let pipeline = tokio::spawn(async move { crate::pipeline::run(&settings, &brokers2, det, stop_rx, Default::default()).await });
+    // Warm up: Vigil has joined its group once it consumed these.
+    let mut warm = Generator::new(GenConfig { seed: opts.seed + 7, attack_every: 0, ..GenConfig::single(SourceKind::K8sAudit) });
+    produce(&producer, &topics.source_topics(), &mut warm, 100, 0, no_stop.clone(), |_| {}).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Metrics::get(&metrics.messages_consumed) < 100 {
+        if Instant::now() > deadline || pipeline.is_finished() {
+            bail!("vigil did not consume the warm-up events within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
+    let latencies: Arc<Mutex<Vec<Duration>>> = Default::default();
+    let mut acfg = base.clone();
+    acfg.set("group.id", format!("bench-{tag}-alerts")).set("enable.auto.commit", "false");
+    let alert_consumer: StreamConsumer = acfg.create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topics.alerts, 0, Offset::Beginning)?;
+    alert_consumer.assign(&tpl)?;
+    let (sent2, lat2) = (sent.clone(), latencies.clone());
+    let reader = tokio::spawn(async move {
+        loop {
+            let Ok(m) = alert_consumer.recv().await else { continue };
+            let at = Instant::now();
+            let Some(payload) = m.payload() else { continue };
+            let Ok(alert) = serde_json::from_slice::<crate::alert::Alert>(payload) else { continue };
+            let Some(event) = alert.events.first() else { continue };
+            if let Some(t) = sent2.lock().expect("lock").get(&event.event_id) {
+                lat2.lock().expect("lock").push(at - *t);
+            }
+        }
+    });
+    let count = rate * opts.latency_secs;
+    let mut generator = Generator::new(GenConfig {
+        seed: opts.seed + 1,
+        attack_every: opts.latency_attack_every,
+        step_ns: (1_000_000_000 / rate.max(1)) as i64,
+        start_ns: crate::detect::now_ns(),
+        ..GenConfig::single(SourceKind::K8sAudit)
+    });
+    let sent3 = sent.clone();
+    let summary = produce(&producer, &topics.source_topics(), &mut generator, count, rate, no_stop.clone(), move |e| {
+        if e.attack.is_some() {
+            sent3.lock().expect("lock").insert(e.event_id.clone(), Instant::now());
+        }
+    })
+    .await?;
+    let expected = summary.expected_alerts();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while latencies.lock().expect("lock").len() < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    reader.abort();
+    let _ = stop_tx.send(true);
+    pipeline.await??;
+    let mut lat = latencies.lock().expect("lock").clone();
+    lat.sort();
+    writeln!(
+        out,
+        "{:<44} {} events at {rate} events/s ({} s): {} of {expected} expected alerts read; latency p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        "latency at half load",
+        summary.events,
+        opts.latency_secs,
+        lat.len(),
+        percentile(&lat, 50.0).as_secs_f64() * 1e3,
+        percentile(&lat, 99.0).as_secs_f64() * 1e3,
+        lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+    )?;
+    Ok(())
+}

@@ -1,0 +1,360 @@
+//! Engine throughput on one core, from messages already in memory, and the
+//! ceilings it is compared with, all over the same generated audit events:
+//!
+//! * **Vigil**: `Detector::process` (decode + per-event rules + correlation)
+//!   per micro-batch, plus encoding every alert as the JSON produced to
+//!   Kafka; for 1 rule, 10 rules and every shipped audit rule, and with a
+//!   high-cardinality correlation rule added.
+//! * **Decode ceilings**: `serde_json` parsing each message into a `Value`;
+//!   `arrow-json` decoding the messages into record batches (schema inferred
+//!   beforehand, not timed); Vigil's own decoder alone.
+//! * **Batch ceiling**: DataFusion running the same rules' SQL as plain
+//!   queries over all events loaded as one in-memory table (decoding not
+//!   timed).
+//!
+//! The caller decides the threading: `vigil-bench` runs this on a
+//! current-thread Tokio runtime, rules run with one target partition, and
+//! docs/benchmarks.md runs it under `taskset -c 0`.
+
+use std::collections::BTreeSet;
+use std::hint::black_box;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::datasource::MemTable;
+use datafusion::physical_plan::collect;
+
+use super::{audit_config, generate, Rate};
+use crate::correlate::CorrelationSettings;
+use crate::decode::{decode, DecodeLimits};
+use crate::detect::Detector;
+use crate::gen::GeneratedEvent;
+use crate::metrics::Metrics;
+use crate::rules::engine::PlanOptions;
+use crate::rules::{load_dir, parse_rule, Rule, RuleEngine, RuleMode};
+use crate::source::{RawMessage, SourceKind};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub events: usize,
+    /// Messages per micro-batch (the service's `batch.max_events`).
+    pub batch: usize,
+    pub seed: u64,
+    pub rules: PathBuf,
+    /// Distinct human users in the plain runs.
+    pub users: u32,
+    /// Distinct human users in the correlation run.
+    pub correlation_users: u32,
+    /// Only the "all audit rules" run (to profile it alone).
+    pub only_all_rules: bool,
+    /// Planning of that run.
+    pub planning: PlanOptions,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { events: 200_000, batch: 5000, seed: 1, rules: "sql-rules".into(), users: 200, correlation_users: 1_000_000, only_all_rules: false, planning: PlanOptions::default() }
+    }
+}
+
+/// One line of the report.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub name: String,
+    pub rate: Rate,
+    pub note: String,
+}
+
+/// A per-user request count in one-minute windows: a typical "burst"
+/// correlation whose state grows with the number of distinct users. The
+/// threshold is above anything the generator produces, so it measures the
+/// cost of holding and re-aggregating state, not of emitting alerts.
+pub const CORRELATION_RULE: &str = "-- id: bench.user_request_burst
+-- title: Request burst by one user (benchmark)
+-- severity: low
+-- description: More than 100000 requests by one user in one minute.
+-- mitre: T1078
+-- source: k8s_audit
+-- author: vigil benchmark
+-- based_on: vigil:bench
+-- mode: correlation
+-- window: 1m
+SELECT user_info.username AS username,
+       tumble_end(event_time, INTERVAL '1 minute') AS window_end,
+       count(*) AS requests
+FROM k8s_audit
+GROUP BY user_info.username, tumble_end(event_time, INTERVAL '1 minute')
+HAVING count(*) > 100000
+";
+
+fn batches(messages: &[RawMessage], size: usize) -> Vec<Vec<RawMessage>> {
+    messages.chunks(size.max(1)).map(<[RawMessage]>::to_vec).collect()
+}
+
+fn bytes(messages: &[RawMessage]) -> u64 {
+    messages.iter().map(|m| m.payload.len() as u64).sum()
+}
+
+/// The shipped per-event rules of `source`, sorted by id.
+pub fn event_rules(dir: &Path, source: SourceKind) -> Result<Vec<Rule>> {
+    let mut rules: Vec<Rule> = load_dir(dir)
+        .map_err(anyhow::Error::new)
+        .with_context(|| format!("loading rules from {}", dir.display()))?
+        .into_iter()
+        .filter(|r| r.meta.source == source && r.meta.mode == RuleMode::Event)
+        .collect();
+    rules.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
+    Ok(rules)
+}
+
+/// serde_json into `Value`s: the cost of reading the JSON at all.
+pub fn serde_json_ceiling(messages: &[RawMessage]) -> Result<Rate> {
+    let start = Instant::now();
+    for m in messages {
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).context("serde_json")?;
+        black_box(v);
+    }
+    Ok(Rate { events: messages.len() as u64, bytes: bytes(messages), elapsed: start.elapsed() })
+}
+
+/// arrow-json into record batches of `batch` rows, with a schema inferred
+/// (untimed) from the first 10,000 messages.
+pub fn arrow_json_ceiling(messages: &[RawMessage], batch: usize) -> Result<Rate> {
+    let mut sample = Vec::new();
+    for m in messages.iter().take(10_000) {
+        sample.extend_from_slice(&m.payload);
+        sample.push(b'\n');
+    }
+    let (schema, _) = arrow_json::reader::infer_json_schema(std::io::Cursor::new(sample), None)
+        .context("arrow-json schema inference")?;
+    let schema = Arc::new(schema);
+    let start = Instant::now();
+    for chunk in messages.chunks(batch.max(1)) {
+        let mut decoder = arrow_json::ReaderBuilder::new(schema.clone())
+            .with_batch_size(chunk.len())
+            .build_decoder()
+            .context("arrow-json decoder")?;
+        for m in chunk {
+            decoder.decode(&m.payload).context("arrow-json decode")?;
+            decoder.decode(b"\n").context("arrow-json decode")?;
+        }
+        black_box(decoder.flush().context("arrow-json flush")?);
+    }
+    Ok(Rate { events: messages.len() as u64, bytes: bytes(messages), elapsed: start.elapsed() })
+}
+
+/// Vigil's decoder alone.
+pub fn vigil_decode(messages: &[RawMessage], batch: usize) -> Rate {
+    let now = crate::detect::now_ns();
+    let start = Instant::now();
+    for chunk in messages.chunks(batch.max(1)) {
+        black_box(decode(SourceKind::K8sAudit, chunk, DecodeLimits::default(), now));
+    }
+    Rate { events: messages.len() as u64, bytes: bytes(messages), elapsed: start.elapsed() }
+}
+
+/// DataFusion over one table holding every event: each rule's SQL as an
+/// ordinary query (planned and run), decoding untimed. Returns the rate,
+/// the total number of rows the rules returned, and each rule's time
+/// (slowest first): a per-rule profile.
+///
+/// `stock`: a plain DataFusion session (one target partition, the rule
+/// functions, every default optimizer rule) instead of the engine's.
+pub async fn datafusion_batch_ceiling(messages: &[RawMessage], rules: &[Rule], stock: bool) -> Result<(Rate, usize, Vec<(String, Duration)>)> {
+    let decoded = decode(
+        SourceKind::K8sAudit,
+        messages,
+        DecodeLimits { max_events_per_message: 10_000, max_message_bytes: usize::MAX, ..DecodeLimits::default() },
+        crate::detect::now_ns(),
+    );
+    let schema = SourceKind::K8sAudit.schema();
+    let table = concat_batches(&schema, [&decoded.batch]).context("one batch")?;
+    let ctx = if stock {
+        let mut ctx = datafusion::prelude::SessionContext::new_with_config(
+            datafusion::prelude::SessionConfig::new().with_target_partitions(1),
+        );
+        crate::functions::register(&mut ctx)?;
+        ctx
+    } else {
+        crate::rules::engine::new_session()
+    };
+    ctx.register_table("k8s_audit", Arc::new(MemTable::try_new(schema, vec![vec![table]])?))?;
+    let start = Instant::now();
+    let mut rows = 0;
+    let mut per_rule = Vec::new();
+    for rule in rules {
+        let rule_start = Instant::now();
+        let plan = ctx.sql(&rule.sql).await.with_context(|| format!("planning {}", rule.meta.id))?;
+        let mut plan = plan.create_physical_plan().await?;
+        if !stock {
+            plan = crate::rules::null_free::null_free_filters(plan)?;
+        }
+        let out = collect(plan, ctx.task_ctx()).await.with_context(|| format!("running {}", rule.meta.id))?;
+        rows += out.iter().map(|b| b.num_rows()).sum::<usize>();
+        per_rule.push((rule.meta.id.clone(), rule_start.elapsed()));
+    }
+    per_rule.sort_by(|a, b| b.1.cmp(&a.1));
+    Ok((Rate { events: messages.len() as u64, bytes: bytes(messages), elapsed: start.elapsed() }, rows, per_rule))
+}
+
+/// Vigil over pre-cut micro-batches: process, then encode every alert.
+/// Returns the rate and every (rule id, event id) alerted.
+pub async fn vigil_engine(
+    rules: Vec<Rule>,
+    settings: CorrelationSettings,
+    planning: PlanOptions,
+    warmup: &[RawMessage],
+    messages: &[RawMessage],
+    batch: usize,
+) -> Result<(Rate, BTreeSet<(String, String)>, u64)> {
+    let engine = RuleEngine::compile_planned(rules, settings, planning).await.map_err(anyhow::Error::new)?;
+    let metrics = Arc::new(Metrics::default());
+    let mut detector = Detector::new(engine, DecodeLimits::default(), metrics.clone());
+    for chunk in batches(warmup, batch) {
+        black_box(detector.process(chunk).await);
+    }
+    detector.reset();
+    let input = batches(messages, batch);
+    let mut alerted = BTreeSet::new();
+    let mut failures = 0;
+    let mut encoded = 0u64;
+    let start = Instant::now();
+    for chunk in input {
+        let out = detector.process(chunk).await;
+        failures += out.dead_letters.len();
+        for a in &out.alerts {
+            encoded += a.to_json().len() as u64;
+        }
+        for a in out.alerts {
+            if let Some(e) = a.events.first() {
+                alerted.insert((a.rule_id, e.event_id.clone()));
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    anyhow::ensure!(failures == 0, "{failures} dead letters while benchmarking: the input or a rule is broken");
+    let retained = Metrics::get(&metrics.retained_events);
+    black_box(encoded);
+    Ok((Rate { events: messages.len() as u64, bytes: bytes(messages), elapsed }, alerted, retained))
+}
+
+fn expected(events: &[GeneratedEvent], rules: &[Rule]) -> BTreeSet<(String, String)> {
+    let ids: BTreeSet<&str> = rules.iter().map(|r| r.meta.id.as_str()).collect();
+    events
+        .iter()
+        .filter_map(|e| e.manifest_entry())
+        .flat_map(|m| {
+            m.rules.iter().filter(|r| ids.contains(**r)).map(|r| (r.to_string(), m.event_id.clone())).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Run every measurement, printing each as it completes.
+pub async fn run(opts: &EngineOptions, out: &mut dyn Write) -> Result<Vec<Measured>> {
+    let mut results = Vec::new();
+    let mut report = |out: &mut dyn Write, m: Measured| -> Result<()> {
+        writeln!(out, "{:<44} {} {}", m.name, m.rate, m.note)?;
+        out.flush()?;
+        results.push(m);
+        Ok(())
+    };
+    let gen_start = Instant::now();
+    let (events, messages) = generate(audit_config(opts.seed, opts.users), opts.events);
+    let (_, warmup) = generate(audit_config(opts.seed.wrapping_add(1), opts.users), opts.batch.min(opts.events));
+    let total = bytes(&messages);
+    writeln!(
+        out,
+        "input: {} audit events, {:.1} MB, mean {} bytes/event, {} injected attacks; generated in {:.1} s; batch {} events",
+        messages.len(),
+        total as f64 / 1e6,
+        total / messages.len().max(1) as u64,
+        events.iter().filter(|e| e.attack.is_some()).count(),
+        gen_start.elapsed().as_secs_f64(),
+        opts.batch
+    )?;
+
+    if opts.only_all_rules {
+        let all = event_rules(&opts.rules, SourceKind::K8sAudit)?;
+        let want = expected(&events, &all);
+        let (rate, got, _) = vigil_engine(all, CorrelationSettings::default(), opts.planning, &warmup, &messages, opts.batch).await?;
+        anyhow::ensure!(got == want, "alerts differ from the manifest");
+        report(out, Measured { name: "vigil engine, all audit rules".into(), rate, note: format!("{} alerts = manifest", got.len()) })?;
+        return Ok(results);
+    }
+    report(out, Measured { name: "ceiling: serde_json -> Value".into(), rate: serde_json_ceiling(&messages)?, note: String::new() })?;
+    match arrow_json_ceiling(&messages, opts.batch) {
+        Ok(rate) => report(out, Measured { name: "ceiling: arrow-json -> RecordBatch".into(), rate, note: String::new() })?,
+        Err(e) => writeln!(out, "ceiling: arrow-json -> RecordBatch            failed: {e:#}")?,
+    }
+    report(out, Measured { name: "vigil decode only".into(), rate: vigil_decode(&messages, opts.batch), note: String::new() })?;
+
+    let all = event_rules(&opts.rules, SourceKind::K8sAudit)?;
+    let one: Vec<Rule> = all.iter().filter(|r| r.meta.id == "k8s.pod_exec").cloned().collect();
+    let ten: Vec<Rule> = all.iter().take(10).cloned().collect();
+    for (stock, name) in [(true, "stock session"), (false, "engine's session")] {
+        let (rate, rows, per_rule) = datafusion_batch_ceiling(&messages, &all, stock).await?;
+        report(out, Measured { name: format!("ceiling: DataFusion batch, {name}"), rate, note: format!("{} rules, {rows} rows", all.len()) })?;
+        let slowest: Vec<String> = per_rule.iter().take(6).map(|(id, t)| format!("{id} {:.0} ms", t.as_secs_f64() * 1e3)).collect();
+        writeln!(out, "  slowest: {}", slowest.join(", "))?;
+    }
+
+    let runs = [
+        ("vigil engine, 1 rule", one.clone(), PlanOptions::default()),
+        ("vigil engine, 10 rules", ten, PlanOptions::default()),
+        ("vigil engine, all audit rules", all.clone(), PlanOptions::default()),
+        ("  as planned before (1 rule)", one, PlanOptions::DATAFUSION_DEFAULTS),
+        ("  as planned before (all audit rules)", all.clone(), PlanOptions::DATAFUSION_DEFAULTS),
+    ];
+    for (name, rules, planning) in runs {
+        let n = rules.len();
+        let want = expected(&events, &rules);
+        let (rate, got, _) = vigil_engine(rules, CorrelationSettings::default(), planning, &warmup, &messages, opts.batch).await?;
+        let check = if got == want { "alerts = manifest".to_string() } else { format!("ALERTS DIFFER FROM MANIFEST: {} got, {} expected", got.len(), want.len()) };
+        report(out, Measured { name: format!("{name} ({n})"), rate, note: format!("{} alerts, {check}", got.len()) })?;
+    }
+
+    // High-cardinality correlation state: many distinct users.
+    let (cevents, cmessages) = generate(audit_config(opts.seed, opts.correlation_users), opts.events);
+    let mut rules = all.clone();
+    rules.push(parse_rule(Path::new("bench/user_request_burst.sql"), CORRELATION_RULE).map_err(|e| anyhow::anyhow!("{e:?}"))?);
+    let distinct: BTreeSet<&str> = cevents.iter().map(|e| e.key.as_str()).collect();
+    let want = expected(&cevents, &all);
+    let settings = CorrelationSettings { max_retained_events: usize::MAX, ..Default::default() };
+    let (rate, got, retained) = vigil_engine(rules, settings, PlanOptions::default(), &warmup, &cmessages, opts.batch).await?;
+    let check = if got == want { "alerts = manifest" } else { "ALERTS DIFFER FROM MANIFEST" };
+    report(
+        out,
+        Measured {
+            name: "vigil engine, all + 1m correlation".into(),
+            rate,
+            note: format!("{} distinct users/keys, {retained} events retained at end, {check}", distinct.len()),
+        },
+    )?;
+    Ok(results)
+}
+
+/// The physical plan of each rule as the engine plans it (its session,
+/// null-free filter conjuncts), to see where time goes.
+pub async fn explain(dir: &Path, filter: Option<&str>, out: &mut dyn Write) -> Result<()> {
+    let ctx = crate::rules::engine::new_session();
+    for source in SourceKind::ALL {
+        let schema = source.schema();
+        let empty = datafusion::arrow::record_batch::RecordBatch::new_empty(schema.clone());
+        ctx.register_table(source.table_name(), Arc::new(MemTable::try_new(schema, vec![vec![empty]])?))?;
+    }
+    for source in SourceKind::ALL {
+        for rule in event_rules(dir, source)? {
+            if filter.is_some_and(|f| !rule.meta.id.contains(f)) {
+                continue;
+            }
+            let plan = crate::rules::null_free::null_free_filters(ctx.sql(&rule.sql).await?.create_physical_plan().await?)?;
+            writeln!(out, "== {}\n{}", rule.meta.id, datafusion::physical_plan::displayable(plan.as_ref()).indent(true))?;
+        }
+    }
+    Ok(())
+}
