@@ -141,11 +141,16 @@ pub fn init(log: &LogSettings, tracing_settings: Option<&TracingSettings>) -> Re
         (Some(endpoint), Some(t)) => Some(otlp_provider(endpoint, &t.service_name)?),
         _ => None,
     };
-    let otel_layer = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer()
+    // Not an `Option` layer: a `None` layer beside per-layer filters made
+    // the subscriber drop events some `RUST_LOG` directives enable (seen
+    // with `info,librdkafka=warn`: `pipeline started` never logged).
+    let otel_layer = match provider.as_ref() {
+        Some(p) => tracing_opentelemetry::layer()
             .with_tracer(p.tracer("vigil"))
             .with_filter(Targets::new().with_target("vigil", tracing::Level::INFO))
-    });
+            .boxed(),
+        None => tracing_subscriber::layer::Identity::new().boxed(),
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt_layer = if log.format.is_json(std::io::stderr().is_terminal()) {
         tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).with_filter(filter).boxed()
