@@ -364,3 +364,16 @@ fn example_configuration_is_complete_and_matches_the_defaults() {
     assert_eq!(settings.log.format, defaults.log.format);
     assert_eq!(settings.tracing.service_name, defaults.tracing.service_name);
 }
+
+/// The README's first command is `cargo run -p vigil -- run`: with more
+/// than one binary in the package, cargo needs `default-run` to know which.
+#[test]
+fn the_readme_run_command_names_a_runnable_binary() {
+    let readme = read("README.md");
+    let first_command = readme.lines().find(|l| l.contains("cargo run")).expect("the README gives a run command");
+    assert!(first_command.contains("cargo run -p vigil -- run"), "{first_command}");
+    let manifest: toml::Table = read("services/vigil/Cargo.toml").parse().unwrap();
+    let bins = manifest.get("bin").and_then(|b| b.as_array()).map_or(0, |b| b.len());
+    let default_run = manifest["package"].get("default-run").and_then(|d| d.as_str());
+    assert!(bins <= 1 || default_run == Some("vigil"), "{bins} binaries and default-run = {default_run:?}");
+}
