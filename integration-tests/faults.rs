@@ -26,11 +26,6 @@ use vigil::metrics::Metrics;
 use vigil::rules::{load_dir, RuleEngine, RuleMode};
 use vigil::source::{Origin, RawMessage, SourceKind};
 
-/// The per-event rules of the shipped pack.
-fn event_rules() -> Vec<vigil::rules::Rule> {
-    load_dir(&repo().join("sql-rules")).unwrap().into_iter().filter(|r| r.meta.mode != RuleMode::Correlation).collect()
-}
-
 fn is_event_rule(rule_id: &str) -> bool {
     static IDS: std::sync::OnceLock<BTreeSet<String>> = std::sync::OnceLock::new();
     IDS.get_or_init(|| event_rules().into_iter().map(|r| r.meta.id).collect()).contains(rule_id)
@@ -39,26 +34,8 @@ fn is_event_rule(rule_id: &str) -> bool {
 /// Alert ids of the offline evaluation of `inputs` by the per-event rules,
 /// as a multiset.
 async fn offline_alert_ids(inputs: &[(SourceKind, &[Vec<u8>])]) -> BTreeMap<String, usize> {
-    let engine = RuleEngine::compile(event_rules()).await.unwrap();
-    let mut detector = Detector::new(engine, Default::default(), Arc::new(Metrics::default()));
     let mut ids = BTreeMap::new();
-    for (source, payloads) in inputs {
-        let messages = payloads
-            .iter()
-            .enumerate()
-            .map(|(i, p)| RawMessage {
-                source: *source,
-                payload: p.clone(),
-                origin: Origin::File { path: "offline".into(), line: i as u64 + 1 },
-                timestamp_ms: None,
-                state_only: false,
-            })
-            .collect();
-        for a in detector.process(messages).await.alerts {
-            *ids.entry(a.alert_id).or_default() += 1;
-        }
-    }
-    for a in detector.finish().await.alerts {
+    for a in offline_event_alerts(inputs).await {
         *ids.entry(a.alert_id).or_default() += 1;
     }
     ids

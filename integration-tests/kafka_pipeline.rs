@@ -15,21 +15,7 @@ use vigil::metrics::Metrics;
 use vigil::rules::{load_dir, RuleEngine, RuleMode};
 use vigil::source::{Origin, RawMessage, SourceKind};
 
-/// The shipped per-event rules.
-///
-/// The end-to-end comparisons below are about them only. When a correlation
-/// rule's window closes through Kafka depends on the watermark of every
-/// source partition (a partition's old event times hold it back until it is
-/// idle and another batch arrives; open windows are not flushed at stop),
-/// and events without a time of their own take the broker timestamp through
-/// Kafka but the decode time offline, which changes `window_end` and thus
-/// the alert id. Correlation rules are tested by their cases and the
-/// correlate tests, with event time driven explicitly.
-fn event_rules() -> Vec<vigil::rules::Rule> {
-    load_dir(&repo().join("sql-rules")).unwrap().into_iter().filter(|r| r.meta.mode == RuleMode::Event).collect()
-}
-
-/// The ids of the shipped per-event rules.
+/// The ids of the shipped per-event rules (see [`event_rules`]).
 fn event_rule_ids() -> BTreeSet<String> {
     event_rules().into_iter().map(|r| r.meta.id).collect()
 }
@@ -38,24 +24,7 @@ fn event_rule_ids() -> BTreeSet<String> {
 /// inputs, sorted. (A multiset: sample events without an id of their own
 /// that are byte-identical get the same content id, hence the same alert id.)
 async fn offline_alert_ids(inputs: &[(SourceKind, &[Vec<u8>])]) -> Vec<String> {
-    let engine = RuleEngine::compile(event_rules()).await.unwrap();
-    let mut detector = Detector::new(engine, Default::default(), Arc::new(Metrics::default()));
-    let mut ids = Vec::new();
-    for (source, payloads) in inputs {
-        let messages = payloads
-            .iter()
-            .enumerate()
-            .map(|(i, p)| RawMessage {
-                source: *source,
-                payload: p.clone(),
-                origin: Origin::File { path: "offline".into(), line: i as u64 + 1 },
-                timestamp_ms: None,
-                state_only: false,
-            })
-            .collect();
-        ids.extend(detector.process(messages).await.alerts.into_iter().map(|a| a.alert_id));
-    }
-    ids.extend(detector.finish().await.alerts.into_iter().map(|a| a.alert_id));
+    let mut ids: Vec<String> = offline_event_alerts(inputs).await.into_iter().map(|a| a.alert_id).collect();
     ids.sort();
     ids
 }

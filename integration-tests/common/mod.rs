@@ -152,6 +152,8 @@ pub fn lines(path: &Path) -> Vec<Vec<u8>> {
 
 /// Read partition 0 of `topic` from the beginning until `want` records were
 /// read or `timeout` passed; then keep reading for `settle` to catch extras.
+/// Transient consumer errors (a connection cut by a [`TcpProxy`]) are
+/// logged and reading goes on.
 pub fn read_topic(addr: &str, topic: &str, want: usize, timeout: Duration, settle: Duration) -> Vec<(i64, String)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", addr)
@@ -174,12 +176,53 @@ pub fn read_topic(addr: &str, topic: &str, want: usize, timeout: Duration, settl
         if settle_until.is_some_and(|s| now >= s) || now >= deadline {
             break;
         }
-        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
-            let m = m.unwrap();
-            out.push((m.offset(), String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()));
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push((m.offset(), String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned())),
+            Some(Err(e)) => eprintln!("reading {topic}: {e} (retrying)"),
+            None => {}
         }
     }
     out
+}
+
+/// The shipped pack's per-event rules. End-to-end comparisons with an
+/// offline evaluation cover them only: through Kafka a correlation window
+/// closes when the watermark passes it (or on the idle tick), and events
+/// without a time of their own take the broker timestamp, so correlation
+/// alerts differ from a file replay by design (they are tested by their
+/// cases, the correlate tests and crash_consistency.rs).
+pub fn event_rules() -> Vec<vigil::rules::Rule> {
+    vigil::rules::load_dir(&repo().join("sql-rules"))
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.meta.mode != vigil::rules::RuleMode::Correlation)
+        .collect()
+}
+
+/// The alerts the per-event rules raise offline (the library, as `vigil
+/// replay` runs it) over `inputs`, each stream numbered from line 1.
+pub async fn offline_event_alerts(inputs: &[(vigil::source::SourceKind, &[Vec<u8>])]) -> Vec<vigil::alert::Alert> {
+    use vigil::source::{Origin, RawMessage};
+    let engine = vigil::rules::RuleEngine::compile(event_rules()).await.unwrap();
+    let mut detector =
+        vigil::detect::Detector::new(engine, Default::default(), std::sync::Arc::new(vigil::metrics::Metrics::default()));
+    let mut alerts = Vec::new();
+    for (source, payloads) in inputs {
+        let messages = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| RawMessage {
+                source: *source,
+                payload: p.clone(),
+                origin: Origin::File { path: "offline".into(), line: i as u64 + 1 },
+                timestamp_ms: None,
+                state_only: false,
+            })
+            .collect();
+        alerts.extend(detector.process(messages).await.alerts);
+    }
+    alerts.extend(detector.finish().await.alerts);
+    alerts
 }
 
 /// The committed offset of `group` on partition 0 of `topic`.
@@ -524,37 +567,7 @@ impl Drop for TcpProxy {
     }
 }
 
-/// Every record of partition 0 of `topic` currently readable, waiting at
-/// most `timeout` for the first `want` and then `settle` for extras (the
-/// payloads only). Like [`read_topic`], but transient consumer errors (a
-/// connection cut by a [`TcpProxy`]) are retried instead of failing.
+/// The payloads of [`read_topic`].
 pub fn read_payloads(addr: &str, topic: &str, want: usize, timeout: Duration, settle: Duration) -> Vec<String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let mut list = TopicPartitionList::new();
-    list.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
-    consumer.assign(&list).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + timeout;
-    let mut settle_until: Option<Instant> = None;
-    loop {
-        let now = Instant::now();
-        if out.len() >= want && settle_until.is_none() {
-            settle_until = Some(now + settle);
-        }
-        if settle_until.is_some_and(|s| now >= s) || now >= deadline {
-            break;
-        }
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()),
-            Some(Err(e)) => eprintln!("reading {topic}: {e} (retrying)"),
-            None => {}
-        }
-    }
-    out
+    read_topic(addr, topic, want, timeout, settle).into_iter().map(|(_, p)| p).collect()
 }
