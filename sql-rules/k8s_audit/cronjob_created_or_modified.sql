@@ -17,7 +17,7 @@ SELECT
   object_ref.namespace AS namespace,
   COALESCE(object_ref.name, json_get_str(request_object, 'metadata', 'name')) AS cronjob,
   json_get_str(request_object, 'spec', 'schedule') AS schedule,
-  json_path_values(request_object, '$..containers[*].image') AS images,
+  pod_spec.images AS images,
   source_ips[1] AS source_ip
 FROM k8s_audit
 WHERE object_ref.resource = 'cronjobs'

@@ -15,8 +15,8 @@ SELECT
   user_info.username AS username,
   object_ref.namespace AS namespace,
   COALESCE(object_ref.name, json_get_str(request_object, 'metadata', 'name')) AS daemonset,
-  json_path_values(request_object, '$..[''containers'',''initContainers''][*].image') AS images,
-  json_path_values(request_object, '$..volumes[*].hostPath.path') AS host_paths,
+  pod_spec.images AS images,
+  pod_spec.host_paths AS host_paths,
   source_ips[1] AS source_ip,
   user_agent AS user_agent
 FROM k8s_audit

@@ -17,7 +17,7 @@ SELECT
   object_ref.resource AS resource,
   object_ref.namespace AS namespace,
   COALESCE(object_ref.name, json_get_str(request_object, 'metadata', 'name')) AS name,
-  json_path_values(request_object, '$..[''containers'',''initContainers'',''ephemeralContainers''][*].image') AS images
+  pod_spec.images AS images
 FROM k8s_audit
 WHERE object_ref.resource IN ('pods', 'deployments', 'daemonsets', 'statefulsets', 'replicasets',
                               'replicationcontrollers', 'jobs', 'cronjobs', 'podtemplates')
@@ -28,5 +28,5 @@ WHERE object_ref.resource IN ('pods', 'deployments', 'daemonsets', 'statefulsets
   AND NOT regexp_like(COALESCE(user_info.username, ''), '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
   -- some image whose last path segment has no tag (or :latest) and no digest
   AND regexp_like(
-    array_to_string(json_path_values(request_object, '$..[''containers'',''initContainers'',''ephemeralContainers''][*].image'), '|'),
+    array_to_string(pod_spec.images, '|'),
     '(^|\|)([^|@]*/)?[^|/:@]+(:latest)?(\||$)')

@@ -20,7 +20,7 @@ SELECT
   object_ref.resource AS resource,
   object_ref.namespace AS namespace,
   COALESCE(object_ref.name, json_get_str(request_object, 'metadata', 'name')) AS name,
-  json_path_values(request_object, '$..[''containers'',''initContainers'',''ephemeralContainers''][*].image') AS images,
+  pod_spec.images AS images,
   source_ips[1] AS source_ip
 FROM k8s_audit
 WHERE object_ref.resource IN ('pods', 'deployments', 'daemonsets', 'statefulsets', 'replicasets',
@@ -30,9 +30,9 @@ WHERE object_ref.resource IN ('pods', 'deployments', 'daemonsets', 'statefulsets
   AND COALESCE(stage, '') <> 'RequestReceived'
   AND COALESCE(response_status.code, 200) < 400
   AND NOT regexp_like(COALESCE(user_info.username, ''), '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
-  AND cardinality(json_path_values(request_object, '$..[''containers'',''initContainers'',''ephemeralContainers''][*].image')) > 0
+  AND cardinality(pod_spec.images) > 0
   -- not every image is an approved one: a Docker Hub short name (no registry
   -- host in the first segment) or a name on an approved registry host
   AND NOT regexp_like(
-    array_to_string(json_path_values(request_object, '$..[''containers'',''initContainers'',''ephemeralContainers''][*].image'), '|'),
+    array_to_string(pod_spec.images, '|'),
     '^(([a-z0-9_-]+/)*[a-z0-9._-]+(:[^|/@]+)?(@[^|]+)?|(docker\.io|index\.docker\.io|registry-1\.docker\.io|registry\.k8s\.io|k8s\.gcr\.io|gcr\.io|[a-z0-9-]+\.gcr\.io|[a-z0-9-]+-docker\.pkg\.dev|quay\.io|ghcr\.io|mcr\.microsoft\.com|public\.ecr\.aws|[0-9]+\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com|[a-z0-9]+\.azurecr\.io|nvcr\.io|registry\.gitlab\.com)/[^|]+)(\|(([a-z0-9_-]+/)*[a-z0-9._-]+(:[^|/@]+)?(@[^|]+)?|(docker\.io|index\.docker\.io|registry-1\.docker\.io|registry\.k8s\.io|k8s\.gcr\.io|gcr\.io|[a-z0-9-]+\.gcr\.io|[a-z0-9-]+-docker\.pkg\.dev|quay\.io|ghcr\.io|mcr\.microsoft\.com|public\.ecr\.aws|[0-9]+\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com|[a-z0-9]+\.azurecr\.io|nvcr\.io|registry\.gitlab\.com)/[^|]+))*$')

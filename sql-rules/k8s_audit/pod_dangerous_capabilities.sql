@@ -19,8 +19,8 @@ SELECT
   object_ref.namespace AS namespace,
   object_ref.name AS name,
   verb AS verb,
-  json_path_values(request_object, '$..securityContext.capabilities.add[*]') AS added_capabilities,
-  json_path_values(request_object, '$..[''containers'',''initContainers'',''ephemeralContainers''][*].image') AS images,
+  pod_spec.added_capabilities AS added_capabilities,
+  pod_spec.images AS images,
   source_ips[1] AS source_ip
 FROM k8s_audit
 WHERE object_ref.resource IN ('pods', 'deployments', 'daemonsets', 'statefulsets', 'replicasets',
@@ -31,5 +31,5 @@ WHERE object_ref.resource IN ('pods', 'deployments', 'daemonsets', 'statefulsets
   AND COALESCE(response_status.code, 200) < 400
   AND NOT regexp_like(COALESCE(user_info.username, ''), '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
   AND regexp_like(
-    upper(array_to_string(json_path_values(request_object, '$..securityContext.capabilities.add[*]'), '|')),
+    upper(array_to_string(pod_spec.added_capabilities, '|')),
     '(^|\|)(CAP_)?(ALL|SYS_ADMIN|NET_ADMIN|SYS_PTRACE|SYS_MODULE|SYS_RAWIO|SYS_BOOT|DAC_READ_SEARCH|BPF|PERFMON)(\||$)')

@@ -16,7 +16,7 @@ SELECT
   object_ref.namespace AS namespace,
   object_ref.name AS name,
   verb AS verb,
-  json_path_values(request_object, '$..[''containers'',''initContainers'',''ephemeralContainers''][*].image') AS images,
+  pod_spec.images AS images,
   source_ips[1] AS source_ip
 FROM k8s_audit
 WHERE object_ref.resource IN ('pods', 'deployments', 'daemonsets', 'statefulsets', 'replicasets',
@@ -26,4 +26,4 @@ WHERE object_ref.resource IN ('pods', 'deployments', 'daemonsets', 'statefulsets
   AND COALESCE(stage, '') <> 'RequestReceived'
   AND COALESCE(response_status.code, 200) < 400
   AND NOT regexp_like(COALESCE(user_info.username, ''), '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
-  AND array_has(json_path_values(request_object, '$..hostPID'), 'true')
+  AND pod_spec.host_pid

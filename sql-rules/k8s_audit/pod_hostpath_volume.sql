@@ -17,8 +17,8 @@ SELECT
   object_ref.namespace AS namespace,
   object_ref.name AS name,
   verb AS verb,
-  json_path_values(request_object, '$..volumes[*].hostPath.path') AS host_paths,
-  json_path_values(request_object, '$..[''containers'',''initContainers''][*].image') AS images
+  pod_spec.host_paths AS host_paths,
+  pod_spec.images AS images
 FROM k8s_audit
 WHERE object_ref.resource IN ('pods', 'deployments', 'daemonsets', 'statefulsets', 'replicasets',
                               'replicationcontrollers', 'jobs', 'cronjobs', 'podtemplates')
@@ -27,4 +27,4 @@ WHERE object_ref.resource IN ('pods', 'deployments', 'daemonsets', 'statefulsets
   AND COALESCE(stage, '') <> 'RequestReceived'
   AND COALESCE(response_status.code, 200) < 400
   AND NOT regexp_like(COALESCE(user_info.username, ''), '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
-  AND json_path_exists(request_object, '$..volumes[?@.hostPath]')
+  AND cardinality(pod_spec.host_paths) > 0

@@ -19,8 +19,8 @@ SELECT
   object_ref.namespace AS namespace,
   object_ref.name AS name,
   verb AS verb,
-  json_path_values(request_object, '$..volumes[*].hostPath.path') AS host_paths,
-  json_path_values(request_object, '$..[''containers'',''initContainers''][*].image') AS images,
+  pod_spec.host_paths AS host_paths,
+  pod_spec.images AS images,
   source_ips[1] AS source_ip
 FROM k8s_audit
 WHERE object_ref.resource IN ('pods', 'deployments', 'daemonsets', 'statefulsets', 'replicasets',
@@ -31,6 +31,6 @@ WHERE object_ref.resource IN ('pods', 'deployments', 'daemonsets', 'statefulsets
   AND COALESCE(response_status.code, 200) < 400
   AND NOT regexp_like(COALESCE(user_info.username, ''), '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
   AND regexp_like(
-    array_to_string(json_path_values(request_object, '$..volumes[*].hostPath.path'), '|') || '|',
+    array_to_string(pod_spec.host_paths, '|') || '|',
     '(^|\|)(/+|/etc/?|/etc/kubernetes(/[^|]*)?|/root(/[^|]*)?|/home(/[^|]*)?|/proc(/[^|]*)?|/sys/?|/sys/fs/cgroup/?|/boot/?|/dev/?|/var/lib/kubelet(/[^|]*)?|/var/lib/docker/?|/var/lib/containerd/?|/(var/)?run/?|/(var/)?run/(docker|containerd/containerd|crio/crio|cri-dockerd|k3s/containerd/containerd)\.sock)\|'
   )

@@ -15,7 +15,7 @@ SELECT
   user_info.username AS username,
   object_ref.namespace AS namespace,
   COALESCE(object_ref.name, json_get_str(request_object, 'metadata', 'name'), json_get_str(response_object, 'metadata', 'name')) AS pod,
-  json_path_values(request_object, '$.spec[''containers'',''initContainers''][*].image') AS images,
+  pod_spec.images AS images,
   source_ips[1] AS source_ip,
   user_agent AS user_agent
 FROM k8s_audit

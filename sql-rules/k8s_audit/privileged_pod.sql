@@ -19,11 +19,11 @@ SELECT
   object_ref.name AS name,
   verb AS verb,
   CASE
-    WHEN array_has(json_path_values(request_object, '$..securityContext.privileged'), 'true') THEN 'privileged'
-    WHEN array_has(json_path_values(request_object, '$..securityContext.runAsUser'), '0') THEN 'runAsUser 0'
+    WHEN pod_spec.privileged THEN 'privileged'
+    WHEN pod_spec.run_as_root THEN 'runAsUser 0'
     ELSE 'runAsNonRoot false'
   END AS reason,
-  json_path_values(request_object, '$..[''containers'',''initContainers'',''ephemeralContainers''][*].image') AS images,
+  pod_spec.images AS images,
   source_ips[1] AS source_ip
 FROM k8s_audit
 WHERE object_ref.resource IN ('pods', 'deployments', 'daemonsets', 'statefulsets', 'replicasets',
@@ -34,7 +34,7 @@ WHERE object_ref.resource IN ('pods', 'deployments', 'daemonsets', 'statefulsets
   AND COALESCE(response_status.code, 200) < 400
   AND NOT regexp_like(COALESCE(user_info.username, ''), '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
   AND (
-    array_has(json_path_values(request_object, '$..securityContext.privileged'), 'true')
-    OR array_has(json_path_values(request_object, '$..securityContext.runAsUser'), '0')
-    OR array_has(json_path_values(request_object, '$..securityContext.runAsNonRoot'), 'false')
+    pod_spec.privileged
+    OR pod_spec.run_as_root
+    OR pod_spec.run_as_non_root_false
   )

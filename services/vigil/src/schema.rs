@@ -84,6 +84,26 @@ pub fn annotations_type() -> DataType {
     )
 }
 
+fn bool_field(name: &str) -> Field {
+    Field::new(name, DataType::Boolean, true)
+}
+
+/// `pod_spec` of an audit event: what a workload request object says about
+/// its pods (see `decode::pod_spec` for the exact semantics of each field).
+pub fn pod_spec_fields() -> Fields {
+    Fields::from(vec![
+        utf8_list("images"),
+        bool_field("privileged"),
+        bool_field("run_as_root"),
+        bool_field("run_as_non_root_false"),
+        utf8_list("added_capabilities"),
+        bool_field("host_network"),
+        bool_field("host_pid"),
+        bool_field("host_ipc"),
+        utf8_list("host_paths"),
+    ])
+}
+
 static K8S_AUDIT: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         event_time(),
@@ -104,6 +124,7 @@ static K8S_AUDIT: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("annotations", annotations_type(), true),
         utf8("request_object"),
         utf8("response_object"),
+        Field::new("pod_spec", DataType::Struct(pod_spec_fields()), true),
         row_index(),
     ]))
 });

@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 use super::columns::*;
 use super::strings::{opt, Str};
 use super::limits::check_raw_field;
+use super::pod_spec::{self, PodSpecCols, PodSpecFacts};
 use super::{json_error, parse_opt_time, EventRef, MessageInput, RowSink};
 use crate::schema;
 
@@ -122,6 +123,8 @@ struct Checked<'e, 'a> {
     event_time: i64,
     received: Option<i64>,
     stage_at: Option<i64>,
+    /// `None` for events `pod_spec::applies_to` excludes.
+    pod_spec: Option<PodSpecFacts>,
 }
 
 fn check<'e, 'a>(event: &'e AuditEventIn<'a>, input: &MessageInput) -> Result<Checked<'e, 'a>, String> {
@@ -151,7 +154,14 @@ fn check<'e, 'a>(event: &'e AuditEventIn<'a>, input: &MessageInput) -> Result<Ch
     let max = input.limits.max_field_bytes;
     check_raw_field("requestObject", event.request_object, max)?;
     check_raw_field("responseObject", event.response_object, max)?;
-    Ok(Checked { event, event_time, received: received.or(legacy), stage_at })
+    let object_ref = event.object_ref.as_ref();
+    let pod_spec = match event.request_object {
+        Some(raw) if pod_spec::applies_to(object_ref.and_then(|o| opt(&o.resource)), object_ref.and_then(|o| opt(&o.subresource))) => {
+            Some(pod_spec::read(raw.get())?)
+        }
+        _ => None,
+    };
+    Ok(Checked { event, event_time, received: received.or(legacy), stage_at, pod_spec })
 }
 
 /// Builder of `UserInfo` struct columns.
@@ -206,6 +216,7 @@ pub struct AuditRows {
     annotations: MapBuilder<StringBuilder, StringBuilder>,
     request_object: StringBuilder,
     response_object: StringBuilder,
+    pod_spec: PodSpecCols,
     row: UInt32Builder,
 }
 
@@ -234,6 +245,7 @@ impl AuditRows {
             annotations: MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new()),
             request_object: StringBuilder::new(),
             response_object: StringBuilder::new(),
+            pod_spec: PodSpecCols::new(cap),
             row: UInt32Builder::with_capacity(cap),
         }
     }
@@ -290,6 +302,7 @@ impl AuditRows {
         }
         put_str(&mut self.request_object, e.request_object.map(RawValue::get));
         put_str(&mut self.response_object, e.response_object.map(RawValue::get));
+        self.pod_spec.append(c.pod_spec.as_ref());
     }
 }
 
@@ -374,6 +387,7 @@ impl RowSink for AuditRows {
             Arc::new(self.annotations.finish()),
             finish_str(&mut self.request_object),
             finish_str(&mut self.response_object),
+            self.pod_spec.finish(),
             Arc::new(self.row.finish()),
         ];
         RecordBatch::try_new(schema::k8s_audit(), columns).expect("audit columns match the declared schema")

@@ -10,6 +10,7 @@ mod audit;
 mod columns;
 mod falco;
 mod limits;
+pub mod pod_spec;
 mod strings;
 mod tetragon;
 
