@@ -316,10 +316,10 @@ fn native_id(e: &AuditEventIn<'_>) -> Option<String> {
 }
 
 impl RowSink for AuditRows {
-    fn append(&mut self, payload: &[u8], input: MessageInput, events: &mut Vec<EventRef>) -> Result<(), String> {
+    fn append(&mut self, payload: &str, input: MessageInput, events: &mut Vec<EventRef>) -> Result<(), String> {
         let message = input.message;
         let limits = input.limits;
-        let event: AuditEventIn = serde_json::from_slice(payload).map_err(json_error)?;
+        let event: AuditEventIn = serde_json::from_str(payload).map_err(json_error)?;
         if opt(&event.kind) == Some("EventList") {
             // An EventList without `items` is malformed; `"items": []` is a
             // valid empty list: no rows, reported by `decode` as empty.

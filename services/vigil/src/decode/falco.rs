@@ -67,9 +67,9 @@ impl FalcoRows {
 }
 
 impl RowSink for FalcoRows {
-    fn append(&mut self, payload: &[u8], input: MessageInput, events: &mut Vec<EventRef>) -> Result<(), String> {
+    fn append(&mut self, payload: &str, input: MessageInput, events: &mut Vec<EventRef>) -> Result<(), String> {
         let message = input.message;
-        let a: FalcoAlertIn = serde_json::from_slice(payload).map_err(json_error)?;
+        let a: FalcoAlertIn = serde_json::from_str(payload).map_err(json_error)?;
         if a.rule.is_none() {
             return Err("not a Falco alert: no \"rule\" field".into());
         }

@@ -50,7 +50,11 @@ pub(crate) fn check_structure(payload: &[u8], max_depth: usize, max_string_bytes
 /// Index of the quote closing the string whose content starts at `i` (or
 /// the payload's length when it is unterminated: the parser reports that).
 fn string_end(payload: &[u8], mut i: usize) -> Result<usize, String> {
-    while i < payload.len() {
+    loop {
+        i = skip_plain_string_bytes(payload, i);
+        if i >= payload.len() {
+            break;
+        }
         match payload[i] {
             b'"' => return Ok(i),
             b'\\' => {
@@ -82,6 +86,41 @@ fn string_end(payload: &[u8], mut i: usize) -> Result<usize, String> {
         }
     }
     Ok(payload.len())
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// Non-zero when some byte of `word` is below `n` (`n` <= 128). Exact as to
+/// whether there is one; which bits are set beyond the first is not.
+#[inline]
+fn some_byte_below(word: u64, n: u8) -> u64 {
+    word.wrapping_sub(ONES * n as u64) & !word & HIGH_BITS
+}
+
+/// Non-zero when some byte of `word` equals `b`.
+#[inline]
+fn some_byte_is(word: u64, b: u8) -> u64 {
+    some_byte_below(word ^ (ONES * b as u64), 1)
+}
+
+/// The index of the first byte at or after `i` that is a quote, a
+/// backslash or a control character, or the payload's length: the bytes
+/// `string_end` has nothing to do with, skipped eight at a time (strings
+/// are most of a message, and this scan is on every message's path).
+#[inline]
+fn skip_plain_string_bytes(payload: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = payload.get(i..i + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        if some_byte_is(word, b'"') | some_byte_is(word, b'\\') | some_byte_below(word, 0x20) != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while i < payload.len() && !matches!(payload[i], b'"' | b'\\' | 0x00..=0x1F) {
+        i += 1;
+    }
+    i
 }
 
 fn hex4(payload: &[u8], at: usize) -> Option<u32> {
@@ -132,6 +171,21 @@ mod tests {
         assert!(check_structure(br#"{"a":"abcdefgh"#, 2, 4).is_err());
         // An escaped backslash ends the escape: the quote after it closes.
         assert!(check_structure(br#"{"a":"\\","b":"x"}"#, 2, 4).is_ok());
+    }
+
+    #[test]
+    fn the_word_at_a_time_scan_finds_every_special_byte_at_every_position() {
+        for special in [b'"', b'\\', 0x00, 0x1F] {
+            for len in 0..20 {
+                for at in 0..len {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = special;
+                    assert_eq!(skip_plain_string_bytes(&bytes, 0), at, "byte {special:#x} at {at} of {len}");
+                }
+                assert_eq!(skip_plain_string_bytes(&vec![0xC3u8; len], 0), len, "UTF-8 bytes are plain");
+                assert_eq!(skip_plain_string_bytes(&vec![b' '; len], 0), len);
+            }
+        }
     }
 
     #[test]

@@ -151,10 +151,12 @@ pub fn decode(source: SourceKind, messages: &[RawMessage], limits: DecodeLimits,
             // The parser checks UTF-8 only in the strings it decodes, not in
             // fields it skips: check the whole message, so what is accepted
             // is the same for Vigil and for whoever reads it next.
-            std::str::from_utf8(&message.payload)
-                .map_err(|e| format!("invalid UTF-8: {e}"))
-                .and_then(|_| limits::check_structure(&message.payload, limits.max_nesting_depth, limits.max_field_bytes))
-                .and_then(|()| sink.append(&message.payload, input, &mut events))
+            // Validated once here: the decoders parse the `&str` without
+            // validating it again.
+            utf8(&message.payload).and_then(|text| {
+                limits::check_structure(text.as_bytes(), limits.max_nesting_depth, limits.max_field_bytes)?;
+                sink.append(text, input, &mut events)
+            })
         };
         match result {
             Err(reason) => {
@@ -170,13 +172,25 @@ pub fn decode(source: SourceKind, messages: &[RawMessage], limits: DecodeLimits,
     DecodedBatch { source, batch, events, failures, empty }
 }
 
+/// The payload as text, or why it is not UTF-8. SIMD validation first (most
+/// messages are valid); the standard library's error for the reason.
+fn utf8(payload: &[u8]) -> Result<&str, String> {
+    match simdutf8::basic::from_utf8(payload) {
+        Ok(text) => Ok(text),
+        Err(_) => Err(match std::str::from_utf8(payload) {
+            Err(e) => format!("invalid UTF-8: {e}"),
+            Ok(_) => unreachable!("simdutf8 and std agree on what is UTF-8"),
+        }),
+    }
+}
+
 /// Accumulates the rows of one source's table.
 trait RowSink {
     /// Append every event of one message, or none of them and return why.
     /// On success pushes one [`EventRef`] per appended row.
     /// Implementations check every limit and every field before appending
     /// anything.
-    fn append(&mut self, payload: &[u8], input: MessageInput, events: &mut Vec<EventRef>) -> Result<(), String>;
+    fn append(&mut self, payload: &str, input: MessageInput, events: &mut Vec<EventRef>) -> Result<(), String>;
 
     /// Build the batch of everything appended so far.
     fn finish(&mut self) -> RecordBatch;

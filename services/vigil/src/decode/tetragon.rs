@@ -319,9 +319,9 @@ impl TetragonRows {
 }
 
 impl RowSink for TetragonRows {
-    fn append(&mut self, payload: &[u8], input: MessageInput, events: &mut Vec<EventRef>) -> Result<(), String> {
+    fn append(&mut self, payload: &str, input: MessageInput, events: &mut Vec<EventRef>) -> Result<(), String> {
         let message = input.message;
-        let top: BTreeMap<Str, &RawValue> = serde_json::from_slice(payload).map_err(json_error)?;
+        let top: BTreeMap<Str, &RawValue> = serde_json::from_str(payload).map_err(json_error)?;
         let mut kinds = top.iter().filter(|(k, _)| !METADATA_KEYS.contains(&k.as_str()));
         let (event_type, body) = match (kinds.next(), kinds.next()) {
             (Some(one), None) => one,
