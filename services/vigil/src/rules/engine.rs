@@ -4,9 +4,9 @@
 //! Compilation (at load time) parses the rule's SQL, checks it is a single
 //! SELECT over the rule's declared source table, appends the internal
 //! row-index column to its projection, and plans it down to a physical plan
-//! whose scan reads the engine's per-source [`BatchSlot`], with filter
-//! conditions made null-free (`null_free.rs`) so that each rule's cheap
-//! leading conditions spare its costly later ones. Evaluation puts
+//! whose scan reads the engine's per-source [`BatchSlot`], with filters
+//! evaluated condition by condition (`conjunction.rs`) so that each rule's
+//! cheap leading conditions spare its costly later ones. Evaluation puts
 //! the batch in the slot and executes the stored plans: nothing is
 //! re-planned per batch.
 
@@ -86,19 +86,19 @@ pub const DEFAULT_TIME_BUDGET: Duration = Duration::from_secs(5);
 pub struct PlanOptions {
     /// Keep DataFusion's leaf-expression extraction (see [`new_session`]).
     pub extract_leaf_expressions: bool,
-    /// Make filter conjuncts null-free (see `null_free.rs`).
-    pub null_free_filters: bool,
+    /// Evaluate filters condition by condition (see `conjunction.rs`).
+    pub selective_filters: bool,
     /// JSONPath functions share parsed documents (see `functions.rs`).
     pub share_parsed_json: bool,
 }
 
 impl PlanOptions {
-    pub const DATAFUSION_DEFAULTS: PlanOptions = PlanOptions { extract_leaf_expressions: true, null_free_filters: false, share_parsed_json: false };
+    pub const DATAFUSION_DEFAULTS: PlanOptions = PlanOptions { extract_leaf_expressions: true, selective_filters: false, share_parsed_json: false };
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        PlanOptions { extract_leaf_expressions: false, null_free_filters: true, share_parsed_json: true }
+        PlanOptions { extract_leaf_expressions: false, selective_filters: true, share_parsed_json: true }
     }
 }
 
@@ -462,8 +462,8 @@ async fn compile_rule(
         .create_physical_plan(&plan)
         .await
         .map_err(|e| err(None, format!("physical planning failed: {e}")))?;
-    let physical = if options.null_free_filters {
-        super::null_free::null_free_filters(physical).map_err(|e| err(None, format!("physical planning failed: {e}")))?
+    let physical = if options.selective_filters {
+        super::conjunction::selective_filters(physical).map_err(|e| err(None, format!("physical planning failed: {e}")))?
     } else {
         physical
     };

@@ -6,7 +6,7 @@ pub mod coverage;
 pub mod budget;
 pub mod engine;
 pub mod exceptions;
-pub(crate) mod null_free;
+pub(crate) mod conjunction;
 pub mod header;
 pub(crate) mod slot;
 pub mod testing;

@@ -1,0 +1,304 @@
+//! Filters evaluated one condition at a time, each on the rows the
+//! conditions before it kept, reading only the columns it needs.
+//!
+//! A rule's WHERE clause is a conjunction whose first conditions are cheap
+//! and selective (`verb = 'create'`, `object_ref.resource IN (...)`) and
+//! whose later ones are expensive (regular expressions, JSON functions).
+//! DataFusion's own `a AND b` short-circuits only partly:
+//! * it evaluates `b` on the rows where `a` holds only when `a` has no
+//!   NULLs, and a condition on an optional field (`object_ref.resource` of a
+//!   request without an objectRef) has NULLs, so from there on every later
+//!   condition ran on every row;
+//! * when it does, it first copies those rows of *every* column of the
+//!   filter's input (the user, the object reference, the request object...)
+//!   for each `AND`, so a rule with seven conditions copied its selected
+//!   rows seven times, whatever each condition reads. That copying was the
+//!   largest cost of the rule pack after JSON parsing (docs/benchmarks.md).
+//!
+//! [`SelectiveAnd`] replaces the predicate of every filter of a compiled
+//! rule: the top-level conjuncts in their written order, each rewritten
+//! against just the columns it references. Conjunct `k` is evaluated on the
+//! rows every conjunct before it kept (of its own columns only: the copy is
+//! as narrow as the condition), or on all rows when nearly all were kept,
+//! and evaluation stops when no row is left. NULL counts as FALSE.
+//!
+//! The filter keeps exactly the rows it kept before: a filter keeps a row
+//! only where the predicate is TRUE, a conjunction is TRUE exactly where
+//! every conjunct is TRUE, and each conjunct is evaluated at least on every
+//! row where all conjuncts before it are TRUE. (As with DataFusion's own
+//! short-circuit, a condition may not be evaluated at all on rows an
+//! earlier condition already rejected, so an error it would raise there is
+//! not raised.)
+
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, BooleanBufferBuilder};
+use datafusion::arrow::compute::{and, filter_record_batch, prep_null_mask_filter};
+use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::cast::as_boolean_array;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::Result;
+use datafusion::logical_expr::ColumnarValue;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::utils::collect_columns;
+use datafusion::physical_expr::{split_conjunction, PhysicalExpr};
+use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
+use datafusion::physical_plan::ExecutionPlan;
+
+/// Above this share of rows still selected, a conjunct is evaluated on all
+/// rows and ANDed, rather than on a copy of the selected rows.
+const DENSE_SELECTION: f64 = 0.75;
+
+/// One condition of a [`SelectiveAnd`].
+#[derive(Debug, Eq)]
+struct Conjunct {
+    /// As planned, against the filter's input (for display and equality).
+    original: Arc<dyn PhysicalExpr>,
+    /// Against the input projected to `columns`.
+    narrow: Arc<dyn PhysicalExpr>,
+    /// The input columns the condition reads, in ascending order.
+    columns: Vec<usize>,
+}
+
+impl PartialEq for Conjunct {
+    fn eq(&self, other: &Self) -> bool {
+        self.original.eq(&other.original)
+    }
+}
+
+impl Hash for Conjunct {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.original.hash(state);
+    }
+}
+
+impl Conjunct {
+    fn new(original: Arc<dyn PhysicalExpr>) -> Result<Self> {
+        let mut columns: Vec<usize> = collect_columns(&original).iter().map(Column::index).collect();
+        columns.sort_unstable();
+        columns.dedup();
+        let narrow = Arc::clone(&original)
+            .transform_up(|e| match e.downcast_ref::<Column>() {
+                Some(c) => {
+                    let index = columns.binary_search(&c.index()).expect("every column was collected");
+                    Ok(Transformed::yes(Arc::new(Column::new(c.name(), index)) as Arc<dyn PhysicalExpr>))
+                }
+                None => Ok(Transformed::no(e)),
+            })?
+            .data;
+        Ok(Conjunct { original, narrow, columns })
+    }
+
+    /// The condition on `input` (already projected to `columns`), as a
+    /// NULL-free boolean array of `input`'s length.
+    fn evaluate_on(&self, input: &RecordBatch) -> Result<BooleanArray> {
+        let array: ArrayRef = self.narrow.evaluate(input)?.into_array(input.num_rows())?;
+        let booleans = as_boolean_array(&array)?;
+        Ok(if booleans.null_count() == 0 { booleans.clone() } else { prep_null_mask_filter(booleans) })
+    }
+}
+
+/// A conjunction evaluated condition by condition (see the module doc).
+#[derive(Debug, Eq)]
+pub struct SelectiveAnd {
+    conjuncts: Vec<Conjunct>,
+}
+
+impl PartialEq for SelectiveAnd {
+    fn eq(&self, other: &Self) -> bool {
+        self.conjuncts == other.conjuncts
+    }
+}
+
+impl Hash for SelectiveAnd {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.conjuncts.hash(state);
+    }
+}
+
+impl SelectiveAnd {
+    /// The conjunction of `predicate`'s top-level conjuncts, in order.
+    pub fn new(predicate: &Arc<dyn PhysicalExpr>) -> Result<Self> {
+        let conjuncts = split_conjunction(predicate).into_iter().map(|c| Conjunct::new(Arc::clone(c))).collect::<Result<_>>()?;
+        Ok(SelectiveAnd { conjuncts })
+    }
+}
+
+/// `selected` with each of its set bits replaced by the next value of
+/// `values` (which has one value per set bit).
+fn scatter(selected: &BooleanArray, values: &BooleanArray) -> BooleanArray {
+    let mut out = BooleanBufferBuilder::new(selected.len());
+    out.append_n(selected.len(), false);
+    for (value, row) in values.values().iter().zip(selected.values().set_indices()) {
+        if value {
+            out.set_bit(row, true);
+        }
+    }
+    BooleanArray::new(out.finish(), None)
+}
+
+impl fmt::Display for SelectiveAnd {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "selective_and(")?;
+        for (i, c) in self.conjuncts.iter().enumerate() {
+            if i > 0 {
+                write!(f, ", ")?;
+            }
+            write!(f, "{}", c.original)?;
+        }
+        write!(f, ")")
+    }
+}
+
+impl PhysicalExpr for SelectiveAnd {
+    fn data_type(&self, _input_schema: &Schema) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn nullable(&self, _input_schema: &Schema) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
+        let rows = batch.num_rows();
+        // `None`: every row is still selected.
+        let mut selected: Option<BooleanArray> = None;
+        for conjunct in &self.conjuncts {
+            let input = batch.project(&conjunct.columns)?;
+            let next = match &selected {
+                None => conjunct.evaluate_on(&input)?,
+                Some(mask) => {
+                    let count = mask.true_count();
+                    if count == 0 {
+                        break;
+                    }
+                    if count as f64 > DENSE_SELECTION * rows as f64 {
+                        and(mask, &conjunct.evaluate_on(&input)?)?
+                    } else {
+                        scatter(mask, &conjunct.evaluate_on(&filter_record_batch(&input, mask)?)?)
+                    }
+                }
+            };
+            selected = Some(next);
+        }
+        Ok(ColumnarValue::Array(Arc::new(selected.unwrap_or_else(|| BooleanArray::from(vec![true; rows])))))
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
+        self.conjuncts.iter().map(|c| &c.original).collect()
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn PhysicalExpr>>) -> Result<Arc<dyn PhysicalExpr>> {
+        let conjuncts = children.into_iter().map(Conjunct::new).collect::<Result<_>>()?;
+        Ok(Arc::new(SelectiveAnd { conjuncts }))
+    }
+
+    fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, c) in self.conjuncts.iter().enumerate() {
+            if i > 0 {
+                write!(f, " AND ")?;
+            }
+            write!(f, "COALESCE(")?;
+            c.original.fmt_sql(f)?;
+            write!(f, ", FALSE)")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every filter of `plan` with its predicate as a [`SelectiveAnd`].
+pub fn selective_filters(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        let Some(filter) = node.downcast_ref::<FilterExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        let predicate = Arc::new(SelectiveAnd::new(filter.predicate())?) as Arc<dyn PhysicalExpr>;
+        let rebuilt = FilterExecBuilder::from(filter).with_predicate(predicate).build()?;
+        Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>))
+    })
+    .map(|t| t.data)
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::Field;
+    use datafusion::logical_expr::Operator;
+    use datafusion::physical_expr::expressions::{binary, col, is_not_null, lit};
+
+    use super::*;
+
+    fn batch() -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("m", DataType::Int64, true),
+        ]));
+        let n: Vec<Option<i64>> = (0..100).map(|i| if i % 7 == 0 { None } else { Some(i) }).collect();
+        let s: Vec<Option<String>> = (0..100).map(|i| (i % 5 != 0).then(|| format!("v{}", i % 3))).collect();
+        let m: Vec<Option<i64>> = (0..100).map(|i| Some(i % 10)).collect();
+        RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int64Array::from(n)), Arc::new(StringArray::from(s)), Arc::new(Int64Array::from(m))],
+        )
+        .unwrap()
+    }
+
+    /// The rows a predicate keeps, as DataFusion's own evaluation decides.
+    fn kept(predicate: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Vec<bool> {
+        let array = predicate.evaluate(batch).unwrap().into_array(batch.num_rows()).unwrap();
+        as_boolean_array(&array).unwrap().iter().map(|v| v == Some(true)).collect()
+    }
+
+    #[test]
+    fn keeps_exactly_the_rows_the_plain_conjunction_keeps_at_every_selectivity() {
+        let b = batch();
+        let schema = b.schema();
+        let s = || col("s", &schema).unwrap();
+        let n = || col("n", &schema).unwrap();
+        let m = || col("m", &schema).unwrap();
+        // Conjunctions from dense to empty, with NULLs in the first
+        // condition, a last condition on another column, and one reading
+        // two columns.
+        let cases: Vec<Vec<Arc<dyn PhysicalExpr>>> = vec![
+            vec![binary(n(), Operator::Gt, lit(1i64), &schema).unwrap()],
+            vec![binary(n(), Operator::Gt, lit(3i64), &schema).unwrap(), binary(s(), Operator::Eq, lit("v1"), &schema).unwrap()],
+            vec![
+                binary(s(), Operator::NotEq, lit("v0"), &schema).unwrap(),
+                binary(n(), Operator::Lt, m(), &schema).unwrap(),
+                is_not_null(n()).unwrap(),
+            ],
+            vec![binary(m(), Operator::Eq, lit(3i64), &schema).unwrap(), binary(n(), Operator::Gt, lit(50i64), &schema).unwrap()],
+            vec![binary(m(), Operator::Eq, lit(99i64), &schema).unwrap(), binary(s(), Operator::Eq, lit("v1"), &schema).unwrap()],
+        ];
+        for conjuncts in cases {
+            let plain = conjuncts.iter().cloned().reduce(|l, r| binary(l, Operator::And, r, &schema).unwrap()).unwrap();
+            let selective: Arc<dyn PhysicalExpr> = Arc::new(SelectiveAnd::new(&plain).unwrap());
+            assert_eq!(selective.conjuncts_len(), conjuncts.len());
+            let expected = kept(&plain, &b);
+            assert!(expected.len() == 100);
+            let out = selective.evaluate(&b).unwrap().into_array(100).unwrap();
+            assert_eq!(out.null_count(), 0, "{plain}");
+            assert_eq!(kept(&selective, &b), expected, "{plain}");
+        }
+    }
+
+    #[test]
+    fn scatter_puts_values_at_the_selected_rows() {
+        let selected = BooleanArray::from(vec![false, true, true, false, true]);
+        let values = BooleanArray::from(vec![true, false, true]);
+        assert_eq!(scatter(&selected, &values), BooleanArray::from(vec![false, true, false, false, true]));
+    }
+
+    trait Len {
+        fn conjuncts_len(&self) -> usize;
+    }
+    impl Len for Arc<dyn PhysicalExpr> {
+        fn conjuncts_len(&self) -> usize {
+            self.downcast_ref::<SelectiveAnd>().unwrap().conjuncts.len()
+        }
+    }
+}
