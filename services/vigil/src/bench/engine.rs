@@ -187,12 +187,13 @@ pub async fn datafusion_batch_ceiling(messages: &[RawMessage], rules: &[Rule], s
     let start = Instant::now();
     let mut rows = 0;
     let mut per_rule = Vec::new();
+    let shared_conditions = Arc::default();
     for rule in rules {
         let rule_start = Instant::now();
         let plan = ctx.sql(&rule.sql).await.with_context(|| format!("planning {}", rule.meta.id))?;
         let mut plan = plan.create_physical_plan().await?;
         if !stock {
-            plan = crate::rules::conjunction::selective_filters(plan)?;
+            plan = crate::rules::conjunction::selective_filters(plan, &shared_conditions)?;
         }
         let out = collect(plan, ctx.task_ctx()).await.with_context(|| format!("running {}", rule.meta.id))?;
         rows += out.iter().map(|b| b.num_rows()).sum::<usize>();
@@ -352,7 +353,7 @@ pub async fn explain(dir: &Path, filter: Option<&str>, out: &mut dyn Write) -> R
             if filter.is_some_and(|f| !rule.meta.id.contains(f)) {
                 continue;
             }
-            let plan = crate::rules::conjunction::selective_filters(ctx.sql(&rule.sql).await?.create_physical_plan().await?)?;
+            let plan = crate::rules::conjunction::selective_filters(ctx.sql(&rule.sql).await?.create_physical_plan().await?, &Arc::default())?;
             writeln!(out, "== {}\n{}", rule.meta.id, datafusion::physical_plan::displayable(plan.as_ref()).indent(true))?;
         }
     }

@@ -30,9 +30,10 @@
 //! earlier condition already rejected, so an error it would raise there is
 //! not raised.)
 
+use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, BooleanBufferBuilder};
 use datafusion::arrow::compute::{and, filter_record_batch, prep_null_mask_filter};
@@ -41,8 +42,11 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::cast::as_boolean_array;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::Result;
-use datafusion::logical_expr::ColumnarValue;
-use datafusion::physical_expr::expressions::Column;
+use datafusion::logical_expr::{ColumnarValue, Operator};
+use datafusion::physical_expr::expressions::{
+    BinaryExpr, CaseExpr, CastExpr, Column, InListExpr, IsNotNullExpr, IsNullExpr, Literal, NotExpr, TryCastExpr,
+};
+use datafusion::physical_expr::ScalarFunctionExpr;
 use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::{split_conjunction, PhysicalExpr};
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
@@ -61,6 +65,12 @@ struct Conjunct {
     narrow: Arc<dyn PhysicalExpr>,
     /// The input columns the condition reads, in ascending order.
     columns: Vec<usize>,
+    /// Cheap enough to evaluate on every row (see [`is_cheap`]): it then is,
+    /// once per batch for every rule that has it (see [`SharedConditions`]).
+    cheap: bool,
+    /// The condition with column names only (no input positions): the same
+    /// text in two rules over the same table is the same condition.
+    key: String,
 }
 
 impl PartialEq for Conjunct {
@@ -89,7 +99,15 @@ impl Conjunct {
                 None => Ok(Transformed::no(e)),
             })?
             .data;
-        Ok(Conjunct { original, narrow, columns })
+        let key = Arc::clone(&original)
+            .transform_up(|e| match e.downcast_ref::<Column>() {
+                Some(c) => Ok(Transformed::yes(Arc::new(Column::new(c.name(), 0)) as Arc<dyn PhysicalExpr>)),
+                None => Ok(Transformed::no(e)),
+            })?
+            .data
+            .to_string();
+        let cheap = is_cheap(&original);
+        Ok(Conjunct { original, narrow, columns, key, cheap })
     }
 
     /// The condition on `input` (already projected to `columns`), as a
@@ -102,9 +120,10 @@ impl Conjunct {
 }
 
 /// A conjunction evaluated condition by condition (see the module doc).
-#[derive(Debug, Eq)]
+#[derive(Debug)]
 pub struct SelectiveAnd {
     conjuncts: Vec<Conjunct>,
+    shared: Arc<SharedConditions>,
 }
 
 impl PartialEq for SelectiveAnd {
@@ -112,6 +131,8 @@ impl PartialEq for SelectiveAnd {
         self.conjuncts == other.conjuncts
     }
 }
+
+impl Eq for SelectiveAnd {}
 
 impl Hash for SelectiveAnd {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
@@ -121,9 +142,83 @@ impl Hash for SelectiveAnd {
 
 impl SelectiveAnd {
     /// The conjunction of `predicate`'s top-level conjuncts, in order.
-    pub fn new(predicate: &Arc<dyn PhysicalExpr>) -> Result<Self> {
+    pub fn new(predicate: &Arc<dyn PhysicalExpr>, shared: Arc<SharedConditions>) -> Result<Self> {
         let conjuncts = split_conjunction(predicate).into_iter().map(|c| Conjunct::new(Arc::clone(c))).collect::<Result<_>>()?;
-        Ok(SelectiveAnd { conjuncts })
+        Ok(SelectiveAnd { conjuncts, shared })
+    }
+}
+
+/// Whether a condition is cheap enough to evaluate on every row of a batch
+/// rather than on a copy of the rows still selected: column reads, struct
+/// field access, literals, comparisons, `IN` lists, `CASE`/`COALESCE`,
+/// `IS [NOT] NULL`, `NOT`, casts. Regular expressions, `LIKE` and every
+/// other function are not.
+fn is_cheap(expr: &Arc<dyn PhysicalExpr>) -> bool {
+    let node_cheap = if let Some(b) = expr.downcast_ref::<BinaryExpr>() {
+        !matches!(
+            b.op(),
+            Operator::RegexMatch
+                | Operator::RegexIMatch
+                | Operator::RegexNotMatch
+                | Operator::RegexNotIMatch
+                | Operator::LikeMatch
+                | Operator::ILikeMatch
+                | Operator::NotLikeMatch
+                | Operator::NotILikeMatch
+                | Operator::StringConcat
+        )
+    } else if let Some(f) = expr.downcast_ref::<ScalarFunctionExpr>() {
+        f.name() == "get_field"
+    } else {
+        expr.downcast_ref::<Column>().is_some()
+            || expr.downcast_ref::<Literal>().is_some()
+            || expr.downcast_ref::<InListExpr>().is_some()
+            || expr.downcast_ref::<CaseExpr>().is_some()
+            || expr.downcast_ref::<IsNullExpr>().is_some()
+            || expr.downcast_ref::<IsNotNullExpr>().is_some()
+            || expr.downcast_ref::<NotExpr>().is_some()
+            || expr.downcast_ref::<CastExpr>().is_some()
+            || expr.downcast_ref::<TryCastExpr>().is_some()
+    };
+    node_cheap && expr.children().into_iter().all(is_cheap)
+}
+
+/// The cheap conditions of the batch being evaluated, shared by every rule
+/// of an engine: rules repeat conditions (`verb = 'create'`, `COALESCE(stage,
+/// '') <> 'RequestReceived'`, the workload resource list...), and each is
+/// evaluated once per batch, not once per rule ("evaluate shared predicates
+/// once").
+///
+/// An entry is valid for the exact input arrays it was computed from: it
+/// holds them (so their memory cannot be reused by another batch while the
+/// entry exists) and a lookup compares them by pointer. One entry per
+/// condition text; the next batch replaces it.
+#[derive(Debug, Default)]
+pub struct SharedConditions {
+    entries: Mutex<HashMap<String, (Vec<ArrayRef>, BooleanArray)>>,
+}
+
+impl SharedConditions {
+    fn evaluate(&self, conjunct: &Conjunct, input: &RecordBatch) -> Result<BooleanArray> {
+        let same_input = |arrays: &[ArrayRef]| {
+            arrays.len() == input.num_columns()
+                && arrays.iter().zip(input.columns()).all(|(a, b)| Arc::ptr_eq(a, b))
+                && arrays.first().is_none_or(|a| a.len() == input.num_rows())
+        };
+        if !input.columns().is_empty() {
+            let entries = self.entries.lock().expect("shared conditions lock");
+            if let Some((arrays, result)) = entries.get(&conjunct.key) {
+                if same_input(arrays) {
+                    return Ok(result.clone());
+                }
+            }
+        }
+        let result = conjunct.evaluate_on(input)?;
+        if !input.columns().is_empty() {
+            let mut entries = self.entries.lock().expect("shared conditions lock");
+            entries.insert(conjunct.key.clone(), (input.columns().to_vec(), result.clone()));
+        }
+        Ok(result)
     }
 }
 
@@ -167,20 +262,23 @@ impl PhysicalExpr for SelectiveAnd {
         // `None`: every row is still selected.
         let mut selected: Option<BooleanArray> = None;
         for conjunct in &self.conjuncts {
+            if selected.as_ref().is_some_and(|mask| mask.true_count() == 0) {
+                break;
+            }
             let input = batch.project(&conjunct.columns)?;
             let next = match &selected {
-                None => conjunct.evaluate_on(&input)?,
-                Some(mask) => {
-                    let count = mask.true_count();
-                    if count == 0 {
-                        break;
-                    }
-                    if count as f64 > DENSE_SELECTION * rows as f64 {
-                        and(mask, &conjunct.evaluate_on(&input)?)?
-                    } else {
-                        scatter(mask, &conjunct.evaluate_on(&filter_record_batch(&input, mask)?)?)
+                _ if conjunct.cheap => {
+                    let all_rows = self.shared.evaluate(conjunct, &input)?;
+                    match &selected {
+                        None => all_rows,
+                        Some(mask) => and(mask, &all_rows)?,
                     }
                 }
+                None => conjunct.evaluate_on(&input)?,
+                Some(mask) if mask.true_count() as f64 > DENSE_SELECTION * rows as f64 => {
+                    and(mask, &conjunct.evaluate_on(&input)?)?
+                }
+                Some(mask) => scatter(mask, &conjunct.evaluate_on(&filter_record_batch(&input, mask)?)?),
             };
             selected = Some(next);
         }
@@ -193,7 +291,7 @@ impl PhysicalExpr for SelectiveAnd {
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn PhysicalExpr>>) -> Result<Arc<dyn PhysicalExpr>> {
         let conjuncts = children.into_iter().map(Conjunct::new).collect::<Result<_>>()?;
-        Ok(Arc::new(SelectiveAnd { conjuncts }))
+        Ok(Arc::new(SelectiveAnd { conjuncts, shared: Arc::clone(&self.shared) }))
     }
 
     fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -209,13 +307,14 @@ impl PhysicalExpr for SelectiveAnd {
     }
 }
 
-/// Every filter of `plan` with its predicate as a [`SelectiveAnd`].
-pub fn selective_filters(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+/// Every filter of `plan` with its predicate as a [`SelectiveAnd`] whose
+/// cheap conditions are shared through `shared`.
+pub fn selective_filters(plan: Arc<dyn ExecutionPlan>, shared: &Arc<SharedConditions>) -> Result<Arc<dyn ExecutionPlan>> {
     plan.transform_up(|node| {
         let Some(filter) = node.downcast_ref::<FilterExec>() else {
             return Ok(Transformed::no(node));
         };
-        let predicate = Arc::new(SelectiveAnd::new(filter.predicate())?) as Arc<dyn PhysicalExpr>;
+        let predicate = Arc::new(SelectiveAnd::new(filter.predicate(), Arc::clone(shared))?) as Arc<dyn PhysicalExpr>;
         let rebuilt = FilterExecBuilder::from(filter).with_predicate(predicate).build()?;
         Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>))
     })
@@ -226,7 +325,6 @@ pub fn selective_filters(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Executi
 mod tests {
     use datafusion::arrow::array::{Int64Array, StringArray};
     use datafusion::arrow::datatypes::Field;
-    use datafusion::logical_expr::Operator;
     use datafusion::physical_expr::expressions::{binary, col, is_not_null, lit};
 
     use super::*;
@@ -276,7 +374,7 @@ mod tests {
         ];
         for conjuncts in cases {
             let plain = conjuncts.iter().cloned().reduce(|l, r| binary(l, Operator::And, r, &schema).unwrap()).unwrap();
-            let selective: Arc<dyn PhysicalExpr> = Arc::new(SelectiveAnd::new(&plain).unwrap());
+            let selective: Arc<dyn PhysicalExpr> = Arc::new(SelectiveAnd::new(&plain, Arc::default()).unwrap());
             assert_eq!(selective.conjuncts_len(), conjuncts.len());
             let expected = kept(&plain, &b);
             assert!(expected.len() == 100);
@@ -284,6 +382,43 @@ mod tests {
             assert_eq!(out.null_count(), 0, "{plain}");
             assert_eq!(kept(&selective, &b), expected, "{plain}");
         }
+    }
+
+    #[test]
+    fn a_shared_condition_is_reused_within_a_batch_and_recomputed_for_the_next() {
+        let shared: Arc<SharedConditions> = Arc::default();
+        let first = batch();
+        // The same condition, `m = 3`, planned against two inputs where `m`
+        // sits at different positions (as in two rules' projected scans).
+        let narrow = first.project(&[2, 0]).unwrap();
+        let cond = |schema: &Schema| binary(col("m", schema).unwrap(), Operator::Eq, lit(3i64), schema).unwrap();
+        let a: Arc<dyn PhysicalExpr> = Arc::new(SelectiveAnd::new(&cond(&first.schema()), Arc::clone(&shared)).unwrap());
+        let b: Arc<dyn PhysicalExpr> = Arc::new(SelectiveAnd::new(&cond(&narrow.schema()), Arc::clone(&shared)).unwrap());
+        let expected = kept(&cond(&first.schema()), &first);
+        assert_eq!(kept(&a, &first), expected);
+        assert_eq!(shared.entries.lock().unwrap().len(), 1);
+        assert_eq!(kept(&b, &narrow), expected, "the entry of the same arrays is reused");
+        // A new batch with other values in `m`: the entry must not be reused.
+        let m: Vec<i64> = (0..100).map(|i| (i + 3) % 10).collect();
+        let second = RecordBatch::try_new(
+            first.schema(),
+            vec![first.column(0).clone(), first.column(1).clone(), Arc::new(Int64Array::from(m))],
+        )
+        .unwrap();
+        let expected = kept(&cond(&second.schema()), &second);
+        assert_ne!(expected, kept(&cond(&first.schema()), &first));
+        assert_eq!(kept(&a, &second), expected);
+    }
+
+    #[test]
+    fn regular_expressions_and_functions_are_not_cheap() {
+        let b = batch();
+        let schema = b.schema();
+        let cheap = binary(col("s", &schema).unwrap(), Operator::Eq, lit("v1"), &schema).unwrap();
+        let regex = binary(col("s", &schema).unwrap(), Operator::RegexMatch, lit("^v"), &schema).unwrap();
+        assert!(is_cheap(&cheap));
+        assert!(!is_cheap(&regex));
+        assert!(!is_cheap(&binary(cheap, Operator::And, regex, &schema).unwrap()));
     }
 
     #[test]

@@ -184,6 +184,7 @@ impl RuleEngine {
     ) -> Result<RuleEngine, RuleErrors> {
         let (ctx, slots) = session(options);
         let deadline = Arc::new(EvalDeadline::default());
+        let shared_conditions = Arc::new(super::conjunction::SharedConditions::default());
         let mut compiled = Vec::with_capacity(rules.len());
         let mut errors = Vec::new();
         let (correlation, rules): (Vec<Rule>, Vec<Rule>) =
@@ -196,7 +197,7 @@ impl RuleEngine {
             }
         };
         for rule in rules {
-            match compile_rule(&ctx, &rule, &deadline, options).await {
+            match compile_rule(&ctx, &rule, &deadline, &shared_conditions, options).await {
                 Ok((plan, row_column)) => compiled.push(CompiledRule { rule: Arc::new(rule), plan, row_column }),
                 Err(e) => errors.push(e),
             }
@@ -448,6 +449,7 @@ async fn compile_rule(
     ctx: &SessionContext,
     rule: &Rule,
     deadline: &Arc<EvalDeadline>,
+    shared_conditions: &Arc<super::conjunction::SharedConditions>,
     options: PlanOptions,
 ) -> Result<(Arc<dyn ExecutionPlan>, usize), RuleError> {
     let err = |line: Option<usize>, message: String| RuleError { path: rule.path.clone(), line, message };
@@ -463,7 +465,7 @@ async fn compile_rule(
         .await
         .map_err(|e| err(None, format!("physical planning failed: {e}")))?;
     let physical = if options.selective_filters {
-        super::conjunction::selective_filters(physical).map_err(|e| err(None, format!("physical planning failed: {e}")))?
+        super::conjunction::selective_filters(physical, shared_conditions).map_err(|e| err(None, format!("physical planning failed: {e}")))?
     } else {
         physical
     };
