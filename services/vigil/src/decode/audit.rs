@@ -221,20 +221,23 @@ pub struct AuditRows {
 }
 
 impl AuditRows {
-    pub fn with_capacity(cap: usize) -> Self {
+    /// Room for `cap` events of `payload_bytes` bytes in all: the raw JSON
+    /// columns get a share of that up front (growing by doubling copies
+    /// what was written; untouched capacity costs no page until written).
+    pub fn with_capacity(cap: usize, payload_bytes: usize) -> Self {
         let names = MapFieldNames { entry: "entries".into(), key: "keys".into(), value: "values".into() };
         AuditRows {
             event_time: timestamps(cap),
             audit_id: StringBuilder::with_capacity(cap, cap * 36),
-            api_version: StringBuilder::new(),
-            level: StringBuilder::new(),
-            stage: StringBuilder::new(),
-            verb: StringBuilder::new(),
+            api_version: StringBuilder::with_capacity(cap, cap * 16),
+            level: StringBuilder::with_capacity(cap, cap * 16),
+            stage: StringBuilder::with_capacity(cap, cap * 16),
+            verb: StringBuilder::with_capacity(cap, cap * 8),
             request_uri: StringBuilder::with_capacity(cap, cap * 64),
             user: UserCols::new(cap),
             impersonated_user: UserCols::new(0),
             source_ips: ListBuilder::new(StringBuilder::new()),
-            user_agent: StringBuilder::new(),
+            user_agent: StringBuilder::with_capacity(cap, cap * 64),
             object_ref: std::array::from_fn(|_| StringBuilder::new()),
             object_ref_valid: NullBufferBuilder::new(cap),
             status_code: Int32Builder::with_capacity(cap),
@@ -243,8 +246,8 @@ impl AuditRows {
             received: timestamps(cap),
             stage_at: timestamps(cap),
             annotations: MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new()),
-            request_object: StringBuilder::new(),
-            response_object: StringBuilder::new(),
+            request_object: StringBuilder::with_capacity(cap, payload_bytes / 2),
+            response_object: StringBuilder::with_capacity(cap, payload_bytes / 4),
             pod_spec: PodSpecCols::new(cap),
             row: UInt32Builder::with_capacity(cap),
         }

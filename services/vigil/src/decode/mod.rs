@@ -131,7 +131,10 @@ pub fn decode(source: SourceKind, messages: &[RawMessage], limits: DecodeLimits,
     let mut failures = Vec::new();
     let mut empty = Vec::new();
     let mut sink: Box<dyn RowSink> = match source {
-        SourceKind::K8sAudit => Box::new(audit::AuditRows::with_capacity(messages.len())),
+        SourceKind::K8sAudit => Box::new(audit::AuditRows::with_capacity(
+            messages.len(),
+            messages.iter().map(|m| m.payload.len()).sum(),
+        )),
         SourceKind::Falco => Box::new(falco::FalcoRows::with_capacity(messages.len())),
         SourceKind::Tetragon => Box::new(tetragon::TetragonRows::with_capacity(messages.len())),
     };

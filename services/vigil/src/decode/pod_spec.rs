@@ -165,6 +165,9 @@ fn walk(j: &mut Jiter<'_>, peek: Peek, slot: Slot, depth: usize, facts: &mut Pod
                 next = j.array_step()?;
             }
         }
+        // Most strings of a spec (names, labels, commands, env) are no
+        // fact: skipped, not decoded.
+        Peek::String if slot == Slot::Other => j.known_skip(peek)?,
         Peek::String => {
             let s = j.known_str()?;
             match slot {

@@ -17,10 +17,14 @@
 //!
 //! [`SelectiveAnd`] replaces the predicate of every filter of a compiled
 //! rule: the top-level conjuncts in their written order, each rewritten
-//! against just the columns it references. Conjunct `k` is evaluated on the
-//! rows every conjunct before it kept (of its own columns only: the copy is
-//! as narrow as the condition), or on all rows when nearly all were kept,
-//! and evaluation stops when no row is left. NULL counts as FALSE.
+//! against just the columns it references. A costly conjunct (regular
+//! expressions, JSON functions) is evaluated on the rows every conjunct
+//! before it kept (of its own columns only: the copy is as narrow as the
+//! condition), or on all rows when nearly all were kept; a cheap one
+//! (comparisons, `IN` lists, field access) on all rows at once. Evaluation
+//! stops when no row is left. NULL counts as FALSE. Every rule of an engine
+//! shares the values of the conditions it has in common with others, per
+//! batch and row ([`SharedConditions`]).
 //!
 //! The filter keeps exactly the rows it kept before: a filter keeps a row
 //! only where the predicate is TRUE, a conjunction is TRUE exactly where
@@ -36,6 +40,7 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, BooleanBufferBuilder};
+use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::compute::{and, filter_record_batch, prep_null_mask_filter};
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -65,8 +70,8 @@ struct Conjunct {
     narrow: Arc<dyn PhysicalExpr>,
     /// The input columns the condition reads, in ascending order.
     columns: Vec<usize>,
-    /// Cheap enough to evaluate on every row (see [`is_cheap`]): it then is,
-    /// once per batch for every rule that has it (see [`SharedConditions`]).
+    /// Cheap enough to evaluate on every row at once (see [`is_cheap`])
+    /// rather than on a copy of the rows still selected.
     cheap: bool,
     /// The condition with column names only (no input positions): the same
     /// text in two rules over the same table is the same condition.
@@ -183,11 +188,16 @@ fn is_cheap(expr: &Arc<dyn PhysicalExpr>) -> bool {
     node_cheap && expr.children().into_iter().all(is_cheap)
 }
 
-/// The cheap conditions of the batch being evaluated, shared by every rule
-/// of an engine: rules repeat conditions (`verb = 'create'`, `COALESCE(stage,
-/// '') <> 'RequestReceived'`, the workload resource list...), and each is
-/// evaluated once per batch, not once per rule ("evaluate shared predicates
-/// once").
+/// The conditions of the batch being evaluated, shared by every rule of an
+/// engine: rules repeat conditions (`verb = 'create'`, `COALESCE(stage, '')
+/// <> 'RequestReceived'`, the workload resource list, the control-plane user
+/// regular expression...), and each is evaluated at most once per row of a
+/// batch, not once per rule ("evaluate shared predicates once").
+///
+/// A cheap condition is evaluated on every row the first time a rule asks;
+/// a costly one only on the rows a rule asks about that no rule asked about
+/// before. Conditions are row by row (no aggregates or windows in a filter),
+/// so a row's value does not depend on the other rows evaluated with it.
 ///
 /// An entry is valid for the exact input arrays it was computed from: it
 /// holds them (so their memory cannot be reused by another batch while the
@@ -195,29 +205,64 @@ fn is_cheap(expr: &Arc<dyn PhysicalExpr>) -> bool {
 /// condition text; the next batch replaces it.
 #[derive(Debug, Default)]
 pub struct SharedConditions {
-    entries: Mutex<HashMap<String, (Vec<ArrayRef>, BooleanArray)>>,
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    arrays: Vec<ArrayRef>,
+    /// The condition's value (NULL as FALSE) on the rows in `computed`.
+    values: BooleanBuffer,
+    computed: BooleanBuffer,
 }
 
 impl SharedConditions {
-    fn evaluate(&self, conjunct: &Conjunct, input: &RecordBatch) -> Result<BooleanArray> {
-        let same_input = |arrays: &[ArrayRef]| {
-            arrays.len() == input.num_columns()
-                && arrays.iter().zip(input.columns()).all(|(a, b)| Arc::ptr_eq(a, b))
-                && arrays.first().is_none_or(|a| a.len() == input.num_rows())
+    /// The condition on the rows of `mask` (every row when `None`): TRUE
+    /// exactly where the row is in `mask` and the condition is TRUE.
+    fn evaluate(&self, conjunct: &Conjunct, input: &RecordBatch, mask: Option<&BooleanArray>) -> Result<BooleanArray> {
+        let rows = input.num_rows();
+        if input.num_columns() == 0 {
+            let all = conjunct.evaluate_on(input)?;
+            return Ok(match mask {
+                None => all,
+                Some(m) => and(m, &all)?,
+            });
+        }
+        let previous = self.entries.lock().expect("shared conditions lock").remove(&conjunct.key);
+        let mut entry = previous
+            .filter(|e| {
+                e.values.len() == rows
+                    && e.arrays.len() == input.num_columns()
+                    && e.arrays.iter().zip(input.columns()).all(|(a, b)| Arc::ptr_eq(a, b))
+            })
+            .unwrap_or_else(|| Entry {
+                arrays: input.columns().to_vec(),
+                values: BooleanBuffer::new_unset(rows),
+                computed: BooleanBuffer::new_unset(rows),
+            });
+        let missing = !&entry.computed;
+        let need = match mask {
+            Some(m) if !conjunct.cheap => m.values() & &missing,
+            _ => missing,
         };
-        if !input.columns().is_empty() {
-            let entries = self.entries.lock().expect("shared conditions lock");
-            if let Some((arrays, result)) = entries.get(&conjunct.key) {
-                if same_input(arrays) {
-                    return Ok(result.clone());
-                }
+        let needed = need.count_set_bits();
+        if needed > 0 {
+            if needed as f64 > DENSE_SELECTION * rows as f64 {
+                // Nearly every row: all of them, without copying any.
+                entry.values = conjunct.evaluate_on(input)?.values().clone();
+                entry.computed = BooleanBuffer::new_set(rows);
+            } else {
+                let need = BooleanArray::new(need, None);
+                let fresh = scatter(&need, &conjunct.evaluate_on(&filter_record_batch(input, &need)?)?);
+                entry.values = &entry.values | fresh.values();
+                entry.computed = &entry.computed | need.values();
             }
         }
-        let result = conjunct.evaluate_on(input)?;
-        if !input.columns().is_empty() {
-            let mut entries = self.entries.lock().expect("shared conditions lock");
-            entries.insert(conjunct.key.clone(), (input.columns().to_vec(), result.clone()));
-        }
+        let result = match mask {
+            None => BooleanArray::new(entry.values.clone(), None),
+            Some(m) => BooleanArray::new(m.values() & &entry.values, None),
+        };
+        self.entries.lock().expect("shared conditions lock").insert(conjunct.key.clone(), entry);
         Ok(result)
     }
 }
@@ -266,21 +311,7 @@ impl PhysicalExpr for SelectiveAnd {
                 break;
             }
             let input = batch.project(&conjunct.columns)?;
-            let next = match &selected {
-                _ if conjunct.cheap => {
-                    let all_rows = self.shared.evaluate(conjunct, &input)?;
-                    match &selected {
-                        None => all_rows,
-                        Some(mask) => and(mask, &all_rows)?,
-                    }
-                }
-                None => conjunct.evaluate_on(&input)?,
-                Some(mask) if mask.true_count() as f64 > DENSE_SELECTION * rows as f64 => {
-                    and(mask, &conjunct.evaluate_on(&input)?)?
-                }
-                Some(mask) => scatter(mask, &conjunct.evaluate_on(&filter_record_batch(&input, mask)?)?),
-            };
-            selected = Some(next);
+            selected = Some(self.shared.evaluate(conjunct, &input, selected.as_ref())?);
         }
         Ok(ColumnarValue::Array(Arc::new(selected.unwrap_or_else(|| BooleanArray::from(vec![true; rows])))))
     }
@@ -308,7 +339,7 @@ impl PhysicalExpr for SelectiveAnd {
 }
 
 /// Every filter of `plan` with its predicate as a [`SelectiveAnd`] whose
-/// cheap conditions are shared through `shared`.
+/// conditions are shared through `shared`.
 pub fn selective_filters(plan: Arc<dyn ExecutionPlan>, shared: &Arc<SharedConditions>) -> Result<Arc<dyn ExecutionPlan>> {
     plan.transform_up(|node| {
         let Some(filter) = node.downcast_ref::<FilterExec>() else {
@@ -408,6 +439,27 @@ mod tests {
         let expected = kept(&cond(&second.schema()), &second);
         assert_ne!(expected, kept(&cond(&first.schema()), &first));
         assert_eq!(kept(&a, &second), expected);
+    }
+
+    #[test]
+    fn a_costly_condition_computed_for_some_rows_is_completed_for_others() {
+        // Two rules share a regular expression behind different selective
+        // conditions: the second asks about rows the first did not.
+        let shared: Arc<SharedConditions> = Arc::default();
+        let b = batch();
+        let schema = b.schema();
+        let regex = || binary(col("s", &schema).unwrap(), Operator::RegexMatch, lit("^v[01]$"), &schema).unwrap();
+        for (first, m) in [(true, 3i64), (false, 4), (false, 3), (false, 99)] {
+            let pick = binary(col("m", &schema).unwrap(), Operator::Eq, lit(m), &schema).unwrap();
+            let plain = binary(pick, Operator::And, regex(), &schema).unwrap();
+            let rule: Arc<dyn PhysicalExpr> = Arc::new(SelectiveAnd::new(&plain, Arc::clone(&shared)).unwrap());
+            assert_eq!(kept(&rule, &b), kept(&plain, &b), "m = {m}");
+            if first {
+                let entries = shared.entries.lock().unwrap();
+                let entry = entries.values().find(|e| e.values.len() == 100 && e.computed.count_set_bits() < 100);
+                assert!(entry.is_some(), "the regular expression was evaluated on the selected rows only");
+            }
+        }
     }
 
     #[test]
