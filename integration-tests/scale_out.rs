@@ -36,7 +36,6 @@ fn leader_of(a: &Vigil, b: &Vigil) -> Option<bool> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "tansu 0.6 does not reliably reassign a dead member's partitions (see the module doc)"]
 async fn correlation_stays_complete_when_the_leader_of_two_instances_is_killed() {
     let dir = tempfile::tempdir().unwrap();
     let rules = write_rules(dir.path());
@@ -67,7 +66,13 @@ async fn correlation_stays_complete_when_the_leader_of_two_instances_is_killed()
         &rules,
         "\n[correlation]\nallowed_lateness_ms = 5000\nidle_timeout_ms = 2000\nplacement = \"leader\"\n",
     );
-    let env = [FAST_REJOIN[0], FAST_REJOIN[1], ("VIGIL__TOPICS__CORRELATION_LEASE", lease.as_str())];
+    let env = [
+        FAST_REJOIN[0],
+        FAST_REJOIN[1],
+        ("VIGIL__TOPICS__CORRELATION_LEASE", lease.as_str()),
+        ("VIGIL__CORRELATION__LEASE_TIMEOUT_MS", "3000"),
+        ("RUST_LOG", "info,librdkafka=warn,vigil::kafka::membership=debug"),
+    ];
 
     // Each user's events alternate between the two partitions.
     let (first, second) = events.split_at(events.len() / 2);

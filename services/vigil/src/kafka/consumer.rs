@@ -12,6 +12,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 
 use super::checkpoint::Checkpoint;
+use super::membership::MembershipWatch;
 use super::observer::{ConsumerObserver, STATISTICS_INTERVAL_MS};
 use crate::config::Settings;
 use crate::source::{Origin, RawMessage, SourceKind};
@@ -26,13 +27,16 @@ pub struct SourceBatch {
 
 /// Consumer of the source topics.
 pub struct KafkaSource {
-    consumer: StreamConsumer<ConsumerObserver>,
+    consumer: Arc<StreamConsumer<ConsumerObserver>>,
     topics: HashMap<String, SourceKind>,
     /// Per partition, where per-event evaluation got before a restart
     /// (from the last checkpoint): messages below it only rebuild state.
     processed: BTreeMap<(String, i32), i64>,
     /// `"topic/partition"` of a manual assignment (empty in a group).
     partitions: Vec<String>,
+    /// In a group: rejoins it when another member left (see
+    /// [`super::membership`]).
+    membership: Option<MembershipWatch>,
 }
 
 impl KafkaSource {
@@ -72,7 +76,8 @@ impl KafkaSource {
         let names: Vec<&str> = topics.keys().map(String::as_str).collect();
         consumer.subscribe(&names).with_context(|| format!("subscribing to {names:?}"))?;
         let processed = checkpoint.map(Checkpoint::processed_offsets).unwrap_or_default();
-        Ok(KafkaSource { consumer, topics, processed, partitions: Vec::new() })
+        let membership = Some(MembershipWatch::new(settings.kafka.group_id.clone()));
+        Ok(KafkaSource { consumer: Arc::new(consumer), topics, processed, partitions: Vec::new(), membership })
     }
 
     /// A reader of every partition of every enabled source topic, outside
@@ -118,7 +123,7 @@ impl KafkaSource {
         let partitions = list.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect();
         tracing::info!(partitions = list.count(), "correlation reader assigned every source partition");
         let processed = checkpoint.map(Checkpoint::processed_offsets).unwrap_or_default();
-        Ok(KafkaSource { consumer, topics, processed, partitions })
+        Ok(KafkaSource { consumer: Arc::new(consumer), topics, processed, partitions, membership: None })
     }
 
     /// The partitions of a manual assignment, as `"topic/partition"`.
@@ -136,6 +141,7 @@ impl KafkaSource {
         idle_wait: Duration,
         stop: &mut tokio::sync::watch::Receiver<bool>,
     ) -> SourceBatch {
+        self.rejoin_after_departures().await;
         let mut batch = SourceBatch::default();
         let mut deadline = Instant::now() + idle_wait;
         while batch.messages.len() < max_events {
@@ -176,6 +182,24 @@ impl KafkaSource {
             });
         }
         batch
+    }
+
+    /// Between batches (the previous one is committed): when another member
+    /// has left the group, leave and rejoin it, so that its partitions are
+    /// reassigned even by a coordinator that does not rebalance by itself
+    /// (see [`super::membership`]).
+    async fn rejoin_after_departures(&mut self) {
+        let Some(watch) = self.membership.as_mut() else { return };
+        let gone = watch.departed(&self.consumer).await;
+        if gone.is_empty() && !watch.rejoin_pending() {
+            return;
+        }
+        let names: Vec<&str> = self.topics.keys().map(String::as_str).collect();
+        tracing::info!(departed = ?gone, "a member left the consumer group; rejoining so that its partitions are reassigned");
+        if let Err(e) = watch.rejoin(&self.consumer, &names) {
+            // Retried before the next batch; nothing is consumed meanwhile.
+            tracing::error!(error = %format!("{e:#}"), "rejoining the consumer group failed");
+        }
     }
 
     /// Commit `offsets` (from [`resume_offsets`]) for the group,
