@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::time::Instant;
 
 use super::checkpoint::Checkpoint;
@@ -34,9 +34,19 @@ pub struct KafkaSource {
     processed: BTreeMap<(String, i32), i64>,
     /// `"topic/partition"` of a manual assignment (empty in a group).
     partitions: Vec<String>,
-    /// In a group: rejoins it when another member left (see
-    /// [`super::membership`]).
-    membership: Option<MembershipWatch>,
+    /// In a group: what it takes to rejoin it as a new member when another
+    /// member left (see [`super::membership`]).
+    rejoin: Option<Rejoin>,
+}
+
+/// How a group member rejoins: a new consumer from the same configuration.
+struct Rejoin {
+    config: ClientConfig,
+    observer: ConsumerObserver,
+    watch: MembershipWatch,
+    /// The last rejoin closed the old consumer but could not subscribe the
+    /// new one: retried before the next batch.
+    subscribe_pending: bool,
 }
 
 impl KafkaSource {
@@ -70,14 +80,19 @@ impl KafkaSource {
             .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
         super::apply_properties(&mut config, &settings.kafka);
         let consumer: StreamConsumer<ConsumerObserver> =
-            config.create_with_context(observer).context("creating the Kafka consumer")?;
+            config.create_with_context(observer.clone()).context("creating the Kafka consumer")?;
         let topics: HashMap<String, SourceKind> =
             settings.topics.sources().into_iter().map(|(kind, topic)| (topic, kind)).collect();
         let names: Vec<&str> = topics.keys().map(String::as_str).collect();
         consumer.subscribe(&names).with_context(|| format!("subscribing to {names:?}"))?;
         let processed = checkpoint.map(Checkpoint::processed_offsets).unwrap_or_default();
-        let membership = Some(MembershipWatch::new(settings.kafka.group_id.clone()));
-        Ok(KafkaSource { consumer: Arc::new(consumer), topics, processed, partitions: Vec::new(), membership })
+        let rejoin = Some(Rejoin {
+            config,
+            observer,
+            watch: MembershipWatch::new(settings.kafka.group_id.clone()),
+            subscribe_pending: false,
+        });
+        Ok(KafkaSource { consumer: Arc::new(consumer), topics, processed, partitions: Vec::new(), rejoin })
     }
 
     /// A reader of every partition of every enabled source topic, outside
@@ -123,7 +138,7 @@ impl KafkaSource {
         let partitions = list.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect();
         tracing::info!(partitions = list.count(), "correlation reader assigned every source partition");
         let processed = checkpoint.map(Checkpoint::processed_offsets).unwrap_or_default();
-        Ok(KafkaSource { consumer: Arc::new(consumer), topics, processed, partitions, membership: None })
+        Ok(KafkaSource { consumer: Arc::new(consumer), topics, processed, partitions, rejoin: None })
     }
 
     /// The partitions of a manual assignment, as `"topic/partition"`.
@@ -185,20 +200,43 @@ impl KafkaSource {
     }
 
     /// Between batches (the previous one is committed): when another member
-    /// has left the group, leave and rejoin it, so that its partitions are
-    /// reassigned even by a coordinator that does not rebalance by itself
-    /// (see [`super::membership`]).
+    /// has left the group, leave it and join again as a new member, so that
+    /// its partitions are reassigned even by a coordinator that does not
+    /// rebalance by itself (see [`super::membership`]).
     async fn rejoin_after_departures(&mut self) {
-        let Some(watch) = self.membership.as_mut() else { return };
-        let gone = watch.departed(&self.consumer).await;
-        if gone.is_empty() && !watch.rejoin_pending() {
+        let Some(rejoin) = self.rejoin.as_mut() else { return };
+        let names: Vec<String> = self.topics.keys().cloned().collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        if rejoin.subscribe_pending {
+            match self.consumer.subscribe(&names) {
+                Ok(()) => rejoin.subscribe_pending = false,
+                Err(e) => tracing::error!(error = %e, "subscribing the new consumer failed; retrying before the next batch"),
+            }
             return;
         }
-        let names: Vec<&str> = self.topics.keys().map(String::as_str).collect();
-        tracing::info!(departed = ?gone, "a member left the consumer group; rejoining so that its partitions are reassigned");
-        if let Err(e) = watch.rejoin(&self.consumer, &names) {
-            // Retried before the next batch; nothing is consumed meanwhile.
-            tracing::error!(error = %format!("{e:#}"), "rejoining the consumer group failed");
+        let gone = rejoin.watch.departed(&self.consumer).await;
+        if gone.is_empty() {
+            return;
+        }
+        tracing::info!(departed = ?gone, "a member left the consumer group; rejoining as a new member so that its partitions are reassigned");
+        // Created first (no group traffic yet), so a failure keeps the old one.
+        let fresh: StreamConsumer<ConsumerObserver> = match rejoin.config.create_with_context(rejoin.observer.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "creating a new consumer to rejoin the group failed; keeping the old one");
+                return;
+            }
+        };
+        // The old one leaves the group before the new one joins: joining
+        // first could land in the stale generation again. Closing blocks.
+        let old = std::mem::replace(&mut self.consumer, Arc::new(fresh));
+        if let Err(e) = tokio::task::spawn_blocking(move || drop(old)).await {
+            tracing::warn!(error = %e, "closing the old consumer");
+        }
+        rejoin.watch.reset();
+        if let Err(e) = self.consumer.subscribe(&names) {
+            tracing::error!(error = %e, "subscribing the new consumer failed; retrying before the next batch");
+            rejoin.subscribe_pending = true;
         }
     }
 

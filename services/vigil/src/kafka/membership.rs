@@ -13,9 +13,12 @@
 //! generation with a live leader.
 //!
 //! So a member watches the group's membership (DescribeGroups) and, when a
-//! member it saw before is gone, leaves and rejoins
-//! ([`MembershipWatch::rejoin`]): the next generation is formed by the live
-//! members and assigns every partition. Against a broker that rebalances by
+//! member it saw before is gone, leaves the group and joins it again as a
+//! new member: it closes its consumer (LeaveGroup) and creates a new one
+//! (`KafkaSource`). The next generation is then formed by the live members
+//! and assigns every partition. (An unsubscribe and subscribe on the same
+//! consumer was not enough: librdkafka rejoined with its member id into
+//! the same stale state.) Against a broker that rebalances by
 //! itself this costs one more rebalance per departed member (with eager
 //! assignment, a pause of the consumer of about one rebalance).
 //!
@@ -44,9 +47,6 @@ pub struct MembershipWatch {
     others: Option<BTreeSet<String>>,
     /// Every member id this consumer has had.
     own_ids: BTreeSet<String>,
-    /// Unsubscribed by [`MembershipWatch::rejoin`], not subscribed again yet
-    /// (the subscribe failed): the next rejoin retries it.
-    unsubscribed: bool,
 }
 
 impl MembershipWatch {
@@ -56,14 +56,14 @@ impl MembershipWatch {
             next_check: Instant::now() + CHECK_INTERVAL,
             others: None,
             own_ids: BTreeSet::new(),
-            unsubscribed: false,
         }
     }
 
     /// At most every [`CHECK_INTERVAL`]: list the group and report the
     /// members that left since the last listing (empty when none did, when
     /// it is not time yet, or when the listing failed: a failure is logged
-    /// and the next check tries again).
+    /// and the next check tries again). `consumer` is the member itself
+    /// (its own ids are not counted).
     pub async fn departed<C: ConsumerContext + 'static>(&mut self, consumer: &Arc<StreamConsumer<C>>) -> Vec<String> {
         if Instant::now() < self.next_check {
             return Vec::new();
@@ -99,26 +99,10 @@ impl MembershipWatch {
         gone
     }
 
-    /// Whether a [`MembershipWatch::rejoin`] left the consumer unsubscribed:
-    /// call it again.
-    pub fn rejoin_pending(&self) -> bool {
-        self.unsubscribed
-    }
-
-    /// Leave the group and join it again (unsubscribe, subscribe), so the
-    /// next generation is formed by the live members. Between batches only:
-    /// the partitions are revoked meanwhile. When the subscribe fails, the
-    /// consumer stays unsubscribed until a later call succeeds
-    /// ([`MembershipWatch::rejoin_pending`]).
-    pub fn rejoin<C: ConsumerContext + 'static>(&mut self, consumer: &StreamConsumer<C>, topics: &[&str]) -> Result<()> {
-        if !self.unsubscribed {
-            consumer.unsubscribe();
-            self.unsubscribed = true;
-        }
-        consumer.subscribe(topics).with_context(|| format!("subscribing again to {topics:?}"))?;
-        self.unsubscribed = false;
+    /// Forget the last listing (after this consumer rejoined: its next
+    /// listing is the new baseline).
+    pub fn reset(&mut self) {
         self.others = None;
-        Ok(())
     }
 }
 
