@@ -19,7 +19,7 @@
 //! and assigns every partition. (An unsubscribe and subscribe on the same
 //! consumer was not enough: librdkafka rejoined with its member id into
 //! the same stale state.) Against a broker that rebalances by
-//! itself this costs one more rebalance per departed member (with eager
+//! itself this costs one more rebalance after each departure (with eager
 //! assignment, a pause of the consumer of about one rebalance).
 //!
 //! Invariant: a departure is a member id that was in the previous listing
