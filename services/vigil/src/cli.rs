@@ -250,12 +250,13 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
     match settings.kafka.brokers.clone() {
         Some(brokers) if leader_placement => {
             let options = pipeline::RunOptions { health: Some(health), ..Default::default() };
-            let (per_event, correlation) = tokio::join!(
+            // An error of either ends the service (a failed election, e.g. a
+            // missing lease topic, would otherwise surface only at exit);
+            // the other's batch in flight is re-read after the restart.
+            tokio::try_join!(
                 pipeline::run(&settings, &brokers, detector, stop.clone(), options),
                 leader::run(&settings, &brokers, metrics, stop)
-            );
-            per_event?;
-            correlation?;
+            )?;
         }
         Some(brokers) => {
             let options = pipeline::RunOptions { health: Some(health), ..Default::default() };

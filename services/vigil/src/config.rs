@@ -189,8 +189,9 @@ pub struct TopicSettings {
     /// `crate::kafka::checkpoint`.
     #[serde(default = "default_checkpoints_topic")]
     pub checkpoints: String,
-    /// One partition; its consumer-group owner is the correlation leader
-    /// when `correlation.placement = "leader"`. No records are written.
+    /// One partition, time-based retention: the log of the correlation
+    /// leader election when `correlation.placement = "leader"` (see
+    /// `crate::leader`).
     #[serde(default = "default_correlation_lease_topic")]
     pub correlation_lease: String,
 }

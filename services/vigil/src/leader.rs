@@ -7,23 +7,31 @@
 //! gives it, and exactly one instance, the leader, runs the correlation
 //! rules over every partition of the source topics.
 //!
-//! Election: each instance is a member of the consumer group
-//! `<group_id>-correlation-lease` on the one-partition topic
-//! `topics.correlation_lease` (no records are ever written to it). The
-//! member the group assigns that partition is the leader. When it dies, its
-//! session expires, the group reassigns the partition, and the new leader
-//! rebuilds the correlation state from the old leader's checkpoint
-//! (checkpoint key `<group_id>-correlation`, which records where to resume
-//! reading, per partition, and up to which watermark each rule emitted).
-//! When an instance loses the partition without dying (a rebalance), it
-//! finishes its batch and stops correlating; the brief overlap with the new
-//! leader can produce an alert twice, with the same id (at-least-once).
+//! Election ([`lease`]): by records on the one-partition topic
+//! `topics.correlation_lease`, read in log order by every instance and
+//! appended with plain produce requests: the first claim of a new term wins,
+//! the holder renews every quarter of `correlation.lease_timeout_ms`, and
+//! when it has not been heard for that long another instance claims the
+//! next term. No consumer-group protocol is involved, so the election does
+//! not depend on how a broker rebalances groups (tansu 0.6 did not reliably
+//! hand a dead member's partitions to a survivor: see
+//! [`crate::kafka::membership`]). The new leader rebuilds the correlation
+//! state from the old leader's checkpoint (checkpoint key
+//! `<group_id>-correlation`, which records where to resume reading, per
+//! partition, and up to which watermark each rule emitted).
+//!
+//! When an instance stops leading without dying (it could not renew, or it
+//! stops), it finishes its batch and stops correlating; the brief overlap
+//! with the new leader can produce an alert twice, with the same id
+//! (at-least-once). A leader that stops cleanly releases the lease, so the
+//! next one takes over at once instead of after the timeout.
+
+mod lease;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use tokio::sync::watch;
 
 use crate::config::Settings;
@@ -31,9 +39,6 @@ use crate::detect::Detector;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Role, RunOptions};
 use crate::rules;
-
-/// How often leadership is re-checked.
-const LEASE_POLL: Duration = Duration::from_millis(500);
 
 /// The settings of the leader's run loop: its own checkpoint key and, in
 /// exactly-once mode, its own transactional id.
@@ -47,82 +52,64 @@ pub fn leader_settings(settings: &Settings) -> Settings {
 /// Take part in the election until `stop`; run the correlation rules while
 /// leader. Each term starts from the checkpoint with freshly compiled rules.
 pub async fn run(settings: &Settings, brokers: &str, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) -> Result<()> {
-    let mut config = crate::kafka::base_config(&settings.kafka, brokers);
-    config
-        .set("group.id", format!("{}-correlation-lease", settings.kafka.group_id))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false");
-    crate::kafka::apply_properties(&mut config, &settings.kafka);
-    let lease: Arc<StreamConsumer> = Arc::new(config.create().context("creating the correlation lease consumer")?);
-    let topic = settings.topics.correlation_lease.as_str();
-    lease.subscribe(&[topic]).with_context(|| format!("subscribing to the correlation lease topic {topic:?}"))?;
+    let (leading_tx, mut leading) = watch::channel(None);
+    let elector = {
+        let (settings, brokers, stop) = (settings.clone(), brokers.to_string(), stop.clone());
+        tokio::spawn(async move { lease::elect(&settings, &brokers, stop, leading_tx).await })
+    };
     let leader = leader_settings(settings);
     let mut stop_rx = stop.clone();
-    while !*stop_rx.borrow() {
-        if !holds_lease(&lease, &mut stop_rx).await {
-            continue;
+    loop {
+        tokio::select! {
+            became = leading.wait_for(Option::is_some) => if became.is_err() { break }, // the elector ended
+            _ = stop_rx.wait_for(|s| *s) => break,
         }
-        tracing::info!(topic, "correlation leadership acquired: correlating every source partition");
-        if let Err(e) = term(settings, &leader, brokers, &metrics, &lease, &stop).await {
+        let term = *leading.borrow();
+        tracing::info!(term, "correlation leadership acquired: correlating every source partition");
+        if let Err(e) = term_as_leader(settings, &leader, brokers, &metrics, leading.clone(), &stop).await {
             // Logged now, not at exit: the per-event loop goes on meanwhile.
             // The next term starts from the last checkpoint.
             tracing::error!(error = %format!("{e:#}"), "correlation leader failed; retrying");
             tokio::time::sleep(Duration::from_secs(2)).await;
             continue;
         }
-        tracing::info!("correlation leadership ended");
+        tracing::info!(term, "correlation leadership ended");
     }
-    Ok(())
+    elector.await.context("the correlation leader election task")?.context("the correlation leader election")
 }
 
 /// One term as leader: compile the correlation rules, then run them over
-/// every source partition until the process stops or the lease moves away.
-async fn term(
+/// every source partition until the process stops or the lease is lost.
+async fn term_as_leader(
     settings: &Settings,
     leader: &Settings,
     brokers: &str,
     metrics: &Arc<Metrics>,
-    lease: &Arc<StreamConsumer>,
+    mut leading: watch::Receiver<Option<u64>>,
     stop: &watch::Receiver<bool>,
 ) -> Result<()> {
-    {
-        let (_, engine) =
-            rules::load_split_rule_set(&settings.rules.dir, settings.rules.exceptions.as_deref(), settings.correlation.clone())
-                .await
-                .map_err(anyhow::Error::new)
-                .context("compiling the correlation rules")?;
-        let detector = Detector::new(engine, settings.limits.decode_limits(), metrics.clone()).without_input_reports();
-        tracing::info!("correlation rules compiled; starting the leader's run loop");
-        // The term ends when the process stops or the lease moves away.
-        let (term_tx, term_rx) = watch::channel(false);
-        let watcher = {
-            let (lease, mut stop) = (lease.clone(), stop.clone());
-            tokio::spawn(async move {
-                loop {
-                    if *stop.borrow() || !holds_lease(&lease, &mut stop).await {
-                        let _ = term_tx.send(true);
-                        return;
-                    }
-                }
-            })
-        };
-        let options = RunOptions { role: Role::CorrelationLeader, ..Default::default() };
-        let result = pipeline::run(leader, brokers, detector, term_rx, options).await;
-        watcher.abort();
-        result.context("the correlation leader's run loop")?;
-    }
+    let (_, engine) =
+        rules::load_split_rule_set(&settings.rules.dir, settings.rules.exceptions.as_deref(), settings.correlation.clone())
+            .await
+            .map_err(anyhow::Error::new)
+            .context("compiling the correlation rules")?;
+    let detector = Detector::new(engine, settings.limits.decode_limits(), metrics.clone()).without_input_reports();
+    tracing::info!("correlation rules compiled; starting the leader's run loop");
+    // The term ends when the process stops or the lease is lost.
+    let (term_tx, term_rx) = watch::channel(false);
+    let watcher = {
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = leading.wait_for(Option::is_none) => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+            let _ = term_tx.send(true);
+        })
+    };
+    let options = RunOptions { role: Role::CorrelationLeader, ..Default::default() };
+    let result = pipeline::run(leader, brokers, detector, term_rx, options).await;
+    watcher.abort();
+    result.context("the correlation leader's run loop")?;
     Ok(())
-}
-
-/// Drive the lease consumer for one poll interval; whether this instance
-/// now holds the lease partition.
-async fn holds_lease(lease: &StreamConsumer, stop: &mut watch::Receiver<bool>) -> bool {
-    // Polling is what keeps this member in the group and runs rebalances;
-    // no record ever arrives.
-    tokio::select! {
-        _ = lease.recv() => {}
-        _ = tokio::time::sleep(LEASE_POLL) => {}
-        _ = stop.changed() => {}
-    }
-    lease.assignment().map(|a| a.count() > 0).unwrap_or(false)
 }

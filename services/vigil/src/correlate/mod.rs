@@ -89,6 +89,10 @@ pub struct CorrelationSettings {
     /// Which instances of a consumer group run the correlation rules.
     #[serde(default)]
     pub placement: Placement,
+    /// With `placement = "leader"`: the leader is replaced when it has not
+    /// renewed its lease for this long (see `leader`).
+    #[serde(default = "default_lease_timeout_ms")]
+    pub lease_timeout_ms: u64,
 }
 
 /// Where correlation runs when several instances share a consumer group.
@@ -128,6 +132,9 @@ fn default_max_alert_events() -> usize {
 fn default_incremental() -> bool {
     true
 }
+fn default_lease_timeout_ms() -> u64 {
+    10_000
+}
 
 impl Default for CorrelationSettings {
     fn default() -> Self {
@@ -139,6 +146,7 @@ impl Default for CorrelationSettings {
             max_alert_events: default_max_alert_events(),
             incremental: default_incremental(),
             placement: Placement::default(),
+            lease_timeout_ms: default_lease_timeout_ms(),
         }
     }
 }

@@ -8,10 +8,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::time::Instant;
 
 use super::checkpoint::Checkpoint;
+use super::membership::MembershipWatch;
 use super::observer::{ConsumerObserver, STATISTICS_INTERVAL_MS};
 use crate::config::Settings;
 use crate::source::{Origin, RawMessage, SourceKind};
@@ -26,13 +27,26 @@ pub struct SourceBatch {
 
 /// Consumer of the source topics.
 pub struct KafkaSource {
-    consumer: StreamConsumer<ConsumerObserver>,
+    consumer: Arc<StreamConsumer<ConsumerObserver>>,
     topics: HashMap<String, SourceKind>,
     /// Per partition, where per-event evaluation got before a restart
     /// (from the last checkpoint): messages below it only rebuild state.
     processed: BTreeMap<(String, i32), i64>,
     /// `"topic/partition"` of a manual assignment (empty in a group).
     partitions: Vec<String>,
+    /// In a group: what it takes to rejoin it as a new member when another
+    /// member left (see [`super::membership`]).
+    rejoin: Option<Rejoin>,
+}
+
+/// How a group member rejoins: a new consumer from the same configuration.
+struct Rejoin {
+    config: ClientConfig,
+    observer: ConsumerObserver,
+    watch: MembershipWatch,
+    /// The last rejoin closed the old consumer but could not subscribe the
+    /// new one: retried before the next batch.
+    subscribe_pending: bool,
 }
 
 impl KafkaSource {
@@ -66,13 +80,19 @@ impl KafkaSource {
             .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
         super::apply_properties(&mut config, &settings.kafka);
         let consumer: StreamConsumer<ConsumerObserver> =
-            config.create_with_context(observer).context("creating the Kafka consumer")?;
+            config.create_with_context(observer.clone()).context("creating the Kafka consumer")?;
         let topics: HashMap<String, SourceKind> =
             settings.topics.sources().into_iter().map(|(kind, topic)| (topic, kind)).collect();
         let names: Vec<&str> = topics.keys().map(String::as_str).collect();
         consumer.subscribe(&names).with_context(|| format!("subscribing to {names:?}"))?;
         let processed = checkpoint.map(Checkpoint::processed_offsets).unwrap_or_default();
-        Ok(KafkaSource { consumer, topics, processed, partitions: Vec::new() })
+        let rejoin = Some(Rejoin {
+            config,
+            observer,
+            watch: MembershipWatch::new(settings.kafka.group_id.clone()),
+            subscribe_pending: false,
+        });
+        Ok(KafkaSource { consumer: Arc::new(consumer), topics, processed, partitions: Vec::new(), rejoin })
     }
 
     /// A reader of every partition of every enabled source topic, outside
@@ -118,7 +138,7 @@ impl KafkaSource {
         let partitions = list.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect();
         tracing::info!(partitions = list.count(), "correlation reader assigned every source partition");
         let processed = checkpoint.map(Checkpoint::processed_offsets).unwrap_or_default();
-        Ok(KafkaSource { consumer, topics, processed, partitions })
+        Ok(KafkaSource { consumer: Arc::new(consumer), topics, processed, partitions, rejoin: None })
     }
 
     /// The partitions of a manual assignment, as `"topic/partition"`.
@@ -136,6 +156,7 @@ impl KafkaSource {
         idle_wait: Duration,
         stop: &mut tokio::sync::watch::Receiver<bool>,
     ) -> SourceBatch {
+        self.rejoin_after_departures().await;
         let mut batch = SourceBatch::default();
         let mut deadline = Instant::now() + idle_wait;
         while batch.messages.len() < max_events {
@@ -176,6 +197,47 @@ impl KafkaSource {
             });
         }
         batch
+    }
+
+    /// Between batches (the previous one is committed): when another member
+    /// has left the group, leave it and join again as a new member, so that
+    /// its partitions are reassigned even by a coordinator that does not
+    /// rebalance by itself (see [`super::membership`]).
+    async fn rejoin_after_departures(&mut self) {
+        let Some(rejoin) = self.rejoin.as_mut() else { return };
+        let names: Vec<String> = self.topics.keys().cloned().collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        if rejoin.subscribe_pending {
+            match self.consumer.subscribe(&names) {
+                Ok(()) => rejoin.subscribe_pending = false,
+                Err(e) => tracing::error!(error = %e, "subscribing the new consumer failed; retrying before the next batch"),
+            }
+            return;
+        }
+        let gone = rejoin.watch.departed(&self.consumer).await;
+        if gone.is_empty() {
+            return;
+        }
+        tracing::info!(departed = ?gone, "a member left the consumer group; rejoining as a new member so that its partitions are reassigned");
+        // Created first (no group traffic yet), so a failure keeps the old one.
+        let fresh: StreamConsumer<ConsumerObserver> = match rejoin.config.create_with_context(rejoin.observer.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "creating a new consumer to rejoin the group failed; keeping the old one");
+                return;
+            }
+        };
+        // The old one leaves the group before the new one joins: joining
+        // first could land in the stale generation again. Closing blocks.
+        let old = std::mem::replace(&mut self.consumer, Arc::new(fresh));
+        if let Err(e) = tokio::task::spawn_blocking(move || drop(old)).await {
+            tracing::warn!(error = %e, "closing the old consumer");
+        }
+        rejoin.watch.reset();
+        if let Err(e) = self.consumer.subscribe(&names) {
+            tracing::error!(error = %e, "subscribing the new consumer failed; retrying before the next batch");
+            rejoin.subscribe_pending = true;
+        }
     }
 
     /// Commit `offsets` (from [`resume_offsets`]) for the group,

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 mod consumer;
+pub mod membership;
 pub mod observer;
 mod producer;
 

@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 pub const STATISTICS_INTERVAL_MS: &str = "5000";
 
 /// Consumer context recording assignment and lag.
+#[derive(Clone)]
 pub struct ConsumerObserver {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
