@@ -179,6 +179,10 @@ pub struct Metrics {
     pub dead_letters_produced: Counter,
     /// Batches whose output was delivered (`vigil_batches_total`).
     pub batches: Counter,
+    /// Messages of those batches (`vigil_messages_delivered_total`): every
+    /// message counted here has had its alerts acknowledged and its batch
+    /// checkpointed.
+    pub messages_delivered: Counter,
     /// Successful offset commits (`vigil_commits_total`).
     pub commits: Counter,
     /// Failed offset commits (`vigil_commit_failures_total`).
@@ -252,6 +256,7 @@ impl Metrics {
             rule_failures: Counter::default(),
             dead_letters_produced: Counter::default(),
             batches: Counter::default(),
+            messages_delivered: Counter::default(),
             commits: Counter::default(),
             commit_failures: Counter::default(),
             delivery_retries: Counter::default(),
@@ -302,6 +307,7 @@ impl Metrics {
         r.register("dead_letters_produced", "Dead letters and late-event reports acknowledged by the broker", self.dead_letters_produced.clone());
         r.register("dead_letters", "Dead letters and late-event reports acknowledged, per kind", self.dead_letters_by_kind.clone());
         r.register("batches", "Micro-batches whose output was delivered", self.batches.clone());
+        r.register("messages_delivered", "Messages of micro-batches whose output was delivered", self.messages_delivered.clone());
         r.register("batch_messages", "Messages per micro-batch", self.batch_messages.clone());
         r.register_with_unit("batch_duration", "From the end of a batch's collection to its offset commit: decode, rules, delivery, checkpoint", Unit::Seconds, self.batch_seconds.clone());
         r.register("commits", "Successful offset commits", self.commits.clone());
@@ -411,6 +417,7 @@ impl Metrics {
     /// A batch of `messages` went from collected to committed in `elapsed`.
     pub fn batch_done(&self, messages: usize, elapsed: Duration) {
         self.batches.inc();
+        self.messages_delivered.inc_by(messages as u64);
         self.batch_messages.observe(messages as f64);
         self.batch_seconds.observe(elapsed.as_secs_f64());
     }

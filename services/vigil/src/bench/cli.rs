@@ -87,6 +87,12 @@ enum Command {
 /// `e2e` runs on a multi-thread runtime.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The pipeline's own log (e2e), on stderr, filtered by RUST_LOG (off by
+    // default: the benchmark's output is its report).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "off".into()))
+        .with_writer(std::io::stderr)
+        .try_init();
     // The end-to-end run is several programs in one process (generator and
     // producer, the pipeline, the alert reader): on a multi-thread runtime
     // the pipeline does not wait for the generator's thread.

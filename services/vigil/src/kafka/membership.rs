@@ -42,6 +42,8 @@ pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
 pub struct MembershipWatch {
     group: String,
     next_check: Instant,
+    /// The listing in flight, if any.
+    listing: Option<tokio::task::JoinHandle<Result<BTreeSet<String>>>>,
     /// The other members at the last listing (`None` before the first, and
     /// after a rejoin: the next listing is the new baseline).
     others: Option<BTreeSet<String>>,
@@ -54,6 +56,7 @@ impl MembershipWatch {
         MembershipWatch {
             group: group.into(),
             next_check: Instant::now() + CHECK_INTERVAL,
+            listing: None,
             others: None,
             own_ids: BTreeSet::new(),
         }
@@ -65,19 +68,25 @@ impl MembershipWatch {
     /// and the next check tries again). `consumer` is the member itself
     /// (its own ids are not counted).
     pub async fn departed<C: ConsumerContext + 'static>(&mut self, consumer: &Arc<StreamConsumer<C>>) -> Vec<String> {
-        if Instant::now() < self.next_check {
+        // The listing is a broker round trip (up to its 5 s timeout): it
+        // runs in the background, and its result is read at a later call,
+        // so that it never holds up a batch.
+        let finished = self.listing.as_ref().is_some_and(|l| l.is_finished());
+        if !finished {
+            if self.listing.is_none() && Instant::now() >= self.next_check {
+                self.next_check = Instant::now() + CHECK_INTERVAL;
+                if let Some(id) = member_id(consumer) {
+                    self.own_ids.insert(id);
+                }
+                let (consumer, group) = (consumer.clone(), self.group.clone());
+                self.listing = Some(tokio::task::spawn_blocking(move || list_members(&consumer, &group)));
+            }
             return Vec::new();
         }
-        self.next_check = Instant::now() + CHECK_INTERVAL;
+        let listing = self.listing.take().expect("a finished listing").await;
         if let Some(id) = member_id(consumer) {
             self.own_ids.insert(id);
         }
-        // A blocking librdkafka call (ListGroups and DescribeGroups): off
-        // the async workers.
-        let listing = {
-            let (consumer, group) = (consumer.clone(), self.group.clone());
-            tokio::task::spawn_blocking(move || list_members(&consumer, &group)).await
-        };
         let members = match listing {
             Ok(Ok(members)) => members,
             Ok(Err(e)) => {
@@ -91,8 +100,11 @@ impl MembershipWatch {
         };
         tracing::debug!(group = %self.group, ?members, own = ?self.own_ids, "consumer group members");
         let others: BTreeSet<String> = members.into_iter().filter(|m| !self.own_ids.contains(m)).collect();
+        // Our own id may be unknown at the first listing (before the join
+        // completes) and so be among the previous "others": never a
+        // departure, or we would rejoin for nothing and re-read a batch.
         let gone = match &self.others {
-            Some(previous) => departed(previous, &others),
+            Some(previous) => departed(previous, &others).into_iter().filter(|m| !self.own_ids.contains(m)).collect(),
             None => Vec::new(),
         };
         self.others = Some(others);
@@ -103,6 +115,7 @@ impl MembershipWatch {
     /// listing is the new baseline).
     pub fn reset(&mut self) {
         self.others = None;
+        self.listing = None;
     }
 }
 
