@@ -4,16 +4,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use vigil::alert::Alert;
 use vigil::dead_letter::{DeadLetter, DeadLetterKind};
-use vigil::detect::Detector;
-use vigil::metrics::Metrics;
-use vigil::rules::{load_dir, RuleEngine, RuleMode};
-use vigil::source::{Origin, RawMessage, SourceKind};
+use vigil::source::{Origin, SourceKind};
 
 /// The ids of the shipped per-event rules (see [`event_rules`]).
 fn event_rule_ids() -> BTreeSet<String> {

@@ -217,6 +217,7 @@ pub(super) async fn compile(rules: Vec<Rule>, settings: CorrelationSettings) -> 
         stats: CorrelationStats::default(),
         evaluations: Vec::new(),
         pending_failures: Vec::new(),
+        budget: Default::default(),
         _ctx: ctx,
     })
 }

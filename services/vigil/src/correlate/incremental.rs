@@ -284,6 +284,7 @@ impl AggregateState {
         max_events: usize,
         identities: &BTreeMap<u64, RetainedIdentity>,
         task_ctx: &Arc<TaskContext>,
+        budget: &super::EvalBudget,
     ) -> Result<RowsEvaluated, String> {
         let mut evaluated = 0;
         for batch in partial_rows.into_iter().filter(|b| b.num_rows() > 0) {
@@ -301,7 +302,7 @@ impl AggregateState {
                 window.batches.push(rows);
                 merge_offsets(&mut window.offsets, offsets);
                 if window.batches.len() >= COMPACT_AT {
-                    evaluated += compact(split, window, max_events, identities, task_ctx, &mut self.rows).await?;
+                    evaluated += compact(split, window, max_events, identities, task_ctx, budget, &mut self.rows).await?;
                 }
             }
         }
@@ -363,6 +364,7 @@ async fn compact(
     max_events: usize,
     identities: &BTreeMap<u64, RetainedIdentity>,
     task_ctx: &Arc<TaskContext>,
+    budget: &super::EvalBudget,
     total_rows: &mut usize,
 ) -> Result<RowsEvaluated, String> {
     // Size-tiered: leave a large first batch alone until the newer ones
@@ -372,7 +374,7 @@ async fn compact(
     let merging: Vec<RecordBatch> = window.batches.drain(start..).collect();
     let before: usize = merging.iter().map(RecordBatch::num_rows).sum();
     split.state_input.set_all(merging);
-    let merged = super::execute(&split.reduce, task_ctx).await;
+    let merged = super::execute(&split.reduce, task_ctx, budget).await;
     split.state_input.clear();
     let merged = merged.map_err(|e| format!("merging aggregation state: {e}"))?;
     let mut after = 0;

@@ -56,6 +56,7 @@ use watermark::WatermarkTracker;
 
 use crate::alert::{alert_id, content_event_id, format_time_ns, Alert, EventIdentity};
 use crate::decode::DecodedBatch;
+use crate::rules::budget::{with_deadline, EvalDeadline};
 use crate::rules::slot::BatchSlot;
 use crate::rules::{Rule, RuleError};
 use crate::schema::ROW_COLUMN;
@@ -323,6 +324,8 @@ pub struct Correlator {
     /// Rule failures at ingest (partial aggregation), reported by the next
     /// `advance`/`finish`.
     pending_failures: Vec<(String, String)>,
+    /// Time budget of each plan execution (`rules.max_eval_ms`).
+    budget: EvalBudget,
     _ctx: SessionContext,
 }
 
@@ -334,6 +337,12 @@ impl Correlator {
 
     pub fn rule_count(&self) -> usize {
         self.rules.len()
+    }
+
+    /// Set how long one execution of a correlation plan may run before it
+    /// is cancelled and reported as failed (`rules.max_eval_ms`).
+    pub fn set_time_budget(&mut self, limit: Duration) {
+        self.budget.limit = limit;
     }
 
     pub fn rules(&self) -> impl Iterator<Item = &Rule> {
@@ -413,7 +422,7 @@ impl Correlator {
         // late for correlation. The others were evaluated by the per-event
         // rules and are of no use to any window, late or not.
         retained.input.set(decoded.batch.clone());
-        let kept = execute(&retained.ingest, &self.task_ctx).await;
+        let kept = execute(&retained.ingest, &self.task_ctx, &self.budget).await;
         retained.input.clear();
         let kept = kept.map_err(|e| format!("pre-filtering events for correlation: {e}"))?;
         let mut late = Vec::new();
@@ -506,7 +515,7 @@ impl Correlator {
                 continue;
             }
             self.stats.rows_evaluated += new_rows as u64;
-            let result = match execute(&split.partial, &self.task_ctx).await {
+            let result = match execute(&split.partial, &self.task_ctx, &self.budget).await {
                 Ok(partial) => {
                     state
                         .store(
@@ -517,6 +526,7 @@ impl Correlator {
                             self.settings.max_alert_events,
                             &self.identities,
                             &self.task_ctx,
+                            &self.budget,
                         )
                         .await
                 }
@@ -591,7 +601,7 @@ impl Correlator {
                 Strategy::Rescan { pending: None } => {
                     let rows: usize = rule.sources.iter().map(|s| self.retained[s].rows()).sum();
                     self.stats.rows_evaluated += rows as u64;
-                    execute(&rule.plan, &self.task_ctx).instrument(span.clone()).await
+                    execute(&rule.plan, &self.task_ctx, &self.budget).instrument(span.clone()).await
                 }
                 Strategy::Incremental { split, state } => {
                     let closing = state.closing(from, watermark);
@@ -600,7 +610,7 @@ impl Correlator {
                     } else {
                         self.stats.rows_evaluated += closing.iter().map(|b| b.num_rows() as u64).sum::<u64>();
                         split.state_input.set_all(closing);
-                        let output = execute(&split.finish, &self.task_ctx).instrument(span.clone()).await;
+                        let output = execute(&split.finish, &self.task_ctx, &self.budget).instrument(span.clone()).await;
                         split.state_input.clear();
                         output
                     }
@@ -1048,8 +1058,36 @@ fn summary_alert(mut last: Alert, folded: u64) -> Alert {
 /// execution to the next (a hash join builds its hash table once and
 /// reuses it): without the reset, a re-execution would join new events
 /// against the first execution's build side.
-async fn execute(plan: &Arc<dyn ExecutionPlan>, task_ctx: &Arc<TaskContext>) -> datafusion::error::Result<Vec<RecordBatch>> {
-    collect(reset_plan_states(plan.clone())?, task_ctx.clone()).await
+///
+/// The execution runs within `budget` (`rules.max_eval_ms`, as for
+/// per-event rules): past it, the plan is cancelled between record batches
+/// and the execution fails like any rule error (a `rule_error` dead letter,
+/// the range retried at the next evaluation), so a pathological correlation
+/// rule costs at most its budget per evaluation and cannot stall the
+/// pipeline.
+async fn execute(
+    plan: &Arc<dyn ExecutionPlan>,
+    task_ctx: &Arc<TaskContext>,
+    budget: &EvalBudget,
+) -> datafusion::error::Result<Vec<RecordBatch>> {
+    let plan = with_deadline(reset_plan_states(plan.clone())?, &budget.deadline)?;
+    budget.deadline.arm(budget.limit);
+    let output = collect(plan, task_ctx.clone()).await;
+    budget.deadline.disarm();
+    output
+}
+
+/// The time budget of one correlation plan execution (see [`execute`]).
+#[derive(Debug)]
+pub(crate) struct EvalBudget {
+    deadline: Arc<EvalDeadline>,
+    limit: Duration,
+}
+
+impl Default for EvalBudget {
+    fn default() -> Self {
+        EvalBudget { deadline: Arc::default(), limit: crate::rules::engine::DEFAULT_TIME_BUDGET }
+    }
 }
 
 /// Identities are first collected once there are this many.

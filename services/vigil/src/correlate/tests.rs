@@ -374,3 +374,37 @@ async fn correlation_rules_are_checked_at_load() {
         assert!(e.contains(expected), "{sql}: {e}");
     }
 }
+
+#[tokio::test]
+async fn a_correlation_rule_over_its_time_budget_fails_alone_and_the_pipeline_goes_on() {
+    // A triple self join over the retained events of one window: 200
+    // events make 8 million candidate rows, filtered out one by one, far
+    // beyond a 50 ms budget. The threshold rule beside it must still fire.
+    let slow = "SELECT a.user_info.username AS username, tumble_end(a.event_time, INTERVAL '1 minute') AS window_end \
+       FROM k8s_audit a JOIN k8s_audit b ON a.user_info.username = b.user_info.username \
+       JOIN k8s_audit c ON b.user_info.username = c.user_info.username \
+       WHERE length(concat(a.request_uri, b.verb, c.verb)) < 0";
+    let rules = [("t.slow", "k8s_audit", "-- window: 1m\n", slow), ("t.threshold", "k8s_audit", "-- window: 1m\n", THRESHOLD)];
+    let rules = rules
+        .iter()
+        .map(|(id, source, extra, sql)| parse_rule(&PathBuf::from(format!("{id}.sql")), &format!("{}{sql}", header(id, source, extra))).unwrap())
+        .collect();
+    let settings = CorrelationSettings { allowed_lateness_ms: 0, ..Default::default() };
+    let mut engine = RuleEngine::compile_with(rules, settings).await.unwrap_or_else(|e| panic!("{e}"));
+    engine.set_time_budget(std::time::Duration::from_millis(50));
+    let mut d = Detector::new(engine, Default::default(), Arc::new(Metrics::default()));
+    let mut f = Feed::new();
+    let batch: Vec<String> = (0..200).map(|i| audit(&format!("a{i}"), "alice", "get", "pods", None, "ns", 403, 10 + i % 40)).collect();
+    let (alerts, _) = run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &batch)).await;
+    assert!(alerts.is_empty(), "the window is still open: {alerts:?}");
+    // The watermark passes the window's end: both rules are evaluated.
+    let (alerts, dead) = run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &[audit("c", "carol", "get", "pods", None, "ns", 200, 61)])).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].rule_id, "t.threshold");
+    let failures: Vec<&DeadLetter> = dead.iter().filter(|d| d.kind == DeadLetterKind::RuleError).collect();
+    assert!(!failures.is_empty(), "{dead:?}");
+    for failure in failures {
+        assert_eq!(failure.rule_id.as_deref(), Some("t.slow"), "{failure:?}");
+        assert!(failure.reason.contains("exceeded its time budget of 50 ms"), "{failure:?}");
+    }
+}

@@ -221,10 +221,12 @@ impl RuleEngine {
         })
     }
 
-    /// Set how long one per-event rule may run over one batch before it is
-    /// cancelled and reported as failed (`rules.max_eval_ms`).
+    /// Set how long one per-event rule may run over one batch, and one
+    /// correlation plan execution may run, before it is cancelled and
+    /// reported as failed (`rules.max_eval_ms`).
     pub fn set_time_budget(&mut self, budget: Duration) {
         self.time_budget = budget;
+        self.correlator.set_time_budget(budget);
     }
 
     pub fn time_budget(&self) -> Duration {
