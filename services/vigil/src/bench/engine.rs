@@ -340,7 +340,7 @@ pub async fn run(opts: &EngineOptions, out: &mut dyn Write) -> Result<Vec<Measur
 }
 
 /// The physical plan of each rule as the engine plans it (its session,
-/// null-free filter conjuncts), to see where time goes.
+/// selective filters), to see where time goes.
 pub async fn explain(dir: &Path, filter: Option<&str>, out: &mut dyn Write) -> Result<()> {
     let ctx = crate::rules::engine::new_session();
     for source in SourceKind::ALL {
