@@ -90,13 +90,7 @@ pub fn read_latest(base: &ClientConfig, topic: &str, group: &str, tail: i64) -> 
         .set("isolation.level", "read_committed")
         .create()
         .context("creating the checkpoint reader")?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .with_context(|| format!("reading metadata of the checkpoint topic {topic:?}"))?;
-    let exists = metadata.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-    if !exists {
-        bail!("the checkpoint topic {topic:?} does not exist: create it (1 partition, cleanup.policy=compact)");
-    }
+    super::require_topic(&consumer, topic, "checkpoint topic", "1 partition, cleanup.policy=compact")?;
     let (low, high) = consumer
         .fetch_watermarks(topic, 0, Duration::from_secs(10))
         .with_context(|| format!("reading the end of the checkpoint topic {topic:?}"))?;

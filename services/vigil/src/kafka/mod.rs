@@ -36,3 +36,24 @@ pub fn apply_properties(config: &mut ClientConfig, settings: &KafkaSettings) {
         config.set(k, v);
     }
 }
+
+/// Fail unless `topic` exists with at least one partition. Vigil never
+/// creates its internal topics (the broker may not auto-create them, and
+/// their settings matter): `what` names the topic in the error and
+/// `create_with` says how to create it.
+pub fn require_topic<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &impl rdkafka::consumer::Consumer<C>,
+    topic: &str,
+    what: &str,
+    create_with: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), std::time::Duration::from_secs(10))
+        .with_context(|| format!("reading metadata of the {what} {topic:?}"))?;
+    let exists = metadata.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+    if !exists {
+        anyhow::bail!("the {what} {topic:?} does not exist: create it ({create_with})");
+    }
+    Ok(())
+}

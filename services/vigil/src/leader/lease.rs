@@ -243,13 +243,7 @@ fn clients(
         .set("enable.partition.eof", "false");
     crate::kafka::apply_properties(&mut config, &settings.kafka);
     let consumer: StreamConsumer = config.create().context("creating the correlation lease reader")?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .with_context(|| format!("reading metadata of the correlation lease topic {topic:?}"))?;
-    let exists = metadata.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-    if !exists {
-        bail!("the correlation lease topic {topic:?} does not exist: create it (1 partition, time-based retention)");
-    }
+    crate::kafka::require_topic(&consumer, topic, "correlation lease topic", "1 partition, time-based retention")?;
     let mut list = TopicPartitionList::new();
     list.add_partition_offset(topic, 0, Offset::Beginning).context("building the lease assignment")?;
     consumer.assign(&list).context("assigning the correlation lease partition")?;
