@@ -56,7 +56,13 @@ async fn run_with_kills(
     let mut kills = Vec::new();
     let mut alerts = RecordCounter::new(addr, &topics.alerts);
     for stage in 0..3 {
-        produce(addr, &topics.audit, 0, &events[stages[stage]..stages[stage + 1]]).await;
+        produce(
+            addr,
+            &topics.audit,
+            0,
+            &events[stages[stage]..stages[stage + 1]],
+        )
+        .await;
         alerts.count(Duration::from_millis(500));
         let vigil = Vigil::start_with_env(config, log.clone(), env);
         if stage < 2 && kill_at == KillAt::BetweenBatches {
@@ -88,7 +94,11 @@ async fn run_with_kills(
                     kills.push(now);
                     break;
                 }
-                assert!(Instant::now() < deadline, "stage {stage}: no alert within 120 s; log:\n{}", vigil.log_text());
+                assert!(
+                    Instant::now() < deadline,
+                    "stage {stage}: no alert within 120 s; log:\n{}",
+                    vigil.log_text()
+                );
             }
             vigil.kill();
             std::thread::sleep(SESSION + Duration::from_millis(500));
@@ -103,7 +113,13 @@ async fn run_with_kills(
                     break;
                 }
                 if Instant::now() > deadline {
-                    let got = alert_ids(&read_topic(addr, &topics.alerts, usize::MAX, Duration::from_secs(3), Duration::ZERO));
+                    let got = alert_ids(&read_topic(
+                        addr,
+                        &topics.alerts,
+                        usize::MAX,
+                        Duration::from_secs(3),
+                        Duration::ZERO,
+                    ));
                     panic!(
                         "input not processed within 120 s: checkpoint at {processed:?} of {}, {have} of {expected} alerts: {got:?}; log:\n{}",
                         events.len(),
@@ -113,11 +129,21 @@ async fn run_with_kills(
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
             let status = vigil.terminate();
-            assert!(status.success(), "vigil exited with {status}; log:\n{}", std::fs::read_to_string(&log).unwrap());
+            assert!(
+                status.success(),
+                "vigil exited with {status}; log:\n{}",
+                std::fs::read_to_string(&log).unwrap()
+            );
         }
     }
     eprintln!("alerts visible at the two kills: {kills:?} of {expected}");
-    read_topic(addr, &topics.alerts, usize::MAX, Duration::from_secs(5), Duration::ZERO)
+    read_topic(
+        addr,
+        &topics.alerts,
+        usize::MAX,
+        Duration::from_secs(5),
+        Duration::ZERO,
+    )
 }
 
 /// Wait until the checkpoint says the first `n` messages were evaluated.
@@ -129,7 +155,11 @@ async fn wait_until_processed(addr: &str, topics: &Topics, n: usize, vigil: &Vig
         if processed == Some(n as i64) {
             return;
         }
-        assert!(Instant::now() < deadline, "checkpoint at {processed:?}, not {n}, after 120 s; log:\n{}", vigil.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "checkpoint at {processed:?}, not {n}, after 120 s; log:\n{}",
+            vigil.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -159,7 +189,15 @@ async fn exactly_once_correlation_alerts_across_sigkill_between_transactions() {
     let cluster = MockCluster::new(1).unwrap();
     let addr = cluster.bootstrap_servers();
     let topics = Topics::new("eos");
-    for t in [&topics.audit, &topics.falco, &topics.tetragon, &topics.alerts, &topics.dead_letter, &topics.late_events, &topics.checkpoints] {
+    for t in [
+        &topics.audit,
+        &topics.falco,
+        &topics.tetragon,
+        &topics.alerts,
+        &topics.dead_letter,
+        &topics.late_events,
+        &topics.checkpoints,
+    ] {
         cluster.create_topic(t, 1, 1).unwrap();
     }
     let config = config_for(dir.path(), &topics, &addr, &rules);
@@ -169,15 +207,29 @@ async fn exactly_once_correlation_alerts_across_sigkill_between_transactions() {
         FAST_REJOIN[0],
         FAST_REJOIN[1],
     ];
-    let records =
-        run_with_kills(&addr, &topics, &config, &env, dir.path().join("vigil.log"), &events, expected.len(), KillAt::BetweenBatches)
-            .await;
+    let records = run_with_kills(
+        &addr,
+        &topics,
+        &config,
+        &env,
+        dir.path().join("vigil.log"),
+        &events,
+        expected.len(),
+        KillAt::BetweenBatches,
+    )
+    .await;
 
     let mut got: Vec<String> = alert_ids(&records).into_iter().map(|(id, _)| id).collect();
     got.sort();
     let duplicates: Vec<_> = count(&got).into_iter().filter(|(_, n)| *n > 1).collect();
-    assert!(duplicates.is_empty(), "duplicated alerts under exactly-once: {duplicates:?}");
-    assert_eq!(got, expected, "alerts topic (read_committed) differs from the offline evaluation");
+    assert!(
+        duplicates.is_empty(),
+        "duplicated alerts under exactly-once: {duplicates:?}"
+    );
+    assert_eq!(
+        got, expected,
+        "alerts topic (read_committed) differs from the offline evaluation"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -207,6 +259,13 @@ async fn at_least_once_correlation_alerts_across_sigkill_mid_stream_on_the_real_
     let got: Vec<String> = alert_ids(&records).into_iter().map(|(id, _)| id).collect();
     let mut distinct: Vec<String> = count(&got).into_keys().map(str::to_string).collect();
     distinct.sort();
-    assert_eq!(distinct, expected, "every expected alert, and nothing else, must be on the alerts topic");
-    eprintln!("at-least-once: {} records for {} distinct alerts", got.len(), distinct.len());
+    assert_eq!(
+        distinct, expected,
+        "every expected alert, and nothing else, must be on the alerts topic"
+    );
+    eprintln!(
+        "at-least-once: {} records for {} distinct alerts",
+        got.len(),
+        distinct.len()
+    );
 }

@@ -10,7 +10,9 @@ use vigil::alert::Alert;
 #[test]
 fn run_without_kafka_runs_the_embedded_demo() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
-    cmd.arg("run").current_dir(common::repo()).env("RUST_LOG", "warn");
+    cmd.arg("run")
+        .current_dir(common::repo())
+        .env("RUST_LOG", "warn");
     for (k, _) in std::env::vars() {
         if k.starts_with("VIGIL") {
             cmd.env_remove(k);
@@ -22,15 +24,26 @@ fn run_without_kafka_runs_the_embedded_demo() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "exit {}: {stderr}", out.status);
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let alerts: Vec<Alert> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let alerts: Vec<Alert> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert!(alerts.len() >= 10, "only {} alerts: {stderr}", alerts.len());
     // Alerts came back from the broker topic, with Kafka origins.
-    assert!(alerts.iter().all(|a| matches!(a.events[0].origin, vigil::source::Origin::Kafka { .. })));
+    assert!(alerts
+        .iter()
+        .all(|a| matches!(a.events[0].origin, vigil::source::Origin::Kafka { .. })));
     for source in ["k8s_audit", "tetragon"] {
-        assert!(alerts.iter().any(|a| a.source.to_string() == source), "no {source} alert");
+        assert!(
+            alerts.iter().any(|a| a.source.to_string() == source),
+            "no {source} alert"
+        );
     }
     // The two malformed sample lines are reported as dead letters.
-    assert!(stderr.contains(&format!("→ {} alerts", alerts.len())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("→ {} alerts", alerts.len())),
+        "{stderr}"
+    );
     assert!(stderr.contains("2 dead letters"), "{stderr}");
     assert_eq!(stderr.matches("dead letter: ").count(), 2, "{stderr}");
 }

@@ -29,16 +29,26 @@ fn event(id: &str, verb: &str) -> Vec<u8> {
 fn wait_for_log(vigil: &Vigil, text: &str, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(90);
     while vigil.log_text().matches(text).count() < count {
-        assert!(Instant::now() < deadline, "no {count}× {text:?} in the log:\n{}", vigil.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "no {count}× {text:?} in the log:\n{}",
+            vigil.log_text()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 fn alerts(addr: &str, topic: &str, want: usize) -> Vec<Alert> {
-    read_topic(addr, topic, want, Duration::from_secs(90), Duration::from_secs(1))
-        .iter()
-        .map(|(_, a)| serde_json::from_str(a).unwrap())
-        .collect()
+    read_topic(
+        addr,
+        topic,
+        want,
+        Duration::from_secs(90),
+        Duration::from_secs(1),
+    )
+    .iter()
+    .map(|(_, a)| serde_json::from_str(a).unwrap())
+    .collect()
 }
 
 fn write(path: &Path, text: &str) {
@@ -61,13 +71,22 @@ async fn edited_rules_take_over_while_running_and_invalid_ones_are_refused() {
     let vigil = Vigil::start(&config, dir.path().join("vigil.log"));
     wait_for_log(&vigil, "pipeline started", 1);
 
-    produce(&addr, &topics.audit, 0, &[event("a", "delete"), event("b", "patch")]).await;
+    produce(
+        &addr,
+        &topics.audit,
+        0,
+        &[event("a", "delete"), event("b", "patch")],
+    )
+    .await;
     let got = alerts(&addr, &topics.alerts, 1);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].rule_id, "t.delete");
 
     // An invalid set: refused, the running rules stay.
-    write(&rules.join("broken.sql"), &rule("t.broken", "x").replace("FROM k8s_audit", "FROM nowhere"));
+    write(
+        &rules.join("broken.sql"),
+        &rule("t.broken", "x").replace("FROM k8s_audit", "FROM nowhere"),
+    );
     wait_for_log(&vigil, "rule reload failed", 1);
     produce(&addr, &topics.audit, 0, &[event("c", "delete")]).await;
     let got = alerts(&addr, &topics.alerts, 2);
@@ -79,7 +98,13 @@ async fn edited_rules_take_over_while_running_and_invalid_ones_are_refused() {
     std::fs::remove_file(rules.join("delete.sql")).unwrap();
     write(&rules.join("patch.sql"), &rule("t.patch", "patch"));
     wait_for_log(&vigil, "new rule set compiled", 1);
-    produce(&addr, &topics.audit, 0, &[event("d", "delete"), event("e", "patch")]).await;
+    produce(
+        &addr,
+        &topics.audit,
+        0,
+        &[event("d", "delete"), event("e", "patch")],
+    )
+    .await;
     let got = alerts(&addr, &topics.alerts, 3);
     assert_eq!(got.len(), 3, "log:\n{}", vigil.log_text());
     assert_eq!(got[2].rule_id, "t.patch");

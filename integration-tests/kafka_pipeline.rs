@@ -20,14 +20,19 @@ fn event_rule_ids() -> BTreeSet<String> {
 /// inputs, sorted. (A multiset: sample events without an id of their own
 /// that are byte-identical get the same content id, hence the same alert id.)
 async fn offline_alert_ids(inputs: &[(SourceKind, &[Vec<u8>])]) -> Vec<String> {
-    let mut ids: Vec<String> = offline_event_alerts(inputs).await.into_iter().map(|a| a.alert_id).collect();
+    let mut ids: Vec<String> = offline_event_alerts(inputs)
+        .await
+        .into_iter()
+        .map(|a| a.alert_id)
+        .collect();
     ids.sort();
     ids
 }
 
 /// Panther labels: line -> (panther rule, expected to fire).
 fn panther_labels() -> BTreeMap<u64, (String, bool)> {
-    let text = std::fs::read_to_string(shared_data("k8s-audit/panther-rule-cases.labels.tsv")).unwrap();
+    let text =
+        std::fs::read_to_string(shared_data("k8s-audit/panther-rule-cases.labels.tsv")).unwrap();
     text.lines()
         .skip(1)
         .map(|l| {
@@ -44,7 +49,9 @@ fn panther_counterparts() -> BTreeMap<String, BTreeSet<String>> {
     for rule in event_rules() {
         for b in &rule.meta.based_on {
             if let Some(p) = b.strip_prefix("panther:") {
-                map.entry(p.to_string()).or_default().insert(rule.meta.id.clone());
+                map.entry(p.to_string())
+                    .or_default()
+                    .insert(rule.meta.id.clone());
             }
         }
     }
@@ -64,8 +71,11 @@ async fn detects_dead_letters_commits_and_restarts_without_reemitting() {
     let audit = lines(&shared_data("k8s-audit/panther-rule-cases.jsonl"));
     let tetragon = lines(&shared_data("runtime/tetragon-book-events.jsonl"));
     let falco = lines(&shared_data("runtime/falco-alerts-sample.jsonl"));
-    let malformed: Vec<Vec<u8>> =
-        vec![b"{not json".to_vec(), br#"{"kind":"Event","verb":42}"#.to_vec(), vec![0xff, 0xfe, b'{']];
+    let malformed: Vec<Vec<u8>> = vec![
+        b"{not json".to_vec(),
+        br#"{"kind":"Event","verb":42}"#.to_vec(),
+        vec![0xff, 0xfe, b'{'],
+    ];
     produce(&addr, &topics.audit, 0, &audit).await;
     produce(&addr, &topics.audit, 0, &malformed).await;
     produce(&addr, &topics.tetragon, 0, &tetragon).await;
@@ -77,11 +87,21 @@ async fn detects_dead_letters_commits_and_restarts_without_reemitting() {
         (SourceKind::Falco, &falco),
     ])
     .await;
-    assert!(expected.len() >= 10, "the shipped rules should fire on the samples, got {}", expected.len());
+    assert!(
+        expected.len() >= 10,
+        "the shipped rules should fire on the samples, got {}",
+        expected.len()
+    );
 
     let vigil = Vigil::start(&config, dir.path().join("vigil-1.log"));
     let per_event = event_rule_ids();
-    let alerts = read_topic(&addr, &topics.alerts, expected.len(), Duration::from_secs(90), Duration::from_secs(3));
+    let alerts = read_topic(
+        &addr,
+        &topics.alerts,
+        expected.len(),
+        Duration::from_secs(90),
+        Duration::from_secs(3),
+    );
     let parsed: Vec<Alert> = alerts
         .iter()
         .map(|(_, a)| serde_json::from_str::<Alert>(a).unwrap())
@@ -89,7 +109,12 @@ async fn detects_dead_letters_commits_and_restarts_without_reemitting() {
         .collect();
     let mut got: Vec<String> = parsed.iter().map(|a| a.alert_id.clone()).collect();
     got.sort();
-    assert_eq!(got, expected, "alerts via Kafka differ from the offline evaluation; log:\n{}", vigil.log_text());
+    assert_eq!(
+        got,
+        expected,
+        "alerts via Kafka differ from the offline evaluation; log:\n{}",
+        vigil.log_text()
+    );
     // No OpenTelemetry export configured: no trace ids (tests/operations.rs has them on).
     assert!(parsed.iter().all(|a| a.trace_id.is_none()));
 
@@ -100,7 +125,10 @@ async fn detects_dead_letters_commits_and_restarts_without_reemitting() {
         for e in &a.events {
             if let Origin::Kafka { topic, offset, .. } = &e.origin {
                 if *topic == topics.audit {
-                    fired.entry(*offset as u64 + 1).or_default().insert(a.rule_id.clone());
+                    fired
+                        .entry(*offset as u64 + 1)
+                        .or_default()
+                        .insert(a.rule_id.clone());
                 }
             }
         }
@@ -108,7 +136,9 @@ async fn detects_dead_letters_commits_and_restarts_without_reemitting() {
     let mut checked = 0;
     for (line, (panther_rule, should_fire)) in panther_labels() {
         if let Some(ours) = counterparts.get(&panther_rule) {
-            let did = fired.get(&line).is_some_and(|f| ours.iter().any(|r| f.contains(r)));
+            let did = fired
+                .get(&line)
+                .is_some_and(|f| ours.iter().any(|r| f.contains(r)));
             assert_eq!(did, should_fire, "line {line} ({panther_rule}) via Kafka");
             checked += 1;
         }
@@ -116,18 +146,38 @@ async fn detects_dead_letters_commits_and_restarts_without_reemitting() {
     assert!(checked > 0);
 
     // Malformed input went to the dead-letter topic with reason and origin.
-    let dead = read_topic(&addr, &topics.dead_letter, 3, Duration::from_secs(30), Duration::from_secs(1));
-    let dead: Vec<DeadLetter> = dead.iter().map(|(_, d)| serde_json::from_str(d).unwrap()).collect();
+    let dead = read_topic(
+        &addr,
+        &topics.dead_letter,
+        3,
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    );
+    let dead: Vec<DeadLetter> = dead
+        .iter()
+        .map(|(_, d)| serde_json::from_str(d).unwrap())
+        .collect();
     assert_eq!(dead.len(), 3, "{dead:?}");
     let n = audit.len() as i64;
     for (i, d) in dead.iter().enumerate() {
         assert_eq!(d.kind, DeadLetterKind::DecodeError);
         assert_eq!(d.source, SourceKind::K8sAudit);
-        assert_eq!(d.origins, vec![Origin::Kafka { topic: topics.audit.clone(), partition: 0, offset: n + i as i64 }]);
+        assert_eq!(
+            d.origins,
+            vec![Origin::Kafka {
+                topic: topics.audit.clone(),
+                partition: 0,
+                offset: n + i as i64
+            }]
+        );
         assert!(d.reason.contains("invalid"), "{}", d.reason);
     }
     assert_eq!(dead[0].payload.as_deref(), Some("{not json"));
-    assert!(dead[1].reason.contains("invalid type"), "{}", dead[1].reason);
+    assert!(
+        dead[1].reason.contains("invalid type"),
+        "{}",
+        dead[1].reason
+    );
     assert!(dead[2].payload.is_none() && dead[2].payload_base64.is_some());
 
     // Graceful stop commits everything consumed.
@@ -137,11 +187,16 @@ async fn detects_dead_letters_commits_and_restarts_without_reemitting() {
     // what was consumed (the shipped pack's correlation rules may retain
     // some events; then the checkpoint's `processed` still says how far
     // per-event evaluation got).
-    let audit_offset = committed_offset(&addr, &topics.group, &topics.audit).expect("offsets committed");
+    let audit_offset =
+        committed_offset(&addr, &topics.group, &topics.audit).expect("offsets committed");
     assert!(audit_offset <= n + 3);
-    let cp = latest_checkpoint(&addr, &topics.checkpoints, &topics.group).expect("a checkpoint was written");
+    let cp = latest_checkpoint(&addr, &topics.checkpoints, &topics.group)
+        .expect("a checkpoint was written");
     assert_eq!(cp.processed[&format!("{}/0", topics.audit)], n + 3);
-    assert_eq!(cp.processed[&format!("{}/0", topics.tetragon)], tetragon.len() as i64);
+    assert_eq!(
+        cp.processed[&format!("{}/0", topics.tetragon)],
+        tetragon.len() as i64
+    );
 
     // Restart: committed input is not evaluated again; new input is.
     let new_event = vec![NEW_EXEC_EVENT.as_bytes().to_vec()];
@@ -150,18 +205,42 @@ async fn detects_dead_letters_commits_and_restarts_without_reemitting() {
     produce(&addr, &topics.audit, 0, &new_event).await;
     let vigil = Vigil::start(&config, dir.path().join("vigil-2.log"));
     let want = expected.len() + expected_new.len();
-    let after = read_topic(&addr, &topics.alerts, want, Duration::from_secs(90), Duration::from_secs(4));
+    let after = read_topic(
+        &addr,
+        &topics.alerts,
+        want,
+        Duration::from_secs(90),
+        Duration::from_secs(4),
+    );
     let parsed_after: Vec<Alert> = after
         .iter()
         .map(|(_, a)| serde_json::from_str::<Alert>(a).unwrap())
         .filter(|a| per_event.contains(&a.rule_id))
         .collect();
-    assert_eq!(parsed_after.len(), want, "restart re-emitted or lost alerts; log:\n{}", vigil.log_text());
-    let mut new_ids: Vec<String> = parsed_after[expected.len()..].iter().map(|a| a.alert_id.clone()).collect();
+    assert_eq!(
+        parsed_after.len(),
+        want,
+        "restart re-emitted or lost alerts; log:\n{}",
+        vigil.log_text()
+    );
+    let mut new_ids: Vec<String> = parsed_after[expected.len()..]
+        .iter()
+        .map(|a| a.alert_id.clone())
+        .collect();
     new_ids.sort();
     assert_eq!(new_ids, expected_new);
-    let exec = parsed_after[expected.len()..].iter().find(|a| a.rule_id == "k8s.pod_exec").expect("the exec alert");
+    let exec = parsed_after[expected.len()..]
+        .iter()
+        .find(|a| a.rule_id == "k8s.pod_exec")
+        .expect("the exec alert");
     assert_eq!(exec.events[0].event_id, "restart-test-0001/ResponseStarted");
-    assert_eq!(exec.events[0].origin, Origin::Kafka { topic: topics.audit.clone(), partition: 0, offset: n + 3 });
+    assert_eq!(
+        exec.events[0].origin,
+        Origin::Kafka {
+            topic: topics.audit.clone(),
+            partition: 0,
+            offset: n + 3
+        }
+    );
     assert!(vigil.terminate().success());
 }

@@ -9,8 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use vigil::alert::Alert;
 use vigil::rules::load_dir;
@@ -32,7 +36,9 @@ impl TraceService for Receiver {
                 spans.extend(scope.spans);
             }
         }
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
     }
 }
 
@@ -84,60 +90,136 @@ async fn serves_metrics_health_and_trace_ids_for_what_it_processed() {
 
     // Traces on, exported to the in-process receiver.
     let (receiver, endpoint) = start_receiver().await;
-    let vigil = Vigil::start_with_env(&config, dir.path().join("vigil.log"), &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]);
+    let vigil = Vigil::start_with_env(
+        &config,
+        dir.path().join("vigil.log"),
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)],
+    );
     let http = vigil.http_addr();
     assert_eq!(http_get(http, "/healthz"), (200, "ok\n".to_string()));
 
     // Every batch is done (batch_done is counted after delivery and commit)
     // once the batch sizes add up to everything produced.
     let consumed = (audit.len() + malformed.len() + falco.len() + tetragon.len()) as f64;
-    let text = scrape_until(http, |t| metric(t, "vigil_batch_messages_sum") == Some(consumed));
-    assert_eq!(metric(&text, "vigil_batch_messages_sum"), Some(consumed), "{text}\nlog:\n{}", vigil.log_text());
+    let text = scrape_until(http, |t| {
+        metric(t, "vigil_batch_messages_sum") == Some(consumed)
+    });
+    assert_eq!(
+        metric(&text, "vigil_batch_messages_sum"),
+        Some(consumed),
+        "{text}\nlog:\n{}",
+        vigil.log_text()
+    );
     let produced = metric(&text, "vigil_alerts_produced_total").unwrap() as usize;
     assert!(produced >= 10, "{text}");
-    let alerts_text = read_topic(&addr, &topics.alerts, produced, Duration::from_secs(60), Duration::from_secs(2));
-    let alerts: Vec<Alert> = alerts_text.iter().map(|(_, a)| serde_json::from_str(a).unwrap()).collect();
-    assert_eq!(alerts.len(), produced, "the alerts topic and vigil_alerts_produced_total disagree");
-    let dead = read_topic(&addr, &topics.dead_letter, 3, Duration::from_secs(30), Duration::from_secs(1));
+    let alerts_text = read_topic(
+        &addr,
+        &topics.alerts,
+        produced,
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+    );
+    let alerts: Vec<Alert> = alerts_text
+        .iter()
+        .map(|(_, a)| serde_json::from_str(a).unwrap())
+        .collect();
+    assert_eq!(
+        alerts.len(),
+        produced,
+        "the alerts topic and vigil_alerts_produced_total disagree"
+    );
+    let dead = read_topic(
+        &addr,
+        &topics.dead_letter,
+        3,
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    );
     assert_eq!(dead.len(), 3);
 
     // Input, per source.
     let source = |name: &str, s: &str| metric(&text, &format!("{name}{{source=\"{s}\"}}"));
-    assert_eq!(source("vigil_messages_consumed_total", "k8s_audit"), Some((audit.len() + 3) as f64), "{text}");
-    assert_eq!(source("vigil_messages_consumed_total", "falco"), Some(falco.len() as f64));
-    assert_eq!(source("vigil_messages_consumed_total", "tetragon"), Some(tetragon.len() as f64));
-    assert_eq!(source("vigil_decode_failures_total", "k8s_audit"), Some(3.0));
+    assert_eq!(
+        source("vigil_messages_consumed_total", "k8s_audit"),
+        Some((audit.len() + 3) as f64),
+        "{text}"
+    );
+    assert_eq!(
+        source("vigil_messages_consumed_total", "falco"),
+        Some(falco.len() as f64)
+    );
+    assert_eq!(
+        source("vigil_messages_consumed_total", "tetragon"),
+        Some(tetragon.len() as f64)
+    );
+    assert_eq!(
+        source("vigil_decode_failures_total", "k8s_audit"),
+        Some(3.0)
+    );
     assert_eq!(source("vigil_decode_failures_total", "falco"), Some(0.0));
     assert!(source("vigil_events_decoded_total", "k8s_audit").unwrap() >= audit.len() as f64);
-    assert!(source("vigil_source_event_time_seconds", "k8s_audit").unwrap() > 1.0e9, "{text}");
+    assert!(
+        source("vigil_source_event_time_seconds", "k8s_audit").unwrap() > 1.0e9,
+        "{text}"
+    );
 
     // Output: the counters agree with what is on the topics, rule by rule.
-    assert_eq!(metric(&text, "vigil_alerts_produced_total"), Some(alerts.len() as f64));
+    assert_eq!(
+        metric(&text, "vigil_alerts_produced_total"),
+        Some(alerts.len() as f64)
+    );
     let mut by_rule: BTreeMap<(String, String), usize> = BTreeMap::new();
     for a in &alerts {
-        *by_rule.entry((a.rule_id.clone(), a.severity.to_string())).or_default() += 1;
+        *by_rule
+            .entry((a.rule_id.clone(), a.severity.to_string()))
+            .or_default() += 1;
     }
     for ((rule, severity), n) in &by_rule {
         let name = format!("vigil_alerts_total{{rule=\"{rule}\",severity=\"{severity}\"}}");
         assert_eq!(metric(&text, &name), Some(*n as f64), "{name}\n{text}");
     }
-    let exec_alerts = alerts.iter().filter(|a| a.rule_id == "k8s.pod_exec").count();
+    let exec_alerts = alerts
+        .iter()
+        .filter(|a| a.rule_id == "k8s.pod_exec")
+        .count();
     assert!(exec_alerts > 0);
-    assert_eq!(metric(&text, "vigil_rule_matches_total{rule=\"k8s.pod_exec\"}"), Some(exec_alerts as f64));
-    assert!(metric(&text, "vigil_rule_evaluation_seconds_count{rule=\"k8s.pod_exec\"}").unwrap() >= 1.0);
-    assert_eq!(metric(&text, "vigil_dead_letters_total{kind=\"decode_error\"}"), Some(3.0));
-    assert_eq!(metric(&text, "vigil_dead_letters_produced_total"), Some(3.0 + late_events(&text)));
+    assert_eq!(
+        metric(&text, "vigil_rule_matches_total{rule=\"k8s.pod_exec\"}"),
+        Some(exec_alerts as f64)
+    );
+    assert!(
+        metric(
+            &text,
+            "vigil_rule_evaluation_seconds_count{rule=\"k8s.pod_exec\"}"
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert_eq!(
+        metric(&text, "vigil_dead_letters_total{kind=\"decode_error\"}"),
+        Some(3.0)
+    );
+    assert_eq!(
+        metric(&text, "vigil_dead_letters_produced_total"),
+        Some(3.0 + late_events(&text))
+    );
     let rules = load_dir(&repo().join("sql-rules")).unwrap().len();
     assert_eq!(metric(&text, "vigil_rules_loaded"), Some(rules as f64));
     assert_eq!(metric(&text, "vigil_assigned_partitions"), Some(3.0));
     assert_eq!(metric(&text, "vigil_delivery_paused"), Some(0.0));
     let batches = metric(&text, "vigil_batches_total").unwrap();
     assert!(batches >= 1.0);
-    assert_eq!(metric(&text, "vigil_batch_duration_seconds_count"), Some(batches));
+    assert_eq!(
+        metric(&text, "vigil_batch_duration_seconds_count"),
+        Some(batches)
+    );
     assert_eq!(metric(&text, "vigil_batch_messages_sum"), Some(consumed));
 
     // Lag, from librdkafka's statistics (every 5 s): everything was read.
-    let lag = format!("vigil_consumer_lag{{topic=\"{}\",partition=\"0\"}}", topics.audit);
+    let lag = format!(
+        "vigil_consumer_lag{{topic=\"{}\",partition=\"0\"}}",
+        topics.audit
+    );
     let text = scrape_until(http, |t| metric(t, &lag) == Some(0.0));
     assert_eq!(metric(&text, &lag), Some(0.0), "{text}");
 
@@ -145,13 +227,23 @@ async fn serves_metrics_health_and_trace_ids_for_what_it_processed() {
     assert_eq!(http_get(http, "/readyz"), (200, "ready\n".to_string()));
 
     // Every alert names the trace of its batch: at most one trace per batch.
-    let mut traces: Vec<&str> = alerts.iter().map(|a| a.trace_id.as_deref().expect("trace_id with tracing on")).collect();
+    let mut traces: Vec<&str> = alerts
+        .iter()
+        .map(|a| a.trace_id.as_deref().expect("trace_id with tracing on"))
+        .collect();
     for t in &traces {
-        assert!(t.len() == 32 && t.chars().all(|c| c.is_ascii_hexdigit()) && *t != "0".repeat(32), "{t}");
+        assert!(
+            t.len() == 32 && t.chars().all(|c| c.is_ascii_hexdigit()) && *t != "0".repeat(32),
+            "{t}"
+        );
     }
     traces.sort();
     traces.dedup();
-    assert!(traces.len() as f64 <= batches, "{} traces for {batches} batches", traces.len());
+    assert!(
+        traces.len() as f64 <= batches,
+        "{} traces for {batches} batches",
+        traces.len()
+    );
     // The trace id is not part of the alert id.
     let a = &alerts[0];
     let ids: Vec<&str> = a.events.iter().map(|e| e.event_id.as_str()).collect();
@@ -163,19 +255,29 @@ async fn serves_metrics_health_and_trace_ids_for_what_it_processed() {
     assert!(vigil.terminate().success());
     let spans = receiver.0.lock().unwrap();
     let batch_spans: Vec<&Span> = spans.iter().filter(|s| s.name == "batch").collect();
-    assert_eq!(batch_spans.len() as f64, batches, "one exported batch span per batch");
+    assert_eq!(
+        batch_spans.len() as f64,
+        batches,
+        "one exported batch span per batch"
+    );
     let exported: BTreeSet<String> = batch_spans.iter().map(|s| hex(&s.trace_id)).collect();
     for t in &traces {
         assert!(exported.contains(*t), "alert trace {t} was not exported");
     }
-    let with_alerts = batch_spans.iter().find(|s| traces.contains(&hex(&s.trace_id).as_str())).unwrap();
+    let with_alerts = batch_spans
+        .iter()
+        .find(|s| traces.contains(&hex(&s.trace_id).as_str()))
+        .unwrap();
     let children: BTreeSet<&str> = spans
         .iter()
         .filter(|s| s.trace_id == with_alerts.trace_id && s.parent_span_id == with_alerts.span_id)
         .map(|s| s.name.as_str())
         .collect();
     for step in ["decode", "rule", "deliver", "commit"] {
-        assert!(children.contains(step), "no {step} span under the batch span: {children:?}");
+        assert!(
+            children.contains(step),
+            "no {step} span under the batch span: {children:?}"
+        );
     }
 }
 

@@ -75,8 +75,14 @@ async fn correlation_stays_complete_when_the_leader_of_two_instances_is_killed()
     // Each user's events alternate between the two partitions.
     let (first, second) = events.split_at(events.len() / 2);
     let produce_split = |part: &[Vec<u8>], offset: usize| {
-        let (p0, p1): (Vec<_>, Vec<_>) = part.iter().enumerate().partition(|(i, _)| (i + offset) % 2 == 0);
-        (p0.into_iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(), p1.into_iter().map(|(_, e)| e.clone()).collect::<Vec<_>>())
+        let (p0, p1): (Vec<_>, Vec<_>) = part
+            .iter()
+            .enumerate()
+            .partition(|(i, _)| (i + offset) % 2 == 0);
+        (
+            p0.into_iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(),
+            p1.into_iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(),
+        )
     };
     let (a0, a1) = produce_split(first, 0);
     produce(&addr, &topics.audit, 0, &a0).await;
@@ -93,13 +99,22 @@ async fn correlation_stays_complete_when_the_leader_of_two_instances_is_killed()
                 break l;
             }
         }
-        assert!(Instant::now() < deadline, "no leader with alerts within 120 s; logs:\n{}\n{}", a.log_text(), b.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "no leader with alerts within 120 s; logs:\n{}\n{}",
+            a.log_text(),
+            b.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let (killed, survivor) = if leader { (a, b) } else { (b, a) };
     let at_kill = alerts.count(Duration::ZERO);
     killed.kill();
-    eprintln!("killed the leader ({}) with {at_kill} of {} alerts visible", if leader { "a" } else { "b" }, expected.len());
+    eprintln!(
+        "killed the leader ({}) with {at_kill} of {} alerts visible",
+        if leader { "a" } else { "b" },
+        expected.len()
+    );
 
     // The rest of the stream arrives while the lease moves.
     let (b0, b1) = produce_split(second, first.len());
@@ -108,7 +123,13 @@ async fn correlation_stays_complete_when_the_leader_of_two_instances_is_killed()
 
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        let got = alert_ids(&read_topic(&addr, &topics.alerts, usize::MAX, Duration::from_secs(2), Duration::ZERO));
+        let got = alert_ids(&read_topic(
+            &addr,
+            &topics.alerts,
+            usize::MAX,
+            Duration::from_secs(2),
+            Duration::ZERO,
+        ));
         let mut distinct: Vec<String> = got.iter().map(|(id, _)| id.clone()).collect();
         distinct.sort();
         distinct.dedup();
@@ -128,13 +149,31 @@ async fn correlation_stays_complete_when_the_leader_of_two_instances_is_killed()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(survivor.log_text().contains("correlation leadership acquired"), "the survivor took over the lease");
+    assert!(
+        survivor
+            .log_text()
+            .contains("correlation leadership acquired"),
+        "the survivor took over the lease"
+    );
     let survivor_log = survivor.log_text();
     let status = survivor.terminate();
     assert!(status.success(), "survivor exited with {status}");
-    let got = alert_ids(&read_topic(&addr, &topics.alerts, usize::MAX, Duration::from_secs(3), Duration::ZERO));
-    eprintln!("{} alert records for {} distinct expected alerts", got.len(), expected.len());
-    for line in survivor_log.lines().filter(|l| l.contains("rejoining") || l.contains("claiming the lease")) {
+    let got = alert_ids(&read_topic(
+        &addr,
+        &topics.alerts,
+        usize::MAX,
+        Duration::from_secs(3),
+        Duration::ZERO,
+    ));
+    eprintln!(
+        "{} alert records for {} distinct expected alerts",
+        got.len(),
+        expected.len()
+    );
+    for line in survivor_log
+        .lines()
+        .filter(|l| l.contains("rejoining") || l.contains("claiming the lease"))
+    {
         eprintln!("survivor: {line}");
     }
 }

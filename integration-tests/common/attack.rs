@@ -59,8 +59,19 @@ pub fn write_rules(dir: &Path) -> PathBuf {
     dir.join("rules")
 }
 
-pub fn audit(id: usize, user: &str, verb: &str, resource: &str, sub: Option<&str>, name: &str, code: i32, secs: i64) -> Vec<u8> {
-    let t = chrono::DateTime::from_timestamp(1_767_225_600 + secs, 0).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+pub fn audit(
+    id: usize,
+    user: &str,
+    verb: &str,
+    resource: &str,
+    sub: Option<&str>,
+    name: &str,
+    code: i32,
+    secs: i64,
+) -> Vec<u8> {
+    let t = chrono::DateTime::from_timestamp(1_767_225_600 + secs, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     json!({
         "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": format!("evt-{id:05}"),
         "stage": "ResponseComplete", "verb": verb, "user": {"username": user, "groups": ["system:authenticated"]},
@@ -78,7 +89,14 @@ pub fn audit(id: usize, user: &str, verb: &str, resource: &str, sub: Option<&str
 pub fn attack_stream() -> Vec<Vec<u8>> {
     let mut events = Vec::new();
     let mut id = 0;
-    let mut push = |events: &mut Vec<Vec<u8>>, user: &str, verb: &str, res: &str, sub: Option<&str>, name: &str, code: i32, secs: i64| {
+    let mut push = |events: &mut Vec<Vec<u8>>,
+                    user: &str,
+                    verb: &str,
+                    res: &str,
+                    sub: Option<&str>,
+                    name: &str,
+                    code: i32,
+                    secs: i64| {
         id += 1;
         events.push(audit(id, user, verb, res, sub, name, code, secs));
     };
@@ -98,10 +116,28 @@ pub fn attack_stream() -> Vec<Vec<u8>> {
                 push(&mut events, "mallory", "list", "secrets", None, "", 403, t);
             }
             if (minute, s) == (4, 30) || (minute, s) == (17, 5) {
-                push(&mut events, "eve", "create", "pods", Some("exec"), "api-0", 200, t);
+                push(
+                    &mut events,
+                    "eve",
+                    "create",
+                    "pods",
+                    Some("exec"),
+                    "api-0",
+                    200,
+                    t,
+                );
             }
             if (minute, s) == (9, 45) || (minute, s) == (22, 0) {
-                push(&mut events, "eve", "get", "secrets", None, "db-password", 200, t);
+                push(
+                    &mut events,
+                    "eve",
+                    "get",
+                    "secrets",
+                    None,
+                    "db-password",
+                    200,
+                    t,
+                );
             }
             // A secret read without a preceding exec, and one too late.
             if (minute, s) == (1, 0) || (minute, s) == (15, 40) {
@@ -122,7 +158,10 @@ pub async fn offline_alert_ids(rules: &Path, events: &[Vec<u8>]) -> Vec<String> 
         .map(|(i, p)| RawMessage {
             source: SourceKind::K8sAudit,
             payload: p.clone(),
-            origin: Origin::File { path: "offline".into(), line: i as u64 + 1 },
+            origin: Origin::File {
+                path: "offline".into(),
+                line: i as u64 + 1,
+            },
             timestamp_ms: None,
             state_only: false,
         })
@@ -140,7 +179,10 @@ pub fn alert_ids(records: &[(i64, String)]) -> Vec<(String, String)> {
         .iter()
         .map(|(_, payload)| {
             let v: serde_json::Value = serde_json::from_str(payload).unwrap();
-            (v["alert_id"].as_str().unwrap().to_string(), v["rule_id"].as_str().unwrap().to_string())
+            (
+                v["alert_id"].as_str().unwrap().to_string(),
+                v["rule_id"].as_str().unwrap().to_string(),
+            )
         })
         .collect()
 }
@@ -171,7 +213,8 @@ impl RecordCounter {
             .create()
             .unwrap();
         let mut list = rdkafka::TopicPartitionList::new();
-        list.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).unwrap();
+        list.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+            .unwrap();
         consumer.assign(&list).unwrap();
         RecordCounter { consumer, seen: 0 }
     }
@@ -198,4 +241,3 @@ pub const FAST_REJOIN: [(&str, &str); 2] = [
     ("VIGIL__KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "3000"),
     ("VIGIL__KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS", "500"),
 ];
-

@@ -26,7 +26,10 @@ use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 pub fn shared_data(rel: &str) -> PathBuf {
@@ -68,7 +71,11 @@ fn tansu_binary() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The shared broker of this test binary.
@@ -81,15 +88,27 @@ pub fn broker() -> &'static Broker {
         }
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
-        let log = std::fs::File::create(std::env::temp_dir().join(format!("tansu-{port}.log"))).unwrap();
+        let log =
+            std::fs::File::create(std::env::temp_dir().join(format!("tansu-{port}.log"))).unwrap();
         let child = Command::new(tansu_binary())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
             .expect("starting tansu");
         let addr = format!("127.0.0.1:{port}");
-        let broker = Broker { addr: addr.clone(), _child: Some(ChildGuard(child)) };
+        let broker = Broker {
+            addr: addr.clone(),
+            _child: Some(ChildGuard(child)),
+        };
         wait_for_broker(&addr);
         broker
     })
@@ -97,9 +116,15 @@ pub fn broker() -> &'static Broker {
 
 fn wait_for_broker(addr: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", addr).create().unwrap();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .create()
+        .unwrap();
     while Instant::now() < deadline {
-        if consumer.fetch_metadata(None, Duration::from_secs(2)).is_ok() {
+        if consumer
+            .fetch_metadata(None, Duration::from_secs(2))
+            .is_ok()
+        {
             return;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -111,32 +136,58 @@ fn wait_for_broker(addr: &str) {
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{prefix}-{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}-{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub async fn create_topics(addr: &str, topics: &[(&str, i32)]) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", addr).create().unwrap();
-    let new: Vec<NewTopic> =
-        topics.iter().map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1))).collect();
-    let results = admin.create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))).await.unwrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .create()
+        .unwrap();
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let results = admin
+        .create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .unwrap();
     for r in results {
         r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
     }
 }
 
 pub fn producer(addr: &str) -> FutureProducer {
-    ClientConfig::new().set("bootstrap.servers", addr).set("acks", "all").create().unwrap()
+    ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("acks", "all")
+        .create()
+        .unwrap()
 }
 
 /// Produce each payload to `partition` of `topic`, in order.
 pub async fn produce(addr: &str, topic: &str, partition: i32, payloads: &[Vec<u8>]) {
     let p = producer(addr);
     for payload in payloads {
-        p.send(FutureRecord::<(), _>::to(topic).partition(partition).payload(payload), Timeout::After(Duration::from_secs(30)))
-            .await
-            .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
+        p.send(
+            FutureRecord::<(), _>::to(topic)
+                .partition(partition)
+                .payload(payload),
+            Timeout::After(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
     }
 }
 
@@ -154,7 +205,13 @@ pub fn lines(path: &Path) -> Vec<Vec<u8>> {
 /// read or `timeout` passed; then keep reading for `settle` to catch extras.
 /// Transient consumer errors (a connection cut by a [`TcpProxy`]) are
 /// logged and reading goes on.
-pub fn read_topic(addr: &str, topic: &str, want: usize, timeout: Duration, settle: Duration) -> Vec<(i64, String)> {
+pub fn read_topic(
+    addr: &str,
+    topic: &str,
+    want: usize,
+    timeout: Duration,
+    settle: Duration,
+) -> Vec<(i64, String)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", addr)
         .set("group.id", unique("reader"))
@@ -163,7 +220,8 @@ pub fn read_topic(addr: &str, topic: &str, want: usize, timeout: Duration, settl
         .create()
         .unwrap();
     let mut list = TopicPartitionList::new();
-    list.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    list.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
     consumer.assign(&list).unwrap();
     let mut out = Vec::new();
     let deadline = Instant::now() + timeout;
@@ -177,7 +235,10 @@ pub fn read_topic(addr: &str, topic: &str, want: usize, timeout: Duration, settl
             break;
         }
         match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => out.push((m.offset(), String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned())),
+            Some(Ok(m)) => out.push((
+                m.offset(),
+                String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+            )),
             Some(Err(e)) => eprintln!("reading {topic}: {e} (retrying)"),
             None => {}
         }
@@ -201,11 +262,18 @@ pub fn event_rules() -> Vec<vigil::rules::Rule> {
 
 /// The alerts the per-event rules raise offline (the library, as `vigil
 /// replay` runs it) over `inputs`, each stream numbered from line 1.
-pub async fn offline_event_alerts(inputs: &[(vigil::source::SourceKind, &[Vec<u8>])]) -> Vec<vigil::alert::Alert> {
+pub async fn offline_event_alerts(
+    inputs: &[(vigil::source::SourceKind, &[Vec<u8>])],
+) -> Vec<vigil::alert::Alert> {
     use vigil::source::{Origin, RawMessage};
-    let engine = vigil::rules::RuleEngine::compile(event_rules()).await.unwrap();
-    let mut detector =
-        vigil::detect::Detector::new(engine, Default::default(), std::sync::Arc::new(vigil::metrics::Metrics::default()));
+    let engine = vigil::rules::RuleEngine::compile(event_rules())
+        .await
+        .unwrap();
+    let mut detector = vigil::detect::Detector::new(
+        engine,
+        Default::default(),
+        std::sync::Arc::new(vigil::metrics::Metrics::default()),
+    );
     let mut alerts = Vec::new();
     for (source, payloads) in inputs {
         let messages = payloads
@@ -214,7 +282,10 @@ pub async fn offline_event_alerts(inputs: &[(vigil::source::SourceKind, &[Vec<u8
             .map(|(i, p)| RawMessage {
                 source: *source,
                 payload: p.clone(),
-                origin: Origin::File { path: "offline".into(), line: i as u64 + 1 },
+                origin: Origin::File {
+                    path: "offline".into(),
+                    line: i as u64 + 1,
+                },
                 timestamp_ms: None,
                 state_only: false,
             })
@@ -227,11 +298,20 @@ pub async fn offline_event_alerts(inputs: &[(vigil::source::SourceKind, &[Vec<u8
 
 /// The committed offset of `group` on partition 0 of `topic`.
 pub fn committed_offset(addr: &str, group: &str, topic: &str) -> Option<i64> {
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", addr).set("group.id", group).create().unwrap();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", group)
+        .create()
+        .unwrap();
     let mut list = TopicPartitionList::new();
     list.add_partition(topic, 0);
-    let committed = consumer.committed_offsets(list, Duration::from_secs(10)).unwrap();
-    committed.find_partition(topic, 0).and_then(|p| p.offset().to_raw()).filter(|o| *o >= 0)
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .unwrap();
+    committed
+        .find_partition(topic, 0)
+        .and_then(|p| p.offset().to_raw())
+        .filter(|o| *o >= 0)
 }
 
 /// The latest checkpoint of `group`.
@@ -258,7 +338,11 @@ impl Vigil {
     /// `VIGIL__KAFKA__DELIVERY`). The log file is appended to, so restarts
     /// can share one log.
     pub fn start_with_env(config: &Path, log: PathBuf, env: &[(&str, &str)]) -> Vigil {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
             .args(["run", "--config"])
             .arg(config)
@@ -284,7 +368,10 @@ impl Vigil {
                 return status;
             }
             if Instant::now() > deadline {
-                panic!("vigil did not stop within 60 s of SIGTERM; log: {}", std::fs::read_to_string(&self.log).unwrap_or_default());
+                panic!(
+                    "vigil did not stop within 60 s of SIGTERM; log: {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -310,13 +397,21 @@ impl Vigil {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             for line in self.log_text().lines() {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-                if v["fields"]["message"].as_str().is_some_and(|m| m.starts_with("HTTP server listening")) {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                if v["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("HTTP server listening"))
+                {
                     return v["fields"]["addr"].as_str().unwrap().parse().unwrap();
                 }
             }
             if Instant::now() > deadline {
-                panic!("vigil did not report its HTTP address; log:\n{}", self.log_text());
+                panic!(
+                    "vigil did not report its HTTP address; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -327,12 +422,24 @@ impl Vigil {
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: vigil\r\nConnection: close\r\n\r\n").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: vigil\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
-    let status = response.get(9..12).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad response: {response}"));
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad response: {response}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -436,7 +543,9 @@ pub struct DedicatedBroker {
 impl DedicatedBroker {
     pub fn start(listen_port: u16, advertised: &str) -> DedicatedBroker {
         let url = format!("tcp://127.0.0.1:{listen_port}");
-        let log = std::fs::File::create(std::env::temp_dir().join(format!("tansu-{listen_port}.log"))).unwrap();
+        let log =
+            std::fs::File::create(std::env::temp_dir().join(format!("tansu-{listen_port}.log")))
+                .unwrap();
         let child = Command::new(tansu_binary())
             .args([
                 "broker",
@@ -451,7 +560,10 @@ impl DedicatedBroker {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("starting tansu");
-        DedicatedBroker { _child: ChildGuard(child), listen_addr: format!("127.0.0.1:{listen_port}") }
+        DedicatedBroker {
+            _child: ChildGuard(child),
+            listen_addr: format!("127.0.0.1:{listen_port}"),
+        }
     }
 }
 
@@ -515,7 +627,9 @@ impl TcpProxy {
                 match listener.as_ref().unwrap().accept() {
                     Ok((client, _)) => {
                         client.set_nonblocking(false).unwrap();
-                        let Ok(server) = std::net::TcpStream::connect(&upstream) else { continue };
+                        let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                            continue;
+                        };
                         {
                             let mut conns = st.connections.lock().unwrap();
                             conns.push(client.try_clone().unwrap());
@@ -527,9 +641,10 @@ impl TcpProxy {
                             let _ = server.shutdown(std::net::Shutdown::Both);
                             continue;
                         }
-                        for (mut from, mut to) in
-                            [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
-                        {
+                        for (mut from, mut to) in [
+                            (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                            (server, client),
+                        ] {
                             std::thread::spawn(move || {
                                 let _ = std::io::copy(&mut from, &mut to);
                                 let _ = to.shutdown(std::net::Shutdown::Both);
@@ -537,7 +652,9 @@ impl TcpProxy {
                             });
                         }
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
@@ -556,18 +673,31 @@ impl TcpProxy {
 
     /// Accept connections again.
     pub fn restore(&self) {
-        self.state.down.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.state
+            .down
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
 impl Drop for TcpProxy {
     fn drop(&mut self) {
         self.cut();
-        self.state.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.state
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
 /// The payloads of [`read_topic`].
-pub fn read_payloads(addr: &str, topic: &str, want: usize, timeout: Duration, settle: Duration) -> Vec<String> {
-    read_topic(addr, topic, want, timeout, settle).into_iter().map(|(_, p)| p).collect()
+pub fn read_payloads(
+    addr: &str,
+    topic: &str,
+    want: usize,
+    timeout: Duration,
+    settle: Duration,
+) -> Vec<String> {
+    read_topic(addr, topic, want, timeout, settle)
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect()
 }

@@ -77,7 +77,14 @@ pub fn alert_id<'a>(rule_id: &str, event_ids: impl IntoIterator<Item = &'a str>)
     }
     let d = h.finalize();
     let x = hex::encode(&d[..16]);
-    format!("{}-{}-{}-{}-{}", &x[0..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[0..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    )
 }
 
 /// Format nanoseconds since the epoch as RFC 3339 UTC with nanoseconds.
@@ -142,7 +149,10 @@ mod tests {
 
     #[test]
     fn formats_times_in_utc() {
-        assert_eq!(format_time_ns(1_470_327_477_881_781_397), "2016-08-04T16:17:57.881781397Z");
+        assert_eq!(
+            format_time_ns(1_470_327_477_881_781_397),
+            "2016-08-04T16:17:57.881781397Z"
+        );
         assert_eq!(format_time_ns(0), "1970-01-01T00:00:00Z");
     }
 }

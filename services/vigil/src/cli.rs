@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
 use crate::config::Settings;
+use crate::correlate::Placement;
 use crate::correlate::RuleStrategy;
 use crate::detect::{Detector, EventTimeBounds};
 use crate::health::Health;
@@ -17,11 +18,14 @@ use crate::metrics::Metrics;
 use crate::rules::{self, coverage, RuleEngine};
 use crate::source::SourceKind;
 use crate::telemetry::{self, LogSettings};
-use crate::correlate::Placement;
 use crate::{embedded, http, leader, pipeline, reload, replay};
 
 #[derive(Parser, Debug)]
-#[command(name = "vigil", version, about = "Streaming SIEM detection for Kubernetes: Kafka → Arrow → SQL rules → alerts")]
+#[command(
+    name = "vigil",
+    version,
+    about = "Streaming SIEM detection for Kubernetes: Kafka → Arrow → SQL rules → alerts"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -167,7 +171,10 @@ enum OutputFormat {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -185,12 +192,18 @@ pub fn main() -> ExitCode {
 
 /// The rules of `dir` with `<dir>/exceptions.toml` if present.
 async fn load_engine(dir: &Path) -> Result<RuleEngine> {
-    rules::load_rule_set(dir, None, Default::default()).await.map_err(anyhow::Error::new)
+    rules::load_rule_set(dir, None, Default::default())
+        .await
+        .map_err(anyhow::Error::new)
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Run { config, rules, samples } => {
+        Command::Run {
+            config,
+            rules,
+            samples,
+        } => {
             // Logs start after the configuration is read (it says how to log);
             // a configuration error is printed by `main`.
             let mut settings = Settings::load(config.as_deref())?;
@@ -213,21 +226,33 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
 /// `vigil run`: the HTTP server, the rules, then the pipeline (or the demo).
 async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
     let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::new(Duration::from_millis(settings.http.ready_max_poll_gap_ms)));
+    let health = Arc::new(Health::new(Duration::from_millis(
+        settings.http.ready_max_poll_gap_ms,
+    )));
     // Serve /healthz before the rules compile (which takes seconds), so a
     // liveness probe does not kill a starting instance.
     if let Some(addr) = settings.http.address()? {
         http::start(addr, metrics.clone(), health.clone()).await?;
     }
-    let leader_placement = settings.correlation.placement == Placement::Leader && settings.kafka.brokers.is_some();
+    let leader_placement =
+        settings.correlation.placement == Placement::Leader && settings.kafka.brokers.is_some();
     let mut engine = if leader_placement {
         // This instance runs the per-event rules; the elected leader runs
         // the correlation rules (`leader`).
-        rules::load_split_rule_set(&settings.rules.dir, settings.rules.exceptions.as_deref(), settings.correlation.clone())
-            .await
-            .map(|(per_event, _)| per_event)
+        rules::load_split_rule_set(
+            &settings.rules.dir,
+            settings.rules.exceptions.as_deref(),
+            settings.correlation.clone(),
+        )
+        .await
+        .map(|(per_event, _)| per_event)
     } else {
-        rules::load_rule_set(&settings.rules.dir, settings.rules.exceptions.as_deref(), settings.correlation.clone()).await
+        rules::load_rule_set(
+            &settings.rules.dir,
+            settings.rules.exceptions.as_deref(),
+            settings.correlation.clone(),
+        )
+        .await
     }
     .map_err(anyhow::Error::new)
     .with_context(|| format!("loading rules from {}", settings.rules.dir.display()))?;
@@ -249,7 +274,10 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
     let stop = stop_on_signal();
     match settings.kafka.brokers.clone() {
         Some(brokers) if leader_placement => {
-            let options = pipeline::RunOptions { health: Some(health), ..Default::default() };
+            let options = pipeline::RunOptions {
+                health: Some(health),
+                ..Default::default()
+            };
             // An error of either ends the service (a failed election, e.g. a
             // missing lease topic, would otherwise surface only at exit);
             // the other's batch in flight is re-read after the restart.
@@ -259,11 +287,15 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
             )?;
         }
         Some(brokers) => {
-            let options = pipeline::RunOptions { health: Some(health), ..Default::default() };
+            let options = pipeline::RunOptions {
+                health: Some(health),
+                ..Default::default()
+            };
             pipeline::run(&settings, &brokers, detector, stop, options).await?;
         }
         None => {
-            let (output, metrics) = embedded::run_demo(&settings, &samples, detector, stop, Some(health)).await?;
+            let (output, metrics) =
+                embedded::run_demo(&settings, &samples, detector, stop, Some(health)).await?;
             for alert in &output.alerts {
                 println!("{alert}");
             }
@@ -290,24 +322,51 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
 async fn dispatch_tool(command: Command) -> Result<ExitCode> {
     match command {
         Command::Run { .. } => unreachable!("dispatch handles run"),
-        Command::Replay { rules, source, batch_size, from, to, summary_only, input } => {
+        Command::Replay {
+            rules,
+            source,
+            batch_size,
+            from,
+            to,
+            summary_only,
+            input,
+        } => {
             if let (Some(f), Some(t)) = (from, to) {
                 if f >= t {
                     anyhow::bail!("--from must be before --to");
                 }
             }
             let engine = load_engine(&rules).await?;
-            let bounds = EventTimeBounds { from_ns: from, to_ns: to };
+            let bounds = EventTimeBounds {
+                from_ns: from,
+                to_ns: to,
+            };
             let mut detector =
-                Detector::new(engine, Default::default(), Arc::new(Metrics::default())).with_event_time_bounds(bounds);
+                Detector::new(engine, Default::default(), Arc::new(Metrics::default()))
+                    .with_event_time_bounds(bounds);
             let options = replay::ReplayOptions { batch_size };
             let summary = if summary_only {
-                replay::replay_with(&mut detector, source, &input, options, &mut std::io::sink(), &mut std::io::sink())
-                    .await?
+                replay::replay_with(
+                    &mut detector,
+                    source,
+                    &input,
+                    options,
+                    &mut std::io::sink(),
+                    &mut std::io::sink(),
+                )
+                .await?
             } else {
                 let mut stdout = std::io::stdout().lock();
                 let mut stderr = std::io::stderr();
-                replay::replay_with(&mut detector, source, &input, options, &mut stdout, &mut stderr).await?
+                replay::replay_with(
+                    &mut detector,
+                    source,
+                    &input,
+                    options,
+                    &mut stdout,
+                    &mut stderr,
+                )
+                .await?
             };
             let text = summary.render();
             if summary_only {
@@ -318,14 +377,19 @@ async fn dispatch_tool(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Gen(args) => run_gen(args).await,
-        Command::Rules { command: RulesCommand::Test { dir, filter } } => {
+        Command::Rules {
+            command: RulesCommand::Test { dir, filter },
+        } => {
             let mut loaded = rules::load_dir(&dir).map_err(anyhow::Error::new)?;
             if let Some(f) = &filter {
                 loaded.retain(|r| r.meta.id.contains(f.as_str()));
             }
-            let mut exceptions = rules::exceptions::Exceptions::load_for_dir(&dir).map_err(anyhow::Error::new)?;
+            let mut exceptions =
+                rules::exceptions::Exceptions::load_for_dir(&dir).map_err(anyhow::Error::new)?;
             if filter.is_some() {
-                exceptions.entries.retain(|e| loaded.iter().any(|r| r.meta.id == e.rule));
+                exceptions
+                    .entries
+                    .retain(|e| loaded.iter().any(|r| r.meta.id == e.rule));
             }
             let engine = RuleEngine::compile(loaded.clone())
                 .await
@@ -339,17 +403,37 @@ async fn dispatch_tool(command: Command) -> Result<ExitCode> {
                     println!("PASS  {:<40} {}", r.rule_id, r.name);
                 } else {
                     failed += 1;
-                    println!("FAIL  {:<40} {}  ({}:{}: {})", r.rule_id, r.name, r.file.display(), r.line, r.detail);
+                    println!(
+                        "FAIL  {:<40} {}  ({}:{}: {})",
+                        r.rule_id,
+                        r.name,
+                        r.file.display(),
+                        r.line,
+                        r.detail
+                    );
                 }
             }
             println!("rule tests: {passed} passed, {failed} failed");
-            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
-        Command::Rules { command: RulesCommand::Coverage { dir, format, matrix } } => {
+        Command::Rules {
+            command:
+                RulesCommand::Coverage {
+                    dir,
+                    format,
+                    matrix,
+                },
+        } => {
             let matrix = match matrix {
                 Some(path) => {
-                    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-                    coverage::Matrix::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    coverage::Matrix::parse(&text)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
                 }
                 None => coverage::Matrix::builtin(),
             };
@@ -357,22 +441,36 @@ async fn dispatch_tool(command: Command) -> Result<ExitCode> {
             let report = coverage::coverage(&matrix, &loaded);
             match format {
                 OutputFormat::Text => write_stdout(&report.render_text())?,
-                OutputFormat::Json => write_stdout(&format!("{}\n", serde_json::to_string_pretty(&report)?))?,
+                OutputFormat::Json => {
+                    write_stdout(&format!("{}\n", serde_json::to_string_pretty(&report)?))?
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Rules { command: RulesCommand::Validate { dir } } => match load_engine(&dir).await {
+        Command::Rules {
+            command: RulesCommand::Validate { dir },
+        } => match load_engine(&dir).await {
             Ok(engine) => {
                 let exceptions = match &engine.exceptions().path {
-                    Some(p) => format!(", {} exceptions OK in {}", engine.exceptions().len(), p.display()),
+                    Some(p) => format!(
+                        ", {} exceptions OK in {}",
+                        engine.exceptions().len(),
+                        p.display()
+                    ),
                     None => String::new(),
                 };
-                println!("{} rules OK in {}{exceptions}", engine.rules().count(), dir.display());
+                println!(
+                    "{} rules OK in {}{exceptions}",
+                    engine.rules().count(),
+                    dir.display()
+                );
                 for (id, strategy) in engine.correlator().strategies() {
                     match strategy {
                         RuleStrategy::Incremental => println!("correlation rule {id}: incremental"),
                         RuleStrategy::Rescan(None) => println!("correlation rule {id}: re-scan"),
-                        RuleStrategy::Rescan(Some(why)) => println!("correlation rule {id}: re-scan ({why})"),
+                        RuleStrategy::Rescan(Some(why)) => {
+                            println!("correlation rule {id}: re-scan ({why})")
+                        }
                     }
                 }
                 Ok(ExitCode::SUCCESS)
@@ -398,9 +496,11 @@ fn write_stdout(text: &str) -> Result<()> {
 
 /// Parse an RFC 3339 time (`--from`/`--to`) to nanoseconds since the epoch.
 fn parse_rfc3339_ns(s: &str) -> Result<i64, String> {
-    let t = chrono::DateTime::parse_from_rfc3339(s)
-        .map_err(|e| format!("invalid RFC 3339 time {s:?} (expected e.g. 2024-05-01T00:00:00Z): {e}"))?;
-    t.timestamp_nanos_opt().ok_or_else(|| format!("time {s:?} is outside the representable range"))
+    let t = chrono::DateTime::parse_from_rfc3339(s).map_err(|e| {
+        format!("invalid RFC 3339 time {s:?} (expected e.g. 2024-05-01T00:00:00Z): {e}")
+    })?;
+    t.timestamp_nanos_opt()
+        .ok_or_else(|| format!("time {s:?} is outside the representable range"))
 }
 
 async fn run_gen(args: GenArgs) -> Result<ExitCode> {
@@ -422,7 +522,11 @@ async fn run_gen(args: GenArgs) -> Result<ExitCode> {
         namespaces: args.namespaces,
         pods: args.pods,
         start_ns,
-        step_ns: if args.rate == 0 { 1_000_000 } else { (1_000_000_000 / args.rate).max(1) as i64 },
+        step_ns: if args.rate == 0 {
+            1_000_000
+        } else {
+            (1_000_000_000 / args.rate).max(1) as i64
+        },
         attack_every: args.attack_every,
         ..base
     };
@@ -434,7 +538,8 @@ async fn run_gen(args: GenArgs) -> Result<ExitCode> {
             produce::write_jsonl(&mut generator, args.count, &mut out)?
         }
         Some(path) => {
-            let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("creating {}", path.display()))?;
             let mut out = std::io::BufWriter::new(file);
             produce::write_jsonl(&mut generator, args.count, &mut out)?
         }
@@ -442,14 +547,24 @@ async fn run_gen(args: GenArgs) -> Result<ExitCode> {
             let brokers = args.brokers.clone().or_else(|| settings.kafka.brokers.clone()).ok_or_else(|| {
                 anyhow::anyhow!("vigil gen needs --brokers (or kafka.brokers in the configuration), or --out FILE")
             })?;
-            let producer = produce::load_producer(&crate::kafka::base_config(&settings.kafka, &brokers))?;
+            let producer =
+                produce::load_producer(&crate::kafka::base_config(&settings.kafka, &brokers))?;
             let topics = produce::SourceTopics {
                 k8s_audit: settings.topics.k8s_audit.clone(),
                 falco: settings.topics.falco.clone(),
                 tetragon: settings.topics.tetragon.clone(),
             };
             tracing::info!(brokers = %brokers, rate = args.rate, count = args.count, seed = args.seed, "producing generated events");
-            produce::produce(&producer, &topics, &mut generator, args.count, args.rate, stop_on_signal(), |_| {}).await?
+            produce::produce(
+                &producer,
+                &topics,
+                &mut generator,
+                args.count,
+                args.rate,
+                stop_on_signal(),
+                |_| {},
+            )
+            .await?
         }
     };
     if let Some(path) = &args.manifest {
@@ -480,8 +595,9 @@ fn stop_on_signal() -> watch::Receiver<bool> {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing the SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing the SIGTERM handler");
             tokio::select! {
                 _ = ctrl_c => {},
                 _ = term.recv() => {},

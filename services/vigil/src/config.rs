@@ -20,8 +20,8 @@ use serde::Deserialize;
 use crate::correlate::CorrelationSettings;
 use crate::decode::DecodeLimits;
 use crate::http::HttpSettings;
-use crate::telemetry::{LogSettings, TracingSettings};
 use crate::source::SourceKind;
+use crate::telemetry::{LogSettings, TracingSettings};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -114,7 +114,11 @@ impl Default for KafkaSettings {
 impl KafkaSettings {
     /// The producer's `transactional.id` in exactly-once mode.
     pub fn transactional_id(&self) -> String {
-        if let Some(id) = self.transactional_id.as_deref().filter(|s| !s.trim().is_empty()) {
+        if let Some(id) = self
+            .transactional_id
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
             return id.to_string();
         }
         let host = std::env::var("HOSTNAME")
@@ -153,7 +157,16 @@ impl fmt::Debug for KafkaSettings {
         let properties: BTreeMap<&str, &str> = self
             .properties
             .iter()
-            .map(|(k, v)| (k.as_str(), if is_secret_property(k) { "<redacted>" } else { v.as_str() }))
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if is_secret_property(k) {
+                        "<redacted>"
+                    } else {
+                        v.as_str()
+                    },
+                )
+            })
             .collect();
         f.debug_struct("KafkaSettings")
             .field("brokers", &self.brokers)
@@ -272,7 +285,10 @@ fn default_max_wait_ms() -> u64 {
 
 impl Default for BatchSettings {
     fn default() -> Self {
-        BatchSettings { max_events: default_max_events(), max_wait_ms: default_max_wait_ms() }
+        BatchSettings {
+            max_events: default_max_events(),
+            max_wait_ms: default_max_wait_ms(),
+        }
     }
 }
 
@@ -317,7 +333,12 @@ fn default_max_eval_ms() -> u64 {
 
 impl Default for RuleSettings {
     fn default() -> Self {
-        RuleSettings { dir: default_rules_dir(), exceptions: None, reload: true, max_eval_ms: default_max_eval_ms() }
+        RuleSettings {
+            dir: default_rules_dir(),
+            exceptions: None,
+            reload: true,
+            max_eval_ms: default_max_eval_ms(),
+        }
     }
 }
 
@@ -391,7 +412,10 @@ impl Settings {
     }
 
     /// [`Settings::load`] with an explicit environment (for tests).
-    pub fn load_from(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings> {
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings> {
         let mut builder = config::Config::builder();
         if let Some(path) = file {
             if !path.exists() {
@@ -399,9 +423,14 @@ impl Settings {
             }
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
-        let env: config::Map<String, String> = env.into_iter().filter(|(k, _)| k.starts_with("VIGIL__")).collect();
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("VIGIL__"))
+            .collect();
         builder = builder.add_source(
-            config::Environment::with_prefix("VIGIL").separator("__").source(Some(env)),
+            config::Environment::with_prefix("VIGIL")
+                .separator("__")
+                .source(Some(env)),
         );
         let raw = builder.build().context("reading the configuration")?;
         let mut settings: Settings = raw.try_deserialize().context("invalid configuration")?;
@@ -425,13 +454,23 @@ impl Settings {
                 bail!("invalid configuration: kafka.brokers is empty (leave it unset to run the embedded demo)");
             }
         }
-        if let Some(k) = self.kafka.properties.keys().find(|k| PROTECTED_PROPERTIES.contains(&k.as_str())) {
+        if let Some(k) = self
+            .kafka
+            .properties
+            .keys()
+            .find(|k| PROTECTED_PROPERTIES.contains(&k.as_str()))
+        {
             bail!("invalid configuration: kafka.properties.{k} is set by Vigil (use kafka.brokers / kafka.group_id, or leave it: delivery guarantees depend on it)");
         }
         if self.topics.sources().is_empty() {
             bail!("invalid configuration: every source topic is empty; enable at least one of topics.k8s_audit, topics.falco, topics.tetragon");
         }
-        let outputs = [&self.topics.alerts, &self.topics.dead_letter, &self.topics.late_events, &self.topics.checkpoints];
+        let outputs = [
+            &self.topics.alerts,
+            &self.topics.dead_letter,
+            &self.topics.late_events,
+            &self.topics.checkpoints,
+        ];
         if outputs.iter().any(|t| t.is_empty()) {
             bail!("invalid configuration: topics.alerts, topics.dead_letter, topics.late_events and topics.checkpoints must be set");
         }
@@ -445,7 +484,10 @@ impl Settings {
             }
         }
         if !(1..=1_000_000).contains(&self.batch.max_events) {
-            bail!("invalid configuration: batch.max_events must be between 1 and 1000000, got {}", self.batch.max_events);
+            bail!(
+                "invalid configuration: batch.max_events must be between 1 and 1000000, got {}",
+                self.batch.max_events
+            );
         }
         if self.batch.max_wait_ms == 0 {
             bail!("invalid configuration: batch.max_wait_ms must be at least 1");
@@ -457,13 +499,19 @@ impl Settings {
             bail!("invalid configuration: correlation.max_state_rows and correlation.max_alert_events must be positive");
         }
         let l = &self.limits;
-        if l.max_message_bytes == 0 || l.max_events_per_message == 0 || l.max_field_bytes == 0 || l.max_nesting_depth == 0
+        if l.max_message_bytes == 0
+            || l.max_events_per_message == 0
+            || l.max_field_bytes == 0
+            || l.max_nesting_depth == 0
         {
             bail!("invalid configuration: limits.max_message_bytes, limits.max_events_per_message, limits.max_field_bytes and limits.max_nesting_depth must be positive");
         }
         if l.max_nesting_depth > 128 {
             // serde_json refuses deeper input anyway, with a less clear reason.
-            bail!("invalid configuration: limits.max_nesting_depth must be at most 128, got {}", l.max_nesting_depth);
+            bail!(
+                "invalid configuration: limits.max_nesting_depth must be at most 128, got {}",
+                l.max_nesting_depth
+            );
         }
         if self.rules.max_eval_ms == 0 {
             bail!("invalid configuration: rules.max_eval_ms must be at least 1");
@@ -481,7 +529,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -516,11 +567,27 @@ mod tests {
         assert_eq!(s.kafka.brokers.as_deref(), Some("b:9092"));
         assert_eq!(s.batch.max_events, 10);
         assert_eq!(s.batch.max_wait_ms, 42);
-        assert_eq!(s.kafka.properties.get("security.protocol").map(String::as_str), Some("SASL_SSL"));
-        assert_eq!(s.kafka.properties.get("sasl.password").map(String::as_str), Some("hunter2"));
-        assert!(s.topics.sources().iter().all(|(k, _)| *k != SourceKind::Falco));
+        assert_eq!(
+            s.kafka
+                .properties
+                .get("security.protocol")
+                .map(String::as_str),
+            Some("SASL_SSL")
+        );
+        assert_eq!(
+            s.kafka.properties.get("sasl.password").map(String::as_str),
+            Some("hunter2")
+        );
+        assert!(s
+            .topics
+            .sources()
+            .iter()
+            .all(|(k, _)| *k != SourceKind::Falco));
         let printed = format!("{s:?}");
-        assert!(!printed.contains("hunter2"), "secrets must not be printed: {printed}");
+        assert!(
+            !printed.contains("hunter2"),
+            "secrets must not be printed: {printed}"
+        );
         assert!(printed.contains("<redacted>"));
     }
 
@@ -528,10 +595,15 @@ mod tests {
     fn rejects_invalid_values_with_a_clear_message() {
         let e = Settings::load_from(None, env(&[("VIGIL__BATCH__MAX_EVENTS", "0")])).unwrap_err();
         assert!(format!("{e:#}").contains("batch.max_events"), "{e:#}");
-        let e = Settings::load_from(None, env(&[("VIGIL__BATCH__MAX_EVENTS", "many")])).unwrap_err();
+        let e =
+            Settings::load_from(None, env(&[("VIGIL__BATCH__MAX_EVENTS", "many")])).unwrap_err();
         assert!(format!("{e:#}").contains("invalid configuration"), "{e:#}");
-        let e = Settings::load_from(None, env(&[("VIGIL__TOPICS__FALCO", "vigil-alerts")])).unwrap_err();
-        assert!(format!("{e:#}").contains("both a source and an output"), "{e:#}");
+        let e = Settings::load_from(None, env(&[("VIGIL__TOPICS__FALCO", "vigil-alerts")]))
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("both a source and an output"),
+            "{e:#}"
+        );
     }
 
     #[test]
@@ -547,15 +619,34 @@ mod tests {
         )
         .unwrap();
         let l = s.limits.decode_limits();
-        assert_eq!((l.max_field_bytes, l.max_nesting_depth, l.max_event_time_ahead_ms), (1000, 20, 60_000));
+        assert_eq!(
+            (
+                l.max_field_bytes,
+                l.max_nesting_depth,
+                l.max_event_time_ahead_ms
+            ),
+            (1000, 20, 60_000)
+        );
         assert_eq!(s.rules.max_eval(), Duration::from_millis(250));
         let d = Settings::load_from(None, env(&[])).unwrap();
         assert_eq!(d.rules.max_eval_ms, 5000);
         assert_eq!(d.limits.max_field_bytes, 262_144);
         for (key, value, expected) in [
-            ("VIGIL__LIMITS__MAX_NESTING_DEPTH", "200", "limits.max_nesting_depth must be at most 128"),
-            ("VIGIL__LIMITS__MAX_FIELD_BYTES", "0", "limits.max_field_bytes"),
-            ("VIGIL__RULES__MAX_EVAL_MS", "0", "rules.max_eval_ms must be at least 1"),
+            (
+                "VIGIL__LIMITS__MAX_NESTING_DEPTH",
+                "200",
+                "limits.max_nesting_depth must be at most 128",
+            ),
+            (
+                "VIGIL__LIMITS__MAX_FIELD_BYTES",
+                "0",
+                "limits.max_field_bytes",
+            ),
+            (
+                "VIGIL__RULES__MAX_EVAL_MS",
+                "0",
+                "rules.max_eval_ms must be at least 1",
+            ),
         ] {
             let e = Settings::load_from(None, env(&[(key, value)])).unwrap_err();
             assert!(format!("{e:#}").contains(expected), "{key}={value}: {e:#}");
@@ -566,20 +657,34 @@ mod tests {
     fn correlation_state_bounds_come_from_the_environment_and_must_be_positive() {
         let s = Settings::load_from(
             None,
-            env(&[("VIGIL__CORRELATION__MAX_STATE_ROWS", "5000"), ("VIGIL__CORRELATION__INCREMENTAL", "false")]),
+            env(&[
+                ("VIGIL__CORRELATION__MAX_STATE_ROWS", "5000"),
+                ("VIGIL__CORRELATION__INCREMENTAL", "false"),
+            ]),
         )
         .unwrap();
         assert_eq!(s.correlation.max_state_rows, 5000);
         assert!(!s.correlation.incremental);
         assert_eq!(s.correlation.max_alert_events, 100);
-        let e = Settings::load_from(None, env(&[("VIGIL__CORRELATION__MAX_ALERT_EVENTS", "0")])).unwrap_err();
-        assert!(format!("{e:#}").contains("correlation.max_alert_events must be positive"), "{e:#}");
+        let e = Settings::load_from(None, env(&[("VIGIL__CORRELATION__MAX_ALERT_EVENTS", "0")]))
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("correlation.max_alert_events must be positive"),
+            "{e:#}"
+        );
     }
 
     #[test]
     fn rejects_properties_that_would_break_delivery_guarantees() {
-        let e = Settings::load_from(None, env(&[("VIGIL__KAFKA__PROPERTIES__ENABLE_AUTO_COMMIT", "true")])).unwrap_err();
-        assert!(format!("{e:#}").contains("kafka.properties.enable.auto.commit"), "{e:#}");
+        let e = Settings::load_from(
+            None,
+            env(&[("VIGIL__KAFKA__PROPERTIES__ENABLE_AUTO_COMMIT", "true")]),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("kafka.properties.enable.auto.commit"),
+            "{e:#}"
+        );
     }
 
     #[test]
@@ -606,12 +711,19 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(s.http.address().unwrap(), Some("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(
+            s.http.address().unwrap(),
+            Some("127.0.0.1:9000".parse().unwrap())
+        );
         assert_eq!(s.log.format, crate::telemetry::LogFormat::Json);
-        assert_eq!(s.tracing.endpoint(None).as_deref(), Some("http://collector:4317"));
+        assert_eq!(
+            s.tracing.endpoint(None).as_deref(),
+            Some("http://collector:4317")
+        );
         let s = Settings::load_from(None, env(&[("VIGIL__HTTP__LISTEN", "")])).unwrap();
         assert_eq!(s.http.address().unwrap(), None);
-        let e = Settings::load_from(None, env(&[("VIGIL__HTTP__LISTEN", "everywhere")])).unwrap_err();
+        let e =
+            Settings::load_from(None, env(&[("VIGIL__HTTP__LISTEN", "everywhere")])).unwrap_err();
         assert!(format!("{e:#}").contains("http.listen"), "{e:#}");
         let e = Settings::load_from(None, env(&[("VIGIL__LOG__FORMAT", "xml")])).unwrap_err();
         assert!(format!("{e:#}").contains("xml"), "{e:#}");
@@ -627,7 +739,8 @@ mod tests {
 
     #[test]
     fn missing_file_is_an_error() {
-        let e = Settings::load_from(Some(Path::new("/nonexistent/vigil.toml")), env(&[])).unwrap_err();
+        let e =
+            Settings::load_from(Some(Path::new("/nonexistent/vigil.toml")), env(&[])).unwrap_err();
         assert!(e.to_string().contains("does not exist"));
     }
 }

@@ -48,20 +48,32 @@ pub enum DeadLetterKind {
 }
 
 impl DeadLetter {
-    pub fn decode_error(source: SourceKind, origin: Origin, payload: &[u8], reason: String, now_ns: i64) -> Self {
+    pub fn decode_error(
+        source: SourceKind,
+        origin: Origin,
+        payload: &[u8],
+        reason: String,
+        now_ns: i64,
+    ) -> Self {
         // A dead letter must fit the broker's message size even when the
         // message it reports did not: keep the head, say so in the reason.
         let (payload, reason) = if payload.len() > MAX_KEPT_PAYLOAD {
             (
                 &payload[..MAX_KEPT_PAYLOAD],
-                format!("{reason} (payload truncated to its first {MAX_KEPT_PAYLOAD} of {} bytes)", payload.len()),
+                format!(
+                    "{reason} (payload truncated to its first {MAX_KEPT_PAYLOAD} of {} bytes)",
+                    payload.len()
+                ),
             )
         } else {
             (payload, reason)
         };
         let (payload, payload_base64) = match std::str::from_utf8(payload) {
             Ok(text) => (Some(text.to_string()), None),
-            Err(_) => (None, Some(base64::engine::general_purpose::STANDARD.encode(payload))),
+            Err(_) => (
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(payload)),
+            ),
         };
         DeadLetter {
             schema_version: 1,
@@ -76,7 +88,13 @@ impl DeadLetter {
         }
     }
 
-    pub fn rule_error(source: SourceKind, rule_id: String, origins: Vec<Origin>, reason: String, now_ns: i64) -> Self {
+    pub fn rule_error(
+        source: SourceKind,
+        rule_id: String,
+        origins: Vec<Origin>,
+        reason: String,
+        now_ns: i64,
+    ) -> Self {
         DeadLetter {
             schema_version: 1,
             kind: DeadLetterKind::RuleError,
@@ -135,11 +153,24 @@ mod tests {
 
     #[test]
     fn oversized_payloads_are_truncated_and_say_so() {
-        let origin = Origin::File { path: "-".into(), line: 1 };
+        let origin = Origin::File {
+            path: "-".into(),
+            line: 1,
+        };
         let big = vec![b'x'; MAX_KEPT_PAYLOAD * 3];
-        let d = DeadLetter::decode_error(SourceKind::Falco, origin.clone(), &big, "too large".into(), 0);
+        let d = DeadLetter::decode_error(
+            SourceKind::Falco,
+            origin.clone(),
+            &big,
+            "too large".into(),
+            0,
+        );
         assert_eq!(d.payload.as_ref().unwrap().len(), MAX_KEPT_PAYLOAD);
-        assert!(d.reason.starts_with("too large (payload truncated"), "{}", d.reason);
+        assert!(
+            d.reason.starts_with("too large (payload truncated"),
+            "{}",
+            d.reason
+        );
         let small = DeadLetter::decode_error(SourceKind::Falco, origin, b"{x", "bad".into(), 0);
         assert_eq!(small.payload.as_deref(), Some("{x"));
         assert_eq!(small.reason, "bad");

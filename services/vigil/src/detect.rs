@@ -74,7 +74,14 @@ pub fn now_ns() -> i64 {
 
 impl Detector {
     pub fn new(engine: RuleEngine, limits: DecodeLimits, metrics: Arc<Metrics>) -> Self {
-        Detector { engine, limits, metrics, bounds: EventTimeBounds::default(), reloads: None, reports_input: true }
+        Detector {
+            engine,
+            limits,
+            metrics,
+            bounds: EventTimeBounds::default(),
+            reloads: None,
+            reports_input: true,
+        }
     }
 
     /// Do not report the input (counts, decode failures): another detector
@@ -93,7 +100,10 @@ impl Detector {
 
     /// Swap in rule sets received on `reloads`, at the start of the next
     /// batch after they arrive (see [`Detector::swap_engine`]).
-    pub fn with_reloads(mut self, reloads: tokio::sync::mpsc::UnboundedReceiver<RuleEngine>) -> Self {
+    pub fn with_reloads(
+        mut self,
+        reloads: tokio::sync::mpsc::UnboundedReceiver<RuleEngine>,
+    ) -> Self {
         self.reloads = Some(reloads);
         self
     }
@@ -103,9 +113,11 @@ impl Detector {
     pub fn swap_engine(&mut self, mut engine: RuleEngine) {
         engine.set_time_budget(self.engine.time_budget());
         let old = std::mem::replace(&mut self.engine, engine);
-        let old_ids: std::collections::BTreeSet<String> = old.rules().map(|r| r.meta.id.clone()).collect();
+        let old_ids: std::collections::BTreeSet<String> =
+            old.rules().map(|r| r.meta.id.clone()).collect();
         let carried = self.engine.carry_state_from(old);
-        let new_ids: std::collections::BTreeSet<String> = self.engine.rules().map(|r| r.meta.id.clone()).collect();
+        let new_ids: std::collections::BTreeSet<String> =
+            self.engine.rules().map(|r| r.meta.id.clone()).collect();
         self.metrics.rule_reload_ok();
         self.metrics.set_rules_loaded(new_ids.len());
         tracing::info!(
@@ -156,14 +168,29 @@ impl Detector {
             // Messages re-read after a restart only rebuild correlation state;
             // they come first (lower offsets), so ingest them first.
             if self.reports_input {
-                self.metrics.messages_consumed.inc_by(source, messages.len() as u64);
+                self.metrics
+                    .messages_consumed
+                    .inc_by(source, messages.len() as u64);
             }
-            let (replayed, live): (Vec<RawMessage>, Vec<RawMessage>) = messages.into_iter().partition(|m| m.state_only);
+            let (replayed, live): (Vec<RawMessage>, Vec<RawMessage>) =
+                messages.into_iter().partition(|m| m.state_only);
             if !replayed.is_empty() {
                 let decoded = decode(source, &replayed, self.limits, now);
-                if let Err(e) = self.engine.correlator_mut().ingest(&decoded, &replayed, now).await {
+                if let Err(e) = self
+                    .engine
+                    .correlator_mut()
+                    .ingest(&decoded, &replayed, now)
+                    .await
+                {
                     let origins = replayed.iter().map(|m| m.origin.clone()).collect();
-                    self.rule_failed(&mut out, source, "correlation-ingest".into(), e, origins, now);
+                    self.rule_failed(
+                        &mut out,
+                        source,
+                        "correlation-ingest".into(),
+                        e,
+                        origins,
+                        now,
+                    );
                 }
             }
             let messages = live;
@@ -178,7 +205,9 @@ impl Detector {
                 failures = tracing::field::Empty
             );
             let mut decoded = decode_span.in_scope(|| decode(source, &messages, self.limits, now));
-            decode_span.record("events", decoded.events.len() as i64).record("failures", decoded.failures.len() as i64);
+            decode_span
+                .record("events", decoded.events.len() as i64)
+                .record("failures", decoded.failures.len() as i64);
             drop(decode_span);
             out.event_time_range = merge_range(out.event_time_range, time_range(&decoded));
             out.out_of_range += self.keep_in_bounds(&mut decoded);
@@ -193,8 +222,12 @@ impl Detector {
                 ));
             }
             if self.reports_input {
-                self.metrics.decode_failures.inc_by(source, decoded.failures.len() as u64);
-                self.metrics.events_decoded.inc_by(source, decoded.events.len() as u64);
+                self.metrics
+                    .decode_failures
+                    .inc_by(source, decoded.failures.len() as u64);
+                self.metrics
+                    .events_decoded
+                    .inc_by(source, decoded.events.len() as u64);
             }
             if !decoded.empty.is_empty() && self.reports_input {
                 // Valid input with nothing to evaluate: counted, not dead-lettered.
@@ -205,20 +238,39 @@ impl Detector {
             }
             // Column 0 of every source table is `event_time` (the engine relies
             // on it too); `max` is `None` for an empty batch.
-            if let Some(latest) = max(decoded.batch.column(0).as_primitive::<TimestampNanosecondType>()) {
+            if let Some(latest) = max(decoded
+                .batch
+                .column(0)
+                .as_primitive::<TimestampNanosecondType>())
+            {
                 self.metrics.observe_event_time(source, latest);
             }
             out.events += decoded.events.len();
-            let (alerts, failures) = self.engine.evaluate_observed(&decoded, &messages, now, Some(&self.metrics)).await;
+            let (alerts, failures) = self
+                .engine
+                .evaluate_observed(&decoded, &messages, now, Some(&self.metrics))
+                .await;
             for f in failures {
                 if f.timed_out {
                     Metrics::add(&self.metrics.rule_timeouts, 1);
                 }
-                self.rule_failed(&mut out, source, f.rule_id, f.error, messages.iter().map(|m| m.origin.clone()).collect(), now);
+                self.rule_failed(
+                    &mut out,
+                    source,
+                    f.rule_id,
+                    f.error,
+                    messages.iter().map(|m| m.origin.clone()).collect(),
+                    now,
+                );
             }
             out.alerts.extend(alerts);
             self.count_excepted(&mut out);
-            match self.engine.correlator_mut().ingest(&decoded, &messages, now).await {
+            match self
+                .engine
+                .correlator_mut()
+                .ingest(&decoded, &messages, now)
+                .await
+            {
                 Ok(late) => {
                     self.metrics.late_events.inc_by(source, late.len() as u64);
                     for l in late {
@@ -235,13 +287,25 @@ impl Detector {
                 }
                 Err(e) => {
                     let origins = messages.iter().map(|m| m.origin.clone()).collect();
-                    self.rule_failed(&mut out, source, "correlation-ingest".into(), e, origins, now);
+                    self.rule_failed(
+                        &mut out,
+                        source,
+                        "correlation-ingest".into(),
+                        e,
+                        origins,
+                        now,
+                    );
                 }
             }
         }
         if self.engine.correlator().rule_count() > 0 {
             let span = tracing::info_span!("correlate", alerts = tracing::field::Empty);
-            let (alerts, failures) = self.engine.correlator_mut().advance(now, now).instrument(span.clone()).await;
+            let (alerts, failures) = self
+                .engine
+                .correlator_mut()
+                .advance(now, now)
+                .instrument(span.clone())
+                .await;
             span.record("alerts", alerts.len() as i64);
             for (rule, elapsed, matches) in self.engine.correlator_mut().take_evaluations() {
                 self.metrics.rule_evaluated(&rule, elapsed, matches);
@@ -283,7 +347,9 @@ impl Detector {
     /// each holds the correlation watermark back until it delivers or goes
     /// idle.
     pub fn register_partitions(&mut self, partitions: &[String]) {
-        self.engine.correlator_mut().register_partitions(partitions, now_ns());
+        self.engine
+            .correlator_mut()
+            .register_partitions(partitions, now_ns());
     }
 
     /// Restore correlation emission watermarks from a checkpoint.
@@ -301,19 +367,30 @@ impl Detector {
         if self.bounds.is_unbounded() || decoded.events.is_empty() {
             return 0;
         }
-        let times = decoded.batch.column(0).as_primitive::<TimestampNanosecondType>();
-        let keep: BooleanArray = times.iter().map(|t| Some(t.is_some_and(|t| self.bounds.contains(t)))).collect();
+        let times = decoded
+            .batch
+            .column(0)
+            .as_primitive::<TimestampNanosecondType>();
+        let keep: BooleanArray = times
+            .iter()
+            .map(|t| Some(t.is_some_and(|t| self.bounds.contains(t))))
+            .collect();
         let kept = keep.true_count();
         let skipped = decoded.events.len() - kept;
         if skipped == 0 {
             return 0;
         }
-        let filtered = filter_record_batch(&decoded.batch, &keep).expect("a mask of the batch's length filters it");
+        let filtered = filter_record_batch(&decoded.batch, &keep)
+            .expect("a mask of the batch's length filters it");
         // The row column indexes `events`: renumber it for the kept rows.
-        let row_index = filtered.schema().index_of(ROW_COLUMN).expect("every source schema has the row column");
+        let row_index = filtered
+            .schema()
+            .index_of(ROW_COLUMN)
+            .expect("every source schema has the row column");
         let mut columns = filtered.columns().to_vec();
         columns[row_index] = Arc::new(UInt32Array::from_iter_values(0..kept as u32));
-        decoded.batch = RecordBatch::try_new(filtered.schema(), columns).expect("same schema, same row count");
+        decoded.batch =
+            RecordBatch::try_new(filtered.schema(), columns).expect("same schema, same row count");
         let mut mask = keep.values().iter();
         decoded.events.retain(|_| mask.next().unwrap_or(false));
         skipped
@@ -325,7 +402,13 @@ impl Detector {
         out.excepted.extend(excepted);
     }
 
-    fn correlation_done(&mut self, out: &mut Detections, mut alerts: Vec<Alert>, failures: Vec<(String, String)>, now: i64) {
+    fn correlation_done(
+        &mut self,
+        out: &mut Detections,
+        mut alerts: Vec<Alert>,
+        failures: Vec<(String, String)>,
+        now: i64,
+    ) {
         for (rule, error) in failures {
             let source = self
                 .engine
@@ -336,8 +419,17 @@ impl Detector {
             self.rule_failed(out, source, rule, error, Vec::new(), now);
         }
         let stats = self.engine.correlator().stats();
-        self.metrics.correlation_state(stats.retained_events, stats.watermark, stats.evicted_early, stats.suppressed_alerts);
-        self.metrics.correlation_work(stats.state_rows, stats.evicted_state_rows, stats.rows_evaluated);
+        self.metrics.correlation_state(
+            stats.retained_events,
+            stats.watermark,
+            stats.evicted_early,
+            stats.suppressed_alerts,
+        );
+        self.metrics.correlation_work(
+            stats.state_rows,
+            stats.evicted_state_rows,
+            stats.rows_evaluated,
+        );
         self.engine.apply_exceptions(&mut alerts, now);
         self.count_excepted(out);
         out.alerts.extend(alerts);
@@ -354,14 +446,18 @@ impl Detector {
     ) {
         tracing::error!(rule = %rule_id, source = %source, error = %error, "rule evaluation failed");
         self.metrics.rule_failed(&rule_id);
-        out.dead_letters.push(DeadLetter::rule_error(source, rule_id, origins, error, now));
+        out.dead_letters
+            .push(DeadLetter::rule_error(source, rule_id, origins, error, now));
     }
 }
 
 /// Earliest and latest event time of a decoded batch (column 0 is the
 /// event time in every source schema).
 fn time_range(decoded: &DecodedBatch) -> Option<(i64, i64)> {
-    let times = decoded.batch.column(0).as_primitive::<TimestampNanosecondType>();
+    let times = decoded
+        .batch
+        .column(0)
+        .as_primitive::<TimestampNanosecondType>();
     let min = datafusion::arrow::compute::min(times)?;
     let max = datafusion::arrow::compute::max(times)?;
     Some((min, max))

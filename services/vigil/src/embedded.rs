@@ -51,7 +51,10 @@ pub async fn run_demo(
 ) -> Result<(DemoOutput, Arc<Metrics>)> {
     let cluster = MockCluster::new(1).context("starting the embedded mock Kafka broker")?;
     let brokers = cluster.bootstrap_servers();
-    tracing::info!(brokers, "embedded mock Kafka broker started (no kafka.brokers configured)");
+    tracing::info!(
+        brokers,
+        "embedded mock Kafka broker started (no kafka.brokers configured)"
+    );
     for (_, topic) in settings.topics.sources() {
         cluster.create_topic(&topic, 1, 1)?;
     }
@@ -60,8 +63,10 @@ pub async fn run_demo(
     cluster.create_topic(&settings.topics.late_events, 1, 1)?;
     cluster.create_topic(&settings.topics.checkpoints, 1, 1)?;
 
-    let producer: FutureProducer =
-        ClientConfig::new().set("bootstrap.servers", &brokers).create().context("creating the demo producer")?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .context("creating the demo producer")?;
     let mut produced = 0usize;
     for (source, topic) in settings.topics.sources() {
         let path = samples.join(sample_file(source));
@@ -72,7 +77,10 @@ pub async fn run_demo(
         };
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             producer
-                .send(FutureRecord::<(), _>::to(&topic).payload(line), Timeout::After(Duration::from_secs(10)))
+                .send(
+                    FutureRecord::<(), _>::to(&topic).payload(line),
+                    Timeout::After(Duration::from_secs(10)),
+                )
                 .await
                 .map_err(|(e, _)| e)
                 .with_context(|| format!("producing samples to {topic}"))?;
@@ -84,7 +92,11 @@ pub async fn run_demo(
     }
     tracing::info!(events = produced, samples = %samples.display(), "sample events produced");
 
-    let options = RunOptions { exit_when_idle: Some(Duration::from_secs(3)), health, ..Default::default() };
+    let options = RunOptions {
+        exit_when_idle: Some(Duration::from_secs(3)),
+        health,
+        ..Default::default()
+    };
     let metrics = pipeline::run(settings, &brokers, detector, stop, options).await?;
 
     let output = DemoOutput {

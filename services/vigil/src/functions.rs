@@ -24,7 +24,8 @@ use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
 use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
 };
 use serde_json::Value;
 use serde_json_path::JsonPath;
@@ -39,9 +40,15 @@ pub fn register(registry: &mut dyn FunctionRegistry) -> Result<()> {
 /// cache; the benchmarks measure both).
 pub fn register_with(registry: &mut dyn FunctionRegistry, share_parsed_json: bool) -> Result<()> {
     datafusion_functions_json::register_all(registry)?;
-    registry.register_udf(Arc::new(ScalarUDF::new_from_impl(JsonPathFn::values().shared(share_parsed_json))))?;
-    registry.register_udf(Arc::new(ScalarUDF::new_from_impl(JsonPathFn::exists().shared(share_parsed_json))))?;
-    registry.register_udf(Arc::new(ScalarUDF::new_from_impl(windows::TumbleEnd::new())))?;
+    registry.register_udf(Arc::new(ScalarUDF::new_from_impl(
+        JsonPathFn::values().shared(share_parsed_json),
+    )))?;
+    registry.register_udf(Arc::new(ScalarUDF::new_from_impl(
+        JsonPathFn::exists().shared(share_parsed_json),
+    )))?;
+    registry.register_udf(Arc::new(
+        ScalarUDF::new_from_impl(windows::TumbleEnd::new()),
+    ))?;
     registry.register_udf(Arc::new(ScalarUDF::new_from_impl(windows::HopEnds::new())))?;
     Ok(())
 }
@@ -65,7 +72,12 @@ impl JsonPathFn {
             ],
             Volatility::Immutable,
         );
-        JsonPathFn { name, exists, shared: true, signature }
+        JsonPathFn {
+            name,
+            exists,
+            shared: true,
+            signature,
+        }
     }
     fn shared(self, shared: bool) -> Self {
         JsonPathFn { shared, ..self }
@@ -100,7 +112,11 @@ impl ScalarUDFImpl for JsonPathFn {
     }
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(if self.exists { DataType::Boolean } else { list_type() })
+        Ok(if self.exists {
+            DataType::Boolean
+        } else {
+            list_type()
+        })
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
@@ -117,7 +133,10 @@ impl ScalarUDFImpl for JsonPathFn {
             ColumnarValue::Scalar(s) => (s.to_array()?, true),
         };
         let input = datafusion::arrow::compute::cast(&input, &DataType::Utf8)?;
-        let input = input.as_any().downcast_ref::<datafusion::arrow::array::StringArray>().expect("cast to Utf8");
+        let input = input
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .expect("cast to Utf8");
         let out: ArrayRef = if self.exists {
             let mut b = BooleanBuilder::with_capacity(input.len());
             for i in 0..input.len() {
@@ -125,7 +144,8 @@ impl ScalarUDFImpl for JsonPathFn {
                     b.append_null();
                     continue;
                 }
-                match parsed::with_value(input.value(i), self.shared, |v| !path.query(v).is_empty()) {
+                match parsed::with_value(input.value(i), self.shared, |v| !path.query(v).is_empty())
+                {
                     Some(found) => b.append_value(found),
                     None => b.append_null(),
                 }
@@ -222,9 +242,13 @@ pub(crate) mod windows {
     use std::sync::Arc;
 
     use datafusion::arrow::array::{ArrayRef, AsArray, ListBuilder, TimestampNanosecondBuilder};
-    use datafusion::arrow::datatypes::{DataType, Field, IntervalMonthDayNano, TimeUnit, TimestampNanosecondType};
+    use datafusion::arrow::datatypes::{
+        DataType, Field, IntervalMonthDayNano, TimeUnit, TimestampNanosecondType,
+    };
     use datafusion::common::{exec_err, Result, ScalarValue};
-    use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+    use datafusion::logical_expr::{
+        ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+    };
 
     fn ts_type() -> DataType {
         DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
@@ -281,7 +305,9 @@ pub(crate) mod windows {
                 .collect();
             let out: ArrayRef = Arc::new(out.with_timezone("UTC"));
             Ok(match &args.args[0] {
-                ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?),
+                ColumnarValue::Scalar(_) => {
+                    ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+                }
                 ColumnarValue::Array(_) => ColumnarValue::Array(out),
             })
         }
@@ -294,7 +320,9 @@ pub(crate) mod windows {
 
     impl HopEnds {
         pub fn new() -> Self {
-            HopEnds { signature: Signature::any(3, Volatility::Immutable) }
+            HopEnds {
+                signature: Signature::any(3, Volatility::Immutable),
+            }
         }
     }
 
@@ -306,7 +334,11 @@ pub(crate) mod windows {
             &self.signature
         }
         fn return_type(&self, _: &[DataType]) -> Result<DataType> {
-            Ok(DataType::List(Arc::new(Field::new("item", ts_type(), true))))
+            Ok(DataType::List(Arc::new(Field::new(
+                "item",
+                ts_type(),
+                true,
+            ))))
         }
         fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
             let size = interval_ns(&args.args[1], "hop_ends")?;
@@ -334,12 +366,13 @@ pub(crate) mod windows {
             }
             let out: ArrayRef = Arc::new(b.finish());
             Ok(match &args.args[0] {
-                ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?),
+                ColumnarValue::Scalar(_) => {
+                    ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+                }
                 ColumnarValue::Array(_) => ColumnarValue::Array(out),
             })
         }
     }
-
 }
 
 #[cfg(test)]
@@ -350,15 +383,24 @@ mod parsed_cache_tests {
     fn cached_documents_answer_like_fresh_ones() {
         let doc = r#"{"spec":{"containers":[{"image":"a"},{"image":"b"}]}}"#;
         for _ in 0..3 {
-            assert_eq!(with_value(doc, true, |v| v["spec"]["containers"][1]["image"].clone()), Some("b".into()));
+            assert_eq!(
+                with_value(doc, true, |v| v["spec"]["containers"][1]["image"].clone()),
+                Some("b".into())
+            );
         }
         assert_eq!(with_value("{not json", true, |_| ()), None);
         assert_eq!(with_value("{not json", true, |_| ()), None);
         // Past the bound the cache starts over; answers do not change.
         let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(MAX_BYTES / 2));
         for _ in 0..3 {
-            assert_eq!(with_value(&big, true, |v| v["pad"].as_str().map(str::len)), Some(Some(MAX_BYTES / 2)));
+            assert_eq!(
+                with_value(&big, true, |v| v["pad"].as_str().map(str::len)),
+                Some(Some(MAX_BYTES / 2))
+            );
         }
-        assert_eq!(with_value(doc, true, |v| v["spec"]["containers"][0]["image"].clone()), Some("a".into()));
+        assert_eq!(
+            with_value(doc, true, |v| v["spec"]["containers"][0]["image"].clone()),
+            Some("a".into())
+        );
     }
 }

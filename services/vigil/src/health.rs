@@ -35,7 +35,10 @@ pub struct Health {
 pub struct NotReady(pub Vec<String>);
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl Health {
@@ -123,11 +126,17 @@ mod tests {
         h.last_poll_ms.store(1_000_000, Ordering::Relaxed);
         assert_eq!(h.readiness_at(1_005_000), Ok(()));
         let err = h.readiness_at(1_010_001).unwrap_err();
-        assert!(err.0[0].contains("no poll of the source for 10001 ms"), "{err:?}");
+        assert!(
+            err.0[0].contains("no poll of the source for 10001 ms"),
+            "{err:?}"
+        );
         h.set_assigned(false);
         assert!(h.readiness_at(1_005_000).unwrap_err().0[0].contains("assignment"));
         h.set_assigned(true);
         h.set_stopping();
-        assert_eq!(h.readiness_at(1_005_000).unwrap_err().0, vec!["stopping".to_string()]);
+        assert_eq!(
+            h.readiness_at(1_005_000).unwrap_err().0,
+            vec!["stopping".to_string()]
+        );
     }
 }

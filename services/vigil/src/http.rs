@@ -46,7 +46,10 @@ fn default_ready_max_poll_gap_ms() -> u64 {
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        HttpSettings { listen: default_listen(), ready_max_poll_gap_ms: default_ready_max_poll_gap_ms() }
+        HttpSettings {
+            listen: default_listen(),
+            ready_max_poll_gap_ms: default_ready_max_poll_gap_ms(),
+        }
     }
 }
 
@@ -81,7 +84,10 @@ pub fn router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
 
 async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
 }
@@ -89,17 +95,26 @@ async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
 async fn ready_handler(State(state): State<AppState>) -> impl IntoResponse {
     match state.health.readiness() {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
-        Err(not) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", not.0.join("; "))),
+        Err(not) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", not.0.join("; ")),
+        ),
     }
 }
 
 /// Bind `addr` and serve in a background task. Returns the bound address
 /// (the real port when `addr` has port 0).
-pub async fn start(addr: SocketAddr, metrics: Arc<Metrics>, health: Arc<Health>) -> Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the HTTP server (metrics, health) to {addr} (http.listen)"))?;
-    let bound = listener.local_addr().context("reading the HTTP server's address")?;
+pub async fn start(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("binding the HTTP server (metrics, health) to {addr} (http.listen)")
+    })?;
+    let bound = listener
+        .local_addr()
+        .context("reading the HTTP server's address")?;
     let app = router(metrics, health);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -117,11 +132,19 @@ mod tests {
 
     async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();
         let status = response[9..12].parse().unwrap();
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         (status, body)
     }
 
@@ -130,7 +153,13 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::default());
         Metrics::add(&metrics.commits, 4);
-        let addr = start("127.0.0.1:0".parse().unwrap(), metrics.clone(), health.clone()).await.unwrap();
+        let addr = start(
+            "127.0.0.1:0".parse().unwrap(),
+            metrics.clone(),
+            health.clone(),
+        )
+        .await
+        .unwrap();
         let (status, body) = get(addr, "/metrics").await;
         assert_eq!(status, 200);
         assert!(body.lines().any(|l| l == "vigil_commits_total 4"), "{body}");

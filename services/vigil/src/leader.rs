@@ -51,7 +51,12 @@ pub fn leader_settings(settings: &Settings) -> Settings {
 
 /// Take part in the election until `stop`; run the correlation rules while
 /// leader. Each term starts from the checkpoint with freshly compiled rules.
-pub async fn run(settings: &Settings, brokers: &str, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) -> Result<()> {
+pub async fn run(
+    settings: &Settings,
+    brokers: &str,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+) -> Result<()> {
     let (leading_tx, mut leading) = watch::channel(None);
     let elector = {
         let (settings, brokers, stop) = (settings.clone(), brokers.to_string(), stop.clone());
@@ -65,8 +70,13 @@ pub async fn run(settings: &Settings, brokers: &str, metrics: Arc<Metrics>, stop
             _ = stop_rx.wait_for(|s| *s) => break,
         }
         let term = *leading.borrow();
-        tracing::info!(term, "correlation leadership acquired: correlating every source partition");
-        if let Err(e) = term_as_leader(settings, &leader, brokers, &metrics, leading.clone(), &stop).await {
+        tracing::info!(
+            term,
+            "correlation leadership acquired: correlating every source partition"
+        );
+        if let Err(e) =
+            term_as_leader(settings, &leader, brokers, &metrics, leading.clone(), &stop).await
+        {
             // Logged now, not at exit: the per-event loop goes on meanwhile.
             // The next term starts from the last checkpoint.
             tracing::error!(error = %format!("{e:#}"), "correlation leader failed; retrying");
@@ -75,7 +85,10 @@ pub async fn run(settings: &Settings, brokers: &str, metrics: Arc<Metrics>, stop
         }
         tracing::info!(term, "correlation leadership ended");
     }
-    elector.await.context("the correlation leader election task")?.context("the correlation leader election")
+    elector
+        .await
+        .context("the correlation leader election task")?
+        .context("the correlation leader election")
 }
 
 /// One term as leader: compile the correlation rules, then run them over
@@ -88,12 +101,16 @@ async fn term_as_leader(
     mut leading: watch::Receiver<Option<u64>>,
     stop: &watch::Receiver<bool>,
 ) -> Result<()> {
-    let (_, engine) =
-        rules::load_split_rule_set(&settings.rules.dir, settings.rules.exceptions.as_deref(), settings.correlation.clone())
-            .await
-            .map_err(anyhow::Error::new)
-            .context("compiling the correlation rules")?;
-    let detector = Detector::new(engine, settings.limits.decode_limits(), metrics.clone()).without_input_reports();
+    let (_, engine) = rules::load_split_rule_set(
+        &settings.rules.dir,
+        settings.rules.exceptions.as_deref(),
+        settings.correlation.clone(),
+    )
+    .await
+    .map_err(anyhow::Error::new)
+    .context("compiling the correlation rules")?;
+    let detector = Detector::new(engine, settings.limits.decode_limits(), metrics.clone())
+        .without_input_reports();
     tracing::info!("correlation rules compiled; starting the leader's run loop");
     // The term ends when the process stops or the lease is lost.
     let (term_tx, term_rx) = watch::channel(false);
@@ -107,7 +124,10 @@ async fn term_as_leader(
             let _ = term_tx.send(true);
         })
     };
-    let options = RunOptions { role: Role::CorrelationLeader, ..Default::default() };
+    let options = RunOptions {
+        role: Role::CorrelationLeader,
+        ..Default::default()
+    };
     let result = pipeline::run(leader, brokers, detector, term_rx, options).await;
     watcher.abort();
     result.context("the correlation leader's run loop")?;

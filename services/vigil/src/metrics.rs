@@ -87,7 +87,10 @@ impl BySource {
     }
 
     pub fn get(&self, source: SourceKind) -> u64 {
-        self.0.get(&source_label(source)).map(|c| c.get()).unwrap_or(0)
+        self.0
+            .get(&source_label(source))
+            .map(|c| c.get())
+            .unwrap_or(0)
     }
 
     pub fn total(&self) -> u64 {
@@ -101,7 +104,9 @@ impl BySource {
 }
 
 fn source_label(source: SourceKind) -> SourceLabel {
-    SourceLabel { source: source.table_name().to_string() }
+    SourceLabel {
+        source: source.table_name().to_string(),
+    }
 }
 
 /// Something [`Metrics::add`] can count into.
@@ -233,15 +238,22 @@ impl Default for Metrics {
 
 /// Batch sizes in messages: 1 to 1M by factors of 4.
 fn batch_size_buckets() -> Histogram {
-    Histogram::new([1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0])
+    Histogram::new([
+        1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
+    ])
 }
 /// Batch latency: 1 ms to 60 s.
 fn batch_latency_buckets() -> Histogram {
-    Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ])
 }
 /// One rule on one batch: 50 µs to 5 s.
 fn rule_latency_buckets() -> Histogram {
-    Histogram::new([0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0])
+    Histogram::new([
+        0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        5.0,
+    ])
 }
 
 impl Metrics {
@@ -286,7 +298,11 @@ impl Metrics {
             build_info: Family::default(),
             alerts_by_rule: Mutex::new(BTreeMap::new()),
         };
-        m.build_info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION").to_string() }).set(1);
+        m.build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
         m.register_all();
         m
     }
@@ -294,49 +310,181 @@ impl Metrics {
     /// Register clones (they share their atomics) of every exported metric.
     fn register_all(&mut self) {
         let r = &mut self.registry;
-        r.register("messages_consumed", "Messages taken from the source topics", self.messages_consumed.0.clone());
-        r.register("events_decoded", "Events decoded into rows the rules see", self.events_decoded.0.clone());
-        r.register("decode_failures", "Messages that could not be decoded (sent to the dead-letter topic)", self.decode_failures.0.clone());
-        r.register("late_events", "Events behind the correlation watermark (reported to the late-events topic)", self.late_events.0.clone());
-        r.register("alerts_produced", "Alerts acknowledged by the broker, all rules", self.alerts_produced.clone());
-        r.register("alerts", "Alerts acknowledged by the broker, per rule and severity", self.alerts_by_rule_severity.clone());
-        r.register("rule_matches", "Rows a rule matched (alerts before suppression and delivery)", self.rule_matches.clone());
-        r.register("rule_failures", "Rule evaluations that failed on a batch, all rules", self.rule_failures.clone());
-        r.register("rule_failures_by_rule", "Rule evaluations that failed on a batch, per rule", self.rule_failures_by_rule.clone());
-        r.register_with_unit("rule_evaluation", "Time to evaluate one rule over one batch", Unit::Seconds, self.rule_seconds.clone());
-        r.register("dead_letters_produced", "Dead letters and late-event reports acknowledged by the broker", self.dead_letters_produced.clone());
-        r.register("dead_letters", "Dead letters and late-event reports acknowledged, per kind", self.dead_letters_by_kind.clone());
-        r.register("batches", "Micro-batches whose output was delivered", self.batches.clone());
-        r.register("messages_delivered", "Messages of micro-batches whose output was delivered", self.messages_delivered.clone());
-        r.register("batch_messages", "Messages per micro-batch", self.batch_messages.clone());
+        r.register(
+            "messages_consumed",
+            "Messages taken from the source topics",
+            self.messages_consumed.0.clone(),
+        );
+        r.register(
+            "events_decoded",
+            "Events decoded into rows the rules see",
+            self.events_decoded.0.clone(),
+        );
+        r.register(
+            "decode_failures",
+            "Messages that could not be decoded (sent to the dead-letter topic)",
+            self.decode_failures.0.clone(),
+        );
+        r.register(
+            "late_events",
+            "Events behind the correlation watermark (reported to the late-events topic)",
+            self.late_events.0.clone(),
+        );
+        r.register(
+            "alerts_produced",
+            "Alerts acknowledged by the broker, all rules",
+            self.alerts_produced.clone(),
+        );
+        r.register(
+            "alerts",
+            "Alerts acknowledged by the broker, per rule and severity",
+            self.alerts_by_rule_severity.clone(),
+        );
+        r.register(
+            "rule_matches",
+            "Rows a rule matched (alerts before suppression and delivery)",
+            self.rule_matches.clone(),
+        );
+        r.register(
+            "rule_failures",
+            "Rule evaluations that failed on a batch, all rules",
+            self.rule_failures.clone(),
+        );
+        r.register(
+            "rule_failures_by_rule",
+            "Rule evaluations that failed on a batch, per rule",
+            self.rule_failures_by_rule.clone(),
+        );
+        r.register_with_unit(
+            "rule_evaluation",
+            "Time to evaluate one rule over one batch",
+            Unit::Seconds,
+            self.rule_seconds.clone(),
+        );
+        r.register(
+            "dead_letters_produced",
+            "Dead letters and late-event reports acknowledged by the broker",
+            self.dead_letters_produced.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Dead letters and late-event reports acknowledged, per kind",
+            self.dead_letters_by_kind.clone(),
+        );
+        r.register(
+            "batches",
+            "Micro-batches whose output was delivered",
+            self.batches.clone(),
+        );
+        r.register(
+            "messages_delivered",
+            "Messages of micro-batches whose output was delivered",
+            self.messages_delivered.clone(),
+        );
+        r.register(
+            "batch_messages",
+            "Messages per micro-batch",
+            self.batch_messages.clone(),
+        );
         r.register_with_unit("batch_duration", "From the end of a batch's collection to its offset commit: decode, rules, delivery, checkpoint", Unit::Seconds, self.batch_seconds.clone());
         r.register("commits", "Successful offset commits", self.commits.clone());
-        r.register("commit_failures", "Failed offset commits (the next commit covers them)", self.commit_failures.clone());
-        r.register("delivery_retries", "Delivery rounds that failed; the batch is retried while consumption is paused", self.delivery_retries.clone());
-        r.register("delivery_paused", "1 while output is not being acknowledged and consumption is paused (back-pressure)", self.delivery_paused.clone());
+        r.register(
+            "commit_failures",
+            "Failed offset commits (the next commit covers them)",
+            self.commit_failures.clone(),
+        );
+        r.register(
+            "delivery_retries",
+            "Delivery rounds that failed; the batch is retried while consumption is paused",
+            self.delivery_retries.clone(),
+        );
+        r.register(
+            "delivery_paused",
+            "1 while output is not being acknowledged and consumption is paused (back-pressure)",
+            self.delivery_paused.clone(),
+        );
         r.register("consumer_lag", "Messages in the partition not yet read by Vigil (high watermark - position), from librdkafka statistics", self.consumer_lag.clone());
-        r.register("assigned_partitions", "Source partitions assigned to this instance", self.assigned_partitions.clone());
-        r.register_with_unit("source_event_time", "Highest event time decoded per source (Unix time)", Unit::Seconds, self.source_event_time.clone());
-        r.register_with_unit("correlation_watermark", "Event-time watermark of correlation rules (Unix time; 0 before the first event)", Unit::Seconds, self.correlation_watermark.clone());
-        r.register("correlation_retained_events", "Events retained for correlation rules", self.retained_events.clone());
-        r.register("correlation_evicted_early", "Retained events evicted before their window closed (max_retained_events reached)", self.correlation_evicted_early.clone());
-        r.register("correlation_state_rows", "Aggregation state rows of incremental correlation rules (bounded by max_state_rows)", self.correlation_state_rows.clone());
-        r.register("correlation_evicted_state_rows", "Aggregation state rows dropped before their window closed (max_state_rows reached)", self.correlation_evicted_state_rows.clone());
+        r.register(
+            "assigned_partitions",
+            "Source partitions assigned to this instance",
+            self.assigned_partitions.clone(),
+        );
+        r.register_with_unit(
+            "source_event_time",
+            "Highest event time decoded per source (Unix time)",
+            Unit::Seconds,
+            self.source_event_time.clone(),
+        );
+        r.register_with_unit(
+            "correlation_watermark",
+            "Event-time watermark of correlation rules (Unix time; 0 before the first event)",
+            Unit::Seconds,
+            self.correlation_watermark.clone(),
+        );
+        r.register(
+            "correlation_retained_events",
+            "Events retained for correlation rules",
+            self.retained_events.clone(),
+        );
+        r.register(
+            "correlation_evicted_early",
+            "Retained events evicted before their window closed (max_retained_events reached)",
+            self.correlation_evicted_early.clone(),
+        );
+        r.register(
+            "correlation_state_rows",
+            "Aggregation state rows of incremental correlation rules (bounded by max_state_rows)",
+            self.correlation_state_rows.clone(),
+        );
+        r.register(
+            "correlation_evicted_state_rows",
+            "Aggregation state rows dropped before their window closed (max_state_rows reached)",
+            self.correlation_evicted_state_rows.clone(),
+        );
         r.register("correlation_rows_evaluated", "Rows fed to correlation plans (re-scans, partial and final aggregations): the evaluation work", self.correlation_rows_evaluated.clone());
-        r.register("correlation_suppressed_alerts", "Correlation alerts folded by suppression", self.correlation_suppressed.clone());
-        r.register("alerts_excepted", "Alerts not raised because a rule exception (allow-list entry) matched", self.alerts_excepted.clone());
-        r.register("empty_messages", "Messages that decoded to no event (audit EventLists with no items)", self.empty_messages.clone());
-        r.register("rule_timeouts", "Rule evaluations cancelled for exceeding rules.max_eval_ms", self.rule_timeouts.clone());
-        r.register("rule_reloads", "Rule reloads, by result (ok, failed)", self.rule_reloads.clone());
-        r.register("rules_loaded", "Rules currently loaded", self.rules_loaded.clone());
-        r.register("build_info", "Always 1; the version label is the running Vigil version", self.build_info.clone());
+        r.register(
+            "correlation_suppressed_alerts",
+            "Correlation alerts folded by suppression",
+            self.correlation_suppressed.clone(),
+        );
+        r.register(
+            "alerts_excepted",
+            "Alerts not raised because a rule exception (allow-list entry) matched",
+            self.alerts_excepted.clone(),
+        );
+        r.register(
+            "empty_messages",
+            "Messages that decoded to no event (audit EventLists with no items)",
+            self.empty_messages.clone(),
+        );
+        r.register(
+            "rule_timeouts",
+            "Rule evaluations cancelled for exceeding rules.max_eval_ms",
+            self.rule_timeouts.clone(),
+        );
+        r.register(
+            "rule_reloads",
+            "Rule reloads, by result (ok, failed)",
+            self.rule_reloads.clone(),
+        );
+        r.register(
+            "rules_loaded",
+            "Rules currently loaded",
+            self.rules_loaded.clone(),
+        );
+        r.register(
+            "build_info",
+            "Always 1; the version label is the running Vigil version",
+            self.build_info.clone(),
+        );
     }
 
     /// The metrics in Prometheus text format (exposition format 0.0.4 with
     /// the `# EOF` line of OpenMetrics, which Prometheus accepts).
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 
@@ -349,7 +497,12 @@ impl Metrics {
     pub fn descriptors() -> Vec<(String, String)> {
         let m = Metrics::new();
         for s in SourceKind::ALL {
-            for f in [&m.messages_consumed, &m.events_decoded, &m.decode_failures, &m.late_events] {
+            for f in [
+                &m.messages_consumed,
+                &m.events_decoded,
+                &m.decode_failures,
+                &m.late_events,
+            ] {
                 f.inc_by(s, 0);
             }
             m.observe_event_time(s, 0);
@@ -385,7 +538,12 @@ impl Metrics {
     /// One alert of `rule_id` delivered (summary only; prefer
     /// [`Metrics::alert_delivered`], which also exports it).
     pub fn count_alert(&self, rule_id: &str) {
-        *self.alerts_by_rule.lock().expect("metrics lock").entry(rule_id.to_string()).or_default() += 1;
+        *self
+            .alerts_by_rule
+            .lock()
+            .expect("metrics lock")
+            .entry(rule_id.to_string())
+            .or_default() += 1;
     }
 
     pub fn alerts_by_rule(&self) -> BTreeMap<String, u64> {
@@ -399,7 +557,10 @@ impl Metrics {
         self.count_alert(rule_id);
         self.alerts_produced.inc();
         self.alerts_by_rule_severity
-            .get_or_create(&AlertLabels { rule: rule_id.to_string(), severity: severity.as_str().to_string() })
+            .get_or_create(&AlertLabels {
+                rule: rule_id.to_string(),
+                severity: severity.as_str().to_string(),
+            })
             .inc();
     }
 
@@ -411,7 +572,11 @@ impl Metrics {
             DeadLetterKind::RuleError => "rule_error",
             DeadLetterKind::LateEvent => "late_event",
         };
-        self.dead_letters_by_kind.get_or_create(&KindLabel { kind: kind.to_string() }).inc();
+        self.dead_letters_by_kind
+            .get_or_create(&KindLabel {
+                kind: kind.to_string(),
+            })
+            .inc();
     }
 
     /// A batch of `messages` went from collected to committed in `elapsed`.
@@ -431,16 +596,26 @@ impl Metrics {
 
     /// One evaluation of `rule_id` over a batch: its time and matched rows.
     pub fn rule_evaluated(&self, rule_id: &str, elapsed: Duration, matches: usize) {
-        let label = RuleLabel { rule: rule_id.to_string() };
-        self.rule_seconds.get_or_create(&label).observe(elapsed.as_secs_f64());
+        let label = RuleLabel {
+            rule: rule_id.to_string(),
+        };
+        self.rule_seconds
+            .get_or_create(&label)
+            .observe(elapsed.as_secs_f64());
         // Create the series at 0 too, so a rule that never fires is visible.
-        self.rule_matches.get_or_create(&label).inc_by(matches as u64);
+        self.rule_matches
+            .get_or_create(&label)
+            .inc_by(matches as u64);
     }
 
     /// One failure of `rule_id` on a batch.
     pub fn rule_failed(&self, rule_id: &str) {
         self.rule_failures.inc();
-        self.rule_failures_by_rule.get_or_create(&RuleLabel { rule: rule_id.to_string() }).inc();
+        self.rule_failures_by_rule
+            .get_or_create(&RuleLabel {
+                rule: rule_id.to_string(),
+            })
+            .inc();
     }
 
     /// Rules loaded (at start and after every reload).
@@ -450,18 +625,31 @@ impl Metrics {
 
     /// A rule reload that replaced the rules.
     pub fn rule_reload_ok(&self) {
-        self.rule_reloads.get_or_create(&ResultLabel { result: "ok".into() }).inc();
+        self.rule_reloads
+            .get_or_create(&ResultLabel {
+                result: "ok".into(),
+            })
+            .inc();
     }
 
     /// A rule reload that failed (the previous rules stay in force).
     pub fn rule_reload_failed(&self) {
-        self.rule_reloads.get_or_create(&ResultLabel { result: "failed".into() }).inc();
+        self.rule_reloads
+            .get_or_create(&ResultLabel {
+                result: "failed".into(),
+            })
+            .inc();
     }
 
     /// Rule reloads so far that succeeded (`ok`) or failed.
     pub fn rule_reloads(&self, ok: bool) -> u64 {
         let result = if ok { "ok" } else { "failed" };
-        self.rule_reloads.get(&ResultLabel { result: result.into() }).map(|c| c.get()).unwrap_or(0)
+        self.rule_reloads
+            .get(&ResultLabel {
+                result: result.into(),
+            })
+            .map(|c| c.get())
+            .unwrap_or(0)
     }
 
     // --- event time and correlation ------------------------------------------
@@ -477,7 +665,13 @@ impl Metrics {
 
     /// Correlation state after a batch. `evicted_early` and `suppressed` are
     /// the correlator's running totals (the counters catch up to them).
-    pub fn correlation_state(&self, retained: usize, watermark_ns: Option<i64>, evicted_early: u64, suppressed: u64) {
+    pub fn correlation_state(
+        &self,
+        retained: usize,
+        watermark_ns: Option<i64>,
+        evicted_early: u64,
+        suppressed: u64,
+    ) {
         self.retained_events.set(retained as i64);
         // i64::MAX is the end of a replayed input (every window closed),
         // not a time.
@@ -489,7 +683,12 @@ impl Metrics {
     }
 
     /// Incremental correlation state and evaluation work (totals since start).
-    pub fn correlation_work(&self, state_rows: usize, evicted_state_rows: u64, rows_evaluated: u64) {
+    pub fn correlation_work(
+        &self,
+        state_rows: usize,
+        evicted_state_rows: u64,
+        rows_evaluated: u64,
+    ) {
         self.correlation_state_rows.set(state_rows as i64);
         catch_up(&self.correlation_evicted_state_rows, evicted_state_rows);
         catch_up(&self.correlation_rows_evaluated, rows_evaluated);
@@ -501,7 +700,12 @@ impl Metrics {
     pub fn set_consumer_lag(&self, lags: impl IntoIterator<Item = (String, i32, i64)>) {
         self.consumer_lag.clear();
         for (topic, partition, lag) in lags {
-            self.consumer_lag.get_or_create(&PartitionLabels { topic, partition: partition.to_string() }).set(lag);
+            self.consumer_lag
+                .get_or_create(&PartitionLabels {
+                    topic,
+                    partition: partition.to_string(),
+                })
+                .set(lag);
         }
     }
 
@@ -543,9 +747,9 @@ mod tests {
     use super::*;
 
     fn sample(text: &str, line_start: &str) -> Option<f64> {
-        text.lines().find(|l| l.starts_with(line_start) && l[line_start.len()..].starts_with(' ')).map(|l| {
-            l.rsplit(' ').next().unwrap().parse().unwrap()
-        })
+        text.lines()
+            .find(|l| l.starts_with(line_start) && l[line_start.len()..].starts_with(' '))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
     }
 
     #[test]
@@ -563,20 +767,72 @@ mod tests {
         m.observe_event_time(SourceKind::K8sAudit, 1_600_000_000_000_000_000);
         m.rule_reload_failed();
         let text = m.encode();
-        assert_eq!(sample(&text, r#"vigil_messages_consumed_total{source="falco"}"#), Some(3.0), "{text}");
+        assert_eq!(
+            sample(&text, r#"vigil_messages_consumed_total{source="falco"}"#),
+            Some(3.0),
+            "{text}"
+        );
         assert_eq!(sample(&text, "vigil_delivery_retries_total"), Some(2.0));
-        assert_eq!(sample(&text, r#"vigil_alerts_total{rule="k8s.pod_exec",severity="high"}"#), Some(2.0));
+        assert_eq!(
+            sample(
+                &text,
+                r#"vigil_alerts_total{rule="k8s.pod_exec",severity="high"}"#
+            ),
+            Some(2.0)
+        );
         assert_eq!(sample(&text, "vigil_alerts_produced_total"), Some(2.0));
-        assert_eq!(sample(&text, r#"vigil_dead_letters_total{kind="decode_error"}"#), Some(1.0));
-        assert_eq!(sample(&text, r#"vigil_rule_matches_total{rule="k8s.pod_exec"}"#), Some(1.0));
-        assert_eq!(sample(&text, r#"vigil_rule_evaluation_seconds_count{rule="k8s.pod_exec"}"#), Some(1.0));
+        assert_eq!(
+            sample(&text, r#"vigil_dead_letters_total{kind="decode_error"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, r#"vigil_rule_matches_total{rule="k8s.pod_exec"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"vigil_rule_evaluation_seconds_count{rule="k8s.pod_exec"}"#
+            ),
+            Some(1.0)
+        );
         assert_eq!(sample(&text, "vigil_batch_messages_sum"), Some(10.0));
-        assert_eq!(sample(&text, r#"vigil_batch_messages_bucket{le="16.0"}"#), Some(1.0));
-        assert_eq!(sample(&text, r#"vigil_batch_messages_bucket{le="4.0"}"#), Some(0.0));
-        assert_eq!(sample(&text, r#"vigil_consumer_lag{topic="k8s-audit",partition="2"}"#), Some(17.0));
-        assert_eq!(sample(&text, r#"vigil_source_event_time_seconds{source="k8s_audit"}"#), Some(1_700_000_000.0));
-        assert_eq!(sample(&text, r#"vigil_rule_reloads_total{result="failed"}"#), Some(1.0));
-        assert_eq!(sample(&text, &format!("vigil_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))), Some(1.0));
+        assert_eq!(
+            sample(&text, r#"vigil_batch_messages_bucket{le="16.0"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, r#"vigil_batch_messages_bucket{le="4.0"}"#),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"vigil_consumer_lag{topic="k8s-audit",partition="2"}"#
+            ),
+            Some(17.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"vigil_source_event_time_seconds{source="k8s_audit"}"#
+            ),
+            Some(1_700_000_000.0)
+        );
+        assert_eq!(
+            sample(&text, r#"vigil_rule_reloads_total{result="failed"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!(
+                    "vigil_build_info{{version=\"{}\"}}",
+                    env!("CARGO_PKG_VERSION")
+                )
+            ),
+            Some(1.0)
+        );
         assert_eq!(Metrics::get(&m.messages_consumed), 3);
         assert_eq!(m.alerts_by_rule()["k8s.pod_exec"], 2);
     }
@@ -591,7 +847,10 @@ mod tests {
             + source.matches(concat!("r.", "register_with_unit(")).count();
         assert_eq!(d.len(), registered, "{d:?}");
         assert!(d.contains(&("vigil_alerts".to_string(), "counter".to_string())));
-        assert!(d.contains(&("vigil_rule_evaluation_seconds".to_string(), "histogram".to_string())));
+        assert!(d.contains(&(
+            "vigil_rule_evaluation_seconds".to_string(),
+            "histogram".to_string()
+        )));
     }
 
     #[test]
@@ -600,8 +859,15 @@ mod tests {
         m.set_consumer_lag([("t".to_string(), 0, 5), ("t".to_string(), 1, 6)]);
         m.set_consumer_lag([("t".to_string(), 1, 2)]);
         let text = m.encode();
-        assert_eq!(sample(&text, r#"vigil_consumer_lag{topic="t",partition="0"}"#), None, "{text}");
-        assert_eq!(sample(&text, r#"vigil_consumer_lag{topic="t",partition="1"}"#), Some(2.0));
+        assert_eq!(
+            sample(&text, r#"vigil_consumer_lag{topic="t",partition="0"}"#),
+            None,
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, r#"vigil_consumer_lag{topic="t",partition="1"}"#),
+            Some(2.0)
+        );
         m.set_assigned_partitions(0);
         assert!(!m.encode().contains("vigil_consumer_lag{"));
     }
@@ -613,9 +879,21 @@ mod tests {
         m.correlation_state(3, None, 2, 1);
         m.correlation_state(3, Some(i64::MAX), 2, 1);
         let text = m.encode();
-        assert_eq!(sample(&text, "vigil_correlation_retained_events"), Some(3.0));
-        assert_eq!(sample(&text, "vigil_correlation_watermark_seconds"), Some(5.0));
-        assert_eq!(sample(&text, "vigil_correlation_evicted_early_total"), Some(4.0));
-        assert_eq!(sample(&text, "vigil_correlation_suppressed_alerts_total"), Some(1.0));
+        assert_eq!(
+            sample(&text, "vigil_correlation_retained_events"),
+            Some(3.0)
+        );
+        assert_eq!(
+            sample(&text, "vigil_correlation_watermark_seconds"),
+            Some(5.0)
+        );
+        assert_eq!(
+            sample(&text, "vigil_correlation_evicted_early_total"),
+            Some(4.0)
+        );
+        assert_eq!(
+            sample(&text, "vigil_correlation_suppressed_alerts_total"),
+            Some(1.0)
+        );
     }
 }

@@ -37,7 +37,8 @@ use crate::dead_letter::DeadLetterKind;
 use crate::detect::{Detections, Detector};
 use crate::health::Health;
 use crate::kafka::{
-    checkpoint, resume_offsets, Checkpoint, ConsumerObserver, KafkaSink, KafkaSource, OutRecord, SourceBatch, TxnError,
+    checkpoint, resume_offsets, Checkpoint, ConsumerObserver, KafkaSink, KafkaSource, OutRecord,
+    SourceBatch, TxnError,
 };
 use crate::metrics::Metrics;
 use crate::telemetry;
@@ -82,19 +83,30 @@ pub async fn run(
     let base = crate::kafka::base_config(&settings.kafka, brokers);
     // Blocking librdkafka calls: off the async workers.
     let restored = {
-        let (base, topic, key) = (base.clone(), settings.topics.checkpoints.clone(), settings.kafka.group_id.clone());
+        let (base, topic, key) = (
+            base.clone(),
+            settings.topics.checkpoints.clone(),
+            settings.kafka.group_id.clone(),
+        );
         tokio::task::spawn_blocking(move || checkpoint::read_latest(&base, &topic, &key, 1000))
             .await
             .context("reading the checkpoint")??
     };
     tracing::debug!(key = %settings.kafka.group_id, found = restored.is_some(), "checkpoint read");
     if let Some(cp) = &restored {
-        tracing::info!(partitions = cp.processed.len(), rules = cp.emitted.len(), "resuming from checkpoint");
+        tracing::info!(
+            partitions = cp.processed.len(),
+            rules = cp.emitted.len(),
+            "resuming from checkpoint"
+        );
         detector.restore_emitted(&cp.emitted);
     }
     let health = options.health.clone().unwrap_or_default();
-    let observer =
-        ConsumerObserver::new(metrics.clone(), health.clone(), settings.topics.sources().into_iter().map(|(_, t)| t));
+    let observer = ConsumerObserver::new(
+        metrics.clone(),
+        health.clone(),
+        settings.topics.sources().into_iter().map(|(_, t)| t),
+    );
     let mut source = match options.role {
         Role::GroupMember => KafkaSource::observed(settings, brokers, restored.as_ref(), observer)?,
         Role::CorrelationLeader => {
@@ -107,9 +119,17 @@ pub async fn run(
         }
     };
     let sink = KafkaSink::new(settings, brokers).await?;
-    let mut committer =
-        Committer { settings, sink: &sink, checkpoint: restored.unwrap_or_default(), metrics: &metrics, role: options.role };
-    let idle_wait = options.exit_when_idle.map(|d| d.min(Duration::from_secs(1))).unwrap_or(Duration::from_secs(1));
+    let mut committer = Committer {
+        settings,
+        sink: &sink,
+        checkpoint: restored.unwrap_or_default(),
+        metrics: &metrics,
+        role: options.role,
+    };
+    let idle_wait = options
+        .exit_when_idle
+        .map(|d| d.min(Duration::from_secs(1)))
+        .unwrap_or(Duration::from_secs(1));
     let mut idle_for = Duration::ZERO;
     let mut seen_any = false;
     tracing::info!(brokers, rules = detector.engine().rules().count(), delivery = ?settings.kafka.delivery, "pipeline started");
@@ -118,17 +138,37 @@ pub async fn run(
             health.set_stopping();
         }
         health.polled();
-        let mut batch = source.next_batch(settings.batch.max_events, settings.batch.max_wait(), idle_wait, &mut stop).await;
+        let mut batch = source
+            .next_batch(
+                settings.batch.max_events,
+                settings.batch.max_wait(),
+                idle_wait,
+                &mut stop,
+            )
+            .await;
         health.polled();
         if batch.messages.is_empty() {
             // No input: event time stands still, but wall-clock time still
             // advances the watermark of idle partitions, so the last
             // windows of a quiet stream close (see `correlate::watermark`).
-            let span = tracing::info_span!("tick", alerts = tracing::field::Empty, trace_id = tracing::field::Empty);
+            let span = tracing::info_span!(
+                "tick",
+                alerts = tracing::field::Empty,
+                trace_id = tracing::field::Empty
+            );
             let mut detections = detector.tick().instrument(span.clone()).await;
             if !detections.alerts.is_empty() || !detections.dead_letters.is_empty() {
                 stamp_trace(&span, &mut detections);
-                committer.commit(&source, &detections, &SourceBatch::default(), &detector, &stop).instrument(span).await?;
+                committer
+                    .commit(
+                        &source,
+                        &detections,
+                        &SourceBatch::default(),
+                        &detector,
+                        &stop,
+                    )
+                    .instrument(span)
+                    .await?;
             }
             if *stop.borrow() {
                 break;
@@ -156,9 +196,16 @@ pub async fn run(
         let messages = std::mem::take(&mut batch.messages);
         let mut detections = detector.process(messages).instrument(span.clone()).await;
         stamp_trace(&span, &mut detections);
-        committer.commit(&source, &detections, &batch, &detector, &stop).instrument(span.clone()).await?;
+        committer
+            .commit(&source, &detections, &batch, &detector, &stop)
+            .instrument(span.clone())
+            .await?;
         metrics.batch_done(batch_messages, started.elapsed());
-        tracing::debug!(alerts = detections.alerts.len(), dead_letters = detections.dead_letters.len(), "batch done");
+        tracing::debug!(
+            alerts = detections.alerts.len(),
+            dead_letters = detections.dead_letters.len(),
+            "batch done"
+        );
     }
     sink.flush();
     tracing::info!(summary = %metrics.summary(), "pipeline stopped");
@@ -172,7 +219,8 @@ fn stamp_trace(span: &tracing::Span, detections: &mut Detections) {
     if let Some(id) = &trace_id {
         span.record("trace_id", id.as_str());
     }
-    span.record("alerts", detections.alerts.len() as i64).record("dead_letters", detections.dead_letters.len() as i64);
+    span.record("alerts", detections.alerts.len() as i64)
+        .record("dead_letters", detections.dead_letters.len() as i64);
     for alert in &mut detections.alerts {
         alert.trace_id = trace_id.clone();
     }
@@ -214,7 +262,12 @@ impl Committer<'_> {
             let resume = batch
                 .next_offsets
                 .iter()
-                .map(|(key, next)| (key.clone(), retained.get(key).map_or(*next, |r| (*r).min(*next))))
+                .map(|(key, next)| {
+                    (
+                        key.clone(),
+                        retained.get(key).map_or(*next, |r| (*r).min(*next)),
+                    )
+                })
                 .collect();
             checkpoint.set_resume(&resume);
             offsets = TopicPartitionList::new();
@@ -227,16 +280,32 @@ impl Committer<'_> {
         if self.sink.is_transactional() {
             records.push(checkpoint_record);
             deliver_transaction(self.sink, source, &records, &offsets, stop, self.metrics)
-                .instrument(tracing::info_span!("deliver", records = records.len() as i64, transaction = true))
+                .instrument(tracing::info_span!(
+                    "deliver",
+                    records = records.len() as i64,
+                    transaction = true
+                ))
                 .await?;
             Metrics::add(&self.metrics.commits, 1);
         } else {
             deliver(self.sink, &records, stop, self.metrics)
-                .instrument(tracing::info_span!("deliver", records = records.len() as i64))
+                .instrument(tracing::info_span!(
+                    "deliver",
+                    records = records.len() as i64
+                ))
                 .await?;
-            deliver(self.sink, std::slice::from_ref(&checkpoint_record), stop, self.metrics)
-                .instrument(tracing::info_span!("deliver", records = 1, checkpoint = true))
-                .await?;
+            deliver(
+                self.sink,
+                std::slice::from_ref(&checkpoint_record),
+                stop,
+                self.metrics,
+            )
+            .instrument(tracing::info_span!(
+                "deliver",
+                records = 1,
+                checkpoint = true
+            ))
+            .await?;
             match tracing::info_span!("commit").in_scope(|| source.commit_offsets(&offsets)) {
                 Ok(()) => Metrics::add(&self.metrics.commits, 1),
                 // Not data loss: the next successful commit covers these
@@ -262,16 +331,25 @@ impl Committer<'_> {
 /// The records a batch's detections produce: alerts, dead letters, late
 /// events, each to its topic.
 fn output_records(settings: &Settings, detections: &Detections) -> Vec<OutRecord> {
-    let mut records = Vec::with_capacity(detections.alerts.len() + detections.dead_letters.len() + 1);
+    let mut records =
+        Vec::with_capacity(detections.alerts.len() + detections.dead_letters.len() + 1);
     for alert in &detections.alerts {
-        records.push(OutRecord { topic: settings.topics.alerts.clone(), key: alert.alert_id.clone(), payload: alert.to_json() });
+        records.push(OutRecord {
+            topic: settings.topics.alerts.clone(),
+            key: alert.alert_id.clone(),
+            payload: alert.to_json(),
+        });
     }
     for dl in &detections.dead_letters {
         let topic = match dl.kind {
             DeadLetterKind::LateEvent => &settings.topics.late_events,
             DeadLetterKind::DecodeError | DeadLetterKind::RuleError => &settings.topics.dead_letter,
         };
-        records.push(OutRecord { topic: topic.clone(), key: dl.key(), payload: dl.to_json() });
+        records.push(OutRecord {
+            topic: topic.clone(),
+            key: dl.key(),
+            payload: dl.to_json(),
+        });
     }
     records
 }
@@ -293,7 +371,9 @@ async fn deliver_transaction(
         // Fresh each attempt: after a rebalance the group generation
         // changed, and a commit with the old one is rejected (zombie
         // fencing, KIP-447).
-        let group = source.group_metadata().context("the consumer has no group metadata for a transactional offset commit")?;
+        let group = source
+            .group_metadata()
+            .context("the consumer has no group metadata for a transactional offset commit")?;
         match sink.deliver_transaction(records, offsets, group).await {
             Ok(()) => {
                 metrics.set_delivery_paused(false);
@@ -319,7 +399,12 @@ async fn deliver_transaction(
 /// Produce `records` and wait for their acknowledgement, retrying while the
 /// broker refuses them. Nothing is consumed meanwhile (back-pressure). Gives
 /// up only when asked to stop, without committing.
-async fn deliver(sink: &KafkaSink, records: &[OutRecord], stop: &watch::Receiver<bool>, metrics: &Metrics) -> Result<()> {
+async fn deliver(
+    sink: &KafkaSink,
+    records: &[OutRecord],
+    stop: &watch::Receiver<bool>,
+    metrics: &Metrics,
+) -> Result<()> {
     loop {
         match sink.deliver(records, 5).await {
             Ok(()) => {

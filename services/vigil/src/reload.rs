@@ -36,7 +36,12 @@ pub struct RuleSource {
 impl RuleSource {
     /// Load and compile the set (every problem reported).
     pub async fn load(&self) -> Result<RuleEngine, rules::RuleErrors> {
-        rules::load_rule_set(&self.dir, self.exceptions.as_deref(), self.correlation.clone()).await
+        rules::load_rule_set(
+            &self.dir,
+            self.exceptions.as_deref(),
+            self.correlation.clone(),
+        )
+        .await
     }
 
     /// Whether a change of `path` can change the rule set.
@@ -48,28 +53,36 @@ impl RuleSource {
             }
         }
         path.extension().is_some_and(|x| x == "sql")
-            || path.file_name().is_some_and(|n| n == exceptions::DEFAULT_FILE_NAME)
+            || path
+                .file_name()
+                .is_some_and(|n| n == exceptions::DEFAULT_FILE_NAME)
     }
 }
 
 /// Start watching for reload triggers. Compiled rule sets arrive on the
 /// returned channel (give it to `Detector::with_reloads`). Runs until the
 /// receiver is dropped.
-pub fn spawn(source: RuleSource, metrics: Arc<Metrics>) -> anyhow::Result<mpsc::UnboundedReceiver<RuleEngine>> {
+pub fn spawn(
+    source: RuleSource,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<mpsc::UnboundedReceiver<RuleEngine>> {
     let (engines_tx, engines_rx) = mpsc::unbounded_channel();
     let (trigger_tx, mut trigger_rx) = mpsc::unbounded_channel::<&'static str>();
 
     // File changes (notify runs its own thread).
     let watched = source.clone();
     let file_tx = trigger_tx.clone();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-        Ok(event) => {
-            if !matches!(event.kind, notify::EventKind::Access(_)) && event.paths.iter().any(|p| watched.is_relevant(p)) {
-                let _ = file_tx.send("file change");
+    let mut watcher =
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            Ok(event) => {
+                if !matches!(event.kind, notify::EventKind::Access(_))
+                    && event.paths.iter().any(|p| watched.is_relevant(p))
+                {
+                    let _ = file_tx.send("file change");
+                }
             }
-        }
-        Err(e) => tracing::warn!(error = %e, "watching the rules directory"),
-    })?;
+            Err(e) => tracing::warn!(error = %e, "watching the rules directory"),
+        })?;
     use notify::Watcher as _;
     watcher
         .watch(&source.dir, notify::RecursiveMode::Recursive)
@@ -78,7 +91,10 @@ pub fn spawn(source: RuleSource, metrics: Arc<Metrics>) -> anyhow::Result<mpsc::
         if !e.starts_with(&source.dir) {
             // Watch the directory, not the file: editors replace files by
             // renaming, which would end a watch on the file itself.
-            let parent = e.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let parent = e
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             watcher
                 .watch(parent, notify::RecursiveMode::NonRecursive)
                 .map_err(|err| anyhow::anyhow!("watching {}: {err}", parent.display()))?;
@@ -118,7 +134,10 @@ pub fn spawn(source: RuleSource, metrics: Arc<Metrics>) -> anyhow::Result<mpsc::
             tracing::info!(trigger = reason, dir = %source.dir.display(), "reloading rules");
             match source.load().await {
                 Ok(engine) => {
-                    tracing::info!(rules = engine.rules().count(), "new rule set compiled; it takes over at the next batch");
+                    tracing::info!(
+                        rules = engine.rules().count(),
+                        "new rule set compiled; it takes over at the next batch"
+                    );
                     if engines_tx.send(engine).is_err() {
                         return;
                     }
@@ -163,14 +182,23 @@ mod tests {
     }
 
     async fn engine(files: &[(&str, String)]) -> RuleEngine {
-        let rules =
-            files.iter().map(|(id, text)| parse_rule(&PathBuf::from(format!("{id}.sql")), text).unwrap()).collect();
-        let settings = CorrelationSettings { allowed_lateness_ms: 0, ..Default::default() };
-        RuleEngine::compile_with(rules, settings).await.unwrap_or_else(|e| panic!("{e}"))
+        let rules = files
+            .iter()
+            .map(|(id, text)| parse_rule(&PathBuf::from(format!("{id}.sql")), text).unwrap())
+            .collect();
+        let settings = CorrelationSettings {
+            allowed_lateness_ms: 0,
+            ..Default::default()
+        };
+        RuleEngine::compile_with(rules, settings)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn event(n: u32, verb: &str, code: i32, secs: i64) -> RawMessage {
-        let t = chrono::DateTime::from_timestamp(T0 + secs, 0).unwrap().to_rfc3339();
+        let t = chrono::DateTime::from_timestamp(T0 + secs, 0)
+            .unwrap()
+            .to_rfc3339();
         let payload = json!({
             "kind": "Event", "auditID": format!("e{n}"), "stage": "ResponseComplete", "verb": verb,
             "user": {"username": "alice"}, "objectRef": {"resource": "pods", "namespace": "ns"},
@@ -179,28 +207,51 @@ mod tests {
         RawMessage {
             source: SourceKind::K8sAudit,
             payload: payload.to_string().into_bytes(),
-            origin: Origin::Kafka { topic: "audit".into(), partition: 0, offset: n as i64 },
+            origin: Origin::Kafka {
+                topic: "audit".into(),
+                partition: 0,
+                offset: n as i64,
+            },
             timestamp_ms: None,
             state_only: false,
         }
     }
 
     fn fired(alerts: &[crate::alert::Alert], rule: &str) -> Vec<i64> {
-        alerts.iter().filter(|a| a.rule_id == rule).map(|a| a.fields["denied"].as_i64().unwrap()).collect()
+        alerts
+            .iter()
+            .filter(|a| a.rule_id == rule)
+            .map(|a| a.fields["denied"].as_i64().unwrap())
+            .collect()
     }
 
     #[tokio::test]
-    async fn a_swap_keeps_unchanged_correlation_state_and_starts_changed_rules_at_the_reload_point() {
-        let old = engine(&[("t.keep", correlation("t.keep", 3)), ("t.change", correlation("t.change", 3))]).await;
+    async fn a_swap_keeps_unchanged_correlation_state_and_starts_changed_rules_at_the_reload_point()
+    {
+        let old = engine(&[
+            ("t.keep", correlation("t.keep", 3)),
+            ("t.change", correlation("t.change", 3)),
+        ])
+        .await;
         let metrics = Arc::new(Metrics::default());
         let mut d = Detector::new(old, Default::default(), metrics.clone());
         // Window [0, 60): three refusals; 61 closes it: both rules emit it.
-        let out = d.process(vec![event(1, "get", 403, 10), event(2, "get", 403, 11), event(3, "get", 403, 12)]).await;
+        let out = d
+            .process(vec![
+                event(1, "get", 403, 10),
+                event(2, "get", 403, 11),
+                event(3, "get", 403, 12),
+            ])
+            .await;
         assert!(out.alerts.is_empty());
         let out = d.process(vec![event(4, "get", 200, 61)]).await;
-        assert_eq!((fired(&out.alerts, "t.keep"), fired(&out.alerts, "t.change")), (vec![3], vec![3]));
+        assert_eq!(
+            (fired(&out.alerts, "t.keep"), fired(&out.alerts, "t.change")),
+            (vec![3], vec![3])
+        );
         // Window [60, 120): two refusals before the reload.
-        d.process(vec![event(5, "get", 403, 70), event(6, "get", 403, 71)]).await;
+        d.process(vec![event(5, "get", 403, 70), event(6, "get", 403, 71)])
+            .await;
 
         // Reload: t.keep unchanged, t.change changed (threshold 2), a new per-event rule.
         let new = engine(&[
@@ -213,17 +264,34 @@ mod tests {
         assert_eq!(metrics.rule_reloads(true), 1);
 
         // One more refusal, a delete, then 125 closes [60, 120).
-        let out = d.process(vec![event(7, "get", 403, 72), event(8, "delete", 200, 73)]).await;
-        assert_eq!(out.alerts.iter().filter(|a| a.rule_id == "t.delete").count(), 1, "the new rule runs");
+        let out = d
+            .process(vec![event(7, "get", 403, 72), event(8, "delete", 200, 73)])
+            .await;
+        assert_eq!(
+            out.alerts
+                .iter()
+                .filter(|a| a.rule_id == "t.delete")
+                .count(),
+            1,
+            "the new rule runs"
+        );
         let out = d.process(vec![event(9, "get", 200, 125)]).await;
         // t.keep counts the two refusals retained before the reload: its state was kept.
         assert_eq!(fired(&out.alerts, "t.keep"), vec![3]);
         // The changed rule is incremental: its aggregation state starts empty
         // at the reload, so [60, 120) holds only the refusal after it (1 < 2),
         // and it never re-emits [0, 60), which closed before the reload.
-        assert!(fired(&out.alerts, "t.change").is_empty(), "{:?}", out.alerts);
+        assert!(
+            fired(&out.alerts, "t.change").is_empty(),
+            "{:?}",
+            out.alerts
+        );
         let rest = d.finish().await;
-        assert!(fired(&rest.alerts, "t.keep").is_empty() && fired(&rest.alerts, "t.change").is_empty(), "{:?}", rest.alerts);
+        assert!(
+            fired(&rest.alerts, "t.keep").is_empty() && fired(&rest.alerts, "t.change").is_empty(),
+            "{:?}",
+            rest.alerts
+        );
     }
 
     /// Wait for `cond`, polling; panics after a generous deadline (this is
@@ -243,28 +311,60 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let rule_path = dir.path().join("r.sql");
         std::fs::write(&rule_path, per_event("t.r", "delete")).unwrap();
-        let source = RuleSource { dir: dir.path().to_path_buf(), exceptions: None, correlation: Default::default() };
+        let source = RuleSource {
+            dir: dir.path().to_path_buf(),
+            exceptions: None,
+            correlation: Default::default(),
+        };
         let metrics = Arc::new(Metrics::default());
         let mut reloads = spawn(source.clone(), metrics.clone()).unwrap();
 
         // An invalid set: counted, logged, nothing handed over.
-        std::fs::write(&rule_path, per_event("t.r", "delete").replace("FROM k8s_audit", "FROM nowhere")).unwrap();
+        std::fs::write(
+            &rule_path,
+            per_event("t.r", "delete").replace("FROM k8s_audit", "FROM nowhere"),
+        )
+        .unwrap();
         eventually("the reload failure", || metrics.rule_reloads(false) >= 1).await;
-        assert!(reloads.try_recv().is_err(), "an invalid set must not be handed over");
+        assert!(
+            reloads.try_recv().is_err(),
+            "an invalid set must not be handed over"
+        );
 
         // A valid changed set: handed over.
         std::fs::write(&rule_path, per_event("t.r", "patch")).unwrap();
-        let engine = tokio::time::timeout(Duration::from_secs(30), reloads.recv()).await.expect("a reload").unwrap();
-        let mut d = Detector::new(source.load().await.unwrap(), Default::default(), metrics.clone());
+        let engine = tokio::time::timeout(Duration::from_secs(30), reloads.recv())
+            .await
+            .expect("a reload")
+            .unwrap();
+        let mut d = Detector::new(
+            source.load().await.unwrap(),
+            Default::default(),
+            metrics.clone(),
+        );
         d.swap_engine(engine);
-        let out = d.process(vec![event(1, "delete", 200, 1), event(2, "patch", 200, 2)]).await;
-        let events: Vec<&str> = out.alerts.iter().map(|a| a.events[0].event_id.as_str()).collect();
-        assert_eq!(events, vec!["e2/ResponseComplete"], "the reloaded rule matches patch, not delete");
+        let out = d
+            .process(vec![event(1, "delete", 200, 1), event(2, "patch", 200, 2)])
+            .await;
+        let events: Vec<&str> = out
+            .alerts
+            .iter()
+            .map(|a| a.events[0].event_id.as_str())
+            .collect();
+        assert_eq!(
+            events,
+            vec!["e2/ResponseComplete"],
+            "the reloaded rule matches patch, not delete"
+        );
     }
 
     #[test]
     fn only_rule_and_exception_files_trigger_reloads() {
-        let s = RuleSource { dir: "rules".into(), exceptions: Some("conf/allow.toml".into()), correlation: Default::default() };
+        let s = RuleSource {
+            dir: "rules".into(),
+            exceptions: Some("conf/allow.toml".into()),
+            correlation: Default::default(),
+        };
         assert!(s.is_relevant(Path::new("/x/rules/k8s/a.sql")));
         assert!(s.is_relevant(Path::new("/x/rules/exceptions.toml")));
         assert!(s.is_relevant(Path::new("/abs/conf/allow.toml")));

@@ -88,14 +88,22 @@ impl ReplaySummary {
             self.dead_letters
         );
         if self.output_closed {
-            let _ = writeln!(s, "  alert output closed by its reader: the replay stopped early");
+            let _ = writeln!(
+                s,
+                "  alert output closed by its reader: the replay stopped early"
+            );
         }
         for (source, n) in &self.events_by_source {
             let _ = writeln!(s, "  events from {source}: {n}");
         }
         match self.event_time_range {
             Some((first, last)) => {
-                let _ = writeln!(s, "  event time seen: {} .. {}", format_time_ns(first), format_time_ns(last));
+                let _ = writeln!(
+                    s,
+                    "  event time seen: {} .. {}",
+                    format_time_ns(first),
+                    format_time_ns(last)
+                );
             }
             None => {
                 let _ = writeln!(s, "  event time seen: none (no event decoded)");
@@ -108,13 +116,21 @@ impl ReplaySummary {
             }
         }
         if !by_severity.is_empty() {
-            let parts: Vec<String> = by_severity.iter().rev().map(|(sev, n)| format!("{sev} {n}")).collect();
+            let parts: Vec<String> = by_severity
+                .iter()
+                .rev()
+                .map(|(sev, n)| format!("{sev} {n}"))
+                .collect();
             let _ = writeln!(s, "  alerts by severity: {}", parts.join(", "));
         }
         let mut rules: Vec<(&String, &u64)> = self.alerts_by_rule.iter().collect();
         rules.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         for (rule, n) in rules {
-            let sev = self.severity_by_rule.get(rule).map(|s| s.as_str()).unwrap_or("?");
+            let sev = self
+                .severity_by_rule
+                .get(rule)
+                .map(|s| s.as_str())
+                .unwrap_or("?");
             let _ = writeln!(s, "  {n:>7}  {sev:<8}  {rule}");
         }
         for (rule, n) in &self.excepted_by_rule {
@@ -137,7 +153,15 @@ pub async fn replay(
     alerts_out: &mut dyn Write,
     dead_letters_out: &mut dyn Write,
 ) -> Result<ReplaySummary> {
-    replay_with(detector, source, input, ReplayOptions { batch_size }, alerts_out, dead_letters_out).await
+    replay_with(
+        detector,
+        source,
+        input,
+        ReplayOptions { batch_size },
+        alerts_out,
+        dead_letters_out,
+    )
+    .await
 }
 
 /// [`replay`] with options. Event-time bounds are the detector's (see
@@ -168,7 +192,10 @@ pub async fn replay_with(
     let mut lines = reader.split(b'\n');
     let mut line_no = 0u64;
     loop {
-        let next = lines.next().transpose().with_context(|| format!("reading {name}"))?;
+        let next = lines
+            .next()
+            .transpose()
+            .with_context(|| format!("reading {name}"))?;
         let at_end = next.is_none();
         if let Some(mut line) = next {
             line_no += 1;
@@ -179,7 +206,10 @@ pub async fn replay_with(
                 batch.push(RawMessage {
                     source,
                     payload: line,
-                    origin: Origin::File { path: name.clone(), line: line_no },
+                    origin: Origin::File {
+                        path: name.clone(),
+                        line: line_no,
+                    },
                     timestamp_ms: None,
                     state_only: false,
                 });
@@ -201,7 +231,10 @@ pub async fn replay_with(
     // correlation window closes and is emitted.
     let detections = detector.finish().await;
     for e in &detections.excepted {
-        *summary.excepted_by_rule.entry(e.rule_id.clone()).or_default() += 1;
+        *summary
+            .excepted_by_rule
+            .entry(e.rule_id.clone())
+            .or_default() += 1;
     }
     if write_outputs(&mut summary, &detections, alerts_out, dead_letters_out)? {
         if let Err(e) = alerts_out.flush() {
@@ -223,8 +256,13 @@ fn write_outputs(
     dead_letters_out: &mut dyn Write,
 ) -> Result<bool> {
     for alert in &detections.alerts {
-        *summary.alerts_by_rule.entry(alert.rule_id.clone()).or_default() += 1;
-        summary.severity_by_rule.insert(alert.rule_id.clone(), alert.severity);
+        *summary
+            .alerts_by_rule
+            .entry(alert.rule_id.clone())
+            .or_default() += 1;
+        summary
+            .severity_by_rule
+            .insert(alert.rule_id.clone(), alert.severity);
         if let Err(e) = writeln!(alerts_out, "{}", alert.to_json()) {
             if e.kind() == ErrorKind::BrokenPipe {
                 summary.output_closed = true;
@@ -262,7 +300,8 @@ mod tests {
     async fn detector(bounds: EventTimeBounds) -> Detector {
         let rule = parse_rule(&PathBuf::from("t.sql"), RULE).unwrap();
         let engine = RuleEngine::compile(vec![rule]).await.unwrap();
-        Detector::new(engine, Default::default(), Arc::new(Metrics::default())).with_event_time_bounds(bounds)
+        Detector::new(engine, Default::default(), Arc::new(Metrics::default()))
+            .with_event_time_bounds(bounds)
     }
 
     fn input(lines: &[String]) -> tempfile::NamedTempFile {
@@ -274,7 +313,10 @@ mod tests {
     }
 
     fn ns(t: &str) -> i64 {
-        chrono::DateTime::parse_from_rfc3339(t).unwrap().timestamp_nanos_opt().unwrap()
+        chrono::DateTime::parse_from_rfc3339(t)
+            .unwrap()
+            .timestamp_nanos_opt()
+            .unwrap()
     }
 
     #[tokio::test]
@@ -285,28 +327,51 @@ mod tests {
             event("c", "delete", "2024-05-01T10:00:00Z"),
             event("d", "delete", "2024-05-01T11:00:00Z"),
         ]);
-        let bounds =
-            EventTimeBounds { from_ns: Some(ns("2024-05-01T10:00:00Z")), to_ns: Some(ns("2024-05-01T11:00:00Z")) };
+        let bounds = EventTimeBounds {
+            from_ns: Some(ns("2024-05-01T10:00:00Z")),
+            to_ns: Some(ns("2024-05-01T11:00:00Z")),
+        };
         let mut d = detector(bounds).await;
         let (mut alerts, mut dead) = (Vec::new(), Vec::new());
-        let summary =
-            replay_with(&mut d, SourceKind::K8sAudit, file.path(), ReplayOptions { batch_size: 10 }, &mut alerts, &mut dead)
-                .await
-                .unwrap();
+        let summary = replay_with(
+            &mut d,
+            SourceKind::K8sAudit,
+            file.path(),
+            ReplayOptions { batch_size: 10 },
+            &mut alerts,
+            &mut dead,
+        )
+        .await
+        .unwrap();
         // Only "c" is a delete inside [from, to): "a" is before, "d" is at the exclusive end.
         let alerts = String::from_utf8(alerts).unwrap();
         assert_eq!(alerts.lines().count(), 1, "{alerts}");
-        assert!(alerts.contains("\"event_id\":\"c/ResponseComplete\""), "{alerts}");
+        assert!(
+            alerts.contains("\"event_id\":\"c/ResponseComplete\""),
+            "{alerts}"
+        );
         assert_eq!(summary.lines, 4);
         assert_eq!(summary.events, 2);
         assert_eq!(summary.out_of_range, 2);
-        assert_eq!(summary.events_by_source.get(&SourceKind::K8sAudit), Some(&4));
-        assert_eq!(summary.event_time_range, Some((ns("2024-05-01T09:59:59Z"), ns("2024-05-01T11:00:00Z"))));
-        assert_eq!(summary.severity_by_rule.get("t.delete"), Some(&Severity::High));
+        assert_eq!(
+            summary.events_by_source.get(&SourceKind::K8sAudit),
+            Some(&4)
+        );
+        assert_eq!(
+            summary.event_time_range,
+            Some((ns("2024-05-01T09:59:59Z"), ns("2024-05-01T11:00:00Z")))
+        );
+        assert_eq!(
+            summary.severity_by_rule.get("t.delete"),
+            Some(&Severity::High)
+        );
         let text = summary.render();
         assert!(text.contains("2 outside the time bounds"), "{text}");
         assert!(text.contains("alerts by severity: high 1"), "{text}");
-        assert!(text.contains("event time seen: 2024-05-01T09:59:59Z .. 2024-05-01T11:00:00Z"), "{text}");
+        assert!(
+            text.contains("event time seen: 2024-05-01T09:59:59Z .. 2024-05-01T11:00:00Z"),
+            "{text}"
+        );
     }
 
     /// A writer whose reader has gone away after `room` lines.
@@ -330,10 +395,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_alert_output_ends_the_replay_without_error() {
-        let lines: Vec<String> = (0..20).map(|i| event(&format!("e{i}"), "delete", "2024-05-01T10:00:00Z")).collect();
+        let lines: Vec<String> = (0..20)
+            .map(|i| event(&format!("e{i}"), "delete", "2024-05-01T10:00:00Z"))
+            .collect();
         let file = input(&lines);
         let mut d = detector(EventTimeBounds::default()).await;
-        let mut out = ClosesAfter { room: 2, written: Vec::new() };
+        let mut out = ClosesAfter {
+            room: 2,
+            written: Vec::new(),
+        };
         let summary = replay_with(
             &mut d,
             SourceKind::K8sAudit,
@@ -364,9 +434,16 @@ mod tests {
         }
         let file = input(&[event("a", "delete", "2024-05-01T10:00:00Z")]);
         let mut d = detector(EventTimeBounds::default()).await;
-        let err = replay_with(&mut d, SourceKind::K8sAudit, file.path(), ReplayOptions::default(), &mut Full, &mut Vec::new())
-            .await
-            .unwrap_err();
+        let err = replay_with(
+            &mut d,
+            SourceKind::K8sAudit,
+            file.path(),
+            ReplayOptions::default(),
+            &mut Full,
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap_err();
         assert!(format!("{err:#}").contains("disk full"), "{err:#}");
     }
 }

@@ -30,7 +30,11 @@ fn utf8(name: &str) -> Field {
 }
 
 fn utf8_list(name: &str) -> Field {
-    Field::new(name, DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), true)
+    Field::new(
+        name,
+        DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+        true,
+    )
 }
 
 fn event_time() -> Field {
@@ -114,11 +118,19 @@ static K8S_AUDIT: LazyLock<SchemaRef> = LazyLock::new(|| {
         utf8("verb"),
         utf8("request_uri"),
         Field::new("user_info", DataType::Struct(user_info_fields()), true),
-        Field::new("impersonated_user", DataType::Struct(user_info_fields()), true),
+        Field::new(
+            "impersonated_user",
+            DataType::Struct(user_info_fields()),
+            true,
+        ),
         utf8_list("source_ips"),
         utf8("user_agent"),
         Field::new("object_ref", DataType::Struct(object_ref_fields()), true),
-        Field::new("response_status", DataType::Struct(response_status_fields()), true),
+        Field::new(
+            "response_status",
+            DataType::Struct(response_status_fields()),
+            true,
+        ),
         Field::new("request_received_at", timestamp_type(), true),
         Field::new("stage_at", timestamp_type(), true),
         Field::new("annotations", annotations_type(), true),

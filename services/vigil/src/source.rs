@@ -28,7 +28,11 @@ pub enum SourceKind {
 
 impl SourceKind {
     /// Every source, in a stable order.
-    pub const ALL: [SourceKind; 3] = [SourceKind::K8sAudit, SourceKind::Falco, SourceKind::Tetragon];
+    pub const ALL: [SourceKind; 3] = [
+        SourceKind::K8sAudit,
+        SourceKind::Falco,
+        SourceKind::Tetragon,
+    ];
 
     /// The SQL table name rules use for this source.
     pub fn table_name(self) -> &'static str {
@@ -61,7 +65,9 @@ impl FromStr for SourceKind {
         SourceKind::ALL
             .into_iter()
             .find(|k| k.table_name() == s)
-            .ok_or_else(|| format!("unknown source {s:?}: expected one of k8s_audit, falco, tetragon"))
+            .ok_or_else(|| {
+                format!("unknown source {s:?}: expected one of k8s_audit, falco, tetragon")
+            })
     }
 }
 
@@ -70,7 +76,11 @@ impl FromStr for SourceKind {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Origin {
     /// A Kafka record.
-    Kafka { topic: String, partition: i32, offset: i64 },
+    Kafka {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
     /// A line of a replayed file (1-based); `path` is `-` for stdin.
     File { path: String, line: u64 },
 }
@@ -78,7 +88,11 @@ pub enum Origin {
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Origin::Kafka { topic, partition, offset } => write!(f, "{topic}/{partition}@{offset}"),
+            Origin::Kafka {
+                topic,
+                partition,
+                offset,
+            } => write!(f, "{topic}/{partition}@{offset}"),
             Origin::File { path, line } => write!(f, "{path}:{line}"),
         }
     }

@@ -93,7 +93,10 @@ fn default_service_name() -> String {
 
 impl Default for TracingSettings {
     fn default() -> Self {
-        TracingSettings { otlp_endpoint: String::new(), service_name: default_service_name() }
+        TracingSettings {
+            otlp_endpoint: String::new(),
+            service_name: default_service_name(),
+        }
     }
 }
 
@@ -105,7 +108,9 @@ impl TracingSettings {
         if !configured.is_empty() {
             return Some(configured.to_string());
         }
-        env_endpoint.map(|e| e.trim().to_string()).filter(|e| !e.is_empty())
+        env_endpoint
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
     }
 }
 
@@ -136,7 +141,8 @@ impl Telemetry {
 /// pass `None`: they export nothing). Must run inside a Tokio runtime (the
 /// gRPC client needs one).
 pub fn init(log: &LogSettings, tracing_settings: Option<&TracingSettings>) -> Result<Telemetry> {
-    let endpoint = tracing_settings.and_then(|t| t.endpoint(std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok()));
+    let endpoint = tracing_settings
+        .and_then(|t| t.endpoint(std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok()));
     let provider = match (&endpoint, tracing_settings) {
         (Some(endpoint), Some(t)) => Some(otlp_provider(endpoint, &t.service_name)?),
         _ => None,
@@ -153,9 +159,16 @@ pub fn init(log: &LogSettings, tracing_settings: Option<&TracingSettings>) -> Re
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt_layer = if log.format.is_json(std::io::stderr().is_terminal()) {
-        tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).with_filter(filter).boxed()
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter).boxed()
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed()
     };
     tracing_subscriber::registry()
         .with(otel_layer)
@@ -181,8 +194,14 @@ fn otlp_provider(endpoint: &str, service_name: &str) -> Result<SdkTracerProvider
     if let Ok(name) = std::env::var("OTEL_SERVICE_NAME") {
         resource = resource.with_service_name(name);
     }
-    resource = resource.with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
-    Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build())
+    resource = resource.with_attribute(opentelemetry::KeyValue::new(
+        "service.version",
+        env!("CARGO_PKG_VERSION"),
+    ));
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .build())
 }
 
 /// The OpenTelemetry trace id of `span` (32 lowercase hex digits), or `None`
@@ -191,7 +210,8 @@ pub fn trace_id(span: &tracing::Span) -> Option<String> {
     let context = span.context();
     let otel_span = context.span();
     let span_context = otel_span.span_context();
-    (span_context.is_valid() && span_context.is_sampled()).then(|| span_context.trace_id().to_string())
+    (span_context.is_valid() && span_context.is_sampled())
+        .then(|| span_context.trace_id().to_string())
 }
 
 #[cfg(test)]

@@ -46,9 +46,19 @@ fn replay_piped_into_head_ends_quietly() {
     let result = child.wait_with_output().unwrap();
     feeder.join().unwrap();
     let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(result.status.success(), "exit {:?}; stderr:\n{stderr}", result.status);
-    assert!(stderr.contains("alert output closed by its reader: the replay stopped early"), "{stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+    assert!(
+        result.status.success(),
+        "exit {:?}; stderr:\n{stderr}",
+        result.status
+    );
+    assert!(
+        stderr.contains("alert output closed by its reader: the replay stopped early"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -73,16 +83,45 @@ fn replay_summary_only_reports_the_events_skipped_by_time_bounds() {
     // Evaluated + skipped = every line, and some of each.
     let n = |label: &str| -> u64 {
         let before = first.split(label).next().unwrap();
-        before.rsplit(", ").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap()
+        before
+            .rsplit(", ")
+            .next()
+            .unwrap()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     };
-    let (lines, evaluated, skipped) = (n(" lines"), n(" events evaluated"), n(" outside the time bounds"));
+    let (lines, evaluated, skipped) = (
+        n(" lines"),
+        n(" events evaluated"),
+        n(" outside the time bounds"),
+    );
     assert_eq!(evaluated + skipped, lines, "{first}");
     assert!(evaluated > 0 && skipped > 0, "{first}");
-    assert!(stdout.contains("event time seen: 2023-01-27T18:28:08.127428Z .. 2023-01-27T18:32:12.473826Z"), "{stdout}");
-    assert!(!stdout.contains("schema_version"), "--summary-only prints no alerts");
+    assert!(
+        stdout.contains(
+            "event time seen: 2023-01-27T18:28:08.127428Z .. 2023-01-27T18:32:12.473826Z"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("schema_version"),
+        "--summary-only prints no alerts"
+    );
 
     let bad = vigil()
-        .args(["replay", "--source", "k8s_audit", "--from", "2024-01-02T00:00:00Z", "--to", "2024-01-01T00:00:00Z", PANTHER])
+        .args([
+            "replay",
+            "--source",
+            "k8s_audit",
+            "--from",
+            "2024-01-02T00:00:00Z",
+            "--to",
+            "2024-01-01T00:00:00Z",
+            PANTHER,
+        ])
         .output()
         .unwrap();
     assert!(!bad.status.success());
@@ -91,8 +130,15 @@ fn replay_summary_only_reports_the_events_skipped_by_time_bounds() {
 
 #[test]
 fn coverage_json_lists_the_rules_per_technique() {
-    let out = vigil().args(["rules", "coverage", "--format", "json"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = vigil()
+        .args(["rules", "coverage", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rules = vigil::rules::load_dir(&repo().join("sql-rules")).unwrap();
     assert_eq!(report["rules"], rules.len());
@@ -100,14 +146,27 @@ fn coverage_json_lists_the_rules_per_technique() {
     for tactic in report["tactics"].as_array().unwrap() {
         for t in tactic["techniques"].as_array().unwrap() {
             for r in t["rules"].as_array().unwrap() {
-                let rule = rules.iter().find(|x| x.meta.id == r.as_str().unwrap()).expect("a listed rule exists");
+                let rule = rules
+                    .iter()
+                    .find(|x| x.meta.id == r.as_str().unwrap())
+                    .expect("a listed rule exists");
                 let id = t["id"].as_str().unwrap();
-                assert!(rule.meta.mitre.iter().any(|m| vigil::rules::coverage::covers(m, id)), "{} does not cover {id}", rule.meta.id);
+                assert!(
+                    rule.meta
+                        .mitre
+                        .iter()
+                        .any(|m| vigil::rules::coverage::covers(m, id)),
+                    "{} does not cover {id}",
+                    rule.meta.id
+                );
                 covered.insert(id.to_string());
             }
         }
     }
     assert_eq!(report["techniques_covered"], covered.len());
     let uncovered = report["uncovered"].as_array().unwrap().len();
-    assert_eq!(report["techniques_total"].as_u64().unwrap() as usize, covered.len() + uncovered);
+    assert_eq!(
+        report["techniques_total"].as_u64().unwrap() as usize,
+        covered.len() + uncovered
+    );
 }

@@ -20,7 +20,10 @@ use vigil::http::DEFAULT_LISTEN;
 use vigil::metrics::Metrics;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn read(rel: &str) -> String {
@@ -73,7 +76,12 @@ fn env_of(service: &Value) -> Vec<(String, String)> {
 }
 
 fn port_of(addr: &str) -> u16 {
-    addr.rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap_or_else(|_| panic!("no port in {addr:?}"))
+    addr.rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap_or_else(|_| panic!("no port in {addr:?}"))
 }
 
 /// The sample names Vigil's /metrics can expose (counters get `_total`,
@@ -104,7 +112,13 @@ fn exposed_metric_names() -> BTreeSet<String> {
 fn documented_metric_names() -> BTreeSet<String> {
     Metrics::descriptors()
         .into_iter()
-        .map(|(name, kind)| if kind == "counter" { format!("{name}_total") } else { name })
+        .map(|(name, kind)| {
+            if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name
+            }
+        })
         .collect()
 }
 
@@ -115,9 +129,14 @@ fn vigil_identifiers(text: &str) -> BTreeSet<String> {
     let mut i = 0;
     while let Some(pos) = text[i..].find("vigil_") {
         let start = i + pos;
-        let preceded = start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let preceded =
+            start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
         let mut end = start;
-        while end < bytes.len() && (bytes[end].is_ascii_lowercase() || bytes[end].is_ascii_digit() || bytes[end] == b'_') {
+        while end < bytes.len()
+            && (bytes[end].is_ascii_lowercase()
+                || bytes[end].is_ascii_digit()
+                || bytes[end] == b'_')
+        {
             end += 1;
         }
         if !preceded {
@@ -137,20 +156,31 @@ fn compose_files_and_directories_exist() {
                 let spec = v.as_str().unwrap();
                 let host = spec.split(':').next().unwrap();
                 if host.starts_with("./") {
-                    assert!(repo().join(host).exists(), "service {name:?} mounts {host}, which does not exist");
+                    assert!(
+                        repo().join(host).exists(),
+                        "service {name:?} mounts {host}, which does not exist"
+                    );
                 }
             }
         }
         if let Some(build) = svc["build"].as_str() {
-            assert!(repo().join(build).join("Dockerfile").is_file(), "service {name:?} builds {build} without a Dockerfile");
+            assert!(
+                repo().join(build).join("Dockerfile").is_file(),
+                "service {name:?} builds {build} without a Dockerfile"
+            );
         }
     }
     // Grafana reads dashboards from where compose mounts them.
     let provider = yaml("deploy/grafana/provisioning/dashboards/dashboards.yaml");
-    let path = provider["providers"][0]["options"]["path"].as_str().unwrap();
+    let path = provider["providers"][0]["options"]["path"]
+        .as_str()
+        .unwrap();
     let grafana = strings(&service(&compose, "grafana")["volumes"]);
     assert!(
-        grafana.iter().any(|v| v.starts_with("./deploy/grafana/dashboards:") && v.split(':').nth(1) == Some(path)),
+        grafana
+            .iter()
+            .any(|v| v.starts_with("./deploy/grafana/dashboards:")
+                && v.split(':').nth(1) == Some(path)),
         "grafana mounts {grafana:?}, the dashboard provider reads {path}"
     );
 }
@@ -160,7 +190,13 @@ fn compose_topics_are_the_configuration_defaults() {
     let compose = compose();
     let init = strings(&service(&compose, "kafka-init")["command"]).join("\n");
     let mut created = BTreeSet::new();
-    let list = init.split("for topic in ").nth(1).expect("the topic loop").split(';').next().unwrap();
+    let list = init
+        .split("for topic in ")
+        .nth(1)
+        .expect("the topic loop")
+        .split(';')
+        .next()
+        .unwrap();
     created.extend(list.split_whitespace().map(str::to_string));
     for part in init.split("--topic ").skip(1) {
         let topic = part.split_whitespace().next().unwrap();
@@ -169,10 +205,25 @@ fn compose_topics_are_the_configuration_defaults() {
         }
     }
     let d = TopicSettings::default();
-    let expected: BTreeSet<String> =
-        [d.k8s_audit, d.falco, d.tetragon, d.alerts, d.dead_letter, d.late_events, d.checkpoints].into_iter().collect();
-    assert_eq!(created, expected, "kafka-init must create exactly the default topics");
-    assert!(init.contains("--topic vigil-checkpoints --partitions 1"), "the checkpoint topic has one partition");
+    let expected: BTreeSet<String> = [
+        d.k8s_audit,
+        d.falco,
+        d.tetragon,
+        d.alerts,
+        d.dead_letter,
+        d.late_events,
+        d.checkpoints,
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(
+        created, expected,
+        "kafka-init must create exactly the default topics"
+    );
+    assert!(
+        init.contains("--topic vigil-checkpoints --partitions 1"),
+        "the checkpoint topic has one partition"
+    );
     assert!(init.contains("cleanup.policy=compact"));
 }
 
@@ -185,14 +236,30 @@ fn compose_vigil_service_configuration_loads_and_its_ports_agree() {
     let settings = Settings::load_from(None, env.clone()).unwrap_or_else(|e| panic!("{e:#}"));
     // Brokers: the Kafka service's internal listener.
     let kafka_env = env_of(service(&compose, "kafka"));
-    let advertised = &kafka_env.iter().find(|(k, _)| k == "KAFKA_ADVERTISED_LISTENERS").unwrap().1;
+    let advertised = &kafka_env
+        .iter()
+        .find(|(k, _)| k == "KAFKA_ADVERTISED_LISTENERS")
+        .unwrap()
+        .1;
     let brokers = settings.kafka.brokers.clone().unwrap();
-    assert!(advertised.split(',').any(|l| l.ends_with(&format!("//{brokers}"))), "{brokers} not in {advertised}");
+    assert!(
+        advertised
+            .split(',')
+            .any(|l| l.ends_with(&format!("//{brokers}"))),
+        "{brokers} not in {advertised}"
+    );
     // Metrics: listen port == default == published == Prometheus target.
-    let listen = settings.http.address().unwrap().expect("the HTTP server is on in compose");
+    let listen = settings
+        .http
+        .address()
+        .unwrap()
+        .expect("the HTTP server is on in compose");
     assert_eq!(listen.port(), port_of(DEFAULT_LISTEN));
     let published = strings(&vigil["ports"]);
-    assert!(published.contains(&format!("{0}:{0}", listen.port())), "{published:?}");
+    assert!(
+        published.contains(&format!("{0}:{0}", listen.port())),
+        "{published:?}"
+    );
     let prometheus = yaml("deploy/prometheus.yml");
     let job = prometheus["scrape_configs"]
         .as_sequence()
@@ -200,16 +267,27 @@ fn compose_vigil_service_configuration_loads_and_its_ports_agree() {
         .iter()
         .find(|j| j["job_name"].as_str() == Some("vigil"))
         .expect("a Prometheus job for vigil");
-    assert_eq!(job["metrics_path"].as_str().unwrap_or("/metrics"), "/metrics");
+    assert_eq!(
+        job["metrics_path"].as_str().unwrap_or("/metrics"),
+        "/metrics"
+    );
     let targets = strings(&job["static_configs"][0]["targets"]);
     assert_eq!(targets, vec![format!("vigil:{}", listen.port())]);
     // Traces: to the collector's OTLP gRPC receiver.
-    let endpoint = &env.iter().find(|(k, _)| k == "OTEL_EXPORTER_OTLP_ENDPOINT").expect("OTLP endpoint").1;
+    let endpoint = &env
+        .iter()
+        .find(|(k, _)| k == "OTEL_EXPORTER_OTLP_ENDPOINT")
+        .expect("OTLP endpoint")
+        .1;
     assert!(endpoint.starts_with("http://otel-collector:"), "{endpoint}");
     let collector = yaml("deploy/otel-collector.yaml");
-    let grpc = collector["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].as_str().unwrap();
+    let grpc = collector["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]
+        .as_str()
+        .unwrap();
     assert_eq!(port_of(endpoint), port_of(grpc));
-    assert!(!service(&compose, "otel-collector").is_null() && !service(&compose, "jaeger").is_null());
+    assert!(
+        !service(&compose, "otel-collector").is_null() && !service(&compose, "jaeger").is_null()
+    );
 }
 
 #[test]
@@ -221,7 +299,11 @@ fn compose_commands_are_valid_vigil_commands() {
         .unwrap_or_else(|e| panic!("vigil service command {args:?}: {e}"));
     // The generator runs `vigil gen` from the same image.
     let generator = service(&compose, "event-generator");
-    assert_eq!(generator["image"].as_str(), vigil["image"].as_str(), "the generator uses the Vigil image");
+    assert_eq!(
+        generator["image"].as_str(),
+        vigil["image"].as_str(),
+        "the generator uses the Vigil image"
+    );
     let args = strings(&generator["command"]);
     assert_eq!(args[0], "gen");
     if Cli::command().find_subcommand("gen").is_some() {
@@ -231,7 +313,10 @@ fn compose_commands_are_valid_vigil_commands() {
         // `vigil gen` is added by the event-generator work (issue 5); until
         // it is merged, only its shape is checked.
         for flag in ["--brokers", "--rate", "--count", "--seed"] {
-            assert!(args.iter().any(|a| a == flag), "{flag} missing from {args:?}");
+            assert!(
+                args.iter().any(|a| a == flag),
+                "{flag} missing from {args:?}"
+            );
         }
         eprintln!("note: `vigil gen` is not in this build; the event-generator command was checked by shape only");
     }
@@ -240,17 +325,36 @@ fn compose_commands_are_valid_vigil_commands() {
 #[test]
 fn dockerfile_is_multi_stage_non_root_and_exposes_the_metrics_port() {
     let text = read("Dockerfile");
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
     let stages = lines.iter().filter(|l| l.starts_with("FROM ")).count();
     assert!(stages >= 2, "a build stage and a runtime stage");
     let runtime_start = lines.iter().rposition(|l| l.starts_with("FROM ")).unwrap();
     let runtime = &lines[runtime_start..];
-    assert!(runtime[0].contains("slim"), "small runtime image: {}", runtime[0]);
+    assert!(
+        runtime[0].contains("slim"),
+        "small runtime image: {}",
+        runtime[0]
+    );
     assert!(runtime.iter().any(|l| l.starts_with("COPY --from=build")));
-    let user = runtime.iter().find_map(|l| l.strip_prefix("USER ")).expect("a USER in the runtime stage");
-    let uid: u32 = user.split(':').next().unwrap().parse().expect("a numeric user (runAsNonRoot can verify it)");
+    let user = runtime
+        .iter()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("a USER in the runtime stage");
+    let uid: u32 = user
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("a numeric user (runAsNonRoot can verify it)");
     assert_ne!(uid, 0);
-    let expose = runtime.iter().find_map(|l| l.strip_prefix("EXPOSE ")).expect("EXPOSE");
+    let expose = runtime
+        .iter()
+        .find_map(|l| l.strip_prefix("EXPOSE "))
+        .expect("EXPOSE");
     assert_eq!(expose.parse::<u16>().unwrap(), port_of(DEFAULT_LISTEN));
     // Every COPY source from the build context exists.
     for l in &lines {
@@ -260,20 +364,28 @@ fn dockerfile_is_multi_stage_non_root_and_exposes_the_metrics_port() {
             }
             let parts: Vec<&str> = rest.split_whitespace().collect();
             for src in &parts[..parts.len() - 1] {
-                assert!(repo().join(src).exists(), "Dockerfile copies {src}, which does not exist");
+                assert!(
+                    repo().join(src).exists(),
+                    "Dockerfile copies {src}, which does not exist"
+                );
             }
         }
     }
-    let entrypoint = runtime.iter().find_map(|l| l.strip_prefix("ENTRYPOINT ")).unwrap();
+    let entrypoint = runtime
+        .iter()
+        .find_map(|l| l.strip_prefix("ENTRYPOINT "))
+        .unwrap();
     assert_eq!(entrypoint, r#"["vigil"]"#);
-    let cmd: Vec<String> = serde_json::from_str(runtime.iter().find_map(|l| l.strip_prefix("CMD ")).unwrap()).unwrap();
+    let cmd: Vec<String> =
+        serde_json::from_str(runtime.iter().find_map(|l| l.strip_prefix("CMD ")).unwrap()).unwrap();
     Cli::try_parse_from(std::iter::once("vigil".to_string()).chain(cmd)).unwrap();
 }
 
 #[test]
 fn dashboard_and_operations_doc_use_only_exposed_metric_names() {
     let exposed = exposed_metric_names();
-    let dashboard: serde_json::Value = serde_json::from_str(&read("deploy/grafana/dashboards/vigil.json")).unwrap();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/dashboards/vigil.json")).unwrap();
     let mut used = BTreeSet::new();
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
@@ -282,10 +394,21 @@ fn dashboard_and_operations_doc_use_only_exposed_metric_names() {
     }
     assert!(used.len() >= 10, "{used:?}");
     let unknown: Vec<&String> = used.iter().filter(|n| !exposed.contains(*n)).collect();
-    assert!(unknown.is_empty(), "the dashboard uses metrics Vigil does not expose: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "the dashboard uses metrics Vigil does not expose: {unknown:?}"
+    );
     // The dashboard covers throughput, lag, alerts per rule and latency.
-    for needed in ["vigil_messages_consumed_total", "vigil_consumer_lag", "vigil_alerts_total", "vigil_batch_duration_seconds_bucket"] {
-        assert!(used.contains(needed), "the dashboard does not chart {needed}");
+    for needed in [
+        "vigil_messages_consumed_total",
+        "vigil_consumer_lag",
+        "vigil_alerts_total",
+        "vigil_batch_duration_seconds_bucket",
+    ] {
+        assert!(
+            used.contains(needed),
+            "the dashboard does not chart {needed}"
+        );
     }
 
     // docs/operations.md: every name it mentions exists, and every metric
@@ -293,19 +416,36 @@ fn dashboard_and_operations_doc_use_only_exposed_metric_names() {
     let doc = read("docs/operations.md");
     let mentioned = vigil_identifiers(&doc);
     let types = documented_metric_names();
-    let unknown: Vec<&String> =
-        mentioned.iter().filter(|n| !exposed.contains(*n) && !types.contains(*n) && n.as_str() != "vigil_").collect();
-    assert!(unknown.is_empty(), "docs/operations.md names metrics Vigil does not expose: {unknown:?}");
-    let undocumented: Vec<&String> = types.iter().filter(|n| !doc.contains(&format!("`{n}`"))).collect();
-    assert!(undocumented.is_empty(), "metrics missing from docs/operations.md: {undocumented:?}");
+    let unknown: Vec<&String> = mentioned
+        .iter()
+        .filter(|n| !exposed.contains(*n) && !types.contains(*n) && n.as_str() != "vigil_")
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "docs/operations.md names metrics Vigil does not expose: {unknown:?}"
+    );
+    let undocumented: Vec<&String> = types
+        .iter()
+        .filter(|n| !doc.contains(&format!("`{n}`")))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "metrics missing from docs/operations.md: {undocumented:?}"
+    );
 }
 
 #[test]
 fn kubernetes_manifest_agrees_with_the_image_and_the_code() {
     let text = read("deploy/kubernetes/vigil.yaml");
-    let docs: Vec<Value> =
-        serde_yaml::Deserializer::from_str(&text).map(|d| Value::deserialize(d).unwrap()).filter(|d| !d.is_null()).collect();
-    let kind = |k: &str| docs.iter().find(|d| d["kind"].as_str() == Some(k)).unwrap_or_else(|| panic!("no {k}"));
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|d| !d.is_null())
+        .collect();
+    let kind = |k: &str| {
+        docs.iter()
+            .find(|d| d["kind"].as_str() == Some(k))
+            .unwrap_or_else(|| panic!("no {k}"))
+    };
     for k in ["ServiceAccount", "ConfigMap", "Deployment", "Service"] {
         kind(k);
     }
@@ -313,17 +453,45 @@ fn kubernetes_manifest_agrees_with_the_image_and_the_code() {
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
     let container = &pod["containers"][0];
-    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"].as_bool(), Some(true));
-    assert_eq!(container["securityContext"]["allowPrivilegeEscalation"].as_bool(), Some(false));
+    assert_eq!(
+        container["securityContext"]["readOnlyRootFilesystem"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"].as_bool(),
+        Some(false)
+    );
     // The user is the image's.
     let dockerfile = read("Dockerfile");
-    let image_uid = dockerfile.lines().rev().find_map(|l| l.strip_prefix("USER ")).unwrap().split(':').next().unwrap();
-    assert_eq!(pod["securityContext"]["runAsUser"].as_u64().unwrap().to_string(), image_uid);
+    let image_uid = dockerfile
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap();
+    assert_eq!(
+        pod["securityContext"]["runAsUser"]
+            .as_u64()
+            .unwrap()
+            .to_string(),
+        image_uid
+    );
     // Probes hit the endpoints the HTTP server serves, on its port.
     let port = &container["ports"][0];
-    assert_eq!(port["containerPort"].as_u64(), Some(port_of(DEFAULT_LISTEN) as u64));
-    assert_eq!(container["livenessProbe"]["httpGet"]["path"].as_str(), Some("/healthz"));
-    assert_eq!(container["readinessProbe"]["httpGet"]["path"].as_str(), Some("/readyz"));
+    assert_eq!(
+        port["containerPort"].as_u64(),
+        Some(port_of(DEFAULT_LISTEN) as u64)
+    );
+    assert_eq!(
+        container["livenessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz")
+    );
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz")
+    );
     for probe in ["livenessProbe", "readinessProbe"] {
         assert_eq!(container[probe]["httpGet"]["port"], port["name"]);
     }
@@ -337,20 +505,41 @@ fn kubernetes_manifest_agrees_with_the_image_and_the_code() {
     let file = dir.path().join("vigil.toml");
     std::fs::write(&file, toml).unwrap();
     let secret_env = strings(&Value::Sequence(
-        container["env"].as_sequence().unwrap().iter().map(|e| e["name"].clone()).collect(),
+        container["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].clone())
+            .collect(),
     ));
-    let env: Vec<(String, String)> = secret_env.into_iter().map(|k| (k, "x".to_string())).collect();
+    let env: Vec<(String, String)> = secret_env
+        .into_iter()
+        .map(|k| (k, "x".to_string()))
+        .collect();
     let settings = Settings::load_from(Some(&file), env).unwrap_or_else(|e| panic!("{e:#}"));
     let mounts = container["volumeMounts"].as_sequence().unwrap();
-    assert!(mounts.iter().any(|m| m["mountPath"].as_str() == Some(config_path.as_str())));
+    assert!(mounts
+        .iter()
+        .any(|m| m["mountPath"].as_str() == Some(config_path.as_str())));
     let rules_dir = settings.rules.dir.to_string_lossy().to_string();
     for source in ["k8s_audit", "falco", "tetragon"] {
         let path = format!("{rules_dir}/{source}");
-        assert!(mounts.iter().any(|m| m["mountPath"].as_str() == Some(path.as_str())), "rules of {source} not mounted at {path}");
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m["mountPath"].as_str() == Some(path.as_str())),
+            "rules of {source} not mounted at {path}"
+        );
         assert!(repo().join("sql-rules").join(source).is_dir());
     }
-    assert_eq!(settings.http.address().unwrap().unwrap().port(), port_of(DEFAULT_LISTEN));
-    assert_eq!(kind("Service")["spec"]["ports"][0]["targetPort"], port["name"]);
+    assert_eq!(
+        settings.http.address().unwrap().unwrap().port(),
+        port_of(DEFAULT_LISTEN)
+    );
+    assert_eq!(
+        kind("Service")["spec"]["ports"][0]["targetPort"],
+        port["name"]
+    );
 }
 
 #[test]
@@ -358,9 +547,15 @@ fn example_configuration_is_complete_and_matches_the_defaults() {
     let path = repo().join("vigil.example.toml");
     let settings = Settings::load_from(Some(&path), Vec::new()).unwrap_or_else(|e| panic!("{e:#}"));
     let defaults = Settings::default();
-    assert_eq!(format!("{:?}", settings.topics), format!("{:?}", defaults.topics));
+    assert_eq!(
+        format!("{:?}", settings.topics),
+        format!("{:?}", defaults.topics)
+    );
     assert_eq!(settings.http.listen, DEFAULT_LISTEN);
-    assert_eq!(settings.http.ready_max_poll_gap_ms, defaults.http.ready_max_poll_gap_ms);
+    assert_eq!(
+        settings.http.ready_max_poll_gap_ms,
+        defaults.http.ready_max_poll_gap_ms
+    );
     assert_eq!(settings.log.format, defaults.log.format);
     assert_eq!(settings.tracing.service_name, defaults.tracing.service_name);
 }
@@ -370,10 +565,24 @@ fn example_configuration_is_complete_and_matches_the_defaults() {
 #[test]
 fn the_readme_run_command_names_a_runnable_binary() {
     let readme = read("README.md");
-    let first_command = readme.lines().find(|l| l.contains("cargo run")).expect("the README gives a run command");
-    assert!(first_command.contains("cargo run -p vigil -- run"), "{first_command}");
+    let first_command = readme
+        .lines()
+        .find(|l| l.contains("cargo run"))
+        .expect("the README gives a run command");
+    assert!(
+        first_command.contains("cargo run -p vigil -- run"),
+        "{first_command}"
+    );
     let manifest: toml::Table = read("services/vigil/Cargo.toml").parse().unwrap();
-    let bins = manifest.get("bin").and_then(|b| b.as_array()).map_or(0, |b| b.len());
-    let default_run = manifest["package"].get("default-run").and_then(|d| d.as_str());
-    assert!(bins <= 1 || default_run == Some("vigil"), "{bins} binaries and default-run = {default_run:?}");
+    let bins = manifest
+        .get("bin")
+        .and_then(|b| b.as_array())
+        .map_or(0, |b| b.len());
+    let default_run = manifest["package"]
+        .get("default-run")
+        .and_then(|d| d.as_str());
+    assert!(
+        bins <= 1 || default_run == Some("vigil"),
+        "{bins} binaries and default-run = {default_run:?}"
+    );
 }

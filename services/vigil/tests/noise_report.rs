@@ -71,15 +71,29 @@ async fn run(source: SourceKind, file: &str, exceptions: Option<&Path>) -> Run {
         .unwrap_or_else(|e| panic!("{e}"));
     let mut detector = Detector::new(engine, Default::default(), Arc::new(Metrics::default()));
     let (mut out, mut dead) = (Vec::new(), Vec::new());
-    let summary = replay_with(&mut detector, source, &data(file), ReplayOptions { batch_size: 500 }, &mut out, &mut dead)
-        .await
-        .unwrap();
+    let summary = replay_with(
+        &mut detector,
+        source,
+        &data(file),
+        ReplayOptions { batch_size: 500 },
+        &mut out,
+        &mut dead,
+    )
+    .await
+    .unwrap();
     // Late events (the sample files are not strictly ordered by event time)
     // are reported, not errors; anything else is.
-    let errors: Vec<&str> =
-        std::str::from_utf8(&dead).unwrap().lines().filter(|l| !l.contains(r#""kind":"late_event""#)).collect();
+    let errors: Vec<&str> = std::str::from_utf8(&dead)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains(r#""kind":"late_event""#))
+        .collect();
     assert!(errors.is_empty(), "{file}: dead letters: {errors:?}");
-    let alerts = String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let alerts = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     Run { summary, alerts }
 }
 
@@ -90,7 +104,12 @@ fn panther_labels() -> Vec<(u64, String, String, bool)> {
         .skip(1)
         .map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
-            (f[0].parse().unwrap(), f[1].to_string(), f[2].to_string(), f[3] == "True")
+            (
+                f[0].parse().unwrap(),
+                f[1].to_string(),
+                f[2].to_string(),
+                f[3] == "True",
+            )
         })
         .collect()
 }
@@ -98,7 +117,11 @@ fn panther_labels() -> Vec<(u64, String, String, bool)> {
 /// Tetragon book labels: line -> source file in the book.
 fn book_labels() -> BTreeMap<u64, String> {
     let text = std::fs::read_to_string(data("runtime/tetragon-book-events.labels.tsv")).unwrap();
-    text.lines().skip(1).map(|l| l.split_once('\t').unwrap()).map(|(a, b)| (a.parse().unwrap(), b.to_string())).collect()
+    text.lines()
+        .skip(1)
+        .map(|l| l.split_once('\t').unwrap())
+        .map(|(a, b)| (a.parse().unwrap(), b.to_string()))
+        .collect()
 }
 
 /// Book events from the chapter's attack walkthrough (reaching the host
@@ -121,7 +144,11 @@ fn top_values(alerts: &[&Alert], field: &str, n: usize) -> String {
     }
     let mut v: Vec<(String, usize)> = counts.into_iter().collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    v.into_iter().take(n).map(|(k, c)| format!("`{k}` ×{c}")).collect::<Vec<_>>().join(", ")
+    v.into_iter()
+        .take(n)
+        .map(|(k, c)| format!("`{k}` ×{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[tokio::test]
@@ -130,16 +157,51 @@ async fn noise_report_is_current() {
     let site = repo().join(SITE_EXCEPTIONS);
 
     // Benign background.
-    let perfspec = run(SourceKind::K8sAudit, "k8s-audit/perfspec-background.jsonl", None).await;
-    let perfspec_site = run(SourceKind::K8sAudit, "k8s-audit/perfspec-background.jsonl", Some(&site)).await;
+    let perfspec = run(
+        SourceKind::K8sAudit,
+        "k8s-audit/perfspec-background.jsonl",
+        None,
+    )
+    .await;
+    let perfspec_site = run(
+        SourceKind::K8sAudit,
+        "k8s-audit/perfspec-background.jsonl",
+        Some(&site),
+    )
+    .await;
     let aks = run(SourceKind::K8sAudit, "k8s-audit/aks-system.jsonl", None).await;
-    let tetra_test = run(SourceKind::Tetragon, "runtime/tetragon-testdata.jsonl", None).await;
+    let tetra_test = run(
+        SourceKind::Tetragon,
+        "runtime/tetragon-testdata.jsonl",
+        None,
+    )
+    .await;
     // Labelled cases.
-    let panther = run(SourceKind::K8sAudit, "k8s-audit/panther-rule-cases.jsonl", None).await;
-    let panther_site = run(SourceKind::K8sAudit, "k8s-audit/panther-rule-cases.jsonl", Some(&site)).await;
-    let book = run(SourceKind::Tetragon, "runtime/tetragon-book-events.jsonl", None).await;
+    let panther = run(
+        SourceKind::K8sAudit,
+        "k8s-audit/panther-rule-cases.jsonl",
+        None,
+    )
+    .await;
+    let panther_site = run(
+        SourceKind::K8sAudit,
+        "k8s-audit/panther-rule-cases.jsonl",
+        Some(&site),
+    )
+    .await;
+    let book = run(
+        SourceKind::Tetragon,
+        "runtime/tetragon-book-events.jsonl",
+        None,
+    )
+    .await;
     // Real activity without labels.
-    let rbac = run(SourceKind::K8sAudit, "k8s-audit/audit2rbac-demo.jsonl", None).await;
+    let rbac = run(
+        SourceKind::K8sAudit,
+        "k8s-audit/audit2rbac-demo.jsonl",
+        None,
+    )
+    .await;
     let falco = run(SourceKind::Falco, "runtime/falco-alerts-sample.jsonl", None).await;
 
     // Panther: our rule -> the Panther rules it is based on.
@@ -152,10 +214,15 @@ async fn noise_report_is_current() {
     // The example site exceptions must not remove a hit on a labelled case.
     let lost: Vec<String> = labels
         .iter()
-        .filter(|(line, _, _, expected)| *expected && panther_fired.get(line) != panther_site_fired.get(line))
+        .filter(|(line, _, _, expected)| {
+            *expected && panther_fired.get(line) != panther_site_fired.get(line)
+        })
         .map(|(line, p, name, _)| format!("line {line} {p} {name:?}"))
         .collect();
-    assert!(lost.is_empty(), "the site exceptions suppress labelled attack cases: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "the site exceptions suppress labelled attack cases: {lost:?}"
+    );
 
     let mut doc = String::new();
     let w = &mut doc;
@@ -176,17 +243,24 @@ async fn noise_report_is_current() {
     // Correlation rules need many events where a labelled case is one: they
     // are scored on bursts of each case in panther-cases.md instead.
     let mut counterparts: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for r in rules.iter().filter(|r| r.meta.mode != vigil::rules::header::RuleMode::Correlation) {
+    for r in rules
+        .iter()
+        .filter(|r| r.meta.mode != vigil::rules::header::RuleMode::Correlation)
+    {
         for b in &r.meta.based_on {
             if let Some(p) = b.strip_prefix("panther:") {
-                counterparts.entry(r.meta.id.clone()).or_default().insert(p.to_string());
+                counterparts
+                    .entry(r.meta.id.clone())
+                    .or_default()
+                    .insert(p.to_string());
             }
         }
     }
 
     writeln!(w, "| rule | severity | noise | after site exceptions | labelled hits | misses | false alarms | other labelled | audit2rbac | falco sample |").unwrap();
     writeln!(w, "|---|---|---|---|---|---|---|---|---|---|").unwrap();
-    let (mut total_noise, mut total_site, mut total_hits, mut total_miss, mut total_fa) = (0, 0, 0, 0, 0);
+    let (mut total_noise, mut total_site, mut total_hits, mut total_miss, mut total_fa) =
+        (0, 0, 0, 0, 0);
     let mut noisy: Vec<(String, Severity, usize)> = Vec::new();
     for r in &rules {
         let id = &r.meta.id;
@@ -216,8 +290,16 @@ async fn noise_report_is_current() {
                 }
             }
         }
-        let show_miss = if ours.is_some() { misses.to_string() } else { "–".into() };
-        let show_fa = if ours.is_some() { false_alarms.to_string() } else { "–".into() };
+        let show_miss = if ours.is_some() {
+            misses.to_string()
+        } else {
+            "–".into()
+        };
+        let show_fa = if ours.is_some() {
+            false_alarms.to_string()
+        } else {
+            "–".into()
+        };
         writeln!(
             w,
             "| `{id}` | {} | {noise} | {site_noise} | {hits} | {show_miss} | {show_fa} | {other} | {} | {} |",
@@ -238,7 +320,11 @@ async fn noise_report_is_current() {
     writeln!(w, "| **total** | | **{total_noise}** | **{total_site}** | **{total_hits}** | **{total_miss}** | **{total_fa}** | | **{}** | **{}** |\n", rbac.summary.alerts(), falco.summary.alerts()).unwrap();
 
     writeln!(w, "## Noise on the benign background\n").unwrap();
-    let background = [("perfspec-background", &perfspec), ("aks-system", &aks), ("tetragon-testdata", &tetra_test)];
+    let background = [
+        ("perfspec-background", &perfspec),
+        ("aks-system", &aks),
+        ("tetragon-testdata", &tetra_test),
+    ];
     for (id, severity, n) in &noisy {
         writeln!(w, "### `{id}` ({severity}): {n} alerts\n").unwrap();
         for (name, run) in background {
@@ -247,26 +333,67 @@ async fn noise_report_is_current() {
                 continue;
             }
             let mut fields: Vec<&String> = alerts[0].fields.keys().collect();
-            fields.retain(|f| alerts.iter().any(|a| a.fields.get(*f).is_some_and(|v| !v.is_null())));
-            let detail: Vec<String> =
-                fields.iter().take(4).map(|f| format!("{f}: {}", top_values(&alerts, f, 4))).collect();
-            writeln!(w, "- {name}: {} alerts; {}", alerts.len(), detail.join("; ")).unwrap();
+            fields.retain(|f| {
+                alerts
+                    .iter()
+                    .any(|a| a.fields.get(*f).is_some_and(|v| !v.is_null()))
+            });
+            let detail: Vec<String> = fields
+                .iter()
+                .take(4)
+                .map(|f| format!("{f}: {}", top_values(&alerts, f, 4)))
+                .collect();
+            writeln!(
+                w,
+                "- {name}: {} alerts; {}",
+                alerts.len(),
+                detail.join("; ")
+            )
+            .unwrap();
         }
         writeln!(w).unwrap();
     }
 
-    writeln!(w, "## Tetragon book events\n\n| line | book file | rules fired |\n|---|---|---|").unwrap();
+    writeln!(
+        w,
+        "## Tetragon book events\n\n| line | book file | rules fired |\n|---|---|---|"
+    )
+    .unwrap();
     for (line, file) in &book_files {
-        let fired = book_fired.get(line).map(|s| s.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", "));
-        writeln!(w, "| {line} | {} | {} |", file.trim_start_matches("03_chapter/"), fired.unwrap_or_default()).unwrap();
+        let fired = book_fired.get(line).map(|s| {
+            s.iter()
+                .map(|r| format!("`{r}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+        writeln!(
+            w,
+            "| {line} | {} | {} |",
+            file.trim_start_matches("03_chapter/"),
+            fired.unwrap_or_default()
+        )
+        .unwrap();
     }
     let uncovered: BTreeSet<&String> = labels
         .iter()
         .filter(|(_, p, _, _)| !counterparts.values().any(|s| s.contains(p)))
         .map(|(_, p, _, _)| p)
         .collect();
-    writeln!(w, "\nPanther detections in the labelled cases without a Vigil counterpart (not scored): {}.", uncovered.into_iter().cloned().collect::<Vec<_>>().join(", ")).unwrap();
-    writeln!(w, "The case-by-case Panther table is [panther-cases.md](panther-cases.md).").unwrap();
+    writeln!(
+        w,
+        "\nPanther detections in the labelled cases without a Vigil counterpart (not scored): {}.",
+        uncovered
+            .into_iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+    .unwrap();
+    writeln!(
+        w,
+        "The case-by-case Panther table is [panther-cases.md](panther-cases.md)."
+    )
+    .unwrap();
     doc.push_str(TUNING);
 
     let path = repo().join("docs/noise-report.md");
@@ -274,6 +401,12 @@ async fn noise_report_is_current() {
         std::fs::write(&path, &doc).unwrap();
     }
     let current = std::fs::read_to_string(&path).unwrap_or_default();
-    assert_eq!(current, doc, "docs/noise-report.md is stale: rerun with VIGIL_BLESS=1");
-    assert_eq!(total_miss, 0, "a rule misses labelled cases of its Panther counterpart");
+    assert_eq!(
+        current, doc,
+        "docs/noise-report.md is stale: rerun with VIGIL_BLESS=1"
+    );
+    assert_eq!(
+        total_miss, 0,
+        "a rule misses labelled cases of its Panther counterpart"
+    );
 }

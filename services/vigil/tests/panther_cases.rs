@@ -37,17 +37,29 @@ fn burst(line: u64, event: &serde_json::Value) -> Vec<RawMessage> {
         .map(|i| {
             let mut copy = event.clone();
             if let Some(object) = copy.as_object_mut() {
-                let id = object.get("auditID").and_then(|v| v.as_str()).map_or(format!("panther-case-{line}"), str::to_string);
+                let id = object
+                    .get("auditID")
+                    .and_then(|v| v.as_str())
+                    .map_or(format!("panther-case-{line}"), str::to_string);
                 object.insert("auditID".into(), format!("{id}-burst-{i}").into());
-                if let Some(object_ref) = object.get_mut("objectRef").and_then(|o| o.as_object_mut()) {
-                    let name = object_ref.get("name").and_then(|v| v.as_str()).unwrap_or("object").to_string();
+                if let Some(object_ref) =
+                    object.get_mut("objectRef").and_then(|o| o.as_object_mut())
+                {
+                    let name = object_ref
+                        .get("name")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("object")
+                        .to_string();
                     object_ref.insert("name".into(), format!("{name}-burst-{i}").into());
                 }
             }
             RawMessage {
                 source: SourceKind::K8sAudit,
                 payload: copy.to_string().into_bytes(),
-                origin: Origin::File { path: format!("panther-case-{line}-burst"), line: i as u64 + 1 },
+                origin: Origin::File {
+                    path: format!("panther-case-{line}-burst"),
+                    line: i as u64 + 1,
+                },
                 timestamp_ms: None,
                 state_only: false,
             }
@@ -95,23 +107,50 @@ async fn counterpart_rules_fire_exactly_when_the_label_says_true() {
     for r in &rules {
         for b in &r.meta.based_on {
             if let Some(p) = b.strip_prefix("panther:") {
-                counterparts.entry(p.to_string()).or_default().insert(r.meta.id.clone());
+                counterparts
+                    .entry(p.to_string())
+                    .or_default()
+                    .insert(r.meta.id.clone());
             }
         }
     }
-    let (correlation, per_event): (Vec<Rule>, Vec<Rule>) =
-        rules.into_iter().partition(|r| r.meta.mode == RuleMode::Correlation);
+    let (correlation, per_event): (Vec<Rule>, Vec<Rule>) = rules
+        .into_iter()
+        .partition(|r| r.meta.mode == RuleMode::Correlation);
     let correlation_ids: BTreeSet<String> = correlation.iter().map(|r| r.meta.id.clone()).collect();
     let engine = RuleEngine::compile(per_event).await.expect("rules compile");
     let mut detector = Detector::new(engine, Default::default(), Arc::new(Metrics::default()));
     let input = repo().join("../shared/data/k8s-audit/panther-rule-cases.jsonl");
     let mut alerts = Vec::new();
     let mut dead = Vec::new();
-    vigil::replay::replay(&mut detector, SourceKind::K8sAudit, &input, 64, &mut alerts, &mut dead).await.unwrap();
-    assert!(dead.is_empty(), "dead letters: {}", String::from_utf8_lossy(&dead));
-    let input_lines: Vec<String> = std::fs::read_to_string(&input).unwrap().lines().map(str::to_string).collect();
-    let correlation_engine = RuleEngine::compile(correlation).await.expect("correlation rules compile");
-    let mut correlator = Detector::new(correlation_engine, Default::default(), Arc::new(Metrics::default()));
+    vigil::replay::replay(
+        &mut detector,
+        SourceKind::K8sAudit,
+        &input,
+        64,
+        &mut alerts,
+        &mut dead,
+    )
+    .await
+    .unwrap();
+    assert!(
+        dead.is_empty(),
+        "dead letters: {}",
+        String::from_utf8_lossy(&dead)
+    );
+    let input_lines: Vec<String> = std::fs::read_to_string(&input)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let correlation_engine = RuleEngine::compile(correlation)
+        .await
+        .expect("correlation rules compile");
+    let mut correlator = Detector::new(
+        correlation_engine,
+        Default::default(),
+        Arc::new(Metrics::default()),
+    );
 
     // line -> rule ids that fired on it
     let mut fired: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
@@ -141,13 +180,19 @@ async fn counterpart_rules_fire_exactly_when_the_label_says_true() {
         };
         let mut on_line = fired.get(&case.line).cloned().unwrap_or_default();
         if ours.iter().any(|r| correlation_ids.contains(r)) {
-            let event: serde_json::Value = serde_json::from_str(&input_lines[case.line as usize - 1]).unwrap();
+            let event: serde_json::Value =
+                serde_json::from_str(&input_lines[case.line as usize - 1]).unwrap();
             let mut out = correlator.process(burst(case.line, &event)).await;
             let closing = correlator.finish().await;
             correlator.reset();
             out.alerts.extend(closing.alerts);
             out.dead_letters.extend(closing.dead_letters);
-            assert!(out.dead_letters.is_empty(), "line {}: dead letters for its burst: {:?}", case.line, out.dead_letters);
+            assert!(
+                out.dead_letters.is_empty(),
+                "line {}: dead letters for its burst: {:?}",
+                case.line,
+                out.dead_letters
+            );
             on_line.extend(out.alerts.into_iter().map(|a| a.rule_id));
         }
         let did_fire = ours.iter().any(|r| on_line.contains(r));
@@ -157,7 +202,10 @@ async fn counterpart_rules_fire_exactly_when_the_label_says_true() {
         if ok {
             e.1 += 1;
         } else {
-            mismatches.push(format!("line {} {} {:?}: expected {}, fired {}", case.line, case.panther_rule, case.name, case.expected, did_fire));
+            mismatches.push(format!(
+                "line {} {} {:?}: expected {}, fired {}",
+                case.line, case.panther_rule, case.name, case.expected, did_fire
+            ));
         }
         rows.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} |\n",
@@ -188,8 +236,19 @@ async fn counterpart_rules_fire_exactly_when_the_label_says_true() {
     if std::env::var_os("VIGIL_BLESS").is_some() {
         std::fs::write(&doc, &table).unwrap();
     }
-    assert!(mismatches.is_empty(), "{} mismatches:\n{}", mismatches.len(), mismatches.join("\n"));
-    assert!(cases_checked >= 40, "only {cases_checked} labelled cases have a counterpart rule");
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+    assert!(
+        cases_checked >= 40,
+        "only {cases_checked} labelled cases have a counterpart rule"
+    );
     let current = std::fs::read_to_string(&doc).unwrap_or_default();
-    assert_eq!(current, table, "docs/panther-cases.md is stale: rerun with VIGIL_BLESS=1");
+    assert_eq!(
+        current, table,
+        "docs/panther-cases.md is stale: rerun with VIGIL_BLESS=1"
+    );
 }

@@ -10,17 +10,36 @@ use vigil::source::SourceKind;
 async fn every_shipped_rule_passes_its_cases() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sql-rules");
     let rules = load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
-    let engine = RuleEngine::compile(rules.clone()).await.unwrap_or_else(|e| panic!("{e}"));
+    let engine = RuleEngine::compile(rules.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(rules.len() >= 15, "the pack has {} rules", rules.len());
     for source in SourceKind::ALL {
-        assert!(rules.iter().any(|r| r.meta.source == source), "no rule reads {source}");
+        assert!(
+            rules.iter().any(|r| r.meta.source == source),
+            "no rule reads {source}"
+        );
     }
     let results = testing::run(&rules, engine).await;
     let failures: Vec<String> = results
         .iter()
         .filter(|r| !r.passed)
-        .map(|r| format!("{} {:?} ({}:{}): {}", r.rule_id, r.name, r.file.display(), r.line, r.detail))
+        .map(|r| {
+            format!(
+                "{} {:?} ({}:{}): {}",
+                r.rule_id,
+                r.name,
+                r.file.display(),
+                r.line,
+                r.detail
+            )
+        })
         .collect();
-    assert!(failures.is_empty(), "{} failing rule test(s):\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failing rule test(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(results.len() >= 2 * rules.len());
 }

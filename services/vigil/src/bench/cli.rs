@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "vigil-bench", about = "Vigil benchmarks: engine throughput and ceilings, end to end, memory (docs/benchmarks.md)")]
+#[command(
+    name = "vigil-bench",
+    about = "Vigil benchmarks: engine throughput and ceilings, end to end, memory (docs/benchmarks.md)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -90,16 +93,22 @@ pub fn main() -> ExitCode {
     // The pipeline's own log (e2e), on stderr, filtered by RUST_LOG (off by
     // default: the benchmark's output is its report).
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "off".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "off".into()),
+        )
         .with_writer(std::io::stderr)
         .try_init();
     // The end-to-end run is several programs in one process (generator and
     // producer, the pipeline, the alert reader): on a multi-thread runtime
     // the pipeline does not wait for the generator's thread.
     let runtime = if matches!(cli.command, Command::E2e { .. }) {
-        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
     } else {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     };
     let runtime = match runtime {
         Ok(rt) => rt,
@@ -111,17 +120,44 @@ pub fn main() -> ExitCode {
     let mut stdout = std::io::stdout();
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Engine { events, batch, seed, rules, users, correlation_users, only_all_rules, as_before } => {
+            Command::Engine {
+                events,
+                batch,
+                seed,
+                rules,
+                users,
+                correlation_users,
+                only_all_rules,
+                as_before,
+            } => {
                 let planning = if as_before {
                     crate::rules::engine::PlanOptions::DATAFUSION_DEFAULTS
                 } else {
                     crate::rules::engine::PlanOptions::default()
                 };
-                let opts =
-                    super::engine::EngineOptions { events, batch, seed, rules, users, correlation_users, only_all_rules, planning };
+                let opts = super::engine::EngineOptions {
+                    events,
+                    batch,
+                    seed,
+                    rules,
+                    users,
+                    correlation_users,
+                    only_all_rules,
+                    planning,
+                };
                 super::engine::run(&opts, &mut stdout).await.map(|_| ())
             }
-            Command::E2e { brokers, events, seed, rules, partitions, latency_secs, batch, max_wait_ms, fetch_wait_ms } => {
+            Command::E2e {
+                brokers,
+                events,
+                seed,
+                rules,
+                partitions,
+                latency_secs,
+                batch,
+                max_wait_ms,
+                fetch_wait_ms,
+            } => {
                 let opts = super::e2e::E2eOptions {
                     brokers,
                     events,
@@ -136,8 +172,12 @@ pub fn main() -> ExitCode {
                 };
                 super::e2e::run(&opts, &mut stdout).await
             }
-            Command::Explain { rules, filter } => super::engine::explain(&rules, filter.as_deref(), &mut stdout).await,
-            Command::Memory { keys, batch, seed } => super::memory::run(keys, batch, seed, &mut stdout).await,
+            Command::Explain { rules, filter } => {
+                super::engine::explain(&rules, filter.as_deref(), &mut stdout).await
+            }
+            Command::Memory { keys, batch, seed } => {
+                super::memory::run(keys, batch, seed, &mut stdout).await
+            }
         }
     });
     match result {

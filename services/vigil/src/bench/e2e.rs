@@ -109,7 +109,15 @@ fn start_tansu() -> Result<(Tansu, String)> {
     let log_path = std::env::temp_dir().join(format!("vigil-bench-tansu-{port}.log"));
     let log = std::fs::File::create(&log_path)?;
     let child = Command::new(tansu_binary()?)
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log))
         .spawn()
@@ -118,10 +126,15 @@ fn start_tansu() -> Result<(Tansu, String)> {
 }
 
 fn wait_for_broker(addr: &str) -> Result<()> {
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", addr).create()?;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .create()?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        if consumer.fetch_metadata(None, Duration::from_secs(2)).is_ok() {
+        if consumer
+            .fetch_metadata(None, Duration::from_secs(2))
+            .is_ok()
+        {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -130,8 +143,13 @@ fn wait_for_broker(addr: &str) -> Result<()> {
 }
 
 async fn create_topics(addr: &str, topics: &[(&str, i32)]) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", addr).create()?;
-    let new: Vec<NewTopic> = topics.iter().map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1))).collect();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .create()?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1)))
+        .collect();
     for r in admin.create_topics(&new, &AdminOptions::new()).await? {
         r.map_err(|(t, e)| anyhow::anyhow!("creating topic {t}: {e}"))?;
     }
@@ -150,13 +168,25 @@ struct Topics {
 impl Topics {
     fn new(tag: &str) -> Self {
         let t = |what: &str| format!("bench-{tag}-{what}");
-        Topics { source: t("k8s-audit"), alerts: t("alerts"), dead_letter: t("dead-letter"), late: t("late"), checkpoints: t("checkpoints") }
+        Topics {
+            source: t("k8s-audit"),
+            alerts: t("alerts"),
+            dead_letter: t("dead-letter"),
+            late: t("late"),
+            checkpoints: t("checkpoints"),
+        }
     }
 
     async fn create(&self, addr: &str, partitions: i32) -> Result<()> {
         create_topics(
             addr,
-            &[(&self.source, partitions), (&self.alerts, 1), (&self.dead_letter, 1), (&self.late, 1), (&self.checkpoints, 1)],
+            &[
+                (&self.source, partitions),
+                (&self.alerts, 1),
+                (&self.dead_letter, 1),
+                (&self.late, 1),
+                (&self.checkpoints, 1),
+            ],
         )
         .await
     }
@@ -175,21 +205,32 @@ impl Topics {
         s.batch.max_events = opts.batch;
         s.batch.max_wait_ms = opts.max_wait_ms;
         if let Some(ms) = opts.fetch_wait_ms {
-            s.kafka.properties.insert("fetch.wait.max.ms".into(), ms.to_string());
+            s.kafka
+                .properties
+                .insert("fetch.wait.max.ms".into(), ms.to_string());
         }
         s
     }
 
     fn source_topics(&self) -> SourceTopics {
-        SourceTopics { k8s_audit: self.source.clone(), falco: String::new(), tetragon: String::new() }
+        SourceTopics {
+            k8s_audit: self.source.clone(),
+            falco: String::new(),
+            tetragon: String::new(),
+        }
     }
 }
 
 async fn detector(rules: &Path) -> Result<(Detector, Arc<Metrics>)> {
     let rules = load_dir(rules).map_err(anyhow::Error::new)?;
-    let engine = RuleEngine::compile(rules).await.map_err(anyhow::Error::new)?;
+    let engine = RuleEngine::compile(rules)
+        .await
+        .map_err(anyhow::Error::new)?;
     let metrics = Arc::new(Metrics::default());
-    Ok((Detector::new(engine, Default::default(), metrics.clone()), metrics))
+    Ok((
+        Detector::new(engine, Default::default(), metrics.clone()),
+        metrics,
+    ))
 }
 
 pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
@@ -202,24 +243,55 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
     };
     wait_for_broker(&brokers)?;
     // Unique names: a reused broker keeps earlier runs' topics and groups.
-    let tag = format!("{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis());
+    let tag = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis()
+    );
     let settings_base = Settings::default();
     let mut base = crate::kafka::base_config(&settings_base.kafka, &brokers);
     if let Some(ms) = opts.fetch_wait_ms {
         base.set("fetch.wait.max.ms", ms.to_string());
     }
     let producer = load_producer(&base)?;
-    writeln!(out, "broker: {brokers}{}; {} partition(s)", if opts.brokers.is_none() { " (tansu, memory storage, started by the benchmark)" } else { "" }, opts.partitions)?;
+    writeln!(
+        out,
+        "broker: {brokers}{}; {} partition(s)",
+        if opts.brokers.is_none() {
+            " (tansu, memory storage, started by the benchmark)"
+        } else {
+            ""
+        },
+        opts.partitions
+    )?;
 
     // 1. the input
     let topics = Topics::new(&format!("{tag}-tput"));
     topics.create(&brokers, opts.partitions).await?;
-    let config = GenConfig { seed: opts.seed, ..GenConfig::single(SourceKind::K8sAudit) };
+    let config = GenConfig {
+        seed: opts.seed,
+        ..GenConfig::single(SourceKind::K8sAudit)
+    };
     let mut generator = Generator::new(config.clone());
     let (_never, no_stop) = watch::channel(false);
     let start = Instant::now();
-    let summary = produce(&producer, &topics.source_topics(), &mut generator, opts.events as u64, 0, no_stop.clone(), |_| {}).await?;
-    let produced = Rate { events: summary.events, bytes: summary.bytes, elapsed: start.elapsed() };
+    let summary = produce(
+        &producer,
+        &topics.source_topics(),
+        &mut generator,
+        opts.events as u64,
+        0,
+        no_stop.clone(),
+        |_| {},
+    )
+    .await?;
+    let produced = Rate {
+        events: summary.events,
+        bytes: summary.bytes,
+        elapsed: start.elapsed(),
+    };
     writeln!(out, "{:<44} {produced}", "produce (lz4, acks=all)")?;
 
     // 2. bare consumer
@@ -234,14 +306,24 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
     let mut bytes = 0u64;
     let mut first = None;
     while n < summary.events {
-        let m = tokio::time::timeout(Duration::from_secs(60), bare.recv()).await.context("bare consumer: no message for 60 s")??;
+        let m = tokio::time::timeout(Duration::from_secs(60), bare.recv())
+            .await
+            .context("bare consumer: no message for 60 s")??;
         first.get_or_insert_with(Instant::now);
         n += 1;
         bytes += m.payload().map_or(0, |p| p.len() as u64);
     }
-    let bare_rate = Rate { events: n, bytes, elapsed: first.map_or(Duration::ZERO, |f| f.elapsed()) };
+    let bare_rate = Rate {
+        events: n,
+        bytes,
+        elapsed: first.map_or(Duration::ZERO, |f| f.elapsed()),
+    };
     drop(bare);
-    writeln!(out, "{:<44} {bare_rate}", "broker ceiling: bare rdkafka consumer")?;
+    writeln!(
+        out,
+        "{:<44} {bare_rate}",
+        "broker ceiling: bare rdkafka consumer"
+    )?;
 
     // 3. Vigil
     let group = format!("bench-{tag}-vigil");
@@ -250,7 +332,9 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let brokers2 = brokers.clone();
     let s2 = settings.clone();
-    let pipeline = tokio::spawn(async move { crate::pipeline::run(&s2, &brokers2, det, stop_rx, Default::default()).await });
+    let pipeline = tokio::spawn(async move {
+        crate::pipeline::run(&s2, &brokers2, det, stop_rx, Default::default()).await
+    });
     let mut first = None;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
@@ -275,7 +359,11 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
         // resolution on a run of seconds, rarely enough not to load the broker.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let vigil_rate = Rate { events: summary.events, bytes: summary.bytes, elapsed: first.map_or(Duration::ZERO, |f| f.elapsed()) };
+    let vigil_rate = Rate {
+        events: summary.events,
+        bytes: summary.bytes,
+        elapsed: first.map_or(Duration::ZERO, |f| f.elapsed()),
+    };
     let _ = stop_tx.send(true);
     pipeline.await??;
     let expected = summary.expected_alerts() as u64;
@@ -292,7 +380,10 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
     // 4. latency at half load
     // Half of the slowest stage: the broker must keep up with the producer
     // too, or the latency measured is the producer's backlog.
-    let max = vigil_rate.events_per_s().min(bare_rate.events_per_s()).min(produced.events_per_s());
+    let max = vigil_rate
+        .events_per_s()
+        .min(bare_rate.events_per_s())
+        .min(produced.events_per_s());
     let rate = (max / 2.0).max(1.0) as u64;
     let topics = Topics::new(&format!("{tag}-lat"));
     topics.create(&brokers, opts.partitions).await?;
@@ -301,10 +392,25 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
     let (det, metrics) = detector(&opts.rules).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let brokers2 = brokers.clone();
-    let pipeline = tokio::spawn(async move { crate::pipeline::run(&settings, &brokers2, det, stop_rx, Default::default()).await });
+    let pipeline = tokio::spawn(async move {
+        crate::pipeline::run(&settings, &brokers2, det, stop_rx, Default::default()).await
+    });
     // Warm up: Vigil has joined its group once it consumed these.
-    let mut warm = Generator::new(GenConfig { seed: opts.seed + 7, attack_every: 0, ..GenConfig::single(SourceKind::K8sAudit) });
-    produce(&producer, &topics.source_topics(), &mut warm, 100, 0, no_stop.clone(), |_| {}).await?;
+    let mut warm = Generator::new(GenConfig {
+        seed: opts.seed + 7,
+        attack_every: 0,
+        ..GenConfig::single(SourceKind::K8sAudit)
+    });
+    produce(
+        &producer,
+        &topics.source_topics(),
+        &mut warm,
+        100,
+        0,
+        no_stop.clone(),
+        |_| {},
+    )
+    .await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while Metrics::get(&metrics.messages_consumed) < 100 {
         if Instant::now() > deadline || pipeline.is_finished() {
@@ -315,7 +421,8 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
     let latencies: Arc<Mutex<Vec<Duration>>> = Default::default();
     let mut acfg = base.clone();
-    acfg.set("group.id", format!("bench-{tag}-alerts")).set("enable.auto.commit", "false");
+    acfg.set("group.id", format!("bench-{tag}-alerts"))
+        .set("enable.auto.commit", "false");
     let alert_consumer: StreamConsumer = acfg.create()?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&topics.alerts, 0, Offset::Beginning)?;
@@ -323,11 +430,17 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
     let (sent2, lat2) = (sent.clone(), latencies.clone());
     let reader = tokio::spawn(async move {
         loop {
-            let Ok(m) = alert_consumer.recv().await else { continue };
+            let Ok(m) = alert_consumer.recv().await else {
+                continue;
+            };
             let at = Instant::now();
             let Some(payload) = m.payload() else { continue };
-            let Ok(alert) = serde_json::from_slice::<crate::alert::Alert>(payload) else { continue };
-            let Some(event) = alert.events.first() else { continue };
+            let Ok(alert) = serde_json::from_slice::<crate::alert::Alert>(payload) else {
+                continue;
+            };
+            let Some(event) = alert.events.first() else {
+                continue;
+            };
             if let Some(t) = sent2.lock().expect("lock").get(&event.event_id) {
                 lat2.lock().expect("lock").push(at - *t);
             }
@@ -342,11 +455,22 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
         ..GenConfig::single(SourceKind::K8sAudit)
     });
     let sent3 = sent.clone();
-    let summary = produce(&producer, &topics.source_topics(), &mut generator, count, rate, no_stop.clone(), move |e| {
-        if e.attack.is_some() {
-            sent3.lock().expect("lock").insert(e.event_id.clone(), Instant::now());
-        }
-    })
+    let summary = produce(
+        &producer,
+        &topics.source_topics(),
+        &mut generator,
+        count,
+        rate,
+        no_stop.clone(),
+        move |e| {
+            if e.attack.is_some() {
+                sent3
+                    .lock()
+                    .expect("lock")
+                    .insert(e.event_id.clone(), Instant::now());
+            }
+        },
+    )
     .await?;
     let expected = summary.expected_alerts();
     let deadline = Instant::now() + Duration::from_secs(60);

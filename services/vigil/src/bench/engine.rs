@@ -58,7 +58,16 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { events: 200_000, batch: 5000, seed: 1, rules: "sql-rules".into(), users: 200, correlation_users: 1_000_000, only_all_rules: false, planning: PlanOptions::default() }
+        EngineOptions {
+            events: 200_000,
+            batch: 5000,
+            seed: 1,
+            rules: "sql-rules".into(),
+            users: 200,
+            correlation_users: 1_000_000,
+            only_all_rules: false,
+            planning: PlanOptions::default(),
+        }
     }
 }
 
@@ -93,7 +102,10 @@ HAVING count(*) > 100000
 ";
 
 fn batches(messages: &[RawMessage], size: usize) -> Vec<Vec<RawMessage>> {
-    messages.chunks(size.max(1)).map(<[RawMessage]>::to_vec).collect()
+    messages
+        .chunks(size.max(1))
+        .map(<[RawMessage]>::to_vec)
+        .collect()
 }
 
 fn bytes(messages: &[RawMessage]) -> u64 {
@@ -119,7 +131,11 @@ pub fn serde_json_ceiling(messages: &[RawMessage]) -> Result<Rate> {
         let v: serde_json::Value = serde_json::from_slice(&m.payload).context("serde_json")?;
         black_box(v);
     }
-    Ok(Rate { events: messages.len() as u64, bytes: bytes(messages), elapsed: start.elapsed() })
+    Ok(Rate {
+        events: messages.len() as u64,
+        bytes: bytes(messages),
+        elapsed: start.elapsed(),
+    })
 }
 
 /// arrow-json into record batches of `batch` rows, with a schema inferred
@@ -145,7 +161,11 @@ pub fn arrow_json_ceiling(messages: &[RawMessage], batch: usize) -> Result<Rate>
         }
         black_box(decoder.flush().context("arrow-json flush")?);
     }
-    Ok(Rate { events: messages.len() as u64, bytes: bytes(messages), elapsed: start.elapsed() })
+    Ok(Rate {
+        events: messages.len() as u64,
+        bytes: bytes(messages),
+        elapsed: start.elapsed(),
+    })
 }
 
 /// Vigil's decoder alone.
@@ -153,9 +173,18 @@ pub fn vigil_decode(messages: &[RawMessage], batch: usize) -> Rate {
     let now = crate::detect::now_ns();
     let start = Instant::now();
     for chunk in messages.chunks(batch.max(1)) {
-        black_box(decode(SourceKind::K8sAudit, chunk, DecodeLimits::default(), now));
+        black_box(decode(
+            SourceKind::K8sAudit,
+            chunk,
+            DecodeLimits::default(),
+            now,
+        ));
     }
-    Rate { events: messages.len() as u64, bytes: bytes(messages), elapsed: start.elapsed() }
+    Rate {
+        events: messages.len() as u64,
+        bytes: bytes(messages),
+        elapsed: start.elapsed(),
+    }
 }
 
 /// DataFusion over one table holding every event: each rule's SQL as an
@@ -165,11 +194,19 @@ pub fn vigil_decode(messages: &[RawMessage], batch: usize) -> Rate {
 ///
 /// `stock`: a plain DataFusion session (one target partition, the rule
 /// functions, every default optimizer rule) instead of the engine's.
-pub async fn datafusion_batch_ceiling(messages: &[RawMessage], rules: &[Rule], stock: bool) -> Result<(Rate, usize, Vec<(String, Duration)>)> {
+pub async fn datafusion_batch_ceiling(
+    messages: &[RawMessage],
+    rules: &[Rule],
+    stock: bool,
+) -> Result<(Rate, usize, Vec<(String, Duration)>)> {
     let decoded = decode(
         SourceKind::K8sAudit,
         messages,
-        DecodeLimits { max_events_per_message: 10_000, max_message_bytes: usize::MAX, ..DecodeLimits::default() },
+        DecodeLimits {
+            max_events_per_message: 10_000,
+            max_message_bytes: usize::MAX,
+            ..DecodeLimits::default()
+        },
         crate::detect::now_ns(),
     );
     let schema = SourceKind::K8sAudit.schema();
@@ -183,24 +220,40 @@ pub async fn datafusion_batch_ceiling(messages: &[RawMessage], rules: &[Rule], s
     } else {
         crate::rules::engine::new_session()
     };
-    ctx.register_table("k8s_audit", Arc::new(MemTable::try_new(schema, vec![vec![table]])?))?;
+    ctx.register_table(
+        "k8s_audit",
+        Arc::new(MemTable::try_new(schema, vec![vec![table]])?),
+    )?;
     let start = Instant::now();
     let mut rows = 0;
     let mut per_rule = Vec::new();
     let shared_conditions = Arc::default();
     for rule in rules {
         let rule_start = Instant::now();
-        let plan = ctx.sql(&rule.sql).await.with_context(|| format!("planning {}", rule.meta.id))?;
+        let plan = ctx
+            .sql(&rule.sql)
+            .await
+            .with_context(|| format!("planning {}", rule.meta.id))?;
         let mut plan = plan.create_physical_plan().await?;
         if !stock {
             plan = crate::rules::conjunction::selective_filters(plan, &shared_conditions)?;
         }
-        let out = collect(plan, ctx.task_ctx()).await.with_context(|| format!("running {}", rule.meta.id))?;
+        let out = collect(plan, ctx.task_ctx())
+            .await
+            .with_context(|| format!("running {}", rule.meta.id))?;
         rows += out.iter().map(|b| b.num_rows()).sum::<usize>();
         per_rule.push((rule.meta.id.clone(), rule_start.elapsed()));
     }
     per_rule.sort_by(|a, b| b.1.cmp(&a.1));
-    Ok((Rate { events: messages.len() as u64, bytes: bytes(messages), elapsed: start.elapsed() }, rows, per_rule))
+    Ok((
+        Rate {
+            events: messages.len() as u64,
+            bytes: bytes(messages),
+            elapsed: start.elapsed(),
+        },
+        rows,
+        per_rule,
+    ))
 }
 
 /// Vigil over pre-cut micro-batches: process, then encode every alert.
@@ -213,7 +266,9 @@ pub async fn vigil_engine(
     messages: &[RawMessage],
     batch: usize,
 ) -> Result<(Rate, BTreeSet<(String, String)>, u64)> {
-    let engine = RuleEngine::compile_planned(rules, settings, planning).await.map_err(anyhow::Error::new)?;
+    let engine = RuleEngine::compile_planned(rules, settings, planning)
+        .await
+        .map_err(anyhow::Error::new)?;
     let metrics = Arc::new(Metrics::default());
     let mut detector = Detector::new(engine, DecodeLimits::default(), metrics.clone());
     for chunk in batches(warmup, batch) {
@@ -238,10 +293,21 @@ pub async fn vigil_engine(
         }
     }
     let elapsed = start.elapsed();
-    anyhow::ensure!(failures == 0, "{failures} dead letters while benchmarking: the input or a rule is broken");
+    anyhow::ensure!(
+        failures == 0,
+        "{failures} dead letters while benchmarking: the input or a rule is broken"
+    );
     let retained = Metrics::get(&metrics.retained_events);
     black_box(encoded);
-    Ok((Rate { events: messages.len() as u64, bytes: bytes(messages), elapsed }, alerted, retained))
+    Ok((
+        Rate {
+            events: messages.len() as u64,
+            bytes: bytes(messages),
+            elapsed,
+        },
+        alerted,
+        retained,
+    ))
 }
 
 fn expected(events: &[GeneratedEvent], rules: &[Rule]) -> BTreeSet<(String, String)> {
@@ -250,7 +316,11 @@ fn expected(events: &[GeneratedEvent], rules: &[Rule]) -> BTreeSet<(String, Stri
         .iter()
         .filter_map(|e| e.manifest_entry())
         .flat_map(|m| {
-            m.rules.iter().filter(|r| ids.contains(**r)).map(|r| (r.to_string(), m.event_id.clone())).collect::<Vec<_>>()
+            m.rules
+                .iter()
+                .filter(|r| ids.contains(**r))
+                .map(|r| (r.to_string(), m.event_id.clone()))
+                .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -266,7 +336,10 @@ pub async fn run(opts: &EngineOptions, out: &mut dyn Write) -> Result<Vec<Measur
     };
     let gen_start = Instant::now();
     let (events, messages) = generate(audit_config(opts.seed, opts.users), opts.events);
-    let (_, warmup) = generate(audit_config(opts.seed.wrapping_add(1), opts.users), opts.batch.min(opts.events));
+    let (_, warmup) = generate(
+        audit_config(opts.seed.wrapping_add(1), opts.users),
+        opts.batch.min(opts.events),
+    );
     let total = bytes(&messages);
     writeln!(
         out,
@@ -282,58 +355,169 @@ pub async fn run(opts: &EngineOptions, out: &mut dyn Write) -> Result<Vec<Measur
     if opts.only_all_rules {
         let all = event_rules(&opts.rules, SourceKind::K8sAudit)?;
         let want = expected(&events, &all);
-        let (rate, got, _) = vigil_engine(all, CorrelationSettings::default(), opts.planning, &warmup, &messages, opts.batch).await?;
+        let (rate, got, _) = vigil_engine(
+            all,
+            CorrelationSettings::default(),
+            opts.planning,
+            &warmup,
+            &messages,
+            opts.batch,
+        )
+        .await?;
         anyhow::ensure!(got == want, "alerts differ from the manifest");
-        report(out, Measured { name: "vigil engine, all audit rules".into(), rate, note: format!("{} alerts = manifest", got.len()) })?;
+        report(
+            out,
+            Measured {
+                name: "vigil engine, all audit rules".into(),
+                rate,
+                note: format!("{} alerts = manifest", got.len()),
+            },
+        )?;
         return Ok(results);
     }
-    report(out, Measured { name: "ceiling: serde_json -> Value".into(), rate: serde_json_ceiling(&messages)?, note: String::new() })?;
+    report(
+        out,
+        Measured {
+            name: "ceiling: serde_json -> Value".into(),
+            rate: serde_json_ceiling(&messages)?,
+            note: String::new(),
+        },
+    )?;
     match arrow_json_ceiling(&messages, opts.batch) {
-        Ok(rate) => report(out, Measured { name: "ceiling: arrow-json -> RecordBatch".into(), rate, note: String::new() })?,
-        Err(e) => writeln!(out, "ceiling: arrow-json -> RecordBatch            failed: {e:#}")?,
+        Ok(rate) => report(
+            out,
+            Measured {
+                name: "ceiling: arrow-json -> RecordBatch".into(),
+                rate,
+                note: String::new(),
+            },
+        )?,
+        Err(e) => writeln!(
+            out,
+            "ceiling: arrow-json -> RecordBatch            failed: {e:#}"
+        )?,
     }
-    report(out, Measured { name: "vigil decode only".into(), rate: vigil_decode(&messages, opts.batch), note: String::new() })?;
+    report(
+        out,
+        Measured {
+            name: "vigil decode only".into(),
+            rate: vigil_decode(&messages, opts.batch),
+            note: String::new(),
+        },
+    )?;
 
     let all = event_rules(&opts.rules, SourceKind::K8sAudit)?;
-    let one: Vec<Rule> = all.iter().filter(|r| r.meta.id == "k8s.pod_exec").cloned().collect();
+    let one: Vec<Rule> = all
+        .iter()
+        .filter(|r| r.meta.id == "k8s.pod_exec")
+        .cloned()
+        .collect();
     let ten: Vec<Rule> = all.iter().take(10).cloned().collect();
     for (stock, name) in [(true, "stock session"), (false, "engine's session")] {
         let (rate, rows, per_rule) = datafusion_batch_ceiling(&messages, &all, stock).await?;
-        report(out, Measured { name: format!("ceiling: DataFusion batch, {name}"), rate, note: format!("{} rules, {rows} rows", all.len()) })?;
-        let slowest: Vec<String> = per_rule.iter().take(6).map(|(id, t)| format!("{id} {:.0} ms", t.as_secs_f64() * 1e3)).collect();
+        report(
+            out,
+            Measured {
+                name: format!("ceiling: DataFusion batch, {name}"),
+                rate,
+                note: format!("{} rules, {rows} rows", all.len()),
+            },
+        )?;
+        let slowest: Vec<String> = per_rule
+            .iter()
+            .take(6)
+            .map(|(id, t)| format!("{id} {:.0} ms", t.as_secs_f64() * 1e3))
+            .collect();
         writeln!(out, "  slowest: {}", slowest.join(", "))?;
     }
 
     let runs = [
         ("vigil engine, 1 rule", one.clone(), PlanOptions::default()),
         ("vigil engine, 10 rules", ten, PlanOptions::default()),
-        ("vigil engine, all audit rules", all.clone(), PlanOptions::default()),
-        ("  as planned before (1 rule)", one, PlanOptions::DATAFUSION_DEFAULTS),
-        ("  as planned before (all audit rules)", all.clone(), PlanOptions::DATAFUSION_DEFAULTS),
+        (
+            "vigil engine, all audit rules",
+            all.clone(),
+            PlanOptions::default(),
+        ),
+        (
+            "  as planned before (1 rule)",
+            one,
+            PlanOptions::DATAFUSION_DEFAULTS,
+        ),
+        (
+            "  as planned before (all audit rules)",
+            all.clone(),
+            PlanOptions::DATAFUSION_DEFAULTS,
+        ),
     ];
     for (name, rules, planning) in runs {
         let n = rules.len();
         let want = expected(&events, &rules);
-        let (rate, got, _) = vigil_engine(rules, CorrelationSettings::default(), planning, &warmup, &messages, opts.batch).await?;
-        let check = if got == want { "alerts = manifest".to_string() } else { format!("ALERTS DIFFER FROM MANIFEST: {} got, {} expected", got.len(), want.len()) };
-        report(out, Measured { name: format!("{name} ({n})"), rate, note: format!("{} alerts, {check}", got.len()) })?;
+        let (rate, got, _) = vigil_engine(
+            rules,
+            CorrelationSettings::default(),
+            planning,
+            &warmup,
+            &messages,
+            opts.batch,
+        )
+        .await?;
+        let check = if got == want {
+            "alerts = manifest".to_string()
+        } else {
+            format!(
+                "ALERTS DIFFER FROM MANIFEST: {} got, {} expected",
+                got.len(),
+                want.len()
+            )
+        };
+        report(
+            out,
+            Measured {
+                name: format!("{name} ({n})"),
+                rate,
+                note: format!("{} alerts, {check}", got.len()),
+            },
+        )?;
     }
 
     // High-cardinality correlation state: many distinct users.
-    let (cevents, cmessages) = generate(audit_config(opts.seed, opts.correlation_users), opts.events);
+    let (cevents, cmessages) =
+        generate(audit_config(opts.seed, opts.correlation_users), opts.events);
     let mut rules = all.clone();
-    rules.push(parse_rule(Path::new("bench/user_request_burst.sql"), CORRELATION_RULE).map_err(|e| anyhow::anyhow!("{e:?}"))?);
+    rules.push(
+        parse_rule(Path::new("bench/user_request_burst.sql"), CORRELATION_RULE)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+    );
     let distinct: BTreeSet<&str> = cevents.iter().map(|e| e.key.as_str()).collect();
     let want = expected(&cevents, &all);
-    let settings = CorrelationSettings { max_retained_events: usize::MAX, ..Default::default() };
-    let (rate, got, retained) = vigil_engine(rules, settings, PlanOptions::default(), &warmup, &cmessages, opts.batch).await?;
-    let check = if got == want { "alerts = manifest" } else { "ALERTS DIFFER FROM MANIFEST" };
+    let settings = CorrelationSettings {
+        max_retained_events: usize::MAX,
+        ..Default::default()
+    };
+    let (rate, got, retained) = vigil_engine(
+        rules,
+        settings,
+        PlanOptions::default(),
+        &warmup,
+        &cmessages,
+        opts.batch,
+    )
+    .await?;
+    let check = if got == want {
+        "alerts = manifest"
+    } else {
+        "ALERTS DIFFER FROM MANIFEST"
+    };
     report(
         out,
         Measured {
             name: "vigil engine, all + 1m correlation".into(),
             rate,
-            note: format!("{} distinct users/keys, {retained} events retained at end, {check}", distinct.len()),
+            note: format!(
+                "{} distinct users/keys, {retained} events retained at end, {check}",
+                distinct.len()
+            ),
         },
     )?;
     Ok(results)
@@ -346,15 +530,26 @@ pub async fn explain(dir: &Path, filter: Option<&str>, out: &mut dyn Write) -> R
     for source in SourceKind::ALL {
         let schema = source.schema();
         let empty = datafusion::arrow::record_batch::RecordBatch::new_empty(schema.clone());
-        ctx.register_table(source.table_name(), Arc::new(MemTable::try_new(schema, vec![vec![empty]])?))?;
+        ctx.register_table(
+            source.table_name(),
+            Arc::new(MemTable::try_new(schema, vec![vec![empty]])?),
+        )?;
     }
     for source in SourceKind::ALL {
         for rule in event_rules(dir, source)? {
             if filter.is_some_and(|f| !rule.meta.id.contains(f)) {
                 continue;
             }
-            let plan = crate::rules::conjunction::selective_filters(ctx.sql(&rule.sql).await?.create_physical_plan().await?, &Arc::default())?;
-            writeln!(out, "== {}\n{}", rule.meta.id, datafusion::physical_plan::displayable(plan.as_ref()).indent(true))?;
+            let plan = crate::rules::conjunction::selective_filters(
+                ctx.sql(&rule.sql).await?.create_physical_plan().await?,
+                &Arc::default(),
+            )?;
+            writeln!(
+                out,
+                "== {}\n{}",
+                rule.meta.id,
+                datafusion::physical_plan::displayable(plan.as_ref()).indent(true)
+            )?;
         }
     }
     Ok(())

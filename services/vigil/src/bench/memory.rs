@@ -46,15 +46,27 @@ HAVING count(*) > 100000
 ";
 
 pub async fn run(keys: usize, batch: usize, seed: u64, out: &mut dyn Write) -> Result<()> {
-    let rule = parse_rule(Path::new("bench/user_write_burst.sql"), STATE_RULE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let settings = CorrelationSettings { max_retained_events: usize::MAX, ..Default::default() };
-    let engine = RuleEngine::compile_with(vec![rule], settings).await.map_err(anyhow::Error::new)?;
+    let rule = parse_rule(Path::new("bench/user_write_burst.sql"), STATE_RULE)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let settings = CorrelationSettings {
+        max_retained_events: usize::MAX,
+        ..Default::default()
+    };
+    let engine = RuleEngine::compile_with(vec![rule], settings)
+        .await
+        .map_err(anyhow::Error::new)?;
     let metrics = Arc::new(Metrics::default());
     let mut detector = Detector::new(engine, Default::default(), metrics.clone());
     // Users drawn from 2^32 names: among a million draws about a hundred
     // repeat, so distinct keys are counted, not assumed. 100 µs apart, the
     // few million stream positions needed stay inside the first hour.
-    let config = GenConfig { seed, users: u32::MAX, step_ns: 100_000, attack_every: 0, ..GenConfig::single(SourceKind::K8sAudit) };
+    let config = GenConfig {
+        seed,
+        users: u32::MAX,
+        step_ns: 100_000,
+        attack_every: 0,
+        ..GenConfig::single(SourceKind::K8sAudit)
+    };
     let mut generator = Generator::new(config);
     let (_, baseline) = rss().context("reading /proc/self/status")?;
     let mut seen: HashSet<u64> = HashSet::with_capacity(keys);
@@ -74,7 +86,11 @@ pub async fn run(keys: usize, batch: usize, seed: u64, out: &mut dyn Write) -> R
         }
         fed += messages.len() as u64;
         let out = detector.process(messages).await;
-        anyhow::ensure!(out.dead_letters.is_empty(), "dead letters while loading state: {:?}", out.dead_letters.first());
+        anyhow::ensure!(
+            out.dead_letters.is_empty(),
+            "dead letters while loading state: {:?}",
+            out.dead_letters.first()
+        );
     }
     let elapsed = start.elapsed();
     let (peak, now) = rss().context("reading /proc/self/status")?;

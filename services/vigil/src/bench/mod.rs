@@ -30,7 +30,11 @@ pub fn raw_message(e: &GeneratedEvent) -> RawMessage {
     RawMessage {
         source: e.source,
         payload: e.payload.clone(),
-        origin: Origin::Kafka { topic: e.source.table_name().into(), partition: 0, offset: e.source_index as i64 },
+        origin: Origin::Kafka {
+            topic: e.source.table_name().into(),
+            partition: 0,
+            offset: e.source_index as i64,
+        },
         timestamp_ms: None,
         state_only: false,
     }
@@ -38,7 +42,11 @@ pub fn raw_message(e: &GeneratedEvent) -> RawMessage {
 
 /// Generated audit events for the engine benchmarks.
 pub fn audit_config(seed: u64, users: u32) -> GenConfig {
-    GenConfig { seed, users, ..GenConfig::single(SourceKind::K8sAudit) }
+    GenConfig {
+        seed,
+        users,
+        ..GenConfig::single(SourceKind::K8sAudit)
+    }
 }
 
 /// A throughput measurement.
@@ -60,7 +68,14 @@ impl Rate {
 
 impl std::fmt::Display for Rate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:>10.0} events/s {:>8.1} MB/s ({} events in {:.3} s)", self.events_per_s(), self.mb_per_s(), self.events, self.elapsed.as_secs_f64())
+        write!(
+            f,
+            "{:>10.0} events/s {:>8.1} MB/s ({} events in {:.3} s)",
+            self.events_per_s(),
+            self.mb_per_s(),
+            self.events,
+            self.elapsed.as_secs_f64()
+        )
     }
 }
 

@@ -12,13 +12,17 @@ use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    Expr as SqlExpr, GroupByExpr, Ident, ObjectNamePart, SelectItem, SetExpr, Statement, TableFactor,
+    Expr as SqlExpr, GroupByExpr, Ident, ObjectNamePart, SelectItem, SetExpr, Statement,
+    TableFactor,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::watermark::WatermarkTracker;
-use super::{incremental, ms, CompiledCorrelation, CorrelationSettings, CorrelationStats, Correlator, Retained, Strategy};
+use super::{
+    incremental, ms, CompiledCorrelation, CorrelationSettings, CorrelationStats, Correlator,
+    Retained, Strategy,
+};
 use crate::rules::slot::{BatchSlot, SlotTable};
 use crate::rules::{Rule, RuleError, RuleMode};
 use crate::schema::ROW_COLUMN;
@@ -50,13 +54,22 @@ pub fn retained_schema(source: SourceKind) -> SchemaRef {
     SCHEMAS[&source].clone()
 }
 
-pub(super) async fn compile(rules: Vec<Rule>, settings: CorrelationSettings) -> Result<Correlator, Vec<RuleError>> {
+pub(super) async fn compile(
+    rules: Vec<Rule>,
+    settings: CorrelationSettings,
+) -> Result<Correlator, Vec<RuleError>> {
     let ctx = crate::rules::engine::new_session();
     let mut retained_slots = BTreeMap::new();
     for source in SourceKind::ALL {
         let slot = Arc::new(BatchSlot::default());
-        ctx.register_table(source.table_name(), Arc::new(SlotTable::exposing_filters(retained_schema(source), slot.clone())))
-            .expect("source table names are unique");
+        ctx.register_table(
+            source.table_name(),
+            Arc::new(SlotTable::exposing_filters(
+                retained_schema(source),
+                slot.clone(),
+            )),
+        )
+        .expect("source table names are unique");
         retained_slots.insert(source, slot);
     }
     let state = ctx.state();
@@ -67,7 +80,11 @@ pub(super) async fn compile(rules: Vec<Rule>, settings: CorrelationSettings) -> 
     let mut usage: BTreeMap<SourceKind, (i64, bool, Vec<Option<Expr>>)> = BTreeMap::new();
     for rule in rules {
         debug_assert_eq!(rule.meta.mode, RuleMode::Correlation);
-        let err = |line: Option<usize>, message: String| RuleError { path: rule.path.clone(), line, message };
+        let err = |line: Option<usize>, message: String| RuleError {
+            path: rule.path.clone(),
+            line,
+            message,
+        };
         let statement = match checked_statement(&rule) {
             Ok(s) => s,
             Err((line, m)) => {
@@ -75,7 +92,10 @@ pub(super) async fn compile(rules: Vec<Rule>, settings: CorrelationSettings) -> 
                 continue;
             }
         };
-        let plan = match state.statement_to_plan(DFStatement::Statement(Box::new(statement))).await {
+        let plan = match state
+            .statement_to_plan(DFStatement::Statement(Box::new(statement)))
+            .await
+        {
             Ok(p) => p,
             Err(e) => {
                 let mut m = format!("planning failed: {e}");
@@ -105,7 +125,13 @@ pub(super) async fn compile(rules: Vec<Rule>, settings: CorrelationSettings) -> 
             }
         };
         if !scans.iter().any(|(s, _)| *s == rule.meta.source) {
-            errors.push(err(None, format!("the rule declares source {} but does not read it", rule.meta.source)));
+            errors.push(err(
+                None,
+                format!(
+                    "the rule declares source {} but does not read it",
+                    rule.meta.source
+                ),
+            ));
             continue;
         }
         let physical = match state.create_physical_plan(&plan).await {
@@ -121,7 +147,10 @@ pub(super) async fn compile(rules: Vec<Rule>, settings: CorrelationSettings) -> 
             Ok(i) => {
                 errors.push(err(
                     None,
-                    format!("window_end must be a timestamp, not {}", schema.field(i).data_type()),
+                    format!(
+                        "window_end must be a timestamp, not {}",
+                        schema.field(i).data_type()
+                    ),
                 ));
                 continue;
             }
@@ -131,24 +160,52 @@ pub(super) async fn compile(rules: Vec<Rule>, settings: CorrelationSettings) -> 
             }
         };
         // Timestamps in other units would compare wrongly with event time.
-        let physical = if matches!(schema.field(window_end).data_type(), DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, _)) {
+        let physical = if matches!(
+            schema.field(window_end).data_type(),
+            DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, _)
+        ) {
             physical
         } else {
-            errors.push(err(None, "window_end must be a nanosecond timestamp (derive it from event_time)".into()));
+            errors.push(err(
+                None,
+                "window_end must be a nanosecond timestamp (derive it from event_time)".into(),
+            ));
             continue;
         };
-        let event_columns: Vec<usize> =
-            (0..schema.fields().len()).filter(|&i| schema.field(i).name().starts_with("__row")).collect();
-        let window_ns = rule.meta.window.expect("correlation rules have a window").as_nanos() as i64;
+        let event_columns: Vec<usize> = (0..schema.fields().len())
+            .filter(|&i| schema.field(i).name().starts_with("__row"))
+            .collect();
+        let window_ns = rule
+            .meta
+            .window
+            .expect("correlation rules have a window")
+            .as_nanos() as i64;
         let sources: BTreeSet<SourceKind> = scans.iter().map(|(s, _)| *s).collect();
-        let has_aggregate = physical.exists(|n| Ok(n.name() == "AggregateExec")).unwrap_or(false);
+        let has_aggregate = physical
+            .exists(|n| Ok(n.name() == "AggregateExec"))
+            .unwrap_or(false);
         let (strategy, rescan_reason) = if !settings.incremental {
-            (Strategy::Rescan { pending: None }, has_aggregate.then(|| "correlation.incremental is false".to_string()))
+            (
+                Strategy::Rescan { pending: None },
+                has_aggregate.then(|| "correlation.incremental is false".to_string()),
+            )
         } else {
             match incremental::split(&physical, window_end, &state).await {
-                Ok(split) if sources.len() == 1 => (Strategy::Incremental { split, state: Default::default() }, None),
-                Ok(_) => (Strategy::Rescan { pending: None }, Some("the rule reads more than one table".into())),
-                Err(reason) => (Strategy::Rescan { pending: None }, has_aggregate.then_some(reason)),
+                Ok(split) if sources.len() == 1 => (
+                    Strategy::Incremental {
+                        split,
+                        state: Default::default(),
+                    },
+                    None,
+                ),
+                Ok(_) => (
+                    Strategy::Rescan { pending: None },
+                    Some("the rule reads more than one table".into()),
+                ),
+                Err(reason) => (
+                    Strategy::Rescan { pending: None },
+                    has_aggregate.then_some(reason),
+                ),
             }
         };
         let rescan = matches!(strategy, Strategy::Rescan { .. });
@@ -180,10 +237,15 @@ pub(super) async fn compile(rules: Vec<Rule>, settings: CorrelationSettings) -> 
         let input = Arc::new(BatchSlot::default());
         let provider = Arc::new(SlotTable::new(source.schema(), input.clone()));
         let ingest = async {
-            let mut builder = LogicalPlanBuilder::scan(source.table_name(), provider_as_source(provider), None)?;
+            let mut builder =
+                LogicalPlanBuilder::scan(source.table_name(), provider_as_source(provider), None)?;
             // Keep a row if any scan of any rule could use it.
             if filters.iter().all(Option::is_some) {
-                let predicate = filters.into_iter().flatten().reduce(Expr::or).expect("a used source has a scan");
+                let predicate = filters
+                    .into_iter()
+                    .flatten()
+                    .reduce(Expr::or)
+                    .expect("a used source has a scan");
                 builder = builder.filter(predicate)?;
             }
             let plan = state.optimize(&builder.build()?)?;
@@ -199,10 +261,20 @@ pub(super) async fn compile(rules: Vec<Rule>, settings: CorrelationSettings) -> 
         })?;
         retained.insert(
             source,
-            Retained { slot: retained_slots[&source].clone(), batches: Vec::new(), keep_raw, horizon_ns, ingest, input },
+            Retained {
+                slot: retained_slots[&source].clone(),
+                batches: Vec::new(),
+                keep_raw,
+                horizon_ns,
+                ingest,
+                input,
+            },
         );
     }
-    let watermark = WatermarkTracker::new(ms(settings.allowed_lateness_ms), ms(settings.idle_timeout_ms));
+    let watermark = WatermarkTracker::new(
+        ms(settings.allowed_lateness_ms),
+        ms(settings.idle_timeout_ms),
+    );
     let task_ctx = ctx.task_ctx();
     Ok(Correlator {
         retained,
@@ -237,7 +309,9 @@ fn table_scans(plan: &LogicalPlan) -> Result<Vec<(SourceKind, Option<Expr>)>, St
                         .cloned()
                         .map(|f| {
                             f.transform(|e| match e {
-                                Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(c.name)))),
+                                Expr::Column(c) => Ok(Transformed::yes(Expr::Column(
+                                    Column::new_unqualified(c.name),
+                                ))),
                                 other => Ok(Transformed::no(other)),
                             })
                             .map(|t| t.data)
@@ -248,7 +322,12 @@ fn table_scans(plan: &LogicalPlan) -> Result<Vec<(SourceKind, Option<Expr>)>, St
                         Err(e) => bad = Some(e.to_string()),
                     }
                 }
-                Err(_) => bad = Some(format!("the rule reads {:?}, which is not a source table", scan.table_name.table())),
+                Err(_) => {
+                    bad = Some(format!(
+                        "the rule reads {:?}, which is not a source table",
+                        scan.table_name.table()
+                    ))
+                }
             }
         }
         Ok(TreeNodeRecursion::Continue)
@@ -263,23 +342,38 @@ fn table_scans(plan: &LogicalPlan) -> Result<Vec<(SourceKind, Option<Expr>)>, St
 /// Parse, check the shape, and add the columns that name triggering events.
 fn checked_statement(rule: &Rule) -> Result<Statement, (Option<usize>, String)> {
     let mut statement = crate::rules::engine::single_query(rule)?;
-    let Statement::Query(query) = &mut statement else { unreachable!("single_query returns a query") };
+    let Statement::Query(query) = &mut statement else {
+        unreachable!("single_query returns a query")
+    };
     let SetExpr::Select(select) = query.body.as_mut() else {
         return Err((None, "a correlation rule's outer query must be a single SELECT (UNIONs may go in subqueries)".into()));
     };
     if select.from.is_empty() {
-        return Err((None, format!("the rule reads no table: it must select FROM {}", rule.meta.source.table_name())));
+        return Err((
+            None,
+            format!(
+                "the rule reads no table: it must select FROM {}",
+                rule.meta.source.table_name()
+            ),
+        ));
     }
     let mut qualifiers = Vec::new();
     for twj in &select.from {
         for factor in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
             let q = match factor {
-                TableFactor::Table { alias: Some(a), .. } | TableFactor::Derived { alias: Some(a), .. } => a.name.value.clone(),
-                TableFactor::Table { name, alias: None, .. } => match name.0.last() {
+                TableFactor::Table { alias: Some(a), .. }
+                | TableFactor::Derived { alias: Some(a), .. } => a.name.value.clone(),
+                TableFactor::Table {
+                    name, alias: None, ..
+                } => match name.0.last() {
                     Some(ObjectNamePart::Identifier(i)) => i.value.clone(),
                     _ => return Err((None, "unsupported table name".into())),
                 },
-                _ => return Err((None, "each FROM item of a correlation rule must be a table or an aliased subquery".into())),
+                _ => return Err((
+                    None,
+                    "each FROM item of a correlation rule must be a table or an aliased subquery"
+                        .into(),
+                )),
             };
             qualifiers.push(q);
         }
@@ -289,13 +383,24 @@ fn checked_statement(rule: &Rule) -> Result<Statement, (Option<usize>, String)> 
         GroupByExpr::Expressions(exprs, _) => !exprs.is_empty(),
     };
     for (i, q) in qualifiers.iter().enumerate() {
-        let column = if qualifiers.len() == 1 { ROW_COLUMN.to_string() } else { format!("{q}.{ROW_COLUMN}") };
-        let text = if grouped { format!("array_agg({column})") } else { column };
+        let column = if qualifiers.len() == 1 {
+            ROW_COLUMN.to_string()
+        } else {
+            format!("{q}.{ROW_COLUMN}")
+        };
+        let text = if grouped {
+            format!("array_agg({column})")
+        } else {
+            column
+        };
         let expr: SqlExpr = Parser::new(&GenericDialect {})
             .try_with_sql(&text)
             .and_then(|mut p| p.parse_expr())
             .map_err(|e| (None, format!("internal: {e}")))?;
-        select.projection.push(SelectItem::ExprWithAlias { expr, alias: Ident::new(format!("{ROW_COLUMN}_{i}")) });
+        select.projection.push(SelectItem::ExprWithAlias {
+            expr,
+            alias: Ident::new(format!("{ROW_COLUMN}_{i}")),
+        });
     }
     Ok(statement)
 }

@@ -29,7 +29,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, ListArray, RecordBatch, UInt64Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, ListArray, RecordBatch, UInt64Array,
+};
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, TimestampNanosecondType, UInt64Type};
@@ -51,16 +53,31 @@ pub(super) type Offsets = BTreeMap<(String, i32), i64>;
 /// Merge `other` into `into`, keeping the lower offset per partition.
 pub(super) fn merge_offsets(into: &mut Offsets, other: &Offsets) {
     for (k, v) in other {
-        into.entry(k.clone()).and_modify(|o| *o = (*o).min(*v)).or_insert(*v);
+        into.entry(k.clone())
+            .and_modify(|o| *o = (*o).min(*v))
+            .or_insert(*v);
     }
 }
 
 /// Operators that may sit above the aggregation: they only see the final
 /// rows of the closing windows, exactly as in a full evaluation.
-const ABOVE: &[&str] = &["ProjectionExec", "FilterExec", "CoalesceBatchesExec", "CooperativeExec", "SortExec"];
+const ABOVE: &[&str] = &[
+    "ProjectionExec",
+    "FilterExec",
+    "CoalesceBatchesExec",
+    "CooperativeExec",
+    "SortExec",
+];
 /// Operators that may sit below it: each output row depends on one input
 /// row only, so running them on the new events alone is the same as on all.
-const BELOW: &[&str] = &["ProjectionExec", "FilterExec", "UnnestExec", "CoalesceBatchesExec", "CooperativeExec", "SlotExec"];
+const BELOW: &[&str] = &[
+    "ProjectionExec",
+    "FilterExec",
+    "UnnestExec",
+    "CoalesceBatchesExec",
+    "CooperativeExec",
+    "SlotExec",
+];
 
 /// A rule's plan split at its aggregation (see the module documentation).
 pub(super) struct AggregateSplit {
@@ -103,7 +120,9 @@ pub(super) async fn split(
         }
         if let Some(p) = node.downcast_ref::<ProjectionExec>() {
             let Some(c) = p.expr()[column].expr.downcast_ref::<Column>() else {
-                return Err("window_end is computed after the aggregation, not a GROUP BY column".into());
+                return Err(
+                    "window_end is computed after the aggregation, not a GROUP BY column".into(),
+                );
             };
             column = c.index();
         } else if let Some(f) = node.downcast_ref::<FilterExec>() {
@@ -114,8 +133,14 @@ pub(super) async fn split(
         let child = node.children()[0].clone();
         node = child;
     };
-    if !matches!(aggregate.mode(), AggregateMode::Single | AggregateMode::SinglePartitioned) {
-        return Err(format!("unexpected aggregation mode {:?}", aggregate.mode()));
+    if !matches!(
+        aggregate.mode(),
+        AggregateMode::Single | AggregateMode::SinglePartitioned
+    ) {
+        return Err(format!(
+            "unexpected aggregation mode {:?}",
+            aggregate.mode()
+        ));
     }
     let group = aggregate.group_expr();
     if !group.is_single() {
@@ -138,7 +163,9 @@ pub(super) async fn split(
         stack.extend(n.children().into_iter().cloned());
     }
     if let Some(name) = bad {
-        return Err(format!("{name} below the aggregation (only per-row operators can run on new events alone)"));
+        return Err(format!(
+            "{name} below the aggregation (only per-row operators can run on new events alone)"
+        ));
     }
     if leaves != 1 {
         return Err("the aggregation reads more than one table scan".into());
@@ -161,7 +188,10 @@ pub(super) async fn split(
     );
     let state_schema = partial.schema();
     let state_input = Arc::new(BatchSlot::default());
-    let state_leaf = SlotTable::new(state_schema.clone(), state_input.clone()).scan(state, None, &[], None).await.map_err(e)?;
+    let state_leaf = SlotTable::new(state_schema.clone(), state_input.clone())
+        .scan(state, None, &[], None)
+        .await
+        .map_err(e)?;
     let reduce: Arc<dyn ExecutionPlan> = Arc::new(
         AggregateExec::try_new(
             AggregateMode::PartialReduce,
@@ -173,9 +203,13 @@ pub(super) async fn split(
         )
         .map_err(e)?,
     );
-    let same_types = |a: &datafusion::arrow::datatypes::Schema, b: &datafusion::arrow::datatypes::Schema| {
+    let same_types = |a: &datafusion::arrow::datatypes::Schema,
+                      b: &datafusion::arrow::datatypes::Schema| {
         a.fields().len() == b.fields().len()
-            && a.fields().iter().zip(b.fields()).all(|(x, y)| x.data_type() == y.data_type())
+            && a.fields()
+                .iter()
+                .zip(b.fields())
+                .all(|(x, y)| x.data_type() == y.data_type())
     };
     if !same_types(&reduce.schema(), &state_schema) {
         return Err("the aggregation's merged state differs from its partial state".into());
@@ -203,7 +237,8 @@ pub(super) async fn split(
     for a in &aggr {
         let fields = a.state_fields().map_err(e)?;
         let is_events = a.name().starts_with("array_agg(")
-            && a.name().ends_with(&format!("{})", crate::schema::ROW_COLUMN))
+            && a.name()
+                .ends_with(&format!("{})", crate::schema::ROW_COLUMN))
             && !a.is_distinct()
             && fields.len() == 1
             && matches!(fields[0].data_type(), DataType::List(f) if f.data_type() == &DataType::UInt64);
@@ -212,10 +247,20 @@ pub(super) async fn split(
         }
         offset += fields.len();
     }
-    if !matches!(state_schema.field(column).data_type(), DataType::Timestamp(_, _)) {
+    if !matches!(
+        state_schema.field(column).data_type(),
+        DataType::Timestamp(_, _)
+    ) {
         return Err("window_end's group column is not a timestamp".into());
     }
-    Ok(AggregateSplit { partial, reduce, finish, state_input, window_column: column, event_columns })
+    Ok(AggregateSplit {
+        partial,
+        reduce,
+        finish,
+        state_input,
+        window_column: column,
+        event_columns,
+    })
 }
 
 /// `node` with the aggregation `target` replaced by `with`.
@@ -224,7 +269,10 @@ fn replace_aggregate(
     target: *const AggregateExec,
     with: &Arc<dyn ExecutionPlan>,
 ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-    if node.downcast_ref::<AggregateExec>().is_some_and(|a| std::ptr::eq(a, target)) {
+    if node
+        .downcast_ref::<AggregateExec>()
+        .is_some_and(|a| std::ptr::eq(a, target))
+    {
         return Ok(with.clone());
     }
     let children = node
@@ -232,7 +280,10 @@ fn replace_aggregate(
         .into_iter()
         .map(|c| replace_aggregate(c.clone(), target, with))
         .collect::<datafusion::error::Result<Vec<_>>>()?;
-    node.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
+    node.replace_children(
+        children,
+        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+    )
 }
 
 /// The state rows of one window.
@@ -289,7 +340,10 @@ impl AggregateState {
         let mut evaluated = 0;
         for batch in partial_rows.into_iter().filter(|b| b.num_rows() > 0) {
             let batch = cap_events(&batch, &split.event_columns, max_events, identities)?;
-            let ends = batch.column(split.window_column).as_primitive::<TimestampNanosecondType>().clone();
+            let ends = batch
+                .column(split.window_column)
+                .as_primitive::<TimestampNanosecondType>()
+                .clone();
             let distinct: BTreeSet<i64> = ends.iter().flatten().collect();
             for end in distinct {
                 if emitted.is_some_and(|e| end <= e) {
@@ -302,7 +356,16 @@ impl AggregateState {
                 window.batches.push(rows);
                 merge_offsets(&mut window.offsets, offsets);
                 if window.batches.len() >= COMPACT_AT {
-                    evaluated += compact(split, window, max_events, identities, task_ctx, budget, &mut self.rows).await?;
+                    evaluated += compact(
+                        split,
+                        window,
+                        max_events,
+                        identities,
+                        task_ctx,
+                        budget,
+                        &mut self.rows,
+                    )
+                    .await?;
                 }
             }
         }
@@ -351,7 +414,14 @@ impl AggregateState {
         for batch in self.windows.values().flat_map(|w| &w.batches) {
             for &c in &split.event_columns {
                 let lists = batch.column(c).as_list::<i32>();
-                into.extend(lists.values().as_primitive::<UInt64Type>().values().iter().copied());
+                into.extend(
+                    lists
+                        .values()
+                        .as_primitive::<UInt64Type>()
+                        .values()
+                        .iter()
+                        .copied(),
+                );
             }
         }
     }
@@ -401,7 +471,9 @@ fn cap_events(
         if lists.iter().all(|l| l.is_none_or(|l| l.len() <= max)) {
             continue;
         }
-        let DataType::List(field) = lists.data_type() else { unreachable!("event columns are lists") };
+        let DataType::List(field) = lists.data_type() else {
+            unreachable!("event columns are lists")
+        };
         let mut values = Vec::new();
         let mut lengths = Vec::with_capacity(lists.len());
         for row in 0..lists.len() {

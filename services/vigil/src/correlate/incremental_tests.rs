@@ -33,7 +33,12 @@ fn rules() -> Vec<(&'static str, &'static str, &'static str, &'static str)> {
 }
 
 fn settings(incremental: bool) -> CorrelationSettings {
-    CorrelationSettings { allowed_lateness_ms: 10_000, max_alert_events: 3, incremental, ..Default::default() }
+    CorrelationSettings {
+        allowed_lateness_ms: 10_000,
+        max_alert_events: 3,
+        incremental,
+        ..Default::default()
+    }
 }
 
 /// What an alert says, comparable across runs (not `detected_at`).
@@ -49,7 +54,11 @@ fn summary(a: &Alert) -> (String, String, String, String, Vec<String>, Option<u6
 }
 
 /// Feed `messages` in batches of the given sizes (cycled), then finish.
-async fn alerts_for(mut d: Detector, messages: &[RawMessage], sizes: &[usize]) -> Vec<(String, String, String, String, Vec<String>, Option<u64>)> {
+async fn alerts_for(
+    mut d: Detector,
+    messages: &[RawMessage],
+    sizes: &[usize],
+) -> Vec<(String, String, String, String, Vec<String>, Option<u64>)> {
     let mut alerts = Vec::new();
     let mut rest = messages;
     let mut i = 0;
@@ -82,7 +91,20 @@ fn messages(events: &[GenEvent]) -> Vec<RawMessage> {
     // lateness of their partition are never late, whatever the batching.
     let mut out = Vec::new();
     for partition in 0..2 {
-        out.extend(feed.msgs(SourceKind::K8sAudit, partition, &[audit(&format!("start{partition}"), "x", "get", "pods", None, "a", 200, 0)]));
+        out.extend(feed.msgs(
+            SourceKind::K8sAudit,
+            partition,
+            &[audit(
+                &format!("start{partition}"),
+                "x",
+                "get",
+                "pods",
+                None,
+                "a",
+                200,
+                0,
+            )],
+        ));
     }
     for (n, &(partition, step, back, user, denied, ns, kind)) in events.iter().enumerate() {
         let p = partition as usize;
@@ -90,9 +112,36 @@ fn messages(events: &[GenEvent]) -> Vec<RawMessage> {
         let t = (clock[p] - back).max(0);
         let code = if denied { 403 } else { 200 };
         let line = match kind {
-            0 => audit(&format!("e{n}"), users[user], "get", "secrets", None, namespaces[ns], code, t),
-            1 => audit(&format!("e{n}"), users[user], "create", "pods", Some("exec"), namespaces[ns], 101, t),
-            _ => audit(&format!("e{n}"), users[user], "get", "pods", None, namespaces[ns], code, t),
+            0 => audit(
+                &format!("e{n}"),
+                users[user],
+                "get",
+                "secrets",
+                None,
+                namespaces[ns],
+                code,
+                t,
+            ),
+            1 => audit(
+                &format!("e{n}"),
+                users[user],
+                "create",
+                "pods",
+                Some("exec"),
+                namespaces[ns],
+                101,
+                t,
+            ),
+            _ => audit(
+                &format!("e{n}"),
+                users[user],
+                "get",
+                "pods",
+                None,
+                namespaces[ns],
+                code,
+                t,
+            ),
         };
         out.extend(feed.msgs(SourceKind::K8sAudit, partition, &[line]));
     }
@@ -100,7 +149,15 @@ fn messages(events: &[GenEvent]) -> Vec<RawMessage> {
 }
 
 fn gen_event() -> impl Strategy<Value = GenEvent> {
-    (0..2i32, 0..25i64, 0..=10i64, 0..4usize, any::<bool>(), 0..3usize, 0..3u8)
+    (
+        0..2i32,
+        0..25i64,
+        0..=10i64,
+        0..4usize,
+        any::<bool>(),
+        0..3usize,
+        0..3u8,
+    )
 }
 
 proptest! {
@@ -134,7 +191,8 @@ proptest! {
 
 #[tokio::test]
 async fn each_rule_shape_gets_its_strategy_and_the_reason_when_an_aggregation_is_rescanned() {
-    let not_windowed = "SELECT user_info.username AS username, count(*) AS n, max(event_time) AS window_end \
+    let not_windowed =
+        "SELECT user_info.username AS username, count(*) AS n, max(event_time) AS window_end \
          FROM k8s_audit GROUP BY user_info.username HAVING count(*) > 5";
     let top = format!("{THRESHOLD} ORDER BY denied DESC LIMIT 1");
     let d = detector_with(
@@ -149,14 +207,19 @@ async fn each_rule_shape_gets_its_strategy_and_the_reason_when_an_aggregation_is
         CorrelationSettings::default(),
     )
     .await;
-    let s: std::collections::BTreeMap<String, RuleStrategy> = d.engine().correlator().strategies().into_iter().collect();
+    let s: std::collections::BTreeMap<String, RuleStrategy> =
+        d.engine().correlator().strategies().into_iter().collect();
     assert_eq!(s["t.threshold"], RuleStrategy::Incremental);
     assert_eq!(s["t.distinct"], RuleStrategy::Incremental);
     assert_eq!(s["t.seq"], RuleStrategy::Rescan(None));
     assert_eq!(s["t.sliding"], RuleStrategy::Rescan(None));
-    let RuleStrategy::Rescan(Some(reason)) = &s["t.max"] else { panic!("{:?}", s["t.max"]) };
+    let RuleStrategy::Rescan(Some(reason)) = &s["t.max"] else {
+        panic!("{:?}", s["t.max"])
+    };
     assert!(reason.contains("window_end"), "{reason}");
-    let RuleStrategy::Rescan(Some(reason)) = &s["t.top"] else { panic!("{:?}", s["t.top"]) };
+    let RuleStrategy::Rescan(Some(reason)) = &s["t.top"] else {
+        panic!("{:?}", s["t.top"])
+    };
     assert!(reason.contains("LIMIT"), "{reason}");
 }
 
@@ -166,15 +229,31 @@ async fn work_per_batch(incremental: bool) -> Vec<u64> {
     let hourly = THRESHOLD.replace("INTERVAL '1 minute'", "INTERVAL '1 hour'");
     let mut d = detector_with(
         &[("t.hourly", "k8s_audit", "-- window: 1h\n", &hourly)],
-        CorrelationSettings { allowed_lateness_ms: 0, incremental, ..Default::default() },
+        CorrelationSettings {
+            allowed_lateness_ms: 0,
+            incremental,
+            ..Default::default()
+        },
     )
     .await;
     let users = ["u0", "u1", "u2", "u3", "u4"];
     let mut f = Feed::new();
     let mut work = Vec::new();
     for b in 0..100i64 {
-        let lines: Vec<String> =
-            (0..20).map(|i| audit(&format!("{b}-{i}"), users[(i % 5) as usize], "get", "pods", None, "ns", 403, b * 25 + i)).collect();
+        let lines: Vec<String> = (0..20)
+            .map(|i| {
+                audit(
+                    &format!("{b}-{i}"),
+                    users[(i % 5) as usize],
+                    "get",
+                    "pods",
+                    None,
+                    "ns",
+                    403,
+                    b * 25 + i,
+                )
+            })
+            .collect();
         let before = d.engine().correlator().stats().rows_evaluated;
         let (alerts, _) = run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &lines)).await;
         assert!(alerts.is_empty(), "the hour is still open");
@@ -189,10 +268,16 @@ async fn evaluation_work_per_batch_does_not_grow_with_the_retained_window() {
     let rescan = work_per_batch(false).await;
     // Incremental: the 20 new events, plus every 16th batch a merge of the
     // window's state rows (at most 5 users x 16 batches).
-    assert!(incremental.iter().all(|&w| (20..=20 + 5 * 16).contains(&w)), "{incremental:?}");
+    assert!(
+        incremental.iter().all(|&w| (20..=20 + 5 * 16).contains(&w)),
+        "{incremental:?}"
+    );
     let early: u64 = incremental[..20].iter().sum();
     let late: u64 = incremental[80..].iter().sum();
-    assert!(late <= early + 5 * 16, "work grew: first 20 batches {early} rows, last 20 {late}");
+    assert!(
+        late <= early + 5 * 16,
+        "work grew: first 20 batches {early} rows, last 20 {late}"
+    );
     // The re-scan reads every retained event on every batch.
     assert_eq!(rescan[0], 20);
     assert_eq!(rescan[99], 2000);
@@ -204,20 +289,53 @@ async fn alerts_name_at_most_max_alert_events_the_earliest_ones_in_both_strategi
     for incremental in [true, false] {
         let mut d = detector_with(
             &[("t.threshold", "k8s_audit", "-- window: 1m\n", THRESHOLD)],
-            CorrelationSettings { allowed_lateness_ms: 10_000, max_alert_events: 3, incremental, ..Default::default() },
+            CorrelationSettings {
+                allowed_lateness_ms: 10_000,
+                max_alert_events: 3,
+                incremental,
+                ..Default::default()
+            },
         )
         .await;
         let mut f = Feed::new();
         // Arrival order differs from event-time order.
-        let lines: Vec<String> =
-            [9, 3, 7, 1, 5, 8, 2].iter().map(|s| audit(&format!("a{s}"), "alice", "get", "pods", None, "ns", 403, *s)).collect();
+        let lines: Vec<String> = [9, 3, 7, 1, 5, 8, 2]
+            .iter()
+            .map(|s| {
+                audit(
+                    &format!("a{s}"),
+                    "alice",
+                    "get",
+                    "pods",
+                    None,
+                    "ns",
+                    403,
+                    *s,
+                )
+            })
+            .collect();
         let (mut alerts, _) = run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &lines[..4])).await;
-        alerts.extend(run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &lines[4..])).await.0);
+        alerts.extend(
+            run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &lines[4..]))
+                .await
+                .0,
+        );
         alerts.extend(d.finish().await.alerts);
         assert_eq!(alerts.len(), 1, "{alerts:?}");
         assert_eq!(alerts[0].fields["denied"], 7, "every event counts");
-        let named: Vec<&str> = alerts[0].events.iter().map(|e| e.event_id.as_str()).collect();
-        assert_eq!(named, vec!["a1/ResponseComplete", "a2/ResponseComplete", "a3/ResponseComplete"]);
+        let named: Vec<&str> = alerts[0]
+            .events
+            .iter()
+            .map(|e| e.event_id.as_str())
+            .collect();
+        assert_eq!(
+            named,
+            vec![
+                "a1/ResponseComplete",
+                "a2/ResponseComplete",
+                "a3/ResponseComplete"
+            ]
+        );
         ids.push(alerts[0].alert_id.clone());
     }
     assert_eq!(ids[0], ids[1]);
@@ -228,31 +346,64 @@ async fn state_beyond_max_state_rows_evicts_the_window_that_ends_first_and_count
     let every_user = THRESHOLD.replace("HAVING count(*) >= 3", "HAVING count(*) >= 1");
     let mut d = detector_with(
         &[("t.every", "k8s_audit", "-- window: 1m\n", &every_user)],
-        CorrelationSettings { allowed_lateness_ms: 600_000, max_state_rows: 10, ..Default::default() },
+        CorrelationSettings {
+            allowed_lateness_ms: 600_000,
+            max_state_rows: 10,
+            ..Default::default()
+        },
     )
     .await;
     let mut f = Feed::new();
     let users = |secs: i64| -> Vec<String> {
-        (0..8).map(|u| audit(&format!("{secs}-{u}"), &format!("user{u}"), "get", "pods", None, "ns", 403, secs)).collect()
+        (0..8)
+            .map(|u| {
+                audit(
+                    &format!("{secs}-{u}"),
+                    &format!("user{u}"),
+                    "get",
+                    "pods",
+                    None,
+                    "ns",
+                    403,
+                    secs,
+                )
+            })
+            .collect()
     };
     run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &users(10))).await;
     assert_eq!(d.engine().correlator().stats().state_rows, 8);
     run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &users(70))).await;
     let stats = d.engine().correlator().stats();
-    assert_eq!(stats.evicted_state_rows, 8, "the window ending at 60 is evicted whole");
+    assert_eq!(
+        stats.evicted_state_rows, 8,
+        "the window ending at 60 is evicted whole"
+    );
     assert_eq!(stats.state_rows, 8);
     let alerts = d.finish().await.alerts;
     assert_eq!(alerts.len(), 8, "{alerts:?}");
-    assert!(alerts.iter().all(|a| a.event_time == ts(120)), "alerts of the evicted window are lost");
+    assert!(
+        alerts.iter().all(|a| a.event_time == ts(120)),
+        "alerts of the evicted window are lost"
+    );
 }
 
 #[tokio::test]
 async fn a_restart_rebuilds_incremental_state_from_the_retained_offsets() {
     let e = |id: &str, s: i64| audit(id, "alice", "get", "pods", None, "ns", 403, s);
-    let first = vec![e("a0", 10), audit("ok", "bob", "get", "pods", None, "ns", 200, 11), e("a1", 12)];
-    let second = vec![e("a2", 20), audit("later", "carol", "get", "pods", None, "ns", 200, 61)];
+    let first = vec![
+        e("a0", 10),
+        audit("ok", "bob", "get", "pods", None, "ns", 200, 11),
+        e("a1", 12),
+    ];
+    let second = vec![
+        e("a2", 20),
+        audit("later", "carol", "get", "pods", None, "ns", 200, 61),
+    ];
     let rules = [("t.threshold", "k8s_audit", "-- window: 1m\n", THRESHOLD)];
-    let settings = |_| CorrelationSettings { allowed_lateness_ms: 0, ..Default::default() };
+    let settings = |_| CorrelationSettings {
+        allowed_lateness_ms: 0,
+        ..Default::default()
+    };
 
     // Uninterrupted.
     let mut d = detector_with(&rules, settings(true)).await;
@@ -260,10 +411,16 @@ async fn a_restart_rebuilds_incremental_state_from_the_retained_offsets() {
     run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &first)).await;
     // Offsets 1..=3: the window holds the events at offsets 1 and 3.
     let retained = d.engine().correlator().retained_offsets();
-    assert_eq!(retained.into_iter().collect::<Vec<_>>(), vec![(("k8s_audit".to_string(), 0), 1)]);
+    assert_eq!(
+        retained.into_iter().collect::<Vec<_>>(),
+        vec![(("k8s_audit".to_string(), 0), 1)]
+    );
     let (expected, _) = run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &second)).await;
     assert_eq!(expected.len(), 1);
-    assert!(d.engine().correlator().retained_offsets().is_empty(), "the emitted window holds no offsets");
+    assert!(
+        d.engine().correlator().retained_offsets().is_empty(),
+        "the emitted window holds no offsets"
+    );
 
     // Crash after the first batch: a new process re-reads it (state only)
     // from the committed offset, then reads on.
@@ -276,7 +433,10 @@ async fn a_restart_rebuilds_incremental_state_from_the_retained_offsets() {
     let (alerts, dead) = run(&mut d, reread).await;
     assert!(alerts.is_empty() && dead.is_empty());
     let (alerts, _) = run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &second)).await;
-    assert_eq!(alerts.iter().map(summary).collect::<Vec<_>>(), expected.iter().map(summary).collect::<Vec<_>>());
+    assert_eq!(
+        alerts.iter().map(summary).collect::<Vec<_>>(),
+        expected.iter().map(summary).collect::<Vec<_>>()
+    );
 }
 
 /// Peak memory of the correlation state with one million distinct keys in
@@ -288,12 +448,21 @@ async fn a_restart_rebuilds_incremental_state_from_the_retained_offsets() {
 #[tokio::test]
 #[ignore]
 async fn state_size_with_a_million_distinct_keys() {
-    let events: usize = std::env::var("VIGIL_STATE_SIZE_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let incremental = std::env::var("VIGIL_STATE_SIZE_INCREMENTAL").map(|v| v != "false").unwrap_or(true);
+    let events: usize = std::env::var("VIGIL_STATE_SIZE_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let incremental = std::env::var("VIGIL_STATE_SIZE_INCREMENTAL")
+        .map(|v| v != "false")
+        .unwrap_or(true);
     let hourly = THRESHOLD.replace("INTERVAL '1 minute'", "INTERVAL '1 hour'");
     let mut d = detector_with(
         &[("t.hourly", "k8s_audit", "-- window: 1h\n", &hourly)],
-        CorrelationSettings { allowed_lateness_ms: 0, incremental, ..Default::default() },
+        CorrelationSettings {
+            allowed_lateness_ms: 0,
+            incremental,
+            ..Default::default()
+        },
     )
     .await;
     let status = |key: &str| -> u64 {
@@ -309,7 +478,18 @@ async fn state_size_with_a_million_distinct_keys() {
     let batch = 10_000;
     for start in (0..events).step_by(batch) {
         let lines: Vec<String> = (start..(start + batch).min(events))
-            .map(|i| audit(&format!("e{i}"), &format!("user-{i}"), "get", "pods", None, "ns", 403, (i / 1000) as i64))
+            .map(|i| {
+                audit(
+                    &format!("e{i}"),
+                    &format!("user-{i}"),
+                    "get",
+                    "pods",
+                    None,
+                    "ns",
+                    403,
+                    (i / 1000) as i64,
+                )
+            })
             .collect();
         let (alerts, _) = run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &lines)).await;
         assert!(alerts.is_empty());
@@ -330,29 +510,67 @@ async fn state_size_with_a_million_distinct_keys() {
 async fn a_rescan_rule_is_not_run_again_when_no_event_was_retained_for_it() {
     let mut d = detector_with(
         &[("t.seq", "k8s_audit", "-- window: 10m\n", SEQUENCE)],
-        CorrelationSettings { allowed_lateness_ms: 0, ..Default::default() },
+        CorrelationSettings {
+            allowed_lateness_ms: 0,
+            ..Default::default()
+        },
     )
     .await;
     let mut f = Feed::new();
     let mut msgs = f.msgs(
         SourceKind::K8sAudit,
         0,
-        &[audit("e1", "mallory", "create", "pods", Some("exec"), "prod", 101, 0), audit("s1", "mallory", "get", "secrets", None, "prod", 200, 20)],
+        &[
+            audit(
+                "e1",
+                "mallory",
+                "create",
+                "pods",
+                Some("exec"),
+                "prod",
+                101,
+                0,
+            ),
+            audit("s1", "mallory", "get", "secrets", None, "prod", 200, 20),
+        ],
     );
     // Partition 1 holds the watermark at 5: the sequence (window_end 20) is found but not due.
-    msgs.extend(f.msgs(SourceKind::K8sAudit, 1, &[audit("p1", "nobody", "get", "pods", None, "prod", 200, 5)]));
+    msgs.extend(f.msgs(
+        SourceKind::K8sAudit,
+        1,
+        &[audit("p1", "nobody", "get", "pods", None, "prod", 200, 5)],
+    ));
     let (alerts, _) = run(&mut d, msgs).await;
     assert!(alerts.is_empty());
     let work = d.engine().correlator().stats().rows_evaluated;
     assert_eq!(work, 2, "one run over the two retained events");
     // Events no rule retains move the watermark past 20: the row found by
     // the last run is emitted without running the join again.
-    let (alerts, _) = run(&mut d, f.msgs(SourceKind::K8sAudit, 1, &[audit("p2", "nobody", "get", "pods", None, "prod", 200, 30)])).await;
+    let (alerts, _) = run(
+        &mut d,
+        f.msgs(
+            SourceKind::K8sAudit,
+            1,
+            &[audit("p2", "nobody", "get", "pods", None, "prod", 200, 30)],
+        ),
+    )
+    .await;
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0].events.len(), 2);
     assert_eq!(d.engine().correlator().stats().rows_evaluated, work);
     // A retained event makes the next emission run the join again.
-    run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &[audit("s2", "bob", "get", "secrets", None, "prod", 200, 40)])).await;
-    assert_eq!(d.engine().correlator().stats().watermark, Some((super::tests::T0 + 30) * 1_000_000_000));
+    run(
+        &mut d,
+        f.msgs(
+            SourceKind::K8sAudit,
+            0,
+            &[audit("s2", "bob", "get", "secrets", None, "prod", 200, 40)],
+        ),
+    )
+    .await;
+    assert_eq!(
+        d.engine().correlator().stats().watermark,
+        Some((super::tests::T0 + 30) * 1_000_000_000)
+    );
     assert_eq!(d.engine().correlator().stats().rows_evaluated, work + 3);
 }

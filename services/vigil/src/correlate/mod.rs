@@ -185,17 +185,24 @@ struct RetainedIdentity {
 impl RetainedIdentity {
     fn origin(&self) -> Origin {
         match &*self.stream {
-            Stream::Kafka { topic, partition } => {
-                Origin::Kafka { topic: topic.clone(), partition: *partition, offset: self.position }
-            }
-            Stream::File { path } => Origin::File { path: path.clone(), line: self.position as u64 },
+            Stream::Kafka { topic, partition } => Origin::Kafka {
+                topic: topic.clone(),
+                partition: *partition,
+                offset: self.position,
+            },
+            Stream::File { path } => Origin::File {
+                path: path.clone(),
+                line: self.position as u64,
+            },
         }
     }
 
     /// ((topic, partition), offset) of a Kafka event.
     fn kafka_offset(&self) -> Option<((String, i32), i64)> {
         match &*self.stream {
-            Stream::Kafka { topic, partition } => Some(((topic.clone(), *partition), self.position)),
+            Stream::Kafka { topic, partition } => {
+                Some(((topic.clone(), *partition), self.position))
+            }
             Stream::File { .. } => None,
         }
     }
@@ -243,7 +250,10 @@ enum Strategy {
         pending: Option<Vec<RecordBatch>>,
     },
     /// Partial aggregation per batch, final aggregation per closing window.
-    Incremental { split: AggregateSplit, state: AggregateState },
+    Incremental {
+        split: AggregateSplit,
+        state: AggregateState,
+    },
 }
 
 /// One compiled correlation rule and its emission state.
@@ -331,7 +341,10 @@ pub struct Correlator {
 
 impl Correlator {
     /// Compile the correlation rules (all of `rules` must be correlation rules).
-    pub async fn compile(rules: Vec<Rule>, settings: CorrelationSettings) -> Result<Correlator, Vec<RuleError>> {
+    pub async fn compile(
+        rules: Vec<Rule>,
+        settings: CorrelationSettings,
+    ) -> Result<Correlator, Vec<RuleError>> {
         compile::compile(rules, settings).await
     }
 
@@ -353,7 +366,15 @@ impl Correlator {
     /// `__` columns), or `None` if no correlation rule has this id.
     pub fn output_columns(&self, rule_id: &str) -> Option<Vec<String>> {
         let r = self.rules.iter().find(|r| r.rule.meta.id == rule_id)?;
-        Some(r.plan.schema().fields().iter().map(|f| f.name().clone()).filter(|n| !n.starts_with("__")).collect())
+        Some(
+            r.plan
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .filter(|n| !n.starts_with("__"))
+                .collect(),
+        )
     }
 
     pub fn stats(&self) -> CorrelationStats {
@@ -407,14 +428,18 @@ impl Correlator {
         }
         // Lateness is judged against the watermark before this batch; every
         // on-time event moves its partition's event time.
-        let times = decoded.batch.column(0).as_primitive::<TimestampNanosecondType>();
+        let times = decoded
+            .batch
+            .column(0)
+            .as_primitive::<TimestampNanosecondType>();
         let mut is_late = Vec::with_capacity(n);
         for row in 0..n {
             let t = times.value(row);
             let late = self.watermark.is_late(t);
             is_late.push(late);
             if !late {
-                let partition = partition_of(&messages[decoded.events[row].message as usize].origin);
+                let partition =
+                    partition_of(&messages[decoded.events[row].message as usize].origin);
                 self.watermark.observe(&partition, t, now_ns);
             }
         }
@@ -428,7 +453,10 @@ impl Correlator {
         let mut late = Vec::new();
         let mut on_time = Vec::with_capacity(kept.len());
         for batch in kept.into_iter().filter(|b| b.num_rows() > 0) {
-            let row_idx = batch.schema().index_of(ROW_COLUMN).map_err(|e| e.to_string())?;
+            let row_idx = batch
+                .schema()
+                .index_of(ROW_COLUMN)
+                .map_err(|e| e.to_string())?;
             let rows = batch.column(row_idx).as_primitive::<UInt32Type>().clone();
             let mut keep = Vec::with_capacity(batch.num_rows());
             for i in 0..batch.num_rows() {
@@ -443,7 +471,10 @@ impl Correlator {
                 }
                 keep.push(!is_late[row]);
             }
-            on_time.push(filter_record_batch(&batch, &BooleanArray::from(keep)).map_err(|e| e.to_string())?);
+            on_time.push(
+                filter_record_batch(&batch, &BooleanArray::from(keep))
+                    .map_err(|e| e.to_string())?,
+            );
         }
         self.stats.late_events += late.len() as u64;
         let kept = on_time;
@@ -451,9 +482,15 @@ impl Correlator {
         let mut new_events = Vec::new();
         let mut new_offsets = Offsets::new();
         for batch in kept.into_iter().filter(|b| b.num_rows() > 0) {
-            let row_idx = batch.schema().index_of(ROW_COLUMN).map_err(|e| e.to_string())?;
+            let row_idx = batch
+                .schema()
+                .index_of(ROW_COLUMN)
+                .map_err(|e| e.to_string())?;
             let rows = batch.column(row_idx).as_primitive::<UInt32Type>().clone();
-            let batch_times = batch.column(0).as_primitive::<TimestampNanosecondType>().clone();
+            let batch_times = batch
+                .column(0)
+                .as_primitive::<TimestampNanosecondType>()
+                .clone();
             let mut seqs = Vec::with_capacity(batch.num_rows());
             for i in 0..batch.num_rows() {
                 let event = &decoded.events[rows.value(i) as usize];
@@ -465,15 +502,31 @@ impl Correlator {
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 let (stream, position) = match &message.origin {
-                    Origin::Kafka { topic, partition, offset } => {
+                    Origin::Kafka {
+                        topic,
+                        partition,
+                        offset,
+                    } => {
                         note_offset(&mut new_offsets, topic, *partition, *offset);
-                        (Stream::Kafka { topic: topic.clone(), partition: *partition }, *offset)
+                        (
+                            Stream::Kafka {
+                                topic: topic.clone(),
+                                partition: *partition,
+                            },
+                            *offset,
+                        )
                     }
-                    Origin::File { path, line } => (Stream::File { path: path.clone() }, *line as i64),
+                    Origin::File { path, line } => {
+                        (Stream::File { path: path.clone() }, *line as i64)
+                    }
                 };
                 let stream = match self.streams.get(&stream) {
                     Some(s) => s.clone(),
-                    None => self.streams.entry(stream.clone()).or_insert_with(|| Arc::new(stream)).clone(),
+                    None => self
+                        .streams
+                        .entry(stream.clone())
+                        .or_insert_with(|| Arc::new(stream))
+                        .clone(),
                 };
                 self.identities.insert(
                     seq,
@@ -498,9 +551,16 @@ impl Correlator {
         if retained.keep_raw {
             for batch in &new_events {
                 let offsets = batch_offsets(batch, &self.identities);
-                retained.batches.push(RetainedBatch { batch: batch.clone(), offsets });
+                retained.batches.push(RetainedBatch {
+                    batch: batch.clone(),
+                    offsets,
+                });
             }
-            for rule in self.rules.iter_mut().filter(|r| r.sources.contains(&source)) {
+            for rule in self
+                .rules
+                .iter_mut()
+                .filter(|r| r.sources.contains(&source))
+            {
                 if let Strategy::Rescan { pending } = &mut rule.strategy {
                     *pending = None;
                 }
@@ -510,7 +570,9 @@ impl Correlator {
         // Incremental rules fold the new events into their state now.
         retained.slot.set_all(new_events);
         for rule in &mut self.rules {
-            let Strategy::Incremental { split, state } = &mut rule.strategy else { continue };
+            let Strategy::Incremental { split, state } = &mut rule.strategy else {
+                continue;
+            };
             if !rule.sources.contains(&source) {
                 continue;
             }
@@ -536,7 +598,9 @@ impl Correlator {
                 Ok(merged) => self.stats.rows_evaluated += merged,
                 Err(e) => self.pending_failures.push((
                     rule.rule.meta.id.clone(),
-                    format!("aggregating new events (their contribution to open windows is lost): {e}"),
+                    format!(
+                        "aggregating new events (their contribution to open windows is lost): {e}"
+                    ),
                 )),
             }
         }
@@ -549,7 +613,11 @@ impl Correlator {
 
     /// Advance the watermark to wall-clock `now_ns`; run every rule whose
     /// emission range grew; evict what no rule can use any more.
-    pub async fn advance(&mut self, now_ns: i64, detected_at_ns: i64) -> (Vec<Alert>, Vec<(String, String)>) {
+    pub async fn advance(
+        &mut self,
+        now_ns: i64,
+        detected_at_ns: i64,
+    ) -> (Vec<Alert>, Vec<(String, String)>) {
         let Some(watermark) = self.watermark.advance(now_ns) else {
             return (Vec::new(), std::mem::take(&mut self.pending_failures));
         };
@@ -576,14 +644,24 @@ impl Correlator {
 
     /// Run the rules for `(last_emitted, watermark]`; returns alerts and
     /// rule failures (rule id, error).
-    async fn emit_until(&mut self, watermark: i64, detected_at_ns: i64) -> (Vec<Alert>, Vec<(String, String)>) {
+    async fn emit_until(
+        &mut self,
+        watermark: i64,
+        detected_at_ns: i64,
+    ) -> (Vec<Alert>, Vec<(String, String)>) {
         let mut alerts = Vec::new();
         let mut failures = std::mem::take(&mut self.pending_failures);
-        if self.rules.iter().all(|r| r.last_emitted.is_some_and(|l| l >= watermark)) {
+        if self
+            .rules
+            .iter()
+            .all(|r| r.last_emitted.is_some_and(|l| l >= watermark))
+        {
             return (alerts, failures);
         }
         for retained in self.retained.values().filter(|r| r.keep_raw) {
-            retained.slot.set_all(retained.batches.iter().map(|b| b.batch.clone()).collect());
+            retained
+                .slot
+                .set_all(retained.batches.iter().map(|b| b.batch.clone()).collect());
         }
         let max_events = self.settings.max_alert_events;
         for rule in &mut self.rules {
@@ -597,20 +675,27 @@ impl Correlator {
             let started = std::time::Instant::now();
             let output = match &mut rule.strategy {
                 // Nothing new since the last run: its rows still stand.
-                Strategy::Rescan { pending: Some(rows) } => Ok(std::mem::take(rows)),
+                Strategy::Rescan {
+                    pending: Some(rows),
+                } => Ok(std::mem::take(rows)),
                 Strategy::Rescan { pending: None } => {
                     let rows: usize = rule.sources.iter().map(|s| self.retained[s].rows()).sum();
                     self.stats.rows_evaluated += rows as u64;
-                    execute(&rule.plan, &self.task_ctx, &self.budget).instrument(span.clone()).await
+                    execute(&rule.plan, &self.task_ctx, &self.budget)
+                        .instrument(span.clone())
+                        .await
                 }
                 Strategy::Incremental { split, state } => {
                     let closing = state.closing(from, watermark);
                     if closing.is_empty() {
                         Ok(Vec::new())
                     } else {
-                        self.stats.rows_evaluated += closing.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+                        self.stats.rows_evaluated +=
+                            closing.iter().map(|b| b.num_rows() as u64).sum::<u64>();
                         split.state_input.set_all(closing);
-                        let output = execute(&split.finish, &self.task_ctx, &self.budget).instrument(span.clone()).await;
+                        let output = execute(&split.finish, &self.task_ctx, &self.budget)
+                            .instrument(span.clone())
+                            .await;
                         split.state_input.clear();
                         output
                     }
@@ -621,7 +706,17 @@ impl Correlator {
                 let found = batches
                     .iter()
                     .filter(|b| b.num_rows() > 0)
-                    .map(|b| rows_in_range(rule, b, from, watermark, &self.identities, max_events, detected_at_ns))
+                    .map(|b| {
+                        rows_in_range(
+                            rule,
+                            b,
+                            from,
+                            watermark,
+                            &self.identities,
+                            max_events,
+                            detected_at_ns,
+                        )
+                    })
                     .collect::<Result<Vec<Vec<Alert>>, String>>()?;
                 Ok((batches, found))
             });
@@ -629,14 +724,17 @@ impl Correlator {
                 Ok((batches, found)) => {
                     let matches: usize = found.iter().map(Vec::len).sum();
                     span.record("matches", matches as i64);
-                    self.evaluations.push((rule.rule.meta.id.clone(), elapsed, matches));
+                    self.evaluations
+                        .push((rule.rule.meta.id.clone(), elapsed, matches));
                     for alert in found.into_iter().flatten() {
                         alerts.extend(suppress(rule, alert, &mut self.stats));
                     }
                     rule.last_emitted = Some(watermark);
                     match &mut rule.strategy {
                         Strategy::Incremental { state, .. } => state.evict_through(watermark),
-                        Strategy::Rescan { pending } => *pending = Some(rows_after(&batches, rule.window_end, watermark)),
+                        Strategy::Rescan { pending } => {
+                            *pending = Some(rows_after(&batches, rule.window_end, watermark))
+                        }
                     }
                 }
                 Err(e) => {
@@ -648,8 +746,12 @@ impl Correlator {
                 }
             }
             // Suppression periods the watermark has passed: report folded alerts.
-            let expired: Vec<String> =
-                rule.suppressed.iter().filter(|(_, (until, _, _))| *until <= watermark).map(|(k, _)| k.clone()).collect();
+            let expired: Vec<String> = rule
+                .suppressed
+                .iter()
+                .filter(|(_, (until, _, _))| *until <= watermark)
+                .map(|(k, _)| k.clone())
+                .collect();
             for key in expired {
                 if let Some((_, folded, Some(last))) = rule.suppressed.remove(&key) {
                     if folded > 0 {
@@ -674,7 +776,9 @@ impl Correlator {
             let held = self
                 .rules
                 .iter()
-                .filter(|r| matches!(r.strategy, Strategy::Rescan { .. }) && r.sources.contains(source))
+                .filter(|r| {
+                    matches!(r.strategy, Strategy::Rescan { .. }) && r.sources.contains(source)
+                })
                 .map(|r| r.last_emitted.unwrap_or(i64::MIN))
                 .min()
                 .unwrap_or(watermark);
@@ -691,7 +795,9 @@ impl Correlator {
         let mut total: usize = self.retained.values().map(Retained::rows).sum();
         while total > max {
             // Evict the oldest batch of the largest source.
-            let Some(retained) = self.retained.values_mut().max_by_key(|r| r.rows()) else { break };
+            let Some(retained) = self.retained.values_mut().max_by_key(|r| r.rows()) else {
+                break;
+            };
             if retained.batches.is_empty() {
                 break;
             }
@@ -717,9 +823,15 @@ impl Correlator {
         let max = self.settings.max_state_rows;
         let mut total: usize = self.rules.iter().map(CompiledCorrelation::state_rows).sum();
         while total > max {
-            let Some(rule) = self.rules.iter_mut().max_by_key(|r| r.state_rows()) else { break };
-            let Strategy::Incremental { state, .. } = &mut rule.strategy else { break };
-            let Some((window_end, rows)) = state.evict_oldest() else { break };
+            let Some(rule) = self.rules.iter_mut().max_by_key(|r| r.state_rows()) else {
+                break;
+            };
+            let Strategy::Incremental { state, .. } = &mut rule.strategy else {
+                break;
+            };
+            let Some((window_end, rows)) = state.evict_oldest() else {
+                break;
+            };
             total -= rows;
             self.stats.evicted_state_rows += rows as u64;
             tracing::warn!(
@@ -751,7 +863,9 @@ impl Correlator {
         for rule in &self.rules {
             match &rule.strategy {
                 Strategy::Incremental { split, state } => state.live_events(split, &mut live),
-                Strategy::Rescan { pending: Some(rows) } => {
+                Strategy::Rescan {
+                    pending: Some(rows),
+                } => {
                     for batch in rows {
                         for row in 0..batch.num_rows() {
                             for &c in &rule.event_columns {
@@ -784,7 +898,10 @@ impl Correlator {
         self.pending_failures.clear();
         self.identities.clear();
         self.identities_gc_at = IDENTITIES_GC_MIN;
-        self.watermark = WatermarkTracker::new(ms(self.settings.allowed_lateness_ms), ms(self.settings.idle_timeout_ms));
+        self.watermark = WatermarkTracker::new(
+            ms(self.settings.allowed_lateness_ms),
+            ms(self.settings.idle_timeout_ms),
+        );
     }
 
     /// Take over the state of `old`, the correlator a rule reload replaces
@@ -810,18 +927,31 @@ impl Correlator {
         self.identities = std::mem::take(&mut old.identities);
         self.identities_gc_at = old.identities_gc_at;
         self.next_seq = old.next_seq;
-        self.stats = CorrelationStats { retained_events: 0, watermark: None, ..old.stats };
+        self.stats = CorrelationStats {
+            retained_events: 0,
+            watermark: None,
+            ..old.stats
+        };
         for rule in &mut self.rules {
             let id = &rule.rule.meta.id;
-            match old.rules.iter_mut().find(|o| &o.rule.meta.id == id).filter(|_| unchanged.contains(id)) {
+            match old
+                .rules
+                .iter_mut()
+                .find(|o| &o.rule.meta.id == id)
+                .filter(|_| unchanged.contains(id))
+            {
                 Some(o) => {
                     rule.last_emitted = o.last_emitted;
                     rule.suppressed = std::mem::take(&mut o.suppressed);
                     // Incremental state is data; the plans that read and
                     // write it are the new compilation's (same SQL, same
                     // schema). A re-scan rule runs again at the next emission.
-                    if let (Strategy::Incremental { state, .. }, Strategy::Incremental { state: old_state, .. }) =
-                        (&mut rule.strategy, &mut o.strategy)
+                    if let (
+                        Strategy::Incremental { state, .. },
+                        Strategy::Incremental {
+                            state: old_state, ..
+                        },
+                    ) = (&mut rule.strategy, &mut o.strategy)
                     {
                         std::mem::swap(state, old_state);
                     }
@@ -862,7 +992,10 @@ impl Correlator {
 
     /// The last watermark each rule emitted up to (for checkpoints).
     pub fn emitted_watermarks(&self) -> BTreeMap<String, i64> {
-        self.rules.iter().filter_map(|r| r.last_emitted.map(|w| (r.rule.meta.id.clone(), w))).collect()
+        self.rules
+            .iter()
+            .filter_map(|r| r.last_emitted.map(|w| (r.rule.meta.id.clone(), w)))
+            .collect()
     }
 
     /// Restore emission watermarks (after a restart): rows at or before them
@@ -878,7 +1011,10 @@ impl Correlator {
 
 /// Lower `offsets` of (topic, partition) to `offset`.
 fn note_offset(offsets: &mut Offsets, topic: &str, partition: i32, offset: i64) {
-    match offsets.iter_mut().find(|((t, p), _)| t == topic && *p == partition) {
+    match offsets
+        .iter_mut()
+        .find(|((t, p), _)| t == topic && *p == partition)
+    {
         Some((_, o)) => *o = (*o).min(offset),
         None => {
             offsets.insert((topic.to_string(), partition), offset);
@@ -889,7 +1025,9 @@ fn note_offset(offsets: &mut Offsets, topic: &str, partition: i32, offset: i64) 
 /// Partition key of an origin for watermark tracking.
 fn partition_of(origin: &Origin) -> String {
     match origin {
-        Origin::Kafka { topic, partition, .. } => format!("{topic}/{partition}"),
+        Origin::Kafka {
+            topic, partition, ..
+        } => format!("{topic}/{partition}"),
         Origin::File { path, .. } => path.clone(),
     }
 }
@@ -899,7 +1037,9 @@ fn batch_offsets(batch: &RecordBatch, identities: &BTreeMap<u64, RetainedIdentit
     let mut out = Offsets::new();
     if let Some(seqs) = batch.column_by_name(ROW_COLUMN) {
         for seq in seqs.as_primitive::<UInt64Type>().values().iter() {
-            if let Some((key, offset)) = identities.get(seq).and_then(RetainedIdentity::kafka_offset) {
+            if let Some((key, offset)) =
+                identities.get(seq).and_then(RetainedIdentity::kafka_offset)
+            {
                 merge_offsets(&mut out, &Offsets::from([(key, offset)]));
             }
         }
@@ -907,18 +1047,26 @@ fn batch_offsets(batch: &RecordBatch, identities: &BTreeMap<u64, RetainedIdentit
     out
 }
 
-fn evict_before(batches: &mut Vec<RetainedBatch>, cutoff: i64, identities: &BTreeMap<u64, RetainedIdentity>) {
+fn evict_before(
+    batches: &mut Vec<RetainedBatch>,
+    cutoff: i64,
+    identities: &BTreeMap<u64, RetainedIdentity>,
+) {
     let mut kept = Vec::with_capacity(batches.len());
     for retained in batches.drain(..) {
         let batch = &retained.batch;
         let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
-        let keep: BooleanArray = times.iter().map(|t| Some(t.is_some_and(|t| t >= cutoff))).collect();
+        let keep: BooleanArray = times
+            .iter()
+            .map(|t| Some(t.is_some_and(|t| t >= cutoff)))
+            .collect();
         if keep.true_count() == batch.num_rows() {
             kept.push(retained);
             continue;
         }
         if keep.true_count() > 0 {
-            let batch = filter_record_batch(batch, &keep).expect("filter with a mask of the batch's length");
+            let batch = filter_record_batch(batch, &keep)
+                .expect("filter with a mask of the batch's length");
             let offsets = batch_offsets(&batch, identities);
             kept.push(RetainedBatch { batch, offsets });
         }
@@ -931,9 +1079,16 @@ fn rows_after(batches: &[RecordBatch], window_end: usize, watermark: i64) -> Vec
     batches
         .iter()
         .filter_map(|b| {
-            let ends = b.column(window_end).as_primitive::<TimestampNanosecondType>();
-            let mask: BooleanArray = ends.iter().map(|t| Some(t.is_some_and(|t| t > watermark))).collect();
-            (mask.true_count() > 0).then(|| filter_record_batch(b, &mask).expect("filter with a mask of the batch's length"))
+            let ends = b
+                .column(window_end)
+                .as_primitive::<TimestampNanosecondType>();
+            let mask: BooleanArray = ends
+                .iter()
+                .map(|t| Some(t.is_some_and(|t| t > watermark)))
+                .collect();
+            (mask.true_count() > 0).then(|| {
+                filter_record_batch(b, &mask).expect("filter with a mask of the batch's length")
+            })
         })
         .collect()
 }
@@ -948,13 +1103,21 @@ fn rows_in_range(
     max_events: usize,
     detected_at_ns: i64,
 ) -> Result<Vec<Alert>, String> {
-    let ends = batch.column(rule.window_end).as_primitive::<TimestampNanosecondType>();
-    let mask: BooleanArray = ends.iter().map(|t| Some(t.is_some_and(|t| t > from && t <= to))).collect();
+    let ends = batch
+        .column(rule.window_end)
+        .as_primitive::<TimestampNanosecondType>();
+    let mask: BooleanArray = ends
+        .iter()
+        .map(|t| Some(t.is_some_and(|t| t > from && t <= to)))
+        .collect();
     if mask.true_count() == 0 {
         return Ok(Vec::new());
     }
     let selected = filter_record_batch(batch, &mask).map_err(|e| e.to_string())?;
-    let ends = selected.column(rule.window_end).as_primitive::<TimestampNanosecondType>().clone();
+    let ends = selected
+        .column(rule.window_end)
+        .as_primitive::<TimestampNanosecondType>()
+        .clone();
     let fields = crate::rules::engine::rows_to_json(&selected)?;
     let mut alerts = Vec::with_capacity(selected.num_rows());
     for (i, fields) in fields.into_iter().enumerate() {
@@ -962,13 +1125,19 @@ fn rows_in_range(
         for &c in &rule.event_columns {
             collect_seqs(selected.column(c), i, &mut seqs);
         }
-        let mut events: Vec<&RetainedIdentity> = seqs.iter().filter_map(|s| identities.get(s)).collect();
+        let mut events: Vec<&RetainedIdentity> =
+            seqs.iter().filter_map(|s| identities.get(s)).collect();
         events.sort_by(|a, b| (a.event_time, &a.event_id).cmp(&(b.event_time, &b.event_id)));
         events.dedup_by(|a, b| a.event_id == b.event_id);
         events.truncate(max_events);
         let window_end = ends.value(i);
-        let identities: Vec<EventIdentity> =
-            events.iter().map(|e| EventIdentity { event_id: e.event_id.to_string(), origin: e.origin() }).collect();
+        let identities: Vec<EventIdentity> = events
+            .iter()
+            .map(|e| EventIdentity {
+                event_id: e.event_id.to_string(),
+                origin: e.origin(),
+            })
+            .collect();
         let meta = &rule.rule.meta;
         let mut alert = Alert::new(meta, detected_at_ns, window_end, fields, identities);
         // The id must not depend on arrival order or on which events were
@@ -981,7 +1150,10 @@ fn rows_in_range(
             let row = Value::Object(alert.fields.clone()).to_string();
             alert_id(&meta.id, [window.as_str(), row.as_str()])
         } else {
-            alert_id(&meta.id, std::iter::once(window.as_str()).chain(ids.iter().map(String::as_str)))
+            alert_id(
+                &meta.id,
+                std::iter::once(window.as_str()).chain(ids.iter().map(String::as_str)),
+            )
         };
         alerts.push(alert);
     }
@@ -1014,13 +1186,24 @@ fn collect_seqs(column: &ArrayRef, row: usize, out: &mut BTreeSet<u64>) {
 
 /// Apply the rule's suppression: the alerts to emit (none if folded; the
 /// alert, preceded by the summary of a previous period that folded some).
-fn suppress(rule: &mut CompiledCorrelation, alert: Alert, stats: &mut CorrelationStats) -> Vec<Alert> {
-    let Some(period) = rule.rule.meta.suppress else { return vec![alert] };
+fn suppress(
+    rule: &mut CompiledCorrelation,
+    alert: Alert,
+    stats: &mut CorrelationStats,
+) -> Vec<Alert> {
+    let Some(period) = rule.rule.meta.suppress else {
+        return vec![alert];
+    };
     let key: String = if rule.rule.meta.suppress_key.is_empty() {
         String::new()
     } else {
-        let values: Vec<&Value> =
-            rule.rule.meta.suppress_key.iter().map(|k| alert.fields.get(k).unwrap_or(&Value::Null)).collect();
+        let values: Vec<&Value> = rule
+            .rule
+            .meta
+            .suppress_key
+            .iter()
+            .map(|k| alert.fields.get(k).unwrap_or(&Value::Null))
+            .collect();
         serde_json::to_string(&values).expect("json values serialize")
     };
     let at = chrono::DateTime::parse_from_rfc3339(&alert.event_time)
@@ -1037,7 +1220,9 @@ fn suppress(rule: &mut CompiledCorrelation, alert: Alert, stats: &mut Correlatio
         _ => {
             let until = at.saturating_add(period.as_nanos() as i64);
             let mut out = Vec::with_capacity(2);
-            if let Some((_, folded @ 1.., Some(last))) = rule.suppressed.insert(key, (until, 0, None)) {
+            if let Some((_, folded @ 1.., Some(last))) =
+                rule.suppressed.insert(key, (until, 0, None))
+            {
                 out.push(summary_alert(last, folded));
             }
             out.push(alert);
@@ -1050,7 +1235,10 @@ fn suppress(rule: &mut CompiledCorrelation, alert: Alert, stats: &mut Correlatio
 /// last folded alert, with `suppressed_count` set.
 fn summary_alert(mut last: Alert, folded: u64) -> Alert {
     last.suppressed_count = Some(folded);
-    last.alert_id = alert_id(&last.rule_id, [last.alert_id.as_str(), "suppression-summary"]);
+    last.alert_id = alert_id(
+        &last.rule_id,
+        [last.alert_id.as_str(), "suppression-summary"],
+    );
     last
 }
 
@@ -1086,7 +1274,10 @@ pub(crate) struct EvalBudget {
 
 impl Default for EvalBudget {
     fn default() -> Self {
-        EvalBudget { deadline: Arc::default(), limit: crate::rules::engine::DEFAULT_TIME_BUDGET }
+        EvalBudget {
+            deadline: Arc::default(),
+            limit: crate::rules::engine::DEFAULT_TIME_BUDGET,
+        }
     }
 }
 
@@ -1099,6 +1290,6 @@ pub fn ms(ms: u64) -> Duration {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod incremental_tests;
+#[cfg(test)]
+mod tests;

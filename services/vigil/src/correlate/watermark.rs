@@ -61,7 +61,8 @@ impl WatermarkTracker {
                 *seen = now_ns;
             }
             None => {
-                self.partitions.insert(partition.to_string(), (event_time_ns, now_ns));
+                self.partitions
+                    .insert(partition.to_string(), (event_time_ns, now_ns));
             }
         }
     }
@@ -69,7 +70,9 @@ impl WatermarkTracker {
     /// A partition that will deliver: until it does (or goes idle), it
     /// holds the watermark where it is.
     pub fn register(&mut self, partition: &str, now_ns: i64) {
-        self.partitions.entry(partition.to_string()).or_insert((i64::MIN, now_ns));
+        self.partitions
+            .entry(partition.to_string())
+            .or_insert((i64::MIN, now_ns));
     }
 
     /// Recompute the watermark at wall-clock time `now_ns`; returns it.
@@ -140,7 +143,11 @@ mod tests {
         w.observe("busy", 300 * S, 20 * S);
         // 20 s later the quiet partition is idle.
         assert_eq!(w.advance(20 * S), Some(300 * S));
-        assert_eq!(w.advance(21 * S), Some(300 * S), "one partition is still active: no wall-clock advance");
+        assert_eq!(
+            w.advance(21 * S),
+            Some(300 * S),
+            "one partition is still active: no wall-clock advance"
+        );
         // It delivers again: it counts again, but the watermark never regresses.
         w.observe("quiet", 20 * S, 21 * S);
         assert_eq!(w.advance(21 * S), Some(300 * S));

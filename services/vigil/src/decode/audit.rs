@@ -5,19 +5,19 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayBuilder, 
-    ArrayRef, Int32Builder, ListBuilder, MapBuilder, MapFieldNames, StringBuilder, TimestampNanosecondBuilder,
-    UInt32Builder,
-};
 use datafusion::arrow::array::NullBufferBuilder;
+use datafusion::arrow::array::{
+    ArrayBuilder, ArrayRef, Int32Builder, ListBuilder, MapBuilder, MapFieldNames, StringBuilder,
+    TimestampNanosecondBuilder, UInt32Builder,
+};
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::columns::*;
-use super::strings::{opt, Str};
 use super::limits::check_raw_field;
 use super::pod_spec::{self, PodSpecCols, PodSpecFacts};
+use super::strings::{opt, Str};
 use super::{json_error, parse_opt_time, EventRef, MessageInput, RowSink};
 use crate::schema;
 
@@ -127,19 +127,32 @@ struct Checked<'e, 'a> {
     pod_spec: Option<PodSpecFacts>,
 }
 
-fn check<'e, 'a>(event: &'e AuditEventIn<'a>, input: &MessageInput) -> Result<Checked<'e, 'a>, String> {
+fn check<'e, 'a>(
+    event: &'e AuditEventIn<'a>,
+    input: &MessageInput,
+) -> Result<Checked<'e, 'a>, String> {
     match opt(&event.kind) {
         Some("Event") => {}
         None if event.verb.is_some() || event.audit_id.is_some() => {}
         None => return Err("not an audit event: no \"kind\", \"verb\" or \"auditID\"".into()),
-        Some(other) => return Err(format!("unsupported audit kind {other:?}: expected Event or EventList")),
+        Some(other) => {
+            return Err(format!(
+                "unsupported audit kind {other:?}: expected Event or EventList"
+            ))
+        }
     }
-    let received = parse_opt_time("requestReceivedTimestamp", opt(&event.request_received_timestamp))?;
+    let received = parse_opt_time(
+        "requestReceivedTimestamp",
+        opt(&event.request_received_timestamp),
+    )?;
     let stage_at = parse_opt_time("stageTimestamp", opt(&event.stage_timestamp))?;
     let legacy = parse_opt_time("timestamp", opt(&event.timestamp))?;
     let created = parse_opt_time(
         "metadata.creationTimestamp",
-        event.metadata.as_ref().and_then(|m| opt(&m.creation_timestamp)),
+        event
+            .metadata
+            .as_ref()
+            .and_then(|m| opt(&m.creation_timestamp)),
     )?;
     let (time_field, event_time) = [
         ("requestReceivedTimestamp", received),
@@ -156,12 +169,23 @@ fn check<'e, 'a>(event: &'e AuditEventIn<'a>, input: &MessageInput) -> Result<Ch
     check_raw_field("responseObject", event.response_object, max)?;
     let object_ref = event.object_ref.as_ref();
     let pod_spec = match event.request_object {
-        Some(raw) if pod_spec::applies_to(object_ref.and_then(|o| opt(&o.resource)), object_ref.and_then(|o| opt(&o.subresource))) => {
+        Some(raw)
+            if pod_spec::applies_to(
+                object_ref.and_then(|o| opt(&o.resource)),
+                object_ref.and_then(|o| opt(&o.subresource)),
+            ) =>
+        {
             Some(pod_spec::read(raw.get())?)
         }
         _ => None,
     };
-    Ok(Checked { event, event_time, received: received.or(legacy), stage_at, pod_spec })
+    Ok(Checked {
+        event,
+        event_time,
+        received: received.or(legacy),
+        stage_at,
+        pod_spec,
+    })
 }
 
 /// Builder of `UserInfo` struct columns.
@@ -188,7 +212,11 @@ impl UserCols {
         put_list(&mut self.groups, u.and_then(|u| u.groups.as_deref()));
     }
     fn finish(&mut self) -> ArrayRef {
-        let children = vec![finish_str(&mut self.username), finish_str(&mut self.uid), finish_list(&mut self.groups)];
+        let children = vec![
+            finish_str(&mut self.username),
+            finish_str(&mut self.uid),
+            finish_list(&mut self.groups),
+        ];
         struct_array(schema::user_info_fields(), children, &mut self.valid)
     }
 }
@@ -225,7 +253,11 @@ impl AuditRows {
     /// columns get a share of that up front (growing by doubling copies
     /// what was written; untouched capacity costs no page until written).
     pub fn with_capacity(cap: usize, payload_bytes: usize) -> Self {
-        let names = MapFieldNames { entry: "entries".into(), key: "keys".into(), value: "values".into() };
+        let names = MapFieldNames {
+            entry: "entries".into(),
+            key: "keys".into(),
+            value: "values".into(),
+        };
         AuditRows {
             event_time: timestamps(cap),
             audit_id: StringBuilder::with_capacity(cap, cap * 36),
@@ -286,7 +318,11 @@ impl AuditRows {
         let s = e.response_status.as_ref();
         self.status_valid.append(s.is_some());
         self.status_code.append_option(s.and_then(|s| s.code));
-        let parts = [s.and_then(|s| opt(&s.status)), s.and_then(|s| opt(&s.reason)), s.and_then(|s| opt(&s.message))];
+        let parts = [
+            s.and_then(|s| opt(&s.status)),
+            s.and_then(|s| opt(&s.reason)),
+            s.and_then(|s| opt(&s.message)),
+        ];
         for (b, v) in self.status_text.iter_mut().zip(parts) {
             put_str(b, v);
         }
@@ -299,12 +335,23 @@ impl AuditRows {
                     self.annotations.keys().append_value(k.as_str());
                     put_str(self.annotations.values(), v.as_ref().map(|v| v.as_str()));
                 }
-                self.annotations.append(true).expect("keys and values appended in pairs");
+                self.annotations
+                    .append(true)
+                    .expect("keys and values appended in pairs");
             }
-            None => self.annotations.append(false).expect("keys and values appended in pairs"),
+            None => self
+                .annotations
+                .append(false)
+                .expect("keys and values appended in pairs"),
         }
-        put_str(&mut self.request_object, e.request_object.map(RawValue::get));
-        put_str(&mut self.response_object, e.response_object.map(RawValue::get));
+        put_str(
+            &mut self.request_object,
+            e.request_object.map(RawValue::get),
+        );
+        put_str(
+            &mut self.response_object,
+            e.response_object.map(RawValue::get),
+        );
         self.pod_spec.append(c.pod_spec.as_ref());
     }
 }
@@ -319,14 +366,22 @@ fn native_id(e: &AuditEventIn<'_>) -> Option<String> {
 }
 
 impl RowSink for AuditRows {
-    fn append(&mut self, payload: &str, input: MessageInput, events: &mut Vec<EventRef>) -> Result<(), String> {
+    fn append(
+        &mut self,
+        payload: &str,
+        input: MessageInput,
+        events: &mut Vec<EventRef>,
+    ) -> Result<(), String> {
         let message = input.message;
         let limits = input.limits;
         let event: AuditEventIn = serde_json::from_str(payload).map_err(json_error)?;
         if opt(&event.kind) == Some("EventList") {
             // An EventList without `items` is malformed; `"items": []` is a
             // valid empty list: no rows, reported by `decode` as empty.
-            let items = event.items.as_deref().ok_or("EventList without an \"items\" array")?;
+            let items = event
+                .items
+                .as_deref()
+                .ok_or("EventList without an \"items\" array")?;
             if items.len() > limits.max_events_per_message {
                 return Err(format!(
                     "EventList of {} events exceeds the limit of {}",
@@ -351,25 +406,41 @@ impl RowSink for AuditRows {
                 .collect::<Result<Vec<_>, _>>()?;
             for (i, c) in checked.iter().enumerate() {
                 self.append_checked(c);
-                events.push(EventRef { message, item: i as u32, native_id: native_id(c.event) });
+                events.push(EventRef {
+                    message,
+                    item: i as u32,
+                    native_id: native_id(c.event),
+                });
             }
             return Ok(());
         }
         let checked = check(&event, &input)?;
         self.append_checked(&checked);
-        events.push(EventRef { message, item: 0, native_id: native_id(&event) });
+        events.push(EventRef {
+            message,
+            item: 0,
+            native_id: native_id(&event),
+        });
         Ok(())
     }
 
     fn finish(&mut self) -> RecordBatch {
         let object_ref = {
             let children = self.object_ref.iter_mut().map(finish_str).collect();
-            struct_array(schema::object_ref_fields(), children, &mut self.object_ref_valid)
+            struct_array(
+                schema::object_ref_fields(),
+                children,
+                &mut self.object_ref_valid,
+            )
         };
         let status = {
             let mut children = vec![finish_i32(&mut self.status_code)];
             children.extend(self.status_text.iter_mut().map(finish_str));
-            struct_array(schema::response_status_fields(), children, &mut self.status_valid)
+            struct_array(
+                schema::response_status_fields(),
+                children,
+                &mut self.status_valid,
+            )
         };
         let columns: Vec<ArrayRef> = vec![
             finish_ts(&mut self.event_time),
@@ -393,6 +464,7 @@ impl RowSink for AuditRows {
             self.pod_spec.finish(),
             Arc::new(self.row.finish()),
         ];
-        RecordBatch::try_new(schema::k8s_audit(), columns).expect("audit columns match the declared schema")
+        RecordBatch::try_new(schema::k8s_audit(), columns)
+            .expect("audit columns match the declared schema")
     }
 }

@@ -2,16 +2,21 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    ArrayRef, Int32Builder, Int64Builder, ListBuilder, StringBuilder, StructArray, TimestampNanosecondBuilder,
-};
 use datafusion::arrow::array::NullBufferBuilder;
+use datafusion::arrow::array::{
+    ArrayRef, Int32Builder, Int64Builder, ListBuilder, StringBuilder, StructArray,
+    TimestampNanosecondBuilder,
+};
 use datafusion::arrow::datatypes::Fields;
 
 use super::strings::Str;
 
 /// Assemble a struct column from finished children and a validity buffer.
-pub fn struct_array(fields: Fields, children: Vec<ArrayRef>, validity: &mut NullBufferBuilder) -> ArrayRef {
+pub fn struct_array(
+    fields: Fields,
+    children: Vec<ArrayRef>,
+    validity: &mut NullBufferBuilder,
+) -> ArrayRef {
     Arc::new(StructArray::new(fields, children, validity.finish()))
 }
 

@@ -2,14 +2,16 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayBuilder, ArrayRef, ListBuilder, StringBuilder, TimestampNanosecondBuilder, UInt32Builder};
+use datafusion::arrow::array::{
+    ArrayBuilder, ArrayRef, ListBuilder, StringBuilder, TimestampNanosecondBuilder, UInt32Builder,
+};
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::columns::*;
-use super::strings::{opt, Str};
 use super::limits::check_raw_field;
+use super::strings::{opt, Str};
 use super::{json_error, parse_time, EventRef, MessageInput, RowSink};
 use crate::schema;
 
@@ -67,7 +69,12 @@ impl FalcoRows {
 }
 
 impl RowSink for FalcoRows {
-    fn append(&mut self, payload: &str, input: MessageInput, events: &mut Vec<EventRef>) -> Result<(), String> {
+    fn append(
+        &mut self,
+        payload: &str,
+        input: MessageInput,
+        events: &mut Vec<EventRef>,
+    ) -> Result<(), String> {
         let message = input.message;
         let a: FalcoAlertIn = serde_json::from_str(payload).map_err(json_error)?;
         if a.rule.is_none() {
@@ -77,8 +84,19 @@ impl RowSink for FalcoRows {
             Some(t) => parse_time("time", t)?,
             None => input.fallback_ns,
         };
-        input.check_time(if a.time.is_some() { "time" } else { "message timestamp" }, event_time)?;
-        check_raw_field("output_fields", a.output_fields, input.limits.max_field_bytes)?;
+        input.check_time(
+            if a.time.is_some() {
+                "time"
+            } else {
+                "message timestamp"
+            },
+            event_time,
+        )?;
+        check_raw_field(
+            "output_fields",
+            a.output_fields,
+            input.limits.max_field_bytes,
+        )?;
         self.row.append_value(self.event_time.len() as u32);
         self.event_time.append_value(event_time);
         put_str(&mut self.uuid, opt(&a.uuid));
@@ -89,7 +107,11 @@ impl RowSink for FalcoRows {
         put_str(&mut self.output, opt(&a.output));
         put_list(&mut self.tags, a.tags.as_deref());
         put_str(&mut self.output_fields, a.output_fields.map(RawValue::get));
-        events.push(EventRef { message, item: 0, native_id: opt(&a.uuid).map(str::to_owned) });
+        events.push(EventRef {
+            message,
+            item: 0,
+            native_id: opt(&a.uuid).map(str::to_owned),
+        });
         Ok(())
     }
 
@@ -106,6 +128,7 @@ impl RowSink for FalcoRows {
             finish_str(&mut self.output_fields),
             Arc::new(self.row.finish()),
         ];
-        RecordBatch::try_new(schema::falco(), columns).expect("falco columns match the declared schema")
+        RecordBatch::try_new(schema::falco(), columns)
+            .expect("falco columns match the declared schema")
     }
 }

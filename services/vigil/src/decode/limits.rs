@@ -18,7 +18,11 @@
 /// and `\u` surrogates paired, and no raw control characters. Otherwise
 /// such a part would reach the rules' JSON functions, which refuse it, and
 /// a rule reading it would silently see nothing.
-pub(crate) fn check_structure(payload: &[u8], max_depth: usize, max_string_bytes: usize) -> Result<(), String> {
+pub(crate) fn check_structure(
+    payload: &[u8],
+    max_depth: usize,
+    max_string_bytes: usize,
+) -> Result<(), String> {
     let mut depth = 0usize;
     let mut i = 0usize;
     while i < payload.len() {
@@ -36,7 +40,9 @@ pub(crate) fn check_structure(payload: &[u8], max_depth: usize, max_string_bytes
             b'{' | b'[' => {
                 depth += 1;
                 if depth > max_depth {
-                    return Err(format!("JSON nesting deeper than the limit of {max_depth} levels (at byte {i})"));
+                    return Err(format!(
+                        "JSON nesting deeper than the limit of {max_depth} levels (at byte {i})"
+                    ));
                 }
             }
             b'}' | b']' => depth = depth.saturating_sub(1),
@@ -62,18 +68,24 @@ fn string_end(payload: &[u8], mut i: usize) -> Result<usize, String> {
                 match escape {
                     Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
                     Some(b'u') => {
-                        let unit = hex4(payload, i + 2).ok_or_else(|| format!("invalid \\u escape at byte {i}"))?;
+                        let unit = hex4(payload, i + 2)
+                            .ok_or_else(|| format!("invalid \\u escape at byte {i}"))?;
                         match unit {
                             0xD800..=0xDBFF => {
-                                let low = (payload.get(i + 6) == Some(&b'\\') && payload.get(i + 7) == Some(&b'u'))
-                                    .then(|| hex4(payload, i + 8))
-                                    .flatten();
+                                let low = (payload.get(i + 6) == Some(&b'\\')
+                                    && payload.get(i + 7) == Some(&b'u'))
+                                .then(|| hex4(payload, i + 8))
+                                .flatten();
                                 if !matches!(low, Some(0xDC00..=0xDFFF)) {
-                                    return Err(format!("unpaired UTF-16 surrogate escape at byte {i}"));
+                                    return Err(format!(
+                                        "unpaired UTF-16 surrogate escape at byte {i}"
+                                    ));
                                 }
                                 i += 12;
                             }
-                            0xDC00..=0xDFFF => return Err(format!("unpaired UTF-16 surrogate escape at byte {i}")),
+                            0xDC00..=0xDFFF => {
+                                return Err(format!("unpaired UTF-16 surrogate escape at byte {i}"))
+                            }
                             _ => i += 6,
                         }
                     }
@@ -137,7 +149,11 @@ fn string_error(len: usize, max: usize, at: usize) -> String {
 }
 
 /// Check the size of a field kept as raw JSON text.
-pub(crate) fn check_raw_field(field: &str, raw: Option<&serde_json::value::RawValue>, max_bytes: usize) -> Result<(), String> {
+pub(crate) fn check_raw_field(
+    field: &str,
+    raw: Option<&serde_json::value::RawValue>,
+    max_bytes: usize,
+) -> Result<(), String> {
     match raw {
         Some(raw) if raw.get().len() > max_bytes => Err(format!(
             "field {field} of {} bytes exceeds the field limit of {max_bytes} bytes",
@@ -166,7 +182,10 @@ mod tests {
     fn string_length_is_bounded_including_keys_and_unterminated_strings() {
         assert!(check_structure(br#"{"abcd":"efgh"}"#, 2, 4).is_ok());
         let e = check_structure(br#"{"abcd":"efghi"}"#, 2, 4).unwrap_err();
-        assert!(e.contains("string of 5 bytes") && e.contains("limit of 4"), "{e}");
+        assert!(
+            e.contains("string of 5 bytes") && e.contains("limit of 4"),
+            "{e}"
+        );
         assert!(check_structure(br#"{"abcde":1}"#, 2, 4).is_err());
         assert!(check_structure(br#"{"a":"abcdefgh"#, 2, 4).is_err());
         // An escaped backslash ends the escape: the quote after it closes.
@@ -180,9 +199,17 @@ mod tests {
                 for at in 0..len {
                     let mut bytes = vec![b'a'; len];
                     bytes[at] = special;
-                    assert_eq!(skip_plain_string_bytes(&bytes, 0), at, "byte {special:#x} at {at} of {len}");
+                    assert_eq!(
+                        skip_plain_string_bytes(&bytes, 0),
+                        at,
+                        "byte {special:#x} at {at} of {len}"
+                    );
                 }
-                assert_eq!(skip_plain_string_bytes(&vec![0xC3u8; len], 0), len, "UTF-8 bytes are plain");
+                assert_eq!(
+                    skip_plain_string_bytes(&vec![0xC3u8; len], 0),
+                    len,
+                    "UTF-8 bytes are plain"
+                );
                 assert_eq!(skip_plain_string_bytes(&vec![b' '; len], 0), len);
             }
         }
@@ -199,7 +226,11 @@ mod tests {
             br#"{"a":"\u12G4"}"#,
             b"{\"a\":\"tab\there\"}",
         ] {
-            assert!(check_structure(bad, 2, 100).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                check_structure(bad, 2, 100).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -126,7 +126,12 @@ pub struct DecodedBatch {
 ///
 /// `now_ns` is the event time given to events that carry no time and came
 /// without a message timestamp.
-pub fn decode(source: SourceKind, messages: &[RawMessage], limits: DecodeLimits, now_ns: i64) -> DecodedBatch {
+pub fn decode(
+    source: SourceKind,
+    messages: &[RawMessage],
+    limits: DecodeLimits,
+    now_ns: i64,
+) -> DecodedBatch {
     let mut events = Vec::with_capacity(messages.len());
     let mut failures = Vec::new();
     let mut empty = Vec::new();
@@ -141,8 +146,16 @@ pub fn decode(source: SourceKind, messages: &[RawMessage], limits: DecodeLimits,
     for (index, message) in messages.iter().enumerate() {
         debug_assert_eq!(message.source, source);
         let index = index as u32;
-        let fallback_ns = message.timestamp_ms.map(|ms| ms.saturating_mul(1_000_000)).unwrap_or(now_ns);
-        let input = MessageInput { message: index, fallback_ns, now_ns, limits };
+        let fallback_ns = message
+            .timestamp_ms
+            .map(|ms| ms.saturating_mul(1_000_000))
+            .unwrap_or(now_ns);
+        let input = MessageInput {
+            message: index,
+            fallback_ns,
+            now_ns,
+            limits,
+        };
         let before = events.len();
         let result = if message.payload.len() > limits.max_message_bytes {
             Err(format!(
@@ -157,14 +170,21 @@ pub fn decode(source: SourceKind, messages: &[RawMessage], limits: DecodeLimits,
             // Validated once here: the decoders parse the `&str` without
             // validating it again.
             utf8(&message.payload).and_then(|text| {
-                limits::check_structure(text.as_bytes(), limits.max_nesting_depth, limits.max_field_bytes)?;
+                limits::check_structure(
+                    text.as_bytes(),
+                    limits.max_nesting_depth,
+                    limits.max_field_bytes,
+                )?;
                 sink.append(text, input, &mut events)
             })
         };
         match result {
             Err(reason) => {
                 debug_assert_eq!(events.len(), before, "a failed message must add no rows");
-                failures.push(DecodeFailure { message: index, reason });
+                failures.push(DecodeFailure {
+                    message: index,
+                    reason,
+                });
             }
             Ok(()) if events.len() == before => empty.push(index),
             Ok(()) => {}
@@ -172,7 +192,13 @@ pub fn decode(source: SourceKind, messages: &[RawMessage], limits: DecodeLimits,
     }
     let batch = sink.finish();
     debug_assert_eq!(batch.num_rows(), events.len());
-    DecodedBatch { source, batch, events, failures, empty }
+    DecodedBatch {
+        source,
+        batch,
+        events,
+        failures,
+        empty,
+    }
 }
 
 /// The payload as text, or why it is not UTF-8. SIMD validation first (most
@@ -193,7 +219,12 @@ trait RowSink {
     /// On success pushes one [`EventRef`] per appended row.
     /// Implementations check every limit and every field before appending
     /// anything.
-    fn append(&mut self, payload: &str, input: MessageInput, events: &mut Vec<EventRef>) -> Result<(), String>;
+    fn append(
+        &mut self,
+        payload: &str,
+        input: MessageInput,
+        events: &mut Vec<EventRef>,
+    ) -> Result<(), String>;
 
     /// Build the batch of everything appended so far.
     fn finish(&mut self) -> RecordBatch;
@@ -213,8 +244,9 @@ pub(crate) fn parse_time(field: &str, value: &str) -> Result<i64, String> {
             .map(|t| t.and_utc())
             .ok_or_else(|| format!("field {field}: invalid RFC 3339 timestamp {value:?}: {e}"))?,
     };
-    utc.timestamp_nanos_opt()
-        .ok_or_else(|| format!("field {field}: timestamp {value:?} is outside the representable range"))
+    utc.timestamp_nanos_opt().ok_or_else(|| {
+        format!("field {field}: timestamp {value:?} is outside the representable range")
+    })
 }
 
 /// Parse an optional timestamp field.

@@ -31,7 +31,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanBuilder, ListBuilder, NullBufferBuilder, StringBuilder};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanBuilder, ListBuilder, NullBufferBuilder, StringBuilder,
+};
 use jiter::{Jiter, JiterResult, NumberAny, NumberInt, Peek};
 
 use super::columns::struct_array;
@@ -134,7 +136,9 @@ fn element_slot(parent: Slot) -> Slot {
 pub fn read(json: &str) -> Result<PodSpecFacts, String> {
     let mut facts = PodSpecFacts::default();
     let mut jiter = Jiter::new(json.as_bytes());
-    let walked = jiter.peek().and_then(|peek| walk(&mut jiter, peek, Slot::Other, 0, &mut facts));
+    let walked = jiter
+        .peek()
+        .and_then(|peek| walk(&mut jiter, peek, Slot::Other, 0, &mut facts));
     walked.map_err(|e| format!("requestObject: {e}"))?;
     Ok(facts)
 }
@@ -143,7 +147,13 @@ pub fn read(json: &str) -> Result<PodSpecFacts, String> {
 /// limits refuse such messages before they get here).
 const MAX_DEPTH: usize = 256;
 
-fn walk(j: &mut Jiter<'_>, peek: Peek, slot: Slot, depth: usize, facts: &mut PodSpecFacts) -> JiterResult<()> {
+fn walk(
+    j: &mut Jiter<'_>,
+    peek: Peek,
+    slot: Slot,
+    depth: usize,
+    facts: &mut PodSpecFacts,
+) -> JiterResult<()> {
     if depth > MAX_DEPTH {
         return j.known_skip(peek);
     }
@@ -300,7 +310,10 @@ mod tests {
             "securityContext":{"privileged":true,"capabilities":{"add":["SYS_ADMIN","NET_RAW"]}}}],
             "initContainers":[{"image":"busybox"}],
             "volumes":[{"name":"root","hostPath":{"path":"/"}},{"name":"cfg","configMap":{"name":"x"}}]}}"#;
-        let deployment = format!(r#"{{"kind":"Deployment","spec":{{"replicas":2,"template":{}}}}}"#, pod);
+        let deployment = format!(
+            r#"{{"kind":"Deployment","spec":{{"replicas":2,"template":{}}}}}"#,
+            pod
+        );
         for doc in [pod.to_string(), deployment] {
             let f = read(&doc).unwrap();
             assert_eq!(f.images, ["nginx:1.25", "busybox"]);
@@ -322,7 +335,13 @@ mod tests {
             "containers":[{"image":"ok","env":[{"name":"image","value":"nope"}],
                 "securityContext":{"privileged":false,"runAsUser":0.0}}]}}"#;
         let f = read(doc).unwrap();
-        assert_eq!(f, PodSpecFacts { images: vec!["ok".into()], ..Default::default() });
+        assert_eq!(
+            f,
+            PodSpecFacts {
+                images: vec!["ok".into()],
+                ..Default::default()
+            }
+        );
     }
 
     #[test]
@@ -345,7 +364,12 @@ mod tests {
 
     #[test]
     fn a_json_patch_array_and_scalars_read_without_error() {
-        for doc in [r#"[{"op":"replace","path":"/spec/containers/0/image","value":"x"}]"#, "null", "42", r#""s""#] {
+        for doc in [
+            r#"[{"op":"replace","path":"/spec/containers/0/image","value":"x"}]"#,
+            "null",
+            "42",
+            r#""s""#,
+        ] {
             assert_eq!(read(doc).unwrap(), PodSpecFacts::default(), "{doc}");
         }
     }

@@ -5,18 +5,19 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayBuilder, 
-    ArrayRef, Int32Builder, Int64Builder, StringBuilder, TimestampNanosecondBuilder, UInt32Builder,
-};
 use datafusion::arrow::array::NullBufferBuilder;
+use datafusion::arrow::array::{
+    ArrayBuilder, ArrayRef, Int32Builder, Int64Builder, StringBuilder, TimestampNanosecondBuilder,
+    UInt32Builder,
+};
 use datafusion::arrow::datatypes::{DataType, Fields};
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::columns::*;
-use super::strings::{opt, Str};
 use super::limits::check_raw_field;
+use super::strings::{opt, Str};
 use super::{json_error, parse_opt_time, parse_time, EventRef, MessageInput, RowSink};
 use crate::schema;
 
@@ -114,14 +115,20 @@ struct ProcessTimes {
 }
 
 fn process_times(p: Option<&ProcessIn<'_>>, what: &str) -> Result<ProcessTimes, String> {
-    let start = parse_opt_time(&format!("{what}.start_time"), p.and_then(|p| opt(&p.start_time)))?;
+    let start = parse_opt_time(
+        &format!("{what}.start_time"),
+        p.and_then(|p| opt(&p.start_time)),
+    )?;
     let container_start = parse_opt_time(
         &format!("{what}.pod.container.start_time"),
         p.and_then(|p| p.pod.as_ref())
             .and_then(|pod| pod.container.as_ref())
             .and_then(|c| opt(&c.start_time)),
     )?;
-    Ok(ProcessTimes { start, container_start })
+    Ok(ProcessTimes {
+        start,
+        container_start,
+    })
 }
 
 fn struct_fields(fields: &Fields, name: &str) -> Fields {
@@ -202,7 +209,10 @@ impl ProcessCols {
         put_str(&mut self.flags, p.and_then(|p| opt(&p.flags)));
         self.start_time.append_option(times.start);
         self.auid.append_option(p.and_then(|p| p.auid));
-        put_str(&mut self.parent_exec_id, p.and_then(|p| opt(&p.parent_exec_id)));
+        put_str(
+            &mut self.parent_exec_id,
+            p.and_then(|p| opt(&p.parent_exec_id)),
+        );
         put_str(&mut self.docker, p.and_then(|p| opt(&p.docker)));
 
         let pod = p.and_then(|p| p.pod.as_ref());
@@ -210,7 +220,10 @@ impl ProcessCols {
         put_str(&mut self.pod_namespace, pod.and_then(|p| opt(&p.namespace)));
         put_str(&mut self.pod_name, pod.and_then(|p| opt(&p.name)));
         put_str(&mut self.workload, pod.and_then(|p| opt(&p.workload)));
-        put_str(&mut self.workload_kind, pod.and_then(|p| opt(&p.workload_kind)));
+        put_str(
+            &mut self.workload_kind,
+            pod.and_then(|p| opt(&p.workload_kind)),
+        );
 
         let c = pod.and_then(|p| p.container.as_ref());
         self.container_valid.append(c.is_some());
@@ -230,8 +243,14 @@ impl ProcessCols {
         let pod = struct_fields(&process, "pod");
         let container = struct_fields(&pod, "container");
         let image = struct_fields(&container, "image");
-        let image_arr =
-            struct_array(image, vec![finish_str(&mut self.image_id), finish_str(&mut self.image_name)], &mut self.image_valid);
+        let image_arr = struct_array(
+            image,
+            vec![
+                finish_str(&mut self.image_id),
+                finish_str(&mut self.image_name),
+            ],
+            &mut self.image_valid,
+        );
         let container_arr = struct_array(
             container,
             vec![
@@ -319,23 +338,38 @@ impl TetragonRows {
 }
 
 impl RowSink for TetragonRows {
-    fn append(&mut self, payload: &str, input: MessageInput, events: &mut Vec<EventRef>) -> Result<(), String> {
+    fn append(
+        &mut self,
+        payload: &str,
+        input: MessageInput,
+        events: &mut Vec<EventRef>,
+    ) -> Result<(), String> {
         let message = input.message;
         let top: BTreeMap<Str, &RawValue> = serde_json::from_str(payload).map_err(json_error)?;
-        let mut kinds = top.iter().filter(|(k, _)| !METADATA_KEYS.contains(&k.as_str()));
+        let mut kinds = top
+            .iter()
+            .filter(|(k, _)| !METADATA_KEYS.contains(&k.as_str()));
         let (event_type, body) = match (kinds.next(), kinds.next()) {
             (Some(one), None) => one,
-            (None, _) => return Err("not a Tetragon event: no event field beside node_name and time".into()),
+            (None, _) => {
+                return Err("not a Tetragon event: no event field beside node_name and time".into())
+            }
             (Some((a, _)), Some((b, _))) => {
-                return Err(format!("not a Tetragon event: more than one event field ({}, {})", a.as_str(), b.as_str()))
+                return Err(format!(
+                    "not a Tetragon event: more than one event field ({}, {})",
+                    a.as_str(),
+                    b.as_str()
+                ))
             }
         };
         let node_name: Option<Str> = match top.get(&Str("node_name".into())) {
-            Some(raw) => serde_json::from_str(raw.get()).map_err(|e| format!("field node_name: {}", json_error(e)))?,
+            Some(raw) => serde_json::from_str(raw.get())
+                .map_err(|e| format!("field node_name: {}", json_error(e)))?,
             None => None,
         };
         let time: Option<Str> = match top.get(&Str("time".into())) {
-            Some(raw) => serde_json::from_str(raw.get()).map_err(|e| format!("field time: {}", json_error(e)))?,
+            Some(raw) => serde_json::from_str(raw.get())
+                .map_err(|e| format!("field time: {}", json_error(e)))?,
             None => None,
         };
         let event: EventIn = serde_json::from_str(body.get())
@@ -344,7 +378,14 @@ impl RowSink for TetragonRows {
             Some(t) => parse_time("time", t)?,
             None => input.fallback_ns,
         };
-        input.check_time(if time.is_some() { "time" } else { "message timestamp" }, event_time)?;
+        input.check_time(
+            if time.is_some() {
+                "time"
+            } else {
+                "message timestamp"
+            },
+            event_time,
+        )?;
         check_raw_field("args", event.args, input.limits.max_field_bytes)?;
         let own_times = process_times(event.process.as_ref(), "process")?;
         let parent_times = process_times(event.parent.as_ref(), "parent")?;
@@ -368,10 +409,16 @@ impl RowSink for TetragonRows {
 
         let exec_id = event.process.as_ref().and_then(|p| opt(&p.exec_id));
         let native_id = match (exec_id, opt(&time)) {
-            (Some(exec_id), Some(time)) => Some(format!("{exec_id}/{}/{time}", event_type.as_str())),
+            (Some(exec_id), Some(time)) => {
+                Some(format!("{exec_id}/{}/{time}", event_type.as_str()))
+            }
             _ => None,
         };
-        events.push(EventRef { message, item: 0, native_id });
+        events.push(EventRef {
+            message,
+            item: 0,
+            native_id,
+        });
         Ok(())
     }
 
@@ -394,6 +441,7 @@ impl RowSink for TetragonRows {
             finish_str(&mut self.payload),
             Arc::new(self.row.finish()),
         ];
-        RecordBatch::try_new(schema::tetragon(), columns).expect("tetragon columns match the declared schema")
+        RecordBatch::try_new(schema::tetragon(), columns)
+            .expect("tetragon columns match the declared schema")
     }
 }

@@ -23,10 +23,20 @@ const READ_RESOURCES: [(&str, &str); 6] = [
     ("replicasets", "apps"),
 ];
 
-const CONTROLLERS: [&str; 5] =
-    ["replicaset-controller", "deployment-controller", "endpoint-controller", "namespace-controller", "generic-garbage-collector"];
+const CONTROLLERS: [&str; 5] = [
+    "replicaset-controller",
+    "deployment-controller",
+    "endpoint-controller",
+    "namespace-controller",
+    "generic-garbage-collector",
+];
 
-const REGISTRIES: [&str; 4] = ["ghcr.io/acme", "quay.io/acme", "123456789012.dkr.ecr.eu-west-1.amazonaws.com/acme", "registry.k8s.io"];
+const REGISTRIES: [&str; 4] = [
+    "ghcr.io/acme",
+    "quay.io/acme",
+    "123456789012.dkr.ecr.eu-west-1.amazonaws.com/acme",
+    "registry.k8s.io",
+];
 
 /// Common fields of every audit event; `extra` is merged over them.
 #[allow(clippy::too_many_arguments)]
@@ -77,7 +87,12 @@ fn event(
 }
 
 fn private_ip(rng: &mut Rng) -> String {
-    format!("10.{}.{}.{}", rng.below(256), rng.below(256), 1 + rng.below(254))
+    format!(
+        "10.{}.{}.{}",
+        rng.below(256),
+        rng.below(256),
+        1 + rng.below(254)
+    )
 }
 
 fn human(cluster: &Cluster, rng: &mut Rng) -> (String, Value) {
@@ -106,7 +121,11 @@ fn service_account(namespace: &str, app: &str, rng: &mut Rng) -> (String, Value)
 }
 
 fn to_built(key: String, (event_id, value): (String, Value)) -> Built {
-    Built { key, event_id, payload: serde_json::to_vec(&value).expect("JSON values serialize") }
+    Built {
+        key,
+        event_id,
+        payload: serde_json::to_vec(&value).expect("JSON values serialize"),
+    }
 }
 
 /// One benign audit event.
@@ -127,10 +146,17 @@ fn controller_read(rng: &mut Rng, cluster: &Cluster, time_ns: i64) -> Built {
     let (resource, group) = *rng.pick(&READ_RESOURCES);
     let verb = *rng.pick(&["get", "list", "watch"]);
     let (name, user) = service_account(&pod.namespace, pod.app, rng);
-    let prefix = if group.is_empty() { "/api/v1".to_string() } else { format!("/apis/{group}/v1") };
+    let prefix = if group.is_empty() {
+        "/api/v1".to_string()
+    } else {
+        format!("/apis/{group}/v1")
+    };
     let (uri, object_ref) = if verb == "get" {
         (
-            format!("{prefix}/namespaces/{}/{resource}/{}", pod.namespace, pod.name),
+            format!(
+                "{prefix}/namespaces/{}/{resource}/{}",
+                pod.namespace, pod.name
+            ),
             json!({"resource": resource, "namespace": pod.namespace, "name": pod.name, "apiGroup": group, "apiVersion": "v1"}),
         )
     } else {
@@ -141,17 +167,53 @@ fn controller_read(rng: &mut Rng, cluster: &Cluster, time_ns: i64) -> Built {
     };
     let ua = format!("{}/v0.0.0 (linux/amd64) kubernetes/$Format", pod.app);
     let ip = private_ip(rng);
-    to_built(name.clone(), event(rng, time_ns, "Metadata", verb, user, &ua, ip, object_ref, uri, 200, json!({})))
+    to_built(
+        name.clone(),
+        event(
+            rng,
+            time_ns,
+            "Metadata",
+            verb,
+            user,
+            &ua,
+            ip,
+            object_ref,
+            uri,
+            200,
+            json!({}),
+        ),
+    )
 }
 
 /// API discovery by a workload's client library: a non-resource request.
 fn discovery(rng: &mut Rng, cluster: &Cluster, time_ns: i64) -> Built {
     let pod = cluster.pod(rng);
     let (name, user) = service_account(&pod.namespace, pod.app, rng);
-    let uri = *rng.pick(&["/api?timeout=32s", "/apis?timeout=32s", "/version", "/openapi/v3?timeout=32s", "/apis/apps/v1?timeout=32s"]);
+    let uri = *rng.pick(&[
+        "/api?timeout=32s",
+        "/apis?timeout=32s",
+        "/version",
+        "/openapi/v3?timeout=32s",
+        "/apis/apps/v1?timeout=32s",
+    ]);
     let ua = format!("{}/v0.0.0 (linux/amd64) kubernetes/$Format", pod.app);
     let ip = private_ip(rng);
-    to_built(name.clone(), event(rng, time_ns, "Metadata", "get", user, &ua, ip, Value::Null, uri.into(), 200, json!({})))
+    to_built(
+        name.clone(),
+        event(
+            rng,
+            time_ns,
+            "Metadata",
+            "get",
+            user,
+            &ua,
+            ip,
+            Value::Null,
+            uri.into(),
+            200,
+            json!({}),
+        ),
+    )
 }
 
 fn lease_renewal(rng: &mut Rng, cluster: &Cluster, time_ns: i64) -> Built {
@@ -171,11 +233,25 @@ fn lease_renewal(rng: &mut Rng, cluster: &Cluster, time_ns: i64) -> Built {
         "spec": {"holderIdentity": node, "leaseDurationSeconds": 40, "renewTime": renew}
     });
     let object_ref = json!({"resource": "leases", "namespace": "kube-node-lease", "name": node, "uid": rng.uuid(), "apiGroup": "coordination.k8s.io", "apiVersion": "v1", "resourceVersion": rng.below(90_000_000).to_string()});
-    let uri = format!("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node}?timeout=10s");
+    let uri = format!(
+        "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node}?timeout=10s"
+    );
     let ip = private_ip(rng);
     to_built(
         name.clone(),
-        event(rng, time_ns, "RequestResponse", "update", user, "kubelet/v1.30.4 (linux/amd64) kubernetes/a51b3b7", ip, object_ref, uri, 200, json!({"requestObject": request})),
+        event(
+            rng,
+            time_ns,
+            "RequestResponse",
+            "update",
+            user,
+            "kubelet/v1.30.4 (linux/amd64) kubernetes/a51b3b7",
+            ip,
+            object_ref,
+            uri,
+            200,
+            json!({"requestObject": request}),
+        ),
     )
 }
 
@@ -199,11 +275,26 @@ fn pod_status_patch(rng: &mut Rng, cluster: &Cluster, time_ns: i64) -> Built {
         }
     });
     let object_ref = json!({"resource": "pods", "subresource": "status", "namespace": pod.namespace, "name": pod.name, "apiVersion": "v1"});
-    let uri = format!("/api/v1/namespaces/{}/pods/{}/status", pod.namespace, pod.name);
+    let uri = format!(
+        "/api/v1/namespaces/{}/pods/{}/status",
+        pod.namespace, pod.name
+    );
     let ip = private_ip(rng);
     to_built(
         name.clone(),
-        event(rng, time_ns, "Request", "patch", user, "kubelet/v1.30.4 (linux/amd64) kubernetes/a51b3b7", ip, object_ref, uri, 200, json!({"requestObject": request})),
+        event(
+            rng,
+            time_ns,
+            "Request",
+            "patch",
+            user,
+            "kubelet/v1.30.4 (linux/amd64) kubernetes/a51b3b7",
+            ip,
+            object_ref,
+            uri,
+            200,
+            json!({"requestObject": request}),
+        ),
     )
 }
 
@@ -246,13 +337,28 @@ fn deployment_apply(rng: &mut Rng, cluster: &Cluster, time_ns: i64) -> Built {
     let uri = if verb == "create" {
         format!("/apis/apps/v1/namespaces/{}/deployments?fieldManager=kubectl-client-side-apply&fieldValidation=Strict", pod.namespace)
     } else {
-        format!("/apis/apps/v1/namespaces/{}/deployments/{}?fieldManager=kubectl-client-side-apply", pod.namespace, pod.app)
+        format!(
+            "/apis/apps/v1/namespaces/{}/deployments/{}?fieldManager=kubectl-client-side-apply",
+            pod.namespace, pod.app
+        )
     };
     let ip = private_ip(rng);
     let code = if verb == "create" { 201 } else { 200 };
     to_built(
         name.clone(),
-        event(rng, time_ns, "Request", verb, user, "kubectl/v1.30.2 (linux/amd64) kubernetes/3968350", ip, object_ref, uri, code, json!({"requestObject": request})),
+        event(
+            rng,
+            time_ns,
+            "Request",
+            verb,
+            user,
+            "kubectl/v1.30.2 (linux/amd64) kubernetes/3968350",
+            ip,
+            object_ref,
+            uri,
+            code,
+            json!({"requestObject": request}),
+        ),
     )
 }
 
@@ -269,11 +375,26 @@ fn configmap_write(rng: &mut Rng, cluster: &Cluster, time_ns: i64) -> Built {
         }
     });
     let object_ref = json!({"resource": "configmaps", "namespace": pod.namespace, "name": cm, "apiVersion": "v1"});
-    let uri = format!("/api/v1/namespaces/{}/configmaps?fieldManager=kubectl-client-side-apply", pod.namespace);
+    let uri = format!(
+        "/api/v1/namespaces/{}/configmaps?fieldManager=kubectl-client-side-apply",
+        pod.namespace
+    );
     let ip = private_ip(rng);
     to_built(
         name.clone(),
-        event(rng, time_ns, "Request", "create", user, "kubectl/v1.30.2 (linux/amd64) kubernetes/3968350", ip, object_ref, uri, 201, json!({"requestObject": request})),
+        event(
+            rng,
+            time_ns,
+            "Request",
+            "create",
+            user,
+            "kubectl/v1.30.2 (linux/amd64) kubernetes/3968350",
+            ip,
+            object_ref,
+            uri,
+            201,
+            json!({"requestObject": request}),
+        ),
     )
 }
 
@@ -314,14 +435,29 @@ pub(crate) fn human_request(
 ) -> Built {
     let (name, user) = human(cluster, rng);
     let ip = private_ip(rng);
-    to_built(name.clone(), event(rng, time_ns, "Request", verb, user, user_agent, ip, object_ref, uri, code, extra))
+    to_built(
+        name.clone(),
+        event(
+            rng, time_ns, "Request", verb, user, user_agent, ip, object_ref, uri, code, extra,
+        ),
+    )
 }
 
 pub(crate) fn attack_pod_exec_shell(rng: &mut Rng, cluster: &Cluster, time_ns: i64) -> Built {
     let pod = cluster.pod(rng);
     let object_ref = json!({"resource": "pods", "subresource": "exec", "namespace": pod.namespace, "name": pod.name, "apiVersion": "v1"});
     let uri = format!("/api/v1/namespaces/{}/pods/{}/exec?command=sh&container={}&stdin=true&stdout=true&tty=true", pod.namespace, pod.name, pod.app);
-    human_request(rng, cluster, time_ns, "create", "kubectl/v1.30.2 (linux/amd64) kubernetes/3968350", object_ref, uri, 101, json!({}))
+    human_request(
+        rng,
+        cluster,
+        time_ns,
+        "create",
+        "kubectl/v1.30.2 (linux/amd64) kubernetes/3968350",
+        object_ref,
+        uri,
+        101,
+        json!({}),
+    )
 }
 
 pub(crate) fn attack_privileged_pod(rng: &mut Rng, cluster: &Cluster, time_ns: i64) -> Built {
@@ -331,12 +467,27 @@ pub(crate) fn attack_privileged_pod(rng: &mut Rng, cluster: &Cluster, time_ns: i
     spec["containers"][0]["securityContext"] = json!({"privileged": true});
     let name = format!("{}-debug-{}", pod.app, rng.hex(5));
     let request = json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": name, "namespace": pod.namespace}, "spec": spec});
-    let object_ref = json!({"resource": "pods", "namespace": pod.namespace, "name": name, "apiVersion": "v1"});
+    let object_ref =
+        json!({"resource": "pods", "namespace": pod.namespace, "name": name, "apiVersion": "v1"});
     let uri = format!("/api/v1/namespaces/{}/pods", pod.namespace);
-    human_request(rng, cluster, time_ns, "create", "kubectl/v1.30.2 (linux/amd64) kubernetes/3968350", object_ref, uri, 201, json!({"requestObject": request}))
+    human_request(
+        rng,
+        cluster,
+        time_ns,
+        "create",
+        "kubectl/v1.30.2 (linux/amd64) kubernetes/3968350",
+        object_ref,
+        uri,
+        201,
+        json!({"requestObject": request}),
+    )
 }
 
-pub(crate) fn attack_cluster_admin_binding(rng: &mut Rng, cluster: &Cluster, time_ns: i64) -> Built {
+pub(crate) fn attack_cluster_admin_binding(
+    rng: &mut Rng,
+    cluster: &Cluster,
+    time_ns: i64,
+) -> Built {
     let binding = format!("ops-{}", rng.hex(6));
     let sa = format!("{}", cluster.namespace_of(rng.below(1000)));
     let request = json!({
@@ -346,19 +497,46 @@ pub(crate) fn attack_cluster_admin_binding(rng: &mut Rng, cluster: &Cluster, tim
         "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": sa}]
     });
     let object_ref = json!({"resource": "clusterrolebindings", "name": binding, "apiGroup": "rbac.authorization.k8s.io", "apiVersion": "v1"});
-    human_request(rng, cluster, time_ns, "create", "kubectl/v1.30.2 (linux/amd64) kubernetes/3968350", object_ref,
-        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings?fieldManager=kubectl-create".into(), 201, json!({"requestObject": request}))
+    human_request(
+        rng,
+        cluster,
+        time_ns,
+        "create",
+        "kubectl/v1.30.2 (linux/amd64) kubernetes/3968350",
+        object_ref,
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings?fieldManager=kubectl-create".into(),
+        201,
+        json!({"requestObject": request}),
+    )
 }
 
 pub(crate) fn attack_secrets_dump(rng: &mut Rng, cluster: &Cluster, time_ns: i64) -> Built {
     let object_ref = json!({"resource": "secrets", "apiVersion": "v1"});
-    human_request(rng, cluster, time_ns, "list", "kubectl/v1.30.2 (linux/amd64) kubernetes/3968350", object_ref,
-        "/api/v1/secrets?limit=500".into(), 200, json!({}))
+    human_request(
+        rng,
+        cluster,
+        time_ns,
+        "list",
+        "kubectl/v1.30.2 (linux/amd64) kubernetes/3968350",
+        object_ref,
+        "/api/v1/secrets?limit=500".into(),
+        200,
+        json!({}),
+    )
 }
 
 pub(crate) fn attack_offensive_tool(rng: &mut Rng, cluster: &Cluster, time_ns: i64) -> Built {
     let pod = cluster.pod(rng);
     let object_ref = json!({"resource": "pods", "namespace": pod.namespace, "apiVersion": "v1"});
-    human_request(rng, cluster, time_ns, "list", "peirates/v1.1.20", object_ref,
-        format!("/api/v1/namespaces/{}/pods", pod.namespace), 200, json!({}))
+    human_request(
+        rng,
+        cluster,
+        time_ns,
+        "list",
+        "peirates/v1.1.20",
+        object_ref,
+        format!("/api/v1/namespaces/{}/pods", pod.namespace),
+        200,
+        json!({}),
+    )
 }

@@ -73,7 +73,11 @@ impl Default for GenConfig {
 impl GenConfig {
     /// Only `source`, everything else default.
     pub fn single(source: SourceKind) -> Self {
-        GenConfig { sources: vec![source], weights: vec![1], ..Default::default() }
+        GenConfig {
+            sources: vec![source],
+            weights: vec![1],
+            ..Default::default()
+        }
     }
 }
 
@@ -170,7 +174,14 @@ impl Rng {
     /// A random (version 4 shaped) UUID.
     pub fn uuid(&mut self) -> String {
         let h = self.hex(32);
-        format!("{}-{}-4{}-a{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+        format!(
+            "{}-{}-4{}-a{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[13..16],
+            &h[17..20],
+            &h[20..32]
+        )
     }
 }
 
@@ -183,8 +194,20 @@ pub(crate) struct Cluster {
     pods: u32,
 }
 
-const APPS: [&str; 12] =
-    ["checkout", "payments", "catalog", "search", "frontend", "orders", "billing", "auth", "reports", "inventory", "shipping", "gateway"];
+const APPS: [&str; 12] = [
+    "checkout",
+    "payments",
+    "catalog",
+    "search",
+    "frontend",
+    "orders",
+    "billing",
+    "auth",
+    "reports",
+    "inventory",
+    "shipping",
+    "gateway",
+];
 
 impl Cluster {
     pub fn user(&self, rng: &mut Rng) -> String {
@@ -200,7 +223,11 @@ impl Cluster {
         PodRef {
             namespace: self.namespace_of(i / APPS.len() as u64),
             app,
-            name: format!("{app}-{:08x}-{:05}", (i.wrapping_mul(2_654_435_761)) as u32, i),
+            name: format!(
+                "{app}-{:08x}-{:05}",
+                (i.wrapping_mul(2_654_435_761)) as u32,
+                i
+            ),
             node: format!("node-{}", i % (self.pods / 30).max(1) as u64),
         }
     }
@@ -237,12 +264,31 @@ pub struct Generator {
 
 impl Generator {
     pub fn new(config: GenConfig) -> Self {
-        assert_eq!(config.sources.len(), config.weights.len(), "one weight per source");
+        assert_eq!(
+            config.sources.len(),
+            config.weights.len(),
+            "one weight per source"
+        );
         assert!(!config.sources.is_empty(), "at least one source");
-        let attacks = ATTACKS.iter().filter(|a| config.sources.contains(&a.source)).collect();
-        let cluster = Cluster { users: config.users, namespaces: config.namespaces, pods: config.pods };
+        let attacks = ATTACKS
+            .iter()
+            .filter(|a| config.sources.contains(&a.source))
+            .collect();
+        let cluster = Cluster {
+            users: config.users,
+            namespaces: config.namespaces,
+            pods: config.pods,
+        };
         let rng = Rng::new(config.seed);
-        Generator { config, cluster, rng, index: 0, per_source: [0; 3], next_attack: 0, attacks }
+        Generator {
+            config,
+            cluster,
+            rng,
+            index: 0,
+            per_source: [0; 3],
+            next_attack: 0,
+            attacks,
+        }
     }
 
     pub fn config(&self) -> &GenConfig {
@@ -258,21 +304,35 @@ impl Generator {
     pub fn next_event(&mut self) -> GeneratedEvent {
         let index = self.index;
         self.index += 1;
-        let time_ns = self.config.start_ns.saturating_add(self.config.step_ns.saturating_mul(index as i64));
+        let time_ns = self
+            .config
+            .start_ns
+            .saturating_add(self.config.step_ns.saturating_mul(index as i64));
         let (source, built, attack) = if self.is_attack_position(index) {
             let attack = self.attacks[self.next_attack % self.attacks.len()];
             self.next_attack += 1;
-            (attack.source, (attack.build)(&mut self.rng, &self.cluster, time_ns), Some(attack))
+            (
+                attack.source,
+                (attack.build)(&mut self.rng, &self.cluster, time_ns),
+                Some(attack),
+            )
         } else {
             let source = self.config.sources[self.rng.weighted(&self.config.weights)];
             let built = match source {
                 SourceKind::K8sAudit => audit::background(&mut self.rng, &self.cluster, time_ns),
-                SourceKind::Falco => runtime::falco_background(&mut self.rng, &self.cluster, time_ns),
-                SourceKind::Tetragon => runtime::tetragon_background(&mut self.rng, &self.cluster, time_ns),
+                SourceKind::Falco => {
+                    runtime::falco_background(&mut self.rng, &self.cluster, time_ns)
+                }
+                SourceKind::Tetragon => {
+                    runtime::tetragon_background(&mut self.rng, &self.cluster, time_ns)
+                }
             };
             (source, built, None)
         };
-        let slot = &mut self.per_source[SourceKind::ALL.iter().position(|s| *s == source).expect("known source")];
+        let slot = &mut self.per_source[SourceKind::ALL
+            .iter()
+            .position(|s| *s == source)
+            .expect("known source")];
         let source_index = *slot;
         *slot += 1;
         GeneratedEvent {

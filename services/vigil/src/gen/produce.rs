@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures::stream::{FuturesUnordered, StreamExt};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use tokio::sync::watch;
 
@@ -27,7 +27,10 @@ impl GenSummary {
     fn count(&mut self, e: &GeneratedEvent) {
         self.events += 1;
         self.bytes += e.payload.len() as u64;
-        self.per_source[SourceKind::ALL.iter().position(|s| *s == e.source).expect("known source")] += 1;
+        self.per_source[SourceKind::ALL
+            .iter()
+            .position(|s| *s == e.source)
+            .expect("known source")] += 1;
         if let Some(m) = e.manifest_entry() {
             self.attacks.push(m);
         }
@@ -48,7 +51,10 @@ pub struct Pacer {
 
 impl Pacer {
     pub fn new(rate: u64) -> Self {
-        Pacer { rate, start: Instant::now() }
+        Pacer {
+            rate,
+            start: Instant::now(),
+        }
     }
 
     /// Wait until `sent` events are due.
@@ -65,11 +71,17 @@ impl Pacer {
 }
 
 /// Write `count` events (0: unbounded) as JSON lines, one event a line.
-pub fn write_jsonl(generator: &mut Generator, count: u64, out: &mut dyn Write) -> Result<GenSummary> {
+pub fn write_jsonl(
+    generator: &mut Generator,
+    count: u64,
+    out: &mut dyn Write,
+) -> Result<GenSummary> {
     let mut summary = GenSummary::default();
     while count == 0 || summary.events < count {
         let e = generator.next_event();
-        out.write_all(&e.payload).and_then(|_| out.write_all(b"\n")).context("writing events")?;
+        out.write_all(&e.payload)
+            .and_then(|_| out.write_all(b"\n"))
+            .context("writing events")?;
         summary.count(&e);
     }
     out.flush().context("writing events")?;
@@ -125,7 +137,9 @@ pub async fn produce(
         if topic.is_empty() {
             bail!("source {} has no topic configured", e.source);
         }
-        let mut record = FutureRecord::to(topic).key(e.key.as_bytes()).payload(&e.payload);
+        let mut record = FutureRecord::to(topic)
+            .key(e.key.as_bytes())
+            .payload(&e.payload);
         let delivery = loop {
             match producer.send_result(record) {
                 Ok(delivery) => break delivery,
@@ -164,7 +178,10 @@ pub async fn produce(
     Ok(summary)
 }
 
-type Delivery = Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>;
+type Delivery = Result<
+    rdkafka::producer::future_producer::OwnedDeliveryResult,
+    futures::channel::oneshot::Canceled,
+>;
 
 fn settle(r: Delivery, failures: &mut u64, first_error: &mut Option<String>) {
     let error = match r {

@@ -12,7 +12,11 @@ use serde_json::{json, Value};
 use super::{rfc3339_nanos, Built, Cluster, PodRef, Rng};
 
 fn built(key: String, event_id: String, value: &Value) -> Built {
-    Built { key, event_id, payload: serde_json::to_vec(value).expect("JSON values serialize") }
+    Built {
+        key,
+        event_id,
+        payload: serde_json::to_vec(value).expect("JSON values serialize"),
+    }
 }
 
 // --- Falco ---------------------------------------------------------------
@@ -90,7 +94,13 @@ const FALCO_NOTICES: [(&str, &str, &[&str], &str, &str); 4] = [
     (
         "Launch Ingress Remote File Copy Tools in Container",
         "Notice",
-        &["container", "network", "process", "mitre_command_and_control", "TA0011"],
+        &[
+            "container",
+            "network",
+            "process",
+            "mitre_command_and_control",
+            "TA0011",
+        ],
         "Ingress remote file copy tool launched in container",
         "/usr/bin/python3 /app/sync.py --pull",
     ),
@@ -106,7 +116,9 @@ const FALCO_NOTICES: [(&str, &str, &[&str], &str, &str); 4] = [
 pub(crate) fn falco_background(rng: &mut Rng, cluster: &Cluster, time_ns: i64) -> Built {
     let pod = cluster.pod(rng);
     let (rule, priority, tags, message, cmdline) = *rng.pick(&FALCO_NOTICES);
-    falco_alert(rng, &pod, time_ns, rule, priority, tags, message, cmdline, "app")
+    falco_alert(
+        rng, &pod, time_ns, rule, priority, tags, message, cmdline, "app",
+    )
 }
 
 pub(crate) fn attack_falco_shell(rng: &mut Rng, cluster: &Cluster, time_ns: i64) -> Built {
@@ -132,7 +144,12 @@ pub(crate) fn attack_falco_release_agent(rng: &mut Rng, cluster: &Cluster, time_
         time_ns,
         "Detect release_agent File Container Escapes",
         "Critical",
-        &["container", "process", "mitre_privilege_escalation", "T1611"],
+        &[
+            "container",
+            "process",
+            "mitre_privilege_escalation",
+            "T1611",
+        ],
         "Detect an attempt to exploit a container escape using release_agent file",
         "/bin/sh -c echo /cmd > /tmp/cgrp/release_agent",
         "root",
@@ -147,7 +164,15 @@ fn exec_id(rng: &mut Rng, node: &str) -> String {
 }
 
 /// A Tetragon `process` object for a process in `pod`.
-fn process(rng: &mut Rng, pod: &PodRef, time_ns: i64, binary: &str, arguments: &str, exec_id: &str, parent_exec_id: &str) -> Value {
+fn process(
+    rng: &mut Rng,
+    pod: &PodRef,
+    time_ns: i64,
+    binary: &str,
+    arguments: &str,
+    exec_id: &str,
+    parent_exec_id: &str,
+) -> Value {
     let container_id = rng.hex(64);
     json!({
         "exec_id": exec_id,
@@ -183,7 +208,15 @@ fn process(rng: &mut Rng, pod: &PodRef, time_ns: i64, binary: &str, arguments: &
     })
 }
 
-fn tetragon_event(rng: &mut Rng, pod: &PodRef, time_ns: i64, kind: &str, binary: &str, arguments: &str, parent_binary: &str) -> Built {
+fn tetragon_event(
+    rng: &mut Rng,
+    pod: &PodRef,
+    time_ns: i64,
+    kind: &str,
+    binary: &str,
+    arguments: &str,
+    parent_binary: &str,
+) -> Built {
     let own = exec_id(rng, &pod.node);
     let parent_id = exec_id(rng, &pod.node);
     let grandparent = exec_id(rng, &pod.node);
@@ -212,8 +245,20 @@ const APP_BINARIES: [(&str, &str); 5] = [
 pub(crate) fn tetragon_background(rng: &mut Rng, cluster: &Cluster, time_ns: i64) -> Built {
     let pod = cluster.pod(rng);
     let (binary, args) = *rng.pick(&APP_BINARIES);
-    let kind = if rng.below(2) == 0 { "process_exec" } else { "process_exit" };
-    tetragon_event(rng, &pod, time_ns, kind, binary, args, "/usr/bin/containerd-shim-runc-v2")
+    let kind = if rng.below(2) == 0 {
+        "process_exec"
+    } else {
+        "process_exit"
+    };
+    tetragon_event(
+        rng,
+        &pod,
+        time_ns,
+        kind,
+        binary,
+        args,
+        "/usr/bin/containerd-shim-runc-v2",
+    )
 }
 
 pub(crate) fn attack_tetragon_miner(rng: &mut Rng, cluster: &Cluster, time_ns: i64) -> Built {
@@ -231,5 +276,13 @@ pub(crate) fn attack_tetragon_miner(rng: &mut Rng, cluster: &Cluster, time_ns: i
 
 pub(crate) fn attack_tetragon_nsenter(rng: &mut Rng, cluster: &Cluster, time_ns: i64) -> Built {
     let pod = cluster.pod(rng);
-    tetragon_event(rng, &pod, time_ns, "process_exec", "/usr/bin/nsenter", "-t 1 -m -u -n -i -p -- /usr/bin/id", "/app/server")
+    tetragon_event(
+        rng,
+        &pod,
+        time_ns,
+        "process_exec",
+        "/usr/bin/nsenter",
+        "-t 1 -m -u -n -i -p -- /usr/bin/id",
+        "/app/server",
+    )
 }

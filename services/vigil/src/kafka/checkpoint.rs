@@ -59,10 +59,17 @@ impl Checkpoint {
     }
 
     /// Fold a batch in: `processed` only moves forward.
-    pub fn advance(&mut self, next_offsets: &BTreeMap<(String, i32), i64>, emitted: BTreeMap<String, i64>) {
+    pub fn advance(
+        &mut self,
+        next_offsets: &BTreeMap<(String, i32), i64>,
+        emitted: BTreeMap<String, i64>,
+    ) {
         self.v = 1;
         for ((topic, partition), next) in next_offsets {
-            let e = self.processed.entry(format!("{topic}/{partition}")).or_insert(*next);
+            let e = self
+                .processed
+                .entry(format!("{topic}/{partition}"))
+                .or_insert(*next);
             *e = (*e).max(*next);
         }
         self.emitted = emitted;
@@ -82,7 +89,12 @@ fn parse_keys(map: &BTreeMap<String, i64>) -> BTreeMap<(String, i32), i64> {
 ///
 /// Scans at most the last `tail` records (the topic should be compacted;
 /// one record is written per batch).
-pub fn read_latest(base: &ClientConfig, topic: &str, group: &str, tail: i64) -> Result<Option<Checkpoint>> {
+pub fn read_latest(
+    base: &ClientConfig,
+    topic: &str,
+    group: &str,
+    tail: i64,
+) -> Result<Option<Checkpoint>> {
     let consumer: BaseConsumer = base
         .clone()
         .set("group.id", format!("{group}-checkpoint-reader"))
@@ -90,7 +102,12 @@ pub fn read_latest(base: &ClientConfig, topic: &str, group: &str, tail: i64) -> 
         .set("isolation.level", "read_committed")
         .create()
         .context("creating the checkpoint reader")?;
-    super::require_topic(&consumer, topic, "checkpoint topic", "1 partition, cleanup.policy=compact")?;
+    super::require_topic(
+        &consumer,
+        topic,
+        "checkpoint topic",
+        "1 partition, cleanup.policy=compact",
+    )?;
     let (low, high) = consumer
         .fetch_watermarks(topic, 0, Duration::from_secs(10))
         .with_context(|| format!("reading the end of the checkpoint topic {topic:?}"))?;
@@ -108,16 +125,22 @@ pub fn read_latest(base: &ClientConfig, topic: &str, group: &str, tail: i64) -> 
         if std::time::Instant::now() > deadline {
             bail!("timed out reading the checkpoint topic {topic:?} ({position} of {high})");
         }
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
         let message = message.context("reading the checkpoint topic")?;
         position = message.offset() + 1;
         if message.key() != Some(group.as_bytes()) {
             continue;
         }
-        let Some(payload) = message.payload() else { continue };
+        let Some(payload) = message.payload() else {
+            continue;
+        };
         match serde_json::from_slice::<Checkpoint>(payload) {
             Ok(cp) => latest = Some(cp),
-            Err(e) => tracing::warn!(offset = message.offset(), error = %e, "skipping an unreadable checkpoint"),
+            Err(e) => {
+                tracing::warn!(offset = message.offset(), error = %e, "skipping an unreadable checkpoint")
+            }
         }
     }
     Ok(latest)

@@ -54,7 +54,11 @@ impl KafkaSource {
     ///
     /// Auto-commit is off: offsets are committed by [`KafkaSource::commit_offsets`]
     /// only after the batch's alerts are acknowledged.
-    pub fn new(settings: &Settings, brokers: &str, checkpoint: Option<&Checkpoint>) -> Result<KafkaSource> {
+    pub fn new(
+        settings: &Settings,
+        brokers: &str,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<KafkaSource> {
         let observer = ConsumerObserver::new(
             Arc::new(crate::metrics::Metrics::new()),
             Arc::new(crate::health::Health::default()),
@@ -79,20 +83,35 @@ impl KafkaSource {
             .set("enable.partition.eof", "false")
             .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
         super::apply_properties(&mut config, &settings.kafka);
-        let consumer: StreamConsumer<ConsumerObserver> =
-            config.create_with_context(observer.clone()).context("creating the Kafka consumer")?;
-        let topics: HashMap<String, SourceKind> =
-            settings.topics.sources().into_iter().map(|(kind, topic)| (topic, kind)).collect();
+        let consumer: StreamConsumer<ConsumerObserver> = config
+            .create_with_context(observer.clone())
+            .context("creating the Kafka consumer")?;
+        let topics: HashMap<String, SourceKind> = settings
+            .topics
+            .sources()
+            .into_iter()
+            .map(|(kind, topic)| (topic, kind))
+            .collect();
         let names: Vec<&str> = topics.keys().map(String::as_str).collect();
-        consumer.subscribe(&names).with_context(|| format!("subscribing to {names:?}"))?;
-        let processed = checkpoint.map(Checkpoint::processed_offsets).unwrap_or_default();
+        consumer
+            .subscribe(&names)
+            .with_context(|| format!("subscribing to {names:?}"))?;
+        let processed = checkpoint
+            .map(Checkpoint::processed_offsets)
+            .unwrap_or_default();
         let rejoin = Some(Rejoin {
             config,
             observer,
             watch: MembershipWatch::new(settings.kafka.group_id.clone()),
             subscribe_pending: false,
         });
-        Ok(KafkaSource { consumer: Arc::new(consumer), topics, processed, partitions: Vec::new(), rejoin })
+        Ok(KafkaSource {
+            consumer: Arc::new(consumer),
+            topics,
+            processed,
+            partitions: Vec::new(),
+            rejoin,
+        })
     }
 
     /// A reader of every partition of every enabled source topic, outside
@@ -101,10 +120,17 @@ impl KafkaSource {
     /// says, or at the beginning; its progress lives in its checkpoints,
     /// not in committed offsets. Partitions added to a topic later are not
     /// read until the next leadership change.
-    pub fn all_partitions(settings: &Settings, brokers: &str, checkpoint: Option<&Checkpoint>) -> Result<KafkaSource> {
+    pub fn all_partitions(
+        settings: &Settings,
+        brokers: &str,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<KafkaSource> {
         let mut config = super::base_config(&settings.kafka, brokers);
         config
-            .set("group.id", format!("{}-correlation-reader", settings.kafka.group_id))
+            .set(
+                "group.id",
+                format!("{}-correlation-reader", settings.kafka.group_id),
+            )
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false");
@@ -114,11 +140,18 @@ impl KafkaSource {
             Arc::new(crate::health::Health::default()),
             settings.topics.sources().into_iter().map(|(_, t)| t),
         );
-        let consumer: StreamConsumer<ConsumerObserver> =
-            config.create_with_context(observer).context("creating the correlation reader")?;
-        let topics: HashMap<String, SourceKind> =
-            settings.topics.sources().into_iter().map(|(kind, topic)| (topic, kind)).collect();
-        let resume = checkpoint.map(Checkpoint::resume_offsets).unwrap_or_default();
+        let consumer: StreamConsumer<ConsumerObserver> = config
+            .create_with_context(observer)
+            .context("creating the correlation reader")?;
+        let topics: HashMap<String, SourceKind> = settings
+            .topics
+            .sources()
+            .into_iter()
+            .map(|(kind, topic)| (topic, kind))
+            .collect();
+        let resume = checkpoint
+            .map(Checkpoint::resume_offsets)
+            .unwrap_or_default();
         let mut list = TopicPartitionList::new();
         for topic in topics.keys() {
             let metadata = consumer
@@ -130,15 +163,33 @@ impl KafkaSource {
                         Some(o) => Offset::Offset(*o),
                         None => Offset::Beginning,
                     };
-                    list.add_partition_offset(topic, p.id(), offset).context("building the assignment")?;
+                    list.add_partition_offset(topic, p.id(), offset)
+                        .context("building the assignment")?;
                 }
             }
         }
-        consumer.assign(&list).context("assigning the source partitions to the correlation reader")?;
-        let partitions = list.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect();
-        tracing::info!(partitions = list.count(), "correlation reader assigned every source partition");
-        let processed = checkpoint.map(Checkpoint::processed_offsets).unwrap_or_default();
-        Ok(KafkaSource { consumer: Arc::new(consumer), topics, processed, partitions, rejoin: None })
+        consumer
+            .assign(&list)
+            .context("assigning the source partitions to the correlation reader")?;
+        let partitions = list
+            .elements()
+            .iter()
+            .map(|e| format!("{}/{}", e.topic(), e.partition()))
+            .collect();
+        tracing::info!(
+            partitions = list.count(),
+            "correlation reader assigned every source partition"
+        );
+        let processed = checkpoint
+            .map(Checkpoint::processed_offsets)
+            .unwrap_or_default();
+        Ok(KafkaSource {
+            consumer: Arc::new(consumer),
+            topics,
+            processed,
+            partitions,
+            rejoin: None,
+        })
     }
 
     /// The partitions of a manual assignment, as `"topic/partition"`.
@@ -191,7 +242,11 @@ impl KafkaSource {
             batch.messages.push(RawMessage {
                 source,
                 payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                origin: Origin::Kafka { topic, partition, offset },
+                origin: Origin::Kafka {
+                    topic,
+                    partition,
+                    offset,
+                },
                 timestamp_ms: message.timestamp().to_millis(),
                 state_only,
             });
@@ -204,13 +259,17 @@ impl KafkaSource {
     /// its partitions are reassigned even by a coordinator that does not
     /// rebalance by itself (see [`super::membership`]).
     async fn rejoin_after_departures(&mut self) {
-        let Some(rejoin) = self.rejoin.as_mut() else { return };
+        let Some(rejoin) = self.rejoin.as_mut() else {
+            return;
+        };
         let names: Vec<String> = self.topics.keys().cloned().collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         if rejoin.subscribe_pending {
             match self.consumer.subscribe(&names) {
                 Ok(()) => rejoin.subscribe_pending = false,
-                Err(e) => tracing::error!(error = %e, "subscribing the new consumer failed; retrying before the next batch"),
+                Err(e) => {
+                    tracing::error!(error = %e, "subscribing the new consumer failed; retrying before the next batch")
+                }
             }
             return;
         }
@@ -220,7 +279,10 @@ impl KafkaSource {
         }
         tracing::info!(departed = ?gone, "a member left the consumer group; rejoining as a new member so that its partitions are reassigned");
         // Created first (no group traffic yet), so a failure keeps the old one.
-        let fresh: StreamConsumer<ConsumerObserver> = match rejoin.config.create_with_context(rejoin.observer.clone()) {
+        let fresh: StreamConsumer<ConsumerObserver> = match rejoin
+            .config
+            .create_with_context(rejoin.observer.clone())
+        {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "creating a new consumer to rejoin the group failed; keeping the old one");
@@ -247,7 +309,9 @@ impl KafkaSource {
         if offsets.count() == 0 {
             return Ok(());
         }
-        self.consumer.commit(offsets, CommitMode::Sync).context("committing consumer offsets")
+        self.consumer
+            .commit(offsets, CommitMode::Sync)
+            .context("committing consumer offsets")
     }
 
     /// The consumer's group metadata (for transactional offset commits).
@@ -261,14 +325,21 @@ impl KafkaSource {
         let positions = self.consumer.position()?;
         let mut out = Vec::new();
         for elem in assignment.elements() {
-            let (_, high) =
-                self.consumer.fetch_watermarks(elem.topic(), elem.partition(), Duration::from_secs(5))?;
+            let (_, high) = self.consumer.fetch_watermarks(
+                elem.topic(),
+                elem.partition(),
+                Duration::from_secs(5),
+            )?;
             let position = positions
                 .find_partition(elem.topic(), elem.partition())
                 .and_then(|p| p.offset().to_raw())
                 .filter(|o| *o >= 0)
                 .unwrap_or(0);
-            out.push((elem.topic().to_string(), elem.partition(), (high - position).max(0)));
+            out.push((
+                elem.topic().to_string(),
+                elem.partition(),
+                (high - position).max(0),
+            ));
         }
         Ok(out)
     }
@@ -283,7 +354,8 @@ pub fn resume_offsets(
     let mut list = TopicPartitionList::new();
     for (key, next) in next_offsets {
         let resume = retained.get(key).map_or(*next, |r| (*r).min(*next));
-        list.add_partition_offset(&key.0, key.1, Offset::Offset(resume)).context("building the offset list")?;
+        list.add_partition_offset(&key.0, key.1, Offset::Offset(resume))
+            .context("building the offset list")?;
     }
     Ok(list)
 }

@@ -67,7 +67,10 @@ impl MembershipWatch {
     /// it is not time yet, or when the listing failed: a failure is logged
     /// and the next check tries again). `consumer` is the member itself
     /// (its own ids are not counted).
-    pub async fn departed<C: ConsumerContext + 'static>(&mut self, consumer: &Arc<StreamConsumer<C>>) -> Vec<String> {
+    pub async fn departed<C: ConsumerContext + 'static>(
+        &mut self,
+        consumer: &Arc<StreamConsumer<C>>,
+    ) -> Vec<String> {
         // The listing is a broker round trip (up to its 5 s timeout): it
         // runs in the background, and its result is read at a later call,
         // so that it never holds up a batch.
@@ -79,7 +82,9 @@ impl MembershipWatch {
                     self.own_ids.insert(id);
                 }
                 let (consumer, group) = (consumer.clone(), self.group.clone());
-                self.listing = Some(tokio::task::spawn_blocking(move || list_members(&consumer, &group)));
+                self.listing = Some(tokio::task::spawn_blocking(move || {
+                    list_members(&consumer, &group)
+                }));
             }
             return Vec::new();
         }
@@ -99,12 +104,18 @@ impl MembershipWatch {
             }
         };
         tracing::debug!(group = %self.group, ?members, own = ?self.own_ids, "consumer group members");
-        let others: BTreeSet<String> = members.into_iter().filter(|m| !self.own_ids.contains(m)).collect();
+        let others: BTreeSet<String> = members
+            .into_iter()
+            .filter(|m| !self.own_ids.contains(m))
+            .collect();
         // Our own id may be unknown at the first listing (before the join
         // completes) and so be among the previous "others": never a
         // departure, or we would rejoin for nothing and re-read a batch.
         let gone = match &self.others {
-            Some(previous) => departed(previous, &others).into_iter().filter(|m| !self.own_ids.contains(m)).collect(),
+            Some(previous) => departed(previous, &others)
+                .into_iter()
+                .filter(|m| !self.own_ids.contains(m))
+                .collect(),
             None => Vec::new(),
         };
         self.others = Some(others);
@@ -125,9 +136,19 @@ pub fn departed(previous: &BTreeSet<String>, current: &BTreeSet<String>) -> Vec<
 }
 
 /// The member ids of `group`, as the coordinator lists them.
-fn list_members<C: ConsumerContext>(consumer: &StreamConsumer<C>, group: &str) -> Result<BTreeSet<String>> {
-    let list = consumer.fetch_group_list(Some(group), Duration::from_secs(5)).context("describing the consumer group")?;
-    Ok(list.groups().iter().filter(|g| g.name() == group).flat_map(|g| g.members().iter().map(|m| m.id().to_string())).collect())
+fn list_members<C: ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    group: &str,
+) -> Result<BTreeSet<String>> {
+    let list = consumer
+        .fetch_group_list(Some(group), Duration::from_secs(5))
+        .context("describing the consumer group")?;
+    Ok(list
+        .groups()
+        .iter()
+        .filter(|g| g.name() == group)
+        .flat_map(|g| g.members().iter().map(|m| m.id().to_string()))
+        .collect())
 }
 
 /// This consumer's current member id (`None` before it first joined).
@@ -158,9 +179,18 @@ mod tests {
 
     #[test]
     fn a_departure_is_a_member_missing_from_the_next_listing() {
-        assert_eq!(departed(&set(&["a", "b"]), &set(&["a"])), vec!["b".to_string()]);
-        assert!(departed(&set(&["a"]), &set(&["a", "c"])).is_empty(), "a member joining is not a departure");
-        assert_eq!(departed(&set(&["a", "b"]), &set(&["c"])), vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(
+            departed(&set(&["a", "b"]), &set(&["a"])),
+            vec!["b".to_string()]
+        );
+        assert!(
+            departed(&set(&["a"]), &set(&["a", "c"])).is_empty(),
+            "a member joining is not a departure"
+        );
+        assert_eq!(
+            departed(&set(&["a", "b"]), &set(&["c"])),
+            vec!["a".to_string(), "b".to_string()]
+        );
         assert!(departed(&set(&[]), &set(&[])).is_empty());
     }
 }

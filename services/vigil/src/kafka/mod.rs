@@ -8,8 +8,8 @@ pub mod observer;
 mod producer;
 
 pub use checkpoint::Checkpoint;
-pub use observer::ConsumerObserver;
 pub use consumer::{resume_offsets, KafkaSource, SourceBatch};
+pub use observer::ConsumerObserver;
 pub use producer::{KafkaSink, OutRecord, TxnError};
 
 use rdkafka::ClientConfig;
@@ -51,7 +51,10 @@ pub fn require_topic<C: rdkafka::consumer::ConsumerContext>(
     let metadata = consumer
         .fetch_metadata(Some(topic), std::time::Duration::from_secs(10))
         .with_context(|| format!("reading metadata of the {what} {topic:?}"))?;
-    let exists = metadata.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+    let exists = metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
     if !exists {
         anyhow::bail!("the {what} {topic:?} does not exist: create it ({create_with})");
     }

@@ -30,8 +30,16 @@ pub struct ConsumerObserver {
 }
 
 impl ConsumerObserver {
-    pub fn new(metrics: Arc<Metrics>, health: Arc<Health>, topics: impl IntoIterator<Item = String>) -> Self {
-        ConsumerObserver { metrics, health, topics: topics.into_iter().collect() }
+    pub fn new(
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        topics: impl IntoIterator<Item = String>,
+    ) -> Self {
+        ConsumerObserver {
+            metrics,
+            health,
+            topics: topics.into_iter().collect(),
+        }
     }
 }
 
@@ -41,11 +49,17 @@ impl ConsumerObserver {
 /// committed offset, else the log start). `None` while librdkafka does not
 /// know the end yet.
 pub fn partition_lag(p: &Partition) -> Option<i64> {
-    let end = if p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset };
+    let end = if p.ls_offset >= 0 {
+        p.ls_offset
+    } else {
+        p.hi_offset
+    };
     if end < 0 {
         return None;
     }
-    let position = [p.app_offset, p.committed_offset, p.lo_offset].into_iter().find(|o| *o >= 0)?;
+    let position = [p.app_offset, p.committed_offset, p.lo_offset]
+        .into_iter()
+        .find(|o| *o >= 0)?;
     Some((end - position).max(0))
 }
 
@@ -79,13 +93,21 @@ impl ConsumerContext for ConsumerObserver {
             // instance beyond the partition count is a ready standby.
             Rebalance::Assign(list) => {
                 self.health.set_assigned(true);
-                self.metrics.set_assigned_partitions(assigned.max(list.count()));
-                tracing::info!(partitions = assigned.max(list.count()), "partitions assigned");
+                self.metrics
+                    .set_assigned_partitions(assigned.max(list.count()));
+                tracing::info!(
+                    partitions = assigned.max(list.count()),
+                    "partitions assigned"
+                );
             }
             Rebalance::Revoke(list) => {
                 self.health.set_assigned(assigned > 0);
                 self.metrics.set_assigned_partitions(assigned);
-                tracing::info!(revoked = list.count(), remaining = assigned, "partitions revoked");
+                tracing::info!(
+                    revoked = list.count(),
+                    remaining = assigned,
+                    "partitions revoked"
+                );
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "consumer group rebalance failed"),
         }
@@ -98,19 +120,69 @@ mod tests {
 
     /// A partition as librdkafka reports it before anything is known.
     fn unknown() -> Partition {
-        Partition { app_offset: -1001, committed_offset: -1001, lo_offset: -1, hi_offset: -1, ls_offset: -1, desired: true, ..Default::default() }
+        Partition {
+            app_offset: -1001,
+            committed_offset: -1001,
+            lo_offset: -1,
+            hi_offset: -1,
+            ls_offset: -1,
+            desired: true,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn lag_is_end_minus_position_with_fallbacks() {
         // Position known: last stable offset wins over the high watermark.
-        assert_eq!(partition_lag(&Partition { app_offset: 40, hi_offset: 100, ls_offset: 90, ..unknown() }), Some(50));
-        assert_eq!(partition_lag(&Partition { app_offset: 40, hi_offset: 100, ..unknown() }), Some(60));
+        assert_eq!(
+            partition_lag(&Partition {
+                app_offset: 40,
+                hi_offset: 100,
+                ls_offset: 90,
+                ..unknown()
+            }),
+            Some(50)
+        );
+        assert_eq!(
+            partition_lag(&Partition {
+                app_offset: 40,
+                hi_offset: 100,
+                ..unknown()
+            }),
+            Some(60)
+        );
         // Nothing read yet: from the committed offset, else the log start.
-        assert_eq!(partition_lag(&Partition { committed_offset: 10, hi_offset: 100, ..unknown() }), Some(90));
-        assert_eq!(partition_lag(&Partition { lo_offset: 5, hi_offset: 100, ..unknown() }), Some(95));
+        assert_eq!(
+            partition_lag(&Partition {
+                committed_offset: 10,
+                hi_offset: 100,
+                ..unknown()
+            }),
+            Some(90)
+        );
+        assert_eq!(
+            partition_lag(&Partition {
+                lo_offset: 5,
+                hi_offset: 100,
+                ..unknown()
+            }),
+            Some(95)
+        );
         // End unknown, or position past a stale end.
-        assert_eq!(partition_lag(&Partition { app_offset: 40, ..unknown() }), None);
-        assert_eq!(partition_lag(&Partition { app_offset: 120, hi_offset: 100, ..unknown() }), Some(0));
+        assert_eq!(
+            partition_lag(&Partition {
+                app_offset: 40,
+                ..unknown()
+            }),
+            None
+        );
+        assert_eq!(
+            partition_lag(&Partition {
+                app_offset: 120,
+                hi_offset: 100,
+                ..unknown()
+            }),
+            Some(0)
+        );
     }
 }

@@ -79,7 +79,10 @@ impl KafkaSink {
                 })?;
             tracing::info!(transactional_id = %settings.kafka.transactional_id(), "exactly-once delivery: transactions initialised");
         }
-        Ok(KafkaSink { producer, transactional })
+        Ok(KafkaSink {
+            producer,
+            transactional,
+        })
     }
 
     /// Whether this sink commits batches in transactions.
@@ -102,9 +105,11 @@ impl KafkaSink {
         if let Err(e) = &result {
             if matches!(e, TxnError::Retriable(_)) {
                 let p = self.producer.clone();
-                let aborted = tokio::task::spawn_blocking(move || p.abort_transaction(Timeout::After(TXN_CALL_TIMEOUT)))
-                    .await
-                    .map_err(|e| TxnError::Fatal(e.into()))?;
+                let aborted = tokio::task::spawn_blocking(move || {
+                    p.abort_transaction(Timeout::After(TXN_CALL_TIMEOUT))
+                })
+                .await
+                .map_err(|e| TxnError::Fatal(e.into()))?;
                 if let Err(abort_error) = aborted {
                     return Err(classify(abort_error, "aborting the failed transaction"));
                 }
@@ -119,10 +124,14 @@ impl KafkaSink {
         offsets: &TopicPartitionList,
         group: ConsumerGroupMetadata,
     ) -> Result<(), TxnError> {
-        self.producer.begin_transaction().map_err(|e| classify(e, "beginning a transaction"))?;
+        self.producer
+            .begin_transaction()
+            .map_err(|e| classify(e, "beginning a transaction"))?;
         let sends = records.iter().map(|r| {
             self.producer.send(
-                FutureRecord::to(&r.topic).key(r.key.as_bytes()).payload(r.payload.as_bytes()),
+                FutureRecord::to(&r.topic)
+                    .key(r.key.as_bytes())
+                    .payload(r.payload.as_bytes()),
                 Timeout::After(Duration::from_secs(30)),
             )
         });
@@ -137,7 +146,8 @@ impl KafkaSink {
                 p.send_offsets_to_transaction(&offsets, &group, Timeout::After(TXN_CALL_TIMEOUT))
                     .map_err(|e| classify(e, "adding the consumer offsets to the transaction"))?;
             }
-            p.commit_transaction(Timeout::After(TXN_CALL_TIMEOUT)).map_err(|e| classify(e, "committing the transaction"))
+            p.commit_transaction(Timeout::After(TXN_CALL_TIMEOUT))
+                .map_err(|e| classify(e, "committing the transaction"))
         })
         .await
         .map_err(|e| TxnError::Fatal(e.into()))?
@@ -152,7 +162,9 @@ impl KafkaSink {
         for attempt in 1..=attempts.max(1) {
             let futures = pending.iter().map(|r| {
                 self.producer.send(
-                    FutureRecord::to(&r.topic).key(r.key.as_bytes()).payload(r.payload.as_bytes()),
+                    FutureRecord::to(&r.topic)
+                        .key(r.key.as_bytes())
+                        .payload(r.payload.as_bytes()),
                     Timeout::After(Duration::from_secs(30)),
                 )
             });
@@ -178,7 +190,10 @@ impl KafkaSink {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
-        bail!("{} record(s) still undelivered after {attempts} attempts", pending.len())
+        bail!(
+            "{} record(s) still undelivered after {attempts} attempts",
+            pending.len()
+        )
     }
 
     pub fn flush(&self) {

@@ -110,14 +110,19 @@ impl LeaseState {
             // A claim of a term already taken lost; anything else is stale.
             _ => {}
         }
-        if self.pending_claim.is_some_and(|(term, _)| self.term >= term) {
+        if self
+            .pending_claim
+            .is_some_and(|(term, _)| self.term >= term)
+        {
             self.pending_claim = None;
         }
     }
 
     /// The holder, if heard within the timeout.
     fn live_holder(&self, now: Instant) -> Option<&str> {
-        self.holder.as_deref().filter(|_| now.duration_since(self.last_heard) < self.timeout)
+        self.holder
+            .as_deref()
+            .filter(|_| now.duration_since(self.last_heard) < self.timeout)
     }
 
     /// The term this candidate leads, if it holds the lease and has read
@@ -139,7 +144,10 @@ impl LeaseState {
         if !vacant {
             return None;
         }
-        if self.pending_claim.is_some_and(|(_, at)| now.duration_since(at) < self.timeout) {
+        if self
+            .pending_claim
+            .is_some_and(|(_, at)| now.duration_since(at) < self.timeout)
+        {
             return None;
         }
         let term = self.term + 1;
@@ -164,17 +172,26 @@ pub async fn elect(
 ) -> Result<()> {
     let timeout = Duration::from_millis(settings.correlation.lease_timeout_ms);
     if timeout < Duration::from_millis(100) {
-        bail!("correlation.lease_timeout_ms must be at least 100 (is {})", settings.correlation.lease_timeout_ms);
+        bail!(
+            "correlation.lease_timeout_ms must be at least 100 (is {})",
+            settings.correlation.lease_timeout_ms
+        );
     }
     let topic = settings.topics.correlation_lease.clone();
     let key = settings.kafka.group_id.clone();
     let me = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
     let (consumer, producer) = clients(settings, brokers, &topic, timeout)?;
-    tracing::info!(topic, instance = me, "taking part in the correlation leader election");
+    tracing::info!(
+        topic,
+        instance = me,
+        "taking part in the correlation leader election"
+    );
 
     let mut state = LeaseState::new(me.clone(), timeout, Instant::now());
     let renew_every = timeout / 4;
-    let mut last_sent = Instant::now().checked_sub(timeout).unwrap_or_else(Instant::now);
+    let mut last_sent = Instant::now()
+        .checked_sub(timeout)
+        .unwrap_or_else(Instant::now);
     let mut tick = tokio::time::interval((timeout / 8).max(Duration::from_millis(50)));
     let mut stop = stop;
     loop {
@@ -197,7 +214,11 @@ pub async fn elect(
         if *stop.borrow() {
             if let Some(term) = state.leading(now) {
                 leading.send_replace(None);
-                let release = LeaseRecord { instance: me.clone(), term, kind: Kind::Release };
+                let release = LeaseRecord {
+                    instance: me.clone(),
+                    term,
+                    kind: Kind::Release,
+                };
                 if let Err(e) = append(&producer, &topic, &key, &release).await {
                     tracing::warn!(error = %format!("{e:#}"), "releasing the correlation lease failed; it expires instead");
                 }
@@ -211,13 +232,24 @@ pub async fn elect(
             changed
         });
         let record = if let Some(term) = term {
-            (now.duration_since(last_sent) >= renew_every).then(|| LeaseRecord { instance: me.clone(), term, kind: Kind::Renew })
+            (now.duration_since(last_sent) >= renew_every).then(|| LeaseRecord {
+                instance: me.clone(),
+                term,
+                kind: Kind::Renew,
+            })
         } else {
-            state.claim(now).map(|term| LeaseRecord { instance: me.clone(), term, kind: Kind::Claim })
+            state.claim(now).map(|term| LeaseRecord {
+                instance: me.clone(),
+                term,
+                kind: Kind::Claim,
+            })
         };
         if let Some(record) = record {
             if record.kind == Kind::Claim {
-                tracing::info!(term = record.term, "no live correlation leader: claiming the lease");
+                tracing::info!(
+                    term = record.term,
+                    "no live correlation leader: claiming the lease"
+                );
             }
             last_sent = now;
             // A failed append is retried by the next renewal or claim; a
@@ -238,33 +270,59 @@ fn clients(
 ) -> Result<(StreamConsumer, FutureProducer)> {
     let mut config = crate::kafka::base_config(&settings.kafka, brokers);
     config
-        .set("group.id", format!("{}-correlation-lease-reader", settings.kafka.group_id))
+        .set(
+            "group.id",
+            format!("{}-correlation-lease-reader", settings.kafka.group_id),
+        )
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false");
     crate::kafka::apply_properties(&mut config, &settings.kafka);
-    let consumer: StreamConsumer = config.create().context("creating the correlation lease reader")?;
-    crate::kafka::require_topic(&consumer, topic, "correlation lease topic", "1 partition, time-based retention")?;
+    let consumer: StreamConsumer = config
+        .create()
+        .context("creating the correlation lease reader")?;
+    crate::kafka::require_topic(
+        &consumer,
+        topic,
+        "correlation lease topic",
+        "1 partition, time-based retention",
+    )?;
     let mut list = TopicPartitionList::new();
-    list.add_partition_offset(topic, 0, Offset::Beginning).context("building the lease assignment")?;
-    consumer.assign(&list).context("assigning the correlation lease partition")?;
+    list.add_partition_offset(topic, 0, Offset::Beginning)
+        .context("building the lease assignment")?;
+    consumer
+        .assign(&list)
+        .context("assigning the correlation lease partition")?;
 
     let mut config = crate::kafka::base_config(&settings.kafka, brokers);
-    config
-        .set("acks", "all")
-        .set("linger.ms", "0")
-        .set("message.timeout.ms", timeout.as_millis().max(1000).to_string());
+    config.set("acks", "all").set("linger.ms", "0").set(
+        "message.timeout.ms",
+        timeout.as_millis().max(1000).to_string(),
+    );
     crate::kafka::apply_properties(&mut config, &settings.kafka);
     // Never transactional: a lease record must be visible at once.
     config.remove("transactional.id");
-    let producer: FutureProducer = config.create().context("creating the correlation lease writer")?;
+    let producer: FutureProducer = config
+        .create()
+        .context("creating the correlation lease writer")?;
     Ok((consumer, producer))
 }
 
 /// Append one record and wait for the broker's acknowledgement.
-async fn append(producer: &FutureProducer, topic: &str, key: &str, record: &LeaseRecord) -> Result<()> {
+async fn append(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    record: &LeaseRecord,
+) -> Result<()> {
     let payload = serde_json::to_string(record).expect("lease records serialize");
     producer
-        .send(FutureRecord::to(topic).partition(0).key(key).payload(&payload), Duration::ZERO)
+        .send(
+            FutureRecord::to(topic)
+                .partition(0)
+                .key(key)
+                .payload(&payload),
+            Duration::ZERO,
+        )
         .await
         .map_err(|(e, _)| e)
         .with_context(|| format!("appending a lease record to {topic:?}"))?;
@@ -278,7 +336,11 @@ mod tests {
     const T: Duration = Duration::from_secs(10);
 
     fn rec(instance: &str, term: u64, kind: Kind) -> LeaseRecord {
-        LeaseRecord { instance: instance.into(), term, kind }
+        LeaseRecord {
+            instance: instance.into(),
+            term,
+            kind,
+        }
     }
 
     #[test]
@@ -335,7 +397,11 @@ mod tests {
             s.observe(&rec("a", 1, Kind::Claim), t0);
         }
         assert_eq!(a.leading(t0 + T / 4), Some(1));
-        assert_eq!(a.leading(t0 + T / 2), None, "a stops leading at half the timeout");
+        assert_eq!(
+            a.leading(t0 + T / 2),
+            None,
+            "a stops leading at half the timeout"
+        );
         assert_eq!(b.claim(t0 + T / 2), None, "b waits for the whole timeout");
         assert_eq!(b.claim(t0 + T), Some(2));
     }

@@ -29,7 +29,8 @@ use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, ReplaceChildrenOptions,
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
+    ReplaceChildrenOptions,
 };
 use futures::{Stream, StreamExt};
 
@@ -55,7 +56,9 @@ impl EvalDeadline {
     fn check(&self) -> Result<()> {
         match *self.deadline.lock().expect("deadline lock") {
             Some((at, budget)) if Instant::now() >= at => {
-                Err(DataFusionError::External(Box::new(BudgetExceeded { budget })))
+                Err(DataFusionError::External(Box::new(BudgetExceeded {
+                    budget,
+                })))
             }
             _ => Ok(()),
         }
@@ -88,7 +91,9 @@ impl BudgetExceeded {
             if let Some(e) = current.downcast_ref::<BudgetExceeded>() {
                 return Some(*e);
             }
-            if let Some(DataFusionError::External(inner)) = current.downcast_ref::<DataFusionError>() {
+            if let Some(DataFusionError::External(inner)) =
+                current.downcast_ref::<DataFusionError>()
+            {
                 if let Some(e) = inner.downcast_ref::<BudgetExceeded>() {
                     return Some(*e);
                 }
@@ -99,7 +104,10 @@ impl BudgetExceeded {
 }
 
 /// Wrap every node of `plan` in a [`DeadlineExec`] reading `deadline`.
-pub fn with_deadline(plan: Arc<dyn ExecutionPlan>, deadline: &Arc<EvalDeadline>) -> Result<Arc<dyn ExecutionPlan>> {
+pub fn with_deadline(
+    plan: Arc<dyn ExecutionPlan>,
+    deadline: &Arc<EvalDeadline>,
+) -> Result<Arc<dyn ExecutionPlan>> {
     plan.transform_up(|node| {
         let wrapped: Arc<dyn ExecutionPlan> = Arc::new(DeadlineExec::new(node, deadline.clone()));
         Ok(Transformed::yes(wrapped))
@@ -157,20 +165,40 @@ impl ExecutionPlan for DeadlineExec {
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         if children.len() != 1 {
-            return Err(DataFusionError::Internal(format!("DeadlineExec has one child, got {}", children.len())));
+            return Err(DataFusionError::Internal(format!(
+                "DeadlineExec has one child, got {}",
+                children.len()
+            )));
         }
-        Ok(Arc::new(DeadlineExec::new(children.remove(0), self.deadline.clone())))
+        Ok(Arc::new(DeadlineExec::new(
+            children.remove(0),
+            self.deadline.clone(),
+        )))
     }
 
     #[allow(deprecated)]
-    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
-        self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
     }
 
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         self.deadline.check()?;
         let inner = self.input.execute(partition, context)?;
-        Ok(Box::pin(DeadlineStream { inner, deadline: self.deadline.clone(), failed: false }))
+        Ok(Box::pin(DeadlineStream {
+            inner,
+            deadline: self.deadline.clone(),
+            failed: false,
+        }))
     }
 }
 

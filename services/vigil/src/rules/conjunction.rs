@@ -49,10 +49,11 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::Result;
 use datafusion::logical_expr::{ColumnarValue, Operator};
 use datafusion::physical_expr::expressions::{
-    BinaryExpr, CaseExpr, CastExpr, Column, InListExpr, IsNotNullExpr, IsNullExpr, Literal, NotExpr, TryCastExpr,
+    BinaryExpr, CaseExpr, CastExpr, Column, InListExpr, IsNotNullExpr, IsNullExpr, Literal,
+    NotExpr, TryCastExpr,
 };
-use datafusion::physical_expr::ScalarFunctionExpr;
 use datafusion::physical_expr::utils::collect_columns;
+use datafusion::physical_expr::ScalarFunctionExpr;
 use datafusion::physical_expr::{split_conjunction, PhysicalExpr};
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::ExecutionPlan;
@@ -92,27 +93,42 @@ impl Hash for Conjunct {
 
 impl Conjunct {
     fn new(original: Arc<dyn PhysicalExpr>) -> Result<Self> {
-        let mut columns: Vec<usize> = collect_columns(&original).iter().map(Column::index).collect();
+        let mut columns: Vec<usize> = collect_columns(&original)
+            .iter()
+            .map(Column::index)
+            .collect();
         columns.sort_unstable();
         columns.dedup();
         let narrow = Arc::clone(&original)
             .transform_up(|e| match e.downcast_ref::<Column>() {
                 Some(c) => {
-                    let index = columns.binary_search(&c.index()).expect("every column was collected");
-                    Ok(Transformed::yes(Arc::new(Column::new(c.name(), index)) as Arc<dyn PhysicalExpr>))
+                    let index = columns
+                        .binary_search(&c.index())
+                        .expect("every column was collected");
+                    Ok(Transformed::yes(
+                        Arc::new(Column::new(c.name(), index)) as Arc<dyn PhysicalExpr>
+                    ))
                 }
                 None => Ok(Transformed::no(e)),
             })?
             .data;
         let key = Arc::clone(&original)
             .transform_up(|e| match e.downcast_ref::<Column>() {
-                Some(c) => Ok(Transformed::yes(Arc::new(Column::new(c.name(), 0)) as Arc<dyn PhysicalExpr>)),
+                Some(c) => Ok(Transformed::yes(
+                    Arc::new(Column::new(c.name(), 0)) as Arc<dyn PhysicalExpr>
+                )),
                 None => Ok(Transformed::no(e)),
             })?
             .data
             .to_string();
         let cheap = is_cheap(&original);
-        Ok(Conjunct { original, narrow, columns, key, cheap })
+        Ok(Conjunct {
+            original,
+            narrow,
+            columns,
+            key,
+            cheap,
+        })
     }
 
     /// The condition on `input` (already projected to `columns`), as a
@@ -120,7 +136,11 @@ impl Conjunct {
     fn evaluate_on(&self, input: &RecordBatch) -> Result<BooleanArray> {
         let array: ArrayRef = self.narrow.evaluate(input)?.into_array(input.num_rows())?;
         let booleans = as_boolean_array(&array)?;
-        Ok(if booleans.null_count() == 0 { booleans.clone() } else { prep_null_mask_filter(booleans) })
+        Ok(if booleans.null_count() == 0 {
+            booleans.clone()
+        } else {
+            prep_null_mask_filter(booleans)
+        })
     }
 }
 
@@ -148,7 +168,10 @@ impl Hash for SelectiveAnd {
 impl SelectiveAnd {
     /// The conjunction of `predicate`'s top-level conjuncts, in order.
     pub fn new(predicate: &Arc<dyn PhysicalExpr>, shared: Arc<SharedConditions>) -> Result<Self> {
-        let conjuncts = split_conjunction(predicate).into_iter().map(|c| Conjunct::new(Arc::clone(c))).collect::<Result<_>>()?;
+        let conjuncts = split_conjunction(predicate)
+            .into_iter()
+            .map(|c| Conjunct::new(Arc::clone(c)))
+            .collect::<Result<_>>()?;
         Ok(SelectiveAnd { conjuncts, shared })
     }
 }
@@ -219,7 +242,12 @@ struct Entry {
 impl SharedConditions {
     /// The condition on the rows of `mask` (every row when `None`): TRUE
     /// exactly where the row is in `mask` and the condition is TRUE.
-    fn evaluate(&self, conjunct: &Conjunct, input: &RecordBatch, mask: Option<&BooleanArray>) -> Result<BooleanArray> {
+    fn evaluate(
+        &self,
+        conjunct: &Conjunct,
+        input: &RecordBatch,
+        mask: Option<&BooleanArray>,
+    ) -> Result<BooleanArray> {
         let rows = input.num_rows();
         if input.num_columns() == 0 {
             let all = conjunct.evaluate_on(input)?;
@@ -228,12 +256,19 @@ impl SharedConditions {
                 Some(m) => and(m, &all)?,
             });
         }
-        let previous = self.entries.lock().expect("shared conditions lock").remove(&conjunct.key);
+        let previous = self
+            .entries
+            .lock()
+            .expect("shared conditions lock")
+            .remove(&conjunct.key);
         let mut entry = previous
             .filter(|e| {
                 e.values.len() == rows
                     && e.arrays.len() == input.num_columns()
-                    && e.arrays.iter().zip(input.columns()).all(|(a, b)| Arc::ptr_eq(a, b))
+                    && e.arrays
+                        .iter()
+                        .zip(input.columns())
+                        .all(|(a, b)| Arc::ptr_eq(a, b))
             })
             .unwrap_or_else(|| Entry {
                 arrays: input.columns().to_vec(),
@@ -253,7 +288,10 @@ impl SharedConditions {
                 entry.computed = BooleanBuffer::new_set(rows);
             } else {
                 let need = BooleanArray::new(need, None);
-                let fresh = scatter(&need, &conjunct.evaluate_on(&filter_record_batch(input, &need)?)?);
+                let fresh = scatter(
+                    &need,
+                    &conjunct.evaluate_on(&filter_record_batch(input, &need)?)?,
+                );
                 entry.values = &entry.values | fresh.values();
                 entry.computed = &entry.computed | need.values();
             }
@@ -262,7 +300,10 @@ impl SharedConditions {
             None => BooleanArray::new(entry.values.clone(), None),
             Some(m) => BooleanArray::new(m.values() & &entry.values, None),
         };
-        self.entries.lock().expect("shared conditions lock").insert(conjunct.key.clone(), entry);
+        self.entries
+            .lock()
+            .expect("shared conditions lock")
+            .insert(conjunct.key.clone(), entry);
         Ok(result)
     }
 }
@@ -313,16 +354,27 @@ impl PhysicalExpr for SelectiveAnd {
             let input = batch.project(&conjunct.columns)?;
             selected = Some(self.shared.evaluate(conjunct, &input, selected.as_ref())?);
         }
-        Ok(ColumnarValue::Array(Arc::new(selected.unwrap_or_else(|| BooleanArray::from(vec![true; rows])))))
+        Ok(ColumnarValue::Array(Arc::new(
+            selected.unwrap_or_else(|| BooleanArray::from(vec![true; rows])),
+        )))
     }
 
     fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
         self.conjuncts.iter().map(|c| &c.original).collect()
     }
 
-    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn PhysicalExpr>>) -> Result<Arc<dyn PhysicalExpr>> {
-        let conjuncts = children.into_iter().map(Conjunct::new).collect::<Result<_>>()?;
-        Ok(Arc::new(SelectiveAnd { conjuncts, shared: Arc::clone(&self.shared) }))
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn PhysicalExpr>>,
+    ) -> Result<Arc<dyn PhysicalExpr>> {
+        let conjuncts = children
+            .into_iter()
+            .map(Conjunct::new)
+            .collect::<Result<_>>()?;
+        Ok(Arc::new(SelectiveAnd {
+            conjuncts,
+            shared: Arc::clone(&self.shared),
+        }))
     }
 
     fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -340,13 +392,19 @@ impl PhysicalExpr for SelectiveAnd {
 
 /// Every filter of `plan` with its predicate as a [`SelectiveAnd`] whose
 /// conditions are shared through `shared`.
-pub fn selective_filters(plan: Arc<dyn ExecutionPlan>, shared: &Arc<SharedConditions>) -> Result<Arc<dyn ExecutionPlan>> {
+pub fn selective_filters(
+    plan: Arc<dyn ExecutionPlan>,
+    shared: &Arc<SharedConditions>,
+) -> Result<Arc<dyn ExecutionPlan>> {
     plan.transform_up(|node| {
         let Some(filter) = node.downcast_ref::<FilterExec>() else {
             return Ok(Transformed::no(node));
         };
-        let predicate = Arc::new(SelectiveAnd::new(filter.predicate(), Arc::clone(shared))?) as Arc<dyn PhysicalExpr>;
-        let rebuilt = FilterExecBuilder::from(filter).with_predicate(predicate).build()?;
+        let predicate = Arc::new(SelectiveAnd::new(filter.predicate(), Arc::clone(shared))?)
+            as Arc<dyn PhysicalExpr>;
+        let rebuilt = FilterExecBuilder::from(filter)
+            .with_predicate(predicate)
+            .build()?;
         Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>))
     })
     .map(|t| t.data)
@@ -366,20 +424,36 @@ mod tests {
             Field::new("s", DataType::Utf8, true),
             Field::new("m", DataType::Int64, true),
         ]));
-        let n: Vec<Option<i64>> = (0..100).map(|i| if i % 7 == 0 { None } else { Some(i) }).collect();
-        let s: Vec<Option<String>> = (0..100).map(|i| (i % 5 != 0).then(|| format!("v{}", i % 3))).collect();
+        let n: Vec<Option<i64>> = (0..100)
+            .map(|i| if i % 7 == 0 { None } else { Some(i) })
+            .collect();
+        let s: Vec<Option<String>> = (0..100)
+            .map(|i| (i % 5 != 0).then(|| format!("v{}", i % 3)))
+            .collect();
         let m: Vec<Option<i64>> = (0..100).map(|i| Some(i % 10)).collect();
         RecordBatch::try_new(
             schema,
-            vec![Arc::new(Int64Array::from(n)), Arc::new(StringArray::from(s)), Arc::new(Int64Array::from(m))],
+            vec![
+                Arc::new(Int64Array::from(n)),
+                Arc::new(StringArray::from(s)),
+                Arc::new(Int64Array::from(m)),
+            ],
         )
         .unwrap()
     }
 
     /// The rows a predicate keeps, as DataFusion's own evaluation decides.
     fn kept(predicate: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Vec<bool> {
-        let array = predicate.evaluate(batch).unwrap().into_array(batch.num_rows()).unwrap();
-        as_boolean_array(&array).unwrap().iter().map(|v| v == Some(true)).collect()
+        let array = predicate
+            .evaluate(batch)
+            .unwrap()
+            .into_array(batch.num_rows())
+            .unwrap();
+        as_boolean_array(&array)
+            .unwrap()
+            .iter()
+            .map(|v| v == Some(true))
+            .collect()
     }
 
     #[test]
@@ -394,18 +468,32 @@ mod tests {
         // two columns.
         let cases: Vec<Vec<Arc<dyn PhysicalExpr>>> = vec![
             vec![binary(n(), Operator::Gt, lit(1i64), &schema).unwrap()],
-            vec![binary(n(), Operator::Gt, lit(3i64), &schema).unwrap(), binary(s(), Operator::Eq, lit("v1"), &schema).unwrap()],
+            vec![
+                binary(n(), Operator::Gt, lit(3i64), &schema).unwrap(),
+                binary(s(), Operator::Eq, lit("v1"), &schema).unwrap(),
+            ],
             vec![
                 binary(s(), Operator::NotEq, lit("v0"), &schema).unwrap(),
                 binary(n(), Operator::Lt, m(), &schema).unwrap(),
                 is_not_null(n()).unwrap(),
             ],
-            vec![binary(m(), Operator::Eq, lit(3i64), &schema).unwrap(), binary(n(), Operator::Gt, lit(50i64), &schema).unwrap()],
-            vec![binary(m(), Operator::Eq, lit(99i64), &schema).unwrap(), binary(s(), Operator::Eq, lit("v1"), &schema).unwrap()],
+            vec![
+                binary(m(), Operator::Eq, lit(3i64), &schema).unwrap(),
+                binary(n(), Operator::Gt, lit(50i64), &schema).unwrap(),
+            ],
+            vec![
+                binary(m(), Operator::Eq, lit(99i64), &schema).unwrap(),
+                binary(s(), Operator::Eq, lit("v1"), &schema).unwrap(),
+            ],
         ];
         for conjuncts in cases {
-            let plain = conjuncts.iter().cloned().reduce(|l, r| binary(l, Operator::And, r, &schema).unwrap()).unwrap();
-            let selective: Arc<dyn PhysicalExpr> = Arc::new(SelectiveAnd::new(&plain, Arc::default()).unwrap());
+            let plain = conjuncts
+                .iter()
+                .cloned()
+                .reduce(|l, r| binary(l, Operator::And, r, &schema).unwrap())
+                .unwrap();
+            let selective: Arc<dyn PhysicalExpr> =
+                Arc::new(SelectiveAnd::new(&plain, Arc::default()).unwrap());
             assert_eq!(selective.conjuncts_len(), conjuncts.len());
             let expected = kept(&plain, &b);
             assert!(expected.len() == 100);
@@ -422,18 +510,30 @@ mod tests {
         // The same condition, `m = 3`, planned against two inputs where `m`
         // sits at different positions (as in two rules' projected scans).
         let narrow = first.project(&[2, 0]).unwrap();
-        let cond = |schema: &Schema| binary(col("m", schema).unwrap(), Operator::Eq, lit(3i64), schema).unwrap();
-        let a: Arc<dyn PhysicalExpr> = Arc::new(SelectiveAnd::new(&cond(&first.schema()), Arc::clone(&shared)).unwrap());
-        let b: Arc<dyn PhysicalExpr> = Arc::new(SelectiveAnd::new(&cond(&narrow.schema()), Arc::clone(&shared)).unwrap());
+        let cond = |schema: &Schema| {
+            binary(col("m", schema).unwrap(), Operator::Eq, lit(3i64), schema).unwrap()
+        };
+        let a: Arc<dyn PhysicalExpr> =
+            Arc::new(SelectiveAnd::new(&cond(&first.schema()), Arc::clone(&shared)).unwrap());
+        let b: Arc<dyn PhysicalExpr> =
+            Arc::new(SelectiveAnd::new(&cond(&narrow.schema()), Arc::clone(&shared)).unwrap());
         let expected = kept(&cond(&first.schema()), &first);
         assert_eq!(kept(&a, &first), expected);
         assert_eq!(shared.entries.lock().unwrap().len(), 1);
-        assert_eq!(kept(&b, &narrow), expected, "the entry of the same arrays is reused");
+        assert_eq!(
+            kept(&b, &narrow),
+            expected,
+            "the entry of the same arrays is reused"
+        );
         // A new batch with other values in `m`: the entry must not be reused.
         let m: Vec<i64> = (0..100).map(|i| (i + 3) % 10).collect();
         let second = RecordBatch::try_new(
             first.schema(),
-            vec![first.column(0).clone(), first.column(1).clone(), Arc::new(Int64Array::from(m))],
+            vec![
+                first.column(0).clone(),
+                first.column(1).clone(),
+                Arc::new(Int64Array::from(m)),
+            ],
         )
         .unwrap();
         let expected = kept(&cond(&second.schema()), &second);
@@ -448,16 +548,30 @@ mod tests {
         let shared: Arc<SharedConditions> = Arc::default();
         let b = batch();
         let schema = b.schema();
-        let regex = || binary(col("s", &schema).unwrap(), Operator::RegexMatch, lit("^v[01]$"), &schema).unwrap();
+        let regex = || {
+            binary(
+                col("s", &schema).unwrap(),
+                Operator::RegexMatch,
+                lit("^v[01]$"),
+                &schema,
+            )
+            .unwrap()
+        };
         for (first, m) in [(true, 3i64), (false, 4), (false, 3), (false, 99)] {
             let pick = binary(col("m", &schema).unwrap(), Operator::Eq, lit(m), &schema).unwrap();
             let plain = binary(pick, Operator::And, regex(), &schema).unwrap();
-            let rule: Arc<dyn PhysicalExpr> = Arc::new(SelectiveAnd::new(&plain, Arc::clone(&shared)).unwrap());
+            let rule: Arc<dyn PhysicalExpr> =
+                Arc::new(SelectiveAnd::new(&plain, Arc::clone(&shared)).unwrap());
             assert_eq!(kept(&rule, &b), kept(&plain, &b), "m = {m}");
             if first {
                 let entries = shared.entries.lock().unwrap();
-                let entry = entries.values().find(|e| e.values.len() == 100 && e.computed.count_set_bits() < 100);
-                assert!(entry.is_some(), "the regular expression was evaluated on the selected rows only");
+                let entry = entries
+                    .values()
+                    .find(|e| e.values.len() == 100 && e.computed.count_set_bits() < 100);
+                assert!(
+                    entry.is_some(),
+                    "the regular expression was evaluated on the selected rows only"
+                );
             }
         }
     }
@@ -467,17 +581,28 @@ mod tests {
         let b = batch();
         let schema = b.schema();
         let cheap = binary(col("s", &schema).unwrap(), Operator::Eq, lit("v1"), &schema).unwrap();
-        let regex = binary(col("s", &schema).unwrap(), Operator::RegexMatch, lit("^v"), &schema).unwrap();
+        let regex = binary(
+            col("s", &schema).unwrap(),
+            Operator::RegexMatch,
+            lit("^v"),
+            &schema,
+        )
+        .unwrap();
         assert!(is_cheap(&cheap));
         assert!(!is_cheap(&regex));
-        assert!(!is_cheap(&binary(cheap, Operator::And, regex, &schema).unwrap()));
+        assert!(!is_cheap(
+            &binary(cheap, Operator::And, regex, &schema).unwrap()
+        ));
     }
 
     #[test]
     fn scatter_puts_values_at_the_selected_rows() {
         let selected = BooleanArray::from(vec![false, true, true, false, true]);
         let values = BooleanArray::from(vec![true, false, true]);
-        assert_eq!(scatter(&selected, &values), BooleanArray::from(vec![false, true, false, false, true]));
+        assert_eq!(
+            scatter(&selected, &values),
+            BooleanArray::from(vec![false, true, false, false, true])
+        );
     }
 
     trait Len {

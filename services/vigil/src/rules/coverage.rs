@@ -52,7 +52,10 @@ impl Matrix {
         let m: Matrix = toml::from_str(text).map_err(|e| e.to_string())?;
         for t in m.tactics.iter().flat_map(|t| &t.techniques) {
             if !is_technique_id(&t.id) {
-                return Err(format!("invalid technique id {:?} (expected e.g. T1609 or T1552.007)", t.id));
+                return Err(format!(
+                    "invalid technique id {:?} (expected e.g. T1609 or T1552.007)",
+                    t.id
+                ));
             }
         }
         Ok(m)
@@ -60,7 +63,9 @@ impl Matrix {
 }
 
 fn is_technique_id(id: &str) -> bool {
-    let Some(rest) = id.strip_prefix('T') else { return false };
+    let Some(rest) = id.strip_prefix('T') else {
+        return false;
+    };
     let (main, sub) = rest.split_once('.').unwrap_or((rest, "000"));
     main.len() == 4 && sub.len() == 3 && main.chars().chain(sub.chars()).all(|c| c.is_ascii_digit())
 }
@@ -129,15 +134,26 @@ pub fn coverage(matrix: &Matrix, rules: &[Rule]) -> Coverage {
             if !ids.is_empty() {
                 covered.insert(t.id.clone());
             }
-            techniques.push(TechniqueCoverage { id: t.id.clone(), name: t.name.clone(), rules: ids });
+            techniques.push(TechniqueCoverage {
+                id: t.id.clone(),
+                name: t.name.clone(),
+                rules: ids,
+            });
         }
-        tactics.push(TacticCoverage { id: tactic.id.clone(), name: tactic.name.clone(), techniques });
+        tactics.push(TacticCoverage {
+            id: tactic.id.clone(),
+            name: tactic.name.clone(),
+            techniques,
+        });
     }
     let mut outside: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for r in rules {
         for m in &r.meta.mitre {
             if !all.iter().any(|(id, _)| covers(m, id)) {
-                outside.entry(m.clone()).or_default().push(r.meta.id.clone());
+                outside
+                    .entry(m.clone())
+                    .or_default()
+                    .push(r.meta.id.clone());
             }
         }
     }
@@ -148,12 +164,20 @@ pub fn coverage(matrix: &Matrix, rules: &[Rule]) -> Coverage {
         tactics,
         techniques_total: all.len(),
         techniques_covered: covered.len(),
-        uncovered: all.iter().filter(|(id, _)| !covered.contains(id)).map(|(id, n)| format!("{id} {n}")).collect(),
+        uncovered: all
+            .iter()
+            .filter(|(id, _)| !covered.contains(id))
+            .map(|(id, n)| format!("{id} {n}"))
+            .collect(),
         outside_matrix: outside
             .into_iter()
             .map(|(id, mut rules)| {
                 rules.sort();
-                TechniqueCoverage { id, name: String::new(), rules }
+                TechniqueCoverage {
+                    id,
+                    name: String::new(),
+                    rules,
+                }
             })
             .collect(),
     }
@@ -164,13 +188,31 @@ impl Coverage {
     /// `-- none --`), then the uncovered techniques and the total.
     pub fn render_text(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "{} ({}): coverage by {} rules", self.matrix, self.version, self.rules);
+        let _ = writeln!(
+            s,
+            "{} ({}): coverage by {} rules",
+            self.matrix, self.version, self.rules
+        );
         for tactic in &self.tactics {
-            let n = tactic.techniques.iter().filter(|t| !t.rules.is_empty()).count();
-            let _ = writeln!(s, "\n{} {} ({n}/{} techniques)", tactic.id, tactic.name, tactic.techniques.len());
+            let n = tactic
+                .techniques
+                .iter()
+                .filter(|t| !t.rules.is_empty())
+                .count();
+            let _ = writeln!(
+                s,
+                "\n{} {} ({n}/{} techniques)",
+                tactic.id,
+                tactic.name,
+                tactic.techniques.len()
+            );
             for t in &tactic.techniques {
                 let mark = if t.rules.is_empty() { " " } else { "x" };
-                let rules = if t.rules.is_empty() { "-- none --".to_string() } else { t.rules.join(", ") };
+                let rules = if t.rules.is_empty() {
+                    "-- none --".to_string()
+                } else {
+                    t.rules.join(", ")
+                };
                 let _ = writeln!(s, "  [{mark}] {:<10} {:<60} {rules}", t.id, t.name);
             }
         }
@@ -184,7 +226,11 @@ impl Coverage {
                 let _ = writeln!(s, "  {:<10} {}", t.id, t.rules.join(", "));
             }
         }
-        let pct = if self.techniques_total == 0 { 0.0 } else { 100.0 * self.techniques_covered as f64 / self.techniques_total as f64 };
+        let pct = if self.techniques_total == 0 {
+            0.0
+        } else {
+            100.0 * self.techniques_covered as f64 / self.techniques_total as f64
+        };
         let _ = writeln!(
             s,
             "\ntotal: {} of {} techniques covered ({pct:.0}%)",
@@ -234,7 +280,11 @@ techniques = [ { id = "T1552", name = "Unsecured Credentials" }, { id = "T1609",
     #[test]
     fn reports_rules_per_technique_uncovered_and_total() {
         let m = Matrix::parse(MATRIX).unwrap();
-        let rules = vec![rule("r.exec", "T1609"), rule("r.token", "T1552.007, T1059"), rule("r.b", "T1609")];
+        let rules = vec![
+            rule("r.exec", "T1609"),
+            rule("r.token", "T1552.007, T1059"),
+            rule("r.b", "T1609"),
+        ];
         let c = coverage(&m, &rules);
         assert_eq!(c.tactics[0].techniques[0].rules, vec!["r.b", "r.exec"]);
         assert!(c.tactics[0].techniques[1].rules.is_empty());
@@ -243,9 +293,18 @@ techniques = [ { id = "T1552", name = "Unsecured Credentials" }, { id = "T1609",
         assert_eq!((c.techniques_covered, c.techniques_total), (2, 3));
         assert_eq!(c.uncovered, vec!["T1053.007 Orchestration job"]);
         assert_eq!(c.outside_matrix.len(), 1);
-        assert_eq!((c.outside_matrix[0].id.as_str(), c.outside_matrix[0].rules.clone()), ("T1059", vec!["r.token".to_string()]));
+        assert_eq!(
+            (
+                c.outside_matrix[0].id.as_str(),
+                c.outside_matrix[0].rules.clone()
+            ),
+            ("T1059", vec!["r.token".to_string()])
+        );
         let text = c.render_text();
-        assert!(text.contains("total: 2 of 3 techniques covered (67%)"), "{text}");
+        assert!(
+            text.contains("total: 2 of 3 techniques covered (67%)"),
+            "{text}"
+        );
         assert!(text.contains("TA1 Execution (1/2 techniques)"), "{text}");
         let json = serde_json::to_value(&c).unwrap();
         assert_eq!(json["techniques_covered"], 2);
@@ -256,7 +315,10 @@ techniques = [ { id = "T1552", name = "Unsecured Credentials" }, { id = "T1609",
     fn the_builtin_matrix_parses_and_rejects_bad_ids() {
         let m = Matrix::builtin();
         assert_eq!(m.tactics.len(), 9);
-        assert!(m.tactics.iter().any(|t| t.techniques.iter().any(|x| x.id == "T1611")));
+        assert!(m
+            .tactics
+            .iter()
+            .any(|t| t.techniques.iter().any(|x| x.id == "T1611")));
         let bad = MATRIX.replace("T1609", "X1609");
         assert!(Matrix::parse(&bad).unwrap_err().contains("X1609"));
     }

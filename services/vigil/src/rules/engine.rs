@@ -22,14 +22,16 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::{collect, ExecutionPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, GroupByExpr, Ident, SelectItem, SetExpr, Statement};
+use datafusion::sql::sqlparser::ast::{
+    Expr as SqlExpr, GroupByExpr, Ident, SelectItem, SetExpr, Statement,
+};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
-use super::exceptions::{Excepted, Exceptions};
 use super::budget::{with_deadline, BudgetExceeded, EvalDeadline};
+use super::exceptions::{Excepted, Exceptions};
 use super::slot::{BatchSlot, SlotTable};
 use super::{Rule, RuleError, RuleErrors, RuleMode};
 use crate::alert::{content_event_id, Alert, EventIdentity};
@@ -93,12 +95,20 @@ pub struct PlanOptions {
 }
 
 impl PlanOptions {
-    pub const DATAFUSION_DEFAULTS: PlanOptions = PlanOptions { extract_leaf_expressions: true, selective_filters: false, share_parsed_json: false };
+    pub const DATAFUSION_DEFAULTS: PlanOptions = PlanOptions {
+        extract_leaf_expressions: true,
+        selective_filters: false,
+        share_parsed_json: false,
+    };
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        PlanOptions { extract_leaf_expressions: false, selective_filters: true, share_parsed_json: true }
+        PlanOptions {
+            extract_leaf_expressions: false,
+            selective_filters: true,
+            share_parsed_json: true,
+        }
     }
 }
 
@@ -122,7 +132,10 @@ pub(crate) fn new_session_with(options: PlanOptions) -> SessionContext {
         .with_repartition_aggregations(false)
         .with_repartition_windows(false)
         .with_repartition_sorts(false);
-    config.options_mut().optimizer.enable_dynamic_filter_pushdown = false;
+    config
+        .options_mut()
+        .optimizer
+        .enable_dynamic_filter_pushdown = false;
     let mut ctx = SessionContext::new_with_config(config);
     // DataFusion 55 moves expressions it considers cheap field accesses out
     // of filters into a projection below them, computed for every row
@@ -137,7 +150,8 @@ pub(crate) fn new_session_with(options: PlanOptions) -> SessionContext {
             ctx.remove_optimizer_rule(rule);
         }
     }
-    functions::register_with(&mut ctx, options.share_parsed_json).expect("registering built-in functions cannot fail");
+    functions::register_with(&mut ctx, options.share_parsed_json)
+        .expect("registering built-in functions cannot fail");
     ctx
 }
 
@@ -148,7 +162,9 @@ pub(crate) fn new_session_with(options: PlanOptions) -> SessionContext {
 /// cross join keeps its left side. Executing the same instance again would
 /// join the new batch against the first batch's build side. Resetting
 /// rebuilds just those nodes, without re-planning.
-pub(crate) fn fresh_plan(plan: &Arc<dyn ExecutionPlan>) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+pub(crate) fn fresh_plan(
+    plan: &Arc<dyn ExecutionPlan>,
+) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
     datafusion::physical_plan::execution_plan::reset_plan_states(plan.clone())
 }
 
@@ -158,8 +174,11 @@ fn session(options: PlanOptions) -> (SessionContext, BTreeMap<SourceKind, Arc<Ba
     let mut slots = BTreeMap::new();
     for source in SourceKind::ALL {
         let slot = Arc::new(BatchSlot::default());
-        ctx.register_table(source.table_name(), Arc::new(SlotTable::new(source.schema(), slot.clone())))
-            .expect("source table names are unique");
+        ctx.register_table(
+            source.table_name(),
+            Arc::new(SlotTable::new(source.schema(), slot.clone())),
+        )
+        .expect("source table names are unique");
         slots.insert(source, slot);
     }
     (ctx, slots)
@@ -172,7 +191,10 @@ impl RuleEngine {
     }
 
     /// Compile every rule, or report every rule that does not compile.
-    pub async fn compile_with(rules: Vec<Rule>, settings: CorrelationSettings) -> Result<RuleEngine, RuleErrors> {
+    pub async fn compile_with(
+        rules: Vec<Rule>,
+        settings: CorrelationSettings,
+    ) -> Result<RuleEngine, RuleErrors> {
         Self::compile_planned(rules, settings, PlanOptions::default()).await
     }
 
@@ -187,8 +209,9 @@ impl RuleEngine {
         let shared_conditions = Arc::new(super::conjunction::SharedConditions::default());
         let mut compiled = Vec::with_capacity(rules.len());
         let mut errors = Vec::new();
-        let (correlation, rules): (Vec<Rule>, Vec<Rule>) =
-            rules.into_iter().partition(|r| r.meta.mode == RuleMode::Correlation);
+        let (correlation, rules): (Vec<Rule>, Vec<Rule>) = rules
+            .into_iter()
+            .partition(|r| r.meta.mode == RuleMode::Correlation);
         let correlator = match Correlator::compile(correlation, settings).await {
             Ok(c) => Some(c),
             Err(e) => {
@@ -198,7 +221,11 @@ impl RuleEngine {
         };
         for rule in rules {
             match compile_rule(&ctx, &rule, &deadline, &shared_conditions, options).await {
-                Ok((plan, row_column)) => compiled.push(CompiledRule { rule: Arc::new(rule), plan, row_column }),
+                Ok((plan, row_column)) => compiled.push(CompiledRule {
+                    rule: Arc::new(rule),
+                    plan,
+                    row_column,
+                }),
                 Err(e) => errors.push(e),
             }
         }
@@ -235,7 +262,10 @@ impl RuleEngine {
 
     /// The loaded rules: per-event rules, then correlation rules.
     pub fn rules(&self) -> impl Iterator<Item = &Rule> {
-        self.rules.iter().map(|r| r.rule.as_ref()).chain(self.correlator.rules())
+        self.rules
+            .iter()
+            .map(|r| r.rule.as_ref())
+            .chain(self.correlator.rules())
     }
 
     /// Apply `exceptions` from now on, after checking that each names a
@@ -261,7 +291,13 @@ impl RuleEngine {
     pub fn output_columns(&self, rule_id: &str) -> Option<Vec<String>> {
         match self.rules.iter().find(|r| r.rule.meta.id == rule_id) {
             Some(r) => Some(
-                r.plan.schema().fields().iter().map(|f| f.name().clone()).filter(|n| !n.starts_with("__")).collect(),
+                r.plan
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .filter(|n| !n.starts_with("__"))
+                    .collect(),
             ),
             None => self.correlator.output_columns(rule_id),
         }
@@ -274,13 +310,18 @@ impl RuleEngine {
             return;
         }
         let (exceptions, excepted) = (&self.exceptions, &mut self.excepted);
-        alerts.retain(|a| match exceptions.matching(&a.rule_id, &a.fields, now_ns) {
-            Some(e) => {
-                excepted.push(Excepted { rule_id: a.rule_id.clone(), exception: e.location.clone() });
-                false
-            }
-            None => true,
-        });
+        alerts.retain(
+            |a| match exceptions.matching(&a.rule_id, &a.fields, now_ns) {
+                Some(e) => {
+                    excepted.push(Excepted {
+                        rule_id: a.rule_id.clone(),
+                        exception: e.location.clone(),
+                    });
+                    false
+                }
+                None => true,
+            },
+        );
     }
 
     /// The alerts suppressed by exceptions since the last call.
@@ -297,7 +338,11 @@ impl RuleEngine {
         let unchanged: std::collections::BTreeSet<String> = self
             .correlator
             .rules()
-            .filter(|r| old.correlator.rules().any(|o| o.meta.id == r.meta.id && o.sql == r.sql))
+            .filter(|r| {
+                old.correlator
+                    .rules()
+                    .any(|o| o.meta.id == r.meta.id && o.sql == r.sql)
+            })
             .map(|r| r.meta.id.clone())
             .collect();
         self.correlator.carry_state_from(old.correlator, &unchanged);
@@ -315,7 +360,10 @@ impl RuleEngine {
 
     /// Number of rules reading `source`.
     pub fn rule_count(&self, source: SourceKind) -> usize {
-        self.rules.iter().filter(|r| r.rule.meta.source == source).count()
+        self.rules
+            .iter()
+            .filter(|r| r.rule.meta.source == source)
+            .count()
     }
 
     /// The DataFusion context (for tools that run ad-hoc SQL against the
@@ -335,7 +383,8 @@ impl RuleEngine {
         messages: &[RawMessage],
         detected_at_ns: i64,
     ) -> (Vec<Alert>, Vec<RuleFailure>) {
-        self.evaluate_observed(decoded, messages, detected_at_ns, None).await
+        self.evaluate_observed(decoded, messages, detected_at_ns, None)
+            .await
     }
 
     /// [`RuleEngine::evaluate`], recording each rule's evaluation time and
@@ -355,15 +404,25 @@ impl RuleEngine {
         }
         let slot = &self.slots[&decoded.source];
         slot.set(decoded.batch.clone());
-        let event_times = decoded.batch.column(0).as_primitive::<TimestampNanosecondType>().clone();
-        for compiled in self.rules.iter().filter(|r| r.rule.meta.source == decoded.source) {
+        let event_times = decoded
+            .batch
+            .column(0)
+            .as_primitive::<TimestampNanosecondType>()
+            .clone();
+        for compiled in self
+            .rules
+            .iter()
+            .filter(|r| r.rule.meta.source == decoded.source)
+        {
             let meta = &compiled.rule.meta;
             let span = tracing::info_span!("rule", rule = %meta.id, source = %decoded.source, matches = tracing::field::Empty);
             let started = std::time::Instant::now();
             let result = match fresh_plan(&compiled.plan) {
                 Ok(plan) => {
                     self.deadline.arm(self.time_budget);
-                    let result = collect(plan, self.task_ctx.clone()).instrument(span.clone()).await;
+                    let result = collect(plan, self.task_ctx.clone())
+                        .instrument(span.clone())
+                        .await;
                     self.deadline.disarm();
                     result
                 }
@@ -384,7 +443,12 @@ impl RuleEngine {
                         Some(b) => (b.to_string(), true),
                         None => (e.to_string(), false),
                     };
-                    failures.push(RuleFailure { rule_id: meta.id.clone(), source: decoded.source, error, timed_out });
+                    failures.push(RuleFailure {
+                        rule_id: meta.id.clone(),
+                        source: decoded.source,
+                        error,
+                        timed_out,
+                    });
                     continue;
                 }
             };
@@ -401,13 +465,18 @@ impl RuleEngine {
                         continue;
                     }
                 };
-                let row_ids = batch.column(compiled.row_column).as_primitive::<UInt32Type>();
+                let row_ids = batch
+                    .column(compiled.row_column)
+                    .as_primitive::<UInt32Type>();
                 for (i, fields) in rows.into_iter().enumerate() {
                     if row_ids.is_null(i) {
                         continue; // unreachable: the row column is non-nullable
                     }
                     if let Some(e) = self.exceptions.matching(&meta.id, &fields, detected_at_ns) {
-                        self.excepted.push(Excepted { rule_id: meta.id.clone(), exception: e.location.clone() });
+                        self.excepted.push(Excepted {
+                            rule_id: meta.id.clone(),
+                            exception: e.location.clone(),
+                        });
                         continue;
                     }
                     let row = row_ids.value(i) as usize;
@@ -417,8 +486,17 @@ impl RuleEngine {
                         Some(id) => id.clone(),
                         None => content_event_id(&message.payload, event.item),
                     };
-                    let identity = EventIdentity { event_id, origin: message.origin.clone() };
-                    alerts.push(Alert::new(meta, detected_at_ns, event_times.value(row), fields, vec![identity]));
+                    let identity = EventIdentity {
+                        event_id,
+                        origin: message.origin.clone(),
+                    };
+                    alerts.push(Alert::new(
+                        meta,
+                        detected_at_ns,
+                        event_times.value(row),
+                        fields,
+                        vec![identity],
+                    ));
                 }
             }
         }
@@ -454,7 +532,11 @@ async fn compile_rule(
     shared_conditions: &Arc<super::conjunction::SharedConditions>,
     options: PlanOptions,
 ) -> Result<(Arc<dyn ExecutionPlan>, usize), RuleError> {
-    let err = |line: Option<usize>, message: String| RuleError { path: rule.path.clone(), line, message };
+    let err = |line: Option<usize>, message: String| RuleError {
+        path: rule.path.clone(),
+        line,
+        message,
+    };
     let statement = checked_statement(rule).map_err(|(line, m)| err(line, m))?;
     let state = ctx.state();
     let plan = state
@@ -467,15 +549,19 @@ async fn compile_rule(
         .await
         .map_err(|e| err(None, format!("physical planning failed: {e}")))?;
     let physical = if options.selective_filters {
-        super::conjunction::selective_filters(physical, shared_conditions).map_err(|e| err(None, format!("physical planning failed: {e}")))?
+        super::conjunction::selective_filters(physical, shared_conditions)
+            .map_err(|e| err(None, format!("physical planning failed: {e}")))?
     } else {
         physical
     };
-    let row_column = physical
-        .schema()
-        .index_of(ROW_COLUMN)
-        .map_err(|_| err(None, format!("the rule's output lost the internal {ROW_COLUMN} column")))?;
-    let physical = with_deadline(physical, deadline).map_err(|e| err(None, format!("adding the time budget: {e}")))?;
+    let row_column = physical.schema().index_of(ROW_COLUMN).map_err(|_| {
+        err(
+            None,
+            format!("the rule's output lost the internal {ROW_COLUMN} column"),
+        )
+    })?;
+    let physical = with_deadline(physical, deadline)
+        .map_err(|e| err(None, format!("adding the time budget: {e}")))?;
     Ok((physical, row_column))
 }
 
@@ -485,9 +571,15 @@ async fn compile_rule(
 /// accepted: no DDL, DML, `COPY`, `SET` or `EXPLAIN`.
 fn checked_statement(rule: &Rule) -> Result<Statement, (Option<usize>, String)> {
     let mut statement = single_query(rule)?;
-    let Statement::Query(query) = &mut statement else { unreachable!("single_query returns a query") };
+    let Statement::Query(query) = &mut statement else {
+        unreachable!("single_query returns a query")
+    };
     let SetExpr::Select(select) = query.body.as_mut() else {
-        return Err((None, "an event rule must be a single SELECT (no UNION, VALUES or nested set operations)".into()));
+        return Err((
+            None,
+            "an event rule must be a single SELECT (no UNION, VALUES or nested set operations)"
+                .into(),
+        ));
     };
     match rule.meta.mode {
         RuleMode::Correlation => unreachable!("correlation rules are compiled by the correlator"),
@@ -502,30 +594,57 @@ fn checked_statement(rule: &Rule) -> Result<Statement, (Option<usize>, String)> 
         }
     }
     if select.from.is_empty() {
-        return Err((None, format!("the rule reads no table: it must select FROM {}", rule.meta.source.table_name())));
+        return Err((
+            None,
+            format!(
+                "the rule reads no table: it must select FROM {}",
+                rule.meta.source.table_name()
+            ),
+        ));
     }
     if select.into.is_some() {
         return Err((None, "SELECT INTO is not allowed in a rule".into()));
     }
-    let has_wildcard =
-        select.projection.iter().any(|p| matches!(p, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)));
+    let has_wildcard = select.projection.iter().any(|p| {
+        matches!(
+            p,
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+        )
+    });
     if !has_wildcard {
-        select.projection.push(SelectItem::UnnamedExpr(SqlExpr::Identifier(Ident::new(ROW_COLUMN))));
+        select
+            .projection
+            .push(SelectItem::UnnamedExpr(SqlExpr::Identifier(Ident::new(
+                ROW_COLUMN,
+            ))));
     }
     Ok(statement)
 }
 
 /// Parse a rule's SQL: exactly one statement, and a query.
 pub(crate) fn single_query(rule: &Rule) -> Result<Statement, (Option<usize>, String)> {
-    let mut statements = Parser::parse_sql(&GenericDialect {}, &rule.sql)
-        .map_err(|e| (parser_error_line(&e.to_string()), format!("SQL syntax error: {e}")))?;
+    let mut statements = Parser::parse_sql(&GenericDialect {}, &rule.sql).map_err(|e| {
+        (
+            parser_error_line(&e.to_string()),
+            format!("SQL syntax error: {e}"),
+        )
+    })?;
     if statements.len() != 1 {
-        return Err((None, format!("a rule must be exactly one SELECT statement, found {}", statements.len())));
+        return Err((
+            None,
+            format!(
+                "a rule must be exactly one SELECT statement, found {}",
+                statements.len()
+            ),
+        ));
     }
     let statement = statements.remove(0);
     match statement {
         Statement::Query(_) => Ok(statement),
-        _ => Err((None, "a rule must be a SELECT query; DDL, DML, COPY and SET are not allowed".into())),
+        _ => Err((
+            None,
+            "a rule must be a SELECT query; DDL, DML, COPY and SET are not allowed".into(),
+        )),
     }
 }
 
@@ -540,7 +659,10 @@ fn check_tables(plan: &LogicalPlan, source: SourceKind) -> Result<(), String> {
     })
     .map_err(|e| e.to_string())?;
     if tables.is_empty() {
-        return Err(format!("the rule reads no table: it must select FROM {}", source.table_name()));
+        return Err(format!(
+            "the rule reads no table: it must select FROM {}",
+            source.table_name()
+        ));
     }
     match tables.iter().find(|t| *t != source.table_name()) {
         Some(other) => Err(format!(
@@ -554,7 +676,10 @@ fn check_tables(plan: &LogicalPlan, source: SourceKind) -> Result<(), String> {
 /// Extract the line from sqlparser's "... at Line: 12, Column: 5" messages.
 fn parser_error_line(message: &str) -> Option<usize> {
     let rest = &message[message.find("Line: ")? + 6..];
-    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]

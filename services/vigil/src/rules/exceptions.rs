@@ -89,7 +89,10 @@ impl Exception {
         };
         self.values.contains(&text)
             || self.prefixes.iter().any(|p| text.starts_with(p.as_str()))
-            || self.globs.iter().any(|g| glob_match(g.as_bytes(), text.as_bytes()))
+            || self
+                .globs
+                .iter()
+                .any(|g| glob_match(g.as_bytes(), text.as_bytes()))
     }
 }
 
@@ -117,7 +120,11 @@ impl Exceptions {
     /// Read an exceptions file.
     pub fn load(path: &Path) -> Result<Exceptions, RuleErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            RuleErrors(vec![RuleError { path: path.to_path_buf(), line: None, message: format!("cannot read: {e}") }])
+            RuleErrors(vec![RuleError {
+                path: path.to_path_buf(),
+                line: None,
+                message: format!("cannot read: {e}"),
+            }])
         })?;
         Self::parse(path, &text)
     }
@@ -136,9 +143,16 @@ impl Exceptions {
     /// Parse the text of an exceptions file (`path` is for messages).
     pub fn parse(path: &Path, text: &str) -> Result<Exceptions, RuleErrors> {
         let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
-        let err = |line: Option<usize>, message: String| RuleError { path: path.to_path_buf(), line, message };
+        let err = |line: Option<usize>, message: String| RuleError {
+            path: path.to_path_buf(),
+            line,
+            message,
+        };
         let file: FileIn = toml::from_str(text).map_err(|e| {
-            RuleErrors(vec![err(e.span().map(|s| line_of(s.start)), format!("invalid exceptions file: {}", e.message()))])
+            RuleErrors(vec![err(
+                e.span().map(|s| line_of(s.start)),
+                format!("invalid exceptions file: {}", e.message()),
+            )])
         })?;
         let mut errors = Vec::new();
         let mut entries = Vec::new();
@@ -146,9 +160,16 @@ impl Exceptions {
             let line = line_of(spanned.span().start);
             let e = spanned.into_inner();
             if e.values.is_empty() && e.prefixes.is_empty() && e.globs.is_empty() {
-                errors.push(err(Some(line), "exception has no values, prefixes or globs: it would match nothing".into()));
+                errors.push(err(
+                    Some(line),
+                    "exception has no values, prefixes or globs: it would match nothing".into(),
+                ));
             }
-            if e.prefixes.iter().chain(&e.globs).any(|p| p.is_empty() || p == "*") {
+            if e.prefixes
+                .iter()
+                .chain(&e.globs)
+                .any(|p| p.is_empty() || p == "*")
+            {
                 errors.push(err(
                     Some(line),
                     "an empty prefix or a bare \"*\" glob would except every alert of the rule: disable the rule instead".into(),
@@ -179,7 +200,10 @@ impl Exceptions {
             });
         }
         if errors.is_empty() {
-            Ok(Exceptions { path: Some(path.to_path_buf()), entries })
+            Ok(Exceptions {
+                path: Some(path.to_path_buf()),
+                entries,
+            })
         } else {
             Err(RuleErrors(errors))
         }
@@ -187,7 +211,10 @@ impl Exceptions {
 
     /// Check every entry against the loaded rules: `columns(rule_id)` gives
     /// the output columns of a rule, `None` for an unknown rule.
-    pub fn validate(&self, columns: impl Fn(&str) -> Option<Vec<String>>) -> Result<(), RuleErrors> {
+    pub fn validate(
+        &self,
+        columns: impl Fn(&str) -> Option<Vec<String>>,
+    ) -> Result<(), RuleErrors> {
         let path = self.path.clone().unwrap_or_default();
         let mut errors = Vec::new();
         for e in &self.entries {
@@ -218,13 +245,22 @@ impl Exceptions {
     }
 
     /// The first entry that suppresses an alert of `rule_id` with `fields` at `now_ns`.
-    pub fn matching(&self, rule_id: &str, fields: &Map<String, Value>, now_ns: i64) -> Option<&Exception> {
-        self.entries.iter().find(|e| e.rule == rule_id && e.matches(fields, now_ns))
+    pub fn matching(
+        &self,
+        rule_id: &str,
+        fields: &Map<String, Value>,
+        now_ns: i64,
+    ) -> Option<&Exception> {
+        self.entries
+            .iter()
+            .find(|e| e.rule == rule_id && e.matches(fields, now_ns))
     }
 
     /// Entries already expired at `now_ns` (reported at load: they do nothing).
     pub fn expired(&self, now_ns: i64) -> impl Iterator<Item = &Exception> {
-        self.entries.iter().filter(move |e| e.expires_ns.is_some_and(|t| now_ns >= t))
+        self.entries
+            .iter()
+            .filter(move |e| e.expires_ns.is_some_and(|t| now_ns >= t))
     }
 
     pub fn len(&self) -> usize {
@@ -241,10 +277,15 @@ fn parse_expiry(s: &str) -> Result<i64, String> {
     let t = match chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         Ok(d) => d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc(),
         Err(_) => chrono::DateTime::parse_from_rfc3339(s)
-            .map_err(|e| format!("invalid expires {s:?}: expected a date (2027-01-01) or an RFC 3339 time: {e}"))?
+            .map_err(|e| {
+                format!(
+                    "invalid expires {s:?}: expected a date (2027-01-01) or an RFC 3339 time: {e}"
+                )
+            })?
             .with_timezone(&chrono::Utc),
     };
-    t.timestamp_nanos_opt().ok_or_else(|| format!("expires {s:?} is out of range"))
+    t.timestamp_nanos_opt()
+        .ok_or_else(|| format!("expires {s:?} is out of range"))
 }
 
 /// Glob match: `*` matches any run of bytes, `?` one byte, anything else itself.
@@ -301,26 +342,64 @@ expires = "2030-01-01"
     fn matches_exact_prefix_and_glob_values_of_the_named_column_only() {
         let e = parsed();
         let now = 0;
-        assert_eq!(e.matching("r.one", &fields(json!({"username": "alice"})), now).unwrap().location, "exc.toml:2");
-        assert!(e.matching("r.one", &fields(json!({"username": "alice2"})), now).is_none());
-        assert!(e.matching("r.one", &fields(json!({"username": "system:serviceaccount:ci-runner:x"})), now).is_some());
-        assert!(e.matching("r.two", &fields(json!({"username": "alice"})), now).is_none(), "other rule");
-        assert!(e.matching("r.one", &fields(json!({"user": "alice"})), now).is_none(), "other column");
+        assert_eq!(
+            e.matching("r.one", &fields(json!({"username": "alice"})), now)
+                .unwrap()
+                .location,
+            "exc.toml:2"
+        );
+        assert!(e
+            .matching("r.one", &fields(json!({"username": "alice2"})), now)
+            .is_none());
+        assert!(e
+            .matching(
+                "r.one",
+                &fields(json!({"username": "system:serviceaccount:ci-runner:x"})),
+                now
+            )
+            .is_some());
+        assert!(
+            e.matching("r.two", &fields(json!({"username": "alice"})), now)
+                .is_none(),
+            "other rule"
+        );
+        assert!(
+            e.matching("r.one", &fields(json!({"user": "alice"})), now)
+                .is_none(),
+            "other column"
+        );
         // Numbers compare by their text; globs.
-        assert_eq!(e.matching("r.one", &fields(json!({"code": 403})), now).unwrap().location, "exc.toml:9");
-        assert!(e.matching("r.one", &fields(json!({"code": 500})), now).is_none());
-        assert!(e.matching("r.one", &fields(json!({"code": "a-x-b"})), now).is_some());
+        assert_eq!(
+            e.matching("r.one", &fields(json!({"code": 403})), now)
+                .unwrap()
+                .location,
+            "exc.toml:9"
+        );
+        assert!(e
+            .matching("r.one", &fields(json!({"code": 500})), now)
+            .is_none());
+        assert!(e
+            .matching("r.one", &fields(json!({"code": "a-x-b"})), now)
+            .is_some());
         // Null and lists never match.
-        assert!(e.matching("r.one", &fields(json!({"username": null})), now).is_none());
-        assert!(e.matching("r.one", &fields(json!({"username": ["alice"]})), now).is_none());
+        assert!(e
+            .matching("r.one", &fields(json!({"username": null})), now)
+            .is_none());
+        assert!(e
+            .matching("r.one", &fields(json!({"username": ["alice"]})), now)
+            .is_none());
     }
 
     #[test]
     fn an_expired_entry_no_longer_applies() {
         let e = parsed();
         let after = parse_expiry("2030-01-01T00:00:00Z").unwrap();
-        assert!(e.matching("r.one", &fields(json!({"code": 403})), after - 1).is_some());
-        assert!(e.matching("r.one", &fields(json!({"code": 403})), after).is_none());
+        assert!(e
+            .matching("r.one", &fields(json!({"code": 403})), after - 1)
+            .is_some());
+        assert!(e
+            .matching("r.one", &fields(json!({"code": 403})), after)
+            .is_none());
         assert_eq!(e.expired(after).count(), 1);
     }
 
@@ -331,20 +410,43 @@ expires = "2030-01-01"
             .validate(|id| (id == "r.one").then(|| vec!["username".to_string()]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("exc.toml:11: rule \"r.one\" has no output column \"code\" (its columns: username)"), "{err}");
+        assert!(
+            err.contains(
+                "exc.toml:11: rule \"r.one\" has no output column \"code\" (its columns: username)"
+            ),
+            "{err}"
+        );
         let err = e.validate(|_| None).unwrap_err().to_string();
-        assert!(err.contains("exc.toml:3: exception for unknown rule \"r.one\""), "{err}");
-        assert!(e.validate(|_| Some(vec!["username".into(), "code".into()])).is_ok());
+        assert!(
+            err.contains("exc.toml:3: exception for unknown rule \"r.one\""),
+            "{err}"
+        );
+        assert!(e
+            .validate(|_| Some(vec!["username".into(), "code".into()]))
+            .is_ok());
     }
 
     #[test]
     fn malformed_files_are_errors_with_lines() {
-        let err = |text: &str| Exceptions::parse(Path::new("x.toml"), text).unwrap_err().to_string();
-        assert!(err("[[exception]]\nrule = \"r\"\nfield = \"f\"\n").contains("x.toml:1: exception has no values"));
-        assert!(err("[[exception]]\nrule = \"r\"\nfield = \"f\"\nvalue = [\"a\"]\n").contains("x.toml:4:"));
-        assert!(err("[[exception]]\nrule = \"r\"\nfield = \"f\"\nglobs = [\"*\"]\n").contains("every alert"));
-        assert!(err("[[exception]]\nrule = \"r\"\nfield = \"f\"\nvalues = [\"a\"]\nexpires = \"soon\"\n")
-            .contains("x.toml:5: invalid expires"));
+        let err = |text: &str| {
+            Exceptions::parse(Path::new("x.toml"), text)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("[[exception]]\nrule = \"r\"\nfield = \"f\"\n")
+            .contains("x.toml:1: exception has no values"));
+        assert!(
+            err("[[exception]]\nrule = \"r\"\nfield = \"f\"\nvalue = [\"a\"]\n")
+                .contains("x.toml:4:")
+        );
+        assert!(
+            err("[[exception]]\nrule = \"r\"\nfield = \"f\"\nglobs = [\"*\"]\n")
+                .contains("every alert")
+        );
+        assert!(err(
+            "[[exception]]\nrule = \"r\"\nfield = \"f\"\nvalues = [\"a\"]\nexpires = \"soon\"\n"
+        )
+        .contains("x.toml:5: invalid expires"));
     }
 
     #[test]

@@ -66,7 +66,9 @@ impl FromStr for Severity {
             "medium" => Ok(Severity::Medium),
             "high" => Ok(Severity::High),
             "critical" => Ok(Severity::Critical),
-            other => Err(format!("invalid severity {other:?}: expected info, low, medium, high or critical")),
+            other => Err(format!(
+                "invalid severity {other:?}: expected info, low, medium, high or critical"
+            )),
         }
     }
 }
@@ -123,14 +125,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 30s, 5m, 1h"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 30s, 5m, 1h"))?;
     let d = match unit.trim() {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n * 60),
         "h" => Duration::from_secs(n * 3600),
         "d" => Duration::from_secs(n * 86400),
-        _ => return Err(format!("invalid duration {s:?}: unit must be ms, s, m, h or d")),
+        _ => {
+            return Err(format!(
+                "invalid duration {s:?}: unit must be ms, s, m, h or d"
+            ))
+        }
     };
     if d.is_zero() {
         return Err(format!("invalid duration {s:?}: must be positive"));
@@ -145,8 +153,24 @@ pub struct HeaderError {
     pub message: String,
 }
 
-const REQUIRED: [&str; 8] = ["id", "title", "severity", "description", "mitre", "source", "author", "based_on"];
-const OPTIONAL: [&str; 6] = ["tags", "references", "mode", "window", "suppress", "suppress_key"];
+const REQUIRED: [&str; 8] = [
+    "id",
+    "title",
+    "severity",
+    "description",
+    "mitre",
+    "source",
+    "author",
+    "based_on",
+];
+const OPTIONAL: [&str; 6] = [
+    "tags",
+    "references",
+    "mode",
+    "window",
+    "suppress",
+    "suppress_key",
+];
 
 /// Parse the header at the top of `text`.
 ///
@@ -186,31 +210,48 @@ pub fn parse_header(text: &str) -> Result<(RuleMeta, usize), Vec<HeaderError>> {
         let key = key.trim();
         let Some(known) = REQUIRED.iter().chain(OPTIONAL.iter()).find(|k| **k == key) else {
             if key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !key.is_empty() {
-                errors.push(HeaderError { line: lineno, message: format!("unknown header key {key:?}") });
+                errors.push(HeaderError {
+                    line: lineno,
+                    message: format!("unknown header key {key:?}"),
+                });
             }
             last_key = None;
             continue;
         };
         if values.contains_key(known) {
-            errors.push(HeaderError { line: lineno, message: format!("header key {key:?} given twice") });
+            errors.push(HeaderError {
+                line: lineno,
+                message: format!("header key {key:?} given twice"),
+            });
         }
         values.insert(known, (lineno, value.trim().to_string()));
         last_key = Some(known);
     }
     for key in REQUIRED {
         if !values.contains_key(key) {
-            errors.push(HeaderError { line: 1, message: format!("missing required header key {key:?}") });
+            errors.push(HeaderError {
+                line: 1,
+                message: format!("missing required header key {key:?}"),
+            });
         }
     }
     let get = |k: &str| values.get(k).map(|(_, v)| v.clone()).unwrap_or_default();
     let line_of = |k: &str| values.get(k).map(|(l, _)| *l).unwrap_or(1);
     let list = |k: &str| -> Vec<String> {
-        get(k).split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+        get(k)
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
     };
 
     let id = get("id");
     if values.contains_key("id")
-        && (id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
+        && (id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
     {
         errors.push(HeaderError {
             line: line_of("id"),
@@ -219,14 +260,20 @@ pub fn parse_header(text: &str) -> Result<(RuleMeta, usize), Vec<HeaderError>> {
     }
     for key in ["title", "description", "author"] {
         if values.contains_key(key) && get(key).is_empty() {
-            errors.push(HeaderError { line: line_of(key), message: format!("header key {key:?} is empty") });
+            errors.push(HeaderError {
+                line: line_of(key),
+                message: format!("header key {key:?} is empty"),
+            });
         }
     }
     let severity = match get("severity").parse::<Severity>() {
         Ok(s) => Some(s),
         Err(e) => {
             if values.contains_key("severity") {
-                errors.push(HeaderError { line: line_of("severity"), message: e });
+                errors.push(HeaderError {
+                    line: line_of("severity"),
+                    message: e,
+                });
             }
             None
         }
@@ -235,7 +282,10 @@ pub fn parse_header(text: &str) -> Result<(RuleMeta, usize), Vec<HeaderError>> {
         Ok(s) => Some(s),
         Err(e) => {
             if values.contains_key("source") {
-                errors.push(HeaderError { line: line_of("source"), message: e });
+                errors.push(HeaderError {
+                    line: line_of("source"),
+                    message: e,
+                });
             }
             None
         }
@@ -258,7 +308,10 @@ pub fn parse_header(text: &str) -> Result<(RuleMeta, usize), Vec<HeaderError>> {
         match parse_duration(&get(key)) {
             Ok(d) => Some(d),
             Err(e) => {
-                errors.push(HeaderError { line: line_of(key), message: format!("{key}: {e}") });
+                errors.push(HeaderError {
+                    line: line_of(key),
+                    message: format!("{key}: {e}"),
+                });
                 None
             }
         }
@@ -280,24 +333,35 @@ pub fn parse_header(text: &str) -> Result<(RuleMeta, usize), Vec<HeaderError>> {
     }
     let suppress_key = list("suppress_key");
     if !suppress_key.is_empty() && suppress.is_none() {
-        errors.push(HeaderError { line: line_of("suppress_key"), message: "suppress_key needs suppress".into() });
+        errors.push(HeaderError {
+            line: line_of("suppress_key"),
+            message: "suppress_key needs suppress".into(),
+        });
     }
     let mitre = list("mitre");
     if values.contains_key("mitre") && mitre.is_empty() {
-        errors.push(HeaderError { line: line_of("mitre"), message: "mitre lists no technique".into() });
+        errors.push(HeaderError {
+            line: line_of("mitre"),
+            message: "mitre lists no technique".into(),
+        });
     }
     for t in &mitre {
         if !is_attack_id(t) {
             errors.push(HeaderError {
                 line: line_of("mitre"),
-                message: format!("invalid MITRE ATT&CK technique id {t:?}: expected T1234 or T1234.567"),
+                message: format!(
+                    "invalid MITRE ATT&CK technique id {t:?}: expected T1234 or T1234.567"
+                ),
             });
         }
     }
     let based_on = list("based_on");
     for b in &based_on {
         let corpus = b.split_once(':').map(|(c, _)| c);
-        if !matches!(corpus, Some("panther" | "falco" | "sigma" | "vigil" | "elastic" | "mitre")) {
+        if !matches!(
+            corpus,
+            Some("panther" | "falco" | "sigma" | "vigil" | "elastic" | "mitre")
+        ) {
             errors.push(HeaderError {
                 line: line_of("based_on"),
                 message: format!(
@@ -354,41 +418,79 @@ mod tests {
         assert_eq!(meta.mitre, vec!["T1609", "T1552.007"]);
         assert_eq!(meta.source, SourceKind::K8sAudit);
         assert_eq!(meta.tags, vec!["a", "b"]);
-        assert_eq!(meta.based_on, vec!["panther:Kubernetes.Pod.Exec", "falco:Attach/Exec Pod"]);
+        assert_eq!(
+            meta.based_on,
+            vec!["panther:Kubernetes.Pod.Exec", "falco:Attach/Exec Pod"]
+        );
         assert_eq!(body, 12);
     }
 
     #[test]
     fn reports_every_problem_with_its_line() {
-        let text = GOOD.replace("high", "urgent").replace("T1609,", "X1609,").replace("-- author: Vigil\n", "");
+        let text = GOOD
+            .replace("high", "urgent")
+            .replace("T1609,", "X1609,")
+            .replace("-- author: Vigil\n", "");
         let errors = parse_header(&text).unwrap_err();
-        let messages: Vec<_> = errors.iter().map(|e| (e.line, e.message.as_str())).collect();
-        assert!(messages.iter().any(|(l, m)| *l == 3 && m.contains("invalid severity \"urgent\"")), "{messages:?}");
-        assert!(messages.iter().any(|(l, m)| *l == 6 && m.contains("\"X1609\"")), "{messages:?}");
-        assert!(messages.iter().any(|(_, m)| m.contains("missing required header key \"author\"")), "{messages:?}");
+        let messages: Vec<_> = errors
+            .iter()
+            .map(|e| (e.line, e.message.as_str()))
+            .collect();
+        assert!(
+            messages
+                .iter()
+                .any(|(l, m)| *l == 3 && m.contains("invalid severity \"urgent\"")),
+            "{messages:?}"
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|(l, m)| *l == 6 && m.contains("\"X1609\"")),
+            "{messages:?}"
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|(_, m)| m.contains("missing required header key \"author\"")),
+            "{messages:?}"
+        );
     }
 
     #[test]
     fn rejects_unknown_keys_and_bad_based_on() {
-        let text = GOOD.replace("-- tags: a, b", "-- tagz: a").replace("panther:", "splunk:");
+        let text = GOOD
+            .replace("-- tags: a, b", "-- tagz: a")
+            .replace("panther:", "splunk:");
         let errors = parse_header(&text).unwrap_err();
-        assert!(errors.iter().any(|e| e.message.contains("unknown header key \"tagz\"")));
-        assert!(errors.iter().any(|e| e.message.contains("splunk:Kubernetes.Pod.Exec")));
+        assert!(errors
+            .iter()
+            .any(|e| e.message.contains("unknown header key \"tagz\"")));
+        assert!(errors
+            .iter()
+            .any(|e| e.message.contains("splunk:Kubernetes.Pod.Exec")));
     }
 
     #[test]
     fn correlation_headers_need_a_window() {
-        let text = GOOD.replace("-- tags: a, b", "-- mode: correlation\n-- window: 10m\n-- suppress: 1h\n-- suppress_key: user");
+        let text = GOOD.replace(
+            "-- tags: a, b",
+            "-- mode: correlation\n-- window: 10m\n-- suppress: 1h\n-- suppress_key: user",
+        );
         let (meta, _) = parse_header(&text).unwrap();
         assert_eq!(meta.mode, RuleMode::Correlation);
         assert_eq!(meta.window, Some(Duration::from_secs(600)));
         assert_eq!(meta.suppress, Some(Duration::from_secs(3600)));
         assert_eq!(meta.suppress_key, vec!["user"]);
-        let errors = parse_header(&GOOD.replace("-- tags: a, b", "-- mode: correlation")).unwrap_err();
+        let errors =
+            parse_header(&GOOD.replace("-- tags: a, b", "-- mode: correlation")).unwrap_err();
         assert!(errors[0].message.contains("needs a window"));
         let errors = parse_header(&GOOD.replace("-- tags: a, b", "-- window: 5m")).unwrap_err();
         assert!(errors[0].message.contains("correlation rules"));
-        let errors = parse_header(&GOOD.replace("-- tags: a, b", "-- mode: correlation\n-- window: 5 minutes")).unwrap_err();
+        let errors = parse_header(&GOOD.replace(
+            "-- tags: a, b",
+            "-- mode: correlation\n-- window: 5 minutes",
+        ))
+        .unwrap_err();
         assert!(errors[0].message.contains("unit must be"), "{errors:?}");
     }
 

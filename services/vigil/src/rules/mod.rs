@@ -2,11 +2,11 @@
 //! directory tree (`sql-rules/<source>/<rule>.sql`), planned once by the
 //! [`engine::RuleEngine`].
 
-pub mod coverage;
 pub mod budget;
+pub(crate) mod conjunction;
+pub mod coverage;
 pub mod engine;
 pub mod exceptions;
-pub(crate) mod conjunction;
 pub mod header;
 pub(crate) mod slot;
 pub mod testing;
@@ -64,10 +64,18 @@ impl std::error::Error for RuleErrors {}
 /// Parse one rule file's text.
 pub fn parse_rule(path: &Path, text: &str) -> Result<Rule, Vec<RuleError>> {
     match header::parse_header(text) {
-        Ok((meta, _body_line)) => Ok(Rule { meta, sql: text.to_string(), path: path.to_path_buf() }),
+        Ok((meta, _body_line)) => Ok(Rule {
+            meta,
+            sql: text.to_string(),
+            path: path.to_path_buf(),
+        }),
         Err(errors) => Err(errors
             .into_iter()
-            .map(|e| RuleError { path: path.to_path_buf(), line: Some(e.line), message: e.message })
+            .map(|e| RuleError {
+                path: path.to_path_buf(),
+                line: Some(e.line),
+                message: e.message,
+            })
             .collect()),
     }
 }
@@ -86,7 +94,10 @@ pub async fn load_rule_set(
         None => exceptions::Exceptions::load_for_dir(dir)?,
     };
     let engine = RuleEngine::compile_with(rules, correlation).await?;
-    let expired: Vec<String> = exceptions.expired(crate::detect::now_ns()).map(|e| e.location.clone()).collect();
+    let expired: Vec<String> = exceptions
+        .expired(crate::detect::now_ns())
+        .map(|e| e.location.clone())
+        .collect();
     if !expired.is_empty() {
         tracing::warn!(entries = ?expired, "expired exceptions no longer apply: remove them");
     }
@@ -103,8 +114,9 @@ pub async fn load_split_rule_set(
     correlation: crate::correlate::CorrelationSettings,
 ) -> Result<(RuleEngine, RuleEngine), RuleErrors> {
     let whole = load_rule_set(dir, exceptions, correlation.clone()).await?;
-    let (event_rules, correlation_rules): (Vec<Rule>, Vec<Rule>) =
-        load_dir(dir)?.into_iter().partition(|r| r.meta.mode != RuleMode::Correlation);
+    let (event_rules, correlation_rules): (Vec<Rule>, Vec<Rule>) = load_dir(dir)?
+        .into_iter()
+        .partition(|r| r.meta.mode != RuleMode::Correlation);
     let mut per_event = RuleEngine::compile_with(event_rules, correlation.clone()).await?;
     let mut correlating = RuleEngine::compile_with(correlation_rules, correlation).await?;
     per_event.set_exceptions_unchecked(whole.exceptions().clone());
@@ -119,7 +131,11 @@ pub async fn load_split_rule_set(
 pub fn load_dir(dir: &Path) -> Result<Vec<Rule>, RuleErrors> {
     let mut files = Vec::new();
     collect_sql_files(dir, &mut files).map_err(|e| {
-        RuleErrors(vec![RuleError { path: dir.to_path_buf(), line: None, message: format!("cannot read: {e}") }])
+        RuleErrors(vec![RuleError {
+            path: dir.to_path_buf(),
+            line: None,
+            message: format!("cannot read: {e}"),
+        }])
     })?;
     files.sort();
     let mut rules: Vec<Rule> = Vec::new();
@@ -128,7 +144,11 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Rule>, RuleErrors> {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) => {
-                errors.push(RuleError { path, line: None, message: format!("cannot read: {e}") });
+                errors.push(RuleError {
+                    path,
+                    line: None,
+                    message: format!("cannot read: {e}"),
+                });
                 continue;
             }
         };
@@ -138,7 +158,11 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Rule>, RuleErrors> {
                     errors.push(RuleError {
                         path: path.clone(),
                         line: None,
-                        message: format!("rule id {:?} is also used by {}", rule.meta.id, other.path.display()),
+                        message: format!(
+                            "rule id {:?} is also used by {}",
+                            rule.meta.id,
+                            other.path.display()
+                        ),
                     });
                 }
                 rules.push(rule);
@@ -147,7 +171,11 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Rule>, RuleErrors> {
         }
     }
     if rules.is_empty() && errors.is_empty() {
-        errors.push(RuleError { path: dir.to_path_buf(), line: None, message: "no .sql rule files found".into() });
+        errors.push(RuleError {
+            path: dir.to_path_buf(),
+            line: None,
+            message: "no .sql rule files found".into(),
+        });
     }
     if errors.is_empty() {
         Ok(rules)
@@ -162,7 +190,10 @@ fn collect_sql_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> 
         // Hidden entries are skipped: a Kubernetes ConfigMap volume holds
         // each file three times (`name` -> `..data/name` ->
         // `..<timestamp>/name`); only the visible one is the rule.
-        if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        {
             continue;
         }
         if path.is_dir() {
@@ -189,7 +220,11 @@ mod load_tests {
         let text = "-- id: t.one\n-- title: t\n-- severity: low\n-- description: t\n-- mitre: T1609\n-- source: k8s_audit\n-- author: t\n-- based_on: vigil:test\nSELECT verb FROM k8s_audit\n";
         std::fs::write(real.join("one.sql"), text).unwrap();
         std::os::unix::fs::symlink(&real, dir.path().join("..data")).unwrap();
-        std::os::unix::fs::symlink(dir.path().join("..data/one.sql"), dir.path().join("one.sql")).unwrap();
+        std::os::unix::fs::symlink(
+            dir.path().join("..data/one.sql"),
+            dir.path().join("one.sql"),
+        )
+        .unwrap();
         let rules = load_dir(dir.path()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rules.len(), 1);
         assert_eq!(rules[0].path, dir.path().join("one.sql"));

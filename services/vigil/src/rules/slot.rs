@@ -22,8 +22,8 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
-    ReplaceChildrenOptions,
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
+    PlanProperties, ReplaceChildrenOptions,
 };
 
 /// The batches a table currently holds: the micro-batch being evaluated
@@ -64,11 +64,19 @@ pub struct SlotTable {
 
 impl SlotTable {
     pub fn new(schema: SchemaRef, slot: Arc<BatchSlot>) -> Self {
-        SlotTable { schema, slot, expose_filters: false }
+        SlotTable {
+            schema,
+            slot,
+            expose_filters: false,
+        }
     }
 
     pub fn exposing_filters(schema: SchemaRef, slot: Arc<BatchSlot>) -> Self {
-        SlotTable { schema, slot, expose_filters: true }
+        SlotTable {
+            schema,
+            slot,
+            expose_filters: true,
+        }
     }
 }
 
@@ -82,7 +90,10 @@ impl TableProvider for SlotTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
         let support = if self.expose_filters {
             TableProviderFilterPushDown::Inexact
         } else {
@@ -103,7 +114,11 @@ impl TableProvider for SlotTable {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => self.schema.clone(),
         };
-        Ok(Arc::new(SlotExec::new(schema, projection, self.slot.clone())))
+        Ok(Arc::new(SlotExec::new(
+            schema,
+            projection,
+            self.slot.clone(),
+        )))
     }
 }
 
@@ -123,7 +138,11 @@ impl SlotExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
-        SlotExec { projection, slot, properties: Arc::new(properties) }
+        SlotExec {
+            projection,
+            slot,
+            properties: Arc::new(properties),
+        }
     }
 }
 
@@ -166,16 +185,25 @@ impl ExecutionPlan for SlotExec {
     }
 
     #[allow(deprecated)]
-    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         self.replace_children(
             children,
             ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
         )
     }
 
-    fn execute(&self, partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         if partition != 0 {
-            return Err(DataFusionError::Internal(format!("SlotExec has one partition, not {partition}")));
+            return Err(DataFusionError::Internal(format!(
+                "SlotExec has one partition, not {partition}"
+            )));
         }
         let schema = self.properties.eq_properties.schema().clone();
         let batches: Vec<Result<RecordBatch>> = self
@@ -187,6 +215,9 @@ impl ExecutionPlan for SlotExec {
                 None => Ok(batch),
             })
             .collect();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::iter(batches))))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            futures::stream::iter(batches),
+        )))
     }
 }

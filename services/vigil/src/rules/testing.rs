@@ -55,7 +55,10 @@ pub struct CaseResult {
 /// The source and raw payload of one entry of a case's `events`: a plain
 /// event belongs to `default`; `{"$source": .., "$event": ..}` to the named
 /// source.
-fn case_event(entry: &serde_json::Value, default: SourceKind) -> Result<(SourceKind, Vec<u8>), String> {
+fn case_event(
+    entry: &serde_json::Value,
+    default: SourceKind,
+) -> Result<(SourceKind, Vec<u8>), String> {
     let Some(object) = entry.as_object().filter(|o| o.contains_key(SOURCE_KEY)) else {
         return Ok((default, entry.to_string().into_bytes()));
     };
@@ -66,7 +69,9 @@ fn case_event(entry: &serde_json::Value, default: SourceKind) -> Result<(SourceK
         serde_json::Value::String(name) => name.parse::<SourceKind>()?,
         other => return Err(format!("{SOURCE_KEY:?} must be a source name, not {other}")),
     };
-    let event = object.get(EVENT_KEY).ok_or_else(|| format!("an event with {SOURCE_KEY:?} needs {EVENT_KEY:?}"))?;
+    let event = object
+        .get(EVENT_KEY)
+        .ok_or_else(|| format!("an event with {SOURCE_KEY:?} needs {EVENT_KEY:?}"))?;
     Ok((source, event.to_string().into_bytes()))
 }
 
@@ -93,7 +98,11 @@ pub async fn run(rules: &[Rule], engine: RuleEngine) -> Vec<CaseResult> {
         let text = match std::fs::read_to_string(&file) {
             Ok(t) => t,
             Err(e) => {
-                results.push(rule_level(false, "test file", format!("cannot read {}: {e}", file.display())));
+                results.push(rule_level(
+                    false,
+                    "test file",
+                    format!("cannot read {}: {e}", file.display()),
+                ));
                 continue;
             }
         };
@@ -130,11 +139,15 @@ pub async fn run(rules: &[Rule], engine: RuleEngine) -> Vec<CaseResult> {
                 .iter()
                 .enumerate()
                 .map(|(j, e)| {
-                    let (source, payload) = case_event(e, rule.meta.source).map_err(|m| format!("event {j}: {m}"))?;
+                    let (source, payload) =
+                        case_event(e, rule.meta.source).map_err(|m| format!("event {j}: {m}"))?;
                     Ok(RawMessage {
                         source,
                         payload,
-                        origin: Origin::File { path: file.display().to_string(), line: (i + 1) as u64 * 1000 + j as u64 },
+                        origin: Origin::File {
+                            path: file.display().to_string(),
+                            line: (i + 1) as u64 * 1000 + j as u64,
+                        },
                         timestamp_ms: None,
                         state_only: false,
                     })
@@ -159,7 +172,11 @@ pub async fn run(rules: &[Rule], engine: RuleEngine) -> Vec<CaseResult> {
                 results.push(result);
                 continue;
             }
-            let fired = detections.alerts.iter().filter(|a| a.rule_id == rule.meta.id).count();
+            let fired = detections
+                .alerts
+                .iter()
+                .filter(|a| a.rule_id == rule.meta.id)
+                .count();
             result.passed = (fired > 0) == case.fires;
             if !result.passed {
                 let excepted: Vec<&str> = detections
@@ -179,10 +196,18 @@ pub async fn run(rules: &[Rule], engine: RuleEngine) -> Vec<CaseResult> {
             results.push(result);
         }
         if firing == 0 {
-            results.push(rule_level(false, "has a case that fires", "no case with \"fires\": true".into()));
+            results.push(rule_level(
+                false,
+                "has a case that fires",
+                "no case with \"fires\": true".into(),
+            ));
         }
         if quiet == 0 {
-            results.push(rule_level(false, "has a near miss", "no case with \"fires\": false".into()));
+            results.push(rule_level(
+                false,
+                "has a near miss",
+                "no case with \"fires\": false".into(),
+            ));
         }
     }
     results
@@ -202,7 +227,10 @@ mod tests {
     }
 
     fn case(name: &str, fires: bool, user: &str, ns: &str) -> String {
-        format!(r#"{{"name":"{name}","fires":{fires},"events":[{}]}}"#, exec_by(user, ns))
+        format!(
+            r#"{{"name":"{name}","fires":{fires},"events":[{}]}}"#,
+            exec_by(user, ns)
+        )
     }
 
     /// A rules directory with one rule, its cases and an exceptions file.
@@ -217,7 +245,9 @@ mod tests {
     const EXCEPT_CI: &str = "[[exception]]\nrule = \"t.exec\"\nfield = \"namespace\"\nvalues = [\"ci\"]\ncomment = \"CI runners exec into build pods\"\n";
 
     async fn run_dir(d: &tempfile::TempDir) -> Vec<CaseResult> {
-        let engine = load_rule_set(d.path(), None, Default::default()).await.unwrap();
+        let engine = load_rule_set(d.path(), None, Default::default())
+            .await
+            .unwrap();
         let rules = crate::rules::load_dir(d.path()).unwrap();
         run(&rules, engine).await
     }
@@ -225,7 +255,10 @@ mod tests {
     #[tokio::test]
     async fn a_case_suppressed_by_an_exception_does_not_fire() {
         let d = dir(
-            &[case("alice in prod", true, "alice", "prod"), case("CI exec is allow-listed", false, "ci-bot", "ci")],
+            &[
+                case("alice in prod", true, "alice", "prod"),
+                case("CI exec is allow-listed", false, "ci-bot", "ci"),
+            ],
             EXCEPT_CI,
         );
         let results = run_dir(&d).await;
@@ -235,28 +268,56 @@ mod tests {
 
     #[tokio::test]
     async fn a_firing_case_an_exception_suppresses_fails_and_names_the_exception() {
-        let d = dir(&[case("CI exec should fire", true, "ci-bot", "ci"), case("near miss", false, "x", "ci")], EXCEPT_CI);
+        let d = dir(
+            &[
+                case("CI exec should fire", true, "ci-bot", "ci"),
+                case("near miss", false, "x", "ci"),
+            ],
+            EXCEPT_CI,
+        );
         let results = run_dir(&d).await;
         let failed: Vec<&CaseResult> = results.iter().filter(|r| !r.passed).collect();
         assert_eq!(failed.len(), 1, "{results:?}");
-        let expected = format!("the exception at {}:1 suppressed it", d.path().join("exceptions.toml").display());
+        let expected = format!(
+            "the exception at {}:1 suppressed it",
+            d.path().join("exceptions.toml").display()
+        );
         assert!(failed[0].detail.contains(&expected), "{}", failed[0].detail);
     }
 
     #[tokio::test]
     async fn exceptions_for_unknown_rules_or_columns_stop_the_load() {
-        let d = dir(&[], "[[exception]]\nrule = \"t.exec\"\nfield = \"image\"\nvalues = [\"x\"]\n");
-        let err = load_rule_set(d.path(), None, Default::default()).await.err().unwrap().to_string();
+        let d = dir(
+            &[],
+            "[[exception]]\nrule = \"t.exec\"\nfield = \"image\"\nvalues = [\"x\"]\n",
+        );
+        let err = load_rule_set(d.path(), None, Default::default())
+            .await
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("exceptions.toml:3: rule \"t.exec\" has no output column \"image\" (its columns: username, namespace)"), "{err}");
-        let d = dir(&[], "[[exception]]\nrule = \"t.nope\"\nfield = \"namespace\"\nvalues = [\"x\"]\n");
-        let err = load_rule_set(d.path(), None, Default::default()).await.err().unwrap().to_string();
-        assert!(err.contains("exceptions.toml:2: exception for unknown rule \"t.nope\""), "{err}");
+        let d = dir(
+            &[],
+            "[[exception]]\nrule = \"t.nope\"\nfield = \"namespace\"\nvalues = [\"x\"]\n",
+        );
+        let err = load_rule_set(d.path(), None, Default::default())
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("exceptions.toml:2: exception for unknown rule \"t.nope\""),
+            "{err}"
+        );
     }
 
     #[tokio::test]
     async fn excepted_alerts_are_counted_in_the_metrics() {
         let d = dir(&[], EXCEPT_CI);
-        let engine = load_rule_set(d.path(), None, Default::default()).await.unwrap();
+        let engine = load_rule_set(d.path(), None, Default::default())
+            .await
+            .unwrap();
         let metrics = Arc::new(Metrics::default());
         let mut detector = Detector::new(engine, Default::default(), metrics.clone());
         let messages = [("alice", "prod"), ("ci-bot", "ci"), ("bob", "ci")]
@@ -265,7 +326,10 @@ mod tests {
             .map(|(i, (u, n))| RawMessage {
                 source: crate::source::SourceKind::K8sAudit,
                 payload: exec_by(u, n).into_bytes(),
-                origin: Origin::File { path: "x".into(), line: i as u64 + 1 },
+                origin: Origin::File {
+                    path: "x".into(),
+                    line: i as u64 + 1,
+                },
                 timestamp_ms: None,
                 state_only: false,
             })
@@ -316,7 +380,9 @@ mod source_wrapper_tests {
         let lines: Vec<String> = cases.iter().map(|c| c.to_string()).collect();
         std::fs::write(tests_path(&path), lines.join("\n")).unwrap();
         let rules = vec![parse_rule(&path, CROSS_SOURCE).unwrap()];
-        let engine = RuleEngine::compile(rules.clone()).await.unwrap_or_else(|e| panic!("{e}"));
+        let engine = RuleEngine::compile(rules.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         run(&rules, engine).await
     }
 
@@ -345,8 +411,11 @@ mod source_wrapper_tests {
         let dir = tempfile::tempdir().unwrap();
         // Without the wrapper the Tetragon event arrives on the audit topic,
         // where it is not an audit event: the case cannot pass.
-        let results =
-            run_cases(dir.path(), &[json!({"name": "unwrapped", "fires": true, "events": [exec(), shell("web-1")]})]).await;
+        let results = run_cases(
+            dir.path(),
+            &[json!({"name": "unwrapped", "fires": true, "events": [exec(), shell("web-1")]})],
+        )
+        .await;
         let case = results.iter().find(|r| r.name == "unwrapped").unwrap();
         assert!(!case.passed);
         assert!(case.detail.contains("did not evaluate"), "{}", case.detail);
@@ -365,10 +434,21 @@ mod source_wrapper_tests {
             ],
         )
         .await;
-        for (name, expected) in [("unknown source", "unknown source \"syslog\""), ("no event", "needs \"$event\""), ("extra key", "not \"time\"")] {
-            let case = results.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("{name}: {results:?}"));
+        for (name, expected) in [
+            ("unknown source", "unknown source \"syslog\""),
+            ("no event", "needs \"$event\""),
+            ("extra key", "not \"time\""),
+        ] {
+            let case = results
+                .iter()
+                .find(|r| r.name == name)
+                .unwrap_or_else(|| panic!("{name}: {results:?}"));
             assert!(!case.passed, "{name}");
-            assert!(case.detail.starts_with("invalid test case: event 0: "), "{name}: {}", case.detail);
+            assert!(
+                case.detail.starts_with("invalid test case: event 0: "),
+                "{name}: {}",
+                case.detail
+            );
             assert!(case.detail.contains(expected), "{name}: {}", case.detail);
         }
     }

@@ -31,7 +31,10 @@ fn check_invariants(source: SourceKind, payloads: &[Vec<u8>], limits: DecodeLimi
         .map(|(i, p)| RawMessage {
             source,
             payload: p.clone(),
-            origin: Origin::File { path: "fuzz".into(), line: i as u64 + 1 },
+            origin: Origin::File {
+                path: "fuzz".into(),
+                line: i as u64 + 1,
+            },
             timestamp_ms: Some(NOW_NS / 1_000_000),
             state_only: false,
         })
@@ -42,10 +45,26 @@ fn check_invariants(source: SourceKind, payloads: &[Vec<u8>], limits: DecodeLimi
     let with_rows: BTreeSet<u32> = d.events.iter().map(|e| e.message).collect();
     let failed: BTreeSet<u32> = d.failures.iter().map(|f| f.message).collect();
     let empty: BTreeSet<u32> = d.empty.iter().copied().collect();
-    assert_eq!(failed.len(), d.failures.len(), "one failure per failed message");
+    assert_eq!(
+        failed.len(),
+        d.failures.len(),
+        "one failure per failed message"
+    );
     for i in 0..payloads.len() as u32 {
-        let n = [with_rows.contains(&i), failed.contains(&i), empty.contains(&i)].iter().filter(|b| **b).count();
-        assert_eq!(n, 1, "message {i} must be exactly one of rows/failure/empty: {:?}", String::from_utf8_lossy(&payloads[i as usize]));
+        let n = [
+            with_rows.contains(&i),
+            failed.contains(&i),
+            empty.contains(&i),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        assert_eq!(
+            n,
+            1,
+            "message {i} must be exactly one of rows/failure/empty: {:?}",
+            String::from_utf8_lossy(&payloads[i as usize])
+        );
     }
     for f in &d.failures {
         assert!(!f.reason.trim().is_empty());
@@ -54,20 +73,35 @@ fn check_invariants(source: SourceKind, payloads: &[Vec<u8>], limits: DecodeLimi
     for i in with_rows.iter().chain(&empty) {
         let p = &payloads[*i as usize];
         assert!(p.len() <= limits.max_message_bytes);
-        let v: Value = serde_json::from_slice(p)
-            .unwrap_or_else(|e| panic!("accepted a message that is not JSON ({e}): {:?}", String::from_utf8_lossy(p)));
-        assert!(depth(&v) <= limits.max_nesting_depth, "accepted too deep: {v}");
-        assert!(longest_string(&v) <= limits.max_field_bytes, "accepted a string over the limit");
+        let v: Value = serde_json::from_slice(p).unwrap_or_else(|e| {
+            panic!(
+                "accepted a message that is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(p)
+            )
+        });
+        assert!(
+            depth(&v) <= limits.max_nesting_depth,
+            "accepted too deep: {v}"
+        );
+        assert!(
+            longest_string(&v) <= limits.max_field_bytes,
+            "accepted a string over the limit"
+        );
     }
     for (i, e) in d.events.iter().enumerate() {
         assert!(with_rows.contains(&e.message));
         let _ = i;
     }
-    let per_message = d.events.iter().fold(std::collections::BTreeMap::<u32, usize>::new(), |mut m, e| {
-        *m.entry(e.message).or_default() += 1;
-        m
-    });
-    assert!(per_message.values().all(|n| *n <= limits.max_events_per_message));
+    let per_message = d.events.iter().fold(
+        std::collections::BTreeMap::<u32, usize>::new(),
+        |mut m, e| {
+            *m.entry(e.message).or_default() += 1;
+            m
+        },
+    );
+    assert!(per_message
+        .values()
+        .all(|n| *n <= limits.max_events_per_message));
 }
 
 fn depth(v: &Value) -> usize {
@@ -82,7 +116,11 @@ fn longest_string(v: &Value) -> usize {
     match v {
         Value::String(s) => s.len(),
         Value::Array(a) => a.iter().map(longest_string).max().unwrap_or(0),
-        Value::Object(o) => o.iter().map(|(k, v)| k.len().max(longest_string(v))).max().unwrap_or(0),
+        Value::Object(o) => o
+            .iter()
+            .map(|(k, v)| k.len().max(longest_string(v)))
+            .max()
+            .unwrap_or(0),
         _ => 0,
     }
 }
@@ -93,7 +131,9 @@ fn any_json() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
         "\\PC{0,40}".prop_map(Value::String),
         // Strings around the field limit.
         (500usize..530).prop_map(|n| Value::String("x".repeat(n))),
@@ -102,7 +142,8 @@ fn any_json() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(16, 256, 8, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
-            prop::collection::btree_map(field_name(), inner, 0..8).prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map(field_name(), inner, 0..8)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
@@ -126,7 +167,8 @@ fn field_name() -> impl Strategy<Value = String> {
 /// Timestamps: valid, zone-less, far past, far future, out of range, junk.
 fn timestamp() -> impl Strategy<Value = String> {
     prop_oneof![
-        (1900i64..2300, 1u32..13, 1u32..29, 0u32..24).prop_map(|(y, m, d, h)| format!("{y:04}-{m:02}-{d:02}T{h:02}:00:00Z")),
+        (1900i64..2300, 1u32..13, 1u32..29, 0u32..24)
+            .prop_map(|(y, m, d, h)| format!("{y:04}-{m:02}-{d:02}T{h:02}:00:00Z")),
         (0i64..10000).prop_map(|y| format!("{y:04}-06-15 12:00:00.5")),
         Just("2025-12-31T23:59:00Z".to_string()),
         Just("2026-01-01T00:00:59.999999999+00:00".to_string()),
@@ -140,10 +182,16 @@ fn timestamp() -> impl Strategy<Value = String> {
 fn event_like(source: SourceKind) -> impl Strategy<Value = Value> {
     let base: Value = match source {
         SourceKind::K8sAudit => serde_json::from_str(AUDIT).unwrap(),
-        SourceKind::Falco => json!({"rule":"Terminal shell","time":"2025-06-01T00:00:00Z","priority":"Warning","output":"o","tags":["a"],"output_fields":{"k":"v"}}),
-        SourceKind::Tetragon => json!({"process_exec":{"process":{"exec_id":"e","pid":1,"binary":"/bin/sh","pod":{"namespace":"n","container":{"image":{"name":"i"}}}}},"node_name":"n","time":"2025-06-01T00:00:00Z"}),
+        SourceKind::Falco => {
+            json!({"rule":"Terminal shell","time":"2025-06-01T00:00:00Z","priority":"Warning","output":"o","tags":["a"],"output_fields":{"k":"v"}})
+        }
+        SourceKind::Tetragon => {
+            json!({"process_exec":{"process":{"exec_id":"e","pid":1,"binary":"/bin/sh","pod":{"namespace":"n","container":{"image":{"name":"i"}}}}},"node_name":"n","time":"2025-06-01T00:00:00Z"})
+        }
     };
-    let Value::Object(base) = base else { unreachable!() };
+    let Value::Object(base) = base else {
+        unreachable!()
+    };
     let keys: Vec<String> = base.keys().cloned().collect();
     prop::collection::vec((prop::sample::select(keys), any_json()), 0..4).prop_map(move |changes| {
         let mut event: Map<String, Value> = base.clone();
@@ -180,7 +228,11 @@ fn mutated_sample(source: SourceKind) -> impl Strategy<Value = Vec<u8>> {
             }
         }),
         // Insertions of structural characters.
-        prop::collection::vec((0..len, prop::sample::select(b"{}[]\",:\\0\xff".to_vec())), 1..6).prop_map({
+        prop::collection::vec(
+            (0..len, prop::sample::select(b"{}[]\",:\\0\xff".to_vec())),
+            1..6
+        )
+        .prop_map({
             let s = sample;
             move |edits| {
                 let mut s = s.clone();
@@ -247,28 +299,65 @@ fn huge_inputs_are_refused_or_decoded_within_limits() {
         r#"{"verb":"get"},"#.repeat(limits.max_events_per_message)
     );
     let big_string = format!(r#"{{"rule":"{}"}}"#, "a".repeat(limits.max_field_bytes + 1));
-    let too_big = format!(r#"{{"rule":"r","output":"{}"}}"#, "a".repeat(limits.max_message_bytes));
+    let too_big = format!(
+        r#"{{"rule":"r","output":"{}"}}"#,
+        "a".repeat(limits.max_message_bytes)
+    );
     let deep_in_string = format!(r#"{{"rule":"{}"}}"#, "[".repeat(10_000));
     let cases: Vec<(SourceKind, String, Option<&str>)> = vec![
         (SourceKind::K8sAudit, ips, None),
-        (SourceKind::K8sAudit, huge_list, Some("exceeds the limit of 10000")),
-        (SourceKind::Falco, big_string, Some("exceeds the field limit")),
-        (SourceKind::Falco, too_big, Some("bytes exceeds the limit of")),
+        (
+            SourceKind::K8sAudit,
+            huge_list,
+            Some("exceeds the limit of 10000"),
+        ),
+        (
+            SourceKind::Falco,
+            big_string,
+            Some("exceeds the field limit"),
+        ),
+        (
+            SourceKind::Falco,
+            too_big,
+            Some("bytes exceeds the limit of"),
+        ),
         (SourceKind::Falco, deep_in_string, None),
-        (SourceKind::Tetragon, "{".repeat(1_000_000), Some("nesting deeper")),
-        (SourceKind::Tetragon, format!("\"{}", "\\".repeat(300_001)), Some("exceeds the field limit")),
+        (
+            SourceKind::Tetragon,
+            "{".repeat(1_000_000),
+            Some("nesting deeper"),
+        ),
+        (
+            SourceKind::Tetragon,
+            format!("\"{}", "\\".repeat(300_001)),
+            Some("exceeds the field limit"),
+        ),
     ];
     for (source, text, refused_with) in cases {
         check_invariants(source, &[text.clone().into_bytes()], limits);
-        let d = decode(source, &[RawMessage {
+        let d = decode(
             source,
-            payload: text.into_bytes(),
-            origin: Origin::File { path: "huge".into(), line: 1 },
-            timestamp_ms: None,
-            state_only: false,
-        }], limits, NOW_NS);
+            &[RawMessage {
+                source,
+                payload: text.into_bytes(),
+                origin: Origin::File {
+                    path: "huge".into(),
+                    line: 1,
+                },
+                timestamp_ms: None,
+                state_only: false,
+            }],
+            limits,
+            NOW_NS,
+        );
         match refused_with {
-            Some(reason) => assert!(d.failures.first().is_some_and(|f| f.reason.contains(reason)), "{source}: {:?}", d.failures),
+            Some(reason) => assert!(
+                d.failures
+                    .first()
+                    .is_some_and(|f| f.reason.contains(reason)),
+                "{source}: {:?}",
+                d.failures
+            ),
             None => assert!(d.failures.is_empty(), "{source}: {:?}", d.failures),
         }
     }

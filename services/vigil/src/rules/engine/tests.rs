@@ -29,16 +29,29 @@ fn audit(lines: &[&str]) -> (DecodedBatch, Vec<RawMessage>) {
         .map(|(i, l)| RawMessage {
             source: SourceKind::K8sAudit,
             payload: l.as_bytes().to_vec(),
-            origin: Origin::Kafka { topic: "audit".into(), partition: 0, offset: i as i64 },
+            origin: Origin::Kafka {
+                topic: "audit".into(),
+                partition: 0,
+                offset: i as i64,
+            },
             timestamp_ms: None,
             state_only: false,
         })
         .collect();
-    (decode(SourceKind::K8sAudit, &messages, DecodeLimits::default(), crate::detect::now_ns()), messages)
+    (
+        decode(
+            SourceKind::K8sAudit,
+            &messages,
+            DecodeLimits::default(),
+            crate::detect::now_ns(),
+        ),
+        messages,
+    )
 }
 
 const GET_SECRET: &str = r#"{"kind":"Event","auditID":"id-1","stage":"ResponseComplete","verb":"get","user":{"username":"bob"},"objectRef":{"resource":"secrets","namespace":"ns","name":"s"},"requestReceivedTimestamp":"2024-01-01T00:00:00Z"}"#;
-const LIST_PODS: &str = r#"{"kind":"Event","verb":"list","user":{"username":"carol"},"objectRef":{"resource":"pods"}}"#;
+const LIST_PODS: &str =
+    r#"{"kind":"Event","verb":"list","user":{"username":"carol"},"objectRef":{"resource":"pods"}}"#;
 
 #[tokio::test]
 async fn rejects_statements_that_are_not_a_select() {
@@ -52,7 +65,10 @@ async fn rejects_statements_that_are_not_a_select() {
         "EXPLAIN SELECT verb FROM k8s_audit",
     ] {
         let e = compile_err(sql).await;
-        assert!(e.contains("test.sql") && (e.contains("SELECT") || e.contains("syntax")), "{sql}: {e}");
+        assert!(
+            e.contains("test.sql") && (e.contains("SELECT") || e.contains("syntax")),
+            "{sql}: {e}"
+        );
     }
     let e = compile_err("SELECT verb FROM k8s_audit; SELECT verb FROM k8s_audit").await;
     assert!(e.contains("exactly one SELECT"), "{e}");
@@ -98,7 +114,14 @@ async fn plans_once_and_evaluates_each_batch() {
     assert_eq!(a.fields.get("secret").unwrap(), "s");
     assert!(!a.fields.contains_key("__row"));
     assert_eq!(a.events[0].event_id, "id-1/ResponseComplete");
-    assert_eq!(a.events[0].origin, Origin::Kafka { topic: "audit".into(), partition: 0, offset: 1 });
+    assert_eq!(
+        a.events[0].origin,
+        Origin::Kafka {
+            topic: "audit".into(),
+            partition: 0,
+            offset: 1
+        }
+    );
     assert_eq!(a.event_time, "2024-01-01T00:00:00Z");
 
     // Same compiled plan, next batch: only the new batch's rows are seen.
@@ -141,7 +164,9 @@ async fn joins_see_only_the_current_batch_on_every_execution() {
 
 #[tokio::test]
 async fn select_star_hides_internal_columns_and_events_without_id_get_content_ids() {
-    let mut engine = RuleEngine::compile(vec![rule("SELECT * FROM k8s_audit WHERE verb = 'list'")]).await.unwrap();
+    let mut engine = RuleEngine::compile(vec![rule("SELECT * FROM k8s_audit WHERE verb = 'list'")])
+        .await
+        .unwrap();
     let (batch, messages) = audit(&[LIST_PODS, GET_SECRET]);
     let (alerts, _) = engine.evaluate(&batch, &messages, 0).await;
     assert_eq!(alerts.len(), 1);
@@ -174,7 +199,10 @@ async fn json_functions_are_available() {
 async fn a_rule_failing_at_run_time_is_reported_not_dropped() {
     let mut engine = RuleEngine::compile(vec![
         rule("SELECT verb FROM k8s_audit WHERE CAST(verb AS INT) = 1"),
-        rule_with_header(&HEADER.replace("t.rule", "t.other"), "SELECT verb FROM k8s_audit WHERE verb = 'get'"),
+        rule_with_header(
+            &HEADER.replace("t.rule", "t.other"),
+            "SELECT verb FROM k8s_audit WHERE verb = 'get'",
+        ),
     ])
     .await
     .unwrap();
@@ -207,7 +235,10 @@ async fn a_rule_over_its_time_budget_is_cancelled_and_the_others_still_run() {
         "SELECT a.* FROM k8s_audit a CROSS JOIN k8s_audit b CROSS JOIN k8s_audit c \
          WHERE length(concat(a.request_uri, b.request_uri, c.request_uri)) < 0",
     );
-    let fast = rule_with_header(&HEADER.replace("t.rule", "t.fast"), "SELECT verb FROM k8s_audit WHERE verb = 'get'");
+    let fast = rule_with_header(
+        &HEADER.replace("t.rule", "t.fast"),
+        "SELECT verb FROM k8s_audit WHERE verb = 'get'",
+    );
     let mut engine = RuleEngine::compile(vec![slow, fast]).await.unwrap();
     engine.set_time_budget(Duration::from_millis(50));
     let lines = many_events(300);
@@ -217,7 +248,13 @@ async fn a_rule_over_its_time_budget_is_cancelled_and_the_others_still_run() {
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert_eq!(failures[0].rule_id, "t.rule");
     assert!(failures[0].timed_out);
-    assert!(failures[0].error.contains("exceeded its time budget of 50 ms"), "{}", failures[0].error);
+    assert!(
+        failures[0]
+            .error
+            .contains("exceeded its time budget of 50 ms"),
+        "{}",
+        failures[0].error
+    );
     assert_eq!(alerts.len(), 300, "the other rule still ran on every event");
     assert!(alerts.iter().all(|a| a.rule_id == "t.fast"));
 
@@ -231,12 +268,20 @@ async fn a_rule_over_its_time_budget_is_cancelled_and_the_others_still_run() {
 
 #[tokio::test]
 async fn a_failing_rule_is_not_reported_as_a_timeout() {
-    let mut engine = RuleEngine::compile(vec![rule("SELECT verb FROM k8s_audit WHERE CAST(verb AS INT) = 1")]).await.unwrap();
+    let mut engine = RuleEngine::compile(vec![rule(
+        "SELECT verb FROM k8s_audit WHERE CAST(verb AS INT) = 1",
+    )])
+    .await
+    .unwrap();
     let (batch, messages) = audit(&[GET_SECRET]);
     let (_, failures) = engine.evaluate(&batch, &messages, 0).await;
     assert_eq!(failures.len(), 1);
     assert!(!failures[0].timed_out);
-    assert!(!failures[0].error.contains("time budget"), "{}", failures[0].error);
+    assert!(
+        !failures[0].error.contains("time budget"),
+        "{}",
+        failures[0].error
+    );
 }
 
 #[tokio::test]
@@ -256,6 +301,10 @@ async fn a_join_rule_joins_each_batch_with_itself_not_with_the_first_batch() {
     let (batch, messages) = audit(&[GET_SECRET]);
     let (alerts, failures) = engine.evaluate(&batch, &messages, 0).await;
     assert!(failures.is_empty(), "{failures:?}");
-    assert_eq!(alerts.len(), 1, "the second batch's event joins with itself");
+    assert_eq!(
+        alerts.len(),
+        1,
+        "the second batch's event joins with itself"
+    );
     assert_eq!(alerts[0].events[0].event_id, "id-1/ResponseComplete");
 }
