@@ -17,8 +17,11 @@
 --    deployments; binding any role would make this rule fire on every install).
 --    One alert per workload change, emitted at it, naming it and the user's
 --    qualifying binding changes of the 5 minutes before; suppressed for 10
---    minutes per user. Written with window functions (per user, over the
---    preceding 5 minutes), not a self-join: see docs/rules.md.
+--    minutes per user. Written as a join of the workload changes with the
+--    same user's binding changes of the 5 minutes before (a hash join on the
+--    user, the few bindings as its build side): the window-function form of
+--    this sequence recomputed its array_agg(DISTINCT) frames for every
+--    retained workload change at every evaluation (see docs/benchmarks.md).
 -- mitre: T1098, T1078.004, T1610
 -- source: k8s_audit
 -- tags: attack, privilege_escalation, execution, correlation
@@ -30,48 +33,49 @@
 -- suppress: 10m
 -- suppress_key: username
 SELECT
-  user_info.username AS username,
-  bindings,
-  roles,
-  first_binding AS binding_time,
-  verb AS workload_verb,
-  object_ref.resource AS workload_resource,
-  object_ref.namespace AS workload_namespace,
-  COALESCE(object_ref.name, json_get_str(request_object, 'metadata', 'name')) AS workload,
-  event_time AS window_end,
-  binding_rows AS __row_binding
+  w.username AS username,
+  array_agg(DISTINCT b.binding) AS bindings,
+  array_agg(DISTINCT b.role) AS roles,
+  min(b.event_time) AS binding_time,
+  w.verb AS workload_verb,
+  w.resource AS workload_resource,
+  w.namespace AS workload_namespace,
+  w.workload AS workload,
+  w.event_time AS window_end
 FROM (
-  SELECT *,
-    min(event_time) FILTER (WHERE is_binding) OVER (PARTITION BY user_info.username ORDER BY event_time
-      RANGE BETWEEN INTERVAL '5 minutes' PRECEDING AND CURRENT ROW) AS first_binding,
-    array_agg(DISTINCT concat(object_ref.resource, ' ', COALESCE(object_ref.namespace, ''), '/',
-                              COALESCE(object_ref.name, json_get_str(request_object, 'metadata', 'name'), ''))) FILTER (WHERE is_binding)
-      OVER (PARTITION BY user_info.username ORDER BY event_time
-            RANGE BETWEEN INTERVAL '5 minutes' PRECEDING AND CURRENT ROW) AS bindings,
-    array_agg(DISTINCT role) FILTER (WHERE is_binding) OVER (PARTITION BY user_info.username ORDER BY event_time
-      RANGE BETWEEN INTERVAL '5 minutes' PRECEDING AND CURRENT ROW) AS roles,
-    array_agg(__row) FILTER (WHERE is_binding) OVER (PARTITION BY user_info.username ORDER BY event_time
-      RANGE BETWEEN INTERVAL '5 minutes' PRECEDING AND CURRENT ROW) AS binding_rows
-  FROM (
-    SELECT *,
-      object_ref.resource IN ('rolebindings', 'clusterrolebindings') AS is_binding,
-      COALESCE(json_get_str(request_object, 'roleRef', 'name'), json_get_str(response_object, 'roleRef', 'name')) AS role
-    FROM k8s_audit
-    WHERE user_info.username IS NOT NULL
-      AND NOT regexp_like(user_info.username, '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
-      AND COALESCE(stage, '') <> 'RequestReceived'
-      AND COALESCE(response_status.code, 200) < 400
-      AND verb IN ('create', 'update', 'patch')
-      AND ((object_ref.resource IN ('rolebindings', 'clusterrolebindings')
-            AND (COALESCE(json_get_str(request_object, 'roleRef', 'name'), json_get_str(response_object, 'roleRef', 'name')) IN (
-                   'cluster-admin', 'admin', 'edit', 'system:masters', 'system:kube-controller-manager',
-                   'system:kube-scheduler', 'system:node', 'system:controller:clusterrole-aggregation-controller')
-                 OR array_has_any(
-                   json_path_values(COALESCE(request_object, response_object), '$.subjects[*].name'),
-                   make_array('system:authenticated', 'system:unauthenticated', 'system:serviceaccounts', 'system:anonymous'))))
-        OR (object_ref.resource IN ('pods', 'deployments', 'daemonsets', 'statefulsets', 'replicasets', 'jobs', 'cronjobs')
-            AND object_ref.subresource IS NULL))
-  ) e
-) s
-WHERE NOT is_binding
-  AND first_binding < event_time
+  SELECT __row, event_time, user_info.username AS username, verb,
+    object_ref.resource AS resource, object_ref.namespace AS namespace,
+    COALESCE(object_ref.name, json_get_str(request_object, 'metadata', 'name')) AS workload
+  FROM k8s_audit
+  WHERE user_info.username IS NOT NULL
+    AND NOT regexp_like(user_info.username, '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
+    AND COALESCE(stage, '') <> 'RequestReceived'
+    AND COALESCE(response_status.code, 200) < 400
+    AND verb IN ('create', 'update', 'patch')
+    AND object_ref.resource IN ('pods', 'deployments', 'daemonsets', 'statefulsets', 'replicasets', 'jobs', 'cronjobs')
+    AND object_ref.subresource IS NULL
+) w
+JOIN (
+  SELECT __row, event_time, user_info.username AS username,
+    concat(object_ref.resource, ' ', COALESCE(object_ref.namespace, ''), '/',
+           COALESCE(object_ref.name, json_get_str(request_object, 'metadata', 'name'), '')) AS binding,
+    COALESCE(json_get_str(request_object, 'roleRef', 'name'), json_get_str(response_object, 'roleRef', 'name')) AS role
+  FROM k8s_audit
+  WHERE user_info.username IS NOT NULL
+    AND NOT regexp_like(user_info.username, '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
+    AND COALESCE(stage, '') <> 'RequestReceived'
+    AND COALESCE(response_status.code, 200) < 400
+    AND verb IN ('create', 'update', 'patch')
+    AND object_ref.resource IN ('rolebindings', 'clusterrolebindings')
+    AND (COALESCE(json_get_str(request_object, 'roleRef', 'name'), json_get_str(response_object, 'roleRef', 'name')) IN (
+           'cluster-admin', 'admin', 'edit', 'system:masters', 'system:kube-controller-manager',
+           'system:kube-scheduler', 'system:node', 'system:controller:clusterrole-aggregation-controller')
+         OR array_has_any(
+           json_path_values(COALESCE(request_object, response_object), '$.subjects[*].name'),
+           make_array('system:authenticated', 'system:unauthenticated', 'system:serviceaccounts', 'system:anonymous')))
+) b
+  ON b.username = w.username
+ AND b.event_time <= w.event_time
+ AND b.event_time >= w.event_time - INTERVAL '5 minutes'
+GROUP BY w.__row, w.username, w.verb, w.resource, w.namespace, w.workload, w.event_time
+HAVING min(b.event_time) < w.event_time

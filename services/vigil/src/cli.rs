@@ -468,9 +468,8 @@ async fn dispatch_tool(command: Command) -> Result<ExitCode> {
                     match strategy {
                         RuleStrategy::Incremental => println!("correlation rule {id}: incremental"),
                         RuleStrategy::Rescan(None) => println!("correlation rule {id}: re-scan"),
-                        RuleStrategy::Rescan(Some(why)) => {
-                            println!("correlation rule {id}: re-scan ({why})")
-                        }
+                        RuleStrategy::Rescan(Some(why)) => println!("correlation rule {id}: re-scan ({why})"),
+                        RuleStrategy::DeltaRescan => println!("correlation rule {id}: re-scan, trigger events newer than the last emission only"),
                     }
                 }
                 Ok(ExitCode::SUCCESS)

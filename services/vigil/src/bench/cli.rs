@@ -37,6 +37,10 @@ enum Command {
         /// Run only the "all audit rules" measurement (for profiling).
         #[arg(long)]
         only_all_rules: bool,
+        /// Run only the whole audit pack (per-event and correlation rules),
+        /// with the slowest rules' times (for profiling correlation).
+        #[arg(long)]
+        only_pack: bool,
         /// With --only-all-rules: plan the rules as before the planning
         /// changes (PlanOptions::DATAFUSION_DEFAULTS).
         #[arg(long)]
@@ -128,6 +132,7 @@ pub fn main() -> ExitCode {
                 users,
                 correlation_users,
                 only_all_rules,
+                only_pack,
                 as_before,
             } => {
                 let planning = if as_before {
@@ -143,6 +148,7 @@ pub fn main() -> ExitCode {
                     users,
                     correlation_users,
                     only_all_rules,
+                    only_pack,
                     planning,
                 };
                 super::engine::run(&opts, &mut stdout).await.map(|_| ())

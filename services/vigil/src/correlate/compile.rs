@@ -20,7 +20,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 
 use super::watermark::WatermarkTracker;
 use super::{
-    incremental, ms, CompiledCorrelation, CorrelationSettings, CorrelationStats, Correlator,
+    delta, incremental, ms, CompiledCorrelation, CorrelationSettings, CorrelationStats, Correlator,
     Retained, Strategy,
 };
 use crate::rules::slot::{BatchSlot, SlotTable};
@@ -209,6 +209,16 @@ pub(super) async fn compile(
             }
         };
         let rescan = matches!(strategy, Strategy::Rescan { .. });
+        let (physical, delta_floor) = match rescan && settings.delta_rescan {
+            true => match delta::delta_plan(&physical, window_end) {
+                Ok(d) => (d.plan, Some(d.floor)),
+                Err(why) => {
+                    tracing::debug!(rule = %rule.meta.id, why, "re-scan of every retained event (no delta re-scan)");
+                    (physical, None)
+                }
+            },
+            false => (physical, None),
+        };
         for (source, filter) in scans {
             let entry = usage.entry(source).or_insert((0, false, Vec::new()));
             if rescan {
@@ -225,6 +235,7 @@ pub(super) async fn compile(
             sources,
             strategy,
             rescan_reason,
+            delta_floor,
             last_emitted: None,
             suppressed: Default::default(),
         });

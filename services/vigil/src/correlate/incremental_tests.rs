@@ -22,21 +22,42 @@ const SLIDING: &str = "SELECT username, n, window_end FROM ( \
                            RANGE BETWEEN INTERVAL '60 seconds' PRECEDING AND CURRENT ROW) AS n \
      FROM k8s_audit WHERE response_status.code = 403) s WHERE n >= 3";
 
-/// The three rule shapes together: two aggregations (incremental unless
-/// disabled) and a join (always re-scanned), sharing retained events.
+/// A sequence whose trigger rows are grouped (one alert per secret read,
+/// naming every exec before it), like `k8s.rbac_change_then_workload`:
+/// `window_end` is a GROUP BY column taken from the trigger scan.
+const GROUPED_SEQUENCE: &str =
+    "SELECT b.user_info.username AS username, count(*) AS execs, b.event_time AS window_end \
+     FROM k8s_audit a JOIN k8s_audit b \
+       ON a.user_info.username = b.user_info.username \
+      AND b.event_time > a.event_time AND b.event_time <= a.event_time + INTERVAL '10 minutes' \
+     WHERE a.object_ref.subresource = 'exec' AND b.object_ref.resource = 'secrets' \
+     GROUP BY b.__row, b.user_info.username, b.event_time";
+
+/// The rule shapes together: two aggregations (incremental unless
+/// disabled) and two joins (re-scanned; delta re-scans unless disabled),
+/// sharing retained events.
 fn rules() -> Vec<(&'static str, &'static str, &'static str, &'static str)> {
     vec![
         ("t.threshold", "k8s_audit", "-- window: 1m\n", THRESHOLD),
         ("t.distinct", "k8s_audit", "-- window: 10m\n", DISTINCT_HOP),
         ("t.seq", "k8s_audit", "-- window: 10m\n", SEQUENCE),
+        (
+            "t.seq_grouped",
+            "k8s_audit",
+            "-- window: 10m\n",
+            GROUPED_SEQUENCE,
+        ),
     ]
 }
 
-fn settings(incremental: bool) -> CorrelationSettings {
+/// `optimised`: incremental aggregation and delta re-scans, against the
+/// plain re-scan of every retained event.
+fn settings(optimised: bool) -> CorrelationSettings {
     CorrelationSettings {
         allowed_lateness_ms: 10_000,
         max_alert_events: 3,
-        incremental,
+        incremental: optimised,
+        delta_rescan: optimised,
         ..Default::default()
     }
 }
@@ -177,6 +198,7 @@ proptest! {
             let incremental = detector_with(&rules(), settings(true)).await;
             let strategies = incremental.engine().correlator().strategies();
             assert_eq!(strategies.iter().filter(|(_, s)| *s == RuleStrategy::Incremental).count(), 2, "{strategies:?}");
+            assert_eq!(strategies.iter().filter(|(_, s)| *s == RuleStrategy::DeltaRescan).count(), 2, "{strategies:?}");
             let incremental = alerts_for(incremental, &msgs, &sizes).await;
             let rescan = alerts_for(detector_with(&rules(), settings(false)).await, &msgs, &sizes).await;
             prop_assert_eq!(&incremental, &rescan);
@@ -195,6 +217,21 @@ async fn each_rule_shape_gets_its_strategy_and_the_reason_when_an_aggregation_is
         "SELECT user_info.username AS username, count(*) AS n, max(event_time) AS window_end \
          FROM k8s_audit GROUP BY user_info.username HAVING count(*) > 5";
     let top = format!("{THRESHOLD} ORDER BY denied DESC LIMIT 1");
+    // window_end from the side a LEFT JOIN null-extends: filtering it would
+    // turn matched rows into unmatched ones, so no delta re-scan.
+    let outer = "SELECT a.user_info.username AS username, b.event_time AS window_end \
+         FROM k8s_audit b LEFT JOIN k8s_audit a ON a.user_info.username = b.user_info.username \
+          AND a.event_time < b.event_time WHERE b.object_ref.resource = 'secrets'";
+    let outer_preserved = outer.replace(
+        "k8s_audit b LEFT JOIN k8s_audit a",
+        "k8s_audit a RIGHT JOIN k8s_audit b",
+    );
+    let outer_other_side =
+        outer.replace("b.event_time AS window_end", "a.event_time AS window_end");
+    let computed = SEQUENCE.replace(
+        "b.event_time AS window_end",
+        "b.event_time + INTERVAL '1 minute' AS window_end",
+    );
     let d = detector_with(
         &[
             ("t.threshold", "k8s_audit", "-- window: 1m\n", THRESHOLD),
@@ -203,6 +240,26 @@ async fn each_rule_shape_gets_its_strategy_and_the_reason_when_an_aggregation_is
             ("t.sliding", "k8s_audit", "-- window: 1m\n", SLIDING),
             ("t.max", "k8s_audit", "-- window: 1m\n", not_windowed),
             ("t.top", "k8s_audit", "-- window: 1m\n", &top),
+            (
+                "t.seq_grouped",
+                "k8s_audit",
+                "-- window: 10m\n",
+                GROUPED_SEQUENCE,
+            ),
+            ("t.outer", "k8s_audit", "-- window: 10m\n", outer),
+            (
+                "t.outer_preserved",
+                "k8s_audit",
+                "-- window: 10m\n",
+                &outer_preserved,
+            ),
+            (
+                "t.outer_other_side",
+                "k8s_audit",
+                "-- window: 10m\n",
+                &outer_other_side,
+            ),
+            ("t.computed", "k8s_audit", "-- window: 10m\n", &computed),
         ],
         CorrelationSettings::default(),
     )
@@ -211,8 +268,17 @@ async fn each_rule_shape_gets_its_strategy_and_the_reason_when_an_aggregation_is
         d.engine().correlator().strategies().into_iter().collect();
     assert_eq!(s["t.threshold"], RuleStrategy::Incremental);
     assert_eq!(s["t.distinct"], RuleStrategy::Incremental);
-    assert_eq!(s["t.seq"], RuleStrategy::Rescan(None));
+    // window_end is the trigger scan's event_time: through a join, through
+    // a GROUP BY column, through the preserved side of an outer join.
+    assert_eq!(s["t.seq"], RuleStrategy::DeltaRescan);
+    assert_eq!(s["t.seq_grouped"], RuleStrategy::DeltaRescan);
+    assert_eq!(s["t.outer"], RuleStrategy::DeltaRescan);
+    assert_eq!(s["t.outer_preserved"], RuleStrategy::DeltaRescan);
+    // A window function over the trigger rows, the null-extended side of
+    // an outer join, a computed window_end: every retained event is read.
     assert_eq!(s["t.sliding"], RuleStrategy::Rescan(None));
+    assert_eq!(s["t.outer_other_side"], RuleStrategy::Rescan(None));
+    assert_eq!(s["t.computed"], RuleStrategy::Rescan(None));
     let RuleStrategy::Rescan(Some(reason)) = &s["t.max"] else {
         panic!("{:?}", s["t.max"])
     };

@@ -32,10 +32,12 @@
 //! events (at most `max_alert_events` per alert).
 
 mod compile;
+mod delta;
 mod incremental;
 pub mod watermark;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,6 +89,11 @@ pub struct CorrelationSettings {
     /// batch); `false` re-scans retained events for every rule.
     #[serde(default = "default_incremental")]
     pub incremental: bool,
+    /// Re-scan rules whose `window_end` is one scan's `event_time` (the
+    /// trigger of a sequence) read only that scan's events newer than their
+    /// last emission (`delta.rs`); `false` re-scans every retained event.
+    #[serde(default = "default_incremental")]
+    pub delta_rescan: bool,
     /// Which instances of a consumer group run the correlation rules.
     #[serde(default)]
     pub placement: Placement,
@@ -146,6 +153,7 @@ impl Default for CorrelationSettings {
             max_state_rows: default_max_state_rows(),
             max_alert_events: default_max_alert_events(),
             incremental: default_incremental(),
+            delta_rescan: default_incremental(),
             placement: Placement::default(),
             lease_timeout_ms: default_lease_timeout_ms(),
         }
@@ -268,6 +276,9 @@ struct CompiledCorrelation {
     strategy: Strategy,
     /// Why an aggregation rule is re-scanned (for `rules validate`).
     rescan_reason: Option<String>,
+    /// For a delta re-scan (`delta.rs`): the floor its trigger scans read
+    /// above, set to `last_emitted` before each run.
+    delta_floor: Option<Arc<AtomicI64>>,
     last_emitted: Option<i64>,
     /// suppression key -> (suppressed until, alerts folded since)
     suppressed: HashMap<String, (i64, u64, Option<Alert>)>,
@@ -312,6 +323,9 @@ pub enum RuleStrategy {
     /// Re-scan, with the reason an aggregation could not be split (`None`
     /// for shapes that have no aggregation to split).
     Rescan(Option<String>),
+    /// Re-scan whose trigger scan reads only events newer than the last
+    /// emission (`window_end` is that scan's `event_time`).
+    DeltaRescan,
 }
 
 /// All correlation rules, their retained events and the watermark.
@@ -399,6 +413,7 @@ impl Correlator {
             .map(|r| {
                 let s = match &r.strategy {
                     Strategy::Incremental { .. } => RuleStrategy::Incremental,
+                    Strategy::Rescan { .. } if r.delta_floor.is_some() => RuleStrategy::DeltaRescan,
                     Strategy::Rescan { .. } => RuleStrategy::Rescan(r.rescan_reason.clone()),
                 };
                 (r.rule.meta.id.clone(), s)
@@ -681,6 +696,11 @@ impl Correlator {
                 Strategy::Rescan { pending: None } => {
                     let rows: usize = rule.sources.iter().map(|s| self.retained[s].rows()).sum();
                     self.stats.rows_evaluated += rows as u64;
+                    if let Some(floor) = &rule.delta_floor {
+                        // Rows with window_end <= from were emitted: their
+                        // trigger events need not be read again.
+                        floor.store(from, Ordering::Relaxed);
+                    }
                     execute(&rule.plan, &self.task_ctx, &self.budget)
                         .instrument(span.clone())
                         .await

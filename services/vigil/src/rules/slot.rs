@@ -7,10 +7,15 @@
 //! logical optimisation or physical planning happens per batch.
 
 use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{Array, AsArray, Scalar, TimestampNanosecondArray};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::compute::kernels::aggregate::min;
+use datafusion::arrow::compute::kernels::cmp::gt;
+use datafusion::arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -128,6 +133,10 @@ pub struct SlotExec {
     projection: Option<Vec<usize>>,
     slot: Arc<BatchSlot>,
     properties: Arc<PlanProperties>,
+    /// Emit only rows whose timestamp column (index in the output) is
+    /// greater than the floor, read at each execution (delta re-scans of
+    /// correlation rules, `correlate::delta`).
+    newer_than: Option<(usize, Arc<AtomicI64>)>,
 }
 
 impl SlotExec {
@@ -142,13 +151,53 @@ impl SlotExec {
             projection,
             slot,
             properties: Arc::new(properties),
+            newer_than: None,
         }
+    }
+
+    /// The same scan, emitting only rows whose nanosecond timestamp
+    /// `column` (in its output) is greater than `floor` at execution.
+    pub fn newer_than(&self, column: usize, floor: Arc<AtomicI64>) -> SlotExec {
+        SlotExec {
+            projection: self.projection.clone(),
+            slot: self.slot.clone(),
+            properties: self.properties.clone(),
+            newer_than: Some((column, floor)),
+        }
+    }
+}
+
+/// The rows of `batch` whose timestamp `column` is greater than `floor`;
+/// the batch itself when all are, `None` when none is.
+fn rows_newer_than(batch: RecordBatch, column: usize, floor: i64) -> Result<Option<RecordBatch>> {
+    let times = batch
+        .column(column)
+        .as_primitive_opt::<TimestampNanosecondType>()
+        .ok_or_else(|| {
+            DataFusionError::Internal(format!(
+                "column {column} of a delta scan is not a nanosecond timestamp"
+            ))
+        })?;
+    if times.null_count() == 0 && min(times).is_some_and(|t| t > floor) {
+        return Ok(Some(batch));
+    }
+    // The scalar must carry the column's time zone to compare with it.
+    let floor =
+        TimestampNanosecondArray::from(vec![floor]).with_data_type(times.data_type().clone());
+    let keep = gt(times, &Scalar::new(floor))?;
+    match keep.true_count() {
+        0 => Ok(None),
+        _ => Ok(Some(filter_record_batch(&batch, &keep)?)),
     }
 }
 
 impl DisplayAs for SlotExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "SlotExec: projection={:?}", self.projection)
+        write!(f, "SlotExec: projection={:?}", self.projection)?;
+        if let Some((column, _)) = &self.newer_than {
+            write!(f, ", newer than the last emission in column {column}")?;
+        }
+        Ok(())
     }
 }
 
@@ -206,6 +255,10 @@ impl ExecutionPlan for SlotExec {
             )));
         }
         let schema = self.properties.eq_properties.schema().clone();
+        let floor = self
+            .newer_than
+            .as_ref()
+            .map(|(column, floor)| (*column, floor.load(Ordering::Relaxed)));
         let batches: Vec<Result<RecordBatch>> = self
             .slot
             .get()
@@ -214,10 +267,90 @@ impl ExecutionPlan for SlotExec {
                 Some(p) => batch.project(p).map_err(Into::into),
                 None => Ok(batch),
             })
+            .filter_map(|batch| match (batch, floor) {
+                (Ok(batch), Some((column, floor))) if floor != i64::MIN => {
+                    rows_newer_than(batch, column, floor).transpose()
+                }
+                (batch, _) => Some(batch),
+            })
             .collect();
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             schema,
             futures::stream::iter(batches),
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{StringArray, TimestampNanosecondArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use datafusion::prelude::SessionContext;
+    use futures::TryStreamExt;
+
+    use super::*;
+
+    fn batch(times: &[i64], names: &[&str]) -> RecordBatch {
+        // Event time carries a time zone, as in the source schemas.
+        let time = DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("event_time", time.clone(), false),
+            Field::new("name", DataType::Utf8, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(TimestampNanosecondArray::from(times.to_vec()).with_data_type(time)),
+                Arc::new(StringArray::from(names.to_vec())),
+            ],
+        )
+        .unwrap()
+    }
+
+    async fn names(exec: &SlotExec) -> Vec<String> {
+        let batches: Vec<RecordBatch> = exec
+            .execute(0, SessionContext::new().task_ctx())
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        batches
+            .iter()
+            .flat_map(|b| {
+                b.column(1)
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|s| s.unwrap().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_delta_scan_emits_only_rows_newer_than_the_floor_read_at_each_execution() {
+        let slot = Arc::new(BatchSlot::default());
+        slot.set_all(vec![
+            batch(&[10, 20, 30], &["a", "b", "c"]),
+            batch(&[5, 6], &["d", "e"]),
+            batch(&[40], &["f"]),
+        ]);
+        let plain = SlotExec::new(slot.get()[0].schema(), None, slot.clone());
+        let floor = Arc::new(AtomicI64::new(i64::MIN));
+        let delta = plain.newer_than(0, floor.clone());
+        assert_eq!(
+            names(&delta).await,
+            ["a", "b", "c", "d", "e", "f"],
+            "the minimum floor keeps everything"
+        );
+        floor.store(20, Ordering::Relaxed);
+        // Strictly newer: 20 was emitted with the range ending at 20.
+        assert_eq!(names(&delta).await, ["c", "f"]);
+        floor.store(40, Ordering::Relaxed);
+        assert!(names(&delta).await.is_empty());
+        assert_eq!(
+            names(&plain).await.len(),
+            6,
+            "the scan it was made from is unchanged"
+        );
     }
 }
