@@ -10,9 +10,10 @@
 --    Helm's release records (sh.helm.release.v1.*, owner=helm lists) are not
 --    counted as secret reads. One alert per secret read, emitted at the read,
 --    naming the read and every exec record of that user in the 10 minutes
---    before it; suppressed for 10 minutes per user. Written with window
---    functions (per user, over the preceding 10 minutes), not a self-join:
---    see "Correlation rules" in docs/rules.md.
+--    before it; suppressed for 10 minutes per user. Written as a join of the
+--    secret reads with the same user's exec records of the 10 minutes before
+--    (a delta re-scan: only new reads are joined at each evaluation; see
+--    "How correlation rules are evaluated" in docs/rules.md).
 -- mitre: T1609, T1552.007
 -- source: k8s_audit
 -- tags: attack, execution, credential_access, correlation
@@ -24,38 +25,39 @@
 -- suppress: 10m
 -- suppress_key: username
 SELECT
-  user_info.username AS username,
-  exec_pods,
-  first_exec AS exec_time,
-  verb AS secret_verb,
-  object_ref.namespace AS secret_namespace,
-  object_ref.name AS secret,
-  source_ips[1] AS source_ip,
-  event_time AS window_end,
-  exec_rows AS __row_exec
+  r.username AS username,
+  array_agg(DISTINCT x.pod) AS exec_pods,
+  min(x.event_time) AS exec_time,
+  r.verb AS secret_verb,
+  r.namespace AS secret_namespace,
+  r.secret AS secret,
+  r.source_ip AS source_ip,
+  r.event_time AS window_end
 FROM (
-  SELECT *,
-    min(event_time) FILTER (WHERE is_exec) OVER (PARTITION BY user_info.username ORDER BY event_time
-      RANGE BETWEEN INTERVAL '10 minutes' PRECEDING AND CURRENT ROW) AS first_exec,
-    array_agg(DISTINCT concat(object_ref.namespace, '/', object_ref.name)) FILTER (WHERE is_exec) OVER (PARTITION BY user_info.username ORDER BY event_time
-      RANGE BETWEEN INTERVAL '10 minutes' PRECEDING AND CURRENT ROW) AS exec_pods,
-    array_agg(__row) FILTER (WHERE is_exec) OVER (PARTITION BY user_info.username ORDER BY event_time
-      RANGE BETWEEN INTERVAL '10 minutes' PRECEDING AND CURRENT ROW) AS exec_rows
-  FROM (
-    SELECT *, object_ref.resource = 'pods' AS is_exec
-    FROM k8s_audit
-    WHERE user_info.username IS NOT NULL
-      AND COALESCE(response_status.code, 200) < 400
-      AND ((object_ref.resource = 'pods'
-            AND object_ref.subresource IN ('exec', 'attach')
-            AND verb IN ('create', 'get')
-            AND COALESCE(stage, '') <> 'RequestReceived')
-        OR (object_ref.resource = 'secrets'
-            AND verb IN ('get', 'list', 'watch')
-            AND COALESCE(stage, '') NOT IN ('RequestReceived', 'ResponseStarted')
-            AND NOT starts_with(COALESCE(object_ref.name, ''), 'sh.helm.release.v1.')
-            AND NOT regexp_like(COALESCE(request_uri, ''), 'labelSelector=[^&]*owner%3Dhelm')))
-  ) e
-) s
-WHERE NOT is_exec
-  AND first_exec < event_time
+  SELECT __row, event_time, user_info.username AS username, verb,
+    object_ref.namespace AS namespace, object_ref.name AS secret, source_ips[1] AS source_ip
+  FROM k8s_audit
+  WHERE user_info.username IS NOT NULL
+    AND COALESCE(response_status.code, 200) < 400
+    AND object_ref.resource = 'secrets'
+    AND verb IN ('get', 'list', 'watch')
+    AND COALESCE(stage, '') NOT IN ('RequestReceived', 'ResponseStarted')
+    AND NOT starts_with(COALESCE(object_ref.name, ''), 'sh.helm.release.v1.')
+    AND NOT regexp_like(COALESCE(request_uri, ''), 'labelSelector=[^&]*owner%3Dhelm')
+) r
+JOIN (
+  SELECT __row, event_time, user_info.username AS username,
+    concat(object_ref.namespace, '/', object_ref.name) AS pod
+  FROM k8s_audit
+  WHERE user_info.username IS NOT NULL
+    AND COALESCE(response_status.code, 200) < 400
+    AND object_ref.resource = 'pods'
+    AND object_ref.subresource IN ('exec', 'attach')
+    AND verb IN ('create', 'get')
+    AND COALESCE(stage, '') <> 'RequestReceived'
+) x
+  ON x.username = r.username
+ AND x.event_time <= r.event_time
+ AND x.event_time >= r.event_time - INTERVAL '10 minutes'
+GROUP BY r.__row, r.username, r.verb, r.namespace, r.secret, r.source_ip, r.event_time
+HAVING min(x.event_time) < r.event_time

@@ -41,6 +41,10 @@ enum Command {
         /// with the slowest rules' times (for profiling correlation).
         #[arg(long)]
         only_pack: bool,
+        /// One injected attack every this many events (default: the
+        /// generator's, one in 1,000).
+        #[arg(long, default_value_t = 0)]
+        attack_every: u64,
         /// With --only-all-rules: plan the rules as before the planning
         /// changes (PlanOptions::DATAFUSION_DEFAULTS).
         #[arg(long)]
@@ -133,6 +137,7 @@ pub fn main() -> ExitCode {
                 correlation_users,
                 only_all_rules,
                 only_pack,
+                attack_every,
                 as_before,
             } => {
                 let planning = if as_before {
@@ -149,6 +154,7 @@ pub fn main() -> ExitCode {
                     correlation_users,
                     only_all_rules,
                     only_pack,
+                    attack_every,
                     planning,
                 };
                 super::engine::run(&opts, &mut stdout).await.map(|_| ())

@@ -54,6 +54,8 @@ pub struct EngineOptions {
     pub only_all_rules: bool,
     /// Run only the whole-pack measurement (per-event + correlation rules).
     pub only_pack: bool,
+    /// One injected attack every this many events (0: the generator's default).
+    pub attack_every: u64,
     /// Planning of that run.
     pub planning: PlanOptions,
 }
@@ -69,6 +71,7 @@ impl Default for EngineOptions {
             correlation_users: 1_000_000,
             only_all_rules: false,
             only_pack: false,
+            attack_every: 0,
             planning: PlanOptions::default(),
         }
     }
@@ -391,7 +394,11 @@ pub async fn run(opts: &EngineOptions, out: &mut dyn Write) -> Result<Vec<Measur
         Ok(())
     };
     let gen_start = Instant::now();
-    let (events, messages) = generate(audit_config(opts.seed, opts.users), opts.events);
+    let mut config = audit_config(opts.seed, opts.users);
+    if opts.attack_every > 0 {
+        config.attack_every = opts.attack_every;
+    }
+    let (events, messages) = generate(config, opts.events);
     let (_, warmup) = generate(
         audit_config(opts.seed.wrapping_add(1), opts.users),
         opts.batch.min(opts.events),
