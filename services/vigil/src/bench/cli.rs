@@ -82,6 +82,23 @@ enum Command {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// RSS over a long run of the whole audit pack plus a high-cardinality
+    /// correlation rule (memory flat over time).
+    Soak {
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        #[arg(long, default_value_t = 5000)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value = "sql-rules")]
+        rules: PathBuf,
+        /// Distinct human users (keys of the correlation state).
+        #[arg(long, default_value_t = 100_000)]
+        users: u32,
+        #[arg(long, default_value_t = 30)]
+        sample_secs: u64,
+    },
     /// Peak RSS with this many distinct keys in correlation window state.
     Memory {
         #[arg(long, default_value_t = 1_000_000)]
@@ -189,6 +206,24 @@ pub fn main() -> ExitCode {
             }
             Command::Memory { keys, batch, seed } => {
                 super::memory::run(keys, batch, seed, &mut stdout).await
+            }
+            Command::Soak {
+                minutes,
+                batch,
+                seed,
+                rules,
+                users,
+                sample_secs,
+            } => {
+                let opts = super::soak::SoakOptions {
+                    duration: std::time::Duration::from_secs_f64(minutes * 60.0),
+                    batch,
+                    seed,
+                    rules,
+                    users,
+                    every: std::time::Duration::from_secs(sample_secs.max(1)),
+                };
+                super::soak::run(&opts, &mut stdout).await.map(|_| ())
             }
         }
     });

@@ -482,6 +482,16 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
     pipeline.await??;
     let mut lat = latencies.lock().expect("lock").clone();
     lat.sort();
+    let slowest: Vec<String> = super::engine::rule_seconds(&metrics)
+        .iter()
+        .take(6)
+        .map(|(id, s)| format!("{id} {:.0} ms", s * 1e3))
+        .collect();
+    writeln!(
+        out,
+        "  rule time in the latency run, slowest: {}",
+        slowest.join(", ")
+    )?;
     writeln!(
         out,
         "{:<44} {} events at {rate} events/s ({} s): {} of {expected} expected alerts read; latency p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",

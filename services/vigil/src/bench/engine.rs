@@ -140,7 +140,7 @@ pub fn source_rules(dir: &Path, source: SourceKind) -> Result<Vec<Rule>> {
 
 /// Total evaluation time per rule from `vigil_rule_evaluation_seconds`,
 /// slowest first.
-fn rule_seconds(metrics: &Metrics) -> Vec<(String, f64)> {
+pub(crate) fn rule_seconds(metrics: &Metrics) -> Vec<(String, f64)> {
     let prefix = "vigil_rule_evaluation_seconds_sum{rule=\"";
     let mut out: Vec<(String, f64)> = metrics
         .encode()

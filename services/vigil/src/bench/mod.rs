@@ -12,6 +12,7 @@ pub mod cli;
 pub mod e2e;
 pub mod engine;
 pub mod memory;
+pub mod soak;
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::Column;
+use datafusion::common::{Column, DFSchema};
 use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::sql::parser::Statement as DFStatement;
@@ -76,8 +76,10 @@ pub(super) async fn compile(
     let mut compiled = Vec::new();
     let mut errors = Vec::new();
     // source -> (longest window of a re-scan rule reading it, whether one
-    // does, per-scan filters; None = a scan without filters)
-    let mut usage: BTreeMap<SourceKind, (i64, bool, Vec<Option<Expr>>)> = BTreeMap::new();
+    // does, per-scan filters of every rule, of the re-scan rules; None = a
+    // scan without filters)
+    let mut usage: BTreeMap<SourceKind, (i64, bool, Vec<Option<Expr>>, Vec<Option<Expr>>)> =
+        BTreeMap::new();
     for rule in rules {
         debug_assert_eq!(rule.meta.mode, RuleMode::Correlation);
         let err = |line: Option<usize>, message: String| RuleError {
@@ -220,10 +222,13 @@ pub(super) async fn compile(
             false => (physical, None),
         };
         for (source, filter) in scans {
-            let entry = usage.entry(source).or_insert((0, false, Vec::new()));
+            let entry = usage
+                .entry(source)
+                .or_insert((0, false, Vec::new(), Vec::new()));
             if rescan {
                 entry.0 = entry.0.max(window_ns);
                 entry.1 = true;
+                entry.3.push(filter.clone());
             }
             entry.2.push(filter);
         }
@@ -244,7 +249,28 @@ pub(super) async fn compile(
         return Err(errors);
     }
     let mut retained = BTreeMap::new();
-    for (source, (horizon_ns, keep_raw, filters)) in usage {
+    for (source, (horizon_ns, keep_raw, filters, rescan_filters)) in usage {
+        // Retain only what the re-scan rules can use, when that is less
+        // than what the pre-filter keeps for every rule.
+        let retain =
+            if rescan_filters.len() < filters.len() && rescan_filters.iter().all(Option::is_some) {
+                match rescan_filters.into_iter().flatten().reduce(Expr::or) {
+                    None => None,
+                    Some(p) => Some(
+                        DFSchema::try_from(retained_schema(source).as_ref().clone())
+                            .and_then(|s| state.create_physical_expr(p, &s))
+                            .map_err(|e| {
+                                vec![RuleError {
+                                    path: format!("<retention filter of {source}>").into(),
+                                    line: None,
+                                    message: format!("building the retention filter failed: {e}"),
+                                }]
+                            })?,
+                    ),
+                }
+            } else {
+                None
+            };
         let input = Arc::new(BatchSlot::default());
         let provider = Arc::new(SlotTable::new(source.schema(), input.clone()));
         let ingest = async {
@@ -279,6 +305,7 @@ pub(super) async fn compile(
                 horizon_ns,
                 ingest,
                 input,
+                retain,
             },
         );
     }

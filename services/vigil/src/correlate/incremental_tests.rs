@@ -640,3 +640,47 @@ async fn a_rescan_rule_is_not_run_again_when_no_event_was_retained_for_it() {
     );
     assert_eq!(d.engine().correlator().stats().rows_evaluated, work + 3);
 }
+
+#[tokio::test]
+async fn only_the_events_a_rescan_rule_can_use_are_retained() {
+    // An incremental rule reading every event, beside a sequence reading
+    // exec and secret records: the other events are aggregated, not kept.
+    let every_event = "SELECT user_info.username AS username, count(*) AS n, \
+         tumble_end(event_time, INTERVAL '1 hour') AS window_end FROM k8s_audit \
+         GROUP BY user_info.username, tumble_end(event_time, INTERVAL '1 hour') HAVING count(*) > 1000";
+    let rules = [
+        ("t.every", "k8s_audit", "-- window: 1h\n", every_event),
+        ("t.seq", "k8s_audit", "-- window: 10m\n", SEQUENCE),
+    ];
+    let lines = vec![
+        audit(
+            "e1",
+            "mallory",
+            "create",
+            "pods",
+            Some("exec"),
+            "prod",
+            101,
+            0,
+        ),
+        audit("e2", "mallory", "get", "pods", None, "prod", 200, 1),
+        audit("e3", "alice", "list", "deployments", None, "prod", 200, 2),
+        audit("e4", "mallory", "get", "secrets", None, "prod", 200, 3),
+    ];
+    let mut retained = Vec::new();
+    for optimised in [true, false] {
+        let mut d = detector_with(&rules, settings(optimised)).await;
+        let (_, dead) = run(&mut d, Feed::new().msgs(SourceKind::K8sAudit, 0, &lines)).await;
+        assert!(dead.is_empty(), "{dead:?}");
+        retained.push(d.engine().correlator().stats().retained_events);
+    }
+    // The sequence's scans keep e1 (the exec) and e4 (the secret read).
+    assert_eq!(
+        retained[0], 2,
+        "incremental aggregation on: only the sequence's events are retained"
+    );
+    assert_eq!(
+        retained[1], 4,
+        "every rule re-scanned: the unfiltered rule needs every event"
+    );
+}

@@ -45,6 +45,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBat
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, TimestampNanosecondType, UInt32Type, UInt64Type};
 use datafusion::execution::TaskContext;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::{collect, ExecutionPlan};
 use datafusion::prelude::SessionContext;
@@ -238,6 +239,10 @@ struct Retained {
     /// Pre-filter: plan over `input` keeping the rows some rule can use.
     ingest: Arc<dyn ExecutionPlan>,
     input: Arc<BatchSlot>,
+    /// Of the pre-filtered rows, those a re-scan rule can use (the union
+    /// of the re-scan rules' scan filters, over [`retained_schema`]): only
+    /// they are retained. `None`: every pre-filtered row is.
+    retain: Option<Arc<dyn PhysicalExpr>>,
 }
 
 impl Retained {
@@ -565,11 +570,26 @@ impl Correlator {
         }
         if retained.keep_raw {
             for batch in &new_events {
-                let offsets = batch_offsets(batch, &self.identities);
-                retained.batches.push(RetainedBatch {
-                    batch: batch.clone(),
-                    offsets,
-                });
+                // Rows only incremental rules use are folded into their
+                // state below, not retained.
+                let batch = match &retained.retain {
+                    None => batch.clone(),
+                    Some(predicate) => {
+                        let keep = predicate
+                            .evaluate(batch)
+                            .and_then(|v| v.into_array(batch.num_rows()))
+                            .map_err(|e| format!("selecting the events to retain: {e}"))?;
+                        let keep = keep
+                            .as_boolean_opt()
+                            .ok_or("the retention filter is not boolean")?;
+                        filter_record_batch(batch, keep).map_err(|e| e.to_string())?
+                    }
+                };
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                let offsets = batch_offsets(&batch, &self.identities);
+                retained.batches.push(RetainedBatch { batch, offsets });
             }
             for rule in self
                 .rules
