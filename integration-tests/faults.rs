@@ -15,16 +15,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use rand::{Rng, SeedableRng};
 use vigil::alert::Alert;
-use vigil::detect::Detector;
-use vigil::metrics::Metrics;
-use vigil::rules::{load_dir, RuleEngine, RuleMode};
-use vigil::source::{Origin, RawMessage, SourceKind};
+use vigil::source::SourceKind;
 
 fn is_event_rule(rule_id: &str) -> bool {
     static IDS: std::sync::OnceLock<BTreeSet<String>> = std::sync::OnceLock::new();
