@@ -211,9 +211,9 @@ pub(super) async fn compile(
             }
         };
         let rescan = matches!(strategy, Strategy::Rescan { .. });
-        let (physical, delta_floor) = match rescan && settings.delta_rescan {
+        let (physical, delta) = match rescan && settings.delta_rescan {
             true => match delta::delta_plan(&physical, window_end) {
-                Ok(d) => (d.plan, Some(d.floor)),
+                Ok(d) => (d.plan, Some(d.bounds)),
                 Err(why) => {
                     tracing::debug!(rule = %rule.meta.id, why, "re-scan of every retained event (no delta re-scan)");
                     (physical, None)
@@ -240,7 +240,7 @@ pub(super) async fn compile(
             sources,
             strategy,
             rescan_reason,
-            delta_floor,
+            delta,
             last_emitted: None,
             suppressed: Default::default(),
         });

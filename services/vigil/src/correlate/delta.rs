@@ -1,36 +1,40 @@
 //! Delta re-scans: a re-scan rule whose `window_end` is the `event_time`
-//! of one scan's rows reads, from that scan, only the events newer than
-//! what the rule has already emitted.
+//! of one scan's rows (plus a constant) reads, from that scan, only the
+//! events whose rows are due in the range being emitted.
 //!
 //! A re-scan rule runs over every retained event at every emission and
 //! keeps the output rows with `w0 < window_end <= w1`. When `window_end`
 //! is, through the plan, exactly the `event_time` column of a table scan
-//! `S` (a sequence rule: `b.event_time AS window_end`, B the trigger), each
-//! output row comes from one row of `S` (or, below an aggregation grouping
-//! by that column, from a group whose rows all share it) with the same
-//! time. Filtering `S` to `event_time > w0` therefore removes exactly the
-//! output rows with `window_end <= w0`, which were emitted before, and
-//! changes no other row. The other scans (the A side of a sequence) still
-//! read every retained event, so the work per emission is proportional to
-//! the new trigger events joined against the retained context instead of
-//! to every retained trigger.
+//! `S` shifted by a constant `d` (a sequence rule: `b.event_time AS
+//! window_end`, B the trigger; or `e.event_time + INTERVAL '2 minutes'`),
+//! each output row comes from one row of `S` (or, below an aggregation
+//! grouping by that column, from a group whose rows all share it) whose
+//! time is `window_end - d`. Filtering `S` to `w0 - d < event_time <= w1 -
+//! d` therefore keeps exactly the output rows of the range and changes
+//! none of them. The other scans (the A side of a sequence, the context)
+//! still read every retained event, so each trigger is joined once, when
+//! the watermark passes it, instead of at every run while it is retained:
+//! the work per emission is proportional to the triggers it emits.
 //!
 //! The trace from `window_end` down to a scan follows only operators for
 //! which that argument holds, each mapping an output column to one input
-//! column: projections of a plain column, filters, sorts without a limit,
-//! repartitioning and coalescing, the group columns of an aggregation,
-//! joins on the side each output row takes one row from (both sides of an
-//! inner join, the preserved side of an outer, semi or anti join), and
-//! every branch of a `UNION ALL`. Anything else (a window function, a
-//! computed `window_end`, a LIMIT) leaves the rule a plain re-scan.
+//! column: projections of a plain column or of a column plus or minus a
+//! constant duration, filters, sorts without a limit, repartitioning and
+//! coalescing, the group columns of an aggregation, joins on the side each
+//! output row takes one row from (both sides of an inner join, the
+//! preserved side of an outer, semi or anti join), and every branch of a
+//! `UNION ALL`. Anything else (a window function, a `window_end` computed
+//! from an aggregate, a LIMIT) leaves the rule a plain re-scan.
 
-use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::JoinSide;
+use datafusion::common::ScalarValue;
 use datafusion::logical_expr::JoinType;
-use datafusion::physical_expr::expressions::Column;
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::utils::{build_join_schema, ColumnIndex};
@@ -39,7 +43,7 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::rules::slot::SlotExec;
+use crate::rules::slot::{SlotExec, TimeBounds};
 
 /// Operators whose output column `i` is their input's column `i`, row by
 /// row or reordered, never cut by a limit (checked separately).
@@ -55,50 +59,106 @@ const PASS_THROUGH: &[&str] = &[
 /// A rule plan rewritten for delta re-scans.
 pub(super) struct DeltaPlan {
     pub plan: Arc<dyn ExecutionPlan>,
-    /// The rule's last emitted watermark: the trigger scans read only
-    /// events newer than this (`i64::MIN`: every event).
-    pub floor: Arc<AtomicI64>,
+    pub bounds: DeltaBounds,
+}
+
+/// The time bounds of a delta plan's trigger scans.
+pub(super) struct DeltaBounds {
+    /// Each trigger scan's time bounds, with the constant its `event_time`
+    /// is shifted by to give `window_end`.
+    scans: Vec<(Arc<TimeBounds>, i64)>,
+}
+
+impl DeltaBounds {
+    /// Before a run emitting `(after, through]`: each trigger scan reads
+    /// the events whose `window_end` falls in that range, and no others
+    /// (those after `through` are read by the run that emits them).
+    pub fn set_range(&self, after: i64, through: i64) {
+        for (bounds, offset) in &self.scans {
+            let shift = |t: i64| {
+                if t == i64::MIN || t == i64::MAX {
+                    t
+                } else {
+                    t.saturating_sub(*offset)
+                }
+            };
+            bounds.set(shift(after), shift(through));
+        }
+    }
 }
 
 /// Rewrite `plan` so the scans its `window_end` column (at `window_end`)
-/// comes from read only events newer than a floor; `Err` says why the
-/// plan does not allow it.
+/// comes from read only the events of an emission range; `Err` says why
+/// the plan does not allow it.
 pub(super) fn delta_plan(
     plan: &Arc<dyn ExecutionPlan>,
     window_end: usize,
 ) -> Result<DeltaPlan, String> {
     let mut leaves = Vec::new();
-    trace(plan, window_end, &mut leaves)?;
-    let floor = Arc::new(AtomicI64::new(i64::MIN));
+    trace(plan, window_end, 0, &mut leaves)?;
+    let scans: Vec<(Arc<TimeBounds>, i64)> = leaves
+        .iter()
+        .map(|(_, _, offset)| (Arc::new(TimeBounds::default()), *offset))
+        .collect();
     let rewritten = plan
         .clone()
-        .transform_up(
-            |node| match leaves.iter().find(|(leaf, _)| Arc::ptr_eq(leaf, &node)) {
-                Some((_, column)) => {
+        .transform_up(|node| {
+            match leaves
+                .iter()
+                .position(|(leaf, _, _)| Arc::ptr_eq(leaf, &node))
+            {
+                Some(i) => {
                     let slot = node
                         .downcast_ref::<SlotExec>()
                         .expect("traced leaves are slot scans");
-                    Ok(Transformed::yes(
-                        Arc::new(slot.newer_than(*column, floor.clone())) as Arc<dyn ExecutionPlan>,
-                    ))
+                    let within = slot.within(leaves[i].1, scans[i].0.clone());
+                    Ok(Transformed::yes(Arc::new(within) as Arc<dyn ExecutionPlan>))
                 }
                 None => Ok(Transformed::no(node)),
-            },
-        )
+            }
+        })
         .map_err(|e| format!("rewriting the plan: {e}"))?
         .data;
     Ok(DeltaPlan {
         plan: rewritten,
-        floor,
+        bounds: DeltaBounds { scans },
     })
 }
 
-/// Follow output column `column` of `node` down to the slot scans it is
-/// the `event_time` of, collecting (scan, column in the scan's output).
+/// `expr` as `column ± constant duration`: (column, nanoseconds added).
+fn shifted_column(expr: &Arc<dyn PhysicalExpr>) -> Option<(usize, i64)> {
+    if let Some(c) = expr.downcast_ref::<Column>() {
+        return Some((c.index(), 0));
+    }
+    let binary = expr.downcast_ref::<BinaryExpr>()?;
+    let sign = match binary.op() {
+        Operator::Plus => 1,
+        Operator::Minus => -1,
+        _ => return None,
+    };
+    let column = binary.left().downcast_ref::<Column>()?;
+    let nanos = match binary.right().downcast_ref::<Literal>()?.value() {
+        // Event times are UTC: a day is 86,400 s; months vary, so no.
+        ScalarValue::IntervalMonthDayNano(Some(i)) if i.months == 0 => i64::from(i.days)
+            .checked_mul(86_400_000_000_000)?
+            .checked_add(i.nanoseconds)?,
+        ScalarValue::IntervalDayTime(Some(i)) => i64::from(i.days)
+            .checked_mul(86_400_000_000_000)?
+            .checked_add(i64::from(i.milliseconds) * 1_000_000)?,
+        ScalarValue::DurationNanosecond(Some(n)) => *n,
+        _ => return None,
+    };
+    Some((column.index(), sign * nanos))
+}
+
+/// Follow output column `column` of `node`, which is `offset` nanoseconds
+/// before `window_end`, down to the slot scans it is the `event_time` of,
+/// collecting (scan, column in the scan's output, offset).
 fn trace(
     node: &Arc<dyn ExecutionPlan>,
     column: usize,
-    leaves: &mut Vec<(Arc<dyn ExecutionPlan>, usize)>,
+    offset: i64,
+    leaves: &mut Vec<(Arc<dyn ExecutionPlan>, usize, i64)>,
 ) -> Result<(), String> {
     let name = node.name();
     if node.fetch().is_some() {
@@ -113,24 +173,27 @@ fn trace(
                 "window_end comes from the scanned column {field}, not event_time"
             ));
         }
-        leaves.push((node.clone(), column));
+        leaves.push((node.clone(), column, offset));
         return Ok(());
     }
     if let Some(p) = node.downcast_ref::<ProjectionExec>() {
-        let Some(c) = p.expr()[column].expr.downcast_ref::<Column>() else {
+        let Some((c, shift)) = shifted_column(&p.expr()[column].expr) else {
             return Err(format!(
-                "window_end is computed ({}), not a column passed through",
+                "window_end is computed ({}), not a column passed through or shifted by a constant",
                 p.expr()[column].expr
             ));
         };
-        return trace(p.input(), c.index(), leaves);
+        let offset = offset
+            .checked_add(shift)
+            .ok_or("window_end's shift overflows")?;
+        return trace(p.input(), c, offset, leaves);
     }
     if let Some(f) = node.downcast_ref::<FilterExec>() {
         let column = f.projection().as_ref().map_or(column, |p| p[column]);
-        return trace(f.input(), column, leaves);
+        return trace(f.input(), column, offset, leaves);
     }
     if PASS_THROUGH.contains(&name) {
-        return trace(node.children()[0], column, leaves);
+        return trace(node.children()[0], column, offset, leaves);
     }
     if let Some(a) = node.downcast_ref::<AggregateExec>() {
         let group = a.group_expr();
@@ -145,11 +208,11 @@ fn trace(
                 "window_end groups by a computed expression ({expr})"
             ));
         };
-        return trace(a.input(), c.index(), leaves);
+        return trace(a.input(), c.index(), offset, leaves);
     }
     if let Some(u) = node.downcast_ref::<UnionExec>() {
         for child in u.children() {
-            trace(child, column, leaves)?;
+            trace(child, column, offset, leaves)?;
         }
         return Ok(());
     }
@@ -199,6 +262,7 @@ fn trace(
         return trace(
             if side == JoinSide::Left { left } else { right },
             index,
+            offset,
             leaves,
         );
     }

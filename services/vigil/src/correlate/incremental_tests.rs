@@ -33,6 +33,17 @@ const GROUPED_SEQUENCE: &str =
      WHERE a.object_ref.subresource = 'exec' AND b.object_ref.resource = 'secrets' \
      GROUP BY b.__row, b.user_info.username, b.event_time";
 
+/// Exec and secret read within 20 seconds of each other, either order,
+/// like the cross-source rules: complete 20 seconds after the read
+/// (`window_end` is the trigger's time shifted by a constant).
+const EITHER_WAY: &str = "SELECT b.user_info.username AS username, count(*) AS execs, \
+     b.event_time + INTERVAL '20 seconds' AS window_end \
+     FROM k8s_audit a JOIN k8s_audit b \
+       ON a.user_info.username = b.user_info.username \
+      AND a.event_time >= b.event_time - INTERVAL '20 seconds' AND a.event_time <= b.event_time + INTERVAL '20 seconds' \
+     WHERE a.object_ref.subresource = 'exec' AND b.object_ref.resource = 'secrets' \
+     GROUP BY b.__row, b.user_info.username, b.event_time";
+
 /// The rule shapes together: two aggregations (incremental unless
 /// disabled) and two joins (re-scanned; delta re-scans unless disabled),
 /// sharing retained events.
@@ -47,6 +58,7 @@ fn rules() -> Vec<(&'static str, &'static str, &'static str, &'static str)> {
             "-- window: 10m\n",
             GROUPED_SEQUENCE,
         ),
+        ("t.either_way", "k8s_audit", "-- window: 1m\n", EITHER_WAY),
     ]
 }
 
@@ -198,7 +210,7 @@ proptest! {
             let incremental = detector_with(&rules(), settings(true)).await;
             let strategies = incremental.engine().correlator().strategies();
             assert_eq!(strategies.iter().filter(|(_, s)| *s == RuleStrategy::Incremental).count(), 2, "{strategies:?}");
-            assert_eq!(strategies.iter().filter(|(_, s)| *s == RuleStrategy::DeltaRescan).count(), 2, "{strategies:?}");
+            assert_eq!(strategies.iter().filter(|(_, s)| *s == RuleStrategy::DeltaRescan).count(), 3, "{strategies:?}");
             let incremental = alerts_for(incremental, &msgs, &sizes).await;
             let rescan = alerts_for(detector_with(&rules(), settings(false)).await, &msgs, &sizes).await;
             prop_assert_eq!(&incremental, &rescan);
@@ -228,9 +240,13 @@ async fn each_rule_shape_gets_its_strategy_and_the_reason_when_an_aggregation_is
     );
     let outer_other_side =
         outer.replace("b.event_time AS window_end", "a.event_time AS window_end");
-    let computed = SEQUENCE.replace(
+    let shifted = SEQUENCE.replace(
         "b.event_time AS window_end",
         "b.event_time + INTERVAL '1 minute' AS window_end",
+    );
+    let computed = SEQUENCE.replace(
+        "b.event_time AS window_end",
+        "date_trunc('minute', b.event_time) AS window_end",
     );
     let d = detector_with(
         &[
@@ -259,6 +275,7 @@ async fn each_rule_shape_gets_its_strategy_and_the_reason_when_an_aggregation_is
                 "-- window: 10m\n",
                 &outer_other_side,
             ),
+            ("t.shifted", "k8s_audit", "-- window: 10m\n", &shifted),
             ("t.computed", "k8s_audit", "-- window: 10m\n", &computed),
         ],
         CorrelationSettings::default(),
@@ -274,8 +291,11 @@ async fn each_rule_shape_gets_its_strategy_and_the_reason_when_an_aggregation_is
     assert_eq!(s["t.seq_grouped"], RuleStrategy::DeltaRescan);
     assert_eq!(s["t.outer"], RuleStrategy::DeltaRescan);
     assert_eq!(s["t.outer_preserved"], RuleStrategy::DeltaRescan);
+    // ... or shifted by a constant.
+    assert_eq!(s["t.shifted"], RuleStrategy::DeltaRescan);
     // A window function over the trigger rows, the null-extended side of
-    // an outer join, a computed window_end: every retained event is read.
+    // an outer join, a window_end computed otherwise: every retained event
+    // is read.
     assert_eq!(s["t.sliding"], RuleStrategy::Rescan(None));
     assert_eq!(s["t.outer_other_side"], RuleStrategy::Rescan(None));
     assert_eq!(s["t.computed"], RuleStrategy::Rescan(None));
@@ -574,10 +594,13 @@ async fn state_size_with_a_million_distinct_keys() {
 
 #[tokio::test]
 async fn a_rescan_rule_is_not_run_again_when_no_event_was_retained_for_it() {
+    // A plain re-scan: a delta re-scan reads only the triggers due, so it
+    // has no undue rows to keep.
     let mut d = detector_with(
         &[("t.seq", "k8s_audit", "-- window: 10m\n", SEQUENCE)],
         CorrelationSettings {
             allowed_lateness_ms: 0,
+            delta_rescan: false,
             ..Default::default()
         },
     )
@@ -683,4 +706,77 @@ async fn only_the_events_a_rescan_rule_can_use_are_retained() {
         retained[1], 4,
         "every rule re-scanned: the unfiltered rule needs every event"
     );
+}
+
+#[tokio::test]
+async fn a_delta_rescan_gives_the_alerts_of_a_plain_rescan_while_triggers_wait_for_the_watermark() {
+    let settings = |delta_rescan| CorrelationSettings {
+        allowed_lateness_ms: 0,
+        delta_rescan,
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    for delta in [true, false] {
+        let mut d = detector_with(
+            &[("t.seq", "k8s_audit", "-- window: 10m\n", SEQUENCE)],
+            settings(delta),
+        )
+        .await;
+        let mut f = Feed::new();
+        let mut alerts = Vec::new();
+        // Partition 1 holds the watermark 60 s behind partition 0, so every
+        // secret read stays retained and undue for several batches.
+        for i in 0..10i64 {
+            let mut msgs = f.msgs(
+                SourceKind::K8sAudit,
+                0,
+                &[
+                    audit(
+                        &format!("e{i}"),
+                        "mallory",
+                        "create",
+                        "pods",
+                        Some("exec"),
+                        "prod",
+                        101,
+                        i * 10,
+                    ),
+                    audit(
+                        &format!("s{i}"),
+                        "mallory",
+                        "get",
+                        "secrets",
+                        None,
+                        "prod",
+                        200,
+                        i * 10 + 5,
+                    ),
+                ],
+            );
+            msgs.extend(f.msgs(
+                SourceKind::K8sAudit,
+                1,
+                &[audit(
+                    &format!("p{i}"),
+                    "x",
+                    "get",
+                    "pods",
+                    None,
+                    "prod",
+                    200,
+                    i * 10 - 60,
+                )],
+            ));
+            let (a, dead) = run(&mut d, msgs).await;
+            assert!(dead.is_empty(), "{dead:?}");
+            alerts.extend(a);
+        }
+        alerts.extend(d.finish().await.alerts);
+        let mut ids: Vec<String> = alerts.iter().map(|a| a.alert_id.clone()).collect();
+        ids.sort();
+        out.push((ids, d.engine().correlator().stats().rows_evaluated));
+    }
+    let ((delta_alerts, _), (plain_alerts, _)) = (&out[0], &out[1]);
+    assert_eq!(delta_alerts, plain_alerts, "the same alerts");
+    assert!(!delta_alerts.is_empty());
 }

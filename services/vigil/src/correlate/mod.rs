@@ -37,7 +37,6 @@ mod incremental;
 pub mod watermark;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -281,9 +280,9 @@ struct CompiledCorrelation {
     strategy: Strategy,
     /// Why an aggregation rule is re-scanned (for `rules validate`).
     rescan_reason: Option<String>,
-    /// For a delta re-scan (`delta.rs`): the floor its trigger scans read
-    /// above, set to `last_emitted` before each run.
-    delta_floor: Option<Arc<AtomicI64>>,
+    /// For a delta re-scan (`delta.rs`): the bounds of its trigger scans,
+    /// set to the emission range before each run.
+    delta: Option<delta::DeltaBounds>,
     last_emitted: Option<i64>,
     /// suppression key -> (suppressed until, alerts folded since)
     suppressed: HashMap<String, (i64, u64, Option<Alert>)>,
@@ -418,7 +417,7 @@ impl Correlator {
             .map(|r| {
                 let s = match &r.strategy {
                     Strategy::Incremental { .. } => RuleStrategy::Incremental,
-                    Strategy::Rescan { .. } if r.delta_floor.is_some() => RuleStrategy::DeltaRescan,
+                    Strategy::Rescan { .. } if r.delta.is_some() => RuleStrategy::DeltaRescan,
                     Strategy::Rescan { .. } => RuleStrategy::Rescan(r.rescan_reason.clone()),
                 };
                 (r.rule.meta.id.clone(), s)
@@ -716,10 +715,10 @@ impl Correlator {
                 Strategy::Rescan { pending: None } => {
                     let rows: usize = rule.sources.iter().map(|s| self.retained[s].rows()).sum();
                     self.stats.rows_evaluated += rows as u64;
-                    if let Some(floor) = &rule.delta_floor {
-                        // Rows with window_end <= from were emitted: their
-                        // trigger events need not be read again.
-                        floor.store(from, Ordering::Relaxed);
+                    if let Some(delta) = &rule.delta {
+                        // Only the triggers of the rows due now: earlier
+                        // ones were emitted, later ones are read when due.
+                        delta.set_range(from, watermark);
                     }
                     execute(&rule.plan, &self.task_ctx, &self.budget)
                         .instrument(span.clone())
@@ -772,6 +771,9 @@ impl Correlator {
                     rule.last_emitted = Some(watermark);
                     match &mut rule.strategy {
                         Strategy::Incremental { state, .. } => state.evict_through(watermark),
+                        // A delta run reads no trigger beyond the watermark,
+                        // so it leaves no undue rows to reuse.
+                        Strategy::Rescan { pending } if rule.delta.is_some() => *pending = None,
                         Strategy::Rescan { pending } => {
                             *pending = Some(rows_after(&batches, rule.window_end, watermark))
                         }

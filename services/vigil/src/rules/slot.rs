@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, AsArray, Scalar, TimestampNanosecondArray};
 use datafusion::arrow::compute::filter_record_batch;
-use datafusion::arrow::compute::kernels::aggregate::min;
-use datafusion::arrow::compute::kernels::cmp::gt;
+use datafusion::arrow::compute::kernels::aggregate::{max, min};
+use datafusion::arrow::compute::kernels::boolean::and;
+use datafusion::arrow::compute::kernels::cmp::{gt, lt_eq};
 use datafusion::arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
@@ -134,9 +135,9 @@ pub struct SlotExec {
     slot: Arc<BatchSlot>,
     properties: Arc<PlanProperties>,
     /// Emit only rows whose timestamp column (index in the output) is
-    /// greater than the floor, read at each execution (delta re-scans of
+    /// within the bounds, read at each execution (delta re-scans of
     /// correlation rules, `correlate::delta`).
-    newer_than: Option<(usize, Arc<AtomicI64>)>,
+    time_bounds: Option<(usize, Arc<TimeBounds>)>,
 }
 
 impl SlotExec {
@@ -151,25 +152,61 @@ impl SlotExec {
             projection,
             slot,
             properties: Arc::new(properties),
-            newer_than: None,
+            time_bounds: None,
         }
     }
 
     /// The same scan, emitting only rows whose nanosecond timestamp
-    /// `column` (in its output) is greater than `floor` at execution.
-    pub fn newer_than(&self, column: usize, floor: Arc<AtomicI64>) -> SlotExec {
+    /// `column` (in its output) is within `bounds` at execution.
+    pub fn within(&self, column: usize, bounds: Arc<TimeBounds>) -> SlotExec {
         SlotExec {
             projection: self.projection.clone(),
             slot: self.slot.clone(),
             properties: self.properties.clone(),
-            newer_than: Some((column, floor)),
+            time_bounds: Some((column, bounds)),
         }
     }
 }
 
-/// The rows of `batch` whose timestamp `column` is greater than `floor`;
+/// A half-open range of event times, `after < t <= through`, that a scan
+/// made with [`SlotExec::within`] reads; set between executions.
+#[derive(Debug)]
+pub struct TimeBounds {
+    after: AtomicI64,
+    through: AtomicI64,
+}
+
+impl Default for TimeBounds {
+    /// Every time.
+    fn default() -> Self {
+        TimeBounds {
+            after: AtomicI64::new(i64::MIN),
+            through: AtomicI64::new(i64::MAX),
+        }
+    }
+}
+
+impl TimeBounds {
+    pub fn set(&self, after: i64, through: i64) {
+        self.after.store(after, Ordering::Relaxed);
+        self.through.store(through, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> (i64, i64) {
+        (
+            self.after.load(Ordering::Relaxed),
+            self.through.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The rows of `batch` whose timestamp `column` is in `(after, through]`;
 /// the batch itself when all are, `None` when none is.
-fn rows_newer_than(batch: RecordBatch, column: usize, floor: i64) -> Result<Option<RecordBatch>> {
+fn rows_within(
+    batch: RecordBatch,
+    column: usize,
+    (after, through): (i64, i64),
+) -> Result<Option<RecordBatch>> {
     let times = batch
         .column(column)
         .as_primitive_opt::<TimestampNanosecondType>()
@@ -178,13 +215,22 @@ fn rows_newer_than(batch: RecordBatch, column: usize, floor: i64) -> Result<Opti
                 "column {column} of a delta scan is not a nanosecond timestamp"
             ))
         })?;
-    if times.null_count() == 0 && min(times).is_some_and(|t| t > floor) {
+    if times.null_count() == 0
+        && min(times).is_some_and(|t| t > after)
+        && max(times).is_some_and(|t| t <= through)
+    {
         return Ok(Some(batch));
     }
-    // The scalar must carry the column's time zone to compare with it.
-    let floor =
-        TimestampNanosecondArray::from(vec![floor]).with_data_type(times.data_type().clone());
-    let keep = gt(times, &Scalar::new(floor))?;
+    // The scalars must carry the column's time zone to compare with it.
+    let scalar = |t: i64| {
+        Scalar::new(
+            TimestampNanosecondArray::from(vec![t]).with_data_type(times.data_type().clone()),
+        )
+    };
+    let keep = and(
+        &gt(times, &scalar(after))?,
+        &lt_eq(times, &scalar(through))?,
+    )?;
     match keep.true_count() {
         0 => Ok(None),
         _ => Ok(Some(filter_record_batch(&batch, &keep)?)),
@@ -194,8 +240,8 @@ fn rows_newer_than(batch: RecordBatch, column: usize, floor: i64) -> Result<Opti
 impl DisplayAs for SlotExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "SlotExec: projection={:?}", self.projection)?;
-        if let Some((column, _)) = &self.newer_than {
-            write!(f, ", newer than the last emission in column {column}")?;
+        if let Some((column, _)) = &self.time_bounds {
+            write!(f, ", column {column} within the emission range")?;
         }
         Ok(())
     }
@@ -255,10 +301,10 @@ impl ExecutionPlan for SlotExec {
             )));
         }
         let schema = self.properties.eq_properties.schema().clone();
-        let floor = self
-            .newer_than
+        let bounds = self
+            .time_bounds
             .as_ref()
-            .map(|(column, floor)| (*column, floor.load(Ordering::Relaxed)));
+            .map(|(column, bounds)| (*column, bounds.get()));
         let batches: Vec<Result<RecordBatch>> = self
             .slot
             .get()
@@ -267,9 +313,9 @@ impl ExecutionPlan for SlotExec {
                 Some(p) => batch.project(p).map_err(Into::into),
                 None => Ok(batch),
             })
-            .filter_map(|batch| match (batch, floor) {
-                (Ok(batch), Some((column, floor))) if floor != i64::MIN => {
-                    rows_newer_than(batch, column, floor).transpose()
+            .filter_map(|batch| match (batch, bounds) {
+                (Ok(batch), Some((column, range))) if range != (i64::MIN, i64::MAX) => {
+                    rows_within(batch, column, range).transpose()
                 }
                 (batch, _) => Some(batch),
             })
@@ -327,7 +373,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_delta_scan_emits_only_rows_newer_than_the_floor_read_at_each_execution() {
+    async fn a_delta_scan_emits_only_rows_within_the_bounds_read_at_each_execution() {
         let slot = Arc::new(BatchSlot::default());
         slot.set_all(vec![
             batch(&[10, 20, 30], &["a", "b", "c"]),
@@ -335,17 +381,19 @@ mod tests {
             batch(&[40], &["f"]),
         ]);
         let plain = SlotExec::new(slot.get()[0].schema(), None, slot.clone());
-        let floor = Arc::new(AtomicI64::new(i64::MIN));
-        let delta = plain.newer_than(0, floor.clone());
+        let bounds = Arc::new(TimeBounds::default());
+        let delta = plain.within(0, bounds.clone());
         assert_eq!(
             names(&delta).await,
             ["a", "b", "c", "d", "e", "f"],
-            "the minimum floor keeps everything"
+            "unbounded: everything"
         );
-        floor.store(20, Ordering::Relaxed);
-        // Strictly newer: 20 was emitted with the range ending at 20.
+        // (20, 40]: 20 was emitted with the range ending at 20.
+        bounds.set(20, 40);
         assert_eq!(names(&delta).await, ["c", "f"]);
-        floor.store(40, Ordering::Relaxed);
+        bounds.set(5, 30);
+        assert_eq!(names(&delta).await, ["a", "b", "c", "e"]);
+        bounds.set(40, i64::MAX);
         assert!(names(&delta).await.is_empty());
         assert_eq!(
             names(&plain).await.len(),
