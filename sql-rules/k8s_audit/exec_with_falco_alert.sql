@@ -13,8 +13,10 @@
 --    minutes after the request; suppressed for 10 minutes per user and pod.
 --    Cross-source rule: its header source is k8s_audit (the exec is the
 --    trigger), and it reads the falco table too.
---    Written as a UNION ALL of the two tables with window functions per pod
---    over 2 minutes either side, not a join: see docs/rules.md.
+--    Written as a join of the exec records with the pod's Falco alerts of
+--    2 minutes either side, grouped per request; window_end is the request's
+--    time plus 2 minutes, so it is a delta re-scan (each request is joined
+--    once, when the watermark passes it): see docs/rules.md.
 -- mitre: T1609, T1059.004, T1552.001
 -- source: k8s_audit
 -- tags: attack, execution, credential_access, runtime, correlation, cross_source
@@ -26,62 +28,48 @@
 -- suppress: 10m
 -- suppress_key: username, namespace, pod
 SELECT
-  username,
-  namespace,
-  pod,
-  source_ip,
-  uri,
-  min(event_time) AS exec_time,
-  array_distinct(flatten(array_agg(falco_rules))) AS falco_rules,
-  array_distinct(flatten(array_agg(cmdlines))) AS cmdlines,
-  array_distinct(flatten(array_agg(files))) AS files,
-  min(event_time) + INTERVAL '2 minutes' AS window_end,
-  flatten(array_agg(runtime_rows)) AS __row_runtime
+  e.username AS username,
+  e.namespace AS namespace,
+  e.pod AS pod,
+  e.source_ip AS source_ip,
+  e.uri AS uri,
+  e.event_time AS exec_time,
+  array_agg(DISTINCT r.falco_rule) AS falco_rules,
+  array_agg(DISTINCT r.cmdline) FILTER (WHERE r.cmdline IS NOT NULL) AS cmdlines,
+  array_agg(DISTINCT r.file) FILTER (WHERE r.file IS NOT NULL) AS files,
+  e.event_time + INTERVAL '2 minutes' AS window_end
 FROM (
-  SELECT *,
-    count(*) FILTER (WHERE NOT is_exec) OVER (PARTITION BY namespace, pod ORDER BY event_time
-      RANGE BETWEEN INTERVAL '2 minutes' PRECEDING AND INTERVAL '2 minutes' FOLLOWING) AS runtime_count,
-    array_agg(DISTINCT falco_rule) FILTER (WHERE NOT is_exec) OVER (PARTITION BY namespace, pod ORDER BY event_time
-      RANGE BETWEEN INTERVAL '2 minutes' PRECEDING AND INTERVAL '2 minutes' FOLLOWING) AS falco_rules,
-    array_agg(DISTINCT cmdline) FILTER (WHERE NOT is_exec AND cmdline IS NOT NULL) OVER (PARTITION BY namespace, pod ORDER BY event_time
-      RANGE BETWEEN INTERVAL '2 minutes' PRECEDING AND INTERVAL '2 minutes' FOLLOWING) AS cmdlines,
-    array_agg(DISTINCT file) FILTER (WHERE NOT is_exec AND file IS NOT NULL) OVER (PARTITION BY namespace, pod ORDER BY event_time
-      RANGE BETWEEN INTERVAL '2 minutes' PRECEDING AND INTERVAL '2 minutes' FOLLOWING) AS files,
-    array_agg(__row) FILTER (WHERE NOT is_exec) OVER (PARTITION BY namespace, pod ORDER BY event_time
-      RANGE BETWEEN INTERVAL '2 minutes' PRECEDING AND INTERVAL '2 minutes' FOLLOWING) AS runtime_rows
-  FROM (
-    SELECT __row, event_time, true AS is_exec,
-      object_ref.namespace AS namespace, object_ref.name AS pod,
-      user_info.username AS username, COALESCE(audit_id, '') AS audit_id,
-      source_ips[1] AS source_ip, request_uri AS uri,
-      CAST(NULL AS VARCHAR) AS falco_rule, CAST(NULL AS VARCHAR) AS cmdline, CAST(NULL AS VARCHAR) AS file
-    FROM k8s_audit
-    WHERE object_ref.resource = 'pods'
-      AND object_ref.subresource IN ('exec', 'attach')
-      AND verb IN ('create', 'get')
-      AND COALESCE(stage, '') <> 'RequestReceived'
-      AND COALESCE(response_status.code, 200) < 400
-    UNION ALL
-    SELECT __row, event_time, false AS is_exec,
-      json_get_str(output_fields, 'k8s.ns.name') AS namespace, json_get_str(output_fields, 'k8s.pod.name') AS pod,
-      CAST(NULL AS VARCHAR) AS username, CAST(NULL AS VARCHAR) AS audit_id,
-      CAST(NULL AS VARCHAR) AS source_ip, CAST(NULL AS VARCHAR) AS uri,
-      rule AS falco_rule, json_get_str(output_fields, 'proc.cmdline') AS cmdline,
-      json_get_str(output_fields, 'fd.name') AS file
-    FROM falco
-    WHERE json_get_str(output_fields, 'k8s.pod.name') IS NOT NULL
-      AND (rule IN ('Terminal shell in container', 'Run shell untrusted',
-                    'Redirect STDOUT/STDIN to Network Connection in Container',
-                    'Netcat Remote Code Execution in Container',
-                    'Read sensitive file untrusted', 'Read sensitive file trusted after startup',
-                    'Search Private Keys or Passwords')
-           OR (array_has(tags, 'container')
-               AND (array_has(tags, 'shell') OR array_has(tags, 'T1059') OR array_has(tags, 'T1059.004')))
-           OR array_has(tags, 'T1555') OR array_has(tags, 'T1552'))
-  ) u
-) s
-WHERE is_exec
-  AND runtime_count > 0
--- one alert per exec request: its ResponseStarted and ResponseComplete records share the auditID
-GROUP BY CASE WHEN audit_id = '' THEN CAST(__row AS VARCHAR) ELSE audit_id END,
-  username, namespace, pod, source_ip, uri
+  SELECT __row, event_time,
+    object_ref.namespace AS namespace, object_ref.name AS pod,
+    user_info.username AS username, COALESCE(audit_id, '') AS audit_id,
+    source_ips[1] AS source_ip, request_uri AS uri
+  FROM k8s_audit
+  WHERE object_ref.resource = 'pods'
+    AND object_ref.subresource IN ('exec', 'attach')
+    AND verb IN ('create', 'get')
+    AND COALESCE(stage, '') <> 'RequestReceived'
+    AND COALESCE(response_status.code, 200) < 400
+) e
+JOIN (
+  SELECT __row, event_time,
+    json_get_str(output_fields, 'k8s.ns.name') AS namespace, json_get_str(output_fields, 'k8s.pod.name') AS pod,
+    rule AS falco_rule, json_get_str(output_fields, 'proc.cmdline') AS cmdline,
+    json_get_str(output_fields, 'fd.name') AS file
+  FROM falco
+  WHERE json_get_str(output_fields, 'k8s.pod.name') IS NOT NULL
+    AND (rule IN ('Terminal shell in container', 'Run shell untrusted',
+                  'Redirect STDOUT/STDIN to Network Connection in Container',
+                  'Netcat Remote Code Execution in Container',
+                  'Read sensitive file untrusted', 'Read sensitive file trusted after startup',
+                  'Search Private Keys or Passwords')
+         OR (array_has(tags, 'container')
+             AND (array_has(tags, 'shell') OR array_has(tags, 'T1059') OR array_has(tags, 'T1059.004')))
+         OR array_has(tags, 'T1555') OR array_has(tags, 'T1552'))
+) r
+  ON r.namespace = e.namespace AND r.pod = e.pod
+ AND r.event_time >= e.event_time - INTERVAL '2 minutes'
+ AND r.event_time <= e.event_time + INTERVAL '2 minutes'
+-- one alert per exec request: its ResponseStarted and ResponseComplete records
+-- share the auditID and the request's time (requestReceivedTimestamp, the event time)
+GROUP BY CASE WHEN e.audit_id = '' THEN CAST(e.__row AS VARCHAR) ELSE e.audit_id END,
+  e.username, e.namespace, e.pod, e.source_ip, e.uri, e.event_time

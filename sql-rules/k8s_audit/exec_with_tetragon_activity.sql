@@ -13,8 +13,10 @@
 --    the request (when no more matches can arrive); suppressed for 10 minutes
 --    per user and pod. Cross-source rule: its header source is k8s_audit (the
 --    exec is the trigger), and it reads the tetragon table too.
---    Written as a UNION ALL of the two tables with window functions per pod
---    over 2 minutes either side, not a join: see docs/rules.md.
+--    Written as a join of the exec records with the pod's Tetragon events of
+--    2 minutes either side, grouped per request; window_end is the request's
+--    time plus 2 minutes, so it is a delta re-scan (each request is joined
+--    once, when the watermark passes it): see docs/rules.md.
 -- mitre: T1609, T1059.004, T1552.001
 -- source: k8s_audit
 -- tags: attack, execution, credential_access, runtime, correlation, cross_source
@@ -26,74 +28,57 @@
 -- suppress: 10m
 -- suppress_key: username, namespace, pod
 SELECT
-  username,
-  namespace,
-  pod,
-  source_ip,
-  uri,
-  min(event_time) AS exec_time,
-  array_distinct(flatten(array_agg(runtime_events))) AS runtime_events,
-  array_distinct(flatten(array_agg(binaries))) AS binaries,
-  array_distinct(flatten(array_agg(arguments))) AS arguments,
-  array_distinct(flatten(array_agg(files))) AS files,
-  min(event_time) + INTERVAL '2 minutes' AS window_end,
-  flatten(array_agg(runtime_rows)) AS __row_runtime
+  e.username AS username,
+  e.namespace AS namespace,
+  e.pod AS pod,
+  e.source_ip AS source_ip,
+  e.uri AS uri,
+  e.event_time AS exec_time,
+  array_agg(DISTINCT r.runtime_event) AS runtime_events,
+  array_agg(DISTINCT r.runtime_binary) AS binaries,
+  array_agg(DISTINCT r.runtime_arguments) FILTER (WHERE r.runtime_arguments IS NOT NULL) AS arguments,
+  array_agg(DISTINCT r.runtime_files) FILTER (WHERE r.runtime_files IS NOT NULL) AS files,
+  e.event_time + INTERVAL '2 minutes' AS window_end
 FROM (
-  SELECT *,
-    count(*) FILTER (WHERE NOT is_exec) OVER (PARTITION BY namespace, pod ORDER BY event_time
-      RANGE BETWEEN INTERVAL '2 minutes' PRECEDING AND INTERVAL '2 minutes' FOLLOWING) AS runtime_count,
-    array_agg(DISTINCT runtime_event) FILTER (WHERE NOT is_exec) OVER (PARTITION BY namespace, pod ORDER BY event_time
-      RANGE BETWEEN INTERVAL '2 minutes' PRECEDING AND INTERVAL '2 minutes' FOLLOWING) AS runtime_events,
-    array_agg(DISTINCT runtime_binary) FILTER (WHERE NOT is_exec) OVER (PARTITION BY namespace, pod ORDER BY event_time
-      RANGE BETWEEN INTERVAL '2 minutes' PRECEDING AND INTERVAL '2 minutes' FOLLOWING) AS binaries,
-    array_agg(DISTINCT runtime_arguments) FILTER (WHERE NOT is_exec AND runtime_arguments IS NOT NULL) OVER (PARTITION BY namespace, pod ORDER BY event_time
-      RANGE BETWEEN INTERVAL '2 minutes' PRECEDING AND INTERVAL '2 minutes' FOLLOWING) AS arguments,
-    array_agg(DISTINCT runtime_files) FILTER (WHERE NOT is_exec AND runtime_files IS NOT NULL) OVER (PARTITION BY namespace, pod ORDER BY event_time
-      RANGE BETWEEN INTERVAL '2 minutes' PRECEDING AND INTERVAL '2 minutes' FOLLOWING) AS files,
-    array_agg(__row) FILTER (WHERE NOT is_exec) OVER (PARTITION BY namespace, pod ORDER BY event_time
-      RANGE BETWEEN INTERVAL '2 minutes' PRECEDING AND INTERVAL '2 minutes' FOLLOWING) AS runtime_rows
-  FROM (
-    SELECT __row, event_time, true AS is_exec,
-      object_ref.namespace AS namespace, object_ref.name AS pod,
-      user_info.username AS username, COALESCE(audit_id, '') AS audit_id,
-      source_ips[1] AS source_ip, request_uri AS uri,
-      CAST(NULL AS VARCHAR) AS runtime_event, CAST(NULL AS VARCHAR) AS runtime_binary,
-      CAST(NULL AS VARCHAR) AS runtime_arguments, CAST(NULL AS VARCHAR) AS runtime_files
-    FROM k8s_audit
-    WHERE object_ref.resource = 'pods'
-      AND object_ref.subresource IN ('exec', 'attach')
-      AND verb IN ('create', 'get')
-      AND COALESCE(stage, '') <> 'RequestReceived'
-      AND COALESCE(response_status.code, 200) < 400
-    UNION ALL
-    SELECT __row, event_time, false AS is_exec,
-      process.pod.namespace AS namespace, process.pod.name AS pod,
-      CAST(NULL AS VARCHAR) AS username, CAST(NULL AS VARCHAR) AS audit_id,
-      CAST(NULL AS VARCHAR) AS source_ip, CAST(NULL AS VARCHAR) AS uri,
-      event_type AS runtime_event, process.binary AS runtime_binary,
-      process.arguments AS runtime_arguments,
-      NULLIF(array_to_string(json_path_values(args, '$[*].file_arg.path'), ','), '') AS runtime_files
-    FROM tetragon
-    WHERE process.pod.name IS NOT NULL
-      AND (
-        (event_type = 'process_exec'
-         AND regexp_like(COALESCE(process.binary, ''), '/(sh|bash|ash|dash|zsh|ksh|mksh|csh|tcsh)$')
-         AND COALESCE(process.pod.container.pid, 0) <> 1
-         AND NOT COALESCE(json_get_bool(payload, 'process', 'pod', 'container', 'maybe_exec_probe'), false))
-        OR (event_type = 'process_kprobe'
-            AND (regexp_like(array_to_string(json_path_values(args, '$[*].file_arg.path'), '|'),
-                   '(^|\|)/?(etc/(shadow|gshadow)|var/run/secrets/[^|]*token|run/secrets/[^|]*token|root/\.ssh/[^|]*|home/[^/|]+/\.ssh/id_[^|]*|etc/kubernetes/pki/[^|]*\.key|var/lib/kubelet/pki/[^|]*)(\||$)')
-                 OR (regexp_like(lower(COALESCE(function_name, '')), 'write|truncate|rename|unlink')
-                     AND regexp_like(array_to_string(json_path_values(args, '$[*].file_arg.path'), '|'),
-                           '(^|\|)/?etc/(passwd|group|sudoers|sudoers\.d/[^|]*)(\||$)'))))
-        OR (event_type = 'process_exec'
-            AND regexp_like(COALESCE(process.arguments, ''),
-                  '(/etc/shadow|/etc/gshadow|/var/run/secrets/kubernetes\.io/serviceaccount|/run/secrets/kubernetes\.io/serviceaccount|/root/\.ssh/id_)'))
-      )
-  ) u
-) s
-WHERE is_exec
-  AND runtime_count > 0
--- one alert per exec request: its ResponseStarted and ResponseComplete records share the auditID
-GROUP BY CASE WHEN audit_id = '' THEN CAST(__row AS VARCHAR) ELSE audit_id END,
-  username, namespace, pod, source_ip, uri
+  SELECT __row, event_time,
+    object_ref.namespace AS namespace, object_ref.name AS pod,
+    user_info.username AS username, COALESCE(audit_id, '') AS audit_id,
+    source_ips[1] AS source_ip, request_uri AS uri
+  FROM k8s_audit
+  WHERE object_ref.resource = 'pods'
+    AND object_ref.subresource IN ('exec', 'attach')
+    AND verb IN ('create', 'get')
+    AND COALESCE(stage, '') <> 'RequestReceived'
+    AND COALESCE(response_status.code, 200) < 400
+) e
+JOIN (
+  SELECT __row, event_time,
+    process.pod.namespace AS namespace, process.pod.name AS pod,
+    event_type AS runtime_event, process.binary AS runtime_binary,
+    process.arguments AS runtime_arguments,
+    NULLIF(array_to_string(json_path_values(args, '$[*].file_arg.path'), ','), '') AS runtime_files
+  FROM tetragon
+  WHERE process.pod.name IS NOT NULL
+    AND (
+      (event_type = 'process_exec'
+       AND regexp_like(COALESCE(process.binary, ''), '/(sh|bash|ash|dash|zsh|ksh|mksh|csh|tcsh)$')
+       AND COALESCE(process.pod.container.pid, 0) <> 1
+       AND NOT COALESCE(json_get_bool(payload, 'process', 'pod', 'container', 'maybe_exec_probe'), false))
+      OR (event_type = 'process_kprobe'
+          AND (regexp_like(array_to_string(json_path_values(args, '$[*].file_arg.path'), '|'),
+                 '(^|\|)/?(etc/(shadow|gshadow)|var/run/secrets/[^|]*token|run/secrets/[^|]*token|root/\.ssh/[^|]*|home/[^/|]+/\.ssh/id_[^|]*|etc/kubernetes/pki/[^|]*\.key|var/lib/kubelet/pki/[^|]*)(\||$)')
+               OR (regexp_like(lower(COALESCE(function_name, '')), 'write|truncate|rename|unlink')
+                   AND regexp_like(array_to_string(json_path_values(args, '$[*].file_arg.path'), '|'),
+                         '(^|\|)/?etc/(passwd|group|sudoers|sudoers\.d/[^|]*)(\||$)'))))
+      OR (event_type = 'process_exec'
+          AND regexp_like(COALESCE(process.arguments, ''),
+                '(/etc/shadow|/etc/gshadow|/var/run/secrets/kubernetes\.io/serviceaccount|/run/secrets/kubernetes\.io/serviceaccount|/root/\.ssh/id_)'))
+    )
+) r
+  ON r.namespace = e.namespace AND r.pod = e.pod
+ AND r.event_time >= e.event_time - INTERVAL '2 minutes'
+ AND r.event_time <= e.event_time + INTERVAL '2 minutes'
+-- one alert per exec request: its ResponseStarted and ResponseComplete records
+-- share the auditID and the request's time (requestReceivedTimestamp, the event time)
+GROUP BY CASE WHEN e.audit_id = '' THEN CAST(e.__row AS VARCHAR) ELSE e.audit_id END,
+  e.username, e.namespace, e.pod, e.source_ip, e.uri, e.event_time

@@ -469,7 +469,7 @@ async fn dispatch_tool(command: Command) -> Result<ExitCode> {
                         RuleStrategy::Incremental => println!("correlation rule {id}: incremental"),
                         RuleStrategy::Rescan(None) => println!("correlation rule {id}: re-scan"),
                         RuleStrategy::Rescan(Some(why)) => println!("correlation rule {id}: re-scan ({why})"),
-                        RuleStrategy::DeltaRescan => println!("correlation rule {id}: re-scan, trigger events newer than the last emission only"),
+                        RuleStrategy::DeltaRescan => println!("correlation rule {id}: delta re-scan (only the trigger events due in each emission are joined)"),
                     }
                 }
                 Ok(ExitCode::SUCCESS)
