@@ -23,7 +23,7 @@ use super::{
     delta, incremental, ms, CompiledCorrelation, CorrelationSettings, CorrelationStats, Correlator,
     Retained, Strategy,
 };
-use crate::rules::slot::{cache_scan_filters, BatchSlot, SlotTable};
+use crate::rules::slot::{BatchSlot, SlotTable};
 use crate::rules::{Rule, RuleError, RuleMode};
 use crate::schema::ROW_COLUMN;
 use crate::source::SourceKind;
@@ -220,18 +220,6 @@ pub(super) async fn compile(
                 }
             },
             false => (physical, None),
-        };
-        // A re-scan reads the same retained batches at every run: each
-        // scan filter runs once per retained batch, not once per run.
-        let physical = match rescan {
-            true => match cache_scan_filters(physical) {
-                Ok(p) => p,
-                Err(e) => {
-                    errors.push(err(None, format!("caching scan filters failed: {e}")));
-                    continue;
-                }
-            },
-            false => physical,
         };
         for (source, filter) in scans {
             let entry = usage

@@ -6,15 +6,12 @@
 //! in the slot and re-executes the same physical plans: no SQL parsing,
 //! logical optimisation or physical planning happens per batch.
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Scalar, TimestampNanosecondArray,
-};
+use datafusion::arrow::array::{Array, AsArray, Scalar, TimestampNanosecondArray};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::compute::kernels::aggregate::{max, min};
 use datafusion::arrow::compute::kernels::boolean::and;
@@ -22,14 +19,13 @@ use datafusion::arrow::compute::kernels::cmp::{gt, lt_eq};
 use datafusion::arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::TableType;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, Volatility};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, ScalarFunctionExpr};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
@@ -142,52 +138,6 @@ pub struct SlotExec {
     /// within the bounds, read at each execution (delta re-scans of
     /// correlation rules, `correlate::delta`).
     time_bounds: Option<(usize, Arc<TimeBounds>)>,
-    /// A filter merged into the scan whose result is kept per slot batch
-    /// (re-scans of retained events, [`cache_scan_filters`]).
-    filter: Option<CachedFilter>,
-}
-
-/// A scan filter evaluated once per slot batch: retained batches are
-/// immutable and re-read at every run of a re-scan rule.
-#[derive(Debug)]
-struct CachedFilter {
-    predicate: Arc<dyn PhysicalExpr>,
-    /// The filter's own output projection (applied last).
-    projection: Option<Vec<usize>>,
-    /// Mask per batch, keyed by the address of the batch's first column,
-    /// which the entry holds so the address cannot be reused by another
-    /// batch while the entry exists. Entries of batches no longer in the
-    /// slot are dropped after each execution.
-    masks: Mutex<HashMap<usize, (ArrayRef, BooleanArray)>>,
-}
-
-impl CachedFilter {
-    fn mask(&self, batch: &RecordBatch, seen: &mut HashSet<usize>) -> Result<BooleanArray> {
-        let evaluate = || -> Result<BooleanArray> {
-            let values = self
-                .predicate
-                .evaluate(batch)?
-                .into_array(batch.num_rows())?;
-            values
-                .as_boolean_opt()
-                .cloned()
-                .ok_or_else(|| DataFusionError::Internal("a scan filter is not boolean".into()))
-        };
-        let Some(first) = batch.columns().first() else {
-            return evaluate();
-        };
-        let key = Arc::as_ptr(first) as *const () as usize;
-        seen.insert(key);
-        let mut masks = self.masks.lock().expect("filter cache lock");
-        if let Some((_, mask)) = masks.get(&key) {
-            if mask.len() == batch.num_rows() {
-                return Ok(mask.clone());
-            }
-        }
-        let mask = evaluate()?;
-        masks.insert(key, (first.clone(), mask.clone()));
-        Ok(mask)
-    }
 }
 
 impl SlotExec {
@@ -203,7 +153,6 @@ impl SlotExec {
             slot,
             properties: Arc::new(properties),
             time_bounds: None,
-            filter: None,
         }
     }
 
@@ -215,61 +164,8 @@ impl SlotExec {
             slot: self.slot.clone(),
             properties: self.properties.clone(),
             time_bounds: Some((column, bounds)),
-            filter: None,
         }
     }
-}
-
-/// Merge every filter directly over a slot scan into the scan, with its
-/// result cached per slot batch: for plans re-executed over retained
-/// events that change only by appends and evictions, so each retained
-/// event goes through each scan filter once instead of at every run.
-/// Filters calling a volatile function are left alone.
-pub fn cache_scan_filters(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-    plan.transform_up(|node| {
-        let Some(filter) = node.downcast_ref::<FilterExec>() else {
-            return Ok(Transformed::no(node));
-        };
-        let Some(scan) = filter.input().downcast_ref::<SlotExec>() else {
-            return Ok(Transformed::no(node));
-        };
-        if filter.fetch().is_some() || scan.filter.is_some() || is_volatile(filter.predicate())? {
-            return Ok(Transformed::no(node));
-        }
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(filter.schema()),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
-        let merged = SlotExec {
-            projection: scan.projection.clone(),
-            slot: scan.slot.clone(),
-            properties: Arc::new(properties),
-            time_bounds: scan.time_bounds.clone(),
-            filter: Some(CachedFilter {
-                predicate: filter.predicate().clone(),
-                projection: filter.projection().as_deref().map(<[usize]>::to_vec),
-                masks: Mutex::default(),
-            }),
-        };
-        Ok(Transformed::yes(Arc::new(merged) as Arc<dyn ExecutionPlan>))
-    })
-    .map(|t| t.data)
-}
-
-fn is_volatile(predicate: &Arc<dyn PhysicalExpr>) -> Result<bool> {
-    let mut volatile = false;
-    predicate.apply(|e| {
-        if let Some(f) = e.downcast_ref::<ScalarFunctionExpr>() {
-            if f.fun().signature().volatility != Volatility::Immutable {
-                volatile = true;
-                return Ok(TreeNodeRecursion::Stop);
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
-    })?;
-    Ok(volatile)
 }
 
 /// A half-open range of event times, `after < t <= through`, that a scan
@@ -304,13 +200,13 @@ impl TimeBounds {
     }
 }
 
-/// Which rows of `batch` have their timestamp `column` in `(after,
-/// through]`; `None` when all do.
-fn bounds_mask(
-    batch: &RecordBatch,
+/// The rows of `batch` whose timestamp `column` is in `(after, through]`;
+/// the batch itself when all are, `None` when none is.
+fn rows_within(
+    batch: RecordBatch,
     column: usize,
     (after, through): (i64, i64),
-) -> Result<Option<BooleanArray>> {
+) -> Result<Option<RecordBatch>> {
     let times = batch
         .column(column)
         .as_primitive_opt::<TimestampNanosecondType>()
@@ -323,7 +219,7 @@ fn bounds_mask(
         && min(times).is_some_and(|t| t > after)
         && max(times).is_some_and(|t| t <= through)
     {
-        return Ok(None);
+        return Ok(Some(batch));
     }
     // The scalars must carry the column's time zone to compare with it.
     let scalar = |t: i64| {
@@ -331,47 +227,13 @@ fn bounds_mask(
             TimestampNanosecondArray::from(vec![t]).with_data_type(times.data_type().clone()),
         )
     };
-    Ok(Some(and(
+    let keep = and(
         &gt(times, &scalar(after))?,
         &lt_eq(times, &scalar(through))?,
-    )?))
-}
-
-impl SlotExec {
-    /// One slot batch as this scan emits it: projected, filtered (cached
-    /// filter, time bounds), then the merged filter's projection.
-    fn emit(&self, batch: RecordBatch, seen: &mut HashSet<usize>) -> Result<Option<RecordBatch>> {
-        let batch = match &self.projection {
-            Some(p) => batch.project(p)?,
-            None => batch,
-        };
-        let mut mask = match &self.filter {
-            Some(f) => Some(f.mask(&batch, seen)?),
-            None => None,
-        };
-        if let Some((column, bounds)) = &self.time_bounds {
-            let range = bounds.get();
-            if range != (i64::MIN, i64::MAX) {
-                if let Some(within) = bounds_mask(&batch, *column, range)? {
-                    mask = Some(match mask {
-                        Some(m) => and(&m, &within)?,
-                        None => within,
-                    });
-                }
-            }
-        }
-        let batch = match mask {
-            None => batch,
-            Some(m) => match m.true_count() {
-                0 => return Ok(None),
-                n if n == batch.num_rows() => batch,
-                _ => filter_record_batch(&batch, &m)?,
-            },
-        };
-        match self.filter.as_ref().and_then(|f| f.projection.as_ref()) {
-            Some(p) => Ok(Some(batch.project(p)?)),
-            None => Ok(Some(batch)),
-        }
+    )?;
+    match keep.true_count() {
+        0 => Ok(None),
+        _ => Ok(Some(filter_record_batch(&batch, &keep)?)),
     }
 }
 
@@ -380,9 +242,6 @@ impl DisplayAs for SlotExec {
         write!(f, "SlotExec: projection={:?}", self.projection)?;
         if let Some((column, _)) = &self.time_bounds {
             write!(f, ", column {column} within the emission range")?;
-        }
-        if let Some(filter) = &self.filter {
-            write!(f, ", filter={} (cached per batch)", filter.predicate)?;
         }
         Ok(())
     }
@@ -442,21 +301,25 @@ impl ExecutionPlan for SlotExec {
             )));
         }
         let schema = self.properties.eq_properties.schema().clone();
-        let mut seen = HashSet::new();
+        let bounds = self
+            .time_bounds
+            .as_ref()
+            .map(|(column, bounds)| (*column, bounds.get()));
         let batches: Vec<Result<RecordBatch>> = self
             .slot
             .get()
             .into_iter()
-            .filter_map(|batch| self.emit(batch, &mut seen).transpose())
+            .map(|batch| match &self.projection {
+                Some(p) => batch.project(p).map_err(Into::into),
+                None => Ok(batch),
+            })
+            .filter_map(|batch| match (batch, bounds) {
+                (Ok(batch), Some((column, range))) if range != (i64::MIN, i64::MAX) => {
+                    rows_within(batch, column, range).transpose()
+                }
+                (batch, _) => Some(batch),
+            })
             .collect();
-        if let Some(filter) = &self.filter {
-            // Batches evicted from the slot since: their masks go too.
-            filter
-                .masks
-                .lock()
-                .expect("filter cache lock")
-                .retain(|key, _| seen.contains(key));
-        }
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             schema,
             futures::stream::iter(batches),
@@ -536,62 +399,6 @@ mod tests {
             names(&plain).await.len(),
             6,
             "the scan it was made from is unchanged"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_cached_scan_filter_keeps_one_mask_per_slot_batch_and_drops_evicted_ones() {
-        use datafusion::logical_expr::Operator;
-        use datafusion::physical_expr::expressions::{binary, col, lit};
-
-        let slot = Arc::new(BatchSlot::default());
-        let first = batch(&[10, 20, 30], &["a", "b", "c"]);
-        let second = batch(&[40, 50], &["b", "d"]);
-        slot.set_all(vec![first.clone(), second.clone()]);
-        let scan: Arc<dyn ExecutionPlan> =
-            Arc::new(SlotExec::new(first.schema(), None, slot.clone()));
-        let schema = first.schema();
-        let predicate = binary(
-            col("name", &schema).unwrap(),
-            Operator::NotEq,
-            lit("b"),
-            &schema,
-        )
-        .unwrap();
-        let filter: Arc<dyn ExecutionPlan> =
-            Arc::new(FilterExec::try_new(predicate, scan).unwrap());
-        let merged = cache_scan_filters(filter).unwrap();
-        let merged = merged
-            .downcast_ref::<SlotExec>()
-            .expect("the filter is merged into the scan");
-        let masks = |m: &SlotExec| m.filter.as_ref().unwrap().masks.lock().unwrap().len();
-        assert_eq!(names(merged).await, ["a", "c", "d"]);
-        assert_eq!(masks(merged), 2);
-        // Again, from the cache: the same rows.
-        assert_eq!(names(merged).await, ["a", "c", "d"]);
-        // The first batch evicted, a third appended: its mask is computed,
-        // the evicted batch's is dropped.
-        slot.set_all(vec![second, batch(&[60, 70], &["e", "b"])]);
-        assert_eq!(names(merged).await, ["d", "e"]);
-        assert_eq!(masks(merged), 2);
-        // With time bounds too (a delta scan whose filter was merged).
-        let bounds = Arc::new(TimeBounds::default());
-        let delta = SlotExec::new(first.schema(), None, slot.clone()).within(0, bounds.clone());
-        let predicate = binary(
-            col("name", &schema).unwrap(),
-            Operator::NotEq,
-            lit("b"),
-            &schema,
-        )
-        .unwrap();
-        let merged = cache_scan_filters(Arc::new(
-            FilterExec::try_new(predicate, Arc::new(delta)).unwrap(),
-        ))
-        .unwrap();
-        bounds.set(50, 60);
-        assert_eq!(
-            names(merged.downcast_ref::<SlotExec>().unwrap()).await,
-            ["e"]
         );
     }
 }
