@@ -392,8 +392,12 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
     let (det, metrics) = detector(&opts.rules).await?;
     // Correlation alerts complete at their window end, not at the event
     // they name first: their delay is measured from the window end.
-    let correlation: std::collections::HashSet<String> =
-        det.engine().correlator().rules().map(|r| r.meta.id.clone()).collect();
+    let correlation: std::collections::HashSet<String> = det
+        .engine()
+        .correlator()
+        .rules()
+        .map(|r| r.meta.id.clone())
+        .collect();
     let (stop_tx, stop_rx) = watch::channel(false);
     let brokers2 = brokers.clone();
     let pipeline = tokio::spawn(async move {
@@ -447,10 +451,15 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
                 // Event time is the wall clock of production here, so the
                 // window end is when the detection became possible.
                 // Suppression summaries come when the period ends: skipped.
-                let end = chrono::DateTime::parse_from_rfc3339(&alert.event_time).ok().and_then(|t| t.timestamp_nanos_opt());
+                let end = chrono::DateTime::parse_from_rfc3339(&alert.event_time)
+                    .ok()
+                    .and_then(|t| t.timestamp_nanos_opt());
                 if let (Some(end), None) = (end, alert.suppressed_count) {
                     let delay = crate::detect::now_ns().saturating_sub(end).max(0) as u64;
-                    after2.lock().expect("lock").push(Duration::from_nanos(delay));
+                    after2
+                        .lock()
+                        .expect("lock")
+                        .push(Duration::from_nanos(delay));
                 }
                 continue;
             }
