@@ -509,15 +509,10 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
     lat.sort();
     let mut after = after_window_end.lock().expect("lock").clone();
     after.sort();
-    let slowest: Vec<String> = super::engine::rule_seconds(&metrics)
-        .iter()
-        .take(6)
-        .map(|(id, s)| format!("{id} {:.0} ms", s * 1e3))
-        .collect();
     writeln!(
         out,
         "  rule time in the latency run, slowest: {}",
-        slowest.join(", ")
+        super::engine::slowest(&super::engine::rule_seconds(&metrics))
     )?;
     writeln!(
         out,

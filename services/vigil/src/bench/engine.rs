@@ -138,6 +138,16 @@ pub fn source_rules(dir: &Path, source: SourceKind) -> Result<Vec<Rule>> {
     Ok(rules)
 }
 
+/// The six slowest of `per_rule` (slowest first), as `id N ms, ...`.
+pub(crate) fn slowest(per_rule: &[(String, f64)]) -> String {
+    let shown: Vec<String> = per_rule
+        .iter()
+        .take(6)
+        .map(|(id, s)| format!("{id} {:.0} ms", s * 1e3))
+        .collect();
+    shown.join(", ")
+}
+
 /// Total evaluation time per rule from `vigil_rule_evaluation_seconds`,
 /// slowest first.
 pub(crate) fn rule_seconds(metrics: &Metrics) -> Vec<(String, f64)> {
@@ -647,16 +657,11 @@ async fn pack_line(
         },
     )?;
     let total: f64 = per_rule.iter().map(|(_, s)| s).sum();
-    let slowest: Vec<String> = per_rule
-        .iter()
-        .take(6)
-        .map(|(id, s)| format!("{id} {:.0} ms", s * 1e3))
-        .collect();
     writeln!(
         out,
         "  rule time {:.0} ms in all; slowest: {}",
         total * 1e3,
-        slowest.join(", ")
+        slowest(&per_rule)
     )?;
     Ok(())
 }
