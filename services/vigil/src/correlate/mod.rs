@@ -89,10 +89,11 @@ pub struct CorrelationSettings {
     /// batch); `false` re-scans retained events for every rule.
     #[serde(default = "default_incremental")]
     pub incremental: bool,
-    /// Re-scan rules whose `window_end` is one scan's `event_time` (the
-    /// trigger of a sequence) read only that scan's events newer than their
-    /// last emission (`delta.rs`); `false` re-scans every retained event.
-    #[serde(default = "default_incremental")]
+    /// Re-scan rules whose `window_end` is one scan's `event_time`, plus
+    /// or minus a constant (the trigger of a sequence), read from that scan
+    /// only the events due in the range being emitted (`delta.rs`);
+    /// `false` re-scans every retained event.
+    #[serde(default = "default_delta_rescan")]
     pub delta_rescan: bool,
     /// Which instances of a consumer group run the correlation rules.
     #[serde(default)]
@@ -140,6 +141,9 @@ fn default_max_alert_events() -> usize {
 fn default_incremental() -> bool {
     true
 }
+fn default_delta_rescan() -> bool {
+    true
+}
 fn default_lease_timeout_ms() -> u64 {
     10_000
 }
@@ -153,7 +157,7 @@ impl Default for CorrelationSettings {
             max_state_rows: default_max_state_rows(),
             max_alert_events: default_max_alert_events(),
             incremental: default_incremental(),
-            delta_rescan: default_incremental(),
+            delta_rescan: default_delta_rescan(),
             placement: Placement::default(),
             lease_timeout_ms: default_lease_timeout_ms(),
         }
@@ -327,8 +331,8 @@ pub enum RuleStrategy {
     /// Re-scan, with the reason an aggregation could not be split (`None`
     /// for shapes that have no aggregation to split).
     Rescan(Option<String>),
-    /// Re-scan whose trigger scan reads only events newer than the last
-    /// emission (`window_end` is that scan's `event_time`).
+    /// Re-scan whose trigger scan reads only the events due in the range
+    /// being emitted (`window_end` is that scan's `event_time` ± a constant).
     DeltaRescan,
 }
 
