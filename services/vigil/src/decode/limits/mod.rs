@@ -8,6 +8,8 @@
 //! parser and then handed to the rules' JSON functions: this pass is what
 //! bounds those. It never allocates.
 
+mod blocks;
+
 /// Check nesting depth, string lengths and string escapes of a JSON payload.
 ///
 /// The scan tracks string boundaries and brackets outside strings; it does
@@ -23,6 +25,19 @@ pub(crate) fn check_structure(
     max_depth: usize,
     max_string_bytes: usize,
 ) -> Result<(), String> {
+    // The block scan measures only strings that cross a block boundary,
+    // which is exact when no string within one block can exceed the limit.
+    if max_string_bytes >= 64 {
+        blocks::check(payload, max_depth, max_string_bytes)
+    } else {
+        check_bytewise(payload, max_depth, max_string_bytes)
+    }
+}
+
+/// The reference scan, one byte (or eight plain string bytes) at a time:
+/// for limits on strings shorter than a block, and what the block scan is
+/// tested against.
+fn check_bytewise(payload: &[u8], max_depth: usize, max_string_bytes: usize) -> Result<(), String> {
     let mut depth = 0usize;
     let mut i = 0usize;
     while i < payload.len() {
@@ -40,9 +55,7 @@ pub(crate) fn check_structure(
             b'{' | b'[' => {
                 depth += 1;
                 if depth > max_depth {
-                    return Err(format!(
-                        "JSON nesting deeper than the limit of {max_depth} levels (at byte {i})"
-                    ));
+                    return Err(depth_error(max_depth, i));
                 }
             }
             b'}' | b']' => depth = depth.saturating_sub(1),
@@ -51,6 +64,10 @@ pub(crate) fn check_structure(
         i += 1;
     }
     Ok(())
+}
+
+fn depth_error(max_depth: usize, at: usize) -> String {
+    format!("JSON nesting deeper than the limit of {max_depth} levels (at byte {at})")
 }
 
 /// Index of the quote closing the string whose content starts at `i` (or
@@ -63,41 +80,73 @@ fn string_end(payload: &[u8], mut i: usize) -> Result<usize, String> {
         }
         match payload[i] {
             b'"' => return Ok(i),
-            b'\\' => {
-                let escape = payload.get(i + 1).copied();
-                match escape {
-                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
-                    Some(b'u') => {
-                        let unit = hex4(payload, i + 2)
-                            .ok_or_else(|| format!("invalid \\u escape at byte {i}"))?;
-                        match unit {
-                            0xD800..=0xDBFF => {
-                                let low = (payload.get(i + 6) == Some(&b'\\')
-                                    && payload.get(i + 7) == Some(&b'u'))
-                                .then(|| hex4(payload, i + 8))
-                                .flatten();
-                                if !matches!(low, Some(0xDC00..=0xDFFF)) {
-                                    return Err(format!(
-                                        "unpaired UTF-16 surrogate escape at byte {i}"
-                                    ));
-                                }
-                                i += 12;
-                            }
-                            0xDC00..=0xDFFF => {
-                                return Err(format!("unpaired UTF-16 surrogate escape at byte {i}"))
-                            }
-                            _ => i += 6,
-                        }
-                    }
-                    None => return Ok(payload.len()),
-                    Some(_) => return Err(format!("invalid escape in a JSON string at byte {i}")),
-                }
-            }
+            b'\\' => match Escape::default().check(payload, i) {
+                Ok(Some(len)) => i += len,
+                Ok(None) => return Ok(payload.len()),
+                Err(e) => return Err(escape_error(e, i)),
+            },
             0x00..=0x1F => return Err(format!("control character in a JSON string at byte {i}")),
             _ => i += 1,
         }
     }
     Ok(payload.len())
+}
+
+/// What is wrong with an escape.
+#[derive(Debug)]
+enum EscapeError {
+    InvalidUnicode,
+    UnpairedSurrogate,
+    Invalid,
+}
+
+fn escape_error(e: EscapeError, at: usize) -> String {
+    match e {
+        EscapeError::InvalidUnicode => format!("invalid \\u escape at byte {at}"),
+        EscapeError::UnpairedSurrogate => format!("unpaired UTF-16 surrogate escape at byte {at}"),
+        EscapeError::Invalid => format!("invalid escape in a JSON string at byte {at}"),
+    }
+}
+
+/// Checks escapes in order of position.
+#[derive(Default)]
+struct Escape {
+    /// Position of the backslash of a low surrogate escape already checked
+    /// as the second half of a pair.
+    paired_low_at: Option<usize>,
+}
+
+impl Escape {
+    /// Check the escape whose backslash is at `at`: its length in bytes, or
+    /// `None` when the payload ends within it (the parser reports that).
+    fn check(&mut self, payload: &[u8], at: usize) -> Result<Option<usize>, EscapeError> {
+        if self.paired_low_at == Some(at) {
+            return Ok(Some(6));
+        }
+        match payload.get(at + 1).copied() {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(Some(2)),
+            Some(b'u') => {
+                let unit = hex4(payload, at + 2).ok_or(EscapeError::InvalidUnicode)?;
+                match unit {
+                    0xD800..=0xDBFF => {
+                        let low = (payload.get(at + 6) == Some(&b'\\')
+                            && payload.get(at + 7) == Some(&b'u'))
+                        .then(|| hex4(payload, at + 8))
+                        .flatten();
+                        if !matches!(low, Some(0xDC00..=0xDFFF)) {
+                            return Err(EscapeError::UnpairedSurrogate);
+                        }
+                        self.paired_low_at = Some(at + 6);
+                        Ok(Some(12))
+                    }
+                    0xDC00..=0xDFFF => Err(EscapeError::UnpairedSurrogate),
+                    _ => Ok(Some(6)),
+                }
+            }
+            None => Ok(None),
+            Some(_) => Err(EscapeError::Invalid),
+        }
+    }
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -232,5 +281,105 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    /// Content of a string: escapes (valid and not; surrogate pairs and
+    /// runs of backslashes fall across block boundaries too), control and
+    /// multi-byte characters, filler.
+    fn string_piece() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(b"\\\"".to_vec()),
+            Just(b"\\\\".to_vec()),
+            Just(b"\\ud83d\\ude00".to_vec()),
+            Just(b"\\ud83d".to_vec()),
+            Just(b"\\ude00".to_vec()),
+            Just(b"\\u00e9".to_vec()),
+            Just(b"\\u12G4".to_vec()),
+            Just(b"\\x".to_vec()),
+            Just(b"\\n".to_vec()),
+            Just(b"[{}]".to_vec()),
+            Just(vec![0x01]),
+            Just("é".as_bytes().to_vec()),
+            (1usize..70).prop_map(|n| vec![b'a'; n]),
+        ]
+    }
+
+    /// What a payload is made of: brackets and filler outside strings, and
+    /// strings (the last one possibly unterminated). Backslashes occur only
+    /// inside strings, as in any JSON the parser accepts; outside, the two
+    /// scans may differ on what invalid JSON they refuse, and the parser
+    /// refuses it anyway.
+    fn token() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(b"{".to_vec()),
+            Just(b"[".to_vec()),
+            Just(b"}".to_vec()),
+            Just(b"]".to_vec()),
+            Just(b", \n".to_vec()),
+            (1usize..70).prop_map(|n| vec![b'1'; n]),
+            proptest::collection::vec(string_piece(), 0..12).prop_map(|pieces| {
+                let mut s = vec![b'"'];
+                s.extend(pieces.concat());
+                s.push(b'"');
+                s
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+        /// The block scan gives the byte scan's verdict.
+        #[test]
+        fn the_block_scan_agrees_with_the_byte_scan(
+            tokens in proptest::collection::vec(token(), 0..40),
+            unterminated in proptest::collection::vec(string_piece(), 0..6),
+            cut in proptest::bool::ANY,
+            max_depth in 0usize..8,
+            max_string in 64usize..140,
+        ) {
+            let mut payload: Vec<u8> = tokens.concat();
+            if cut {
+                payload.push(b'"');
+                payload.extend(unterminated.concat());
+            }
+            let bytewise = check_bytewise(&payload, max_depth, max_string);
+            let block = blocks::check(&payload, max_depth, max_string);
+            proptest::prop_assert_eq!(
+                bytewise.is_ok(),
+                block.is_ok(),
+                "{:?}: bytewise {:?}, blocks {:?}",
+                String::from_utf8_lossy(&payload),
+                bytewise,
+                block
+            );
+        }
+    }
+
+    #[test]
+    fn the_block_scan_measures_strings_across_blocks() {
+        for len in [63usize, 64, 65, 127, 128, 129, 300] {
+            for lead in [0usize, 1, 30, 62, 63, 64] {
+                let payload = format!("{}\"{}\"", " ".repeat(lead), "a".repeat(len));
+                for max in [64usize, 100, 128, 200] {
+                    let verdict = blocks::check(payload.as_bytes(), 4, max);
+                    assert_eq!(
+                        verdict.is_ok(),
+                        len <= max,
+                        "{lead} + {len} vs {max}: {verdict:?}"
+                    );
+                    if let Err(e) = verdict {
+                        assert!(
+                            e.contains(&format!("string of {len} bytes (at byte {lead})")),
+                            "{e}"
+                        );
+                    }
+                }
+            }
+        }
+        // Unterminated: measured to the end.
+        assert!(blocks::check(format!("\"{}", "a".repeat(200)).as_bytes(), 4, 150).is_err());
+        assert!(blocks::check(format!("\"{}", "a".repeat(100)).as_bytes(), 4, 150).is_ok());
     }
 }

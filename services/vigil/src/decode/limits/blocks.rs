@@ -1,0 +1,191 @@
+//! The structure check 64 bytes at a time.
+//!
+//! Each block is classified into bit masks (bit `i` for byte `i`: quotes,
+//! backslashes, brackets, control characters), with SSE2 on x86-64. String
+//! boundaries, escapes and the brackets outside strings then follow from
+//! bit arithmetic, as in simdjson's first stage (Langdale and Lemire,
+//! "Parsing Gigabytes of JSON per Second", 2019), and only the rare events
+//! are looked at one by one: escapes, and brackets when the depth could
+//! reach the limit within the block.
+//!
+//! It gives the same verdict as the byte-at-a-time scan in `super` (a
+//! property test compares them), on the condition that
+//! `max_string_bytes >= 64`: a string that starts and ends within one block
+//! is then always short enough, so only strings crossing a block boundary
+//! are measured.
+
+use super::{escape_error, string_error, Escape};
+
+/// Bit masks of one 64-byte block.
+#[derive(Default)]
+struct Classes {
+    quote: u64,
+    backslash: u64,
+    /// `{` or `[`.
+    open: u64,
+    /// `}` or `]`.
+    close: u64,
+    /// Bytes below 0x20.
+    control: u64,
+}
+
+#[cfg(target_arch = "x86_64")]
+fn classify(block: &[u8; 64]) -> Classes {
+    use std::arch::x86_64::*;
+    let mut c = Classes::default();
+    for k in 0..4 {
+        // SAFETY: SSE2 is part of the x86-64 baseline; the load reads the
+        // 16 bytes of `block` at 16·k, within its 64.
+        let (quote, backslash, open, close, control) = unsafe {
+            let v = _mm_loadu_si128(block.as_ptr().add(16 * k) as *const __m128i);
+            let mask = |m: __m128i| _mm_movemask_epi8(m) as u16 as u64;
+            let is = |b: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8));
+            // `[` and `{` (and `]` and `}`) differ only in bit 0x20.
+            let folded = _mm_or_si128(v, _mm_set1_epi8(0x20));
+            let low = _mm_set1_epi8(0x1F);
+            (
+                mask(is(b'"')),
+                mask(is(b'\\')),
+                mask(_mm_cmpeq_epi8(folded, _mm_set1_epi8(b'{' as i8))),
+                mask(_mm_cmpeq_epi8(folded, _mm_set1_epi8(b'}' as i8))),
+                // Unsigned v <= 0x1F.
+                mask(_mm_cmpeq_epi8(_mm_max_epu8(v, low), low)),
+            )
+        };
+        c.quote |= quote << (16 * k);
+        c.backslash |= backslash << (16 * k);
+        c.open |= open << (16 * k);
+        c.close |= close << (16 * k);
+        c.control |= control << (16 * k);
+    }
+    c
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn classify(block: &[u8; 64]) -> Classes {
+    let mut c = Classes::default();
+    for (i, &b) in block.iter().enumerate() {
+        let bit = 1u64 << i;
+        match b {
+            b'"' => c.quote |= bit,
+            b'\\' => c.backslash |= bit,
+            b'{' | b'[' => c.open |= bit,
+            b'}' | b']' => c.close |= bit,
+            0x00..=0x1F => c.control |= bit,
+            _ => {}
+        }
+    }
+    c
+}
+
+/// Bit `i` set where an odd number of quotes is at or before `i`: inside a
+/// string (its opening quote included, its closing quote not).
+fn prefix_xor(mut x: u64) -> u64 {
+    x ^= x << 1;
+    x ^= x << 2;
+    x ^= x << 4;
+    x ^= x << 8;
+    x ^= x << 16;
+    x ^= x << 32;
+    x
+}
+
+/// The bytes escaped by a backslash (the byte after an odd run of them),
+/// carrying a run that ends a block into the next (simdjson's
+/// `find_escaped_branchless`).
+fn escaped(backslash: u64, carry: &mut u64) -> u64 {
+    const EVEN_BITS: u64 = 0x5555_5555_5555_5555;
+    let backslash = backslash & !*carry;
+    let follows_escape = (backslash << 1) | *carry;
+    let odd_starts = backslash & !EVEN_BITS & !follows_escape;
+    let (even_starts, overflow) = odd_starts.overflowing_add(backslash);
+    *carry = overflow as u64;
+    (EVEN_BITS ^ (even_starts << 1)) & follows_escape
+}
+
+pub(super) fn check(
+    payload: &[u8],
+    max_depth: usize,
+    max_string_bytes: usize,
+) -> Result<(), String> {
+    debug_assert!(max_string_bytes >= 64);
+    let mut depth = 0usize;
+    // All ones while a string is open at the end of the previous block.
+    let mut in_string_carry = 0u64;
+    let mut escape_carry = 0u64;
+    let mut string_start = 0usize;
+    let mut escapes = Escape::default();
+    for (n, chunk) in payload.chunks(64).enumerate() {
+        let offset = n * 64;
+        let mut block = [b' '; 64];
+        block[..chunk.len()].copy_from_slice(chunk);
+        let c = classify(&block);
+
+        let escaped = escaped(c.backslash, &mut escape_carry);
+        let quotes = c.quote & !escaped;
+        let was_in_string = in_string_carry != 0;
+        let in_string = prefix_xor(quotes) ^ in_string_carry;
+        in_string_carry = ((in_string as i64) >> 63) as u64;
+
+        let control = c.control & in_string;
+        if control != 0 {
+            let at = offset + control.trailing_zeros() as usize;
+            return Err(format!("control character in a JSON string at byte {at}"));
+        }
+        let mut inside = escaped & in_string;
+        while inside != 0 {
+            let at = offset + inside.trailing_zeros() as usize;
+            inside &= inside - 1;
+            if at < payload.len() {
+                escapes
+                    .check(payload, at - 1)
+                    .map_err(|e| escape_error(e, at - 1))?;
+            }
+        }
+
+        // Only strings crossing into this block can be too long.
+        if was_in_string {
+            let len = match quotes {
+                0 => None,
+                q => Some(offset + q.trailing_zeros() as usize - string_start - 1),
+            };
+            if let Some(len) = len.filter(|&len| len > max_string_bytes) {
+                return Err(string_error(len, max_string_bytes, string_start));
+            }
+        }
+        if in_string_carry != 0 && quotes != 0 {
+            string_start = offset + 63 - quotes.leading_zeros() as usize;
+        }
+
+        let open = c.open & !in_string;
+        let close = c.close & !in_string;
+        let (opens, closes) = (open.count_ones() as usize, close.count_ones() as usize);
+        // Within the block the depth stays below depth + opens, and cannot
+        // reach zero (where the byte scan saturates) if closes <= depth.
+        if depth + opens <= max_depth && closes <= depth {
+            depth = depth + opens - closes;
+        } else {
+            let mut brackets = open | close;
+            while brackets != 0 {
+                let bit = brackets & brackets.wrapping_neg();
+                brackets &= brackets - 1;
+                if open & bit != 0 {
+                    depth += 1;
+                    if depth > max_depth {
+                        let at = offset + bit.trailing_zeros() as usize;
+                        return Err(super::depth_error(max_depth, at));
+                    }
+                } else {
+                    depth = depth.saturating_sub(1);
+                }
+            }
+        }
+    }
+    if in_string_carry != 0 {
+        let len = payload.len() - string_start - 1;
+        if len > max_string_bytes {
+            return Err(string_error(len, max_string_bytes, string_start));
+        }
+    }
+    Ok(())
+}
