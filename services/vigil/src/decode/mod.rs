@@ -13,6 +13,9 @@ mod limits;
 pub mod pod_spec;
 mod strings;
 mod tetragon;
+mod time;
+
+pub(crate) use time::{parse_opt_time, parse_time};
 
 use datafusion::arrow::record_batch::RecordBatch;
 
@@ -228,30 +231,6 @@ trait RowSink {
 
     /// Build the batch of everything appended so far.
     fn finish(&mut self) -> RecordBatch;
-}
-
-/// Parse a timestamp to nanoseconds since the epoch.
-///
-/// RFC 3339 is the format of every source; timestamps without a zone
-/// (`2022-11-29 00:09:04.38`, `2022-11-29T00:09:04`), as log pipelines
-/// sometimes rewrite them, are read as UTC.
-pub(crate) fn parse_time(field: &str, value: &str) -> Result<i64, String> {
-    let utc = match chrono::DateTime::parse_from_rfc3339(value) {
-        Ok(t) => t.with_timezone(&chrono::Utc),
-        Err(e) => ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
-            .iter()
-            .find_map(|f| chrono::NaiveDateTime::parse_from_str(value, f).ok())
-            .map(|t| t.and_utc())
-            .ok_or_else(|| format!("field {field}: invalid RFC 3339 timestamp {value:?}: {e}"))?,
-    };
-    utc.timestamp_nanos_opt().ok_or_else(|| {
-        format!("field {field}: timestamp {value:?} is outside the representable range")
-    })
-}
-
-/// Parse an optional timestamp field.
-pub(crate) fn parse_opt_time(field: &str, value: Option<&str>) -> Result<Option<i64>, String> {
-    value.map(|v| parse_time(field, v)).transpose()
 }
 
 /// Render a serde_json error without the noise of a full path.
