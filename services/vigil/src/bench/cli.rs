@@ -70,7 +70,7 @@ enum Command {
         batch: usize,
         #[arg(long, default_value_t = 500)]
         max_wait_ms: u64,
-        /// librdkafka fetch.wait.max.ms of every consumer (default: librdkafka's 500).
+        /// librdkafka fetch.wait.max.ms of every consumer (default: Vigil's, 100).
         #[arg(long)]
         fetch_wait_ms: Option<u64>,
     },

@@ -56,7 +56,8 @@ pub struct E2eOptions {
     pub batch: usize,
     pub max_wait_ms: u64,
     /// librdkafka `fetch.wait.max.ms` of every consumer (Vigil's through
-    /// `kafka.properties`); `None`: librdkafka's default (500 ms).
+    /// `kafka.properties`); `None`: Vigil's default
+    /// ([`crate::kafka::FETCH_WAIT_MAX_MS`]).
     pub fetch_wait_ms: Option<u64>,
 }
 
@@ -252,9 +253,14 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
     );
     let settings_base = Settings::default();
     let mut base = crate::kafka::base_config(&settings_base.kafka, &brokers);
-    if let Some(ms) = opts.fetch_wait_ms {
-        base.set("fetch.wait.max.ms", ms.to_string());
-    }
+    // The bare consumer and the alert reader wait on fetches as Vigil does.
+    base.set(
+        "fetch.wait.max.ms",
+        opts.fetch_wait_ms.map_or_else(
+            || crate::kafka::FETCH_WAIT_MAX_MS.to_string(),
+            |ms| ms.to_string(),
+        ),
+    );
     let producer = load_producer(&base)?;
     writeln!(
         out,
