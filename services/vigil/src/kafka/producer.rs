@@ -41,7 +41,9 @@ pub struct OutRecord {
 }
 
 /// Idempotent producer (acks=all) for alerts and dead letters;
-/// transactional in [`DeliveryMode::ExactlyOnce`].
+/// transactional in [`DeliveryMode::ExactlyOnce`]. Clones share the one
+/// producer.
+#[derive(Clone)]
 pub struct KafkaSink {
     producer: FutureProducer,
     transactional: bool,
