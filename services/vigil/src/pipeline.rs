@@ -5,14 +5,10 @@
 //! 2. decode and evaluate it ([`Detector`]);
 //! 3. make its output durable, then its progress:
 //!    * at-least-once (default): produce its alerts and dead letters and
-//!      wait for the broker's acks (retrying), then the checkpoint, then
-//!      commit the offsets. A crash in between re-delivers the batch: its
-//!      alerts are produced again with the same deterministic ids. The
-//!      delivery runs as its own task while the next batch is collected
-//!      and evaluated; that batch's delivery starts only after it, and its
-//!      offsets are committed after it, so at most one batch is in flight
-//!      and while a delivery fails at most one more batch is consumed
-//!      (back-pressure);
+//!      wait for the broker's acks (retrying; while this fails nothing more
+//!      is consumed: back-pressure), then the checkpoint, then commit the
+//!      offsets. A crash in between re-delivers the batch: its alerts are
+//!      produced again with the same deterministic ids;
 //!    * exactly-once (`kafka.delivery = "exactly_once"`): output, checkpoint
 //!      and offsets in one Kafka transaction. A crash aborts the open
 //!      transaction; the restarted process redoes the batch.
@@ -127,12 +123,9 @@ pub async fn run(
         settings,
         sink: &sink,
         checkpoint: restored.unwrap_or_default(),
-        metrics: metrics.clone(),
+        metrics: &metrics,
         role: options.role,
-        stop: stop.clone(),
     };
-    // The batch whose output is being delivered while the next is read.
-    let mut in_flight: Option<InFlight> = None;
     let idle_wait = options
         .exit_when_idle
         .map(|d| d.min(Duration::from_secs(1)))
@@ -145,12 +138,6 @@ pub async fn run(
             health.set_stopping();
         }
         health.polled();
-        if source.rejoin_due().await {
-            // The old consumer leaves the group: first deliver and commit
-            // what it consumed.
-            committer.settle(&source, in_flight.take()).await?;
-            source.rejoin().await;
-        }
         let mut batch = source
             .next_batch(
                 settings.batch.max_events,
@@ -161,9 +148,6 @@ pub async fn run(
             .await;
         health.polled();
         if batch.messages.is_empty() {
-            // Nothing new: finish the batch in flight, so a quiet stream's
-            // offsets are committed without waiting for more input.
-            committer.settle(&source, in_flight.take()).await?;
             // No input: event time stands still, but wall-clock time still
             // advances the watermark of idle partitions, so the last
             // windows of a quiet stream close (see `correlate::watermark`).
@@ -176,7 +160,13 @@ pub async fn run(
             if !detections.alerts.is_empty() || !detections.dead_letters.is_empty() {
                 stamp_trace(&span, &mut detections);
                 committer
-                    .commit(&source, detections, &SourceBatch::default(), &detector)
+                    .commit(
+                        &source,
+                        &detections,
+                        &SourceBatch::default(),
+                        &detector,
+                        &stop,
+                    )
                     .instrument(span)
                     .await?;
             }
@@ -206,22 +196,17 @@ pub async fn run(
         let messages = std::mem::take(&mut batch.messages);
         let mut detections = detector.process(messages).instrument(span.clone()).await;
         stamp_trace(&span, &mut detections);
-        // One delivery at a time, in order: the previous batch's first.
-        committer.settle(&source, in_flight.take()).await?;
-        if committer.sink.is_transactional() {
-            committer
-                .commit(&source, detections, &batch, &detector)
-                .instrument(span.clone())
-                .await?;
-            tracing::debug!("batch done");
-        } else {
-            let prepared = committer.prepare(detections, &batch, &detector)?;
-            in_flight = Some(committer.start(prepared, span, Some((started, batch_messages))));
-            continue;
-        }
+        committer
+            .commit(&source, &detections, &batch, &detector, &stop)
+            .instrument(span.clone())
+            .await?;
         metrics.batch_done(batch_messages, started.elapsed());
+        tracing::debug!(
+            alerts = detections.alerts.len(),
+            dead_letters = detections.dead_letters.len(),
+            "batch done"
+        );
     }
-    committer.settle(&source, in_flight.take()).await?;
     sink.flush();
     tracing::info!(summary = %metrics.summary(), "pipeline stopped");
     Ok(metrics)
@@ -247,84 +232,23 @@ fn stamp_trace(span: &tracing::Span, detections: &mut Detections) {
 struct Committer<'a> {
     settings: &'a Settings,
     sink: &'a KafkaSink,
-    /// The checkpoint as of the last prepared batch. A batch is prepared
-    /// only after the one before it was delivered or is in flight, and a
-    /// failed delivery ends the run, so this is what the next checkpoint
-    /// builds on.
+    /// The checkpoint as of the last committed batch.
     checkpoint: Checkpoint,
     role: Role,
-    metrics: Arc<Metrics>,
-    stop: watch::Receiver<bool>,
-}
-
-/// A batch's output, ready to deliver.
-struct Prepared {
-    detections: Detections,
-    /// Alerts, dead letters and late events.
-    records: Vec<OutRecord>,
-    checkpoint: OutRecord,
-    /// What to commit to the group once both are delivered.
-    offsets: TopicPartitionList,
-}
-
-/// A batch being delivered by its own task (at-least-once).
-struct InFlight {
-    delivery: tokio::task::JoinHandle<Result<()>>,
-    detections: Detections,
-    offsets: TopicPartitionList,
-    span: tracing::Span,
-    /// When its collection ended, and its message count, for the
-    /// `batch_duration` metric once its offsets are committed (`None` for
-    /// the output of a tick).
-    batch: Option<(std::time::Instant, usize)>,
+    metrics: &'a Metrics,
 }
 
 impl Committer<'_> {
-    /// Deliver a batch's output and commit its offsets, before returning.
     async fn commit(
         &mut self,
         source: &KafkaSource,
-        detections: Detections,
+        detections: &Detections,
         batch: &SourceBatch,
         detector: &Detector,
+        stop: &watch::Receiver<bool>,
     ) -> Result<()> {
-        let mut prepared = self.prepare(detections, batch, detector)?;
-        if !self.sink.is_transactional() {
-            let in_flight = self.start(prepared, tracing::Span::current(), None);
-            return self.settle(source, Some(in_flight)).await;
-        }
-        let mut records = std::mem::take(&mut prepared.records);
-        records.push(prepared.checkpoint);
-        deliver_transaction(
-            self.sink,
-            source,
-            &records,
-            &prepared.offsets,
-            &self.stop,
-            &self.metrics,
-        )
-        .instrument(tracing::info_span!(
-            "deliver",
-            records = records.len() as i64,
-            transaction = true
-        ))
-        .await?;
-        Metrics::add(&self.metrics.commits, 1);
-        self.delivered(&prepared.detections);
-        Ok(())
-    }
-
-    /// The batch's records, its checkpoint and the offsets to commit. Reads
-    /// the correlation state the batch left, so it runs right after the
-    /// batch is evaluated.
-    fn prepare(
-        &mut self,
-        detections: Detections,
-        batch: &SourceBatch,
-        detector: &Detector,
-    ) -> Result<Prepared> {
         let settings = self.settings;
-        let records = output_records(settings, &detections);
+        let mut records = output_records(settings, detections);
         let correlator = detector.engine().correlator();
         // The checkpoint may say the batch was evaluated only together with
         // (at-least-once: after) the acknowledgement of its output.
@@ -353,98 +277,54 @@ impl Committer<'_> {
             key: settings.kafka.group_id.clone(),
             payload: serde_json::to_string(&checkpoint).expect("checkpoints serialize"),
         };
+        if self.sink.is_transactional() {
+            records.push(checkpoint_record);
+            deliver_transaction(self.sink, source, &records, &offsets, stop, self.metrics)
+                .instrument(tracing::info_span!(
+                    "deliver",
+                    records = records.len() as i64,
+                    transaction = true
+                ))
+                .await?;
+            Metrics::add(&self.metrics.commits, 1);
+        } else {
+            deliver(self.sink, &records, stop, self.metrics)
+                .instrument(tracing::info_span!(
+                    "deliver",
+                    records = records.len() as i64
+                ))
+                .await?;
+            deliver(
+                self.sink,
+                std::slice::from_ref(&checkpoint_record),
+                stop,
+                self.metrics,
+            )
+            .instrument(tracing::info_span!(
+                "deliver",
+                records = 1,
+                checkpoint = true
+            ))
+            .await?;
+            match tracing::info_span!("commit").in_scope(|| source.commit_offsets(&offsets)) {
+                Ok(()) => Metrics::add(&self.metrics.commits, 1),
+                // Not data loss: the next successful commit covers these
+                // offsets, or after a restart the batch is re-read (and, per
+                // the checkpoint, only rebuilds state).
+                Err(e) => {
+                    Metrics::add(&self.metrics.commit_failures, 1);
+                    tracing::warn!(error = %format!("{e:#}"), "offset commit failed");
+                }
+            }
+        }
         self.checkpoint = checkpoint;
-        Ok(Prepared {
-            detections,
-            records,
-            checkpoint: checkpoint_record,
-            offsets,
-        })
-    }
-
-    /// Start delivering a prepared batch (at-least-once): its records, then
-    /// its checkpoint, by a task of its own.
-    fn start(
-        &self,
-        prepared: Prepared,
-        span: tracing::Span,
-        batch: Option<(std::time::Instant, usize)>,
-    ) -> InFlight {
-        let (sink, stop, metrics) = (self.sink.clone(), self.stop.clone(), self.metrics.clone());
-        let Prepared {
-            detections,
-            records,
-            checkpoint,
-            offsets,
-        } = prepared;
-        let delivery = tokio::spawn(
-            async move {
-                deliver(&sink, &records, &stop, &metrics)
-                    .instrument(tracing::info_span!(
-                        "deliver",
-                        records = records.len() as i64
-                    ))
-                    .await?;
-                deliver(&sink, std::slice::from_ref(&checkpoint), &stop, &metrics)
-                    .instrument(tracing::info_span!(
-                        "deliver",
-                        records = 1,
-                        checkpoint = true
-                    ))
-                    .await
-            }
-            .instrument(span.clone()),
-        );
-        InFlight {
-            delivery,
-            detections,
-            offsets,
-            span,
-            batch,
-        }
-    }
-
-    /// Wait for the batch in flight, if any, then commit its offsets.
-    async fn settle(&mut self, source: &KafkaSource, in_flight: Option<InFlight>) -> Result<()> {
-        let Some(in_flight) = in_flight else {
-            return Ok(());
-        };
-        in_flight
-            .delivery
-            .await
-            .context("the delivery task failed")??;
-        let committed = in_flight.span.in_scope(|| {
-            tracing::info_span!("commit").in_scope(|| source.commit_offsets(&in_flight.offsets))
-        });
-        match committed {
-            Ok(()) => Metrics::add(&self.metrics.commits, 1),
-            // Not data loss: the next successful commit covers these
-            // offsets, or after a restart the batch is re-read (and, per
-            // the checkpoint, only rebuilds state).
-            Err(e) => {
-                Metrics::add(&self.metrics.commit_failures, 1);
-                tracing::warn!(error = %format!("{e:#}"), "offset commit failed");
-            }
-        }
-        self.delivered(&in_flight.detections);
-        if let Some((started, messages)) = in_flight.batch {
-            self.metrics.batch_done(messages, started.elapsed());
-            tracing::debug!(
-                alerts = in_flight.detections.alerts.len(),
-                dead_letters = in_flight.detections.dead_letters.len(),
-                "batch done"
-            );
-        }
-        Ok(())
-    }
-
-    fn delivered(&self, detections: &Detections) {
         for alert in &detections.alerts {
             self.metrics.alert_delivered(&alert.rule_id, alert.severity);
         }
         for dl in &detections.dead_letters {
             self.metrics.dead_letter_delivered(dl.kind);
         }
+        Ok(())
     }
 }
 

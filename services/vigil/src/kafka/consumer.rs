@@ -56,8 +56,6 @@ struct Rejoin {
     /// The last rejoin closed the old consumer but could not subscribe the
     /// new one: retried before the next batch.
     subscribe_pending: bool,
-    /// Another member has left: rejoin at the next [`KafkaSource::rejoin`].
-    departed: bool,
 }
 
 impl KafkaSource {
@@ -116,7 +114,6 @@ impl KafkaSource {
             observer,
             watch: MembershipWatch::new(settings.kafka.group_id.clone()),
             subscribe_pending: false,
-            departed: false,
         });
         Ok(KafkaSource {
             consumer: Arc::new(consumer),
@@ -221,6 +218,7 @@ impl KafkaSource {
         idle_wait: Duration,
         stop: &mut tokio::sync::watch::Receiver<bool>,
     ) -> SourceBatch {
+        self.rejoin_after_departures().await;
         let mut batch = SourceBatch::default();
         let mut deadline = Instant::now() + idle_wait;
         while batch.messages.len() < max_events {
@@ -267,33 +265,11 @@ impl KafkaSource {
         batch
     }
 
-    /// Whether this group member should rejoin the group before its next
-    /// batch: another member has left (see [`super::membership`]), or the
-    /// last rejoin has yet to subscribe. Cheap: the group listing runs in
-    /// the background and is read here once it is done. Always false
-    /// outside a group.
-    pub async fn rejoin_due(&mut self) -> bool {
-        let Some(rejoin) = self.rejoin.as_mut() else {
-            return false;
-        };
-        if rejoin.subscribe_pending {
-            return true;
-        }
-        let gone = rejoin.watch.departed(&self.consumer).await;
-        if gone.is_empty() {
-            return false;
-        }
-        tracing::info!(departed = ?gone, "a member left the consumer group; rejoining as a new member so that its partitions are reassigned");
-        rejoin.departed = true;
-        true
-    }
-
-    /// Rejoin the group as a new member, when [`Self::rejoin_due`] said so,
-    /// so that a departed member's partitions are reassigned even by a
-    /// coordinator that does not rebalance by itself. Only between batches,
-    /// with every consumed batch committed: the old consumer leaves the
-    /// group, and offsets are committed through the new one.
-    pub async fn rejoin(&mut self) {
+    /// Between batches (the previous one is committed): when another member
+    /// has left the group, leave it and join again as a new member, so that
+    /// its partitions are reassigned even by a coordinator that does not
+    /// rebalance by itself (see [`super::membership`]).
+    async fn rejoin_after_departures(&mut self) {
         let Some(rejoin) = self.rejoin.as_mut() else {
             return;
         };
@@ -308,9 +284,11 @@ impl KafkaSource {
             }
             return;
         }
-        if !std::mem::take(&mut rejoin.departed) {
+        let gone = rejoin.watch.departed(&self.consumer).await;
+        if gone.is_empty() {
             return;
         }
+        tracing::info!(departed = ?gone, "a member left the consumer group; rejoining as a new member so that its partitions are reassigned");
         // Created first (no group traffic yet), so a failure keeps the old one.
         let fresh: StreamConsumer<ConsumerObserver> = match rejoin
             .config

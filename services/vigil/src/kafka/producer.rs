@@ -41,9 +41,7 @@ pub struct OutRecord {
 }
 
 /// Idempotent producer (acks=all) for alerts and dead letters;
-/// transactional in [`DeliveryMode::ExactlyOnce`]. Clones share the one
-/// producer.
-#[derive(Clone)]
+/// transactional in [`DeliveryMode::ExactlyOnce`].
 pub struct KafkaSink {
     producer: FutureProducer,
     transactional: bool,
