@@ -23,6 +23,7 @@ use super::{
     delta, incremental, ms, CompiledCorrelation, CorrelationSettings, CorrelationStats, Correlator,
     Retained, Strategy,
 };
+use crate::rules::conjunction::{selective_disjunction, SharedConditions};
 use crate::rules::slot::{BatchSlot, SlotTable};
 use crate::rules::{Rule, RuleError, RuleMode};
 use crate::schema::ROW_COLUMN;
@@ -57,6 +58,7 @@ pub fn retained_schema(source: SourceKind) -> SchemaRef {
 pub(super) async fn compile(
     rules: Vec<Rule>,
     settings: CorrelationSettings,
+    shared: &Arc<SharedConditions>,
 ) -> Result<Correlator, Vec<RuleError>> {
     let ctx = crate::rules::engine::new_session();
     let mut retained_slots = BTreeMap::new();
@@ -286,7 +288,9 @@ pub(super) async fn compile(
                 builder = builder.filter(predicate)?;
             }
             let plan = state.optimize(&builder.build()?)?;
-            state.create_physical_plan(&plan).await
+            // Evaluated rule by rule, each on the rows no rule before it
+            // kept, sharing conditions with the per-event rules.
+            selective_disjunction(state.create_physical_plan(&plan).await?, shared)
         }
         .await
         .map_err(|e| {

@@ -50,6 +50,8 @@ use datafusion::physical_plan::{collect, ExecutionPlan};
 use datafusion::prelude::SessionContext;
 use serde::Deserialize;
 use serde_json::Value;
+
+use crate::rules::conjunction::SharedConditions;
 use tracing::Instrument;
 
 pub use compile::retained_schema;
@@ -362,12 +364,16 @@ pub struct Correlator {
 }
 
 impl Correlator {
-    /// Compile the correlation rules (all of `rules` must be correlation rules).
+    /// Compile the correlation rules (all of `rules` must be correlation
+    /// rules). The pre-filter shares the values of conditions it has in
+    /// common with the per-event rules through `shared` (the batch is the
+    /// same, so are its arrays).
     pub async fn compile(
         rules: Vec<Rule>,
         settings: CorrelationSettings,
+        shared: &Arc<SharedConditions>,
     ) -> Result<Correlator, Vec<RuleError>> {
-        compile::compile(rules, settings).await
+        compile::compile(rules, settings, shared).await
     }
 
     pub fn rule_count(&self) -> usize {

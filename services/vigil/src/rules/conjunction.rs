@@ -174,6 +174,139 @@ impl SelectiveAnd {
             .collect::<Result<_>>()?;
         Ok(SelectiveAnd { conjuncts, shared })
     }
+
+    /// The conjunction on the rows of `within` (every row when `None`):
+    /// TRUE exactly where the row is in `within` and every conjunct is TRUE.
+    fn evaluate_within(
+        &self,
+        batch: &RecordBatch,
+        within: Option<BooleanArray>,
+    ) -> Result<BooleanArray> {
+        let rows = batch.num_rows();
+        // `None`: every row is still selected.
+        let mut selected = within;
+        for conjunct in &self.conjuncts {
+            if selected.as_ref().is_some_and(|mask| mask.true_count() == 0) {
+                break;
+            }
+            let input = batch.project(&conjunct.columns)?;
+            selected = Some(self.shared.evaluate(conjunct, &input, selected.as_ref())?);
+        }
+        Ok(selected.unwrap_or_else(|| BooleanArray::from(vec![true; rows])))
+    }
+}
+
+/// A disjunction of conjunctions (`(a AND b) OR (c AND d) OR ...`, the
+/// correlation pre-filter: keep an event if any rule could use it),
+/// evaluated disjunct by disjunct, each as a [`SelectiveAnd`] on only the
+/// rows no disjunct before it kept; evaluation stops when every row is
+/// kept. NULL counts as FALSE, which keeps the same rows: a filter keeps a
+/// row only where the disjunction is TRUE, that is where some disjunct is.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct SelectiveOr {
+    disjuncts: Vec<SelectiveAnd>,
+}
+
+impl SelectiveOr {
+    /// The disjunction of `predicate`'s top-level disjuncts, in order.
+    pub fn new(predicate: &Arc<dyn PhysicalExpr>, shared: &Arc<SharedConditions>) -> Result<Self> {
+        let disjuncts = split_disjunction(predicate)
+            .into_iter()
+            .map(|d| SelectiveAnd::new(d, Arc::clone(shared)))
+            .collect::<Result<_>>()?;
+        Ok(SelectiveOr { disjuncts })
+    }
+}
+
+/// The top-level operands of a chain of `OR`s, in order.
+fn split_disjunction(predicate: &Arc<dyn PhysicalExpr>) -> Vec<&Arc<dyn PhysicalExpr>> {
+    match predicate.downcast_ref::<BinaryExpr>() {
+        Some(b) if *b.op() == Operator::Or => {
+            let mut parts = split_disjunction(b.left());
+            parts.extend(split_disjunction(b.right()));
+            parts
+        }
+        _ => vec![predicate],
+    }
+}
+
+impl fmt::Display for SelectiveOr {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "selective_or(")?;
+        for (i, d) in self.disjuncts.iter().enumerate() {
+            if i > 0 {
+                write!(f, ", ")?;
+            }
+            write!(f, "{d}")?;
+        }
+        write!(f, ")")
+    }
+}
+
+impl PhysicalExpr for SelectiveOr {
+    fn data_type(&self, _input_schema: &Schema) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn nullable(&self, _input_schema: &Schema) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
+        let rows = batch.num_rows();
+        let mut kept = BooleanBuffer::new_unset(rows);
+        for (i, disjunct) in self.disjuncts.iter().enumerate() {
+            let open = !&kept;
+            let within = match open.count_set_bits() {
+                0 => break,
+                n if n == rows && i == 0 => None,
+                _ => Some(BooleanArray::new(open, None)),
+            };
+            kept = &kept | disjunct.evaluate_within(batch, within)?.values();
+        }
+        Ok(ColumnarValue::Array(Arc::new(BooleanArray::new(
+            kept, None,
+        ))))
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
+        self.disjuncts.iter().flat_map(|d| d.children()).collect()
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn PhysicalExpr>>,
+    ) -> Result<Arc<dyn PhysicalExpr>> {
+        let mut children = children.into_iter();
+        let disjuncts = self
+            .disjuncts
+            .iter()
+            .map(|d| {
+                let conjuncts = children
+                    .by_ref()
+                    .take(d.conjuncts.len())
+                    .map(Conjunct::new)
+                    .collect::<Result<_>>()?;
+                Ok(SelectiveAnd {
+                    conjuncts,
+                    shared: Arc::clone(&d.shared),
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Arc::new(SelectiveOr { disjuncts }))
+    }
+
+    fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.disjuncts.iter().enumerate() {
+            if i > 0 {
+                write!(f, " OR ")?;
+            }
+            write!(f, "(")?;
+            d.fmt_sql(f)?;
+            write!(f, ")")?;
+        }
+        Ok(())
+    }
 }
 
 /// Whether a condition is cheap enough to evaluate on every row of a batch
@@ -344,18 +477,8 @@ impl PhysicalExpr for SelectiveAnd {
     }
 
     fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
-        let rows = batch.num_rows();
-        // `None`: every row is still selected.
-        let mut selected: Option<BooleanArray> = None;
-        for conjunct in &self.conjuncts {
-            if selected.as_ref().is_some_and(|mask| mask.true_count() == 0) {
-                break;
-            }
-            let input = batch.project(&conjunct.columns)?;
-            selected = Some(self.shared.evaluate(conjunct, &input, selected.as_ref())?);
-        }
         Ok(ColumnarValue::Array(Arc::new(
-            selected.unwrap_or_else(|| BooleanArray::from(vec![true; rows])),
+            self.evaluate_within(batch, None)?,
         )))
     }
 
@@ -388,6 +511,27 @@ impl PhysicalExpr for SelectiveAnd {
         }
         Ok(())
     }
+}
+
+/// The correlation pre-filter of `plan` (one filter, a disjunction of the
+/// rules' scan filters) with its predicate as a [`SelectiveOr`] whose
+/// conditions are shared through `shared`, with the per-event rules.
+pub fn selective_disjunction(
+    plan: Arc<dyn ExecutionPlan>,
+    shared: &Arc<SharedConditions>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        let Some(filter) = node.downcast_ref::<FilterExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        let predicate =
+            Arc::new(SelectiveOr::new(filter.predicate(), shared)?) as Arc<dyn PhysicalExpr>;
+        let rebuilt = FilterExecBuilder::from(filter)
+            .with_predicate(predicate)
+            .build()?;
+        Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>))
+    })
+    .map(|t| t.data)
 }
 
 /// Every filter of `plan` with its predicate as a [`SelectiveAnd`] whose
@@ -501,6 +645,88 @@ mod tests {
             assert_eq!(out.null_count(), 0, "{plain}");
             assert_eq!(kept(&selective, &b), expected, "{plain}");
         }
+    }
+
+    #[test]
+    fn a_selective_or_keeps_exactly_the_rows_the_plain_disjunction_keeps() {
+        let b = batch();
+        let schema = b.schema();
+        let s = || col("s", &schema).unwrap();
+        let n = || col("n", &schema).unwrap();
+        let m = || col("m", &schema).unwrap();
+        let and = |l, r| binary(l, Operator::And, r, &schema).unwrap();
+        // Disjuncts with NULLs (n, s), overlapping ones, one that keeps
+        // nothing, one that keeps everything left, conjunctions inside.
+        let disjuncts: Vec<Arc<dyn PhysicalExpr>> = vec![
+            and(
+                binary(n(), Operator::Gt, lit(90i64), &schema).unwrap(),
+                binary(s(), Operator::Eq, lit("v1"), &schema).unwrap(),
+            ),
+            binary(m(), Operator::Eq, lit(99i64), &schema).unwrap(),
+            and(
+                binary(s(), Operator::Eq, lit("v2"), &schema).unwrap(),
+                binary(n(), Operator::Lt, m(), &schema).unwrap(),
+            ),
+            binary(m(), Operator::Eq, lit(3i64), &schema).unwrap(),
+            is_not_null(s()).unwrap(),
+            binary(m(), Operator::Eq, lit(4i64), &schema).unwrap(),
+        ];
+        for count in 1..=disjuncts.len() {
+            let plain = disjuncts[..count]
+                .iter()
+                .cloned()
+                .reduce(|l, r| binary(l, Operator::Or, r, &schema).unwrap())
+                .unwrap();
+            let selective: Arc<dyn PhysicalExpr> =
+                Arc::new(SelectiveOr::new(&plain, &Arc::default()).unwrap());
+            assert_eq!(selective.children().len(), {
+                let mut c = 0;
+                for d in &disjuncts[..count] {
+                    c += split_conjunction(d).len();
+                }
+                c
+            });
+            let out = selective.evaluate(&b).unwrap().into_array(100).unwrap();
+            assert_eq!(out.null_count(), 0, "{plain}");
+            assert_eq!(kept(&selective, &b), kept(&plain, &b), "{plain}");
+            // Rebuilt from its children, it is the same predicate.
+            let rebuilt = Arc::clone(&selective)
+                .with_new_children(selective.children().into_iter().cloned().collect())
+                .unwrap();
+            assert_eq!(kept(&rebuilt, &b), kept(&plain, &b), "{plain}");
+        }
+    }
+
+    #[test]
+    fn a_later_disjunct_is_evaluated_only_on_rows_no_earlier_one_kept() {
+        let b = batch();
+        let schema = b.schema();
+        let shared: Arc<SharedConditions> = Arc::default();
+        // `m < 5` keeps half the rows; the regular expression (a costly
+        // condition, see `is_cheap`) must be computed on the other half only.
+        let first = binary(col("m", &schema).unwrap(), Operator::Lt, lit(5i64), &schema).unwrap();
+        let second = binary(
+            col("s", &schema).unwrap(),
+            Operator::RegexMatch,
+            lit("^v[12]$"),
+            &schema,
+        )
+        .unwrap();
+        let plain = binary(first, Operator::Or, second, &schema).unwrap();
+        let selective: Arc<dyn PhysicalExpr> = Arc::new(SelectiveOr::new(&plain, &shared).unwrap());
+        assert_eq!(kept(&selective, &b), kept(&plain, &b));
+        let entries = shared.entries.lock().unwrap();
+        let regex = entries
+            .iter()
+            .find(|(key, _)| key.contains("~"))
+            .map(|(_, e)| e)
+            .expect("the regular expression has an entry");
+        let m_lt_5 = (0..100).filter(|i| i % 10 < 5).count();
+        assert_eq!(
+            regex.computed.count_set_bits(),
+            100 - m_lt_5,
+            "computed exactly on the rows the first disjunct did not keep"
+        );
     }
 
     #[test]

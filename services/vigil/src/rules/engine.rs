@@ -212,7 +212,8 @@ impl RuleEngine {
         let (correlation, rules): (Vec<Rule>, Vec<Rule>) = rules
             .into_iter()
             .partition(|r| r.meta.mode == RuleMode::Correlation);
-        let correlator = match Correlator::compile(correlation, settings).await {
+        let correlator = match Correlator::compile(correlation, settings, &shared_conditions).await
+        {
             Ok(c) => Some(c),
             Err(e) => {
                 errors.extend(e);
