@@ -232,15 +232,24 @@ fn split_disjunction(predicate: &Arc<dyn PhysicalExpr>) -> Vec<&Arc<dyn Physical
 
 impl fmt::Display for SelectiveOr {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "selective_or(")?;
-        for (i, d) in self.disjuncts.iter().enumerate() {
-            if i > 0 {
-                write!(f, ", ")?;
-            }
-            write!(f, "{d}")?;
-        }
-        write!(f, ")")
+        write_call(f, "selective_or", &self.disjuncts)
     }
+}
+
+/// `name(item, item, ...)`.
+fn write_call<T: fmt::Display>(
+    f: &mut fmt::Formatter,
+    name: &str,
+    items: impl IntoIterator<Item = T>,
+) -> fmt::Result {
+    write!(f, "{name}(")?;
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            write!(f, ", ")?;
+        }
+        write!(f, "{item}")?;
+    }
+    write!(f, ")")
 }
 
 impl PhysicalExpr for SelectiveOr {
@@ -456,14 +465,11 @@ fn scatter(selected: &BooleanArray, values: &BooleanArray) -> BooleanArray {
 
 impl fmt::Display for SelectiveAnd {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "selective_and(")?;
-        for (i, c) in self.conjuncts.iter().enumerate() {
-            if i > 0 {
-                write!(f, ", ")?;
-            }
-            write!(f, "{}", c.original)?;
-        }
-        write!(f, ")")
+        write_call(
+            f,
+            "selective_and",
+            self.conjuncts.iter().map(|c| &c.original),
+        )
     }
 }
 
