@@ -50,8 +50,6 @@ use datafusion::physical_plan::{collect, ExecutionPlan};
 use datafusion::prelude::SessionContext;
 use serde::Deserialize;
 use serde_json::Value;
-
-use crate::rules::conjunction::SharedConditions;
 use tracing::Instrument;
 
 pub use compile::retained_schema;
@@ -61,6 +59,7 @@ use watermark::WatermarkTracker;
 use crate::alert::{alert_id, content_event_id, format_time_ns, Alert, EventIdentity};
 use crate::decode::DecodedBatch;
 use crate::rules::budget::{with_deadline, EvalDeadline};
+use crate::rules::conjunction::SharedConditions;
 use crate::rules::slot::BatchSlot;
 use crate::rules::{Rule, RuleError};
 use crate::schema::ROW_COLUMN;

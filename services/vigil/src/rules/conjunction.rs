@@ -26,6 +26,11 @@
 //! shares the values of the conditions it has in common with others, per
 //! batch and row ([`SharedConditions`]).
 //!
+//! [`SelectiveOr`] does the same for the correlation pre-filter, a
+//! disjunction of the correlation rules' scan filters: each disjunct is a
+//! [`SelectiveAnd`] evaluated only on the rows no disjunct before it kept,
+//! sharing condition values with the per-event rules.
+//!
 //! The filter keeps exactly the rows it kept before: a filter keeps a row
 //! only where the predicate is TRUE, a conjunction is TRUE exactly where
 //! every conjunct is TRUE, and each conjunct is evaluated at least on every
