@@ -531,18 +531,9 @@ pub fn selective_disjunction(
     plan: Arc<dyn ExecutionPlan>,
     shared: &Arc<SharedConditions>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    plan.transform_up(|node| {
-        let Some(filter) = node.downcast_ref::<FilterExec>() else {
-            return Ok(Transformed::no(node));
-        };
-        let predicate =
-            Arc::new(SelectiveOr::new(filter.predicate(), shared)?) as Arc<dyn PhysicalExpr>;
-        let rebuilt = FilterExecBuilder::from(filter)
-            .with_predicate(predicate)
-            .build()?;
-        Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>))
+    rewrite_filters(plan, |predicate| {
+        Ok(Arc::new(SelectiveOr::new(predicate, shared)?))
     })
-    .map(|t| t.data)
 }
 
 /// Every filter of `plan` with its predicate as a [`SelectiveAnd`] whose
@@ -551,14 +542,22 @@ pub fn selective_filters(
     plan: Arc<dyn ExecutionPlan>,
     shared: &Arc<SharedConditions>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
+    rewrite_filters(plan, |predicate| {
+        Ok(Arc::new(SelectiveAnd::new(predicate, Arc::clone(shared))?))
+    })
+}
+
+/// Every filter of `plan` with its predicate replaced by `rewrite`'s.
+fn rewrite_filters(
+    plan: Arc<dyn ExecutionPlan>,
+    rewrite: impl Fn(&Arc<dyn PhysicalExpr>) -> Result<Arc<dyn PhysicalExpr>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
     plan.transform_up(|node| {
         let Some(filter) = node.downcast_ref::<FilterExec>() else {
             return Ok(Transformed::no(node));
         };
-        let predicate = Arc::new(SelectiveAnd::new(filter.predicate(), Arc::clone(shared))?)
-            as Arc<dyn PhysicalExpr>;
         let rebuilt = FilterExecBuilder::from(filter)
-            .with_predicate(predicate)
+            .with_predicate(rewrite(filter.predicate())?)
             .build()?;
         Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>))
     })
