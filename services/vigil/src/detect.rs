@@ -57,15 +57,55 @@ impl EventTimeBounds {
 /// The decode → evaluate stages.
 pub struct Detector {
     engine: RuleEngine,
+    decoder: Decoder,
+    metrics: Arc<Metrics>,
+    /// New rule sets from a hot reload (see [`crate::reload`]).
+    reloads: Option<tokio::sync::mpsc::UnboundedReceiver<RuleEngine>>,
+}
+
+/// The decode stage: raw messages to Arrow batches, dead letters for what
+/// does not decode, and the input metrics. It holds no rule state, so it
+/// runs on any thread and ahead of the evaluation.
+#[derive(Clone)]
+pub struct Decoder {
     limits: DecodeLimits,
     metrics: Arc<Metrics>,
     bounds: EventTimeBounds,
-    /// New rule sets from a hot reload (see [`crate::reload`]).
-    reloads: Option<tokio::sync::mpsc::UnboundedReceiver<RuleEngine>>,
-    /// Whether this detector reports its input: consumed and decoded
+    /// Whether this decoder reports its input: consumed and decoded
     /// counts, decode failures. `false` for the correlation leader, which
     /// re-reads input the per-event stage of some instance reports.
     reports_input: bool,
+}
+
+/// One micro-batch after the decode stage, ready for
+/// [`Detector::evaluate`].
+pub struct DecodedInput {
+    /// Wall-clock time of the decode: the batch's processing time
+    /// (dead letters, alerts, idle-partition watermarks).
+    now: i64,
+    /// One part per source, in the order the sources first appear.
+    parts: Vec<DecodedPart>,
+    /// What the decode stage already produced: decode-error dead letters,
+    /// event counts and the event-time range.
+    out: Detections,
+}
+
+impl DecodedInput {
+    /// Decoded events the rules will evaluate.
+    pub fn events(&self) -> usize {
+        self.out.events
+    }
+}
+
+/// The messages of one source in a batch, decoded.
+struct DecodedPart {
+    source: SourceKind,
+    /// Messages re-read after a restart, which only rebuild correlation
+    /// state.
+    replayed: Option<(Vec<RawMessage>, DecodedBatch)>,
+    /// Messages to evaluate, and their rows (events outside the bounds
+    /// already dropped).
+    live: Option<(Vec<RawMessage>, DecodedBatch)>,
 }
 
 pub fn now_ns() -> i64 {
@@ -76,25 +116,28 @@ impl Detector {
     pub fn new(engine: RuleEngine, limits: DecodeLimits, metrics: Arc<Metrics>) -> Self {
         Detector {
             engine,
-            limits,
+            decoder: Decoder {
+                limits,
+                metrics: metrics.clone(),
+                bounds: EventTimeBounds::default(),
+                reports_input: true,
+            },
             metrics,
-            bounds: EventTimeBounds::default(),
             reloads: None,
-            reports_input: true,
         }
     }
 
     /// Do not report the input (counts, decode failures): another detector
     /// over the same messages does (see `correlate::Placement::Leader`).
     pub fn without_input_reports(mut self) -> Self {
-        self.reports_input = false;
+        self.decoder.reports_input = false;
         self
     }
 
     /// Evaluate only events inside `bounds` from now on; the others are
     /// counted in [`Detections::out_of_range`].
     pub fn with_event_time_bounds(mut self, bounds: EventTimeBounds) -> Self {
-        self.bounds = bounds;
+        self.decoder.bounds = bounds;
         self
     }
 
@@ -149,37 +192,43 @@ impl Detector {
         &self.metrics
     }
 
-    /// Decode and evaluate `messages` (of any mix of sources).
+    /// Decode and evaluate `messages` (of any mix of sources): the
+    /// [`Decoder`]'s stage, then [`Detector::evaluate`].
     ///
     /// Every message ends up either as rows the rules saw or as a dead
     /// letter; every rule failure becomes a dead letter too.
     pub async fn process(&mut self, messages: Vec<RawMessage>) -> Detections {
+        let input = self.decoder.decode(messages);
+        self.evaluate(input).await
+    }
+
+    /// The decode stage of this detector (same limits, bounds and
+    /// reporting), to run on another thread than the evaluation: decoding
+    /// batch N+1 while batch N is evaluated (see `pipeline::run`).
+    pub fn decoder(&self) -> Decoder {
+        self.decoder.clone()
+    }
+
+    /// Evaluate a batch the [`Decoder`] decoded: per-event rules, then
+    /// correlation ingest and advance. Batches must be evaluated in the
+    /// order they were consumed (correlation state and watermarks depend
+    /// on it).
+    pub async fn evaluate(&mut self, input: DecodedInput) -> Detections {
         self.apply_pending_reload();
-        let now = now_ns();
-        let mut out = Detections::default();
-        let mut by_source: Vec<(SourceKind, Vec<RawMessage>)> = Vec::new();
-        for m in messages {
-            match by_source.iter_mut().find(|(s, _)| *s == m.source) {
-                Some((_, v)) => v.push(m),
-                None => by_source.push((m.source, vec![m])),
-            }
-        }
-        for (source, messages) in by_source {
+        let DecodedInput {
+            now,
+            parts,
+            mut out,
+        } = input;
+        for part in parts {
+            let source = part.source;
             // Messages re-read after a restart only rebuild correlation state;
             // they come first (lower offsets), so ingest them first.
-            if self.reports_input {
-                self.metrics
-                    .messages_consumed
-                    .inc_by(source, messages.len() as u64);
-            }
-            let (replayed, live): (Vec<RawMessage>, Vec<RawMessage>) =
-                messages.into_iter().partition(|m| m.state_only);
-            if !replayed.is_empty() {
-                let decoded = decode(source, &replayed, self.limits, now);
+            if let Some((replayed, decoded)) = &part.replayed {
                 if let Err(e) = self
                     .engine
                     .correlator_mut()
-                    .ingest(&decoded, &replayed, now)
+                    .ingest(decoded, replayed, now)
                     .await
                 {
                     let origins = replayed.iter().map(|m| m.origin.clone()).collect();
@@ -193,62 +242,12 @@ impl Detector {
                     );
                 }
             }
-            let messages = live;
-            if messages.is_empty() {
+            let Some((messages, decoded)) = &part.live else {
                 continue;
-            }
-            let decode_span = tracing::info_span!(
-                "decode",
-                source = %source,
-                messages = messages.len() as i64,
-                events = tracing::field::Empty,
-                failures = tracing::field::Empty
-            );
-            let mut decoded = decode_span.in_scope(|| decode(source, &messages, self.limits, now));
-            decode_span
-                .record("events", decoded.events.len() as i64)
-                .record("failures", decoded.failures.len() as i64);
-            drop(decode_span);
-            out.event_time_range = merge_range(out.event_time_range, time_range(&decoded));
-            out.out_of_range += self.keep_in_bounds(&mut decoded);
-            for failure in decoded.failures.iter().filter(|_| self.reports_input) {
-                let m = &messages[failure.message as usize];
-                out.dead_letters.push(DeadLetter::decode_error(
-                    source,
-                    m.origin.clone(),
-                    &m.payload,
-                    failure.reason.clone(),
-                    now,
-                ));
-            }
-            if self.reports_input {
-                self.metrics
-                    .decode_failures
-                    .inc_by(source, decoded.failures.len() as u64);
-                self.metrics
-                    .events_decoded
-                    .inc_by(source, decoded.events.len() as u64);
-            }
-            if !decoded.empty.is_empty() && self.reports_input {
-                // Valid input with nothing to evaluate: counted, not dead-lettered.
-                Metrics::add(&self.metrics.empty_messages, decoded.empty.len() as u64);
-                for &i in &decoded.empty {
-                    tracing::debug!(origin = %messages[i as usize].origin, "message holds no events (empty EventList)");
-                }
-            }
-            // Column 0 of every source table is `event_time` (the engine relies
-            // on it too); `max` is `None` for an empty batch.
-            if let Some(latest) = max(decoded
-                .batch
-                .column(0)
-                .as_primitive::<TimestampNanosecondType>())
-            {
-                self.metrics.observe_event_time(source, latest);
-            }
-            out.events += decoded.events.len();
+            };
             let (alerts, failures) = self
                 .engine
-                .evaluate_observed(&decoded, &messages, now, Some(&self.metrics))
+                .evaluate_observed(decoded, messages, now, Some(&self.metrics))
                 .await;
             for f in failures {
                 if f.timed_out {
@@ -268,7 +267,7 @@ impl Detector {
             match self
                 .engine
                 .correlator_mut()
-                .ingest(&decoded, &messages, now)
+                .ingest(decoded, messages, now)
                 .await
             {
                 Ok(late) => {
@@ -362,40 +361,6 @@ impl Detector {
         self.engine.correlator_mut().reset();
     }
 
-    /// Drop the rows of `decoded` outside the bounds; returns how many.
-    fn keep_in_bounds(&self, decoded: &mut DecodedBatch) -> usize {
-        if self.bounds.is_unbounded() || decoded.events.is_empty() {
-            return 0;
-        }
-        let times = decoded
-            .batch
-            .column(0)
-            .as_primitive::<TimestampNanosecondType>();
-        let keep: BooleanArray = times
-            .iter()
-            .map(|t| Some(t.is_some_and(|t| self.bounds.contains(t))))
-            .collect();
-        let kept = keep.true_count();
-        let skipped = decoded.events.len() - kept;
-        if skipped == 0 {
-            return 0;
-        }
-        let filtered = filter_record_batch(&decoded.batch, &keep)
-            .expect("a mask of the batch's length filters it");
-        // The row column indexes `events`: renumber it for the kept rows.
-        let row_index = filtered
-            .schema()
-            .index_of(ROW_COLUMN)
-            .expect("every source schema has the row column");
-        let mut columns = filtered.columns().to_vec();
-        columns[row_index] = Arc::new(UInt32Array::from_iter_values(0..kept as u32));
-        decoded.batch =
-            RecordBatch::try_new(filtered.schema(), columns).expect("same schema, same row count");
-        let mut mask = keep.values().iter();
-        decoded.events.retain(|_| mask.next().unwrap_or(false));
-        skipped
-    }
-
     fn count_excepted(&mut self, out: &mut Detections) {
         let excepted = self.engine.take_excepted();
         Metrics::add(&self.metrics.alerts_excepted, excepted.len() as u64);
@@ -451,6 +416,142 @@ impl Detector {
     }
 }
 
+impl Decoder {
+    /// Decode `messages` (of any mix of sources). Every message ends up in
+    /// exactly one of: the rows of a part, a decode-error dead letter, the
+    /// empty-message count.
+    pub fn decode(&self, messages: Vec<RawMessage>) -> DecodedInput {
+        let now = now_ns();
+        let mut out = Detections::default();
+        let mut by_source: Vec<(SourceKind, Vec<RawMessage>)> = Vec::new();
+        for m in messages {
+            match by_source.iter_mut().find(|(s, _)| *s == m.source) {
+                Some((_, v)) => v.push(m),
+                None => by_source.push((m.source, vec![m])),
+            }
+        }
+        let mut parts = Vec::with_capacity(by_source.len());
+        for (source, messages) in by_source {
+            if self.reports_input {
+                self.metrics
+                    .messages_consumed
+                    .inc_by(source, messages.len() as u64);
+            }
+            let (replayed, live): (Vec<RawMessage>, Vec<RawMessage>) =
+                messages.into_iter().partition(|m| m.state_only);
+            let replayed = (!replayed.is_empty()).then(|| {
+                let decoded = decode(source, &replayed, self.limits, now);
+                (replayed, decoded)
+            });
+            let live = (!live.is_empty()).then(|| {
+                let decoded = self.decode_live(source, &live, now, &mut out);
+                (live, decoded)
+            });
+            parts.push(DecodedPart {
+                source,
+                replayed,
+                live,
+            });
+        }
+        DecodedInput { now, parts, out }
+    }
+
+    /// Decode messages to evaluate: drop rows outside the bounds, turn
+    /// failures into dead letters, report the input.
+    fn decode_live(
+        &self,
+        source: SourceKind,
+        messages: &[RawMessage],
+        now: i64,
+        out: &mut Detections,
+    ) -> DecodedBatch {
+        let decode_span = tracing::info_span!(
+            "decode",
+            source = %source,
+            messages = messages.len() as i64,
+            events = tracing::field::Empty,
+            failures = tracing::field::Empty
+        );
+        let mut decoded = decode_span.in_scope(|| decode(source, messages, self.limits, now));
+        decode_span
+            .record("events", decoded.events.len() as i64)
+            .record("failures", decoded.failures.len() as i64);
+        drop(decode_span);
+        out.event_time_range = merge_range(out.event_time_range, time_range(&decoded));
+        out.out_of_range += self.keep_in_bounds(&mut decoded);
+        for failure in decoded.failures.iter().filter(|_| self.reports_input) {
+            let m = &messages[failure.message as usize];
+            out.dead_letters.push(DeadLetter::decode_error(
+                source,
+                m.origin.clone(),
+                &m.payload,
+                failure.reason.clone(),
+                now,
+            ));
+        }
+        if self.reports_input {
+            self.metrics
+                .decode_failures
+                .inc_by(source, decoded.failures.len() as u64);
+            self.metrics
+                .events_decoded
+                .inc_by(source, decoded.events.len() as u64);
+        }
+        if !decoded.empty.is_empty() && self.reports_input {
+            // Valid input with nothing to evaluate: counted, not dead-lettered.
+            Metrics::add(&self.metrics.empty_messages, decoded.empty.len() as u64);
+            for &i in &decoded.empty {
+                tracing::debug!(origin = %messages[i as usize].origin, "message holds no events (empty EventList)");
+            }
+        }
+        // Column 0 of every source table is `event_time` (the engine relies
+        // on it too); `max` is `None` for an empty batch.
+        if let Some(latest) = max(decoded
+            .batch
+            .column(0)
+            .as_primitive::<TimestampNanosecondType>())
+        {
+            self.metrics.observe_event_time(source, latest);
+        }
+        out.events += decoded.events.len();
+        decoded
+    }
+
+    /// Drop the rows of `decoded` outside the bounds; returns how many.
+    fn keep_in_bounds(&self, decoded: &mut DecodedBatch) -> usize {
+        if self.bounds.is_unbounded() || decoded.events.is_empty() {
+            return 0;
+        }
+        let times = decoded
+            .batch
+            .column(0)
+            .as_primitive::<TimestampNanosecondType>();
+        let keep: BooleanArray = times
+            .iter()
+            .map(|t| Some(t.is_some_and(|t| self.bounds.contains(t))))
+            .collect();
+        let kept = keep.true_count();
+        let skipped = decoded.events.len() - kept;
+        if skipped == 0 {
+            return 0;
+        }
+        let filtered = filter_record_batch(&decoded.batch, &keep)
+            .expect("a mask of the batch's length filters it");
+        // The row column indexes `events`: renumber it for the kept rows.
+        let row_index = filtered
+            .schema()
+            .index_of(ROW_COLUMN)
+            .expect("every source schema has the row column");
+        let mut columns = filtered.columns().to_vec();
+        columns[row_index] = Arc::new(UInt32Array::from_iter_values(0..kept as u32));
+        decoded.batch =
+            RecordBatch::try_new(filtered.schema(), columns).expect("same schema, same row count");
+        let mut mask = keep.values().iter();
+        decoded.events.retain(|_| mask.next().unwrap_or(false));
+        skipped
+    }
+}
+
 /// Earliest and latest event time of a decoded batch (column 0 is the
 /// event time in every source schema).
 fn time_range(decoded: &DecodedBatch) -> Option<(i64, i64)> {
@@ -467,5 +568,119 @@ fn merge_range(a: Option<(i64, i64)>, b: Option<(i64, i64)>) -> Option<(i64, i64
     match (a, b) {
         (Some((a0, a1)), Some((b0, b1))) => Some((a0.min(b0), a1.max(b1))),
         (x, None) | (None, x) => x,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::gen::{GenConfig, Generator};
+    use crate::rules::load_dir;
+    use crate::source::Origin;
+
+    async fn shipped_pack() -> Detector {
+        let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../sql-rules");
+        let engine = RuleEngine::compile(load_dir(&rules).unwrap())
+            .await
+            .unwrap();
+        Detector::new(
+            engine,
+            DecodeLimits::default(),
+            Arc::new(Metrics::default()),
+        )
+    }
+
+    /// Generated events of every source with attacks (per-event and
+    /// correlation), and a malformed message in every chunk.
+    fn chunks() -> Vec<Vec<RawMessage>> {
+        let config = GenConfig {
+            attack_every: 30,
+            ..Default::default()
+        };
+        let mut messages: Vec<RawMessage> = Generator::new(config)
+            .take(3000)
+            .map(|e| RawMessage {
+                source: e.source,
+                payload: e.payload.clone(),
+                origin: Origin::Kafka {
+                    topic: e.source.table_name().into(),
+                    partition: 0,
+                    offset: e.source_index as i64,
+                },
+                timestamp_ms: None,
+                state_only: false,
+            })
+            .collect();
+        for (i, at) in (0..messages.len()).step_by(400).enumerate() {
+            let mut bad = messages[at].clone();
+            bad.payload = format!("{{\"kind\": \"Event\", \"broken\": {i}").into_bytes();
+            messages.insert(at, bad);
+        }
+        messages.chunks(400).map(<[RawMessage]>::to_vec).collect()
+    }
+
+    fn outcome(all: &[Detections]) -> (Vec<(String, String)>, Vec<String>, usize) {
+        let mut alerts: Vec<(String, String)> = all
+            .iter()
+            .flat_map(|d| &d.alerts)
+            .map(|a| (a.rule_id.clone(), a.alert_id.clone()))
+            .collect();
+        alerts.sort();
+        let mut dead: Vec<String> = all
+            .iter()
+            .flat_map(|d| &d.dead_letters)
+            .map(|d| d.key())
+            .collect();
+        dead.sort();
+        (alerts, dead, all.iter().map(|d| d.events).sum())
+    }
+
+    /// The pipeline decodes batch N+1 on another thread before batch N is
+    /// evaluated: decoding reads no rule state, so decoding every batch
+    /// ahead gives the alerts and dead letters of decoding each just
+    /// before its evaluation.
+    #[tokio::test]
+    async fn decoding_ahead_on_other_threads_changes_no_detection() {
+        let mut in_turn = shipped_pack().await;
+        let mut sequential = Vec::new();
+        for chunk in chunks() {
+            sequential.push(in_turn.process(chunk).await);
+        }
+        sequential.push(in_turn.finish().await);
+
+        let mut ahead = shipped_pack().await;
+        let decoder = ahead.decoder();
+        let decoded: Vec<DecodedInput> = chunks()
+            .into_iter()
+            .map(|chunk| {
+                let decoder = decoder.clone();
+                std::thread::spawn(move || decoder.decode(chunk))
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        let mut pipelined = Vec::new();
+        for input in decoded {
+            pipelined.push(ahead.evaluate(input).await);
+        }
+        pipelined.push(ahead.finish().await);
+
+        let (alerts, dead, events) = outcome(&sequential);
+        assert!(
+            alerts.iter().any(|(rule, _)| ahead
+                .engine()
+                .correlator()
+                .rules()
+                .any(|r| &r.meta.id == rule)),
+            "the stream raises correlation alerts too"
+        );
+        assert!(
+            dead.len() >= 8,
+            "every malformed message is dead-lettered: {dead:?}"
+        );
+        assert_eq!((alerts, dead, events), outcome(&pipelined));
     }
 }
