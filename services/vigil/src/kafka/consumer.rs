@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -32,6 +33,33 @@ pub struct SourceBatch {
     pub messages: Vec<RawMessage>,
     /// One past the highest offset in the batch, per (topic, partition).
     pub next_offsets: BTreeMap<(String, i32), i64>,
+}
+
+/// The consumer that read a batch, for what comes after its evaluation:
+/// committing its offsets for the group, and the group metadata of a
+/// transactional commit. The consumer stays open while a handle lives:
+/// drop every handle before [`KafkaSource::rejoin`].
+#[derive(Clone)]
+pub struct ConsumerHandle(Arc<StreamConsumer<ConsumerObserver>>);
+
+impl ConsumerHandle {
+    /// Commit `offsets` (from [`resume_offsets`]) for the group,
+    /// synchronously: blocks for a broker round trip (at-least-once mode;
+    /// in exactly-once mode offsets go into the batch's transaction
+    /// instead).
+    pub fn commit(&self, offsets: &TopicPartitionList) -> Result<()> {
+        if offsets.count() == 0 {
+            return Ok(());
+        }
+        self.0
+            .commit(offsets, CommitMode::Sync)
+            .context("committing consumer offsets")
+    }
+
+    /// The consumer's group metadata (for transactional offset commits).
+    pub fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
+        self.0.group_metadata()
+    }
 }
 
 /// Consumer of the source topics.
@@ -211,6 +239,10 @@ impl KafkaSource {
     /// Collect up to `max_events` messages, waiting at most `max_wait` after
     /// the first one. Returns early with what it has when `stop` resolves.
     /// An empty batch means nothing arrived within `idle_wait`.
+    ///
+    /// Messages the client already holds are taken even past a deadline,
+    /// so with zero waits this takes what it has already fetched (up to
+    /// `max_events`) without waiting for the broker.
     pub async fn next_batch(
         &mut self,
         max_events: usize,
@@ -218,17 +250,22 @@ impl KafkaSource {
         idle_wait: Duration,
         stop: &mut tokio::sync::watch::Receiver<bool>,
     ) -> SourceBatch {
-        self.rejoin_after_departures().await;
         let mut batch = SourceBatch::default();
         let mut deadline = Instant::now() + idle_wait;
         while batch.messages.len() < max_events {
             if *stop.borrow() {
                 break;
             }
-            let received = tokio::select! {
-                r = self.consumer.recv() => r,
-                _ = tokio::time::sleep_until(deadline) => break,
-                _ = stop.changed() => break,
+            // What the client already holds is taken without a clock
+            // reading or a timer; only then do the deadlines count.
+            let received = match self.consumer.recv().now_or_never() {
+                Some(r) => r,
+                None if Instant::now() >= deadline => break,
+                None => tokio::select! {
+                    r = self.consumer.recv() => r,
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = stop.changed() => break,
+                },
             };
             let message = match received {
                 Ok(m) => m,
@@ -265,30 +302,43 @@ impl KafkaSource {
         batch
     }
 
-    /// Between batches (the previous one is committed): when another member
-    /// has left the group, leave it and join again as a new member, so that
-    /// its partitions are reassigned even by a coordinator that does not
-    /// rebalance by itself (see [`super::membership`]).
-    async fn rejoin_after_departures(&mut self) {
+    /// Between batches: whether this member should leave the group and join
+    /// again as a new member ([`KafkaSource::rejoin`]), because another
+    /// member has left it. A coordinator that does not rebalance by itself
+    /// then reassigns the departed member's partitions (see
+    /// [`super::membership`]). Also retries a subscription a failed rejoin
+    /// left pending.
+    pub async fn rejoin_due(&mut self) -> bool {
+        let names = self.topic_names();
         let Some(rejoin) = self.rejoin.as_mut() else {
-            return;
+            return false;
         };
-        let names: Vec<String> = self.topics.keys().cloned().collect();
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
         if rejoin.subscribe_pending {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
             match self.consumer.subscribe(&names) {
                 Ok(()) => rejoin.subscribe_pending = false,
                 Err(e) => {
                     tracing::error!(error = %e, "subscribing the new consumer failed; retrying before the next batch")
                 }
             }
-            return;
+            return false;
         }
         let gone = rejoin.watch.departed(&self.consumer).await;
         if gone.is_empty() {
-            return;
+            return false;
         }
         tracing::info!(departed = ?gone, "a member left the consumer group; rejoining as a new member so that its partitions are reassigned");
+        true
+    }
+
+    /// Leave the group and join it again as a new member. The caller has
+    /// committed everything it read, or leaves it to be re-read: messages
+    /// read and not committed are their partitions' new owners' to read.
+    pub async fn rejoin(&mut self) {
+        let names = self.topic_names();
+        let Some(rejoin) = self.rejoin.as_mut() else {
+            return;
+        };
         // Created first (no group traffic yet), so a failure keeps the old one.
         let fresh: StreamConsumer<ConsumerObserver> = match rejoin
             .config
@@ -307,27 +357,20 @@ impl KafkaSource {
             tracing::warn!(error = %e, "closing the old consumer");
         }
         rejoin.watch.reset();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
         if let Err(e) = self.consumer.subscribe(&names) {
             tracing::error!(error = %e, "subscribing the new consumer failed; retrying before the next batch");
             rejoin.subscribe_pending = true;
         }
     }
 
-    /// Commit `offsets` (from [`resume_offsets`]) for the group,
-    /// synchronously (at-least-once mode; in exactly-once mode offsets go
-    /// into the batch's transaction instead).
-    pub fn commit_offsets(&self, offsets: &TopicPartitionList) -> Result<()> {
-        if offsets.count() == 0 {
-            return Ok(());
-        }
-        self.consumer
-            .commit(offsets, CommitMode::Sync)
-            .context("committing consumer offsets")
+    fn topic_names(&self) -> Vec<String> {
+        self.topics.keys().cloned().collect()
     }
 
-    /// The consumer's group metadata (for transactional offset commits).
-    pub fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
-        self.consumer.group_metadata()
+    /// A handle on the current consumer (see [`ConsumerHandle`]).
+    pub fn handle(&self) -> ConsumerHandle {
+        ConsumerHandle(self.consumer.clone())
     }
 
     /// Per-partition lag (high watermark − position) of the assignment.

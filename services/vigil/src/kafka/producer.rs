@@ -41,7 +41,9 @@ pub struct OutRecord {
 }
 
 /// Idempotent producer (acks=all) for alerts and dead letters;
-/// transactional in [`DeliveryMode::ExactlyOnce`].
+/// transactional in [`DeliveryMode::ExactlyOnce`]. Clones share the
+/// producer.
+#[derive(Clone)]
 pub struct KafkaSink {
     producer: FutureProducer,
     transactional: bool,
@@ -57,7 +59,10 @@ impl KafkaSink {
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("message.timeout.ms", "30000")
-            .set("linger.ms", "5")
+            // Every batch's output is produced at once and then waited
+            // for: lingering would only delay it (and the offsets commit
+            // after it).
+            .set("linger.ms", "0")
             .set("compression.type", "lz4");
         super::apply_properties(&mut config, &settings.kafka);
         let transactional = settings.kafka.delivery == DeliveryMode::ExactlyOnce;
@@ -93,12 +98,12 @@ impl KafkaSink {
     /// Exactly-once: produce `records` and commit `offsets` for the
     /// consumer group `group` in one transaction. Either all of it becomes
     /// visible to read_committed consumers and the offsets are committed,
-    /// or none of it.
+    /// or none of it. `group` may be `None` only without offsets.
     pub async fn deliver_transaction(
         &self,
         records: &[OutRecord],
         offsets: &TopicPartitionList,
-        group: ConsumerGroupMetadata,
+        group: Option<ConsumerGroupMetadata>,
     ) -> Result<(), TxnError> {
         debug_assert!(self.transactional);
         let result = self.try_transaction(records, offsets, group).await;
@@ -122,7 +127,7 @@ impl KafkaSink {
         &self,
         records: &[OutRecord],
         offsets: &TopicPartitionList,
-        group: ConsumerGroupMetadata,
+        group: Option<ConsumerGroupMetadata>,
     ) -> Result<(), TxnError> {
         self.producer
             .begin_transaction()
@@ -143,7 +148,12 @@ impl KafkaSink {
         let (p, offsets) = (self.producer.clone(), offsets.clone());
         tokio::task::spawn_blocking(move || {
             if offsets.count() > 0 {
-                p.send_offsets_to_transaction(&offsets, &group, Timeout::After(TXN_CALL_TIMEOUT))
+                let group = group.as_ref().ok_or_else(|| {
+                    TxnError::Fatal(anyhow::anyhow!(
+                        "consumer offsets to commit without the group's metadata"
+                    ))
+                })?;
+                p.send_offsets_to_transaction(&offsets, group, Timeout::After(TXN_CALL_TIMEOUT))
                     .map_err(|e| classify(e, "adding the consumer offsets to the transaction"))?;
             }
             p.commit_transaction(Timeout::After(TXN_CALL_TIMEOUT))

@@ -1,0 +1,347 @@
+//! The sink stage: makes each batch's output durable, then its progress
+//! (see the delivery modes in [`super`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rdkafka::TopicPartitionList;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use super::Role;
+use crate::config::Settings;
+use crate::dead_letter::DeadLetterKind;
+use crate::detect::{Detections, Detector};
+use crate::kafka::{
+    resume_offsets, Checkpoint, ConsumerHandle, KafkaSink, OutRecord, SourceBatch, TxnError,
+};
+use crate::metrics::Metrics;
+
+/// Makes each batch's results durable: its output records, the checkpoint
+/// and the consumer offsets, in the order (at-least-once) or the
+/// transaction (exactly-once) the delivery mode requires.
+///
+/// At-least-once, a batch's delivery runs as a task of its own
+/// ([`InFlight`]) while the next batch is evaluated. One batch is in flight
+/// at a time: the next one's delivery starts only after it has settled, so
+/// no checkpoint is delivered before the alerts of every batch it covers.
+pub(super) struct Committer<'a> {
+    pub settings: &'a Settings,
+    pub sink: &'a KafkaSink,
+    /// The checkpoint as of the last prepared batch. A batch is prepared
+    /// only after the one before it settled, and a failed delivery ends the
+    /// run, so this is what the next checkpoint builds on.
+    pub checkpoint: Checkpoint,
+    pub role: Role,
+    pub metrics: &'a Arc<Metrics>,
+    pub stop: watch::Receiver<bool>,
+}
+
+/// A batch's output, ready to deliver.
+pub(super) struct Prepared {
+    detections: Detections,
+    /// Alerts, dead letters and late events.
+    records: Vec<OutRecord>,
+    checkpoint: OutRecord,
+    /// What to commit to the group once both are delivered.
+    offsets: TopicPartitionList,
+}
+
+/// A batch being delivered by its own task (at-least-once): its records,
+/// then its checkpoint, then its offsets commit.
+pub(super) struct InFlight {
+    delivery: tokio::task::JoinHandle<Result<()>>,
+    detections: Detections,
+    /// When its evaluation started and its message count, for the
+    /// `batch_duration` metric (`None` for the output of a tick).
+    batch: Option<(std::time::Instant, usize)>,
+}
+
+impl Committer<'_> {
+    /// Deliver a batch's output and commit its offsets (through `consumer`,
+    /// the one that read the batch) before returning. The batch in flight,
+    /// if any, must have settled. A batch without offsets (a tick's
+    /// output) needs no consumer.
+    pub async fn commit(
+        &mut self,
+        consumer: Option<&ConsumerHandle>,
+        detections: Detections,
+        batch: &SourceBatch,
+        detector: &Detector,
+    ) -> Result<()> {
+        let prepared = self.prepare(detections, batch, detector)?;
+        if !self.sink.is_transactional() {
+            let in_flight = self.start(consumer, prepared, tracing::Span::current(), None);
+            return self.settle(Some(in_flight)).await;
+        }
+        let Prepared {
+            detections,
+            mut records,
+            checkpoint,
+            offsets,
+        } = prepared;
+        records.push(checkpoint);
+        deliver_transaction(
+            self.sink,
+            consumer,
+            &records,
+            &offsets,
+            &self.stop,
+            self.metrics,
+        )
+        .instrument(tracing::info_span!(
+            "deliver",
+            records = records.len() as i64,
+            transaction = true
+        ))
+        .await?;
+        Metrics::add(&self.metrics.commits, 1);
+        self.delivered(&detections);
+        Ok(())
+    }
+
+    /// The batch's records, its checkpoint and the offsets to commit. Reads
+    /// the correlation state the batch left, so it runs right after the
+    /// batch is evaluated, and after the batch before it settled.
+    pub fn prepare(
+        &mut self,
+        detections: Detections,
+        batch: &SourceBatch,
+        detector: &Detector,
+    ) -> Result<Prepared> {
+        let settings = self.settings;
+        let records = output_records(settings, &detections);
+        let correlator = detector.engine().correlator();
+        // The checkpoint may say the batch was evaluated only together with
+        // (at-least-once: after) the acknowledgement of its output.
+        let mut checkpoint = self.checkpoint.clone();
+        checkpoint.advance(&batch.next_offsets, correlator.emitted_watermarks());
+        let retained = correlator.retained_offsets();
+        let mut offsets = resume_offsets(&batch.next_offsets, &retained)?;
+        if self.role == Role::CorrelationLeader {
+            // No group to commit to: where to resume goes into the
+            // checkpoint, which is delivered with (or after) the output.
+            let resume = batch
+                .next_offsets
+                .iter()
+                .map(|(key, next)| {
+                    (
+                        key.clone(),
+                        retained.get(key).map_or(*next, |r| (*r).min(*next)),
+                    )
+                })
+                .collect();
+            checkpoint.set_resume(&resume);
+            offsets = TopicPartitionList::new();
+        }
+        let checkpoint_record = OutRecord {
+            topic: settings.topics.checkpoints.clone(),
+            key: settings.kafka.group_id.clone(),
+            payload: serde_json::to_string(&checkpoint).expect("checkpoints serialize"),
+        };
+        self.checkpoint = checkpoint;
+        Ok(Prepared {
+            detections,
+            records,
+            checkpoint: checkpoint_record,
+            offsets,
+        })
+    }
+
+    /// Start delivering a prepared batch (at-least-once) in a task of its
+    /// own: its records, then its checkpoint, then the offsets commit.
+    pub fn start(
+        &self,
+        consumer: Option<&ConsumerHandle>,
+        prepared: Prepared,
+        span: tracing::Span,
+        batch: Option<(std::time::Instant, usize)>,
+    ) -> InFlight {
+        let (sink, stop, metrics) = (self.sink.clone(), self.stop.clone(), self.metrics.clone());
+        let consumer = consumer.cloned();
+        let Prepared {
+            detections,
+            records,
+            checkpoint,
+            offsets,
+        } = prepared;
+        let delivery = tokio::spawn(
+            async move {
+                deliver(&sink, &records, &stop, &metrics)
+                    .instrument(tracing::info_span!(
+                        "deliver",
+                        records = records.len() as i64
+                    ))
+                    .await?;
+                deliver(&sink, std::slice::from_ref(&checkpoint), &stop, &metrics)
+                    .instrument(tracing::info_span!(
+                        "deliver",
+                        records = 1,
+                        checkpoint = true
+                    ))
+                    .await?;
+                // A synchronous commit blocks for a round trip: off the
+                // async workers.
+                let span = tracing::info_span!("commit");
+                let committed = tokio::task::spawn_blocking(move || {
+                    span.in_scope(|| match &consumer {
+                        Some(consumer) => consumer.commit(&offsets),
+                        None if offsets.count() == 0 => Ok(()),
+                        None => Err(anyhow::anyhow!("no consumer to commit offsets through")),
+                    })
+                })
+                .await
+                .context("the offset commit panicked")?;
+                match committed {
+                    Ok(()) => Metrics::add(&metrics.commits, 1),
+                    // Not data loss: the next successful commit covers
+                    // these offsets, or after a restart the batch is
+                    // re-read (and, per the checkpoint, only rebuilds
+                    // state).
+                    Err(e) => {
+                        Metrics::add(&metrics.commit_failures, 1);
+                        tracing::warn!(error = %format!("{e:#}"), "offset commit failed");
+                    }
+                }
+                Ok(())
+            }
+            .instrument(span),
+        );
+        InFlight {
+            delivery,
+            detections,
+            batch,
+        }
+    }
+
+    /// Wait until the batch in flight, if any, is delivered and committed.
+    pub async fn settle(&mut self, in_flight: Option<InFlight>) -> Result<()> {
+        let Some(in_flight) = in_flight else {
+            return Ok(());
+        };
+        in_flight
+            .delivery
+            .await
+            .context("the delivery task panicked")??;
+        self.delivered(&in_flight.detections);
+        if let Some((started, messages)) = in_flight.batch {
+            self.metrics.batch_done(messages, started.elapsed());
+            tracing::debug!(
+                alerts = in_flight.detections.alerts.len(),
+                dead_letters = in_flight.detections.dead_letters.len(),
+                "batch done"
+            );
+        }
+        Ok(())
+    }
+
+    fn delivered(&self, detections: &Detections) {
+        for alert in &detections.alerts {
+            self.metrics.alert_delivered(&alert.rule_id, alert.severity);
+        }
+        for dl in &detections.dead_letters {
+            self.metrics.dead_letter_delivered(dl.kind);
+        }
+    }
+}
+
+/// The records a batch's detections produce: alerts, dead letters, late
+/// events, each to its topic.
+fn output_records(settings: &Settings, detections: &Detections) -> Vec<OutRecord> {
+    let mut records =
+        Vec::with_capacity(detections.alerts.len() + detections.dead_letters.len() + 1);
+    for alert in &detections.alerts {
+        records.push(OutRecord {
+            topic: settings.topics.alerts.clone(),
+            key: alert.alert_id.clone(),
+            payload: alert.to_json(),
+        });
+    }
+    for dl in &detections.dead_letters {
+        let topic = match dl.kind {
+            DeadLetterKind::LateEvent => &settings.topics.late_events,
+            DeadLetterKind::DecodeError | DeadLetterKind::RuleError => &settings.topics.dead_letter,
+        };
+        records.push(OutRecord {
+            topic: topic.clone(),
+            key: dl.key(),
+            payload: dl.to_json(),
+        });
+    }
+    records
+}
+
+/// Commit `records` and `offsets` in one transaction, retrying aborted
+/// transactions while the broker refuses them (nothing is consumed
+/// meanwhile). A fatal producer error (fenced by a newer instance) ends the
+/// run: the restarted process resumes from the last committed transaction.
+async fn deliver_transaction(
+    sink: &KafkaSink,
+    consumer: Option<&ConsumerHandle>,
+    records: &[OutRecord],
+    offsets: &TopicPartitionList,
+    stop: &watch::Receiver<bool>,
+    metrics: &Metrics,
+) -> Result<()> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        // Fresh each attempt: after a rebalance the group generation
+        // changed, and a commit with the old one is rejected (zombie
+        // fencing, KIP-447).
+        let group =
+            match consumer {
+                _ if offsets.count() == 0 => None,
+                Some(consumer) => Some(consumer.group_metadata().context(
+                    "the consumer has no group metadata for a transactional offset commit",
+                )?),
+                None => anyhow::bail!("no consumer to commit offsets through"),
+            };
+        match sink.deliver_transaction(records, offsets, group).await {
+            Ok(()) => {
+                metrics.set_delivery_paused(false);
+                return Ok(());
+            }
+            Err(TxnError::Fatal(e)) => {
+                return Err(e).context("exactly-once delivery cannot continue; restart to resume from the last committed batch")
+            }
+            Err(TxnError::Retriable(e)) => {
+                Metrics::add(&metrics.delivery_retries, 1);
+                metrics.set_delivery_paused(true);
+                tracing::error!(error = %format!("{e:#}"), "transaction aborted; retrying the batch, consumption paused");
+                if *stop.borrow() {
+                    return Err(e).context("stopping with an uncommitted batch: it will be re-consumed");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Produce `records` and wait for their acknowledgement, retrying while the
+/// broker refuses them. Nothing is consumed meanwhile (back-pressure). Gives
+/// up only when asked to stop, without committing.
+async fn deliver(
+    sink: &KafkaSink,
+    records: &[OutRecord],
+    stop: &watch::Receiver<bool>,
+    metrics: &Metrics,
+) -> Result<()> {
+    loop {
+        match sink.deliver(records, 5).await {
+            Ok(()) => {
+                metrics.set_delivery_paused(false);
+                return Ok(());
+            }
+            Err(e) => {
+                Metrics::add(&metrics.delivery_retries, 1);
+                metrics.set_delivery_paused(true);
+                tracing::error!(error = %e, "output not delivered; consumption paused until the broker accepts it");
+                if *stop.borrow() {
+                    return Err(e).context("stopping with undelivered output: its offsets were not committed and will be re-consumed");
+                }
+            }
+        }
+    }
+}

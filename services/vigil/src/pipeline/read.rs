@@ -1,0 +1,137 @@
+//! The read stage: the source's messages, collected into micro-batches and
+//! decoded, on their way to the evaluation.
+//!
+//! It runs as a task of its own, so that batch N+1 is read and decoded (on
+//! a blocking thread) while batch N is evaluated: decoding is about half
+//! of the per-event work, and this puts it on another core than the
+//! evaluation. The channel to the evaluation holds one batch, so at most
+//! three batches are in memory (one evaluated, one waiting, one being
+//! decoded) and a slow evaluation or delivery holds consumption back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::detect::{DecodedInput, Decoder};
+use crate::health::Health;
+use crate::kafka::{ConsumerHandle, KafkaSource, SourceBatch};
+
+/// What the read stage hands to the evaluation, in order.
+pub(super) enum Read {
+    /// A batch, decoded.
+    Batch(Box<ReadBatch>),
+    /// Nothing arrived within the idle wait (or the run is stopping).
+    Idle,
+    /// The source is about to leave its consumer group and join it again
+    /// (see [`KafkaSource::rejoin_due`]). Nothing more is read until the
+    /// answer: deliver and commit everything received so far, drop every
+    /// [`ConsumerHandle`], then answer.
+    Rejoin(oneshot::Sender<()>),
+}
+
+/// One batch from the source, decoded.
+pub(super) struct ReadBatch {
+    /// Where each partition's batch ends (its messages went to `input`).
+    pub batch: SourceBatch,
+    /// How many messages it held.
+    pub messages: usize,
+    pub input: DecodedInput,
+    /// The span of its decode, evaluation and delivery.
+    pub span: tracing::Span,
+    /// The consumer that read it: its offsets are committed through it.
+    pub consumer: ConsumerHandle,
+}
+
+/// How the read stage cuts batches (`batch.*` settings).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BatchLimits {
+    pub max_events: usize,
+    /// After a batch's first message, how long to wait for it to fill.
+    pub max_wait: Duration,
+    /// How long to wait for a first message before reporting
+    /// [`Read::Idle`].
+    pub idle_wait: Duration,
+}
+
+/// Start the read stage on `source`. It ends when `stop` turns true (after
+/// handing over what it read), when the receiver is dropped, or with the
+/// error that ended it (a panic while decoding).
+pub(super) fn spawn(
+    source: KafkaSource,
+    decoder: Decoder,
+    limits: BatchLimits,
+    stop: watch::Receiver<bool>,
+    health: Arc<Health>,
+) -> (mpsc::Receiver<Read>, tokio::task::JoinHandle<Result<()>>) {
+    let (tx, rx) = mpsc::channel(1);
+    let task = tokio::spawn(read(source, decoder, limits, stop, health, tx));
+    (rx, task)
+}
+
+async fn read(
+    mut source: KafkaSource,
+    decoder: Decoder,
+    limits: BatchLimits,
+    mut stop: watch::Receiver<bool>,
+    health: Arc<Health>,
+    tx: mpsc::Sender<Read>,
+) -> Result<()> {
+    loop {
+        if source.rejoin_due().await {
+            let (answer, answered) = oneshot::channel();
+            if tx.send(Read::Rejoin(answer)).await.is_err() || answered.await.is_err() {
+                return Ok(());
+            }
+            source.rejoin().await;
+        }
+        health.polled();
+        let mut batch = source
+            .next_batch(
+                limits.max_events,
+                limits.max_wait,
+                limits.idle_wait,
+                &mut stop,
+            )
+            .await;
+        health.polled();
+        if batch.messages.is_empty() {
+            let stopping = *stop.borrow();
+            if tx.send(Read::Idle).await.is_err() || stopping {
+                return Ok(());
+            }
+            continue;
+        }
+        let messages = std::mem::take(&mut batch.messages);
+        let count = messages.len();
+        let span = batch_span(count);
+        let (in_span, decoder) = (span.clone(), decoder.clone());
+        // Off the async workers: they run the evaluation and the deliveries.
+        let input =
+            tokio::task::spawn_blocking(move || in_span.in_scope(|| decoder.decode(messages)))
+                .await
+                .context("the decode stage panicked")?;
+        let read = ReadBatch {
+            batch,
+            messages: count,
+            input,
+            span,
+            consumer: source.handle(),
+        };
+        if tx.send(Read::Batch(Box::new(read))).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// The span of one batch: its decode, evaluation and delivery.
+fn batch_span(messages: usize) -> tracing::Span {
+    tracing::info_span!(
+        "batch",
+        messages = messages as i64,
+        alerts = tracing::field::Empty,
+        dead_letters = tracing::field::Empty,
+        trace_id = tracing::field::Empty
+    )
+}
