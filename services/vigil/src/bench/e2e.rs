@@ -253,7 +253,11 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
     );
     let settings_base = Settings::default();
     let mut base = crate::kafka::base_config(&settings_base.kafka, &brokers);
-    // The bare consumer and the alert reader wait on fetches as Vigil does.
+    // The bare consumer and the alert reader fetch as Vigil does.
+    base.set(
+        "fetch.queue.backoff.ms",
+        crate::kafka::FETCH_QUEUE_BACKOFF_MS,
+    );
     base.set(
         "fetch.wait.max.ms",
         opts.fetch_wait_ms.map_or_else(

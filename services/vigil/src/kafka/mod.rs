@@ -8,7 +8,10 @@ pub mod observer;
 mod producer;
 
 pub use checkpoint::Checkpoint;
-pub use consumer::{resume_offsets, ConsumerHandle, KafkaSource, SourceBatch, FETCH_WAIT_MAX_MS};
+pub use consumer::{
+    resume_offsets, ConsumerHandle, KafkaSource, SourceBatch, FETCH_QUEUE_BACKOFF_MS,
+    FETCH_WAIT_MAX_MS,
+};
 pub use observer::ConsumerObserver;
 pub use producer::{KafkaSink, OutRecord, TxnError};
 

@@ -15,7 +15,7 @@
 //!      produced again with the same deterministic ids. This runs as a task
 //!      while the next batch is evaluated; the next batch's delivery starts
 //!      only after it has settled, so at most one batch is in flight and
-//!      while a delivery fails at most two more batches are read;
+//!      while a delivery fails at most three more batches are read;
 //!    * exactly-once (`kafka.delivery = "exactly_once"`): output, checkpoint
 //!      and offsets in one Kafka transaction, before the next batch is
 //!      evaluated. A crash aborts the open transaction; the restarted
@@ -165,9 +165,8 @@ pub async fn run(
     // joined so that the consumer is closed (it leaves its group) before
     // this returns.
     drop(reads);
-    let read = reader.await.context("the read stage panicked")?;
+    reader.await.context("the read stage panicked")?;
     evaluated?;
-    read?;
     sink.flush();
     tracing::info!(summary = %metrics.summary(), "pipeline stopped");
     Ok(metrics)
@@ -243,6 +242,7 @@ async fn evaluate(
             span,
             consumer,
         } = *batch;
+        let input = input.await.context("the decode stage panicked")?;
         let mut detections = detector.evaluate(input).instrument(span.clone()).await;
         stamp_trace(&span, &mut detections);
         // One delivery at a time, in order: the previous batch's first.

@@ -1,17 +1,18 @@
 //! The read stage: the source's messages, collected into micro-batches and
 //! decoded, on their way to the evaluation.
 //!
-//! It runs as a task of its own, so that batch N+1 is read and decoded (on
-//! a blocking thread) while batch N is evaluated: decoding is about half
-//! of the per-event work, and this puts it on another core than the
-//! evaluation. The channel to the evaluation holds one batch, so at most
-//! three batches are in memory (one evaluated, one waiting, one being
-//! decoded) and a slow evaluation or delivery holds consumption back.
+//! It runs as a task of its own. Each batch it collects is decoded on a
+//! blocking thread and handed over at once, decoding or decoded, so the
+//! next batches are read and decoded while one is evaluated: decoding is
+//! about half of the per-event work, and this puts it on the cores the
+//! evaluation leaves idle. The channel to the evaluation holds one batch,
+//! so at most three batches are in memory (one evaluated, one waiting,
+//! one read and waiting to be handed over) and at most two decode at
+//! once; a slow evaluation or delivery holds consumption back.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::detect::{DecodedInput, Decoder};
@@ -37,7 +38,8 @@ pub(super) struct ReadBatch {
     pub batch: SourceBatch,
     /// How many messages it held.
     pub messages: usize,
-    pub input: DecodedInput,
+    /// Its decode, running on a blocking thread.
+    pub input: tokio::task::JoinHandle<DecodedInput>,
     /// The span of its decode, evaluation and delivery.
     pub span: tracing::Span,
     /// The consumer that read it: its offsets are committed through it.
@@ -56,15 +58,14 @@ pub(super) struct BatchLimits {
 }
 
 /// Start the read stage on `source`. It ends when `stop` turns true (after
-/// handing over what it read), when the receiver is dropped, or with the
-/// error that ended it (a panic while decoding).
+/// handing over what it read) or when the receiver is dropped.
 pub(super) fn spawn(
     source: KafkaSource,
     decoder: Decoder,
     limits: BatchLimits,
     stop: watch::Receiver<bool>,
     health: Arc<Health>,
-) -> (mpsc::Receiver<Read>, tokio::task::JoinHandle<Result<()>>) {
+) -> (mpsc::Receiver<Read>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(1);
     let task = tokio::spawn(read(source, decoder, limits, stop, health, tx));
     (rx, task)
@@ -77,12 +78,12 @@ async fn read(
     mut stop: watch::Receiver<bool>,
     health: Arc<Health>,
     tx: mpsc::Sender<Read>,
-) -> Result<()> {
+) {
     loop {
         if source.rejoin_due().await {
             let (answer, answered) = oneshot::channel();
             if tx.send(Read::Rejoin(answer)).await.is_err() || answered.await.is_err() {
-                return Ok(());
+                return;
             }
             source.rejoin().await;
         }
@@ -99,7 +100,7 @@ async fn read(
         if batch.messages.is_empty() {
             let stopping = *stop.borrow();
             if tx.send(Read::Idle).await.is_err() || stopping {
-                return Ok(());
+                return;
             }
             continue;
         }
@@ -109,9 +110,7 @@ async fn read(
         let (in_span, decoder) = (span.clone(), decoder.clone());
         // Off the async workers: they run the evaluation and the deliveries.
         let input =
-            tokio::task::spawn_blocking(move || in_span.in_scope(|| decoder.decode(messages)))
-                .await
-                .context("the decode stage panicked")?;
+            tokio::task::spawn_blocking(move || in_span.in_scope(|| decoder.decode(messages)));
         let read = ReadBatch {
             batch,
             messages: count,
@@ -120,7 +119,7 @@ async fn read(
             consumer: source.handle(),
         };
         if tx.send(Read::Batch(Box::new(read))).await.is_err() {
-            return Ok(());
+            return;
         }
     }
 }
