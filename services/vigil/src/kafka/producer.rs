@@ -17,6 +17,36 @@ use crate::config::{DeliveryMode, Settings};
 /// How long one transactional call (begin, offsets, commit, abort) may take.
 const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Ask the broker about the output topics once at start, so the first
+/// batch's output does not wait for the producer to learn their leaders
+/// (about half a second on the first delivery otherwise). A topic that is
+/// missing is only warned about: its records wait for it (back-pressure),
+/// as they would for a topic deleted later.
+fn learn_output_topics(producer: &FutureProducer, topics: Vec<String>) {
+    for topic in topics {
+        match producer
+            .client()
+            .fetch_metadata(Some(&topic), Timeout::After(Duration::from_secs(10)))
+        {
+            Ok(metadata) => {
+                let missing = metadata
+                    .topics()
+                    .iter()
+                    .any(|t| t.name() == topic && t.error().is_some());
+                if missing {
+                    tracing::warn!(
+                        topic,
+                        "output topic not found; its records wait until it exists"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(topic, error = %e, "looking up an output topic failed");
+            }
+        }
+    }
+}
+
 /// Why a transaction did not commit.
 #[derive(Debug, thiserror::Error)]
 pub enum TxnError {
@@ -84,6 +114,20 @@ impl KafkaSink {
                 })?;
             tracing::info!(transactional_id = %settings.kafka.transactional_id(), "exactly-once delivery: transactions initialised");
         }
+        let topics = [
+            &settings.topics.alerts,
+            &settings.topics.dead_letter,
+            &settings.topics.late_events,
+            &settings.topics.checkpoints,
+        ]
+        .into_iter()
+        .filter(|t| !t.is_empty())
+        .cloned()
+        .collect();
+        let p = producer.clone();
+        tokio::task::spawn_blocking(move || learn_output_topics(&p, topics))
+            .await
+            .context("looking up the output topics")?;
         Ok(KafkaSink {
             producer,
             transactional,
