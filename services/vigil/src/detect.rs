@@ -576,9 +576,9 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+    use crate::bench::raw_message;
     use crate::gen::{GenConfig, Generator};
     use crate::rules::load_dir;
-    use crate::source::Origin;
 
     async fn shipped_pack() -> Detector {
         let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../sql-rules");
@@ -601,17 +601,7 @@ mod tests {
         };
         let mut messages: Vec<RawMessage> = Generator::new(config)
             .take(3000)
-            .map(|e| RawMessage {
-                source: e.source,
-                payload: e.payload.clone(),
-                origin: Origin::Kafka {
-                    topic: e.source.table_name().into(),
-                    partition: 0,
-                    offset: e.source_index as i64,
-                },
-                timestamp_ms: None,
-                state_only: false,
-            })
+            .map(|e| raw_message(&e))
             .collect();
         for (i, at) in (0..messages.len()).step_by(400).enumerate() {
             let mut bad = messages[at].clone();

@@ -6,28 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::*;
+use crate::bench::raw_message;
 use crate::decode::{decode, DecodeLimits};
 use crate::detect::Detector;
 use crate::metrics::Metrics;
 use crate::rules::{load_dir, RuleEngine};
-use crate::source::{Origin, RawMessage};
 
 fn rule_pack() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../sql-rules")
-}
-
-pub(crate) fn raw(e: &GeneratedEvent) -> RawMessage {
-    RawMessage {
-        source: e.source,
-        payload: e.payload.clone(),
-        origin: Origin::Kafka {
-            topic: e.source.table_name().into(),
-            partition: 0,
-            offset: e.source_index as i64,
-        },
-        timestamp_ms: None,
-        state_only: false,
-    }
 }
 
 #[test]
@@ -123,7 +109,7 @@ fn audit_events_are_one_to_two_kilobytes_on_average_and_decode() {
     );
     let decoded = decode(
         SourceKind::K8sAudit,
-        &events.iter().map(raw).collect::<Vec<_>>(),
+        &events.iter().map(raw_message).collect::<Vec<_>>(),
         DecodeLimits::default(),
         crate::detect::now_ns(),
     );
@@ -193,7 +179,9 @@ async fn shipped_rules_detect_exactly_the_injected_attacks() {
     );
     let mut found = BTreeSet::new();
     for chunk in events.chunks(500) {
-        let out = detector.process(chunk.iter().map(raw).collect()).await;
+        let out = detector
+            .process(chunk.iter().map(raw_message).collect())
+            .await;
         assert!(
             out.dead_letters.is_empty(),
             "{:?}",
