@@ -90,13 +90,6 @@ pub struct DecodedInput {
     out: Detections,
 }
 
-impl DecodedInput {
-    /// Decoded events the rules will evaluate.
-    pub fn events(&self) -> usize {
-        self.out.events
-    }
-}
-
 /// The messages of one source in a batch, decoded.
 struct DecodedPart {
     source: SourceKind,

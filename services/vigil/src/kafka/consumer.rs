@@ -319,12 +319,11 @@ impl KafkaSource {
     /// [`super::membership`]). Also retries a subscription a failed rejoin
     /// left pending.
     pub async fn rejoin_due(&mut self) -> bool {
-        let names = self.topic_names();
         let Some(rejoin) = self.rejoin.as_mut() else {
             return false;
         };
         if rejoin.subscribe_pending {
-            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let names: Vec<&str> = self.topics.keys().map(String::as_str).collect();
             match self.consumer.subscribe(&names) {
                 Ok(()) => rejoin.subscribe_pending = false,
                 Err(e) => {
@@ -345,7 +344,6 @@ impl KafkaSource {
     /// committed everything it read, or leaves it to be re-read: messages
     /// read and not committed are their partitions' new owners' to read.
     pub async fn rejoin(&mut self) {
-        let names = self.topic_names();
         let Some(rejoin) = self.rejoin.as_mut() else {
             return;
         };
@@ -367,15 +365,11 @@ impl KafkaSource {
             tracing::warn!(error = %e, "closing the old consumer");
         }
         rejoin.watch.reset();
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let names: Vec<&str> = self.topics.keys().map(String::as_str).collect();
         if let Err(e) = self.consumer.subscribe(&names) {
             tracing::error!(error = %e, "subscribing the new consumer failed; retrying before the next batch");
             rejoin.subscribe_pending = true;
         }
-    }
-
-    fn topic_names(&self) -> Vec<String> {
-        self.topics.keys().cloned().collect()
     }
 
     /// A handle on the current consumer (see [`ConsumerHandle`]).

@@ -185,10 +185,11 @@ impl Committer<'_> {
                 // async workers.
                 let span = tracing::info_span!("commit");
                 let committed = tokio::task::spawn_blocking(move || {
-                    span.in_scope(|| match &consumer {
-                        Some(consumer) => consumer.commit(&offsets),
-                        None if offsets.count() == 0 => Ok(()),
-                        None => Err(anyhow::anyhow!("no consumer to commit offsets through")),
+                    span.in_scope(|| {
+                        if offsets.count() == 0 {
+                            return Ok(());
+                        }
+                        committing(consumer.as_ref())?.commit(&offsets)
                     })
                 })
                 .await
@@ -290,12 +291,12 @@ async fn deliver_transaction(
         // changed, and a commit with the old one is rejected (zombie
         // fencing, KIP-447).
         let group =
-            match consumer {
-                _ if offsets.count() == 0 => None,
-                Some(consumer) => Some(consumer.group_metadata().context(
+            if offsets.count() == 0 {
+                None
+            } else {
+                Some(committing(consumer)?.group_metadata().context(
                     "the consumer has no group metadata for a transactional offset commit",
-                )?),
-                None => anyhow::bail!("no consumer to commit offsets through"),
+                )?)
             };
         match sink.deliver_transaction(records, offsets, group).await {
             Ok(()) => {
@@ -317,6 +318,12 @@ async fn deliver_transaction(
             }
         }
     }
+}
+
+/// The consumer that commits a batch's offsets: only a batch without
+/// offsets (a tick's output) comes without one.
+fn committing(consumer: Option<&ConsumerHandle>) -> Result<&ConsumerHandle> {
+    consumer.context("offsets to commit, but no consumer to commit them through")
 }
 
 /// Produce `records` and wait for their acknowledgement, retrying while the
