@@ -58,6 +58,34 @@ pub(super) struct InFlight {
     batch: Option<(std::time::Instant, usize)>,
 }
 
+#[cfg(test)]
+impl InFlight {
+    /// A batch (with no output) whose delivery is the task `delivery`.
+    pub fn delivering(delivery: tokio::task::JoinHandle<Result<()>>) -> InFlight {
+        InFlight {
+            delivery,
+            detections: Detections::default(),
+            batch: None,
+        }
+    }
+
+    pub fn is_delivered(&self) -> bool {
+        self.delivery.is_finished()
+    }
+}
+
+/// How a delivery task ended.
+pub(super) type DeliveryOutcome = std::result::Result<Result<()>, tokio::task::JoinError>;
+
+impl InFlight {
+    /// Wait for the delivery task to end (cancel safe: the task runs on
+    /// whether or not this is awaited). Hand its outcome to
+    /// [`Committer::settled`].
+    pub async fn delivered(&mut self) -> DeliveryOutcome {
+        (&mut self.delivery).await
+    }
+}
+
 impl Committer<'_> {
     /// Deliver a batch's output and commit its offsets (through `consumer`,
     /// the one that read the batch) before returning. The batch in flight,
@@ -218,13 +246,17 @@ impl Committer<'_> {
 
     /// Wait until the batch in flight, if any, is delivered and committed.
     pub async fn settle(&mut self, in_flight: Option<InFlight>) -> Result<()> {
-        let Some(in_flight) = in_flight else {
+        let Some(mut in_flight) = in_flight else {
             return Ok(());
         };
-        in_flight
-            .delivery
-            .await
-            .context("the delivery task panicked")??;
+        let outcome = in_flight.delivered().await;
+        self.settled(in_flight, outcome)
+    }
+
+    /// Account for a batch whose delivery task has ended with `outcome`
+    /// (from [`InFlight::delivered`]): an error ends the pipeline.
+    pub fn settled(&mut self, in_flight: InFlight, outcome: DeliveryOutcome) -> Result<()> {
+        outcome.context("the delivery task panicked")??;
         self.delivered(&in_flight.detections);
         if let Some((started, messages)) = in_flight.batch {
             self.metrics.batch_done(messages, started.elapsed());

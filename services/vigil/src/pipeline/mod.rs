@@ -45,7 +45,7 @@ use crate::health::Health;
 use crate::kafka::{checkpoint, ConsumerObserver, KafkaSink, KafkaSource, SourceBatch};
 use crate::metrics::Metrics;
 use crate::telemetry;
-use commit::{Committer, InFlight};
+use commit::{Committer, DeliveryOutcome, InFlight};
 use read::{BatchLimits, Read, ReadBatch};
 
 mod commit;
@@ -188,7 +188,15 @@ async fn evaluate(
     let mut idle_for = Duration::ZERO;
     let mut seen_any = false;
     let mut in_flight: Option<InFlight> = None;
-    while let Some(read) = reads.recv().await {
+    loop {
+        let read = match next_step(reads, &mut in_flight).await {
+            Step::Delivered(delivered, outcome) => {
+                committer.settled(delivered, outcome)?;
+                continue;
+            }
+            Step::Read(Some(read)) => read,
+            Step::Read(None) => break,
+        };
         let batch = match read {
             Read::Batch(batch) => batch,
             Read::Rejoin(answer) => {
@@ -263,6 +271,35 @@ async fn evaluate(
     committer.settle(in_flight.take()).await
 }
 
+/// What the evaluate stage does next.
+enum Step {
+    /// The batch in flight was delivered (or its delivery failed).
+    Delivered(InFlight, DeliveryOutcome),
+    /// The read stage handed this over (`None`: it has ended).
+    Read(Option<Read>),
+}
+
+/// Wait for the delivery in flight to end or for the next read, whichever
+/// comes first (the delivery when both are ready). A delivery is accounted
+/// (metrics, errors) as soon as it ends: a stream that pauses would
+/// otherwise leave its last batch unaccounted until the read stage's next
+/// idle tick.
+async fn next_step(
+    reads: &mut tokio::sync::mpsc::Receiver<Read>,
+    in_flight: &mut Option<InFlight>,
+) -> Step {
+    let Some(delivering) = in_flight.as_mut() else {
+        return Step::Read(reads.recv().await);
+    };
+    tokio::select! {
+        biased;
+        outcome = delivering.delivered() => {
+            Step::Delivered(in_flight.take().expect("a batch in flight"), outcome)
+        }
+        read = reads.recv() => Step::Read(read),
+    }
+}
+
 /// Alerts name the trace of the batch (or tick) that produced them; the
 /// span records the counts.
 fn stamp_trace(span: &tracing::Span, detections: &mut Detections) {
@@ -274,5 +311,92 @@ fn stamp_trace(span: &tracing::Span, detections: &mut Detections) {
         .record("dead_letters", detections.dead_letters.len() as i64);
     for alert in &mut detections.alerts {
         alert.trace_id = trace_id.clone();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::{mpsc, oneshot};
+
+    use super::*;
+
+    /// The evaluate stage's next step, or a failure if it has not come
+    /// within 30 s (the steps below are all ready at once; this bounds a
+    /// hang, it measures nothing).
+    async fn step(reads: &mut mpsc::Receiver<Read>, in_flight: &mut Option<InFlight>) -> Step {
+        tokio::time::timeout(Duration::from_secs(30), next_step(reads, in_flight))
+            .await
+            .expect("the evaluate stage waits for nothing that is coming")
+    }
+
+    #[tokio::test]
+    async fn a_delivery_is_accounted_when_it_ends_though_no_read_comes() {
+        // The read stage is open and has nothing to hand over.
+        let (_tx, mut reads) = mpsc::channel::<Read>(1);
+        let mut in_flight = Some(InFlight::delivering(tokio::spawn(async { Ok(()) })));
+        assert!(matches!(
+            step(&mut reads, &mut in_flight).await,
+            Step::Delivered(_, Ok(Ok(())))
+        ));
+        assert!(
+            in_flight.is_none(),
+            "the delivered batch is no longer in flight"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_delivery_is_reported_when_it_ends() {
+        let (_tx, mut reads) = mpsc::channel::<Read>(1);
+        let failing = tokio::spawn(async { Err(anyhow::anyhow!("the broker refused the alerts")) });
+        let mut in_flight = Some(InFlight::delivering(failing));
+        match step(&mut reads, &mut in_flight).await {
+            Step::Delivered(_, Ok(Err(e))) => {
+                assert_eq!(e.to_string(), "the broker refused the alerts")
+            }
+            _ => panic!("the failed delivery is the next step"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_is_taken_while_the_delivery_runs_on() {
+        let (tx, mut reads) = mpsc::channel::<Read>(1);
+        let (_release, released) = oneshot::channel::<()>();
+        let delivery = tokio::spawn(async move {
+            let _ = released.await;
+            Ok(())
+        });
+        let mut in_flight = Some(InFlight::delivering(delivery));
+        tx.send(Read::Idle).await.unwrap();
+        assert!(matches!(
+            step(&mut reads, &mut in_flight).await,
+            Step::Read(Some(Read::Idle))
+        ));
+        assert!(in_flight.is_some(), "the delivery is still in flight");
+    }
+
+    #[tokio::test]
+    async fn when_both_are_ready_the_delivery_is_accounted_first() {
+        let (tx, mut reads) = mpsc::channel::<Read>(1);
+        let delivered = InFlight::delivering(tokio::spawn(async { Ok(()) }));
+        while !delivered.is_delivered() {
+            tokio::task::yield_now().await;
+        }
+        let mut in_flight = Some(delivered);
+        tx.send(Read::Idle).await.unwrap();
+        assert!(matches!(
+            step(&mut reads, &mut in_flight).await,
+            Step::Delivered(_, Ok(Ok(())))
+        ));
+        assert!(matches!(
+            step(&mut reads, &mut in_flight).await,
+            Step::Read(Some(Read::Idle))
+        ));
+        drop(tx);
+        assert!(matches!(
+            step(&mut reads, &mut in_flight).await,
+            Step::Read(None)
+        ));
     }
 }
