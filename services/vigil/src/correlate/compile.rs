@@ -24,7 +24,7 @@ use super::{
     Retained, Strategy,
 };
 use crate::rules::conjunction::{selective_disjunction, SharedConditions};
-use crate::rules::slot::{BatchSlot, SlotTable};
+use crate::rules::slot::{cache_scan_filters, BatchSlot, SlotTable};
 use crate::rules::{Rule, RuleError, RuleMode};
 use crate::schema::ROW_COLUMN;
 use crate::source::SourceKind;
@@ -213,6 +213,18 @@ pub(super) async fn compile(
             }
         };
         let rescan = matches!(strategy, Strategy::Rescan { .. });
+        // A re-scan reads the same retained batches run after run: its scans
+        // filter each batch once (`rules::slot`).
+        let physical = match rescan {
+            true => match cache_scan_filters(physical) {
+                Ok(p) => p,
+                Err(e) => {
+                    errors.push(err(None, format!("planning the re-scan failed: {e}")));
+                    continue;
+                }
+            },
+            false => physical,
+        };
         let (physical, delta) = match rescan && settings.delta_rescan {
             true => match delta::delta_plan(&physical, window_end) {
                 Ok(d) => (d.plan, Some(d.bounds)),

@@ -60,7 +60,7 @@ use crate::alert::{alert_id, content_event_id, format_time_ns, Alert, EventIdent
 use crate::decode::DecodedBatch;
 use crate::rules::budget::{with_deadline, EvalDeadline};
 use crate::rules::conjunction::SharedConditions;
-use crate::rules::slot::BatchSlot;
+use crate::rules::slot::{next_batch_id, BatchSlot};
 use crate::rules::{Rule, RuleError};
 use crate::schema::ROW_COLUMN;
 use crate::source::{Origin, RawMessage, SourceKind};
@@ -224,8 +224,22 @@ impl RetainedIdentity {
 /// A batch of retained events and the lowest offset, per partition, of
 /// the events in it.
 struct RetainedBatch {
+    /// Its identity ([`next_batch_id`]): re-scans keep their filters'
+    /// results per batch, so a batch never changes (eviction that cuts one
+    /// makes a new batch).
+    id: u64,
     batch: RecordBatch,
     offsets: Offsets,
+}
+
+impl RetainedBatch {
+    fn new(batch: RecordBatch, offsets: Offsets) -> Self {
+        RetainedBatch {
+            id: next_batch_id(),
+            batch,
+            offsets,
+        }
+    }
 }
 
 /// Events of one source: the pre-filter every new event goes through, and
@@ -597,7 +611,7 @@ impl Correlator {
                     continue;
                 }
                 let offsets = batch_offsets(&batch, &self.identities);
-                retained.batches.push(RetainedBatch { batch, offsets });
+                retained.batches.push(RetainedBatch::new(batch, offsets));
             }
             for rule in self
                 .rules
@@ -702,9 +716,13 @@ impl Correlator {
             return (alerts, failures);
         }
         for retained in self.retained.values().filter(|r| r.keep_raw) {
-            retained
-                .slot
-                .set_all(retained.batches.iter().map(|b| b.batch.clone()).collect());
+            retained.slot.set_identified(
+                retained
+                    .batches
+                    .iter()
+                    .map(|b| (b.id, b.batch.clone()))
+                    .collect(),
+            );
         }
         let max_events = self.settings.max_alert_events;
         for rule in &mut self.rules {
@@ -1119,7 +1137,7 @@ fn evict_before(
             let batch = filter_record_batch(batch, &keep)
                 .expect("filter with a mask of the batch's length");
             let offsets = batch_offsets(&batch, identities);
-            kept.push(RetainedBatch { batch, offsets });
+            kept.push(RetainedBatch::new(batch, offsets));
         }
     }
     *batches = kept;

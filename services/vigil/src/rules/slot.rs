@@ -5,27 +5,39 @@
 //! [`BatchSlot`] when the plan is *executed*. The engine puts each new batch
 //! in the slot and re-executes the same physical plans: no SQL parsing,
 //! logical optimisation or physical planning happens per batch.
+//!
+//! Correlation re-scans run the same plan over the same retained batches
+//! at every emission. Their batches carry an identity ([`next_batch_id`]),
+//! and a scan that took over its filter ([`cache_scan_filters`]) evaluates
+//! that filter once per batch, keeping which rows passed: a retained
+//! batch is filtered when it is first scanned, not at every run.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, AsArray, Scalar, TimestampNanosecondArray};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, Scalar, TimestampNanosecondArray};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::compute::kernels::aggregate::{max, min};
 use datafusion::arrow::compute::kernels::boolean::and;
 use datafusion::arrow::compute::kernels::cmp::{gt, lt_eq};
+use datafusion::arrow::compute::BatchCoalescer;
 use datafusion::arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::TableType;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr_common::physical_expr::is_volatile;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
@@ -36,23 +48,48 @@ use datafusion::physical_plan::{
 /// (per-event rules) or the retained window state (correlation rules).
 #[derive(Debug, Default)]
 pub struct BatchSlot {
-    current: Mutex<Vec<RecordBatch>>,
+    current: Mutex<Contents>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Contents {
+    batches: Vec<RecordBatch>,
+    /// One identity per batch ([`next_batch_id`]) when the batches are
+    /// retained ones, whose filter results a filtered scan may keep.
+    ids: Option<Vec<u64>>,
+}
+
+/// A new batch identity, unique in the process. The batch it names must
+/// never change: a retained batch cut by eviction is a new batch with a
+/// new identity.
+pub fn next_batch_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl BatchSlot {
     pub fn set(&self, batch: RecordBatch) {
-        *self.current.lock().expect("slot lock") = vec![batch];
+        self.set_all(vec![batch]);
     }
 
     pub fn set_all(&self, batches: Vec<RecordBatch>) {
-        *self.current.lock().expect("slot lock") = batches;
+        *self.current.lock().expect("slot lock") = Contents { batches, ids: None };
+    }
+
+    /// Hold batches with their identities (from [`next_batch_id`]).
+    pub fn set_identified(&self, batches: Vec<(u64, RecordBatch)>) {
+        let (ids, batches) = batches.into_iter().unzip();
+        *self.current.lock().expect("slot lock") = Contents {
+            batches,
+            ids: Some(ids),
+        };
     }
 
     pub fn clear(&self) {
-        self.current.lock().expect("slot lock").clear();
+        self.set_all(Vec::new());
     }
 
-    fn get(&self) -> Vec<RecordBatch> {
+    fn get(&self) -> Contents {
         self.current.lock().expect("slot lock").clone()
     }
 }
@@ -128,8 +165,9 @@ impl TableProvider for SlotTable {
     }
 }
 
-/// Leaf operator that emits the slot's current batch (projected).
-#[derive(Debug)]
+/// Leaf operator that emits the slot's current batches (projected, and
+/// filtered or cut to time bounds where the plan asked for it).
+#[derive(Debug, Clone)]
 pub struct SlotExec {
     projection: Option<Vec<usize>>,
     slot: Arc<BatchSlot>,
@@ -138,6 +176,9 @@ pub struct SlotExec {
     /// within the bounds, read at each execution (delta re-scans of
     /// correlation rules, `correlate::delta`).
     time_bounds: Option<(usize, Arc<TimeBounds>)>,
+    /// Emit only the rows this filter (over the output) keeps; applied
+    /// before the time bounds.
+    filter: Option<Arc<CachedFilter>>,
 }
 
 impl SlotExec {
@@ -153,6 +194,7 @@ impl SlotExec {
             slot,
             properties: Arc::new(properties),
             time_bounds: None,
+            filter: None,
         }
     }
 
@@ -160,12 +202,192 @@ impl SlotExec {
     /// `column` (in its output) is within `bounds` at execution.
     pub fn within(&self, column: usize, bounds: Arc<TimeBounds>) -> SlotExec {
         SlotExec {
-            projection: self.projection.clone(),
-            slot: self.slot.clone(),
-            properties: self.properties.clone(),
             time_bounds: Some((column, bounds)),
+            ..self.clone()
         }
     }
+
+    /// The same scan, emitting only the rows `predicate` (over its output,
+    /// deterministic) keeps, evaluated once per identified batch.
+    fn filtered(&self, predicate: Arc<dyn PhysicalExpr>) -> SlotExec {
+        SlotExec {
+            filter: Some(Arc::new(CachedFilter {
+                predicate,
+                selections: Mutex::default(),
+            })),
+            ..self.clone()
+        }
+    }
+
+    /// `batch` projected, and the rows of it this scan emits (those its
+    /// filter keeps, within its time bounds).
+    fn scan(
+        &self,
+        batch: RecordBatch,
+        id: Option<u64>,
+        bounds: Option<(usize, (i64, i64))>,
+    ) -> Result<(RecordBatch, Selection)> {
+        let batch = match &self.projection {
+            Some(p) => batch.project(p)?,
+            None => batch,
+        };
+        let selected = match &self.filter {
+            None => Selection::All,
+            Some(filter) => filter.selection(&batch, id)?,
+        };
+        let selected = match bounds {
+            Some((column, range)) if range != (i64::MIN, i64::MAX) => {
+                if matches!(selected, Selection::None) {
+                    return Ok((batch, selected));
+                }
+                selected.and(within(&batch, column, range)?)?
+            }
+            _ => selected,
+        };
+        Ok((batch, selected))
+    }
+}
+
+/// A scan's filter and, per identified batch, which of its rows pass.
+///
+/// Invariant: a selection is stored under a batch identity only, and an
+/// identity names one batch that never changes, so a stored selection is
+/// the predicate's result on that batch. The predicate is deterministic
+/// (no volatile function, see [`cache_scan_filters`]): reusing its result
+/// is the same as evaluating it again.
+#[derive(Debug)]
+struct CachedFilter {
+    predicate: Arc<dyn PhysicalExpr>,
+    /// Selections of the batches the slot held at the last execution.
+    selections: Mutex<HashMap<u64, Selection>>,
+}
+
+/// The rows of a batch a filter keeps.
+#[derive(Debug, Clone)]
+enum Selection {
+    All,
+    None,
+    Rows(BooleanArray),
+}
+
+impl CachedFilter {
+    /// Forget the selections of batches the slot no longer holds.
+    fn keep_only(&self, ids: &[u64]) {
+        let ids: HashSet<u64> = ids.iter().copied().collect();
+        self.selections
+            .lock()
+            .expect("filter cache lock")
+            .retain(|id, _| ids.contains(id));
+    }
+
+    /// The rows of `batch` (whose identity is `id`, if any) the filter keeps.
+    fn selection(&self, batch: &RecordBatch, id: Option<u64>) -> Result<Selection> {
+        let cached = id.and_then(|id| {
+            let selections = self.selections.lock().expect("filter cache lock");
+            selections.get(&id).cloned()
+        });
+        let selection = match cached {
+            Some(selection) => selection,
+            None => {
+                let selection = self.select(batch)?;
+                if let Some(id) = id {
+                    let mut selections = self.selections.lock().expect("filter cache lock");
+                    selections.insert(id, selection.clone());
+                }
+                selection
+            }
+        };
+        Ok(selection)
+    }
+
+    fn select(&self, batch: &RecordBatch) -> Result<Selection> {
+        let keep = self
+            .predicate
+            .evaluate(batch)?
+            .into_array(batch.num_rows())?;
+        let keep = keep.as_boolean_opt().ok_or_else(|| {
+            DataFusionError::Internal(format!(
+                "a scan filter evaluated to {}, not to booleans",
+                keep.data_type()
+            ))
+        })?;
+        Ok(Selection::of(keep))
+    }
+}
+
+impl Selection {
+    /// The rows `keep` marks true (NULL does not pass, as in a WHERE clause).
+    fn of(keep: &BooleanArray) -> Selection {
+        let keep = match keep.null_count() {
+            0 => keep.clone(),
+            _ => datafusion::arrow::compute::prep_null_mask_filter(keep),
+        };
+        match keep.true_count() {
+            0 => Selection::None,
+            n if n == keep.len() => Selection::All,
+            _ => Selection::Rows(keep),
+        }
+    }
+
+    /// The rows both select.
+    fn and(self, other: Selection) -> Result<Selection> {
+        Ok(match (self, other) {
+            (Selection::None, _) | (_, Selection::None) => Selection::None,
+            (Selection::All, s) | (s, Selection::All) => s,
+            (Selection::Rows(a), Selection::Rows(b)) => Selection::of(&and(&a, &b)?),
+        })
+    }
+}
+
+/// Move each deterministic filter that sits on a slot scan (directly or
+/// through `CooperativeExec`) into the scan, which then evaluates it once
+/// per identified batch ([`BatchSlot::set_identified`]). A filter's
+/// projection becomes a projection above the scan: the plan's output is
+/// unchanged.
+pub fn cache_scan_filters(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        let Some(filter) = node.downcast_ref::<FilterExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        if filter.fetch().is_some() || is_volatile(filter.predicate()) {
+            return Ok(Transformed::no(node));
+        }
+        let mut between = Vec::new();
+        let mut below = filter.input().clone();
+        while below.name() == "CooperativeExec" {
+            between.push(below.clone());
+            below = below.children()[0].clone();
+        }
+        let Some(scan) = below.downcast_ref::<SlotExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        if scan.filter.is_some() {
+            return Ok(Transformed::no(node));
+        }
+        let mut input: Arc<dyn ExecutionPlan> = Arc::new(scan.filtered(filter.predicate().clone()));
+        for operator in between.into_iter().rev() {
+            input = operator.replace_children(
+                vec![input],
+                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+            )?;
+        }
+        let output = match filter.projection() {
+            None => input,
+            Some(columns) => {
+                let schema = input.schema();
+                let exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = columns
+                    .iter()
+                    .map(|&i| {
+                        let name = schema.field(i).name().clone();
+                        (Arc::new(Column::new(&name, i)) as _, name)
+                    })
+                    .collect();
+                Arc::new(ProjectionExec::try_new(exprs, input)?)
+            }
+        };
+        Ok(Transformed::yes(output))
+    })
+    .map(|t| t.data)
 }
 
 /// A half-open range of event times, `after < t <= through`, that a scan
@@ -200,13 +422,8 @@ impl TimeBounds {
     }
 }
 
-/// The rows of `batch` whose timestamp `column` is in `(after, through]`;
-/// the batch itself when all are, `None` when none is.
-fn rows_within(
-    batch: RecordBatch,
-    column: usize,
-    (after, through): (i64, i64),
-) -> Result<Option<RecordBatch>> {
+/// The rows of `batch` whose timestamp `column` is in `(after, through]`.
+fn within(batch: &RecordBatch, column: usize, (after, through): (i64, i64)) -> Result<Selection> {
     let times = batch
         .column(column)
         .as_primitive_opt::<TimestampNanosecondType>()
@@ -219,7 +436,7 @@ fn rows_within(
         && min(times).is_some_and(|t| t > after)
         && max(times).is_some_and(|t| t <= through)
     {
-        return Ok(Some(batch));
+        return Ok(Selection::All);
     }
     // The scalars must carry the column's time zone to compare with it.
     let scalar = |t: i64| {
@@ -231,15 +448,53 @@ fn rows_within(
         &gt(times, &scalar(after))?,
         &lt_eq(times, &scalar(through))?,
     )?;
-    match keep.true_count() {
-        0 => Ok(None),
-        _ => Ok(Some(filter_record_batch(&batch, &keep)?)),
+    Ok(Selection::of(&keep))
+}
+
+/// The selected rows of scanned batches, gathered into batches of the
+/// coalescer's target size.
+struct Coalesced<I> {
+    scanned: I,
+    coalescer: BatchCoalescer,
+    finished: bool,
+}
+
+impl<I: Iterator<Item = Result<(RecordBatch, Selection)>>> Iterator for Coalesced<I> {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Result<RecordBatch>> {
+        loop {
+            if let Some(batch) = self.coalescer.next_completed_batch() {
+                return Some(Ok(batch));
+            }
+            if self.finished {
+                return None;
+            }
+            let pushed = match self.scanned.next() {
+                Some(Ok((batch, Selection::All))) => self.coalescer.push_batch(batch),
+                Some(Ok((_, Selection::None))) => Ok(()),
+                Some(Ok((batch, Selection::Rows(keep)))) => {
+                    self.coalescer.push_batch_with_filter(batch, &keep)
+                }
+                Some(Err(e)) => return Some(Err(e)),
+                None => {
+                    self.finished = true;
+                    self.coalescer.finish_buffered_batch()
+                }
+            };
+            if let Err(e) = pushed {
+                return Some(Err(e.into()));
+            }
+        }
     }
 }
 
 impl DisplayAs for SlotExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "SlotExec: projection={:?}", self.projection)?;
+        if let Some(filter) = &self.filter {
+            write!(f, ", filter (once per batch)={}", filter.predicate)?;
+        }
         if let Some((column, _)) = &self.time_bounds {
             write!(f, ", column {column} within the emission range")?;
         }
@@ -293,7 +548,7 @@ impl ExecutionPlan for SlotExec {
     fn execute(
         &self,
         partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         if partition != 0 {
             return Err(DataFusionError::Internal(format!(
@@ -305,21 +560,43 @@ impl ExecutionPlan for SlotExec {
             .time_bounds
             .as_ref()
             .map(|(column, bounds)| (*column, bounds.get()));
-        let batches: Vec<Result<RecordBatch>> = self
-            .slot
-            .get()
+        let Contents { batches, ids } = self.slot.get();
+        if let (Some(filter), Some(ids)) = (&self.filter, &ids) {
+            filter.keep_only(ids);
+        }
+        let ids = ids.map_or_else(
+            || vec![None; batches.len()],
+            |ids| ids.into_iter().map(Some).collect(),
+        );
+        // Scanned as the stream is polled: the filter's work happens
+        // within the execution's time budget (`rules::budget`).
+        let scan = self.clone();
+        let scanned = batches
             .into_iter()
-            .map(|batch| match &self.projection {
-                Some(p) => batch.project(p).map_err(Into::into),
-                None => Ok(batch),
-            })
-            .filter_map(|batch| match (batch, bounds) {
-                (Ok(batch), Some((column, range))) if range != (i64::MIN, i64::MAX) => {
-                    rows_within(batch, column, range).transpose()
+            .zip(ids)
+            .map(move |(batch, id)| scan.scan(batch, id, bounds));
+        let batches: Box<dyn Iterator<Item = Result<RecordBatch>> + Send> = match &self.filter {
+            // Retained batches are small and a filter keeps few of their
+            // rows: what passes is gathered into batches of the session's
+            // size, as the `FilterExec` it replaces would (operators above
+            // pay per batch).
+            Some(_) => Box::new(Coalesced {
+                scanned,
+                coalescer: BatchCoalescer::new(
+                    schema.clone(),
+                    context.session_config().batch_size(),
+                ),
+                finished: false,
+            }),
+            None => Box::new(scanned.filter_map(|scanned| match scanned {
+                Ok((batch, Selection::All)) => Some(Ok(batch)),
+                Ok((_, Selection::None)) => None,
+                Ok((batch, Selection::Rows(keep))) => {
+                    Some(filter_record_batch(&batch, &keep).map_err(Into::into))
                 }
-                (batch, _) => Some(batch),
-            })
-            .collect();
+                Err(e) => Some(Err(e)),
+            })),
+        };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             schema,
             futures::stream::iter(batches),
@@ -380,7 +657,7 @@ mod tests {
             batch(&[5, 6], &["d", "e"]),
             batch(&[40], &["f"]),
         ]);
-        let plain = SlotExec::new(slot.get()[0].schema(), None, slot.clone());
+        let plain = SlotExec::new(slot.get().batches[0].schema(), None, slot.clone());
         let bounds = Arc::new(TimeBounds::default());
         let delta = plain.within(0, bounds.clone());
         assert_eq!(
@@ -400,5 +677,232 @@ mod tests {
             6,
             "the scan it was made from is unchanged"
         );
+    }
+
+    /// A batch of the nullable-name table the filtered scans read.
+    fn people(times: &[i64], names: &[Option<&str>]) -> RecordBatch {
+        let time = DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("event_time", time.clone(), false),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(TimestampNanosecondArray::from(times.to_vec()).with_data_type(time)),
+                Arc::new(StringArray::from(names.to_vec())),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// A session whose table `t` reads `slot`, with `kept(name)`: true
+    /// unless the name is "b" (NULL for NULL), counting the rows it is
+    /// evaluated on.
+    fn session(
+        slot: &Arc<BatchSlot>,
+        volatility: datafusion::logical_expr::Volatility,
+    ) -> (SessionContext, Arc<AtomicU64>) {
+        use datafusion::logical_expr::{create_udf, ColumnarValue};
+        let ctx = crate::rules::engine::new_session();
+        let schema = people(&[], &[]).schema();
+        ctx.register_table("t", Arc::new(SlotTable::new(schema, slot.clone())))
+            .unwrap();
+        let evaluated = Arc::new(AtomicU64::new(0));
+        let counter = evaluated.clone();
+        let kept = create_udf(
+            "kept",
+            vec![DataType::Utf8],
+            DataType::Boolean,
+            volatility,
+            Arc::new(move |args: &[ColumnarValue]| {
+                let names = match &args[0] {
+                    ColumnarValue::Array(a) => a.clone(),
+                    ColumnarValue::Scalar(s) => s.to_array()?,
+                };
+                counter.fetch_add(names.len() as u64, Ordering::Relaxed);
+                let kept: BooleanArray = names
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|n| n.map(|n| n != "b"))
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(kept)))
+            }),
+        );
+        ctx.register_udf(kept);
+        (ctx, evaluated)
+    }
+
+    async fn plan(ctx: &SessionContext, sql: &str) -> Arc<dyn ExecutionPlan> {
+        ctx.sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap()
+    }
+
+    /// The first column's values of the plan's output, in order.
+    async fn run(plan: &Arc<dyn ExecutionPlan>) -> Vec<Option<String>> {
+        let batches =
+            datafusion::physical_plan::collect(plan.clone(), SessionContext::new().task_ctx())
+                .await
+                .unwrap();
+        batches
+            .iter()
+            .flat_map(|b| {
+                let c = datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8).unwrap();
+                c.as_string::<i32>()
+                    .iter()
+                    .map(|s| s.map(str::to_string))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn names_of(v: &[&str]) -> Vec<Option<String>> {
+        v.iter().map(|s| Some(s.to_string())).collect()
+    }
+
+    /// The filtered scan in a plan rewritten by [`cache_scan_filters`].
+    fn filtered_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<CachedFilter>> {
+        let mut found = None;
+        plan.apply(|node| {
+            if let Some(scan) = node.downcast_ref::<SlotExec>() {
+                found = scan.filter.clone();
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        found
+    }
+
+    #[tokio::test]
+    async fn a_filter_moved_into_the_scan_is_evaluated_once_per_identified_batch() {
+        use datafusion::logical_expr::Volatility;
+        let slot = Arc::new(BatchSlot::default());
+        let (ctx, evaluated) = session(&slot, Volatility::Immutable);
+        let plan =
+            cache_scan_filters(plan(&ctx, "SELECT name FROM t WHERE kept(name)").await).unwrap();
+        assert!(
+            !plan.exists(|n| Ok(n.name() == "FilterExec")).unwrap(),
+            "the filter moved into the scan"
+        );
+        let filter = filtered_scan(&plan).expect("a filtered scan");
+        let (a, b, c) = (
+            people(&[1, 2, 3], &[Some("a"), Some("b"), None]),
+            people(&[4, 5], &[Some("c"), Some("d")]),
+            people(&[6, 7], &[Some("b"), Some("e")]),
+        );
+        slot.set_identified(vec![(101, a.clone()), (102, b.clone())]);
+        assert_eq!(run(&plan).await, names_of(&["a", "c", "d"]));
+        assert_eq!(evaluated.load(Ordering::Relaxed), 5);
+        // Run again over the same batches: nothing is evaluated again.
+        assert_eq!(run(&plan).await, names_of(&["a", "c", "d"]));
+        assert_eq!(evaluated.load(Ordering::Relaxed), 5);
+        // The oldest batch evicted, a new one retained: only it is evaluated,
+        // and the evicted batch's result is forgotten.
+        slot.set_identified(vec![(102, b.clone()), (103, c.clone())]);
+        assert_eq!(run(&plan).await, names_of(&["c", "d", "e"]));
+        assert_eq!(evaluated.load(Ordering::Relaxed), 7);
+        let mut kept: Vec<u64> = filter.selections.lock().unwrap().keys().copied().collect();
+        kept.sort();
+        assert_eq!(kept, [102, 103]);
+        // Batches without identities (new events) are evaluated every time.
+        slot.set_all(vec![c.clone()]);
+        assert_eq!(run(&plan).await, names_of(&["e"]));
+        assert_eq!(run(&plan).await, names_of(&["e"]));
+        assert_eq!(evaluated.load(Ordering::Relaxed), 11);
+    }
+
+    #[tokio::test]
+    async fn a_volatile_filter_stays_where_it_is() {
+        use datafusion::logical_expr::Volatility;
+        let slot = Arc::new(BatchSlot::default());
+        let (ctx, evaluated) = session(&slot, Volatility::Volatile);
+        let plan =
+            cache_scan_filters(plan(&ctx, "SELECT name FROM t WHERE kept(name)").await).unwrap();
+        assert!(filtered_scan(&plan).is_none());
+        assert!(plan.exists(|n| Ok(n.name() == "FilterExec")).unwrap());
+        slot.set_identified(vec![(201, people(&[1, 2], &[Some("a"), Some("b")]))]);
+        assert_eq!(run(&plan).await, names_of(&["a"]));
+        assert_eq!(run(&plan).await, names_of(&["a"]));
+        assert_eq!(
+            evaluated.load(Ordering::Relaxed),
+            4,
+            "evaluated at every run"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rewritten_plan_gives_the_rows_the_original_gives() {
+        use datafusion::logical_expr::Volatility;
+        let slot = Arc::new(BatchSlot::default());
+        let (ctx, _) = session(&slot, Volatility::Immutable);
+        // Many small batches, NULLs, a filter that keeps none, some or all
+        // of a batch, a projection the filter carried, and a join above.
+        let mut batches = Vec::new();
+        for i in 0..40i64 {
+            let names: Vec<Option<&str>> = match i % 4 {
+                0 => vec![Some("b"), Some("b")],
+                1 => vec![Some("a"), None, Some("b")],
+                2 => vec![Some("c"), Some("d")],
+                _ => vec![None],
+            };
+            let times: Vec<i64> = (0..names.len() as i64).map(|j| i * 10 + j).collect();
+            batches.push((1000 + i as u64, people(&times, &names)));
+        }
+        slot.set_identified(batches);
+        for sql in [
+            "SELECT name FROM t WHERE kept(name) ORDER BY event_time",
+            "SELECT upper(name) AS n FROM t WHERE kept(name) AND event_time > to_timestamp_nanos(50) ORDER BY n, event_time",
+            "SELECT x.name FROM t x JOIN t y ON x.name = y.name WHERE kept(x.name) AND y.name <> 'c' ORDER BY x.event_time, y.event_time",
+            "SELECT count(*) FROM t WHERE NOT kept(name)",
+        ] {
+            let original = plan(&ctx, sql).await;
+            let rewritten = cache_scan_filters(original.clone()).unwrap();
+            assert!(filtered_scan(&rewritten).is_some(), "{sql}: a filtered scan");
+            let expected = run(&original).await;
+            assert!(!expected.is_empty(), "{sql}: the case selects rows");
+            assert_eq!(run(&rewritten).await, expected, "{sql}");
+            assert_eq!(run(&rewritten).await, expected, "{sql}, run again");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_filtered_delta_scan_emits_the_filtered_rows_within_the_bounds() {
+        use datafusion::logical_expr::Volatility;
+        let slot = Arc::new(BatchSlot::default());
+        let (ctx, _) = session(&slot, Volatility::Immutable);
+        let plan =
+            cache_scan_filters(plan(&ctx, "SELECT name, event_time FROM t WHERE kept(name)").await)
+                .unwrap();
+        let bounds = Arc::new(TimeBounds::default());
+        let plan = plan
+            .transform_up(|node| match node.downcast_ref::<SlotExec>() {
+                Some(scan) => {
+                    let time = scan.schema().index_of("event_time")?;
+                    Ok(Transformed::yes(
+                        Arc::new(scan.within(time, bounds.clone())) as Arc<dyn ExecutionPlan>,
+                    ))
+                }
+                None => Ok(Transformed::no(node)),
+            })
+            .unwrap()
+            .data;
+        slot.set_identified(vec![
+            (
+                301,
+                people(&[10, 20, 30], &[Some("a"), Some("b"), Some("c")]),
+            ),
+            (302, people(&[5, 40], &[None, Some("d")])),
+        ]);
+        assert_eq!(run(&plan).await, names_of(&["a", "c", "d"]));
+        bounds.set(10, 30);
+        assert_eq!(run(&plan).await, names_of(&["c"]));
+        bounds.set(0, 40);
+        assert_eq!(run(&plan).await, names_of(&["a", "c", "d"]));
+        bounds.set(40, 50);
+        assert!(run(&plan).await.is_empty());
     }
 }
