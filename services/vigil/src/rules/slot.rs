@@ -614,20 +614,8 @@ mod tests {
     use super::*;
 
     fn batch(times: &[i64], names: &[&str]) -> RecordBatch {
-        // Event time carries a time zone, as in the source schemas.
-        let time = DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("event_time", time.clone(), false),
-            Field::new("name", DataType::Utf8, false),
-        ]));
-        RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(TimestampNanosecondArray::from(times.to_vec()).with_data_type(time)),
-                Arc::new(StringArray::from(names.to_vec())),
-            ],
-        )
-        .unwrap()
+        let names: Vec<Option<&str>> = names.iter().copied().map(Some).collect();
+        people(times, &names)
     }
 
     async fn names(exec: &SlotExec) -> Vec<String> {
@@ -679,8 +667,9 @@ mod tests {
         );
     }
 
-    /// A batch of the nullable-name table the filtered scans read.
+    /// A batch of a table of event times and (nullable) names.
     fn people(times: &[i64], names: &[Option<&str>]) -> RecordBatch {
+        // Event time carries a time zone, as in the source schemas.
         let time = DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
         let schema = Arc::new(Schema::new(vec![
             Field::new("event_time", time.clone(), false),
