@@ -207,8 +207,8 @@ async fn evaluate(
                 continue;
             }
             Read::Idle => {
-                // Nothing new: finish the batch in flight, so a quiet
-                // stream's offsets are committed without more input.
+                // Nothing new: the batch in flight settles first, so the
+                // tick's output is delivered after it, in order.
                 committer.settle(in_flight.take()).await?;
                 // No input: event time stands still, but wall-clock time
                 // still advances the watermark of idle partitions, so the
