@@ -181,24 +181,62 @@ impl ScalarUDFImpl for JsonPathFn {
 /// pod-spec rules all look at every container), each through its own call
 /// on the same micro-batch: parsing the document once instead of once per
 /// rule is most of their cost. Entries are keyed by the document's text
-/// (a hash, then a full comparison, so a collision is only a miss), and
-/// the whole cache is dropped when it holds [`parsed::MAX_BYTES`] of text:
-/// bounded memory, and a batch's documents stay while its rules run.
-mod parsed {
+/// (a hash, then a full comparison, so a collision is only a miss).
+///
+/// The cache holds the documents of one batch: [`parsed::next_batch`]
+/// (called by the rule engine before it evaluates a batch) makes every
+/// thread's cache start over at its next use. Documents of earlier batches
+/// are not asked about again (the next batch holds other events), and
+/// keeping them made the cache grow with every distinct document until its
+/// bound: about 0.6 bytes per event of the generated stream, which was the
+/// soak's slow RSS rise (docs/benchmarks.md, seventh round). Within a batch
+/// the cache also starts over when it holds [`parsed::MAX_BYTES`] of text.
+pub(crate) mod parsed {
     use std::cell::RefCell;
     use std::collections::HashMap;
     use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     use serde_json::Value;
 
-    /// Text of the documents held, at most (plus their parsed form).
-    pub const MAX_BYTES: usize = 32 * 1024 * 1024;
+    /// Text of the documents held, at most. Their parsed form is several
+    /// times larger (a `Value` per node), so this bounds memory at a few
+    /// times this per thread.
+    pub const MAX_BYTES: usize = 8 * 1024 * 1024;
+
+    /// The batch being evaluated, process-wide. A cache filled under an
+    /// older number is stale. Several engines in one process (a reload, the
+    /// correlation leader beside the per-event stage) only make caches
+    /// start over more often: entries are keyed by the full text, so a
+    /// cache is never wrong, only colder.
+    static BATCH: AtomicU64 = AtomicU64::new(0);
+
+    /// Documents parsed from now on belong to a new batch: every thread's
+    /// cache drops what it holds at its next use.
+    pub fn next_batch() {
+        BATCH.fetch_add(1, Ordering::Relaxed);
+    }
 
     #[derive(Default)]
     struct Cache {
         hasher: RandomState,
         entries: HashMap<u64, (Box<str>, Option<Value>)>,
         bytes: usize,
+        /// The [`BATCH`] the entries were parsed in.
+        batch: u64,
+    }
+
+    impl Cache {
+        fn clear(&mut self) {
+            self.entries.clear();
+            self.bytes = 0;
+        }
+    }
+
+    /// Documents this thread's cache holds.
+    #[cfg(test)]
+    pub fn cached_documents() -> usize {
+        CACHE.with(|cache| cache.borrow().entries.len())
     }
 
     thread_local! {
@@ -213,6 +251,11 @@ mod parsed {
         }
         CACHE.with(|cache| {
             let mut cache = cache.borrow_mut();
+            let batch = BATCH.load(Ordering::Relaxed);
+            if cache.batch != batch {
+                cache.clear();
+                cache.batch = batch;
+            }
             let key = cache.hasher.hash_one(text);
             if let Some((held, value)) = cache.entries.get(&key) {
                 if held.as_ref() == text {
@@ -222,8 +265,7 @@ mod parsed {
             let value = serde_json::from_str::<Value>(text).ok();
             let result = value.as_ref().map(f);
             if cache.bytes + text.len() > MAX_BYTES {
-                cache.entries.clear();
-                cache.bytes = 0;
+                cache.clear();
             }
             cache.bytes += text.len();
             if let Some((old, _)) = cache.entries.insert(key, (text.into(), value)) {
@@ -377,7 +419,38 @@ pub(crate) mod windows {
 
 #[cfg(test)]
 mod parsed_cache_tests {
-    use super::parsed::{with_value, MAX_BYTES};
+    use super::parsed::{cached_documents, next_batch, with_value, MAX_BYTES};
+
+    /// The cache must not outlive its batch: it used to keep every distinct
+    /// document until it held `MAX_BYTES` of text, a slow growth over a
+    /// long stream. Other tests may start batches concurrently (the
+    /// counter is process-wide); that only empties this thread's cache
+    /// sooner, so the counts below hold either way.
+    #[test]
+    fn a_new_batch_forgets_the_documents_of_the_last() {
+        let first = r#"{"batch":1}"#;
+        let second = r#"{"batch":2}"#;
+        assert_eq!(
+            with_value(first, true, |v| v["batch"].clone()),
+            Some(1.into())
+        );
+        assert!(cached_documents() <= 1);
+        next_batch();
+        assert_eq!(
+            with_value(second, true, |v| v["batch"].clone()),
+            Some(2.into())
+        );
+        assert_eq!(
+            cached_documents(),
+            1,
+            "only the new batch's document is held"
+        );
+        assert_eq!(
+            with_value(second, true, |v| v["batch"].clone()),
+            Some(2.into())
+        );
+        assert_eq!(cached_documents(), 1, "a document asked twice is held once");
+    }
 
     #[test]
     fn cached_documents_answer_like_fresh_ones() {

@@ -405,6 +405,7 @@ impl RuleEngine {
         }
         let slot = &self.slots[&decoded.source];
         slot.set(decoded.batch.clone());
+        crate::functions::parsed::next_batch();
         let event_times = decoded
             .batch
             .column(0)
