@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod e2e;
 pub mod engine;
+pub mod heap;
 pub mod memory;
 pub mod soak;
 

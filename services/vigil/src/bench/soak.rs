@@ -9,6 +9,12 @@
 //! the windows fill and then stays within a band: the report gives RSS per
 //! sample, and the growth between the end of the first fifth of the run
 //! and its end.
+//!
+//! Built with the `heap-count` feature (see [`super::heap`]), it also gives
+//! the live heap between batches, lowest and highest in each sample's
+//! interval. The lowest is the floor under the batch-to-batch sawtooth: if
+//! it rises, the program holds more; if RSS rises and the floor does not,
+//! the allocator does.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -19,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::engine::{source_rules, CORRELATION_RULE};
-use super::rss;
+use super::{heap, rss};
 use crate::correlate::CorrelationSettings;
 use crate::detect::Detector;
 use crate::gen::{GenConfig, Generator};
@@ -48,6 +54,9 @@ pub struct Sample {
     pub rss: u64,
     pub retained: u64,
     pub state_rows: u64,
+    /// Live heap bytes between batches since the last sample, lowest and
+    /// highest; `None` without the `heap-count` feature.
+    pub live: Option<(u64, u64)>,
 }
 
 pub async fn run(opts: &SoakOptions, out: &mut dyn Write) -> Result<Vec<Sample>> {
@@ -80,6 +89,7 @@ pub async fn run(opts: &SoakOptions, out: &mut dyn Write) -> Result<Vec<Sample>>
     let mut samples = Vec::new();
     let mut events = 0u64;
     let mut alerts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut live: Option<(u64, u64)> = None;
     while start.elapsed() < opts.duration {
         let messages: Vec<_> = (0..opts.batch)
             .map(|_| super::raw_message(&generator.next_event()))
@@ -94,6 +104,10 @@ pub async fn run(opts: &SoakOptions, out: &mut dyn Write) -> Result<Vec<Sample>>
         for a in detections.alerts {
             *alerts.entry(a.rule_id).or_default() += 1;
         }
+        if let Some(now) = heap::live_bytes() {
+            let (lo, hi) = live.unwrap_or((now, now));
+            live = Some((lo.min(now), hi.max(now)));
+        }
         if start.elapsed() >= next_sample {
             let (_, now) = rss().context("reading /proc/self/status")?;
             let stats = detector.engine().correlator().stats();
@@ -103,10 +117,19 @@ pub async fn run(opts: &SoakOptions, out: &mut dyn Write) -> Result<Vec<Sample>>
                 rss: now,
                 retained: stats.retained_events as u64,
                 state_rows: stats.state_rows as u64,
+                live: live.take(),
+            };
+            let heap = match sample.live {
+                Some((lo, hi)) => format!(
+                    "  live heap {:>4.0}-{:<4.0} MB",
+                    lo as f64 / 1e6,
+                    hi as f64 / 1e6
+                ),
+                None => String::new(),
             };
             writeln!(
                 out,
-                "  {:>5.0} s  {:>10} events  RSS {:>5.0} MB  retained events {:>7}  state rows {:>7}",
+                "  {:>5.0} s  {:>10} events  RSS {:>5.0} MB{heap}  retained events {:>7}  state rows {:>7}",
                 sample.at.as_secs_f64(),
                 sample.events,
                 sample.rss as f64 / 1e6,
@@ -124,9 +147,18 @@ pub async fn run(opts: &SoakOptions, out: &mut dyn Write) -> Result<Vec<Sample>>
     if let (Some(a), Some(b)) = (fifth, last) {
         let band = samples.iter().filter(|s| s.at >= a.at);
         let (lo, hi) = band.fold((u64::MAX, 0), |(lo, hi), s| (lo.min(s.rss), hi.max(s.rss)));
+        let floor = match (a.live, b.live) {
+            (Some((from, _)), Some((to, _))) => format!(
+                "; live heap floor {:.0} -> {:.0} MB ({:+.1}%)",
+                from as f64 / 1e6,
+                to as f64 / 1e6,
+                (to as f64 / from as f64 - 1.0) * 100.0
+            ),
+            _ => String::new(),
+        };
         writeln!(
             out,
-            "soak: {events} events in {:.0} s ({:.0} events/s, {:.0} s of event time); RSS peak {:.0} MB; from {:.0} s to the end: {:.0} -> {:.0} MB ({:+.1}%), band {:.0}-{:.0} MB; alerts: {}",
+            "soak: {events} events in {:.0} s ({:.0} events/s, {:.0} s of event time); RSS peak {:.0} MB; from {:.0} s to the end: {:.0} -> {:.0} MB ({:+.1}%), band {:.0}-{:.0} MB{floor}; alerts: {}",
             start.elapsed().as_secs_f64(),
             events as f64 / start.elapsed().as_secs_f64(),
             events as f64 * 1e-3,

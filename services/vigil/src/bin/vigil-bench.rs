@@ -2,8 +2,15 @@
 
 /// mimalloc instead of glibc malloc: see docs/benchmarks.md (allocation
 /// is a fifth of the engine's profile, and glibc's heap grew in the soak).
+#[cfg(not(feature = "heap-count"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The same, counting live heap bytes for `soak` (see `vigil::bench::heap`).
+#[cfg(feature = "heap-count")]
+#[global_allocator]
+static GLOBAL: vigil::bench::heap::Counting<mimalloc::MiMalloc> =
+    vigil::bench::heap::Counting(mimalloc::MiMalloc);
 
 fn main() -> std::process::ExitCode {
     vigil::bench::cli::main()
