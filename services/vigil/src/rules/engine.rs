@@ -405,6 +405,8 @@ impl RuleEngine {
         }
         let slot = &self.slots[&decoded.source];
         slot.set(decoded.batch.clone());
+        // The JSONPath functions' shared parses are of this batch's
+        // documents from here on (see `functions::parsed`).
         crate::functions::parsed::next_batch();
         let event_times = decoded
             .batch

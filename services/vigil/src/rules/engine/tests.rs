@@ -195,6 +195,37 @@ async fn json_functions_are_available() {
     assert_eq!(alerts[0].fields["names"], serde_json::json!(["a", "b"]));
 }
 
+/// The JSONPath functions share parsed documents within a batch; the
+/// engine starts a new batch before evaluating one, so the documents of the
+/// last batch are let go (kept, they made memory grow with every distinct
+/// document of a long stream). The evaluation runs on this thread (a
+/// current-thread test runtime), whose cache is the one counted. Another
+/// test starting a batch meanwhile only empties the cache sooner.
+#[tokio::test]
+async fn each_batch_lets_go_of_the_last_batchs_parsed_documents() {
+    let pod = |name: &str| {
+        format!(
+            r#"{{"kind":"Event","verb":"create","objectRef":{{"resource":"pods"}},"requestObject":{{"spec":{{"containers":[{{"name":"{name}"}}]}}}}}}"#
+        )
+    };
+    let mut engine = RuleEngine::compile(vec![rule(
+        "SELECT verb FROM k8s_audit WHERE json_path_exists(request_object, '$.spec.containers[?@.name == \"b\"]')",
+    )])
+    .await
+    .unwrap();
+    for (name, alerts_expected) in [("a", 0), ("b", 1)] {
+        let (batch, messages) = audit(&[&pod(name)]);
+        let (alerts, failures) = engine.evaluate(&batch, &messages, 0).await;
+        assert!(failures.is_empty(), "{failures:?}");
+        assert_eq!(alerts.len(), alerts_expected);
+    }
+    assert_eq!(
+        crate::functions::parsed::cached_documents(),
+        1,
+        "only the second batch's document is held"
+    );
+}
+
 #[tokio::test]
 async fn a_rule_failing_at_run_time_is_reported_not_dropped() {
     let mut engine = RuleEngine::compile(vec![
