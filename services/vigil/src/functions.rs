@@ -185,14 +185,15 @@ impl ScalarUDFImpl for JsonPathFn {
 ///
 /// The cache keeps a document while batches keep asking about it:
 /// [`parsed::next_batch`] (called by the rule engine before it evaluates a
-/// batch) lets go, at each thread's next use, of the documents the batch
-/// before the last did not ask about. So a document repeated batch after
-/// batch (the same manifest applied again and again, as CI and GitOps
-/// controllers do) is parsed once, and a unique one (most are: uids,
-/// resource versions, timestamps) is held for at most two batches. Keeping
-/// every document until a size bound made the cache grow with every
-/// distinct document: about 0.6 bytes per event of the generated stream,
-/// which was the soak's slow RSS rise (docs/benchmarks.md, seventh round).
+/// batch) lets go, at each thread's next use, of the documents held from
+/// before that the batch just ended did not ask about. So a document
+/// repeated batch after batch (the same manifest applied again and again,
+/// as CI and GitOps controllers do) is parsed once, and a unique one (most
+/// are: uids, resource versions, timestamps) is held for at most two
+/// batches. Keeping every document until a size bound made the cache grow
+/// with every distinct document: about 0.6 bytes per event of the
+/// generated stream, which was the soak's slow RSS rise
+/// (docs/benchmarks.md, seventh round).
 /// The cache also starts over when a batch's documents reach
 /// [`parsed::MAX_BYTES`] of text.
 pub(crate) mod parsed {
@@ -216,7 +217,8 @@ pub(crate) mod parsed {
     static BATCH: AtomicU64 = AtomicU64::new(0);
 
     /// A new batch begins: at its next use, every thread's cache lets go
-    /// of the documents not asked about since the batch before this one.
+    /// of the documents held from before that the batch just ended did not
+    /// ask about.
     pub fn next_batch() {
         BATCH.fetch_add(1, Ordering::Relaxed);
     }

@@ -197,7 +197,7 @@ async fn json_functions_are_available() {
 
 /// The JSONPath functions share parsed documents between the batches that
 /// ask about them; the engine starts a new batch before evaluating one, so
-/// a document the last two batches did not ask about is let go (kept, they
+/// a document a whole batch did not ask about is let go (kept, they
 /// made memory grow with every distinct document of a long stream). The
 /// evaluation runs on this thread (a current-thread test runtime), whose
 /// cache is the one counted. Another test starting a batch meanwhile only
