@@ -4,8 +4,9 @@
 //! pages not yet returned, fragmentation, transparent huge pages). With the
 //! `heap-count` feature, `vigil-bench` wraps its allocator in [`Counting`],
 //! which keeps the bytes allocated and not yet freed, and `soak` reports
-//! them beside RSS. Off by default: every allocation then pays a shared
-//! atomic add (the soak runs about a tenth slower with it).
+//! them beside RSS. Off by default: every allocation then pays an atomic
+//! add on one shared counter, which costs most when several threads
+//! allocate at once (the `e2e` pipeline; the soak runs on one thread).
 //!
 //! ```text
 //! cargo build --release -p vigil --bin vigil-bench --features heap-count

@@ -1,7 +1,7 @@
 //! The `vigil-bench` binary. All the work is in the library; see `vigil::bench`.
 
 /// mimalloc instead of glibc malloc: see docs/benchmarks.md (allocation
-/// is a fifth of the engine's profile, and glibc's heap grew in the soak).
+/// was a fifth of the engine's profile with glibc's).
 #[cfg(not(feature = "heap-count"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
