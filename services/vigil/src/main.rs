@@ -1,7 +1,7 @@
 //! The `vigil` binary. All the work is in the library; see `vigil::cli`.
 
 /// mimalloc instead of glibc malloc: see docs/benchmarks.md (allocation
-/// is a fifth of the engine's profile, and glibc's heap grew in the soak).
+/// was a fifth of the engine's profile with glibc's).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
