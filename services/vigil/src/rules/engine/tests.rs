@@ -223,7 +223,7 @@ async fn documents_no_batch_asks_about_any_more_are_let_go() {
     assert_eq!(
         crate::functions::parsed::cached_documents(),
         1,
-        "only the document of the last two batches is held"
+        "only the document the last batch asked about is held"
     );
 }
 
