@@ -15,7 +15,7 @@ use crate::correlate::RuleStrategy;
 use crate::detect::{Detector, EventTimeBounds};
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::rules::{self, coverage, RuleEngine};
+use crate::rules::{self, coverage, Layers, RuleEngine, RulePack, RuleSet};
 use crate::source::SourceKind;
 use crate::telemetry::{self, LogSettings};
 use crate::{embedded, http, leader, pipeline, reload, replay};
@@ -42,6 +42,10 @@ enum Command {
         /// Rules directory (overrides rules.dir).
         #[arg(long)]
         rules: Option<PathBuf>,
+        /// Site overlay directory, applied over the rules in the order
+        /// given; repeatable (overrides rules.overlays).
+        #[arg(long = "overlay", value_name = "DIR")]
+        overlays: Vec<PathBuf>,
         /// Sample events for the embedded demo.
         #[arg(long, default_value = "samples")]
         samples: PathBuf,
@@ -52,6 +56,10 @@ enum Command {
         /// Rules directory.
         #[arg(long, default_value = "sql-rules")]
         rules: PathBuf,
+        /// Site overlay directory, applied over the rules in the order
+        /// given; repeatable.
+        #[arg(long = "overlay", value_name = "DIR")]
+        overlays: Vec<PathBuf>,
         /// Source of the events: k8s_audit, falco or tetragon.
         #[arg(long)]
         source: SourceKind,
@@ -134,15 +142,23 @@ struct GenArgs {
 
 #[derive(Subcommand, Debug)]
 enum RulesCommand {
-    /// Parse and plan every rule; report every problem with file and line.
+    /// Parse and plan every rule; report every problem with file and line;
+    /// list every effective list, macro and lookup table and where it came
+    /// from.
     Validate {
         #[arg(default_value = "sql-rules")]
         dir: PathBuf,
+        /// Site overlay directory, applied in the order given; repeatable.
+        #[arg(long = "overlay", value_name = "DIR")]
+        overlays: Vec<PathBuf>,
     },
     /// Run every rule's test cases (`<rule>.tests.jsonl` beside the rule).
     Test {
         #[arg(default_value = "sql-rules")]
         dir: PathBuf,
+        /// Site overlay directory, applied in the order given; repeatable.
+        #[arg(long = "overlay", value_name = "DIR")]
+        overlays: Vec<PathBuf>,
         /// Only rules whose id contains this text.
         #[arg(long)]
         filter: Option<String>,
@@ -190,11 +206,12 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The rules of `dir` with `<dir>/exceptions.toml` if present.
-async fn load_engine(dir: &Path) -> Result<RuleEngine> {
-    rules::load_rule_set(dir, None, Default::default())
-        .await
-        .map_err(anyhow::Error::new)
+/// The layers of a rules directory and overlays given on the command line.
+fn layers(dir: &Path, overlays: Vec<PathBuf>) -> Layers {
+    Layers {
+        overlays,
+        ..Layers::dir(dir)
+    }
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -202,6 +219,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run {
             config,
             rules,
+            overlays,
             samples,
         } => {
             // Logs start after the configuration is read (it says how to log);
@@ -209,6 +227,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let mut settings = Settings::load(config.as_deref())?;
             if let Some(dir) = rules {
                 settings.rules.dir = dir;
+            }
+            if !overlays.is_empty() {
+                settings.rules.overlays = overlays;
             }
             let telemetry = telemetry::init(&settings.log, Some(&settings.tracing))?;
             let result = run(settings, samples).await;
@@ -239,20 +260,11 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
     let mut engine = if leader_placement {
         // This instance runs the per-event rules; the elected leader runs
         // the correlation rules (`leader`).
-        rules::load_split_rule_set(
-            &settings.rules.dir,
-            settings.rules.exceptions.as_deref(),
-            settings.correlation.clone(),
-        )
-        .await
-        .map(|(per_event, _)| per_event)
+        rules::load_split_rule_set(&settings.rules.layers(), settings.correlation.clone())
+            .await
+            .map(|(per_event, _)| per_event)
     } else {
-        rules::load_rule_set(
-            &settings.rules.dir,
-            settings.rules.exceptions.as_deref(),
-            settings.correlation.clone(),
-        )
-        .await
+        rules::load_rule_set(&settings.rules.layers(), settings.correlation.clone()).await
     }
     .map_err(anyhow::Error::new)
     .with_context(|| format!("loading rules from {}", settings.rules.dir.display()))?;
@@ -265,8 +277,7 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
         tracing::warn!("rules.reload is not supported with correlation.placement = \"leader\": restart to apply rule changes");
     } else if settings.rules.reload {
         let source = reload::RuleSource {
-            dir: settings.rules.dir.clone(),
-            exceptions: settings.rules.exceptions.clone(),
+            layers: settings.rules.layers(),
             correlation: settings.correlation.clone(),
         };
         detector = detector.with_reloads(reload::spawn(source, metrics.clone())?);
@@ -324,6 +335,7 @@ async fn dispatch_tool(command: Command) -> Result<ExitCode> {
         Command::Run { .. } => unreachable!("dispatch handles run"),
         Command::Replay {
             rules,
+            overlays,
             source,
             batch_size,
             from,
@@ -336,7 +348,9 @@ async fn dispatch_tool(command: Command) -> Result<ExitCode> {
                     anyhow::bail!("--from must be before --to");
                 }
             }
-            let engine = load_engine(&rules).await?;
+            let engine = rules::load_rule_set(&layers(&rules, overlays), Default::default())
+                .await
+                .map_err(anyhow::Error::new)?;
             let bounds = EventTimeBounds {
                 from_ns: from,
                 to_ns: to,
@@ -378,20 +392,37 @@ async fn dispatch_tool(command: Command) -> Result<ExitCode> {
         }
         Command::Gen(args) => run_gen(args).await,
         Command::Rules {
-            command: RulesCommand::Test { dir, filter },
+            command:
+                RulesCommand::Test {
+                    dir,
+                    overlays,
+                    filter,
+                },
         } => {
-            let mut loaded = rules::load_dir(&dir).map_err(anyhow::Error::new)?;
+            let pack = RulePack::load(&layers(&dir, overlays)).map_err(anyhow::Error::new)?;
+            let mut loaded = pack.rules.clone();
             if let Some(f) = &filter {
                 loaded.retain(|r| r.meta.id.contains(f.as_str()));
             }
-            let mut exceptions =
-                rules::exceptions::Exceptions::load_for_dir(&dir).map_err(anyhow::Error::new)?;
+            for r in &pack.disabled {
+                if filter
+                    .as_ref()
+                    .is_none_or(|f| r.meta.id.contains(f.as_str()))
+                {
+                    println!("SKIP  {:<40} disabled by an overlay", r.meta.id);
+                }
+            }
+            let mut exceptions = pack.exceptions.clone();
             if filter.is_some() {
                 exceptions
                     .entries
                     .retain(|e| loaded.iter().any(|r| r.meta.id == e.rule));
             }
-            let engine = RuleEngine::compile(loaded.clone())
+            let set = RuleSet {
+                rules: loaded.clone(),
+                definitions: pack.definitions.clone(),
+            };
+            let engine = RuleEngine::compile(set)
                 .await
                 .and_then(|e| e.with_exceptions(exceptions))
                 .map_err(anyhow::Error::new)?;
@@ -437,7 +468,7 @@ async fn dispatch_tool(command: Command) -> Result<ExitCode> {
                 }
                 None => coverage::Matrix::builtin(),
             };
-            let loaded = rules::load_dir(&dir).map_err(anyhow::Error::new)?;
+            let loaded = RulePack::load_dir(&dir).map_err(anyhow::Error::new)?.rules;
             let report = coverage::coverage(&matrix, &loaded);
             match format {
                 OutputFormat::Text => write_stdout(&report.render_text())?,
@@ -448,38 +479,58 @@ async fn dispatch_tool(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Rules {
-            command: RulesCommand::Validate { dir },
-        } => match load_engine(&dir).await {
-            Ok(engine) => {
-                let exceptions = match &engine.exceptions().path {
-                    Some(p) => format!(
-                        ", {} exceptions OK in {}",
-                        engine.exceptions().len(),
-                        p.display()
-                    ),
-                    None => String::new(),
-                };
-                println!(
-                    "{} rules OK in {}{exceptions}",
-                    engine.rules().count(),
-                    dir.display()
-                );
-                for (id, strategy) in engine.correlator().strategies() {
-                    match strategy {
-                        RuleStrategy::Incremental => println!("correlation rule {id}: incremental"),
-                        RuleStrategy::Rescan(None) => println!("correlation rule {id}: re-scan"),
-                        RuleStrategy::Rescan(Some(why)) => println!("correlation rule {id}: re-scan ({why})"),
-                        RuleStrategy::DeltaRescan => println!("correlation rule {id}: delta re-scan (only the trigger events due in each emission are joined)"),
-                    }
-                }
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) => {
-                eprintln!("{e:#}");
-                Ok(ExitCode::FAILURE)
-            }
-        },
+            command: RulesCommand::Validate { dir, overlays },
+        } => validate(&layers(&dir, overlays)).await,
     }
+}
+
+/// `vigil rules validate`: load and compile every layer, then list what is
+/// in effect and where each piece came from.
+async fn validate(layers: &Layers) -> Result<ExitCode> {
+    let loaded = match RulePack::load(layers) {
+        Ok(pack) => rules::load_rule_set(layers, Default::default())
+            .await
+            .map(|engine| (pack, engine)),
+        Err(e) => Err(e),
+    };
+    let (pack, engine) = match loaded {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let dirs: Vec<String> = layers.dirs().map(|d| d.display().to_string()).collect();
+    let exceptions = match engine.exceptions().paths.as_slice() {
+        [] => String::new(),
+        paths => format!(
+            ", {} exceptions OK in {}",
+            engine.exceptions().len(),
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    println!(
+        "{} rules OK in {}{exceptions}",
+        engine.rules().count(),
+        dirs.join(" + ")
+    );
+    print!("{}", rules::definitions::describe(&pack.definitions));
+    for c in &pack.changes {
+        println!("rule {}: {} by {}", c.rule, c.what, c.at);
+    }
+    for (id, strategy) in engine.correlator().strategies() {
+        match strategy {
+            RuleStrategy::Incremental => println!("correlation rule {id}: incremental"),
+            RuleStrategy::Rescan(None) => println!("correlation rule {id}: re-scan"),
+            RuleStrategy::Rescan(Some(why)) => println!("correlation rule {id}: re-scan ({why})"),
+            RuleStrategy::DeltaRescan => println!("correlation rule {id}: delta re-scan (only the trigger events due in each emission are joined)"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Write a command's result to stdout. A reader that went away

@@ -304,11 +304,16 @@ impl BatchSettings {
 pub struct RuleSettings {
     #[serde(default = "default_rules_dir")]
     pub dir: PathBuf,
+    /// Site overlays, applied over `dir` in order: lists, macros, lookup
+    /// tables, overrides, exceptions and rules of the site's own (see
+    /// `crate::rules::pack`).
+    #[serde(default)]
+    pub overlays: Vec<PathBuf>,
     /// Exceptions (allow-list) file; unset: `exceptions.toml` in `dir` if
     /// it exists (see `crate::rules::exceptions`).
     #[serde(default)]
     pub exceptions: Option<PathBuf>,
-    /// Reload the rules on SIGHUP and when a file under `dir` changes
+    /// Reload the rules on SIGHUP and when a file under `dir` or an overlay changes
     /// (see `crate::reload`).
     #[serde(default = "default_true")]
     pub reload: bool,
@@ -335,6 +340,7 @@ impl Default for RuleSettings {
     fn default() -> Self {
         RuleSettings {
             dir: default_rules_dir(),
+            overlays: Vec::new(),
             exceptions: None,
             reload: true,
             max_eval_ms: default_max_eval_ms(),
@@ -343,6 +349,15 @@ impl Default for RuleSettings {
 }
 
 impl RuleSettings {
+    /// The layers the rule set is read from.
+    pub fn layers(&self) -> crate::rules::Layers {
+        crate::rules::Layers {
+            base: self.dir.clone(),
+            overlays: self.overlays.clone(),
+            exceptions: self.exceptions.clone(),
+        }
+    }
+
     pub fn max_eval(&self) -> Duration {
         Duration::from_millis(self.max_eval_ms)
     }

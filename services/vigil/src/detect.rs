@@ -323,10 +323,12 @@ impl Detector {
         out
     }
 
-    /// End of input (replay): close every correlation window.
+    /// End of input (replay): close every correlation window and every
+    /// suppression period.
     pub async fn finish(&mut self) -> Detections {
         let now = now_ns();
         let mut out = Detections::default();
+        out.alerts.extend(self.engine.finish_folds());
         let (alerts, failures) = self.engine.correlator_mut().finish(now).await;
         for (rule, elapsed, matches) in self.engine.correlator_mut().take_evaluations() {
             self.metrics.rule_evaluated(&rule, elapsed, matches);
@@ -349,9 +351,11 @@ impl Detector {
         self.engine.correlator_mut().restore_emitted(emitted);
     }
 
-    /// Forget all correlation state (between independent inputs).
+    /// Forget all correlation and suppression state (between independent
+    /// inputs).
     pub fn reset(&mut self) {
         self.engine.correlator_mut().reset();
+        self.engine.reset_folds();
     }
 
     fn count_excepted(&mut self, out: &mut Detections) {

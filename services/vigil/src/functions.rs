@@ -13,6 +13,12 @@
 //!
 //! * `tumble_end(ts, interval)` and `hop_ends(ts, size, slide)`: window
 //!   assignment for correlation rules (see docs/rules.md).
+//! * [`network`]: `cidr_contains`, `ip_is_private`, `ip_is_public`.
+//! * [`images`]: `image_registry`, `image_repository`.
+//! * [`lists`]: `glob_match`, `glob_match_any`, `glob_match_all` (what the
+//!   list functions of rules expand to).
+//! * [`lookup`]: `lookup(table, column, key)` over a rule set's lookup
+//!   tables (registered by the engine with that set's tables).
 //!
 //! Invalid JSON input yields NULL (the event is not matched by that
 //! predicate); an invalid path is a planning-time error in the rule.
@@ -29,6 +35,11 @@ use datafusion::logical_expr::{
 };
 use serde_json::Value;
 use serde_json_path::JsonPath;
+
+pub mod images;
+pub mod lists;
+pub mod lookup;
+pub mod network;
 
 /// Register every function rules may use.
 pub fn register(registry: &mut dyn FunctionRegistry) -> Result<()> {
@@ -50,6 +61,18 @@ pub fn register_with(registry: &mut dyn FunctionRegistry, share_parsed_json: boo
         ScalarUDF::new_from_impl(windows::TumbleEnd::new()),
     ))?;
     registry.register_udf(Arc::new(ScalarUDF::new_from_impl(windows::HopEnds::new())))?;
+    for udf in [
+        ScalarUDF::new_from_impl(network::CidrContains::default()),
+        ScalarUDF::new_from_impl(network::IpClass::private()),
+        ScalarUDF::new_from_impl(network::IpClass::public()),
+        ScalarUDF::new_from_impl(images::ImagePart::registry()),
+        ScalarUDF::new_from_impl(images::ImagePart::repository()),
+        ScalarUDF::new_from_impl(lists::GlobMatch::one()),
+        ScalarUDF::new_from_impl(lists::GlobMatch::any()),
+        ScalarUDF::new_from_impl(lists::GlobMatch::all()),
+    ] {
+        registry.register_udf(Arc::new(udf))?;
+    }
     Ok(())
 }
 

@@ -101,14 +101,11 @@ async fn term_as_leader(
     mut leading: watch::Receiver<Option<u64>>,
     stop: &watch::Receiver<bool>,
 ) -> Result<()> {
-    let (_, engine) = rules::load_split_rule_set(
-        &settings.rules.dir,
-        settings.rules.exceptions.as_deref(),
-        settings.correlation.clone(),
-    )
-    .await
-    .map_err(anyhow::Error::new)
-    .context("compiling the correlation rules")?;
+    let (_, engine) =
+        rules::load_split_rule_set(&settings.rules.layers(), settings.correlation.clone())
+            .await
+            .map_err(anyhow::Error::new)
+            .context("compiling the correlation rules")?;
     let detector = Detector::new(engine, settings.limits.decode_limits(), metrics.clone())
         .without_input_reports();
     tracing::info!("correlation rules compiled; starting the leader's run loop");

@@ -1,7 +1,8 @@
 //! Hot reload of the rule set while `vigil run` runs.
 //!
-//! A reload is triggered by SIGHUP or by a change of a `*.sql` file or the
-//! exceptions file under `rules.dir` (or of `rules.exceptions`), debounced:
+//! A reload is triggered by SIGHUP or by a change of a rule, macro, list,
+//! lookup table, overrides or exceptions file under `rules.dir` or an
+//! overlay (or of `rules.exceptions`), debounced:
 //! the reload starts once the files have been quiet for [`DEBOUNCE`]. The
 //! whole new set is loaded and compiled first (every rule planned, the
 //! exceptions checked); if anything fails, the error is logged, the
@@ -10,7 +11,7 @@
 //! it in between two batches (never during one) and carries the state of
 //! unchanged correlation rules (see `RuleEngine::carry_state_from`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::correlate::CorrelationSettings;
 use crate::metrics::Metrics;
-use crate::rules::{self, exceptions, RuleEngine};
+use crate::rules::{self, Layers, RuleEngine};
 
 /// Quiet time after a file change before reloading (editors and `git
 /// checkout` write several files in a burst).
@@ -27,35 +28,29 @@ pub const DEBOUNCE: Duration = Duration::from_millis(500);
 /// Where a rule set comes from.
 #[derive(Debug, Clone)]
 pub struct RuleSource {
-    pub dir: PathBuf,
-    /// `rules.exceptions`; `None`: `<dir>/exceptions.toml` if present.
-    pub exceptions: Option<PathBuf>,
+    /// The pack, its overlays and its exceptions file.
+    pub layers: Layers,
     pub correlation: CorrelationSettings,
 }
 
 impl RuleSource {
     /// Load and compile the set (every problem reported).
     pub async fn load(&self) -> Result<RuleEngine, rules::RuleErrors> {
-        rules::load_rule_set(
-            &self.dir,
-            self.exceptions.as_deref(),
-            self.correlation.clone(),
-        )
-        .await
+        rules::load_rule_set(&self.layers, self.correlation.clone()).await
     }
 
-    /// Whether a change of `path` can change the rule set.
+    /// Whether a change of `path` can change the rule set: a rule or macro
+    /// (`.sql`), a list, overrides or exceptions file (`.toml`), a lookup
+    /// table (`.csv`), or the configured exceptions file.
     fn is_relevant(&self, path: &Path) -> bool {
-        if let Some(e) = &self.exceptions {
+        if let Some(e) = &self.layers.exceptions {
             // notify reports absolute paths; the setting may be relative.
             if path == e || (e.file_name().is_some() && path.file_name() == e.file_name()) {
                 return true;
             }
         }
-        path.extension().is_some_and(|x| x == "sql")
-            || path
-                .file_name()
-                .is_some_and(|n| n == exceptions::DEFAULT_FILE_NAME)
+        path.extension()
+            .is_some_and(|x| x == "sql" || x == "toml" || x == "csv")
     }
 }
 
@@ -84,11 +79,13 @@ pub fn spawn(
             Err(e) => tracing::warn!(error = %e, "watching the rules directory"),
         })?;
     use notify::Watcher as _;
-    watcher
-        .watch(&source.dir, notify::RecursiveMode::Recursive)
-        .map_err(|e| anyhow::anyhow!("watching {}: {e}", source.dir.display()))?;
-    if let Some(e) = &source.exceptions {
-        if !e.starts_with(&source.dir) {
+    for dir in source.layers.dirs() {
+        watcher
+            .watch(dir, notify::RecursiveMode::Recursive)
+            .map_err(|e| anyhow::anyhow!("watching {}: {e}", dir.display()))?;
+    }
+    if let Some(e) = &source.layers.exceptions {
+        if !e.starts_with(&source.layers.base) {
             // Watch the directory, not the file: editors replace files by
             // renaming, which would end a watch on the file itself.
             let parent = e
@@ -131,7 +128,7 @@ pub fn spawn(
                     Err(_) => break,
                 }
             }
-            tracing::info!(trigger = reason, dir = %source.dir.display(), "reloading rules");
+            tracing::info!(trigger = reason, dir = %source.layers.base.display(), overlays = ?source.layers.overlays, "reloading rules");
             match source.load().await {
                 Ok(engine) => {
                     tracing::info!(
@@ -185,7 +182,7 @@ mod tests {
         let rules = files
             .iter()
             .map(|(id, text)| parse_rule(&PathBuf::from(format!("{id}.sql")), text).unwrap())
-            .collect();
+            .collect::<Vec<_>>();
         let settings = CorrelationSettings {
             allowed_lateness_ms: 0,
             ..Default::default()
@@ -312,8 +309,7 @@ mod tests {
         let rule_path = dir.path().join("r.sql");
         std::fs::write(&rule_path, per_event("t.r", "delete")).unwrap();
         let source = RuleSource {
-            dir: dir.path().to_path_buf(),
-            exceptions: None,
+            layers: Layers::dir(dir.path()),
             correlation: Default::default(),
         };
         let metrics = Arc::new(Metrics::default());
@@ -359,15 +355,19 @@ mod tests {
     }
 
     #[test]
-    fn only_rule_and_exception_files_trigger_reloads() {
+    fn only_rule_set_files_trigger_reloads() {
         let s = RuleSource {
-            dir: "rules".into(),
-            exceptions: Some("conf/allow.toml".into()),
+            layers: Layers {
+                exceptions: Some("conf/allow.yaml".into()),
+                ..Layers::dir(Path::new("rules"))
+            },
             correlation: Default::default(),
         };
         assert!(s.is_relevant(Path::new("/x/rules/k8s/a.sql")));
         assert!(s.is_relevant(Path::new("/x/rules/exceptions.toml")));
-        assert!(s.is_relevant(Path::new("/abs/conf/allow.toml")));
+        assert!(s.is_relevant(Path::new("/x/site/lists/registries.toml")));
+        assert!(s.is_relevant(Path::new("/x/site/lookups/owners.csv")));
+        assert!(s.is_relevant(Path::new("/abs/conf/allow.yaml")));
         assert!(!s.is_relevant(Path::new("/x/rules/k8s/a.tests.jsonl")));
         assert!(!s.is_relevant(Path::new("/x/rules/k8s/.a.sql.swp")));
     }

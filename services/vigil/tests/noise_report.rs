@@ -16,7 +16,7 @@ use vigil::alert::Alert;
 use vigil::detect::Detector;
 use vigil::metrics::Metrics;
 use vigil::replay::{replay_with, ReplayOptions, ReplaySummary};
-use vigil::rules::{load_rule_set, Rule, Severity};
+use vigil::rules::{load_rule_set, Layers, Rule, Severity};
 use vigil::source::{Origin, SourceKind};
 
 fn repo() -> PathBuf {
@@ -66,7 +66,11 @@ impl Run {
 }
 
 async fn run(source: SourceKind, file: &str, exceptions: Option<&Path>) -> Run {
-    let engine = load_rule_set(&repo().join("sql-rules"), exceptions, Default::default())
+    let layers = Layers {
+        exceptions: exceptions.map(Path::to_path_buf),
+        ..Layers::dir(&repo().join("sql-rules"))
+    };
+    let engine = load_rule_set(&layers, Default::default())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let mut detector = Detector::new(engine, Default::default(), Arc::new(Metrics::default()));

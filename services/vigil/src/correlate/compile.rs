@@ -24,6 +24,8 @@ use super::{
     Retained, Strategy,
 };
 use crate::rules::conjunction::{selective_disjunction, SharedConditions};
+use crate::rules::definitions::expand::Expander;
+use crate::rules::definitions::Definitions;
 use crate::rules::slot::{cache_scan_filters, BatchSlot, SlotTable};
 use crate::rules::{Rule, RuleError, RuleMode};
 use crate::schema::ROW_COLUMN;
@@ -59,8 +61,10 @@ pub(super) async fn compile(
     rules: Vec<Rule>,
     settings: CorrelationSettings,
     shared: &Arc<SharedConditions>,
+    definitions: &Definitions,
 ) -> Result<Correlator, Vec<RuleError>> {
     let ctx = crate::rules::engine::new_session();
+    crate::rules::engine::register_definitions(&ctx, definitions);
     let mut retained_slots = BTreeMap::new();
     for source in SourceKind::ALL {
         let slot = Arc::new(BatchSlot::default());
@@ -75,6 +79,8 @@ pub(super) async fn compile(
         retained_slots.insert(source, slot);
     }
     let state = ctx.state();
+    let is_function = |name: &str| crate::rules::engine::is_known_function(&state, name);
+    let expander = Expander::new(definitions, &is_function);
     let mut compiled = Vec::new();
     let mut errors = Vec::new();
     // source -> (longest window of a re-scan rule reading it, whether one
@@ -89,13 +95,14 @@ pub(super) async fn compile(
             line,
             message,
         };
-        let statement = match checked_statement(&rule) {
+        let statement = match checked_statement(&rule, &expander) {
             Ok(s) => s,
-            Err((line, m)) => {
-                errors.push(err(line, m));
+            Err(e) => {
+                errors.push(e);
                 continue;
             }
         };
+        let query = statement.to_string();
         let plan = match state
             .statement_to_plan(DFStatement::Statement(Box::new(statement)))
             .await
@@ -257,6 +264,7 @@ pub(super) async fn compile(
             delta,
             last_emitted: None,
             suppressed: Default::default(),
+            query,
         });
     }
     if !errors.is_empty() {
@@ -394,8 +402,19 @@ fn table_scans(plan: &LogicalPlan) -> Result<Vec<(SourceKind, Option<Expr>)>, St
 }
 
 /// Parse, check the shape, and add the columns that name triggering events.
-fn checked_statement(rule: &Rule) -> Result<Statement, (Option<usize>, String)> {
-    let mut statement = crate::rules::engine::single_query(rule)?;
+fn checked_statement(rule: &Rule, expander: &Expander<'_>) -> Result<Statement, RuleError> {
+    let statement = crate::rules::engine::single_query(rule, expander)?;
+    with_event_columns(rule, statement).map_err(|(line, message)| RuleError {
+        path: rule.path.clone(),
+        line,
+        message,
+    })
+}
+
+fn with_event_columns(
+    rule: &Rule,
+    mut statement: Statement,
+) -> Result<Statement, (Option<usize>, String)> {
     let Statement::Query(query) = &mut statement else {
         unreachable!("single_query returns a query")
     };

@@ -305,6 +305,9 @@ struct CompiledCorrelation {
     last_emitted: Option<i64>,
     /// suppression key -> (suppressed until, alerts folded since)
     suppressed: HashMap<String, (i64, u64, Option<Alert>)>,
+    /// The rule's query with its lists and macros expanded: a reload keeps
+    /// the state of a rule whose query is unchanged.
+    query: String,
 }
 
 impl CompiledCorrelation {
@@ -385,8 +388,18 @@ impl Correlator {
         rules: Vec<Rule>,
         settings: CorrelationSettings,
         shared: &Arc<SharedConditions>,
+        definitions: &crate::rules::definitions::Definitions,
     ) -> Result<Correlator, Vec<RuleError>> {
-        compile::compile(rules, settings, shared).await
+        compile::compile(rules, settings, shared, definitions).await
+    }
+
+    /// The query of a correlation rule as planned (lists and macros
+    /// expanded), or `None` if no correlation rule has this id.
+    pub fn query(&self, rule_id: &str) -> Option<&str> {
+        self.rules
+            .iter()
+            .find(|r| r.rule.meta.id == rule_id)
+            .map(|r| r.query.as_str())
     }
 
     pub fn rule_count(&self) -> usize {

@@ -45,7 +45,7 @@ pub(super) async fn detector_with(
             )
             .unwrap()
         })
-        .collect();
+        .collect::<Vec<_>>();
     let engine = RuleEngine::compile_with(rules, settings)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -684,7 +684,7 @@ async fn a_correlation_rule_over_its_time_budget_fails_alone_and_the_pipeline_go
             )
             .unwrap()
         })
-        .collect();
+        .collect::<Vec<_>>();
     let settings = CorrelationSettings {
         allowed_lateness_ms: 0,
         ..Default::default()

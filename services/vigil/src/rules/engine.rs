@@ -31,9 +31,13 @@ use serde_json::{Map, Value};
 use tracing::Instrument;
 
 use super::budget::{with_deadline, BudgetExceeded, EvalDeadline};
+use super::definitions::expand::Expander;
+use super::definitions::macros::line_in_message;
+use super::definitions::Definitions;
 use super::exceptions::{Excepted, Exceptions};
+use super::fold::Folds;
 use super::slot::{BatchSlot, SlotTable};
-use super::{Rule, RuleError, RuleErrors, RuleMode};
+use super::{Rule, RuleError, RuleErrors, RuleMode, RuleSet};
 use crate::alert::{content_event_id, Alert, EventIdentity};
 use crate::correlate::{CorrelationSettings, Correlator};
 use crate::decode::DecodedBatch;
@@ -59,6 +63,8 @@ struct CompiledRule {
     plan: Arc<dyn ExecutionPlan>,
     /// Index of [`ROW_COLUMN`] in the plan's output.
     row_column: usize,
+    /// Open suppression periods (`-- suppress`), see [`super::fold`].
+    folds: Folds,
 }
 
 /// Compiled rules plus the DataFusion context they run in.
@@ -76,6 +82,8 @@ pub struct RuleEngine {
     deadline: Arc<EvalDeadline>,
     /// How long one rule may run over one batch.
     time_budget: Duration,
+    /// The lists, macros and lookup tables the rules were compiled with.
+    definitions: Arc<Definitions>,
 }
 
 /// Default of [`RuleEngine::set_time_budget`] (`rules.max_eval_ms`).
@@ -168,9 +176,29 @@ pub(crate) fn fresh_plan(
     datafusion::physical_plan::execution_plan::reset_plan_states(plan.clone())
 }
 
+/// Make a rule set's lookup tables readable by `lookup(...)` in `ctx`.
+pub(crate) fn register_definitions(ctx: &SessionContext, definitions: &Definitions) {
+    let tables = Arc::new(definitions.lookups.clone());
+    ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
+        functions::lookup::LookupFn::new(tables),
+    ));
+}
+
+/// Whether `ctx` knows an SQL function (scalar, aggregate or window) named
+/// `name`: what a call that is not a macro must be.
+pub(crate) fn is_known_function(state: &datafusion::execution::SessionState, name: &str) -> bool {
+    state.scalar_functions().contains_key(name)
+        || state.aggregate_functions().contains_key(name)
+        || state.window_functions().contains_key(name)
+}
+
 /// The session of per-event rules: each source table reads its batch slot.
-fn session(options: PlanOptions) -> (SessionContext, BTreeMap<SourceKind, Arc<BatchSlot>>) {
+fn session(
+    options: PlanOptions,
+    definitions: &Definitions,
+) -> (SessionContext, BTreeMap<SourceKind, Arc<BatchSlot>>) {
     let ctx = new_session_with(options);
+    register_definitions(&ctx, definitions);
     let mut slots = BTreeMap::new();
     for source in SourceKind::ALL {
         let slot = Arc::new(BatchSlot::default());
@@ -186,33 +214,47 @@ fn session(options: PlanOptions) -> (SessionContext, BTreeMap<SourceKind, Arc<Ba
 
 impl RuleEngine {
     /// Compile every rule with default correlation settings.
-    pub async fn compile(rules: Vec<Rule>) -> Result<RuleEngine, RuleErrors> {
-        Self::compile_with(rules, CorrelationSettings::default()).await
+    pub async fn compile(set: impl Into<RuleSet>) -> Result<RuleEngine, RuleErrors> {
+        Self::compile_with(set, CorrelationSettings::default()).await
     }
 
     /// Compile every rule, or report every rule that does not compile.
     pub async fn compile_with(
-        rules: Vec<Rule>,
+        set: impl Into<RuleSet>,
         settings: CorrelationSettings,
     ) -> Result<RuleEngine, RuleErrors> {
-        Self::compile_planned(rules, settings, PlanOptions::default()).await
+        Self::compile_planned(set, settings, PlanOptions::default()).await
     }
 
     /// Compile with explicit planning options (benchmarks compare them).
     pub async fn compile_planned(
-        rules: Vec<Rule>,
+        set: impl Into<RuleSet>,
         settings: CorrelationSettings,
         options: PlanOptions,
     ) -> Result<RuleEngine, RuleErrors> {
-        let (ctx, slots) = session(options);
+        let RuleSet { rules, definitions } = set.into();
+        let (ctx, slots) = session(options, &definitions);
         let deadline = Arc::new(EvalDeadline::default());
         let shared_conditions = Arc::new(super::conjunction::SharedConditions::default());
         let mut compiled = Vec::with_capacity(rules.len());
-        let mut errors = Vec::new();
+        let state = ctx.state();
+        let is_function = |name: &str| is_known_function(&state, name);
+        let expander = Expander::new(&definitions, &is_function);
+        let mut errors: Vec<RuleError> = expander
+            .check_macros()
+            .into_iter()
+            .map(RuleError::from)
+            .collect();
         let (correlation, rules): (Vec<Rule>, Vec<Rule>) = rules
             .into_iter()
             .partition(|r| r.meta.mode == RuleMode::Correlation);
-        let correlator = match Correlator::compile(correlation, settings, &shared_conditions).await
+        let correlator = match Correlator::compile(
+            correlation,
+            settings,
+            &shared_conditions,
+            &definitions,
+        )
+        .await
         {
             Ok(c) => Some(c),
             Err(e) => {
@@ -221,15 +263,26 @@ impl RuleEngine {
             }
         };
         for rule in rules {
-            match compile_rule(&ctx, &rule, &deadline, &shared_conditions, options).await {
+            match compile_rule(
+                &ctx,
+                &rule,
+                &expander,
+                &deadline,
+                &shared_conditions,
+                options,
+            )
+            .await
+            {
                 Ok((plan, row_column)) => compiled.push(CompiledRule {
                     rule: Arc::new(rule),
                     plan,
                     row_column,
+                    folds: Folds::default(),
                 }),
                 Err(e) => errors.push(e),
             }
         }
+        errors.dedup();
         if !errors.is_empty() {
             errors.sort_by(|a, b| a.path.cmp(&b.path));
             return Err(RuleErrors(errors));
@@ -246,7 +299,13 @@ impl RuleEngine {
             excepted: Vec::new(),
             deadline,
             time_budget: DEFAULT_TIME_BUDGET,
+            definitions,
         })
+    }
+
+    /// The lists, macros and lookup tables the rules were compiled with.
+    pub fn definitions(&self) -> &Arc<Definitions> {
+        &self.definitions
     }
 
     /// Set how long one per-event rule may run over one batch, and one
@@ -332,17 +391,18 @@ impl RuleEngine {
 
     /// Take over the state of `old`, the engine a rule reload replaces:
     /// correlation state is carried for the correlation rules whose id and
-    /// file text are unchanged (see [`Correlator::carry_state_from`]);
+    /// expanded query are unchanged (see [`Correlator::carry_state_from`]);
     /// per-event rules have no state. Returns the ids of the unchanged
     /// correlation rules.
     pub fn carry_state_from(&mut self, old: RuleEngine) -> std::collections::BTreeSet<String> {
+        // Unchanged means the same query once its lists and macros are
+        // expanded: a rule whose list changed starts its state afresh.
         let unchanged: std::collections::BTreeSet<String> = self
             .correlator
             .rules()
             .filter(|r| {
-                old.correlator
-                    .rules()
-                    .any(|o| o.meta.id == r.meta.id && o.sql == r.sql)
+                old.correlator.rules().any(|o| o.meta.id == r.meta.id)
+                    && old.correlator.query(&r.meta.id) == self.correlator.query(&r.meta.id)
             })
             .map(|r| r.meta.id.clone())
             .collect();
@@ -415,10 +475,11 @@ impl RuleEngine {
             .clone();
         for compiled in self
             .rules
-            .iter()
+            .iter_mut()
             .filter(|r| r.rule.meta.source == decoded.source)
         {
-            let meta = &compiled.rule.meta;
+            let rule = compiled.rule.clone();
+            let meta = &rule.meta;
             let span = tracing::info_span!("rule", rule = %meta.id, source = %decoded.source, matches = tracing::field::Empty);
             let started = std::time::Instant::now();
             let result = match fresh_plan(&compiled.plan) {
@@ -494,18 +555,42 @@ impl RuleEngine {
                         event_id,
                         origin: message.origin.clone(),
                     };
-                    alerts.push(Alert::new(
-                        meta,
-                        detected_at_ns,
-                        event_times.value(row),
-                        fields,
-                        vec![identity],
-                    ));
+                    let event_time = event_times.value(row);
+                    let alert =
+                        Alert::new(meta, detected_at_ns, event_time, fields, vec![identity]);
+                    alerts.extend(compiled.folds.admit(meta, alert, event_time));
                 }
+            }
+        }
+        // Suppression periods this batch's events have passed.
+        if let Some(latest) = datafusion::arrow::compute::max(&event_times) {
+            for compiled in self
+                .rules
+                .iter_mut()
+                .filter(|r| r.rule.meta.source == decoded.source)
+            {
+                alerts.extend(compiled.folds.expire(latest));
             }
         }
         slot.clear();
         (alerts, failures)
+    }
+
+    /// End of input: the summaries of every open suppression period of the
+    /// per-event rules.
+    pub fn finish_folds(&mut self) -> Vec<Alert> {
+        self.rules
+            .iter_mut()
+            .flat_map(|r| r.folds.finish())
+            .collect()
+    }
+
+    /// Forget the per-event rules' suppression periods (between
+    /// independent inputs).
+    pub fn reset_folds(&mut self) {
+        for r in &mut self.rules {
+            r.folds.clear();
+        }
     }
 }
 
@@ -532,6 +617,7 @@ pub(crate) fn rows_to_json(batch: &RecordBatch) -> Result<Vec<Map<String, Value>
 async fn compile_rule(
     ctx: &SessionContext,
     rule: &Rule,
+    expander: &Expander<'_>,
     deadline: &Arc<EvalDeadline>,
     shared_conditions: &Arc<super::conjunction::SharedConditions>,
     options: PlanOptions,
@@ -541,7 +627,7 @@ async fn compile_rule(
         line,
         message,
     };
-    let statement = checked_statement(rule).map_err(|(line, m)| err(line, m))?;
+    let statement = checked_statement(rule, expander)?;
     let state = ctx.state();
     let plan = state
         .statement_to_plan(DFStatement::Statement(Box::new(statement)))
@@ -573,13 +659,18 @@ async fn compile_rule(
 ///
 /// Only a single `SELECT` (optionally with `WITH`, `ORDER BY`, `LIMIT`) is
 /// accepted: no DDL, DML, `COPY`, `SET` or `EXPLAIN`.
-fn checked_statement(rule: &Rule) -> Result<Statement, (Option<usize>, String)> {
-    let mut statement = single_query(rule)?;
+fn checked_statement(rule: &Rule, expander: &Expander<'_>) -> Result<Statement, RuleError> {
+    let err = |line: Option<usize>, message: String| RuleError {
+        path: rule.path.clone(),
+        line,
+        message,
+    };
+    let mut statement = single_query(rule, expander)?;
     let Statement::Query(query) = &mut statement else {
         unreachable!("single_query returns a query")
     };
     let SetExpr::Select(select) = query.body.as_mut() else {
-        return Err((
+        return Err(err(
             None,
             "an event rule must be a single SELECT (no UNION, VALUES or nested set operations)"
                 .into(),
@@ -593,12 +684,12 @@ fn checked_statement(rule: &Rule) -> Result<Statement, (Option<usize>, String)> 
                 GroupByExpr::Expressions(exprs, _) => !exprs.is_empty(),
             };
             if grouped || select.having.is_some() {
-                return Err((None, "an event rule cannot GROUP BY or HAVING: it yields one alert per matching event".into()));
+                return Err(err(None, "an event rule cannot GROUP BY or HAVING: it yields one alert per matching event".into()));
             }
         }
     }
     if select.from.is_empty() {
-        return Err((
+        return Err(err(
             None,
             format!(
                 "the rule reads no table: it must select FROM {}",
@@ -607,7 +698,7 @@ fn checked_statement(rule: &Rule) -> Result<Statement, (Option<usize>, String)> 
         ));
     }
     if select.into.is_some() {
-        return Err((None, "SELECT INTO is not allowed in a rule".into()));
+        return Err(err(None, "SELECT INTO is not allowed in a rule".into()));
     }
     let has_wildcard = select.projection.iter().any(|p| {
         matches!(
@@ -625,16 +716,20 @@ fn checked_statement(rule: &Rule) -> Result<Statement, (Option<usize>, String)> 
     Ok(statement)
 }
 
-/// Parse a rule's SQL: exactly one statement, and a query.
-pub(crate) fn single_query(rule: &Rule) -> Result<Statement, (Option<usize>, String)> {
+/// Parse a rule's SQL: exactly one statement, and a query; then expand
+/// the lists and macros it uses.
+pub(crate) fn single_query(rule: &Rule, expander: &Expander<'_>) -> Result<Statement, RuleError> {
+    let err = |line: Option<usize>, message: String| RuleError {
+        path: rule.path.clone(),
+        line,
+        message,
+    };
     let mut statements = Parser::parse_sql(&GenericDialect {}, &rule.sql).map_err(|e| {
-        (
-            parser_error_line(&e.to_string()),
-            format!("SQL syntax error: {e}"),
-        )
+        let m = e.to_string();
+        err(line_in_message(&m), format!("SQL syntax error: {m}"))
     })?;
     if statements.len() != 1 {
-        return Err((
+        return Err(err(
             None,
             format!(
                 "a rule must be exactly one SELECT statement, found {}",
@@ -642,14 +737,15 @@ pub(crate) fn single_query(rule: &Rule) -> Result<Statement, (Option<usize>, Str
             ),
         ));
     }
-    let statement = statements.remove(0);
-    match statement {
-        Statement::Query(_) => Ok(statement),
-        _ => Err((
+    let mut statement = statements.remove(0);
+    if !matches!(statement, Statement::Query(_)) {
+        return Err(err(
             None,
             "a rule must be a SELECT query; DDL, DML, COPY and SET are not allowed".into(),
-        )),
+        ));
     }
+    expander.statement(&mut statement, &rule.path)?;
+    Ok(statement)
 }
 
 /// Every table a rule reads must be its declared source.
@@ -675,15 +771,6 @@ fn check_tables(plan: &LogicalPlan, source: SourceKind) -> Result<(), String> {
         )),
         None => Ok(()),
     }
-}
-
-/// Extract the line from sqlparser's "... at Line: 12, Column: 5" messages.
-fn parser_error_line(message: &str) -> Option<usize> {
-    let rest = &message[message.find("Line: ")? + 6..];
-    rest.split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ use serde_json::{Map, Value};
 use toml::Spanned;
 
 use super::{RuleError, RuleErrors};
+use crate::functions::lists::glob_match;
 
 /// File name of the exceptions file inside a rules directory.
 pub const DEFAULT_FILE_NAME: &str = "exceptions.toml";
@@ -71,6 +72,7 @@ pub struct Exception {
     pub expires_ns: Option<i64>,
     /// Where the entry is: `file:line`.
     pub location: String,
+    file: PathBuf,
     line: usize,
     rule_line: usize,
     field_line: usize,
@@ -99,7 +101,8 @@ impl Exception {
 /// The exceptions of a rule set.
 #[derive(Debug, Clone, Default)]
 pub struct Exceptions {
-    pub path: Option<PathBuf>,
+    /// The files they were read from (the pack's, then each overlay's).
+    pub paths: Vec<PathBuf>,
     pub entries: Vec<Exception>,
 }
 
@@ -196,12 +199,13 @@ impl Exceptions {
                 comment: e.comment,
                 expires_ns,
                 location: format!("{}:{line}", path.display()),
+                file: path.to_path_buf(),
                 line,
             });
         }
         if errors.is_empty() {
             Ok(Exceptions {
-                path: Some(path.to_path_buf()),
+                paths: vec![path.to_path_buf()],
                 entries,
             })
         } else {
@@ -215,9 +219,9 @@ impl Exceptions {
         &self,
         columns: impl Fn(&str) -> Option<Vec<String>>,
     ) -> Result<(), RuleErrors> {
-        let path = self.path.clone().unwrap_or_default();
         let mut errors = Vec::new();
         for e in &self.entries {
+            let path = e.file.clone();
             match columns(&e.rule) {
                 None => errors.push(RuleError {
                     path: path.clone(),
@@ -242,6 +246,12 @@ impl Exceptions {
         } else {
             Err(RuleErrors(errors))
         }
+    }
+
+    /// Add the entries of another file (a later layer's).
+    pub fn extend(&mut self, other: Exceptions) {
+        self.paths.extend(other.paths);
+        self.entries.extend(other.entries);
     }
 
     /// The first entry that suppresses an alert of `rule_id` with `fields` at `now_ns`.
@@ -286,28 +296,6 @@ fn parse_expiry(s: &str) -> Result<i64, String> {
     };
     t.timestamp_nanos_opt()
         .ok_or_else(|| format!("expires {s:?} is out of range"))
-}
-
-/// Glob match: `*` matches any run of bytes, `?` one byte, anything else itself.
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t]) {
-            p += 1;
-            t += 1;
-        } else if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, t));
-            p += 1;
-        } else if let Some((sp, st)) = star {
-            p = sp + 1;
-            t = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|c| *c == b'*')
 }
 
 #[cfg(test)]
@@ -447,15 +435,5 @@ expires = "2030-01-01"
             "[[exception]]\nrule = \"r\"\nfield = \"f\"\nvalues = [\"a\"]\nexpires = \"soon\"\n"
         )
         .contains("x.toml:5: invalid expires"));
-    }
-
-    #[test]
-    fn glob_matching() {
-        assert!(glob_match(b"a*c", b"abbbc"));
-        assert!(glob_match(b"a*c", b"ac"));
-        assert!(!glob_match(b"a*c", b"abd"));
-        assert!(glob_match(b"*-controller", b"kube-controller"));
-        assert!(glob_match(b"a?c", b"abc"));
-        assert!(!glob_match(b"a?c", b"ac"));
     }
 }

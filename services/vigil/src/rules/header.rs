@@ -109,9 +109,10 @@ pub struct RuleMeta {
     /// `window_end`. Events are retained this long past the watermark.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<Duration>,
-    /// Correlation rules: after an alert, further alerts with the same
-    /// `suppress_key` values within this event-time period are folded into
-    /// a count instead of being emitted.
+    /// After an alert, further alerts with the same `suppress_key` values
+    /// within this event-time period are folded into a count (and, for
+    /// per-event rules, into the events a summary alert names) instead of
+    /// being emitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppress: Option<Duration>,
     /// Output columns whose values identify "the same ongoing detection"
@@ -172,79 +173,122 @@ const OPTIONAL: [&str; 6] = [
     "suppress_key",
 ];
 
-/// Parse the header at the top of `text`.
-///
-/// Returns the metadata and the 1-based line of the first line after the
-/// header, or every problem found.
-pub fn parse_header(text: &str) -> Result<(RuleMeta, usize), Vec<HeaderError>> {
-    let mut values: BTreeMap<&'static str, (usize, String)> = BTreeMap::new();
-    let mut errors = Vec::new();
-    let mut last_key: Option<&'static str> = None;
-    let mut body_line = text.lines().count() + 1;
-    for (i, line) in text.lines().enumerate() {
-        let lineno = i + 1;
-        let trimmed = line.trim();
-        let Some(comment) = trimmed.strip_prefix("--") else {
-            if trimmed.is_empty() {
+/// The `-- key: value` lines at the top of a file: each known key's 1-based
+/// line and value (continuation lines joined), the 1-based line of the first
+/// line after the header, and the problems found (unknown or repeated keys,
+/// missing `required` keys). Shared by rule and macro files.
+pub(crate) struct CommentHeader<'k> {
+    pub values: BTreeMap<&'k str, (usize, String)>,
+    pub body_line: usize,
+    pub errors: Vec<HeaderError>,
+}
+
+impl<'k> CommentHeader<'k> {
+    pub fn parse(text: &str, required: &[&'k str], optional: &[&'k str]) -> CommentHeader<'k> {
+        let mut values: BTreeMap<&'k str, (usize, String)> = BTreeMap::new();
+        let mut errors = Vec::new();
+        let mut last_key: Option<&'k str> = None;
+        let mut body_line = text.lines().count() + 1;
+        for (i, line) in text.lines().enumerate() {
+            let lineno = i + 1;
+            let trimmed = line.trim();
+            let Some(comment) = trimmed.strip_prefix("--") else {
+                if trimmed.is_empty() {
+                    continue;
+                }
+                body_line = lineno;
+                break;
+            };
+            if comment.trim().is_empty() {
+                last_key = None;
                 continue;
             }
-            body_line = lineno;
-            break;
-        };
-        if comment.trim().is_empty() {
-            last_key = None;
-            continue;
-        }
-        if comment.starts_with("   ") || comment.starts_with('\t') {
-            if let Some(key) = last_key {
-                let entry = values.get_mut(key).expect("last key was inserted");
-                entry.1.push(' ');
-                entry.1.push_str(comment.trim());
-                continue;
+            if comment.starts_with("   ") || comment.starts_with('\t') {
+                if let Some(key) = last_key {
+                    let entry = values.get_mut(key).expect("last key was inserted");
+                    entry.1.push(' ');
+                    entry.1.push_str(comment.trim());
+                    continue;
+                }
             }
-        }
-        let Some((key, value)) = comment.split_once(':') else {
-            last_key = None;
-            continue; // a free-form comment inside the header
-        };
-        let key = key.trim();
-        let Some(known) = REQUIRED.iter().chain(OPTIONAL.iter()).find(|k| **k == key) else {
-            if key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !key.is_empty() {
+            let Some((key, value)) = comment.split_once(':') else {
+                last_key = None;
+                continue; // a free-form comment inside the header
+            };
+            let key = key.trim();
+            let Some(known) = required.iter().chain(optional.iter()).find(|k| **k == key) else {
+                if key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !key.is_empty() {
+                    errors.push(HeaderError {
+                        line: lineno,
+                        message: format!("unknown header key {key:?}"),
+                    });
+                }
+                last_key = None;
+                continue;
+            };
+            if values.contains_key(known) {
                 errors.push(HeaderError {
                     line: lineno,
-                    message: format!("unknown header key {key:?}"),
+                    message: format!("header key {key:?} given twice"),
                 });
             }
-            last_key = None;
-            continue;
-        };
-        if values.contains_key(known) {
-            errors.push(HeaderError {
-                line: lineno,
-                message: format!("header key {key:?} given twice"),
-            });
+            values.insert(*known, (lineno, value.trim().to_string()));
+            last_key = Some(*known);
         }
-        values.insert(known, (lineno, value.trim().to_string()));
-        last_key = Some(known);
-    }
-    for key in REQUIRED {
-        if !values.contains_key(key) {
-            errors.push(HeaderError {
-                line: 1,
-                message: format!("missing required header key {key:?}"),
-            });
+        for key in required {
+            if !values.contains_key(key) {
+                errors.push(HeaderError {
+                    line: 1,
+                    message: format!("missing required header key {key:?}"),
+                });
+            }
+        }
+        CommentHeader {
+            values,
+            body_line,
+            errors,
         }
     }
-    let get = |k: &str| values.get(k).map(|(_, v)| v.clone()).unwrap_or_default();
-    let line_of = |k: &str| values.get(k).map(|(l, _)| *l).unwrap_or(1);
-    let list = |k: &str| -> Vec<String> {
-        get(k)
+
+    /// The value of `key`, empty when absent.
+    pub fn get(&self, key: &str) -> String {
+        self.values
+            .get(key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+
+    /// The line of `key`, 1 when absent.
+    pub fn line_of(&self, key: &str) -> usize {
+        self.values.get(key).map(|(l, _)| *l).unwrap_or(1)
+    }
+
+    /// The comma-separated items of `key`.
+    pub fn list(&self, key: &str) -> Vec<String> {
+        self.get(key)
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect()
-    };
+    }
+}
+
+/// Parse the header at the top of `text`.
+///
+/// Returns the metadata and the 1-based line of the first line after the
+/// header, or every problem found.
+pub fn parse_header(text: &str) -> Result<(RuleMeta, usize), Vec<HeaderError>> {
+    let header = CommentHeader::parse(text, &REQUIRED, &OPTIONAL);
+    let CommentHeader {
+        ref values,
+        body_line,
+        ..
+    } = header;
+    let mut errors = header.errors.clone();
+    let get = |k: &str| header.get(k);
+    let line_of = |k: &str| header.line_of(k);
+    let list = |k: &str| header.list(k);
 
     let id = get("id");
     if values.contains_key("id")
@@ -323,12 +367,10 @@ pub fn parse_header(text: &str) -> Result<(RuleMeta, usize), Vec<HeaderError>> {
             line: line_of("mode"),
             message: "a correlation rule needs a window (e.g. `-- window: 10m`): how long events are retained".into(),
         }),
-        RuleMode::Event if values.contains_key("window") || values.contains_key("suppress") => {
-            errors.push(HeaderError {
-                line: line_of("window").max(line_of("suppress")),
-                message: "window and suppress apply to correlation rules (`-- mode: correlation`)".into(),
-            })
-        }
+        RuleMode::Event if values.contains_key("window") => errors.push(HeaderError {
+            line: line_of("window"),
+            message: "window applies to correlation rules (`-- mode: correlation`)".into(),
+        }),
         _ => {}
     }
     let suppress_key = list("suppress_key");

@@ -1,13 +1,18 @@
 //! Detection rules: SQL files with a metadata header, loaded from a
-//! directory tree (`sql-rules/<source>/<rule>.sql`), planned once by the
-//! [`engine::RuleEngine`].
+//! directory tree (`sql-rules/<source>/<rule>.sql`) together with the
+//! lists, macros and lookup tables they share ([`definitions`]) and a
+//! site's overlays ([`pack`]), planned once by the [`engine::RuleEngine`].
 
 pub mod budget;
 pub(crate) mod conjunction;
 pub mod coverage;
+pub mod definitions;
 pub mod engine;
 pub mod exceptions;
+pub mod fold;
 pub mod header;
+pub mod overrides;
+pub mod pack;
 pub(crate) mod slot;
 pub mod testing;
 
@@ -16,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 pub use engine::{RuleEngine, RuleFailure};
 pub use header::{RuleMeta, RuleMode, Severity};
+pub use pack::{Layers, RulePack, RuleSet};
 
 /// One rule as read from its file.
 #[derive(Debug, Clone)]
@@ -80,20 +86,20 @@ pub fn parse_rule(path: &Path, text: &str) -> Result<Rule, Vec<RuleError>> {
     }
 }
 
-/// Load and compile a rule set: the rules under `dir`, then its exceptions
-/// (the file `exceptions` if given, else `<dir>/exceptions.toml` if it
-/// exists), checked against the compiled rules.
+/// Load and compile a rule set: every layer ([`RulePack::load`]), the
+/// rules compiled with their definitions, then the exceptions checked
+/// against the compiled rules.
 pub async fn load_rule_set(
-    dir: &Path,
-    exceptions: Option<&Path>,
+    layers: &Layers,
     correlation: crate::correlate::CorrelationSettings,
 ) -> Result<RuleEngine, RuleErrors> {
-    let rules = load_dir(dir)?;
-    let exceptions = match exceptions {
-        Some(path) => exceptions::Exceptions::load(path)?,
-        None => exceptions::Exceptions::load_for_dir(dir)?,
-    };
-    let engine = RuleEngine::compile_with(rules, correlation).await?;
+    let pack = RulePack::load(layers)?;
+    let engine = RuleEngine::compile_with(pack.rule_set(), correlation).await?;
+    warn_expired(&pack.exceptions);
+    engine.with_exceptions(pack.exceptions)
+}
+
+fn warn_expired(exceptions: &exceptions::Exceptions) {
     let expired: Vec<String> = exceptions
         .expired(crate::detect::now_ns())
         .map(|e| e.location.clone())
@@ -101,7 +107,6 @@ pub async fn load_rule_set(
     if !expired.is_empty() {
         tracing::warn!(entries = ?expired, "expired exceptions no longer apply: remove them");
     }
-    engine.with_exceptions(exceptions)
 }
 
 /// [`load_rule_set`] split in two engines for `correlation.placement =
@@ -109,34 +114,60 @@ pub async fn load_rule_set(
 /// correlation rules (run by the leader). The exceptions are checked
 /// against the whole set and apply in both.
 pub async fn load_split_rule_set(
-    dir: &Path,
-    exceptions: Option<&Path>,
+    layers: &Layers,
     correlation: crate::correlate::CorrelationSettings,
 ) -> Result<(RuleEngine, RuleEngine), RuleErrors> {
-    let whole = load_rule_set(dir, exceptions, correlation.clone()).await?;
-    let (event_rules, correlation_rules): (Vec<Rule>, Vec<Rule>) = load_dir(dir)?
+    let whole = load_rule_set(layers, correlation.clone()).await?;
+    let set = RulePack::load(layers)?.rule_set();
+    let (event_rules, correlation_rules): (Vec<Rule>, Vec<Rule>) = set
+        .rules
         .into_iter()
         .partition(|r| r.meta.mode != RuleMode::Correlation);
-    let mut per_event = RuleEngine::compile_with(event_rules, correlation.clone()).await?;
-    let mut correlating = RuleEngine::compile_with(correlation_rules, correlation).await?;
+    let part = |rules: Vec<Rule>| RuleSet {
+        rules,
+        definitions: set.definitions.clone(),
+    };
+    let mut per_event = RuleEngine::compile_with(part(event_rules), correlation.clone()).await?;
+    let mut correlating = RuleEngine::compile_with(part(correlation_rules), correlation).await?;
     per_event.set_exceptions_unchecked(whole.exceptions().clone());
     correlating.set_exceptions_unchecked(whole.exceptions().clone());
     Ok((per_event, correlating))
 }
 
-/// Read every `*.sql` file under `dir` (recursively, in path order).
+/// Read every rule file under `dir` (recursively, in path order), not
+/// counting the macros under `dir/macros/`.
 ///
 /// Checks headers and that rule ids are unique; SQL is checked when the
-/// rules are compiled by the engine.
+/// rules are compiled by the engine. An empty directory is an error.
 pub fn load_dir(dir: &Path) -> Result<Vec<Rule>, RuleErrors> {
-    let mut files = Vec::new();
-    collect_sql_files(dir, &mut files).map_err(|e| {
-        RuleErrors(vec![RuleError {
+    let (rules, mut errors) = rules_in(dir);
+    if rules.is_empty() && errors.is_empty() {
+        errors.push(RuleError {
             path: dir.to_path_buf(),
             line: None,
-            message: format!("cannot read: {e}"),
-        }])
-    })?;
+            message: "no .sql rule files found".into(),
+        });
+    }
+    if errors.is_empty() {
+        Ok(rules)
+    } else {
+        Err(RuleErrors(errors))
+    }
+}
+
+/// The rules of one directory and the problems found reading them.
+pub(crate) fn rules_in(dir: &Path) -> (Vec<Rule>, Vec<RuleError>) {
+    let mut files = Vec::new();
+    if let Err(e) = collect_sql_files(dir, &dir.join(definitions::MACROS_DIR), &mut files) {
+        return (
+            Vec::new(),
+            vec![RuleError {
+                path: dir.to_path_buf(),
+                line: None,
+                message: format!("cannot read: {e}"),
+            }],
+        );
+    }
     files.sort();
     let mut rules: Vec<Rule> = Vec::new();
     let mut errors = Vec::new();
@@ -164,29 +195,22 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Rule>, RuleErrors> {
                             other.path.display()
                         ),
                     });
+                    continue;
                 }
                 rules.push(rule);
             }
             Err(e) => errors.extend(e),
         }
     }
-    if rules.is_empty() && errors.is_empty() {
-        errors.push(RuleError {
-            path: dir.to_path_buf(),
-            line: None,
-            message: "no .sql rule files found".into(),
-        });
-    }
-    if errors.is_empty() {
-        Ok(rules)
-    } else {
-        Err(RuleErrors(errors))
-    }
+    (rules, errors)
 }
 
-fn collect_sql_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+fn collect_sql_files(dir: &Path, skip: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
+        if path == skip {
+            continue;
+        }
         // Hidden entries are skipped: a Kubernetes ConfigMap volume holds
         // each file three times (`name` -> `..data/name` ->
         // `..<timestamp>/name`); only the visible one is the rule.
@@ -197,7 +221,7 @@ fn collect_sql_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> 
             continue;
         }
         if path.is_dir() {
-            collect_sql_files(&path, out)?;
+            collect_sql_files(&path, skip, out)?;
         } else if path.extension().is_some_and(|e| e == "sql") {
             out.push(path);
         }

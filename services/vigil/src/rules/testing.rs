@@ -245,7 +245,7 @@ mod tests {
     const EXCEPT_CI: &str = "[[exception]]\nrule = \"t.exec\"\nfield = \"namespace\"\nvalues = [\"ci\"]\ncomment = \"CI runners exec into build pods\"\n";
 
     async fn run_dir(d: &tempfile::TempDir) -> Vec<CaseResult> {
-        let engine = load_rule_set(d.path(), None, Default::default())
+        let engine = load_rule_set(&crate::rules::Layers::dir(d.path()), Default::default())
             .await
             .unwrap();
         let rules = crate::rules::load_dir(d.path()).unwrap();
@@ -291,7 +291,7 @@ mod tests {
             &[],
             "[[exception]]\nrule = \"t.exec\"\nfield = \"image\"\nvalues = [\"x\"]\n",
         );
-        let err = load_rule_set(d.path(), None, Default::default())
+        let err = load_rule_set(&crate::rules::Layers::dir(d.path()), Default::default())
             .await
             .err()
             .unwrap()
@@ -301,7 +301,7 @@ mod tests {
             &[],
             "[[exception]]\nrule = \"t.nope\"\nfield = \"namespace\"\nvalues = [\"x\"]\n",
         );
-        let err = load_rule_set(d.path(), None, Default::default())
+        let err = load_rule_set(&crate::rules::Layers::dir(d.path()), Default::default())
             .await
             .err()
             .unwrap()
@@ -315,7 +315,7 @@ mod tests {
     #[tokio::test]
     async fn excepted_alerts_are_counted_in_the_metrics() {
         let d = dir(&[], EXCEPT_CI);
-        let engine = load_rule_set(d.path(), None, Default::default())
+        let engine = load_rule_set(&crate::rules::Layers::dir(d.path()), Default::default())
             .await
             .unwrap();
         let metrics = Arc::new(Metrics::default());

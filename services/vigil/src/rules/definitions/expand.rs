@@ -1,0 +1,456 @@
+//! Expansion of definitions in a rule's SQL, before it is planned.
+//!
+//! Calls are replaced in the parsed statement, innermost first:
+//!
+//! | call | becomes |
+//! |---|---|
+//! | `macro_name(args)` | the macro's body in parentheses, each parameter replaced by its argument, its own calls expanded |
+//! | `in_list(x, 'name')` | `COALESCE(x IN ('a', 'b', ...), FALSE)` when no item is a glob (an empty list: `FALSE`); else `glob_match(x, make_array(...))` |
+//! | `any_in_list(xs, 'name')` | `glob_match_any(xs, make_array(...))`: some element of the string list `xs` matches |
+//! | `all_in_list(xs, 'name')` | `glob_match_all(xs, make_array(...))`: every element matches |
+//! | `list('name')` | `make_array('a', 'b', ...)` |
+//! | `lookup('table', 'column', key)` | itself, once the table and column are known to exist |
+//!
+//! The list functions are FALSE, never NULL, for a NULL value, so that
+//! `NOT in_list(...)` keeps a row whose value is unknown: an exclusion
+//! that cannot be checked does not apply. Every name must resolve: a call
+//! of a function that is neither a macro nor an SQL function, an unknown
+//! list or lookup table, a macro that calls itself, and a wrong number of
+//! arguments are errors at the line of the call.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectNamePart,
+    Statement, Value, VisitMut, VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use super::lists::Item;
+use super::{Definitions, Macro};
+use crate::rules::RuleError;
+
+/// Functions expanded here, whose names a macro cannot take.
+pub const LIST_FUNCTIONS: [&str; 5] = ["in_list", "any_in_list", "all_in_list", "list", "lookup"];
+
+/// A problem found while expanding, at a line of `path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpandError {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl From<ExpandError> for RuleError {
+    fn from(e: ExpandError) -> RuleError {
+        RuleError {
+            path: e.path,
+            line: e.line,
+            message: e.message,
+        }
+    }
+}
+
+/// Expands the definitions of one rule set.
+pub struct Expander<'a> {
+    defs: &'a Definitions,
+    /// Whether the session knows an SQL function (scalar, aggregate or
+    /// window) of this name.
+    is_function: &'a (dyn Fn(&str) -> bool + Sync),
+}
+
+impl<'a> Expander<'a> {
+    pub fn new(defs: &'a Definitions, is_function: &'a (dyn Fn(&str) -> bool + Sync)) -> Self {
+        Expander { defs, is_function }
+    }
+
+    /// Expand every call in a statement parsed from the file at `path`.
+    pub fn statement(&self, statement: &mut Statement, path: &Path) -> Result<(), ExpandError> {
+        let mut pass = Pass {
+            expander: self,
+            file: path.to_path_buf(),
+            stack: Vec::new(),
+        };
+        match statement.visit(&mut pass) {
+            ControlFlow::Continue(()) => Ok(()),
+            ControlFlow::Break(e) => Err(e),
+        }
+    }
+
+    /// Check every macro's body on its own (its parameters left as they
+    /// are), so a broken macro is reported at its own file even when no
+    /// rule calls it.
+    pub fn check_macros(&self) -> Vec<ExpandError> {
+        let mut errors = Vec::new();
+        for m in self.defs.macros.values() {
+            if (self.is_function)(&m.name) || LIST_FUNCTIONS.contains(&m.name.as_str()) {
+                errors.push(ExpandError {
+                    path: m.at.path.clone(),
+                    line: Some(m.at.line),
+                    message: format!(
+                        "macro {:?} has the name of an SQL function: rename it",
+                        m.name
+                    ),
+                });
+                continue;
+            }
+            let mut body = m.body.clone();
+            let mut pass = Pass {
+                expander: self,
+                file: m.at.path.clone(),
+                stack: vec![m.name.clone()],
+            };
+            if let ControlFlow::Break(e) = body.visit(&mut pass) {
+                errors.push(e);
+            }
+        }
+        errors
+    }
+}
+
+/// One expansion of a text: the file its spans are lines of, and the
+/// macros being expanded around it (to find cycles).
+struct Pass<'e, 'a> {
+    expander: &'e Expander<'a>,
+    file: PathBuf,
+    stack: Vec<String>,
+}
+
+impl VisitorMut for Pass<'_, '_> {
+    type Break = ExpandError;
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<ExpandError> {
+        if let Expr::Function(call) = expr {
+            if simple_name(call).is_some_and(|(name, _)| name == "cidr_contains") {
+                if let Err(e) = self.check_networks(call) {
+                    return ControlFlow::Break(e);
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<ExpandError> {
+        let Expr::Function(call) = expr else {
+            return ControlFlow::Continue(());
+        };
+        match self.call(call) {
+            Ok(Some(expanded)) => {
+                *expr = Expr::Nested(Box::new(expanded));
+                ControlFlow::Continue(())
+            }
+            Ok(None) => ControlFlow::Continue(()),
+            Err(e) => ControlFlow::Break(e),
+        }
+    }
+}
+
+impl Pass<'_, '_> {
+    fn error(&self, line: Option<usize>, message: String) -> ExpandError {
+        ExpandError {
+            path: self.file.clone(),
+            line,
+            message,
+        }
+    }
+
+    /// The expansion of a call, or `None` when it stays (an SQL function).
+    fn call(&self, call: &Function) -> Result<Option<Expr>, ExpandError> {
+        let Some((name, line)) = simple_name(call) else {
+            return Ok(None);
+        };
+        let defs = self.expander.defs;
+        if let Some(m) = defs.macros.get(&name) {
+            return self.macro_call(m, call, line).map(Some);
+        }
+        match name.as_str() {
+            "in_list" | "any_in_list" | "all_in_list" => {
+                let (value, list) = self.value_and_list(call, &name, line)?;
+                Ok(Some(parse(&membership(&name, &value, list))))
+            }
+            "list" => {
+                let args = self.args(call, &name, line, 1)?;
+                let items = self.list_arg(&args[0], line)?;
+                Ok(Some(parse(&array_literal(items))))
+            }
+            "lookup" => {
+                self.check_lookup(call, line)?;
+                Ok(None)
+            }
+            _ if (self.expander.is_function)(&name)
+                || PLANNER_FUNCTIONS.contains(&name.as_str()) =>
+            {
+                Ok(None)
+            }
+            _ => Err(self.error(line, format!("unknown function or macro {name:?}"))),
+        }
+    }
+
+    fn macro_call(
+        &self,
+        m: &Macro,
+        call: &Function,
+        line: Option<usize>,
+    ) -> Result<Expr, ExpandError> {
+        if let Some(i) = self.stack.iter().position(|n| *n == m.name) {
+            let cycle: Vec<&str> = self.stack[i..]
+                .iter()
+                .map(String::as_str)
+                .chain([m.name.as_str()])
+                .collect();
+            return Err(ExpandError {
+                path: m.at.path.clone(),
+                line: Some(m.at.line),
+                message: format!(
+                    "macro {:?} refers to itself: {}",
+                    m.name,
+                    cycle.join(" -> ")
+                ),
+            });
+        }
+        let args = self.args(call, &m.name, line, m.params.len())?;
+        let mut body = m.body.clone();
+        substitute(&mut body, &m.params, &args);
+        let mut inner = Pass {
+            expander: self.expander,
+            file: m.at.path.clone(),
+            stack: self.stack.iter().cloned().chain([m.name.clone()]).collect(),
+        };
+        match body.visit(&mut inner) {
+            ControlFlow::Continue(()) => Ok(body),
+            ControlFlow::Break(e) => Err(e),
+        }
+    }
+
+    /// The plain expression arguments of a call, exactly `n` of them.
+    fn args(
+        &self,
+        call: &Function,
+        name: &str,
+        line: Option<usize>,
+        n: usize,
+    ) -> Result<Vec<Expr>, ExpandError> {
+        let list = match &call.args {
+            FunctionArguments::List(l)
+                if l.duplicate_treatment.is_none() && l.clauses.is_empty() =>
+            {
+                &l.args
+            }
+            FunctionArguments::None => &Vec::new(),
+            _ => return Err(self.error(line, format!("{name}(...) takes plain arguments"))),
+        };
+        if call.over.is_some() || call.filter.is_some() {
+            return Err(self.error(
+                line,
+                format!("{name}(...) is not a window or aggregate function"),
+            ));
+        }
+        let args: Option<Vec<Expr>> = list
+            .iter()
+            .map(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
+        match args {
+            Some(args) if args.len() == n => Ok(args),
+            Some(args) => Err(self.error(
+                line,
+                format!("{name}(...) takes {n} argument(s), not {}", args.len()),
+            )),
+            None => Err(self.error(line, format!("{name}(...) takes plain arguments"))),
+        }
+    }
+
+    fn value_and_list(
+        &self,
+        call: &Function,
+        name: &str,
+        line: Option<usize>,
+    ) -> Result<(Expr, &[Item]), ExpandError> {
+        let args = self.args(call, name, line, 2)?;
+        let items = self.list_arg(&args[1], line)?;
+        Ok((args[0].clone(), items))
+    }
+
+    /// The items of the list a string-literal argument names.
+    fn list_arg(&self, arg: &Expr, line: Option<usize>) -> Result<&[Item], ExpandError> {
+        let (name, line) = literal(arg).map(|(s, l)| (s, l.or(line))).ok_or_else(|| {
+            self.error(
+                line,
+                "a list is named by a string literal, e.g. 'approved_registries'".into(),
+            )
+        })?;
+        match self.expander.defs.lists.get(&name) {
+            Some(list) => Ok(&list.items),
+            None => Err(self.error(line, format!("unknown list {name:?}"))),
+        }
+    }
+
+    fn check_lookup(&self, call: &Function, line: Option<usize>) -> Result<(), ExpandError> {
+        let args = self.args(call, "lookup", line, 3)?;
+        let named = |e: &Expr, what: &str| {
+            literal(e).ok_or_else(|| {
+                self.error(
+                    line,
+                    format!("lookup(...) takes the {what} as a string literal"),
+                )
+            })
+        };
+        let (table, table_line) = named(&args[0], "table name")?;
+        let (column, column_line) = named(&args[1], "column name")?;
+        let Some(lookup) = self.expander.defs.lookups.get(&table) else {
+            return Err(self.error(
+                table_line.or(line),
+                format!("unknown lookup table {table:?}"),
+            ));
+        };
+        if lookup.value_column(&column).is_none() {
+            return Err(self.error(
+                column_line.or(line),
+                format!(
+                    "lookup table {table:?} has no value column {column:?} (its columns: {})",
+                    lookup.columns[1..].join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `cidr_contains(list('name'), ip)` and `cidr_contains('10.0.0.0/8',
+    /// ip)`, seen before their arguments are expanded: the networks are
+    /// known here, so a malformed one is an error at its line rather than
+    /// a rule failing on every batch.
+    fn check_networks(&self, call: &Function) -> Result<(), ExpandError> {
+        let line = simple_name(call).and_then(|(_, l)| l);
+        let Ok(args) = self.args(call, "cidr_contains", line, 2) else {
+            return Ok(()); // the planner reports the arity
+        };
+        let networks: Vec<(String, ExpandError)> = match &args[0] {
+            Expr::Function(inner) if simple_name(inner).is_some_and(|(n, _)| n == "list") => {
+                let Ok(list_args) = self.args(inner, "list", line, 1) else {
+                    return Ok(()); // reported when list(...) is expanded
+                };
+                let Ok(items) = self.list_arg(&list_args[0], line) else {
+                    return Ok(());
+                };
+                items
+                    .iter()
+                    .map(|i| {
+                        let at = ExpandError {
+                            path: i.at.path.clone(),
+                            line: Some(i.at.line),
+                            message: String::new(),
+                        };
+                        (i.value.clone(), at)
+                    })
+                    .collect()
+            }
+            e => match literal(e) {
+                Some((s, l)) => vec![(s, self.error(l.or(line), String::new()))],
+                None => Vec::new(),
+            },
+        };
+        for (network, at) in networks {
+            if let Err(m) = crate::functions::network::parse_network(&network) {
+                return Err(ExpandError { message: m, ..at });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Functions DataFusion's SQL planner handles itself rather than through
+/// the function registry.
+const PLANNER_FUNCTIONS: [&str; 4] = ["unnest", "unnest_outer", "make_map", "map"];
+
+/// The name of a call of an unqualified function (lower case unless
+/// quoted) and the line it is on.
+fn simple_name(call: &Function) -> Option<(String, Option<usize>)> {
+    let [ObjectNamePart::Identifier(ident)] = call.name.0.as_slice() else {
+        return None;
+    };
+    let name = match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    };
+    Some((name, line_of(ident)))
+}
+
+fn line_of(ident: &Ident) -> Option<usize> {
+    match ident.span.start.line {
+        0 => None,
+        l => Some(l as usize),
+    }
+}
+
+/// A single-quoted string literal and its line.
+fn literal(e: &Expr) -> Option<(String, Option<usize>)> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) => {
+                let line = match v.span.start.line {
+                    0 => None,
+                    l => Some(l as usize),
+                };
+                Some((s.clone(), line))
+            }
+            _ => None,
+        },
+        Expr::Nested(inner) => literal(inner),
+        _ => None,
+    }
+}
+
+/// Replace each parameter, wherever the body names it, by its argument.
+fn substitute(body: &mut Expr, params: &[String], args: &[Expr]) {
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(body, |e| {
+        if let Expr::Identifier(ident) = e {
+            if ident.quote_style.is_none() {
+                let name = ident.value.to_lowercase();
+                if let Some(i) = params.iter().position(|p| *p == name) {
+                    *e = Expr::Nested(Box::new(args[i].clone()));
+                }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// An SQL string literal.
+fn quoted(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn array_literal(items: &[Item]) -> String {
+    if items.is_empty() {
+        return "CAST(make_array() AS VARCHAR[])".into();
+    }
+    let values: Vec<String> = items.iter().map(|i| quoted(&i.value)).collect();
+    format!("make_array({})", values.join(", "))
+}
+
+/// The SQL of a membership test (see the module doc).
+fn membership(function: &str, value: &Expr, items: &[Item]) -> String {
+    let plain = items.iter().all(|i| !i.is_glob());
+    match function {
+        "in_list" if items.is_empty() => "FALSE".into(),
+        "in_list" if plain => {
+            let values: Vec<String> = items.iter().map(|i| quoted(&i.value)).collect();
+            format!("COALESCE(({value}) IN ({}), FALSE)", values.join(", "))
+        }
+        "in_list" => format!("glob_match({value}, {})", array_literal(items)),
+        "any_in_list" => format!("glob_match_any({value}, {})", array_literal(items)),
+        _ => format!("glob_match_all({value}, {})", array_literal(items)),
+    }
+}
+
+/// Parse SQL this module generated.
+fn parse(sql: &str) -> Expr {
+    Parser::new(&GenericDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .unwrap_or_else(|e| panic!("generated SQL {sql:?} does not parse: {e}"))
+}
