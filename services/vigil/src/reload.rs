@@ -70,8 +70,16 @@ pub fn spawn(
     let mut watcher =
         notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
             Ok(event) => {
-                if !matches!(event.kind, notify::EventKind::Access(_))
-                    && event.paths.iter().any(|p| watched.is_relevant(p))
+                // A new directory (an overlay's `lists/`) may have files
+                // written into it before its own watch is in place: reload
+                // on its creation too.
+                let new_dir = matches!(
+                    event.kind,
+                    notify::EventKind::Create(notify::event::CreateKind::Folder)
+                );
+                if new_dir
+                    || (!matches!(event.kind, notify::EventKind::Access(_))
+                        && event.paths.iter().any(|p| watched.is_relevant(p)))
                 {
                     let _ = file_tx.send("file change");
                 }
@@ -301,6 +309,68 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("gave up waiting for {what}");
+    }
+
+    /// A list in an overlay: a malformed list keeps the running set; a
+    /// valid change is swapped in between batches.
+    #[tokio::test]
+    async fn list_changes_in_an_overlay_reload_the_set() {
+        let pack = tempfile::tempdir().unwrap();
+        let site = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(pack.path().join("lists")).unwrap();
+        std::fs::write(
+            pack.path().join("lists/verbs.toml"),
+            "[watched_verbs]\ndescription = \"verbs to report\"\nitems = [\"delete\"]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            pack.path().join("r.sql"),
+            per_event("t.r", "x").replace("verb = 'x'", "in_list(verb, 'watched_verbs')"),
+        )
+        .unwrap();
+        let source = RuleSource {
+            layers: Layers {
+                overlays: vec![site.path().to_path_buf()],
+                ..Layers::dir(pack.path())
+            },
+            correlation: Default::default(),
+        };
+        let metrics = Arc::new(Metrics::default());
+        let mut reloads = spawn(source.clone(), metrics.clone()).unwrap();
+        let mut d = Detector::new(
+            source.load().await.unwrap(),
+            Default::default(),
+            metrics.clone(),
+        );
+
+        std::fs::create_dir_all(site.path().join("lists")).unwrap();
+        let site_list = site.path().join("lists/site.toml");
+        std::fs::write(&site_list, "[watched_verbs]\nappend = [\"patch\", \"\"]\n").unwrap();
+        eventually("the reload failure", || metrics.rule_reloads(false) >= 1).await;
+        assert!(
+            reloads.try_recv().is_err(),
+            "an invalid list must not be handed over"
+        );
+
+        std::fs::write(&site_list, "[watched_verbs]\nappend = [\"patch\"]\n").unwrap();
+        let engine = tokio::time::timeout(Duration::from_secs(30), reloads.recv())
+            .await
+            .expect("a reload")
+            .unwrap();
+        let before = d.process(vec![event(1, "patch", 200, 1)]).await;
+        assert!(
+            before.alerts.is_empty(),
+            "the running set does not watch patch"
+        );
+        d.swap_engine(engine);
+        let after = d
+            .process(vec![event(2, "patch", 200, 2), event(3, "delete", 200, 3)])
+            .await;
+        assert_eq!(
+            after.alerts.len(),
+            2,
+            "the reloaded list watches patch and delete"
+        );
     }
 
     #[tokio::test]

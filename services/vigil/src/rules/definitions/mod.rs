@@ -269,3 +269,6 @@ pub fn describe(defs: &Definitions) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -340,3 +340,58 @@ async fn a_join_rule_joins_each_batch_with_itself_not_with_the_first_batch() {
     );
     assert_eq!(alerts[0].events[0].event_id, "id-1/ResponseComplete");
 }
+
+/// A per-event rule with `-- suppress`: the first alert of a key at once,
+/// the rest of the period folded into a summary that names their events;
+/// another key is not folded with it.
+#[tokio::test]
+async fn a_suppressed_event_rule_folds_repeats_into_a_summary() {
+    let header = HEADER.replace(
+        "-- author: test\n",
+        "-- author: test\n-- suppress: 10m\n-- suppress_key: namespace\n",
+    );
+    let r = rule_with_header(
+        &header,
+        "SELECT object_ref.namespace AS namespace, object_ref.name AS name FROM k8s_audit WHERE verb = 'create'",
+    );
+    let mut engine = RuleEngine::compile(vec![r]).await.unwrap();
+    let create = |i: u32, ns: &str, minute: u32| {
+        format!(
+            r#"{{"kind":"Event","auditID":"c{i}","stage":"ResponseComplete","verb":"create","objectRef":{{"resource":"pods","namespace":"{ns}","name":"p{i}"}},"requestReceivedTimestamp":"2024-01-01T00:{minute:02}:00Z"}}"#
+        )
+    };
+    let first = [
+        create(1, "web", 0),
+        create(2, "web", 1),
+        create(3, "api", 1),
+    ];
+    let (batch, messages) = audit(&first.iter().map(String::as_str).collect::<Vec<_>>());
+    let (alerts, failures) = engine.evaluate(&batch, &messages, 0).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    let names: Vec<&str> = alerts
+        .iter()
+        .map(|a| a.fields["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["p1", "p3"], "p2 is folded into web's period");
+
+    // A later batch past web's period: its summary comes out, naming p2.
+    let later = [create(4, "web", 3), create(5, "db", 12)];
+    let (batch, messages) = audit(&later.iter().map(String::as_str).collect::<Vec<_>>());
+    let (alerts, _) = engine.evaluate(&batch, &messages, 0).await;
+    let summaries: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.suppressed_count.is_some())
+        .collect();
+    assert_eq!(summaries.len(), 1, "{alerts:?}");
+    assert_eq!(summaries[0].suppressed_count, Some(2), "p2 and p4");
+    let named: Vec<&str> = summaries[0]
+        .events
+        .iter()
+        .map(|e| e.event_id.as_str())
+        .collect();
+    assert_eq!(named, ["c2/ResponseComplete", "c4/ResponseComplete"]);
+    assert!(alerts
+        .iter()
+        .any(|a| a.fields["name"] == "p5" && a.suppressed_count.is_none()));
+    assert!(engine.finish_folds().is_empty(), "nothing else was folded");
+}
