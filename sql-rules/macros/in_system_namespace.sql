@@ -1,0 +1,6 @@
+-- macro: in_system_namespace
+-- description: The request is about an object in one of the
+--    system_namespaces (kube-system, kube-public, kube-node-lease).
+COALESCE(
+  in_list(object_ref.namespace, 'system_namespaces'),
+  FALSE)
