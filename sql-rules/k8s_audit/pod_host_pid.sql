@@ -1,29 +1,34 @@
 -- id: k8s.pod_host_pid
 -- title: Pod using the host PID namespace
 -- severity: high
--- description: A pod or workload was created or changed with hostPID: true. The pod sees every process on the node: it can read their environment and, with enough privileges, enter them (nsenter -t 1) to break out of the container.
---    Pods created by control-plane controllers are skipped (their workload is
---    checked instead), as are failed requests.
+-- description: A pod or workload was created or changed with hostPID: true. The pod sees
+--    every process of the node, and with ptrace or a privileged container can
+--    enter them (nsenter -t 1) and take over the node.
+--    Whoever made the request is reported, controllers and kube-system accounts
+--    included. The objects a workload's controllers create fold into the
+--    workload's alert (one alert per workload and hour, then a summary naming the
+--    folded events). Not reported: pods and ReplicaSets a controller rolls out for
+--    their owner, or a kubelet mirrors, when every image is one of the
+--    trusted_workload_images.
 -- mitre: T1611
 -- source: k8s_audit
 -- tags: attack, privilege_escalation, cis_5.2
 -- author: Vigil
 -- references: https://kubernetes.io/docs/concepts/security/pod-security-standards/#baseline
 -- based_on: panther:Kubernetes.Pod.Host.PID, falco:Create HostPid Pod
+-- suppress: 1h
+-- suppress_key: workload
 SELECT
   user_info.username AS username,
   object_ref.resource AS resource,
   object_ref.namespace AS namespace,
-  object_ref.name AS name,
+  object_name() AS name,
+  workload_root() AS workload,
   verb AS verb,
   pod_spec.images AS images,
   source_ips[1] AS source_ip
 FROM k8s_audit
-WHERE object_ref.resource IN ('pods', 'deployments', 'daemonsets', 'statefulsets', 'replicasets',
-                              'replicationcontrollers', 'jobs', 'cronjobs', 'podtemplates')
-  AND COALESCE(object_ref.subresource, '') = ''
-  AND verb IN ('create', 'update', 'patch')
-  AND COALESCE(stage, '') <> 'RequestReceived'
-  AND COALESCE(response_status.code, 200) < 400
-  AND NOT regexp_like(COALESCE(user_info.username, ''), '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
+WHERE pod_spec_write()
+  AND request_succeeded()
   AND pod_spec.host_pid
+  AND NOT trusted_workload_rollout()

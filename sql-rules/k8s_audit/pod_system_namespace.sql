@@ -1,14 +1,15 @@
 -- id: k8s.pod_system_namespace
--- title: Pod or workload created in a system namespace
+-- title: Pod created in a system namespace
 -- severity: medium
--- description: A pod or workload was created in kube-system, kube-public or
---    kube-node-lease (the system_namespaces list). Attackers hide workloads among
+-- description: A pod was created in kube-system, kube-public or kube-node-lease
+--    (the system_namespaces list). Attackers hide workloads among
 --    the system pods, where they often inherit privileged service accounts. What
 --    creates objects there legitimately is not reported: a workload controller
 --    rolling out pods or ReplicaSets for their owner, or a kubelet mirroring its
 --    static pods, from trusted_workload_images only; and, when the audit policy
---    does not log request bodies, a workload controller creating the kind of
---    object it creates (nothing more can be checked then). Anyone else is
+--    does not log request bodies, a workload controller creating pods (nothing
+--    more can be checked then). A workload created there is not reported itself:
+--    the pods its controller creates are, under the workload's key. Anyone else is
 --    reported, kube-system accounts included: a pod without an owner created with
 --    a controller's token is the attack. The objects of one workload fold into
 --    one alert per hour. Subresources (evictions, bindings) and failures are ignored.
@@ -31,7 +32,7 @@ SELECT
   user_agent AS user_agent
 FROM k8s_audit
 WHERE verb = 'create'
-  AND in_list(object_ref.resource, 'workload_resources')
+  AND object_ref.resource = 'pods'
   AND COALESCE(object_ref.subresource, '') = ''
   AND in_system_namespace()
   AND request_succeeded()

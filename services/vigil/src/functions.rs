@@ -15,6 +15,7 @@
 //!   assignment for correlation rules (see docs/rules.md).
 //! * [`network`]: `cidr_contains`, `ip_is_private`, `ip_is_public`.
 //! * [`images`]: `image_registry`, `image_repository`.
+//! * [`paths`]: `path_clean`.
 //! * [`lists`]: `glob_match`, `glob_match_any`, `glob_match_all` (what the
 //!   list functions of rules expand to).
 //! * [`lookup`]: `lookup(table, column, key)` over a rule set's lookup
@@ -40,6 +41,7 @@ pub mod images;
 pub mod lists;
 pub mod lookup;
 pub mod network;
+pub mod paths;
 
 /// Register every function rules may use.
 pub fn register(registry: &mut dyn FunctionRegistry) -> Result<()> {
@@ -67,6 +69,7 @@ pub fn register_with(registry: &mut dyn FunctionRegistry, share_parsed_json: boo
         ScalarUDF::new_from_impl(network::IpClass::public()),
         ScalarUDF::new_from_impl(images::ImagePart::registry()),
         ScalarUDF::new_from_impl(images::ImagePart::repository()),
+        ScalarUDF::new_from_impl(paths::PathClean::default()),
         ScalarUDF::new_from_impl(lists::GlobMatch::one()),
         ScalarUDF::new_from_impl(lists::GlobMatch::any()),
         ScalarUDF::new_from_impl(lists::GlobMatch::all()),

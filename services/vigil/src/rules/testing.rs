@@ -14,7 +14,9 @@
 //! The events of a case form one batch, in one partition (the test file):
 //! nothing in a case is late, and the correlation windows are closed at the
 //! end of each case. The case passes when the rule fires at least once
-//! (`fires: true`) or not at all (`fires: false`). Every rule must have at
+//! (`fires: true`) or not at all (`fires: false`), and, when the case gives
+//! `"alerts": N`, raises exactly N alerts besides suppression summaries
+//! (how a rule that folds repeats is tested). Every rule must have at
 //! least one case of each kind: one that must fire and a near miss.
 
 use std::path::{Path, PathBuf};
@@ -37,6 +39,10 @@ const EVENT_KEY: &str = "$event";
 struct CaseIn {
     name: String,
     fires: bool,
+    /// How many alerts the rule raises, not counting suppression
+    /// summaries (for rules that fold repeated alerts).
+    #[serde(default)]
+    alerts: Option<usize>,
     events: Vec<serde_json::Value>,
 }
 
@@ -177,8 +183,18 @@ pub async fn run(rules: &[Rule], engine: RuleEngine) -> Vec<CaseResult> {
                 .iter()
                 .filter(|a| a.rule_id == rule.meta.id)
                 .count();
+            let raised = detections
+                .alerts
+                .iter()
+                .filter(|a| a.rule_id == rule.meta.id && a.suppressed_count.is_none())
+                .count();
             result.passed = (fired > 0) == case.fires;
-            if !result.passed {
+            if let Some(expected) = case.alerts.filter(|n| result.passed && *n != raised) {
+                result.passed = false;
+                result.detail = format!(
+                    "expected {expected} alert(s) besides suppression summaries; the rule raised {raised}"
+                );
+            } else if !result.passed {
                 let excepted: Vec<&str> = detections
                     .excepted
                     .iter()
