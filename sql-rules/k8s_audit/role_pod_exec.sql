@@ -1,8 +1,17 @@
 -- id: k8s.role_pod_exec
--- title: Role or ClusterRole granting pod exec created
+-- title: Role or ClusterRole granting pod exec or attach
 -- severity: medium
--- description: A Role or ClusterRole was created that allows creating pods/exec or pods/attach, i.e. running commands in containers (and reading their mounted secrets).
---    Roles created by control-plane components and failed requests are ignored.
+-- description: A Role or ClusterRole was created with a rule that names pods/exec,
+--    pods/attach, pods/* or * with any verb: running commands in
+--    containers (and reading their mounted secrets). Any verb, not only create:
+--    before Kubernetes 1.30 (and wherever the AuthorizePodWebsocketUpgrade-
+--    CreatePermission gate is off) get on pods/exec is enough to exec over
+--    WebSockets.
+--    Reported whoever makes the request, controller and kube-system accounts
+--    included; the only writes not reported are the ones the cluster makes for
+--    itself (legitimate_rbac_write: the API server's bootstrap policy, the
+--    aggregation controller's aggregated roles, a managed platform's labelled
+--    add-on objects). Failed requests are ignored.
 -- mitre: T1098, T1609
 -- source: k8s_audit
 -- tags: attack, privilege_escalation, rbac
@@ -13,14 +22,12 @@ SELECT
   user_info.username AS username,
   object_ref.resource AS resource,
   object_ref.namespace AS namespace,
-  COALESCE(object_ref.name, json_get_str(request_object, 'metadata', 'name')) AS role,
-  json_path_values(request_object, '$.rules[?@.resources[?@ == ''pods/exec'' || @ == ''pods/attach'' || @ == ''pods/*'' || @ == ''*''] && @.verbs[?@ == ''create'' || @ == ''*'']].resources') AS matched_resources,
-  json_path_values(request_object, '$.rules[?@.resources[?@ == ''pods/exec'' || @ == ''pods/attach'' || @ == ''pods/*'' || @ == ''*''] && @.verbs[?@ == ''create'' || @ == ''*'']].verbs') AS matched_verbs,
+  object_name() AS role,
+  json_get_json(request_object, 'rules') AS rules,
+  verb AS verb,
   source_ips[1] AS source_ip
 FROM k8s_audit
-WHERE object_ref.resource IN ('roles', 'clusterroles')
+WHERE role_write()
   AND verb = 'create'
-  AND COALESCE(stage, '') <> 'RequestReceived'
-  AND COALESCE(response_status.code, 200) < 400
-  AND NOT regexp_like(COALESCE(user_info.username, ''), '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
-  AND json_path_exists(request_object, '$.rules[?@.resources[?@ == ''pods/exec'' || @ == ''pods/attach'' || @ == ''pods/*'' || @ == ''*''] && @.verbs[?@ == ''create'' || @ == ''*'']]')
+  AND grants_pod_exec()
+  AND NOT legitimate_rbac_write()

@@ -4,8 +4,11 @@
 -- description: A namespaced RoleBinding was created or replaced that grants the
 --    cluster-admin or admin ClusterRole inside a namespace. Within that namespace
 --    the subjects get full control, including every secret and the right to
---    create RBAC objects there. Bindings made by control-plane components and
---    failed requests are ignored (ClusterRoleBindings are covered by
+--    create RBAC objects there. Reported whoever makes the request, controller and kube-system
+--    accounts included; the only writes not reported are the ones the cluster
+--    makes for itself (legitimate_rbac_write: the API server's bootstrap policy,
+--    a managed platform's labelled add-on objects).
+--    Failed requests are ignored (ClusterRoleBindings are covered by
 --    k8s.clusterrolebinding_privileged).
 -- mitre: T1098, T1078
 -- source: k8s_audit
@@ -16,16 +19,15 @@
 SELECT
   user_info.username AS username,
   object_ref.namespace AS namespace,
-  COALESCE(object_ref.name, json_get_str(request_object, 'metadata', 'name')) AS binding,
-  json_get_str(request_object, 'roleRef', 'name') AS role,
+  object_name() AS binding,
+  bound_role() AS role,
   json_path_values(request_object, '$.subjects[*].name') AS subjects,
   verb AS verb,
   source_ips[1] AS source_ip
 FROM k8s_audit
 WHERE object_ref.resource = 'rolebindings'
   AND verb IN ('create', 'update', 'patch')
-  AND COALESCE(stage, '') <> 'RequestReceived'
-  AND COALESCE(response_status.code, 200) < 400
-  AND NOT regexp_like(COALESCE(user_info.username, ''), '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
+  AND request_succeeded()
   AND json_get_str(request_object, 'roleRef', 'kind') = 'ClusterRole'
-  AND json_get_str(request_object, 'roleRef', 'name') IN ('cluster-admin', 'admin')
+  AND bound_role() IN ('cluster-admin', 'admin')
+  AND NOT legitimate_rbac_write()
