@@ -5,8 +5,9 @@
 --    (system:anonymous or the system:unauthenticated group). Anonymous access
 --    should be limited to health and discovery endpoints; anything else means an
 --    RBAC binding grants rights to everyone who can reach the API server. Health
---    probes (/healthz, /livez, /readyz, load-balancer and kube-probe checks) and
---    loopback clients are ignored.
+--    probes are ignored (health_probe: a health path, a load-balancer or kubelet
+--    probe, or the control-plane host itself, asking for no resource);
+--    anonymous access to a resource is reported from any address.
 -- mitre: T1190, T1078.001
 -- source: k8s_audit
 -- tags: attack, initial_access
@@ -23,11 +24,8 @@ SELECT
   user_agent AS user_agent,
   annotations['authorization.k8s.io/reason'] AS reason
 FROM k8s_audit
-WHERE (user_info.username IN ('system:anonymous', 'system:unauthenticated')
-       OR array_has(COALESCE(user_info.groups, make_array('')), 'system:unauthenticated'))
+WHERE anonymous_request()
   AND COALESCE(stage, '') <> 'RequestReceived'
   AND (annotations['authorization.k8s.io/decision'] = 'allow'
        OR response_status.code BETWEEN 200 AND 399)
-  AND NOT regexp_like(COALESCE(request_uri, ''), '^/(healthz|livez|readyz)([/?].*)?$')
-  AND NOT regexp_like(COALESCE(user_agent, ''), '^(ELB-HealthChecker|kube-probe|GoogleHC|Azure Traffic Manager)')
-  AND NOT regexp_like(COALESCE(source_ips[1], ''), '^(127\.|::1$)')
+  AND NOT health_probe()

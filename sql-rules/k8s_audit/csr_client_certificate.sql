@@ -4,8 +4,9 @@
 -- description: A CertificateSigningRequest for the kube-apiserver-client signer
 --    (client auth) was created by a user or workload. Once approved, the
 --    certificate is a long-lived credential that cannot be revoked short of
---    rotating the cluster CA. Control-plane components and the kubelet signer
---    (node bootstrap) are ignored.
+--    rotating the cluster CA. Reported whoever asks, system accounts included;
+--    kubelets' own certificates use other signers (kube-apiserver-client-kubelet,
+--    kubelet-serving) and are not this rule's.
 -- mitre: T1098, T1552, T1649
 -- source: k8s_audit
 -- tags: attack, persistence, credential_access
@@ -14,7 +15,7 @@
 -- based_on: panther:Kubernetes.ClientCertificate.Created
 SELECT
   user_info.username AS username,
-  COALESCE(object_ref.name, json_get_str(request_object, 'metadata', 'name')) AS csr,
+  object_name() AS csr,
   json_get_str(request_object, 'spec', 'signerName') AS signer,
   json_path_values(request_object, '$.spec.usages[*]') AS usages,
   json_path_values(request_object, '$.spec.groups[*]') AS requested_groups,
@@ -24,7 +25,5 @@ FROM k8s_audit
 WHERE object_ref.resource = 'certificatesigningrequests'
   AND COALESCE(object_ref.subresource, '') = ''
   AND verb = 'create'
-  AND COALESCE(stage, '') <> 'RequestReceived'
-  AND COALESCE(response_status.code, 200) < 400
+  AND request_succeeded()
   AND json_get_str(request_object, 'spec', 'signerName') = 'kubernetes.io/kube-apiserver-client'
-  AND NOT regexp_like(COALESCE(user_info.username, ''), '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')

@@ -4,7 +4,8 @@
 -- description: A user or workload deleted Kubernetes Event objects. Events record
 --    scheduling, pulls, restarts and failures; deleting them hides traces of
 --    malicious pods. The control plane expires events on its own (TTL) without
---    delete calls from users; control-plane components are ignored anyway.
+--    delete calls; the only deletions not reported are the namespace controller
+--    emptying a namespace being deleted (namespace_cleanup).
 -- mitre: T1070
 -- source: k8s_audit
 -- tags: attack, defense_evasion
@@ -21,6 +22,5 @@ SELECT
 FROM k8s_audit
 WHERE object_ref.resource = 'events'
   AND verb IN ('delete', 'deletecollection')
-  AND COALESCE(stage, '') <> 'RequestReceived'
-  AND COALESCE(response_status.code, 200) < 400
-  AND NOT regexp_like(COALESCE(user_info.username, ''), '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
+  AND request_succeeded()
+  AND NOT namespace_cleanup()

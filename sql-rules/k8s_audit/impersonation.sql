@@ -23,7 +23,7 @@ SELECT
   response_status.code AS code,
   source_ips[1] AS source_ip
 FROM k8s_audit
-WHERE COALESCE(stage, '') NOT IN ('RequestReceived', 'ResponseStarted')
+WHERE final_record()
   AND (impersonated_user.username IS NOT NULL
        OR cardinality(impersonated_user.groups) > 0
        OR verb = 'impersonate')

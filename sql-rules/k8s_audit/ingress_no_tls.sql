@@ -14,15 +14,14 @@
 SELECT
   user_info.username AS username,
   object_ref.namespace AS namespace,
-  COALESCE(object_ref.name, json_get_str(request_object, 'metadata', 'name')) AS ingress,
+  object_name() AS ingress,
   json_path_values(request_object, '$.spec.rules[*].host') AS hosts,
   source_ips[1] AS source_ip
 FROM k8s_audit
 WHERE object_ref.resource = 'ingresses'
   AND COALESCE(object_ref.subresource, '') = ''
   AND verb = 'create'
-  AND COALESCE(stage, '') <> 'RequestReceived'
-  AND COALESCE(response_status.code, 200) < 400
+  AND request_succeeded()
   AND request_object IS NOT NULL
-  AND COALESCE(object_ref.namespace, '') NOT IN ('kube-system', 'kube-public', 'kube-node-lease')
+  AND NOT in_system_namespace()
   AND COALESCE(json_length(request_object, 'spec', 'tls'), 0) = 0

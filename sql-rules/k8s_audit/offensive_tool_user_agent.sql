@@ -2,9 +2,10 @@
 -- title: API request from a Kubernetes offensive or scanning tool
 -- severity: high
 -- description: The API server received a request whose User-Agent names a known
---    Kubernetes attack, enumeration or secret-scanning tool (Peirates,
---    kube-hunter, Rakkess/access-matrix, TruffleHog, AzureHound, MicroScanner,
---    kubiscan, kdigger, CDK, Stratus Red Team, kubeletctl). Failed requests are
+--    Kubernetes attack, enumeration or secret-scanning tool
+--    (offensive_tool_user_agents: Peirates, kube-hunter, Rakkess/access-matrix,
+--    TruffleHog, AzureHound, MicroScanner, kubiscan, kdigger, CDK, Stratus Red
+--    Team, kubeletctl, kubesploit). Failed requests are
 --    reported too: probing is the signal.
 -- mitre: T1613, T1046, T1552.007
 -- source: k8s_audit
@@ -21,5 +22,4 @@ SELECT
   source_ips[1] AS source_ip
 FROM k8s_audit
 WHERE COALESCE(stage, '') <> 'RequestReceived'
-  AND regexp_like(lower(COALESCE(user_agent, '')),
-    '(peirates|kube-hunter|kubehunter|access_matrix|rakkess|trufflehog|azurehound|micro-scanner|kubiscan|kdigger|cdk/|stratus-red-team|kubeletctl|kubesploit)')
+  AND in_list(lower(user_agent), 'offensive_tool_user_agents')

@@ -4,7 +4,8 @@
 -- description: A user or workload service account created a
 --    SelfSubjectRulesReview, i.e. asked the API server to list everything it is
 --    allowed to do. It is the first thing attackers run with a freshly stolen
---    token. Control-plane components are ignored.
+--    token, whoever made it: a stolen system account's token is enumerated the
+--    same way.
 -- mitre: T1069.003, T1613
 -- source: k8s_audit
 -- tags: attack, discovery
@@ -20,4 +21,3 @@ FROM k8s_audit
 WHERE object_ref.resource = 'selfsubjectrulesreviews'
   AND verb = 'create'
   AND COALESCE(stage, '') <> 'RequestReceived'
-  AND NOT regexp_like(COALESCE(user_info.username, ''), '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')

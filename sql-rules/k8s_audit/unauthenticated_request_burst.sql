@@ -34,13 +34,9 @@ SELECT
 FROM (
   SELECT *, unnest(hop_ends(event_time, INTERVAL '1 minute', INTERVAL '20 seconds')) AS window_end
   FROM k8s_audit
-  WHERE (user_info.username IN ('system:anonymous', 'system:unauthenticated')
-         OR array_has(COALESCE(user_info.groups, make_array('')), 'system:unauthenticated')
-         OR response_status.code = 401)
+  WHERE (anonymous_request() OR response_status.code = 401)
     AND COALESCE(stage, 'ResponseComplete') = 'ResponseComplete'
-    AND NOT regexp_like(COALESCE(request_uri, ''), '^/(healthz|livez|readyz|version)([/?].*)?$')
-    AND NOT regexp_like(COALESCE(user_agent, ''), '^(ELB-HealthChecker|kube-probe|GoogleHC|Azure Traffic Manager)')
-    AND NOT regexp_like(COALESCE(source_ips[1], ''), '^(127\.|::1$)')
+    AND NOT health_probe()
 ) s
 GROUP BY COALESCE(source_ips[1], ''), window_end
 HAVING count(*) >= 20
