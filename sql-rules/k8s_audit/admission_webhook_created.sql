@@ -14,7 +14,7 @@
 SELECT
   user_info.username AS username,
   object_ref.resource AS resource,
-  COALESCE(object_ref.name, json_get_str(request_object, 'metadata', 'name')) AS name,
+  object_name() AS name,
   json_path_values(request_object, '$.webhooks[*].clientConfig.url') AS urls,
   json_path_values(request_object, '$.webhooks[*].clientConfig.service.name') AS services,
   source_ips[1] AS source_ip,
@@ -22,5 +22,4 @@ SELECT
 FROM k8s_audit
 WHERE object_ref.resource IN ('mutatingwebhookconfigurations', 'validatingwebhookconfigurations')
   AND verb = 'create'
-  AND COALESCE(stage, '') <> 'RequestReceived'
-  AND COALESCE(response_status.code, 200) < 400
+  AND request_succeeded()

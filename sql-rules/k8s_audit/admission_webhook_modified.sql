@@ -5,10 +5,14 @@
 --    ValidatingWebhookConfiguration was updated, patched or deleted. Redirecting
 --    a webhook to an attacker endpoint intercepts API requests; deleting or
 --    loosening a policy webhook (OPA Gatekeeper, Kyverno) disables admission
---    controls. Updates and patches by service accounts are ignored: operators
---    (cert-manager cainjector, Gatekeeper, ingress-nginx, prometheus-operator)
---    rewrite their own webhooks' CA bundles all the time. Deletions by service
---    accounts are reported; control-plane components are ignored.
+--    controls. Operators (cert-manager's cainjector, Gatekeeper, ingress-nginx,
+--    prometheus-operator) rewrite the CA bundles of webhooks all the time: an
+--    update or patch by a service account is not reported when no webhook of
+--    the request body calls a URL (clientConfig.url), i.e. when the webhooks
+--    still call in-cluster services. A service account pointing a webhook at a
+--    URL, anyone else's change, and every deletion are reported, system
+--    accounts included. Without request bodies (Metadata audit level) a service
+--    account's update cannot be told from a redirect and is not reported.
 -- mitre: T1562.001, T1546
 -- source: k8s_audit
 -- tags: attack, defense_evasion, persistence
@@ -25,7 +29,7 @@ SELECT
 FROM k8s_audit
 WHERE object_ref.resource IN ('mutatingwebhookconfigurations', 'validatingwebhookconfigurations')
   AND verb IN ('update', 'patch', 'delete', 'deletecollection')
-  AND COALESCE(stage, '') <> 'RequestReceived'
-  AND COALESCE(response_status.code, 200) < 400
-  AND NOT regexp_like(COALESCE(user_info.username, ''), '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
-  AND NOT (starts_with(COALESCE(user_info.username, ''), 'system:serviceaccount:') AND verb IN ('update', 'patch'))
+  AND request_succeeded()
+  AND NOT (starts_with(COALESCE(user_info.username, ''), 'system:serviceaccount:')
+           AND verb IN ('update', 'patch')
+           AND NOT COALESCE(json_path_exists(request_object, '$..clientConfig.url'), FALSE))

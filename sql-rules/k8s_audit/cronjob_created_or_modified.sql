@@ -3,8 +3,10 @@
 -- severity: low
 -- description: A CronJob was created, updated or patched. Scheduled jobs are a
 --    simple way to keep code running in the cluster (re-launching a miner or a
---    reverse shell) after the original foothold is gone. Control-plane
---    components working in system namespaces and failed requests are ignored.
+--    reverse shell) after the original foothold is gone. Reported whoever makes
+--    the request, system accounts included (the CronJob controller creates Jobs,
+--    never CronJobs), except a managed platform's labelled add-ons
+--    (platform_managed_write); failed requests are ignored.
 -- mitre: T1053.007
 -- source: k8s_audit
 -- tags: attack, persistence, execution
@@ -15,7 +17,7 @@ SELECT
   user_info.username AS username,
   verb AS verb,
   object_ref.namespace AS namespace,
-  COALESCE(object_ref.name, json_get_str(request_object, 'metadata', 'name')) AS cronjob,
+  object_name() AS cronjob,
   json_get_str(request_object, 'spec', 'schedule') AS schedule,
   pod_spec.images AS images,
   source_ips[1] AS source_ip
@@ -23,7 +25,5 @@ FROM k8s_audit
 WHERE object_ref.resource = 'cronjobs'
   AND COALESCE(object_ref.subresource, '') = ''
   AND verb IN ('create', 'update', 'patch')
-  AND COALESCE(stage, '') <> 'RequestReceived'
-  AND COALESCE(response_status.code, 200) < 400
-  AND NOT (regexp_like(COALESCE(user_info.username, ''), '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
-           AND object_ref.namespace IN ('kube-system', 'kube-public', 'kube-node-lease'))
+  AND request_succeeded()
+  AND NOT platform_managed_write()

@@ -3,8 +3,10 @@
 -- severity: low
 -- description: A DaemonSet was created. It runs a copy of its pod on every node,
 --    which makes it the natural vehicle for cluster-wide persistence, credential
---    harvesting on each node, or cryptomining. Control-plane components and
---    failed requests are ignored.
+--    harvesting on each node, or cryptomining. Reported whoever makes the
+--    request, system accounts included (the DaemonSet controller creates pods,
+--    never DaemonSets), except a managed platform's labelled add-ons
+--    (platform_managed_write); failed requests are ignored.
 -- mitre: T1610, T1543
 -- source: k8s_audit
 -- tags: attack, persistence, execution
@@ -14,7 +16,7 @@
 SELECT
   user_info.username AS username,
   object_ref.namespace AS namespace,
-  COALESCE(object_ref.name, json_get_str(request_object, 'metadata', 'name')) AS daemonset,
+  object_name() AS daemonset,
   pod_spec.images AS images,
   pod_spec.host_paths AS host_paths,
   source_ips[1] AS source_ip,
@@ -23,6 +25,5 @@ FROM k8s_audit
 WHERE object_ref.resource = 'daemonsets'
   AND COALESCE(object_ref.subresource, '') = ''
   AND verb = 'create'
-  AND COALESCE(stage, '') <> 'RequestReceived'
-  AND COALESCE(response_status.code, 200) < 400
-  AND NOT regexp_like(COALESCE(user_info.username, ''), '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
+  AND request_succeeded()
+  AND NOT platform_managed_write()

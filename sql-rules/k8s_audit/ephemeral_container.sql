@@ -22,5 +22,4 @@ FROM k8s_audit
 WHERE object_ref.resource = 'pods'
   AND object_ref.subresource = 'ephemeralcontainers'
   AND verb IN ('update', 'patch', 'create')
-  AND COALESCE(stage, '') <> 'RequestReceived'
-  AND COALESCE(response_status.code, 200) < 400
+  AND request_succeeded()

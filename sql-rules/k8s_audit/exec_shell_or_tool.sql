@@ -15,15 +15,13 @@ SELECT
   user_info.username AS username,
   object_ref.namespace AS namespace,
   object_ref.name AS pod,
-  COALESCE(NULLIF(array_to_string(json_path_values(request_object, '$.command[*]'), ' '), ''), request_uri) AS command,
+  exec_command() AS command,
   source_ips[1] AS source_ip,
   user_agent AS user_agent
 FROM k8s_audit
-WHERE object_ref.resource = 'pods'
+WHERE pod_session()
   AND object_ref.subresource = 'exec'
-  AND verb IN ('create', 'get')
-  AND COALESCE(stage, '') <> 'RequestReceived'
-  AND COALESCE(response_status.code, 200) < 400
+  AND request_succeeded()
   AND regexp_like(
-    lower(COALESCE(NULLIF(array_to_string(json_path_values(request_object, '$.command[*]'), ' '), ''), request_uri, '')),
+    lower(COALESCE(exec_command(), '')),
     '(^|[=/ ]|%2f)(sh|bash|ash|dash|zsh|busybox|curl|wget|python[0-9.]*|perl|kubectl)(&|$| )')

@@ -20,8 +20,5 @@ SELECT
   user_agent AS user_agent,
   response_status.code AS code
 FROM k8s_audit
-WHERE object_ref.resource = 'pods'
-  AND object_ref.subresource IN ('exec', 'attach')
-  AND verb IN ('create', 'get')
-  AND COALESCE(stage, '') <> 'RequestReceived'
-  AND COALESCE(response_status.code, 200) < 400
+WHERE pod_session()
+  AND request_succeeded()

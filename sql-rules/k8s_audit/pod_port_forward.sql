@@ -21,5 +21,4 @@ FROM k8s_audit
 WHERE object_ref.resource = 'pods'
   AND object_ref.subresource = 'portforward'
   AND verb IN ('create', 'get')
-  AND COALESCE(stage, '') <> 'RequestReceived'
-  AND COALESCE(response_status.code, 200) < 400
+  AND request_succeeded()
