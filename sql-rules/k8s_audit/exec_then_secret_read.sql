@@ -37,24 +37,17 @@ FROM (
   SELECT __row, event_time, user_info.username AS username, verb,
     object_ref.namespace AS namespace, object_ref.name AS secret, source_ips[1] AS source_ip
   FROM k8s_audit
-  WHERE user_info.username IS NOT NULL
+  WHERE secret_read()
+    AND user_info.username IS NOT NULL
     AND COALESCE(response_status.code, 200) < 400
-    AND object_ref.resource = 'secrets'
-    AND verb IN ('get', 'list', 'watch')
-    AND COALESCE(stage, '') NOT IN ('RequestReceived', 'ResponseStarted')
-    AND NOT starts_with(COALESCE(object_ref.name, ''), 'sh.helm.release.v1.')
-    AND NOT regexp_like(COALESCE(request_uri, ''), 'labelSelector=[^&]*owner%3Dhelm')
 ) r
 JOIN (
   SELECT __row, event_time, user_info.username AS username,
     concat(object_ref.namespace, '/', object_ref.name) AS pod
   FROM k8s_audit
-  WHERE user_info.username IS NOT NULL
-    AND COALESCE(response_status.code, 200) < 400
-    AND object_ref.resource = 'pods'
-    AND object_ref.subresource IN ('exec', 'attach')
-    AND verb IN ('create', 'get')
-    AND COALESCE(stage, '') <> 'RequestReceived'
+  WHERE pod_session()
+    AND request_succeeded()
+    AND user_info.username IS NOT NULL
 ) x
   ON x.username = r.username
  AND x.event_time <= r.event_time

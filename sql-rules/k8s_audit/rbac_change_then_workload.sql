@@ -9,7 +9,9 @@
 --    workload (pod, deployment, daemonset, statefulset, replicaset, job,
 --    cronjob) with the same identity: escalate, then use the new rights to
 --    run code (often a pod running as the newly bound service account).
---    Both requests must have succeeded; control-plane identities are ignored.
+--    Both requests must have succeeded. Every identity counts, system accounts
+--    included; binding changes the cluster makes for itself
+--    (legitimate_rbac_write) are not.
 --    The role is read from the binding's requestObject (or responseObject for
 --    patches), so the audit policy must log rbac.authorization.k8s.io at
 --    Request level or above: with Metadata-only audit logs this rule cannot
@@ -45,34 +47,28 @@ SELECT
 FROM (
   SELECT __row, event_time, user_info.username AS username, verb,
     object_ref.resource AS resource, object_ref.namespace AS namespace,
-    COALESCE(object_ref.name, json_get_str(request_object, 'metadata', 'name')) AS workload
+    object_name() AS workload
   FROM k8s_audit
   WHERE user_info.username IS NOT NULL
-    AND NOT regexp_like(user_info.username, '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
-    AND COALESCE(stage, '') <> 'RequestReceived'
-    AND COALESCE(response_status.code, 200) < 400
+    AND request_succeeded()
     AND verb IN ('create', 'update', 'patch')
-    AND object_ref.resource IN ('pods', 'deployments', 'daemonsets', 'statefulsets', 'replicasets', 'jobs', 'cronjobs')
+    AND in_list(object_ref.resource, 'workload_resources')
     AND object_ref.subresource IS NULL
 ) w
 JOIN (
   SELECT __row, event_time, user_info.username AS username,
     concat(object_ref.resource, ' ', COALESCE(object_ref.namespace, ''), '/',
-           COALESCE(object_ref.name, json_get_str(request_object, 'metadata', 'name'), '')) AS binding,
-    COALESCE(json_get_str(request_object, 'roleRef', 'name'), json_get_str(response_object, 'roleRef', 'name')) AS role
+           COALESCE(object_name(), '')) AS binding,
+    bound_role() AS role
   FROM k8s_audit
   WHERE user_info.username IS NOT NULL
-    AND NOT regexp_like(user_info.username, '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
-    AND COALESCE(stage, '') <> 'RequestReceived'
-    AND COALESCE(response_status.code, 200) < 400
+    AND request_succeeded()
     AND verb IN ('create', 'update', 'patch')
     AND object_ref.resource IN ('rolebindings', 'clusterrolebindings')
-    AND (COALESCE(json_get_str(request_object, 'roleRef', 'name'), json_get_str(response_object, 'roleRef', 'name')) IN (
-           'cluster-admin', 'admin', 'edit', 'system:masters', 'system:kube-controller-manager',
-           'system:kube-scheduler', 'system:node', 'system:controller:clusterrole-aggregation-controller')
-         OR array_has_any(
-           json_path_values(COALESCE(request_object, response_object), '$.subjects[*].name'),
-           make_array('system:authenticated', 'system:unauthenticated', 'system:serviceaccounts', 'system:anonymous')))
+    AND (in_list(bound_role(), 'privileged_cluster_roles')
+         OR bound_role() = 'edit'
+         OR any_in_list(json_path_values(COALESCE(request_object, response_object), '$.subjects[*].name'), 'everyone_groups'))
+    AND NOT legitimate_rbac_write()
 ) b
   ON b.username = w.username
  AND b.event_time <= w.event_time

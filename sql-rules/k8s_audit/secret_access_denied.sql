@@ -1,12 +1,12 @@
 -- id: k8s.secret_access_denied
 -- title: Secret read denied
 -- severity: medium
--- description: A user or workload service account tried to get a Secret and was
---    refused (401, 403) or asked for one that does not exist (404). Occasional
---    failures are RBAC mistakes; bursts are secret guessing or enumeration with a
---    stolen token. Control-plane components are ignored, and so are "get or
---    create" lookups that end in 404: a service account looking for a secret in
---    its own namespace, or Helm checking before it installs.
+-- description: A user or workload tried to get a Secret and was refused (401, 403) or
+--    asked for one that does not exist (404). Occasional failures are RBAC
+--    mistakes; bursts are secret guessing or enumeration with a stolen token.
+--    Reported whoever asks, system accounts included, except "get or create"
+--    lookups that end in 404: a service account looking for a secret in its own
+--    namespace (own_namespace_read), or Helm checking before it installs.
 -- mitre: T1552.007, T1613
 -- source: k8s_audit
 -- tags: attack, credential_access, discovery
@@ -25,7 +25,6 @@ FROM k8s_audit
 WHERE object_ref.resource = 'secrets'
   AND verb = 'get'
   AND response_status.code IN (401, 403, 404)
-  AND NOT regexp_like(COALESCE(user_info.username, ''), '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
   AND NOT (response_status.code = 404
-           AND (starts_with(COALESCE(user_info.username, ''), 'system:serviceaccount:' || COALESCE(object_ref.namespace, '') || ':')
+           AND (own_namespace_read()
                 OR starts_with(COALESCE(user_agent, ''), 'Helm/')))

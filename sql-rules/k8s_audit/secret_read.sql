@@ -1,13 +1,16 @@
 -- id: k8s.secret_read
 -- title: Secret read by a user
 -- severity: low
--- description: A human (or cloud IAM) user, not a system:* identity, successfully
---    read (get), listed or watched Secrets. Reading secrets is how stolen
---    credentials are turned into access to databases, registries and cloud
---    accounts, and people rarely need to. Helm's own release records
---    (sh.helm.release.v1.*, owner=helm) are ignored. Service accounts are left to
---    k8s.secrets_dump_all_namespaces; a per-user volume threshold (bulk access)
---    needs a correlation rule.
+-- description: Secrets were read (get, list or watch of a namespace) by an identity
+--    that does not own them: a person or cloud IAM user reading any secret, or
+--    a service account reading a secret outside its own namespace (a stolen
+--    token turned into database, registry and cloud credentials). Not reported:
+--    service accounts reading their own namespace's secrets (own_namespace_read),
+--    kubelets reading their pods' secrets (kubelet_pod_read: the Node authorizer
+--    allows nothing else), the namespace controller emptying a deleted namespace
+--    (namespace_cleanup), Helm's release records, and cluster-wide lists, which
+--    are k8s.secrets_dump_all_namespaces' (critical). A per-identity volume
+--    threshold is k8s.secret_read_burst's.
 -- mitre: T1552.007
 -- source: k8s_audit
 -- tags: attack, credential_access
@@ -23,10 +26,9 @@ SELECT
   source_ips[1] AS source_ip,
   user_agent AS user_agent
 FROM k8s_audit
-WHERE object_ref.resource = 'secrets'
-  AND verb IN ('get', 'list', 'watch')
-  AND COALESCE(stage, '') NOT IN ('RequestReceived', 'ResponseStarted')
+WHERE secret_read()
   AND COALESCE(response_status.code, 200) < 400
-  AND NOT regexp_like(COALESCE(user_info.username, ''), '^(system:|eks:|aks:|aksService$)')
-  AND NOT starts_with(COALESCE(object_ref.name, ''), 'sh.helm.release.v1.')
-  AND NOT regexp_like(COALESCE(request_uri, ''), 'labelSelector=[^&]*owner%3Dhelm')
+  AND object_ref.namespace IS NOT NULL
+  AND NOT own_namespace_read()
+  AND NOT kubelet_pod_read()
+  AND NOT namespace_cleanup()

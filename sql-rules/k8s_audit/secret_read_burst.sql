@@ -8,12 +8,13 @@
 --    secrets, not requests, keeps operators that re-read their own few secrets
 --    on every reconcile loop quiet (e.g. the Prometheus operator in the benign
 --    background data re-reads 8 secrets 428 times in 4 minutes). Denied reads
---    count too: an enumeration attempt is the signal. System principals are
---    ignored as in Panther (kube-system service accounts, system:* components,
---    eks:, aks:, gke-, azure- identities, masterclient); other service accounts
---    are not, since a stolen service-account token is the usual way in.
---    Helm's release records (sh.helm.release.v1.*, owner=helm lists) are not
---    counted: Helm reads them in every namespace it installs to. Suppressed
+--    count too: an enumeration attempt is the signal. Every identity counts,
+--    system accounts included; not counted are the reads that are legitimately
+--    many: kubelets reading their pods' secrets (kubelet_pod_read: a node's
+--    refused reads count) and the namespace controller emptying a deleted
+--    namespace (namespace_cleanup).
+--    Helm's release records (helm_release_secret) are not counted: Helm reads
+--    them in every namespace it installs to. Suppressed
 --    for 30 minutes per identity.
 -- mitre: T1552.007, T1555
 -- source: k8s_audit
@@ -36,14 +37,10 @@ SELECT
 FROM (
   SELECT *, unnest(hop_ends(event_time, INTERVAL '5 minutes', INTERVAL '1 minute')) AS window_end
   FROM k8s_audit
-  WHERE object_ref.resource = 'secrets'
-    AND verb IN ('get', 'list', 'watch')
-    AND COALESCE(stage, '') <> 'RequestReceived'
+  WHERE secret_read()
     AND user_info.username IS NOT NULL
-    AND NOT regexp_like(user_info.username, '^(system:serviceaccount:kube-system:|eks:|aks:|gke-|azure-|masterclient$|aksService$)')
-    AND NOT (starts_with(user_info.username, 'system:') AND NOT starts_with(user_info.username, 'system:serviceaccount:'))
-    AND NOT starts_with(COALESCE(object_ref.name, ''), 'sh.helm.release.v1.')
-    AND NOT regexp_like(COALESCE(request_uri, ''), 'labelSelector=[^&]*owner%3Dhelm')
+    AND NOT kubelet_pod_read()
+    AND NOT namespace_cleanup()
 ) s
 GROUP BY user_info.username, window_end
 HAVING count(DISTINCT concat(COALESCE(object_ref.namespace, '*'), '/', COALESCE(object_ref.name, '*'))) >= 20

@@ -8,8 +8,10 @@
 --    across namespaces is credential harvesting with a broad token (or a
 --    cluster-wide list, which k8s.secrets_dump_all_namespaces reports on its
 --    own; cluster-wide requests carry no namespace and are not counted here).
---    System principals are ignored as in k8s.secret_read_burst. Helm's release
---    records (sh.helm.release.v1.*, owner=helm lists) are ignored: helm reads
+--    Every identity counts, system accounts included, except kubelets reading
+--    their pods' secrets and the namespace controller emptying a deleted
+--    namespace (as in k8s.secret_read_burst). Helm's release records
+--    (helm_release_secret) are ignored: helm reads
 --    them in every namespace it manages, and so are requests whose user agent
 --    says Helm (a user agent is the client's claim: this trades a spoofable
 --    exclusion for quiet Helm installs). Writes are not counted: deployers
@@ -36,15 +38,11 @@ SELECT
 FROM (
   SELECT *, unnest(hop_ends(event_time, INTERVAL '10 minutes', INTERVAL '2 minutes')) AS window_end
   FROM k8s_audit
-  WHERE object_ref.resource = 'secrets'
-    AND verb IN ('get', 'list', 'watch')
+  WHERE secret_read()
     AND object_ref.namespace IS NOT NULL AND object_ref.namespace <> ''
-    AND COALESCE(stage, '') <> 'RequestReceived'
     AND user_info.username IS NOT NULL
-    AND NOT regexp_like(user_info.username, '^(system:serviceaccount:kube-system:|eks:|aks:|gke-|azure-|masterclient$|aksService$)')
-    AND NOT (starts_with(user_info.username, 'system:') AND NOT starts_with(user_info.username, 'system:serviceaccount:'))
-    AND NOT starts_with(COALESCE(object_ref.name, ''), 'sh.helm.release.v1.')
-    AND NOT regexp_like(COALESCE(request_uri, ''), 'labelSelector=[^&]*owner%3Dhelm')
+    AND NOT kubelet_pod_read()
+    AND NOT namespace_cleanup()
     AND NOT starts_with(COALESCE(user_agent, ''), 'Helm/')
 ) s
 GROUP BY user_info.username, window_end

@@ -3,9 +3,13 @@
 -- severity: critical
 -- description: A user or workload listed Secrets cluster-wide (LIST /api/v1/secrets,
 --    no namespace) and the request succeeded: one call returned every secret in
---    the cluster. Control-plane components are ignored, and so are the informer
---    start-up lists (resourceVersion=0) of operators running as service accounts
---    (cert-manager, kube-state-metrics, ingress controllers).
+--    the cluster. Reported whoever asks, system accounts included, except
+--    informers (informer_list: a cluster identity listing with
+--    resourceVersion=0, as client-go does at start and kubectl never does, or
+--    watching, from inside the cluster's networks; cert-manager,
+--    kube-state-metrics, ingress controllers, the controller manager). A stolen
+--    token used from outside, or a plain kubectl get secrets -A, is reported;
+--    helm list -A (a list selecting owner=helm) is not.
 -- mitre: T1552.007, T1530
 -- source: k8s_audit
 -- tags: attack, credential_access, collection
@@ -20,12 +24,9 @@ SELECT
   user_agent AS user_agent,
   response_status.code AS code
 FROM k8s_audit
-WHERE object_ref.resource = 'secrets'
+WHERE secret_read()
   AND verb IN ('list', 'watch')
   AND COALESCE(object_ref.namespace, '') = ''
   AND (request_uri IS NULL OR regexp_like(request_uri, '^/api/v1/secrets([?].*)?$'))
-  AND COALESCE(stage, '') NOT IN ('RequestReceived', 'ResponseStarted')
   AND COALESCE(response_status.code, 200) < 400
-  AND NOT regexp_like(COALESCE(user_info.username, ''), '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
-  AND NOT (starts_with(COALESCE(user_info.username, ''), 'system:serviceaccount:')
-           AND regexp_like(COALESCE(request_uri, ''), '[?&]resourceVersion=0(&|$)'))
+  AND NOT informer_list()

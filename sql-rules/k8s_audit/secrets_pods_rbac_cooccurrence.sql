@@ -6,8 +6,8 @@
 --    created a pod, and created a RoleBinding or ClusterRoleBinding (all
 --    successful). Each is common on its own; together they are the outline of
 --    an intrusion: harvest credentials, run a workload, persist or escalate
---    access. Control-plane identities are ignored, and so are Helm's release
---    lists (owner=helm): Helm creates bindings and lists its releases on every
+--    access. Every identity counts, system accounts included, except for Helm's
+--    release lists (helm_release_secret): Helm creates bindings and lists its releases on every
 --    install, but it creates workloads through controllers, not bare pods.
 --    Suppressed for 30 minutes per identity (overlapping windows give one alert).
 -- mitre: T1552.007, T1610, T1098
@@ -22,20 +22,18 @@
 -- suppress_key: username
 SELECT
   user_info.username AS username,
-  array_agg(DISTINCT concat(verb, ' ', object_ref.resource, ' ', COALESCE(object_ref.namespace, '*'), '/', COALESCE(object_ref.name, json_get_str(request_object, 'metadata', 'name'), '*'))) AS actions,
+  array_agg(DISTINCT concat(verb, ' ', object_ref.resource, ' ', COALESCE(object_ref.namespace, '*'), '/', COALESCE(object_name(), '*'))) AS actions,
   min(event_time) AS first_seen,
   max(event_time) AS last_seen,
   window_end
 FROM (
   SELECT *, unnest(hop_ends(event_time, INTERVAL '10 minutes', INTERVAL '2 minutes')) AS window_end
   FROM k8s_audit
-  WHERE COALESCE(stage, '') NOT IN ('RequestReceived', 'ResponseStarted')
+  WHERE final_record()
     AND COALESCE(response_status.code, 200) < 400
     AND user_info.username IS NOT NULL
-    AND NOT regexp_like(user_info.username, '^(system:(node:|kube-|apiserver$|serviceaccount:kube-system:)|eks:|aks:|aksService$)')
     AND object_ref.subresource IS NULL
-    AND ((object_ref.resource = 'secrets' AND verb = 'list'
-          AND NOT regexp_like(COALESCE(request_uri, ''), 'labelSelector=[^&]*owner%3Dhelm'))
+    AND ((secret_read() AND verb = 'list')
          OR (object_ref.resource = 'pods' AND verb = 'create')
          OR (object_ref.resource IN ('rolebindings', 'clusterrolebindings') AND verb = 'create'))
 ) s

@@ -3,13 +3,16 @@
 -- severity: high
 -- description: At least 10 pods or workload controllers (deployments,
 --    daemonsets, statefulsets, replicasets, jobs, cronjobs) were deleted in one
---    namespace within 60 seconds (a sliding window ending at each deletion) by
---    identities that are not control-plane components. Mass deletion stops
---    services (impact) or wipes an attacker's traces. Controllers are ignored:
---    rollouts, evictions, the garbage collector and namespace deletion delete
---    pods all the time (system:* identities other than non-kube-system service
---    accounts, eks:, aks:). A deletecollection request counts as one deletion.
---    Only final (ResponseComplete) records of successful requests count. The
+--    namespace within 60 seconds (a sliding window ending at each deletion).
+--    Mass deletion stops services (impact) or wipes an attacker's traces. Not
+--    counted: the controllers whose work is deleting workload objects
+--    (controller_cleanup: rollouts, scale-downs, evictions, the garbage
+--    collector, namespace deletion) and kubelets deleting pods of their node;
+--    any other identity counts, system accounts included. A stolen token of a
+--    cleanup controller deletes unseen by this rule (deleting is its work);
+--    k8s.system_principal_outside_cluster still sees it used from elsewhere. A
+--    deletecollection request counts as one deletion.
+--    Only final records of successful requests count. The
 --    alert is emitted at the 10th deletion and names that event; the count and
 --    first deletion time of the window are in its fields. Suppressed for 10
 --    minutes per namespace, so a continuing purge gives one alert and a summary.
@@ -40,12 +43,12 @@ FROM (
     min(event_time) OVER (PARTITION BY COALESCE(object_ref.namespace, '') ORDER BY event_time
                           RANGE BETWEEN INTERVAL '60 seconds' PRECEDING AND CURRENT ROW) AS first_deletion
   FROM k8s_audit
-  WHERE object_ref.resource IN ('pods', 'deployments', 'daemonsets', 'statefulsets', 'replicasets', 'jobs', 'cronjobs')
+  WHERE in_list(object_ref.resource, 'workload_resources')
     AND object_ref.subresource IS NULL
     AND verb IN ('delete', 'deletecollection')
-    AND COALESCE(stage, 'ResponseComplete') = 'ResponseComplete'
+    AND final_record()
     AND COALESCE(response_status.code, 200) < 400
-    AND NOT regexp_like(COALESCE(user_info.username, ''), '^(system:serviceaccount:kube-system:|eks:|aks:|aksService$)')
-    AND NOT (starts_with(COALESCE(user_info.username, ''), 'system:') AND NOT starts_with(COALESCE(user_info.username, ''), 'system:serviceaccount:'))
+    AND NOT controller_cleanup()
+    AND NOT (starts_with(COALESCE(user_info.username, ''), 'system:node:') AND object_ref.resource = 'pods')
 ) s
 WHERE deletions >= 10
