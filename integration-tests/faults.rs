@@ -24,7 +24,7 @@ use vigil::source::SourceKind;
 
 fn is_event_rule(rule_id: &str) -> bool {
     static IDS: std::sync::OnceLock<BTreeSet<String>> = std::sync::OnceLock::new();
-    IDS.get_or_init(|| event_rules().into_iter().map(|r| r.meta.id).collect())
+    IDS.get_or_init(|| event_rules().rules.into_iter().map(|r| r.meta.id).collect())
         .contains(rule_id)
 }
 

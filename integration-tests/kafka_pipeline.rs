@@ -13,7 +13,7 @@ use vigil::source::{Origin, SourceKind};
 
 /// The ids of the shipped per-event rules (see [`event_rules`]).
 fn event_rule_ids() -> BTreeSet<String> {
-    event_rules().into_iter().map(|r| r.meta.id).collect()
+    event_rules().rules.into_iter().map(|r| r.meta.id).collect()
 }
 
 /// The per-event alert ids the library computes offline for the same
@@ -46,7 +46,7 @@ fn panther_labels() -> BTreeMap<u64, (String, bool)> {
 /// checked on bursts by services/vigil/tests/panther_cases.rs).
 fn panther_counterparts() -> BTreeMap<String, BTreeSet<String>> {
     let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for rule in event_rules() {
+    for rule in event_rules().rules {
         for b in &rule.meta.based_on {
             if let Some(p) = b.strip_prefix("panther:") {
                 map.entry(p.to_string())

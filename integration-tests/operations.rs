@@ -17,7 +17,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::trace::v1::Span;
 use vigil::alert::Alert;
-use vigil::rules::load_dir;
 
 /// An OTLP/gRPC trace receiver (what a collector is to Vigil) keeping every
 /// span it is sent.
@@ -203,7 +202,10 @@ async fn serves_metrics_health_and_trace_ids_for_what_it_processed() {
         metric(&text, "vigil_dead_letters_produced_total"),
         Some(3.0 + late_events(&text))
     );
-    let rules = load_dir(&repo().join("sql-rules")).unwrap().len();
+    let rules = vigil::rules::RulePack::load_dir(&repo().join("sql-rules"))
+        .unwrap()
+        .rules
+        .len();
     assert_eq!(metric(&text, "vigil_rules_loaded"), Some(rules as f64));
     assert_eq!(metric(&text, "vigil_assigned_partitions"), Some(3.0));
     assert_eq!(metric(&text, "vigil_delivery_paused"), Some(0.0));

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use vigil::detect::Detector;
 use vigil::metrics::Metrics;
-use vigil::rules::{load_dir, RuleEngine};
+use vigil::rules::{RuleEngine, RulePack};
 use vigil::source::{Origin, RawMessage, SourceKind};
 
 use super::unique;
@@ -150,7 +150,9 @@ pub fn attack_stream() -> Vec<Vec<u8>> {
 
 /// The alert ids the library computes offline for the same input, sorted.
 pub async fn offline_alert_ids(rules: &Path, events: &[Vec<u8>]) -> Vec<String> {
-    let engine = RuleEngine::compile(load_dir(rules).unwrap()).await.unwrap();
+    let engine = RuleEngine::compile(RulePack::load_dir(rules).unwrap().rule_set())
+        .await
+        .unwrap();
     let mut detector = Detector::new(engine, Default::default(), Arc::new(Metrics::default()));
     let messages = events
         .iter()

@@ -252,12 +252,13 @@ pub fn read_topic(
 /// without a time of their own take the broker timestamp, so correlation
 /// alerts differ from a file replay by design (they are tested by their
 /// cases, the correlate tests and crash_consistency.rs).
-pub fn event_rules() -> Vec<vigil::rules::Rule> {
-    vigil::rules::load_dir(&repo().join("sql-rules"))
+pub fn event_rules() -> vigil::rules::RuleSet {
+    let mut set = vigil::rules::RulePack::load_dir(&repo().join("sql-rules"))
         .unwrap()
-        .into_iter()
-        .filter(|r| r.meta.mode != vigil::rules::RuleMode::Correlation)
-        .collect()
+        .rule_set();
+    set.rules
+        .retain(|r| r.meta.mode != vigil::rules::RuleMode::Correlation);
+    set
 }
 
 /// The alerts the per-event rules raise offline (the library, as `vigil

@@ -17,12 +17,11 @@ SELECT
   priority AS priority,
   hostname AS hostname,
   output AS output,
-  json_get_str(output_fields, 'k8s.ns.name') AS namespace,
-  json_get_str(output_fields, 'k8s.pod.name') AS pod,
-  json_get_str(output_fields, 'container.image.repository') AS image,
-  json_get_str(output_fields, 'proc.cmdline') AS cmdline
+  falco_k8s_namespace() AS namespace,
+  falco_k8s_pod() AS pod,
+  falco_image() AS image,
+  falco_cmdline() AS cmdline
 FROM falco
 WHERE array_has(tags, 'T1611')
-   OR rule IN ('Detect release_agent File Container Escapes', 'Debugfs Launched in Privileged Container',
-               'Change thread namespace', 'Mount Launched in Privileged Container')
+   OR in_list(rule, 'falco_container_escape_rules')
    OR regexp_like(lower(COALESCE(rule, '')), 'container (escape|breakout)')

@@ -18,9 +18,9 @@ SELECT
   hostname AS hostname,
   output AS output,
   tags AS tags,
-  json_get_str(output_fields, 'k8s.ns.name') AS namespace,
-  json_get_str(output_fields, 'k8s.pod.name') AS pod,
-  json_get_str(output_fields, 'container.image.repository') AS image,
-  json_get_str(output_fields, 'proc.cmdline') AS cmdline
+  falco_k8s_namespace() AS namespace,
+  falco_k8s_pod() AS pod,
+  falco_image() AS image,
+  falco_cmdline() AS cmdline
 FROM falco
 WHERE lower(COALESCE(priority, '')) IN ('critical', 'alert', 'emergency')

@@ -17,14 +17,10 @@ SELECT
   priority AS priority,
   hostname AS hostname,
   output AS output,
-  json_get_str(output_fields, 'k8s.ns.name') AS namespace,
-  json_get_str(output_fields, 'k8s.pod.name') AS pod,
-  json_get_str(output_fields, 'container.image.repository') AS image,
-  json_get_str(output_fields, 'proc.cmdline') AS cmdline,
+  falco_k8s_namespace() AS namespace,
+  falco_k8s_pod() AS pod,
+  falco_image() AS image,
+  falco_cmdline() AS cmdline,
   json_get_str(output_fields, 'user.name') AS user_name
 FROM falco
-WHERE rule IN ('Terminal shell in container', 'Run shell untrusted',
-               'Redirect STDOUT/STDIN to Network Connection in Container',
-               'Netcat Remote Code Execution in Container')
-   OR (array_has(tags, 'container')
-       AND (array_has(tags, 'shell') OR array_has(tags, 'T1059') OR array_has(tags, 'T1059.004')))
+WHERE falco_shell_alert()

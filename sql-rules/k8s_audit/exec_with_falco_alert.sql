@@ -52,19 +52,12 @@ FROM (
 ) e
 JOIN (
   SELECT __row, event_time,
-    json_get_str(output_fields, 'k8s.ns.name') AS namespace, json_get_str(output_fields, 'k8s.pod.name') AS pod,
-    rule AS falco_rule, json_get_str(output_fields, 'proc.cmdline') AS cmdline,
+    falco_k8s_namespace() AS namespace, falco_k8s_pod() AS pod,
+    rule AS falco_rule, falco_cmdline() AS cmdline,
     json_get_str(output_fields, 'fd.name') AS file
   FROM falco
-  WHERE json_get_str(output_fields, 'k8s.pod.name') IS NOT NULL
-    AND (rule IN ('Terminal shell in container', 'Run shell untrusted',
-                  'Redirect STDOUT/STDIN to Network Connection in Container',
-                  'Netcat Remote Code Execution in Container',
-                  'Read sensitive file untrusted', 'Read sensitive file trusted after startup',
-                  'Search Private Keys or Passwords')
-         OR (array_has(tags, 'container')
-             AND (array_has(tags, 'shell') OR array_has(tags, 'T1059') OR array_has(tags, 'T1059.004')))
-         OR array_has(tags, 'T1555') OR array_has(tags, 'T1552'))
+  WHERE falco_k8s_pod() IS NOT NULL
+    AND (falco_shell_alert() OR falco_sensitive_file_alert())
 ) r
   ON r.namespace = e.namespace AND r.pod = e.pod
  AND r.event_time >= e.event_time - INTERVAL '2 minutes'

@@ -56,24 +56,10 @@ JOIN (
     process.pod.namespace AS namespace, process.pod.name AS pod,
     event_type AS runtime_event, process.binary AS runtime_binary,
     process.arguments AS runtime_arguments,
-    NULLIF(array_to_string(json_path_values(args, '$[*].file_arg.path'), ','), '') AS runtime_files
+    NULLIF(array_to_string(tetragon_file_args(), ','), '') AS runtime_files
   FROM tetragon
-  WHERE process.pod.name IS NOT NULL
-    AND (
-      (event_type = 'process_exec'
-       AND regexp_like(COALESCE(process.binary, ''), '/(sh|bash|ash|dash|zsh|ksh|mksh|csh|tcsh)$')
-       AND COALESCE(process.pod.container.pid, 0) <> 1
-       AND NOT COALESCE(json_get_bool(payload, 'process', 'pod', 'container', 'maybe_exec_probe'), false))
-      OR (event_type = 'process_kprobe'
-          AND (regexp_like(array_to_string(json_path_values(args, '$[*].file_arg.path'), '|'),
-                 '(^|\|)/?(etc/(shadow|gshadow)|var/run/secrets/[^|]*token|run/secrets/[^|]*token|root/\.ssh/[^|]*|home/[^/|]+/\.ssh/id_[^|]*|etc/kubernetes/pki/[^|]*\.key|var/lib/kubelet/pki/[^|]*)(\||$)')
-               OR (regexp_like(lower(COALESCE(function_name, '')), 'write|truncate|rename|unlink')
-                   AND regexp_like(array_to_string(json_path_values(args, '$[*].file_arg.path'), '|'),
-                         '(^|\|)/?etc/(passwd|group|sudoers|sudoers\.d/[^|]*)(\||$)'))))
-      OR (event_type = 'process_exec'
-          AND regexp_like(COALESCE(process.arguments, ''),
-                '(/etc/shadow|/etc/gshadow|/var/run/secrets/kubernetes\.io/serviceaccount|/run/secrets/kubernetes\.io/serviceaccount|/root/\.ssh/id_)'))
-    )
+  WHERE process_in_pod()
+    AND (tetragon_shell_exec() OR tetragon_credential_file_access())
 ) r
   ON r.namespace = e.namespace AND r.pod = e.pod
  AND r.event_time >= e.event_time - INTERVAL '2 minutes'

@@ -23,10 +23,10 @@ SELECT
   process.uid AS uid
 FROM tetragon
 WHERE event_type = 'process_exec'
-  AND (process.pod.name IS NOT NULL OR COALESCE(process.docker, '') <> '')
+  AND process_in_container()
   AND (
-    regexp_like(COALESCE(process.binary, ''), '/(nsenter|unshare)$')
-    OR regexp_like(COALESCE(parent.binary, ''), '/nsenter$')
-    OR (regexp_like(COALESCE(process.binary, ''), '/chroot$')
+    process_basename(process.binary) IN ('nsenter', 'unshare')
+    OR process_basename(parent.binary) = 'nsenter'
+    OR (process_basename(process.binary) = 'chroot'
         AND regexp_like(COALESCE(process.arguments, ''), '^\s*(/host|/proc/1/root|/rootfs|/node)(/|\s|$)'))
   )

@@ -22,6 +22,5 @@ SELECT
   parent.binary AS parent_binary
 FROM tetragon
 WHERE event_type = 'process_exec'
-  AND (regexp_like(lower(COALESCE(process.binary, '')),
-         '/(xmrig[^/]*|xmr-stak[^/]*|minerd|cpuminer[^/]*|t-rex|nbminer|lolminer|ethminer|phoenixminer|kdevtmpfsi|kinsing)$')
+  AND (in_list(lower(process_basename(process.binary)), 'crypto_miner_binaries')
        OR regexp_like(lower(COALESCE(process.arguments, '')), '(stratum\+(tcp|ssl|tls)://|--donate-level|--coin[= ]+(monero|xmr))'))

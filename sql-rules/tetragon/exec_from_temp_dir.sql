@@ -21,15 +21,14 @@ SELECT
   process.arguments AS arguments,
   parent.binary AS parent_binary,
   parent.arguments AS parent_arguments,
-  CASE WHEN regexp_like(COALESCE(process.binary, ''), '^/(tmp|var/tmp|dev/shm|run/shm)/')
+  CASE WHEN process_path_in_temp_dir(process.binary)
        THEN 'binary in temp dir' ELSE 'shell spawned by a temp-dir binary' END AS reason
 FROM tetragon
 WHERE event_type = 'process_exec'
   AND (
-    (regexp_like(COALESCE(process.binary, ''), '^/(tmp|var/tmp|dev/shm|run/shm)/')
-     AND (process.pod.name IS NOT NULL OR COALESCE(process.docker, '') <> ''
-          OR regexp_like(COALESCE(process.binary, ''), '^/(dev|run)/shm/')))
-    OR (regexp_like(COALESCE(parent.binary, ''), '^/(tmp|var/tmp|dev/shm|run/shm)/')
-        AND regexp_like(COALESCE(process.binary, ''), '/(sh|bash|ash|dash|zsh|ksh)$')
-        AND (process.pod.name IS NOT NULL OR COALESCE(process.docker, '') <> ''))
+    (process_path_in_temp_dir(process.binary)
+     AND (process_in_container() OR glob_match(process.binary, make_array('/dev/shm/*', '/run/shm/*'))))
+    OR (process_path_in_temp_dir(parent.binary)
+        AND process_is_shell()
+        AND process_in_container())
   )

@@ -5,8 +5,8 @@
 --    was executed inside a pod. Application containers have no use for these;
 --    attackers bring them to use the pod's service account token against the API
 --    server, or a mounted runtime socket to take over the node. Container
---    entrypoints (PID 1, e.g. CI runner or operator images built around the
---    tool) are ignored.
+--    entrypoints (PID 1 executed as the container started, e.g. CI runner or
+--    operator images built around the tool) are ignored.
 -- mitre: T1609, T1613, T1552.007
 -- source: tetragon
 -- tags: attack, execution, discovery, runtime
@@ -23,6 +23,6 @@ SELECT
   parent.binary AS parent_binary
 FROM tetragon
 WHERE event_type = 'process_exec'
-  AND process.pod.name IS NOT NULL
-  AND COALESCE(process.pod.container.pid, 0) <> 1
-  AND regexp_like(COALESCE(process.binary, ''), '/(kubectl|crictl|ctr|etcdctl|kubeletctl|helm|docker|nerdctl|podman)$')
+  AND process_in_pod()
+  AND NOT process_is_entrypoint()
+  AND in_list(process_basename(process.binary), 'k8s_client_binaries')

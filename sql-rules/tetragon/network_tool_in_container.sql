@@ -4,7 +4,8 @@
 -- description: A network utility that attackers use for reverse shells, payload
 --    download, scanning or sniffing (nc, ncat, netcat, socat, nmap, masscan,
 --    zmap, telnet, tcpdump, tshark, curl, wget, ...) was executed inside a
---    container. Kubelet exec probes and container entrypoints are ignored.
+--    container. Kubelet exec probes and container entrypoints (PID 1,
+--    executed as the container started) are ignored.
 -- mitre: T1105, T1046, T1059
 -- source: tetragon
 -- tags: attack, command_and_control, discovery, runtime
@@ -22,8 +23,8 @@ SELECT
   process.uid AS uid
 FROM tetragon
 WHERE event_type = 'process_exec'
-  AND (process.pod.name IS NOT NULL OR COALESCE(process.docker, '') <> '')
-  AND regexp_like(COALESCE(process.binary, ''),
-    '/(nc|ncat|netcat|nc\.traditional|nc\.openbsd|socat|nmap|masscan|zmap|rustscan|hping3|nping|telnet|tcpdump|tshark|ngrok|chisel|curl|wget)$')
-  AND COALESCE(process.pod.container.pid, 0) <> 1
-  AND NOT COALESCE(json_get_bool(payload, 'process', 'pod', 'container', 'maybe_exec_probe'), false)
+  AND process_in_container()
+  AND (in_list(process_basename(process.binary), 'netcat_binaries')
+       OR in_list(process_basename(process.binary), 'network_tool_binaries'))
+  AND NOT process_is_entrypoint()
+  AND NOT process_is_exec_probe()

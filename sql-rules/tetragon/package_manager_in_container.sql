@@ -5,7 +5,8 @@
 --    rpm, zypper, pacman, or pip / gem / easy_install installing) was executed
 --    in a container. Images should be immutable: installing software at run time
 --    is typical of an intruder fetching tools, and drifts the container from its
---    scanned image. Container entrypoints (PID 1) are ignored.
+--    scanned image. Container entrypoints (PID 1, executed as the container
+--    started) are ignored.
 -- mitre: T1105, T1072
 -- source: tetragon
 -- tags: attack, execution, drift, runtime
@@ -22,10 +23,10 @@ SELECT
   parent.binary AS parent_binary
 FROM tetragon
 WHERE event_type = 'process_exec'
-  AND (process.pod.name IS NOT NULL OR COALESCE(process.docker, '') <> '')
-  AND COALESCE(process.pod.container.pid, 0) <> 1
+  AND process_in_container()
+  AND NOT process_is_entrypoint()
   AND (
-    regexp_like(COALESCE(process.binary, ''), '/(apt|apt-get|aptitude|dpkg|apk|yum|dnf|microdnf|rpm|zypper|pacman)$')
-    OR (regexp_like(COALESCE(process.binary, ''), '/(pip[0-9.]*|gem|easy_install)$')
+    in_list(process_basename(process.binary), 'package_manager_binaries')
+    OR (in_list(process_basename(process.binary), 'language_package_installers')
         AND regexp_like(COALESCE(process.arguments, ''), '(^|\s)install(\s|$)'))
   )

@@ -23,19 +23,7 @@ SELECT
   process.pod.name AS pod,
   process.binary AS binary,
   process.arguments AS arguments,
-  json_path_values(args, '$[*].file_arg.path') AS files
+  tetragon_file_args() AS files
 FROM tetragon
-WHERE (process.pod.name IS NOT NULL OR COALESCE(process.docker, '') <> '')
-  AND (
-    (event_type = 'process_kprobe'
-     AND (
-       regexp_like(array_to_string(json_path_values(args, '$[*].file_arg.path'), '|'),
-         '(^|\|)/?(etc/(shadow|gshadow)|var/run/secrets/[^|]*token|run/secrets/[^|]*token|root/\.ssh/[^|]*|home/[^/|]+/\.ssh/id_[^|]*|etc/kubernetes/pki/[^|]*\.key|var/lib/kubelet/pki/[^|]*)(\||$)')
-       OR (regexp_like(lower(COALESCE(function_name, '')), 'write|truncate|rename|unlink')
-           AND regexp_like(array_to_string(json_path_values(args, '$[*].file_arg.path'), '|'),
-             '(^|\|)/?etc/(passwd|group|sudoers|sudoers\.d/[^|]*)(\||$)'))
-     ))
-    OR (event_type = 'process_exec'
-        AND regexp_like(COALESCE(process.arguments, ''),
-          '(/etc/shadow|/etc/gshadow|/var/run/secrets/kubernetes\.io/serviceaccount|/run/secrets/kubernetes\.io/serviceaccount|/root/\.ssh/id_)'))
-  )
+WHERE process_in_container()
+  AND tetragon_credential_file_access()

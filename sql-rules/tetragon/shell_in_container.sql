@@ -5,7 +5,9 @@
 --    was executed inside a Kubernetes pod or a container. Production containers
 --    rarely start shells after boot; a new one usually means kubectl exec, a web
 --    shell, or an exploit spawning commands. The container's own entrypoint
---    (PID 1 in the container) and kubelet exec probes are ignored.
+--    (PID 1, executed as the container started) and kubelet exec probes are
+--    ignored; a PID 1 executed later (an exploited entrypoint calling execve
+--    without forking) is reported.
 -- mitre: T1059.004, T1609
 -- source: tetragon
 -- tags: attack, execution, runtime
@@ -24,8 +26,5 @@ SELECT
   parent.arguments AS parent_arguments,
   process.uid AS uid
 FROM tetragon
-WHERE event_type = 'process_exec'
-  AND (process.pod.name IS NOT NULL OR COALESCE(process.docker, '') <> '')
-  AND regexp_like(COALESCE(process.binary, ''), '/(sh|bash|ash|dash|zsh|ksh|mksh|csh|tcsh)$')
-  AND COALESCE(process.pod.container.pid, 0) <> 1
-  AND NOT COALESCE(json_get_bool(payload, 'process', 'pod', 'container', 'maybe_exec_probe'), false)
+WHERE process_in_container()
+  AND tetragon_shell_exec()

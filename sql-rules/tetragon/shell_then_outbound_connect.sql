@@ -10,8 +10,8 @@
 --    process lineage (same exec_id, or the shell's exec_id as parent_exec_id),
 --    not only by pod, so the application's own traffic in that pod does not
 --    match; deeper descendants (shell -> python -> socket) are not matched.
---    The container's entrypoint (PID 1 in the container) and kubelet exec
---    probes are not counted as shells. One alert per connection, emitted at
+--    The container's entrypoint (PID 1, executed as the container started)
+--    and kubelet exec probes are not counted as shells. One alert per connection, emitted at
 --    the connection, naming it and the shell's exec event; suppressed for 10
 --    minutes per pod. Written with window functions over each process
 --    lineage (a connection is filed under its own exec_id and its parent's),
@@ -35,8 +35,8 @@ SELECT
   event_type AS connect_event,
   process.binary AS binary,
   process.arguments AS arguments,
-  COALESCE(destination_ip, json_path_values(args, '$[*].sock_arg.daddr')[1]) AS destination_ip,
-  COALESCE(CAST(destination_port AS BIGINT), json_get_int(args, 0, 'sock_arg', 'dport')) AS destination_port,
+  tetragon_destination_ip() AS destination_ip,
+  tetragon_destination_port() AS destination_port,
   event_time AS window_end,
   shell_rows AS __row_shell
 FROM (
@@ -58,15 +58,9 @@ FROM (
       unnest(CASE WHEN event_type = 'process_exec' THEN make_array(process.exec_id)
                   ELSE make_array(process.exec_id, process.parent_exec_id) END) AS lineage
     FROM tetragon
-    WHERE process.pod.name IS NOT NULL
-      AND ((event_type = 'process_exec'
-            AND regexp_like(COALESCE(process.binary, ''), '/(sh|bash|ash|dash|zsh|ksh|mksh|csh|tcsh)$')
-            AND COALESCE(process.pod.container.pid, 0) <> 1
-            AND NOT COALESCE(json_get_bool(payload, 'process', 'pod', 'container', 'maybe_exec_probe'), false))
-        OR ((event_type = 'process_connect'
-             OR (event_type = 'process_kprobe' AND function_name = 'tcp_connect'))
-            AND NOT regexp_like(COALESCE(destination_ip, json_path_values(args, '$[*].sock_arg.daddr')[1], ''),
-                                '^(127\.|::1$|localhost$|0\.0\.0\.0$)')))
+    WHERE process_in_pod()
+      AND (tetragon_shell_exec()
+        OR (tetragon_tcp_connect_event() AND NOT tetragon_destination_is_loopback()))
   ) e
 ) s
 WHERE NOT is_shell

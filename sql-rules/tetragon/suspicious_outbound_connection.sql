@@ -1,8 +1,9 @@
 -- id: tetragon.suspicious_outbound_connection
 -- title: Outbound connection by a shell, netcat-like tool or temp-dir binary
 -- severity: high
--- description: A container process opened a TCP connection (process_connect, or
---    a tcp_connect kprobe) to a non-loopback address, and the process is one that
+-- description: A container process opened a connection (process_connect, or a
+--    tcp_connect, __sys_connect or security_socket_connect kprobe) to a
+--    non-loopback address, and the process is one that
 --    should not talk to the network: a shell (reverse shell), nc / ncat / socat /
 --    telnet, an interpreter one-liner's shell, ssh / scp / sftp (exfiltration or
 --    tunnels), or a binary running from /tmp, /var/tmp or /dev/shm (C2 implant).
@@ -20,15 +21,15 @@ SELECT
   process.binary AS binary,
   process.arguments AS arguments,
   parent.binary AS parent_binary,
-  COALESCE(destination_ip, json_path_values(args, '$[*].sock_arg.daddr')[1]) AS destination_ip,
-  COALESCE(CAST(destination_port AS BIGINT), json_get_int(args, 0, 'sock_arg', 'dport')) AS destination_port
+  tetragon_destination_ip() AS destination_ip,
+  tetragon_destination_port() AS destination_port
 FROM tetragon
-WHERE (event_type = 'process_connect'
-       OR (event_type = 'process_kprobe' AND function_name IN ('tcp_connect', '__sys_connect', 'security_socket_connect')))
-  AND (process.pod.name IS NOT NULL OR COALESCE(process.docker, '') <> '')
-  AND NOT regexp_like(COALESCE(destination_ip, json_path_values(args, '$[*].sock_arg.daddr')[1], ''), '^(127\.|::1$|localhost)')
+WHERE tetragon_connect_event()
+  AND process_in_container()
+  AND NOT tetragon_destination_is_loopback()
   AND (
-    regexp_like(COALESCE(process.binary, ''),
-      '/(sh|bash|ash|dash|zsh|ksh|nc|ncat|netcat|nc\.traditional|nc\.openbsd|socat|telnet|ssh|scp|sftp)$')
-    OR regexp_like(COALESCE(process.binary, ''), '^/(tmp|var/tmp|dev/shm|run/shm)/')
+    process_is_shell()
+    OR in_list(process_basename(process.binary), 'netcat_binaries')
+    OR in_list(process_basename(process.binary), 'ssh_client_binaries')
+    OR process_path_in_temp_dir(process.binary)
   )

@@ -575,11 +575,10 @@ mod tests {
     use super::*;
     use crate::bench::raw_message;
     use crate::gen::{GenConfig, Generator};
-    use crate::rules::load_dir;
 
     async fn shipped_pack() -> Detector {
         let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../sql-rules");
-        let engine = RuleEngine::compile(load_dir(&rules).unwrap())
+        let engine = RuleEngine::compile(crate::rules::RulePack::load_dir(&rules).unwrap().rule_set())
             .await
             .unwrap();
         Detector::new(

@@ -140,7 +140,9 @@ fn coverage_json_lists_the_rules_per_technique() {
         String::from_utf8_lossy(&out.stderr)
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let rules = vigil::rules::load_dir(&repo().join("sql-rules")).unwrap();
+    let rules = vigil::rules::RulePack::load_dir(&repo().join("sql-rules"))
+        .unwrap()
+        .rules;
     assert_eq!(report["rules"], rules.len());
     let mut covered = std::collections::BTreeSet::new();
     for tactic in report["tactics"].as_array().unwrap() {

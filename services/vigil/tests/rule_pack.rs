@@ -3,14 +3,15 @@
 
 use std::path::Path;
 
-use vigil::rules::{load_dir, testing, RuleEngine};
+use vigil::rules::{testing, RuleEngine, RulePack};
 use vigil::source::SourceKind;
 
 #[tokio::test]
 async fn every_shipped_rule_passes_its_cases() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sql-rules");
-    let rules = load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
-    let engine = RuleEngine::compile(rules.clone())
+    let pack = RulePack::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let rules = pack.rules.clone();
+    let engine = RuleEngine::compile(pack.rule_set())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(rules.len() >= 15, "the pack has {} rules", rules.len());

@@ -37,7 +37,7 @@ use crate::detect::Detector;
 use crate::gen::produce::{load_producer, produce, SourceTopics};
 use crate::gen::{GenConfig, Generator};
 use crate::metrics::Metrics;
-use crate::rules::{load_dir, RuleEngine};
+use crate::rules::{RuleEngine, RulePack};
 use crate::source::SourceKind;
 
 #[derive(Debug, Clone)]
@@ -223,8 +223,8 @@ impl Topics {
 }
 
 async fn detector(rules: &Path) -> Result<(Detector, Arc<Metrics>)> {
-    let rules = load_dir(rules).map_err(anyhow::Error::new)?;
-    let engine = RuleEngine::compile(rules)
+    let rules = RulePack::load_dir(rules).map_err(anyhow::Error::new)?;
+    let engine = RuleEngine::compile(rules.rule_set())
         .await
         .map_err(anyhow::Error::new)?;
     let metrics = Arc::new(Metrics::default());

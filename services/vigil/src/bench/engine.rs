@@ -35,7 +35,7 @@ use crate::detect::Detector;
 use crate::gen::GeneratedEvent;
 use crate::metrics::Metrics;
 use crate::rules::engine::PlanOptions;
-use crate::rules::{load_dir, parse_rule, Rule, RuleEngine, RuleMode};
+use crate::rules::{parse_rule, Rule, RuleEngine, RuleMode, RulePack, RuleSet};
 use crate::source::{RawMessage, SourceKind};
 
 /// What to run.
@@ -118,24 +118,24 @@ fn bytes(messages: &[RawMessage]) -> u64 {
     messages.iter().map(|m| m.payload.len() as u64).sum()
 }
 
-/// The shipped per-event rules of `source`, sorted by id.
-pub fn event_rules(dir: &Path, source: SourceKind) -> Result<Vec<Rule>> {
-    Ok(source_rules(dir, source)?
-        .into_iter()
-        .filter(|r| r.meta.mode == RuleMode::Event)
-        .collect())
+/// The shipped per-event rules of `source`, sorted by id, with the pack's
+/// definitions.
+pub fn event_rules(dir: &Path, source: SourceKind) -> Result<RuleSet> {
+    let mut set = source_rules(dir, source)?;
+    set.rules.retain(|r| r.meta.mode == RuleMode::Event);
+    Ok(set)
 }
 
-/// Every shipped rule of `source`, per-event and correlation, sorted by id.
-pub fn source_rules(dir: &Path, source: SourceKind) -> Result<Vec<Rule>> {
-    let mut rules: Vec<Rule> = load_dir(dir)
+/// Every shipped rule of `source`, per-event and correlation, sorted by id,
+/// with the pack's definitions.
+pub fn source_rules(dir: &Path, source: SourceKind) -> Result<RuleSet> {
+    let mut set = RulePack::load_dir(dir)
         .map_err(anyhow::Error::new)
         .with_context(|| format!("loading rules from {}", dir.display()))?
-        .into_iter()
-        .filter(|r| r.meta.source == source)
-        .collect();
-    rules.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
-    Ok(rules)
+        .rule_set();
+    set.rules.retain(|r| r.meta.source == source);
+    set.rules.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
+    Ok(set)
 }
 
 /// The six slowest of `per_rule` (slowest first), as `id N ms, ...`.
@@ -240,7 +240,7 @@ pub fn vigil_decode(messages: &[RawMessage], batch: usize) -> Rate {
 /// functions, every default optimizer rule) instead of the engine's.
 pub async fn datafusion_batch_ceiling(
     messages: &[RawMessage],
-    rules: &[Rule],
+    set: &RuleSet,
     stock: bool,
 ) -> Result<(Rate, usize, Vec<(String, Duration)>)> {
     let decoded = decode(
@@ -268,14 +268,16 @@ pub async fn datafusion_batch_ceiling(
         "k8s_audit",
         Arc::new(MemTable::try_new(schema, vec![vec![table]])?),
     )?;
+    crate::rules::engine::register_definitions(&ctx, &set.definitions);
     let start = Instant::now();
     let mut rows = 0;
     let mut per_rule = Vec::new();
     let shared_conditions = Arc::default();
-    for rule in rules {
+    for rule in &set.rules {
         let rule_start = Instant::now();
+        let sql = crate::rules::engine::expanded_sql(&ctx, &set.definitions, rule)?;
         let plan = ctx
-            .sql(&rule.sql)
+            .sql(&sql)
             .await
             .with_context(|| format!("planning {}", rule.meta.id))?;
         let mut plan = plan.create_physical_plan().await?;
@@ -303,7 +305,7 @@ pub async fn datafusion_batch_ceiling(
 /// Vigil over pre-cut micro-batches: process, then encode every alert.
 /// Returns the rate and every (rule id, event id) alerted.
 pub async fn vigil_engine(
-    rules: Vec<Rule>,
+    rules: RuleSet,
     settings: CorrelationSettings,
     planning: PlanOptions,
     warmup: &[RawMessage],
@@ -427,7 +429,7 @@ pub async fn run(opts: &EngineOptions, out: &mut dyn Write) -> Result<Vec<Measur
 
     if opts.only_all_rules {
         let all = event_rules(&opts.rules, SourceKind::K8sAudit)?;
-        let want = expected(&events, &all);
+        let want = expected(&events, &all.rules);
         let (rate, got, _, _) = vigil_engine(
             all,
             CorrelationSettings::default(),
@@ -484,12 +486,18 @@ pub async fn run(opts: &EngineOptions, out: &mut dyn Write) -> Result<Vec<Measur
     )?;
 
     let all = event_rules(&opts.rules, SourceKind::K8sAudit)?;
-    let one: Vec<Rule> = all
-        .iter()
-        .filter(|r| r.meta.id == "k8s.pod_exec")
-        .cloned()
-        .collect();
-    let ten: Vec<Rule> = all.iter().take(10).cloned().collect();
+    let subset = |rules: Vec<Rule>| RuleSet {
+        rules,
+        definitions: all.definitions.clone(),
+    };
+    let one = subset(
+        all.rules
+            .iter()
+            .filter(|r| r.meta.id == "k8s.pod_exec")
+            .cloned()
+            .collect(),
+    );
+    let ten = subset(all.rules.iter().take(10).cloned().collect());
     for (stock, name) in [(true, "stock session"), (false, "engine's session")] {
         let (rate, rows, per_rule) = datafusion_batch_ceiling(&messages, &all, stock).await?;
         report(
@@ -497,7 +505,7 @@ pub async fn run(opts: &EngineOptions, out: &mut dyn Write) -> Result<Vec<Measur
             Measured {
                 name: format!("ceiling: DataFusion batch, {name}"),
                 rate,
-                note: format!("{} rules, {rows} rows", all.len()),
+                note: format!("{} rules, {rows} rows", all.rules.len()),
             },
         )?;
         let slowest: Vec<String> = per_rule
@@ -528,8 +536,8 @@ pub async fn run(opts: &EngineOptions, out: &mut dyn Write) -> Result<Vec<Measur
         ),
     ];
     for (name, rules, planning) in runs {
-        let n = rules.len();
-        let want = expected(&events, &rules);
+        let n = rules.rules.len();
+        let want = expected(&events, &rules.rules);
         let (rate, got, _, _) = vigil_engine(
             rules,
             CorrelationSettings::default(),
@@ -564,12 +572,12 @@ pub async fn run(opts: &EngineOptions, out: &mut dyn Write) -> Result<Vec<Measur
     let (cevents, cmessages) =
         generate(audit_config(opts.seed, opts.correlation_users), opts.events);
     let mut rules = all.clone();
-    rules.push(
+    rules.rules.push(
         parse_rule(Path::new("bench/user_request_burst.sql"), CORRELATION_RULE)
             .map_err(|e| anyhow::anyhow!("{e:?}"))?,
     );
     let distinct: BTreeSet<&str> = cevents.iter().map(|e| e.key.as_str()).collect();
-    let want = expected(&cevents, &all);
+    let want = expected(&cevents, &all.rules);
     let settings = CorrelationSettings {
         max_retained_events: usize::MAX,
         ..Default::default()
@@ -614,12 +622,13 @@ async fn pack_line(
 ) -> Result<()> {
     let pack = source_rules(&opts.rules, SourceKind::K8sAudit)?;
     let correlation: BTreeSet<String> = pack
+        .rules
         .iter()
         .filter(|r| r.meta.mode == RuleMode::Correlation)
         .map(|r| r.meta.id.clone())
         .collect();
-    let n = pack.len();
-    let want = expected(events, &pack);
+    let n = pack.rules.len();
+    let want = expected(events, &pack.rules);
     let (rate, got, retained, per_rule) = vigil_engine(
         pack,
         CorrelationSettings::default(),
@@ -670,6 +679,10 @@ async fn pack_line(
 /// selective filters), to see where time goes.
 pub async fn explain(dir: &Path, filter: Option<&str>, out: &mut dyn Write) -> Result<()> {
     let ctx = crate::rules::engine::new_session();
+    let definitions = RulePack::load_dir(dir)
+        .map_err(anyhow::Error::new)?
+        .definitions;
+    crate::rules::engine::register_definitions(&ctx, &definitions);
     for source in SourceKind::ALL {
         let schema = source.schema();
         let empty = datafusion::arrow::record_batch::RecordBatch::new_empty(schema.clone());
@@ -679,12 +692,13 @@ pub async fn explain(dir: &Path, filter: Option<&str>, out: &mut dyn Write) -> R
         )?;
     }
     for source in SourceKind::ALL {
-        for rule in event_rules(dir, source)? {
+        for rule in event_rules(dir, source)?.rules {
             if filter.is_some_and(|f| !rule.meta.id.contains(f)) {
                 continue;
             }
+            let sql = crate::rules::engine::expanded_sql(&ctx, &definitions, &rule)?;
             let plan = crate::rules::conjunction::selective_filters(
-                ctx.sql(&rule.sql).await?.create_physical_plan().await?,
+                ctx.sql(&sql).await?.create_physical_plan().await?,
                 &Arc::default(),
             )?;
             writeln!(

@@ -61,11 +61,11 @@ pub struct Sample {
 
 pub async fn run(opts: &SoakOptions, out: &mut dyn Write) -> Result<Vec<Sample>> {
     let mut rules = source_rules(&opts.rules, SourceKind::K8sAudit)?;
-    rules.push(
+    rules.rules.push(
         parse_rule(Path::new("bench/user_request_burst.sql"), CORRELATION_RULE)
             .map_err(|e| anyhow::anyhow!("{e:?}"))?,
     );
-    let n = rules.len();
+    let n = rules.rules.len();
     let engine = RuleEngine::compile_with(rules, CorrelationSettings::default())
         .await
         .map_err(anyhow::Error::new)?;

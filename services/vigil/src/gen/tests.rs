@@ -10,7 +10,7 @@ use crate::bench::raw_message;
 use crate::decode::{decode, DecodeLimits};
 use crate::detect::Detector;
 use crate::metrics::Metrics;
-use crate::rules::{load_dir, RuleEngine};
+use crate::rules::{RuleEngine, RulePack};
 
 fn rule_pack() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../sql-rules")
@@ -146,7 +146,7 @@ fn entity_counts_bound_the_distinct_users_and_pods() {
 /// manifest announced, and every announced detection happens.
 #[tokio::test]
 async fn shipped_rules_detect_exactly_the_injected_attacks() {
-    let engine = RuleEngine::compile(load_dir(&rule_pack()).unwrap())
+    let engine = RuleEngine::compile(RulePack::load_dir(&rule_pack()).unwrap().rule_set())
         .await
         .unwrap();
     let mut detector = Detector::new(

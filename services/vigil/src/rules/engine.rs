@@ -177,7 +177,7 @@ pub(crate) fn fresh_plan(
 }
 
 /// Make a rule set's lookup tables readable by `lookup(...)` in `ctx`.
-pub(crate) fn register_definitions(ctx: &SessionContext, definitions: &Definitions) {
+pub fn register_definitions(ctx: &SessionContext, definitions: &Definitions) {
     let tables = Arc::new(definitions.lookups.clone());
     ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
         functions::lookup::LookupFn::new(tables),
@@ -714,6 +714,21 @@ fn checked_statement(rule: &Rule, expander: &Expander<'_>) -> Result<Statement, 
             ))));
     }
     Ok(statement)
+}
+
+/// A rule's query with its lists and macros expanded, as SQL text that
+/// `ctx` can plan (tools that run rules outside the engine: the benchmarks'
+/// DataFusion ceilings, `explain`). `ctx` must know the rule functions and
+/// the set's lookup tables ([`register_definitions`]).
+pub fn expanded_sql(
+    ctx: &SessionContext,
+    definitions: &Definitions,
+    rule: &Rule,
+) -> Result<String, RuleError> {
+    let state = ctx.state();
+    let is_function = |name: &str| is_known_function(&state, name);
+    let expander = Expander::new(definitions, &is_function);
+    Ok(single_query(rule, &expander)?.to_string())
 }
 
 /// Parse a rule's SQL: exactly one statement, and a query; then expand

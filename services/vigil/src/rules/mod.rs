@@ -51,6 +51,8 @@ impl fmt::Display for RuleError {
     }
 }
 
+impl std::error::Error for RuleError {}
+
 /// Every problem found while loading a rule set.
 #[derive(Debug, Clone)]
 pub struct RuleErrors(pub Vec<RuleError>);
