@@ -519,6 +519,9 @@ async fn validate(layers: &Layers) -> Result<ExitCode> {
         dirs.join(" + ")
     );
     print!("{}", rules::definitions::describe(&pack.definitions));
+    for unused in engine.unused_definitions() {
+        println!("note: {unused}");
+    }
     for c in &pack.changes {
         println!("rule {}: {} by {}", c.rule, c.what, c.at);
     }

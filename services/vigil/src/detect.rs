@@ -578,9 +578,10 @@ mod tests {
 
     async fn shipped_pack() -> Detector {
         let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../sql-rules");
-        let engine = RuleEngine::compile(crate::rules::RulePack::load_dir(&rules).unwrap().rule_set())
-            .await
-            .unwrap();
+        let engine =
+            RuleEngine::compile(crate::rules::RulePack::load_dir(&rules).unwrap().rule_set())
+                .await
+                .unwrap();
         Detector::new(
             engine,
             DecodeLimits::default(),

@@ -146,7 +146,9 @@ fn policy(name: &str) -> &'static Policy {
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, p)| p)
-        .unwrap_or_else(|| panic!("site policy {name} is not in SITE_POLICIES: say what it is in Vigil"))
+        .unwrap_or_else(|| {
+            panic!("site policy {name} is not in SITE_POLICIES: say what it is in Vigil")
+        })
 }
 
 /// What a replay of events.jsonl gave: line -> rule ids that fired on it,
@@ -441,12 +443,18 @@ async fn counterpart_rules_fire_exactly_when_falco_says() {
         "**{matched} of {checked} labelled trace cases match** across {} Falco rules with a Vigil counterpart ({known_n} known misses).\n\n",
         summary.len()
     ));
-    doc.push_str("| Falco rule | Vigil rule(s) | rows | match | known misses |\n|---|---|---|---|---|\n");
+    doc.push_str(
+        "| Falco rule | Vigil rule(s) | rows | match | known misses |\n|---|---|---|---|---|\n",
+    );
     for (rule, (n, k, m)) in &summary {
         let ours = if rule == ANY_RULE {
             "every per-event k8s_audit rule".to_string()
         } else {
-            counterparts[rule].iter().cloned().collect::<Vec<_>>().join(", ")
+            counterparts[rule]
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         doc.push_str(&format!(
             "| {} | {} | {n} | {k} | {m} |\n",
@@ -454,7 +462,9 @@ async fn counterpart_rules_fire_exactly_when_falco_says() {
             cell(&ours)
         ));
     }
-    doc.push_str("\nFalco rules of the labels without a per-event Vigil counterpart (rows not checked):\n\n");
+    doc.push_str(
+        "\nFalco rules of the labels without a per-event Vigil counterpart (rows not checked):\n\n",
+    );
     for (rule, n) in &uncovered {
         match correlations.get(rule) {
             Some(c) => doc.push_str(&format!(
@@ -464,28 +474,31 @@ async fn counterpart_rules_fire_exactly_when_falco_says() {
             None => doc.push_str(&format!("- {rule} ({n} rows)\n")),
         }
     }
-    doc.push_str("\nSite policies (extra Falco rules files of the suite) and their Vigil equivalent:\n\n");
+    doc.push_str(
+        "\nSite policies (extra Falco rules files of the suite) and their Vigil equivalent:\n\n",
+    );
     for (name, p) in SITE_POLICIES {
         match p {
             Policy::Overlay(files, how) => {
                 let files: Vec<String> = files
                     .iter()
-                    .map(|(path, text)| format!("`{path}`: `{}`", text.trim_end().replace('\n', "` / `")))
+                    .map(|(path, text)| {
+                        format!("`{path}`: `{}`", text.trim_end().replace('\n', "` / `"))
+                    })
                     .collect();
-                doc.push_str(&format!(
-                    "- {name}: overlay {}. {how}\n",
-                    files.join("; ")
-                ));
+                doc.push_str(&format!("- {name}: overlay {}. {how}\n", files.join("; ")));
             }
             Policy::Nothing(why) => doc.push_str(&format!("- {name}: none needed: {why}\n")),
-            Policy::NoEquivalent(why) => {
-                doc.push_str(&format!("- {name}: no Vigil equivalent, rows skipped: {why}\n"))
-            }
+            Policy::NoEquivalent(why) => doc.push_str(&format!(
+                "- {name}: no Vigil equivalent, rows skipped: {why}\n"
+            )),
         }
     }
     doc.push_str("\nRows skipped for a site policy without a Vigil equivalent: ");
     if skipped.is_empty() {
-        doc.push_str("none (the rows that need one belong to Falco rules without a counterpart).\n");
+        doc.push_str(
+            "none (the rows that need one belong to Falco rules without a counterpart).\n",
+        );
     } else {
         doc.push('\n');
         for s in &skipped {

@@ -152,7 +152,9 @@ async fn counterpart_rules_fire_exactly_when_the_label_says_true() {
         rules,
         definitions: definitions.clone(),
     };
-    let engine = RuleEngine::compile(set(per_event)).await.expect("rules compile");
+    let engine = RuleEngine::compile(set(per_event))
+        .await
+        .expect("rules compile");
     let mut detector = Detector::new(engine, Default::default(), Arc::new(Metrics::default()));
     let input = repo().join("../shared/data/k8s-audit/panther-rule-cases.jsonl");
     let mut alerts = Vec::new();
@@ -249,7 +251,11 @@ async fn counterpart_rules_fire_exactly_when_the_label_says_true() {
                 case.name,
                 case.expected,
                 did_fire,
-                if disagreement.is_some() { " (listed in DISAGREEMENTS)" } else { "" }
+                if disagreement.is_some() {
+                    " (listed in DISAGREEMENTS)"
+                } else {
+                    ""
+                }
             )),
         }
         let verdict = match disagreement {

@@ -44,3 +44,16 @@ async fn every_shipped_rule_passes_its_cases() {
     );
     assert!(results.len() >= 2 * rules.len());
 }
+
+/// Every list, macro and lookup table the pack ships is used by a rule.
+#[tokio::test]
+async fn every_shipped_definition_is_used() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sql-rules");
+    let pack = RulePack::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+    assert!(pack.definitions.lists.len() >= 10 && pack.definitions.macros.len() >= 10);
+    let engine = RuleEngine::compile(pack.rule_set())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let unused = engine.unused_definitions();
+    assert!(unused.is_empty(), "{unused:#?}");
+}

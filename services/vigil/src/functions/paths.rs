@@ -121,7 +121,10 @@ mod tests {
             ("/var/lib/../../etc", "/etc"),
             ("/../etc", "/etc"),
             ("/var/run/docker.sock", "/var/run/docker.sock"),
-            ("/run//containerd/./containerd.sock", "/run/containerd/containerd.sock"),
+            (
+                "/run//containerd/./containerd.sock",
+                "/run/containerd/containerd.sock",
+            ),
             ("", "."),
             ("a/../..", ".."),
         ] {

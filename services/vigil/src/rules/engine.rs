@@ -308,6 +308,20 @@ impl RuleEngine {
         &self.definitions
     }
 
+    /// The lists, macros and lookup tables no rule uses, described with
+    /// where they were defined (`vigil rules validate` notes them: a list an
+    /// overlay misspelt is defined and read by nothing).
+    pub fn unused_definitions(&self) -> Vec<String> {
+        let state = self.ctx.state();
+        let is_function = |name: &str| is_known_function(&state, name);
+        let expander = Expander::new(&self.definitions, &is_function);
+        for rule in self.rules() {
+            // Every rule expanded when it was compiled.
+            let _ = single_query(rule, &expander);
+        }
+        expander.unused()
+    }
+
     /// Set how long one per-event rule may run over one batch, and one
     /// correlation plan execution may run, before it is cancelled and
     /// reported as failed (`rules.max_eval_ms`).

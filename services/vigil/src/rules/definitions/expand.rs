@@ -18,8 +18,10 @@
 //! list or lookup table, a macro that calls itself, and a wrong number of
 //! arguments are errors at the line of the call.
 
+use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use datafusion::sql::sqlparser::ast::{
     Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectNamePart,
@@ -59,11 +61,54 @@ pub struct Expander<'a> {
     /// Whether the session knows an SQL function (scalar, aggregate or
     /// window) of this name.
     is_function: &'a (dyn Fn(&str) -> bool + Sync),
+    /// The definitions expansions have used: `list:name`, `macro:name`,
+    /// `lookup:name`.
+    used: Mutex<BTreeSet<String>>,
 }
 
 impl<'a> Expander<'a> {
     pub fn new(defs: &'a Definitions, is_function: &'a (dyn Fn(&str) -> bool + Sync)) -> Self {
-        Expander { defs, is_function }
+        Expander {
+            defs,
+            is_function,
+            used: Mutex::default(),
+        }
+    }
+
+    fn record(&self, kind: &str, name: &str) {
+        self.used
+            .lock()
+            .expect("used-names lock")
+            .insert(format!("{kind}:{name}"));
+    }
+
+    /// The definitions no expansion so far has used, each as `list NAME
+    /// (defined at FILE:LINE)`: a name an overlay misspelt defines a list
+    /// nothing reads.
+    pub fn unused(&self) -> Vec<String> {
+        let used = self.used.lock().expect("used-names lock");
+        let lists = self
+            .defs
+            .lists
+            .values()
+            .filter(|l| !used.contains(&format!("list:{}", l.name)))
+            .map(|l| {
+                let at = l.origins.last().map(|o| o.to_string()).unwrap_or_default();
+                format!("list {} ({at}) is used by no rule", l.name)
+            });
+        let macros = self
+            .defs
+            .macros
+            .values()
+            .filter(|m| !used.contains(&format!("macro:{}", m.name)))
+            .map(|m| format!("macro {} ({}) is used by no rule", m.name, m.at));
+        let lookups = self
+            .defs
+            .lookups
+            .values()
+            .filter(|t| !used.contains(&format!("lookup:{}", t.name)))
+            .map(|t| format!("lookup table {} ({}) is used by no rule", t.name, t.at));
+        lists.chain(macros).chain(lookups).collect()
     }
 
     /// Expand every call in a statement parsed from the file at `path`.
@@ -106,6 +151,8 @@ impl<'a> Expander<'a> {
                 errors.push(e);
             }
         }
+        // What macro bodies use on their own says nothing of what rules use.
+        self.used.lock().expect("used-names lock").clear();
         errors
     }
 }
@@ -163,6 +210,7 @@ impl Pass<'_, '_> {
         };
         let defs = self.expander.defs;
         if let Some(m) = defs.macros.get(&name) {
+            self.expander.record("macro", &m.name);
             return self.macro_call(m, call, line).map(Some);
         }
         match name.as_str() {
@@ -284,7 +332,10 @@ impl Pass<'_, '_> {
             )
         })?;
         match self.expander.defs.lists.get(&name) {
-            Some(list) => Ok(&list.items),
+            Some(list) => {
+                self.expander.record("list", &name);
+                Ok(&list.items)
+            }
             None => Err(self.error(line, format!("unknown list {name:?}"))),
         }
     }
@@ -307,6 +358,7 @@ impl Pass<'_, '_> {
                 format!("unknown lookup table {table:?}"),
             ));
         };
+        self.expander.record("lookup", &table);
         if lookup.value_column(&column).is_none() {
             return Err(self.error(
                 column_line.or(line),
