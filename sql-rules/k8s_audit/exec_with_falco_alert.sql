@@ -44,11 +44,8 @@ FROM (
     user_info.username AS username, COALESCE(audit_id, '') AS audit_id,
     source_ips[1] AS source_ip, request_uri AS uri
   FROM k8s_audit
-  WHERE object_ref.resource = 'pods'
-    AND object_ref.subresource IN ('exec', 'attach')
-    AND verb IN ('create', 'get')
-    AND COALESCE(stage, '') <> 'RequestReceived'
-    AND COALESCE(response_status.code, 200) < 400
+  WHERE pod_session()
+    AND request_succeeded()
 ) e
 JOIN (
   SELECT __row, event_time,
