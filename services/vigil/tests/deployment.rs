@@ -522,15 +522,23 @@ fn kubernetes_manifest_agrees_with_the_image_and_the_code() {
         .iter()
         .any(|m| m["mountPath"].as_str() == Some(config_path.as_str())));
     let rules_dir = settings.rules.dir.to_string_lossy().to_string();
-    for source in ["k8s_audit", "falco", "tetragon"] {
-        let path = format!("{rules_dir}/{source}");
-        assert!(
-            mounts
-                .iter()
-                .any(|m| m["mountPath"].as_str() == Some(path.as_str())),
-            "rules of {source} not mounted at {path}"
-        );
-        assert!(repo().join("sql-rules").join(source).is_dir());
+    // Every directory of the pack is mounted: the rules of each source and
+    // the lists, macros and lookup tables they share.
+    let pack_dirs: Vec<String> = std::fs::read_dir(repo().join("sql-rules"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
+        .collect();
+    assert!(pack_dirs.len() >= 6, "{pack_dirs:?}");
+    let mounted = |path: &str| mounts.iter().any(|m| m["mountPath"].as_str() == Some(path));
+    for sub in &pack_dirs {
+        let path = format!("{rules_dir}/{sub}");
+        assert!(mounted(&path), "sql-rules/{sub} not mounted at {path}");
+    }
+    for overlay in &settings.rules.overlays {
+        let path = overlay.to_string_lossy();
+        assert!(mounted(&path), "overlay {path} not mounted");
     }
     assert_eq!(
         settings.http.address().unwrap().unwrap().port(),
