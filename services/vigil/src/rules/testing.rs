@@ -16,15 +16,22 @@
 //! end of each case. The case passes when the rule fires at least once
 //! (`fires: true`) or not at all (`fires: false`), and, when the case gives
 //! `"alerts": N`, raises exactly N alerts besides suppression summaries
-//! (how a rule that folds repeats is tested). Every rule must have at
-//! least one case of each kind: one that must fire and a near miss.
+//! (how a rule that folds repeats is tested). A case may fill lists for its
+//! events, `"lists": {"allowed_images": ["docker.io/library/nginx"]}`: the
+//! rule is then evaluated alone with those lists' items replaced (how a
+//! site policy, empty as shipped, is tested). Every rule must have at least
+//! one case of each kind: one that must fire and a near miss.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{Rule, RuleEngine};
+use super::definitions::lists::Item;
+use super::definitions::{Definitions, Location};
+use super::exceptions::Exceptions;
+use super::{Rule, RuleEngine, RuleSet};
 use crate::detect::Detector;
 use crate::metrics::Metrics;
 use crate::source::{Origin, RawMessage, SourceKind};
@@ -43,6 +50,10 @@ struct CaseIn {
     /// summaries (for rules that fold repeated alerts).
     #[serde(default)]
     alerts: Option<usize>,
+    /// Lists whose items this case replaces (a site policy's list, empty as
+    /// shipped, filled for the case).
+    #[serde(default)]
+    lists: BTreeMap<String, Vec<String>>,
     events: Vec<serde_json::Value>,
 }
 
@@ -81,6 +92,54 @@ fn case_event(
     Ok((source, event.to_string().into_bytes()))
 }
 
+/// Evaluate one case's events as one batch, then close every window and
+/// suppression period, and forget the state.
+async fn evaluate(detector: &mut Detector, messages: Vec<RawMessage>) -> crate::detect::Detections {
+    let mut detections = detector.process(messages).await;
+    let closing = detector.finish().await;
+    detector.reset();
+    detections.alerts.extend(closing.alerts);
+    detections.dead_letters.extend(closing.dead_letters);
+    detections.excepted.extend(closing.excepted);
+    detections
+}
+
+/// A detector of `rule` alone whose lists named in `lists` hold the given
+/// items (written at `at`): how a case fills a site policy's list.
+async fn with_lists(
+    rule: &Rule,
+    definitions: &Definitions,
+    exceptions: &Exceptions,
+    lists: &BTreeMap<String, Vec<String>>,
+    at: &Location,
+) -> Result<Detector, String> {
+    let mut definitions = definitions.clone();
+    for (name, values) in lists {
+        let list = definitions
+            .lists
+            .get_mut(name)
+            .ok_or_else(|| format!("unknown list {name:?}"))?;
+        list.items = values
+            .iter()
+            .map(|v| Item {
+                value: v.clone(),
+                at: at.clone(),
+            })
+            .collect();
+    }
+    let set = RuleSet {
+        rules: vec![rule.clone()],
+        definitions: Arc::new(definitions),
+    };
+    let mut own = exceptions.clone();
+    own.entries.retain(|e| e.rule == rule.meta.id);
+    let engine = RuleEngine::compile(set)
+        .await
+        .and_then(|e| e.with_exceptions(own))
+        .map_err(|e| e.to_string())?;
+    Ok(Detector::new(engine, Default::default(), Arc::new(Metrics::default())))
+}
+
 /// Path of the test file of a rule file.
 pub fn tests_path(rule_path: &Path) -> PathBuf {
     rule_path.with_extension("tests.jsonl")
@@ -89,6 +148,8 @@ pub fn tests_path(rule_path: &Path) -> PathBuf {
 /// Run the test cases of every rule. `rules` must be the rules `engine`
 /// was compiled from.
 pub async fn run(rules: &[Rule], engine: RuleEngine) -> Vec<CaseResult> {
+    let definitions = engine.definitions().clone();
+    let exceptions = engine.exceptions().clone();
     let mut detector = Detector::new(engine, Default::default(), Arc::new(Metrics::default()));
     let mut results = Vec::new();
     for rule in rules {
@@ -167,12 +228,19 @@ pub async fn run(rules: &[Rule], engine: RuleEngine) -> Vec<CaseResult> {
                     continue;
                 }
             };
-            let mut detections = detector.process(messages).await;
-            let closing = detector.finish().await;
-            detector.reset();
-            detections.alerts.extend(closing.alerts);
-            detections.dead_letters.extend(closing.dead_letters);
-            detections.excepted.extend(closing.excepted);
+            let at = Location::new(&file, i + 1);
+            let detections = if case.lists.is_empty() {
+                evaluate(&mut detector, messages).await
+            } else {
+                match with_lists(rule, &definitions, &exceptions, &case.lists, &at).await {
+                    Ok(mut own) => evaluate(&mut own, messages).await,
+                    Err(e) => {
+                        result.detail = format!("invalid test case: {e}");
+                        results.push(result);
+                        continue;
+                    }
+                }
+            };
             if let Some(dl) = detections.dead_letters.first() {
                 result.detail = format!("the case's events did not evaluate: {}", dl.reason);
                 results.push(result);
