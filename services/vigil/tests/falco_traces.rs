@@ -73,17 +73,27 @@ const SITE_POLICIES: &[(&str, Policy)] = &[
     ),
     (
         "allow_namespace_foo.yaml",
-        Policy::NoEquivalent(
-            "appends `foo` to Falco's allowed_namespaces; Vigil has no list of allowed namespaces",
+        Policy::Overlay(
+            &[("lists/site.toml", "[allowed_namespaces]\nappend = [\"foo\"]\n")],
+            "Falco appends `foo` to allowed_namespaces; the overlay appends it to Vigil's allowed_namespaces (a site policy list)",
         ),
     ),
     (
         "allow_user_some-user.yaml",
-        Policy::NoEquivalent(
-            "appends `some-user` to Falco's allowed_k8s_users; Vigil has no list of allowed users",
+        Policy::Overlay(
+            &[("lists/site.toml", "[allowed_users]\nappend = [\"some-user\"]\n")],
+            "Falco appends `some-user` to allowed_k8s_users; the overlay appends it to Vigil's allowed_users (a site policy list)",
         ),
     ),
 ];
+
+/// Falco's stock allowed_namespaces and allowed_k8s_users, which its
+/// disallowed-namespace and disallowed-user rules read. Vigil's
+/// equivalents (allowed_namespaces, allowed_users) ship empty, so that a
+/// site states its own; every replay here starts from an overlay holding
+/// Falco's, before the overlays of a row's policies.
+const FALCO_STOCK_LISTS: &str = "[allowed_namespaces]\nitems = [\"kube-system\", \"kube-public\", \"default\"]\n\n\
+[allowed_users]\nitems = [\"minikube\", \"minikube-user\", \"kubelet\", \"kops\", \"admin\", \"kube\", \"kube-proxy\", \"kube-apiserver-healthcheck\", \"kubernetes-admin\", \"vpa-recommender\", \"vpa-updater\", \"cluster-autoscaler\", \"cloud-controller-manager\"]\n";
 
 /// Trace files whose content is not an audit event (Falco rejects them
 /// too): their lines must be dead letters.
@@ -273,29 +283,29 @@ async fn counterpart_rules_fire_exactly_when_falco_says() {
     let needed: BTreeSet<Vec<String>> = std::iter::once(Vec::new())
         .chain(rows.iter().filter_map(|r| overlays_of(r).ok()))
         .collect();
+    let stock = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(stock.path().join("lists")).unwrap();
+    std::fs::write(stock.path().join("lists/falco-stock.toml"), FALCO_STOCK_LISTS).unwrap();
     for set in needed {
-        let layers = if set.is_empty() {
-            Layers::dir(&base)
-        } else {
-            let dir = tempfile::tempdir().unwrap();
-            for name in &set {
-                let Policy::Overlay(files, _) = policy(name) else {
-                    unreachable!()
-                };
-                for (path, text) in files.iter() {
-                    let p = dir.path().join(path);
-                    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-                    assert!(!p.exists(), "two overlays write {path}");
-                    std::fs::write(&p, text).unwrap();
-                }
-            }
-            let layers = Layers {
-                base: base.clone(),
-                overlays: vec![dir.path().to_path_buf()],
-                exceptions: None,
+        // Falco's stock lists, then one overlay per policy, in order.
+        let mut overlays = vec![stock.path().to_path_buf()];
+        for name in &set {
+            let Policy::Overlay(files, _) = policy(name) else {
+                unreachable!()
             };
+            let dir = tempfile::tempdir().unwrap();
+            for (path, text) in files.iter() {
+                let p = dir.path().join(path);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(&p, text).unwrap();
+            }
+            overlays.push(dir.path().to_path_buf());
             overlay_dirs.push(dir);
-            layers
+        }
+        let layers = Layers {
+            base: base.clone(),
+            overlays,
+            exceptions: None,
         };
         let run = run(&layers).await;
         runs.insert(set, run);
@@ -436,6 +446,7 @@ async fn counterpart_rules_fire_exactly_when_falco_says() {
          Input: `services/vigil/tests/data/falco-traces/events.jsonl`, the events of Falco's Kubernetes audit trace files, with `labels.tsv`, the verdicts of Falco's own test suite (provenance in the README there). \
          Each label row is checked against the per-event Vigil rules whose header says `based_on: falco:<Falco rule>`: one of them fires on the row's event exactly when Falco's suite expects its rule to. \
          A `detect: False` case is labelled with the rule it is the negative case of; `(any)` labels Falco's case whose input is not an audit event, on which no rule may fire (and which Vigil must dead-letter). \
+         Every replay starts from an overlay holding Falco's stock `allowed_namespaces` and `allowed_k8s_users` as Vigil's `allowed_namespaces` and `allowed_users` (site policy lists Vigil ships empty). \
          Rows with a site policy (an extra Falco rules file) are evaluated with its Vigil equivalent below, or skipped when it has none. \
          Known misses are listed in `KNOWN_MISSES` at the top of the test, with the reason.\n\n",
     );
