@@ -1,15 +1,18 @@
 -- id: k8s.sidecar_injection
 -- title: Containers patched into a running workload
 -- severity: low
--- description: A patch of a Deployment, DaemonSet or StatefulSet carried
---    containers (kubectl patch, kubectl set image, an apply): the way to slip a
---    sidecar into a legitimate workload's pods, where it runs beside the real
---    application, with its service account, volumes and network, instead of as a
---    pod of its own (Microsoft's Threat Matrix for Kubernetes: Sidecar
---    Injection). Reported whoever sends the patch, except the site's
---    trusted_ci_principals (a site policy: your pipelines and GitOps
---    controllers, which patch containers on every deploy). Needs request
---    bodies. The patches of one workload fold into one alert per hour.
+-- description: A hand-made patch of a Deployment, DaemonSet or StatefulSet
+--    carried containers: the way to slip a sidecar into a legitimate workload's
+--    pods, where it runs beside the real application, with its service account,
+--    volumes and network, instead of as a pod of its own (Microsoft's Threat
+--    Matrix for Kubernetes: Sidecar Injection). Hand-made means sent by kubectl
+--    patch (fieldManager=kubectl-patch) or with no field manager at all (curl, a
+--    script); the patches of deployment tools name theirs (kubectl apply and set
+--    image, Helm, Argo CD, Flux) and are not reported, nor are the site's
+--    trusted_ci_principals. The field manager is the client's to name: an
+--    attacker who sends fieldManager=helm is not seen here, but the pod-spec and
+--    registry rules still judge what the containers are. Needs request bodies.
+--    The patches of one workload fold into one alert per hour.
 -- mitre: T1609, T1610, T1525
 -- source: k8s_audit
 -- tags: attack, execution, persistence
@@ -34,4 +37,7 @@ WHERE pod_spec_write()
   AND object_ref.resource IN ('deployments', 'daemonsets', 'statefulsets')
   AND request_succeeded()
   AND cardinality(pod_spec.images) > 0
+  AND (request_uri IS NULL
+       OR regexp_like(request_uri, '[?&]fieldManager=kubectl-patch(&|$)')
+       OR NOT regexp_like(request_uri, '[?&]fieldManager='))
   AND NOT in_list(user_info.username, 'trusted_ci_principals')

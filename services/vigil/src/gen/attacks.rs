@@ -39,7 +39,8 @@ pub static ATTACKS: [Attack; 9] = [
     Attack {
         name: "secrets_dump",
         source: SourceKind::K8sAudit,
-        rules: &["k8s.secret_read", "k8s.secrets_dump_all_namespaces"],
+        // A cluster-wide list: k8s.secret_read leaves those to this rule.
+        rules: &["k8s.secrets_dump_all_namespaces"],
         build: audit::attack_secrets_dump,
     },
     Attack {
