@@ -50,7 +50,9 @@ enum Policy {
     Overlay(&'static [(&'static str, &'static str)], &'static str),
     /// Nothing to do in Vigil, and why.
     Nothing(&'static str),
-    /// No Vigil equivalent: rows that need it are skipped.
+    /// No Vigil equivalent: rows that need it are skipped. (Every policy
+    /// of the suite has one today; a new one may not.)
+    #[allow(dead_code)]
     NoEquivalent(&'static str),
 }
 

@@ -49,6 +49,11 @@ enum Command {
         /// changes (PlanOptions::DATAFUSION_DEFAULTS).
         #[arg(long)]
         as_before: bool,
+        /// With --only-all-rules or --only-pack: run the rules with their
+        /// lists and macros written out in their SQL (the inlined form),
+        /// to compare with the rules as shipped.
+        #[arg(long)]
+        inlined: bool,
     },
     /// Through a broker: bare consumer vs the Vigil pipeline, and
     /// event-to-alert latency at half load.
@@ -156,6 +161,7 @@ pub fn main() -> ExitCode {
                 only_pack,
                 attack_every,
                 as_before,
+                inlined,
             } => {
                 let planning = if as_before {
                     crate::rules::engine::PlanOptions::DATAFUSION_DEFAULTS
@@ -173,6 +179,7 @@ pub fn main() -> ExitCode {
                     only_pack,
                     attack_every,
                     planning,
+                    inlined,
                 };
                 super::engine::run(&opts, &mut stdout).await.map(|_| ())
             }

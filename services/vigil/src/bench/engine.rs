@@ -58,6 +58,8 @@ pub struct EngineOptions {
     pub attack_every: u64,
     /// Planning of that run.
     pub planning: PlanOptions,
+    /// Run the rules with their definitions written out ([`inlined`]).
+    pub inlined: bool,
 }
 
 impl Default for EngineOptions {
@@ -73,6 +75,7 @@ impl Default for EngineOptions {
             only_pack: false,
             attack_every: 0,
             planning: PlanOptions::default(),
+            inlined: false,
         }
     }
 }
@@ -116,6 +119,39 @@ fn batches(messages: &[RawMessage], size: usize) -> Vec<Vec<RawMessage>> {
 
 fn bytes(messages: &[RawMessage]) -> u64 {
     messages.iter().map(|m| m.payload.len() as u64).sum()
+}
+
+/// `set` with its lists and macros written out: each rule's SQL is its
+/// expanded query under its own header, compiled without lists or macros
+/// (lookup tables stay: `lookup(...)` is a function of the session). The
+/// inlined form a rule author would have written by hand; the benchmark
+/// runs both to show what the definitions cost.
+pub fn inlined(set: &RuleSet) -> Result<RuleSet> {
+    let ctx = crate::rules::engine::new_session();
+    crate::rules::engine::register_definitions(&ctx, &set.definitions);
+    let rules = set
+        .rules
+        .iter()
+        .map(|rule| {
+            let sql = crate::rules::engine::expanded_sql(&ctx, &set.definitions, rule)?;
+            let header: String = rule
+                .sql
+                .lines()
+                .take_while(|l| l.trim_start().starts_with("--") || l.trim().is_empty())
+                .map(|l| format!("{l}\n"))
+                .collect();
+            parse_rule(&rule.path, &format!("{header}{sql}\n"))
+                .map_err(|e| anyhow::anyhow!("{}: {e:?}", rule.path.display()))
+        })
+        .collect::<Result<Vec<Rule>>>()?;
+    let lookups_only = crate::rules::definitions::Definitions {
+        lookups: set.definitions.lookups.clone(),
+        ..Default::default()
+    };
+    Ok(RuleSet {
+        rules,
+        definitions: Arc::new(lookups_only),
+    })
 }
 
 /// The shipped per-event rules of `source`, sorted by id, with the pack's
@@ -429,6 +465,7 @@ pub async fn run(opts: &EngineOptions, out: &mut dyn Write) -> Result<Vec<Measur
 
     if opts.only_all_rules {
         let all = event_rules(&opts.rules, SourceKind::K8sAudit)?;
+        let all = if opts.inlined { inlined(&all)? } else { all };
         let want = expected(&events, &all.rules);
         let (rate, got, _, _) = vigil_engine(
             all,
@@ -443,7 +480,11 @@ pub async fn run(opts: &EngineOptions, out: &mut dyn Write) -> Result<Vec<Measur
         report(
             out,
             Measured {
-                name: "vigil engine, all audit rules".into(),
+                name: if opts.inlined {
+                    "vigil engine, all audit rules, inlined".into()
+                } else {
+                    "vigil engine, all audit rules".into()
+                },
                 rate,
                 note: format!("{} alerts = manifest", got.len()),
             },
@@ -522,6 +563,11 @@ pub async fn run(opts: &EngineOptions, out: &mut dyn Write) -> Result<Vec<Measur
         (
             "vigil engine, all audit rules",
             all.clone(),
+            PlanOptions::default(),
+        ),
+        (
+            "vigil engine, all audit rules, inlined",
+            inlined(&all)?,
             PlanOptions::default(),
         ),
         (
@@ -621,6 +667,7 @@ async fn pack_line(
     out: &mut dyn Write,
 ) -> Result<()> {
     let pack = source_rules(&opts.rules, SourceKind::K8sAudit)?;
+    let pack = if opts.inlined { inlined(&pack)? } else { pack };
     let correlation: BTreeSet<String> = pack
         .rules
         .iter()
@@ -655,7 +702,10 @@ async fn pack_line(
     report(
         out,
         Measured {
-            name: format!("vigil engine, whole audit pack ({n})"),
+            name: format!(
+                "vigil engine, whole audit pack{} ({n})",
+                if opts.inlined { ", inlined" } else { "" }
+            ),
             rate,
             note: format!(
                 "{} correlation rules, {} per-event + {} correlation alerts, {check}, {retained} events retained at end",
@@ -710,4 +760,34 @@ pub async fn explain(dir: &Path, filter: Option<&str>, out: &mut dyn Write) -> R
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod inlined_tests {
+    use super::*;
+
+    /// The inlined pack compiles without lists or macros and raises the
+    /// same alerts as the pack as shipped.
+    #[tokio::test]
+    async fn the_inlined_pack_is_the_pack() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sql-rules");
+        let shipped = event_rules(&dir, SourceKind::K8sAudit).unwrap();
+        let written_out = inlined(&shipped).unwrap();
+        assert!(written_out.definitions.lists.is_empty() && written_out.definitions.macros.is_empty());
+        assert!(written_out.rules.iter().all(|r| !r.sql.contains("in_list(") && !r.sql.contains("request_succeeded()")));
+        let (events, messages) = generate(audit_config(3, 50), 4_000);
+        let alerts = |set: RuleSet| {
+            let messages = &messages;
+            async move {
+                vigil_engine(set, CorrelationSettings::default(), PlanOptions::default(), &[], messages, 1000)
+                    .await
+                    .unwrap()
+                    .1
+            }
+        };
+        let a = alerts(shipped.clone()).await;
+        let b = alerts(written_out).await;
+        assert_eq!(a, b);
+        assert_eq!(a, expected(&events, &shipped.rules));
+    }
 }
