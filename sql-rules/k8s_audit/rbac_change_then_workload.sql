@@ -11,7 +11,8 @@
 --    run code (often a pod running as the newly bound service account).
 --    Both requests must have succeeded. Every identity counts, system accounts
 --    included; binding changes the cluster makes for itself
---    (legitimate_rbac_write) are not.
+--    (legitimate_rbac_write) and the objects workload controllers create
+--    (controller_creating_its_kind) are not.
 --    The role is read from the binding's requestObject (or responseObject for
 --    patches), so the audit policy must log rbac.authorization.k8s.io at
 --    Request level or above: with Metadata-only audit logs this rule cannot
@@ -54,6 +55,9 @@ FROM (
     AND verb IN ('create', 'update', 'patch')
     AND in_list(object_ref.resource, 'workload_resources')
     AND object_ref.subresource IS NULL
+    -- a controller creating the kind it creates is not using new rights
+    -- (and controllers bind no roles: k8s.system_account_rbac_change)
+    AND NOT controller_creating_its_kind()
 ) w
 JOIN (
   SELECT __row, event_time, user_info.username AS username,

@@ -6,8 +6,10 @@
 --    created a pod, and created a RoleBinding or ClusterRoleBinding (all
 --    successful). Each is common on its own; together they are the outline of
 --    an intrusion: harvest credentials, run a workload, persist or escalate
---    access. Every identity counts, system accounts included, except for Helm's
---    release lists (helm_release_secret): Helm creates bindings and lists its releases on every
+--    access. Every identity counts, system accounts included, except for the
+--    pods workload controllers create (controller_creating_its_kind: they list
+--    no secrets and bind no roles) and Helm's release lists
+--    (helm_release_secret): Helm creates bindings and lists its releases on every
 --    install, but it creates workloads through controllers, not bare pods.
 --    Suppressed for 30 minutes per identity (overlapping windows give one alert).
 -- mitre: T1552.007, T1610, T1098
@@ -34,7 +36,7 @@ FROM (
     AND user_info.username IS NOT NULL
     AND object_ref.subresource IS NULL
     AND ((secret_read() AND verb = 'list')
-         OR (object_ref.resource = 'pods' AND verb = 'create')
+         OR (object_ref.resource = 'pods' AND verb = 'create' AND NOT controller_creating_its_kind())
          OR (object_ref.resource IN ('rolebindings', 'clusterrolebindings') AND verb = 'create'))
 ) s
 GROUP BY user_info.username, window_end

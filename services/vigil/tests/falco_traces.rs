@@ -287,7 +287,11 @@ async fn counterpart_rules_fire_exactly_when_falco_says() {
         .collect();
     let stock = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(stock.path().join("lists")).unwrap();
-    std::fs::write(stock.path().join("lists/falco-stock.toml"), FALCO_STOCK_LISTS).unwrap();
+    std::fs::write(
+        stock.path().join("lists/falco-stock.toml"),
+        FALCO_STOCK_LISTS,
+    )
+    .unwrap();
     for set in needed {
         // Falco's stock lists, then one overlay per policy, in order.
         let mut overlays = vec![stock.path().to_path_buf()];

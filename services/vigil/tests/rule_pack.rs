@@ -69,10 +69,17 @@ async fn the_example_site_overlay_applies_over_the_pack() {
     };
     let pack = RulePack::load(&layers).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        pack.disabled.iter().map(|r| r.meta.id.as_str()).collect::<Vec<_>>(),
+        pack.disabled
+            .iter()
+            .map(|r| r.meta.id.as_str())
+            .collect::<Vec<_>>(),
         ["k8s.image_latest_tag"]
     );
-    let pod_exec = pack.rules.iter().find(|r| r.meta.id == "k8s.pod_exec").unwrap();
+    let pod_exec = pack
+        .rules
+        .iter()
+        .find(|r| r.meta.id == "k8s.pod_exec")
+        .unwrap();
     assert_eq!(pod_exec.meta.severity, vigil::rules::Severity::High);
     let registries: Vec<&str> = pack.definitions.lists["approved_registries"]
         .items
@@ -95,7 +102,14 @@ async fn the_example_site_overlay_applies_over_the_pack() {
         .await
         .and_then(|e| e.with_exceptions(pack.exceptions.clone()))
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(engine.unused_definitions().is_empty(), "{:?}", engine.unused_definitions());
+    assert!(
+        engine.unused_definitions().is_empty(),
+        "{:?}",
+        engine.unused_definitions()
+    );
     let results = testing::run(&site_rules, engine).await;
-    assert!(results.len() >= 4 && results.iter().all(|r| r.passed), "{results:#?}");
+    assert!(
+        results.len() >= 4 && results.iter().all(|r| r.passed),
+        "{results:#?}"
+    );
 }

@@ -174,11 +174,11 @@ pub fn source_rules(dir: &Path, source: SourceKind) -> Result<RuleSet> {
     Ok(set)
 }
 
-/// The six slowest of `per_rule` (slowest first), as `id N ms, ...`.
+/// The twelve slowest of `per_rule` (slowest first), as `id N ms, ...`.
 pub(crate) fn slowest(per_rule: &[(String, f64)]) -> String {
     let shown: Vec<String> = per_rule
         .iter()
-        .take(6)
+        .take(12)
         .map(|(id, s)| format!("{id} {:.0} ms", s * 1e3))
         .collect();
     shown.join(", ")
@@ -773,16 +773,28 @@ mod inlined_tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sql-rules");
         let shipped = event_rules(&dir, SourceKind::K8sAudit).unwrap();
         let written_out = inlined(&shipped).unwrap();
-        assert!(written_out.definitions.lists.is_empty() && written_out.definitions.macros.is_empty());
-        assert!(written_out.rules.iter().all(|r| !r.sql.contains("in_list(") && !r.sql.contains("request_succeeded()")));
+        assert!(
+            written_out.definitions.lists.is_empty() && written_out.definitions.macros.is_empty()
+        );
+        assert!(written_out
+            .rules
+            .iter()
+            .all(|r| !r.sql.contains("in_list(") && !r.sql.contains("request_succeeded()")));
         let (events, messages) = generate(audit_config(3, 50), 4_000);
         let alerts = |set: RuleSet| {
             let messages = &messages;
             async move {
-                vigil_engine(set, CorrelationSettings::default(), PlanOptions::default(), &[], messages, 1000)
-                    .await
-                    .unwrap()
-                    .1
+                vigil_engine(
+                    set,
+                    CorrelationSettings::default(),
+                    PlanOptions::default(),
+                    &[],
+                    messages,
+                    1000,
+                )
+                .await
+                .unwrap()
+                .1
             }
         };
         let a = alerts(shipped.clone()).await;

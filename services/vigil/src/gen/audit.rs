@@ -23,12 +23,14 @@ const READ_RESOURCES: [(&str, &str); 6] = [
     ("replicasets", "apps"),
 ];
 
-const CONTROLLERS: [&str; 5] = [
-    "replicaset-controller",
-    "deployment-controller",
-    "endpoint-controller",
-    "namespace-controller",
-    "generic-garbage-collector",
+/// The workload controllers that create pods, and the kind of owner each
+/// creates them for.
+const POD_CONTROLLERS: [(&str, &str); 5] = [
+    ("replicaset-controller", "ReplicaSet"),
+    ("daemon-set-controller", "DaemonSet"),
+    ("statefulset-controller", "StatefulSet"),
+    ("job-controller", "Job"),
+    ("replication-controller", "ReplicationController"),
 ];
 
 const REGISTRIES: [&str; 4] = [
@@ -400,13 +402,13 @@ fn configmap_write(rng: &mut Rng, cluster: &Cluster, time_ns: i64) -> Built {
 
 fn controller_pod_create(rng: &mut Rng, cluster: &Cluster, time_ns: i64) -> Built {
     let pod = cluster.pod(rng);
-    let controller = *rng.pick(&CONTROLLERS);
+    let (controller, owner_kind) = *rng.pick(&POD_CONTROLLERS);
     let name = format!("system:serviceaccount:kube-system:{controller}");
     let user = json!({"username": name, "uid": rng.uuid(), "groups": ["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"]});
     let request = json!({
         "kind": "Pod", "apiVersion": "v1",
         "metadata": {"generateName": format!("{}-{}-", pod.app, rng.hex(10)), "namespace": pod.namespace, "labels": {"app": pod.app, "pod-template-hash": rng.hex(10)},
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{}-{}", pod.app, rng.hex(10)), "uid": rng.uuid(), "controller": true, "blockOwnerDeletion": true}]},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner_kind, "name": format!("{}-{}", pod.app, rng.hex(10)), "uid": rng.uuid(), "controller": true, "blockOwnerDeletion": true}]},
         "spec": pod_spec(rng, pod.app)
     });
     let object_ref = json!({"resource": "pods", "namespace": pod.namespace, "name": pod.name, "apiVersion": "v1"});
@@ -414,7 +416,19 @@ fn controller_pod_create(rng: &mut Rng, cluster: &Cluster, time_ns: i64) -> Buil
     let ip = private_ip(rng);
     to_built(
         name.clone(),
-        event(rng, time_ns, "Request", "create", user, "kube-controller-manager/v1.30.4 (linux/amd64) kubernetes/a51b3b7/system:serviceaccount:kube-system:replicaset-controller", ip, object_ref, uri, 201, json!({"requestObject": request})),
+        event(
+            rng,
+            time_ns,
+            "Request",
+            "create",
+            user,
+            &format!("kube-controller-manager/v1.30.4 (linux/amd64) kubernetes/a51b3b7/{name}"),
+            ip,
+            object_ref,
+            uri,
+            201,
+            json!({"requestObject": request}),
+        ),
     )
 }
 

@@ -171,11 +171,12 @@ impl Hash for SelectiveAnd {
 }
 
 impl SelectiveAnd {
-    /// The conjunction of `predicate`'s top-level conjuncts, in order.
+    /// The conjunction of `predicate`'s top-level conjuncts, in order (see
+    /// [`filter_conjuncts`]).
     pub fn new(predicate: &Arc<dyn PhysicalExpr>, shared: Arc<SharedConditions>) -> Result<Self> {
-        let conjuncts = split_conjunction(predicate)
+        let conjuncts = filter_conjuncts(predicate)
             .into_iter()
-            .map(|c| Conjunct::new(Arc::clone(c)))
+            .map(Conjunct::new)
             .collect::<Result<_>>()?;
         Ok(SelectiveAnd { conjuncts, shared })
     }
@@ -328,6 +329,39 @@ impl PhysicalExpr for SelectiveOr {
 /// field access, literals, comparisons, `IN` lists, `CASE`/`COALESCE`,
 /// `IS [NOT] NULL`, `NOT`, casts. Regular expressions, `LIKE` and every
 /// other function are not.
+/// The conjuncts of a filter predicate, in order: its top-level `AND`s
+/// split, and within them every `COALESCE(p, FALSE)` opened up and split in
+/// turn. In a filter `COALESCE(p, FALSE)` keeps exactly the rows `p` keeps
+/// (NULL and FALSE both drop a row); boolean macros are written that way so
+/// that `NOT macro()` is safe (`rules::definitions::macros`), and opening
+/// them lets their conditions be evaluated one at a time and shared like
+/// any other (`request_succeeded()` in every rule is computed once).
+pub(crate) fn filter_conjuncts(predicate: &Arc<dyn PhysicalExpr>) -> Vec<Arc<dyn PhysicalExpr>> {
+    let mut out = Vec::new();
+    for c in split_conjunction(predicate) {
+        match coalesce_false_operand(c) {
+            Some(inner) => out.extend(filter_conjuncts(inner)),
+            None => out.push(Arc::clone(c)),
+        }
+    }
+    out
+}
+
+/// `p` when `expr` is `COALESCE(p, FALSE)`.
+fn coalesce_false_operand(expr: &Arc<dyn PhysicalExpr>) -> Option<&Arc<dyn PhysicalExpr>> {
+    let f = expr.downcast_ref::<ScalarFunctionExpr>()?;
+    let [p, fallback] = f.args() else {
+        return None;
+    };
+    let is_false = fallback.downcast_ref::<Literal>().is_some_and(|l| {
+        matches!(
+            l.value(),
+            datafusion::common::ScalarValue::Boolean(Some(false))
+        )
+    });
+    (f.name() == "coalesce" && is_false).then_some(p)
+}
+
 fn is_cheap(expr: &Arc<dyn PhysicalExpr>) -> bool {
     let node_cheap = if let Some(b) = expr.downcast_ref::<BinaryExpr>() {
         !matches!(
@@ -692,7 +726,7 @@ mod tests {
             assert_eq!(selective.children().len(), {
                 let mut c = 0;
                 for d in &disjuncts[..count] {
-                    c += split_conjunction(d).len();
+                    c += filter_conjuncts(d).len();
                 }
                 c
             });

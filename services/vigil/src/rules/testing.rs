@@ -137,7 +137,11 @@ async fn with_lists(
         .await
         .and_then(|e| e.with_exceptions(own))
         .map_err(|e| e.to_string())?;
-    Ok(Detector::new(engine, Default::default(), Arc::new(Metrics::default())))
+    Ok(Detector::new(
+        engine,
+        Default::default(),
+        Arc::new(Metrics::default()),
+    ))
 }
 
 /// Path of the test file of a rule file.

@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectNamePart,
-    Statement, Value, VisitMut, VisitorMut,
+    BinaryOperator, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident,
+    ObjectNamePart, Select, Statement, Value, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -118,10 +118,11 @@ impl<'a> Expander<'a> {
             file: path.to_path_buf(),
             stack: Vec::new(),
         };
-        match statement.visit(&mut pass) {
-            ControlFlow::Continue(()) => Ok(()),
-            ControlFlow::Break(e) => Err(e),
+        if let ControlFlow::Break(e) = statement.visit(&mut pass) {
+            return Err(e);
         }
+        let _ = statement.visit(&mut OpenFilterCoalesce);
+        Ok(())
     }
 
     /// Check every macro's body on its own (its parameters left as they
@@ -412,6 +413,65 @@ impl Pass<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// Opens `COALESCE(p, FALSE)` where it is a conjunct of a WHERE or HAVING
+/// clause: there it keeps exactly the rows `p` keeps (NULL and FALSE both
+/// drop a row). Boolean macros are written that way so that `NOT macro()`
+/// is safe; opened, their conditions become conjuncts of the filter like
+/// any other, evaluated one at a time and shared between rules, where
+/// DataFusion would otherwise plan the whole macro as one opaque
+/// expression (and hoist it into a projection computed for every row).
+struct OpenFilterCoalesce;
+
+impl VisitorMut for OpenFilterCoalesce {
+    type Break = ();
+
+    fn pre_visit_select(&mut self, select: &mut Select) -> ControlFlow<()> {
+        for clause in [&mut select.selection, &mut select.having]
+            .into_iter()
+            .flatten()
+        {
+            open_conjuncts(clause);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn open_conjuncts(expr: &mut Expr) {
+    match expr {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            open_conjuncts(left);
+            open_conjuncts(right);
+        }
+        Expr::Nested(inner) => open_conjuncts(inner),
+        Expr::Function(call) => {
+            if let Some(p) = coalesce_false_operand(call) {
+                *expr = Expr::Nested(Box::new(p));
+                open_conjuncts(expr);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `p` when `call` is `COALESCE(p, FALSE)`.
+fn coalesce_false_operand(call: &Function) -> Option<Expr> {
+    let (name, _) = simple_name(call)?;
+    let FunctionArguments::List(list) = &call.args else {
+        return None;
+    };
+    let [FunctionArg::Unnamed(FunctionArgExpr::Expr(p)), FunctionArg::Unnamed(FunctionArgExpr::Expr(fallback))] =
+        list.args.as_slice()
+    else {
+        return None;
+    };
+    let is_false = matches!(fallback, Expr::Value(v) if v.value == Value::Boolean(false));
+    (name == "coalesce" && is_false).then(|| p.clone())
 }
 
 /// Functions DataFusion's SQL planner handles itself rather than through

@@ -133,77 +133,27 @@ impl LayerLists {
     ) -> Result<(), Vec<RuleError>> {
         let mut errors = Vec::new();
         for (name, table) in self.tables {
-            let at = table.at;
+            let at = table.at.clone();
             let changes = table.append.is_some() || table.remove.is_some();
-            match (table.items, lists.get_mut(&name)) {
-                (Some(_), _) if changes => errors.push(at.error(format!(
+            let result = match (table.items.is_some(), lists.get_mut(&name)) {
+                (true, _) if changes => Err(format!(
                     "list {name:?} gives items and append/remove: give items to replace the list, or append/remove to change it"
-                ))),
-                (Some(new), existing) => {
-                    let description = table
-                        .description
-                        .or_else(|| existing.as_ref().map(|l| l.description.clone()));
-                    let Some(description) = description.filter(|d| !d.trim().is_empty()) else {
-                        errors.push(at.error(format!("list {name:?} needs a description")));
-                        continue;
-                    };
-                    let mut origins = existing.map(|l| l.origins.clone()).unwrap_or_default();
-                    origins.push(if origins.is_empty() {
-                        Origin::Defined(at.clone())
-                    } else {
-                        Origin::Replaced(at.clone())
-                    });
-                    lists.insert(
-                        name.clone(),
-                        List {
-                            name,
-                            description,
-                            items: new,
-                            origins,
-                        },
-                    );
-                }
-                (None, None) => errors.push(at.error(format!(
+                )),
+                (true, existing) => replace(&name, table, existing.map(|l| &*l))
+                    .map(|list| drop(lists.insert(name.clone(), list))),
+                (false, None) => Err(format!(
                     "list {name:?} is not defined by an earlier layer: give its items (and a description) to define it"
-                ))),
-                (None, Some(_)) if !changes => errors.push(at.error(format!(
+                )),
+                (false, Some(_)) if !changes => Err(format!(
                     "list {name:?} has nothing to do: give items, append or remove"
-                ))),
-                (None, Some(list)) => {
-                    if let Some(d) = table.description {
-                        list.description = d;
-                    }
-                    if let Some(added) = table.append {
-                        let mut n = 0;
-                        for item in added {
-                            if list.items.iter().any(|i| i.value == item.value) {
-                                notes.push(format!(
-                                    "{}: list {name:?} already has {:?}",
-                                    item.at, item.value
-                                ));
-                            } else {
-                                list.items.push(item);
-                                n += 1;
-                            }
-                        }
-                        list.origins.push(Origin::Appended(at.clone(), n));
-                    }
-                    if let Some(removed) = table.remove {
-                        let before = list.items.len();
-                        for item in &removed {
-                            if !list.items.iter().any(|i| i.value == item.value) {
-                                notes.push(format!(
-                                    "{}: list {name:?} has no item {:?} to remove",
-                                    item.at, item.value
-                                ));
-                            }
-                        }
-                        list.items
-                            .retain(|i| !removed.iter().any(|r| r.value == i.value));
-                        list.origins
-                            .push(Origin::Removed(at.clone(), before - list.items.len()));
-                    }
+                )),
+                (false, Some(list)) => {
+                    change(list, table, notes);
+                    Ok(())
                 }
+            };
+            if let Err(m) = result {
+                errors.push(at.error(m));
             }
         }
         if errors.is_empty() {
@@ -211,6 +161,67 @@ impl LayerLists {
         } else {
             Err(errors)
         }
+    }
+}
+
+/// A table with `items`: the list it defines, or replaces `existing` with.
+fn replace(name: &str, table: Table, existing: Option<&List>) -> Result<List, String> {
+    let description = table
+        .description
+        .or_else(|| existing.map(|l| l.description.clone()))
+        .filter(|d| !d.trim().is_empty())
+        .ok_or_else(|| format!("list {name:?} needs a description"))?;
+    let mut origins = existing.map(|l| l.origins.clone()).unwrap_or_default();
+    origins.push(if origins.is_empty() {
+        Origin::Defined(table.at)
+    } else {
+        Origin::Replaced(table.at)
+    });
+    Ok(List {
+        name: name.to_string(),
+        description,
+        items: table.items.unwrap_or_default(),
+        origins,
+    })
+}
+
+/// A table with `append` and/or `remove`: change `list` (noting appended
+/// items it already had and removed items it did not).
+fn change(list: &mut List, table: Table, notes: &mut Vec<String>) {
+    let name = list.name.clone();
+    if let Some(d) = table.description {
+        list.description = d;
+    }
+    if let Some(added) = table.append {
+        let mut n = 0;
+        for item in added {
+            if list.items.iter().any(|i| i.value == item.value) {
+                notes.push(format!(
+                    "{}: list {name:?} already has {:?}",
+                    item.at, item.value
+                ));
+            } else {
+                list.items.push(item);
+                n += 1;
+            }
+        }
+        list.origins.push(Origin::Appended(table.at.clone(), n));
+    }
+    if let Some(removed) = table.remove {
+        let before = list.items.len();
+        for item in removed
+            .iter()
+            .filter(|r| !list.items.iter().any(|i| i.value == r.value))
+        {
+            notes.push(format!(
+                "{}: list {name:?} has no item {:?} to remove",
+                item.at, item.value
+            ));
+        }
+        list.items
+            .retain(|i| !removed.iter().any(|r| r.value == i.value));
+        list.origins
+            .push(Origin::Removed(table.at, before - list.items.len()));
     }
 }
 
