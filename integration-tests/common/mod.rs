@@ -263,9 +263,18 @@ pub fn event_rules() -> vigil::rules::RuleSet {
 
 /// The alerts the per-event rules raise offline (the library, as `vigil
 /// replay` runs it) over `inputs`, each stream numbered from line 1.
+pub struct OfflineAlerts {
+    /// Raised while the input flows: what a Kafka stream raises too.
+    pub stream: Vec<vigil::alert::Alert>,
+    /// Raised only at the end of input: the summaries of suppression
+    /// periods still open. A Kafka stream has no end; it closes them when
+    /// its watermark passes them, up to a period after the last event.
+    pub at_end: Vec<vigil::alert::Alert>,
+}
+
 pub async fn offline_event_alerts(
     inputs: &[(vigil::source::SourceKind, &[Vec<u8>])],
-) -> Vec<vigil::alert::Alert> {
+) -> OfflineAlerts {
     use vigil::source::{Origin, RawMessage};
     let engine = vigil::rules::RuleEngine::compile(event_rules())
         .await
@@ -275,7 +284,7 @@ pub async fn offline_event_alerts(
         Default::default(),
         std::sync::Arc::new(vigil::metrics::Metrics::default()),
     );
-    let mut alerts = Vec::new();
+    let mut stream = Vec::new();
     for (source, payloads) in inputs {
         let messages = payloads
             .iter()
@@ -291,10 +300,10 @@ pub async fn offline_event_alerts(
                 state_only: false,
             })
             .collect();
-        alerts.extend(detector.process(messages).await.alerts);
+        stream.extend(detector.process(messages).await.alerts);
     }
-    alerts.extend(detector.finish().await.alerts);
-    alerts
+    let at_end = detector.finish().await.alerts;
+    OfflineAlerts { stream, at_end }
 }
 
 /// The committed offset of `group` on partition 0 of `topic`.

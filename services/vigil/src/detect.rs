@@ -215,9 +215,11 @@ impl Detector {
         } = input;
         for part in parts {
             let source = part.source;
-            // Messages re-read after a restart only rebuild correlation state;
-            // they come first (lower offsets), so ingest them first.
+            // Messages re-read after a restart only rebuild correlation and
+            // suppression state; they come first (lower offsets), so they
+            // are taken first.
             if let Some((replayed, decoded)) = &part.replayed {
+                self.engine.rebuild_folds(decoded, replayed).await;
                 if let Err(e) = self
                     .engine
                     .correlator_mut()
@@ -395,6 +397,11 @@ impl Detector {
         self.engine.apply_exceptions(&mut alerts, now);
         self.count_excepted(out);
         out.alerts.extend(alerts);
+        // The per-event rules' suppression periods close with the stream's
+        // watermark too, so a quiet stream reports what it folded.
+        if let Some(watermark) = self.engine.correlator().watermark() {
+            out.alerts.extend(self.engine.expire_folds(watermark));
+        }
     }
 
     fn rule_failed(

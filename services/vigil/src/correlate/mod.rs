@@ -431,6 +431,11 @@ impl Correlator {
         )
     }
 
+    /// The event-time watermark (`None` before any event).
+    pub fn watermark(&self) -> Option<i64> {
+        self.watermark.watermark()
+    }
+
     pub fn stats(&self) -> CorrelationStats {
         CorrelationStats {
             retained_events: self.retained.values().map(Retained::rows).sum(),

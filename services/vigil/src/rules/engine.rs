@@ -406,7 +406,8 @@ impl RuleEngine {
     /// Take over the state of `old`, the engine a rule reload replaces:
     /// correlation state is carried for the correlation rules whose id and
     /// expanded query are unchanged (see [`Correlator::carry_state_from`]);
-    /// per-event rules have no state. Returns the ids of the unchanged
+    /// the open suppression periods of a per-event rule carry over by id
+    /// while the rule still folds. Returns the ids of the unchanged
     /// correlation rules.
     pub fn carry_state_from(&mut self, old: RuleEngine) -> std::collections::BTreeSet<String> {
         // Unchanged means the same query once its lists and macros are
@@ -420,6 +421,22 @@ impl RuleEngine {
             })
             .map(|r| r.meta.id.clone())
             .collect();
+        let mut old_rules = old.rules;
+        for rule in self
+            .rules
+            .iter_mut()
+            .filter(|r| r.rule.meta.suppress.is_some())
+        {
+            // Open periods stand for alerts already raised: they carry over
+            // while the rule still folds (a changed period applies to new
+            // periods).
+            if let Some(o) = old_rules
+                .iter_mut()
+                .find(|o| o.rule.meta.id == rule.rule.meta.id)
+            {
+                rule.folds = std::mem::take(&mut o.folds);
+            }
+        }
         self.correlator.carry_state_from(old.correlator, &unchanged);
         unchanged
     }
@@ -472,6 +489,49 @@ impl RuleEngine {
         detected_at_ns: i64,
         metrics: Option<&Metrics>,
     ) -> (Vec<Alert>, Vec<RuleFailure>) {
+        self.run_rules(decoded, messages, detected_at_ns, metrics, false)
+            .await
+    }
+
+    /// Rebuild the suppression periods of the per-event rules from
+    /// messages re-read after a restart (below the checkpoint's
+    /// `processed` offsets): the folding rules run over them, and their
+    /// alerts, delivered before the restart, are discarded.
+    pub async fn rebuild_folds(&mut self, decoded: &DecodedBatch, messages: &[RawMessage]) {
+        let excepted = self.excepted.len();
+        self.run_rules(decoded, messages, 0, None, true).await;
+        self.excepted.truncate(excepted);
+    }
+
+    /// Lowest offset per partition of an event in an open suppression
+    /// period (see [`super::fold`]): commits must not pass it.
+    pub fn fold_offsets(&self) -> super::fold::Offsets {
+        let mut out = super::fold::Offsets::new();
+        for r in &self.rules {
+            r.folds.offsets(&mut out);
+        }
+        out
+    }
+
+    /// Summaries of the suppression periods the stream's watermark passed
+    /// (a quiet stream closes its periods too).
+    pub fn expire_folds(&mut self, watermark_ns: i64) -> Vec<Alert> {
+        self.rules
+            .iter_mut()
+            .flat_map(|r| r.folds.expire(watermark_ns))
+            .collect()
+    }
+
+    /// The rules of `decoded.source` over the batch (`only_folding`: only
+    /// those with `-- suppress`).
+    async fn run_rules(
+        &mut self,
+        decoded: &DecodedBatch,
+        messages: &[RawMessage],
+        detected_at_ns: i64,
+        metrics: Option<&Metrics>,
+        only_folding: bool,
+    ) -> (Vec<Alert>, Vec<RuleFailure>) {
         let mut alerts = Vec::new();
         let mut failures = Vec::new();
         if decoded.batch.num_rows() == 0 {
@@ -487,11 +547,10 @@ impl RuleEngine {
             .column(0)
             .as_primitive::<TimestampNanosecondType>()
             .clone();
-        for compiled in self
-            .rules
-            .iter_mut()
-            .filter(|r| r.rule.meta.source == decoded.source)
-        {
+        for compiled in self.rules.iter_mut().filter(|r| {
+            r.rule.meta.source == decoded.source
+                && (!only_folding || r.rule.meta.suppress.is_some())
+        }) {
             let rule = compiled.rule.clone();
             let meta = &rule.meta;
             let span = tracing::info_span!("rule", rule = %meta.id, source = %decoded.source, matches = tracing::field::Empty);

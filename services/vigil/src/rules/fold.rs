@@ -13,16 +13,26 @@
 //!
 //! A period ends when an alert of the same key arrives after it, when a
 //! later batch of the rule's source carries an event past it, or at the
-//! end of input ([`Folds::finish`]). The state is in memory: after a
-//! restart the first alert of a key is raised again, and a summary whose
-//! period was open is lost (its first alert was delivered).
+//! end of input ([`Folds::finish`]), or when the stream's watermark
+//! passes it (a quiet stream, see [`Folds::expire`]).
+//!
+//! The state is in memory, and a restart rebuilds it the way it rebuilds
+//! correlation state: the committed offsets never pass the lowest offset,
+//! per partition, of an event in an open period ([`Folds::offsets`]), and
+//! the messages re-read below the checkpoint's `processed` offsets run the
+//! folding rules again with their alerts discarded (they were delivered),
+//! so no summary is lost.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
 use crate::alert::{alert_id, Alert, EventIdentity};
 use crate::rules::RuleMeta;
+use crate::source::Origin;
+
+/// Lowest offset per Kafka (topic, partition).
+pub type Offsets = BTreeMap<(String, i32), i64>;
 
 /// Events a summary names, at most (its `suppressed_count` counts all).
 pub const MAX_SUMMARY_EVENTS: usize = 100;
@@ -38,6 +48,9 @@ struct Period {
     folded: u64,
     last: Option<Alert>,
     events: Vec<EventIdentity>,
+    /// Lowest Kafka offset per partition of the period's events, the first
+    /// alert's and every folded one (also those past the summary's list).
+    offsets: Offsets,
 }
 
 /// The open suppression periods of one rule.
@@ -58,6 +71,7 @@ impl Folds {
         match self.periods.get_mut(&key) {
             Some(p) if event_time_ns < p.until => {
                 p.folded += 1;
+                hold_offsets(&mut p.offsets, &alert.events);
                 let room = MAX_SUMMARY_EVENTS.saturating_sub(p.events.len());
                 p.events.extend(alert.events.iter().take(room).cloned());
                 p.last = Some(alert);
@@ -68,12 +82,14 @@ impl Folds {
                 if self.periods.len() >= MAX_OPEN_PERIODS && !self.periods.contains_key(&key) {
                     out.extend(self.close_earliest());
                 }
-                let open = Period {
+                let mut open = Period {
                     until: event_time_ns.saturating_add(period.as_nanos() as i64),
                     folded: 0,
                     last: None,
                     events: Vec::new(),
+                    offsets: Offsets::new(),
                 };
+                hold_offsets(&mut open.offsets, &alert.events);
                 out.extend(self.periods.insert(key, open).and_then(summary));
                 out.push(alert);
                 out
@@ -81,7 +97,8 @@ impl Folds {
         }
     }
 
-    /// Summaries of the periods over by `event_time_ns`.
+    /// Summaries of the periods over by `event_time_ns`: the latest event
+    /// time of a batch of the rule's source, or the stream's watermark.
     pub fn expire(&mut self, event_time_ns: i64) -> Vec<Alert> {
         let over: Vec<String> = self
             .periods
@@ -106,6 +123,18 @@ impl Folds {
         self.expire(i64::MAX)
     }
 
+    /// Lowest offset per partition of an event in an open period: where a
+    /// restart must re-read from to rebuild the periods.
+    pub fn offsets(&self, into: &mut Offsets) {
+        for p in self.periods.values() {
+            for (key, offset) in &p.offsets {
+                into.entry(key.clone())
+                    .and_modify(|o| *o = (*o).min(*offset))
+                    .or_insert(*offset);
+            }
+        }
+    }
+
     pub fn clear(&mut self) {
         self.periods.clear();
     }
@@ -117,6 +146,22 @@ impl Folds {
             .min_by_key(|(_, p)| p.until)
             .map(|(k, _)| k.clone())?;
         self.periods.remove(&key).and_then(summary)
+    }
+}
+
+fn hold_offsets(offsets: &mut Offsets, events: &[EventIdentity]) {
+    for e in events {
+        if let Origin::Kafka {
+            topic,
+            partition,
+            offset,
+        } = &e.origin
+        {
+            offsets
+                .entry((topic.clone(), *partition))
+                .and_modify(|o| *o = (*o).min(*offset))
+                .or_insert(*offset);
+        }
     }
 }
 
@@ -150,7 +195,6 @@ mod tests {
 
     use super::*;
     use crate::rules::parse_rule;
-    use crate::source::Origin;
 
     fn meta() -> RuleMeta {
         let text = "-- id: t.fold\n-- title: t\n-- severity: high\n-- description: t\n-- mitre: T1610\n-- source: k8s_audit\n-- author: t\n-- based_on: vigil:test\n-- suppress: 1m\n-- suppress_key: workload\nSELECT verb FROM k8s_audit\n";

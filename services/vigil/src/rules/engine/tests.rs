@@ -23,6 +23,11 @@ async fn compile_err(sql: &str) -> String {
 }
 
 fn audit(lines: &[&str]) -> (DecodedBatch, Vec<RawMessage>) {
+    audit_at(0, lines)
+}
+
+/// [`audit`], the messages at offsets from `first_offset` on.
+fn audit_at(first_offset: i64, lines: &[&str]) -> (DecodedBatch, Vec<RawMessage>) {
     let messages: Vec<RawMessage> = lines
         .iter()
         .enumerate()
@@ -32,7 +37,7 @@ fn audit(lines: &[&str]) -> (DecodedBatch, Vec<RawMessage>) {
             origin: Origin::Kafka {
                 topic: "audit".into(),
                 partition: 0,
-                offset: i as i64,
+                offset: first_offset + i as i64,
             },
             timestamp_ms: None,
             state_only: false,
@@ -394,4 +399,66 @@ async fn a_suppressed_event_rule_folds_repeats_into_a_summary() {
         .iter()
         .any(|a| a.fields["name"] == "p5" && a.suppressed_count.is_none()));
     assert!(engine.finish_folds().is_empty(), "nothing else was folded");
+}
+
+/// Open suppression periods hold the commit offset at their first event,
+/// and re-reading from there rebuilds them: the summary an uninterrupted
+/// run emits comes out after a restart too, and no first alert again.
+#[tokio::test]
+async fn a_restart_rebuilds_suppression_periods_from_the_held_offsets() {
+    let header = HEADER.replace(
+        "-- author: test\n",
+        "-- author: test\n-- suppress: 10m\n-- suppress_key: namespace\n",
+    );
+    let r = rule_with_header(
+        &header,
+        "SELECT object_ref.namespace AS namespace, object_ref.name AS name FROM k8s_audit WHERE verb = 'create'",
+    );
+    let create = |i: u32, ns: &str, minute: u32| {
+        format!(
+            r#"{{"kind":"Event","auditID":"c{i}","stage":"ResponseComplete","verb":"create","objectRef":{{"resource":"pods","namespace":"{ns}","name":"p{i}"}},"requestReceivedTimestamp":"2024-01-01T00:{minute:02}:00Z"}}"#
+        )
+    };
+    let first: Vec<String> = vec![create(1, "web", 0), create(2, "web", 1)];
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    let later = create(3, "db", 30);
+    let (first_batch, first_messages) = audit_at(10, &first);
+    let (later_batch, later_messages) = audit_at(12, &[later.as_str()]);
+
+    let mut uninterrupted = RuleEngine::compile(vec![r.clone()]).await.unwrap();
+    uninterrupted
+        .evaluate(&first_batch, &first_messages, 0)
+        .await;
+    assert_eq!(
+        uninterrupted.fold_offsets(),
+        [(("audit".to_string(), 0), 10)].into(),
+        "web's open period holds the offset of its first event"
+    );
+    let (expected, _) = uninterrupted
+        .evaluate(&later_batch, &later_messages, 0)
+        .await;
+    assert!(
+        expected.iter().any(|a| a.suppressed_count == Some(1)),
+        "{expected:?}"
+    );
+    assert_eq!(
+        uninterrupted.fold_offsets(),
+        [(("audit".to_string(), 0), 12)].into(),
+        "only db's period is open"
+    );
+
+    let mut restarted = RuleEngine::compile(vec![r.clone()]).await.unwrap();
+    restarted.rebuild_folds(&first_batch, &first_messages).await;
+    assert_eq!(
+        restarted.fold_offsets(),
+        [(("audit".to_string(), 0), 10)].into()
+    );
+    let (got, _) = restarted.evaluate(&later_batch, &later_messages, 0).await;
+    let ids = |a: &[Alert]| a.iter().map(|a| a.alert_id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&got), ids(&expected));
+
+    // Without the rebuild, the summary is lost.
+    let mut forgetful = RuleEngine::compile(vec![r]).await.unwrap();
+    let (lost, _) = forgetful.evaluate(&later_batch, &later_messages, 0).await;
+    assert!(lost.iter().all(|a| a.suppressed_count.is_none()));
 }
