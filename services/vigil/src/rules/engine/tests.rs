@@ -346,25 +346,32 @@ async fn a_join_rule_joins_each_batch_with_itself_not_with_the_first_batch() {
     assert_eq!(alerts[0].events[0].event_id, "id-1/ResponseComplete");
 }
 
+/// A per-event rule that folds pod creations per namespace for ten minutes.
+fn folding_rule() -> Rule {
+    let header = HEADER.replace(
+        "-- author: test\n",
+        "-- author: test\n-- suppress: 10m\n-- suppress_key: namespace\n",
+    );
+    rule_with_header(
+        &header,
+        "SELECT object_ref.namespace AS namespace, object_ref.name AS name FROM k8s_audit WHERE verb = 'create'",
+    )
+}
+
+/// The creation of pod `p<i>` in `ns`, `minute` minutes into 2024.
+fn create(i: u32, ns: &str, minute: u32) -> String {
+    format!(
+        r#"{{"kind":"Event","auditID":"c{i}","stage":"ResponseComplete","verb":"create","objectRef":{{"resource":"pods","namespace":"{ns}","name":"p{i}"}},"requestReceivedTimestamp":"2024-01-01T00:{minute:02}:00Z"}}"#
+    )
+}
+
 /// A per-event rule with `-- suppress`: the first alert of a key at once,
 /// the rest of the period folded into a summary that names their events;
 /// another key is not folded with it.
 #[tokio::test]
 async fn a_suppressed_event_rule_folds_repeats_into_a_summary() {
-    let header = HEADER.replace(
-        "-- author: test\n",
-        "-- author: test\n-- suppress: 10m\n-- suppress_key: namespace\n",
-    );
-    let r = rule_with_header(
-        &header,
-        "SELECT object_ref.namespace AS namespace, object_ref.name AS name FROM k8s_audit WHERE verb = 'create'",
-    );
+    let r = folding_rule();
     let mut engine = RuleEngine::compile(vec![r]).await.unwrap();
-    let create = |i: u32, ns: &str, minute: u32| {
-        format!(
-            r#"{{"kind":"Event","auditID":"c{i}","stage":"ResponseComplete","verb":"create","objectRef":{{"resource":"pods","namespace":"{ns}","name":"p{i}"}},"requestReceivedTimestamp":"2024-01-01T00:{minute:02}:00Z"}}"#
-        )
-    };
     let first = [
         create(1, "web", 0),
         create(2, "web", 1),
@@ -406,19 +413,7 @@ async fn a_suppressed_event_rule_folds_repeats_into_a_summary() {
 /// run emits comes out after a restart too, and no first alert again.
 #[tokio::test]
 async fn a_restart_rebuilds_suppression_periods_from_the_held_offsets() {
-    let header = HEADER.replace(
-        "-- author: test\n",
-        "-- author: test\n-- suppress: 10m\n-- suppress_key: namespace\n",
-    );
-    let r = rule_with_header(
-        &header,
-        "SELECT object_ref.namespace AS namespace, object_ref.name AS name FROM k8s_audit WHERE verb = 'create'",
-    );
-    let create = |i: u32, ns: &str, minute: u32| {
-        format!(
-            r#"{{"kind":"Event","auditID":"c{i}","stage":"ResponseComplete","verb":"create","objectRef":{{"resource":"pods","namespace":"{ns}","name":"p{i}"}},"requestReceivedTimestamp":"2024-01-01T00:{minute:02}:00Z"}}"#
-        )
-    };
+    let r = folding_rule();
     let first: Vec<String> = vec![create(1, "web", 0), create(2, "web", 1)];
     let first: Vec<&str> = first.iter().map(String::as_str).collect();
     let later = create(3, "db", 30);
