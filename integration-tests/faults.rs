@@ -580,3 +580,35 @@ async fn secrets_in_the_configuration_never_reach_the_logs() {
     assert!(text.contains("kafka.properties.acks"), "{text}");
     assert!(!text.contains(FILE_SECRET), "{text}");
 }
+
+/// A process a test starts ends with the thread that started it, whatever
+/// ends that thread (the shared broker's thread lives as long as the test
+/// binary): no test leaves a broker or an instance behind.
+#[test]
+fn a_process_a_test_starts_ends_with_its_thread() {
+    let pid = std::thread::spawn(|| {
+        let child = end_with_starting_thread(&mut std::process::Command::new("sleep"))
+            .arg("600")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        std::mem::forget(child); // no Drop: only the thread's end may stop it
+        pid
+    })
+    .join()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let alive = |pid: u32| {
+        // A killed child stays a zombie until reaped: not running.
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.split(") ").nth(1).unwrap_or("").starts_with('Z'))
+            .unwrap_or(false)
+    };
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !alive(pid),
+        "sleep {pid} outlived the thread that started it"
+    );
+}

@@ -78,7 +78,32 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The shared broker of this test binary.
+/// Make the process `cmd` starts end with the thread that starts it: the
+/// kernel sends it SIGKILL when that thread ends (Linux's parent-death
+/// signal), so it cannot outlive a test binary that panics or is killed.
+pub fn end_with_starting_thread(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: between fork and exec only async-signal-safe calls: prctl,
+    // getppid and _exit.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The shared broker of this test binary. When the binary starts one, it
+/// is started from a thread that lives as long as the binary, so the
+/// broker ends with the binary (see [`end_with_starting_thread`]), however
+/// the binary ends: statics are never dropped.
 pub fn broker() -> &'static Broker {
     static BROKER: OnceLock<Broker> = OnceLock::new();
     BROKER.get_or_init(|| {
@@ -87,23 +112,16 @@ pub fn broker() -> &'static Broker {
             return Broker { addr, _child: None };
         }
         let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let log =
-            std::fs::File::create(std::env::temp_dir().join(format!("tansu-{port}.log"))).unwrap();
-        let child = Command::new(tansu_binary())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("starting tansu");
+        let (started, child) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            started
+                .send(start_tansu(port, &format!("127.0.0.1:{port}")))
+                .unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        let child = child.recv().expect("the broker thread started tansu");
         let addr = format!("127.0.0.1:{port}");
         let broker = Broker {
             addr: addr.clone(),
@@ -112,6 +130,29 @@ pub fn broker() -> &'static Broker {
         wait_for_broker(&addr);
         broker
     })
+}
+
+/// A tansu broker with in-memory storage on `127.0.0.1:port`, advertising
+/// `advertised` (`host:port`) and logging to the temporary directory; it
+/// ends with the calling thread.
+fn start_tansu(port: u16, advertised: &str) -> Child {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log =
+        std::fs::File::create(std::env::temp_dir().join(format!("tansu-{port}.log"))).unwrap();
+    end_with_starting_thread(&mut Command::new(tansu_binary()))
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &format!("tcp://{advertised}"),
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("starting tansu")
 }
 
 fn wait_for_broker(addr: &str) {
@@ -353,7 +394,9 @@ impl Vigil {
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        // Started from the test's thread, which owns it: it ends with the
+        // test, also when the test binary is killed.
+        let child = end_with_starting_thread(&mut Command::new(env!("CARGO_BIN_EXE_vigil")))
             .args(["run", "--config"])
             .arg(config)
             .current_dir(repo())
@@ -551,27 +594,11 @@ pub struct DedicatedBroker {
 }
 
 impl DedicatedBroker {
+    /// Started from the test's thread: it ends with the test, also when the
+    /// test binary is killed.
     pub fn start(listen_port: u16, advertised: &str) -> DedicatedBroker {
-        let url = format!("tcp://127.0.0.1:{listen_port}");
-        let log =
-            std::fs::File::create(std::env::temp_dir().join(format!("tansu-{listen_port}.log")))
-                .unwrap();
-        let child = Command::new(tansu_binary())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &format!("tcp://{advertised}"),
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("starting tansu");
         DedicatedBroker {
-            _child: ChildGuard(child),
+            _child: ChildGuard(start_tansu(listen_port, advertised)),
             listen_addr: format!("127.0.0.1:{listen_port}"),
         }
     }
