@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::config::Settings;
 use crate::correlate::Placement;
 use crate::correlate::RuleStrategy;
+use crate::decode::envelope::AuditFormat;
 use crate::detect::{Detector, EventTimeBounds};
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -63,6 +64,10 @@ enum Command {
         /// Source of the events: k8s_audit, falco or tetragon.
         #[arg(long)]
         source: SourceKind,
+        /// How audit events are wrapped: native, eks_cloudwatch,
+        /// aks_event_hubs or gke_cloud_logging (each line one message).
+        #[arg(long, default_value = "native")]
+        audit_format: AuditFormat,
         /// Events per micro-batch.
         #[arg(long, default_value_t = 1000)]
         batch_size: usize,
@@ -272,7 +277,8 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
     tracing::info!(rules = engine.rules().count(), dir = %settings.rules.dir.display(), "rules loaded");
     metrics.set_rules_loaded(engine.rules().count());
     health.set_rules_loaded(true);
-    let mut detector = Detector::new(engine, settings.limits.decode_limits(), metrics.clone());
+    let mut detector = Detector::new(engine, settings.limits.decode_limits(), metrics.clone())
+        .with_audit_format(settings.topics.k8s_audit_format);
     if settings.rules.reload && leader_placement {
         tracing::warn!("rules.reload is not supported with correlation.placement = \"leader\": restart to apply rule changes");
     } else if settings.rules.reload {
@@ -337,6 +343,7 @@ async fn dispatch_tool(command: Command) -> Result<ExitCode> {
             rules,
             overlays,
             source,
+            audit_format,
             batch_size,
             from,
             to,
@@ -357,7 +364,8 @@ async fn dispatch_tool(command: Command) -> Result<ExitCode> {
             };
             let mut detector =
                 Detector::new(engine, Default::default(), Arc::new(Metrics::default()))
-                    .with_event_time_bounds(bounds);
+                    .with_event_time_bounds(bounds)
+                    .with_audit_format(audit_format);
             let options = replay::ReplayOptions { batch_size };
             let summary = if summary_only {
                 replay::replay_with(

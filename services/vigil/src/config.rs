@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::correlate::CorrelationSettings;
+use crate::decode::envelope::AuditFormat;
 use crate::decode::DecodeLimits;
 use crate::http::HttpSettings;
 use crate::source::SourceKind;
@@ -184,6 +185,12 @@ impl fmt::Debug for KafkaSettings {
 pub struct TopicSettings {
     #[serde(default = "default_k8s_audit_topic")]
     pub k8s_audit: String,
+    /// How the audit topic's messages are wrapped: `native` (the API
+    /// server's webhook or log backend), `eks_cloudwatch`,
+    /// `aks_event_hubs` or `gke_cloud_logging` (see
+    /// `crate::decode::envelope`).
+    #[serde(default)]
+    pub k8s_audit_format: AuditFormat,
     #[serde(default = "default_falco_topic")]
     pub falco: String,
     #[serde(default = "default_tetragon_topic")]
@@ -239,6 +246,7 @@ impl Default for TopicSettings {
     fn default() -> Self {
         TopicSettings {
             k8s_audit: default_k8s_audit_topic(),
+            k8s_audit_format: AuditFormat::Native,
             falco: default_falco_topic(),
             tetragon: default_tetragon_topic(),
             alerts: default_alerts_topic(),

@@ -10,6 +10,7 @@ use tracing::Instrument;
 
 use crate::alert::Alert;
 use crate::dead_letter::DeadLetter;
+use crate::decode::envelope::{self, AuditFormat};
 use crate::decode::{decode, DecodeLimits, DecodedBatch};
 use crate::metrics::Metrics;
 use crate::rules::exceptions::Excepted;
@@ -75,6 +76,8 @@ pub struct Decoder {
     /// counts, decode failures. `false` for the correlation leader, which
     /// re-reads input the per-event stage of some instance reports.
     reports_input: bool,
+    /// How the audit messages are wrapped.
+    audit_format: AuditFormat,
 }
 
 /// One micro-batch after the decode stage, ready for
@@ -114,6 +117,7 @@ impl Detector {
                 metrics: metrics.clone(),
                 bounds: EventTimeBounds::default(),
                 reports_input: true,
+                audit_format: AuditFormat::Native,
             },
             metrics,
             reloads: None,
@@ -131,6 +135,13 @@ impl Detector {
     /// counted in [`Detections::out_of_range`].
     pub fn with_event_time_bounds(mut self, bounds: EventTimeBounds) -> Self {
         self.decoder.bounds = bounds;
+        self
+    }
+
+    /// Read audit messages as `format` (the envelope of a managed
+    /// Kubernetes service, see [`crate::decode::envelope`]).
+    pub fn with_audit_format(mut self, format: AuditFormat) -> Self {
+        self.decoder.audit_format = format;
         self
     }
 
@@ -441,6 +452,10 @@ impl Decoder {
                     .messages_consumed
                     .inc_by(source, messages.len() as u64);
             }
+            let messages = match source {
+                SourceKind::K8sAudit => self.unwrap_envelopes(messages, now, &mut out),
+                _ => messages,
+            };
             let (replayed, live): (Vec<RawMessage>, Vec<RawMessage>) =
                 messages.into_iter().partition(|m| m.state_only);
             let replayed = (!replayed.is_empty()).then(|| {
@@ -458,6 +473,45 @@ impl Decoder {
             });
         }
         DecodedInput { now, parts, out }
+    }
+
+    /// Replace each audit message's payload by the native audit JSON its
+    /// envelope carries; a message whose envelope cannot be unwrapped is a
+    /// decode failure (a dead letter with the original payload, unless it
+    /// is re-read state that was reported when first read).
+    fn unwrap_envelopes(
+        &self,
+        messages: Vec<RawMessage>,
+        now: i64,
+        out: &mut Detections,
+    ) -> Vec<RawMessage> {
+        if self.audit_format == AuditFormat::Native {
+            return messages;
+        }
+        let mut kept = Vec::with_capacity(messages.len());
+        for mut m in messages {
+            match envelope::unwrap(self.audit_format, &m.payload, self.limits.max_message_bytes) {
+                None => kept.push(m),
+                Some(Ok(native)) => {
+                    m.payload = native;
+                    kept.push(m);
+                }
+                Some(Err(e)) => {
+                    if m.state_only || !self.reports_input {
+                        continue;
+                    }
+                    self.metrics.decode_failures.inc_by(SourceKind::K8sAudit, 1);
+                    out.dead_letters.push(DeadLetter::decode_error(
+                        SourceKind::K8sAudit,
+                        m.origin,
+                        &m.payload,
+                        e.to_string(),
+                        now,
+                    ));
+                }
+            }
+        }
+        kept
     }
 
     /// Decode messages to evaluate: drop rows outside the bounds, turn

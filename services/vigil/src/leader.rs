@@ -107,6 +107,7 @@ async fn term_as_leader(
             .map_err(anyhow::Error::new)
             .context("compiling the correlation rules")?;
     let detector = Detector::new(engine, settings.limits.decode_limits(), metrics.clone())
+        .with_audit_format(settings.topics.k8s_audit_format)
         .without_input_reports();
     tracing::info!("correlation rules compiled; starting the leader's run loop");
     // The term ends when the process stops or the lease is lost.

@@ -8,6 +8,7 @@
 
 mod audit;
 mod columns;
+pub mod envelope;
 mod falco;
 mod limits;
 pub mod pod_spec;
