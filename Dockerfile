@@ -22,6 +22,7 @@ RUN apt-get update \
 
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+COPY crates ./crates
 COPY services ./services
 
 # The cache mounts keep the registry and build artifacts between builds

@@ -23,12 +23,10 @@
 //! [`http`] (the `/metrics`, `/healthz`, `/readyz` server) and
 //! [`telemetry`] (logs, OpenTelemetry traces).
 
-pub mod alert;
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod correlate;
-pub mod dead_letter;
 pub mod decode;
 pub mod detect;
 pub mod embedded;
@@ -44,5 +42,8 @@ pub mod reload;
 pub mod replay;
 pub mod rules;
 pub mod schema;
-pub mod source;
 pub mod telemetry;
+
+// The data model lives in its own crate (no DataFusion, no tokio); its
+// modules keep their paths here.
+pub use vigil_model::{alert, dead_letter, source};

@@ -237,3 +237,19 @@ static TETRAGON: LazyLock<SchemaRef> = LazyLock::new(|| {
 pub fn tetragon() -> SchemaRef {
     TETRAGON.clone()
 }
+
+/// The declared Arrow schema of a source's table.
+pub trait SourceSchema {
+    fn schema(self) -> SchemaRef;
+}
+
+impl SourceSchema for crate::source::SourceKind {
+    fn schema(self) -> SchemaRef {
+        use crate::source::SourceKind;
+        match self {
+            SourceKind::K8sAudit => k8s_audit(),
+            SourceKind::Falco => falco(),
+            SourceKind::Tetragon => tetragon(),
+        }
+    }
+}

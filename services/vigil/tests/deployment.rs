@@ -594,3 +594,20 @@ fn the_readme_run_command_names_a_runnable_binary() {
         "{bins} binaries and default-run = {default_run:?}"
     );
 }
+
+/// The image builds the workspace: the Dockerfile copies the folder of
+/// every workspace member.
+#[test]
+fn the_dockerfile_copies_every_workspace_member() {
+    let manifest: toml::Table = read("Cargo.toml").parse().unwrap();
+    let members = manifest["workspace"]["members"].as_array().unwrap();
+    let dockerfile = read("Dockerfile");
+    for member in members {
+        let top = member.as_str().unwrap().split('/').next().unwrap();
+        let copy = format!("COPY {top} ./{top}");
+        assert!(
+            dockerfile.lines().any(|l| l.trim() == copy),
+            "the Dockerfile lacks `{copy}`"
+        );
+    }
+}

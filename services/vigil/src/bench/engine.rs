@@ -36,6 +36,7 @@ use crate::gen::GeneratedEvent;
 use crate::metrics::Metrics;
 use crate::rules::engine::PlanOptions;
 use crate::rules::{parse_rule, Rule, RuleEngine, RuleMode, RulePack, RuleSet};
+use crate::schema::SourceSchema;
 use crate::source::{RawMessage, SourceKind};
 
 /// What to run.

@@ -28,6 +28,7 @@ use crate::rules::definitions::expand::Expander;
 use crate::rules::definitions::Definitions;
 use crate::rules::slot::{cache_scan_filters, BatchSlot, SlotTable};
 use crate::rules::{Rule, RuleError, RuleMode};
+use crate::schema::SourceSchema;
 use crate::schema::ROW_COLUMN;
 use crate::source::SourceKind;
 

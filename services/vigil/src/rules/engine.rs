@@ -43,6 +43,7 @@ use crate::correlate::{CorrelationSettings, Correlator};
 use crate::decode::DecodedBatch;
 use crate::functions;
 use crate::metrics::Metrics;
+use crate::schema::SourceSchema;
 use crate::schema::ROW_COLUMN;
 use crate::source::{RawMessage, SourceKind};
 

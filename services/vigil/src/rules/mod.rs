@@ -10,7 +10,7 @@ pub mod definitions;
 pub mod engine;
 pub mod exceptions;
 pub mod fold;
-pub mod header;
+pub use vigil_model::rule as header;
 pub mod overrides;
 pub mod pack;
 pub(crate) mod slot;

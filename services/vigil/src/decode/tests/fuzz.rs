@@ -8,6 +8,7 @@
 //! declared schema and one row per event, and nothing accepted breaks a
 //! limit.
 
+use crate::schema::SourceSchema;
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;

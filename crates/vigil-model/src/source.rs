@@ -9,10 +9,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use datafusion::arrow::datatypes::SchemaRef;
 use serde::{Deserialize, Serialize};
-
-use crate::schema;
 
 /// The kinds of event stream Vigil understands. Each is one SQL table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -40,15 +37,6 @@ impl SourceKind {
             SourceKind::K8sAudit => "k8s_audit",
             SourceKind::Falco => "falco",
             SourceKind::Tetragon => "tetragon",
-        }
-    }
-
-    /// The declared Arrow schema of this source's table.
-    pub fn schema(self) -> SchemaRef {
-        match self {
-            SourceKind::K8sAudit => schema::k8s_audit(),
-            SourceKind::Falco => schema::falco(),
-            SourceKind::Tetragon => schema::tetragon(),
         }
     }
 }

@@ -177,7 +177,7 @@ const OPTIONAL: [&str; 6] = [
 /// line and value (continuation lines joined), the 1-based line of the first
 /// line after the header, and the problems found (unknown or repeated keys,
 /// missing `required` keys). Shared by rule and macro files.
-pub(crate) struct CommentHeader<'k> {
+pub struct CommentHeader<'k> {
     pub values: BTreeMap<&'k str, (usize, String)>,
     pub body_line: usize,
     pub errors: Vec<HeaderError>,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::rules::{RuleMeta, Severity};
+use crate::rule::{RuleMeta, Severity};
 use crate::source::{Origin, SourceKind};
 
 /// Version of the alert JSON format (docs/alerts.md).
@@ -41,7 +41,7 @@ pub struct Alert {
     pub suppressed_count: Option<u64>,
     /// OpenTelemetry trace id (32 hex digits) of the batch span that
     /// produced the alert, when tracing is enabled (see
-    /// [`crate::telemetry`]). Not part of [`alert_id`]: a redelivered batch
+    /// the service's telemetry). Not part of [`alert_id`]: a redelivered batch
     /// has a new trace but the same alert ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
