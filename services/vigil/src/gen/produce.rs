@@ -11,8 +11,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use tokio::sync::watch;
 
-use super::{GeneratedEvent, Generator, InjectedAttack};
 use crate::source::SourceKind;
+use vigil_gen::{GeneratedEvent, Generator, InjectedAttack};
 
 /// Counts of what was emitted.
 #[derive(Debug, Default, Clone)]

@@ -11,6 +11,7 @@ use crate::decode::{decode, DecodeLimits};
 use crate::detect::Detector;
 use crate::metrics::Metrics;
 use crate::rules::{RuleEngine, RulePack};
+use crate::source::SourceKind;
 
 fn rule_pack() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../sql-rules")

@@ -12,7 +12,7 @@
 
 use serde_json::{json, Value};
 
-use super::{rfc3339_micros, Built, Cluster, Rng};
+use crate::{rfc3339_micros, Built, Cluster, Rng};
 
 const READ_RESOURCES: [(&str, &str); 6] = [
     ("pods", ""),

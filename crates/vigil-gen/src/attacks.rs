@@ -2,8 +2,8 @@
 //! (`sql-rules/`) it must trigger. `gen::tests` checks every entry against
 //! the rule pack, so this table is the ground truth benchmarks count with.
 
-use super::{audit, runtime, Built, Cluster, Rng};
-use crate::source::SourceKind;
+use crate::{audit, runtime, Built, Cluster, Rng};
+use vigil_model::source::SourceKind;
 
 /// One kind of injected attack.
 #[derive(Debug)]

@@ -9,7 +9,7 @@
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::{rfc3339_nanos, Built, Cluster, PodRef, Rng};
+use crate::{rfc3339_nanos, Built, Cluster, PodRef, Rng};
 
 fn built(key: String, event_id: String, value: &Value) -> Built {
     Built {
