@@ -18,13 +18,11 @@
 //!   an aborted transaction stay visible to read_committed consumers. That
 //!   case needs a broker with full transaction support (Apache Kafka).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::attack::*;
-use common::*;
+use crate::common::attack::*;
+use crate::common::*;
 use rdkafka::mocking::MockCluster;
 
 /// When in a stage the process is killed.

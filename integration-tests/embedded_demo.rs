@@ -1,8 +1,6 @@
 //! The README's first command: `vigil run` with no Kafka configured runs
 //! the embedded demo end to end and prints the alerts it produced.
 
-mod common;
-
 use std::process::Command;
 
 use vigil::alert::Alert;
@@ -11,7 +9,7 @@ use vigil::alert::Alert;
 fn run_without_kafka_runs_the_embedded_demo() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
     cmd.arg("run")
-        .current_dir(common::repo())
+        .current_dir(crate::common::repo())
         .env("RUST_LOG", "warn");
     for (k, _) in std::env::vars() {
         if k.starts_with("VIGIL") {

@@ -12,12 +12,10 @@
 //! timestamp, so correlation alerts differ from a file replay by design;
 //! their crash consistency is tested in `crash_consistency.rs`.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use rand::{Rng, SeedableRng};
 use vigil::alert::Alert;
 use vigil::source::SourceKind;

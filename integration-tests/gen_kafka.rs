@@ -2,13 +2,11 @@
 //! writes to a file, to the configured source topics, and `vigil run` over
 //! those topics raises exactly the alerts its manifest announces.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use vigil::alert::Alert;
 
 const GEN_ARGS: [&str; 10] = [

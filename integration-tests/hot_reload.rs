@@ -2,13 +2,11 @@
 //! directory while it runs, refuses an invalid set (keeping the running
 //! one), and reloads on SIGHUP.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use vigil::alert::Alert;
 
 fn rule(id: &str, verb: &str) -> String {

@@ -1,12 +1,10 @@
 //! End to end against a real broker process: sample events in, alerts and
 //! dead letters out, offsets committed, restart without re-emission.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use vigil::alert::Alert;
 use vigil::dead_letter::{DeadLetter, DeadLetterKind};
 use vigil::source::{Origin, SourceKind};

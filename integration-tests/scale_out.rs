@@ -15,12 +15,10 @@
 //! sees a member gone (`kafka::membership`). Runs against the test broker
 //! (tansu by default, or `VIGIL_TEST_BROKERS=host:port`).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::attack::*;
-use common::*;
+use crate::common::attack::*;
+use crate::common::*;
 
 /// Which of the two instances is the correlation leader, if any yet.
 fn leader_of(a: &Vigil, b: &Vigil) -> Option<bool> {
