@@ -27,7 +27,6 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod correlate;
-pub mod decode;
 pub mod detect;
 pub mod embedded;
 pub mod functions;
@@ -41,9 +40,10 @@ pub mod pipeline;
 pub mod reload;
 pub mod replay;
 pub mod rules;
-pub mod schema;
 pub mod telemetry;
 
 // The data model lives in its own crate (no DataFusion, no tokio); its
 // modules keep their paths here.
 pub use vigil_model::{alert, dead_letter, source};
+// Schemas and decoders: the sources crate.
+pub use vigil_sources::{decode, schema};

@@ -16,11 +16,11 @@ mod strings;
 mod tetragon;
 mod time;
 
-pub(crate) use time::{parse_opt_time, parse_time};
+pub use time::{parse_opt_time, parse_time};
 
-use datafusion::arrow::record_batch::RecordBatch;
+use arrow::record_batch::RecordBatch;
 
-use crate::source::{RawMessage, SourceKind};
+use vigil_model::source::{RawMessage, SourceKind};
 
 /// Limits on the input a decoder accepts. A message beyond any of them is a
 /// decode failure (a dead letter naming the limit), never a partially read
@@ -80,9 +80,9 @@ impl MessageInput {
         if t > self.now_ns.saturating_add(ahead_ns) {
             return Err(format!(
                 "event time {} ({field}) is more than {} ms ahead of the clock ({})",
-                crate::alert::format_time_ns(t),
+                vigil_model::alert::format_time_ns(t),
                 self.limits.max_event_time_ahead_ms,
-                crate::alert::format_time_ns(self.now_ns)
+                vigil_model::alert::format_time_ns(self.now_ns)
             ));
         }
         Ok(())

@@ -31,9 +31,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, ListBuilder, NullBufferBuilder, StringBuilder,
-};
+use arrow::array::{ArrayRef, BooleanBuilder, ListBuilder, NullBufferBuilder, StringBuilder};
 use jiter::{Jiter, JiterResult, NumberAny, NumberInt, Peek};
 
 use super::columns::struct_array;

@@ -15,7 +15,7 @@
 
 use std::sync::{Arc, LazyLock};
 
-use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
 /// Name of the internal row-index column present in every source table.
 pub const ROW_COLUMN: &str = "__row";
@@ -243,9 +243,9 @@ pub trait SourceSchema {
     fn schema(self) -> SchemaRef;
 }
 
-impl SourceSchema for crate::source::SourceKind {
+impl SourceSchema for vigil_model::source::SourceKind {
     fn schema(self) -> SchemaRef {
-        use crate::source::SourceKind;
+        use vigil_model::source::SourceKind;
         match self {
             SourceKind::K8sAudit => k8s_audit(),
             SourceKind::Falco => falco(),

@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::NullBufferBuilder;
-use datafusion::arrow::array::{
+use arrow::array::NullBufferBuilder;
+use arrow::array::{
     ArrayBuilder, ArrayRef, Int32Builder, Int64Builder, StringBuilder, TimestampNanosecondBuilder,
     UInt32Builder,
 };
-use datafusion::arrow::datatypes::{DataType, Fields};
-use datafusion::arrow::record_batch::RecordBatch;
+use arrow::datatypes::{DataType, Fields};
+use arrow::record_batch::RecordBatch;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 

@@ -11,7 +11,7 @@
 /// RFC 3339 is the format of every source; timestamps without a zone
 /// (`2022-11-29 00:09:04.38`, `2022-11-29T00:09:04`), as log pipelines
 /// sometimes rewrite them, are read as UTC.
-pub(crate) fn parse_time(field: &str, value: &str) -> Result<i64, String> {
+pub fn parse_time(field: &str, value: &str) -> Result<i64, String> {
     if let Some(ns) = parse_utc_z(value.as_bytes()) {
         return Ok(ns);
     }
@@ -29,7 +29,7 @@ pub(crate) fn parse_time(field: &str, value: &str) -> Result<i64, String> {
 }
 
 /// Parse an optional timestamp field.
-pub(crate) fn parse_opt_time(field: &str, value: Option<&str>) -> Result<Option<i64>, String> {
+pub fn parse_opt_time(field: &str, value: Option<&str>) -> Result<Option<i64>, String> {
     value.map(|v| parse_time(field, v)).transpose()
 }
 

@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::NullBufferBuilder;
-use datafusion::arrow::array::{
+use arrow::array::NullBufferBuilder;
+use arrow::array::{
     ArrayBuilder, ArrayRef, Int32Builder, ListBuilder, MapBuilder, MapFieldNames, StringBuilder,
     TimestampNanosecondBuilder, UInt32Builder,
 };
-use datafusion::arrow::record_batch::RecordBatch;
+use arrow::record_batch::RecordBatch;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 

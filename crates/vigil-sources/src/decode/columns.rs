@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::NullBufferBuilder;
-use datafusion::arrow::array::{
+use arrow::array::NullBufferBuilder;
+use arrow::array::{
     ArrayRef, Int32Builder, Int64Builder, ListBuilder, StringBuilder, StructArray,
     TimestampNanosecondBuilder,
 };
-use datafusion::arrow::datatypes::Fields;
+use arrow::datatypes::Fields;
 
 use super::strings::Str;
 

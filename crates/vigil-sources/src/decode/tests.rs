@@ -1,8 +1,8 @@
-use datafusion::arrow::array::{Array, AsArray, MapArray, StructArray};
-use datafusion::arrow::datatypes::{Int32Type, TimestampNanosecondType};
+use arrow::array::{Array, AsArray, MapArray, StructArray};
+use arrow::datatypes::{Int32Type, TimestampNanosecondType};
 
 use super::*;
-use crate::source::Origin;
+use vigil_model::source::Origin;
 
 fn messages(source: SourceKind, lines: &[&str]) -> Vec<RawMessage> {
     lines
@@ -34,7 +34,7 @@ fn decode_lines(source: SourceKind, lines: &[&str]) -> DecodedBatch {
     )
 }
 
-fn str_col<'a>(batch: &'a RecordBatch, name: &str) -> &'a datafusion::arrow::array::StringArray {
+fn str_col<'a>(batch: &'a RecordBatch, name: &str) -> &'a arrow::array::StringArray {
     batch.column_by_name(name).unwrap().as_string::<i32>()
 }
 
@@ -115,7 +115,7 @@ fn event_list_yields_one_row_per_item() {
         .batch
         .column_by_name("__row")
         .unwrap()
-        .as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
+        .as_primitive::<arrow::datatypes::UInt32Type>();
     assert_eq!(rows.values().to_vec(), vec![0, 1, 2]);
 }
 
