@@ -299,7 +299,14 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
             // missing lease topic, would otherwise surface only at exit);
             // the other's batch in flight is re-read after the restart.
             tokio::try_join!(
-                pipeline::run(&settings, &brokers, detector, stop.clone(), options),
+                pipeline::run(
+                    &settings,
+                    &brokers,
+                    detector,
+                    metrics.clone(),
+                    stop.clone(),
+                    options
+                ),
                 leader::run(&settings, &brokers, metrics, stop)
             )?;
         }
@@ -308,11 +315,26 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
                 health: Some(health),
                 ..Default::default()
             };
-            pipeline::run(&settings, &brokers, detector, stop, options).await?;
+            pipeline::run(
+                &settings,
+                &brokers,
+                detector,
+                metrics.clone(),
+                stop,
+                options,
+            )
+            .await?;
         }
         None => {
-            let (output, metrics) =
-                embedded::run_demo(&settings, &samples, detector, stop, Some(health)).await?;
+            let (output, metrics) = embedded::run_demo(
+                &settings,
+                &samples,
+                detector,
+                metrics.clone(),
+                stop,
+                Some(health),
+            )
+            .await?;
             for alert in &output.alerts {
                 println!("{alert}");
             }

@@ -12,7 +12,7 @@ use crate::alert::Alert;
 use crate::dead_letter::DeadLetter;
 use crate::decode::envelope::{self, AuditFormat};
 use crate::decode::{decode, DecodeLimits, DecodedBatch};
-use crate::metrics::Metrics;
+use crate::observe::DetectionMetrics;
 use crate::rules::exceptions::Excepted;
 use crate::rules::RuleEngine;
 use crate::schema::ROW_COLUMN;
@@ -59,7 +59,7 @@ impl EventTimeBounds {
 pub struct Detector {
     engine: RuleEngine,
     decoder: Decoder,
-    metrics: Arc<Metrics>,
+    metrics: Arc<dyn DetectionMetrics>,
     /// New rule sets from a hot reload (see [`crate::reload`]).
     reloads: Option<tokio::sync::mpsc::UnboundedReceiver<RuleEngine>>,
 }
@@ -70,7 +70,7 @@ pub struct Detector {
 #[derive(Clone)]
 pub struct Decoder {
     limits: DecodeLimits,
-    metrics: Arc<Metrics>,
+    metrics: Arc<dyn DetectionMetrics>,
     bounds: EventTimeBounds,
     /// Whether this decoder reports its input: consumed and decoded
     /// counts, decode failures. `false` for the correlation leader, which
@@ -109,7 +109,11 @@ pub fn now_ns() -> i64 {
 }
 
 impl Detector {
-    pub fn new(engine: RuleEngine, limits: DecodeLimits, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        engine: RuleEngine,
+        limits: DecodeLimits,
+        metrics: Arc<dyn DetectionMetrics>,
+    ) -> Self {
         Detector {
             engine,
             decoder: Decoder {
@@ -165,8 +169,7 @@ impl Detector {
         let carried = self.engine.carry_state_from(old);
         let new_ids: std::collections::BTreeSet<String> =
             self.engine.rules().map(|r| r.meta.id.clone()).collect();
-        self.metrics.rule_reload_ok();
-        self.metrics.set_rules_loaded(new_ids.len());
+        self.metrics.rules_reloaded(new_ids.len());
         tracing::info!(
             rules = new_ids.len(),
             added = ?new_ids.difference(&old_ids).collect::<Vec<_>>(),
@@ -192,7 +195,12 @@ impl Detector {
         &self.engine
     }
 
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    /// The rule engine, with its state, for a new detector.
+    pub fn into_engine(self) -> RuleEngine {
+        self.engine
+    }
+
+    pub fn metrics(&self) -> &Arc<dyn DetectionMetrics> {
         &self.metrics
     }
 
@@ -253,11 +261,11 @@ impl Detector {
             };
             let (alerts, failures) = self
                 .engine
-                .evaluate_observed(decoded, messages, now, Some(&self.metrics))
+                .evaluate_observed(decoded, messages, now, Some(self.metrics.as_ref()))
                 .await;
             for f in failures {
                 if f.timed_out {
-                    Metrics::add(&self.metrics.rule_timeouts, 1);
+                    self.metrics.rule_timed_out();
                 }
                 self.rule_failed(
                     &mut out,
@@ -277,7 +285,7 @@ impl Detector {
                 .await
             {
                 Ok(late) => {
-                    self.metrics.late_events.inc_by(source, late.len() as u64);
+                    self.metrics.late_events(source, late.len() as u64);
                     for l in late {
                         let m = &messages[l.message as usize];
                         out.dead_letters.push(DeadLetter::late_event(
@@ -373,7 +381,7 @@ impl Detector {
 
     fn count_excepted(&mut self, out: &mut Detections) {
         let excepted = self.engine.take_excepted();
-        Metrics::add(&self.metrics.alerts_excepted, excepted.len() as u64);
+        self.metrics.alerts_excepted(excepted.len() as u64);
         out.excepted.extend(excepted);
     }
 
@@ -449,8 +457,7 @@ impl Decoder {
         for (source, messages) in by_source {
             if self.reports_input {
                 self.metrics
-                    .messages_consumed
-                    .inc_by(source, messages.len() as u64);
+                    .messages_consumed(source, messages.len() as u64);
             }
             let messages = match source {
                 SourceKind::K8sAudit => self.unwrap_envelopes(messages, now, &mut out),
@@ -500,7 +507,7 @@ impl Decoder {
                     if m.state_only || !self.reports_input {
                         continue;
                     }
-                    self.metrics.decode_failures.inc_by(SourceKind::K8sAudit, 1);
+                    self.metrics.decode_failures(SourceKind::K8sAudit, 1);
                     out.dead_letters.push(DeadLetter::decode_error(
                         SourceKind::K8sAudit,
                         m.origin,
@@ -549,15 +556,13 @@ impl Decoder {
         }
         if self.reports_input {
             self.metrics
-                .decode_failures
-                .inc_by(source, decoded.failures.len() as u64);
+                .decode_failures(source, decoded.failures.len() as u64);
             self.metrics
-                .events_decoded
-                .inc_by(source, decoded.events.len() as u64);
+                .events_decoded(source, decoded.events.len() as u64);
         }
         if !decoded.empty.is_empty() && self.reports_input {
             // Valid input with nothing to evaluate: counted, not dead-lettered.
-            Metrics::add(&self.metrics.empty_messages, decoded.empty.len() as u64);
+            self.metrics.empty_messages(decoded.empty.len() as u64);
             for &i in &decoded.empty {
                 tracing::debug!(origin = %messages[i as usize].origin, "message holds no events (empty EventList)");
             }
@@ -569,7 +574,7 @@ impl Decoder {
             .column(0)
             .as_primitive::<TimestampNanosecondType>())
         {
-            self.metrics.observe_event_time(source, latest);
+            self.metrics.event_time(source, latest);
         }
         out.events += decoded.events.len();
         decoded
@@ -646,7 +651,7 @@ mod tests {
         Detector::new(
             engine,
             DecodeLimits::default(),
-            Arc::new(Metrics::default()),
+            Arc::new(crate::observe::NoMetrics),
         )
     }
 

@@ -46,6 +46,7 @@ pub async fn run_demo(
     settings: &Settings,
     samples: &Path,
     detector: Detector,
+    metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
     health: Option<Arc<crate::health::Health>>,
 ) -> Result<(DemoOutput, Arc<Metrics>)> {
@@ -97,7 +98,7 @@ pub async fn run_demo(
         health,
         ..Default::default()
     };
-    let metrics = pipeline::run(settings, &brokers, detector, stop, options).await?;
+    let metrics = pipeline::run(settings, &brokers, detector, metrics, stop, options).await?;
 
     let output = DemoOutput {
         alerts: read_topic(&brokers, &settings.topics.alerts)?,

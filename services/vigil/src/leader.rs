@@ -126,7 +126,7 @@ async fn term_as_leader(
         role: Role::CorrelationLeader,
         ..Default::default()
     };
-    let result = pipeline::run(leader, brokers, detector, term_rx, options).await;
+    let result = pipeline::run(leader, brokers, detector, metrics.clone(), term_rx, options).await;
     watcher.abort();
     result.context("the correlation leader's run loop")?;
     Ok(())

@@ -36,6 +36,7 @@ pub mod http;
 pub mod kafka;
 pub mod leader;
 pub mod metrics;
+pub mod observe;
 pub mod pipeline;
 pub mod reload;
 pub mod replay;

@@ -342,8 +342,9 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let brokers2 = brokers.clone();
     let s2 = settings.clone();
+    let metrics2 = metrics.clone();
     let pipeline = tokio::spawn(async move {
-        crate::pipeline::run(&s2, &brokers2, det, stop_rx, Default::default()).await
+        crate::pipeline::run(&s2, &brokers2, det, metrics2, stop_rx, Default::default()).await
     });
     // The clock starts when Vigil's first batch is decoded, which is after
     // that batch was read; the bare consumer's starts at its first message.
@@ -418,8 +419,17 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
         .collect();
     let (stop_tx, stop_rx) = watch::channel(false);
     let brokers2 = brokers.clone();
+    let metrics2 = metrics.clone();
     let pipeline = tokio::spawn(async move {
-        crate::pipeline::run(&settings, &brokers2, det, stop_rx, Default::default()).await
+        crate::pipeline::run(
+            &settings,
+            &brokers2,
+            det,
+            metrics2,
+            stop_rx,
+            Default::default(),
+        )
+        .await
     });
     // Warm up: Vigil has joined its group once it consumed these.
     let mut warm = Generator::new(GenConfig {

@@ -84,10 +84,10 @@ pub async fn run(
     settings: &Settings,
     brokers: &str,
     mut detector: Detector,
+    metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
     options: RunOptions,
 ) -> Result<Arc<Metrics>> {
-    let metrics = detector.metrics().clone();
     let base = crate::kafka::base_config(&settings.kafka, brokers);
     // Blocking librdkafka calls: off the async workers.
     let restored = {

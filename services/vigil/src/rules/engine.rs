@@ -42,7 +42,7 @@ use crate::alert::{content_event_id, Alert, EventIdentity};
 use crate::correlate::{CorrelationSettings, Correlator};
 use crate::decode::DecodedBatch;
 use crate::functions;
-use crate::metrics::Metrics;
+use crate::observe::DetectionMetrics;
 use crate::schema::SourceSchema;
 use crate::schema::ROW_COLUMN;
 use crate::source::{RawMessage, SourceKind};
@@ -488,7 +488,7 @@ impl RuleEngine {
         decoded: &DecodedBatch,
         messages: &[RawMessage],
         detected_at_ns: i64,
-        metrics: Option<&Metrics>,
+        metrics: Option<&dyn DetectionMetrics>,
     ) -> (Vec<Alert>, Vec<RuleFailure>) {
         self.run_rules(decoded, messages, detected_at_ns, metrics, false)
             .await
@@ -530,7 +530,7 @@ impl RuleEngine {
         decoded: &DecodedBatch,
         messages: &[RawMessage],
         detected_at_ns: i64,
-        metrics: Option<&Metrics>,
+        metrics: Option<&dyn DetectionMetrics>,
         only_folding: bool,
     ) -> (Vec<Alert>, Vec<RuleFailure>) {
         let mut alerts = Vec::new();

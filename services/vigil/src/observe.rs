@@ -1,0 +1,66 @@
+//! What detection reports as it works: input counts, rule runs and
+//! failures, correlation state. The engine calls a [`DetectionMetrics`];
+//! the service implements it with its Prometheus registry
+//! (`vigil::metrics::Metrics`), tools and tests that need no metrics pass
+//! [`NoMetrics`]. Every call is cheap and made at most once per batch and
+//! rule.
+
+use std::time::Duration;
+
+use crate::source::SourceKind;
+
+pub trait DetectionMetrics: Send + Sync {
+    /// Messages read from a source (before decoding).
+    fn messages_consumed(&self, source: SourceKind, n: u64);
+    /// Messages of a source that could not be decoded (dead letters).
+    fn decode_failures(&self, source: SourceKind, n: u64);
+    /// Events decoded from a source.
+    fn events_decoded(&self, source: SourceKind, n: u64);
+    /// Valid messages that held no event (an empty `EventList`).
+    fn empty_messages(&self, n: u64);
+    /// The latest event time decoded from a source.
+    fn event_time(&self, source: SourceKind, latest_ns: i64);
+    /// Events behind the correlation watermark.
+    fn late_events(&self, source: SourceKind, n: u64);
+    /// Alerts an exception suppressed.
+    fn alerts_excepted(&self, n: u64);
+    /// One run of a rule: its time and the rows it matched.
+    fn rule_evaluated(&self, rule_id: &str, elapsed: Duration, matches: usize);
+    /// A rule run stopped by its time budget.
+    fn rule_timed_out(&self);
+    /// A rule run that failed (a `rule_error` dead letter).
+    fn rule_failed(&self, rule_id: &str);
+    /// A new rule set was swapped in, with this many rules.
+    fn rules_reloaded(&self, rules_loaded: usize);
+    /// Correlation state after a batch (`evicted_early` and `suppressed`
+    /// are running totals).
+    fn correlation_state(
+        &self,
+        retained_events: usize,
+        watermark_ns: Option<i64>,
+        evicted_early: u64,
+        suppressed: u64,
+    );
+    /// Incremental correlation state and work (totals since start).
+    fn correlation_work(&self, state_rows: usize, evicted_state_rows: u64, rows_evaluated: u64);
+}
+
+/// Reports nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoMetrics;
+
+impl DetectionMetrics for NoMetrics {
+    fn messages_consumed(&self, _: SourceKind, _: u64) {}
+    fn decode_failures(&self, _: SourceKind, _: u64) {}
+    fn events_decoded(&self, _: SourceKind, _: u64) {}
+    fn empty_messages(&self, _: u64) {}
+    fn event_time(&self, _: SourceKind, _: i64) {}
+    fn late_events(&self, _: SourceKind, _: u64) {}
+    fn alerts_excepted(&self, _: u64) {}
+    fn rule_evaluated(&self, _: &str, _: Duration, _: usize) {}
+    fn rule_timed_out(&self) {}
+    fn rule_failed(&self, _: &str) {}
+    fn rules_reloaded(&self, _: usize) {}
+    fn correlation_state(&self, _: usize, _: Option<i64>, _: u64, _: u64) {}
+    fn correlation_work(&self, _: usize, _: u64, _: u64) {}
+}
