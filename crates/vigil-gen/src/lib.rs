@@ -126,6 +126,23 @@ impl GeneratedEvent {
             rules: a.rules.to_vec(),
         })
     }
+
+    /// The event as a message of partition 0 of a topic named after its
+    /// source, at its index in that source's stream.
+    pub fn raw_message(&self) -> vigil_model::source::RawMessage {
+        use vigil_model::source::{Origin, RawMessage};
+        RawMessage {
+            source: self.source,
+            payload: self.payload.clone(),
+            origin: Origin::Kafka {
+                topic: self.source.table_name().into(),
+                partition: 0,
+                offset: self.source_index as i64,
+            },
+            timestamp_ms: None,
+            state_only: false,
+        }
+    }
 }
 
 /// SplitMix64: small, fast, and fully specified, so the stream does not

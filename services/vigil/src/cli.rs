@@ -176,7 +176,7 @@ enum RulesCommand {
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
-        /// A matrix file in the format of services/vigil/data/attack-containers.toml
+        /// A matrix file in the format of crates/vigil-engine/data/attack-containers.toml
         /// (default: that file, built in).
         #[arg(long)]
         matrix: Option<PathBuf>,

@@ -26,21 +26,16 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
-pub mod correlate;
-pub mod detect;
 pub mod embedded;
-pub mod functions;
 pub mod gen;
 pub mod health;
 pub mod http;
 pub mod kafka;
 pub mod leader;
 pub mod metrics;
-pub mod observe;
 pub mod pipeline;
 pub mod reload;
 pub mod replay;
-pub mod rules;
 pub mod telemetry;
 
 // The data model lives in its own crate (no DataFusion, no tokio); its
@@ -48,3 +43,5 @@ pub mod telemetry;
 pub use vigil_model::{alert, dead_letter, source};
 // Schemas and decoders: the sources crate.
 pub use vigil_sources::{decode, schema};
+// The detection engine.
+pub use vigil_engine::{correlate, detect, functions, observe, rules};

@@ -18,7 +18,7 @@ pub mod soak;
 use std::time::Duration;
 
 use crate::gen::{GenConfig, GeneratedEvent, Generator};
-use crate::source::{Origin, RawMessage, SourceKind};
+use crate::source::{RawMessage, SourceKind};
 
 /// `n` generated events of one source, as the raw messages a one-partition
 /// topic `source.table_name()` would deliver.
@@ -29,17 +29,7 @@ pub fn generate(config: GenConfig, n: usize) -> (Vec<GeneratedEvent>, Vec<RawMes
 }
 
 pub fn raw_message(e: &GeneratedEvent) -> RawMessage {
-    RawMessage {
-        source: e.source,
-        payload: e.payload.clone(),
-        origin: Origin::Kafka {
-            topic: e.source.table_name().into(),
-            partition: 0,
-            offset: e.source_index as i64,
-        },
-        timestamp_ms: None,
-        state_only: false,
-    }
+    e.raw_message()
 }
 
 /// Generated audit events for the engine benchmarks.

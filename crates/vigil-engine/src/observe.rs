@@ -5,6 +5,9 @@
 //! [`NoMetrics`]. Every call is cheap and made at most once per batch and
 //! rule.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::source::SourceKind;
@@ -62,5 +65,70 @@ impl DetectionMetrics for NoMetrics {
     fn rule_failed(&self, _: &str) {}
     fn rules_reloaded(&self, _: usize) {}
     fn correlation_state(&self, _: usize, _: Option<i64>, _: u64, _: u64) {}
+    fn correlation_work(&self, _: usize, _: u64, _: u64) {}
+}
+
+/// Keeps the counts in memory: for tools and tests that look at what
+/// detection reported without a metrics registry.
+#[derive(Debug, Default)]
+pub struct CountingMetrics {
+    pub messages_consumed: AtomicU64,
+    pub decode_failures: AtomicU64,
+    pub events_decoded: AtomicU64,
+    pub late_events: AtomicU64,
+    pub alerts_excepted: AtomicU64,
+    pub rule_timeouts: AtomicU64,
+    /// The last correlation watermark reported (ns; `i64::MIN` before any).
+    pub watermark_ns: AtomicI64,
+    /// Rule id -> (runs, rows matched).
+    pub rule_runs: Mutex<BTreeMap<String, (u64, u64)>>,
+}
+
+impl CountingMetrics {
+    /// (runs, rows matched) of a rule.
+    pub fn rule(&self, rule_id: &str) -> (u64, u64) {
+        let runs = self.rule_runs.lock().expect("not poisoned");
+        runs.get(rule_id).copied().unwrap_or_default()
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+impl DetectionMetrics for CountingMetrics {
+    fn messages_consumed(&self, _: SourceKind, n: u64) {
+        self.messages_consumed.fetch_add(n, Ordering::Relaxed);
+    }
+    fn decode_failures(&self, _: SourceKind, n: u64) {
+        self.decode_failures.fetch_add(n, Ordering::Relaxed);
+    }
+    fn events_decoded(&self, _: SourceKind, n: u64) {
+        self.events_decoded.fetch_add(n, Ordering::Relaxed);
+    }
+    fn empty_messages(&self, _: u64) {}
+    fn event_time(&self, _: SourceKind, _: i64) {}
+    fn late_events(&self, _: SourceKind, n: u64) {
+        self.late_events.fetch_add(n, Ordering::Relaxed);
+    }
+    fn alerts_excepted(&self, n: u64) {
+        self.alerts_excepted.fetch_add(n, Ordering::Relaxed);
+    }
+    fn rule_evaluated(&self, rule_id: &str, _: Duration, matches: usize) {
+        let mut runs = self.rule_runs.lock().expect("not poisoned");
+        let entry = runs.entry(rule_id.to_string()).or_default();
+        entry.0 += 1;
+        entry.1 += matches as u64;
+    }
+    fn rule_timed_out(&self) {
+        self.rule_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+    fn rule_failed(&self, _: &str) {}
+    fn rules_reloaded(&self, _: usize) {}
+    fn correlation_state(&self, _: usize, watermark_ns: Option<i64>, _: u64, _: u64) {
+        if let Some(w) = watermark_ns {
+            self.watermark_ns.store(w, Ordering::Relaxed);
+        }
+    }
     fn correlation_work(&self, _: usize, _: u64, _: u64) {}
 }

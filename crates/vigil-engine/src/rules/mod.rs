@@ -4,7 +4,7 @@
 //! site's overlays ([`pack`]), planned once by the [`engine::RuleEngine`].
 
 pub mod budget;
-pub(crate) mod conjunction;
+pub mod conjunction;
 pub mod coverage;
 pub mod definitions;
 pub mod engine;

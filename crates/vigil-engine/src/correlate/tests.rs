@@ -9,7 +9,7 @@ use super::CorrelationSettings;
 use crate::alert::Alert;
 use crate::dead_letter::{DeadLetter, DeadLetterKind};
 use crate::detect::Detector;
-use crate::metrics::Metrics;
+use crate::observe::{CountingMetrics, NoMetrics};
 use crate::rules::{parse_rule, RuleEngine};
 use crate::source::{Origin, RawMessage, SourceKind};
 
@@ -49,15 +49,15 @@ pub(super) async fn detector_with(
     let engine = RuleEngine::compile_with(rules, settings)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    Detector::new(engine, Default::default(), Arc::new(Metrics::default()))
+    Detector::new(engine, Default::default(), Arc::new(NoMetrics))
 }
 
 /// [`detector`], and the metrics it reports to.
 async fn detector_and_metrics(
     rules: &[(&str, &str, &str, &str)],
     lateness_ms: u64,
-) -> (Detector, Arc<Metrics>) {
-    let metrics = Arc::new(Metrics::default());
+) -> (Detector, Arc<CountingMetrics>) {
+    let metrics = Arc::new(CountingMetrics::default());
     let d = detector(rules, lateness_ms).await;
     let engine = d.into_engine();
     (
@@ -209,37 +209,16 @@ async fn threshold_in_tumbling_window_emits_once_when_the_watermark_passes_its_e
     .await;
     assert!(alerts.is_empty(), "{alerts:?}");
     // Metrics: the rule ran once per watermark advance, and emitted one row.
-    let text = metrics.encode();
-    let runs: f64 = metric(
-        &text,
-        "vigil_rule_evaluation_seconds_count{rule=\"t.threshold\"}",
-    );
-    assert!(runs >= 2.0, "{text}");
+    let (runs, matches) = metrics.rule("t.threshold");
+    assert!(runs >= 2, "{runs} runs");
+    assert_eq!(matches, 1);
     assert_eq!(
-        metric(&text, "vigil_rule_matches_total{rule=\"t.threshold\"}"),
-        1.0
-    );
-    assert_eq!(
-        metric(&text, "vigil_correlation_watermark_seconds"),
-        (T0 + 200) as f64
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "vigil_source_event_time_seconds{source=\"k8s_audit\"}"
-        ),
-        (T0 + 200) as f64
+        metrics
+            .watermark_ns
+            .load(std::sync::atomic::Ordering::Relaxed),
+        (T0 + 200) * 1_000_000_000
     );
     assert!(d.finish().await.alerts.is_empty());
-}
-
-/// The value of one sample in Prometheus text.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-        .parse()
-        .unwrap()
 }
 
 #[tokio::test]
@@ -278,12 +257,7 @@ async fn out_of_order_within_lateness_counts_and_beyond_lateness_goes_to_late_ev
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].kind, DeadLetterKind::LateEvent);
     assert!(dead[0].payload.as_deref().unwrap().contains("\"late\""));
-    assert_eq!(
-        metrics
-            .late_events
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(CountingMetrics::get(&metrics.late_events), 1);
 }
 
 #[tokio::test]
@@ -707,7 +681,7 @@ async fn a_correlation_rule_over_its_time_budget_fails_alone_and_the_pipeline_go
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     engine.set_time_budget(std::time::Duration::from_millis(50));
-    let mut d = Detector::new(engine, Default::default(), Arc::new(Metrics::default()));
+    let mut d = Detector::new(engine, Default::default(), Arc::new(NoMetrics));
     let mut f = Feed::new();
     let batch: Vec<String> = (0..200)
         .map(|i| {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::detect::Detector;
-use crate::metrics::Metrics;
+use crate::observe::NoMetrics;
 use crate::rules::{load_rule_set, Layers, RulePack, Severity};
 use crate::source::{Origin, RawMessage, SourceKind};
 
@@ -58,7 +58,7 @@ async fn alerts(layers: &Layers, events: Vec<RawMessage>) -> Vec<(String, String
     let engine = load_rule_set(layers, Default::default())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut detector = Detector::new(engine, Default::default(), Arc::new(Metrics::default()));
+    let mut detector = Detector::new(engine, Default::default(), Arc::new(NoMetrics));
     let mut out = detector.process(events).await.alerts;
     out.extend(detector.finish().await.alerts);
     let mut found: Vec<(String, String)> = out
@@ -154,7 +154,7 @@ async fn a_lookup_gives_the_value_of_the_key_or_null() {
     let engine = load_rule_set(&dir_layers(&d), Default::default())
         .await
         .unwrap();
-    let mut detector = Detector::new(engine, Default::default(), Arc::new(Metrics::default()));
+    let mut detector = Detector::new(engine, Default::default(), Arc::new(NoMetrics));
     let out = detector
         .process(vec![
             event(1, "bob", "10.0.0.1", 200),

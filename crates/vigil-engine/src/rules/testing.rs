@@ -33,7 +33,7 @@ use super::definitions::{Definitions, Location};
 use super::exceptions::Exceptions;
 use super::{Rule, RuleEngine, RuleSet};
 use crate::detect::Detector;
-use crate::metrics::Metrics;
+use crate::observe::NoMetrics;
 use crate::source::{Origin, RawMessage, SourceKind};
 
 /// Key of a case event that names its source (see the module doc).
@@ -140,7 +140,7 @@ async fn with_lists(
     Ok(Detector::new(
         engine,
         Default::default(),
-        Arc::new(Metrics::default()),
+        Arc::new(NoMetrics),
     ))
 }
 
@@ -154,7 +154,7 @@ pub fn tests_path(rule_path: &Path) -> PathBuf {
 pub async fn run(rules: &[Rule], engine: RuleEngine) -> Vec<CaseResult> {
     let definitions = engine.definitions().clone();
     let exceptions = engine.exceptions().clone();
-    let mut detector = Detector::new(engine, Default::default(), Arc::new(Metrics::default()));
+    let mut detector = Detector::new(engine, Default::default(), Arc::new(NoMetrics));
     let mut results = Vec::new();
     for rule in rules {
         let file = tests_path(&rule.path);
@@ -406,7 +406,7 @@ mod tests {
         let engine = load_rule_set(&crate::rules::Layers::dir(d.path()), Default::default())
             .await
             .unwrap();
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(crate::observe::CountingMetrics::default());
         let mut detector = Detector::new(engine, Default::default(), metrics.clone());
         let messages = [("alice", "prod"), ("ci-bot", "ci"), ("bob", "ci")]
             .iter()
@@ -426,7 +426,10 @@ mod tests {
         assert_eq!(out.alerts.len(), 1);
         assert_eq!(out.alerts[0].fields["username"], "alice");
         assert_eq!(out.excepted.len(), 2);
-        assert_eq!(Metrics::get(&metrics.alerts_excepted), 2);
+        assert_eq!(
+            crate::observe::CountingMetrics::get(&metrics.alerts_excepted),
+            2
+        );
     }
 }
 

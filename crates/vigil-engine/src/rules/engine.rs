@@ -128,7 +128,7 @@ impl Default for PlanOptions {
 /// Dynamic filters are off: they carry state from one execution of a plan
 /// into the next (a TopK threshold, a join's build-side bounds), and Vigil
 /// executes each plan once per batch (see [`fresh_plan`]).
-pub(crate) fn new_session() -> SessionContext {
+pub fn new_session() -> SessionContext {
     new_session_with(PlanOptions::default())
 }
 

@@ -639,8 +639,11 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::bench::raw_message;
-    use crate::gen::{GenConfig, Generator};
+    use vigil_gen::{GenConfig, GeneratedEvent, Generator};
+
+    fn raw_message(e: &GeneratedEvent) -> RawMessage {
+        e.raw_message()
+    }
 
     async fn shipped_pack() -> Detector {
         let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../sql-rules");

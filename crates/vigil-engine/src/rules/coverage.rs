@@ -1,7 +1,7 @@
 //! ATT&CK coverage of a rule set (`vigil rules coverage`).
 //!
 //! The matrix (tactics and their techniques) is data:
-//! `services/vigil/data/attack-containers.toml`, built into the binary as
+//! `crates/vigil-engine/data/attack-containers.toml`, built into the binary as
 //! [`Matrix::builtin`]. Coverage is computed from the rules' `-- mitre:`
 //! header: a rule technique id covers a matrix entry when it is the entry's
 //! id, a sub-technique of it, or its parent (see [`covers`]).
