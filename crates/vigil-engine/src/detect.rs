@@ -250,7 +250,7 @@ impl Detector {
                         &mut out,
                         source,
                         "correlation-ingest".into(),
-                        e,
+                        e.to_string(),
                         origins,
                         now,
                     );
@@ -304,7 +304,7 @@ impl Detector {
                         &mut out,
                         source,
                         "correlation-ingest".into(),
-                        e,
+                        e.to_string(),
                         origins,
                         now,
                     );

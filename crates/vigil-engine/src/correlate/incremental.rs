@@ -43,6 +43,7 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 
+use super::error::{Context, CorrelationError};
 use super::RetainedIdentity;
 use crate::rules::slot::{BatchSlot, SlotTable};
 
@@ -336,7 +337,7 @@ impl AggregateState {
         identities: &BTreeMap<u64, RetainedIdentity>,
         task_ctx: &Arc<TaskContext>,
         budget: &super::EvalBudget,
-    ) -> Result<RowsEvaluated, String> {
+    ) -> Result<RowsEvaluated, CorrelationError> {
         let mut evaluated = 0;
         for batch in partial_rows.into_iter().filter(|b| b.num_rows() > 0) {
             let batch = cap_events(&batch, &split.event_columns, max_events, identities)?;
@@ -350,7 +351,8 @@ impl AggregateState {
                     continue;
                 }
                 let mask: BooleanArray = ends.iter().map(|t| Some(t == Some(end))).collect();
-                let rows = filter_record_batch(&batch, &mask).map_err(|e| e.to_string())?;
+                let rows =
+                    filter_record_batch(&batch, &mask).context("splitting state by window")?;
                 self.rows += rows.num_rows();
                 let window = self.windows.entry(end).or_default();
                 window.batches.push(rows);
@@ -436,7 +438,7 @@ async fn compact(
     task_ctx: &Arc<TaskContext>,
     budget: &super::EvalBudget,
     total_rows: &mut usize,
-) -> Result<RowsEvaluated, String> {
+) -> Result<RowsEvaluated, CorrelationError> {
     // Size-tiered: leave a large first batch alone until the newer ones
     // add up to as many rows, so each row is merged O(log n) times.
     let rows: Vec<usize> = window.batches.iter().map(RecordBatch::num_rows).collect();
@@ -446,7 +448,7 @@ async fn compact(
     split.state_input.set_all(merging);
     let merged = super::execute(&split.reduce, task_ctx, budget).await;
     split.state_input.clear();
-    let merged = merged.map_err(|e| format!("merging aggregation state: {e}"))?;
+    let merged = merged.context("merging aggregation state")?;
     let mut after = 0;
     for batch in merged.into_iter().filter(|b| b.num_rows() > 0) {
         let batch = cap_events(&batch, &split.event_columns, max_events, identities)?;
@@ -464,7 +466,7 @@ fn cap_events(
     columns: &[usize],
     max: usize,
     identities: &BTreeMap<u64, RetainedIdentity>,
-) -> Result<RecordBatch, String> {
+) -> Result<RecordBatch, CorrelationError> {
     let mut out: Vec<ArrayRef> = batch.columns().to_vec();
     for &c in columns {
         let lists = batch.column(c).as_list::<i32>();
@@ -499,10 +501,10 @@ fn cap_events(
             Arc::new(UInt64Array::from(values)),
             lists.nulls().cloned(),
         )
-        .map_err(|e| e.to_string())?;
+        .context("capping the events a window names")?;
         out[c] = Arc::new(list);
     }
-    RecordBatch::try_new(batch.schema(), out).map_err(|e| e.to_string())
+    RecordBatch::try_new(batch.schema(), out).context("capping the events a window names")
 }
 
 /// Order of the events an alert names: event time, then event id; events

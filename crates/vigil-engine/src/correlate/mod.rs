@@ -33,6 +33,7 @@
 
 mod compile;
 mod delta;
+mod error;
 mod incremental;
 pub mod watermark;
 
@@ -53,6 +54,8 @@ use serde_json::Value;
 use tracing::Instrument;
 
 pub use compile::retained_schema;
+use error::Context;
+pub use error::CorrelationError;
 use incremental::{merge_offsets, AggregateSplit, AggregateState, Offsets};
 use watermark::WatermarkTracker;
 
@@ -478,7 +481,7 @@ impl Correlator {
         decoded: &DecodedBatch,
         messages: &[RawMessage],
         now_ns: i64,
-    ) -> Result<Vec<LateEvent>, String> {
+    ) -> Result<Vec<LateEvent>, CorrelationError> {
         let Some(retained) = self.retained.get_mut(&decoded.source) else {
             return Ok(Vec::new());
         };
@@ -509,14 +512,14 @@ impl Correlator {
         retained.input.set(decoded.batch.clone());
         let kept = execute(&retained.ingest, &self.task_ctx, &self.budget).await;
         retained.input.clear();
-        let kept = kept.map_err(|e| format!("pre-filtering events for correlation: {e}"))?;
+        let kept = kept.context("pre-filtering events for correlation")?;
         let mut late = Vec::new();
         let mut on_time = Vec::with_capacity(kept.len());
         for batch in kept.into_iter().filter(|b| b.num_rows() > 0) {
             let row_idx = batch
                 .schema()
                 .index_of(ROW_COLUMN)
-                .map_err(|e| e.to_string())?;
+                .context("finding the row column")?;
             let rows = batch.column(row_idx).as_primitive::<UInt32Type>().clone();
             let mut keep = Vec::with_capacity(batch.num_rows());
             for i in 0..batch.num_rows() {
@@ -533,7 +536,7 @@ impl Correlator {
             }
             on_time.push(
                 filter_record_batch(&batch, &BooleanArray::from(keep))
-                    .map_err(|e| e.to_string())?,
+                    .context("dropping late events")?,
             );
         }
         self.stats.late_events += late.len() as u64;
@@ -545,7 +548,7 @@ impl Correlator {
             let row_idx = batch
                 .schema()
                 .index_of(ROW_COLUMN)
-                .map_err(|e| e.to_string())?;
+                .context("finding the row column")?;
             let rows = batch.column(row_idx).as_primitive::<UInt32Type>().clone();
             let batch_times = batch
                 .column(0)
@@ -602,7 +605,8 @@ impl Correlator {
             let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
             columns[row_idx] = Arc::new(UInt64Array::from(seqs));
             let schema = retained_schema(decoded.source);
-            let rebuilt = RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())?;
+            let rebuilt =
+                RecordBatch::try_new(schema, columns).context("numbering the retained events")?;
             new_events.push(rebuilt);
         }
         if new_events.is_empty() {
@@ -618,11 +622,11 @@ impl Correlator {
                         let keep = predicate
                             .evaluate(batch)
                             .and_then(|v| v.into_array(batch.num_rows()))
-                            .map_err(|e| format!("selecting the events to retain: {e}"))?;
-                        let keep = keep
-                            .as_boolean_opt()
-                            .ok_or("the retention filter is not boolean")?;
-                        filter_record_batch(batch, keep).map_err(|e| e.to_string())?
+                            .context("selecting the events to retain")?;
+                        let keep = keep.as_boolean_opt().ok_or(CorrelationError::Unexpected(
+                            "the retention filter is not boolean",
+                        ))?;
+                        filter_record_batch(batch, keep).context("retaining events")?
                     }
                 };
                 if batch.num_rows() == 0 {
@@ -667,7 +671,7 @@ impl Correlator {
                         )
                         .await
                 }
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(e).context("the partial aggregation of new events"),
             };
             match result {
                 Ok(merged) => self.stats.rows_evaluated += merged,
@@ -801,7 +805,8 @@ impl Correlator {
                             detected_at_ns,
                         )
                     })
-                    .collect::<Result<Vec<Vec<Alert>>, String>>()?;
+                    .collect::<Result<Vec<Vec<Alert>>, CorrelationError>>()
+                    .map_err(|e| e.to_string())?;
                 Ok((batches, found))
             });
             match found {
@@ -1189,7 +1194,7 @@ fn rows_in_range(
     identities: &BTreeMap<u64, RetainedIdentity>,
     max_events: usize,
     detected_at_ns: i64,
-) -> Result<Vec<Alert>, String> {
+) -> Result<Vec<Alert>, CorrelationError> {
     let ends = batch
         .column(rule.window_end)
         .as_primitive::<TimestampNanosecondType>();
@@ -1200,12 +1205,13 @@ fn rows_in_range(
     if mask.true_count() == 0 {
         return Ok(Vec::new());
     }
-    let selected = filter_record_batch(batch, &mask).map_err(|e| e.to_string())?;
+    let selected = filter_record_batch(batch, &mask).context("selecting the windows to emit")?;
     let ends = selected
         .column(rule.window_end)
         .as_primitive::<TimestampNanosecondType>()
         .clone();
-    let fields = crate::rules::engine::rows_to_json(&selected)?;
+    let fields =
+        crate::rules::engine::rows_to_json(&selected).context("encoding the rule's output")?;
     let mut alerts = Vec::with_capacity(selected.num_rows());
     for (i, fields) in fields.into_iter().enumerate() {
         let mut seqs = BTreeSet::new();

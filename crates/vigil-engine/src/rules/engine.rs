@@ -670,21 +670,24 @@ impl RuleEngine {
 
 /// Convert a rule's output rows to JSON objects, leaving out internal
 /// (`__`-prefixed) columns.
-pub(crate) fn rows_to_json(batch: &RecordBatch) -> Result<Vec<Map<String, Value>>, String> {
+pub(crate) fn rows_to_json(
+    batch: &RecordBatch,
+) -> Result<Vec<Map<String, Value>>, datafusion::arrow::error::ArrowError> {
     let visible: Vec<usize> = (0..batch.num_columns())
         .filter(|&i| !batch.schema().field(i).name().starts_with("__"))
         .collect();
     if visible.is_empty() {
         return Ok(vec![Map::new(); batch.num_rows()]);
     }
-    let projected = batch.project(&visible).map_err(|e| e.to_string())?;
+    let projected = batch.project(&visible)?;
     let mut writer = arrow_json::WriterBuilder::new()
         .with_explicit_nulls(true)
         .build::<_, arrow_json::writer::JsonArray>(Vec::new());
-    writer.write(&projected).map_err(|e| e.to_string())?;
-    writer.finish().map_err(|e| e.to_string())?;
+    writer.write(&projected)?;
+    writer.finish()?;
     let bytes = writer.into_inner();
-    serde_json::from_slice::<Vec<Map<String, Value>>>(&bytes).map_err(|e| e.to_string())
+    serde_json::from_slice::<Vec<Map<String, Value>>>(&bytes)
+        .map_err(|e| datafusion::arrow::error::ArrowError::JsonError(e.to_string()))
 }
 
 /// Plan one rule. Returns its physical plan and the index of the row column.
