@@ -503,7 +503,7 @@ pub(crate) fn attack_cluster_admin_binding(
     time_ns: i64,
 ) -> Built {
     let binding = format!("ops-{}", rng.hex(6));
-    let sa = format!("{}", cluster.namespace_of(rng.below(1000)));
+    let sa = cluster.namespace_of(rng.below(1000)).to_string();
     let request = json!({
         "kind": "ClusterRoleBinding", "apiVersion": "rbac.authorization.k8s.io/v1",
         "metadata": {"name": binding},
