@@ -482,19 +482,39 @@ impl Correlator {
         messages: &[RawMessage],
         now_ns: i64,
     ) -> Result<Vec<LateEvent>, CorrelationError> {
-        let Some(retained) = self.retained.get_mut(&decoded.source) else {
-            return Ok(Vec::new());
-        };
-        let n = decoded.batch.num_rows();
-        if n == 0 {
+        if !self.retained.contains_key(&decoded.source) || decoded.batch.num_rows() == 0 {
             return Ok(Vec::new());
         }
-        // Lateness is judged against the watermark before this batch; every
-        // on-time event moves its partition's event time.
+        let is_late = self.observe_event_times(decoded, messages, now_ns);
+        let kept = self.pre_filter(decoded).await?;
+        let (late, on_time) = self.split_late(kept, &is_late, decoded)?;
+        self.stats.late_events += late.len() as u64;
+        let (new_events, new_offsets) = self.number_events(on_time, decoded, messages)?;
+        if new_events.is_empty() {
+            return Ok(late);
+        }
+        self.retain_raw(&new_events, decoded.source)?;
+        self.fold_into_state(new_events, &new_offsets, decoded.source)
+            .await;
+        self.enforce_bound();
+        self.enforce_state_bound();
+        self.collect_identities_if_due();
+        Ok(late)
+    }
+
+    /// Which rows are late, judged against the watermark before this batch;
+    /// every on-time event moves its partition's event time.
+    fn observe_event_times(
+        &mut self,
+        decoded: &DecodedBatch,
+        messages: &[RawMessage],
+        now_ns: i64,
+    ) -> Vec<bool> {
         let times = decoded
             .batch
             .column(0)
             .as_primitive::<TimestampNanosecondType>();
+        let n = decoded.batch.num_rows();
         let mut is_late = Vec::with_capacity(n);
         for row in 0..n {
             let t = times.value(row);
@@ -506,13 +526,38 @@ impl Correlator {
                 self.watermark.observe(&partition, t, now_ns);
             }
         }
-        // Pre-filter first: only an event some rule would retain can be
-        // late for correlation. The others were evaluated by the per-event
-        // rules and are of no use to any window, late or not.
+        is_late
+    }
+
+    /// The rows some rule would retain (the source's pre-filter). Only such
+    /// an event can be late for correlation: the others were evaluated by
+    /// the per-event rules and are of no use to any window, late or not.
+    async fn pre_filter(
+        &mut self,
+        decoded: &DecodedBatch,
+    ) -> Result<Vec<RecordBatch>, CorrelationError> {
+        let retained = self
+            .retained
+            .get_mut(&decoded.source)
+            .expect("checked by ingest");
         retained.input.set(decoded.batch.clone());
         let kept = execute(&retained.ingest, &self.task_ctx, &self.budget).await;
         retained.input.clear();
-        let kept = kept.context("pre-filtering events for correlation")?;
+        kept.context("pre-filtering events for correlation")
+    }
+
+    /// Split the pre-filtered rows into the late events (reported) and the
+    /// on-time rows.
+    fn split_late(
+        &self,
+        kept: Vec<RecordBatch>,
+        is_late: &[bool],
+        decoded: &DecodedBatch,
+    ) -> Result<(Vec<LateEvent>, Vec<RecordBatch>), CorrelationError> {
+        let times = decoded
+            .batch
+            .column(0)
+            .as_primitive::<TimestampNanosecondType>();
         let mut late = Vec::new();
         let mut on_time = Vec::with_capacity(kept.len());
         for batch in kept.into_iter().filter(|b| b.num_rows() > 0) {
@@ -539,12 +584,20 @@ impl Correlator {
                     .context("dropping late events")?,
             );
         }
-        self.stats.late_events += late.len() as u64;
-        let kept = on_time;
-        let source = decoded.source;
+        Ok((late, on_time))
+    }
+
+    /// Give each on-time row a sequence number (in place of its row index)
+    /// and register its identity; also the Kafka offsets of the rows.
+    fn number_events(
+        &mut self,
+        on_time: Vec<RecordBatch>,
+        decoded: &DecodedBatch,
+        messages: &[RawMessage],
+    ) -> Result<(Vec<RecordBatch>, Offsets), CorrelationError> {
         let mut new_events = Vec::new();
         let mut new_offsets = Offsets::new();
-        for batch in kept.into_iter().filter(|b| b.num_rows() > 0) {
+        for batch in on_time.into_iter().filter(|b| b.num_rows() > 0) {
             let row_idx = batch
                 .schema()
                 .index_of(ROW_COLUMN)
@@ -562,35 +615,9 @@ impl Correlator {
                     Some(id) => id.clone(),
                     None => content_event_id(&message.payload, event.item),
                 };
+                let (stream, position) = self.stream_of(&message.origin, &mut new_offsets);
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                let (stream, position) = match &message.origin {
-                    Origin::Kafka {
-                        topic,
-                        partition,
-                        offset,
-                    } => {
-                        note_offset(&mut new_offsets, topic, *partition, *offset);
-                        (
-                            Stream::Kafka {
-                                topic: topic.clone(),
-                                partition: *partition,
-                            },
-                            *offset,
-                        )
-                    }
-                    Origin::File { path, line } => {
-                        (Stream::File { path: path.clone() }, *line as i64)
-                    }
-                };
-                let stream = match self.streams.get(&stream) {
-                    Some(s) => s.clone(),
-                    None => self
-                        .streams
-                        .entry(stream.clone())
-                        .or_insert_with(|| Arc::new(stream))
-                        .clone(),
-                };
                 self.identities.insert(
                     seq,
                     RetainedIdentity {
@@ -609,44 +636,95 @@ impl Correlator {
                 RecordBatch::try_new(schema, columns).context("numbering the retained events")?;
             new_events.push(rebuilt);
         }
-        if new_events.is_empty() {
-            return Ok(late);
-        }
-        if retained.keep_raw {
-            for batch in &new_events {
-                // Rows only incremental rules use are folded into their
-                // state below, not retained.
-                let batch = match &retained.retain {
-                    None => batch.clone(),
-                    Some(predicate) => {
-                        let keep = predicate
-                            .evaluate(batch)
-                            .and_then(|v| v.into_array(batch.num_rows()))
-                            .context("selecting the events to retain")?;
-                        let keep = keep.as_boolean_opt().ok_or(CorrelationError::Unexpected(
-                            "the retention filter is not boolean",
-                        ))?;
-                        filter_record_batch(batch, keep).context("retaining events")?
-                    }
-                };
-                if batch.num_rows() == 0 {
-                    continue;
-                }
-                let offsets = batch_offsets(&batch, &self.identities);
-                retained.batches.push(RetainedBatch::new(batch, offsets));
+        Ok((new_events, new_offsets))
+    }
+
+    /// The shared stream of an origin and the event's position in it;
+    /// a Kafka origin's offset is noted in `offsets`.
+    fn stream_of(&mut self, origin: &Origin, offsets: &mut Offsets) -> (Arc<Stream>, i64) {
+        let (stream, position) = match origin {
+            Origin::Kafka {
+                topic,
+                partition,
+                offset,
+            } => {
+                note_offset(offsets, topic, *partition, *offset);
+                (
+                    Stream::Kafka {
+                        topic: topic.clone(),
+                        partition: *partition,
+                    },
+                    *offset,
+                )
             }
-            for rule in self
-                .rules
-                .iter_mut()
-                .filter(|r| r.sources.contains(&source))
-            {
-                if let Strategy::Rescan { pending } = &mut rule.strategy {
-                    *pending = None;
+            Origin::File { path, line } => (Stream::File { path: path.clone() }, *line as i64),
+        };
+        let stream = match self.streams.get(&stream) {
+            Some(s) => s.clone(),
+            None => self
+                .streams
+                .entry(stream.clone())
+                .or_insert_with(|| Arc::new(stream))
+                .clone(),
+        };
+        (stream, position)
+    }
+
+    /// Keep the new rows re-scan rules read (those only incremental rules
+    /// use are folded into their state instead), and mark the re-scan
+    /// rules of the source to run again.
+    fn retain_raw(
+        &mut self,
+        new_events: &[RecordBatch],
+        source: SourceKind,
+    ) -> Result<(), CorrelationError> {
+        let retained = self.retained.get_mut(&source).expect("checked by ingest");
+        if !retained.keep_raw {
+            return Ok(());
+        }
+        for batch in new_events {
+            let batch = match &retained.retain {
+                None => batch.clone(),
+                Some(predicate) => {
+                    let keep = predicate
+                        .evaluate(batch)
+                        .and_then(|v| v.into_array(batch.num_rows()))
+                        .context("selecting the events to retain")?;
+                    let keep = keep.as_boolean_opt().ok_or(CorrelationError::Unexpected(
+                        "the retention filter is not boolean",
+                    ))?;
+                    filter_record_batch(batch, keep).context("retaining events")?
                 }
+            };
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let offsets = batch_offsets(&batch, &self.identities);
+            retained.batches.push(RetainedBatch::new(batch, offsets));
+        }
+        for rule in self
+            .rules
+            .iter_mut()
+            .filter(|r| r.sources.contains(&source))
+        {
+            if let Strategy::Rescan { pending } = &mut rule.strategy {
+                *pending = None;
             }
         }
+        Ok(())
+    }
+
+    /// Incremental rules of the source fold the new events into their
+    /// state. A rule that fails loses the new events' contribution to its
+    /// open windows; the failure is reported at the next emission.
+    async fn fold_into_state(
+        &mut self,
+        new_events: Vec<RecordBatch>,
+        new_offsets: &Offsets,
+        source: SourceKind,
+    ) {
         let new_rows: usize = new_events.iter().map(RecordBatch::num_rows).sum();
-        // Incremental rules fold the new events into their state now.
+        let retained = self.retained.get_mut(&source).expect("checked by ingest");
         retained.slot.set_all(new_events);
         for rule in &mut self.rules {
             let Strategy::Incremental { split, state } = &mut rule.strategy else {
@@ -662,7 +740,7 @@ impl Correlator {
                         .store(
                             split,
                             partial,
-                            &new_offsets,
+                            new_offsets,
                             rule.last_emitted,
                             self.settings.max_alert_events,
                             &self.identities,
@@ -684,10 +762,6 @@ impl Correlator {
             }
         }
         retained.slot.clear();
-        self.enforce_bound();
-        self.enforce_state_bound();
-        self.collect_identities_if_due();
-        Ok(late)
     }
 
     /// Advance the watermark to wall-clock `now_ns`; run every rule whose
