@@ -195,15 +195,6 @@ impl Detector {
         &self.engine
     }
 
-    /// The rule engine, with its state, for a new detector.
-    pub fn into_engine(self) -> RuleEngine {
-        self.engine
-    }
-
-    pub fn metrics(&self) -> &Arc<dyn DetectionMetrics> {
-        &self.metrics
-    }
-
     /// Decode and evaluate `messages` (of any mix of sources): the
     /// [`Decoder`]'s stage, then [`Detector::evaluate`].
     ///
@@ -497,6 +488,11 @@ impl Decoder {
         }
         let mut kept = Vec::with_capacity(messages.len());
         for mut m in messages {
+            if m.payload.len() > self.limits.max_message_bytes {
+                // Not parsed at all: the decoder refuses it with the limit.
+                kept.push(m);
+                continue;
+            }
             match envelope::unwrap(self.audit_format, &m.payload, self.limits.max_message_bytes) {
                 None => kept.push(m),
                 Some(Ok(native)) => {

@@ -347,13 +347,20 @@ async fn replay_as(
     format: vigil::decode::envelope::AuditFormat,
     file: &str,
 ) -> (Vec<vigil::alert::Alert>, Vec<String>) {
+    replay_path_as(format, &repo().join("../shared/data/k8s-audit").join(file)).await
+}
+
+/// [`replay_as`] for a file anywhere.
+async fn replay_path_as(
+    format: vigil::decode::envelope::AuditFormat,
+    input: &Path,
+) -> (Vec<vigil::alert::Alert>, Vec<String>) {
     let mut detector = per_event_detector(format).await;
-    let input = repo().join("../shared/data/k8s-audit").join(file);
     let (mut alerts, mut dead) = (Vec::new(), Vec::new());
     vigil::replay::replay(
         &mut detector,
         SourceKind::K8sAudit,
-        &input,
+        input,
         64,
         &mut alerts,
         &mut dead,
@@ -422,23 +429,7 @@ async fn eks_cloudwatch_messages_fire_as_their_bare_events() {
         }
     }
     std::fs::write(&bare_file, bare_text).unwrap();
-    let mut detector = per_event_detector(AuditFormat::Native).await;
-    let (mut alerts, mut dead) = (Vec::new(), Vec::new());
-    vigil::replay::replay(
-        &mut detector,
-        SourceKind::K8sAudit,
-        &bare_file,
-        64,
-        &mut alerts,
-        &mut dead,
-    )
-    .await
-    .unwrap();
-    let bare: Vec<vigil::alert::Alert> = String::from_utf8(alerts)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (bare, _) = replay_path_as(AuditFormat::Native, &bare_file).await;
     let what = |alerts: &[vigil::alert::Alert]| {
         let mut v: Vec<String> = alerts
             .iter()

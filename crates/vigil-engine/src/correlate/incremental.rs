@@ -49,10 +49,10 @@ use crate::rules::slot::{BatchSlot, SlotTable};
 
 /// Lowest offset per Kafka (topic, partition) of the events a piece of
 /// state was built from.
-pub(super) type Offsets = BTreeMap<(String, i32), i64>;
+pub(crate) type Offsets = BTreeMap<(String, i32), i64>;
 
 /// Merge `other` into `into`, keeping the lower offset per partition.
-pub(super) fn merge_offsets(into: &mut Offsets, other: &Offsets) {
+pub(crate) fn merge_offsets(into: &mut Offsets, other: &Offsets) {
     for (k, v) in other {
         into.entry(k.clone())
             .and_modify(|o| *o = (*o).min(*v))

@@ -56,7 +56,8 @@ use tracing::Instrument;
 pub use compile::retained_schema;
 use error::Context;
 pub use error::CorrelationError;
-use incremental::{merge_offsets, AggregateSplit, AggregateState, Offsets};
+pub(crate) use incremental::{merge_offsets, Offsets};
+use incremental::{AggregateSplit, AggregateState};
 use watermark::WatermarkTracker;
 
 use crate::alert::{alert_id, content_event_id, format_time_ns, Alert, EventIdentity};
@@ -1176,7 +1177,7 @@ impl Correlator {
 }
 
 /// Lower `offsets` of (topic, partition) to `offset`.
-fn note_offset(offsets: &mut Offsets, topic: &str, partition: i32, offset: i64) {
+pub(crate) fn note_offset(offsets: &mut Offsets, topic: &str, partition: i32, offset: i64) {
     match offsets
         .iter_mut()
         .find(|((t, p), _)| t == topic && *p == partition)

@@ -36,6 +36,14 @@ pub(super) async fn detector_with(
     rules: &[(&str, &str, &str, &str)],
     settings: CorrelationSettings,
 ) -> Detector {
+    detector_reporting_to(rules, settings, Arc::new(NoMetrics)).await
+}
+
+async fn detector_reporting_to(
+    rules: &[(&str, &str, &str, &str)],
+    settings: CorrelationSettings,
+    metrics: Arc<dyn crate::observe::DetectionMetrics>,
+) -> Detector {
     let rules = rules
         .iter()
         .map(|(id, source, extra, sql)| {
@@ -49,7 +57,7 @@ pub(super) async fn detector_with(
     let engine = RuleEngine::compile_with(rules, settings)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    Detector::new(engine, Default::default(), Arc::new(NoMetrics))
+    Detector::new(engine, Default::default(), metrics)
 }
 
 /// [`detector`], and the metrics it reports to.
@@ -58,12 +66,12 @@ async fn detector_and_metrics(
     lateness_ms: u64,
 ) -> (Detector, Arc<CountingMetrics>) {
     let metrics = Arc::new(CountingMetrics::default());
-    let d = detector(rules, lateness_ms).await;
-    let engine = d.into_engine();
-    (
-        Detector::new(engine, Default::default(), metrics.clone()),
-        metrics,
-    )
+    let settings = CorrelationSettings {
+        allowed_lateness_ms: lateness_ms,
+        ..Default::default()
+    };
+    let d = detector_reporting_to(rules, settings, metrics.clone()).await;
+    (d, metrics)
 }
 
 pub(super) fn ts(secs: i64) -> String {

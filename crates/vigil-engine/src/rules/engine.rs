@@ -504,10 +504,12 @@ impl RuleEngine {
         self.excepted.truncate(excepted);
     }
 
-    /// Lowest offset per partition of an event in an open suppression
-    /// period (see [`super::fold`]): commits must not pass it.
-    pub fn fold_offsets(&self) -> super::fold::Offsets {
-        let mut out = super::fold::Offsets::new();
+    /// Lowest offset per Kafka partition that a restart must re-read from
+    /// to rebuild the state: the correlator's retained events and the
+    /// events of open suppression periods (see [`super::fold`]). Commits
+    /// must not pass it.
+    pub fn retained_offsets(&self) -> std::collections::BTreeMap<(String, i32), i64> {
+        let mut out = self.correlator.retained_offsets();
         for r in &self.rules {
             r.folds.offsets(&mut out);
         }

@@ -23,16 +23,14 @@
 //! folding rules again with their alerts discarded (they were delivered),
 //! so no summary is lost.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde_json::Value;
 
 use crate::alert::{alert_id, Alert, EventIdentity};
+use crate::correlate::{merge_offsets, note_offset, Offsets};
 use crate::rules::RuleMeta;
 use crate::source::Origin;
-
-/// Lowest offset per Kafka (topic, partition).
-pub type Offsets = BTreeMap<(String, i32), i64>;
 
 /// Events a summary names, at most (its `suppressed_count` counts all).
 pub const MAX_SUMMARY_EVENTS: usize = 100;
@@ -57,6 +55,10 @@ struct Period {
 #[derive(Debug, Default)]
 pub struct Folds {
     periods: HashMap<String, Period>,
+    /// No open period ends before this (it may be lower than the true
+    /// earliest end, never higher): [`Folds::expire`] scans only past it,
+    /// so the per-batch call costs nothing while every period is open.
+    earliest_until: i64,
 }
 
 impl Folds {
@@ -90,6 +92,7 @@ impl Folds {
                     offsets: Offsets::new(),
                 };
                 hold_offsets(&mut open.offsets, &alert.events);
+                self.earliest_until = self.earliest_until.min(open.until);
                 out.extend(self.periods.insert(key, open).and_then(summary));
                 out.push(alert);
                 out
@@ -100,6 +103,9 @@ impl Folds {
     /// Summaries of the periods over by `event_time_ns`: the latest event
     /// time of a batch of the rule's source, or the stream's watermark.
     pub fn expire(&mut self, event_time_ns: i64) -> Vec<Alert> {
+        if event_time_ns < self.earliest_until {
+            return Vec::new();
+        }
         let over: Vec<String> = self
             .periods
             .iter()
@@ -110,6 +116,12 @@ impl Folds {
             .into_iter()
             .filter_map(|k| self.periods.remove(&k).and_then(summary))
             .collect();
+        self.earliest_until = self
+            .periods
+            .values()
+            .map(|p| p.until)
+            .min()
+            .unwrap_or(i64::MAX);
         out.sort_by(|a, b| {
             a.event_time
                 .cmp(&b.event_time)
@@ -127,11 +139,7 @@ impl Folds {
     /// restart must re-read from to rebuild the periods.
     pub fn offsets(&self, into: &mut Offsets) {
         for p in self.periods.values() {
-            for (key, offset) in &p.offsets {
-                into.entry(key.clone())
-                    .and_modify(|o| *o = (*o).min(*offset))
-                    .or_insert(*offset);
-            }
+            merge_offsets(into, &p.offsets);
         }
     }
 
@@ -157,10 +165,7 @@ fn hold_offsets(offsets: &mut Offsets, events: &[EventIdentity]) {
             offset,
         } = &e.origin
         {
-            offsets
-                .entry((topic.clone(), *partition))
-                .and_modify(|o| *o = (*o).min(*offset))
-                .or_insert(*offset);
+            note_offset(offsets, topic, *partition, *offset);
         }
     }
 }

@@ -145,13 +145,7 @@ impl Committer<'_> {
         // (at-least-once: after) the acknowledgement of its output.
         let mut checkpoint = self.checkpoint.clone();
         checkpoint.advance(&batch.next_offsets, correlator.emitted_watermarks());
-        let mut retained = correlator.retained_offsets();
-        for (key, offset) in detector.engine().fold_offsets() {
-            retained
-                .entry(key)
-                .and_modify(|o| *o = (*o).min(offset))
-                .or_insert(offset);
-        }
+        let retained = detector.engine().retained_offsets();
         let mut offsets = resume_offsets(&batch.next_offsets, &retained)?;
         if self.role == Role::CorrelationLeader {
             // No group to commit to: where to resume goes into the

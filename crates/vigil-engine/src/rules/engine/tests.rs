@@ -425,7 +425,7 @@ async fn a_restart_rebuilds_suppression_periods_from_the_held_offsets() {
         .evaluate(&first_batch, &first_messages, 0)
         .await;
     assert_eq!(
-        uninterrupted.fold_offsets(),
+        uninterrupted.retained_offsets(),
         [(("audit".to_string(), 0), 10)].into(),
         "web's open period holds the offset of its first event"
     );
@@ -437,7 +437,7 @@ async fn a_restart_rebuilds_suppression_periods_from_the_held_offsets() {
         "{expected:?}"
     );
     assert_eq!(
-        uninterrupted.fold_offsets(),
+        uninterrupted.retained_offsets(),
         [(("audit".to_string(), 0), 12)].into(),
         "only db's period is open"
     );
@@ -445,7 +445,7 @@ async fn a_restart_rebuilds_suppression_periods_from_the_held_offsets() {
     let mut restarted = RuleEngine::compile(vec![r.clone()]).await.unwrap();
     restarted.rebuild_folds(&first_batch, &first_messages).await;
     assert_eq!(
-        restarted.fold_offsets(),
+        restarted.retained_offsets(),
         [(("audit".to_string(), 0), 10)].into()
     );
     let (got, _) = restarted.evaluate(&later_batch, &later_messages, 0).await;
