@@ -9,8 +9,6 @@
 //! environment, write the property's dots as underscores
 //! (`VIGIL__KAFKA__PROPERTIES__SASL_PASSWORD` sets `sasl.password`).
 
-use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::correlate::CorrelationSettings;
+pub use crate::kafka::{is_secret_property, DeliveryMode, KafkaSettings, PROTECTED_PROPERTIES};
 use crate::decode::envelope::AuditFormat;
 use crate::decode::DecodeLimits;
 use crate::http::HttpSettings;
@@ -48,135 +47,6 @@ pub struct Settings {
     /// OpenTelemetry trace export.
     #[serde(default)]
     pub tracing: TracingSettings,
-}
-
-/// Connection to Kafka.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaSettings {
-    /// Bootstrap servers (`host:port,...`). Unset: `vigil run` starts the
-    /// embedded demo broker instead (see `crate::embedded`).
-    #[serde(default)]
-    pub brokers: Option<String>,
-    /// Consumer group id.
-    #[serde(default = "default_group_id")]
-    pub group_id: String,
-    /// librdkafka properties passed through to the consumer and the producer
-    /// (`security.protocol`, `sasl.mechanism`, `sasl.username`,
-    /// `sasl.password`, `ssl.ca.location`, ...).
-    #[serde(default)]
-    pub properties: BTreeMap<String, String>,
-    /// How a batch's output and progress reach Kafka: see [`DeliveryMode`].
-    #[serde(default)]
-    pub delivery: DeliveryMode,
-    /// `transactional.id` of the producer in `exactly_once` mode. It must be
-    /// unique per running instance and stable across its restarts (a
-    /// StatefulSet pod name): a restarted instance with the same id fences
-    /// its predecessor and aborts its open transaction at once; with a new
-    /// id the open transaction blocks read_committed consumers until the
-    /// broker's transaction timeout. Default: `<group_id>-<hostname>`.
-    #[serde(default)]
-    pub transactional_id: Option<String>,
-}
-
-/// Delivery guarantee of alerts, dead letters, checkpoints and offsets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeliveryMode {
-    /// Output is produced and acknowledged, then the checkpoint, then the
-    /// offsets are committed. A crash in between re-delivers a batch: its
-    /// alerts are produced again with the same ids. Works with every
-    /// Kafka-compatible broker.
-    #[default]
-    AtLeastOnce,
-    /// Output, checkpoint and offsets of a batch are committed in one Kafka
-    /// transaction: a read_committed consumer of the alerts topic sees each
-    /// alert exactly once, also across crashes. Needs a broker with
-    /// transaction support (Apache Kafka; not tansu 0.6).
-    ExactlyOnce,
-}
-
-fn default_group_id() -> String {
-    "vigil".into()
-}
-
-impl Default for KafkaSettings {
-    fn default() -> Self {
-        KafkaSettings {
-            brokers: None,
-            group_id: default_group_id(),
-            properties: BTreeMap::new(),
-            delivery: DeliveryMode::default(),
-            transactional_id: None,
-        }
-    }
-}
-
-impl KafkaSettings {
-    /// The producer's `transactional.id` in exactly-once mode.
-    pub fn transactional_id(&self) -> String {
-        if let Some(id) = self
-            .transactional_id
-            .as_deref()
-            .filter(|s| !s.trim().is_empty())
-        {
-            return id.to_string();
-        }
-        let host = std::env::var("HOSTNAME")
-            .ok()
-            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "vigil".into());
-        format!("{}-{host}", self.group_id)
-    }
-}
-
-/// librdkafka properties Vigil sets itself because its delivery guarantees
-/// depend on them: offsets are committed by Vigil after output is
-/// acknowledged, and output is produced idempotently with acks=all.
-pub const PROTECTED_PROPERTIES: [&str; 9] = [
-    "bootstrap.servers",
-    "group.id",
-    "enable.auto.commit",
-    "enable.auto.offset.store",
-    "enable.idempotence",
-    "acks",
-    "request.required.acks",
-    "transactional.id",
-    "isolation.level",
-];
-
-/// Property names whose values are secrets: never logged or printed.
-pub fn is_secret_property(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    n.contains("password") || n.contains("secret") || n.ends_with(".pem") || n.contains("key")
-}
-
-impl fmt::Debug for KafkaSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let properties: BTreeMap<&str, &str> = self
-            .properties
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str(),
-                    if is_secret_property(k) {
-                        "<redacted>"
-                    } else {
-                        v.as_str()
-                    },
-                )
-            })
-            .collect();
-        f.debug_struct("KafkaSettings")
-            .field("brokers", &self.brokers)
-            .field("group_id", &self.group_id)
-            .field("properties", &properties)
-            .field("delivery", &self.delivery)
-            .field("transactional_id", &self.transactional_id)
-            .finish()
-    }
 }
 
 /// Topic names. An empty source topic disables that source.
@@ -259,6 +129,17 @@ impl Default for TopicSettings {
 }
 
 impl TopicSettings {
+    /// The topics Vigil writes: alerts, dead letters, late events and
+    /// checkpoints.
+    pub fn outputs(&self) -> [&str; 4] {
+        [
+            &self.alerts,
+            &self.dead_letter,
+            &self.late_events,
+            &self.checkpoints,
+        ]
+    }
+
     /// The enabled sources and their topics.
     pub fn sources(&self) -> Vec<(SourceKind, String)> {
         [
@@ -469,31 +350,11 @@ impl Settings {
 
     /// Check values the types alone cannot.
     pub fn validate(&self) -> Result<()> {
-        if self.kafka.group_id.trim().is_empty() {
-            bail!("invalid configuration: kafka.group_id is empty");
-        }
-        if let Some(b) = &self.kafka.brokers {
-            if b.trim().is_empty() {
-                bail!("invalid configuration: kafka.brokers is empty (leave it unset to run the embedded demo)");
-            }
-        }
-        if let Some(k) = self
-            .kafka
-            .properties
-            .keys()
-            .find(|k| PROTECTED_PROPERTIES.contains(&k.as_str()))
-        {
-            bail!("invalid configuration: kafka.properties.{k} is set by Vigil (use kafka.brokers / kafka.group_id, or leave it: delivery guarantees depend on it)");
-        }
+        self.kafka.validate()?;
         if self.topics.sources().is_empty() {
             bail!("invalid configuration: every source topic is empty; enable at least one of topics.k8s_audit, topics.falco, topics.tetragon");
         }
-        let outputs = [
-            &self.topics.alerts,
-            &self.topics.dead_letter,
-            &self.topics.late_events,
-            &self.topics.checkpoints,
-        ];
+        let outputs = self.topics.outputs();
         if outputs.iter().any(|t| t.is_empty()) {
             bail!("invalid configuration: topics.alerts, topics.dead_letter, topics.late_events and topics.checkpoints must be set");
         }
@@ -502,7 +363,7 @@ impl Settings {
             if sources[..i].iter().any(|(_, u)| u == t) {
                 bail!("invalid configuration: topic {t:?} is used by two sources");
             }
-            if outputs.contains(&t) {
+            if outputs.contains(&t.as_str()) {
                 bail!("invalid configuration: topic {t:?} is both a source and an output");
             }
         }

@@ -30,7 +30,7 @@ pub mod embedded;
 pub mod gen;
 pub mod health;
 pub mod http;
-pub mod kafka;
+pub use vigil_kafka as kafka;
 pub mod leader;
 pub mod metrics;
 pub mod pipeline;

@@ -215,9 +215,9 @@ impl Committer<'_> {
                 let committed = tokio::task::spawn_blocking(move || {
                     span.in_scope(|| {
                         if offsets.count() == 0 {
-                            return Ok(());
+                            return anyhow::Ok(());
                         }
-                        committing(consumer.as_ref())?.commit(&offsets)
+                        Ok(committing(consumer.as_ref())?.commit(&offsets)?)
                     })
                 })
                 .await

@@ -110,15 +110,21 @@ pub async fn run(
         detector.restore_emitted(&cp.emitted);
     }
     let health = options.health.clone().unwrap_or_default();
+    let sources = settings.topics.sources();
     let observer = ConsumerObserver::new(
-        metrics.clone(),
-        health.clone(),
-        settings.topics.sources().into_iter().map(|(_, t)| t),
+        Arc::new(ServiceReport {
+            metrics: metrics.clone(),
+            health: health.clone(),
+        }),
+        sources.iter().map(|(_, t)| t.clone()),
     );
     let source = match options.role {
-        Role::GroupMember => KafkaSource::observed(settings, brokers, restored.as_ref(), observer)?,
+        Role::GroupMember => {
+            KafkaSource::observed(&settings.kafka, brokers, &sources, restored.as_ref(), observer)?
+        }
         Role::CorrelationLeader => {
-            let source = KafkaSource::all_partitions(settings, brokers, restored.as_ref())?;
+            let source =
+                KafkaSource::all_partitions(&settings.kafka, brokers, &sources, restored.as_ref())?;
             // Every partition holds the watermark back from the start, not
             // only once it has delivered: otherwise the first partition to
             // deliver would make the others' events late.
@@ -126,7 +132,7 @@ pub async fn run(
             source
         }
     };
-    let sink = KafkaSink::new(settings, brokers).await?;
+    let sink = KafkaSink::new(&settings.kafka, brokers, &settings.topics.outputs()).await?;
     let mut committer = Committer {
         settings,
         sink: &sink,
@@ -398,5 +404,23 @@ mod tests {
             step(&mut reads, &mut in_flight).await,
             Step::Read(None)
         ));
+    }
+}
+
+/// The consumer's assignment and lag, reported to the service's metrics
+/// and readiness.
+struct ServiceReport {
+    metrics: Arc<Metrics>,
+    health: Arc<crate::health::Health>,
+}
+
+impl crate::kafka::ConsumerReport for ServiceReport {
+    fn consumer_lag(&self, lags: Vec<(String, i32, i64)>) {
+        self.metrics.set_consumer_lag(lags);
+    }
+
+    fn assignment(&self, partitions: usize, joined: bool) {
+        self.health.set_assigned(joined);
+        self.metrics.set_assigned_partitions(partitions);
     }
 }

@@ -19,10 +19,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
+
+use crate::error::Doing;
+use crate::Error;
 
 /// One checkpoint record.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -94,14 +96,14 @@ pub fn read_latest(
     topic: &str,
     group: &str,
     tail: i64,
-) -> Result<Option<Checkpoint>> {
+) -> Result<Option<Checkpoint>, Error> {
     let consumer: BaseConsumer = base
         .clone()
         .set("group.id", format!("{group}-checkpoint-reader"))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()
-        .context("creating the checkpoint reader")?;
+        .doing(|| "creating the checkpoint reader".into())?;
     super::require_topic(
         &consumer,
         topic,
@@ -110,25 +112,32 @@ pub fn read_latest(
     )?;
     let (low, high) = consumer
         .fetch_watermarks(topic, 0, Duration::from_secs(10))
-        .with_context(|| format!("reading the end of the checkpoint topic {topic:?}"))?;
+        .doing(|| format!("reading the end of the checkpoint topic {topic:?}"))?;
     if high <= low {
         return Ok(None);
     }
     let start = (high - tail).max(low);
     let mut list = TopicPartitionList::new();
-    list.add_partition_offset(topic, 0, Offset::Offset(start))?;
-    consumer.assign(&list)?;
+    list.add_partition_offset(topic, 0, Offset::Offset(start))
+        .doing(|| "building the checkpoint assignment".into())?;
+    consumer
+        .assign(&list)
+        .doing(|| format!("assigning the checkpoint topic {topic:?}"))?;
     let mut latest = None;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut position = start;
     while position < high {
         if std::time::Instant::now() > deadline {
-            bail!("timed out reading the checkpoint topic {topic:?} ({position} of {high})");
+            return Err(Error::CheckpointTimeout {
+                topic: topic.into(),
+                position,
+                high,
+            });
         }
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let message = message.context("reading the checkpoint topic")?;
+        let message = message.doing(|| "reading the checkpoint topic".into())?;
         position = message.offset() + 1;
         if message.key() != Some(group.as_bytes()) {
             continue;

@@ -5,14 +5,14 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::TopicPartitionList;
 
-use crate::config::{DeliveryMode, Settings};
+use crate::error::Doing;
+use crate::{DeliveryMode, Error, KafkaSettings};
 
 /// How long one transactional call (begin, offsets, commit, abort) may take.
 const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,13 +53,13 @@ pub enum TxnError {
     /// The transaction was aborted (or never began); nothing of it is
     /// visible to read_committed consumers and the same batch may be tried
     /// again in a new transaction.
-    #[error("transaction aborted, can be retried: {0:#}")]
-    Retriable(anyhow::Error),
+    #[error("transaction aborted, can be retried: {0}")]
+    Retriable(Error),
     /// The producer cannot continue (e.g. fenced by a newer instance with
     /// the same transactional.id). The process must restart; it resumes
     /// from the last committed transaction.
-    #[error("transactional producer failed fatally: {0:#}")]
-    Fatal(anyhow::Error),
+    #[error("transactional producer failed fatally: {0}")]
+    Fatal(Error),
 }
 
 /// One record to produce.
@@ -82,9 +82,14 @@ pub struct KafkaSink {
 impl KafkaSink {
     /// Create the producer. In exactly-once mode this also registers the
     /// transactional id with the broker, which fences any older producer
-    /// with the same id and aborts its open transaction.
-    pub async fn new(settings: &Settings, brokers: &str) -> Result<KafkaSink> {
-        let mut config = super::base_config(&settings.kafka, brokers);
+    /// with the same id and aborts its open transaction. `outputs` are the
+    /// topics it will write, looked up once so the first batch does not wait.
+    pub async fn new(
+        settings: &KafkaSettings,
+        brokers: &str,
+        outputs: &[&str],
+    ) -> Result<KafkaSink, Error> {
+        let mut config = super::base_config(settings, brokers);
         config
             .set("acks", "all")
             .set("enable.idempotence", "true")
@@ -94,40 +99,37 @@ impl KafkaSink {
             // after it).
             .set("linger.ms", "0")
             .set("compression.type", "lz4");
-        super::apply_properties(&mut config, &settings.kafka);
-        let transactional = settings.kafka.delivery == DeliveryMode::ExactlyOnce;
+        super::apply_properties(&mut config, settings);
+        let transactional = settings.delivery == DeliveryMode::ExactlyOnce;
         if transactional {
-            config.set("transactional.id", settings.kafka.transactional_id());
+            config.set("transactional.id", settings.transactional_id());
         }
-        let producer: FutureProducer = config.create().context("creating the Kafka producer")?;
+        let producer: FutureProducer = config
+            .create()
+            .doing(|| "creating the Kafka producer".into())?;
         if transactional {
             let p = producer.clone();
             tokio::task::spawn_blocking(move || p.init_transactions(Timeout::After(TXN_CALL_TIMEOUT)))
                 .await
-                .context("initialising transactions")?
-                .with_context(|| {
+                .doing(|| "initialising transactions".into())?
+                .doing(|| {
                     format!(
                         "initialising transactions (transactional.id {:?}); does the broker support Kafka transactions? \
                          (kafka.delivery = \"at_least_once\" works without them)",
-                        settings.kafka.transactional_id()
+                        settings.transactional_id()
                     )
                 })?;
-            tracing::info!(transactional_id = %settings.kafka.transactional_id(), "exactly-once delivery: transactions initialised");
+            tracing::info!(transactional_id = %settings.transactional_id(), "exactly-once delivery: transactions initialised");
         }
-        let topics = [
-            &settings.topics.alerts,
-            &settings.topics.dead_letter,
-            &settings.topics.late_events,
-            &settings.topics.checkpoints,
-        ]
-        .into_iter()
-        .filter(|t| !t.is_empty())
-        .cloned()
-        .collect();
+        let topics = outputs
+            .iter()
+            .filter(|t| !t.is_empty())
+            .map(|t| t.to_string())
+            .collect();
         let p = producer.clone();
         tokio::task::spawn_blocking(move || learn_output_topics(&p, topics))
             .await
-            .context("looking up the output topics")?;
+            .doing(|| "looking up the output topics".into())?;
         Ok(KafkaSink {
             producer,
             transactional,
@@ -158,7 +160,8 @@ impl KafkaSink {
                     p.abort_transaction(Timeout::After(TXN_CALL_TIMEOUT))
                 })
                 .await
-                .map_err(|e| TxnError::Fatal(e.into()))?;
+                .doing(|| "aborting the failed transaction".into())
+                .map_err(TxnError::Fatal)?;
                 if let Err(abort_error) = aborted {
                     return Err(classify(abort_error, "aborting the failed transaction"));
                 }
@@ -192,11 +195,9 @@ impl KafkaSink {
         let (p, offsets) = (self.producer.clone(), offsets.clone());
         tokio::task::spawn_blocking(move || {
             if offsets.count() > 0 {
-                let group = group.as_ref().ok_or_else(|| {
-                    TxnError::Fatal(anyhow::anyhow!(
-                        "consumer offsets to commit without the group's metadata"
-                    ))
-                })?;
+                let group = group
+                    .as_ref()
+                    .ok_or(TxnError::Fatal(Error::NoGroupMetadata))?;
                 p.send_offsets_to_transaction(&offsets, group, Timeout::After(TXN_CALL_TIMEOUT))
                     .map_err(|e| classify(e, "adding the consumer offsets to the transaction"))?;
             }
@@ -204,13 +205,14 @@ impl KafkaSink {
                 .map_err(|e| classify(e, "committing the transaction"))
         })
         .await
-        .map_err(|e| TxnError::Fatal(e.into()))?
+        .doing(|| "committing the transaction".into())
+        .map_err(TxnError::Fatal)?
     }
 
     /// Produce every record and wait for the broker's acknowledgement of
     /// each. Records that fail are retried with backoff, `attempts` times in
     /// all; the error names how many are still undelivered.
-    pub async fn deliver(&self, records: &[OutRecord], attempts: u32) -> Result<()> {
+    pub async fn deliver(&self, records: &[OutRecord], attempts: u32) -> Result<(), Error> {
         let mut pending: Vec<&OutRecord> = records.iter().collect();
         let mut backoff = Duration::from_millis(100);
         for attempt in 1..=attempts.max(1) {
@@ -244,10 +246,10 @@ impl KafkaSink {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
-        bail!(
-            "{} record(s) still undelivered after {attempts} attempts",
-            pending.len()
-        )
+        Err(Error::Undelivered {
+            undelivered: pending.len(),
+            attempts,
+        })
     }
 
     pub fn flush(&self) {
@@ -262,7 +264,10 @@ fn classify(e: KafkaError, doing: &str) -> TxnError {
         KafkaError::Transaction(rd) => rd.is_fatal(),
         _ => false,
     };
-    let error = anyhow::Error::new(e).context(doing.to_string());
+    let error = Error::Kafka {
+        doing: doing.to_string(),
+        source: e,
+    };
     if fatal {
         TxnError::Fatal(error)
     } else {

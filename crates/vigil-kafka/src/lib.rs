@@ -1,30 +1,37 @@
 //! Kafka I/O: the consumer that feeds the pipeline and the producer that
 //! writes alerts and dead letters. Both use librdkafka through rdkafka.
+//!
+//! Depends on the model only: the service passes in its settings, topics
+//! and where to report assignment and lag ([`ConsumerReport`]).
 
 pub mod checkpoint;
 mod consumer;
+mod error;
 pub mod membership;
 pub mod observer;
 mod producer;
+mod settings;
 
 pub use checkpoint::Checkpoint;
 pub use consumer::{
     resume_offsets, ConsumerHandle, KafkaSource, SourceBatch, FETCH_QUEUE_BACKOFF_MS,
     FETCH_WAIT_MAX_MS,
 };
-pub use observer::ConsumerObserver;
+pub use error::Error;
+pub use observer::{ConsumerObserver, ConsumerReport};
 pub use producer::{KafkaSink, OutRecord, TxnError};
+pub use settings::{is_secret_property, DeliveryMode, KafkaSettings, PROTECTED_PROPERTIES};
 
 use rdkafka::ClientConfig;
 
-use crate::config::KafkaSettings;
+use error::Doing;
 
 /// librdkafka configuration shared by consumer and producer: the brokers
 /// and every pass-through property. Callers set their own settings on top
 /// and then call [`apply_properties`] again, so a user's property wins over
 /// Vigil's defaults; the properties Vigil's delivery guarantees depend on
 /// are rejected when the configuration is loaded
-/// ([`crate::config::PROTECTED_PROPERTIES`]).
+/// ([`PROTECTED_PROPERTIES`]).
 pub fn base_config(settings: &KafkaSettings, brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
@@ -49,17 +56,20 @@ pub fn require_topic<C: rdkafka::consumer::ConsumerContext>(
     topic: &str,
     what: &str,
     create_with: &str,
-) -> anyhow::Result<()> {
-    use anyhow::Context;
+) -> Result<(), Error> {
     let metadata = consumer
         .fetch_metadata(Some(topic), std::time::Duration::from_secs(10))
-        .with_context(|| format!("reading metadata of the {what} {topic:?}"))?;
+        .doing(|| format!("reading metadata of the {what} {topic:?}"))?;
     let exists = metadata
         .topics()
         .iter()
         .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
     if !exists {
-        anyhow::bail!("the {what} {topic:?} does not exist: create it ({create_with})");
+        return Err(Error::MissingTopic {
+            what: what.into(),
+            topic: topic.into(),
+            create_with: create_with.into(),
+        });
     }
     Ok(())
 }

@@ -12,34 +12,49 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::statistics::{Partition, Statistics};
 
-use crate::health::Health;
-use crate::metrics::Metrics;
 
 /// How often librdkafka emits statistics (Vigil's default; a
 /// `statistics.interval.ms` in `kafka.properties` overrides it, `0` turns
 /// the lag gauge off).
 pub const STATISTICS_INTERVAL_MS: &str = "5000";
 
+/// Where a consumer reports its assignment and lag (the service's metrics
+/// and readiness). Called from librdkafka's polling thread: keep it cheap.
+pub trait ConsumerReport: Send + Sync {
+    /// Per assigned partition of a source topic: (topic, partition, lag).
+    fn consumer_lag(&self, lags: Vec<(String, i32, i64)>);
+    /// After a rebalance: how many partitions are assigned, and whether
+    /// the group was joined (an empty assignment still is a join).
+    fn assignment(&self, partitions: usize, joined: bool);
+}
+
+/// A report that goes nowhere (tools and tests).
+pub struct NoReport;
+
+impl ConsumerReport for NoReport {
+    fn consumer_lag(&self, _: Vec<(String, i32, i64)>) {}
+    fn assignment(&self, _: usize, _: bool) {}
+}
+
 /// Consumer context recording assignment and lag.
 #[derive(Clone)]
 pub struct ConsumerObserver {
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
+    report: Arc<dyn ConsumerReport>,
     /// Source topics: statistics of other topics are ignored.
     topics: HashSet<String>,
 }
 
 impl ConsumerObserver {
-    pub fn new(
-        metrics: Arc<Metrics>,
-        health: Arc<Health>,
-        topics: impl IntoIterator<Item = String>,
-    ) -> Self {
+    pub fn new(report: Arc<dyn ConsumerReport>, topics: impl IntoIterator<Item = String>) -> Self {
         ConsumerObserver {
-            metrics,
-            health,
+            report,
             topics: topics.into_iter().collect(),
         }
+    }
+
+    /// An observer that reports nowhere.
+    pub fn unreported(topics: impl IntoIterator<Item = String>) -> Self {
+        Self::new(Arc::new(NoReport), topics)
     }
 }
 
@@ -81,7 +96,7 @@ impl ClientContext for ConsumerObserver {
                 }
             }
         }
-        self.metrics.set_consumer_lag(lags);
+        self.report.consumer_lag(lags);
     }
 }
 
@@ -92,17 +107,14 @@ impl ConsumerContext for ConsumerObserver {
             // An empty assignment still means the group was joined: an
             // instance beyond the partition count is a ready standby.
             Rebalance::Assign(list) => {
-                self.health.set_assigned(true);
-                self.metrics
-                    .set_assigned_partitions(assigned.max(list.count()));
+                self.report.assignment(assigned.max(list.count()), true);
                 tracing::info!(
                     partitions = assigned.max(list.count()),
                     "partitions assigned"
                 );
             }
             Rebalance::Revoke(list) => {
-                self.health.set_assigned(assigned > 0);
-                self.metrics.set_assigned_partitions(assigned);
+                self.report.assignment(assigned, assigned > 0);
                 tracing::info!(
                     revoked = list.count(),
                     remaining = assigned,

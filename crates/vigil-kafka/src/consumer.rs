@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -15,8 +14,9 @@ use tokio::time::Instant;
 use super::checkpoint::Checkpoint;
 use super::membership::MembershipWatch;
 use super::observer::{ConsumerObserver, STATISTICS_INTERVAL_MS};
-use crate::config::Settings;
-use crate::source::{Origin, RawMessage, SourceKind};
+use crate::error::Doing;
+use crate::{Error, KafkaSettings};
+use vigil_model::source::{Origin, RawMessage, SourceKind};
 
 /// Vigil's default for librdkafka's `fetch.wait.max.ms` (librdkafka's is
 /// 500 ms): how long a broker may hold a fetch that finds no new data.
@@ -55,13 +55,13 @@ impl ConsumerHandle {
     /// synchronously: blocks for a broker round trip (at-least-once mode;
     /// in exactly-once mode offsets go into the batch's transaction
     /// instead).
-    pub fn commit(&self, offsets: &TopicPartitionList) -> Result<()> {
+    pub fn commit(&self, offsets: &TopicPartitionList) -> Result<(), Error> {
         if offsets.count() == 0 {
             return Ok(());
         }
         self.0
             .commit(offsets, CommitMode::Sync)
-            .context("committing consumer offsets")
+            .doing(|| "committing consumer offsets".into())
     }
 
     /// The consumer's group metadata (for transactional offset commits).
@@ -95,33 +95,21 @@ struct Rejoin {
 }
 
 impl KafkaSource {
-    /// Create the consumer and subscribe to every enabled source topic.
+    /// Create the consumer and subscribe to the topic of every source in
+    /// `sources`, reporting assignment and lag to `observer`.
     ///
-    /// Auto-commit is off: offsets are committed by [`KafkaSource::commit_offsets`]
-    /// only after the batch's alerts are acknowledged.
-    pub fn new(
-        settings: &Settings,
-        brokers: &str,
-        checkpoint: Option<&Checkpoint>,
-    ) -> Result<KafkaSource> {
-        let observer = ConsumerObserver::new(
-            Arc::new(crate::metrics::Metrics::new()),
-            Arc::new(crate::health::Health::default()),
-            settings.topics.sources().into_iter().map(|(_, t)| t),
-        );
-        Self::observed(settings, brokers, checkpoint, observer)
-    }
-
-    /// [`KafkaSource::new`], reporting assignment and lag to `observer`.
+    /// Auto-commit is off: offsets are committed through a
+    /// [`ConsumerHandle`] only after the batch's alerts are acknowledged.
     pub fn observed(
-        settings: &Settings,
+        settings: &KafkaSettings,
         brokers: &str,
+        sources: &[(SourceKind, String)],
         checkpoint: Option<&Checkpoint>,
         observer: ConsumerObserver,
-    ) -> Result<KafkaSource> {
-        let mut config = super::base_config(&settings.kafka, brokers);
+    ) -> Result<KafkaSource, Error> {
+        let mut config = super::base_config(settings, brokers);
         config
-            .set("group.id", &settings.kafka.group_id)
+            .set("group.id", &settings.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
@@ -129,27 +117,22 @@ impl KafkaSource {
             .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS)
             .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
             .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
-        super::apply_properties(&mut config, &settings.kafka);
+        super::apply_properties(&mut config, settings);
         let consumer: StreamConsumer<ConsumerObserver> = config
             .create_with_context(observer.clone())
-            .context("creating the Kafka consumer")?;
-        let topics: HashMap<String, SourceKind> = settings
-            .topics
-            .sources()
-            .into_iter()
-            .map(|(kind, topic)| (topic, kind))
-            .collect();
+            .doing(|| "creating the Kafka consumer".into())?;
+        let topics = topic_sources(sources);
         let names: Vec<&str> = topics.keys().map(String::as_str).collect();
         consumer
             .subscribe(&names)
-            .with_context(|| format!("subscribing to {names:?}"))?;
+            .doing(|| format!("subscribing to {names:?}"))?;
         let processed = checkpoint
             .map(Checkpoint::processed_offsets)
             .unwrap_or_default();
         let rejoin = Some(Rejoin {
             config,
             observer,
-            watch: MembershipWatch::new(settings.kafka.group_id.clone()),
+            watch: MembershipWatch::new(settings.group_id.clone()),
             subscribe_pending: false,
         });
         Ok(KafkaSource {
@@ -168,36 +151,28 @@ impl KafkaSource {
     /// not in committed offsets. Partitions added to a topic later are not
     /// read until the next leadership change.
     pub fn all_partitions(
-        settings: &Settings,
+        settings: &KafkaSettings,
         brokers: &str,
+        sources: &[(SourceKind, String)],
         checkpoint: Option<&Checkpoint>,
-    ) -> Result<KafkaSource> {
-        let mut config = super::base_config(&settings.kafka, brokers);
+    ) -> Result<KafkaSource, Error> {
+        let mut config = super::base_config(settings, brokers);
         config
             .set(
                 "group.id",
-                format!("{}-correlation-reader", settings.kafka.group_id),
+                format!("{}-correlation-reader", settings.group_id),
             )
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
             .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS)
             .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
-        super::apply_properties(&mut config, &settings.kafka);
-        let observer = ConsumerObserver::new(
-            Arc::new(crate::metrics::Metrics::new()),
-            Arc::new(crate::health::Health::default()),
-            settings.topics.sources().into_iter().map(|(_, t)| t),
-        );
+        super::apply_properties(&mut config, settings);
+        let observer = ConsumerObserver::unreported(sources.iter().map(|(_, t)| t.clone()));
         let consumer: StreamConsumer<ConsumerObserver> = config
             .create_with_context(observer)
-            .context("creating the correlation reader")?;
-        let topics: HashMap<String, SourceKind> = settings
-            .topics
-            .sources()
-            .into_iter()
-            .map(|(kind, topic)| (topic, kind))
-            .collect();
+            .doing(|| "creating the correlation reader".into())?;
+        let topics = topic_sources(sources);
         let resume = checkpoint
             .map(Checkpoint::resume_offsets)
             .unwrap_or_default();
@@ -205,7 +180,7 @@ impl KafkaSource {
         for topic in topics.keys() {
             let metadata = consumer
                 .fetch_metadata(Some(topic), Duration::from_secs(10))
-                .with_context(|| format!("reading the partitions of {topic:?}"))?;
+                .doing(|| format!("reading the partitions of {topic:?}"))?;
             for t in metadata.topics().iter().filter(|t| t.name() == topic) {
                 for p in t.partitions() {
                     let offset = match resume.get(&(topic.clone(), p.id())) {
@@ -213,13 +188,13 @@ impl KafkaSource {
                         None => Offset::Beginning,
                     };
                     list.add_partition_offset(topic, p.id(), offset)
-                        .context("building the assignment")?;
+                        .doing(|| "building the assignment".into())?;
                 }
             }
         }
         consumer
             .assign(&list)
-            .context("assigning the source partitions to the correlation reader")?;
+            .doing(|| "assigning the source partitions to the correlation reader".into())?;
         let partitions = list
             .elements()
             .iter()
@@ -378,16 +353,16 @@ impl KafkaSource {
     }
 
     /// Per-partition lag (high watermark − position) of the assignment.
-    pub fn lag(&self) -> Result<Vec<(String, i32, i64)>> {
-        let assignment = self.consumer.assignment()?;
-        let positions = self.consumer.position()?;
+    pub fn lag(&self) -> Result<Vec<(String, i32, i64)>, Error> {
+        let assignment = self.consumer.assignment().doing(|| "reading the assignment".into())?;
+        let positions = self.consumer.position().doing(|| "reading the positions".into())?;
         let mut out = Vec::new();
         for elem in assignment.elements() {
             let (_, high) = self.consumer.fetch_watermarks(
                 elem.topic(),
                 elem.partition(),
                 Duration::from_secs(5),
-            )?;
+            ).doing(|| format!("reading the end of {}/{}", elem.topic(), elem.partition()))?;
             let position = positions
                 .find_partition(elem.topic(), elem.partition())
                 .and_then(|p| p.offset().to_raw())
@@ -408,12 +383,20 @@ impl KafkaSource {
 pub fn resume_offsets(
     next_offsets: &BTreeMap<(String, i32), i64>,
     retained: &BTreeMap<(String, i32), i64>,
-) -> Result<TopicPartitionList> {
+) -> Result<TopicPartitionList, Error> {
     let mut list = TopicPartitionList::new();
     for (key, next) in next_offsets {
         let resume = retained.get(key).map_or(*next, |r| (*r).min(*next));
         list.add_partition_offset(&key.0, key.1, Offset::Offset(resume))
-            .context("building the offset list")?;
+            .doing(|| "building the offset list".into())?;
     }
     Ok(list)
+}
+
+/// The source of each topic.
+fn topic_sources(sources: &[(SourceKind, String)]) -> HashMap<String, SourceKind> {
+    sources
+        .iter()
+        .map(|(kind, topic)| (topic.clone(), *kind))
+        .collect()
 }

@@ -31,8 +31,10 @@ use std::ffi::CStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+
+use crate::error::Doing;
+use crate::Error;
 
 /// How often the membership is listed.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -43,7 +45,7 @@ pub struct MembershipWatch {
     group: String,
     next_check: Instant,
     /// The listing in flight, if any.
-    listing: Option<tokio::task::JoinHandle<Result<BTreeSet<String>>>>,
+    listing: Option<tokio::task::JoinHandle<Result<BTreeSet<String>, Error>>>,
     /// The other members at the last listing (`None` before the first, and
     /// after a rejoin: the next listing is the new baseline).
     others: Option<BTreeSet<String>>,
@@ -139,10 +141,10 @@ pub fn departed(previous: &BTreeSet<String>, current: &BTreeSet<String>) -> Vec<
 fn list_members<C: ConsumerContext>(
     consumer: &StreamConsumer<C>,
     group: &str,
-) -> Result<BTreeSet<String>> {
+) -> Result<BTreeSet<String>, Error> {
     let list = consumer
         .fetch_group_list(Some(group), Duration::from_secs(5))
-        .context("describing the consumer group")?;
+        .doing(|| "describing the consumer group".into())?;
     Ok(list
         .groups()
         .iter()
