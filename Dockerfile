@@ -24,6 +24,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
 COPY services ./services
+COPY benchmarks ./benchmarks
 
 # The cache mounts keep the registry and build artifacts between builds
 # (BuildKit); the binary is copied out of the cached target directory.

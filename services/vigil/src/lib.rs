@@ -16,14 +16,13 @@
 //!
 //! [`replay`] runs decode and evaluate over a file without Kafka;
 //! [`embedded`] runs the whole service against an in-process broker.
-//! [`gen`] generates realistic synthetic events with injected attacks;
-//! [`bench`] measures throughput, latency and memory against them.
+//! [`gen`] generates realistic synthetic events with injected attacks
+//! (the benchmarks, `benchmarks/` at the repository root, run on them).
 //!
 //! Operations: [`metrics`] (Prometheus registry), [`health`] (readiness),
 //! [`http`] (the `/metrics`, `/healthz`, `/readyz` server) and
 //! [`telemetry`] (logs, OpenTelemetry traces).
 
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod embedded;

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::*;
-use crate::bench::raw_message;
 use crate::decode::{decode, DecodeLimits};
 use crate::detect::Detector;
 use crate::metrics::Metrics;
@@ -110,7 +109,7 @@ fn audit_events_are_one_to_two_kilobytes_on_average_and_decode() {
     );
     let decoded = decode(
         SourceKind::K8sAudit,
-        &events.iter().map(raw_message).collect::<Vec<_>>(),
+        &events.iter().map(GeneratedEvent::raw_message).collect::<Vec<_>>(),
         DecodeLimits::default(),
         crate::detect::now_ns(),
     );
@@ -181,7 +180,7 @@ async fn shipped_rules_detect_exactly_the_injected_attacks() {
     let mut found = BTreeSet::new();
     for chunk in events.chunks(500) {
         let out = detector
-            .process(chunk.iter().map(raw_message).collect())
+            .process(chunk.iter().map(GeneratedEvent::raw_message).collect())
             .await;
         assert!(
             out.dead_letters.is_empty(),

@@ -32,13 +32,13 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use super::{percentile, Rate};
-use crate::config::Settings;
-use crate::detect::Detector;
-use crate::gen::produce::{load_producer, produce, SourceTopics};
-use crate::gen::{GenConfig, Generator};
-use crate::metrics::Metrics;
-use crate::rules::{RuleEngine, RulePack};
-use crate::source::SourceKind;
+use vigil::config::Settings;
+use vigil::detect::Detector;
+use vigil::gen::produce::{load_producer, produce, SourceTopics};
+use vigil::gen::{GenConfig, Generator};
+use vigil::metrics::Metrics;
+use vigil::rules::{RuleEngine, RulePack};
+use vigil::source::SourceKind;
 
 #[derive(Debug, Clone)]
 pub struct E2eOptions {
@@ -57,7 +57,7 @@ pub struct E2eOptions {
     pub max_wait_ms: u64,
     /// librdkafka `fetch.wait.max.ms` of every consumer (Vigil's through
     /// `kafka.properties`); `None`: Vigil's default
-    /// ([`crate::kafka::FETCH_WAIT_MAX_MS`]).
+    /// ([`vigil::kafka::FETCH_WAIT_MAX_MS`]).
     pub fetch_wait_ms: Option<u64>,
 }
 
@@ -252,16 +252,16 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
             .as_millis()
     );
     let settings_base = Settings::default();
-    let mut base = crate::kafka::base_config(&settings_base.kafka, &brokers);
+    let mut base = vigil::kafka::base_config(&settings_base.kafka, &brokers);
     // The bare consumer and the alert reader fetch as Vigil does.
     base.set(
         "fetch.queue.backoff.ms",
-        crate::kafka::FETCH_QUEUE_BACKOFF_MS,
+        vigil::kafka::FETCH_QUEUE_BACKOFF_MS,
     );
     base.set(
         "fetch.wait.max.ms",
         opts.fetch_wait_ms.map_or_else(
-            || crate::kafka::FETCH_WAIT_MAX_MS.to_string(),
+            || vigil::kafka::FETCH_WAIT_MAX_MS.to_string(),
             |ms| ms.to_string(),
         ),
     );
@@ -344,7 +344,7 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
     let s2 = settings.clone();
     let metrics2 = metrics.clone();
     let pipeline = tokio::spawn(async move {
-        crate::pipeline::run(&s2, &brokers2, det, metrics2, stop_rx, Default::default()).await
+        vigil::pipeline::run(&s2, &brokers2, det, metrics2, stop_rx, Default::default()).await
     });
     // The clock starts when Vigil's first batch is decoded, which is after
     // that batch was read; the bare consumer's starts at its first message.
@@ -421,7 +421,7 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
     let brokers2 = brokers.clone();
     let metrics2 = metrics.clone();
     let pipeline = tokio::spawn(async move {
-        crate::pipeline::run(
+        vigil::pipeline::run(
             &settings,
             &brokers2,
             det,
@@ -472,7 +472,7 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
             };
             let at = Instant::now();
             let Some(payload) = m.payload() else { continue };
-            let Ok(alert) = serde_json::from_slice::<crate::alert::Alert>(payload) else {
+            let Ok(alert) = serde_json::from_slice::<vigil::alert::Alert>(payload) else {
                 continue;
             };
             if correlation.contains(&alert.rule_id) {
@@ -483,7 +483,7 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
                     .ok()
                     .and_then(|t| t.timestamp_nanos_opt());
                 if let (Some(end), None) = (end, alert.suppressed_count) {
-                    let delay = crate::detect::now_ns().saturating_sub(end).max(0) as u64;
+                    let delay = vigil::detect::now_ns().saturating_sub(end).max(0) as u64;
                     after2
                         .lock()
                         .expect("lock")
@@ -504,7 +504,7 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
         seed: opts.seed + 1,
         attack_every: opts.latency_attack_every,
         step_ns: (1_000_000_000 / rate.max(1)) as i64,
-        start_ns: crate::detect::now_ns(),
+        start_ns: vigil::detect::now_ns(),
         ..GenConfig::single(SourceKind::K8sAudit)
     });
     let sent3 = sent.clone();
@@ -561,7 +561,7 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
         percentile(&after, 50.0).as_secs_f64() * 1e3,
         percentile(&after, 99.0).as_secs_f64() * 1e3,
         after.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
-        crate::correlate::CorrelationSettings::default().allowed_lateness_ms,
+        vigil::correlate::CorrelationSettings::default().allowed_lateness_ms,
     )?;
     Ok(())
 }

@@ -29,15 +29,15 @@ use datafusion::datasource::MemTable;
 use datafusion::physical_plan::collect;
 
 use super::{audit_config, generate, Rate};
-use crate::correlate::CorrelationSettings;
-use crate::decode::{decode, DecodeLimits};
-use crate::detect::Detector;
-use crate::gen::GeneratedEvent;
-use crate::metrics::Metrics;
-use crate::rules::engine::PlanOptions;
-use crate::rules::{parse_rule, Rule, RuleEngine, RuleMode, RulePack, RuleSet};
-use crate::schema::SourceSchema;
-use crate::source::{RawMessage, SourceKind};
+use vigil::correlate::CorrelationSettings;
+use vigil::decode::{decode, DecodeLimits};
+use vigil::detect::Detector;
+use vigil::gen::GeneratedEvent;
+use vigil::metrics::Metrics;
+use vigil::rules::engine::PlanOptions;
+use vigil::rules::{parse_rule, Rule, RuleEngine, RuleMode, RulePack, RuleSet};
+use vigil::schema::SourceSchema;
+use vigil::source::{RawMessage, SourceKind};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -128,13 +128,13 @@ fn bytes(messages: &[RawMessage]) -> u64 {
 /// inlined form a rule author would have written by hand; the benchmark
 /// runs both to show what the definitions cost.
 pub fn inlined(set: &RuleSet) -> Result<RuleSet> {
-    let ctx = crate::rules::engine::new_session();
-    crate::rules::engine::register_definitions(&ctx, &set.definitions);
+    let ctx = vigil::rules::engine::new_session();
+    vigil::rules::engine::register_definitions(&ctx, &set.definitions);
     let rules = set
         .rules
         .iter()
         .map(|rule| {
-            let sql = crate::rules::engine::expanded_sql(&ctx, &set.definitions, rule)?;
+            let sql = vigil::rules::engine::expanded_sql(&ctx, &set.definitions, rule)?;
             let header: String = rule
                 .sql
                 .lines()
@@ -145,7 +145,7 @@ pub fn inlined(set: &RuleSet) -> Result<RuleSet> {
                 .map_err(|e| anyhow::anyhow!("{}: {e:?}", rule.path.display()))
         })
         .collect::<Result<Vec<Rule>>>()?;
-    let lookups_only = crate::rules::definitions::Definitions {
+    let lookups_only = vigil::rules::definitions::Definitions {
         lookups: set.definitions.lookups.clone(),
         ..Default::default()
     };
@@ -251,7 +251,7 @@ pub fn arrow_json_ceiling(messages: &[RawMessage], batch: usize) -> Result<Rate>
 
 /// Vigil's decoder alone.
 pub fn vigil_decode(messages: &[RawMessage], batch: usize) -> Rate {
-    let now = crate::detect::now_ns();
+    let now = vigil::detect::now_ns();
     let start = Instant::now();
     for chunk in messages.chunks(batch.max(1)) {
         black_box(decode(
@@ -288,7 +288,7 @@ pub async fn datafusion_batch_ceiling(
             max_message_bytes: usize::MAX,
             ..DecodeLimits::default()
         },
-        crate::detect::now_ns(),
+        vigil::detect::now_ns(),
     );
     let schema = SourceKind::K8sAudit.schema();
     let table = concat_batches(&schema, [&decoded.batch]).context("one batch")?;
@@ -296,30 +296,30 @@ pub async fn datafusion_batch_ceiling(
         let mut ctx = datafusion::prelude::SessionContext::new_with_config(
             datafusion::prelude::SessionConfig::new().with_target_partitions(1),
         );
-        crate::functions::register(&mut ctx)?;
+        vigil::functions::register(&mut ctx)?;
         ctx
     } else {
-        crate::rules::engine::new_session()
+        vigil::rules::engine::new_session()
     };
     ctx.register_table(
         "k8s_audit",
         Arc::new(MemTable::try_new(schema, vec![vec![table]])?),
     )?;
-    crate::rules::engine::register_definitions(&ctx, &set.definitions);
+    vigil::rules::engine::register_definitions(&ctx, &set.definitions);
     let start = Instant::now();
     let mut rows = 0;
     let mut per_rule = Vec::new();
     let shared_conditions = Arc::default();
     for rule in &set.rules {
         let rule_start = Instant::now();
-        let sql = crate::rules::engine::expanded_sql(&ctx, &set.definitions, rule)?;
+        let sql = vigil::rules::engine::expanded_sql(&ctx, &set.definitions, rule)?;
         let plan = ctx
             .sql(&sql)
             .await
             .with_context(|| format!("planning {}", rule.meta.id))?;
         let mut plan = plan.create_physical_plan().await?;
         if !stock {
-            plan = crate::rules::conjunction::selective_filters(plan, &shared_conditions)?;
+            plan = vigil::rules::conjunction::selective_filters(plan, &shared_conditions)?;
         }
         let out = collect(plan, ctx.task_ctx())
             .await
@@ -729,11 +729,11 @@ async fn pack_line(
 /// The physical plan of each rule as the engine plans it (its session,
 /// selective filters), to see where time goes.
 pub async fn explain(dir: &Path, filter: Option<&str>, out: &mut dyn Write) -> Result<()> {
-    let ctx = crate::rules::engine::new_session();
+    let ctx = vigil::rules::engine::new_session();
     let definitions = RulePack::load_dir(dir)
         .map_err(anyhow::Error::new)?
         .definitions;
-    crate::rules::engine::register_definitions(&ctx, &definitions);
+    vigil::rules::engine::register_definitions(&ctx, &definitions);
     for source in SourceKind::ALL {
         let schema = source.schema();
         let empty = datafusion::arrow::record_batch::RecordBatch::new_empty(schema.clone());
@@ -747,8 +747,8 @@ pub async fn explain(dir: &Path, filter: Option<&str>, out: &mut dyn Write) -> R
             if filter.is_some_and(|f| !rule.meta.id.contains(f)) {
                 continue;
             }
-            let sql = crate::rules::engine::expanded_sql(&ctx, &definitions, &rule)?;
-            let plan = crate::rules::conjunction::selective_filters(
+            let sql = vigil::rules::engine::expanded_sql(&ctx, &definitions, &rule)?;
+            let plan = vigil::rules::conjunction::selective_filters(
                 ctx.sql(&sql).await?.create_physical_plan().await?,
                 &Arc::default(),
             )?;
@@ -771,7 +771,7 @@ mod inlined_tests {
     /// same alerts as the pack as shipped.
     #[tokio::test]
     async fn the_inlined_pack_is_the_pack() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sql-rules");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql-rules");
         let shipped = event_rules(&dir, SourceKind::K8sAudit).unwrap();
         let written_out = inlined(&shipped).unwrap();
         assert!(

@@ -26,12 +26,12 @@ use anyhow::{Context, Result};
 
 use super::engine::{source_rules, CORRELATION_RULE};
 use super::{heap, rss};
-use crate::correlate::CorrelationSettings;
-use crate::detect::Detector;
-use crate::gen::{GenConfig, Generator};
-use crate::metrics::Metrics;
-use crate::rules::{parse_rule, RuleEngine};
-use crate::source::SourceKind;
+use vigil::correlate::CorrelationSettings;
+use vigil::detect::Detector;
+use vigil::gen::{GenConfig, Generator};
+use vigil::metrics::Metrics;
+use vigil::rules::{parse_rule, RuleEngine};
+use vigil::source::SourceKind;
 
 /// What `vigil-bench soak` runs.
 #[derive(Debug, Clone)]

@@ -1,9 +1,9 @@
 //! Benchmarks: engine throughput against its ceilings, end to end through a
 //! broker, and memory of correlation state. Run by the thin `vigil-bench`
-//! binary (`cargo run --release -p vigil --bin vigil-bench -- engine|e2e|memory`);
+//! binary (`cargo run --release -p vigil-bench -- engine|e2e|memory`);
 //! docs/benchmarks.md has the commands and the measured numbers.
 //!
-//! Every benchmark works on events from [`crate::gen`], so runs are
+//! Every benchmark works on events from [`vigil::gen`], so runs are
 //! reproducible from the seed, and checks that the alerts it got are the
 //! ones the generator's manifest announced (a fast engine that misses
 //! detections is not a result).
@@ -17,8 +17,8 @@ pub mod soak;
 
 use std::time::Duration;
 
-use crate::gen::{GenConfig, GeneratedEvent, Generator};
-use crate::source::{RawMessage, SourceKind};
+use vigil::gen::{GenConfig, GeneratedEvent, Generator};
+use vigil::source::{RawMessage, SourceKind};
 
 /// `n` generated events of one source, as the raw messages a one-partition
 /// topic `source.table_name()` would deliver.

@@ -16,12 +16,12 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use super::rss;
-use crate::correlate::CorrelationSettings;
-use crate::detect::Detector;
-use crate::gen::{GenConfig, Generator};
-use crate::metrics::Metrics;
-use crate::rules::{parse_rule, RuleEngine};
-use crate::source::SourceKind;
+use vigil::correlate::CorrelationSettings;
+use vigil::detect::Detector;
+use vigil::gen::{GenConfig, Generator};
+use vigil::metrics::Metrics;
+use vigil::rules::{parse_rule, RuleEngine};
+use vigil::source::SourceKind;
 
 /// The state under test: a per-user count over a one-hour tumbling window.
 /// Retention keeps only writes (the rule's WHERE is pushed down), which is

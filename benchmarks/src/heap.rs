@@ -9,7 +9,7 @@
 //! allocate at once (the `e2e` pipeline; the soak runs on one thread).
 //!
 //! ```text
-//! cargo build --release -p vigil --bin vigil-bench --features heap-count
+//! cargo build --release -p vigil-bench --features heap-count
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout};

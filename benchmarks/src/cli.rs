@@ -164,9 +164,9 @@ pub fn main() -> ExitCode {
                 inlined,
             } => {
                 let planning = if as_before {
-                    crate::rules::engine::PlanOptions::DATAFUSION_DEFAULTS
+                    vigil::rules::engine::PlanOptions::DATAFUSION_DEFAULTS
                 } else {
-                    crate::rules::engine::PlanOptions::default()
+                    vigil::rules::engine::PlanOptions::default()
                 };
                 let opts = super::engine::EngineOptions {
                     events,

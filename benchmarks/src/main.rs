@@ -1,4 +1,4 @@
-//! The `vigil-bench` binary. All the work is in the library; see `vigil::bench`.
+//! The `vigil-bench` binary. All the work is in the library; see the `vigil_bench` library.
 
 /// mimalloc instead of glibc malloc: see docs/benchmarks.md (allocation
 /// was a fifth of the engine's profile with glibc's).
@@ -6,12 +6,12 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The same, counting live heap bytes for `soak` (see `vigil::bench::heap`).
+/// The same, counting live heap bytes for `soak` (see `vigil_bench::heap`).
 #[cfg(feature = "heap-count")]
 #[global_allocator]
-static GLOBAL: vigil::bench::heap::Counting<mimalloc::MiMalloc> =
-    vigil::bench::heap::Counting(mimalloc::MiMalloc);
+static GLOBAL: vigil_bench::heap::Counting<mimalloc::MiMalloc> =
+    vigil_bench::heap::Counting(mimalloc::MiMalloc);
 
 fn main() -> std::process::ExitCode {
-    vigil::bench::cli::main()
+    vigil_bench::cli::main()
 }
