@@ -1,6 +1,9 @@
 //! Incremental evaluation: the same alerts as a full re-scan, for any
-//! batching; work per batch independent of the retained window; bounds;
-//! restart.
+//! batching (generated inputs); the strategy chosen per rule; work per
+//! batch independent of the retained window; bounds; restart. Fixed
+//! examples of the same alerts across strategies are cases in
+//! `tests/correlation/` (`alerts_name_at_most_max_alert_events_*`,
+//! `a_delta_rescan_gives_the_alerts_of_a_plain_rescan`).
 
 use proptest::prelude::*;
 use serde_json::Value;
@@ -370,64 +373,6 @@ async fn evaluation_work_per_batch_does_not_grow_with_the_retained_window() {
 }
 
 #[tokio::test]
-async fn alerts_name_at_most_max_alert_events_the_earliest_ones_in_both_strategies() {
-    let mut ids = Vec::new();
-    for incremental in [true, false] {
-        let mut d = detector_with(
-            &[("t.threshold", "k8s_audit", "-- window: 1m\n", THRESHOLD)],
-            CorrelationSettings {
-                allowed_lateness_ms: 10_000,
-                max_alert_events: 3,
-                incremental,
-                ..Default::default()
-            },
-        )
-        .await;
-        let mut f = Feed::new();
-        // Arrival order differs from event-time order.
-        let lines: Vec<String> = [9, 3, 7, 1, 5, 8, 2]
-            .iter()
-            .map(|s| {
-                audit(
-                    &format!("a{s}"),
-                    "alice",
-                    "get",
-                    "pods",
-                    None,
-                    "ns",
-                    403,
-                    *s,
-                )
-            })
-            .collect();
-        let (mut alerts, _) = run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &lines[..4])).await;
-        alerts.extend(
-            run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &lines[4..]))
-                .await
-                .0,
-        );
-        alerts.extend(d.finish().await.alerts);
-        assert_eq!(alerts.len(), 1, "{alerts:?}");
-        assert_eq!(alerts[0].fields["denied"], 7, "every event counts");
-        let named: Vec<&str> = alerts[0]
-            .events
-            .iter()
-            .map(|e| e.event_id.as_str())
-            .collect();
-        assert_eq!(
-            named,
-            vec![
-                "a1/ResponseComplete",
-                "a2/ResponseComplete",
-                "a3/ResponseComplete"
-            ]
-        );
-        ids.push(alerts[0].alert_id.clone());
-    }
-    assert_eq!(ids[0], ids[1]);
-}
-
-#[tokio::test]
 async fn state_beyond_max_state_rows_evicts_the_window_that_ends_first_and_counts_it() {
     let every_user = THRESHOLD.replace("HAVING count(*) >= 3", "HAVING count(*) >= 1");
     let mut d = detector_with(
@@ -706,77 +651,4 @@ async fn only_the_events_a_rescan_rule_can_use_are_retained() {
         retained[1], 4,
         "every rule re-scanned: the unfiltered rule needs every event"
     );
-}
-
-#[tokio::test]
-async fn a_delta_rescan_gives_the_alerts_of_a_plain_rescan_while_triggers_wait_for_the_watermark() {
-    let settings = |delta_rescan| CorrelationSettings {
-        allowed_lateness_ms: 0,
-        delta_rescan,
-        ..Default::default()
-    };
-    let mut out = Vec::new();
-    for delta in [true, false] {
-        let mut d = detector_with(
-            &[("t.seq", "k8s_audit", "-- window: 10m\n", SEQUENCE)],
-            settings(delta),
-        )
-        .await;
-        let mut f = Feed::new();
-        let mut alerts = Vec::new();
-        // Partition 1 holds the watermark 60 s behind partition 0, so every
-        // secret read stays retained and undue for several batches.
-        for i in 0..10i64 {
-            let mut msgs = f.msgs(
-                SourceKind::K8sAudit,
-                0,
-                &[
-                    audit(
-                        &format!("e{i}"),
-                        "mallory",
-                        "create",
-                        "pods",
-                        Some("exec"),
-                        "prod",
-                        101,
-                        i * 10,
-                    ),
-                    audit(
-                        &format!("s{i}"),
-                        "mallory",
-                        "get",
-                        "secrets",
-                        None,
-                        "prod",
-                        200,
-                        i * 10 + 5,
-                    ),
-                ],
-            );
-            msgs.extend(f.msgs(
-                SourceKind::K8sAudit,
-                1,
-                &[audit(
-                    &format!("p{i}"),
-                    "x",
-                    "get",
-                    "pods",
-                    None,
-                    "prod",
-                    200,
-                    i * 10 - 60,
-                )],
-            ));
-            let (a, dead) = run(&mut d, msgs).await;
-            assert!(dead.is_empty(), "{dead:?}");
-            alerts.extend(a);
-        }
-        alerts.extend(d.finish().await.alerts);
-        let mut ids: Vec<String> = alerts.iter().map(|a| a.alert_id.clone()).collect();
-        ids.sort();
-        out.push((ids, d.engine().correlator().stats().rows_evaluated));
-    }
-    let ((delta_alerts, _), (plain_alerts, _)) = (&out[0], &out[1]);
-    assert_eq!(delta_alerts, plain_alerts, "the same alerts");
-    assert!(!delta_alerts.is_empty());
 }
