@@ -71,6 +71,7 @@ fn topic_of(topics: &Topics, source: SourceKind) -> &str {
         SourceKind::K8sAudit => &topics.audit,
         SourceKind::Falco => &topics.falco,
         SourceKind::Tetragon => &topics.tetragon,
+        other => panic!("no test topic for {other}"),
     }
 }
 

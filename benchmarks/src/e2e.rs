@@ -33,8 +33,9 @@ use tokio::sync::watch;
 
 use super::{percentile, Rate};
 use vigil::config::Settings;
+use vigil::config::TopicSettings;
 use vigil::detect::Detector;
-use vigil::gen::produce::{load_producer, produce, SourceTopics};
+use vigil::gen::produce::{load_producer, produce};
 use vigil::gen::{GenConfig, Generator};
 use vigil::metrics::Metrics;
 use vigil::rules::{RuleEngine, RulePack};
@@ -196,9 +197,7 @@ impl Topics {
         let mut s = Settings::default();
         s.kafka.brokers = Some(brokers.into());
         s.kafka.group_id = group.into();
-        s.topics.k8s_audit = self.source.clone();
-        s.topics.falco = String::new();
-        s.topics.tetragon = String::new();
+        s.topics = self.source_topics();
         s.topics.alerts = self.alerts.clone();
         s.topics.dead_letter = self.dead_letter.clone();
         s.topics.late_events = self.late.clone();
@@ -213,12 +212,14 @@ impl Topics {
         s
     }
 
-    fn source_topics(&self) -> SourceTopics {
-        SourceTopics {
-            k8s_audit: self.source.clone(),
-            falco: String::new(),
-            tetragon: String::new(),
+    /// Only the audit source, on the benchmark's topic.
+    fn source_topics(&self) -> TopicSettings {
+        let mut topics = TopicSettings::default();
+        for (source, _) in topics.sources() {
+            topics.set_source_topic(source, "");
         }
+        topics.set_source_topic(SourceKind::K8sAudit, self.source.clone());
+        topics
     }
 }
 

@@ -734,7 +734,7 @@ pub async fn explain(dir: &Path, filter: Option<&str>, out: &mut dyn Write) -> R
         .map_err(anyhow::Error::new)?
         .definitions;
     vigil::rules::engine::register_definitions(&ctx, &definitions);
-    for source in SourceKind::ALL {
+    for source in vigil::registry::kinds() {
         let schema = source.schema();
         let empty = datafusion::arrow::record_batch::RecordBatch::new_empty(schema.clone());
         ctx.register_table(
@@ -742,7 +742,7 @@ pub async fn explain(dir: &Path, filter: Option<&str>, out: &mut dyn Write) -> R
             Arc::new(MemTable::try_new(schema, vec![vec![empty]])?),
         )?;
     }
-    for source in SourceKind::ALL {
+    for source in vigil::registry::kinds() {
         for rule in event_rules(dir, source)?.rules {
             if filter.is_some_and(|f| !rule.meta.id.contains(f)) {
                 continue;

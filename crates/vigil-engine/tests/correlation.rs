@@ -240,7 +240,8 @@ fn parse_input(name: &str, lines: &[(usize, String)]) -> Result<Vec<Vec<Input>>,
             .split_once(' ')
             .ok_or_else(|| bad("no payload after the origin"))?;
         let (source, rest) = origin.split_once('/').ok_or_else(|| bad("no partition"))?;
-        let source: SourceKind = source.parse().map_err(|e: String| bad(&e))?;
+        let source: SourceKind =
+            vigil_sources::registry::resolve(source).map_err(|e| bad(&e.to_string()))?;
         let (partition, offset) = match rest.split_once('@') {
             Some((p, o)) => (p, Some(o)),
             None => (rest, None),

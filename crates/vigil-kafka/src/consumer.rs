@@ -354,15 +354,20 @@ impl KafkaSource {
 
     /// Per-partition lag (high watermark − position) of the assignment.
     pub fn lag(&self) -> Result<Vec<(String, i32, i64)>, Error> {
-        let assignment = self.consumer.assignment().doing(|| "reading the assignment".into())?;
-        let positions = self.consumer.position().doing(|| "reading the positions".into())?;
+        let assignment = self
+            .consumer
+            .assignment()
+            .doing(|| "reading the assignment".into())?;
+        let positions = self
+            .consumer
+            .position()
+            .doing(|| "reading the positions".into())?;
         let mut out = Vec::new();
         for elem in assignment.elements() {
-            let (_, high) = self.consumer.fetch_watermarks(
-                elem.topic(),
-                elem.partition(),
-                Duration::from_secs(5),
-            ).doing(|| format!("reading the end of {}/{}", elem.topic(), elem.partition()))?;
+            let (_, high) = self
+                .consumer
+                .fetch_watermarks(elem.topic(), elem.partition(), Duration::from_secs(5))
+                .doing(|| format!("reading the end of {}/{}", elem.topic(), elem.partition()))?;
             let position = positions
                 .find_partition(elem.topic(), elem.partition())
                 .and_then(|p| p.offset().to_raw())

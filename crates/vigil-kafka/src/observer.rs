@@ -12,7 +12,6 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::statistics::{Partition, Statistics};
 
-
 /// How often librdkafka emits statistics (Vigil's default; a
 /// `statistics.interval.ms` in `kafka.properties` overrides it, `0` turns
 /// the lag gauge off).

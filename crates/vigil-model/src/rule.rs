@@ -328,7 +328,7 @@ pub fn parse_header(text: &str) -> Result<(RuleMeta, usize), Vec<HeaderError>> {
             if values.contains_key("source") {
                 errors.push(HeaderError {
                     line: line_of("source"),
-                    message: e,
+                    message: e.to_string(),
                 });
             }
             None

@@ -11,51 +11,120 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// The kinds of event stream Vigil understands. Each is one SQL table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SourceKind {
-    /// Kubernetes API-server audit events (audit.k8s.io/v1 Event / EventList).
-    K8sAudit,
-    /// Falco JSON output alerts.
-    Falco,
-    /// Cilium Tetragon JSON events.
-    Tetragon,
-}
+/// A kind of event stream Vigil reads, named by its SQL table. Each is one
+/// table, one Kafka topic and one decoder: the sources crate's registry
+/// (`vigil_sources::registry`) holds what Vigil knows about each one, and
+/// is where a source is added. The model only names sources.
+///
+/// A `SourceKind` is a table name: two are equal when their names are, and
+/// they order by name. Names parsed from text (a rule header, a test case,
+/// a dead letter read back) are interned, one copy per distinct name; the
+/// registry says whether a name is a source Vigil can read.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceKind(&'static str);
 
+#[allow(non_upper_case_globals)]
 impl SourceKind {
-    /// Every source, in a stable order.
-    pub const ALL: [SourceKind; 3] = [
-        SourceKind::K8sAudit,
-        SourceKind::Falco,
-        SourceKind::Tetragon,
-    ];
+    /// Kubernetes API-server audit events (audit.k8s.io/v1 Event / EventList).
+    pub const K8sAudit: SourceKind = SourceKind("k8s_audit");
+    /// Falco JSON output alerts.
+    pub const Falco: SourceKind = SourceKind("falco");
+    /// Cilium Tetragon JSON events.
+    pub const Tetragon: SourceKind = SourceKind("tetragon");
+
+    /// The source whose table is `table` (a registry entry's name).
+    pub const fn named(table: &'static str) -> SourceKind {
+        SourceKind(table)
+    }
 
     /// The SQL table name rules use for this source.
     pub fn table_name(self) -> &'static str {
-        match self {
-            SourceKind::K8sAudit => "k8s_audit",
-            SourceKind::Falco => "falco",
-            SourceKind::Tetragon => "tetragon",
-        }
+        self.0
+    }
+}
+
+impl fmt::Debug for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
     }
 }
 
 impl fmt::Display for SourceKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.table_name())
+        f.write_str(self.0)
     }
 }
 
+/// Why a text is not a source name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadSourceName(pub String);
+
+impl fmt::Display for BadSourceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid source name {:?}: a table name is lowercase letters, digits and _",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for BadSourceName {}
+
 impl FromStr for SourceKind {
-    type Err = String;
+    type Err = BadSourceName;
+    /// Any table-name-shaped text; whether Vigil reads such a source is
+    /// the registry's to say.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        SourceKind::ALL
-            .into_iter()
-            .find(|k| k.table_name() == s)
-            .ok_or_else(|| {
-                format!("unknown source {s:?}: expected one of k8s_audit, falco, tetragon")
-            })
+        let shaped = !s.is_empty()
+            && s.len() <= 64
+            && s.starts_with(|c: char| c.is_ascii_lowercase())
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !shaped {
+            return Err(BadSourceName(s.to_string()));
+        }
+        Ok(SourceKind(intern(s)))
+    }
+}
+
+/// One `'static` copy per distinct name. Names come from configuration,
+/// rule files and test data, never from events, so the set stays small.
+fn intern(name: &str) -> &'static str {
+    use std::collections::BTreeSet;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<BTreeSet<&'static str>>> = OnceLock::new();
+    for known in [
+        SourceKind::K8sAudit,
+        SourceKind::Falco,
+        SourceKind::Tetragon,
+    ] {
+        if known.0 == name {
+            return known.0;
+        }
+    }
+    let mut names = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(existing) = names.get(name) {
+        return existing;
+    }
+    let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+    names.insert(leaked);
+    leaked
+}
+
+impl Serialize for SourceKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SourceKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 

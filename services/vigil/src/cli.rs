@@ -18,6 +18,21 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::rules::{self, coverage, Layers, RuleEngine, RulePack, RuleSet};
 use crate::source::SourceKind;
+
+/// A `--source` the registry holds.
+fn registered_source(name: &str) -> Result<SourceKind, String> {
+    crate::registry::resolve(name).map_err(|e| e.to_string())
+}
+
+/// A `--source` the generator makes events of.
+fn generated_source(name: &str) -> Result<SourceKind, String> {
+    let source = registered_source(name)?;
+    if vigil_gen::GENERATED.contains(&source) {
+        Ok(source)
+    } else {
+        Err(format!("the generator makes no {source} events"))
+    }
+}
 use crate::telemetry::{self, LogSettings};
 use crate::{embedded, http, leader, pipeline, reload, replay};
 
@@ -61,8 +76,9 @@ enum Command {
         /// given; repeatable.
         #[arg(long = "overlay", value_name = "DIR")]
         overlays: Vec<PathBuf>,
-        /// Source of the events: k8s_audit, falco or tetragon.
-        #[arg(long)]
+        /// Source of the events: k8s_audit, falco or tetragon (a source of
+        /// the registry).
+        #[arg(long, value_parser = registered_source)]
         source: SourceKind,
         /// How audit events are wrapped: native, eks_cloudwatch,
         /// aks_event_hubs or gke_cloud_logging (each line one message).
@@ -108,7 +124,7 @@ struct GenArgs {
     out: Option<PathBuf>,
     /// Only this source (k8s_audit, falco or tetragon); default: all three,
     /// 80% audit, 10% Falco, 10% Tetragon.
-    #[arg(long)]
+    #[arg(long, value_parser = generated_source)]
     source: Option<SourceKind>,
     /// Events per second (0: as fast as possible).
     #[arg(long, default_value_t = 1000)]
@@ -632,11 +648,7 @@ async fn run_gen(args: GenArgs) -> Result<ExitCode> {
             })?;
             let producer =
                 produce::load_producer(&crate::kafka::base_config(&settings.kafka, &brokers))?;
-            let topics = produce::SourceTopics {
-                k8s_audit: settings.topics.k8s_audit.clone(),
-                falco: settings.topics.falco.clone(),
-                tetragon: settings.topics.tetragon.clone(),
-            };
+            let topics = settings.topics.clone();
             tracing::info!(brokers = %brokers, rate = args.rate, count = args.count, seed = args.seed, "producing generated events");
             produce::produce(
                 &producer,
@@ -658,13 +670,16 @@ async fn run_gen(args: GenArgs) -> Result<ExitCode> {
         }
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
+    let per_source: Vec<String> = summary
+        .per_source
+        .iter()
+        .map(|(source, n)| format!("{source} {n}"))
+        .collect();
     eprintln!(
-        "gen: {} events ({} bytes; k8s_audit {}, falco {}, tetragon {}), {} attacks injected, {} alerts expected",
+        "gen: {} events ({} bytes; {}), {} attacks injected, {} alerts expected",
         summary.events,
         summary.bytes,
-        summary.per_source[0],
-        summary.per_source[1],
-        summary.per_source[2],
+        per_source.join(", "),
         summary.attacks.len(),
         summary.expected_alerts()
     );

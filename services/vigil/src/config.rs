@@ -16,12 +16,14 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::correlate::CorrelationSettings;
-pub use crate::kafka::{is_secret_property, DeliveryMode, KafkaSettings, PROTECTED_PROPERTIES};
 use crate::decode::envelope::AuditFormat;
 use crate::decode::DecodeLimits;
 use crate::http::HttpSettings;
+pub use crate::kafka::{is_secret_property, DeliveryMode, KafkaSettings, PROTECTED_PROPERTIES};
 use crate::source::SourceKind;
 use crate::telemetry::{LogSettings, TracingSettings};
+use std::collections::BTreeMap;
+use vigil_sources::registry;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -49,56 +51,108 @@ pub struct Settings {
     pub tracing: TracingSettings,
 }
 
-/// Topic names. An empty source topic disables that source.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Topic names. A source's topic is keyed by its table name
+/// (`topics.k8s_audit`, `topics.falco`, `topics.tetragon`: every source of
+/// the registry, `vigil_sources::registry`), defaulting to the registry's
+/// topic; an empty source topic disables that source. Unknown keys are
+/// rejected, naming the valid ones.
+#[derive(Debug, Clone)]
 pub struct TopicSettings {
-    #[serde(default = "default_k8s_audit_topic")]
-    pub k8s_audit: String,
+    /// The topic of each registered source, in registry order (an empty
+    /// topic: the source is disabled). Read with [`TopicSettings::sources`].
+    source_topics: Vec<(SourceKind, String)>,
     /// How the audit topic's messages are wrapped: `native` (the API
     /// server's webhook or log backend), `eks_cloudwatch`,
     /// `aks_event_hubs` or `gke_cloud_logging` (see
     /// `crate::decode::envelope`).
-    #[serde(default)]
     pub k8s_audit_format: AuditFormat,
-    #[serde(default = "default_falco_topic")]
-    pub falco: String,
-    #[serde(default = "default_tetragon_topic")]
-    pub tetragon: String,
     /// Where alerts are produced.
-    #[serde(default = "default_alerts_topic")]
     pub alerts: String,
     /// Where undecodable messages and rule failures are produced.
-    #[serde(default = "default_dead_letter_topic")]
     pub dead_letter: String,
     /// Where events behind the watermark are reported (they are still
     /// evaluated by per-event rules, but not retained for correlation).
-    #[serde(default = "default_late_events_topic")]
     pub late_events: String,
     /// Where checkpoints are written (one partition, compacted): see
     /// `crate::kafka::checkpoint`.
-    #[serde(default = "default_checkpoints_topic")]
     pub checkpoints: String,
     /// One partition, time-based retention: the log of the correlation
     /// leader election when `correlation.placement = "leader"` (see
     /// `crate::leader`).
-    #[serde(default = "default_correlation_lease_topic")]
     pub correlation_lease: String,
+}
+
+/// The keys of `[topics]` besides the source names.
+const TOPIC_KEYS: [&str; 6] = [
+    "k8s_audit_format",
+    "alerts",
+    "dead_letter",
+    "late_events",
+    "checkpoints",
+    "correlation_lease",
+];
+
+impl<'de> Deserialize<'de> for TopicSettings {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = BTreeMap::<String, String>::deserialize(deserializer)?;
+        let mut topics = TopicSettings::default();
+        for (key, value) in raw {
+            topics.set(&key, value).map_err(serde::de::Error::custom)?;
+        }
+        Ok(topics)
+    }
+}
+
+impl TopicSettings {
+    /// Set one `[topics]` key.
+    fn set(&mut self, key: &str, value: String) -> Result<(), String> {
+        match key {
+            "k8s_audit_format" => self.k8s_audit_format = value.parse()?,
+            "alerts" => self.alerts = value,
+            "dead_letter" => self.dead_letter = value,
+            "late_events" => self.late_events = value,
+            "checkpoints" => self.checkpoints = value,
+            "correlation_lease" => self.correlation_lease = value,
+            _ => match registry::resolve(key) {
+                Ok(kind) => self.set_source_topic(kind, value),
+                Err(_) => {
+                    let valid: Vec<&str> = registry::kinds()
+                        .map(SourceKind::table_name)
+                        .chain(TOPIC_KEYS)
+                        .collect();
+                    return Err(format!(
+                        "unknown field `{key}` in [topics], expected one of {}",
+                        valid.join(", ")
+                    ));
+                }
+            },
+        }
+        Ok(())
+    }
+
+    /// The topic of `source` (empty: disabled).
+    pub fn source_topic(&self, source: SourceKind) -> &str {
+        self.source_topics
+            .iter()
+            .find(|(k, _)| *k == source)
+            .map_or("", |(_, t)| t.as_str())
+    }
+
+    /// Read `source` from `topic` (empty: disable it). `source` is a
+    /// registered source.
+    pub fn set_source_topic(&mut self, source: SourceKind, topic: impl Into<String>) {
+        let topic = topic.into();
+        match self.source_topics.iter_mut().find(|(k, _)| *k == source) {
+            Some((_, t)) => *t = topic,
+            None => self.source_topics.push((source, topic)),
+        }
+    }
 }
 
 fn default_correlation_lease_topic() -> String {
     "vigil-correlation-lease".into()
 }
 
-fn default_k8s_audit_topic() -> String {
-    "k8s-audit".into()
-}
-fn default_falco_topic() -> String {
-    "falco".into()
-}
-fn default_tetragon_topic() -> String {
-    "tetragon".into()
-}
 fn default_alerts_topic() -> String {
     "vigil-alerts".into()
 }
@@ -115,10 +169,10 @@ fn default_checkpoints_topic() -> String {
 impl Default for TopicSettings {
     fn default() -> Self {
         TopicSettings {
-            k8s_audit: default_k8s_audit_topic(),
+            source_topics: registry::specs()
+                .map(|spec| (spec.kind, spec.default_topic.to_string()))
+                .collect(),
             k8s_audit_format: AuditFormat::Native,
-            falco: default_falco_topic(),
-            tetragon: default_tetragon_topic(),
             alerts: default_alerts_topic(),
             dead_letter: default_dead_letter_topic(),
             late_events: default_late_events_topic(),
@@ -140,17 +194,13 @@ impl TopicSettings {
         ]
     }
 
-    /// The enabled sources and their topics.
+    /// The enabled sources and their topics, in registry order.
     pub fn sources(&self) -> Vec<(SourceKind, String)> {
-        [
-            (SourceKind::K8sAudit, &self.k8s_audit),
-            (SourceKind::Falco, &self.falco),
-            (SourceKind::Tetragon, &self.tetragon),
-        ]
-        .into_iter()
-        .filter(|(_, t)| !t.is_empty())
-        .map(|(s, t)| (s, t.clone()))
-        .collect()
+        self.source_topics
+            .iter()
+            .filter(|(_, t)| !t.is_empty())
+            .cloned()
+            .collect()
     }
 }
 
@@ -352,7 +402,11 @@ impl Settings {
     pub fn validate(&self) -> Result<()> {
         self.kafka.validate()?;
         if self.topics.sources().is_empty() {
-            bail!("invalid configuration: every source topic is empty; enable at least one of topics.k8s_audit, topics.falco, topics.tetragon");
+            let names: Vec<String> = registry::kinds().map(|k| format!("topics.{k}")).collect();
+            bail!(
+                "invalid configuration: every source topic is empty; enable at least one of {}",
+                names.join(", ")
+            );
         }
         let outputs = self.topics.outputs();
         if outputs.iter().any(|t| t.is_empty()) {
@@ -578,6 +632,36 @@ mod tests {
         std::fs::write(&path, "[batch]\nmax_event = 10\n").unwrap();
         let e = Settings::load_from(Some(&path), env(&[])).unwrap_err();
         assert!(format!("{e:#}").contains("max_event"), "{e:#}");
+    }
+
+    /// Source topics are keyed by the registry's table names: a misspelt
+    /// source is an error naming the valid keys, never a source silently
+    /// left unsubscribed.
+    #[test]
+    fn source_topics_come_from_the_registry() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("VIGIL__TOPICS__TETRAGON", "cilium-events"),
+                ("VIGIL__TOPICS__FALCO", ""),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.topics.sources(),
+            vec![
+                (SourceKind::K8sAudit, "k8s-audit".to_string()),
+                (SourceKind::Tetragon, "cilium-events".to_string()),
+            ]
+        );
+        let e = Settings::load_from(None, env(&[("VIGIL__TOPICS__TETRAGONN", "t")])).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("unknown field `tetragonn` in [topics], expected one of k8s_audit, falco, tetragon, k8s_audit_format"),
+            "{e}"
+        );
+        let e = Settings::load_from(None, env(&[("VIGIL__TOPICS__K8S_AUDIT_FORMAT", "eks")])).unwrap_err();
+        assert!(format!("{e:#}").contains("eks"), "{e:#}");
     }
 
     #[test]

@@ -25,13 +25,13 @@ use crate::metrics::Metrics;
 use crate::pipeline::{self, RunOptions};
 use crate::source::SourceKind;
 
-/// Sample file (under the samples directory) for each source.
-pub fn sample_file(source: SourceKind) -> &'static str {
-    match source {
-        SourceKind::K8sAudit => "k8s-audit.jsonl",
-        SourceKind::Falco => "falco.jsonl",
-        SourceKind::Tetragon => "tetragon.jsonl",
-    }
+/// Sample file (under the samples directory) of a source: named after
+/// its default topic. A source without one produces no sample events.
+pub fn sample_file(source: SourceKind) -> String {
+    format!(
+        "{}.jsonl",
+        vigil_sources::registry::expect(source).default_topic
+    )
 }
 
 /// What the demo read back from the output topics.

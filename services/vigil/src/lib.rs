@@ -41,6 +41,6 @@ pub mod telemetry;
 // modules keep their paths here.
 pub use vigil_model::{alert, dead_letter, source};
 // Schemas and decoders: the sources crate.
-pub use vigil_sources::{decode, schema};
+pub use vigil_sources::{decode, registry, schema};
 // The detection engine.
 pub use vigil_engine::{correlate, detect, functions, observe, rules};

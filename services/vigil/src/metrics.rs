@@ -94,7 +94,7 @@ impl BySource {
     }
 
     pub fn total(&self) -> u64 {
-        SourceKind::ALL.iter().map(|s| self.get(*s)).sum()
+        vigil_sources::registry::kinds().map(|s| self.get(s)).sum()
     }
 
     /// The total over sources, like the `AtomicU64` this replaced.
@@ -496,7 +496,7 @@ impl Metrics {
     /// tests check dashboards and docs against this list).
     pub fn descriptors() -> Vec<(String, String)> {
         let m = Metrics::new();
-        for s in SourceKind::ALL {
+        for s in vigil_sources::registry::kinds() {
             for f in [
                 &m.messages_consumed,
                 &m.events_decoded,

@@ -205,17 +205,10 @@ fn compose_topics_are_the_configuration_defaults() {
         }
     }
     let d = TopicSettings::default();
-    let expected: BTreeSet<String> = [
-        d.k8s_audit,
-        d.falco,
-        d.tetragon,
-        d.alerts,
-        d.dead_letter,
-        d.late_events,
-        d.checkpoints,
-    ]
-    .into_iter()
-    .collect();
+    let sources = d.sources().into_iter().map(|(_, topic)| topic);
+    let expected: BTreeSet<String> = sources
+        .chain([d.alerts, d.dead_letter, d.late_events, d.checkpoints])
+        .collect();
     assert_eq!(
         created, expected,
         "kafka-init must create exactly the default topics"

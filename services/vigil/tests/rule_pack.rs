@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use vigil::rules::{testing, RuleEngine, RulePack};
-use vigil::source::SourceKind;
 
 #[tokio::test]
 async fn every_shipped_rule_passes_its_cases() {
@@ -15,7 +14,7 @@ async fn every_shipped_rule_passes_its_cases() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(rules.len() >= 15, "the pack has {} rules", rules.len());
-    for source in SourceKind::ALL {
+    for source in vigil::registry::kinds() {
         assert!(
             rules.iter().any(|r| r.meta.source == source),
             "no rule reads {source}"

@@ -36,8 +36,7 @@ use crate::source::SourceKind;
 /// column widened to a `UInt64` sequence number unique across batches.
 pub fn retained_schema(source: SourceKind) -> SchemaRef {
     static SCHEMAS: LazyLock<BTreeMap<SourceKind, SchemaRef>> = LazyLock::new(|| {
-        SourceKind::ALL
-            .into_iter()
+        vigil_sources::registry::kinds()
             .map(|s| {
                 let fields: Vec<Field> = s
                     .schema()
@@ -67,7 +66,7 @@ pub(super) async fn compile(
     let ctx = crate::rules::engine::new_session();
     crate::rules::engine::register_definitions(&ctx, definitions);
     let mut retained_slots = BTreeMap::new();
-    for source in SourceKind::ALL {
+    for source in vigil_sources::registry::kinds() {
         let slot = Arc::new(BatchSlot::default());
         ctx.register_table(
             source.table_name(),
@@ -364,7 +363,7 @@ fn table_scans(plan: &LogicalPlan) -> Result<Vec<(SourceKind, Option<Expr>)>, St
     let mut bad = None;
     plan.apply(|node| {
         if let LogicalPlan::TableScan(scan) = node {
-            match scan.table_name.table().parse::<SourceKind>() {
+            match vigil_sources::registry::resolve(scan.table_name.table()) {
                 Ok(source) => {
                     let filter = scan
                         .filters

@@ -201,7 +201,7 @@ fn session(
     let ctx = new_session_with(options);
     register_definitions(&ctx, definitions);
     let mut slots = BTreeMap::new();
-    for source in SourceKind::ALL {
+    for source in vigil_sources::registry::kinds() {
         let slot = Arc::new(BatchSlot::default());
         ctx.register_table(
             source.table_name(),

@@ -69,14 +69,28 @@ impl fmt::Display for RuleErrors {
 
 impl std::error::Error for RuleErrors {}
 
+/// The line of the `-- source:` header, for errors about it.
+fn source_line(text: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| l.trim_start().starts_with("-- source:"))
+        .map(|i| i + 1)
+}
+
 /// Parse one rule file's text.
 pub fn parse_rule(path: &Path, text: &str) -> Result<Rule, Vec<RuleError>> {
     match header::parse_header(text) {
-        Ok((meta, _body_line)) => Ok(Rule {
-            meta,
-            sql: text.to_string(),
-            path: path.to_path_buf(),
-        }),
+        Ok((meta, _body_line)) => match vigil_sources::registry::check(meta.source) {
+            Ok(_) => Ok(Rule {
+                meta,
+                sql: text.to_string(),
+                path: path.to_path_buf(),
+            }),
+            Err(unknown) => Err(vec![RuleError {
+                path: path.to_path_buf(),
+                line: source_line(text),
+                message: unknown.to_string(),
+            }]),
+        },
         Err(errors) => Err(errors
             .into_iter()
             .map(|e| RuleError {

@@ -83,7 +83,9 @@ fn case_event(
         return Err(format!("an event with {SOURCE_KEY:?} may only have {SOURCE_KEY:?} and {EVENT_KEY:?}, not {extra:?}"));
     }
     let source = match &object[SOURCE_KEY] {
-        serde_json::Value::String(name) => name.parse::<SourceKind>()?,
+        serde_json::Value::String(name) => {
+            vigil_sources::registry::resolve(name).map_err(|e| e.to_string())?
+        }
         other => return Err(format!("{SOURCE_KEY:?} must be a source name, not {other}")),
     };
     let event = object

@@ -6,15 +6,14 @@
 //! reason. Failures are never dropped: the pipeline sends each one to the
 //! dead-letter topic (or to stderr in replay), with the message's origin.
 
-mod audit;
-mod columns;
+pub(crate) mod columns;
 pub mod envelope;
-mod falco;
-mod limits;
-pub mod pod_spec;
-mod strings;
-mod tetragon;
+pub(crate) mod limits;
+pub(crate) mod strings;
 mod time;
+
+/// What each audit event's request object says about its pods.
+pub use crate::k8s_audit::pod_spec;
 
 pub use time::{parse_opt_time, parse_time};
 
@@ -60,20 +59,20 @@ impl Default for DecodeLimits {
 
 /// What a decoder needs besides the payload.
 #[derive(Debug, Clone, Copy)]
-struct MessageInput {
+pub struct MessageInput {
     /// Index of the message in the slice given to [`decode`].
-    message: u32,
+    pub(crate) message: u32,
     /// Event time of events that carry none: the message timestamp, else now.
-    fallback_ns: i64,
+    pub(crate) fallback_ns: i64,
     /// Wall clock of the batch.
-    now_ns: i64,
-    limits: DecodeLimits,
+    pub(crate) now_ns: i64,
+    pub(crate) limits: DecodeLimits,
 }
 
 impl MessageInput {
     /// Refuse event times too far ahead of the wall clock (see
     /// [`DecodeLimits::max_event_time_ahead_ms`]).
-    fn check_time(&self, field: &str, t: i64) -> Result<(), String> {
+    pub(crate) fn check_time(&self, field: &str, t: i64) -> Result<(), String> {
         let ahead_ns = i64::try_from(self.limits.max_event_time_ahead_ms)
             .unwrap_or(i64::MAX)
             .saturating_mul(1_000_000);
@@ -139,14 +138,8 @@ pub fn decode(
     let mut events = Vec::with_capacity(messages.len());
     let mut failures = Vec::new();
     let mut empty = Vec::new();
-    let mut sink: Box<dyn RowSink> = match source {
-        SourceKind::K8sAudit => Box::new(audit::AuditRows::with_capacity(
-            messages.len(),
-            messages.iter().map(|m| m.payload.len()).sum(),
-        )),
-        SourceKind::Falco => Box::new(falco::FalcoRows::with_capacity(messages.len())),
-        SourceKind::Tetragon => Box::new(tetragon::TetragonRows::with_capacity(messages.len())),
-    };
+    let bytes = messages.iter().map(|m| m.payload.len()).sum();
+    let mut sink = (crate::registry::expect(source).rows)(messages.len(), bytes);
     for (index, message) in messages.iter().enumerate() {
         debug_assert_eq!(message.source, source);
         let index = index as u32;
@@ -217,8 +210,8 @@ fn utf8(payload: &[u8]) -> Result<&str, String> {
     }
 }
 
-/// Accumulates the rows of one source's table.
-trait RowSink {
+/// Accumulates the rows of one source's table: a source's decoder.
+pub trait RowSink {
     /// Append every event of one message, or none of them and return why.
     /// On success pushes one [`EventRef`] per appended row.
     /// Implementations check every limit and every field before appending

@@ -52,7 +52,7 @@ fn decodes_an_audit_event_into_typed_columns() {
     assert!(d.failures.is_empty(), "{:?}", d.failures);
     let b = &d.batch;
     assert_eq!(b.num_rows(), 1);
-    assert_eq!(b.schema(), crate::schema::k8s_audit());
+    assert_eq!(b.schema(), crate::k8s_audit::schema::k8s_audit());
     assert_eq!(str_col(b, "verb").value(0), "create");
     assert_eq!(str_col(b, "audit_id").value(0), "a-1");
     assert_eq!(

@@ -11,6 +11,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use tokio::sync::watch;
 
+use crate::config::TopicSettings;
 use crate::source::SourceKind;
 use vigil_gen::{GeneratedEvent, Generator, InjectedAttack};
 
@@ -19,7 +20,8 @@ use vigil_gen::{GeneratedEvent, Generator, InjectedAttack};
 pub struct GenSummary {
     pub events: u64,
     pub bytes: u64,
-    pub per_source: [u64; 3],
+    /// Events per source.
+    pub per_source: std::collections::BTreeMap<SourceKind, u64>,
     pub attacks: Vec<InjectedAttack>,
 }
 
@@ -27,10 +29,7 @@ impl GenSummary {
     fn count(&mut self, e: &GeneratedEvent) {
         self.events += 1;
         self.bytes += e.payload.len() as u64;
-        self.per_source[SourceKind::ALL
-            .iter()
-            .position(|s| *s == e.source)
-            .expect("known source")] += 1;
+        *self.per_source.entry(e.source).or_default() += 1;
         if let Some(m) = e.manifest_entry() {
             self.attacks.push(m);
         }
@@ -88,24 +87,6 @@ pub fn write_jsonl(
     Ok(summary)
 }
 
-/// Topic names of the sources.
-#[derive(Debug, Clone)]
-pub struct SourceTopics {
-    pub k8s_audit: String,
-    pub falco: String,
-    pub tetragon: String,
-}
-
-impl SourceTopics {
-    pub fn of(&self, source: SourceKind) -> &str {
-        match source {
-            SourceKind::K8sAudit => &self.k8s_audit,
-            SourceKind::Falco => &self.falco,
-            SourceKind::Tetragon => &self.tetragon,
-        }
-    }
-}
-
 /// Most records awaiting their delivery report before production waits.
 const MAX_IN_FLIGHT: usize = 50_000;
 
@@ -118,7 +99,7 @@ const MAX_IN_FLIGHT: usize = 50_000;
 /// benchmark records produce times with it).
 pub async fn produce(
     producer: &FutureProducer,
-    topics: &SourceTopics,
+    topics: &TopicSettings,
     generator: &mut Generator,
     count: u64,
     rate: u64,
@@ -133,7 +114,7 @@ pub async fn produce(
     while (count == 0 || summary.events < count) && !*stop.borrow() && failures == 0 {
         let e = generator.next_event();
         pacer.wait(summary.events).await;
-        let topic = topics.of(e.source);
+        let topic = topics.source_topic(e.source);
         if topic.is_empty() {
             bail!("source {} has no topic configured", e.source);
         }

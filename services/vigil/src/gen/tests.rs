@@ -109,7 +109,10 @@ fn audit_events_are_one_to_two_kilobytes_on_average_and_decode() {
     );
     let decoded = decode(
         SourceKind::K8sAudit,
-        &events.iter().map(GeneratedEvent::raw_message).collect::<Vec<_>>(),
+        &events
+            .iter()
+            .map(GeneratedEvent::raw_message)
+            .collect::<Vec<_>>(),
         DecodeLimits::default(),
         crate::detect::now_ns(),
     );

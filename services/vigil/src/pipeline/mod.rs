@@ -119,9 +119,13 @@ pub async fn run(
         sources.iter().map(|(_, t)| t.clone()),
     );
     let source = match options.role {
-        Role::GroupMember => {
-            KafkaSource::observed(&settings.kafka, brokers, &sources, restored.as_ref(), observer)?
-        }
+        Role::GroupMember => KafkaSource::observed(
+            &settings.kafka,
+            brokers,
+            &sources,
+            restored.as_ref(),
+            observer,
+        )?,
         Role::CorrelationLeader => {
             let source =
                 KafkaSource::all_partitions(&settings.kafka, brokers, &sources, restored.as_ref())?;

@@ -181,15 +181,7 @@ fn timestamp() -> impl Strategy<Value = String> {
 
 /// An event of `source` whose fields take arbitrary (often wrong) values.
 fn event_like(source: SourceKind) -> impl Strategy<Value = Value> {
-    let base: Value = match source {
-        SourceKind::K8sAudit => serde_json::from_str(AUDIT).unwrap(),
-        SourceKind::Falco => {
-            json!({"rule":"Terminal shell","time":"2025-06-01T00:00:00Z","priority":"Warning","output":"o","tags":["a"],"output_fields":{"k":"v"}})
-        }
-        SourceKind::Tetragon => {
-            json!({"process_exec":{"process":{"exec_id":"e","pid":1,"binary":"/bin/sh","pod":{"namespace":"n","container":{"image":{"name":"i"}}}}},"node_name":"n","time":"2025-06-01T00:00:00Z"})
-        }
-    };
+    let base: Value = serde_json::from_str(crate::registry::expect(source).example).unwrap();
     let Value::Object(base) = base else {
         unreachable!()
     };
@@ -205,11 +197,7 @@ fn event_like(source: SourceKind) -> impl Strategy<Value = Value> {
 
 /// A real sample, then mutated at the byte level.
 fn mutated_sample(source: SourceKind) -> impl Strategy<Value = Vec<u8>> {
-    let sample = match source {
-        SourceKind::K8sAudit => AUDIT.as_bytes().to_vec(),
-        SourceKind::Falco => br#"{"rule":"r","time":"2025-06-01T00:00:00Z","output_fields":{"a":"b"},"tags":["x"]}"#.to_vec(),
-        SourceKind::Tetragon => br#"{"process_exec":{"process":{"binary":"/bin/sh","pid":5}},"time":"2025-06-01T00:00:00Z"}"#.to_vec(),
-    };
+    let sample = crate::registry::expect(source).example.as_bytes().to_vec();
     let len = sample.len();
     prop_oneof![
         // Truncation.
@@ -265,7 +253,7 @@ fn payload(source: SourceKind) -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn any_source() -> impl Strategy<Value = SourceKind> {
-    prop::sample::select(SourceKind::ALL.to_vec())
+    prop::sample::select(crate::registry::kinds().collect::<Vec<_>>())
 }
 
 proptest! {

@@ -15,11 +15,11 @@ use arrow::record_batch::RecordBatch;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::columns::*;
-use super::limits::check_raw_field;
-use super::strings::{opt, Str};
-use super::{json_error, parse_opt_time, parse_time, EventRef, MessageInput, RowSink};
-use crate::schema;
+use crate::decode::columns::*;
+use crate::decode::limits::check_raw_field;
+use crate::decode::strings::{opt, Str};
+use crate::decode::{json_error, parse_opt_time, parse_time, EventRef, MessageInput, RowSink};
+use super::schema;
 
 /// Top-level keys that are metadata, not the event itself.
 const METADATA_KEYS: [&str; 4] = ["node_name", "time", "cluster_name", "aggregation_info"];

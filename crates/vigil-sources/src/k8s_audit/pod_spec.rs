@@ -34,8 +34,8 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BooleanBuilder, ListBuilder, NullBufferBuilder, StringBuilder};
 use jiter::{Jiter, JiterResult, NumberAny, NumberInt, Peek};
 
-use super::columns::struct_array;
-use crate::schema;
+use crate::decode::columns::struct_array;
+use super::schema;
 
 /// Resources whose request objects carry a pod specification. `pod_spec`
 /// is computed only for these (and only on requests with a request object

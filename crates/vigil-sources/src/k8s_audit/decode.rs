@@ -14,12 +14,12 @@ use arrow::record_batch::RecordBatch;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::columns::*;
-use super::limits::check_raw_field;
+use crate::decode::columns::*;
+use crate::decode::limits::check_raw_field;
 use super::pod_spec::{self, PodSpecCols, PodSpecFacts};
-use super::strings::{opt, Str};
-use super::{json_error, parse_opt_time, EventRef, MessageInput, RowSink};
-use crate::schema;
+use crate::decode::strings::{opt, Str};
+use crate::decode::{json_error, parse_opt_time, EventRef, MessageInput, RowSink};
+use super::schema;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
