@@ -107,7 +107,9 @@ impl TopicSettings {
     /// Set one `[topics]` key.
     fn set(&mut self, key: &str, value: String) -> Result<(), String> {
         match key {
-            "k8s_audit_format" => self.k8s_audit_format = value.parse()?,
+            "k8s_audit_format" => {
+                self.k8s_audit_format = value.parse::<AuditFormat>().map_err(|e| e.to_string())?
+            }
             "alerts" => self.alerts = value,
             "dead_letter" => self.dead_letter = value,
             "late_events" => self.late_events = value,
