@@ -58,18 +58,51 @@ impl fmt::Display for Severity {
 }
 
 impl FromStr for Severity {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = HeaderValueError;
+    fn from_str(s: &str) -> Result<Self, HeaderValueError> {
         match s {
             "info" => Ok(Severity::Info),
             "low" => Ok(Severity::Low),
             "medium" => Ok(Severity::Medium),
             "high" => Ok(Severity::High),
             "critical" => Ok(Severity::Critical),
-            other => Err(format!(
-                "invalid severity {other:?}: expected info, low, medium, high or critical"
-            )),
+            other => Err(HeaderValueError::Severity {
+                value: other.to_string(),
+            }),
         }
+    }
+}
+
+/// A header value (or an override's) that cannot be read; `value` is the
+/// text as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderValueError {
+    #[error("invalid severity {value:?}: expected info, low, medium, high or critical")]
+    Severity { value: String },
+    #[error("invalid duration {value:?}: {problem}")]
+    Duration {
+        value: String,
+        problem: DurationProblem,
+    },
+}
+
+/// What is wrong with a duration (see [`parse_duration`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DurationProblem {
+    /// No number before the unit (or one too large for 64 bits).
+    #[error("expected e.g. 30s, 5m, 1h")]
+    NotANumber,
+    #[error("unit must be ms, s, m, h or d")]
+    UnknownUnit,
+    #[error("must be positive")]
+    Zero,
+}
+
+/// The message alone, for callers that collect messages as text (rule
+/// and override errors).
+impl From<HeaderValueError> for String {
+    fn from(e: HeaderValueError) -> String {
+        e.to_string()
     }
 }
 
@@ -122,27 +155,25 @@ pub struct RuleMeta {
 }
 
 /// Parse a duration such as `500ms`, `30s`, `5m`, `2h`, `1d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, HeaderValueError> {
     let s = s.trim();
+    let error = |problem| HeaderValueError::Duration {
+        value: s.to_string(),
+        problem,
+    };
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 30s, 5m, 1h"))?;
+    let n: u64 = n.parse().map_err(|_| error(DurationProblem::NotANumber))?;
     let d = match unit.trim() {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n * 60),
         "h" => Duration::from_secs(n * 3600),
         "d" => Duration::from_secs(n * 86400),
-        _ => {
-            return Err(format!(
-                "invalid duration {s:?}: unit must be ms, s, m, h or d"
-            ))
-        }
+        _ => return Err(error(DurationProblem::UnknownUnit)),
     };
     if d.is_zero() {
-        return Err(format!("invalid duration {s:?}: must be positive"));
+        return Err(error(DurationProblem::Zero));
     }
     Ok(d)
 }
@@ -316,7 +347,7 @@ pub fn parse_header(text: &str) -> Result<(RuleMeta, usize), Vec<HeaderError>> {
             if values.contains_key("severity") {
                 errors.push(HeaderError {
                     line: line_of("severity"),
-                    message: e,
+                    message: e.to_string(),
                 });
             }
             None
@@ -540,8 +571,30 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("m").is_err());
+        let zero = parse_duration("0s").unwrap_err();
+        assert_eq!(
+            zero,
+            HeaderValueError::Duration {
+                value: "0s".into(),
+                problem: DurationProblem::Zero
+            }
+        );
+        assert_eq!(
+            zero.to_string(),
+            "invalid duration \"0s\": must be positive"
+        );
+        assert_eq!(
+            parse_duration(" m ").unwrap_err().to_string(),
+            "invalid duration \"m\": expected e.g. 30s, 5m, 1h"
+        );
+        assert_eq!(
+            parse_duration("5 minutes").unwrap_err().to_string(),
+            "invalid duration \"5 minutes\": unit must be ms, s, m, h or d"
+        );
+        assert_eq!(
+            "urgent".parse::<Severity>().unwrap_err().to_string(),
+            "invalid severity \"urgent\": expected info, low, medium, high or critical"
+        );
     }
 
     #[test]

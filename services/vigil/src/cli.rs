@@ -20,17 +20,27 @@ use crate::rules::{self, coverage, Layers, RuleEngine, RulePack, RuleSet};
 use crate::source::SourceKind;
 
 /// A `--source` the registry holds.
-fn registered_source(name: &str) -> Result<SourceKind, String> {
-    crate::registry::resolve(name).map_err(|e| e.to_string())
+fn registered_source(name: &str) -> Result<SourceKind, crate::registry::UnknownSource> {
+    crate::registry::resolve(name)
+}
+
+/// Why a `--source` of `vigil gen` cannot be generated.
+#[derive(Debug, thiserror::Error)]
+enum GeneratedSourceError {
+    #[error(transparent)]
+    Unknown(#[from] crate::registry::UnknownSource),
+    /// A registered source the generator has no events of.
+    #[error("the generator makes no {0} events")]
+    NotGenerated(SourceKind),
 }
 
 /// A `--source` the generator makes events of.
-fn generated_source(name: &str) -> Result<SourceKind, String> {
+fn generated_source(name: &str) -> Result<SourceKind, GeneratedSourceError> {
     let source = registered_source(name)?;
     if vigil_gen::GENERATED.contains(&source) {
         Ok(source)
     } else {
-        Err(format!("the generator makes no {source} events"))
+        Err(GeneratedSourceError::NotGenerated(source))
     }
 }
 use crate::telemetry::{self, LogSettings};
@@ -593,13 +603,29 @@ fn write_stdout(text: &str) -> Result<()> {
     }
 }
 
+/// Why a `--from`/`--to` time cannot be read. chrono's error is in the
+/// text, so it is not also the source (clap and `{:#}` would repeat it).
+#[derive(Debug, thiserror::Error)]
+enum TimeArgError {
+    #[error("invalid RFC 3339 time {value:?} (expected e.g. 2024-05-01T00:00:00Z): {error}")]
+    Invalid {
+        value: String,
+        error: chrono::ParseError,
+    },
+    #[error("time {value:?} is outside the representable range")]
+    OutOfRange { value: String },
+}
+
 /// Parse an RFC 3339 time (`--from`/`--to`) to nanoseconds since the epoch.
-fn parse_rfc3339_ns(s: &str) -> Result<i64, String> {
-    let t = chrono::DateTime::parse_from_rfc3339(s).map_err(|e| {
-        format!("invalid RFC 3339 time {s:?} (expected e.g. 2024-05-01T00:00:00Z): {e}")
+fn parse_rfc3339_ns(s: &str) -> Result<i64, TimeArgError> {
+    let t = chrono::DateTime::parse_from_rfc3339(s).map_err(|error| TimeArgError::Invalid {
+        value: s.to_string(),
+        error,
     })?;
     t.timestamp_nanos_opt()
-        .ok_or_else(|| format!("time {s:?} is outside the representable range"))
+        .ok_or_else(|| TimeArgError::OutOfRange {
+            value: s.to_string(),
+        })
 }
 
 async fn run_gen(args: GenArgs) -> Result<ExitCode> {
@@ -607,7 +633,7 @@ async fn run_gen(args: GenArgs) -> Result<ExitCode> {
     let settings = Settings::load(args.config.as_deref())?;
     let producing = args.out.is_none();
     let start_ns = match &args.start {
-        Some(t) => crate::decode::parse_time("--start", t).map_err(anyhow::Error::msg)?,
+        Some(t) => crate::decode::parse_time("--start", t)?,
         None if producing => crate::detect::now_ns(),
         None => crate::gen::DEFAULT_START_NS,
     };
@@ -707,4 +733,64 @@ fn stop_on_signal() -> watch::Receiver<bool> {
         let _ = tx.send(true);
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// clap's message for a value one of the parsers refuses.
+    fn refusal(args: &[&str]) -> String {
+        Cli::try_parse_from(args).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn value_parsers_word_what_is_wrong() {
+        let e = refusal(&["vigil", "replay", "--source", "dns"]);
+        assert!(
+            e.contains("unknown source \"dns\": expected one of k8s_audit, falco, tetragon"),
+            "{e}"
+        );
+        let e = refusal(&["vigil", "gen", "--source", "dns"]);
+        assert!(e.contains("unknown source \"dns\""), "{e}");
+        assert_eq!(
+            GeneratedSourceError::NotGenerated(SourceKind::named("dns")).to_string(),
+            "the generator makes no dns events"
+        );
+        let e = refusal(&[
+            "vigil",
+            "replay",
+            "--source",
+            "falco",
+            "--from",
+            "yesterday",
+        ]);
+        assert!(
+            e.contains(
+                "invalid RFC 3339 time \"yesterday\" (expected e.g. 2024-05-01T00:00:00Z): "
+            ),
+            "{e}"
+        );
+        assert_eq!(
+            parse_rfc3339_ns("9999-12-31T00:00:00Z")
+                .unwrap_err()
+                .to_string(),
+            "time \"9999-12-31T00:00:00Z\" is outside the representable range"
+        );
+        assert_eq!(
+            parse_rfc3339_ns("1970-01-01T00:00:01Z").unwrap(),
+            1_000_000_000
+        );
+        let e = refusal(&[
+            "vigil",
+            "replay",
+            "--source",
+            "k8s_audit",
+            "--audit-format",
+            "eks",
+        ]);
+        assert!(e.contains("unknown audit format \"eks\""), "{e}");
+    }
 }

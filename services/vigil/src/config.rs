@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::correlate::CorrelationSettings;
-use crate::decode::envelope::AuditFormat;
+use crate::decode::envelope::{AuditFormat, UnknownAuditFormat};
 use crate::decode::DecodeLimits;
 use crate::http::HttpSettings;
 pub use crate::kafka::{is_secret_property, DeliveryMode, KafkaSettings, PROTECTED_PROPERTIES};
@@ -82,6 +82,22 @@ pub struct TopicSettings {
     pub correlation_lease: String,
 }
 
+/// Why a `[topics]` key cannot be set; serde reports the text (with the
+/// wording of its own unknown-field errors for an unknown key).
+#[derive(Debug, thiserror::Error)]
+enum TopicKeyError {
+    /// Neither a registered source nor one of [`TOPIC_KEYS`]; `valid` is
+    /// every key that is.
+    #[error("unknown field `{key}` in [topics], expected one of {}", valid.join(", "))]
+    UnknownKey {
+        key: String,
+        valid: Vec<&'static str>,
+    },
+    /// `k8s_audit_format` names no format.
+    #[error(transparent)]
+    AuditFormat(#[from] UnknownAuditFormat),
+}
+
 /// The keys of `[topics]` besides the source names.
 const TOPIC_KEYS: [&str; 6] = [
     "k8s_audit_format",
@@ -105,7 +121,7 @@ impl<'de> Deserialize<'de> for TopicSettings {
 
 impl TopicSettings {
     /// Set one `[topics]` key.
-    fn set(&mut self, key: &str, value: String) -> Result<(), String> {
+    fn set(&mut self, key: &str, value: String) -> Result<(), TopicKeyError> {
         match key {
             "k8s_audit_format" => self.k8s_audit_format = value.parse()?,
             "alerts" => self.alerts = value,
@@ -116,14 +132,13 @@ impl TopicSettings {
             _ => match registry::resolve(key) {
                 Ok(kind) => self.set_source_topic(kind, value),
                 Err(_) => {
-                    let valid: Vec<&str> = registry::kinds()
-                        .map(SourceKind::table_name)
-                        .chain(TOPIC_KEYS)
-                        .collect();
-                    return Err(format!(
-                        "unknown field `{key}` in [topics], expected one of {}",
-                        valid.join(", ")
-                    ));
+                    return Err(TopicKeyError::UnknownKey {
+                        key: key.to_string(),
+                        valid: registry::kinds()
+                            .map(SourceKind::table_name)
+                            .chain(TOPIC_KEYS)
+                            .collect(),
+                    });
                 }
             },
         }
@@ -660,8 +675,14 @@ mod tests {
             e.contains("unknown field `tetragonn` in [topics], expected one of k8s_audit, falco, tetragon, k8s_audit_format"),
             "{e}"
         );
-        let e = Settings::load_from(None, env(&[("VIGIL__TOPICS__K8S_AUDIT_FORMAT", "eks")])).unwrap_err();
-        assert!(format!("{e:#}").contains("eks"), "{e:#}");
+        let e = Settings::load_from(None, env(&[("VIGIL__TOPICS__K8S_AUDIT_FORMAT", "eks")]))
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains(
+                "unknown audit format \"eks\": expected one of native, eks_cloudwatch, aks_event_hubs, gke_cloud_logging"
+            ),
+            "{e:#}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub(crate) mod columns;
 pub mod envelope;
+mod error;
 pub(crate) mod limits;
 pub(crate) mod strings;
 mod time;
@@ -15,6 +16,7 @@ mod time;
 /// What each audit event's request object says about its pods.
 pub use crate::k8s_audit::pod_spec;
 
+pub use error::{DecodeError, StringProblem, StructureError, TimeError};
 pub use time::{parse_opt_time, parse_time};
 
 use arrow::record_batch::RecordBatch;
@@ -72,17 +74,17 @@ pub struct MessageInput {
 impl MessageInput {
     /// Refuse event times too far ahead of the wall clock (see
     /// [`DecodeLimits::max_event_time_ahead_ms`]).
-    pub(crate) fn check_time(&self, field: &str, t: i64) -> Result<(), String> {
+    pub(crate) fn check_time(&self, field: &str, t: i64) -> Result<(), DecodeError> {
         let ahead_ns = i64::try_from(self.limits.max_event_time_ahead_ms)
             .unwrap_or(i64::MAX)
             .saturating_mul(1_000_000);
         if t > self.now_ns.saturating_add(ahead_ns) {
-            return Err(format!(
-                "event time {} ({field}) is more than {} ms ahead of the clock ({})",
-                vigil_model::alert::format_time_ns(t),
-                self.limits.max_event_time_ahead_ms,
-                vigil_model::alert::format_time_ns(self.now_ns)
-            ));
+            return Err(DecodeError::TimeAhead {
+                field: field.to_string(),
+                time_ns: t,
+                now_ns: self.now_ns,
+                limit_ms: self.limits.max_event_time_ahead_ms,
+            });
         }
         Ok(())
     }
@@ -106,6 +108,7 @@ pub struct EventRef {
 pub struct DecodeFailure {
     /// Index of the message in the slice given to [`decode`].
     pub message: u32,
+    /// Why, as the dead letter says it: the [`DecodeError`]'s text.
     pub reason: String,
 }
 
@@ -155,11 +158,10 @@ pub fn decode(
         };
         let before = events.len();
         let result = if message.payload.len() > limits.max_message_bytes {
-            Err(format!(
-                "message of {} bytes exceeds the limit of {} bytes",
-                message.payload.len(),
-                limits.max_message_bytes
-            ))
+            Err(DecodeError::MessageTooLarge {
+                bytes: message.payload.len(),
+                limit: limits.max_message_bytes,
+            })
         } else {
             // The parser checks UTF-8 only in the strings it decodes, not in
             // fields it skips: check the whole message, so what is accepted
@@ -176,11 +178,11 @@ pub fn decode(
             })
         };
         match result {
-            Err(reason) => {
+            Err(error) => {
                 debug_assert_eq!(events.len(), before, "a failed message must add no rows");
                 failures.push(DecodeFailure {
                     message: index,
-                    reason,
+                    reason: error.to_string(),
                 });
             }
             Ok(()) if events.len() == before => empty.push(index),
@@ -200,11 +202,11 @@ pub fn decode(
 
 /// The payload as text, or why it is not UTF-8. SIMD validation first (most
 /// messages are valid); the standard library's error for the reason.
-fn utf8(payload: &[u8]) -> Result<&str, String> {
+fn utf8(payload: &[u8]) -> Result<&str, DecodeError> {
     match simdutf8::basic::from_utf8(payload) {
         Ok(text) => Ok(text),
         Err(_) => Err(match std::str::from_utf8(payload) {
-            Err(e) => format!("invalid UTF-8: {e}"),
+            Err(error) => DecodeError::InvalidUtf8 { error },
             Ok(_) => unreachable!("simdutf8 and std agree on what is UTF-8"),
         }),
     }
@@ -221,15 +223,10 @@ pub trait RowSink {
         payload: &str,
         input: MessageInput,
         events: &mut Vec<EventRef>,
-    ) -> Result<(), String>;
+    ) -> Result<(), DecodeError>;
 
     /// Build the batch of everything appended so far.
     fn finish(&mut self) -> RecordBatch;
-}
-
-/// Render a serde_json error without the noise of a full path.
-pub(crate) fn json_error(e: serde_json::Error) -> String {
-    format!("invalid JSON: {e}")
 }
 
 #[cfg(test)]

@@ -6,30 +6,39 @@
 //! other form, and anything the fast path is unsure of, goes to chrono,
 //! which also words the errors.
 
-/// Parse a timestamp to nanoseconds since the epoch.
+use super::TimeError;
+
+/// Parse a timestamp to nanoseconds since the epoch. `field` names it in
+/// the error.
 ///
 /// RFC 3339 is the format of every source; timestamps without a zone
 /// (`2022-11-29 00:09:04.38`, `2022-11-29T00:09:04`), as log pipelines
 /// sometimes rewrite them, are read as UTC.
-pub fn parse_time(field: &str, value: &str) -> Result<i64, String> {
+pub fn parse_time(field: &str, value: &str) -> Result<i64, TimeError> {
     if let Some(ns) = parse_utc_z(value.as_bytes()) {
         return Ok(ns);
     }
     let utc = match chrono::DateTime::parse_from_rfc3339(value) {
         Ok(t) => t.with_timezone(&chrono::Utc),
-        Err(e) => ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+        Err(error) => ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
             .iter()
             .find_map(|f| chrono::NaiveDateTime::parse_from_str(value, f).ok())
             .map(|t| t.and_utc())
-            .ok_or_else(|| format!("field {field}: invalid RFC 3339 timestamp {value:?}: {e}"))?,
+            .ok_or_else(|| TimeError::Invalid {
+                field: field.to_string(),
+                value: value.to_string(),
+                error,
+            })?,
     };
-    utc.timestamp_nanos_opt().ok_or_else(|| {
-        format!("field {field}: timestamp {value:?} is outside the representable range")
-    })
+    utc.timestamp_nanos_opt()
+        .ok_or_else(|| TimeError::OutOfRange {
+            field: field.to_string(),
+            value: value.to_string(),
+        })
 }
 
 /// Parse an optional timestamp field.
-pub fn parse_opt_time(field: &str, value: Option<&str>) -> Result<Option<i64>, String> {
+pub fn parse_opt_time(field: &str, value: Option<&str>) -> Result<Option<i64>, TimeError> {
     value.map(|v| parse_time(field, v)).transpose()
 }
 
@@ -143,12 +152,21 @@ mod tests {
             assert_eq!(chrono_ns(text), Some(got), "{text}");
             assert!(chrono_ns(expected).is_some());
         }
-        assert!(parse_time("t", "2022-02-29T00:00:00Z")
-            .unwrap_err()
-            .contains("invalid RFC 3339"));
-        assert!(parse_time("t", "9999-12-31T00:00:00Z")
-            .unwrap_err()
-            .contains("outside the representable range"));
+        let invalid = parse_time("t", "2022-02-29T00:00:00Z").unwrap_err();
+        assert!(matches!(invalid, TimeError::Invalid { .. }), "{invalid:?}");
+        assert!(
+            invalid.to_string().contains("invalid RFC 3339"),
+            "{invalid}"
+        );
+        let far = parse_time("t", "9999-12-31T00:00:00Z").unwrap_err();
+        assert_eq!(
+            far,
+            TimeError::OutOfRange {
+                field: "t".into(),
+                value: "9999-12-31T00:00:00Z".into()
+            }
+        );
+        assert!(far.to_string().contains("outside the representable range"));
         assert!(parse_utc_z("1969-12-31T23:59:59.5Z".as_bytes()) == Some(-500_000_000));
         assert_eq!(parse_utc_z("+0000-01-01T00:00:00Z".as_bytes()), None);
     }

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use crate::decode::columns::*;
 use crate::decode::limits::check_raw_field;
 use crate::decode::strings::{opt, Str};
-use crate::decode::{json_error, parse_time, EventRef, MessageInput, RowSink};
+use crate::decode::{parse_time, DecodeError, EventRef, MessageInput, RowSink};
 use super::schema;
 
 #[derive(Deserialize)]
@@ -74,11 +74,14 @@ impl RowSink for FalcoRows {
         payload: &str,
         input: MessageInput,
         events: &mut Vec<EventRef>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DecodeError> {
         let message = input.message;
-        let a: FalcoAlertIn = serde_json::from_str(payload).map_err(json_error)?;
+        let a: FalcoAlertIn = serde_json::from_str(payload).map_err(DecodeError::json)?;
         if a.rule.is_none() {
-            return Err("not a Falco alert: no \"rule\" field".into());
+            return Err(DecodeError::NotAnEvent {
+                expected: "a Falco alert",
+                missing: "\"rule\" field",
+            });
         }
         let event_time = match opt(&a.time) {
             Some(t) => parse_time("time", t)?,

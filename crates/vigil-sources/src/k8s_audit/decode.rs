@@ -18,7 +18,7 @@ use crate::decode::columns::*;
 use crate::decode::limits::check_raw_field;
 use super::pod_spec::{self, PodSpecCols, PodSpecFacts};
 use crate::decode::strings::{opt, Str};
-use crate::decode::{json_error, parse_opt_time, EventRef, MessageInput, RowSink};
+use crate::decode::{parse_opt_time, DecodeError, EventRef, MessageInput, RowSink};
 use super::schema;
 
 #[derive(Deserialize)]
@@ -130,15 +130,20 @@ struct Checked<'e, 'a> {
 fn check<'e, 'a>(
     event: &'e AuditEventIn<'a>,
     input: &MessageInput,
-) -> Result<Checked<'e, 'a>, String> {
+) -> Result<Checked<'e, 'a>, DecodeError> {
     match opt(&event.kind) {
         Some("Event") => {}
         None if event.verb.is_some() || event.audit_id.is_some() => {}
-        None => return Err("not an audit event: no \"kind\", \"verb\" or \"auditID\"".into()),
+        None => {
+            return Err(DecodeError::NotAnEvent {
+                expected: "an audit event",
+                missing: "\"kind\", \"verb\" or \"auditID\"",
+            })
+        }
         Some(other) => {
-            return Err(format!(
-                "unsupported audit kind {other:?}: expected Event or EventList"
-            ))
+            return Err(DecodeError::UnsupportedAuditKind {
+                kind: other.to_string(),
+            })
         }
     }
     let received = parse_opt_time(
@@ -371,23 +376,22 @@ impl RowSink for AuditRows {
         payload: &str,
         input: MessageInput,
         events: &mut Vec<EventRef>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DecodeError> {
         let message = input.message;
         let limits = input.limits;
-        let event: AuditEventIn = serde_json::from_str(payload).map_err(json_error)?;
+        let event: AuditEventIn = serde_json::from_str(payload).map_err(DecodeError::json)?;
         if opt(&event.kind) == Some("EventList") {
             // An EventList without `items` is malformed; `"items": []` is a
             // valid empty list: no rows, reported by `decode` as empty.
             let items = event
                 .items
                 .as_deref()
-                .ok_or("EventList without an \"items\" array")?;
+                .ok_or(DecodeError::EventListWithoutItems)?;
             if items.len() > limits.max_events_per_message {
-                return Err(format!(
-                    "EventList of {} events exceeds the limit of {}",
-                    items.len(),
-                    limits.max_events_per_message
-                ));
+                return Err(DecodeError::TooManyEvents {
+                    events: items.len(),
+                    limit: limits.max_events_per_message,
+                });
             }
             // Parse and check every item before appending any: a message is
             // decoded whole or not at all.
@@ -396,13 +400,13 @@ impl RowSink for AuditRows {
                 .enumerate()
                 .map(|(i, raw)| {
                     serde_json::from_str::<AuditEventIn>(raw.get())
-                        .map_err(|e| format!("EventList item {i}: {}", json_error(e)))
+                        .map_err(|e| DecodeError::json(e).in_event_list_item(i))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let checked = parsed
                 .iter()
                 .enumerate()
-                .map(|(i, e)| check(e, &input).map_err(|r| format!("EventList item {i}: {r}")))
+                .map(|(i, e)| check(e, &input).map_err(|r| r.in_event_list_item(i)))
                 .collect::<Result<Vec<_>, _>>()?;
             for (i, c) in checked.iter().enumerate() {
                 self.append_checked(c);

@@ -35,6 +35,7 @@ use arrow::array::{ArrayRef, BooleanBuilder, ListBuilder, NullBufferBuilder, Str
 use jiter::{Jiter, JiterResult, NumberAny, NumberInt, Peek};
 
 use crate::decode::columns::struct_array;
+use crate::decode::DecodeError;
 use super::schema;
 
 /// Resources whose request objects carry a pod specification. `pod_spec`
@@ -131,13 +132,16 @@ fn element_slot(parent: Slot) -> Slot {
 /// Read the facts of one request object (JSON text). Nesting is bounded by
 /// the decode limits checked before (`limits.max_nesting_depth`); `depth`
 /// guards the recursion regardless.
-pub fn read(json: &str) -> Result<PodSpecFacts, String> {
+pub fn read(json: &str) -> Result<PodSpecFacts, DecodeError> {
     let mut facts = PodSpecFacts::default();
     let mut jiter = Jiter::new(json.as_bytes());
     let walked = jiter
         .peek()
         .and_then(|peek| walk(&mut jiter, peek, Slot::Other, 0, &mut facts));
-    walked.map_err(|e| format!("requestObject: {e}"))?;
+    walked.map_err(|error| DecodeError::UnreadableRawField {
+        field: "requestObject".into(),
+        error,
+    })?;
     Ok(facts)
 }
 

@@ -18,8 +18,13 @@ use serde_json::value::RawValue;
 use crate::decode::columns::*;
 use crate::decode::limits::check_raw_field;
 use crate::decode::strings::{opt, Str};
-use crate::decode::{json_error, parse_opt_time, parse_time, EventRef, MessageInput, RowSink};
+use crate::decode::{
+    parse_opt_time, parse_time, DecodeError, EventRef, MessageInput, RowSink, TimeError,
+};
 use super::schema;
+
+/// What a message that is none is not (in its decode failure's reason).
+const NOT_AN_EVENT: &str = "a Tetragon event";
 
 /// Top-level keys that are metadata, not the event itself.
 const METADATA_KEYS: [&str; 4] = ["node_name", "time", "cluster_name", "aggregation_info"];
@@ -114,7 +119,7 @@ struct ProcessTimes {
     container_start: Option<i64>,
 }
 
-fn process_times(p: Option<&ProcessIn<'_>>, what: &str) -> Result<ProcessTimes, String> {
+fn process_times(p: Option<&ProcessIn<'_>>, what: &str) -> Result<ProcessTimes, TimeError> {
     let start = parse_opt_time(
         &format!("{what}.start_time"),
         p.and_then(|p| opt(&p.start_time)),
@@ -343,37 +348,41 @@ impl RowSink for TetragonRows {
         payload: &str,
         input: MessageInput,
         events: &mut Vec<EventRef>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DecodeError> {
         let message = input.message;
-        let top: BTreeMap<Str, &RawValue> = serde_json::from_str(payload).map_err(json_error)?;
+        let top: BTreeMap<Str, &RawValue> =
+            serde_json::from_str(payload).map_err(DecodeError::json)?;
         let mut kinds = top
             .iter()
             .filter(|(k, _)| !METADATA_KEYS.contains(&k.as_str()));
         let (event_type, body) = match (kinds.next(), kinds.next()) {
             (Some(one), None) => one,
             (None, _) => {
-                return Err("not a Tetragon event: no event field beside node_name and time".into())
+                return Err(DecodeError::NotAnEvent {
+                    expected: NOT_AN_EVENT,
+                    missing: "event field beside node_name and time",
+                })
             }
             (Some((a, _)), Some((b, _))) => {
-                return Err(format!(
-                    "not a Tetragon event: more than one event field ({}, {})",
-                    a.as_str(),
-                    b.as_str()
-                ))
+                return Err(DecodeError::SeveralEventFields {
+                    expected: NOT_AN_EVENT,
+                    first: a.as_str().to_string(),
+                    second: b.as_str().to_string(),
+                })
             }
         };
         let node_name: Option<Str> = match top.get(&Str("node_name".into())) {
             Some(raw) => serde_json::from_str(raw.get())
-                .map_err(|e| format!("field node_name: {}", json_error(e)))?,
+                .map_err(|e| DecodeError::field_json("node_name", e))?,
             None => None,
         };
         let time: Option<Str> = match top.get(&Str("time".into())) {
             Some(raw) => serde_json::from_str(raw.get())
-                .map_err(|e| format!("field time: {}", json_error(e)))?,
+                .map_err(|e| DecodeError::field_json("time", e))?,
             None => None,
         };
         let event: EventIn = serde_json::from_str(body.get())
-            .map_err(|e| format!("field {}: {}", event_type.as_str(), json_error(e)))?;
+            .map_err(|e| DecodeError::field_json(event_type.as_str(), e))?;
         let event_time = match opt(&time) {
             Some(t) => parse_time("time", t)?,
             None => input.fallback_ns,

@@ -7,6 +7,8 @@
 
 use serde::Deserialize;
 
+use super::EnvelopeReason;
+
 #[derive(Deserialize)]
 struct Message<'a> {
     #[serde(borrow)]
@@ -27,15 +29,13 @@ struct Properties {
 
 const AUDIT_CATEGORIES: [&str; 2] = ["kube-audit", "kube-audit-admin"];
 
-pub(super) fn unwrap(payload: &[u8]) -> Result<Vec<u8>, String> {
+pub(super) fn unwrap(payload: &[u8]) -> Result<Vec<u8>, EnvelopeReason> {
     // Event Hubs producers may start the body with a UTF-8 byte order mark.
     let payload = payload.strip_prefix(b"\xef\xbb\xbf").unwrap_or(payload);
     let message: Message = super::parse_json(payload)?;
-    let records = message
-        .records
-        .ok_or("no \"records\" array: not an Azure diagnostic logs message")?;
+    let records = message.records.ok_or(EnvelopeReason::NoRecords)?;
     let mut logs = Vec::new();
-    for (i, record) in records.iter().enumerate() {
+    for (index, record) in records.iter().enumerate() {
         if !record
             .category
             .is_some_and(|c| AUDIT_CATEGORIES.contains(&c))
@@ -46,11 +46,9 @@ pub(super) fn unwrap(payload: &[u8]) -> Result<Vec<u8>, String> {
             .properties
             .as_ref()
             .and_then(|p| p.log.as_deref())
-            .ok_or_else(|| {
-                format!(
-                    "record {i} ({}) has no properties.log",
-                    record.category.unwrap_or("")
-                )
+            .ok_or_else(|| EnvelopeReason::RecordWithoutLog {
+                index,
+                category: record.category.unwrap_or("").to_string(),
             })?;
         logs.push(log);
     }

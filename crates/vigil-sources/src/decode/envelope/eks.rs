@@ -9,6 +9,8 @@ use std::io::Read;
 use base64::Engine;
 use serde::Deserialize;
 
+use super::EnvelopeReason;
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Subscription<'a> {
@@ -25,20 +27,20 @@ struct LogEvent {
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
-pub(super) fn unwrap(payload: &[u8], max_bytes: usize) -> Result<Vec<u8>, String> {
+pub(super) fn unwrap(payload: &[u8], max_bytes: usize) -> Result<Vec<u8>, EnvelopeReason> {
     let text = json_text(payload, max_bytes)?;
     let subscription: Subscription = super::parse_json(&text)?;
     match subscription.message_type {
         Some("DATA_MESSAGE") => {}
         Some("CONTROL_MESSAGE") => return super::event_list([]),
-        Some(other) => return Err(format!("unknown messageType {other:?}")),
-        None => return Err("no messageType: not a CloudWatch Logs subscription message".into()),
+        Some(other) => return Err(EnvelopeReason::UnknownMessageType(other.to_string())),
+        None => return Err(EnvelopeReason::NoMessageType),
     }
     super::event_list(subscription.log_events.iter().map(|e| e.message.as_str()))
 }
 
 /// The subscription JSON: inflated if gzip, decoded first if base64 text.
-fn json_text(payload: &[u8], max_bytes: usize) -> Result<Vec<u8>, String> {
+fn json_text(payload: &[u8], max_bytes: usize) -> Result<Vec<u8>, EnvelopeReason> {
     if payload.starts_with(&GZIP_MAGIC) {
         return gunzip(payload, max_bytes);
     }
@@ -48,7 +50,7 @@ fn json_text(payload: &[u8], max_bytes: usize) -> Result<Vec<u8>, String> {
     }
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(trimmed)
-        .map_err(|e| format!("neither JSON, gzip nor base64: {e}"))?;
+        .map_err(|error| EnvelopeReason::NotJsonGzipOrBase64 { error })?;
     if decoded.starts_with(&GZIP_MAGIC) {
         gunzip(&decoded, max_bytes)
     } else {
@@ -58,16 +60,14 @@ fn json_text(payload: &[u8], max_bytes: usize) -> Result<Vec<u8>, String> {
 
 /// Inflate at most `max_bytes`: a small message may not expand without
 /// bound.
-fn gunzip(compressed: &[u8], max_bytes: usize) -> Result<Vec<u8>, String> {
+fn gunzip(compressed: &[u8], max_bytes: usize) -> Result<Vec<u8>, EnvelopeReason> {
     let mut out = Vec::new();
     flate2::read::MultiGzDecoder::new(compressed)
         .take(max_bytes as u64 + 1)
         .read_to_end(&mut out)
-        .map_err(|e| format!("invalid gzip: {e}"))?;
+        .map_err(|e| EnvelopeReason::InvalidGzip(e.to_string()))?;
     if out.len() > max_bytes {
-        return Err(format!(
-            "inflates to more than the limit of {max_bytes} bytes"
-        ));
+        return Err(EnvelopeReason::InflatesPastLimit { limit: max_bytes });
     }
     Ok(out)
 }

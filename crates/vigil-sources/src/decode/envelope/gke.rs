@@ -24,12 +24,14 @@
 
 use serde_json::{json, Map, Value};
 
-pub(super) fn unwrap(payload: &[u8]) -> Result<Vec<u8>, String> {
+use super::EnvelopeReason;
+
+pub(super) fn unwrap(payload: &[u8]) -> Result<Vec<u8>, EnvelopeReason> {
     let entry: Map<String, Value> = super::parse_json(payload)?;
     let proto = entry
         .get("protoPayload")
         .and_then(Value::as_object)
-        .ok_or("no protoPayload object: not a Cloud Audit Logs LogEntry")?;
+        .ok_or(EnvelopeReason::NoProtoPayload)?;
     let method = proto
         .get("methodName")
         .and_then(Value::as_str)
@@ -46,7 +48,7 @@ fn audit_event(
     entry: &Map<String, Value>,
     proto: &Map<String, Value>,
     method: &str,
-) -> Result<Value, String> {
+) -> Result<Value, EnvelopeReason> {
     if !method.split('.').any(is_version) {
         return Ok(non_resource_event(entry, proto, method));
     }
@@ -138,9 +140,9 @@ struct MethodName<'a> {
 }
 
 impl<'a> MethodName<'a> {
-    fn parse(method: &'a str) -> Result<Self, String> {
+    fn parse(method: &'a str) -> Result<Self, EnvelopeReason> {
         let parts: Vec<&str> = method.split('.').collect();
-        let bad = || format!("methodName io.k8s.{method} is not group.version.resource.verb");
+        let bad = || EnvelopeReason::BadMethodName(method.to_string());
         let v = parts.iter().position(|p| is_version(p)).ok_or_else(bad)?;
         let rest = &parts[v + 1..];
         let (resource, subresource, verb) = match rest {
@@ -181,9 +183,9 @@ struct ResourceName<'a> {
 }
 
 impl<'a> ResourceName<'a> {
-    fn parse(name: &'a str) -> Result<Self, String> {
+    fn parse(name: &'a str) -> Result<Self, EnvelopeReason> {
         let parts: Vec<&str> = name.split('/').collect();
-        let bad = || format!("resourceName {name:?} is not group/version/.../resource[/name]");
+        let bad = || EnvelopeReason::BadResourceName(name.to_string());
         let (group, version, rest) = match parts.as_slice() {
             [group, version, rest @ ..] if !rest.is_empty() => (*group, *version, rest),
             _ => return Err(bad()),

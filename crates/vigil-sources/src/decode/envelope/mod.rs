@@ -63,28 +63,88 @@ impl fmt::Display for AuditFormat {
 }
 
 impl FromStr for AuditFormat {
-    type Err = String;
+    type Err = UnknownAuditFormat;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         AuditFormat::ALL
             .into_iter()
             .find(|f| f.as_str() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = AuditFormat::ALL.iter().map(|f| f.as_str()).collect();
-                format!(
-                    "unknown audit format {s:?}: expected one of {}",
-                    names.join(", ")
-                )
-            })
+            .ok_or_else(|| UnknownAuditFormat(s.to_string()))
     }
 }
 
-/// Why an envelope could not be unwrapped.
+/// A name that is no [`AuditFormat`]; its text names the valid ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownAuditFormat(pub String);
+
+impl fmt::Display for UnknownAuditFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = AuditFormat::ALL.iter().map(|f| f.as_str()).collect();
+        write!(
+            f,
+            "unknown audit format {:?}: expected one of {}",
+            self.0,
+            names.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for UnknownAuditFormat {}
+
+/// Why an envelope could not be unwrapped: the dead letter's reason is
+/// its text, `<format> envelope: <reason>`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{format} envelope: {reason}")]
 pub struct EnvelopeError {
     pub format: AuditFormat,
-    pub reason: String,
+    pub reason: EnvelopeReason,
+}
+
+/// What is wrong with an envelope. Quoted third-party errors (serde_json,
+/// flate2) are kept as their text: `EnvelopeError` is `Clone` and `Eq`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeReason {
+    /// The envelope itself is not JSON of the expected shape.
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    /// Event `index` of the envelope is not a JSON object.
+    #[error("event {index} is not a JSON object")]
+    EventNotAnObject { index: usize },
+    /// Event `index` of the envelope starts as an object but is not JSON.
+    #[error("event {index}: invalid JSON: {error}")]
+    EventInvalidJson { index: usize, error: String },
+    /// EKS: the payload starts neither as JSON nor as gzip, and is not
+    /// base64 either.
+    #[error("neither JSON, gzip nor base64: {error}")]
+    NotJsonGzipOrBase64 { error: base64::DecodeError },
+    /// EKS: the gzip stream is broken.
+    #[error("invalid gzip: {0}")]
+    InvalidGzip(String),
+    /// EKS: the gzip stream inflates past the message limit.
+    #[error("inflates to more than the limit of {limit} bytes")]
+    InflatesPastLimit { limit: usize },
+    /// EKS: a `messageType` other than `DATA_MESSAGE` and `CONTROL_MESSAGE`.
+    #[error("unknown messageType {0:?}")]
+    UnknownMessageType(String),
+    /// EKS: no `messageType` at all.
+    #[error("no messageType: not a CloudWatch Logs subscription message")]
+    NoMessageType,
+    /// AKS: no `records` array.
+    #[error("no \"records\" array: not an Azure diagnostic logs message")]
+    NoRecords,
+    /// AKS: an audit record without `properties.log`.
+    #[error("record {index} ({category}) has no properties.log")]
+    RecordWithoutLog { index: usize, category: String },
+    /// GKE: no `protoPayload` object.
+    #[error("no protoPayload object: not a Cloud Audit Logs LogEntry")]
+    NoProtoPayload,
+    /// GKE: a Kubernetes `methodName` (given without its `io.k8s.`) of
+    /// another shape.
+    #[error("methodName io.k8s.{0} is not group.version.resource.verb")]
+    BadMethodName(String),
+    /// GKE: a `resourceName` of another shape.
+    #[error("resourceName {0:?} is not group/version/.../resource[/name]")]
+    BadResourceName(String),
 }
 
 /// The native audit JSON inside `payload`, a message of `format`, at most
@@ -107,16 +167,20 @@ pub fn unwrap(
 
 /// An `EventList` of audit events given as JSON texts, each checked to be
 /// one JSON object (the audit decoder checks the rest).
-fn event_list<'a>(events: impl IntoIterator<Item = &'a str>) -> Result<Vec<u8>, String> {
+fn event_list<'a>(events: impl IntoIterator<Item = &'a str>) -> Result<Vec<u8>, EnvelopeReason> {
     let mut out = String::from(r#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":["#);
-    for (i, text) in events.into_iter().enumerate() {
+    for (index, text) in events.into_iter().enumerate() {
         let trimmed = text.trim();
         if !trimmed.starts_with('{') {
-            return Err(format!("event {i} is not a JSON object"));
+            return Err(EnvelopeReason::EventNotAnObject { index });
         }
-        serde_json::from_str::<&serde_json::value::RawValue>(trimmed)
-            .map_err(|e| format!("event {i}: invalid JSON: {e}"))?;
-        if i > 0 {
+        serde_json::from_str::<&serde_json::value::RawValue>(trimmed).map_err(|e| {
+            EnvelopeReason::EventInvalidJson {
+                index,
+                error: e.to_string(),
+            }
+        })?;
+        if index > 0 {
             out.push(',');
         }
         out.push_str(trimmed);
@@ -125,8 +189,8 @@ fn event_list<'a>(events: impl IntoIterator<Item = &'a str>) -> Result<Vec<u8>, 
     Ok(out.into_bytes())
 }
 
-fn parse_json<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, String> {
-    serde_json::from_slice(payload).map_err(|e| format!("invalid JSON: {e}"))
+fn parse_json<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, EnvelopeReason> {
+    serde_json::from_slice(payload).map_err(|e| EnvelopeReason::InvalidJson(e.to_string()))
 }
 
 #[cfg(test)]

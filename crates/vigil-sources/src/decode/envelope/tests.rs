@@ -46,7 +46,11 @@ fn format_names_round_trip_and_unknown_names_are_refused() {
         assert_eq!(f.as_str().parse::<AuditFormat>(), Ok(f));
     }
     let e = "eks".parse::<AuditFormat>().unwrap_err();
-    assert!(e.contains("eks_cloudwatch"), "{e}");
+    assert_eq!(e, UnknownAuditFormat("eks".into()));
+    assert_eq!(
+        e.to_string(),
+        "unknown audit format \"eks\": expected one of native, eks_cloudwatch, aks_event_hubs, gke_cloud_logging"
+    );
 }
 
 #[test]
@@ -106,7 +110,15 @@ fn a_gzip_envelope_may_not_inflate_past_the_message_limit() {
     let e = unwrap(AuditFormat::EksCloudwatch, &gz, MAX)
         .unwrap()
         .unwrap_err();
-    assert!(e.reason.contains("inflates to more than the limit"), "{e}");
+    assert_eq!(
+        e.reason,
+        EnvelopeReason::InflatesPastLimit { limit: MAX },
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("inflates to more than the limit"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -150,7 +162,7 @@ fn aks_records_of_other_categories_are_skipped_and_broken_ones_refused() {
         ),
     ] {
         let e = unwrapped(AuditFormat::AksEventHubs, payload).unwrap_err();
-        assert!(e.reason.contains(reason), "{e}");
+        assert!(e.reason.to_string().contains(reason), "{e}");
     }
     // a byte order mark before the body is accepted
     let mut bom = b"\xef\xbb\xbf".to_vec();
@@ -251,7 +263,14 @@ fn gke_method_and_resource_names_map_to_the_object_reference() {
         entry("io.k8s.core.v1.pods", None, "").as_bytes(),
     )
     .unwrap_err();
-    assert!(e.reason.contains("not group.version.resource.verb"), "{e}");
+    assert_eq!(
+        e.reason,
+        EnvelopeReason::BadMethodName("core.v1.pods".into())
+    );
+    assert!(
+        e.to_string().contains("not group.version.resource.verb"),
+        "{e}"
+    );
 
     let readyz = unwrapped(
         AuditFormat::GkeCloudLogging,
@@ -268,5 +287,6 @@ fn a_log_entry_of_another_service_carries_no_event_and_a_bare_object_is_refused(
     let dm = br#"{"insertId":"x","protoPayload":{"methodName":"v2.deploymentmanager.deployments.insert","serviceName":"deploymentmanager.googleapis.com"}}"#;
     assert!(items(&unwrapped(AuditFormat::GkeCloudLogging, dm).unwrap()).is_empty());
     let e = unwrapped(AuditFormat::GkeCloudLogging, br#"{"operation":{"id":"x"}}"#).unwrap_err();
-    assert!(e.reason.contains("no protoPayload"), "{e}");
+    assert_eq!(e.reason, EnvelopeReason::NoProtoPayload);
+    assert!(e.to_string().contains("no protoPayload"), "{e}");
 }

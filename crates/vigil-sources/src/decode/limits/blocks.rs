@@ -14,7 +14,7 @@
 //! is then always short enough, so only strings crossing a block boundary
 //! are measured.
 
-use super::{escape_error, string_error, Escape};
+use super::{string_error, string_problem, Escape, StringProblem, StructureError};
 
 /// Bit masks of one 64-byte block.
 #[derive(Default)]
@@ -107,7 +107,7 @@ pub(super) fn check(
     payload: &[u8],
     max_depth: usize,
     max_string_bytes: usize,
-) -> Result<(), String> {
+) -> Result<(), StructureError> {
     debug_assert!(max_string_bytes >= 64);
     let mut depth = 0usize;
     // All ones while a string is open at the end of the previous block.
@@ -130,7 +130,7 @@ pub(super) fn check(
         let control = c.control & in_string;
         if control != 0 {
             let at = offset + control.trailing_zeros() as usize;
-            return Err(format!("control character in a JSON string at byte {at}"));
+            return Err(string_problem(StringProblem::ControlCharacter, at));
         }
         let mut inside = escaped & in_string;
         while inside != 0 {
@@ -139,7 +139,7 @@ pub(super) fn check(
             if at < payload.len() {
                 escapes
                     .check(payload, at - 1)
-                    .map_err(|e| escape_error(e, at - 1))?;
+                    .map_err(|problem| string_problem(problem, at - 1))?;
             }
         }
 

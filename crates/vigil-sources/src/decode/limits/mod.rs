@@ -10,6 +10,8 @@
 
 mod blocks;
 
+use super::{DecodeError, StringProblem, StructureError};
+
 /// Check nesting depth, string lengths and string escapes of a JSON payload.
 ///
 /// The scan tracks string boundaries and brackets outside strings; it does
@@ -24,7 +26,7 @@ pub(crate) fn check_structure(
     payload: &[u8],
     max_depth: usize,
     max_string_bytes: usize,
-) -> Result<(), String> {
+) -> Result<(), StructureError> {
     // The block scan measures only strings that cross a block boundary,
     // which is exact when no string within one block can exceed the limit.
     if max_string_bytes >= 64 {
@@ -37,7 +39,11 @@ pub(crate) fn check_structure(
 /// The reference scan, one byte (or eight plain string bytes) at a time:
 /// for limits on strings shorter than a block, and what the block scan is
 /// tested against.
-fn check_bytewise(payload: &[u8], max_depth: usize, max_string_bytes: usize) -> Result<(), String> {
+fn check_bytewise(
+    payload: &[u8],
+    max_depth: usize,
+    max_string_bytes: usize,
+) -> Result<(), StructureError> {
     let mut depth = 0usize;
     let mut i = 0usize;
     while i < payload.len() {
@@ -66,13 +72,16 @@ fn check_bytewise(payload: &[u8], max_depth: usize, max_string_bytes: usize) -> 
     Ok(())
 }
 
-fn depth_error(max_depth: usize, at: usize) -> String {
-    format!("JSON nesting deeper than the limit of {max_depth} levels (at byte {at})")
+fn depth_error(max_depth: usize, at: usize) -> StructureError {
+    StructureError::TooDeep {
+        limit: max_depth,
+        at,
+    }
 }
 
 /// Index of the quote closing the string whose content starts at `i` (or
 /// the payload's length when it is unterminated: the parser reports that).
-fn string_end(payload: &[u8], mut i: usize) -> Result<usize, String> {
+fn string_end(payload: &[u8], mut i: usize) -> Result<usize, StructureError> {
     loop {
         i = skip_plain_string_bytes(payload, i);
         if i >= payload.len() {
@@ -83,29 +92,17 @@ fn string_end(payload: &[u8], mut i: usize) -> Result<usize, String> {
             b'\\' => match Escape::default().check(payload, i) {
                 Ok(Some(len)) => i += len,
                 Ok(None) => return Ok(payload.len()),
-                Err(e) => return Err(escape_error(e, i)),
+                Err(problem) => return Err(string_problem(problem, i)),
             },
-            0x00..=0x1F => return Err(format!("control character in a JSON string at byte {i}")),
+            0x00..=0x1F => return Err(string_problem(StringProblem::ControlCharacter, i)),
             _ => i += 1,
         }
     }
     Ok(payload.len())
 }
 
-/// What is wrong with an escape.
-#[derive(Debug)]
-enum EscapeError {
-    InvalidUnicode,
-    UnpairedSurrogate,
-    Invalid,
-}
-
-fn escape_error(e: EscapeError, at: usize) -> String {
-    match e {
-        EscapeError::InvalidUnicode => format!("invalid \\u escape at byte {at}"),
-        EscapeError::UnpairedSurrogate => format!("unpaired UTF-16 surrogate escape at byte {at}"),
-        EscapeError::Invalid => format!("invalid escape in a JSON string at byte {at}"),
-    }
+fn string_problem(problem: StringProblem, at: usize) -> StructureError {
+    StructureError::BadString { problem, at }
 }
 
 /// Checks escapes in order of position.
@@ -119,14 +116,14 @@ struct Escape {
 impl Escape {
     /// Check the escape whose backslash is at `at`: its length in bytes, or
     /// `None` when the payload ends within it (the parser reports that).
-    fn check(&mut self, payload: &[u8], at: usize) -> Result<Option<usize>, EscapeError> {
+    fn check(&mut self, payload: &[u8], at: usize) -> Result<Option<usize>, StringProblem> {
         if self.paired_low_at == Some(at) {
             return Ok(Some(6));
         }
         match payload.get(at + 1).copied() {
             Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(Some(2)),
             Some(b'u') => {
-                let unit = hex4(payload, at + 2).ok_or(EscapeError::InvalidUnicode)?;
+                let unit = hex4(payload, at + 2).ok_or(StringProblem::InvalidUnicodeEscape)?;
                 match unit {
                     0xD800..=0xDBFF => {
                         let low = (payload.get(at + 6) == Some(&b'\\')
@@ -134,17 +131,17 @@ impl Escape {
                         .then(|| hex4(payload, at + 8))
                         .flatten();
                         if !matches!(low, Some(0xDC00..=0xDFFF)) {
-                            return Err(EscapeError::UnpairedSurrogate);
+                            return Err(StringProblem::UnpairedSurrogate);
                         }
                         self.paired_low_at = Some(at + 6);
                         Ok(Some(12))
                     }
-                    0xDC00..=0xDFFF => Err(EscapeError::UnpairedSurrogate),
+                    0xDC00..=0xDFFF => Err(StringProblem::UnpairedSurrogate),
                     _ => Ok(Some(6)),
                 }
             }
             None => Ok(None),
-            Some(_) => Err(EscapeError::Invalid),
+            Some(_) => Err(StringProblem::InvalidEscape),
         }
     }
 }
@@ -193,8 +190,12 @@ fn hex4(payload: &[u8], at: usize) -> Option<u32> {
     u32::from_str_radix(text, 16).ok()
 }
 
-fn string_error(len: usize, max: usize, at: usize) -> String {
-    format!("a JSON string of {len} bytes (at byte {at}) exceeds the field limit of {max} bytes")
+fn string_error(len: usize, max: usize, at: usize) -> StructureError {
+    StructureError::StringTooLong {
+        bytes: len,
+        at,
+        limit: max,
+    }
 }
 
 /// Check the size of a field kept as raw JSON text.
@@ -202,12 +203,13 @@ pub(crate) fn check_raw_field(
     field: &str,
     raw: Option<&serde_json::value::RawValue>,
     max_bytes: usize,
-) -> Result<(), String> {
+) -> Result<(), DecodeError> {
     match raw {
-        Some(raw) if raw.get().len() > max_bytes => Err(format!(
-            "field {field} of {} bytes exceeds the field limit of {max_bytes} bytes",
-            raw.get().len()
-        )),
+        Some(raw) if raw.get().len() > max_bytes => Err(DecodeError::FieldTooLarge {
+            field: field.to_string(),
+            bytes: raw.get().len(),
+            limit: max_bytes,
+        }),
         _ => Ok(()),
     }
 }
@@ -220,7 +222,11 @@ mod tests {
     fn depth_counts_brackets_outside_strings_only() {
         assert!(check_structure(br#"{"a":[{"b":1}]}"#, 3, 100).is_ok());
         let e = check_structure(br#"{"a":[{"b":[1]}]}"#, 3, 100).unwrap_err();
-        assert!(e.contains("nesting deeper than the limit of 3"), "{e}");
+        assert_eq!(e, StructureError::TooDeep { limit: 3, at: 11 });
+        assert!(
+            e.to_string().contains("nesting deeper than the limit of 3"),
+            "{e}"
+        );
         // Brackets inside strings, also after escaped quotes, do not count.
         assert!(check_structure(br#"{"a":"[[[[{{{{\"[[[[["}"#, 1, 100).is_ok());
         assert!(check_structure(&[b'['; 1000], 999, 10).is_err());
@@ -231,6 +237,15 @@ mod tests {
     fn string_length_is_bounded_including_keys_and_unterminated_strings() {
         assert!(check_structure(br#"{"abcd":"efgh"}"#, 2, 4).is_ok());
         let e = check_structure(br#"{"abcd":"efghi"}"#, 2, 4).unwrap_err();
+        assert_eq!(
+            e,
+            StructureError::StringTooLong {
+                bytes: 5,
+                at: 8,
+                limit: 4
+            }
+        );
+        let e = e.to_string();
         assert!(
             e.contains("string of 5 bytes") && e.contains("limit of 4"),
             "{e}"
@@ -371,7 +386,8 @@ mod tests {
                     );
                     if let Err(e) = verdict {
                         assert!(
-                            e.contains(&format!("string of {len} bytes (at byte {lead})")),
+                            e.to_string()
+                                .contains(&format!("string of {len} bytes (at byte {lead})")),
                             "{e}"
                         );
                     }
