@@ -96,7 +96,14 @@ pub enum DurationProblem {
     UnknownUnit,
     #[error("must be positive")]
     Zero,
+    /// Longer than [`MAX_DURATION`]: no window or period needs it, and
+    /// event-time arithmetic in nanoseconds must not overflow.
+    #[error("must be at most 366d")]
+    TooLong,
 }
+
+/// The longest duration a header may give (366 days).
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
 
 /// The message alone, for callers that collect messages as text (rule
 /// and override errors).
@@ -164,14 +171,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, HeaderValueError> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
     let n: u64 = n.parse().map_err(|_| error(DurationProblem::NotANumber))?;
-    let d = match unit.trim() {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        "d" => Duration::from_secs(n * 86400),
+    let millis_per_unit: u64 = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
         _ => return Err(error(DurationProblem::UnknownUnit)),
     };
+    let d = n
+        .checked_mul(millis_per_unit)
+        .map(Duration::from_millis)
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(|| error(DurationProblem::TooLong))?;
     if d.is_zero() {
         return Err(error(DurationProblem::Zero));
     }
@@ -591,6 +603,15 @@ mod tests {
             parse_duration("5 minutes").unwrap_err().to_string(),
             "invalid duration \"5 minutes\": unit must be ms, s, m, h or d"
         );
+        // Beyond the bound, and beyond u64 milliseconds: an error, not an
+        // overflow (a rule file must never crash the service).
+        assert_eq!(parse_duration("366d").unwrap(), MAX_DURATION);
+        for long in ["367d", "999999999999999d", "18446744073709551615h"] {
+            assert_eq!(
+                parse_duration(long).unwrap_err().to_string(),
+                format!("invalid duration \"{long}\": must be at most 366d")
+            );
+        }
         assert_eq!(
             "urgent".parse::<Severity>().unwrap_err().to_string(),
             "invalid severity \"urgent\": expected info, low, medium, high or critical"
