@@ -99,7 +99,7 @@ pub struct PlanOptions {
     pub extract_leaf_expressions: bool,
     /// Evaluate filters condition by condition (see `conjunction.rs`).
     pub selective_filters: bool,
-    /// JSONPath functions share parsed documents (see `functions.rs`).
+    /// JSONPath functions share parsed documents (see `functions::parsed`).
     pub share_parsed_json: bool,
 }
 
