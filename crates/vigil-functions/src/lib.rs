@@ -37,11 +37,14 @@ use datafusion::logical_expr::{
 use serde_json::Value;
 use serde_json_path::JsonPath;
 
+mod error;
 pub mod images;
 pub mod lists;
 pub mod lookup;
 pub mod network;
 pub mod paths;
+
+pub use error::Error;
 
 /// Register every function rules may use.
 pub fn register(registry: &mut dyn FunctionRegistry) -> Result<()> {

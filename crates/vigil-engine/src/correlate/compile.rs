@@ -208,7 +208,7 @@ async fn rule_plan(
     let optimized = state
         .optimize(&plan)
         .map_err(|e| rule_error(rule, format!("optimizing failed: {e}")))?;
-    let scans = table_scans(&optimized).map_err(|m| rule_error(rule, m))?;
+    let scans = table_scans(rule, &optimized)?;
     if scans.is_empty() {
         return Err(rule_error(rule, "the rule reads no table"));
     }
@@ -283,7 +283,7 @@ async fn strategy(
             None,
         ),
         Ok(_) => (rescan(), Some("the rule reads more than one table".into())),
-        Err(reason) => (rescan(), has_aggregate.then_some(reason)),
+        Err(reason) => (rescan(), has_aggregate.then(|| reason.to_string())),
     }
 }
 
@@ -306,7 +306,7 @@ fn rescan_plan(
     Ok(match delta::delta_plan(&physical, window_end) {
         Ok(d) => (d.plan, Some(d.bounds)),
         Err(why) => {
-            tracing::debug!(rule = %rule.meta.id, why, "re-scan of every retained event (no delta re-scan)");
+            tracing::debug!(rule = %rule.meta.id, why = %why, "re-scan of every retained event (no delta re-scan)");
             (physical, None)
         }
     })
@@ -477,7 +477,7 @@ fn correlator(
 
 /// Each table scan of the plan: its source and the conjunction of the
 /// filters pushed into it, with columns unqualified.
-fn table_scans(plan: &LogicalPlan) -> Result<Vec<Scan>, String> {
+fn table_scans(rule: &Rule, plan: &LogicalPlan) -> Result<Vec<Scan>, RuleError> {
     let mut out = Vec::new();
     let mut bad = None;
     plan.apply(|node| {
@@ -500,7 +500,7 @@ fn table_scans(plan: &LogicalPlan) -> Result<Vec<Scan>, String> {
                         .collect::<datafusion::common::Result<Vec<_>>>();
                     match filter {
                         Ok(f) => out.push((source, f.into_iter().reduce(Expr::and))),
-                        Err(e) => bad = Some(e.to_string()),
+                        Err(e) => bad = Some(format!("unqualifying a scan's filters: {e}")),
                     }
                 }
                 Err(_) => {
@@ -513,9 +513,9 @@ fn table_scans(plan: &LogicalPlan) -> Result<Vec<Scan>, String> {
         }
         Ok(TreeNodeRecursion::Continue)
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| rule_error(rule, format!("finding the scans: {e}")))?;
     match bad {
-        Some(m) => Err(m),
+        Some(m) => Err(rule_error(rule, m)),
         None => Ok(out),
     }
 }
@@ -523,26 +523,23 @@ fn table_scans(plan: &LogicalPlan) -> Result<Vec<Scan>, String> {
 /// Parse, check the shape, and add the columns that name triggering events.
 fn checked_statement(rule: &Rule, expander: &Expander<'_>) -> Result<Statement, RuleError> {
     let statement = crate::rules::engine::single_query(rule, expander)?;
-    with_event_columns(rule, statement).map_err(|(line, message)| RuleError {
-        path: rule.path.clone(),
-        line,
-        message,
-    })
+    with_event_columns(rule, statement)
 }
 
-fn with_event_columns(
-    rule: &Rule,
-    mut statement: Statement,
-) -> Result<Statement, (Option<usize>, String)> {
+/// The rule's query with one more output column per FROM item, the
+/// `__row` of the events of its rows (`array_agg` of them when the query
+/// groups): the alert names them. The outer query must be one SELECT
+/// whose FROM items are tables or aliased subqueries.
+fn with_event_columns(rule: &Rule, mut statement: Statement) -> Result<Statement, RuleError> {
     let Statement::Query(query) = &mut statement else {
         unreachable!("single_query returns a query")
     };
     let SetExpr::Select(select) = query.body.as_mut() else {
-        return Err((None, "a correlation rule's outer query must be a single SELECT (UNIONs may go in subqueries)".into()));
+        return Err(rule_error(rule, "a correlation rule's outer query must be a single SELECT (UNIONs may go in subqueries)"));
     };
     if select.from.is_empty() {
-        return Err((
-            None,
+        return Err(rule_error(
+            rule,
             format!(
                 "the rule reads no table: it must select FROM {}",
                 rule.meta.source.table_name()
@@ -559,12 +556,11 @@ fn with_event_columns(
                     name, alias: None, ..
                 } => match name.0.last() {
                     Some(ObjectNamePart::Identifier(i)) => i.value.clone(),
-                    _ => return Err((None, "unsupported table name".into())),
+                    _ => return Err(rule_error(rule, "unsupported table name")),
                 },
-                _ => return Err((
-                    None,
-                    "each FROM item of a correlation rule must be a table or an aliased subquery"
-                        .into(),
+                _ => return Err(rule_error(
+                    rule,
+                    "each FROM item of a correlation rule must be a table or an aliased subquery",
                 )),
             };
             qualifiers.push(q);
@@ -588,7 +584,7 @@ fn with_event_columns(
         let expr: SqlExpr = Parser::new(&GenericDialect {})
             .try_with_sql(&text)
             .and_then(|mut p| p.parse_expr())
-            .map_err(|e| (None, format!("internal: {e}")))?;
+            .map_err(|e| rule_error(rule, format!("internal: {e}")))?;
         select.projection.push(SelectItem::ExprWithAlias {
             expr,
             alias: Ident::new(format!("{ROW_COLUMN}_{i}")),
