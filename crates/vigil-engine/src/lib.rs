@@ -5,7 +5,8 @@
 //!   exceptions), the per-event [`rules::RuleEngine`] and its DataFusion
 //!   extensions (the batch slot, shared conditions, the time budget);
 //! * [`correlate`]: windowed correlation with event-time watermarks;
-//! * [`functions`]: the SQL functions rules use;
+//! * [`functions`]: the SQL functions rules use (the `vigil-functions`
+//!   crate, re-exported here);
 //! * [`detect`]: decode → per-event rules → correlation for one batch;
 //! * [`observe`]: what detection reports, for whoever keeps metrics.
 //!
@@ -14,9 +15,12 @@
 
 pub mod correlate;
 pub mod detect;
-pub mod functions;
 pub mod observe;
 pub mod rules;
+
+/// The SQL functions rules use: the `vigil-functions` crate, at the path
+/// the engine's modules and its users have always named.
+pub use vigil_functions as functions;
 
 // The model and the sources under the paths the engine's modules use.
 pub use vigil_model::{alert, dead_letter, source};

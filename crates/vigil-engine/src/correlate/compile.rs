@@ -5,11 +5,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, LazyLock};
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema};
 use datafusion::datasource::provider_as_source;
+use datafusion::execution::context::{SessionContext, SessionState};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
     Expr as SqlExpr, GroupByExpr, Ident, ObjectNamePart, SelectItem, SetExpr, Statement,
@@ -57,12 +60,52 @@ pub fn retained_schema(source: SourceKind) -> SchemaRef {
     SCHEMAS[&source].clone()
 }
 
+/// Compile the correlation rules: each rule on its own ([`compile_rule`]),
+/// every rule's error reported (not only the first), then per source what
+/// to retain of its events ([`retained_source`]).
 pub(super) async fn compile(
     rules: Vec<Rule>,
     settings: CorrelationSettings,
     shared: &Arc<SharedConditions>,
     definitions: &Definitions,
 ) -> Result<Correlator, Vec<RuleError>> {
+    let (ctx, retained_slots) = retained_session(definitions);
+    let state = ctx.state();
+    let is_function = |name: &str| crate::rules::engine::is_known_function(&state, name);
+    let expander = Expander::new(definitions, &is_function);
+    let mut compiled = Vec::new();
+    let mut errors = Vec::new();
+    let mut usage: BTreeMap<SourceKind, SourceUsage> = BTreeMap::new();
+    for rule in rules {
+        match compile_rule(rule, &settings, &state, &expander).await {
+            Ok((correlation, scans)) => {
+                SourceUsage::record(&mut usage, &correlation, scans);
+                compiled.push(correlation);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let mut retained = BTreeMap::new();
+    for (source, usage) in usage {
+        let slot = retained_slots[&source].clone();
+        let events = retained_source(source, usage, slot, &state, shared)
+            .await
+            .map_err(|e| vec![e])?;
+        retained.insert(source, events);
+    }
+    Ok(correlator(ctx, compiled, retained, settings))
+}
+
+/// The session correlation rules are planned in: the rule set's lookup
+/// tables, and one table per source over a slot of its retained events
+/// (schema: [`retained_schema`]), whose scans expose their filters (the
+/// pre-filter and the retention filter are made of them).
+fn retained_session(
+    definitions: &Definitions,
+) -> (SessionContext, BTreeMap<SourceKind, Arc<BatchSlot>>) {
     let ctx = crate::rules::engine::new_session();
     crate::rules::engine::register_definitions(&ctx, definitions);
     let mut retained_slots = BTreeMap::new();
@@ -78,287 +121,362 @@ pub(super) async fn compile(
         .expect("source table names are unique");
         retained_slots.insert(source, slot);
     }
-    let state = ctx.state();
-    let is_function = |name: &str| crate::rules::engine::is_known_function(&state, name);
-    let expander = Expander::new(definitions, &is_function);
-    let mut compiled = Vec::new();
-    let mut errors = Vec::new();
-    // source -> (longest window of a re-scan rule reading it, whether one
-    // does, per-scan filters of every rule, of the re-scan rules; None = a
-    // scan without filters)
-    let mut usage: BTreeMap<SourceKind, (i64, bool, Vec<Option<Expr>>, Vec<Option<Expr>>)> =
-        BTreeMap::new();
-    for rule in rules {
-        debug_assert_eq!(rule.meta.mode, RuleMode::Correlation);
-        let err = |line: Option<usize>, message: String| RuleError {
-            path: rule.path.clone(),
-            line,
-            message,
-        };
-        let statement = match checked_statement(&rule, &expander) {
-            Ok(s) => s,
-            Err(e) => {
-                errors.push(e);
-                continue;
+    (ctx, retained_slots)
+}
+
+/// A scan of a source table by a rule: the source and the conjunction of
+/// the filters pushed into it (`None`: the scan reads every row).
+type Scan = (SourceKind, Option<Expr>);
+
+/// An error in `rule` as a whole (no line).
+fn rule_error(rule: &Rule, message: impl Into<String>) -> RuleError {
+    RuleError {
+        path: rule.path.clone(),
+        line: None,
+        message: message.into(),
+    }
+}
+
+/// Compile one correlation rule: its checked query ([`checked_statement`]),
+/// logical plan and scans ([`rule_plan`]), physical plan and `window_end`
+/// column ([`window_end_column`]), the columns naming its events, and how
+/// it runs ([`strategy`], [`rescan_plan`]). With the rule, its scans: what
+/// it needs retained.
+async fn compile_rule(
+    rule: Rule,
+    settings: &CorrelationSettings,
+    state: &SessionState,
+    expander: &Expander<'_>,
+) -> Result<(CompiledCorrelation, Vec<Scan>), RuleError> {
+    debug_assert_eq!(rule.meta.mode, RuleMode::Correlation);
+    let statement = checked_statement(&rule, expander)?;
+    let query = statement.to_string();
+    let (plan, scans) = rule_plan(&rule, statement, state).await?;
+    let physical = state
+        .create_physical_plan(&plan)
+        .await
+        .map_err(|e| rule_error(&rule, format!("physical planning failed: {e}")))?;
+    let schema = physical.schema();
+    let window_end = window_end_column(&rule, &schema)?;
+    let event_columns: Vec<usize> = (0..schema.fields().len())
+        .filter(|&i| schema.field(i).name().starts_with("__row"))
+        .collect();
+    let sources: BTreeSet<SourceKind> = scans.iter().map(|(s, _)| *s).collect();
+    let (strategy, rescan_reason) =
+        strategy(&physical, window_end, &sources, settings, state).await;
+    let (physical, delta) = match strategy {
+        Strategy::Rescan { .. } => rescan_plan(&rule, physical, window_end, settings.delta_rescan)?,
+        Strategy::Incremental { .. } => (physical, None),
+    };
+    let correlation = CompiledCorrelation {
+        rule: Arc::new(rule),
+        plan: physical,
+        window_end,
+        event_columns,
+        sources,
+        strategy,
+        rescan_reason,
+        delta,
+        last_emitted: None,
+        suppressed: Default::default(),
+        query,
+    };
+    Ok((correlation, scans))
+}
+
+/// Plan the rule's checked query and find its scans, in the optimized
+/// plan (where the filters have been pushed into them). The rule must read
+/// at least one table, only source tables, and among them the source its
+/// header declares. The plan returned is the unoptimized one: physical
+/// planning optimizes it itself.
+async fn rule_plan(
+    rule: &Rule,
+    statement: Statement,
+    state: &SessionState,
+) -> Result<(LogicalPlan, Vec<Scan>), RuleError> {
+    let plan = state
+        .statement_to_plan(DFStatement::Statement(Box::new(statement)))
+        .await
+        .map_err(|e| {
+            let mut m = format!("planning failed: {e}");
+            if m.contains("named __row") {
+                m.push_str(" (a correlation rule's subqueries must carry the __row column, e.g. SELECT *, ..., so alerts can name their events)");
             }
-        };
-        let query = statement.to_string();
-        let plan = match state
-            .statement_to_plan(DFStatement::Statement(Box::new(statement)))
-            .await
-        {
-            Ok(p) => p,
-            Err(e) => {
-                let mut m = format!("planning failed: {e}");
-                if m.contains("named __row") {
-                    m.push_str(" (a correlation rule's subqueries must carry the __row column, e.g. SELECT *, ..., so alerts can name their events)");
-                }
-                errors.push(err(None, m));
-                continue;
-            }
-        };
-        let optimized = match state.optimize(&plan) {
-            Ok(p) => p,
-            Err(e) => {
-                errors.push(err(None, format!("optimizing failed: {e}")));
-                continue;
-            }
-        };
-        let scans = match table_scans(&optimized) {
-            Ok(s) if !s.is_empty() => s,
-            Ok(_) => {
-                errors.push(err(None, "the rule reads no table".into()));
-                continue;
-            }
-            Err(m) => {
-                errors.push(err(None, m));
-                continue;
-            }
-        };
-        if !scans.iter().any(|(s, _)| *s == rule.meta.source) {
-            errors.push(err(
-                None,
+            rule_error(rule, m)
+        })?;
+    let optimized = state
+        .optimize(&plan)
+        .map_err(|e| rule_error(rule, format!("optimizing failed: {e}")))?;
+    let scans = table_scans(rule, &optimized)?;
+    if scans.is_empty() {
+        return Err(rule_error(rule, "the rule reads no table"));
+    }
+    if !scans.iter().any(|(s, _)| *s == rule.meta.source) {
+        return Err(rule_error(
+            rule,
+            format!(
+                "the rule declares source {} but does not read it",
+                rule.meta.source
+            ),
+        ));
+    }
+    Ok((plan, scans))
+}
+
+/// The index of the `window_end` output column, which must be a
+/// nanosecond timestamp: the event time at which a detection is complete,
+/// compared with the watermark (timestamps in other units would compare
+/// wrongly with event time).
+fn window_end_column(rule: &Rule, schema: &Schema) -> Result<usize, RuleError> {
+    let window_end = match schema.index_of("window_end") {
+        Ok(i) if matches!(schema.field(i).data_type(), DataType::Timestamp(_, _)) => i,
+        Ok(i) => {
+            return Err(rule_error(
+                rule,
                 format!(
-                    "the rule declares source {} but does not read it",
-                    rule.meta.source
+                    "window_end must be a timestamp, not {}",
+                    schema.field(i).data_type()
                 ),
-            ));
-            continue;
+            ))
         }
-        let physical = match state.create_physical_plan(&plan).await {
-            Ok(p) => p,
-            Err(e) => {
-                errors.push(err(None, format!("physical planning failed: {e}")));
-                continue;
-            }
-        };
-        let schema = physical.schema();
-        let window_end = match schema.index_of("window_end") {
-            Ok(i) if matches!(schema.field(i).data_type(), DataType::Timestamp(_, _)) => i,
-            Ok(i) => {
-                errors.push(err(
-                    None,
-                    format!(
-                        "window_end must be a timestamp, not {}",
-                        schema.field(i).data_type()
-                    ),
-                ));
-                continue;
-            }
-            Err(_) => {
-                errors.push(err(None, "a correlation rule must output a `window_end` timestamp column: the event time at which the detection is complete (see docs/rules.md)".into()));
-                continue;
-            }
-        };
-        // Timestamps in other units would compare wrongly with event time.
-        let physical = if matches!(
-            schema.field(window_end).data_type(),
-            DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, _)
-        ) {
-            physical
-        } else {
-            errors.push(err(
-                None,
-                "window_end must be a nanosecond timestamp (derive it from event_time)".into(),
-            ));
-            continue;
-        };
-        let event_columns: Vec<usize> = (0..schema.fields().len())
-            .filter(|&i| schema.field(i).name().starts_with("__row"))
-            .collect();
-        let window_ns = rule
+        Err(_) => return Err(rule_error(rule, "a correlation rule must output a `window_end` timestamp column: the event time at which the detection is complete (see docs/rules.md)")),
+    };
+    match schema.field(window_end).data_type() {
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => Ok(window_end),
+        _ => Err(rule_error(
+            rule,
+            "window_end must be a nanosecond timestamp (derive it from event_time)",
+        )),
+    }
+}
+
+/// How a rule runs, and why it re-scans when that is worth reporting.
+/// Incrementally (`incremental.rs`: partial aggregation per batch, final
+/// aggregation per closing window) when `correlation.incremental` is on,
+/// the rule reads one table and its aggregation can be split; otherwise
+/// by re-scanning the retained events, with a reason when the rule
+/// aggregates (a rule without aggregation re-scans by nature: no reason).
+async fn strategy(
+    physical: &Arc<dyn ExecutionPlan>,
+    window_end: usize,
+    sources: &BTreeSet<SourceKind>,
+    settings: &CorrelationSettings,
+    state: &SessionState,
+) -> (Strategy, Option<String>) {
+    let rescan = || Strategy::Rescan { pending: None };
+    let has_aggregate = physical
+        .exists(|n| Ok(n.name() == "AggregateExec"))
+        .unwrap_or(false);
+    if !settings.incremental {
+        return (
+            rescan(),
+            has_aggregate.then(|| "correlation.incremental is false".to_string()),
+        );
+    }
+    match incremental::split(physical, window_end, state).await {
+        Ok(split) if sources.len() == 1 => (
+            Strategy::Incremental {
+                split,
+                state: Default::default(),
+            },
+            None,
+        ),
+        Ok(_) => (rescan(), Some("the rule reads more than one table".into())),
+        Err(reason) => (rescan(), has_aggregate.then(|| reason.to_string())),
+    }
+}
+
+/// The plan of a re-scan rule. It reads the same retained batches run
+/// after run, so its scans filter each batch once (`rules::slot`). With
+/// `correlation.delta_rescan`, and when its plan allows (`delta.rs`), it
+/// reads only the windows new events can change: the bounds returned are
+/// those of its trigger scans.
+fn rescan_plan(
+    rule: &Rule,
+    physical: Arc<dyn ExecutionPlan>,
+    window_end: usize,
+    delta_rescan: bool,
+) -> Result<(Arc<dyn ExecutionPlan>, Option<delta::DeltaBounds>), RuleError> {
+    let physical = cache_scan_filters(physical)
+        .map_err(|e| rule_error(rule, format!("planning the re-scan failed: {e}")))?;
+    if !delta_rescan {
+        return Ok((physical, None));
+    }
+    Ok(match delta::delta_plan(&physical, window_end) {
+        Ok(d) => (d.plan, Some(d.bounds)),
+        Err(why) => {
+            tracing::debug!(rule = %rule.meta.id, why = %why, "re-scan of every retained event (no delta re-scan)");
+            (physical, None)
+        }
+    })
+}
+
+/// What the compiled rules need of one source's events.
+#[derive(Default)]
+struct SourceUsage {
+    /// The longest window of a re-scan rule reading the source: how long
+    /// its events are retained.
+    horizon_ns: i64,
+    /// Whether a re-scan rule reads it (else no event is retained).
+    keep_raw: bool,
+    /// The filter of every scan of it, by every rule (`None`: a scan
+    /// without filters).
+    filters: Vec<Option<Expr>>,
+    /// Those of the re-scan rules' scans.
+    rescan_filters: Vec<Option<Expr>>,
+}
+
+impl SourceUsage {
+    /// Add a compiled rule's scans to the usage of their sources.
+    fn record(
+        usage: &mut BTreeMap<SourceKind, SourceUsage>,
+        correlation: &CompiledCorrelation,
+        scans: Vec<Scan>,
+    ) {
+        let window_ns = correlation
+            .rule
             .meta
             .window
             .expect("correlation rules have a window")
             .as_nanos() as i64;
-        let sources: BTreeSet<SourceKind> = scans.iter().map(|(s, _)| *s).collect();
-        let has_aggregate = physical
-            .exists(|n| Ok(n.name() == "AggregateExec"))
-            .unwrap_or(false);
-        let (strategy, rescan_reason) = if !settings.incremental {
-            (
-                Strategy::Rescan { pending: None },
-                has_aggregate.then(|| "correlation.incremental is false".to_string()),
-            )
-        } else {
-            match incremental::split(&physical, window_end, &state).await {
-                Ok(split) if sources.len() == 1 => (
-                    Strategy::Incremental {
-                        split,
-                        state: Default::default(),
-                    },
-                    None,
-                ),
-                Ok(_) => (
-                    Strategy::Rescan { pending: None },
-                    Some("the rule reads more than one table".into()),
-                ),
-                Err(reason) => (
-                    Strategy::Rescan { pending: None },
-                    has_aggregate.then_some(reason),
-                ),
-            }
-        };
-        let rescan = matches!(strategy, Strategy::Rescan { .. });
-        // A re-scan reads the same retained batches run after run: its scans
-        // filter each batch once (`rules::slot`).
-        let physical = match rescan {
-            true => match cache_scan_filters(physical) {
-                Ok(p) => p,
-                Err(e) => {
-                    errors.push(err(None, format!("planning the re-scan failed: {e}")));
-                    continue;
-                }
-            },
-            false => physical,
-        };
-        let (physical, delta) = match rescan && settings.delta_rescan {
-            true => match delta::delta_plan(&physical, window_end) {
-                Ok(d) => (d.plan, Some(d.bounds)),
-                Err(why) => {
-                    tracing::debug!(rule = %rule.meta.id, why, "re-scan of every retained event (no delta re-scan)");
-                    (physical, None)
-                }
-            },
-            false => (physical, None),
-        };
+        let rescan = matches!(correlation.strategy, Strategy::Rescan { .. });
         for (source, filter) in scans {
-            let entry = usage
-                .entry(source)
-                .or_insert((0, false, Vec::new(), Vec::new()));
+            let entry = usage.entry(source).or_default();
             if rescan {
-                entry.0 = entry.0.max(window_ns);
-                entry.1 = true;
-                entry.3.push(filter.clone());
+                entry.horizon_ns = entry.horizon_ns.max(window_ns);
+                entry.keep_raw = true;
+                entry.rescan_filters.push(filter.clone());
             }
-            entry.2.push(filter);
+            entry.filters.push(filter);
         }
-        compiled.push(CompiledCorrelation {
-            rule: Arc::new(rule),
-            plan: physical,
-            window_end,
-            event_columns,
-            sources,
-            strategy,
-            rescan_reason,
-            delta,
-            last_emitted: None,
-            suppressed: Default::default(),
-            query,
-        });
     }
-    if !errors.is_empty() {
-        return Err(errors);
+}
+
+/// What correlation keeps of one source's events: every new event goes
+/// through the pre-filter ([`pre_filter`]), and what a re-scan rule can
+/// use ([`retention_filter`]) is retained for the longest re-scan window.
+async fn retained_source(
+    source: SourceKind,
+    usage: SourceUsage,
+    slot: Arc<BatchSlot>,
+    state: &SessionState,
+    shared: &Arc<SharedConditions>,
+) -> Result<Retained, RuleError> {
+    let SourceUsage {
+        horizon_ns,
+        keep_raw,
+        filters,
+        rescan_filters,
+    } = usage;
+    let retain = retention_filter(source, rescan_filters, filters.len(), state)?;
+    let (ingest, input) = pre_filter(source, filters, state, shared).await?;
+    Ok(Retained {
+        slot,
+        batches: Vec::new(),
+        keep_raw,
+        horizon_ns,
+        ingest,
+        input,
+        retain,
+    })
+}
+
+/// Of the pre-filtered events, those to retain: the union of the re-scan
+/// rules' scan filters, over [`retained_schema`], when that keeps less
+/// than the pre-filter does (fewer than all `scans` of the source are a
+/// re-scan's, and every re-scan's has a filter). `None`: retain every
+/// pre-filtered event.
+fn retention_filter(
+    source: SourceKind,
+    rescan_filters: Vec<Option<Expr>>,
+    scans: usize,
+    state: &SessionState,
+) -> Result<Option<Arc<dyn PhysicalExpr>>, RuleError> {
+    if rescan_filters.len() >= scans || !rescan_filters.iter().all(Option::is_some) {
+        return Ok(None);
     }
-    let mut retained = BTreeMap::new();
-    for (source, (horizon_ns, keep_raw, filters, rescan_filters)) in usage {
-        // Retain only what the re-scan rules can use, when that is less
-        // than what the pre-filter keeps for every rule.
-        let retain =
-            if rescan_filters.len() < filters.len() && rescan_filters.iter().all(Option::is_some) {
-                match rescan_filters.into_iter().flatten().reduce(Expr::or) {
-                    None => None,
-                    Some(p) => Some(
-                        DFSchema::try_from(retained_schema(source).as_ref().clone())
-                            .and_then(|s| state.create_physical_expr(p, &s))
-                            .map_err(|e| {
-                                vec![RuleError {
-                                    path: format!("<retention filter of {source}>").into(),
-                                    line: None,
-                                    message: format!("building the retention filter failed: {e}"),
-                                }]
-                            })?,
-                    ),
-                }
-            } else {
-                None
-            };
-        let input = Arc::new(BatchSlot::default());
-        let provider = Arc::new(SlotTable::new(source.schema(), input.clone()));
-        let ingest = async {
-            let mut builder =
-                LogicalPlanBuilder::scan(source.table_name(), provider_as_source(provider), None)?;
-            // Keep a row if any scan of any rule could use it.
-            if filters.iter().all(Option::is_some) {
-                let predicate = filters
-                    .into_iter()
-                    .flatten()
-                    .reduce(Expr::or)
-                    .expect("a used source has a scan");
-                builder = builder.filter(predicate)?;
-            }
-            let plan = state.optimize(&builder.build()?)?;
-            // Evaluated rule by rule, each on the rows no rule before it
-            // kept, sharing conditions with the per-event rules.
-            selective_disjunction(state.create_physical_plan(&plan).await?, shared)
+    let Some(predicate) = rescan_filters.into_iter().flatten().reduce(Expr::or) else {
+        return Ok(None);
+    };
+    DFSchema::try_from(retained_schema(source).as_ref().clone())
+        .and_then(|s| state.create_physical_expr(predicate, &s))
+        .map(Some)
+        .map_err(|e| RuleError {
+            path: format!("<retention filter of {source}>").into(),
+            line: None,
+            message: format!("building the retention filter failed: {e}"),
+        })
+}
+
+/// The pre-filter of a source's new events, and the slot it reads them
+/// from: a row is kept if any scan of any rule could use it (the union of
+/// the scans' filters; every row when a scan has none). Evaluated rule by
+/// rule, each on the rows no rule before it kept, sharing the values of
+/// conditions with the per-event rules (`shared`).
+async fn pre_filter(
+    source: SourceKind,
+    filters: Vec<Option<Expr>>,
+    state: &SessionState,
+    shared: &Arc<SharedConditions>,
+) -> Result<(Arc<dyn ExecutionPlan>, Arc<BatchSlot>), RuleError> {
+    let input = Arc::new(BatchSlot::default());
+    let provider = Arc::new(SlotTable::new(source.schema(), input.clone()));
+    let ingest = async {
+        let mut builder =
+            LogicalPlanBuilder::scan(source.table_name(), provider_as_source(provider), None)?;
+        if filters.iter().all(Option::is_some) {
+            let predicate = filters
+                .into_iter()
+                .flatten()
+                .reduce(Expr::or)
+                .expect("a used source has a scan");
+            builder = builder.filter(predicate)?;
         }
-        .await
-        .map_err(|e| {
-            vec![RuleError {
-                path: format!("<pre-filter of {source}>").into(),
-                line: None,
-                message: format!("building the pre-filter failed: {e}"),
-            }]
-        })?;
-        retained.insert(
-            source,
-            Retained {
-                slot: retained_slots[&source].clone(),
-                batches: Vec::new(),
-                keep_raw,
-                horizon_ns,
-                ingest,
-                input,
-                retain,
-            },
-        );
+        let plan = state.optimize(&builder.build()?)?;
+        selective_disjunction(state.create_physical_plan(&plan).await?, shared)
     }
+    .await
+    .map_err(|e| RuleError {
+        path: format!("<pre-filter of {source}>").into(),
+        line: None,
+        message: format!("building the pre-filter failed: {e}"),
+    })?;
+    Ok((ingest, input))
+}
+
+/// The correlator of the compiled rules and their sources' retained
+/// events, before any event: no watermark, identity or statistic yet.
+fn correlator(
+    ctx: SessionContext,
+    rules: Vec<CompiledCorrelation>,
+    retained: BTreeMap<SourceKind, Retained>,
+    settings: CorrelationSettings,
+) -> Correlator {
     let watermark = WatermarkTracker::new(
         ms(settings.allowed_lateness_ms),
         ms(settings.idle_timeout_ms),
     );
-    let task_ctx = ctx.task_ctx();
-    Ok(Correlator {
+    Correlator {
         retained,
-        rules: compiled,
+        rules,
         watermark,
         identities: BTreeMap::new(),
         streams: Default::default(),
         identities_gc_at: super::IDENTITIES_GC_MIN,
         next_seq: 0,
         settings,
-        task_ctx,
+        task_ctx: ctx.task_ctx(),
         stats: CorrelationStats::default(),
         evaluations: Vec::new(),
         pending_failures: Vec::new(),
         budget: Default::default(),
         _ctx: ctx,
-    })
+    }
 }
 
 /// Each table scan of the plan: its source and the conjunction of the
 /// filters pushed into it, with columns unqualified.
-fn table_scans(plan: &LogicalPlan) -> Result<Vec<(SourceKind, Option<Expr>)>, String> {
+fn table_scans(rule: &Rule, plan: &LogicalPlan) -> Result<Vec<Scan>, RuleError> {
     let mut out = Vec::new();
     let mut bad = None;
     plan.apply(|node| {
@@ -381,7 +499,7 @@ fn table_scans(plan: &LogicalPlan) -> Result<Vec<(SourceKind, Option<Expr>)>, St
                         .collect::<datafusion::common::Result<Vec<_>>>();
                     match filter {
                         Ok(f) => out.push((source, f.into_iter().reduce(Expr::and))),
-                        Err(e) => bad = Some(e.to_string()),
+                        Err(e) => bad = Some(format!("unqualifying a scan's filters: {e}")),
                     }
                 }
                 Err(_) => {
@@ -394,9 +512,9 @@ fn table_scans(plan: &LogicalPlan) -> Result<Vec<(SourceKind, Option<Expr>)>, St
         }
         Ok(TreeNodeRecursion::Continue)
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| rule_error(rule, format!("finding the scans: {e}")))?;
     match bad {
-        Some(m) => Err(m),
+        Some(m) => Err(rule_error(rule, m)),
         None => Ok(out),
     }
 }
@@ -404,26 +522,23 @@ fn table_scans(plan: &LogicalPlan) -> Result<Vec<(SourceKind, Option<Expr>)>, St
 /// Parse, check the shape, and add the columns that name triggering events.
 fn checked_statement(rule: &Rule, expander: &Expander<'_>) -> Result<Statement, RuleError> {
     let statement = crate::rules::engine::single_query(rule, expander)?;
-    with_event_columns(rule, statement).map_err(|(line, message)| RuleError {
-        path: rule.path.clone(),
-        line,
-        message,
-    })
+    with_event_columns(rule, statement)
 }
 
-fn with_event_columns(
-    rule: &Rule,
-    mut statement: Statement,
-) -> Result<Statement, (Option<usize>, String)> {
+/// The rule's query with one more output column per FROM item, the
+/// `__row` of the events of its rows (`array_agg` of them when the query
+/// groups): the alert names them. The outer query must be one SELECT
+/// whose FROM items are tables or aliased subqueries.
+fn with_event_columns(rule: &Rule, mut statement: Statement) -> Result<Statement, RuleError> {
     let Statement::Query(query) = &mut statement else {
         unreachable!("single_query returns a query")
     };
     let SetExpr::Select(select) = query.body.as_mut() else {
-        return Err((None, "a correlation rule's outer query must be a single SELECT (UNIONs may go in subqueries)".into()));
+        return Err(rule_error(rule, "a correlation rule's outer query must be a single SELECT (UNIONs may go in subqueries)"));
     };
     if select.from.is_empty() {
-        return Err((
-            None,
+        return Err(rule_error(
+            rule,
             format!(
                 "the rule reads no table: it must select FROM {}",
                 rule.meta.source.table_name()
@@ -440,12 +555,11 @@ fn with_event_columns(
                     name, alias: None, ..
                 } => match name.0.last() {
                     Some(ObjectNamePart::Identifier(i)) => i.value.clone(),
-                    _ => return Err((None, "unsupported table name".into())),
+                    _ => return Err(rule_error(rule, "unsupported table name")),
                 },
-                _ => return Err((
-                    None,
-                    "each FROM item of a correlation rule must be a table or an aliased subquery"
-                        .into(),
+                _ => return Err(rule_error(
+                    rule,
+                    "each FROM item of a correlation rule must be a table or an aliased subquery",
                 )),
             };
             qualifiers.push(q);
@@ -469,7 +583,7 @@ fn with_event_columns(
         let expr: SqlExpr = Parser::new(&GenericDialect {})
             .try_with_sql(&text)
             .and_then(|mut p| p.parse_expr())
-            .map_err(|e| (None, format!("internal: {e}")))?;
+            .map_err(|e| rule_error(rule, format!("internal: {e}")))?;
         select.projection.push(SelectItem::ExprWithAlias {
             expr,
             alias: Ident::new(format!("{ROW_COLUMN}_{i}")),

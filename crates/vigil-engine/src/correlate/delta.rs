@@ -43,6 +43,7 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
 
+use super::error::DeltaError;
 use crate::rules::slot::{SlotExec, TimeBounds};
 
 /// Operators whose output column `i` is their input's column `i`, row by
@@ -93,7 +94,7 @@ impl DeltaBounds {
 pub(super) fn delta_plan(
     plan: &Arc<dyn ExecutionPlan>,
     window_end: usize,
-) -> Result<DeltaPlan, String> {
+) -> Result<DeltaPlan, DeltaError> {
     let mut leaves = Vec::new();
     trace(plan, window_end, 0, &mut leaves)?;
     let scans: Vec<(Arc<TimeBounds>, i64)> = leaves
@@ -117,7 +118,7 @@ pub(super) fn delta_plan(
                 None => Ok(Transformed::no(node)),
             }
         })
-        .map_err(|e| format!("rewriting the plan: {e}"))?
+        .map_err(|source| DeltaError::Rewrite { source })?
         .data;
     Ok(DeltaPlan {
         plan: rewritten,
@@ -159,33 +160,28 @@ fn trace(
     column: usize,
     offset: i64,
     leaves: &mut Vec<(Arc<dyn ExecutionPlan>, usize, i64)>,
-) -> Result<(), String> {
+) -> Result<(), DeltaError> {
     let name = node.name();
     if node.fetch().is_some() {
-        return Err(format!(
-            "{name} with a LIMIT: which rows it keeps depends on all of them"
-        ));
+        return Err(DeltaError::Limit {
+            node: name.to_string(),
+        });
     }
     if node.downcast_ref::<SlotExec>().is_some() {
         let field = node.schema().field(column).name().clone();
         if field != "event_time" {
-            return Err(format!(
-                "window_end comes from the scanned column {field}, not event_time"
-            ));
+            return Err(DeltaError::NotEventTime { column: field });
         }
         leaves.push((node.clone(), column, offset));
         return Ok(());
     }
     if let Some(p) = node.downcast_ref::<ProjectionExec>() {
         let Some((c, shift)) = shifted_column(&p.expr()[column].expr) else {
-            return Err(format!(
-                "window_end is computed ({}), not a column passed through or shifted by a constant",
-                p.expr()[column].expr
-            ));
+            return Err(DeltaError::Computed {
+                expr: p.expr()[column].expr.to_string(),
+            });
         };
-        let offset = offset
-            .checked_add(shift)
-            .ok_or("window_end's shift overflows")?;
+        let offset = offset.checked_add(shift).ok_or(DeltaError::ShiftOverflow)?;
         return trace(p.input(), c, offset, leaves);
     }
     if let Some(f) = node.downcast_ref::<FilterExec>() {
@@ -198,15 +194,15 @@ fn trace(
     if let Some(a) = node.downcast_ref::<AggregateExec>() {
         let group = a.group_expr();
         if !group.is_single() {
-            return Err("GROUPING SETS above the scan".into());
+            return Err(DeltaError::GroupingSets);
         }
         let Some((expr, _)) = group.expr().get(column) else {
-            return Err("window_end is an aggregate, not a GROUP BY column".into());
+            return Err(DeltaError::Aggregate);
         };
         let Some(c) = expr.downcast_ref::<Column>() else {
-            return Err(format!(
-                "window_end groups by a computed expression ({expr})"
-            ));
+            return Err(DeltaError::GroupedByComputed {
+                expr: expr.to_string(),
+            });
         };
         return trace(a.input(), c.index(), offset, leaves);
     }
@@ -255,9 +251,7 @@ fn trace(
             JoinSide::None => false,
         };
         if !preserved {
-            return Err(format!(
-                "window_end comes from the non-preserved side of a {join_type} join"
-            ));
+            return Err(DeltaError::NonPreservedSide { join_type });
         }
         return trace(
             if side == JoinSide::Left { left } else { right },
@@ -266,5 +260,7 @@ fn trace(
             leaves,
         );
     }
-    Err(format!("{name} between window_end and the scan"))
+    Err(DeltaError::Between {
+        node: name.to_string(),
+    })
 }

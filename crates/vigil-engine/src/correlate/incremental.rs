@@ -43,7 +43,7 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 
-use super::error::{Context, CorrelationError};
+use super::error::{Context, CorrelationError, SplitError};
 use super::RetainedIdentity;
 use crate::rules::slot::{BatchSlot, SlotTable};
 
@@ -103,7 +103,7 @@ pub(super) async fn split(
     plan: &Arc<dyn ExecutionPlan>,
     window_end: usize,
     state: &SessionState,
-) -> Result<AggregateSplit, String> {
+) -> Result<AggregateSplit, SplitError> {
     // Walk down to the aggregation, following where window_end comes from.
     let mut node = plan.clone();
     let mut column = window_end;
@@ -113,17 +113,14 @@ pub(super) async fn split(
         }
         let name = node.name().to_string();
         if node.fetch().is_some() {
-            // A LIMIT over the closing windows' rows is not the LIMIT over all rows.
-            return Err(format!("{name} with a LIMIT above the aggregation"));
+            return Err(SplitError::LimitAbove { node: name });
         }
         if !ABOVE.contains(&name.as_str()) {
-            return Err(format!("{name} above the aggregation (or no aggregation)"));
+            return Err(SplitError::Above { node: name });
         }
         if let Some(p) = node.downcast_ref::<ProjectionExec>() {
             let Some(c) = p.expr()[column].expr.downcast_ref::<Column>() else {
-                return Err(
-                    "window_end is computed after the aggregation, not a GROUP BY column".into(),
-                );
+                return Err(SplitError::WindowEndComputedAfter);
             };
             column = c.index();
         } else if let Some(f) = node.downcast_ref::<FilterExec>() {
@@ -138,17 +135,14 @@ pub(super) async fn split(
         aggregate.mode(),
         AggregateMode::Single | AggregateMode::SinglePartitioned
     ) {
-        return Err(format!(
-            "unexpected aggregation mode {:?}",
-            aggregate.mode()
-        ));
+        return Err(SplitError::Mode(*aggregate.mode()));
     }
     let group = aggregate.group_expr();
     if !group.is_single() {
-        return Err("GROUPING SETS, CUBE and ROLLUP are evaluated by re-scanning".into());
+        return Err(SplitError::GroupingSets);
     }
     if column >= group.expr().len() {
-        return Err("window_end is not a GROUP BY column".into());
+        return Err(SplitError::WindowEndNotGrouped);
     }
     // Everything below must be row-local and read one table.
     let mut leaves = 0;
@@ -163,47 +157,37 @@ pub(super) async fn split(
         }
         stack.extend(n.children().into_iter().cloned());
     }
-    if let Some(name) = bad {
-        return Err(format!(
-            "{name} below the aggregation (only per-row operators can run on new events alone)"
-        ));
+    if let Some(node) = bad {
+        return Err(SplitError::Below { node });
     }
     if leaves != 1 {
-        return Err("the aggregation reads more than one table scan".into());
+        return Err(SplitError::SeveralScans);
     }
 
     let aggr = aggregate.aggr_expr().to_vec();
     let filters = aggregate.filter_expr().to_vec();
     let input_schema = aggregate.input_schema();
-    let e = |e: datafusion::error::DataFusionError| format!("splitting the aggregation: {e}");
-    let partial: Arc<dyn ExecutionPlan> = Arc::new(
-        AggregateExec::try_new(
-            AggregateMode::Partial,
-            Arc::new(group.clone()),
-            aggr.clone(),
-            filters.clone(),
-            aggregate.input().clone(),
-            input_schema.clone(),
-        )
-        .map_err(e)?,
-    );
+    let partial: Arc<dyn ExecutionPlan> = Arc::new(AggregateExec::try_new(
+        AggregateMode::Partial,
+        Arc::new(group.clone()),
+        aggr.clone(),
+        filters.clone(),
+        aggregate.input().clone(),
+        input_schema.clone(),
+    )?);
     let state_schema = partial.schema();
     let state_input = Arc::new(BatchSlot::default());
     let state_leaf = SlotTable::new(state_schema.clone(), state_input.clone())
         .scan(state, None, &[], None)
-        .await
-        .map_err(e)?;
-    let reduce: Arc<dyn ExecutionPlan> = Arc::new(
-        AggregateExec::try_new(
-            AggregateMode::PartialReduce,
-            Arc::new(group.as_final()),
-            aggr.clone(),
-            filters.clone(),
-            state_leaf.clone(),
-            input_schema.clone(),
-        )
-        .map_err(e)?,
-    );
+        .await?;
+    let reduce: Arc<dyn ExecutionPlan> = Arc::new(AggregateExec::try_new(
+        AggregateMode::PartialReduce,
+        Arc::new(group.as_final()),
+        aggr.clone(),
+        filters.clone(),
+        state_leaf.clone(),
+        input_schema.clone(),
+    )?);
     let same_types = |a: &datafusion::arrow::datatypes::Schema,
                       b: &datafusion::arrow::datatypes::Schema| {
         a.fields().len() == b.fields().len()
@@ -213,30 +197,27 @@ pub(super) async fn split(
                 .all(|(x, y)| x.data_type() == y.data_type())
     };
     if !same_types(&reduce.schema(), &state_schema) {
-        return Err("the aggregation's merged state differs from its partial state".into());
+        return Err(SplitError::MergedState);
     }
-    let final_agg: Arc<dyn ExecutionPlan> = Arc::new(
-        AggregateExec::try_new(
-            AggregateMode::Final,
-            Arc::new(group.as_final()),
-            aggr.clone(),
-            filters,
-            state_leaf,
-            input_schema,
-        )
-        .map_err(e)?,
-    );
+    let final_agg: Arc<dyn ExecutionPlan> = Arc::new(AggregateExec::try_new(
+        AggregateMode::Final,
+        Arc::new(group.as_final()),
+        aggr.clone(),
+        filters,
+        state_leaf,
+        input_schema,
+    )?);
     if !same_types(&final_agg.schema(), &aggregate.schema()) {
-        return Err("the final aggregation's output differs from the rule's".into());
+        return Err(SplitError::FinalOutput);
     }
     let target: *const AggregateExec = aggregate;
-    let finish = replace_aggregate(plan.clone(), target, &final_agg).map_err(e)?;
+    let finish = replace_aggregate(plan.clone(), target, &final_agg)?;
 
     // State columns: the group columns, then each accumulator's state fields.
     let mut event_columns = Vec::new();
     let mut offset = group.expr().len();
     for a in &aggr {
-        let fields = a.state_fields().map_err(e)?;
+        let fields = a.state_fields()?;
         let is_events = a.name().starts_with("array_agg(")
             && a.name()
                 .ends_with(&format!("{})", crate::schema::ROW_COLUMN))
@@ -252,7 +233,7 @@ pub(super) async fn split(
         state_schema.field(column).data_type(),
         DataType::Timestamp(_, _)
     ) {
-        return Err("window_end's group column is not a timestamp".into());
+        return Err(SplitError::WindowEndNotTimestamp);
     }
     Ok(AggregateSplit {
         partial,

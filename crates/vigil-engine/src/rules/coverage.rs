@@ -48,18 +48,37 @@ impl Matrix {
     }
 
     /// Parse a matrix file.
-    pub fn parse(text: &str) -> Result<Matrix, String> {
-        let m: Matrix = toml::from_str(text).map_err(|e| e.to_string())?;
-        for t in m.tactics.iter().flat_map(|t| &t.techniques) {
+    pub fn parse(text: &str) -> Result<Matrix, MatrixError> {
+        let m: Matrix = toml::from_str(text).map_err(|source| MatrixError::Toml { source })?;
+        for (tactic, t) in m
+            .tactics
+            .iter()
+            .flat_map(|tactic| tactic.techniques.iter().map(move |t| (tactic, t)))
+        {
             if !is_technique_id(&t.id) {
-                return Err(format!(
-                    "invalid technique id {:?} (expected e.g. T1609 or T1552.007)",
-                    t.id
-                ));
+                return Err(MatrixError::TechniqueId {
+                    id: t.id.clone(),
+                    tactic: tactic.id.clone(),
+                });
             }
         }
         Ok(m)
     }
+}
+
+/// Why a matrix file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MatrixError {
+    /// Not TOML, or not a matrix (unknown or missing keys).
+    #[error("invalid matrix file: {source}")]
+    Toml {
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error(
+        "invalid technique id {id:?} under tactic {tactic} (expected e.g. T1609 or T1552.007)"
+    )]
+    TechniqueId { id: String, tactic: String },
 }
 
 fn is_technique_id(id: &str) -> bool {
@@ -320,6 +339,10 @@ techniques = [ { id = "T1552", name = "Unsecured Credentials" }, { id = "T1609",
             .iter()
             .any(|t| t.techniques.iter().any(|x| x.id == "T1611")));
         let bad = MATRIX.replace("T1609", "X1609");
-        assert!(Matrix::parse(&bad).unwrap_err().contains("X1609"));
+        let err = Matrix::parse(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("invalid technique id \"X1609\" under tactic TA"),
+            "{err}"
+        );
     }
 }

@@ -99,7 +99,7 @@ pub struct PlanOptions {
     pub extract_leaf_expressions: bool,
     /// Evaluate filters condition by condition (see `conjunction.rs`).
     pub selective_filters: bool,
-    /// JSONPath functions share parsed documents (see `functions.rs`).
+    /// JSONPath functions share parsed documents (see `functions::parsed`).
     pub share_parsed_json: bool,
 }
 
@@ -712,7 +712,7 @@ async fn compile_rule(
         .statement_to_plan(DFStatement::Statement(Box::new(statement)))
         .await
         .map_err(|e| err(None, format!("planning failed: {e}")))?;
-    check_tables(&plan, rule.meta.source).map_err(|m| err(None, m))?;
+    check_tables(rule, &plan)?;
     let physical = state
         .create_physical_plan(&plan)
         .await
@@ -842,8 +842,15 @@ pub(crate) fn single_query(rule: &Rule, expander: &Expander<'_>) -> Result<State
     Ok(statement)
 }
 
-/// Every table a rule reads must be its declared source.
-fn check_tables(plan: &LogicalPlan, source: SourceKind) -> Result<(), String> {
+/// Every table an event rule reads (in its logical `plan`) must be its
+/// declared source.
+fn check_tables(rule: &Rule, plan: &LogicalPlan) -> Result<(), RuleError> {
+    let source = rule.meta.source;
+    let err = |message: String| RuleError {
+        path: rule.path.clone(),
+        line: None,
+        message,
+    };
     let mut tables = Vec::new();
     plan.apply(|node| {
         if let LogicalPlan::TableScan(scan) = node {
@@ -851,18 +858,18 @@ fn check_tables(plan: &LogicalPlan, source: SourceKind) -> Result<(), String> {
         }
         Ok(TreeNodeRecursion::Continue)
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| err(format!("finding the tables the rule reads: {e}")))?;
     if tables.is_empty() {
-        return Err(format!(
+        return Err(err(format!(
             "the rule reads no table: it must select FROM {}",
             source.table_name()
-        ));
+        )));
     }
     match tables.iter().find(|t| *t != source.table_name()) {
-        Some(other) => Err(format!(
+        Some(other) => Err(err(format!(
             "the rule reads table {other:?} but declares source {}: an event rule reads only its source table",
             source.table_name()
-        )),
+        ))),
         None => Ok(()),
     }
 }

@@ -182,8 +182,8 @@ impl Exceptions {
                 None => None,
                 Some(s) => match parse_expiry(s.get_ref()) {
                     Ok(t) => Some(t),
-                    Err(m) => {
-                        errors.push(err(Some(line_of(s.span().start)), m));
+                    Err(e) => {
+                        errors.push(err(Some(line_of(s.span().start)), e.to_string()));
                         None
                     }
                 },
@@ -282,20 +282,38 @@ impl Exceptions {
     }
 }
 
+/// Why an entry's `expires` was refused (reported at its line).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExpiryError {
+    #[error(
+        "invalid expires {value:?}: expected a date (2027-01-01) or an RFC 3339 time: {source}"
+    )]
+    Format {
+        value: String,
+        /// Why it is not an RFC 3339 time (the date form was tried first).
+        #[source]
+        source: chrono::ParseError,
+    },
+    /// Outside the nanosecond timestamps of event times (1677 to 2262).
+    #[error("expires {value:?} is out of range")]
+    OutOfRange { value: String },
+}
+
 /// `2027-01-01` (midnight UTC) or an RFC 3339 time.
-fn parse_expiry(s: &str) -> Result<i64, String> {
+fn parse_expiry(s: &str) -> Result<i64, ExpiryError> {
     let t = match chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         Ok(d) => d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc(),
         Err(_) => chrono::DateTime::parse_from_rfc3339(s)
-            .map_err(|e| {
-                format!(
-                    "invalid expires {s:?}: expected a date (2027-01-01) or an RFC 3339 time: {e}"
-                )
+            .map_err(|source| ExpiryError::Format {
+                value: s.to_string(),
+                source,
             })?
             .with_timezone(&chrono::Utc),
     };
     t.timestamp_nanos_opt()
-        .ok_or_else(|| format!("expires {s:?} is out of range"))
+        .ok_or_else(|| ExpiryError::OutOfRange {
+            value: s.to_string(),
+        })
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use serde::Deserialize;
 use super::definitions::lists::Item;
 use super::definitions::{Definitions, Location};
 use super::exceptions::Exceptions;
-use super::{Rule, RuleEngine, RuleSet};
+use super::{Rule, RuleEngine, RuleErrors, RuleSet};
 use crate::detect::Detector;
 use crate::observe::NoMetrics;
 use crate::source::{Origin, RawMessage, SourceKind};
@@ -69,28 +69,61 @@ pub struct CaseResult {
     pub detail: String,
 }
 
+/// Why a case cannot be run: its result's detail is "invalid test case: "
+/// and this.
+#[derive(Debug, thiserror::Error)]
+pub enum CaseError {
+    /// An entry of the case's `events` (`index` from 0).
+    #[error("event {index}: {source}")]
+    Event {
+        index: usize,
+        #[source]
+        source: EventError,
+    },
+    /// The case fills a list the rule set does not define.
+    #[error("unknown list {0:?}")]
+    UnknownList(String),
+    /// The rule does not compile with the case's lists (or its exceptions
+    /// do not apply to it).
+    #[error("{0}")]
+    Rules(#[source] RuleErrors),
+}
+
+/// What is wrong with an entry `{"$source": .., "$event": ..}` of a case's
+/// `events` (see the module doc).
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("an event with \"$source\" may only have \"$source\" and \"$event\", not {0:?}")]
+    ExtraKey(String),
+    /// A name the source registry does not hold.
+    #[error(transparent)]
+    UnknownSource(vigil_sources::registry::UnknownSource),
+    #[error("\"$source\" must be a source name, not {0}")]
+    SourceNotAName(serde_json::Value),
+    #[error("an event with \"$source\" needs \"$event\"")]
+    NoEvent,
+}
+
 /// The source and raw payload of one entry of a case's `events`: a plain
 /// event belongs to `default`; `{"$source": .., "$event": ..}` to the named
 /// source.
 fn case_event(
     entry: &serde_json::Value,
     default: SourceKind,
-) -> Result<(SourceKind, Vec<u8>), String> {
+) -> Result<(SourceKind, Vec<u8>), EventError> {
     let Some(object) = entry.as_object().filter(|o| o.contains_key(SOURCE_KEY)) else {
         return Ok((default, entry.to_string().into_bytes()));
     };
     if let Some(extra) = object.keys().find(|k| *k != SOURCE_KEY && *k != EVENT_KEY) {
-        return Err(format!("an event with {SOURCE_KEY:?} may only have {SOURCE_KEY:?} and {EVENT_KEY:?}, not {extra:?}"));
+        return Err(EventError::ExtraKey(extra.clone()));
     }
     let source = match &object[SOURCE_KEY] {
         serde_json::Value::String(name) => {
-            vigil_sources::registry::resolve(name).map_err(|e| e.to_string())?
+            vigil_sources::registry::resolve(name).map_err(EventError::UnknownSource)?
         }
-        other => return Err(format!("{SOURCE_KEY:?} must be a source name, not {other}")),
+        other => return Err(EventError::SourceNotAName(other.clone())),
     };
-    let event = object
-        .get(EVENT_KEY)
-        .ok_or_else(|| format!("an event with {SOURCE_KEY:?} needs {EVENT_KEY:?}"))?;
+    let event = object.get(EVENT_KEY).ok_or(EventError::NoEvent)?;
     Ok((source, event.to_string().into_bytes()))
 }
 
@@ -114,13 +147,13 @@ async fn with_lists(
     exceptions: &Exceptions,
     lists: &BTreeMap<String, Vec<String>>,
     at: &Location,
-) -> Result<Detector, String> {
+) -> Result<Detector, CaseError> {
     let mut definitions = definitions.clone();
     for (name, values) in lists {
         let list = definitions
             .lists
             .get_mut(name)
-            .ok_or_else(|| format!("unknown list {name:?}"))?;
+            .ok_or_else(|| CaseError::UnknownList(name.clone()))?;
         list.items = values
             .iter()
             .map(|v| Item {
@@ -138,7 +171,7 @@ async fn with_lists(
     let engine = RuleEngine::compile(set)
         .await
         .and_then(|e| e.with_exceptions(own))
-        .map_err(|e| e.to_string())?;
+        .map_err(CaseError::Rules)?;
     Ok(Detector::new(
         engine,
         Default::default(),
@@ -207,13 +240,13 @@ pub async fn run(rules: &[Rule], engine: RuleEngine) -> Vec<CaseResult> {
             } else {
                 quiet += 1;
             }
-            let messages: Result<Vec<RawMessage>, String> = case
+            let messages: Result<Vec<RawMessage>, CaseError> = case
                 .events
                 .iter()
                 .enumerate()
                 .map(|(j, e)| {
-                    let (source, payload) =
-                        case_event(e, rule.meta.source).map_err(|m| format!("event {j}: {m}"))?;
+                    let (source, payload) = case_event(e, rule.meta.source)
+                        .map_err(|source| CaseError::Event { index: j, source })?;
                     Ok(RawMessage {
                         source,
                         payload,

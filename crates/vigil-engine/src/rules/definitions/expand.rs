@@ -407,8 +407,11 @@ impl Pass<'_, '_> {
             },
         };
         for (network, at) in networks {
-            if let Err(m) = crate::functions::network::parse_network(&network) {
-                return Err(ExpandError { message: m, ..at });
+            if let Err(e) = crate::functions::network::parse_network(&network) {
+                return Err(ExpandError {
+                    message: e.to_string(),
+                    ..at
+                });
             }
         }
         Ok(())

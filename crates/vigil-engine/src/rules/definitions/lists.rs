@@ -136,24 +136,24 @@ impl LayerLists {
             let at = table.at.clone();
             let changes = table.append.is_some() || table.remove.is_some();
             let result = match (table.items.is_some(), lists.get_mut(&name)) {
-                (true, _) if changes => Err(format!(
+                (true, _) if changes => Err(at.error(format!(
                     "list {name:?} gives items and append/remove: give items to replace the list, or append/remove to change it"
-                )),
+                ))),
                 (true, existing) => replace(&name, table, existing.map(|l| &*l))
                     .map(|list| drop(lists.insert(name.clone(), list))),
-                (false, None) => Err(format!(
+                (false, None) => Err(at.error(format!(
                     "list {name:?} is not defined by an earlier layer: give its items (and a description) to define it"
-                )),
-                (false, Some(_)) if !changes => Err(format!(
+                ))),
+                (false, Some(_)) if !changes => Err(at.error(format!(
                     "list {name:?} has nothing to do: give items, append or remove"
-                )),
+                ))),
                 (false, Some(list)) => {
                     change(list, table, notes);
                     Ok(())
                 }
             };
-            if let Err(m) = result {
-                errors.push(at.error(m));
+            if let Err(e) = result {
+                errors.push(e);
             }
         }
         if errors.is_empty() {
@@ -165,12 +165,13 @@ impl LayerLists {
 }
 
 /// A table with `items`: the list it defines, or replaces `existing` with.
-fn replace(name: &str, table: Table, existing: Option<&List>) -> Result<List, String> {
+/// A list must have a description (its own or the one it replaces).
+fn replace(name: &str, table: Table, existing: Option<&List>) -> Result<List, RuleError> {
     let description = table
         .description
         .or_else(|| existing.map(|l| l.description.clone()))
         .filter(|d| !d.trim().is_empty())
-        .ok_or_else(|| format!("list {name:?} needs a description"))?;
+        .ok_or_else(|| table.at.error(format!("list {name:?} needs a description")))?;
     let mut origins = existing.map(|l| l.origins.clone()).unwrap_or_default();
     origins.push(if origins.is_empty() {
         Origin::Defined(table.at)

@@ -51,6 +51,16 @@ impl Lookup {
     }
 }
 
+/// How `lookup(table, column, key)` (`vigil_functions::lookup`) reads a table.
+impl vigil_functions::lookup::LookupTable for Lookup {
+    fn value_column(&self, column: &str) -> Option<usize> {
+        Lookup::value_column(self, column)
+    }
+    fn row(&self, key: &str) -> Option<&[String]> {
+        self.rows.get(key).map(Vec::as_slice)
+    }
+}
+
 /// Parse one lookup file; the table is named after the file.
 pub fn parse_lookup(path: &Path, text: &str) -> Result<Lookup, Vec<RuleError>> {
     let at = |line: usize| Location::new(path, line);

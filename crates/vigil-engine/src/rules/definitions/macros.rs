@@ -82,10 +82,10 @@ pub fn parse_macro(path: &Path, text: &str) -> Result<Macro, Vec<RuleError>> {
             );
         }
     }
-    let body = match parse_body(text) {
+    let body = match parse_body(text, |line| at(line.unwrap_or(header.body_line))) {
         Ok(body) => Some(body),
-        Err((line, m)) => {
-            errors.push(at(line.unwrap_or(header.body_line)).error(m));
+        Err(e) => {
+            errors.push(e);
             None
         }
     };
@@ -102,34 +102,28 @@ pub fn parse_macro(path: &Path, text: &str) -> Result<Macro, Vec<RuleError>> {
     }
 }
 
-/// The file's one SQL expression (the header lines are comments).
-fn parse_body(text: &str) -> Result<Expr, (Option<usize>, String)> {
+/// The file's one SQL expression (the header lines are comments). An
+/// error is reported at `at(line)`: the line of the problem, when known.
+fn parse_body(text: &str, at: impl Fn(Option<usize>) -> Location) -> Result<Expr, RuleError> {
     let syntax = |e: &dyn std::fmt::Display| {
         let m = e.to_string();
-        (
-            line_in_message(&m),
-            format!("SQL syntax error in the macro body: {m}"),
-        )
+        at(line_in_message(&m)).error(format!("SQL syntax error in the macro body: {m}"))
     };
     let mut parser = Parser::new(&GenericDialect {})
         .try_with_sql(text)
         .map_err(|e| syntax(&e))?;
     if parser.peek_token().token == Token::EOF {
-        return Err((
-            None,
-            "the macro has no body: write one SQL expression after the header".into(),
-        ));
+        return Err(
+            at(None).error("the macro has no body: write one SQL expression after the header")
+        );
     }
     let body = parser.parse_expr().map_err(|e| syntax(&e))?;
     let next = parser.peek_token();
     if next.token != Token::EOF {
-        return Err((
-            Some(next.span.start.line as usize),
-            format!(
-                "the macro body must be one SQL expression; it continues with {}",
-                next.token
-            ),
-        ));
+        return Err(at(Some(next.span.start.line as usize)).error(format!(
+            "the macro body must be one SQL expression; it continues with {}",
+            next.token
+        )));
     }
     Ok(body)
 }

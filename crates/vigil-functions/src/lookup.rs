@@ -1,7 +1,11 @@
 //! `lookup(table, column, key)`: the value of `column` in the row of a
-//! lookup table (`rules::definitions::lookups`) whose key is `key`, or NULL
-//! when there is no such row (or `key` is NULL). The table and column are
-//! string literals, checked when the rule is planned.
+//! lookup table whose key is `key`, or NULL when there is no such row (or
+//! `key` is NULL). The table and column are string literals, checked when
+//! the rule is planned.
+//!
+//! The tables are the engine's (`vigil_engine::rules::definitions::Lookup`,
+//! read from a rule pack's `lookups/*.csv`); the function reads them
+//! through [`LookupTable`], so this crate does not depend on the engine.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,16 +17,24 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 
-use crate::rules::definitions::Lookup;
+/// A lookup table as `lookup(...)` reads it: rows of value columns by key.
+pub trait LookupTable: std::fmt::Debug + Send + Sync + 'static {
+    /// The index of a value column (not the key) in a row's values; `None`
+    /// when the table has no such value column.
+    fn value_column(&self, column: &str) -> Option<usize>;
+    /// The values of the row whose key is `key`, in value-column order.
+    fn row(&self, key: &str) -> Option<&[String]>;
+}
 
+/// `lookup(table, column, key)` over one rule set's tables, by name.
 #[derive(Debug)]
-pub struct LookupFn {
-    tables: Arc<BTreeMap<String, Lookup>>,
+pub struct LookupFn<T> {
+    tables: Arc<BTreeMap<String, T>>,
     signature: Signature,
 }
 
-impl LookupFn {
-    pub fn new(tables: Arc<BTreeMap<String, Lookup>>) -> Self {
+impl<T: LookupTable> LookupFn<T> {
+    pub fn new(tables: Arc<BTreeMap<String, T>>) -> Self {
         LookupFn {
             tables,
             signature: Signature::exact(
@@ -33,13 +45,13 @@ impl LookupFn {
     }
 }
 
-impl PartialEq for LookupFn {
+impl<T> PartialEq for LookupFn<T> {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.tables, &other.tables)
     }
 }
-impl Eq for LookupFn {}
-impl std::hash::Hash for LookupFn {
+impl<T> Eq for LookupFn<T> {}
+impl<T> std::hash::Hash for LookupFn<T> {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         (Arc::as_ptr(&self.tables) as usize).hash(state)
     }
@@ -52,7 +64,7 @@ fn literal<'a>(v: &'a ColumnarValue, what: &str) -> Result<&'a str> {
     }
 }
 
-impl ScalarUDFImpl for LookupFn {
+impl<T: LookupTable> ScalarUDFImpl for LookupFn<T> {
     fn name(&self) -> &str {
         "lookup"
     }
@@ -78,7 +90,7 @@ impl ScalarUDFImpl for LookupFn {
         let keys = keys.as_string::<i32>();
         let mut out = StringBuilder::with_capacity(keys.len(), 0);
         for key in keys.iter() {
-            out.append_option(key.and_then(|k| lookup.rows.get(k)).map(|row| &row[index]));
+            out.append_option(key.and_then(|k| lookup.row(k)).map(|row| &row[index]));
         }
         let out: ArrayRef = Arc::new(out.finish());
         if scalar {

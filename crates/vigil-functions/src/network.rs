@@ -24,6 +24,8 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility,
 };
 
+use crate::Error;
+
 /// An address range, inclusive, in one address family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Range {
@@ -32,21 +34,26 @@ enum Range {
 }
 
 /// Parse `a.b.c.d/n`, `x::y/n` or a single address (a /32 or /128).
-pub fn parse_network(s: &str) -> Result<(IpAddr, u8), String> {
-    let invalid = |why: &str| format!("invalid network {s:?}: {why}");
+pub fn parse_network(s: &str) -> Result<(IpAddr, u8), Error> {
     let (addr, prefix) = match s.split_once('/') {
         Some((a, p)) => (a, Some(p)),
         None => (s, None),
     };
-    let addr: IpAddr = addr
-        .parse()
-        .map_err(|_| invalid("expected an IP address or CIDR, e.g. 10.0.0.0/8"))?;
+    let addr: IpAddr = addr.parse().map_err(|source| Error::NetworkAddress {
+        network: s.to_string(),
+        source,
+    })?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
     let prefix = match prefix {
         None => max,
         Some(p) => match p.parse::<u8>() {
             Ok(n) if n <= max => n,
-            _ => return Err(invalid(&format!("the prefix length must be 0 to {max}"))),
+            _ => {
+                return Err(Error::NetworkPrefix {
+                    network: s.to_string(),
+                    max,
+                })
+            }
         },
     };
     Ok((addr, prefix))
@@ -387,6 +394,19 @@ mod tests {
         assert!(parse_network("fe80::/129").is_err());
         assert!(parse_network("example.com").is_err());
         assert_eq!(parse_network("10.1.2.3").unwrap().1, 32);
+        assert_eq!(
+            parse_network("fe80::/129").unwrap_err().to_string(),
+            "invalid network \"fe80::/129\": the prefix length must be 0 to 128"
+        );
+        let e = parse_network("10.0.0/8").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid network \"10.0.0/8\": expected an IP address or CIDR, e.g. 10.0.0.0/8"
+        );
+        assert!(
+            std::error::Error::source(&e).is_some(),
+            "the address's parse error is kept"
+        );
     }
 
     #[test]

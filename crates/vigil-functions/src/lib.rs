@@ -15,7 +15,7 @@
 //!   assignment for correlation rules (see docs/rules.md).
 //! * [`network`]: `cidr_contains`, `ip_is_private`, `ip_is_public`.
 //! * [`images`]: `image_registry`, `image_repository`.
-//! * [`paths`]: `path_clean`.
+//! * [`paths`]: the function `path_clean`.
 //! * [`lists`]: `glob_match`, `glob_match_any`, `glob_match_all` (what the
 //!   list functions of rules expand to).
 //! * [`lookup`]: `lookup(table, column, key)` over a rule set's lookup
@@ -37,11 +37,14 @@ use datafusion::logical_expr::{
 use serde_json::Value;
 use serde_json_path::JsonPath;
 
+mod error;
 pub mod images;
 pub mod lists;
 pub mod lookup;
 pub mod network;
 pub mod paths;
+
+pub use error::Error;
 
 /// Register every function rules may use.
 pub fn register(registry: &mut dyn FunctionRegistry) -> Result<()> {
@@ -222,7 +225,7 @@ impl ScalarUDFImpl for JsonPathFn {
 /// (docs/benchmarks.md, seventh round).
 /// The cache also starts over when a batch's documents reach
 /// [`parsed::MAX_BYTES`] of text.
-pub(crate) mod parsed {
+pub mod parsed {
     use std::cell::RefCell;
     use std::collections::HashMap;
     use std::hash::{BuildHasher, RandomState};
@@ -281,8 +284,8 @@ pub(crate) mod parsed {
         }
     }
 
-    /// Documents this thread's cache holds.
-    #[cfg(test)]
+    /// Documents this thread's cache holds (what the engine's tests count
+    /// to see that a batch lets go of the documents it did not ask about).
     pub fn cached_documents() -> usize {
         CACHE.with(|cache| {
             let cache = cache.borrow();
