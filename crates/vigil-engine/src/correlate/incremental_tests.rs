@@ -578,17 +578,19 @@ async fn a_rescan_rule_is_not_run_again_when_no_event_was_retained_for_it() {
     assert!(alerts.is_empty());
     let work = d.engine().correlator().stats().rows_evaluated;
     assert_eq!(work, 2, "one run over the two retained events");
-    // Events no rule retains move the watermark past 20: the row found by
-    // the last run is emitted without running the join again.
-    let (alerts, _) = run(
-        &mut d,
-        f.msgs(
-            SourceKind::K8sAudit,
-            1,
-            &[audit("p2", "nobody", "get", "pods", None, "prod", 200, 30)],
-        ),
-    )
-    .await;
+    // Events no rule retains move the watermark past 20 (to 25): the row
+    // found by the last run is emitted without running the join again.
+    let mut later = f.msgs(
+        SourceKind::K8sAudit,
+        1,
+        &[audit("p2", "nobody", "get", "pods", None, "prod", 200, 30)],
+    );
+    later.extend(f.msgs(
+        SourceKind::K8sAudit,
+        0,
+        &[audit("q1", "nobody", "get", "pods", None, "prod", 200, 25)],
+    ));
+    let (alerts, _) = run(&mut d, later).await;
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0].events.len(), 2);
     assert_eq!(d.engine().correlator().stats().rows_evaluated, work);

@@ -767,6 +767,11 @@ impl Correlator {
 
     /// Advance the watermark to wall-clock `now_ns`; run every rule whose
     /// emission range grew; evict what no rule can use any more.
+    ///
+    /// Emits the rows whose `window_end` is strictly before the watermark:
+    /// an event at the watermark is on time, and a row it completes can end
+    /// exactly there (a sequence's `window_end` is its trigger's time), so
+    /// rows ending at the watermark are not complete yet.
     pub async fn advance(
         &mut self,
         now_ns: i64,
@@ -775,7 +780,8 @@ impl Correlator {
         let Some(watermark) = self.watermark.advance(now_ns) else {
             return (Vec::new(), std::mem::take(&mut self.pending_failures));
         };
-        self.emit_until(watermark, detected_at_ns).await
+        self.emit_until(watermark.saturating_sub(1), detected_at_ns)
+            .await
     }
 
     /// End of input (replay): close every window and emit what remains.
