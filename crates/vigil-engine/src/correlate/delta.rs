@@ -226,10 +226,9 @@ fn trace(
             *j.join_type(),
             j.projection().as_deref().map(<[usize]>::to_vec),
         ))
-    } else if let Some(j) = node.downcast_ref::<CrossJoinExec>() {
-        Some((j.left(), j.right(), JoinType::Inner, None))
     } else {
-        None
+        node.downcast_ref::<CrossJoinExec>()
+            .map(|j| (j.left(), j.right(), JoinType::Inner, None))
     };
     if let Some((left, right, join_type, projection)) = join {
         let column = projection.map_or(column, |p| p[column]);

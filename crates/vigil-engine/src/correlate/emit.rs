@@ -1,0 +1,450 @@
+//! Emission: when the watermark advances, run each rule over the range
+//! that became due, turn its rows into alerts, then evict what no rule can
+//! use any more.
+
+use super::*;
+
+impl Correlator {
+    /// Advance the watermark to wall-clock `now_ns`; run every rule whose
+    /// emission range grew; evict what no rule can use any more.
+    ///
+    /// Emits the rows whose `window_end` is strictly before the watermark:
+    /// an event at the watermark is on time, and a row it completes can end
+    /// exactly there (a sequence's `window_end` is its trigger's time), so
+    /// rows ending at the watermark are not complete yet.
+    pub async fn advance(
+        &mut self,
+        now_ns: i64,
+        detected_at_ns: i64,
+    ) -> (Vec<Alert>, Vec<(String, String)>) {
+        let Some(watermark) = self.watermark.advance(now_ns) else {
+            return (Vec::new(), std::mem::take(&mut self.pending_failures));
+        };
+        self.emit_until(watermark.saturating_sub(1), detected_at_ns)
+            .await
+    }
+
+    /// End of input (replay): close every window and emit what remains.
+    pub async fn finish(&mut self, detected_at_ns: i64) -> (Vec<Alert>, Vec<(String, String)>) {
+        if self.watermark.watermark().is_none() {
+            return (Vec::new(), std::mem::take(&mut self.pending_failures));
+        }
+        let watermark = self.watermark.finish();
+        let (mut alerts, failures) = self.emit_until(watermark, detected_at_ns).await;
+        // Close every suppression period: report what was folded.
+        for rule in &mut self.rules {
+            for (_, (_, folded, last)) in rule.suppressed.drain() {
+                if let (n @ 1.., Some(a)) = (folded, last) {
+                    alerts.push(summary_alert(a, n));
+                }
+            }
+        }
+        (alerts, failures)
+    }
+
+    /// Run the rules for `(last_emitted, watermark]`; returns alerts and
+    /// rule failures (rule id, error).
+    async fn emit_until(
+        &mut self,
+        watermark: i64,
+        detected_at_ns: i64,
+    ) -> (Vec<Alert>, Vec<(String, String)>) {
+        let mut alerts = Vec::new();
+        let mut failures = std::mem::take(&mut self.pending_failures);
+        if self
+            .rules
+            .iter()
+            .all(|r| r.last_emitted.is_some_and(|l| l >= watermark))
+        {
+            return (alerts, failures);
+        }
+        for retained in self.retained.values().filter(|r| r.keep_raw) {
+            retained.slot.set_identified(
+                retained
+                    .batches
+                    .iter()
+                    .map(|b| (b.id, b.batch.clone()))
+                    .collect(),
+            );
+        }
+        let max_events = self.settings.max_alert_events;
+        for rule in &mut self.rules {
+            let from = rule.last_emitted.unwrap_or(i64::MIN);
+            if from >= watermark {
+                continue;
+            }
+            // Compute every row first: a rule that fails emits nothing for
+            // this range and keeps it, so the range is retried next time.
+            let span = tracing::info_span!("rule", rule = %rule.rule.meta.id, matches = tracing::field::Empty);
+            let started = std::time::Instant::now();
+            let output = match &mut rule.strategy {
+                // Nothing new since the last run: its rows still stand.
+                Strategy::Rescan {
+                    pending: Some(rows),
+                } => Ok(std::mem::take(rows)),
+                Strategy::Rescan { pending: None } => {
+                    let rows: usize = rule.sources.iter().map(|s| self.retained[s].rows()).sum();
+                    self.stats.rows_evaluated += rows as u64;
+                    if let Some(delta) = &rule.delta {
+                        // Only the triggers of the rows due now: earlier
+                        // ones were emitted, later ones are read when due.
+                        delta.set_range(from, watermark);
+                    }
+                    execute(&rule.plan, &self.task_ctx, &self.budget)
+                        .instrument(span.clone())
+                        .await
+                }
+                Strategy::Incremental { split, state } => {
+                    let closing = state.closing(from, watermark);
+                    if closing.is_empty() {
+                        Ok(Vec::new())
+                    } else {
+                        self.stats.rows_evaluated +=
+                            closing.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+                        split.state_input.set_all(closing);
+                        let output = execute(&split.finish, &self.task_ctx, &self.budget)
+                            .instrument(span.clone())
+                            .await;
+                        split.state_input.clear();
+                        output
+                    }
+                }
+            };
+            let elapsed = started.elapsed();
+            let found = output.map_err(|e| e.to_string()).and_then(|batches| {
+                let found = batches
+                    .iter()
+                    .filter(|b| b.num_rows() > 0)
+                    .map(|b| {
+                        rows_in_range(
+                            rule,
+                            b,
+                            from,
+                            watermark,
+                            &self.identities,
+                            max_events,
+                            detected_at_ns,
+                        )
+                    })
+                    .collect::<Result<Vec<Vec<Alert>>, CorrelationError>>()
+                    .map_err(|e| e.to_string())?;
+                Ok((batches, found))
+            });
+            match found {
+                Ok((batches, found)) => {
+                    let matches: usize = found.iter().map(Vec::len).sum();
+                    span.record("matches", matches as i64);
+                    self.evaluations
+                        .push((rule.rule.meta.id.clone(), elapsed, matches));
+                    for alert in found.into_iter().flatten() {
+                        alerts.extend(suppress::suppress(rule, alert, &mut self.stats));
+                    }
+                    rule.last_emitted = Some(watermark);
+                    match &mut rule.strategy {
+                        Strategy::Incremental { state, .. } => state.evict_through(watermark),
+                        // A delta run reads no trigger beyond the watermark,
+                        // so it leaves no undue rows to reuse.
+                        Strategy::Rescan { pending } if rule.delta.is_some() => *pending = None,
+                        Strategy::Rescan { pending } => {
+                            *pending = Some(rows_after(&batches, rule.window_end, watermark))
+                        }
+                    }
+                }
+                Err(e) => {
+                    if let Strategy::Rescan { pending } = &mut rule.strategy {
+                        *pending = None;
+                    }
+                    failures.push((rule.rule.meta.id.clone(), e));
+                    continue;
+                }
+            }
+            // Suppression periods the watermark has passed: report folded alerts.
+            let expired: Vec<String> = rule
+                .suppressed
+                .iter()
+                .filter(|(_, (until, _, _))| *until <= watermark)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in expired {
+                if let Some((_, folded, Some(last))) = rule.suppressed.remove(&key) {
+                    if folded > 0 {
+                        alerts.push(summary_alert(last, folded));
+                    }
+                }
+            }
+        }
+        for retained in self.retained.values() {
+            retained.slot.clear();
+        }
+        self.evict(watermark);
+        self.collect_identities_if_due();
+        (alerts, failures)
+    }
+
+    /// Drop retained events no rule can use: older than watermark − window,
+    /// where a rule whose last run failed holds the watermark at what it
+    /// last emitted (so its retried range still has its events).
+    fn evict(&mut self, watermark: i64) {
+        for (source, retained) in self.retained.iter_mut() {
+            let held = self
+                .rules
+                .iter()
+                .filter(|r| {
+                    matches!(r.strategy, Strategy::Rescan { .. }) && r.sources.contains(source)
+                })
+                .map(|r| r.last_emitted.unwrap_or(i64::MIN))
+                .min()
+                .unwrap_or(watermark);
+            let cutoff = watermark.min(held).saturating_sub(retained.horizon_ns);
+            evict_before(&mut retained.batches, cutoff, &self.identities);
+        }
+    }
+
+    /// Keep retained events under `max_retained_events`, oldest first out.
+    /// (Identities of evicted events are collected by
+    /// [`Self::collect_identities_if_due`]: incremental state may share them.)
+    pub(super) fn enforce_bound(&mut self) {
+        let max = self.settings.max_retained_events;
+        let mut total: usize = self.retained.values().map(Retained::rows).sum();
+        while total > max {
+            // Evict the oldest batch of the largest source.
+            let Some(retained) = self.retained.values_mut().max_by_key(|r| r.rows()) else {
+                break;
+            };
+            if retained.batches.is_empty() {
+                break;
+            }
+            for rule in &mut self.rules {
+                if let Strategy::Rescan { pending } = &mut rule.strategy {
+                    *pending = None;
+                }
+            }
+            let batch = retained.batches.remove(0).batch;
+            total -= batch.num_rows();
+            self.stats.evicted_early += batch.num_rows() as u64;
+            tracing::warn!(
+                evicted = batch.num_rows(),
+                max_retained_events = max,
+                "correlation state at its bound: oldest events evicted before their window closed"
+            );
+        }
+    }
+
+    /// Keep the state rows of incremental rules under `max_state_rows`:
+    /// drop the window that ends first of the rule with the most rows.
+    pub(super) fn enforce_state_bound(&mut self) {
+        let max = self.settings.max_state_rows;
+        let mut total: usize = self.rules.iter().map(CompiledCorrelation::state_rows).sum();
+        while total > max {
+            let Some(rule) = self.rules.iter_mut().max_by_key(|r| r.state_rows()) else {
+                break;
+            };
+            let Strategy::Incremental { state, .. } = &mut rule.strategy else {
+                break;
+            };
+            let Some((window_end, rows)) = state.evict_oldest() else {
+                break;
+            };
+            total -= rows;
+            self.stats.evicted_state_rows += rows as u64;
+            tracing::warn!(
+                rule = %rule.rule.meta.id,
+                window_end = %format_time_ns(window_end),
+                evicted_rows = rows,
+                max_state_rows = max,
+                "correlation state at its bound: a window's aggregation state evicted before it closed (its alerts are lost)"
+            );
+        }
+    }
+
+    /// Drop the identities of events nothing names any more (evicted,
+    /// emitted, or beyond `max_alert_events` of their group). Runs when
+    /// their number has doubled since the last collection, so its cost is
+    /// amortised over the events that made it due.
+    pub(super) fn collect_identities_if_due(&mut self) {
+        if self.identities.len() <= self.identities_gc_at {
+            return;
+        }
+        let mut live = BTreeSet::new();
+        for retained in self.retained.values() {
+            for b in &retained.batches {
+                if let Some(seqs) = b.batch.column_by_name(ROW_COLUMN) {
+                    live.extend(seqs.as_primitive::<UInt64Type>().values().iter().copied());
+                }
+            }
+        }
+        for rule in &self.rules {
+            match &rule.strategy {
+                Strategy::Incremental { split, state } => state.live_events(split, &mut live),
+                Strategy::Rescan {
+                    pending: Some(rows),
+                } => {
+                    for batch in rows {
+                        for row in 0..batch.num_rows() {
+                            for &c in &rule.event_columns {
+                                collect_seqs(batch.column(c), row, &mut live);
+                            }
+                        }
+                    }
+                }
+                Strategy::Rescan { pending: None } => {}
+            }
+        }
+        self.identities.retain(|seq, _| live.contains(seq));
+        self.identities_gc_at = (2 * self.identities.len()).max(IDENTITIES_GC_MIN);
+    }
+}
+
+/// The rows of `batches` with `window_end` after `watermark` (not emitted yet).
+pub(super) fn rows_after(
+    batches: &[RecordBatch],
+    window_end: usize,
+    watermark: i64,
+) -> Vec<RecordBatch> {
+    batches
+        .iter()
+        .filter_map(|b| {
+            let ends = b
+                .column(window_end)
+                .as_primitive::<TimestampNanosecondType>();
+            let mask: BooleanArray = ends
+                .iter()
+                .map(|t| Some(t.is_some_and(|t| t > watermark)))
+                .collect();
+            (mask.true_count() > 0).then(|| {
+                filter_record_batch(b, &mask).expect("filter with a mask of the batch's length")
+            })
+        })
+        .collect()
+}
+
+/// Alerts for the output rows of `batch` with `from < window_end <= to`.
+pub(super) fn rows_in_range(
+    rule: &CompiledCorrelation,
+    batch: &RecordBatch,
+    from: i64,
+    to: i64,
+    identities: &BTreeMap<u64, RetainedIdentity>,
+    max_events: usize,
+    detected_at_ns: i64,
+) -> Result<Vec<Alert>, CorrelationError> {
+    let ends = batch
+        .column(rule.window_end)
+        .as_primitive::<TimestampNanosecondType>();
+    let mask: BooleanArray = ends
+        .iter()
+        .map(|t| Some(t.is_some_and(|t| t > from && t <= to)))
+        .collect();
+    if mask.true_count() == 0 {
+        return Ok(Vec::new());
+    }
+    let selected = filter_record_batch(batch, &mask).context("selecting the windows to emit")?;
+    let ends = selected
+        .column(rule.window_end)
+        .as_primitive::<TimestampNanosecondType>()
+        .clone();
+    let fields =
+        crate::rules::engine::rows_to_json(&selected).context("encoding the rule's output")?;
+    let mut alerts = Vec::with_capacity(selected.num_rows());
+    for (i, fields) in fields.into_iter().enumerate() {
+        let mut seqs = BTreeSet::new();
+        for &c in &rule.event_columns {
+            collect_seqs(selected.column(c), i, &mut seqs);
+        }
+        let mut events: Vec<&RetainedIdentity> =
+            seqs.iter().filter_map(|s| identities.get(s)).collect();
+        events.sort_by(|a, b| (a.event_time, &a.event_id).cmp(&(b.event_time, &b.event_id)));
+        events.dedup_by(|a, b| a.event_id == b.event_id);
+        events.truncate(max_events);
+        let window_end = ends.value(i);
+        let identities: Vec<EventIdentity> = events
+            .iter()
+            .map(|e| EventIdentity {
+                event_id: e.event_id.to_string(),
+                origin: e.origin(),
+            })
+            .collect();
+        let meta = &rule.rule.meta;
+        let mut alert = Alert::new(meta, detected_at_ns, window_end, fields, identities);
+        // The id must not depend on arrival order or on which events were
+        // still retained: rule, window end, the sorted event ids (or, for
+        // rules that name no events, the output row).
+        let mut ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
+        ids.sort();
+        let window = format_time_ns(window_end);
+        alert.alert_id = if ids.is_empty() {
+            let row = Value::Object(alert.fields.clone()).to_string();
+            alert_id(&meta.id, [window.as_str(), row.as_str()])
+        } else {
+            alert_id(
+                &meta.id,
+                std::iter::once(window.as_str()).chain(ids.iter().map(String::as_str)),
+            )
+        };
+        alerts.push(alert);
+    }
+    Ok(alerts)
+}
+
+pub(super) fn collect_seqs(column: &ArrayRef, row: usize, out: &mut BTreeSet<u64>) {
+    if column.is_null(row) {
+        return;
+    }
+    match column.data_type() {
+        DataType::UInt64 => {
+            out.insert(column.as_primitive::<UInt64Type>().value(row));
+        }
+        DataType::List(_) => {
+            let values = column.as_list::<i32>().value(row);
+            if let Some(v) = values.as_primitive_opt::<UInt64Type>() {
+                out.extend(v.iter().flatten());
+            }
+        }
+        DataType::LargeList(_) => {
+            let values = column.as_list::<i64>().value(row);
+            if let Some(v) = values.as_primitive_opt::<UInt64Type>() {
+                out.extend(v.iter().flatten());
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Execute a stored plan afresh. Some operators keep state from one
+/// execution to the next (a hash join builds its hash table once and
+/// reuses it): without the reset, a re-execution would join new events
+/// against the first execution's build side.
+///
+/// The execution runs within `budget` (`rules.max_eval_ms`, as for
+/// per-event rules): past it, the plan is cancelled between record batches
+/// and the execution fails like any rule error (a `rule_error` dead letter,
+/// the range retried at the next evaluation), so a pathological correlation
+/// rule costs at most its budget per evaluation and cannot stall the
+/// pipeline.
+pub(super) async fn execute(
+    plan: &Arc<dyn ExecutionPlan>,
+    task_ctx: &Arc<TaskContext>,
+    budget: &EvalBudget,
+) -> datafusion::error::Result<Vec<RecordBatch>> {
+    let plan = with_deadline(reset_plan_states(plan.clone())?, &budget.deadline)?;
+    budget.deadline.arm(budget.limit);
+    let output = collect(plan, task_ctx.clone()).await;
+    budget.deadline.disarm();
+    output
+}
+
+/// The time budget of one correlation plan execution (see [`execute`]).
+#[derive(Debug)]
+pub(crate) struct EvalBudget {
+    pub(super) deadline: Arc<EvalDeadline>,
+    pub(super) limit: Duration,
+}
+
+impl Default for EvalBudget {
+    fn default() -> Self {
+        EvalBudget {
+            deadline: Arc::default(),
+            limit: crate::rules::engine::DEFAULT_TIME_BUDGET,
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! Ingest: a decoded batch into correlation state, in steps (observe
+//! event times, pre-filter, split off late events, number the events,
+//! retain raw rows for re-scan rules, fold into incremental state).
+
+use super::*;
+
+impl Correlator {
+    /// Take in a decoded batch: track event time, retain the rows rules can
+    /// use, and return the events that arrived late (not retained).
+    pub async fn ingest(
+        &mut self,
+        decoded: &DecodedBatch,
+        messages: &[RawMessage],
+        now_ns: i64,
+    ) -> Result<Vec<LateEvent>, CorrelationError> {
+        if !self.retained.contains_key(&decoded.source) || decoded.batch.num_rows() == 0 {
+            return Ok(Vec::new());
+        }
+        let is_late = self.observe_event_times(decoded, messages, now_ns);
+        let kept = self.pre_filter(decoded).await?;
+        let (late, on_time) = self.split_late(kept, &is_late, decoded)?;
+        self.stats.late_events += late.len() as u64;
+        let (new_events, new_offsets) = self.number_events(on_time, decoded, messages)?;
+        if new_events.is_empty() {
+            return Ok(late);
+        }
+        self.retain_raw(&new_events, decoded.source)?;
+        self.fold_into_state(new_events, &new_offsets, decoded.source)
+            .await;
+        self.enforce_bound();
+        self.enforce_state_bound();
+        self.collect_identities_if_due();
+        Ok(late)
+    }
+
+    /// Which rows are late, judged against the watermark before this batch;
+    /// every on-time event moves its partition's event time.
+    fn observe_event_times(
+        &mut self,
+        decoded: &DecodedBatch,
+        messages: &[RawMessage],
+        now_ns: i64,
+    ) -> Vec<bool> {
+        let times = decoded
+            .batch
+            .column(0)
+            .as_primitive::<TimestampNanosecondType>();
+        let n = decoded.batch.num_rows();
+        let mut is_late = Vec::with_capacity(n);
+        for row in 0..n {
+            let t = times.value(row);
+            let late = self.watermark.is_late(t);
+            is_late.push(late);
+            if !late {
+                let partition =
+                    partition_of(&messages[decoded.events[row].message as usize].origin);
+                self.watermark.observe(&partition, t, now_ns);
+            }
+        }
+        is_late
+    }
+
+    /// The rows some rule would retain (the source's pre-filter). Only such
+    /// an event can be late for correlation: the others were evaluated by
+    /// the per-event rules and are of no use to any window, late or not.
+    async fn pre_filter(
+        &mut self,
+        decoded: &DecodedBatch,
+    ) -> Result<Vec<RecordBatch>, CorrelationError> {
+        let retained = self
+            .retained
+            .get_mut(&decoded.source)
+            .expect("checked by ingest");
+        retained.input.set(decoded.batch.clone());
+        let kept = execute(&retained.ingest, &self.task_ctx, &self.budget).await;
+        retained.input.clear();
+        kept.context("pre-filtering events for correlation")
+    }
+
+    /// Split the pre-filtered rows into the late events (reported) and the
+    /// on-time rows.
+    fn split_late(
+        &self,
+        kept: Vec<RecordBatch>,
+        is_late: &[bool],
+        decoded: &DecodedBatch,
+    ) -> Result<(Vec<LateEvent>, Vec<RecordBatch>), CorrelationError> {
+        let times = decoded
+            .batch
+            .column(0)
+            .as_primitive::<TimestampNanosecondType>();
+        let mut late = Vec::new();
+        let mut on_time = Vec::with_capacity(kept.len());
+        for batch in kept.into_iter().filter(|b| b.num_rows() > 0) {
+            let row_idx = batch
+                .schema()
+                .index_of(ROW_COLUMN)
+                .context("finding the row column")?;
+            let rows = batch.column(row_idx).as_primitive::<UInt32Type>().clone();
+            let mut keep = Vec::with_capacity(batch.num_rows());
+            for i in 0..batch.num_rows() {
+                let row = rows.value(i) as usize;
+                if is_late[row] {
+                    late.push(LateEvent {
+                        source: decoded.source,
+                        message: decoded.events[row].message,
+                        event_time_ns: times.value(row),
+                        watermark_ns: self.watermark.watermark().unwrap_or(i64::MIN),
+                    });
+                }
+                keep.push(!is_late[row]);
+            }
+            on_time.push(
+                filter_record_batch(&batch, &BooleanArray::from(keep))
+                    .context("dropping late events")?,
+            );
+        }
+        Ok((late, on_time))
+    }
+
+    /// Give each on-time row a sequence number (in place of its row index)
+    /// and register its identity; also the Kafka offsets of the rows.
+    fn number_events(
+        &mut self,
+        on_time: Vec<RecordBatch>,
+        decoded: &DecodedBatch,
+        messages: &[RawMessage],
+    ) -> Result<(Vec<RecordBatch>, Offsets), CorrelationError> {
+        let mut new_events = Vec::new();
+        let mut new_offsets = Offsets::new();
+        for batch in on_time.into_iter().filter(|b| b.num_rows() > 0) {
+            let row_idx = batch
+                .schema()
+                .index_of(ROW_COLUMN)
+                .context("finding the row column")?;
+            let rows = batch.column(row_idx).as_primitive::<UInt32Type>().clone();
+            let batch_times = batch
+                .column(0)
+                .as_primitive::<TimestampNanosecondType>()
+                .clone();
+            let mut seqs = Vec::with_capacity(batch.num_rows());
+            for i in 0..batch.num_rows() {
+                let event = &decoded.events[rows.value(i) as usize];
+                let message = &messages[event.message as usize];
+                let event_id = match &event.native_id {
+                    Some(id) => id.clone(),
+                    None => content_event_id(&message.payload, event.item),
+                };
+                let (stream, position) = self.stream_of(&message.origin, &mut new_offsets);
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.identities.insert(
+                    seq,
+                    RetainedIdentity {
+                        event_id: event_id.into_boxed_str(),
+                        stream,
+                        position,
+                        event_time: batch_times.value(i),
+                    },
+                );
+                seqs.push(seq);
+            }
+            let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+            columns[row_idx] = Arc::new(UInt64Array::from(seqs));
+            let schema = retained_schema(decoded.source);
+            let rebuilt =
+                RecordBatch::try_new(schema, columns).context("numbering the retained events")?;
+            new_events.push(rebuilt);
+        }
+        Ok((new_events, new_offsets))
+    }
+
+    /// The shared stream of an origin and the event's position in it;
+    /// a Kafka origin's offset is noted in `offsets`.
+    fn stream_of(&mut self, origin: &Origin, offsets: &mut Offsets) -> (Arc<Stream>, i64) {
+        let (stream, position) = match origin {
+            Origin::Kafka {
+                topic,
+                partition,
+                offset,
+            } => {
+                note_offset(offsets, topic, *partition, *offset);
+                (
+                    Stream::Kafka {
+                        topic: topic.clone(),
+                        partition: *partition,
+                    },
+                    *offset,
+                )
+            }
+            Origin::File { path, line } => (Stream::File { path: path.clone() }, *line as i64),
+        };
+        let stream = match self.streams.get(&stream) {
+            Some(s) => s.clone(),
+            None => self
+                .streams
+                .entry(stream.clone())
+                .or_insert_with(|| Arc::new(stream))
+                .clone(),
+        };
+        (stream, position)
+    }
+
+    /// Keep the new rows re-scan rules read (those only incremental rules
+    /// use are folded into their state instead), and mark the re-scan
+    /// rules of the source to run again.
+    fn retain_raw(
+        &mut self,
+        new_events: &[RecordBatch],
+        source: SourceKind,
+    ) -> Result<(), CorrelationError> {
+        let retained = self.retained.get_mut(&source).expect("checked by ingest");
+        if !retained.keep_raw {
+            return Ok(());
+        }
+        for batch in new_events {
+            let batch = match &retained.retain {
+                None => batch.clone(),
+                Some(predicate) => {
+                    let keep = predicate
+                        .evaluate(batch)
+                        .and_then(|v| v.into_array(batch.num_rows()))
+                        .context("selecting the events to retain")?;
+                    let keep = keep.as_boolean_opt().ok_or(CorrelationError::Unexpected(
+                        "the retention filter is not boolean",
+                    ))?;
+                    filter_record_batch(batch, keep).context("retaining events")?
+                }
+            };
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let offsets = batch_offsets(&batch, &self.identities);
+            retained.batches.push(RetainedBatch::new(batch, offsets));
+        }
+        for rule in self
+            .rules
+            .iter_mut()
+            .filter(|r| r.sources.contains(&source))
+        {
+            if let Strategy::Rescan { pending } = &mut rule.strategy {
+                *pending = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Incremental rules of the source fold the new events into their
+    /// state. A rule that fails loses the new events' contribution to its
+    /// open windows; the failure is reported at the next emission.
+    async fn fold_into_state(
+        &mut self,
+        new_events: Vec<RecordBatch>,
+        new_offsets: &Offsets,
+        source: SourceKind,
+    ) {
+        let new_rows: usize = new_events.iter().map(RecordBatch::num_rows).sum();
+        let retained = self.retained.get_mut(&source).expect("checked by ingest");
+        retained.slot.set_all(new_events);
+        for rule in &mut self.rules {
+            let Strategy::Incremental { split, state } = &mut rule.strategy else {
+                continue;
+            };
+            if !rule.sources.contains(&source) {
+                continue;
+            }
+            self.stats.rows_evaluated += new_rows as u64;
+            let result = match execute(&split.partial, &self.task_ctx, &self.budget).await {
+                Ok(partial) => {
+                    state
+                        .store(
+                            split,
+                            partial,
+                            new_offsets,
+                            rule.last_emitted,
+                            self.settings.max_alert_events,
+                            &self.identities,
+                            &self.task_ctx,
+                            &self.budget,
+                        )
+                        .await
+                }
+                Err(e) => Err(e).context("the partial aggregation of new events"),
+            };
+            match result {
+                Ok(merged) => self.stats.rows_evaluated += merged,
+                Err(e) => self.pending_failures.push((
+                    rule.rule.meta.id.clone(),
+                    format!(
+                        "aggregating new events (their contribution to open windows is lost): {e}"
+                    ),
+                )),
+            }
+        }
+        retained.slot.clear();
+    }
+}
