@@ -159,6 +159,11 @@ pub struct RuleMeta {
     /// for suppression. Empty with `suppress` set: the rule as a whole.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub suppress_key: Vec<String>,
+    /// A correlation rule's declared key (`-- key: <table>: <expr>, ...;
+    /// <table>: ...`), for a rule whose key the engine cannot derive from
+    /// its SQL. The engine parses the expressions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// Parse a duration such as `500ms`, `30s`, `5m`, `2h`, `1d`.
@@ -207,13 +212,14 @@ const REQUIRED: [&str; 8] = [
     "author",
     "based_on",
 ];
-const OPTIONAL: [&str; 6] = [
+const OPTIONAL: [&str; 7] = [
     "tags",
     "references",
     "mode",
     "window",
     "suppress",
     "suppress_key",
+    "key",
 ];
 
 /// The `-- key: value` lines at the top of a file: each known key's 1-based
@@ -416,6 +422,13 @@ pub fn parse_header(text: &str) -> Result<(RuleMeta, usize), Vec<HeaderError>> {
         }),
         _ => {}
     }
+    let key = Some(get("key")).filter(|k| !k.trim().is_empty());
+    if key.is_some() && mode != RuleMode::Correlation {
+        errors.push(HeaderError {
+            line: line_of("key"),
+            message: "key applies to correlation rules (`-- mode: correlation`)".into(),
+        });
+    }
     let suppress_key = list("suppress_key");
     if !suppress_key.is_empty() && suppress.is_none() {
         errors.push(HeaderError {
@@ -473,6 +486,7 @@ pub fn parse_header(text: &str) -> Result<(RuleMeta, usize), Vec<HeaderError>> {
         window,
         suppress,
         suppress_key,
+        key,
     };
     Ok((meta, body_line))
 }

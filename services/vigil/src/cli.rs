@@ -589,6 +589,9 @@ async fn validate(layers: &Layers) -> Result<ExitCode> {
             RuleStrategy::DeltaRescan => println!("correlation rule {id}: delta re-scan (only the trigger events due in each emission are joined)"),
         }
     }
+    for (id, key) in engine.correlator().keys() {
+        println!("correlation rule {id}: key {key}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -21,6 +21,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
+use super::key::CorrelationKey;
 use super::watermark::WatermarkTracker;
 use super::{
     delta, incremental, ms, CompiledCorrelation, CorrelationSettings, CorrelationStats, Correlator,
@@ -151,7 +152,7 @@ async fn compile_rule(
     debug_assert_eq!(rule.meta.mode, RuleMode::Correlation);
     let statement = checked_statement(&rule, expander)?;
     let query = statement.to_string();
-    let (plan, scans) = rule_plan(&rule, statement, state).await?;
+    let (plan, scans, key) = rule_plan(&rule, statement, state).await?;
     let physical = state
         .create_physical_plan(&plan)
         .await
@@ -177,6 +178,7 @@ async fn compile_rule(
         strategy,
         rescan_reason,
         delta,
+        key,
         last_emitted: None,
         suppressed: Default::default(),
         query,
@@ -193,7 +195,7 @@ async fn rule_plan(
     rule: &Rule,
     statement: Statement,
     state: &SessionState,
-) -> Result<(LogicalPlan, Vec<Scan>), RuleError> {
+) -> Result<(LogicalPlan, Vec<Scan>, CorrelationKey), RuleError> {
     let plan = state
         .statement_to_plan(DFStatement::Statement(Box::new(statement)))
         .await
@@ -220,7 +222,16 @@ async fn rule_plan(
             ),
         ));
     }
-    Ok((plan, scans))
+    let key = match &rule.meta.key {
+        Some(text) => super::key::declared(text, state).map_err(|e| rule_error(rule, e.to_string()))?,
+        None => super::key::derive(&optimized).map_err(|e| {
+            rule_error(
+                rule,
+                format!("the rule has no correlation key: {e}; declare one with `-- key: <table>: <expression>, ...` (docs/rules.md#correlation-keys)"),
+            )
+        })?,
+    };
+    Ok((plan, scans, key))
 }
 
 /// The index of the `window_end` output column, which must be a

@@ -44,6 +44,7 @@ mod emit;
 mod error;
 mod incremental;
 mod ingest;
+pub mod key;
 mod settings;
 mod suppress;
 pub mod watermark;
@@ -220,6 +221,8 @@ struct CompiledCorrelation {
     /// For a delta re-scan (`delta.rs`): the bounds of its trigger scans,
     /// set to the emission range before each run.
     delta: Option<delta::DeltaBounds>,
+    /// What correlated events share, per table (see [`key`]).
+    key: key::CorrelationKey,
     last_emitted: Option<i64>,
     /// suppression key -> (suppressed until, alerts folded since)
     suppressed: HashMap<String, (i64, u64, Option<Alert>)>,
@@ -370,6 +373,14 @@ impl Correlator {
     }
 
     /// How each rule is evaluated (rule id, strategy).
+    /// Each rule's correlation key (see [`key`]).
+    pub fn keys(&self) -> Vec<(String, key::CorrelationKey)> {
+        self.rules
+            .iter()
+            .map(|r| (r.rule.meta.id.clone(), r.key.clone()))
+            .collect()
+    }
+
     pub fn strategies(&self) -> Vec<(String, RuleStrategy)> {
         self.rules
             .iter()
@@ -587,5 +598,7 @@ const IDENTITIES_GC_MIN: usize = 65_536;
 
 #[cfg(test)]
 mod incremental_tests;
+#[cfg(test)]
+mod key_tests;
 #[cfg(test)]
 mod tests;
