@@ -41,14 +41,52 @@ impl fmt::Display for CorrelationKey {
             .per_source
             .iter()
             .map(|(source, exprs)| {
-                let exprs: Vec<String> = exprs
-                    .iter()
-                    .map(|e| e.human_display().to_string())
-                    .collect();
+                let exprs: Vec<String> = exprs.iter().map(sql).collect();
                 format!("{source}: {}", exprs.join(", "))
             })
             .collect();
         f.write_str(&tables.join("; "))
+    }
+}
+
+/// An expression as a rule would write it (`user_info.username`,
+/// `coalesce(source_ips[1], '')`), else as DataFusion displays it.
+fn sql(expr: &Expr) -> String {
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::expr::Case;
+    match expr {
+        Expr::Column(c) => c.name.clone(),
+        Expr::Literal(ScalarValue::Utf8(Some(s)), _) => format!("'{}'", s.replace('\'', "''")),
+        Expr::Literal(value, _) => value.to_string(),
+        Expr::ScalarFunction(f) => {
+            let args: Vec<String> = f.args.iter().map(sql).collect();
+            match (f.name(), args.split_first()) {
+                ("get_field", Some((base, fields))) => {
+                    let fields: Vec<String> = fields
+                        .iter()
+                        .map(|f| f.trim_matches('\'').to_string())
+                        .collect();
+                    format!("{base}.{}", fields.join("."))
+                }
+                ("array_element", Some((base, [index]))) => format!("{base}[{index}]"),
+                (name, _) => format!("{name}({})", args.join(", ")),
+            }
+        }
+        // The optimizer writes coalesce(x, y) as this CASE.
+        Expr::Case(Case {
+            expr: None,
+            when_then_expr,
+            else_expr: Some(otherwise),
+        }) if when_then_expr.len() == 1
+            && matches!(&*when_then_expr[0].0, Expr::IsNotNull(x) if **x == *when_then_expr[0].1) =>
+        {
+            format!(
+                "coalesce({}, {})",
+                sql(&when_then_expr[0].1),
+                sql(otherwise)
+            )
+        }
+        other => other.human_display().to_string(),
     }
 }
 
@@ -190,8 +228,8 @@ fn join_key(plan: &LogicalPlan) -> Option<Result<CorrelationKey, KeyError>> {
             Ok(((ls, le), (rs, re))) if ls == rs && le != re => {
                 last_error = Some(KeyError::SidesDiffer {
                     table: ls,
-                    left: le.human_display().to_string(),
-                    right: re.human_display().to_string(),
+                    left: sql(&le),
+                    right: sql(&re),
                 });
             }
             Ok(((ls, le), (rs, re))) => {
@@ -278,7 +316,7 @@ fn keyed(input: &LogicalPlan, exprs: &[Expr]) -> Result<CorrelationKey, KeyError
 }
 
 fn untraceable(expr: &Expr, e: DataFusionError) -> KeyError {
-    KeyError::Untraceable(expr.human_display().to_string(), e.message().to_string())
+    KeyError::Untraceable(sql(expr), e.message().to_string())
 }
 
 fn reads_event_time(expr: &Expr) -> bool {

@@ -23,7 +23,7 @@ async fn key_of(sql: &str, extra: &str) -> Result<String, String> {
     Ok(engine.correlator().keys()[0].1.to_string())
 }
 
-const USERNAME: &str = "k8s_audit: get_field(user_info, Utf8(\"username\"))";
+const USERNAME: &str = "k8s_audit: user_info.username";
 
 #[tokio::test]
 async fn a_grouping_keys_by_its_groups_without_the_window() {
@@ -43,8 +43,7 @@ async fn a_cross_source_join_keys_each_table_by_its_side() {
         AND r.event_time >= e.event_time AND r.event_time <= e.event_time + INTERVAL '2 minutes'";
     assert_eq!(
         key_of(sql, "").await.unwrap(),
-        "k8s_audit: get_field(object_ref, Utf8(\"namespace\")), get_field(object_ref, Utf8(\"name\")); \
-         tetragon: get_field(process, Utf8(\"pod\"), Utf8(\"namespace\")), get_field(process, Utf8(\"pod\"), Utf8(\"name\"))"
+        "k8s_audit: object_ref.namespace, object_ref.name; tetragon: process.pod.namespace, process.pod.name"
     );
 }
 
@@ -77,7 +76,7 @@ async fn a_rule_without_a_key_is_refused_unless_it_declares_one() {
         )
         .await
         .unwrap(),
-        "k8s_audit: get_field(object_ref, Utf8(\"namespace\")), coalesce(verb, Utf8(\"x\"))"
+        "k8s_audit: object_ref.namespace, coalesce(verb, 'x')"
     );
     let e = key_of(global, "-- key: dns: query\n").await.unwrap_err();
     assert!(e.contains("invalid -- key: unknown source \"dns\""), "{e}");
