@@ -231,6 +231,12 @@ async fn rule_plan(
             )
         })?,
     };
+    if let Some((uncovered, _)) = scans.iter().find(|(s, _)| !key.per_source.contains_key(s)) {
+        return Err(rule_error(
+            rule,
+            format!("the rule's correlation key {key} says nothing of {uncovered}, which it reads: a key must name the columns of every table"),
+        ));
+    }
     Ok((plan, scans, key))
 }
 

@@ -458,3 +458,72 @@ fn top_level_split(text: &str) -> Vec<&str> {
     parts.push(&text[start..]);
     parts.into_iter().filter(|p| !p.trim().is_empty()).collect()
 }
+
+impl CorrelationKey {
+    /// The encoder of `source`'s rows, if the key covers that table.
+    pub fn encoder(&self, source: SourceKind) -> datafusion::error::Result<Option<KeyEncoder>> {
+        let Some(exprs) = self.per_source.get(&source) else {
+            return Ok(None);
+        };
+        let schema = DFSchema::try_from(source.schema().as_ref().clone())?;
+        let props = datafusion::execution::context::ExecutionProps::new();
+        let exprs = exprs
+            .iter()
+            .map(|e| {
+                datafusion::physical_expr::create_physical_expr(
+                    e,
+                    &schema,
+                    &props,
+                    &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
+                )
+            })
+            .collect::<datafusion::error::Result<_>>()?;
+        Ok(Some(KeyEncoder { exprs }))
+    }
+}
+
+/// Each row's key as bytes: what a repartitioned row will carry as its
+/// Kafka record key, so that the broker's partitioner (murmur2, as every
+/// Kafka client's) puts equal keys in one partition. Each key value is
+/// written as text (so equal values of different types, a pod name in the
+/// audit table and in Tetragon's, give equal bytes): a 0 byte for null,
+/// else 1, its length (u32, little-endian) and its UTF-8.
+#[derive(Debug)]
+pub struct KeyEncoder {
+    exprs: Vec<std::sync::Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+}
+
+impl KeyEncoder {
+    /// The key bytes of every row of `batch` (a batch of the encoder's
+    /// source table).
+    pub fn encode(
+        &self,
+        batch: &datafusion::arrow::record_batch::RecordBatch,
+    ) -> datafusion::error::Result<Vec<Vec<u8>>> {
+        use datafusion::arrow::array::{Array, AsArray};
+        use datafusion::arrow::datatypes::DataType;
+        let columns = self
+            .exprs
+            .iter()
+            .map(|e| {
+                let values = e.evaluate(batch)?.into_array(batch.num_rows())?;
+                Ok(datafusion::arrow::compute::cast(&values, &DataType::Utf8)?)
+            })
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let mut keys = vec![Vec::new(); batch.num_rows()];
+        for column in &columns {
+            let text = column.as_string::<i32>();
+            for (row, key) in keys.iter_mut().enumerate() {
+                if text.is_null(row) {
+                    key.push(0);
+                } else {
+                    let value = text.value(row).as_bytes();
+                    key.push(1);
+                    key.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                    key.extend_from_slice(value);
+                }
+            }
+        }
+        Ok(keys)
+    }
+}

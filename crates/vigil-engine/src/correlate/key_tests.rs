@@ -110,3 +110,114 @@ async fn a_grouping_over_a_join_on_other_keys_is_refused() {
     let e = key_of(sql, "").await.unwrap_err();
     assert!(e.contains("combines rows of different keys"), "{e}");
 }
+
+/// One decoded batch of `source` from JSON lines.
+fn batch(
+    source: crate::source::SourceKind,
+    lines: &[&str],
+) -> datafusion::arrow::record_batch::RecordBatch {
+    use crate::source::{Origin, RawMessage};
+    let messages: Vec<RawMessage> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| RawMessage {
+            source,
+            payload: l.as_bytes().to_vec(),
+            origin: Origin::File {
+                path: "t".into(),
+                line: i as u64 + 1,
+            },
+            timestamp_ms: None,
+            state_only: false,
+        })
+        .collect();
+    let decoded = crate::decode::decode(
+        source,
+        &messages,
+        crate::decode::DecodeLimits::default(),
+        crate::detect::now_ns(),
+    );
+    assert!(decoded.failures.is_empty(), "{:?}", decoded.failures);
+    decoded.batch
+}
+
+#[tokio::test]
+async fn both_tables_of_a_cross_source_rule_encode_one_pod_to_the_same_key_bytes() {
+    use crate::source::SourceKind;
+    let sql = "SELECT e.object_ref.name AS pod, e.event_time AS window_end \
+       FROM k8s_audit e JOIN tetragon r \
+         ON r.process.pod.namespace = e.object_ref.namespace AND r.process.pod.name = e.object_ref.name \
+        AND r.event_time >= e.event_time AND r.event_time <= e.event_time + INTERVAL '2 minutes'";
+    let rule = parse_rule(
+        &PathBuf::from("t.sql"),
+        &format!("{}{sql}", header("t.key", "k8s_audit", "-- window: 10m\n")),
+    )
+    .unwrap();
+    let engine = RuleEngine::compile(vec![rule]).await.unwrap();
+    let key = engine.correlator().keys()[0].1.clone();
+    let audit = |ns: &str, pod: &str| {
+        format!(
+            r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"{ns}{pod}","stage":"ResponseComplete","verb":"create","user":{{"username":"u"}},"objectRef":{{"resource":"pods","subresource":"exec","namespace":"{ns}","name":"{pod}"}},"responseStatus":{{"code":101}},"requestReceivedTimestamp":"2025-06-01T00:00:00Z"}}"#
+        )
+    };
+    let tetragon = |ns: &str, pod: &str| {
+        format!(
+            r#"{{"process_exec":{{"process":{{"exec_id":"x","pid":1,"binary":"/bin/sh","pod":{{"namespace":"{ns}","name":"{pod}"}}}}}},"node_name":"n","time":"2025-06-01T00:00:01Z"}}"#
+        )
+    };
+    let audit_keys = key
+        .encoder(SourceKind::K8sAudit)
+        .unwrap()
+        .unwrap()
+        .encode(&batch(
+            SourceKind::K8sAudit,
+            &[
+                &audit("prod", "web"),
+                &audit("prod", "db"),
+                &audit("prodw", "eb"),
+            ],
+        ))
+        .unwrap();
+    let runtime_keys = key
+        .encoder(SourceKind::Tetragon)
+        .unwrap()
+        .unwrap()
+        .encode(&batch(SourceKind::Tetragon, &[&tetragon("prod", "web")]))
+        .unwrap();
+    assert_eq!(
+        audit_keys[0], runtime_keys[0],
+        "the same pod, from either table"
+    );
+    assert_ne!(audit_keys[0], audit_keys[1], "another pod");
+    assert_ne!(
+        audit_keys[0], audit_keys[2],
+        "values are delimited: prod/web is not prodw/eb"
+    );
+    assert!(key.encoder(SourceKind::Falco).unwrap().is_none());
+}
+
+/// Every shipped correlation rule has a key (covering every table it
+/// reads: checked at compile), and it encodes a row of each (the
+/// registry's example event).
+#[tokio::test]
+async fn every_shipped_correlation_rule_keys_every_table_it_reads() {
+    let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../sql-rules");
+    let engine = RuleEngine::compile(crate::rules::RulePack::load_dir(&rules).unwrap().rule_set())
+        .await
+        .unwrap();
+    let keys = engine.correlator().keys();
+    assert!(keys.len() >= 10, "{} correlation rules", keys.len());
+    for (id, key) in keys {
+        for (source, exprs) in &key.per_source {
+            let example = vigil_sources::registry::expect(*source).example;
+            let encoded = key
+                .encoder(*source)
+                .unwrap()
+                .unwrap()
+                .encode(&batch(*source, &[example]))
+                .unwrap_or_else(|e| panic!("{id} on {source}: {e}"));
+            assert_eq!(encoded.len(), 1);
+            assert!(!exprs.is_empty(), "{id}");
+        }
+    }
+}
