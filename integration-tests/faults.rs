@@ -611,3 +611,90 @@ fn a_process_a_test_starts_ends_with_its_thread() {
         "sleep {pid} outlived the thread that started it"
     );
 }
+
+/// One audit event with four attacker-sized fields (240 KB each, within
+/// the input limits) makes an alert of over 700 KB. With the
+/// producer's `message.max.bytes` lowered to 30,000 and the record limit
+/// under it, the alert is cut to fit and marked, and the events after it
+/// are still detected: the pipeline does not stall on the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attacker_sized_event_cannot_stall_delivery() {
+    let addr = broker().addr.clone();
+    let topics = Topics::new("huge");
+    topics.create(&addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "\n[limits]\nmax_record_bytes = 20000\n\n[kafka.properties]\n\"message.max.bytes\" = \"30000\"\n";
+    let config = topics.write_config_with(dir.path(), &addr, &repo().join("sql-rules"), extra);
+    let big = |c: char| c.to_string().repeat(240_000);
+    let event = |id: &str, agent: &str, uri: &str, user: &str, name: &str| {
+        serde_json::json!({
+            "kind": "Event", "apiVersion": "audit.k8s.io/v1", "auditID": id,
+            "stage": "ResponseComplete", "verb": "get", "requestURI": uri,
+            "user": {"username": user}, "sourceIPs": ["203.0.113.10"], "userAgent": agent,
+            "objectRef": {"resource": "secrets", "namespace": "prod", "name": name},
+            "responseStatus": {"code": 200},
+            "requestReceivedTimestamp": "2026-01-01T00:00:00Z"
+        })
+        .to_string()
+        .into_bytes()
+    };
+    let huge = event(
+        "huge-1",
+        &format!("peirates/{}", big('a')),
+        &format!("/api/v1/namespaces/prod/secrets/{}", big('b')),
+        &big('u'),
+        &big('n'),
+    );
+    // Under librdkafka's default message.max.bytes, so the test can produce it.
+    assert!(
+        huge.len() > 960_000 && huge.len() < 1_000_000,
+        "{}",
+        huge.len()
+    );
+    let after = event(
+        "after-1",
+        "peirates/1.1.13",
+        "/api/v1/namespaces/prod/secrets/db",
+        "eve",
+        "db",
+    );
+    produce(&addr, &topics.audit, 0, &[huge, after]).await;
+
+    let vigil = Vigil::start(&config, dir.path().join("vigil.log"));
+    let alerts = read_payloads(
+        &addr,
+        &topics.alerts,
+        2,
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+    );
+    let mut by_event: BTreeMap<String, Alert> = BTreeMap::new();
+    for payload in &alerts {
+        assert!(
+            payload.len() <= 20_000,
+            "a record of {} bytes",
+            payload.len()
+        );
+        let alert: Alert = serde_json::from_str(payload).unwrap();
+        if alert.rule_id == "k8s.offensive_tool_user_agent" {
+            by_event.insert(alert.events[0].event_id.clone(), alert);
+        }
+    }
+    let cut = by_event.get("huge-1/ResponseComplete").unwrap_or_else(|| {
+        panic!(
+            "no alert for the huge event: {alerts:?}\nlog:\n{}",
+            vigil.log_text()
+        )
+    });
+    let truncated = cut.truncated.as_ref().expect("the cut is marked");
+    assert!(truncated["user_agent"] > 240_000, "{truncated:?}");
+    assert!(cut.fields["user_agent"]
+        .as_str()
+        .unwrap()
+        .starts_with("peirates/aaa"));
+    let whole = by_event
+        .get("after-1/ResponseComplete")
+        .expect("the event after it is detected too");
+    assert!(whole.truncated.is_none());
+    assert_eq!(whole.fields["user_agent"], "peirates/1.1.13");
+}

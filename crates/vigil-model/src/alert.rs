@@ -6,6 +6,8 @@
 //! same file) yields the same `alert_id`. Consumers deduplicate on it.
 
 use serde::{Deserialize, Serialize};
+
+use crate::fit::{cut_text, keep_for, RecordTooLarge, MIN_KEPT_BYTES};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -45,6 +47,10 @@ pub struct Alert {
     /// has a new trace but the same alert ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// Fields cut so the alert fits the record limit: field name ->
+    /// its size before the cut (bytes of JSON). See [`Alert::to_json_within`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<std::collections::BTreeMap<String, usize>>,
 }
 
 /// Identity of one triggering event.
@@ -117,17 +123,118 @@ impl Alert {
             events,
             suppressed_count: None,
             trace_id: None,
+            truncated: None,
         }
     }
 
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("alerts serialize")
     }
+
+    /// The alert's JSON within `limit` bytes: its largest fields cut (each
+    /// to a marked prefix of its text) until it fits, and named with their
+    /// original sizes in `truncated`. Id, rule and events are kept whole.
+    pub fn to_json_within(&self, limit: usize) -> Result<String, RecordTooLarge> {
+        let mut json = self.to_json();
+        let mut cut = self.clone();
+        while json.len() > limit {
+            let largest = cut
+                .fields
+                .iter()
+                .map(|(name, value)| (name.clone(), value.to_string().len()))
+                .filter(|(_, size)| *size > MIN_KEPT_BYTES)
+                .max_by_key(|(_, size)| *size);
+            let Some((name, size)) = largest else {
+                return Err(RecordTooLarge {
+                    what: format!("alert {} of rule {}", self.alert_id, self.rule_id),
+                    bytes: json.len(),
+                    limit,
+                });
+            };
+            let text = match &cut.fields[&name] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let keep = keep_for(size, json.len() - limit);
+            cut.fields
+                .insert(name.clone(), Value::String(cut_text(&text, keep)));
+            cut.truncated
+                .get_or_insert_with(Default::default)
+                .entry(name)
+                .or_insert(size);
+            json = cut.to_json();
+        }
+        Ok(json)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An alert whose fields carry attacker-sized values (four fields of
+    /// 255 KB, as one audit event within the input limit can).
+    fn huge_alert() -> Alert {
+        let text = concat!(
+            "-- id: t.ua\n-- title: t\n-- severity: high\n-- description: d\n",
+            "-- mitre: T1110\n-- source: k8s_audit\n-- author: a\n-- based_on: vigil:t\nSELECT 1"
+        );
+        let (meta, _) = crate::rule::parse_header(text).unwrap();
+        let big = |c: char| c.to_string().repeat(255_000);
+        let mut fields = Map::new();
+        fields.insert("user_agent".into(), Value::String(big('a')));
+        fields.insert("uri".into(), Value::String(format!("/{}\"", big('é'))));
+        fields.insert("username".into(), Value::String(big('u')));
+        fields.insert("name".into(), Value::String(big('n')));
+        fields.insert("verb".into(), Value::String("get".into()));
+        let events = vec![EventIdentity {
+            event_id: "e1/ResponseComplete".into(),
+            origin: Origin::File {
+                path: "f".into(),
+                line: 1,
+            },
+        }];
+        Alert::new(&meta, 0, 0, fields, events)
+    }
+
+    #[test]
+    fn an_oversized_alert_is_cut_to_the_limit_and_says_what_was_cut() {
+        let alert = huge_alert();
+        assert!(alert.to_json().len() > 1_000_000);
+        for limit in [1_000_000, 100_000, 4_000] {
+            let json = alert.to_json_within(limit).unwrap();
+            assert!(json.len() <= limit, "{} > {limit}", json.len());
+            let cut: Alert = serde_json::from_str(&json).unwrap();
+            assert_eq!(cut.alert_id, alert.alert_id);
+            assert_eq!(cut.rule_id, alert.rule_id);
+            assert_eq!(cut.events, alert.events);
+            assert_eq!(cut.fields["verb"], "get", "small fields are kept");
+            let truncated = cut.truncated.unwrap();
+            if limit == 4_000 {
+                assert_eq!(truncated.len(), 4, "{truncated:?}");
+                assert_eq!(truncated["user_agent"], 255_002, "the original JSON size");
+            }
+            for (name, size) in truncated {
+                assert!(size > 255_000, "{name}: {size}");
+                let value = cut.fields[&name].as_str().unwrap();
+                assert!(value.ends_with(crate::fit::CUT_MARK), "{name}");
+            }
+        }
+        // Nothing to cut: the alert as it is.
+        assert_eq!(alert.to_json_within(usize::MAX).unwrap(), alert.to_json());
+        assert!(serde_json::from_str::<Alert>(&alert.to_json())
+            .unwrap()
+            .truncated
+            .is_none());
+    }
+
+    #[test]
+    fn an_alert_that_cannot_fit_is_an_error_naming_it() {
+        let e = huge_alert().to_json_within(300).unwrap_err();
+        assert!(e.to_string().starts_with("alert "), "{e}");
+        assert!(e.to_string().contains("of rule t.ua"), "{e}");
+        assert!(e.bytes > 300);
+    }
 
     #[test]
     fn alert_id_is_deterministic_and_depends_on_rule_and_events() {

@@ -9,6 +9,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::alert::format_time_ns;
+use crate::fit::{cut_text, keep_for, RecordTooLarge};
 use crate::source::{Origin, SourceKind};
 
 /// Most payload bytes a dead letter keeps. JSON escaping can double the
@@ -145,11 +146,125 @@ impl DeadLetter {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("dead letters serialize")
     }
+
+    /// The record's JSON within `limit` bytes: the payload cut to a marked
+    /// prefix, then the origins and the reason, each cut noted in the
+    /// reason. What the dead letter is about (kind, source, rule, first
+    /// origin) is kept.
+    pub fn to_json_within(&self, limit: usize) -> Result<String, RecordTooLarge> {
+        let mut json = self.to_json();
+        let mut cut = self.clone();
+        for step in 0..3 {
+            if json.len() <= limit {
+                return Ok(json);
+            }
+            let excess = json.len() - limit;
+            match step {
+                0 => cut.cut_payload(excess),
+                1 => cut.cut_origins(excess),
+                _ => {
+                    let keep = keep_for(cut.reason.len(), excess);
+                    cut.reason = cut_text(&cut.reason, keep);
+                }
+            }
+            json = cut.to_json();
+        }
+        if json.len() <= limit {
+            return Ok(json);
+        }
+        Err(RecordTooLarge {
+            what: format!("{:?} dead letter", self.kind),
+            bytes: json.len(),
+            limit,
+        })
+    }
+
+    fn cut_payload(&mut self, excess: usize) {
+        let note =
+            |size: usize| format!(" (payload cut from {size} bytes to fit the record limit)");
+        if let Some(text) = &self.payload {
+            let size = text.len();
+            self.payload = Some(cut_text(text, keep_for(size, excess + 64)));
+            self.reason.push_str(&note(size));
+        } else if let Some(b64) = &self.payload_base64 {
+            let size = b64.len();
+            self.payload_base64 =
+                Some(b64[..keep_for(size, excess + 64).min(size) / 4 * 4].to_string());
+            self.reason.push_str(&note(size));
+        }
+    }
+
+    fn cut_origins(&mut self, excess: usize) {
+        let total = self.origins.len();
+        let mut freed = 0;
+        while self.origins.len() > 1 && freed < excess + 128 {
+            let last = self.origins.pop().expect("more than one");
+            freed += serde_json::to_string(&last).map_or(0, |j| j.len() + 1);
+        }
+        if self.origins.len() < total {
+            let keep = self.origins.len();
+            self.reason
+                .push_str(&format!(" (origins cut to the first {keep} of {total})"));
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_oversized_dead_letter_is_cut_to_the_limit() {
+        let origin = |line| Origin::File {
+            path: "f".into(),
+            line,
+        };
+        let payload = "x".repeat(200_000);
+        let decode = DeadLetter::decode_error(
+            SourceKind::K8sAudit,
+            origin(1),
+            payload.as_bytes(),
+            "bad".into(),
+            0,
+        );
+        let json = decode.to_json_within(10_000).unwrap();
+        assert!(json.len() <= 10_000);
+        let cut: DeadLetter = serde_json::from_str(&json).unwrap();
+        assert!(cut.payload.unwrap().ends_with(crate::fit::CUT_MARK));
+        assert!(
+            cut.reason.starts_with("bad (payload cut from 200000 bytes"),
+            "{}",
+            cut.reason
+        );
+        let binary = DeadLetter::decode_error(
+            SourceKind::K8sAudit,
+            origin(1),
+            &[0xff; 100_000],
+            "bad".into(),
+            0,
+        );
+        let cut: DeadLetter =
+            serde_json::from_str(&binary.to_json_within(10_000).unwrap()).unwrap();
+        assert!(base64::engine::general_purpose::STANDARD
+            .decode(cut.payload_base64.unwrap())
+            .is_ok());
+        let rule = DeadLetter::rule_error(
+            SourceKind::K8sAudit,
+            "r".into(),
+            (1..=5000).map(origin).collect(),
+            "failed".into(),
+            0,
+        );
+        let cut: DeadLetter = serde_json::from_str(&rule.to_json_within(10_000).unwrap()).unwrap();
+        assert_eq!(cut.origins[0], origin(1));
+        assert!(cut.origins.len() < 5000);
+        assert!(
+            cut.reason.contains("origins cut to the first"),
+            "{}",
+            cut.reason
+        );
+        assert!(rule.to_json_within(50).is_err());
+    }
 
     #[test]
     fn oversized_payloads_are_truncated_and_say_so() {

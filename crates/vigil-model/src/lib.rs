@@ -8,5 +8,6 @@
 
 pub mod alert;
 pub mod dead_letter;
+pub mod fit;
 pub mod rule;
 pub mod source;

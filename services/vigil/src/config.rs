@@ -331,6 +331,17 @@ pub struct LimitSettings {
     pub max_nesting_depth: usize,
     #[serde(default = "default_max_event_time_ahead_ms")]
     pub max_event_time_ahead_ms: u64,
+    /// Largest record Vigil produces (key and value): alerts, dead letters
+    /// and late events are cut to fit (see `pipeline::commit`), so that no
+    /// input can make a record the producer or broker refuses.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+}
+
+/// Under librdkafka's default `message.max.bytes` (1,000,000) and Kafka's
+/// default `max.message.bytes` (1,048,588), with room for the framing.
+fn default_max_record_bytes() -> usize {
+    990_000
 }
 
 fn default_max_message_bytes() -> usize {
@@ -357,6 +368,7 @@ impl Default for LimitSettings {
             max_field_bytes: default_max_field_bytes(),
             max_nesting_depth: default_max_nesting_depth(),
             max_event_time_ahead_ms: default_max_event_time_ahead_ms(),
+            max_record_bytes: default_max_record_bytes(),
         }
     }
 }
@@ -464,6 +476,12 @@ impl Settings {
             bail!(
                 "invalid configuration: limits.max_nesting_depth must be at most 128, got {}",
                 l.max_nesting_depth
+            );
+        }
+        if l.max_record_bytes < 4096 {
+            bail!(
+                "invalid configuration: limits.max_record_bytes must be at least 4096, got {}",
+                l.max_record_bytes
             );
         }
         if self.rules.max_eval_ms == 0 {

@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use super::Role;
 use crate::config::Settings;
-use crate::dead_letter::DeadLetterKind;
+use crate::dead_letter::{DeadLetter, DeadLetterKind};
 use crate::detect::{Detections, Detector};
 use crate::kafka::{
     resume_offsets, Checkpoint, ConsumerHandle, KafkaSink, OutRecord, SourceBatch, TxnError,
@@ -134,12 +134,12 @@ impl Committer<'_> {
     /// batch is evaluated, and after the batch before it settled.
     pub fn prepare(
         &mut self,
-        detections: Detections,
+        mut detections: Detections,
         batch: &SourceBatch,
         detector: &Detector,
     ) -> Result<Prepared> {
         let settings = self.settings;
-        let records = output_records(settings, &detections);
+        let records = output_records(settings, &mut detections);
         let correlator = detector.engine().correlator();
         // The checkpoint may say the batch was evaluated only together with
         // (at-least-once: after) the acknowledgement of its output.
@@ -280,28 +280,64 @@ impl Committer<'_> {
 }
 
 /// The records a batch's detections produce: alerts, dead letters, late
-/// events, each to its topic.
-fn output_records(settings: &Settings, detections: &Detections) -> Vec<OutRecord> {
+/// events, each to its topic, each within `limits.max_record_bytes` (see
+/// `vigil_model::fit`: a record over the producer's or broker's limit would
+/// be retried forever and stall the pipeline). An alert that cannot be
+/// made to fit becomes a small `rule_error` dead letter naming it; the
+/// detections are changed to match, so the metrics count what is sent.
+fn output_records(settings: &Settings, detections: &mut Detections) -> Vec<OutRecord> {
+    let limit = settings.limits.max_record_bytes;
     let mut records =
         Vec::with_capacity(detections.alerts.len() + detections.dead_letters.len() + 1);
-    for alert in &detections.alerts {
-        records.push(OutRecord {
-            topic: settings.topics.alerts.clone(),
-            key: alert.alert_id.clone(),
-            payload: alert.to_json(),
-        });
-    }
-    for dl in &detections.dead_letters {
+    let mut unfit = Vec::new();
+    detections.alerts.retain(|alert| {
+        let key = alert.alert_id.clone();
+        match alert.to_json_within(limit.saturating_sub(key.len())) {
+            Ok(payload) => {
+                records.push(OutRecord {
+                    topic: settings.topics.alerts.clone(),
+                    key,
+                    payload,
+                });
+                true
+            }
+            Err(too_large) => {
+                tracing::error!(alert_id = %alert.alert_id, rule = %alert.rule_id, error = %too_large, "an alert cannot fit the record limit; it goes to the dead-letter topic");
+                unfit.push(DeadLetter::rule_error(
+                    alert.source,
+                    alert.rule_id.clone(),
+                    alert.events.iter().map(|e| e.origin.clone()).collect(),
+                    format!("{too_large} (alert id {})", alert.alert_id),
+                    crate::detect::now_ns(),
+                ));
+                false
+            }
+        }
+    });
+    detections.dead_letters.extend(unfit);
+    detections.dead_letters.retain(|dl| {
         let topic = match dl.kind {
             DeadLetterKind::LateEvent => &settings.topics.late_events,
             DeadLetterKind::DecodeError | DeadLetterKind::RuleError => &settings.topics.dead_letter,
         };
-        records.push(OutRecord {
-            topic: topic.clone(),
-            key: dl.key(),
-            payload: dl.to_json(),
-        });
-    }
+        let key = dl.key();
+        match dl.to_json_within(limit.saturating_sub(key.len())) {
+            Ok(payload) => {
+                records.push(OutRecord {
+                    topic: topic.clone(),
+                    key,
+                    payload,
+                });
+                true
+            }
+            // Only with a limit of a few hundred bytes (validation refuses
+            // less than 4096): nothing smaller is left to send.
+            Err(too_large) => {
+                tracing::error!(error = %too_large, "a dead letter cannot fit the record limit; dropped");
+                false
+            }
+        }
+    });
     records
 }
 
