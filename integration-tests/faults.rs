@@ -697,4 +697,14 @@ async fn an_attacker_sized_event_cannot_stall_delivery() {
         .expect("the event after it is detected too");
     assert!(whole.truncated.is_none());
     assert_eq!(whole.fields["user_agent"], "peirates/1.1.13");
+    // Visible in the metrics: the cut alerts (every rule that selected the
+    // huge fields), none replaced.
+    let (status, text) = http_get(vigil.http_addr(), "/metrics");
+    assert_eq!(status, 200);
+    let cut = metric(&text, "vigil_records_cut_total{record=\"alert\"}").unwrap_or(0.0);
+    assert!(cut >= 1.0, "{text}");
+    assert_eq!(
+        metric(&text, "vigil_records_cut_total{record=\"alert_replaced\"}"),
+        None
+    );
 }

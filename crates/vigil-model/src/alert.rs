@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::fit::{cut_text, keep_for, RecordTooLarge, MIN_KEPT_BYTES};
+use crate::fit::{cut_text, keep_for, Fitted, RecordTooLarge, MIN_KEPT_BYTES};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -134,8 +134,9 @@ impl Alert {
     /// The alert's JSON within `limit` bytes: its largest fields cut (each
     /// to a marked prefix of its text) until it fits, and named with their
     /// original sizes in `truncated`. Id, rule and events are kept whole.
-    pub fn to_json_within(&self, limit: usize) -> Result<String, RecordTooLarge> {
+    pub fn to_json_within(&self, limit: usize) -> Result<Fitted, RecordTooLarge> {
         let mut json = self.to_json();
+        let whole = json.len();
         let mut cut = self.clone();
         while json.len() > limit {
             let largest = cut
@@ -164,7 +165,8 @@ impl Alert {
                 .or_insert(size);
             json = cut.to_json();
         }
-        Ok(json)
+        let cut = json.len() < whole;
+        Ok(Fitted { json, cut })
     }
 }
 
@@ -202,7 +204,9 @@ mod tests {
         let alert = huge_alert();
         assert!(alert.to_json().len() > 1_000_000);
         for limit in [1_000_000, 100_000, 4_000] {
-            let json = alert.to_json_within(limit).unwrap();
+            let fitted = alert.to_json_within(limit).unwrap();
+            assert!(fitted.cut);
+            let json = fitted.json;
             assert!(json.len() <= limit, "{} > {limit}", json.len());
             let cut: Alert = serde_json::from_str(&json).unwrap();
             assert_eq!(cut.alert_id, alert.alert_id);
@@ -221,7 +225,9 @@ mod tests {
             }
         }
         // Nothing to cut: the alert as it is.
-        assert_eq!(alert.to_json_within(usize::MAX).unwrap(), alert.to_json());
+        let whole = alert.to_json_within(usize::MAX).unwrap();
+        assert_eq!(whole.json, alert.to_json());
+        assert!(!whole.cut);
         assert!(serde_json::from_str::<Alert>(&alert.to_json())
             .unwrap()
             .truncated

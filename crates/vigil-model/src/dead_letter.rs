@@ -9,7 +9,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::alert::format_time_ns;
-use crate::fit::{cut_text, keep_for, RecordTooLarge};
+use crate::fit::{cut_text, keep_for, Fitted, RecordTooLarge};
 use crate::source::{Origin, SourceKind};
 
 /// Most payload bytes a dead letter keeps. JSON escaping can double the
@@ -151,12 +151,15 @@ impl DeadLetter {
     /// prefix, then the origins and the reason, each cut noted in the
     /// reason. What the dead letter is about (kind, source, rule, first
     /// origin) is kept.
-    pub fn to_json_within(&self, limit: usize) -> Result<String, RecordTooLarge> {
+    pub fn to_json_within(&self, limit: usize) -> Result<Fitted, RecordTooLarge> {
         let mut json = self.to_json();
         let mut cut = self.clone();
         for step in 0..3 {
             if json.len() <= limit {
-                return Ok(json);
+                return Ok(Fitted {
+                    json,
+                    cut: step > 0,
+                });
             }
             let excess = json.len() - limit;
             match step {
@@ -170,7 +173,7 @@ impl DeadLetter {
             json = cut.to_json();
         }
         if json.len() <= limit {
-            return Ok(json);
+            return Ok(Fitted { json, cut: true });
         }
         Err(RecordTooLarge {
             what: format!("{:?} dead letter", self.kind),
@@ -227,7 +230,9 @@ mod tests {
             "bad".into(),
             0,
         );
-        let json = decode.to_json_within(10_000).unwrap();
+        let fitted = decode.to_json_within(10_000).unwrap();
+        assert!(fitted.cut);
+        let json = fitted.json;
         assert!(json.len() <= 10_000);
         let cut: DeadLetter = serde_json::from_str(&json).unwrap();
         assert!(cut.payload.unwrap().ends_with(crate::fit::CUT_MARK));
@@ -244,7 +249,7 @@ mod tests {
             0,
         );
         let cut: DeadLetter =
-            serde_json::from_str(&binary.to_json_within(10_000).unwrap()).unwrap();
+            serde_json::from_str(&binary.to_json_within(10_000).unwrap().json).unwrap();
         assert!(base64::engine::general_purpose::STANDARD
             .decode(cut.payload_base64.unwrap())
             .is_ok());
@@ -255,7 +260,8 @@ mod tests {
             "failed".into(),
             0,
         );
-        let cut: DeadLetter = serde_json::from_str(&rule.to_json_within(10_000).unwrap()).unwrap();
+        let cut: DeadLetter =
+            serde_json::from_str(&rule.to_json_within(10_000).unwrap().json).unwrap();
         assert_eq!(cut.origins[0], origin(1));
         assert!(cut.origins.len() < 5000);
         assert!(

@@ -41,3 +41,10 @@ pub fn cut_text(text: &str, keep: usize) -> String {
 pub fn keep_for(size: usize, excess: usize) -> usize {
     size.saturating_sub(excess + 128).max(MIN_KEPT_BYTES / 2)
 }
+
+/// A record's JSON within the limit, and whether parts were cut for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fitted {
+    pub json: String,
+    pub cut: bool,
+}

@@ -56,6 +56,14 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// `record` label of records cut to fit the record limit: `alert`,
+/// `dead_letter`, `late_event`, or `alert_replaced` (an alert that could
+/// not fit even cut, sent as a dead letter instead).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RecordLabel {
+    pub record: String,
+}
+
 /// A Kafka topic-partition.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabels {
@@ -210,6 +218,7 @@ pub struct Metrics {
     rule_failures_by_rule: Family<RuleLabel, Counter>,
     rule_seconds: HistogramFamily<RuleLabel>,
     dead_letters_by_kind: Family<KindLabel, Counter>,
+    records_cut: Family<RecordLabel, Counter>,
     batch_messages: Histogram,
     batch_seconds: Histogram,
     consumer_lag: Family<PartitionLabels, Gauge>,
@@ -278,6 +287,7 @@ impl Metrics {
             rule_failures_by_rule: Family::default(),
             rule_seconds: Family::new_with_constructor(rule_latency_buckets),
             dead_letters_by_kind: Family::default(),
+            records_cut: Family::default(),
             batch_messages: batch_size_buckets(),
             batch_seconds: batch_latency_buckets(),
             consumer_lag: Family::default(),
@@ -370,6 +380,11 @@ impl Metrics {
             "dead_letters",
             "Dead letters and late-event reports acknowledged, per kind",
             self.dead_letters_by_kind.clone(),
+        );
+        r.register(
+            "records_cut",
+            "Output records cut to fit limits.max_record_bytes, per record kind",
+            self.records_cut.clone(),
         );
         r.register(
             "batches",
@@ -511,6 +526,7 @@ impl Metrics {
         m.rule_evaluated("r", Duration::ZERO, 0);
         m.rule_failed("r");
         m.dead_letter_delivered(DeadLetterKind::DecodeError);
+        m.record_cut("alert");
         m.set_consumer_lag([("t".to_string(), 0, 0)]);
         m.rule_reload_ok();
         m.encode()
@@ -560,6 +576,16 @@ impl Metrics {
             .get_or_create(&AlertLabels {
                 rule: rule_id.to_string(),
                 severity: severity.as_str().to_string(),
+            })
+            .inc();
+    }
+
+    /// An output record cut to fit the record limit (`record`: see
+    /// [`RecordLabel`]).
+    pub fn record_cut(&self, record: &str) {
+        self.records_cut
+            .get_or_create(&RecordLabel {
+                record: record.to_string(),
             })
             .inc();
     }

@@ -139,7 +139,7 @@ impl Committer<'_> {
         detector: &Detector,
     ) -> Result<Prepared> {
         let settings = self.settings;
-        let records = output_records(settings, &mut detections);
+        let records = output_records(settings, &mut detections, &self.metrics);
         let correlator = detector.engine().correlator();
         // The checkpoint may say the batch was evaluated only together with
         // (at-least-once: after) the acknowledgement of its output.
@@ -285,7 +285,11 @@ impl Committer<'_> {
 /// be retried forever and stall the pipeline). An alert that cannot be
 /// made to fit becomes a small `rule_error` dead letter naming it; the
 /// detections are changed to match, so the metrics count what is sent.
-fn output_records(settings: &Settings, detections: &mut Detections) -> Vec<OutRecord> {
+fn output_records(
+    settings: &Settings,
+    detections: &mut Detections,
+    metrics: &Metrics,
+) -> Vec<OutRecord> {
     let limit = settings.limits.max_record_bytes;
     let mut records =
         Vec::with_capacity(detections.alerts.len() + detections.dead_letters.len() + 1);
@@ -293,15 +297,19 @@ fn output_records(settings: &Settings, detections: &mut Detections) -> Vec<OutRe
     detections.alerts.retain(|alert| {
         let key = alert.alert_id.clone();
         match alert.to_json_within(limit.saturating_sub(key.len())) {
-            Ok(payload) => {
+            Ok(fitted) => {
+                if fitted.cut {
+                    metrics.record_cut("alert");
+                }
                 records.push(OutRecord {
                     topic: settings.topics.alerts.clone(),
                     key,
-                    payload,
+                    payload: fitted.json,
                 });
                 true
             }
             Err(too_large) => {
+                metrics.record_cut("alert_replaced");
                 tracing::error!(alert_id = %alert.alert_id, rule = %alert.rule_id, error = %too_large, "an alert cannot fit the record limit; it goes to the dead-letter topic");
                 unfit.push(DeadLetter::rule_error(
                     alert.source,
@@ -322,11 +330,17 @@ fn output_records(settings: &Settings, detections: &mut Detections) -> Vec<OutRe
         };
         let key = dl.key();
         match dl.to_json_within(limit.saturating_sub(key.len())) {
-            Ok(payload) => {
+            Ok(fitted) => {
+                if fitted.cut {
+                    metrics.record_cut(match dl.kind {
+                        DeadLetterKind::LateEvent => "late_event",
+                        _ => "dead_letter",
+                    });
+                }
                 records.push(OutRecord {
                     topic: topic.clone(),
                     key,
-                    payload,
+                    payload: fitted.json,
                 });
                 true
             }
