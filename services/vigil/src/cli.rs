@@ -94,8 +94,9 @@ enum Command {
         /// aks_event_hubs or gke_cloud_logging (each line one message).
         #[arg(long, default_value = "native")]
         audit_format: AuditFormat,
-        /// Events per micro-batch.
-        #[arg(long, default_value_t = 1000)]
+        /// Events per micro-batch (the default is `vigil run`'s
+        /// `batch.max_events`; docs/benchmarks.md measures it).
+        #[arg(long, default_value_t = 5000)]
         batch_size: usize,
         /// Evaluate only events at or after this event time (RFC 3339,
         /// e.g. 2024-05-01T00:00:00Z); earlier events are skipped and counted.

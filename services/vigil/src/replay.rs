@@ -47,7 +47,7 @@ pub struct ReplayOptions {
 
 impl Default for ReplayOptions {
     fn default() -> Self {
-        ReplayOptions { batch_size: 1000 }
+        ReplayOptions { batch_size: 5000 }
     }
 }
 
