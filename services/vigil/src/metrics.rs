@@ -768,6 +768,61 @@ fn catch_up(counter: &Counter, total: u64) {
     }
 }
 
+impl crate::observe::DetectionMetrics for Metrics {
+    fn messages_consumed(&self, source: SourceKind, n: u64) {
+        self.messages_consumed.inc_by(source, n);
+    }
+    fn decode_failures(&self, source: SourceKind, n: u64) {
+        self.decode_failures.inc_by(source, n);
+    }
+    fn events_decoded(&self, source: SourceKind, n: u64) {
+        self.events_decoded.inc_by(source, n);
+    }
+    fn empty_messages(&self, n: u64) {
+        Metrics::add(&self.empty_messages, n);
+    }
+    fn event_time(&self, source: SourceKind, latest_ns: i64) {
+        self.observe_event_time(source, latest_ns);
+    }
+    fn late_events(&self, source: SourceKind, n: u64) {
+        self.late_events.inc_by(source, n);
+    }
+    fn alerts_excepted(&self, n: u64) {
+        Metrics::add(&self.alerts_excepted, n);
+    }
+    fn rule_evaluated(&self, rule_id: &str, elapsed: Duration, matches: usize) {
+        Metrics::rule_evaluated(self, rule_id, elapsed, matches);
+    }
+    fn rule_timed_out(&self) {
+        Metrics::add(&self.rule_timeouts, 1);
+    }
+    fn rule_failed(&self, rule_id: &str) {
+        Metrics::rule_failed(self, rule_id);
+    }
+    fn rules_reloaded(&self, rules_loaded: usize) {
+        self.rule_reload_ok();
+        self.set_rules_loaded(rules_loaded);
+    }
+    fn correlation_state(
+        &self,
+        retained_events: usize,
+        watermark_ns: Option<i64>,
+        evicted_early: u64,
+        suppressed: u64,
+    ) {
+        Metrics::correlation_state(
+            self,
+            retained_events,
+            watermark_ns,
+            evicted_early,
+            suppressed,
+        );
+    }
+    fn correlation_work(&self, state_rows: usize, evicted_state_rows: u64, rows_evaluated: u64) {
+        Metrics::correlation_work(self, state_rows, evicted_state_rows, rows_evaluated);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -921,60 +976,5 @@ mod tests {
             sample(&text, "vigil_correlation_suppressed_alerts_total"),
             Some(1.0)
         );
-    }
-}
-
-impl crate::observe::DetectionMetrics for Metrics {
-    fn messages_consumed(&self, source: SourceKind, n: u64) {
-        self.messages_consumed.inc_by(source, n);
-    }
-    fn decode_failures(&self, source: SourceKind, n: u64) {
-        self.decode_failures.inc_by(source, n);
-    }
-    fn events_decoded(&self, source: SourceKind, n: u64) {
-        self.events_decoded.inc_by(source, n);
-    }
-    fn empty_messages(&self, n: u64) {
-        Metrics::add(&self.empty_messages, n);
-    }
-    fn event_time(&self, source: SourceKind, latest_ns: i64) {
-        self.observe_event_time(source, latest_ns);
-    }
-    fn late_events(&self, source: SourceKind, n: u64) {
-        self.late_events.inc_by(source, n);
-    }
-    fn alerts_excepted(&self, n: u64) {
-        Metrics::add(&self.alerts_excepted, n);
-    }
-    fn rule_evaluated(&self, rule_id: &str, elapsed: Duration, matches: usize) {
-        Metrics::rule_evaluated(self, rule_id, elapsed, matches);
-    }
-    fn rule_timed_out(&self) {
-        Metrics::add(&self.rule_timeouts, 1);
-    }
-    fn rule_failed(&self, rule_id: &str) {
-        Metrics::rule_failed(self, rule_id);
-    }
-    fn rules_reloaded(&self, rules_loaded: usize) {
-        self.rule_reload_ok();
-        self.set_rules_loaded(rules_loaded);
-    }
-    fn correlation_state(
-        &self,
-        retained_events: usize,
-        watermark_ns: Option<i64>,
-        evicted_early: u64,
-        suppressed: u64,
-    ) {
-        Metrics::correlation_state(
-            self,
-            retained_events,
-            watermark_ns,
-            evicted_early,
-            suppressed,
-        );
-    }
-    fn correlation_work(&self, state_rows: usize, evicted_state_rows: u64, rows_evaluated: u64) {
-        Metrics::correlation_work(self, state_rows, evicted_state_rows, rows_evaluated);
     }
 }

@@ -139,7 +139,7 @@ impl Committer<'_> {
         detector: &Detector,
     ) -> Result<Prepared> {
         let settings = self.settings;
-        let records = output_records(settings, &mut detections, &self.metrics);
+        let records = output_records(settings, &mut detections, self.metrics);
         let correlator = detector.engine().correlator();
         // The checkpoint may say the batch was evaluated only together with
         // (at-least-once: after) the acknowledgement of its output.

@@ -324,6 +324,24 @@ fn stamp_trace(span: &tracing::Span, detections: &mut Detections) {
     }
 }
 
+/// The consumer's assignment and lag, reported to the service's metrics
+/// and readiness.
+struct ServiceReport {
+    metrics: Arc<Metrics>,
+    health: Arc<crate::health::Health>,
+}
+
+impl crate::kafka::ConsumerReport for ServiceReport {
+    fn consumer_lag(&self, lags: Vec<(String, i32, i64)>) {
+        self.metrics.set_consumer_lag(lags);
+    }
+
+    fn assignment(&self, partitions: usize, joined: bool) {
+        self.health.set_assigned(joined);
+        self.metrics.set_assigned_partitions(partitions);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -408,23 +426,5 @@ mod tests {
             step(&mut reads, &mut in_flight).await,
             Step::Read(None)
         ));
-    }
-}
-
-/// The consumer's assignment and lag, reported to the service's metrics
-/// and readiness.
-struct ServiceReport {
-    metrics: Arc<Metrics>,
-    health: Arc<crate::health::Health>,
-}
-
-impl crate::kafka::ConsumerReport for ServiceReport {
-    fn consumer_lag(&self, lags: Vec<(String, i32, i64)>) {
-        self.metrics.set_consumer_lag(lags);
-    }
-
-    fn assignment(&self, partitions: usize, joined: bool) {
-        self.health.set_assigned(joined);
-        self.metrics.set_assigned_partitions(partitions);
     }
 }
