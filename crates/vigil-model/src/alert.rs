@@ -136,7 +136,9 @@ impl Alert {
     /// original sizes in `truncated`. Id, rule and events are kept whole.
     pub fn to_json_within(&self, limit: usize) -> Result<Fitted, RecordTooLarge> {
         let mut json = self.to_json();
-        let whole = json.len();
+        if json.len() <= limit {
+            return Ok(Fitted { json, cut: false });
+        }
         let mut cut = self.clone();
         while json.len() > limit {
             let largest = cut
@@ -165,8 +167,7 @@ impl Alert {
                 .or_insert(size);
             json = cut.to_json();
         }
-        let cut = json.len() < whole;
-        Ok(Fitted { json, cut })
+        Ok(Fitted { json, cut: true })
     }
 }
 

@@ -153,13 +153,13 @@ impl DeadLetter {
     /// origin) is kept.
     pub fn to_json_within(&self, limit: usize) -> Result<Fitted, RecordTooLarge> {
         let mut json = self.to_json();
+        if json.len() <= limit {
+            return Ok(Fitted { json, cut: false });
+        }
         let mut cut = self.clone();
         for step in 0..3 {
             if json.len() <= limit {
-                return Ok(Fitted {
-                    json,
-                    cut: step > 0,
-                });
+                return Ok(Fitted { json, cut: true });
             }
             let excess = json.len() - limit;
             match step {
