@@ -302,6 +302,9 @@ impl Detector {
                 }
             }
         }
+        let first_seen = self.engine.first_seen_stats();
+        self.metrics
+            .first_seen_state(first_seen.entries, first_seen.forgotten_early);
         if self.engine.correlator().rule_count() > 0 {
             let span = tracing::info_span!("correlate", alerts = tracing::field::Empty);
             let (alerts, failures) = self
@@ -356,6 +359,24 @@ impl Detector {
         self.engine
             .correlator_mut()
             .register_partitions(partitions, now_ns());
+    }
+
+    /// The first-seen rules' state changes since the last call, to persist
+    /// (see [`crate::rules::first_seen`]).
+    pub fn take_first_seen_changes(
+        &mut self,
+    ) -> Vec<(Arc<str>, Vec<crate::rules::first_seen::StateChange>)> {
+        self.engine.take_first_seen_changes()
+    }
+
+    /// Restore a first-seen rule's persisted state; `false` when no loaded
+    /// rule of that id keeps any.
+    pub fn restore_first_seen(
+        &mut self,
+        rule_id: &str,
+        changes: impl IntoIterator<Item = crate::rules::first_seen::StateChange>,
+    ) -> bool {
+        self.engine.restore_first_seen(rule_id, changes)
     }
 
     /// Restore correlation emission watermarks from a checkpoint.

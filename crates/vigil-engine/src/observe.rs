@@ -46,6 +46,9 @@ pub trait DetectionMetrics: Send + Sync {
     );
     /// Incremental correlation state and work (totals since start).
     fn correlation_work(&self, state_rows: usize, evicted_state_rows: u64, rows_evaluated: u64);
+    /// First-seen state after a batch: combinations held by all rules, and
+    /// those forgotten before their history ended (a running total).
+    fn first_seen_state(&self, _entries: usize, _forgotten_early: u64) {}
 }
 
 /// Reports nothing.

@@ -164,6 +164,30 @@ pub struct RuleMeta {
     /// its SQL. The engine parses the expressions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// A per-event rule that alerts only on a value combination not seen
+    /// within a history window (`-- first_seen: <output columns>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<FirstSeenMeta>,
+}
+
+/// The first-seen ("new terms") part of a per-event rule's header.
+///
+/// ```sql
+/// -- first_seen: username, namespace
+/// -- history: 14d
+/// -- learning: 7d
+/// ```
+///
+/// A row of the rule raises an alert only when the combination of its
+/// `columns` has not been seen in the `history` before its event, and
+/// only once the rule has observed `learning` of event time (by default,
+/// its whole `history`): before that every combination would be new.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirstSeenMeta {
+    /// Output columns whose values form the combination.
+    pub columns: Vec<String>,
+    pub history: Duration,
+    pub learning: Duration,
 }
 
 /// Parse a duration such as `500ms`, `30s`, `5m`, `2h`, `1d`.
@@ -212,7 +236,7 @@ const REQUIRED: [&str; 8] = [
     "author",
     "based_on",
 ];
-const OPTIONAL: [&str; 7] = [
+const OPTIONAL: [&str; 10] = [
     "tags",
     "references",
     "mode",
@@ -220,6 +244,9 @@ const OPTIONAL: [&str; 7] = [
     "suppress",
     "suppress_key",
     "key",
+    "first_seen",
+    "history",
+    "learning",
 ];
 
 /// The `-- key: value` lines at the top of a file: each known key's 1-based
@@ -394,23 +421,8 @@ pub fn parse_header(text: &str) -> Result<(RuleMeta, usize), Vec<HeaderError>> {
             RuleMode::Event
         }
     };
-    let mut duration = |key: &str| -> Option<Duration> {
-        if !values.contains_key(key) {
-            return None;
-        }
-        match parse_duration(&get(key)) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                errors.push(HeaderError {
-                    line: line_of(key),
-                    message: format!("{key}: {e}"),
-                });
-                None
-            }
-        }
-    };
-    let window = duration("window");
-    let suppress = duration("suppress");
+    let window = header_duration(&header, "window", &mut errors);
+    let suppress = header_duration(&header, "suppress", &mut errors);
     match mode {
         RuleMode::Correlation if window.is_none() && !values.contains_key("window") => errors.push(HeaderError {
             line: line_of("mode"),
@@ -429,6 +441,7 @@ pub fn parse_header(text: &str) -> Result<(RuleMeta, usize), Vec<HeaderError>> {
             message: "key applies to correlation rules (`-- mode: correlation`)".into(),
         });
     }
+    let first_seen = first_seen_meta(&header, mode, &mut errors);
     let suppress_key = list("suppress_key");
     if !suppress_key.is_empty() && suppress.is_none() {
         errors.push(HeaderError {
@@ -487,8 +500,78 @@ pub fn parse_header(text: &str) -> Result<(RuleMeta, usize), Vec<HeaderError>> {
         suppress,
         suppress_key,
         key,
+        first_seen,
     };
     Ok((meta, body_line))
+}
+
+/// The duration under `key`, `None` when absent or invalid (then noted in
+/// `errors`).
+fn header_duration(
+    header: &CommentHeader,
+    key: &str,
+    errors: &mut Vec<HeaderError>,
+) -> Option<Duration> {
+    if !header.values.contains_key(key) {
+        return None;
+    }
+    match parse_duration(&header.get(key)) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            errors.push(HeaderError {
+                line: header.line_of(key),
+                message: format!("{key}: {e}"),
+            });
+            None
+        }
+    }
+}
+
+/// The `first_seen`, `history` and `learning` keys: all or none of the
+/// first two, on a per-event rule.
+fn first_seen_meta(
+    header: &CommentHeader,
+    mode: RuleMode,
+    errors: &mut Vec<HeaderError>,
+) -> Option<FirstSeenMeta> {
+    let given = |k: &str| header.values.contains_key(k);
+    if !given("first_seen") {
+        for key in ["history", "learning"] {
+            if given(key) {
+                errors.push(HeaderError {
+                    line: header.line_of(key),
+                    message: format!(
+                        "{key} applies to first-seen rules (`-- first_seen: <columns>`)"
+                    ),
+                });
+            }
+        }
+        return None;
+    }
+    let line = header.line_of("first_seen");
+    let columns = header.list("first_seen");
+    let mut fail = |message: String| errors.push(HeaderError { line, message });
+    if mode != RuleMode::Event {
+        fail("first_seen applies to per-event rules (no `-- mode: correlation`)".into());
+    }
+    if columns.is_empty() {
+        fail("first_seen names no output column".into());
+    }
+    if !given("history") {
+        fail("a first-seen rule needs a history (e.g. `-- history: 14d`): how long a combination counts as seen".into());
+    }
+    if given("suppress") {
+        fail("first_seen and suppress do not combine: a first-seen rule raises one alert per new combination already".into());
+    }
+    let history = header_duration(header, "history", errors)?;
+    let learning = header_duration(header, "learning", errors).unwrap_or(history);
+    (mode == RuleMode::Event && !columns.is_empty() && !given("suppress")).then_some(
+        FirstSeenMeta {
+            columns,
+            history,
+            learning,
+        },
+    )
 }
 
 /// `T` followed by four digits, optionally `.` and three digits.
@@ -591,6 +674,45 @@ mod tests {
         ))
         .unwrap_err();
         assert!(errors[0].message.contains("unit must be"), "{errors:?}");
+    }
+
+    #[test]
+    fn first_seen_headers() {
+        let text = GOOD.replace(
+            "-- tags: a, b",
+            "-- first_seen: user, namespace\n-- history: 14d\n-- learning: 2d",
+        );
+        let (meta, _) = parse_header(&text).unwrap();
+        let first_seen = meta.first_seen.unwrap();
+        assert_eq!(first_seen.columns, vec!["user", "namespace"]);
+        assert_eq!(first_seen.history, Duration::from_secs(14 * 86_400));
+        assert_eq!(first_seen.learning, Duration::from_secs(2 * 86_400));
+        // Learning defaults to the whole history.
+        let text = GOOD.replace("-- tags: a, b", "-- first_seen: user\n-- history: 3d");
+        let (meta, _) = parse_header(&text).unwrap();
+        assert_eq!(
+            meta.first_seen.unwrap().learning,
+            Duration::from_secs(3 * 86_400)
+        );
+        let message = |replacement: &str| {
+            let errors = parse_header(&GOOD.replace("-- tags: a, b", replacement)).unwrap_err();
+            errors
+                .iter()
+                .map(|e| e.message.clone())
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        assert!(message("-- first_seen: user").contains("needs a history"));
+        assert!(message("-- history: 14d").contains("applies to first-seen rules"));
+        assert!(
+            message("-- first_seen: user\n-- history: 1d\n-- suppress: 1h")
+                .contains("do not combine")
+        );
+        assert!(message(
+            "-- first_seen: user\n-- history: 1d\n-- mode: correlation\n-- window: 1m"
+        )
+        .contains("per-event rules"));
+        assert!(message("-- first_seen: user\n-- history: 400d").contains("at most 366d"));
     }
 
     #[test]

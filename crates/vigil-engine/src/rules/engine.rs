@@ -35,6 +35,7 @@ use super::definitions::expand::Expander;
 use super::definitions::macros::line_in_message;
 use super::definitions::Definitions;
 use super::exceptions::{Excepted, Exceptions};
+use super::first_seen::{FirstSeen, FirstSeenStats, StateChange};
 use super::fold::Folds;
 use super::slot::{BatchSlot, SlotTable};
 use super::{Rule, RuleError, RuleErrors, RuleMode, RuleSet};
@@ -66,6 +67,16 @@ struct CompiledRule {
     row_column: usize,
     /// Open suppression periods (`-- suppress`), see [`super::fold`].
     folds: Folds,
+    /// What a first-seen rule has seen (`-- first_seen`), see
+    /// [`super::first_seen`].
+    first_seen: Option<FirstSeen>,
+}
+
+impl CompiledRule {
+    /// Whether rows of earlier batches change what this rule raises.
+    fn keeps_state(&self) -> bool {
+        self.rule.meta.suppress.is_some() || self.first_seen.is_some()
+    }
 }
 
 /// Compiled rules plus the DataFusion context they run in.
@@ -275,6 +286,7 @@ impl RuleEngine {
             .await
             {
                 Ok((plan, row_column)) => compiled.push(CompiledRule {
+                    first_seen: rule.meta.first_seen.as_ref().map(FirstSeen::new),
                     rule: Arc::new(rule),
                     plan,
                     row_column,
@@ -438,6 +450,21 @@ impl RuleEngine {
                 rule.folds = std::mem::take(&mut o.folds);
             }
         }
+        for rule in self.rules.iter_mut() {
+            let Some(state) = &mut rule.first_seen else {
+                continue;
+            };
+            // What was seen stays seen while the combination is of the
+            // same columns (a changed history applies from now on).
+            if let Some(old_state) = old_rules
+                .iter_mut()
+                .find(|o| o.rule.meta.id == rule.rule.meta.id)
+                .and_then(|o| o.first_seen.take())
+                .filter(|o| o.same_columns(state))
+            {
+                state.carry_from(old_state);
+            }
+        }
         self.correlator.carry_state_from(old.correlator, &unchanged);
         unchanged
     }
@@ -526,7 +553,8 @@ impl RuleEngine {
     }
 
     /// The rules of `decoded.source` over the batch (`only_folding`: only
-    /// those with `-- suppress`).
+    /// those that keep state from row to row, `-- suppress` and
+    /// `-- first_seen`).
     async fn run_rules(
         &mut self,
         decoded: &DecodedBatch,
@@ -550,10 +578,22 @@ impl RuleEngine {
             .column(0)
             .as_primitive::<TimestampNanosecondType>()
             .clone();
-        for compiled in self.rules.iter_mut().filter(|r| {
-            r.rule.meta.source == decoded.source
-                && (!only_folding || r.rule.meta.suppress.is_some())
-        }) {
+        if let Some(earliest) = datafusion::arrow::compute::min(&event_times) {
+            for r in self
+                .rules
+                .iter_mut()
+                .filter(|r| r.rule.meta.source == decoded.source)
+            {
+                if let Some(f) = &mut r.first_seen {
+                    f.observe(earliest);
+                }
+            }
+        }
+        for compiled in self
+            .rules
+            .iter_mut()
+            .filter(|r| r.rule.meta.source == decoded.source && (!only_folding || r.keeps_state()))
+        {
             let rule = compiled.rule.clone();
             let meta = &rule.meta;
             let span = tracing::info_span!("rule", rule = %meta.id, source = %decoded.source, matches = tracing::field::Empty);
@@ -594,6 +634,27 @@ impl RuleEngine {
                 }
             };
             for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+                let new_only;
+                let batch = match &mut compiled.first_seen {
+                    None => batch,
+                    Some(first_seen) => {
+                        match new_rows(first_seen, batch, compiled.row_column, &event_times) {
+                            Ok(new) => {
+                                new_only = new;
+                                &new_only
+                            }
+                            Err(e) => {
+                                failures.push(RuleFailure {
+                                    rule_id: meta.id.clone(),
+                                    source: decoded.source,
+                                    error: format!("first-seen state: {e}"),
+                                    timed_out: false,
+                                });
+                                continue;
+                            }
+                        }
+                    }
+                };
                 let rows = match rows_to_json(batch) {
                     Ok(rows) => rows,
                     Err(e) => {
@@ -661,12 +722,59 @@ impl RuleEngine {
             .collect()
     }
 
-    /// Forget the per-event rules' suppression periods (between
-    /// independent inputs).
+    /// Forget the per-event rules' suppression periods and first-seen
+    /// state (between independent inputs).
     pub fn reset_folds(&mut self) {
         for r in &mut self.rules {
             r.folds.clear();
+            if let Some(f) = &mut r.first_seen {
+                f.clear();
+            }
         }
+    }
+
+    /// The first-seen rules' changes since the last call, by rule id, to
+    /// persist (see [`super::first_seen`]).
+    pub fn take_first_seen_changes(&mut self) -> Vec<(Arc<str>, Vec<StateChange>)> {
+        self.rules
+            .iter_mut()
+            .filter_map(|r| {
+                let changes = r.first_seen.as_mut()?.take_changes();
+                (!changes.is_empty()).then(|| (Arc::from(r.rule.meta.id.as_str()), changes))
+            })
+            .collect()
+    }
+
+    /// Restore a first-seen rule's persisted changes. Returns `false` when
+    /// no loaded rule of that id keeps first-seen state (a rule removed
+    /// since: its state is dropped).
+    pub fn restore_first_seen(
+        &mut self,
+        rule_id: &str,
+        changes: impl IntoIterator<Item = StateChange>,
+    ) -> bool {
+        let Some(state) = self
+            .rules
+            .iter_mut()
+            .find(|r| r.rule.meta.id == rule_id)
+            .and_then(|r| r.first_seen.as_mut())
+        else {
+            return false;
+        };
+        state.restore(changes);
+        true
+    }
+
+    /// The first-seen state of every rule, summed.
+    pub fn first_seen_stats(&self) -> FirstSeenStats {
+        self.rules
+            .iter()
+            .filter_map(|r| r.first_seen.as_ref())
+            .map(FirstSeen::stats)
+            .fold(FirstSeenStats::default(), |a, b| FirstSeenStats {
+                entries: a.entries + b.entries,
+                forgotten_early: a.forgotten_early + b.forgotten_early,
+            })
     }
 }
 
@@ -713,6 +821,7 @@ async fn compile_rule(
         .await
         .map_err(|e| err(None, format!("planning failed: {e}")))?;
     check_tables(rule, &plan)?;
+    check_first_seen_columns(rule, &plan)?;
     let physical = state
         .create_physical_plan(&plan)
         .await
@@ -732,6 +841,52 @@ async fn compile_rule(
     let physical = with_deadline(physical, deadline)
         .map_err(|e| err(None, format!("adding the time budget: {e}")))?;
     Ok((physical, row_column))
+}
+
+/// The rows of a first-seen rule's output `batch` whose combination is
+/// new; every row is remembered (see [`super::first_seen`]).
+fn new_rows(
+    first_seen: &mut FirstSeen,
+    batch: &RecordBatch,
+    row_column: usize,
+    event_times: &datafusion::arrow::array::TimestampNanosecondArray,
+) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    let rows = batch.column(row_column).as_primitive::<UInt32Type>();
+    let new = first_seen.admit_batch(batch, |i| event_times.value(rows.value(i) as usize))?;
+    datafusion::arrow::compute::filter_record_batch(batch, &new)
+}
+
+/// A first-seen rule's combination is of output columns: a name the
+/// output lacks would make every row's combination the same.
+fn check_first_seen_columns(rule: &Rule, plan: &LogicalPlan) -> Result<(), RuleError> {
+    let Some(first_seen) = &rule.meta.first_seen else {
+        return Ok(());
+    };
+    let schema = plan.schema();
+    let missing: Vec<&str> = first_seen
+        .columns
+        .iter()
+        .filter(|c| !schema.fields().iter().any(|f| f.name() == *c))
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(RuleError {
+        path: rule.path.clone(),
+        line: None,
+        message: format!(
+            "first_seen names {} not among the rule's output columns ({})",
+            missing.join(", "),
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .filter(|n| *n != ROW_COLUMN)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })
 }
 
 /// Parse a rule's SQL, check its shape, and add the row-index column.

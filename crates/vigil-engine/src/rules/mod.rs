@@ -9,6 +9,7 @@ pub mod coverage;
 pub mod definitions;
 pub mod engine;
 pub mod exceptions;
+pub mod first_seen;
 pub mod fold;
 pub use vigil_model::rule as header;
 pub mod overrides;
@@ -20,7 +21,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use engine::{RuleEngine, RuleFailure};
-pub use header::{RuleMeta, RuleMode, Severity};
+pub use header::{FirstSeenMeta, RuleMeta, RuleMode, Severity};
 pub use pack::{Layers, RulePack, RuleSet};
 
 /// One rule as read from its file.

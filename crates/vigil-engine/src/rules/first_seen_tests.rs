@@ -1,0 +1,202 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{Int64Array, StringArray};
+use datafusion::arrow::datatypes::{Field, Schema};
+
+use super::*;
+
+const DAY: i64 = 86_400 * 1_000_000_000;
+
+fn rule(history_days: u64, learning_days: u64) -> FirstSeen {
+    FirstSeen::new(&FirstSeenMeta {
+        columns: vec!["user".into(), "namespace".into()],
+        history: Duration::from_secs(history_days * 86_400),
+        learning: Duration::from_secs(learning_days * 86_400),
+    })
+}
+
+type Row<'a> = (Option<&'a str>, Option<&'a str>, &'a str);
+
+/// Output rows with these user, namespace and pod columns.
+fn rows(values: &[Row]) -> RecordBatch {
+    let column = |f: for<'a> fn(&Row<'a>) -> Option<&'a str>| {
+        Arc::new(values.iter().map(f).collect::<StringArray>()) as _
+    };
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("user", DataType::Utf8, true),
+            Field::new("namespace", DataType::Utf8, true),
+            Field::new("pod", DataType::Utf8, true),
+        ])),
+        vec![column(|r| r.0), column(|r| r.1), column(|r| Some(r.2))],
+    )
+    .unwrap()
+}
+
+/// The combination of a row of `user` and `namespace`.
+fn row(user: &str, namespace: &str) -> Combination {
+    let columns = ["user".to_string(), "namespace".to_string()];
+    combinations(&columns, &rows(&[(Some(user), Some(namespace), "ignored")])).unwrap()[0]
+}
+
+/// Day `d` of a stream starting 2026-01-01.
+fn day(d: f64) -> i64 {
+    1_767_225_600 * 1_000_000_000 + (d * DAY as f64) as i64
+}
+
+#[test]
+fn a_combination_is_new_once_then_seen_while_in_use() {
+    let mut state = rule(14, 1);
+    assert_eq!(
+        state.admit(row("alice", "dev"), day(0.0)),
+        Verdict::Learning
+    );
+    assert_eq!(
+        state.admit(row("alice", "prod"), day(0.5)),
+        Verdict::Learning
+    );
+    // Learned: a new namespace for alice is new, a known one is not.
+    assert_eq!(
+        state.admit(row("alice", "kube-system"), day(1.0)),
+        Verdict::New
+    );
+    assert_eq!(
+        state.admit(row("alice", "kube-system"), day(1.1)),
+        Verdict::Seen
+    );
+    assert_eq!(state.admit(row("alice", "dev"), day(2.0)), Verdict::Seen);
+
+    // Used every 10 days, never new again; unused for 15, new again.
+    assert_eq!(state.admit(row("alice", "dev"), day(12.0)), Verdict::Seen);
+    assert_eq!(state.admit(row("alice", "dev"), day(22.0)), Verdict::Seen);
+    assert_eq!(state.admit(row("alice", "prod"), day(15.6)), Verdict::New);
+}
+
+#[test]
+fn a_batch_is_admitted_row_by_row_by_its_combination_columns_only() {
+    let mut state = rule(14, 0);
+    let batch = rows(&[
+        (Some("alice"), Some("dev"), "a"),
+        (Some("alice"), Some("dev"), "b"),
+        (Some("x,y"), Some("z"), "c"),
+        (Some("x"), Some("y,z"), "d"),
+        (None, Some("dev"), "e"),
+        (Some("null"), Some("dev"), "f"),
+        (None, Some("dev"), "g"),
+    ]);
+    let new = state
+        .admit_batch(&batch, |i| day(i as f64 / 100.0))
+        .unwrap();
+    let new: Vec<bool> = new.iter().map(Option::unwrap).collect();
+    // The second alice/dev row (another pod) is seen; delimited values
+    // differ; a null is its own value, not the text "null".
+    assert_eq!(new, [true, false, true, true, true, true, false]);
+}
+
+#[test]
+fn values_of_other_types_are_combined_as_text() {
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("code", DataType::Int64, true)])),
+        vec![Arc::new(Int64Array::from(vec![
+            Some(403),
+            Some(403),
+            Some(200),
+            None,
+        ]))],
+    )
+    .unwrap();
+    let c = combinations(&["code".into()], &batch).unwrap();
+    assert_eq!(c[0], c[1]);
+    assert_ne!(c[0], c[2]);
+    assert_ne!(c[2], c[3]);
+    assert!(combinations(&["missing".into()], &batch).is_err());
+}
+
+#[test]
+fn restored_changes_remember_what_was_seen_and_when_learning_began() {
+    let mut state = rule(14, 1);
+    state.admit(row("alice", "dev"), day(0.0));
+    state.admit(row("bob", "dev"), day(0.5));
+    let changes = state.take_changes();
+    assert!(state.take_changes().is_empty(), "changes are taken once");
+    let mut restored = rule(14, 1);
+    restored.restore(changes);
+    assert!(
+        restored.take_changes().is_empty(),
+        "a restore records nothing"
+    );
+    // Learning began at day 0, not at the restore.
+    assert_eq!(restored.admit(row("carol", "dev"), day(1.0)), Verdict::New);
+    assert_eq!(restored.admit(row("bob", "dev"), day(1.0)), Verdict::Seen);
+    assert_eq!(restored.stats().entries, 3);
+}
+
+#[test]
+fn a_restored_time_is_early_by_less_than_a_step_never_late() {
+    let mut state = rule(16, 0);
+    // Refreshed every half day, recorded once a step (1 day) has passed
+    // since the last record: at days 0, 1 and 2, not at 2.4.
+    for t in [0.0, 0.5, 1.0, 1.5, 2.0, 2.4] {
+        state.admit(row("alice", "dev"), day(t));
+    }
+    let changes = state.take_changes();
+    let recorded: Vec<u32> = changes
+        .iter()
+        .filter_map(|c| match c {
+            StateChange::Seen { at, .. } => Some(*at),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(recorded, [0.0, 1.0, 2.0].map(|d| seconds(day(d))));
+    let mut restored = rule(16, 0);
+    restored.restore(changes.clone());
+    assert_eq!(
+        restored.admit(row("alice", "dev"), day(17.9)),
+        Verdict::Seen
+    );
+    // 16.2 days after the recorded time, 15.8 after the true one: the
+    // restored state expired it early (a repeated alert, not a miss).
+    assert_eq!(state.admit(row("alice", "dev"), day(18.2)), Verdict::Seen);
+    let mut restored = rule(16, 0);
+    restored.restore(changes);
+    assert_eq!(restored.admit(row("alice", "dev"), day(18.2)), Verdict::New);
+}
+
+#[test]
+fn sweeps_forget_what_the_history_no_longer_holds() {
+    let mut state = rule(1, 0);
+    for i in 0..100 {
+        state.admit(row(&format!("u{i}"), "dev"), day(0.0));
+    }
+    state.take_changes();
+    state.admit(row("late", "dev"), day(1.5));
+    assert_eq!(
+        state.stats().entries,
+        1,
+        "day-0 entries are past a 1-day history"
+    );
+    let forgotten = state
+        .take_changes()
+        .iter()
+        .filter(|c| matches!(c, StateChange::Forgotten { .. }))
+        .count();
+    assert_eq!(forgotten, 100);
+    assert_eq!(state.stats().forgotten_early, 0);
+}
+
+#[test]
+fn past_the_bound_the_oldest_are_forgotten_first() {
+    let mut state = rule(14, 0).with_max_entries(100);
+    for i in 0..100 {
+        state.admit(row(&format!("u{i}"), "dev"), day(i as f64 / 100.0));
+    }
+    assert_eq!(state.stats().entries, 100);
+    state.admit(row("one-more", "dev"), day(1.0));
+    let stats = state.stats();
+    assert!(stats.entries <= 91 && stats.entries >= 81, "{stats:?}");
+    assert_eq!(stats.forgotten_early as usize, 101 - stats.entries);
+    // The newest are still seen, the oldest are new again.
+    assert_eq!(state.admit(row("u99", "dev"), day(1.0)), Verdict::Seen);
+    assert_eq!(state.admit(row("u0", "dev"), day(1.0)), Verdict::New);
+}
