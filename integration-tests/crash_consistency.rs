@@ -195,6 +195,7 @@ async fn exactly_once_correlation_alerts_across_sigkill_between_transactions() {
         &topics.dead_letter,
         &topics.late_events,
         &topics.checkpoints,
+        &topics.state,
     ] {
         cluster.create_topic(t, 1, 1).unwrap();
     }

@@ -191,6 +191,7 @@ async fn a_missing_alerts_topic_pauses_consumption_until_it_exists() {
             (&topics.dead_letter, 1),
             (&topics.late_events, 1),
             (&topics.checkpoints, 1),
+            (&topics.state, 1),
         ],
     )
     .await;

@@ -9,6 +9,7 @@ mod common;
 mod crash_consistency;
 mod embedded_demo;
 mod faults;
+mod first_seen_state;
 mod gen_kafka;
 mod hot_reload;
 mod kafka_pipeline;

@@ -53,6 +53,7 @@ async fn correlation_stays_complete_when_the_leader_of_two_instances_is_killed()
             (&topics.dead_letter, 1),
             (&topics.late_events, 1),
             (&topics.checkpoints, 1),
+            (&topics.state, 1),
             (&lease, 1),
         ],
     )

@@ -165,6 +165,7 @@ struct Topics {
     dead_letter: String,
     late: String,
     checkpoints: String,
+    state: String,
 }
 
 impl Topics {
@@ -176,6 +177,7 @@ impl Topics {
             dead_letter: t("dead-letter"),
             late: t("late"),
             checkpoints: t("checkpoints"),
+            state: t("state"),
         }
     }
 
@@ -188,6 +190,7 @@ impl Topics {
                 (&self.dead_letter, 1),
                 (&self.late, 1),
                 (&self.checkpoints, 1),
+                (&self.state, 1),
             ],
         )
         .await
@@ -202,6 +205,7 @@ impl Topics {
         s.topics.dead_letter = self.dead_letter.clone();
         s.topics.late_events = self.late.clone();
         s.topics.checkpoints = self.checkpoints.clone();
+        s.topics.state = self.state.clone();
         s.batch.max_events = opts.batch;
         s.batch.max_wait_ms = opts.max_wait_ms;
         if let Some(ms) = opts.fetch_wait_ms {

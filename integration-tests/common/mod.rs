@@ -253,6 +253,17 @@ pub fn read_topic(
     timeout: Duration,
     settle: Duration,
 ) -> Vec<(i64, String)> {
+    read_topic_until(addr, topic, timeout, settle, |read| read.len() >= want)
+}
+
+/// [`read_topic`] until `done` says the records read so far are enough.
+pub fn read_topic_until(
+    addr: &str,
+    topic: &str,
+    timeout: Duration,
+    settle: Duration,
+    done: impl Fn(&[(i64, String)]) -> bool,
+) -> Vec<(i64, String)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", addr)
         .set("group.id", unique("reader"))
@@ -269,7 +280,7 @@ pub fn read_topic(
     let mut settle_until: Option<Instant> = None;
     loop {
         let now = Instant::now();
-        if out.len() >= want && settle_until.is_none() {
+        if settle_until.is_none() && done(&out) {
             settle_until = Some(now + settle);
         }
         if settle_until.is_some_and(|s| now >= s) || now >= deadline {
@@ -292,13 +303,17 @@ pub fn read_topic(
 /// closes when the watermark passes it (or on the idle tick), and events
 /// without a time of their own take the broker timestamp, so correlation
 /// alerts differ from a file replay by design (they are tested by their
-/// cases, the correlate tests and crash_consistency.rs).
+/// cases, the correlate tests and crash_consistency.rs). First-seen rules
+/// are left out too: what they raise depends on what earlier runs saw (the
+/// state topic), which an offline evaluation of one input does not know
+/// (they are tested by their cases and first_seen_state.rs).
 pub fn event_rules() -> vigil::rules::RuleSet {
     let mut set = vigil::rules::RulePack::load_dir(&repo().join("sql-rules"))
         .unwrap()
         .rule_set();
-    set.rules
-        .retain(|r| r.meta.mode != vigil::rules::RuleMode::Correlation);
+    set.rules.retain(|r| {
+        r.meta.mode != vigil::rules::RuleMode::Correlation && r.meta.first_seen.is_none()
+    });
     set
 }
 
@@ -520,6 +535,8 @@ pub struct Topics {
     pub dead_letter: String,
     pub late_events: String,
     pub checkpoints: String,
+    /// The state topic (first-seen rules' changelog).
+    pub state: String,
     pub group: String,
 }
 
@@ -533,6 +550,7 @@ impl Topics {
             dead_letter: unique(&format!("{name}-dlq")),
             late_events: unique(&format!("{name}-late")),
             checkpoints: unique(&format!("{name}-checkpoints")),
+            state: unique(&format!("{name}-state")),
             group: unique(&format!("{name}-group")),
         }
     }
@@ -548,6 +566,7 @@ impl Topics {
                 (&self.dead_letter, 1),
                 (&self.late_events, 1),
                 (&self.checkpoints, 1),
+                (&self.state, 2),
             ],
         )
         .await;
@@ -561,7 +580,7 @@ impl Topics {
     pub fn write_config_with(&self, dir: &Path, addr: &str, rules: &Path, extra: &str) -> PathBuf {
         let path = dir.join("vigil.toml");
         let text = format!(
-            "[kafka]\nbrokers = \"{addr}\"\ngroup_id = \"{}\"\n\n[topics]\nk8s_audit = \"{}\"\nfalco = \"{}\"\ntetragon = \"{}\"\nalerts = \"{}\"\ndead_letter = \"{}\"\nlate_events = \"{}\"\ncheckpoints = \"{}\"\n\n[batch]\nmax_events = 100\nmax_wait_ms = 200\n\n[rules]\ndir = \"{}\"\n{extra}",
+            "[kafka]\nbrokers = \"{addr}\"\ngroup_id = \"{}\"\n\n[topics]\nk8s_audit = \"{}\"\nfalco = \"{}\"\ntetragon = \"{}\"\nalerts = \"{}\"\ndead_letter = \"{}\"\nlate_events = \"{}\"\ncheckpoints = \"{}\"\nstate = \"{}\"\n\n[batch]\nmax_events = 100\nmax_wait_ms = 200\n\n[rules]\ndir = \"{}\"\n{extra}",
             self.group,
             self.audit,
             self.falco,
@@ -570,6 +589,7 @@ impl Topics {
             self.dead_letter,
             self.late_events,
             self.checkpoints,
+            self.state,
             rules.display()
         );
         std::fs::write(&path, text).unwrap();

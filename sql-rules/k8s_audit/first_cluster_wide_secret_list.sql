@@ -14,7 +14,7 @@
 -- tags: attack, credential_access, first_seen
 -- author: Vigil
 -- references: https://stratus-red-team.cloud/attack-techniques/kubernetes/k8s.credential-access.dump-secrets/
--- based_on: vigil:first_seen, panther:Kubernetes.Secrets.DumpAllNamespaces
+-- based_on: vigil:first_seen
 -- first_seen: username
 -- history: 14d
 SELECT

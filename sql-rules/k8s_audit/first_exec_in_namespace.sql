@@ -13,7 +13,7 @@
 -- tags: attack, execution, lateral_movement, first_seen
 -- author: Vigil
 -- references: https://attack.mitre.org/techniques/T1609/, https://www.elastic.co/guide/en/security/current/rules-ui-create.html#create-new-terms-rule
--- based_on: vigil:first_seen, elastic:new_terms
+-- based_on: vigil:first_seen
 -- first_seen: username, namespace
 -- history: 14d
 SELECT

@@ -13,7 +13,7 @@
 -- tags: attack, credential_access, defense_evasion, first_seen
 -- author: Vigil
 -- references: https://attack.mitre.org/techniques/T1528/, https://kubernetes.io/docs/concepts/security/service-accounts/
--- based_on: vigil:first_seen, mitre:T1528
+-- based_on: vigil:first_seen
 -- first_seen: username, client
 -- history: 14d
 SELECT

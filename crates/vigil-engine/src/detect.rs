@@ -14,6 +14,7 @@ use crate::decode::envelope::{self, AuditFormat};
 use crate::decode::{decode, DecodeLimits, DecodedBatch};
 use crate::observe::DetectionMetrics;
 use crate::rules::exceptions::Excepted;
+use crate::rules::first_seen::StateChange;
 use crate::rules::RuleEngine;
 use crate::schema::ROW_COLUMN;
 use crate::source::{RawMessage, SourceKind};
@@ -33,6 +34,9 @@ pub struct Detections {
     pub event_time_range: Option<(i64, i64)>,
     /// Alerts an exception suppressed (counted, not raised).
     pub excepted: Vec<Excepted>,
+    /// The first-seen rules' state changes, by rule id, to persist with
+    /// (at-least-once: after) the batch's alerts and before its offsets.
+    pub state_changes: Vec<(Arc<str>, Vec<StateChange>)>,
 }
 
 /// Event-time bounds for backtesting (`vigil replay --from/--to`): only
@@ -305,6 +309,7 @@ impl Detector {
         let first_seen = self.engine.first_seen_stats();
         self.metrics
             .first_seen_state(first_seen.entries, first_seen.forgotten_early);
+        out.state_changes = self.engine.take_first_seen_changes();
         if self.engine.correlator().rule_count() > 0 {
             let span = tracing::info_span!("correlate", alerts = tracing::field::Empty);
             let (alerts, failures) = self
@@ -361,20 +366,12 @@ impl Detector {
             .register_partitions(partitions, now_ns());
     }
 
-    /// The first-seen rules' state changes since the last call, to persist
-    /// (see [`crate::rules::first_seen`]).
-    pub fn take_first_seen_changes(
-        &mut self,
-    ) -> Vec<(Arc<str>, Vec<crate::rules::first_seen::StateChange>)> {
-        self.engine.take_first_seen_changes()
-    }
-
     /// Restore a first-seen rule's persisted state; `false` when no loaded
     /// rule of that id keeps any.
     pub fn restore_first_seen(
         &mut self,
         rule_id: &str,
-        changes: impl IntoIterator<Item = crate::rules::first_seen::StateChange>,
+        changes: impl IntoIterator<Item = StateChange>,
     ) -> bool {
         self.engine.restore_first_seen(rule_id, changes)
     }

@@ -29,6 +29,14 @@ pub enum Error {
         position: i64,
         high: i64,
     },
+    /// The state topic stopped delivering before its end.
+    #[error("reading the state topic {topic:?} partition {partition} stalled at offset {position} of {high}")]
+    StateTimeout {
+        topic: String,
+        partition: i32,
+        position: i64,
+        high: i64,
+    },
     /// A blocking librdkafka call's task panicked or was cancelled.
     #[error("{doing}: {source}")]
     Task {

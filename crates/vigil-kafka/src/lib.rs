@@ -11,6 +11,7 @@ pub mod membership;
 pub mod observer;
 mod producer;
 mod settings;
+pub mod state;
 
 pub use checkpoint::Checkpoint;
 pub use consumer::{

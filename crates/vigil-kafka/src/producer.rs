@@ -67,7 +67,26 @@ pub enum TxnError {
 pub struct OutRecord {
     pub topic: String,
     pub key: String,
-    pub payload: String,
+    /// `None`: a tombstone (a compacted topic then drops the key).
+    pub payload: Option<String>,
+}
+
+impl OutRecord {
+    pub fn new(topic: impl Into<String>, key: impl Into<String>, payload: String) -> OutRecord {
+        OutRecord {
+            topic: topic.into(),
+            key: key.into(),
+            payload: Some(payload),
+        }
+    }
+
+    fn future(&self) -> FutureRecord<'_, [u8], [u8]> {
+        let record = FutureRecord::to(&self.topic).key(self.key.as_bytes());
+        match &self.payload {
+            Some(payload) => record.payload(payload.as_bytes()),
+            None => record,
+        }
+    }
 }
 
 /// Idempotent producer (acks=all) for alerts and dead letters;
@@ -180,12 +199,8 @@ impl KafkaSink {
             .begin_transaction()
             .map_err(|e| classify(e, "beginning a transaction"))?;
         let sends = records.iter().map(|r| {
-            self.producer.send(
-                FutureRecord::to(&r.topic)
-                    .key(r.key.as_bytes())
-                    .payload(r.payload.as_bytes()),
-                Timeout::After(Duration::from_secs(30)),
-            )
+            self.producer
+                .send(r.future(), Timeout::After(Duration::from_secs(30)))
         });
         for result in futures::future::join_all(sends).await {
             if let Err((e, _)) = result {
@@ -217,12 +232,8 @@ impl KafkaSink {
         let mut backoff = Duration::from_millis(100);
         for attempt in 1..=attempts.max(1) {
             let futures = pending.iter().map(|r| {
-                self.producer.send(
-                    FutureRecord::to(&r.topic)
-                        .key(r.key.as_bytes())
-                        .payload(r.payload.as_bytes()),
-                    Timeout::After(Duration::from_secs(30)),
-                )
+                self.producer
+                    .send(r.future(), Timeout::After(Duration::from_secs(30)))
             });
             let results = futures::future::join_all(futures).await;
             let mut failed = Vec::new();

@@ -76,6 +76,11 @@ pub struct TopicSettings {
     /// Where checkpoints are written (one partition, compacted): see
     /// `crate::kafka::checkpoint`.
     pub checkpoints: String,
+    /// Where durable rule state is changelogged (compacted, any number of
+    /// partitions): the first-seen rules' combinations, see
+    /// `crate::kafka::state`. Read at start when a first-seen rule is
+    /// loaded.
+    pub state: String,
     /// One partition, time-based retention: the log of the correlation
     /// leader election when `correlation.placement = "leader"` (see
     /// `crate::leader`).
@@ -99,12 +104,13 @@ enum TopicKeyError {
 }
 
 /// The keys of `[topics]` besides the source names.
-const TOPIC_KEYS: [&str; 6] = [
+const TOPIC_KEYS: [&str; 7] = [
     "k8s_audit_format",
     "alerts",
     "dead_letter",
     "late_events",
     "checkpoints",
+    "state",
     "correlation_lease",
 ];
 
@@ -128,6 +134,7 @@ impl TopicSettings {
             "dead_letter" => self.dead_letter = value,
             "late_events" => self.late_events = value,
             "checkpoints" => self.checkpoints = value,
+            "state" => self.state = value,
             "correlation_lease" => self.correlation_lease = value,
             _ => match registry::resolve(key) {
                 Ok(kind) => self.set_source_topic(kind, value),
@@ -180,6 +187,9 @@ fn default_late_events_topic() -> String {
 fn default_checkpoints_topic() -> String {
     "vigil-checkpoints".into()
 }
+fn default_state_topic() -> String {
+    "vigil-state".into()
+}
 
 impl Default for TopicSettings {
     fn default() -> Self {
@@ -192,20 +202,22 @@ impl Default for TopicSettings {
             dead_letter: default_dead_letter_topic(),
             late_events: default_late_events_topic(),
             checkpoints: default_checkpoints_topic(),
+            state: default_state_topic(),
             correlation_lease: default_correlation_lease_topic(),
         }
     }
 }
 
 impl TopicSettings {
-    /// The topics Vigil writes: alerts, dead letters, late events and
-    /// checkpoints.
-    pub fn outputs(&self) -> [&str; 4] {
+    /// The topics Vigil writes: alerts, dead letters, late events,
+    /// checkpoints and rule state.
+    pub fn outputs(&self) -> [&str; 5] {
         [
             &self.alerts,
             &self.dead_letter,
             &self.late_events,
             &self.checkpoints,
+            &self.state,
         ]
     }
 
@@ -437,7 +449,7 @@ impl Settings {
         }
         let outputs = self.topics.outputs();
         if outputs.iter().any(|t| t.is_empty()) {
-            bail!("invalid configuration: topics.alerts, topics.dead_letter, topics.late_events and topics.checkpoints must be set");
+            bail!("invalid configuration: topics.alerts, topics.dead_letter, topics.late_events, topics.checkpoints and topics.state must be set");
         }
         let sources = self.topics.sources();
         for (i, (_, t)) in sources.iter().enumerate() {

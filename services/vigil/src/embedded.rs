@@ -63,6 +63,7 @@ pub async fn run_demo(
     cluster.create_topic(&settings.topics.dead_letter, 1, 1)?;
     cluster.create_topic(&settings.topics.late_events, 1, 1)?;
     cluster.create_topic(&settings.topics.checkpoints, 1, 1)?;
+    cluster.create_topic(&settings.topics.state, 1, 1)?;
 
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)

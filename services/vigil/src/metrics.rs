@@ -229,6 +229,8 @@ pub struct Metrics {
     correlation_evicted_state_rows: Counter,
     correlation_rows_evaluated: Counter,
     correlation_suppressed: Counter,
+    first_seen_entries: Gauge,
+    first_seen_forgotten_early: Counter,
     rule_reloads: Family<ResultLabel, Counter>,
     rules_loaded: Gauge,
     delivery_paused: Gauge,
@@ -298,6 +300,8 @@ impl Metrics {
             correlation_evicted_state_rows: Counter::default(),
             correlation_rows_evaluated: Counter::default(),
             correlation_suppressed: Counter::default(),
+            first_seen_entries: Gauge::default(),
+            first_seen_forgotten_early: Counter::default(),
             alerts_excepted: Counter::default(),
             empty_messages: Counter::default(),
             rule_timeouts: Counter::default(),
@@ -461,6 +465,16 @@ impl Metrics {
             "correlation_suppressed_alerts",
             "Correlation alerts folded by suppression",
             self.correlation_suppressed.clone(),
+        );
+        r.register(
+            "first_seen_entries",
+            "Combinations the first-seen rules hold (24 bytes each)",
+            self.first_seen_entries.clone(),
+        );
+        r.register(
+            "first_seen_forgotten_early",
+            "Combinations first-seen rules forgot before their history ended (a rule's bound reached): they can alert again",
+            self.first_seen_forgotten_early.clone(),
         );
         r.register(
             "alerts_excepted",
@@ -720,6 +734,12 @@ impl Metrics {
         catch_up(&self.correlation_rows_evaluated, rows_evaluated);
     }
 
+    /// First-seen state after a batch (`forgotten_early`: a running total).
+    pub fn first_seen_state(&self, entries: usize, forgotten_early: u64) {
+        self.first_seen_entries.set(entries as i64);
+        catch_up(&self.first_seen_forgotten_early, forgotten_early);
+    }
+
     // --- Kafka consumer ------------------------------------------------------
 
     /// Replace the lag of every assigned partition.
@@ -820,6 +840,9 @@ impl crate::observe::DetectionMetrics for Metrics {
     }
     fn correlation_work(&self, state_rows: usize, evicted_state_rows: u64, rows_evaluated: u64) {
         Metrics::correlation_work(self, state_rows, evicted_state_rows, rows_evaluated);
+    }
+    fn first_seen_state(&self, entries: usize, forgotten_early: u64) {
+        Metrics::first_seen_state(self, entries, forgotten_early);
     }
 }
 

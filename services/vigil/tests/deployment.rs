@@ -207,7 +207,13 @@ fn compose_topics_are_the_configuration_defaults() {
     let d = TopicSettings::default();
     let sources = d.sources().into_iter().map(|(_, topic)| topic);
     let expected: BTreeSet<String> = sources
-        .chain([d.alerts, d.dead_letter, d.late_events, d.checkpoints])
+        .chain([
+            d.alerts,
+            d.dead_letter,
+            d.late_events,
+            d.checkpoints,
+            d.state,
+        ])
         .collect();
     assert_eq!(
         created, expected,
@@ -218,6 +224,18 @@ fn compose_topics_are_the_configuration_defaults() {
         "the checkpoint topic has one partition"
     );
     assert!(init.contains("cleanup.policy=compact"));
+    let state = init
+        .split("--topic vigil-state")
+        .nth(1)
+        .expect("the state topic is created");
+    assert!(
+        state
+            .split("--topic")
+            .next()
+            .unwrap()
+            .contains("cleanup.policy=compact"),
+        "the state topic is compacted"
+    );
 }
 
 #[test]

@@ -43,6 +43,9 @@ pub(super) struct Prepared {
     detections: Detections,
     /// Alerts, dead letters and late events.
     records: Vec<OutRecord>,
+    /// First-seen state changes: delivered after `records`, so that no
+    /// combination is stored as seen without its alert.
+    state: Vec<OutRecord>,
     checkpoint: OutRecord,
     /// What to commit to the group once both are delivered.
     offsets: TopicPartitionList,
@@ -106,9 +109,11 @@ impl Committer<'_> {
         let Prepared {
             detections,
             mut records,
+            state,
             checkpoint,
             offsets,
         } = prepared;
+        records.extend(state);
         records.push(checkpoint);
         deliver_transaction(
             self.sink,
@@ -140,6 +145,11 @@ impl Committer<'_> {
     ) -> Result<Prepared> {
         let settings = self.settings;
         let records = output_records(settings, &mut detections, self.metrics);
+        let state = super::state::records(
+            &settings.topics.state,
+            &settings.kafka.group_id,
+            &std::mem::take(&mut detections.state_changes),
+        );
         let correlator = detector.engine().correlator();
         // The checkpoint may say the batch was evaluated only together with
         // (at-least-once: after) the acknowledgement of its output.
@@ -163,15 +173,16 @@ impl Committer<'_> {
             checkpoint.set_resume(&resume);
             offsets = TopicPartitionList::new();
         }
-        let checkpoint_record = OutRecord {
-            topic: settings.topics.checkpoints.clone(),
-            key: settings.kafka.group_id.clone(),
-            payload: serde_json::to_string(&checkpoint).expect("checkpoints serialize"),
-        };
+        let checkpoint_record = OutRecord::new(
+            &settings.topics.checkpoints,
+            &settings.kafka.group_id,
+            serde_json::to_string(&checkpoint).expect("checkpoints serialize"),
+        );
         self.checkpoint = checkpoint;
         Ok(Prepared {
             detections,
             records,
+            state,
             checkpoint: checkpoint_record,
             offsets,
         })
@@ -191,6 +202,7 @@ impl Committer<'_> {
         let Prepared {
             detections,
             records,
+            state,
             checkpoint,
             offsets,
         } = prepared;
@@ -202,6 +214,15 @@ impl Committer<'_> {
                         records = records.len() as i64
                     ))
                     .await?;
+                if !state.is_empty() {
+                    deliver(&sink, &state, &stop, &metrics)
+                        .instrument(tracing::info_span!(
+                            "deliver",
+                            records = state.len() as i64,
+                            state = true
+                        ))
+                        .await?;
+                }
                 deliver(&sink, std::slice::from_ref(&checkpoint), &stop, &metrics)
                     .instrument(tracing::info_span!(
                         "deliver",
@@ -304,7 +325,7 @@ fn output_records(
                 records.push(OutRecord {
                     topic: settings.topics.alerts.clone(),
                     key,
-                    payload: fitted.json,
+                    payload: Some(fitted.json),
                 });
                 true
             }
@@ -340,7 +361,7 @@ fn output_records(
                 records.push(OutRecord {
                     topic: topic.clone(),
                     key,
-                    payload: fitted.json,
+                    payload: Some(fitted.json),
                 });
                 true
             }

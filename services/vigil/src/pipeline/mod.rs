@@ -25,8 +25,10 @@
 //! its message caused. With no input, a wall-clock tick still advances the
 //! watermark of idle partitions, so windows of a quiet stream close.
 //!
-//! Correlation state is not written anywhere: it is rebuilt from the source
-//! topics. The committed offset is the lowest one still retained, and the
+//! The first-seen rules' state is changelogged to the state topic (see
+//! [`state`]), after the batch's alerts and before its offsets, and read
+//! back at start. Correlation state is not written anywhere: it is rebuilt
+//! from the source topics. The committed offset is the lowest one still retained, and the
 //! commit's metadata says how far per-event evaluation got and up to which
 //! watermark each correlation rule has emitted (see
 //! [`crate::kafka::Checkpoint`]), so a restart re-reads just enough to
@@ -50,6 +52,7 @@ use read::{BatchLimits, Read, ReadBatch};
 
 mod commit;
 mod read;
+mod state;
 
 /// When the run loop stops on its own, and where it reports readiness.
 #[derive(Debug, Clone, Default)]
@@ -108,6 +111,26 @@ pub async fn run(
             "resuming from checkpoint"
         );
         detector.restore_emitted(&cp.emitted);
+    }
+    if detector
+        .engine()
+        .rules()
+        .any(|r| r.meta.first_seen.is_some())
+    {
+        let restored = state::restore(
+            &base,
+            &settings.topics.state,
+            &settings.kafka.group_id,
+            &mut detector,
+        )
+        .await
+        .context("restoring first-seen state")?;
+        tracing::info!(
+            records = restored.records,
+            unknown_rule = restored.unknown_rule,
+            unreadable = restored.unreadable,
+            "first-seen state restored"
+        );
     }
     let health = options.health.clone().unwrap_or_default();
     let sources = settings.topics.sources();
