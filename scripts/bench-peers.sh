@@ -24,6 +24,7 @@ RUNS=${RUNS:-10}
 PEERS_CACHE=${PEERS_CACHE:-$HOME/.cache/vigil-peers}
 CORE=${CORE:-0}
 RSIGMA_VERSION=0.23.0
+DUCKDB_VERSION=2.0.1
 SIGMA_RULES=../shared/reference/rules/sigma-kubernetes-audit
 AUDIT_CAPTURE=../shared/data/k8s-audit/perfspec-background.jsonl
 
@@ -51,26 +52,30 @@ install_rsigma() {
     return
   fi
   say "installing rsigma $RSIGMA_VERSION into $PEERS_CACHE/cargo (a few minutes, once)"
-  # Its own target directory, so as not to touch the project's build cache.
+  # Its own target directory (removed afterwards): cargo install would
+  # otherwise build in $CARGO_TARGET_DIR, the project's build cache, if set.
   local target=$PEERS_CACHE/cargo-target
   CARGO_TARGET_DIR=$target cargo install rsigma --version "$RSIGMA_VERSION" --locked \
       --root "$PEERS_CACHE/cargo" \
     || CARGO_TARGET_DIR=$target cargo install rsigma --version "$RSIGMA_VERSION" \
       --root "$PEERS_CACHE/cargo" \
     || die "cargo install rsigma $RSIGMA_VERSION failed"
+  rm -rf "$target"
 }
 
-# DuckDB's Python package in a virtualenv of the cache.
+# DuckDB's Python package, pinned (the port uses 1.3's `lambda x:` syntax,
+# and the figures in docs/benchmarks.md are this version's), in a virtualenv
+# of the cache.
 install_duckdb() {
   local venv=$PEERS_CACHE/venv
   PYTHON=$venv/bin/python
-  if [ -x "$PYTHON" ] && "$PYTHON" -c 'import duckdb' 2>/dev/null; then
+  if [ -x "$PYTHON" ] \
+    && [ "$("$PYTHON" -c 'import duckdb; print(duckdb.__version__)' 2>/dev/null)" = "$DUCKDB_VERSION" ]; then
     return
   fi
-  say "installing DuckDB (PyPI) into $venv"
+  say "installing DuckDB $DUCKDB_VERSION (PyPI) into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --upgrade pip
-  "$venv/bin/pip" install --quiet duckdb
+  "$venv/bin/pip" install --quiet "duckdb==$DUCKDB_VERSION"
 }
 
 build_vigil() {
