@@ -219,6 +219,22 @@ check_six_rules() {
   echo
 }
 
+# What rsigma matched, per Sigma rule: on benign input these are its false
+# positives.
+rsigma_per_rule() {
+  local input
+  for input in real gen; do
+    echo "rsigma matches per Sigma rule on $input:"
+    python3 -c '
+import collections, json, sys
+counts = collections.Counter(json.loads(line)["rule_title"] for line in open(sys.argv[1]) if line.strip())
+for title, n in counts.most_common():
+    print(f"  {n:8}  {title}")
+' "$WORK/out-rsigma-$input"
+  done
+  echo
+}
+
 # RUNS rounds; in each, every configuration once on each input. GNU time
 # writes `wall-seconds peak-RSS-KB` to its own file (-o), apart from the
 # tool's output, which is thrown away (its counts were taken above).
@@ -283,6 +299,7 @@ main() {
   prepare_packs
   count_all
   check_six_rules
+  rsigma_per_rule
   local start=$SECONDS
   measure_all
   say "timed runs took $((SECONDS - start)) s"
