@@ -1,4 +1,4 @@
--- The six per-event rules of benchmarks/peers/six-rules/, ported to DuckDB SQL
+-- The six per-event rules of SIX_RULES in scripts/bench-peers.sh (sql-rules/k8s_audit/), ported to DuckDB SQL
 -- over the raw Kubernetes audit JSON lines. duckdb_run.py replaces {input}
 -- with the (quoted) input path and prints one row: the matches of each rule.
 --
