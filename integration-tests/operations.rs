@@ -232,11 +232,26 @@ async fn serves_metrics_health_and_trace_ids_for_what_it_processed() {
 
     // Lag, from librdkafka's statistics (every 5 s): everything was read.
     let lag = format!(
-        "vigil_consumer_lag{{topic=\"{}\",partition=\"0\"}}",
+        "vigil_consumer_fetch_lag{{topic=\"{}\",partition=\"0\"}}",
         topics.audit
     );
     let text = scrape_until(http, |t| metric(t, &lag) == Some(0.0));
     assert_eq!(metric(&text, &lag), Some(0.0), "{text}");
+    // Committed lag: the committed offset trails by the events open
+    // correlation windows retain, so it is only known, not 0.
+    let committed = format!(
+        "vigil_consumer_committed_lag{{topic=\"{}\",partition=\"0\"}}",
+        topics.audit
+    );
+    let text = scrape_until(http, |t| metric(t, &committed).is_some());
+    let committed_lag = metric(&text, &committed).expect("committed lag");
+    assert!(
+        committed_lag >= 0.0 && committed_lag <= (audit.len() + 3) as f64,
+        "{text}"
+    );
+    // Everything read was committed: nothing pending.
+    assert_eq!(metric(&text, "vigil_uncommitted_read_age_seconds"), Some(0.0));
+    assert!(metric(&text, "vigil_last_progress_timestamp_seconds").unwrap() > 1.7e9);
 
     // Ready: rules loaded, partitions assigned, polling.
     assert_eq!(http_get(http, "/readyz"), (200, "ready\n".to_string()));

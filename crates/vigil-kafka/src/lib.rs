@@ -19,7 +19,7 @@ pub use consumer::{
     FETCH_WAIT_MAX_MS,
 };
 pub use error::Error;
-pub use observer::{ConsumerObserver, ConsumerReport};
+pub use observer::{ConsumerObserver, ConsumerReport, PartitionOffsets};
 pub use producer::{KafkaSink, OutRecord, TxnError};
 pub use settings::{is_secret_property, DeliveryMode, KafkaSettings, PROTECTED_PROPERTIES};
 

@@ -15,10 +15,10 @@
 //! well as plain `AtomicU64`s (which are then not exported until they are
 //! registered in [`Metrics::new`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -28,6 +28,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::dead_letter::DeadLetterKind;
+use crate::kafka::PartitionOffsets;
 use crate::rules::Severity;
 use crate::source::SourceKind;
 
@@ -221,7 +222,21 @@ pub struct Metrics {
     records_cut: Family<RecordLabel, Counter>,
     batch_messages: Histogram,
     batch_seconds: Histogram,
-    consumer_lag: Family<PartitionLabels, Gauge>,
+    consumer_fetch_lag: Family<PartitionLabels, Gauge>,
+    consumer_committed_lag: Family<PartitionLabels, Gauge>,
+    /// Per partition, the offset this process last committed for the
+    /// group (the consumer's statistics miss transactional commits).
+    committed_offsets: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Wall time (Unix s) of the last batch whose offsets were committed
+    /// (process start until then).
+    last_progress: Gauge<f64, AtomicU64>,
+    /// Batches read and not yet delivered and committed, oldest first:
+    /// (sequence number, wall-clock ms when read).
+    pending_reads: Mutex<VecDeque<(u64, i64)>>,
+    next_read: AtomicU64,
+    /// Seconds since the oldest of `pending_reads` was read (set when
+    /// encoding).
+    uncommitted_read_age: Gauge<f64, AtomicU64>,
     source_event_time: Family<SourceLabel, Gauge>,
     correlation_watermark: Gauge,
     correlation_evicted_early: Counter,
@@ -292,7 +307,13 @@ impl Metrics {
             records_cut: Family::default(),
             batch_messages: batch_size_buckets(),
             batch_seconds: batch_latency_buckets(),
-            consumer_lag: Family::default(),
+            consumer_fetch_lag: Family::default(),
+            consumer_committed_lag: Family::default(),
+            committed_offsets: Mutex::new(BTreeMap::new()),
+            last_progress: Gauge::default(),
+            pending_reads: Mutex::new(VecDeque::new()),
+            next_read: AtomicU64::new(0),
+            uncommitted_read_age: Gauge::default(),
             source_event_time: Family::default(),
             correlation_watermark: Gauge::default(),
             correlation_evicted_early: Counter::default(),
@@ -317,6 +338,7 @@ impl Metrics {
                 version: env!("CARGO_PKG_VERSION").to_string(),
             })
             .set(1);
+        m.last_progress.set(now_ms() as f64 / 1000.0);
         m.register_all();
         m
     }
@@ -422,7 +444,20 @@ impl Metrics {
             "1 while output is not being acknowledged and consumption is paused (back-pressure)",
             self.delivery_paused.clone(),
         );
-        r.register("consumer_lag", "Messages in the partition not yet read by Vigil (high watermark - position), from librdkafka statistics", self.consumer_lag.clone());
+        r.register("consumer_fetch_lag", "Messages in the partition not yet fetched and handed to Vigil (end - fetch position), from librdkafka statistics; 0 while Vigil holds read messages it cannot deliver", self.consumer_fetch_lag.clone());
+        r.register("consumer_committed_lag", "Messages in the partition after the group's committed offset (end - committed), as Kafka tooling measures consumer-group lag; includes events retained for open correlation windows", self.consumer_committed_lag.clone());
+        r.register_with_unit(
+            "last_progress_timestamp",
+            "Wall time of the last batch whose offsets were committed (Unix time; process start before the first)",
+            Unit::Seconds,
+            self.last_progress.clone(),
+        );
+        r.register_with_unit(
+            "uncommitted_read_age",
+            "Wall-clock age of the oldest message read whose batch is not yet delivered and committed; 0 when none",
+            Unit::Seconds,
+            self.uncommitted_read_age.clone(),
+        );
         r.register(
             "assigned_partitions",
             "Source partitions assigned to this instance",
@@ -511,6 +546,7 @@ impl Metrics {
     /// The metrics in Prometheus text format (exposition format 0.0.4 with
     /// the `# EOF` line of OpenMetrics, which Prometheus accepts).
     pub fn encode(&self) -> String {
+        self.uncommitted_read_age.set(self.uncommitted_read_age_at(now_ms()));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
@@ -541,7 +577,7 @@ impl Metrics {
         m.rule_failed("r");
         m.dead_letter_delivered(DeadLetterKind::DecodeError);
         m.record_cut("alert");
-        m.set_consumer_lag([("t".to_string(), 0, 0)]);
+        m.set_consumer_lag([offsets("t", 0, 0, 0)]);
         m.rule_reload_ok();
         m.encode()
             .lines()
@@ -625,6 +661,46 @@ impl Metrics {
         self.messages_delivered.inc_by(messages as u64);
         self.batch_messages.observe(messages as f64);
         self.batch_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// A batch was read from the source (group members only): it is
+    /// pending until [`Metrics::batch_finished`] with the returned number.
+    pub fn batch_read(&self) -> u64 {
+        let seq = self.next_read.fetch_add(1, Ordering::Relaxed);
+        self.pending_reads
+            .lock()
+            .expect("metrics lock")
+            .push_back((seq, now_ms()));
+        seq
+    }
+
+    /// Batch `seq` (and every batch read before it) was delivered and
+    /// committed, or will be re-read.
+    pub fn batch_finished(&self, seq: u64) {
+        let mut pending = self.pending_reads.lock().expect("metrics lock");
+        while pending.front().is_some_and(|(s, _)| *s <= seq) {
+            pending.pop_front();
+        }
+    }
+
+    fn uncommitted_read_age_at(&self, now_ms: i64) -> f64 {
+        let pending = self.pending_reads.lock().expect("metrics lock");
+        pending
+            .front()
+            .map_or(0.0, |(_, read)| (now_ms - read).max(0) as f64 / 1000.0)
+    }
+
+    /// A batch's offsets were committed to the group: progress, now. The
+    /// offsets are remembered for the committed lag (the consumer's
+    /// statistics do not see a commit made in a transaction).
+    pub fn committed(&self, offsets: impl IntoIterator<Item = (String, i32, i64)>) {
+        let mut known = self.committed_offsets.lock().expect("metrics lock");
+        for (topic, partition, offset) in offsets {
+            let entry = known.entry((topic, partition)).or_insert(offset);
+            *entry = (*entry).max(offset);
+        }
+        drop(known);
+        self.last_progress.set(now_ms() as f64 / 1000.0);
     }
 
     /// Whether consumption is paused because output is not acknowledged.
@@ -742,24 +818,37 @@ impl Metrics {
 
     // --- Kafka consumer ------------------------------------------------------
 
-    /// Replace the lag of every assigned partition.
-    pub fn set_consumer_lag(&self, lags: impl IntoIterator<Item = (String, i32, i64)>) {
-        self.consumer_lag.clear();
-        for (topic, partition, lag) in lags {
-            self.consumer_lag
-                .get_or_create(&PartitionLabels {
-                    topic,
-                    partition: partition.to_string(),
-                })
-                .set(lag);
+    /// Replace the fetch and committed lag of every assigned partition
+    /// (from a statistics report).
+    pub fn set_consumer_lag(&self, partitions: impl IntoIterator<Item = PartitionOffsets>) {
+        self.consumer_fetch_lag.clear();
+        self.consumer_committed_lag.clear();
+        let known = self.committed_offsets.lock().expect("metrics lock");
+        for p in partitions {
+            let label = PartitionLabels {
+                topic: p.topic.clone(),
+                partition: p.partition.to_string(),
+            };
+            if let Some(lag) = p.fetch_lag {
+                self.consumer_fetch_lag.get_or_create(&label).set(lag);
+            }
+            let mine = known.get(&(p.topic.clone(), p.partition)).copied();
+            if let Some(lag) = p.committed_lag(mine) {
+                self.consumer_committed_lag.get_or_create(&label).set(lag);
+            }
         }
     }
 
-    /// The consumer's assignment changed.
+    /// The consumer's assignment changed. What this process committed is
+    /// forgotten: a partition assigned again may have been committed
+    /// further (or reset) by others meanwhile; the statistics carry the
+    /// group's offset fetched at assignment.
     pub fn set_assigned_partitions(&self, n: usize) {
         self.assigned_partitions.set(n as i64);
+        self.committed_offsets.lock().expect("metrics lock").clear();
         if n == 0 {
-            self.consumer_lag.clear();
+            self.consumer_fetch_lag.clear();
+            self.consumer_committed_lag.clear();
         }
     }
 
@@ -776,6 +865,13 @@ impl Metrics {
             Self::get(&self.batches),
         )
     }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Raise a counter to a running total kept elsewhere (never lowers it: a
@@ -846,6 +942,19 @@ impl crate::observe::DetectionMetrics for Metrics {
     }
 }
 
+/// A partition's offsets as a statistics report gives them, at the end
+/// 1000 (for [`Metrics::descriptors`] and tests).
+fn offsets(topic: &str, partition: i32, fetch_lag: i64, committed_lag: i64) -> PartitionOffsets {
+    PartitionOffsets {
+        topic: topic.to_string(),
+        partition,
+        end: Some(1000),
+        fetch_lag: Some(fetch_lag),
+        committed: Some(1000 - committed_lag),
+        log_start: Some(0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -866,7 +975,7 @@ mod tests {
         m.dead_letter_delivered(DeadLetterKind::DecodeError);
         m.rule_evaluated("k8s.pod_exec", Duration::from_millis(2), 1);
         m.batch_done(10, Duration::from_millis(30));
-        m.set_consumer_lag([("k8s-audit".to_string(), 2, 17)]);
+        m.set_consumer_lag([offsets("k8s-audit", 2, 17, 40)]);
         m.observe_event_time(SourceKind::K8sAudit, 1_700_000_000_500_000_000);
         m.observe_event_time(SourceKind::K8sAudit, 1_600_000_000_000_000_000);
         m.rule_reload_failed();
@@ -912,9 +1021,16 @@ mod tests {
         assert_eq!(
             sample(
                 &text,
-                r#"vigil_consumer_lag{topic="k8s-audit",partition="2"}"#
+                r#"vigil_consumer_fetch_lag{topic="k8s-audit",partition="2"}"#
             ),
             Some(17.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"vigil_consumer_committed_lag{topic="k8s-audit",partition="2"}"#
+            ),
+            Some(40.0)
         );
         assert_eq!(
             sample(
@@ -960,20 +1076,68 @@ mod tests {
     #[test]
     fn lag_is_replaced_not_accumulated_and_cleared_on_revocation() {
         let m = Metrics::new();
-        m.set_consumer_lag([("t".to_string(), 0, 5), ("t".to_string(), 1, 6)]);
-        m.set_consumer_lag([("t".to_string(), 1, 2)]);
+        m.set_consumer_lag([offsets("t", 0, 5, 7), offsets("t", 1, 6, 8)]);
+        m.set_consumer_lag([offsets("t", 1, 2, 3)]);
         let text = m.encode();
+        for name in ["vigil_consumer_fetch_lag", "vigil_consumer_committed_lag"] {
+            assert_eq!(
+                sample(&text, &format!(r#"{name}{{topic="t",partition="0"}}"#)),
+                None,
+                "{text}"
+            );
+        }
         assert_eq!(
-            sample(&text, r#"vigil_consumer_lag{topic="t",partition="0"}"#),
-            None,
-            "{text}"
-        );
-        assert_eq!(
-            sample(&text, r#"vigil_consumer_lag{topic="t",partition="1"}"#),
+            sample(&text, r#"vigil_consumer_fetch_lag{topic="t",partition="1"}"#),
             Some(2.0)
         );
+        assert_eq!(
+            sample(
+                &text,
+                r#"vigil_consumer_committed_lag{topic="t",partition="1"}"#
+            ),
+            Some(3.0)
+        );
         m.set_assigned_partitions(0);
-        assert!(!m.encode().contains("vigil_consumer_lag{"));
+        let text = m.encode();
+        assert!(!text.contains("vigil_consumer_fetch_lag{"), "{text}");
+        assert!(!text.contains("vigil_consumer_committed_lag{"), "{text}");
+    }
+
+    #[test]
+    fn own_commits_count_for_the_committed_lag_until_the_next_assignment() {
+        let m = Metrics::new();
+        // The statistics say committed at 900 of 1000 (a transactional
+        // commit to 990 is not in them).
+        m.committed([("t".to_string(), 0, 990)]);
+        m.set_consumer_lag([offsets("t", 0, 0, 100)]);
+        let lag = r#"vigil_consumer_committed_lag{topic="t",partition="0"}"#;
+        assert_eq!(sample(&m.encode(), lag), Some(10.0));
+        m.set_assigned_partitions(1);
+        m.set_consumer_lag([offsets("t", 0, 0, 100)]);
+        assert_eq!(sample(&m.encode(), lag), Some(100.0));
+    }
+
+    #[test]
+    fn progress_and_the_age_of_what_is_read_but_not_committed() {
+        let m = Metrics::new();
+        let started = sample(&m.encode(), "vigil_last_progress_timestamp_seconds").unwrap();
+        assert!(started > 1.7e9, "process start before the first commit");
+        assert_eq!(
+            sample(&m.encode(), "vigil_uncommitted_read_age_seconds"),
+            Some(0.0)
+        );
+        let first = m.batch_read();
+        let second = m.batch_read();
+        let read_at = m.pending_reads.lock().unwrap()[0].1;
+        assert_eq!(m.uncommitted_read_age_at(read_at + 2500), 2.5);
+        m.batch_finished(first);
+        assert_eq!(m.pending_reads.lock().unwrap().len(), 1);
+        m.batch_finished(second);
+        assert_eq!(m.uncommitted_read_age_at(read_at + 9000), 0.0);
+        std::thread::sleep(Duration::from_millis(20));
+        m.committed([("t".to_string(), 0, 5)]);
+        let progressed = sample(&m.encode(), "vigil_last_progress_timestamp_seconds").unwrap();
+        assert!(progressed > started, "{progressed} > {started}");
     }
 
     #[test]

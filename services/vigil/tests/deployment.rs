@@ -409,10 +409,14 @@ fn dashboard_and_operations_doc_use_only_exposed_metric_names() {
         unknown.is_empty(),
         "the dashboard uses metrics Vigil does not expose: {unknown:?}"
     );
-    // The dashboard covers throughput, lag, alerts per rule and latency.
+    // The dashboard covers throughput, lag (committed and fetch), progress,
+    // alerts per rule and latency.
     for needed in [
         "vigil_messages_consumed_total",
-        "vigil_consumer_lag",
+        "vigil_consumer_committed_lag",
+        "vigil_consumer_fetch_lag",
+        "vigil_last_progress_timestamp_seconds",
+        "vigil_uncommitted_read_age_seconds",
         "vigil_alerts_total",
         "vigil_batch_duration_seconds_bucket",
     ] {

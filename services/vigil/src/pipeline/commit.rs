@@ -59,6 +59,8 @@ pub(super) struct InFlight {
     /// When its evaluation started and its message count, for the
     /// `batch_duration` metric (`None` for the output of a tick).
     batch: Option<(std::time::Instant, usize)>,
+    /// Its number among the pending batches (see [`Metrics::batch_read`]).
+    seq: Option<u64>,
 }
 
 #[cfg(test)]
@@ -69,6 +71,7 @@ impl InFlight {
             delivery,
             detections: Detections::default(),
             batch: None,
+            seq: None,
         }
     }
 
@@ -103,7 +106,7 @@ impl Committer<'_> {
     ) -> Result<()> {
         let prepared = self.prepare(detections, batch, detector)?;
         if !self.sink.is_transactional() {
-            let in_flight = self.start(consumer, prepared, tracing::Span::current(), None);
+            let in_flight = self.start(consumer, prepared, tracing::Span::current(), None, None);
             return self.settle(Some(in_flight)).await;
         }
         let Prepared {
@@ -130,6 +133,9 @@ impl Committer<'_> {
         ))
         .await?;
         Metrics::add(&self.metrics.commits, 1);
+        if offsets.count() > 0 {
+            self.metrics.committed(offset_list(&offsets));
+        }
         self.delivered(&detections);
         Ok(())
     }
@@ -196,6 +202,7 @@ impl Committer<'_> {
         prepared: Prepared,
         span: tracing::Span,
         batch: Option<(std::time::Instant, usize)>,
+        seq: Option<u64>,
     ) -> InFlight {
         let (sink, stop, metrics) = (self.sink.clone(), self.stop.clone(), self.metrics.clone());
         let consumer = consumer.cloned();
@@ -233,6 +240,7 @@ impl Committer<'_> {
                 // A synchronous commit blocks for a round trip: off the
                 // async workers.
                 let span = tracing::info_span!("commit");
+                let progress = offset_list(&offsets);
                 let committed = tokio::task::spawn_blocking(move || {
                     span.in_scope(|| {
                         if offsets.count() == 0 {
@@ -244,7 +252,12 @@ impl Committer<'_> {
                 .await
                 .context("the offset commit panicked")?;
                 match committed {
-                    Ok(()) => Metrics::add(&metrics.commits, 1),
+                    Ok(()) => {
+                        Metrics::add(&metrics.commits, 1);
+                        if !progress.is_empty() {
+                            metrics.committed(progress);
+                        }
+                    }
                     // Not data loss: the next successful commit covers
                     // these offsets, or after a restart the batch is
                     // re-read (and, per the checkpoint, only rebuilds
@@ -262,6 +275,7 @@ impl Committer<'_> {
             delivery,
             detections,
             batch,
+            seq,
         }
     }
 
@@ -279,6 +293,9 @@ impl Committer<'_> {
     pub fn settled(&mut self, in_flight: InFlight, outcome: DeliveryOutcome) -> Result<()> {
         outcome.context("the delivery task panicked")??;
         self.delivered(&in_flight.detections);
+        if let Some(seq) = in_flight.seq {
+            self.metrics.batch_finished(seq);
+        }
         if let Some((started, messages)) = in_flight.batch {
             self.metrics.batch_done(messages, started.elapsed());
             tracing::debug!(
@@ -421,6 +438,19 @@ async fn deliver_transaction(
             }
         }
     }
+}
+
+/// `(topic, partition, offset)` of a list of offsets to commit.
+fn offset_list(offsets: &TopicPartitionList) -> Vec<(String, i32, i64)> {
+    offsets
+        .elements()
+        .iter()
+        .filter_map(|e| {
+            e.offset()
+                .to_raw()
+                .map(|o| (e.topic().to_string(), e.partition(), o))
+        })
+        .collect()
 }
 
 /// The consumer that commits a batch's offsets: only a batch without

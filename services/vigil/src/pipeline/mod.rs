@@ -178,12 +178,16 @@ pub async fn run(
         idle_wait,
     };
     tracing::info!(brokers, rules = detector.engine().rules().count(), delivery = ?settings.kafka.delivery, "pipeline started");
+    // Progress and what is pending are the group member's: the leader's
+    // progress is in its checkpoints.
+    let pending = (options.role == Role::GroupMember).then(|| metrics.clone());
     let (mut reads, reader) = read::spawn(
         source,
         detector.decoder(),
         limits,
         stop.clone(),
         health.clone(),
+        pending,
     );
     let evaluated = evaluate(
         &mut reads,
@@ -282,6 +286,7 @@ async fn evaluate(
             input,
             span,
             consumer,
+            seq,
         } = *batch;
         let input = input.await.context("the decode stage panicked")?;
         let mut detections = detector.evaluate(input).instrument(span.clone()).await;
@@ -294,11 +299,19 @@ async fn evaluate(
                 .instrument(span.clone())
                 .await?;
             committer.metrics.batch_done(messages, started.elapsed());
+            if let Some(seq) = seq {
+                committer.metrics.batch_finished(seq);
+            }
             tracing::debug!("batch done");
         } else {
             let prepared = committer.prepare(detections, &batch, detector)?;
-            in_flight =
-                Some(committer.start(Some(&consumer), prepared, span, Some((started, messages))));
+            in_flight = Some(committer.start(
+                Some(&consumer),
+                prepared,
+                span,
+                Some((started, messages)),
+                seq,
+            ));
         }
     }
     committer.settle(in_flight.take()).await
@@ -355,7 +368,7 @@ struct ServiceReport {
 }
 
 impl crate::kafka::ConsumerReport for ServiceReport {
-    fn consumer_lag(&self, lags: Vec<(String, i32, i64)>) {
+    fn consumer_lag(&self, lags: Vec<crate::kafka::PartitionOffsets>) {
         self.metrics.set_consumer_lag(lags);
     }
 

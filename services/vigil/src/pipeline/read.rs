@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::detect::{DecodedInput, Decoder};
 use crate::health::Health;
 use crate::kafka::{ConsumerHandle, KafkaSource, SourceBatch};
+use crate::metrics::Metrics;
 
 /// What the read stage hands to the evaluation, in order.
 pub(super) enum Read {
@@ -44,6 +45,9 @@ pub(super) struct ReadBatch {
     pub span: tracing::Span,
     /// The consumer that read it: its offsets are committed through it.
     pub consumer: ConsumerHandle,
+    /// Its number in the pending batches of [`crate::metrics::Metrics`]
+    /// (`vigil_uncommitted_read_age_seconds`), when they are tracked.
+    pub seq: Option<u64>,
 }
 
 /// How the read stage cuts batches (`batch.*` settings).
@@ -65,9 +69,10 @@ pub(super) fn spawn(
     limits: BatchLimits,
     stop: watch::Receiver<bool>,
     health: Arc<Health>,
+    pending: Option<Arc<Metrics>>,
 ) -> (mpsc::Receiver<Read>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(1);
-    let task = tokio::spawn(read(source, decoder, limits, stop, health, tx));
+    let task = tokio::spawn(read(source, decoder, limits, stop, health, pending, tx));
     (rx, task)
 }
 
@@ -77,6 +82,7 @@ async fn read(
     limits: BatchLimits,
     mut stop: watch::Receiver<bool>,
     health: Arc<Health>,
+    pending: Option<Arc<Metrics>>,
     tx: mpsc::Sender<Read>,
 ) {
     loop {
@@ -117,6 +123,7 @@ async fn read(
             input,
             span,
             consumer: source.handle(),
+            seq: pending.as_ref().map(|m| m.batch_read()),
         };
         if tx.send(Read::Batch(Box::new(read))).await.is_err() {
             return;
