@@ -626,3 +626,126 @@ fn the_dockerfile_copies_every_workspace_member() {
         );
     }
 }
+
+/// The GitHub anchor of a Markdown heading's text.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == '-' || *c == ' ' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+const ALERT_RULES: &str = "deploy/prometheus/vigil-alerts.rules.yml";
+const ALERT_TESTS: &str = "deploy/prometheus/vigil-alerts.test.yml";
+
+/// Every alerting rule uses only metrics Vigil exposes, links a runbook
+/// that docs/operations.md has, fires in a promtool unit test, and is
+/// loaded by the local stack's Prometheus.
+#[test]
+fn alerting_rules_use_exposed_metrics_have_runbooks_tests_and_are_loaded() {
+    let exposed = exposed_metric_names();
+    let rules = yaml(ALERT_RULES);
+    let doc = read("docs/operations.md");
+    let anchors: BTreeSet<String> = doc
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .map(|l| anchor(l.trim_start_matches('#')))
+        .collect();
+    let tests = yaml(ALERT_TESTS);
+    let mut names = BTreeSet::new();
+    for group in rules["groups"].as_sequence().unwrap() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            let name = rule["alert"].as_str().expect("alerting rules only");
+            names.insert(name.to_string());
+            let expr = rule["expr"].as_str().unwrap();
+            let unknown: Vec<String> = vigil_identifiers(expr)
+                .into_iter()
+                .filter(|n| !exposed.contains(n))
+                .collect();
+            assert!(
+                unknown.is_empty(),
+                "{name} uses metrics Vigil does not expose: {unknown:?}"
+            );
+            let severity = rule["labels"]["severity"].as_str().unwrap_or_default();
+            assert!(
+                ["critical", "warning"].contains(&severity),
+                "{name}: severity {severity:?}"
+            );
+            let runbook = rule["annotations"]["runbook_url"].as_str().unwrap_or_default();
+            let target = runbook
+                .strip_prefix("docs/operations.md#")
+                .unwrap_or_else(|| panic!("{name}: runbook_url {runbook:?}"));
+            assert_eq!(target, anchor(name), "{name}: the runbook is its own heading");
+            assert!(
+                anchors.contains(target),
+                "{name}: docs/operations.md has no heading #{target}"
+            );
+            let fires = tests["tests"].as_sequence().unwrap().iter().any(|t| {
+                t["alert_rule_test"].as_sequence().unwrap().iter().any(|c| {
+                    c["alertname"].as_str() == Some(name)
+                        && c["exp_alerts"].as_sequence().is_some_and(|a| !a.is_empty())
+                })
+            });
+            assert!(fires, "{name} fires in no case of {ALERT_TESTS}");
+        }
+    }
+    assert!(names.len() >= 8, "{names:?}");
+    // Loaded by the local stack: prometheus.yml names the file relative to
+    // itself, and compose mounts it there.
+    let prometheus = yaml("deploy/prometheus.yml");
+    let files = strings(&prometheus["rule_files"]);
+    assert_eq!(files, vec!["prometheus/vigil-alerts.rules.yml".to_string()]);
+    let volumes = strings(&service(&compose(), "prometheus")["volumes"]);
+    assert!(
+        volumes.contains(&"./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro".to_string())
+            && volumes.contains(&"./deploy/prometheus:/etc/prometheus/prometheus:ro".to_string()),
+        "{volumes:?}"
+    );
+}
+
+/// `promtool` from PATH, or `None`. Under CI (the `CI` variable set, as
+/// `.ci/run` does) its absence is a failure, not a skip.
+fn promtool() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("promtool"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is not on PATH, and CI is set: install Debian's prometheus package (.ci/run does)"
+        );
+        eprintln!("note: promtool not on PATH; the alerting rules were not checked by it");
+    }
+    found
+}
+
+fn run_promtool(promtool: &Path, args: &[&str]) {
+    let out = std::process::Command::new(promtool)
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| panic!("running promtool {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "promtool {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The real tool: the rules are valid, the Prometheus configuration that
+/// loads them too, and every unit test on synthetic series passes.
+#[test]
+fn alerting_rules_pass_promtool_check_and_unit_tests() {
+    let Some(promtool) = promtool() else {
+        return;
+    };
+    run_promtool(&promtool, &["check", "rules", ALERT_RULES]);
+    run_promtool(&promtool, &["check", "config", "deploy/prometheus.yml"]);
+    run_promtool(&promtool, &["test", "rules", ALERT_TESTS]);
+}
