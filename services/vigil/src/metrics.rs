@@ -546,7 +546,8 @@ impl Metrics {
     /// The metrics in Prometheus text format (exposition format 0.0.4 with
     /// the `# EOF` line of OpenMetrics, which Prometheus accepts).
     pub fn encode(&self) -> String {
-        self.uncommitted_read_age.set(self.uncommitted_read_age_at(now_ms()));
+        self.uncommitted_read_age
+            .set(self.uncommitted_read_age_at(now_ms()));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
@@ -1087,7 +1088,10 @@ mod tests {
             );
         }
         assert_eq!(
-            sample(&text, r#"vigil_consumer_fetch_lag{topic="t",partition="1"}"#),
+            sample(
+                &text,
+                r#"vigil_consumer_fetch_lag{topic="t",partition="1"}"#
+            ),
             Some(2.0)
         );
         assert_eq!(

@@ -674,11 +674,17 @@ fn alerting_rules_use_exposed_metrics_have_runbooks_tests_and_are_loaded() {
                 ["critical", "warning"].contains(&severity),
                 "{name}: severity {severity:?}"
             );
-            let runbook = rule["annotations"]["runbook_url"].as_str().unwrap_or_default();
+            let runbook = rule["annotations"]["runbook_url"]
+                .as_str()
+                .unwrap_or_default();
             let target = runbook
                 .strip_prefix("docs/operations.md#")
                 .unwrap_or_else(|| panic!("{name}: runbook_url {runbook:?}"));
-            assert_eq!(target, anchor(name), "{name}: the runbook is its own heading");
+            assert_eq!(
+                target,
+                anchor(name),
+                "{name}: the runbook is its own heading"
+            );
             assert!(
                 anchors.contains(target),
                 "{name}: docs/operations.md has no heading #{target}"
