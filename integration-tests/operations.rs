@@ -250,7 +250,10 @@ async fn serves_metrics_health_and_trace_ids_for_what_it_processed() {
         "{text}"
     );
     // Everything read was committed: nothing pending.
-    assert_eq!(metric(&text, "vigil_uncommitted_read_age_seconds"), Some(0.0));
+    assert_eq!(
+        metric(&text, "vigil_uncommitted_read_age_seconds"),
+        Some(0.0)
+    );
     assert!(metric(&text, "vigil_last_progress_timestamp_seconds").unwrap() > 1.7e9);
 
     // Ready: rules loaded, partitions assigned, polling.
@@ -318,4 +321,165 @@ fn hex(bytes: &[u8]) -> String {
 /// Late-event reports also count as dead letters produced.
 fn late_events(text: &str) -> f64 {
     metric(text, "vigil_dead_letters_total{kind=\"late_event\"}").unwrap_or(0.0)
+}
+
+/// One per-event rule: alerts on a `probe/` user agent, copying it into
+/// the alert (so a huge user agent makes a huge alert). No correlation
+/// rule: nothing is retained, so at rest the committed lag is 0.
+const PROBE_RULE: &str = "-- id: test.probe_user_agent\n-- title: probe\n-- severity: high\n-- description: test\n-- mitre: T1613\n-- source: k8s_audit\n-- author: test\n-- based_on: vigil:test\n\
+SELECT user_agent AS user_agent FROM k8s_audit WHERE user_agent LIKE 'probe/%'\n";
+
+fn probe_event(id: &str, user_agent: &str) -> Vec<u8> {
+    serde_json::json!({
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "auditID": id,
+        "stage": "ResponseComplete", "verb": "get", "requestURI": "/api/v1/namespaces/prod/secrets/db",
+        "user": {"username": "eve"}, "userAgent": user_agent,
+        "objectRef": {"resource": "secrets", "namespace": "prod", "name": "db"},
+        "responseStatus": {"code": 200},
+        "requestReceivedTimestamp": "2026-01-01T00:00:00Z"
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Scrape until `done` holds or `within` passed; returns the last scrape.
+fn scrape_within(
+    addr: std::net::SocketAddr,
+    within: Duration,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, body) = http_get(addr, "/metrics");
+        assert_eq!(status, 200, "{body}");
+        if done(&body) || Instant::now() > deadline {
+            return body;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Issue 23: a delivery stall (an alert larger than the producer accepts,
+/// which Vigil does not cut because its own record limit is higher) is
+/// visible in the new metrics within about a statistics interval: the
+/// committed lag grows, the last progress stands still and the age of
+/// what was read and not committed grows, while the fetch lag stays 0
+/// (Vigil read everything) and /healthz stays 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_stall_shows_in_committed_lag_and_progress_not_in_fetch_lag() {
+    let addr = broker().addr.clone();
+    let topics = Topics::new("stall");
+    topics.create(&addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(rules.join("probe.sql"), PROBE_RULE).unwrap();
+    // Statistics every second (Vigil's default is 5 s) keep the test short.
+    let extra = "\n[limits]\nmax_record_bytes = 200000\n\n[kafka.properties]\n\"message.max.bytes\" = \"30000\"\n\"statistics.interval.ms\" = \"1000\"\n";
+    let config = topics.write_config_with(dir.path(), &addr, &rules, extra);
+    let stats_interval = Duration::from_secs(1);
+
+    // Healthy first: three small alerts delivered and committed.
+    let before: Vec<Vec<u8>> = (0..3)
+        .map(|i| probe_event(&format!("before-{i}"), "probe/1.0"))
+        .collect();
+    produce(&addr, &topics.audit, 0, &before).await;
+    let vigil = Vigil::start_with_env(
+        &config,
+        dir.path().join("vigil.log"),
+        &[("VIGIL__HTTP__READY_MAX_POLL_GAP_MS", "3000")],
+    );
+    let http = vigil.http_addr();
+    let committed = format!(
+        "vigil_consumer_committed_lag{{topic=\"{}\",partition=\"0\"}}",
+        topics.audit
+    );
+    let fetch = format!(
+        "vigil_consumer_fetch_lag{{topic=\"{}\",partition=\"0\"}}",
+        topics.audit
+    );
+    let text = scrape_within(http, Duration::from_secs(30), |t| {
+        metric(t, "vigil_alerts_produced_total") == Some(3.0)
+            && metric(t, &committed) == Some(0.0)
+            && metric(t, &fetch) == Some(0.0)
+    });
+    assert_eq!(
+        (
+            metric(&text, "vigil_alerts_produced_total"),
+            metric(&text, &committed),
+            metric(&text, &fetch)
+        ),
+        (Some(3.0), Some(0.0), Some(0.0)),
+        "healthy at first\n{text}\nlog:\n{}",
+        vigil.log_text()
+    );
+    assert_eq!(
+        metric(&text, "vigil_uncommitted_read_age_seconds"),
+        Some(0.0)
+    );
+    let progress = metric(&text, "vigil_last_progress_timestamp_seconds").unwrap();
+
+    // The stall: an alert of about 60 KB, then four ordinary events.
+    let huge = probe_event("huge", &format!("probe/{}", "a".repeat(60_000)));
+    let mut after = vec![huge];
+    after.extend((0..4).map(|i| probe_event(&format!("after-{i}"), "probe/1.0")));
+    produce(&addr, &topics.audit, 0, &after).await;
+    let paused = scrape_within(http, Duration::from_secs(30), |t| {
+        metric(t, "vigil_delivery_paused") == Some(1.0)
+    });
+    assert_eq!(
+        metric(&paused, "vigil_delivery_paused"),
+        Some(1.0),
+        "the huge alert stalls delivery\n{paused}\nlog:\n{}",
+        vigil.log_text()
+    );
+    // Within about a statistics interval of the stall: the committed lag
+    // shows every message after the last commit; the fetch lag shows
+    // nothing (all of them were read).
+    let started = Instant::now();
+    let text = scrape_within(http, 5 * stats_interval, |t| {
+        metric(t, &committed) == Some(5.0) && metric(t, &fetch) == Some(0.0)
+    });
+    assert_eq!(
+        (metric(&text, &committed), metric(&text, &fetch)),
+        (Some(5.0), Some(0.0)),
+        "committed lag 5, fetch lag 0, {:?} after the pause\n{text}\nlog:\n{}",
+        started.elapsed(),
+        vigil.log_text()
+    );
+    // No progress, and what was read waits longer and longer.
+    let age = metric(&text, "vigil_uncommitted_read_age_seconds").unwrap();
+    assert!(age > 0.0, "{text}");
+    std::thread::sleep(2 * stats_interval);
+    let (status, later) = http_get(http, "/metrics");
+    assert_eq!(status, 200);
+    assert_eq!(
+        metric(&later, "vigil_last_progress_timestamp_seconds"),
+        Some(progress),
+        "no batch committed since the stall\n{later}"
+    );
+    assert!(
+        metric(&later, "vigil_uncommitted_read_age_seconds").unwrap() >= age + 1.5,
+        "{later}"
+    );
+    assert_eq!(metric(&later, &committed), Some(5.0), "{later}");
+    assert_eq!(metric(&later, "vigil_delivery_paused"), Some(1.0));
+    // Alive, and (after http.ready_max_poll_gap_ms, 3 s here) not ready:
+    // the probes show the stall too, neither hides it.
+    assert_eq!(http_get(http, "/healthz"), (200, "ok\n".to_string()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ready = loop {
+        let ready = http_get(http, "/readyz");
+        if ready.0 == 503 || Instant::now() > deadline {
+            break ready;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(ready.0, 503, "{ready:?}");
+    assert!(ready.1.contains("no poll of the source"), "{ready:?}");
+    let log = vigil.log_text();
+    assert!(
+        log.contains("output not delivered") && log.to_lowercase().contains("too large"),
+        "{log}"
+    );
 }
