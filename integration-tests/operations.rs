@@ -417,6 +417,10 @@ async fn a_delivery_stall_shows_in_committed_lag_and_progress_not_in_fetch_lag()
         metric(&text, "vigil_uncommitted_read_age_seconds"),
         Some(0.0)
     );
+    assert_eq!(
+        metric(&text, "vigil_uncommitted_event_age_seconds"),
+        Some(0.0)
+    );
     let progress = metric(&text, "vigil_last_progress_timestamp_seconds").unwrap();
 
     // The stall: an alert of about 60 KB, then four ordinary events.
@@ -450,6 +454,11 @@ async fn a_delivery_stall_shows_in_committed_lag_and_progress_not_in_fetch_lag()
     // No progress, and what was read waits longer and longer.
     let age = metric(&text, "vigil_uncommitted_read_age_seconds").unwrap();
     assert!(age > 0.0, "{text}");
+    // In event time, the events (of 2026-01-01) are months old.
+    assert!(
+        metric(&text, "vigil_uncommitted_event_age_seconds").unwrap() > 1.0e6,
+        "{text}"
+    );
     std::thread::sleep(2 * stats_interval);
     let (status, later) = http_get(http, "/metrics");
     assert_eq!(status, 200);

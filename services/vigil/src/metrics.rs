@@ -230,13 +230,15 @@ pub struct Metrics {
     /// Wall time (Unix s) of the last batch whose offsets were committed
     /// (process start until then).
     last_progress: Gauge<f64, AtomicU64>,
-    /// Batches read and not yet delivered and committed, oldest first:
-    /// (sequence number, wall-clock ms when read).
-    pending_reads: Mutex<VecDeque<(u64, i64)>>,
+    /// Batches read and not yet delivered and committed, oldest first.
+    pending_reads: Mutex<VecDeque<PendingBatch>>,
     next_read: AtomicU64,
     /// Seconds since the oldest of `pending_reads` was read (set when
     /// encoding).
     uncommitted_read_age: Gauge<f64, AtomicU64>,
+    /// Seconds from the earliest event time of `pending_reads` to now (set
+    /// when encoding).
+    uncommitted_event_age: Gauge<f64, AtomicU64>,
     source_event_time: Family<SourceLabel, Gauge>,
     correlation_watermark: Gauge,
     correlation_evicted_early: Counter,
@@ -314,6 +316,7 @@ impl Metrics {
             pending_reads: Mutex::new(VecDeque::new()),
             next_read: AtomicU64::new(0),
             uncommitted_read_age: Gauge::default(),
+            uncommitted_event_age: Gauge::default(),
             source_event_time: Family::default(),
             correlation_watermark: Gauge::default(),
             correlation_evicted_early: Counter::default(),
@@ -458,6 +461,12 @@ impl Metrics {
             Unit::Seconds,
             self.uncommitted_read_age.clone(),
         );
+        r.register_with_unit(
+            "uncommitted_event_age",
+            "Now minus the earliest event time of the messages read whose batch is not yet delivered and committed (once decoded); 0 when none",
+            Unit::Seconds,
+            self.uncommitted_event_age.clone(),
+        );
         r.register(
             "assigned_partitions",
             "Source partitions assigned to this instance",
@@ -546,8 +555,9 @@ impl Metrics {
     /// The metrics in Prometheus text format (exposition format 0.0.4 with
     /// the `# EOF` line of OpenMetrics, which Prometheus accepts).
     pub fn encode(&self) -> String {
-        self.uncommitted_read_age
-            .set(self.uncommitted_read_age_at(now_ms()));
+        let (read_age, event_age) = self.uncommitted_ages_at(now_ms());
+        self.uncommitted_read_age.set(read_age);
+        self.uncommitted_event_age.set(event_age);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
@@ -671,24 +681,45 @@ impl Metrics {
         self.pending_reads
             .lock()
             .expect("metrics lock")
-            .push_back((seq, now_ms()));
+            .push_back(PendingBatch {
+                seq,
+                read_ms: now_ms(),
+                earliest_event_ns: None,
+            });
         seq
+    }
+
+    /// The earliest event time of pending batch `seq`, once decoded.
+    pub fn batch_event_time(&self, seq: u64, earliest_ns: i64) {
+        let mut pending = self.pending_reads.lock().expect("metrics lock");
+        if let Some(batch) = pending.iter_mut().find(|b| b.seq == seq) {
+            batch.earliest_event_ns = Some(earliest_ns);
+        }
     }
 
     /// Batch `seq` (and every batch read before it) was delivered and
     /// committed, or will be re-read.
     pub fn batch_finished(&self, seq: u64) {
         let mut pending = self.pending_reads.lock().expect("metrics lock");
-        while pending.front().is_some_and(|(s, _)| *s <= seq) {
+        while pending.front().is_some_and(|b| b.seq <= seq) {
             pending.pop_front();
         }
     }
 
-    fn uncommitted_read_age_at(&self, now_ms: i64) -> f64 {
+    /// (read age, event-time age) of the pending batches at `now_ms`.
+    fn uncommitted_ages_at(&self, now_ms: i64) -> (f64, f64) {
         let pending = self.pending_reads.lock().expect("metrics lock");
-        pending
+        let read = pending
             .front()
-            .map_or(0.0, |(_, read)| (now_ms - read).max(0) as f64 / 1000.0)
+            .map_or(0.0, |b| (now_ms - b.read_ms).max(0) as f64 / 1000.0);
+        let event = pending
+            .iter()
+            .filter_map(|b| b.earliest_event_ns)
+            .min()
+            .map_or(0.0, |e| {
+                now_ms.saturating_mul(1_000_000).saturating_sub(e).max(0) as f64 / 1e9
+            });
+        (read, event)
     }
 
     /// A batch's offsets were committed to the group: progress, now. The
@@ -943,6 +974,16 @@ impl crate::observe::DetectionMetrics for Metrics {
     }
 }
 
+/// A batch read and not yet delivered and committed.
+#[derive(Debug)]
+struct PendingBatch {
+    seq: u64,
+    /// Wall-clock ms when it was read.
+    read_ms: i64,
+    /// Its earliest event time (ns), once decoded and evaluated.
+    earliest_event_ns: Option<i64>,
+}
+
 /// A partition's offsets as a statistics report gives them, at the end
 /// 1000 (for [`Metrics::descriptors`] and tests).
 fn offsets(topic: &str, partition: i32, fetch_lag: i64, committed_lag: i64) -> PartitionOffsets {
@@ -1132,12 +1173,18 @@ mod tests {
         );
         let first = m.batch_read();
         let second = m.batch_read();
-        let read_at = m.pending_reads.lock().unwrap()[0].1;
-        assert_eq!(m.uncommitted_read_age_at(read_at + 2500), 2.5);
+        let read_at = m.pending_reads.lock().unwrap()[0].read_ms;
+        // Event times not known yet (decoding): 0.
+        assert_eq!(m.uncommitted_ages_at(read_at + 2500), (2.5, 0.0));
+        // The second batch holds the earlier events (a partition behind).
+        m.batch_event_time(first, (read_at - 60_000) * 1_000_000);
+        m.batch_event_time(second, (read_at - 90_000) * 1_000_000);
+        assert_eq!(m.uncommitted_ages_at(read_at + 2500), (2.5, 92.5));
         m.batch_finished(first);
         assert_eq!(m.pending_reads.lock().unwrap().len(), 1);
+        assert_eq!(m.uncommitted_ages_at(read_at + 2500), (2.5, 92.5));
         m.batch_finished(second);
-        assert_eq!(m.uncommitted_read_age_at(read_at + 9000), 0.0);
+        assert_eq!(m.uncommitted_ages_at(read_at + 9000), (0.0, 0.0));
         std::thread::sleep(Duration::from_millis(20));
         m.committed([("t".to_string(), 0, 5)]);
         let progressed = sample(&m.encode(), "vigil_last_progress_timestamp_seconds").unwrap();

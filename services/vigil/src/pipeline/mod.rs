@@ -290,6 +290,9 @@ async fn evaluate(
         } = *batch;
         let input = input.await.context("the decode stage panicked")?;
         let mut detections = detector.evaluate(input).instrument(span.clone()).await;
+        if let (Some(seq), Some((earliest, _))) = (seq, detections.event_time_range) {
+            committer.metrics.batch_event_time(seq, earliest);
+        }
         stamp_trace(&span, &mut detections);
         // One delivery at a time, in order: the previous batch's first.
         committer.settle(in_flight.take()).await?;
