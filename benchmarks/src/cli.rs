@@ -104,7 +104,8 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         sample_secs: u64,
     },
-    /// Peak RSS with this many distinct keys in correlation window state.
+    /// Peak RSS with this many distinct keys in correlation window state
+    /// (or, with --first-seen, in a first-seen rule's state).
     Memory {
         #[arg(long, default_value_t = 1_000_000)]
         keys: usize,
@@ -112,6 +113,9 @@ enum Command {
         batch: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Measure a first-seen rule's state (one combination per user).
+        #[arg(long)]
+        first_seen: bool,
     },
 }
 
@@ -211,8 +215,18 @@ pub fn main() -> ExitCode {
             Command::Explain { rules, filter } => {
                 super::engine::explain(&rules, filter.as_deref(), &mut stdout).await
             }
-            Command::Memory { keys, batch, seed } => {
-                super::memory::run(keys, batch, seed, &mut stdout).await
+            Command::Memory {
+                keys,
+                batch,
+                seed,
+                first_seen,
+            } => {
+                let state = if first_seen {
+                    super::memory::State::FirstSeen
+                } else {
+                    super::memory::State::Correlation
+                };
+                super::memory::run(state, keys, batch, seed, &mut stdout).await
             }
             Command::Soak {
                 minutes,

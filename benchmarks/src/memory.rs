@@ -1,5 +1,6 @@
-//! Memory of correlation state: peak resident set size while a correlation
-//! rule holds events of `keys` distinct users in one open window.
+//! Memory of rule state: peak resident set size while a correlation rule
+//! holds events of `keys` distinct users in one open window, or (with
+//! `--first-seen`) while a first-seen rule holds `keys` combinations.
 //!
 //! Events are generated and fed batch by batch (the input is never held
 //! whole), all inside one one-hour window, so nothing is evicted or
@@ -45,9 +46,42 @@ GROUP BY user_info.username, tumble_end(event_time, INTERVAL '1 hour')
 HAVING count(*) > 100000
 ";
 
-pub async fn run(keys: usize, batch: usize, seed: u64, out: &mut dyn Write) -> Result<()> {
-    let rule = parse_rule(Path::new("bench/user_write_burst.sql"), STATE_RULE)
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+/// The first-seen state under test: every human user's requests, one
+/// combination per user (a request by a user not seen in 14 days).
+pub const FIRST_SEEN_RULE: &str = "-- id: bench.first_request_by_user
+-- title: First request by a user in 14 days (benchmark)
+-- severity: low
+-- description: A user not seen in 14 days made a request.
+-- mitre: T1078
+-- source: k8s_audit
+-- author: vigil benchmark
+-- based_on: vigil:bench
+-- first_seen: username
+-- history: 14d
+SELECT user_info.username AS username, verb AS verb
+FROM k8s_audit
+WHERE user_info.username LIKE '%@example.com'
+";
+
+/// Which rule state `vigil-bench memory` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Correlation,
+    FirstSeen,
+}
+
+pub async fn run(
+    state: State,
+    keys: usize,
+    batch: usize,
+    seed: u64,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let (path, text) = match state {
+        State::Correlation => ("bench/user_write_burst.sql", STATE_RULE),
+        State::FirstSeen => ("bench/first_request_by_user.sql", FIRST_SEEN_RULE),
+    };
+    let rule = parse_rule(Path::new(path), text).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let settings = CorrelationSettings {
         max_retained_events: usize::MAX,
         ..Default::default()
@@ -69,18 +103,34 @@ pub async fn run(keys: usize, batch: usize, seed: u64, out: &mut dyn Write) -> R
     };
     let mut generator = Generator::new(config);
     let (_, baseline) = rss().context("reading /proc/self/status")?;
-    let mut seen: HashSet<u64> = HashSet::with_capacity(keys);
+    // A first-seen rule counts its distinct users itself: the benchmark's
+    // own set (150 MB at 10 million) would be measured with its state.
+    let count_here = state == State::Correlation;
+    let mut seen: HashSet<u64> = HashSet::with_capacity(if count_here { keys } else { 0 });
+    let distinct = |seen: &HashSet<u64>, detector: &Detector| match state {
+        State::Correlation => seen.len(),
+        State::FirstSeen => detector.engine().first_seen_stats().entries,
+    };
     let mut fed = 0u64;
     let mut bytes = 0u64;
     let start = Instant::now();
-    while seen.len() < keys {
-        let mut messages = Vec::with_capacity(batch);
-        while messages.len() < batch && seen.len() < keys {
+    while distinct(&seen, &detector) < keys {
+        // A first-seen rule's last batches stop at `keys` (the users are
+        // almost all distinct): its bound is 10 million, and past it the
+        // oldest tenth would be forgotten.
+        let room = match state {
+            State::Correlation => batch,
+            State::FirstSeen => batch.min(keys - distinct(&seen, &detector)),
+        };
+        let mut messages = Vec::with_capacity(room);
+        while messages.len() < room && (!count_here || seen.len() < keys) {
             let e = generator.next_event();
             if !e.key.ends_with("@example.com") {
                 continue;
             }
-            seen.insert(hash(&e.key));
+            if count_here {
+                seen.insert(hash(&e.key));
+            }
             bytes += e.payload.len() as u64;
             messages.push(super::raw_message(&e));
         }
@@ -94,8 +144,30 @@ pub async fn run(keys: usize, batch: usize, seed: u64, out: &mut dyn Write) -> R
     }
     let elapsed = start.elapsed();
     let (peak, now) = rss().context("reading /proc/self/status")?;
-    let retained = Metrics::get(&metrics.retained_events);
     let growth = peak.saturating_sub(baseline);
+    if state == State::FirstSeen {
+        let stats = detector.engine().first_seen_stats();
+        let entries = stats.entries;
+        anyhow::ensure!(
+            stats.forgotten_early == 0,
+            "the rule forgot {} combinations early",
+            stats.forgotten_early
+        );
+        writeln!(
+            out,
+            "first-seen state: {entries} combinations, {fed} events fed ({:.0} MB of JSON); \
+             RSS after compile {:.0} MB, peak {:.0} MB, at end {:.0} MB; peak growth {:.0} MB = {:.0} bytes/combination; {:.1} s",
+            bytes as f64 / 1e6,
+            baseline as f64 / 1e6,
+            peak as f64 / 1e6,
+            now as f64 / 1e6,
+            growth as f64 / 1e6,
+            growth as f64 / entries.max(1) as f64,
+            elapsed.as_secs_f64()
+        )?;
+        return Ok(());
+    }
+    let retained = Metrics::get(&metrics.retained_events);
     writeln!(
         out,
         "correlation state: {} distinct keys, {fed} events fed ({:.0} MB of JSON), {retained} retained; \

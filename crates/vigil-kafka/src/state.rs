@@ -6,7 +6,9 @@
 //! partition is read from its start to the end it had when reading began,
 //! one partition after the other, each in offset order: the records of one
 //! key are in one partition (the key picks it), so they are visited in the
-//! order they were written.
+//! order they were written. A partition is read to the watermark it had
+//! when its reading began, and on while records keep coming without a
+//! pause (at most [`DRAIN_LIMIT`] more).
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +21,9 @@ use crate::Error;
 
 /// How the state topic must be created (named in the error when missing).
 pub const CREATE_WITH: &str = "cleanup.policy=compact, any number of partitions";
+
+/// Records read past the watermark taken at start, at most.
+const DRAIN_LIMIT: i64 = 100_000;
 
 /// How long reading the state topic may stall without progress.
 const STALL_LIMIT: Duration = Duration::from_secs(60);
@@ -79,30 +84,41 @@ fn read_partition(
     let mut position = low;
     let mut visited = 0;
     let mut progress = Instant::now();
-    while position < high {
-        if progress.elapsed() > STALL_LIMIT {
-            return Err(Error::StateTimeout {
-                topic: topic.into(),
-                partition,
-                position,
-                high,
-            });
-        }
+    loop {
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            // The end is where the watermark was and nothing more is
+            // coming: records of a batch the broker has not counted in its
+            // watermark yet (tansu reports one past the batch's first
+            // record) are read too.
+            if position >= high {
+                break;
+            }
+            if progress.elapsed() > STALL_LIMIT {
+                return Err(Error::StateTimeout {
+                    topic: topic.into(),
+                    partition,
+                    position,
+                    high,
+                });
+            }
             continue;
         };
         let message = message.doing(|| "reading the state topic".into())?;
         position = message.offset() + 1;
         progress = Instant::now();
-        let Some(key) = message
+        if let Some(key) = message
             .key()
             .and_then(|k| std::str::from_utf8(k).ok())
             .and_then(|k| k.strip_prefix(prefix))
-        else {
-            continue;
-        };
-        visit(key, message.payload());
-        visited += 1;
+        {
+            visit(key, message.payload());
+            visited += 1;
+        }
+        if position >= high.saturating_add(DRAIN_LIMIT) {
+            // Other instances are still writing: what they write next is
+            // newer than this start needs.
+            break;
+        }
     }
     Ok(visited)
 }
