@@ -81,7 +81,7 @@ struct Entry {
     recorded: u32,
 }
 
-/// Combinations are hashes already: their first word is the map's hash.
+/// Combinations are hashes already: the map's hash is their words XORed.
 #[derive(Default)]
 struct PassThrough(u64);
 
@@ -89,10 +89,13 @@ impl Hasher for PassThrough {
     fn finish(&self) -> u64 {
         self.0
     }
+    /// `[u64; 2]` hashes its words as one slice of 16 bytes (after its
+    /// length, through `write_usize`).
     fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used by `[u64; 2]`'s Hash; fold anything else.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        for word in bytes.chunks(8) {
+            let mut padded = [0u8; 8];
+            padded[..word.len()].copy_from_slice(word);
+            self.0 ^= u64::from_le_bytes(padded);
         }
     }
     fn write_u64(&mut self, word: u64) {

@@ -200,3 +200,11 @@ fn past_the_bound_the_oldest_are_forgotten_first() {
     assert_eq!(state.admit(row("u99", "dev"), day(1.0)), Verdict::Seen);
     assert_eq!(state.admit(row("u0", "dev"), day(1.0)), Verdict::New);
 }
+
+#[test]
+fn the_map_hash_is_the_combinations_words() {
+    use std::hash::BuildHasher;
+    let combination: Combination = [0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210];
+    let hash = BuildHasherDefault::<PassThrough>::default().hash_one(combination);
+    assert_eq!(hash, combination[0] ^ combination[1]);
+}
