@@ -19,12 +19,12 @@
 //! * times are whole seconds: histories are days long;
 //! * the changes a durable store needs ([`StateChange`]) are recorded when
 //!   a combination is first stored, when its last-seen time has moved at
-//!   least [`persist_step`] past the time last recorded, and when it is
+//!   least a [`step`] past the time last recorded, and when it is
 //!   forgotten. A restored entry can thus be older than the truth by less
 //!   than one step: it expires early (a repeated alert), never late (a
 //!   missed one);
 //! * entries past `history` are forgotten by sweeps every
-//!   [`sweep_step`] of event time; past [`FirstSeen::max_entries`] the
+//!   [`step`] of event time; past [`FirstSeen::max_entries`] the
 //!   oldest tenth is forgotten early (counted in
 //!   [`FirstSeenStats::forgotten_early`]), which can only make a
 //!   combination new again, never hide one.
@@ -125,14 +125,10 @@ pub fn seconds(event_time_ns: i64) -> u32 {
     (event_time_ns.div_euclid(1_000_000_000)).clamp(0, i64::from(u32::MAX)) as u32
 }
 
-/// How far a last-seen time moves before it is recorded again: 1/16 of
-/// the history, at least a minute.
-pub fn persist_step(history: u32) -> u32 {
-    (history / 16).max(60)
-}
-
-/// How much event time passes between sweeps of expired entries.
-pub fn sweep_step(history: u32) -> u32 {
+/// 1/16 of the history, at least a minute: how far a last-seen time moves
+/// before it is recorded again, and how much event time passes between
+/// sweeps of expired entries.
+fn step(history: u32) -> u32 {
     (history / 16).max(60)
 }
 
@@ -160,11 +156,6 @@ impl FirstSeen {
     pub fn with_max_entries(mut self, max: usize) -> FirstSeen {
         self.max_entries = max.max(10);
         self
-    }
-
-    /// The output columns whose values form a combination.
-    pub fn columns(&self) -> &[String] {
-        &self.columns
     }
 
     /// Whether `other` keeps combinations of the same columns (its state
@@ -214,7 +205,7 @@ impl FirstSeen {
     }
 
     fn remember(&mut self, combination: Combination, at: u32) -> Verdict {
-        let step = persist_step(self.history);
+        let step = step(self.history);
         let is_new = match self.seen.get_mut(&combination) {
             Some(entry) => {
                 let new = at > entry.last_seen.saturating_add(self.history);
@@ -255,7 +246,7 @@ impl FirstSeen {
         if self.latest < self.next_sweep {
             return;
         }
-        self.next_sweep = self.latest.saturating_add(sweep_step(self.history));
+        self.next_sweep = self.latest.saturating_add(step(self.history));
         let horizon = self.latest.saturating_sub(self.history);
         self.forget_before(horizon);
     }

@@ -28,8 +28,8 @@
 //! The first-seen rules' state is changelogged to the state topic (see
 //! [`state`]), after the batch's alerts and before its offsets, and read
 //! back at start. Correlation state is not written anywhere: it is rebuilt
-//! from the source topics. The committed offset is the lowest one still retained, and the
-//! commit's metadata says how far per-event evaluation got and up to which
+//! from the source topics. The committed offset is the lowest one still
+//! retained, and the commit's metadata says how far per-event evaluation got and up to which
 //! watermark each correlation rule has emitted (see
 //! [`crate::kafka::Checkpoint`]), so a restart re-reads just enough to
 //! rebuild open windows without re-emitting closed ones.
