@@ -37,6 +37,14 @@ pub struct Detections {
     /// The first-seen rules' state changes, by rule id, to persist with
     /// (at-least-once: after) the batch's alerts and before its offsets.
     pub state_changes: Vec<(Arc<str>, Vec<StateChange>)>,
+    /// First stage of the repartitioned placement: the events to forward
+    /// for correlation rules (see [`crate::forward`]), to deliver with
+    /// (at-least-once: before) the batch's offsets.
+    pub routed: Vec<crate::forward::RoutedEvent>,
+    /// With them: the batch's highest event time per source partition
+    /// (`"topic/partition"`), the marks to send to every repartition
+    /// partition after the events.
+    pub marks: std::collections::BTreeMap<String, i64>,
 }
 
 /// Event-time bounds for backtesting (`vigil replay --from/--to`): only
@@ -61,9 +69,9 @@ impl EventTimeBounds {
 
 /// The decode → evaluate stages.
 pub struct Detector {
-    engine: RuleEngine,
+    pub(crate) engine: RuleEngine,
     decoder: Decoder,
-    metrics: Arc<dyn DetectionMetrics>,
+    pub(crate) metrics: Arc<dyn DetectionMetrics>,
     /// New rule sets from a hot reload (see [`crate::reload`]).
     reloads: Option<tokio::sync::mpsc::UnboundedReceiver<RuleEngine>>,
 }
@@ -73,7 +81,7 @@ pub struct Detector {
 /// runs on any thread and ahead of the evaluation.
 #[derive(Clone)]
 pub struct Decoder {
-    limits: DecodeLimits,
+    pub(crate) limits: DecodeLimits,
     metrics: Arc<dyn DetectionMetrics>,
     bounds: EventTimeBounds,
     /// Whether this decoder reports its input: consumed and decoded
@@ -89,23 +97,28 @@ pub struct Decoder {
 pub struct DecodedInput {
     /// Wall-clock time of the decode: the batch's processing time
     /// (dead letters, alerts, idle-partition watermarks).
-    now: i64,
+    pub(crate) now: i64,
     /// One part per source, in the order the sources first appear.
-    parts: Vec<DecodedPart>,
+    pub(crate) parts: Vec<DecodedPart>,
     /// What the decode stage already produced: decode-error dead letters,
     /// event counts and the event-time range.
-    out: Detections,
+    pub(crate) out: Detections,
+    /// Marks read from repartition records: (source partition, event time).
+    pub(crate) marks: Vec<(String, i64)>,
 }
 
 /// The messages of one source in a batch, decoded.
-struct DecodedPart {
-    source: SourceKind,
+pub(crate) struct DecodedPart {
+    pub(crate) source: SourceKind,
     /// Messages re-read after a restart, which only rebuild correlation
     /// state.
-    replayed: Option<(Vec<RawMessage>, DecodedBatch)>,
+    pub(crate) replayed: Option<(Vec<RawMessage>, DecodedBatch)>,
     /// Messages to evaluate, and their rows (events outside the bounds
     /// already dropped).
-    live: Option<(Vec<RawMessage>, DecodedBatch)>,
+    pub(crate) live: Option<(Vec<RawMessage>, DecodedBatch)>,
+    /// For repartition records: for which rule and from where each
+    /// message's event was forwarded.
+    pub(crate) forwarded: Option<crate::forward::PartForwards>,
 }
 
 pub fn now_ns() -> i64 {
@@ -226,9 +239,26 @@ impl Detector {
             now,
             parts,
             mut out,
+            marks,
         } = input;
+        if let Some(lanes) = self.engine.lanes_mut() {
+            for (partition, t) in &marks {
+                lanes.observe_mark(partition, *t, now);
+            }
+        }
         for part in parts {
             let source = part.source;
+            if let Some(forwarded) = &part.forwarded {
+                if let Some((m, d)) = &part.replayed {
+                    self.ingest_forwarded_part(&mut out, (m, d, &forwarded.replayed), true, now)
+                        .await;
+                }
+                if let Some((m, d)) = &part.live {
+                    self.ingest_forwarded_part(&mut out, (m, d, &forwarded.live), false, now)
+                        .await;
+                }
+                continue;
+            }
             // Messages re-read after a restart only rebuild correlation and
             // suppression state; they come first (lower offsets), so they
             // are taken first.
@@ -273,6 +303,7 @@ impl Detector {
             }
             out.alerts.extend(alerts);
             self.count_excepted(&mut out);
+            self.route_part(&mut out, messages, decoded, now).await;
             match self
                 .engine
                 .correlator_mut()
@@ -310,16 +341,15 @@ impl Detector {
         self.metrics
             .first_seen_state(first_seen.entries, first_seen.forgotten_early);
         out.state_changes = self.engine.take_first_seen_changes();
-        if self.engine.correlator().rule_count() > 0 {
+        if self.engine.correlation_rule_count() > 0 {
             let span = tracing::info_span!("correlate", alerts = tracing::field::Empty);
             let (alerts, failures) = self
                 .engine
-                .correlator_mut()
-                .advance(now, now)
+                .correlation_advance(now, now)
                 .instrument(span.clone())
                 .await;
             span.record("alerts", alerts.len() as i64);
-            for (rule, elapsed, matches) in self.engine.correlator_mut().take_evaluations() {
+            for (rule, elapsed, matches) in self.engine.take_correlation_evaluations() {
                 self.metrics.rule_evaluated(&rule, elapsed, matches);
             }
             self.correlation_done(&mut out, alerts, failures, now);
@@ -335,10 +365,10 @@ impl Detector {
         self.apply_pending_reload();
         let now = now_ns();
         let mut out = Detections::default();
-        if self.engine.correlator().rule_count() == 0 {
+        if self.engine.correlation_rule_count() == 0 {
             return out;
         }
-        let (alerts, failures) = self.engine.correlator_mut().advance(now, now).await;
+        let (alerts, failures) = self.engine.correlation_advance(now, now).await;
         self.correlation_done(&mut out, alerts, failures, now);
         out
     }
@@ -349,8 +379,8 @@ impl Detector {
         let now = now_ns();
         let mut out = Detections::default();
         out.alerts.extend(self.engine.finish_folds());
-        let (alerts, failures) = self.engine.correlator_mut().finish(now).await;
-        for (rule, elapsed, matches) in self.engine.correlator_mut().take_evaluations() {
+        let (alerts, failures) = self.engine.correlation_finish(now).await;
+        for (rule, elapsed, matches) in self.engine.take_correlation_evaluations() {
             self.metrics.rule_evaluated(&rule, elapsed, matches);
         }
         self.correlation_done(&mut out, alerts, failures, now);
@@ -378,13 +408,13 @@ impl Detector {
 
     /// Restore correlation emission watermarks from a checkpoint.
     pub fn restore_emitted(&mut self, emitted: &std::collections::BTreeMap<String, i64>) {
-        self.engine.correlator_mut().restore_emitted(emitted);
+        self.engine.restore_emitted(emitted);
     }
 
     /// Forget all correlation and suppression state (between independent
     /// inputs).
     pub fn reset(&mut self) {
-        self.engine.correlator_mut().reset();
+        self.engine.reset_correlation();
         self.engine.reset_folds();
     }
 
@@ -410,7 +440,7 @@ impl Detector {
                 .unwrap_or(SourceKind::K8sAudit);
             self.rule_failed(out, source, rule, error, Vec::new(), now);
         }
-        let stats = self.engine.correlator().stats();
+        let stats = self.engine.correlation_stats();
         self.metrics.correlation_state(
             stats.retained_events,
             stats.watermark,
@@ -427,12 +457,12 @@ impl Detector {
         out.alerts.extend(alerts);
         // The per-event rules' suppression periods close with the stream's
         // watermark too, so a quiet stream reports what it folded.
-        if let Some(watermark) = self.engine.correlator().watermark() {
+        if let Some(watermark) = self.engine.correlation_stats().watermark {
             out.alerts.extend(self.engine.expire_folds(watermark));
         }
     }
 
-    fn rule_failed(
+    pub(crate) fn rule_failed(
         &self,
         out: &mut Detections,
         source: SourceKind,
@@ -486,9 +516,15 @@ impl Decoder {
                 source,
                 replayed,
                 live,
+                forwarded: None,
             });
         }
-        DecodedInput { now, parts, out }
+        DecodedInput {
+            now,
+            parts,
+            out,
+            marks: Vec::new(),
+        }
     }
 
     /// Replace each audit message's payload by the native audit JSON its
@@ -612,21 +648,27 @@ impl Decoder {
         if skipped == 0 {
             return 0;
         }
-        let filtered = filter_record_batch(&decoded.batch, &keep)
-            .expect("a mask of the batch's length filters it");
-        // The row column indexes `events`: renumber it for the kept rows.
-        let row_index = filtered
-            .schema()
-            .index_of(ROW_COLUMN)
-            .expect("every source schema has the row column");
-        let mut columns = filtered.columns().to_vec();
-        columns[row_index] = Arc::new(UInt32Array::from_iter_values(0..kept as u32));
-        decoded.batch =
-            RecordBatch::try_new(filtered.schema(), columns).expect("same schema, same row count");
-        let mut mask = keep.values().iter();
-        decoded.events.retain(|_| mask.next().unwrap_or(false));
+        retain_rows(decoded, &keep);
         skipped
     }
+}
+
+/// Keep the rows of `decoded` where `keep` is true (a mask of its length),
+/// renumbering the row column, which indexes `events`.
+pub(crate) fn retain_rows(decoded: &mut DecodedBatch, keep: &BooleanArray) {
+    let kept = keep.true_count();
+    let filtered =
+        filter_record_batch(&decoded.batch, keep).expect("a mask of the batch's length filters it");
+    let row_index = filtered
+        .schema()
+        .index_of(ROW_COLUMN)
+        .expect("every source schema has the row column");
+    let mut columns = filtered.columns().to_vec();
+    columns[row_index] = Arc::new(UInt32Array::from_iter_values(0..kept as u32));
+    decoded.batch =
+        RecordBatch::try_new(filtered.schema(), columns).expect("same schema, same row count");
+    let mut mask = keep.values().iter();
+    decoded.events.retain(|_| mask.next().unwrap_or(false));
 }
 
 /// Earliest and latest event time of a decoded batch (column 0 is the

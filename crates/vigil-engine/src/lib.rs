@@ -15,6 +15,7 @@
 
 pub mod correlate;
 pub mod detect;
+pub mod forward;
 pub mod observe;
 pub mod rules;
 

@@ -9,5 +9,6 @@
 pub mod alert;
 pub mod dead_letter;
 pub mod fit;
+pub mod forward;
 pub mod rule;
 pub mod source;

@@ -13,14 +13,48 @@ impl Correlator {
         messages: &[RawMessage],
         now_ns: i64,
     ) -> Result<Vec<LateEvent>, CorrelationError> {
+        self.ingest_from(decoded, messages, None, now_ns).await
+    }
+
+    /// [`Correlator::ingest`] of events forwarded through the repartition
+    /// topic: `messages` are the repartition records (their origins are
+    /// where a restart re-reads), `upstream[i]` is where message `i`'s
+    /// event was first consumed: its partition's event time and the
+    /// alerts' origins are that one's.
+    pub async fn ingest_forwarded(
+        &mut self,
+        decoded: &DecodedBatch,
+        messages: &[RawMessage],
+        upstream: &[Origin],
+        now_ns: i64,
+    ) -> Result<Vec<LateEvent>, CorrelationError> {
+        debug_assert_eq!(messages.len(), upstream.len());
+        self.ingest_from(decoded, messages, Some(upstream), now_ns)
+            .await
+    }
+
+    /// A watermark mark of an upstream partition (see
+    /// `vigil_model::forward::Forward::Mark`): it has delivered every event
+    /// before `event_time_ns`.
+    pub fn observe_mark(&mut self, partition: &str, event_time_ns: i64, now_ns: i64) {
+        self.watermark.observe(partition, event_time_ns, now_ns);
+    }
+
+    async fn ingest_from(
+        &mut self,
+        decoded: &DecodedBatch,
+        messages: &[RawMessage],
+        upstream: Option<&[Origin]>,
+        now_ns: i64,
+    ) -> Result<Vec<LateEvent>, CorrelationError> {
         if !self.retained.contains_key(&decoded.source) || decoded.batch.num_rows() == 0 {
             return Ok(Vec::new());
         }
-        let is_late = self.observe_event_times(decoded, messages, now_ns);
+        let is_late = self.observe_event_times(decoded, messages, upstream, now_ns);
         let kept = self.pre_filter(decoded).await?;
         let (late, on_time) = self.split_late(kept, &is_late, decoded)?;
         self.stats.late_events += late.len() as u64;
-        let (new_events, new_offsets) = self.number_events(on_time, decoded, messages)?;
+        let (new_events, new_offsets) = self.number_events(on_time, decoded, messages, upstream)?;
         if new_events.is_empty() {
             return Ok(late);
         }
@@ -39,6 +73,7 @@ impl Correlator {
         &mut self,
         decoded: &DecodedBatch,
         messages: &[RawMessage],
+        upstream: Option<&[Origin]>,
         now_ns: i64,
     ) -> Vec<bool> {
         let times = decoded
@@ -52,8 +87,12 @@ impl Correlator {
             let late = self.watermark.is_late(t);
             is_late.push(late);
             if !late {
-                let partition =
-                    partition_of(&messages[decoded.events[row].message as usize].origin);
+                let message = decoded.events[row].message as usize;
+                let origin = match upstream {
+                    Some(upstream) => &upstream[message],
+                    None => &messages[message].origin,
+                };
+                let partition = partition_of(origin);
                 self.watermark.observe(&partition, t, now_ns);
             }
         }
@@ -63,7 +102,7 @@ impl Correlator {
     /// The rows some rule would retain (the source's pre-filter). Only such
     /// an event can be late for correlation: the others were evaluated by
     /// the per-event rules and are of no use to any window, late or not.
-    async fn pre_filter(
+    pub(super) async fn pre_filter(
         &mut self,
         decoded: &DecodedBatch,
     ) -> Result<Vec<RecordBatch>, CorrelationError> {
@@ -125,6 +164,7 @@ impl Correlator {
         on_time: Vec<RecordBatch>,
         decoded: &DecodedBatch,
         messages: &[RawMessage],
+        upstream: Option<&[Origin]>,
     ) -> Result<(Vec<RecordBatch>, Offsets), CorrelationError> {
         let mut new_events = Vec::new();
         let mut new_offsets = Offsets::new();
@@ -147,6 +187,8 @@ impl Correlator {
                     None => content_event_id(&message.payload, event.item),
                 };
                 let (stream, position) = self.stream_of(&message.origin, &mut new_offsets);
+                let upstream = upstream
+                    .map(|u| self.stream_of(&u[event.message as usize], &mut Offsets::new()));
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 self.identities.insert(
@@ -156,6 +198,7 @@ impl Correlator {
                         stream,
                         position,
                         event_time: batch_times.value(i),
+                        upstream,
                     },
                 );
                 seqs.push(seq);

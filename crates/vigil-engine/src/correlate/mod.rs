@@ -45,6 +45,7 @@ mod error;
 mod incremental;
 mod ingest;
 pub mod key;
+mod lanes;
 mod settings;
 mod suppress;
 pub mod watermark;
@@ -69,8 +70,10 @@ use emit::execute;
 pub(crate) use emit::EvalBudget;
 use error::Context;
 pub use error::CorrelationError;
-pub(crate) use incremental::{merge_offsets, Offsets};
+pub(crate) use incremental::merge_offsets;
+pub(crate) use incremental::Offsets;
 use incremental::{AggregateSplit, AggregateState};
+pub use lanes::{RoutedRow, RuleLanes};
 pub use settings::{ms, CorrelationSettings, Placement};
 use suppress::summary_alert;
 use watermark::WatermarkTracker;
@@ -112,19 +115,28 @@ struct RetainedIdentity {
     /// Kafka offset, or line of the file.
     position: i64,
     event_time: i64,
+    /// Where the event was first consumed, when it came forwarded through
+    /// the repartition topic (`stream` and `position` are then the
+    /// repartition record's: where a restart re-reads it). Alerts name
+    /// this origin.
+    upstream: Option<(Arc<Stream>, i64)>,
 }
 
 impl RetainedIdentity {
     fn origin(&self) -> Origin {
-        match &*self.stream {
+        let (stream, position) = match &self.upstream {
+            Some((stream, position)) => (stream, *position),
+            None => (&self.stream, self.position),
+        };
+        match &**stream {
             Stream::Kafka { topic, partition } => Origin::Kafka {
                 topic: topic.clone(),
                 partition: *partition,
-                offset: self.position,
+                offset: position,
             },
             Stream::File { path } => Origin::File {
                 path: path.clone(),
-                line: self.position as u64,
+                line: position as u64,
             },
         }
     }
@@ -325,6 +337,11 @@ impl Correlator {
 
     pub fn rule_count(&self) -> usize {
         self.rules.len()
+    }
+
+    /// The settings it was compiled with.
+    pub fn settings(&self) -> &CorrelationSettings {
+        &self.settings
     }
 
     /// Set how long one execution of a correlation plan may run before it

@@ -40,7 +40,7 @@ use super::fold::Folds;
 use super::slot::{BatchSlot, SlotTable};
 use super::{Rule, RuleError, RuleErrors, RuleMode, RuleSet};
 use crate::alert::{content_event_id, Alert, EventIdentity};
-use crate::correlate::{CorrelationSettings, Correlator};
+use crate::correlate::{CorrelationSettings, Correlator, RuleLanes};
 use crate::decode::DecodedBatch;
 use crate::functions;
 use crate::observe::DetectionMetrics;
@@ -86,6 +86,10 @@ pub struct RuleEngine {
     rules: Vec<CompiledRule>,
     task_ctx: Arc<TaskContext>,
     correlator: Correlator,
+    /// With `correlation.placement = "repartition"`: the correlation rules,
+    /// one lane each (see [`RuleEngine::into_lanes`]); `correlator` then
+    /// holds none.
+    lanes: Option<RuleLanes>,
     /// Allow-list applied to every rule's output rows before alerts are made.
     exceptions: Exceptions,
     /// Alerts suppressed by exceptions since the last [`RuleEngine::take_excepted`].
@@ -308,6 +312,7 @@ impl RuleEngine {
             rules: compiled,
             task_ctx,
             correlator,
+            lanes: None,
             exceptions: Exceptions::none(),
             excepted: Vec::new(),
             deadline,
@@ -341,6 +346,9 @@ impl RuleEngine {
     pub fn set_time_budget(&mut self, budget: Duration) {
         self.time_budget = budget;
         self.correlator.set_time_budget(budget);
+        if let Some(lanes) = &mut self.lanes {
+            lanes.set_time_budget(budget);
+        }
     }
 
     pub fn time_budget(&self) -> Duration {
@@ -353,6 +361,7 @@ impl RuleEngine {
             .iter()
             .map(|r| r.rule.as_ref())
             .chain(self.correlator.rules())
+            .chain(self.lanes.iter().flat_map(RuleLanes::rules))
     }
 
     /// Apply `exceptions` from now on, after checking that each names a
@@ -470,6 +479,114 @@ impl RuleEngine {
     }
 
     /// The correlation rules and their state.
+    /// Move the correlation rules into lanes, one per rule, for the two
+    /// stages of `correlation.placement = "repartition"` (see
+    /// [`crate::correlate::RuleLanes`]). Done once, before any input.
+    pub async fn into_lanes(mut self) -> Result<RuleEngine, RuleErrors> {
+        let rules: Vec<Rule> = self.correlator.rules().cloned().collect();
+        let settings = self.correlator.settings().clone();
+        let empty = Correlator::compile(
+            Vec::new(),
+            settings.clone(),
+            &Arc::new(super::conjunction::SharedConditions::default()),
+            &self.definitions,
+        )
+        .await
+        .map_err(RuleErrors)?;
+        let mut lanes = RuleLanes::compile(rules, &settings, &self.definitions)
+            .await
+            .map_err(RuleErrors)?;
+        lanes.set_time_budget(self.time_budget);
+        self.correlator = empty;
+        self.lanes = Some(lanes);
+        Ok(self)
+    }
+
+    /// The correlation lanes (placement `repartition`), if any.
+    pub fn lanes(&self) -> Option<&RuleLanes> {
+        self.lanes.as_ref()
+    }
+
+    pub fn lanes_mut(&mut self) -> Option<&mut RuleLanes> {
+        self.lanes.as_mut()
+    }
+
+    /// How many correlation rules run here (in the correlator or lanes).
+    pub fn correlation_rule_count(&self) -> usize {
+        self.correlator.rule_count() + self.lanes.as_ref().map_or(0, RuleLanes::rule_count)
+    }
+
+    /// Advance the correlator and the lanes (see `Correlator::advance`).
+    pub async fn correlation_advance(
+        &mut self,
+        now_ns: i64,
+        detected_at_ns: i64,
+    ) -> (Vec<Alert>, Vec<(String, String)>) {
+        let (mut alerts, mut failures) = self.correlator.advance(now_ns, detected_at_ns).await;
+        if let Some(lanes) = &mut self.lanes {
+            let (a, f) = lanes.advance(now_ns, detected_at_ns).await;
+            alerts.extend(a);
+            failures.extend(f);
+        }
+        (alerts, failures)
+    }
+
+    /// Close every window (end of a replayed input).
+    pub async fn correlation_finish(
+        &mut self,
+        detected_at_ns: i64,
+    ) -> (Vec<Alert>, Vec<(String, String)>) {
+        let (mut alerts, mut failures) = self.correlator.finish(detected_at_ns).await;
+        if let Some(lanes) = &mut self.lanes {
+            let (a, f) = lanes.finish(detected_at_ns).await;
+            alerts.extend(a);
+            failures.extend(f);
+        }
+        (alerts, failures)
+    }
+
+    /// The correlation rules' runs since the last call.
+    pub fn take_correlation_evaluations(&mut self) -> Vec<(String, Duration, usize)> {
+        let mut out = self.correlator.take_evaluations();
+        if let Some(lanes) = &mut self.lanes {
+            out.extend(lanes.take_evaluations());
+        }
+        out
+    }
+
+    /// The correlation state's counters (the lanes' when there are lanes).
+    pub fn correlation_stats(&self) -> crate::correlate::CorrelationStats {
+        match &self.lanes {
+            Some(lanes) => lanes.stats(),
+            None => self.correlator.stats(),
+        }
+    }
+
+    /// The last watermark each correlation rule emitted up to.
+    pub fn emitted_watermarks(&self) -> std::collections::BTreeMap<String, i64> {
+        let mut out = self.correlator.emitted_watermarks();
+        if let Some(lanes) = &self.lanes {
+            out.extend(lanes.emitted_watermarks());
+        }
+        out
+    }
+
+    /// Restore emission watermarks (see `Correlator::restore_emitted`).
+    pub fn restore_emitted(&mut self, emitted: &std::collections::BTreeMap<String, i64>) {
+        self.correlator.restore_emitted(emitted);
+        if let Some(lanes) = &mut self.lanes {
+            lanes.restore_emitted(emitted);
+        }
+    }
+
+    /// Forget all correlation state.
+    pub fn reset_correlation(&mut self) {
+        self.correlator.reset();
+        if let Some(lanes) = &mut self.lanes {
+            lanes.reset();
+        }
+    }
+
     pub fn correlator(&self) -> &Correlator {
         &self.correlator
     }
@@ -537,6 +654,9 @@ impl RuleEngine {
     /// must not pass it.
     pub fn retained_offsets(&self) -> std::collections::BTreeMap<(String, i32), i64> {
         let mut out = self.correlator.retained_offsets();
+        if let Some(lanes) = &self.lanes {
+            crate::correlate::merge_offsets(&mut out, &lanes.retained_offsets());
+        }
         for r in &self.rules {
             r.folds.offsets(&mut out);
         }

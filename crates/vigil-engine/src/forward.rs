@@ -1,0 +1,361 @@
+//! The detector's part in `correlation.placement = "repartition"`
+//! (docs/architecture.md#repartitioned-correlation).
+//!
+//! - First stage ([`Detector::route_part`]): after the per-event rules,
+//!   each event a correlation rule can use becomes a repartition record for
+//!   that rule, with the rule's key ([`RoutedEvent`]), and the batch's
+//!   highest event time per source partition becomes a mark.
+//! - Second stage ([`Decoder::decode_forwarded`], then
+//!   [`Detector::ingest_forwarded_part`]): repartition records are decoded
+//!   back into the events they carry and go into their rule's lane
+//!   ([`crate::correlate::RuleLanes`]); marks move the lanes' watermarks.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{AsArray, BooleanArray};
+use datafusion::arrow::datatypes::TimestampNanosecondType;
+use vigil_model::forward::Forward;
+
+use crate::dead_letter::DeadLetter;
+use crate::decode::{decode, DecodedBatch};
+use crate::detect::{
+    now_ns, retain_rows, DecodedInput, DecodedPart, Decoder, Detections, Detector,
+};
+use crate::source::{Origin, RawMessage, SourceKind};
+
+/// An event the first stage forwards for one correlation rule.
+#[derive(Debug, Clone)]
+pub struct RoutedEvent {
+    pub rule: Arc<str>,
+    /// The rule's correlation key of the event: its repartition partition
+    /// is [`vigil_model::forward::partition_of_key`] of it.
+    pub key: Vec<u8>,
+    /// The record ([`Forward::encode`]); text, because forwarded messages
+    /// decoded, and a message decodes only as UTF-8.
+    pub record: String,
+}
+
+/// The [`Forwarded`] of each message of a forwarded part (by index).
+#[derive(Debug, Default)]
+pub(crate) struct PartForwards {
+    pub replayed: Vec<Forwarded>,
+    pub live: Vec<Forwarded>,
+}
+
+/// How an event of a repartition record came: for which rule, from where.
+#[derive(Debug, Clone)]
+pub(crate) struct Forwarded {
+    rule: String,
+    from: Origin,
+    item: u32,
+}
+
+/// The `"topic/partition"` (or file path) whose event time a mark reports.
+fn upstream_partition(origin: &Origin) -> String {
+    match origin {
+        Origin::Kafka {
+            topic, partition, ..
+        } => format!("{topic}/{partition}"),
+        Origin::File { path, .. } => path.clone(),
+    }
+}
+
+impl Decoder {
+    /// Decode repartition records: the events they forward (grouped by
+    /// source, each with its [`Forwarded`]), and their marks. A record that
+    /// cannot be read is a dead letter (unless re-read state).
+    pub fn decode_forwarded(&self, records: Vec<RawMessage>) -> DecodedInput {
+        let now = now_ns();
+        let mut out = Detections::default();
+        let mut marks = Vec::new();
+        let mut by_source: BTreeMap<SourceKind, (Vec<RawMessage>, Vec<Forwarded>)> =
+            BTreeMap::new();
+        for record in records {
+            match read_record(record) {
+                Ok(Read::Mark(partition, t)) => marks.push((partition, t)),
+                Ok(Read::Row(message, forwarded)) => {
+                    let group = by_source.entry(message.source).or_default();
+                    group.0.push(message);
+                    group.1.push(forwarded);
+                }
+                Err((record, reason)) if !record.state_only => {
+                    out.dead_letters.push(DeadLetter::decode_error(
+                        record.source,
+                        record.origin,
+                        &record.payload,
+                        reason,
+                        now,
+                    ))
+                }
+                Err(_) => {}
+            }
+        }
+        let mut parts = Vec::with_capacity(by_source.len());
+        for (source, (messages, forwards)) in by_source {
+            let (replayed, live) = split_state_only(messages, forwards);
+            let mut forwarded = PartForwards::default();
+            let replayed = replayed.map(|(m, f)| {
+                let decoded = self.decode_part(source, &m, &f, now, None);
+                forwarded.replayed = f;
+                (m, decoded)
+            });
+            let live = live.map(|(m, f)| {
+                let decoded = self.decode_part(source, &m, &f, now, Some(&mut out));
+                forwarded.live = f;
+                (m, decoded)
+            });
+            parts.push(DecodedPart {
+                source,
+                replayed,
+                live,
+                forwarded: Some(forwarded),
+            });
+        }
+        DecodedInput {
+            now,
+            parts,
+            out,
+            marks,
+        }
+    }
+
+    /// Decode forwarded messages and keep only the forwarded event of each
+    /// (an audit `EventList` message holds several). Failures become dead
+    /// letters when `out` is given.
+    fn decode_part(
+        &self,
+        source: SourceKind,
+        messages: &[RawMessage],
+        forwards: &[Forwarded],
+        now: i64,
+        out: Option<&mut Detections>,
+    ) -> DecodedBatch {
+        let mut decoded = decode(source, messages, self.limits, now);
+        let keep: BooleanArray = decoded
+            .events
+            .iter()
+            .map(|e| Some(forwards[e.message as usize].item == e.item))
+            .collect();
+        if keep.true_count() < decoded.events.len() {
+            retain_rows(&mut decoded, &keep);
+        }
+        if let Some(out) = out {
+            for failure in &decoded.failures {
+                let m = &messages[failure.message as usize];
+                out.dead_letters.push(DeadLetter::decode_error(
+                    source,
+                    forwards[failure.message as usize].from.clone(),
+                    &m.payload,
+                    format!("a forwarded event does not decode: {}", failure.reason),
+                    now,
+                ));
+            }
+        }
+        decoded
+    }
+}
+
+enum Read {
+    Row(RawMessage, Forwarded),
+    Mark(String, i64),
+}
+
+/// A repartition record's event (as the message it came in) or mark; the
+/// record and the reason when it cannot be read.
+fn read_record(record: RawMessage) -> Result<Read, (RawMessage, String)> {
+    let (header, body) = match Forward::decode(&record.payload) {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            let reason = e.to_string();
+            return Err((record, reason));
+        }
+    };
+    match header {
+        Forward::Mark {
+            partition,
+            event_time_ns,
+        } => Ok(Read::Mark(partition, event_time_ns)),
+        Forward::Row {
+            rule,
+            source,
+            from,
+            item,
+            timestamp_ms,
+        } => {
+            let source = match source.parse::<SourceKind>() {
+                Ok(source) => source,
+                Err(e) => return Err((record, format!("a repartition record's source: {e}"))),
+            };
+            let message = RawMessage {
+                source,
+                payload: body.to_vec(),
+                origin: record.origin,
+                timestamp_ms,
+                state_only: record.state_only,
+            };
+            Ok(Read::Row(message, Forwarded { rule, from, item }))
+        }
+    }
+}
+
+type Group = (Vec<RawMessage>, Vec<Forwarded>);
+
+/// The re-read (state-only) messages and the others, each with their
+/// forwards.
+fn split_state_only(
+    messages: Vec<RawMessage>,
+    forwards: Vec<Forwarded>,
+) -> (Option<Group>, Option<Group>) {
+    let mut replayed: Group = (Vec::new(), Vec::new());
+    let mut live: Group = (Vec::new(), Vec::new());
+    for (m, f) in messages.into_iter().zip(forwards) {
+        let to = if m.state_only {
+            &mut replayed
+        } else {
+            &mut live
+        };
+        to.0.push(m);
+        to.1.push(f);
+    }
+    let some = |g: Group| (!g.0.is_empty()).then_some(g);
+    (some(replayed), some(live))
+}
+
+impl Detector {
+    /// First stage: the events of a decoded part each correlation rule can
+    /// use become [`RoutedEvent`]s, and the part's highest event time per
+    /// source partition a mark ([`Detections::marks`]).
+    pub(crate) async fn route_part(
+        &mut self,
+        out: &mut Detections,
+        messages: &[RawMessage],
+        decoded: &DecodedBatch,
+        now: i64,
+    ) {
+        let Some(lanes) = self.engine.lanes_mut() else {
+            return;
+        };
+        if !lanes.reads(decoded.source) {
+            return;
+        }
+        let (routed, failures) = lanes.route(decoded).await;
+        for row in routed {
+            let event = &decoded.events[row.row as usize];
+            let m = &messages[event.message as usize];
+            let header = Forward::Row {
+                rule: row.rule.to_string(),
+                source: decoded.source.table_name().to_string(),
+                from: m.origin.clone(),
+                item: event.item,
+                timestamp_ms: m.timestamp_ms,
+            };
+            let record = header.encode(&m.payload);
+            out.routed.push(RoutedEvent {
+                rule: row.rule,
+                key: row.key,
+                record: String::from_utf8(record)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            });
+        }
+        note_marks(&mut out.marks, messages, decoded);
+        let origins: Vec<Origin> = messages.iter().map(|m| m.origin.clone()).collect();
+        for (rule, error) in failures {
+            self.rule_failed(out, decoded.source, rule, error, origins.clone(), now);
+        }
+    }
+
+    /// Second stage: the events of a forwarded part into their rules'
+    /// lanes. An event forwarded for a rule this instance has not loaded
+    /// (rule sets differ during a rolling update) is a dead letter.
+    pub(crate) async fn ingest_forwarded_part(
+        &mut self,
+        out: &mut Detections,
+        part: (&[RawMessage], &DecodedBatch, &[Forwarded]),
+        state_only: bool,
+        now: i64,
+    ) {
+        let (messages, decoded, forwards) = part;
+        let source = decoded.source;
+        let Some(lanes) = self.engine.lanes_mut() else {
+            return;
+        };
+        let mut lane_of_message = Vec::with_capacity(messages.len());
+        let mut unknown = Vec::new();
+        for (m, f) in messages.iter().zip(forwards) {
+            let lane = lanes.lane_of(&f.rule);
+            if lane.is_none() && !state_only {
+                unknown.push((f.rule.clone(), f.from.clone()));
+            }
+            lane_of_message.push(lane.filter(|&l| lanes.admit(l, &m.origin, &f.from)));
+        }
+        let upstream: Vec<Origin> = forwards.iter().map(|f| f.from.clone()).collect();
+        let mut lanes_here: Vec<usize> = lane_of_message.iter().flatten().copied().collect();
+        lanes_here.sort_unstable();
+        lanes_here.dedup();
+        for lane in lanes_here {
+            let mut rows = decoded.clone();
+            let keep: BooleanArray = decoded
+                .events
+                .iter()
+                .map(|e| Some(lane_of_message[e.message as usize] == Some(lane)))
+                .collect();
+            retain_rows(&mut rows, &keep);
+            let lanes = self.engine.lanes_mut().expect("checked above");
+            match lanes.ingest(lane, &rows, messages, &upstream, now).await {
+                Ok(late) if !state_only => {
+                    self.metrics.late_events(source, late.len() as u64);
+                    for l in late {
+                        let m = &messages[l.message as usize];
+                        out.dead_letters.push(DeadLetter::late_event(
+                            source,
+                            upstream[l.message as usize].clone(),
+                            &m.payload,
+                            l.event_time_ns,
+                            l.watermark_ns,
+                            now,
+                        ));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => self.rule_failed(
+                    out,
+                    source,
+                    "correlation-ingest".into(),
+                    e.to_string(),
+                    upstream.clone(),
+                    now,
+                ),
+            }
+        }
+        for (rule, from) in unknown {
+            self.rule_failed(
+                out,
+                source,
+                rule,
+                "an event was forwarded for this correlation rule, which is not loaded here".into(),
+                vec![from],
+                now,
+            );
+        }
+    }
+}
+
+/// The highest event time per source partition among `decoded`'s events.
+fn note_marks(marks: &mut BTreeMap<String, i64>, messages: &[RawMessage], decoded: &DecodedBatch) {
+    let times = decoded
+        .batch
+        .column(0)
+        .as_primitive::<TimestampNanosecondType>();
+    for (row, event) in decoded.events.iter().enumerate() {
+        let partition = upstream_partition(&messages[event.message as usize].origin);
+        let t = times.value(row);
+        marks
+            .entry(partition)
+            .and_modify(|m| *m = (*m).max(t))
+            .or_insert(t);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,190 @@
+//! The two stages of the repartitioned placement against one detector
+//! over the same input.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use vigil_gen::{GenConfig, Generator, Rng};
+use vigil_model::forward::partition_of_key;
+
+use super::*;
+use crate::decode::DecodeLimits;
+use crate::rules::{RuleEngine, RuleMode, RulePack};
+
+const REPARTITIONS: usize = 2;
+
+async fn pack() -> RuleEngine {
+    let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../sql-rules");
+    RuleEngine::compile(RulePack::load_dir(&rules).unwrap().rule_set())
+        .await
+        .unwrap()
+}
+
+fn detector(engine: RuleEngine) -> Detector {
+    Detector::new(
+        engine,
+        DecodeLimits::default(),
+        Arc::new(crate::observe::NoMetrics),
+    )
+}
+
+/// Generated events with attacks, spread over three partitions per source
+/// at random (by no correlation key), in batches of 500.
+fn batches() -> Vec<Vec<RawMessage>> {
+    let config = GenConfig {
+        attack_every: 30,
+        ..Default::default()
+    };
+    let mut rng = Rng::new(7);
+    let mut next_offset: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let messages: Vec<RawMessage> = Generator::new(config)
+        .take(6000)
+        .map(|e| {
+            let mut m = e.raw_message();
+            let topic = m.source.table_name().to_string();
+            let partition = rng.below(3) as i32;
+            let offset = next_offset.entry((topic.clone(), partition)).or_default();
+            m.origin = Origin::Kafka {
+                topic,
+                partition,
+                offset: *offset,
+            };
+            *offset += 1;
+            m
+        })
+        .collect();
+    messages.chunks(500).map(<[RawMessage]>::to_vec).collect()
+}
+
+/// A record of repartition partition `partition` at `offset`.
+fn record(partition: usize, offset: &mut i64, payload: Vec<u8>) -> RawMessage {
+    let m = RawMessage {
+        source: SourceKind::K8sAudit,
+        payload,
+        origin: Origin::Kafka {
+            topic: "vigil-correlate".into(),
+            partition: partition as i32,
+            offset: *offset,
+        },
+        timestamp_ms: None,
+        state_only: false,
+    };
+    *offset += 1;
+    m
+}
+
+/// The first stage's output of a batch as repartition records, per
+/// partition: the events by key, then a mark per source partition to every
+/// partition.
+fn repartition(out: &Detections, offsets: &mut [i64; REPARTITIONS]) -> Vec<Vec<RawMessage>> {
+    let mut records = vec![Vec::new(); REPARTITIONS];
+    for routed in &out.routed {
+        let p = partition_of_key(&routed.key, REPARTITIONS as u32) as usize;
+        let payload = routed.record.clone().into_bytes();
+        records[p].push(record(p, &mut offsets[p], payload));
+    }
+    for (partition, t) in &out.marks {
+        let mark = Forward::Mark {
+            partition: partition.clone(),
+            event_time_ns: *t,
+        };
+        for (p, into) in records.iter_mut().enumerate() {
+            into.push(record(p, &mut offsets[p], mark.encode(b"")));
+        }
+    }
+    records
+}
+
+type AlertKeys = BTreeSet<(String, String)>;
+
+fn correlation_alerts(
+    out: &Detections,
+    correlation: &BTreeSet<String>,
+    into: &mut Vec<(String, String)>,
+) {
+    into.extend(
+        out.alerts
+            .iter()
+            .filter(|a| correlation.contains(&a.rule_id))
+            .map(|a| (a.rule_id.clone(), a.alert_id.clone())),
+    );
+}
+
+/// Run both stages; `redeliver` sends every batch's records to the second
+/// stage twice (an at-least-once re-delivery of the source batch).
+async fn two_stages(redeliver: bool) -> (Vec<(String, String)>, [usize; REPARTITIONS]) {
+    let mut first = detector(pack().await.into_lanes().await.unwrap());
+    let correlation: BTreeSet<String> = first
+        .engine()
+        .rules()
+        .filter(|r| r.meta.mode == RuleMode::Correlation)
+        .map(|r| r.meta.id.clone())
+        .collect();
+    let mut second = Vec::new();
+    for _ in 0..REPARTITIONS {
+        second.push(detector(pack().await.into_lanes().await.unwrap()));
+    }
+    let mut offsets = [0i64; REPARTITIONS];
+    let mut rows = [0usize; REPARTITIONS];
+    let mut alerts = Vec::new();
+    for batch in batches() {
+        let out = first.process(batch).await;
+        let times = if redeliver { 2 } else { 1 };
+        for _ in 0..times {
+            for (p, records) in repartition(&out, &mut offsets).into_iter().enumerate() {
+                rows[p] += records.len();
+                let input = second[p].decoder().decode_forwarded(records);
+                let out = second[p].evaluate(input).await;
+                assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
+                correlation_alerts(&out, &correlation, &mut alerts);
+            }
+        }
+    }
+    for stage in &mut second {
+        correlation_alerts(&stage.finish().await, &correlation, &mut alerts);
+    }
+    (alerts, rows)
+}
+
+async fn one_detector() -> AlertKeys {
+    let mut whole = detector(pack().await);
+    let correlation: BTreeSet<String> = whole
+        .engine()
+        .rules()
+        .filter(|r| r.meta.mode == RuleMode::Correlation)
+        .map(|r| r.meta.id.clone())
+        .collect();
+    let mut alerts = Vec::new();
+    for batch in batches() {
+        correlation_alerts(&whole.process(batch).await, &correlation, &mut alerts);
+    }
+    correlation_alerts(&whole.finish().await, &correlation, &mut alerts);
+    alerts.into_iter().collect()
+}
+
+#[tokio::test]
+async fn two_stages_over_repartitioned_keys_raise_the_alerts_of_one_detector() {
+    let expected = one_detector().await;
+    let rules: BTreeSet<&String> = expected.iter().map(|(r, _)| r).collect();
+    assert!(
+        rules.len() >= 3,
+        "the input must fire several correlation rules: {rules:?}"
+    );
+    let (alerts, rows) = two_stages(false).await;
+    assert!(
+        rows.iter().all(|&n| n > 0),
+        "both repartition partitions hold events: {rows:?}"
+    );
+    let unique: AlertKeys = alerts.iter().cloned().collect();
+    assert_eq!(unique.len(), alerts.len(), "no alert is raised twice");
+    assert_eq!(unique, expected);
+}
+
+#[tokio::test]
+async fn a_redelivered_source_batch_is_not_counted_twice() {
+    let expected = one_detector().await;
+    let (alerts, _) = two_stages(true).await;
+    let unique: AlertKeys = alerts.iter().cloned().collect();
+    assert_eq!(unique.len(), alerts.len(), "no alert is raised twice");
+    assert_eq!(unique, expected);
+}
