@@ -90,6 +90,9 @@ pub struct Decoder {
     reports_input: bool,
     /// How the audit messages are wrapped.
     audit_format: AuditFormat,
+    /// Whether the messages are repartition records (the second stage of
+    /// `correlation.placement = "repartition"`, see [`crate::forward`]).
+    forwarded: bool,
 }
 
 /// One micro-batch after the decode stage, ready for
@@ -103,8 +106,9 @@ pub struct DecodedInput {
     /// What the decode stage already produced: decode-error dead letters,
     /// event counts and the event-time range.
     pub(crate) out: Detections,
-    /// Marks read from repartition records: (source partition, event time).
-    pub(crate) marks: Vec<(String, i64)>,
+    /// Marks read from repartition records: (repartition partition,
+    /// source partition, event time).
+    pub(crate) marks: Vec<(String, String, i64)>,
 }
 
 /// The messages of one source in a batch, decoded.
@@ -139,6 +143,7 @@ impl Detector {
                 bounds: EventTimeBounds::default(),
                 reports_input: true,
                 audit_format: AuditFormat::Native,
+                forwarded: false,
             },
             metrics,
             reloads: None,
@@ -148,6 +153,15 @@ impl Detector {
     /// Do not report the input (counts, decode failures): another detector
     /// over the same messages does (see `correlate::Placement::Leader`).
     pub fn without_input_reports(mut self) -> Self {
+        self.decoder.reports_input = false;
+        self
+    }
+
+    /// Read repartition records instead of source messages (the second
+    /// stage of `correlation.placement = "repartition"`): their input was
+    /// reported by the first stage.
+    pub fn reading_forwarded(mut self) -> Self {
+        self.decoder.forwarded = true;
         self.decoder.reports_input = false;
         self
     }
@@ -212,6 +226,15 @@ impl Detector {
         &self.engine
     }
 
+    /// Whether this detector keeps correlation state: not the first stage
+    /// of `placement = "repartition"`, whose lanes only route events.
+    fn correlates(&self) -> bool {
+        match self.engine.lanes() {
+            Some(_) => self.decoder.forwarded,
+            None => self.engine.correlation_rule_count() > 0,
+        }
+    }
+
     /// Decode and evaluate `messages` (of any mix of sources): the
     /// [`Decoder`]'s stage, then [`Detector::evaluate`].
     ///
@@ -242,8 +265,8 @@ impl Detector {
             marks,
         } = input;
         if let Some(lanes) = self.engine.lanes_mut() {
-            for (partition, t) in &marks {
-                lanes.observe_mark(partition, *t, now);
+            for (record, upstream, t) in &marks {
+                lanes.observe_mark(record, upstream, *t, now);
             }
         }
         for part in parts {
@@ -341,7 +364,7 @@ impl Detector {
         self.metrics
             .first_seen_state(first_seen.entries, first_seen.forgotten_early);
         out.state_changes = self.engine.take_first_seen_changes();
-        if self.engine.correlation_rule_count() > 0 {
+        if self.correlates() {
             let span = tracing::info_span!("correlate", alerts = tracing::field::Empty);
             let (alerts, failures) = self
                 .engine
@@ -365,7 +388,7 @@ impl Detector {
         self.apply_pending_reload();
         let now = now_ns();
         let mut out = Detections::default();
-        if self.engine.correlation_rule_count() == 0 {
+        if !self.correlates() {
             return out;
         }
         let (alerts, failures) = self.engine.correlation_advance(now, now).await;
@@ -404,6 +427,18 @@ impl Detector {
         changes: impl IntoIterator<Item = StateChange>,
     ) -> bool {
         self.engine.restore_first_seen(rule_id, changes)
+    }
+
+    /// The repartition partitions assigned to this detector's input, each
+    /// with how far each rule emitted for it (see
+    /// [`crate::correlate::RuleLanes::assign`]).
+    pub fn assigned(
+        &mut self,
+        assigned: std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>>,
+    ) {
+        if let Some(lanes) = self.engine.lanes_mut() {
+            lanes.assign(assigned);
+        }
     }
 
     /// Restore correlation emission watermarks from a checkpoint.
@@ -483,6 +518,9 @@ impl Decoder {
     /// exactly one of: the rows of a part, a decode-error dead letter, the
     /// empty-message count.
     pub fn decode(&self, messages: Vec<RawMessage>) -> DecodedInput {
+        if self.forwarded {
+            return self.decode_forwarded(messages);
+        }
         let now = now_ns();
         let mut out = Detections::default();
         let mut by_source: Vec<(SourceKind, Vec<RawMessage>)> = Vec::new();

@@ -73,7 +73,7 @@ impl Decoder {
             BTreeMap::new();
         for record in records {
             match read_record(record) {
-                Ok(Read::Mark(partition, t)) => marks.push((partition, t)),
+                Ok(Read::Mark(record, upstream, t)) => marks.push((record, upstream, t)),
                 Ok(Read::Row(message, forwarded)) => {
                     let group = by_source.entry(message.source).or_default();
                     group.0.push(message);
@@ -158,7 +158,8 @@ impl Decoder {
 
 enum Read {
     Row(RawMessage, Forwarded),
-    Mark(String, i64),
+    /// (repartition partition of the record, upstream partition, event time)
+    Mark(String, String, i64),
 }
 
 /// A repartition record's event (as the message it came in) or mark; the
@@ -175,7 +176,11 @@ fn read_record(record: RawMessage) -> Result<Read, (RawMessage, String)> {
         Forward::Mark {
             partition,
             event_time_ns,
-        } => Ok(Read::Mark(partition, event_time_ns)),
+        } => Ok(Read::Mark(
+            upstream_partition(&record.origin),
+            partition,
+            event_time_ns,
+        )),
         Forward::Row {
             rule,
             source,
@@ -290,19 +295,33 @@ impl Detector {
             lane_of_message.push(lane.filter(|&l| lanes.admit(l, &m.origin, &f.from)));
         }
         let upstream: Vec<Origin> = forwards.iter().map(|f| f.from.clone()).collect();
-        let mut lanes_here: Vec<usize> = lane_of_message.iter().flatten().copied().collect();
+        let partitions: Vec<String> = messages
+            .iter()
+            .map(|m| upstream_partition(&m.origin))
+            .collect();
+        let mut lanes_here: Vec<(usize, &str)> = lane_of_message
+            .iter()
+            .zip(&partitions)
+            .filter_map(|(l, p)| l.map(|l| (l, p.as_str())))
+            .collect();
         lanes_here.sort_unstable();
         lanes_here.dedup();
-        for lane in lanes_here {
+        for (lane, partition) in lanes_here {
             let mut rows = decoded.clone();
             let keep: BooleanArray = decoded
                 .events
                 .iter()
-                .map(|e| Some(lane_of_message[e.message as usize] == Some(lane)))
+                .map(|e| {
+                    let m = e.message as usize;
+                    Some(lane_of_message[m] == Some(lane) && partitions[m] == partition)
+                })
                 .collect();
             retain_rows(&mut rows, &keep);
             let lanes = self.engine.lanes_mut().expect("checked above");
-            match lanes.ingest(lane, &rows, messages, &upstream, now).await {
+            match lanes
+                .ingest(lane, partition, &rows, messages, &upstream, now)
+                .await
+            {
                 Ok(late) if !state_only => {
                     self.metrics.late_events(source, late.len() as u64);
                     for l in late {

@@ -41,6 +41,12 @@ pub struct SourceBatch {
     pub messages: Vec<RawMessage>,
     /// One past the highest offset in the batch, per (topic, partition).
     pub next_offsets: BTreeMap<(String, i32), i64>,
+    /// The group assignment its messages were read under (a count of
+    /// assignments, see [`ConsumerObserver::assignments`]; 0 outside a
+    /// group). A batch never spans two: after a rebalance each assigned
+    /// partition is read again from its committed offset, so a new value
+    /// tells the reader that state built from the old assignment is stale.
+    pub assignment: u64,
 }
 
 /// The consumer that read a batch, for what comes after its evaluation:
@@ -64,6 +70,30 @@ impl ConsumerHandle {
             .doing(|| "committing consumer offsets".into())
     }
 
+    /// The partitions assigned now, each with the metadata of its
+    /// committed offset (empty when none was committed). Blocks for a
+    /// broker round trip.
+    pub fn committed_metadata(&self) -> Result<BTreeMap<(String, i32), String>, Error> {
+        let assignment = self
+            .0
+            .assignment()
+            .doing(|| "reading the assignment".into())?;
+        let committed = self
+            .0
+            .committed_offsets(assignment, std::time::Duration::from_secs(10))
+            .doing(|| "reading the committed offsets".into())?;
+        Ok(committed
+            .elements()
+            .iter()
+            .map(|e| {
+                (
+                    (e.topic().to_string(), e.partition()),
+                    e.metadata().to_string(),
+                )
+            })
+            .collect())
+    }
+
     /// The consumer's group metadata (for transactional offset commits).
     pub fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
         self.0.group_metadata()
@@ -79,6 +109,9 @@ pub struct KafkaSource {
     processed: BTreeMap<(String, i32), i64>,
     /// `"topic/partition"` of a manual assignment (empty in a group).
     partitions: Vec<String>,
+    /// A message received under a newer assignment than the batch being
+    /// collected: the first of the next batch.
+    stashed: Option<RawMessage>,
     /// In a group: what it takes to rejoin it as a new member when another
     /// member left (see [`super::membership`]).
     rejoin: Option<Rejoin>,
@@ -92,6 +125,17 @@ struct Rejoin {
     /// The last rejoin closed the old consumer but could not subscribe the
     /// new one: retried before the next batch.
     subscribe_pending: bool,
+}
+
+/// A tag unique to this process (its id and start time), for client ids.
+fn process_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{}-{:x}", std::process::id(), started & 0xffff_ffff)
+    })
 }
 
 impl KafkaSource {
@@ -118,6 +162,14 @@ impl KafkaSource {
             .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
             .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
         super::apply_properties(&mut config, settings);
+        // A client id of this process's own: the membership watch tells a
+        // member that rejoined (same client) from one that left.
+        let client = format!(
+            "{}-{}",
+            config.get("client.id").unwrap_or("vigil"),
+            process_tag()
+        );
+        config.set("client.id", client);
         let consumer: StreamConsumer<ConsumerObserver> = config
             .create_with_context(observer.clone())
             .doing(|| "creating the Kafka consumer".into())?;
@@ -140,6 +192,7 @@ impl KafkaSource {
             topics,
             processed,
             partitions: Vec::new(),
+            stashed: None,
             rejoin,
         })
     }
@@ -212,6 +265,7 @@ impl KafkaSource {
             topics,
             processed,
             partitions,
+            stashed: None,
             rejoin: None,
         })
     }
@@ -235,8 +289,15 @@ impl KafkaSource {
         idle_wait: Duration,
         stop: &mut tokio::sync::watch::Receiver<bool>,
     ) -> SourceBatch {
-        let mut batch = SourceBatch::default();
+        let mut batch = SourceBatch {
+            assignment: self.assignments(),
+            ..Default::default()
+        };
         let mut deadline = Instant::now() + idle_wait;
+        if let Some(first) = self.stashed.take() {
+            self.add(&mut batch, first);
+            deadline = Instant::now() + max_wait;
+        }
         while batch.messages.len() < max_events {
             if *stop.borrow() {
                 break;
@@ -269,10 +330,11 @@ impl KafkaSource {
             }
             let partition = message.partition();
             let offset = message.offset();
-            let key = (topic.clone(), partition);
-            let state_only = self.processed.get(&key).is_some_and(|p| offset < *p);
-            batch.next_offsets.insert(key, offset + 1);
-            batch.messages.push(RawMessage {
+            let state_only = self
+                .processed
+                .get(&(topic.clone(), partition))
+                .is_some_and(|p| offset < *p);
+            let raw = RawMessage {
                 source,
                 payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                 origin: Origin::Kafka {
@@ -282,9 +344,39 @@ impl KafkaSource {
                 },
                 timestamp_ms: message.timestamp().to_millis(),
                 state_only,
-            });
+            };
+            // A rebalance happens inside the poll that returns the message:
+            // the count read after it is the message's assignment.
+            let assignment = self.assignments();
+            if assignment != batch.assignment {
+                if !batch.messages.is_empty() {
+                    self.stashed = Some(raw);
+                    break;
+                }
+                batch.assignment = assignment;
+            }
+            self.add(&mut batch, raw);
         }
         batch
+    }
+
+    fn add(&self, batch: &mut SourceBatch, message: RawMessage) {
+        if let Origin::Kafka {
+            topic,
+            partition,
+            offset,
+        } = &message.origin
+        {
+            batch
+                .next_offsets
+                .insert((topic.clone(), *partition), offset + 1);
+        }
+        batch.messages.push(message);
+    }
+
+    /// How many group assignments this source's consumers have received.
+    fn assignments(&self) -> u64 {
+        self.consumer.context().assignments()
     }
 
     /// Between batches: whether this member should leave the group and join

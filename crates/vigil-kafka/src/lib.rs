@@ -20,7 +20,7 @@ pub use consumer::{
 };
 pub use error::Error;
 pub use observer::{ConsumerObserver, ConsumerReport, PartitionOffsets};
-pub use producer::{KafkaSink, OutRecord, TxnError};
+pub use producer::{partition_count, KafkaSink, OutRecord, TxnError};
 pub use settings::{is_secret_property, DeliveryMode, KafkaSettings, PROTECTED_PROPERTIES};
 
 use rdkafka::ClientConfig;

@@ -26,7 +26,7 @@
 //! and is not in this one, other than this consumer's own ids (past and
 //! present: its own rejoin changes its id and must not count).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,12 +45,17 @@ pub struct MembershipWatch {
     group: String,
     next_check: Instant,
     /// The listing in flight, if any.
-    listing: Option<tokio::task::JoinHandle<Result<BTreeSet<String>, Error>>>,
-    /// The other members at the last listing (`None` before the first, and
-    /// after a rejoin: the next listing is the new baseline).
-    others: Option<BTreeSet<String>>,
+    listing: Option<tokio::task::JoinHandle<Result<BTreeMap<String, String>, Error>>>,
+    /// The other members at the last listing, by member id with their
+    /// client id (`None` before the first, and after a rejoin: the next
+    /// listing is the new baseline).
+    others: Option<BTreeMap<String, String>>,
     /// Every member id this consumer has had.
     own_ids: BTreeSet<String>,
+    /// Members missing from the last listing, with their client ids: a
+    /// departure once the next listing confirms it (a listing taken during
+    /// a rebalance can miss a member that is rejoining).
+    missing: BTreeMap<String, String>,
 }
 
 impl MembershipWatch {
@@ -61,14 +66,22 @@ impl MembershipWatch {
             listing: None,
             others: None,
             own_ids: BTreeSet::new(),
+            missing: BTreeMap::new(),
         }
     }
 
     /// At most every [`CHECK_INTERVAL`]: list the group and report the
-    /// members that left since the last listing (empty when none did, when
+    /// members that left (missing from two listings in a row; empty when none did, when
     /// it is not time yet, or when the listing failed: a failure is logged
     /// and the next check tries again). `consumer` is the member itself
     /// (its own ids are not counted).
+    ///
+    /// A member whose client is still in the group is not reported: it
+    /// rejoined as a new member (as every member here does on a report;
+    /// each process's consumers have a client id of their own, see
+    /// `KafkaSource::observed`), and that join rebalanced the group.
+    /// Reporting it would make members that rejoin make each other rejoin
+    /// without end.
     pub async fn departed<C: ConsumerContext + 'static>(
         &mut self,
         consumer: &Arc<StreamConsumer<C>>,
@@ -106,19 +119,30 @@ impl MembershipWatch {
             }
         };
         tracing::debug!(group = %self.group, ?members, own = ?self.own_ids, "consumer group members");
-        let others: BTreeSet<String> = members
+        let others: BTreeMap<String, String> = members
             .into_iter()
-            .filter(|m| !self.own_ids.contains(m))
+            .filter(|(m, _)| !self.own_ids.contains(m))
             .collect();
         // Our own id may be unknown at the first listing (before the join
         // completes) and so be among the previous "others": never a
         // departure, or we would rejoin for nothing and re-read a batch.
-        let gone = match &self.others {
+        let clients: BTreeSet<&String> = others.values().collect();
+        let gone: Vec<String> = self
+            .missing
+            .iter()
+            .filter(|(id, client)| !others.contains_key(*id) && !clients.contains(client))
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.missing = match &self.others {
             Some(previous) => departed(previous, &others)
                 .into_iter()
                 .filter(|m| !self.own_ids.contains(m))
+                .map(|m| {
+                    let client = previous[&m].clone();
+                    (m, client)
+                })
                 .collect(),
-            None => Vec::new(),
+            None => BTreeMap::new(),
         };
         self.others = Some(others);
         gone
@@ -128,20 +152,32 @@ impl MembershipWatch {
     /// listing is the new baseline).
     pub fn reset(&mut self) {
         self.others = None;
+        self.missing.clear();
         self.listing = None;
     }
 }
 
-/// The member ids in `previous` that are not in `current`.
-pub fn departed(previous: &BTreeSet<String>, current: &BTreeSet<String>) -> Vec<String> {
-    previous.difference(current).cloned().collect()
+/// The members (id → client id) in `previous` that are not in `current`
+/// and whose client is not in `current` either (a client that rejoined as
+/// a new member has not left).
+pub fn departed(
+    previous: &BTreeMap<String, String>,
+    current: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let clients: BTreeSet<&String> = current.values().collect();
+    previous
+        .iter()
+        .filter(|(id, client)| !current.contains_key(*id) && !clients.contains(client))
+        .map(|(id, _)| id.clone())
+        .collect()
 }
 
-/// The member ids of `group`, as the coordinator lists them.
+/// The members of `group` as the coordinator lists them: member id →
+/// client id.
 fn list_members<C: ConsumerContext>(
     consumer: &StreamConsumer<C>,
     group: &str,
-) -> Result<BTreeSet<String>, Error> {
+) -> Result<BTreeMap<String, String>, Error> {
     let list = consumer
         .fetch_group_list(Some(group), Duration::from_secs(5))
         .doing(|| "describing the consumer group".into())?;
@@ -149,8 +185,34 @@ fn list_members<C: ConsumerContext>(
         .groups()
         .iter()
         .filter(|g| g.name() == group)
-        .flat_map(|g| g.members().iter().map(|m| m.id().to_string()))
+        .flat_map(|g| {
+            g.members()
+                .iter()
+                .map(|m| (m.id().to_string(), client_of(m.id(), m.client_id())))
+        })
         .collect())
+}
+
+/// A member's client id: as listed, or (when the coordinator lists none,
+/// as tansu 0.6 does) the member id without the UUID the coordinator
+/// appends to the client id (`<client.id>-<uuid>`, as Apache Kafka and
+/// tansu make them).
+fn client_of(member_id: &str, client_id: &str) -> String {
+    if !client_id.is_empty() {
+        return client_id.to_string();
+    }
+    match member_id.len().checked_sub(37) {
+        Some(cut)
+            if member_id.is_char_boundary(cut)
+                && member_id[cut..].starts_with('-')
+                && member_id[cut + 1..]
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() || c == '-') =>
+        {
+            member_id[..cut].to_string()
+        }
+        _ => member_id.to_string(),
+    }
 }
 
 /// This consumer's current member id (`None` before it first joined).
@@ -175,24 +237,42 @@ fn member_id<C: ConsumerContext>(consumer: &StreamConsumer<C>) -> Option<String>
 mod tests {
     use super::*;
 
-    fn set(ids: &[&str]) -> BTreeSet<String> {
-        ids.iter().map(|s| s.to_string()).collect()
+    fn members(ids: &[(&str, &str)]) -> BTreeMap<String, String> {
+        ids.iter()
+            .map(|(m, c)| (m.to_string(), c.to_string()))
+            .collect()
     }
 
     #[test]
-    fn a_departure_is_a_member_missing_from_the_next_listing() {
+    fn a_departure_is_a_member_whose_client_is_gone_from_the_next_listing() {
         assert_eq!(
-            departed(&set(&["a", "b"]), &set(&["a"])),
+            departed(&members(&[("a", "x"), ("b", "y")]), &members(&[("a", "x")])),
             vec!["b".to_string()]
         );
         assert!(
-            departed(&set(&["a"]), &set(&["a", "c"])).is_empty(),
+            departed(&members(&[("a", "x")]), &members(&[("a", "x"), ("c", "z")])).is_empty(),
             "a member joining is not a departure"
         );
         assert_eq!(
-            departed(&set(&["a", "b"]), &set(&["c"])),
+            departed(&members(&[("a", "x"), ("b", "y")]), &members(&[("c", "z")])),
             vec!["a".to_string(), "b".to_string()]
         );
-        assert!(departed(&set(&[]), &set(&[])).is_empty());
+        assert!(
+            departed(
+                &members(&[("a", "x"), ("b", "y")]),
+                &members(&[("a", "x"), ("b2", "y")])
+            )
+            .is_empty(),
+            "a client that rejoined as a new member has not left"
+        );
+        assert!(departed(&members(&[]), &members(&[])).is_empty());
+    }
+
+    #[test]
+    fn a_client_is_named_by_its_member_id_when_not_listed() {
+        let id = "vigil-17244-8a0763ff-88487a1b-ef03-48f8-89e6-6c1bcbec34a9";
+        assert_eq!(client_of(id, ""), "vigil-17244-8a0763ff");
+        assert_eq!(client_of(id, "listed"), "listed");
+        assert_eq!(client_of("short", ""), "short");
     }
 }

@@ -7,6 +7,7 @@
 //! only store atomics.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rdkafka::client::ClientContext;
@@ -43,6 +44,10 @@ pub struct ConsumerObserver {
     report: Arc<dyn ConsumerReport>,
     /// Source topics: statistics of other topics are ignored.
     topics: HashSet<String>,
+    /// How many assignments this observer's consumers have received: a
+    /// new value means the partitions (and where they are read from) may
+    /// have changed.
+    assignments: Arc<AtomicU64>,
 }
 
 impl ConsumerObserver {
@@ -50,7 +55,14 @@ impl ConsumerObserver {
         ConsumerObserver {
             report,
             topics: topics.into_iter().collect(),
+            assignments: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The number of assignments received so far (see
+    /// [`crate::SourceBatch::assignment`]).
+    pub fn assignments(&self) -> u64 {
+        self.assignments.load(Ordering::Acquire)
     }
 
     /// An observer that reports nowhere.
@@ -154,6 +166,7 @@ impl ConsumerContext for ConsumerObserver {
             // An empty assignment still means the group was joined: an
             // instance beyond the partition count is a ready standby.
             Rebalance::Assign(list) => {
+                self.assignments.fetch_add(1, Ordering::AcqRel);
                 self.report.assignment(assigned.max(list.count()), true);
                 tracing::info!(
                     partitions = assigned.max(list.count()),

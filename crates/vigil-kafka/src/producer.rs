@@ -9,7 +9,7 @@ use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use rdkafka::TopicPartitionList;
+use rdkafka::{ClientConfig, TopicPartitionList};
 
 use crate::error::Doing;
 use crate::{DeliveryMode, Error, KafkaSettings};
@@ -47,6 +47,28 @@ fn learn_output_topics(producer: &FutureProducer, topics: Vec<String>) {
     }
 }
 
+/// How many partitions `topic` has; an error naming the topic when it does
+/// not exist (Vigil creates no topic: see docs/operations.md).
+pub fn partition_count(base: &ClientConfig, topic: &str) -> Result<u32, Error> {
+    let producer: FutureProducer = base
+        .create()
+        .doing(|| "creating a Kafka client for metadata".into())?;
+    let metadata = producer
+        .client()
+        .fetch_metadata(Some(topic), Timeout::After(Duration::from_secs(10)))
+        .doing(|| format!("looking up topic {topic:?}"))?;
+    match metadata.topics().iter().find(|t| t.name() == topic) {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+            Ok(t.partitions().len() as u32)
+        }
+        _ => Err(Error::MissingTopic {
+            what: "repartition topic (topics.repartition)".into(),
+            topic: topic.to_string(),
+            create_with: "as many partitions as instances may share correlation, e.g. 12; see docs/operations.md#repartitioned-correlation".into(),
+        }),
+    }
+}
+
 /// Why a transaction did not commit.
 #[derive(Debug, thiserror::Error)]
 pub enum TxnError {
@@ -69,6 +91,8 @@ pub struct OutRecord {
     pub key: String,
     /// `None`: a tombstone (a compacted topic then drops the key).
     pub payload: Option<String>,
+    /// `None`: the producer's partitioner picks it from the key.
+    pub partition: Option<i32>,
 }
 
 impl OutRecord {
@@ -77,11 +101,28 @@ impl OutRecord {
             topic: topic.into(),
             key: key.into(),
             payload: Some(payload),
+            partition: None,
+        }
+    }
+
+    /// A record for partition `partition` of `topic`.
+    pub fn to_partition(
+        topic: impl Into<String>,
+        partition: i32,
+        key: impl Into<String>,
+        payload: String,
+    ) -> OutRecord {
+        OutRecord {
+            partition: Some(partition),
+            ..OutRecord::new(topic, key, payload)
         }
     }
 
     fn future(&self) -> FutureRecord<'_, [u8], [u8]> {
-        let record = FutureRecord::to(&self.topic).key(self.key.as_bytes());
+        let mut record = FutureRecord::to(&self.topic).key(self.key.as_bytes());
+        if let Some(partition) = self.partition {
+            record = record.partition(partition);
+        }
         match &self.payload {
             Some(payload) => record.payload(payload.as_bytes()),
             None => record,

@@ -289,6 +289,8 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
     }
     let leader_placement =
         settings.correlation.placement == Placement::Leader && settings.kafka.brokers.is_some();
+    let repartition_placement = settings.correlation.placement == Placement::Repartition
+        && settings.kafka.brokers.is_some();
     let mut engine = if leader_placement {
         // This instance runs the per-event rules; the elected leader runs
         // the correlation rules (`leader`).
@@ -301,13 +303,17 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
     .map_err(anyhow::Error::new)
     .with_context(|| format!("loading rules from {}", settings.rules.dir.display()))?;
     engine.set_time_budget(settings.rules.max_eval());
+    if repartition_placement {
+        // Correlation rules route events here; the second stage runs them.
+        engine = engine.into_lanes().await.map_err(anyhow::Error::new)?;
+    }
     tracing::info!(rules = engine.rules().count(), dir = %settings.rules.dir.display(), "rules loaded");
     metrics.set_rules_loaded(engine.rules().count());
     health.set_rules_loaded(true);
     let mut detector = Detector::new(engine, settings.limits.decode_limits(), metrics.clone())
         .with_audit_format(settings.topics.k8s_audit_format);
-    if settings.rules.reload && leader_placement {
-        tracing::warn!("rules.reload is not supported with correlation.placement = \"leader\": restart to apply rule changes");
+    if settings.rules.reload && (leader_placement || repartition_placement) {
+        tracing::warn!("rules.reload is not supported with correlation.placement = \"leader\" or \"repartition\": restart to apply rule changes");
     } else if settings.rules.reload {
         let source = reload::RuleSource {
             layers: settings.rules.layers(),
@@ -335,6 +341,37 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
                     options
                 ),
                 leader::run(&settings, &brokers, metrics, stop)
+            )?;
+        }
+        Some(brokers) if repartition_placement => {
+            let options = pipeline::RunOptions {
+                health: Some(health),
+                ..Default::default()
+            };
+            let (stage_two, correlating) =
+                crate::repartition::second_stage(&settings, &metrics).await?;
+            // An error of either ends the service; the other's batch in
+            // flight is re-read after the restart.
+            tokio::try_join!(
+                pipeline::run(
+                    &settings,
+                    &brokers,
+                    detector,
+                    metrics.clone(),
+                    stop.clone(),
+                    options
+                ),
+                pipeline::run(
+                    &stage_two,
+                    &brokers,
+                    correlating,
+                    metrics,
+                    stop,
+                    pipeline::RunOptions {
+                        role: pipeline::Role::Correlating,
+                        ..Default::default()
+                    }
+                )
             )?;
         }
         Some(brokers) => {

@@ -81,6 +81,12 @@ pub struct TopicSettings {
     /// `crate::kafka::state`. Read at start when a first-seen rule is
     /// loaded.
     pub state: String,
+    /// With `correlation.placement = "repartition"`: where the first stage
+    /// forwards the events correlation rules use, by correlation key, and
+    /// the second stage reads them (any number of partitions: the most
+    /// instances that can share correlation; time-based retention longer
+    /// than the longest rule window). Vigil creates no topic.
+    pub repartition: String,
     /// One partition, time-based retention: the log of the correlation
     /// leader election when `correlation.placement = "leader"` (see
     /// `crate::leader`).
@@ -104,13 +110,14 @@ enum TopicKeyError {
 }
 
 /// The keys of `[topics]` besides the source names.
-const TOPIC_KEYS: [&str; 7] = [
+const TOPIC_KEYS: [&str; 8] = [
     "k8s_audit_format",
     "alerts",
     "dead_letter",
     "late_events",
     "checkpoints",
     "state",
+    "repartition",
     "correlation_lease",
 ];
 
@@ -135,6 +142,7 @@ impl TopicSettings {
             "late_events" => self.late_events = value,
             "checkpoints" => self.checkpoints = value,
             "state" => self.state = value,
+            "repartition" => self.repartition = value,
             "correlation_lease" => self.correlation_lease = value,
             _ => match registry::resolve(key) {
                 Ok(kind) => self.set_source_topic(kind, value),
@@ -190,6 +198,9 @@ fn default_checkpoints_topic() -> String {
 fn default_state_topic() -> String {
     "vigil-state".into()
 }
+fn default_repartition_topic() -> String {
+    "vigil-repartition".into()
+}
 
 impl Default for TopicSettings {
     fn default() -> Self {
@@ -203,6 +214,7 @@ impl Default for TopicSettings {
             late_events: default_late_events_topic(),
             checkpoints: default_checkpoints_topic(),
             state: default_state_topic(),
+            repartition: default_repartition_topic(),
             correlation_lease: default_correlation_lease_topic(),
         }
     }
@@ -446,6 +458,14 @@ impl Settings {
                 "invalid configuration: every source topic is empty; enable at least one of {}",
                 names.join(", ")
             );
+        }
+        if self.correlation.placement == crate::correlate::Placement::Repartition {
+            if self.topics.repartition.is_empty() {
+                bail!("invalid configuration: correlation.placement = \"repartition\" needs topics.repartition");
+            }
+            if self.kafka.delivery == crate::kafka::DeliveryMode::ExactlyOnce {
+                bail!("invalid configuration: correlation.placement = \"repartition\" does not support kafka.delivery = \"exactly_once\" yet (docs/architecture.md#repartitioned-correlation); use \"at_least_once\", or placement \"leader\" or \"per_instance\"");
+            }
         }
         let outputs = self.topics.outputs();
         if outputs.iter().any(|t| t.is_empty()) {

@@ -34,12 +34,13 @@ pub mod leader;
 pub mod metrics;
 pub mod pipeline;
 pub mod reload;
+pub mod repartition;
 pub mod replay;
 pub mod telemetry;
 
 // The data model lives in its own crate (no DataFusion, no tokio); its
 // modules keep their paths here.
-pub use vigil_model::{alert, dead_letter, source};
+pub use vigil_model::{alert, dead_letter, forward, source};
 // Schemas and decoders: the sources crate.
 pub use vigil_sources::{decode, registry, schema};
 // The detection engine.

@@ -29,6 +29,10 @@ pub enum CorrelationError {
     /// A plan produced what the engine does not expect of it.
     #[error("{0}")]
     Unexpected(&'static str),
+    /// A rule that compiled before did not compile again (a lane of
+    /// `placement = "repartition"`).
+    #[error("compiling the rule for a repartition partition: {0}")]
+    Compile(String),
 }
 
 /// Name the step a DataFusion or Arrow error comes from.

@@ -1,23 +1,26 @@
-//! Correlation split by rule, for `placement = "repartition"`
-//! (docs/architecture.md#repartitioned-correlation).
+//! Correlation split by rule and partition, for `placement =
+//! "repartition"` (docs/architecture.md#repartitioned-correlation).
 //!
-//! Each correlation rule is a lane: a [`Correlator`] of that rule alone.
-//! The two stages of the repartitioned placement use the lanes for two
+//! The two stages of the repartitioned placement use them for two
 //! different things:
 //!
 //! - **route** (first stage, over the source partitions an instance owns):
-//!   the rows of a batch each rule can use (its own pre-filter) and each
-//!   row's correlation key, to forward the event to the repartition
-//!   partition of that key;
+//!   one [`Correlator`] per rule (a *router*) finds the rows of a batch the
+//!   rule can use (its own pre-filter) and each row's correlation key, to
+//!   forward the event to the repartition partition of that key;
 //! - **ingest** (second stage, over the repartition partitions an instance
-//!   owns): the events forwarded for a rule go into that rule's lane only.
-//!   Another rule may key the same event differently, so it may sit in
-//!   another partition for that rule: a shared state would give the rule a
-//!   partial view of keys another instance owns.
+//!   owns): one [`Correlator`] per rule and repartition partition (a
+//!   *lane*, compiled when the partition first brings the rule an event)
+//!   takes the events forwarded for that rule in that partition. Another
+//!   rule may key the same event differently, so its partition for that
+//!   rule may be another's. Each lane has the partition's event time (its
+//!   marks) and its own emission watermark, so a partition can move to
+//!   another instance with what was emitted for it (see
+//!   [`RuleLanes::assign`]).
 //!
 //! Invariants: a lane's state only ever holds events forwarded for its
-//! rule; an event taken once from a repartition partition is not taken
-//! again from it (see [`RuleLanes::admit`]).
+//! rule through its partition; an event taken once from a partition is not
+//! taken again from it (see [`RuleLanes::admit`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -39,44 +42,53 @@ pub struct RoutedRow {
     pub key: Vec<u8>,
 }
 
-struct Lane {
+struct Router {
     rule: Arc<str>,
     correlator: Correlator,
     encoders: BTreeMap<SourceKind, KeyEncoder>,
 }
 
-/// The correlation rules, one [`Correlator`] each.
+/// The correlation rules: a router each, and their lanes per partition.
 pub struct RuleLanes {
-    lanes: Vec<Lane>,
-    /// (repartition partition, lane, upstream partition) → the highest
-    /// upstream offset taken: within one repartition partition, a lane's
-    /// events of one upstream partition arrive in offset order, so a lower
-    /// or equal offset is a re-delivery.
+    rules: Vec<Rule>,
+    routers: Vec<Router>,
+    settings: CorrelationSettings,
+    definitions: Arc<Definitions>,
+    time_budget: Option<Duration>,
+    /// (repartition partition `"topic/partition"`, rule index) → its lane.
+    lanes: BTreeMap<(String, usize), Correlator>,
+    /// Per repartition partition: the marks read so far (upstream
+    /// partition → highest event time), given to a lane when it is made.
+    marks: HashMap<String, BTreeMap<String, i64>>,
+    /// Per repartition partition: how far each rule had emitted for it
+    /// when it was assigned here, given to a lane when it is made.
+    restored: HashMap<String, BTreeMap<String, i64>>,
+    /// (repartition partition, rule index, upstream partition) → the
+    /// highest upstream offset taken: within one repartition partition, a
+    /// rule's events of one upstream partition arrive in offset order, so
+    /// a lower or equal offset is a re-delivery.
     taken: HashMap<(String, usize, String), i64>,
 }
 
 impl RuleLanes {
-    /// Compile each correlation rule on its own.
+    /// Compile each correlation rule on its own (its router).
     pub async fn compile(
         rules: Vec<Rule>,
         settings: &CorrelationSettings,
-        definitions: &Definitions,
+        definitions: &Arc<Definitions>,
     ) -> Result<RuleLanes, Vec<RuleError>> {
-        let shared = Arc::new(SharedConditions::default());
-        let mut lanes = Vec::with_capacity(rules.len());
+        let mut routers = Vec::with_capacity(rules.len());
         let mut errors = Vec::new();
-        for rule in rules {
-            let id: Arc<str> = rule.meta.id.as_str().into();
-            let path = rule.path.clone();
-            match Correlator::compile(vec![rule], settings.clone(), &shared, definitions).await {
+        for rule in &rules {
+            match compile_one(rule, settings, definitions).await {
                 Ok(correlator) => match encoders(&correlator) {
-                    Ok(encoders) => lanes.push(Lane {
-                        rule: id,
+                    Ok(encoders) => routers.push(Router {
+                        rule: rule.meta.id.as_str().into(),
                         correlator,
                         encoders,
                     }),
                     Err(e) => errors.push(RuleError {
-                        path,
+                        path: rule.path.clone(),
                         line: None,
                         message: format!("encoding its correlation key: {e}"),
                     }),
@@ -84,32 +96,38 @@ impl RuleLanes {
                 Err(e) => errors.extend(e),
             }
         }
-        if errors.is_empty() {
-            Ok(RuleLanes {
-                lanes,
-                taken: HashMap::new(),
-            })
-        } else {
-            Err(errors)
+        if !errors.is_empty() {
+            return Err(errors);
         }
+        Ok(RuleLanes {
+            rules,
+            routers,
+            settings: settings.clone(),
+            definitions: definitions.clone(),
+            time_budget: None,
+            lanes: BTreeMap::new(),
+            marks: HashMap::new(),
+            restored: HashMap::new(),
+            taken: HashMap::new(),
+        })
     }
 
     pub fn rules(&self) -> impl Iterator<Item = &Rule> {
-        self.lanes.iter().flat_map(|l| l.correlator.rules())
+        self.rules.iter()
     }
 
     pub fn rule_count(&self) -> usize {
-        self.lanes.len()
+        self.rules.len()
     }
 
-    /// Whether some lane's rule reads `source`.
+    /// Whether some rule reads `source`.
     pub fn reads(&self, source: SourceKind) -> bool {
-        self.lanes.iter().any(|l| l.correlator.reads(source))
+        self.routers.iter().any(|r| r.correlator.reads(source))
     }
 
-    /// The lane of a rule id.
+    /// The index of a rule id.
     pub fn lane_of(&self, rule: &str) -> Option<usize> {
-        self.lanes.iter().position(|l| &*l.rule == rule)
+        self.rules.iter().position(|r| r.meta.id == rule)
     }
 
     /// First stage: the rows of `decoded` each rule can use, with their
@@ -121,25 +139,44 @@ impl RuleLanes {
     ) -> (Vec<RoutedRow>, Vec<(String, String)>) {
         let mut routed = Vec::new();
         let mut failures = Vec::new();
-        for lane in &mut self.lanes {
-            let Some(encoder) = lane.encoders.get(&decoded.source) else {
+        for router in &mut self.routers {
+            let Some(encoder) = router.encoders.get(&decoded.source) else {
                 continue;
             };
-            match lane_rows(&mut lane.correlator, encoder, decoded).await {
+            match lane_rows(&mut router.correlator, encoder, decoded).await {
                 Ok(rows) => routed.extend(rows.into_iter().map(|(row, key)| RoutedRow {
-                    rule: lane.rule.clone(),
+                    rule: router.rule.clone(),
                     row,
                     key,
                 })),
-                Err(e) => failures.push((lane.rule.to_string(), e.to_string())),
+                Err(e) => failures.push((router.rule.to_string(), e.to_string())),
             }
         }
         (routed, failures)
     }
 
-    /// Second stage: whether to take an event forwarded for `lane` in the
-    /// repartition record at `record`, first consumed at `upstream`; `false`
-    /// for a re-delivery of an event already taken.
+    /// Second stage: the repartition partitions (`"topic/partition"`) now
+    /// assigned here, each with how far each rule had emitted for it (from
+    /// its committed offset's metadata). The state of every other
+    /// partition is dropped: its events are another instance's now. A
+    /// partition newly assigned is read again from its committed offset,
+    /// and its lanes start from what was emitted for it, so no window is
+    /// emitted twice from a partial re-read.
+    pub fn assign(&mut self, assigned: BTreeMap<String, BTreeMap<String, i64>>) {
+        self.lanes.retain(|(p, _), _| assigned.contains_key(p));
+        self.taken.retain(|(p, _, _), _| assigned.contains_key(p));
+        self.marks.retain(|p, _| assigned.contains_key(p));
+        for (partition, emitted) in assigned {
+            let kept = self.lanes.keys().any(|(p, _)| *p == partition);
+            if !kept {
+                self.restored.insert(partition, emitted);
+            }
+        }
+    }
+
+    /// Second stage: whether to take an event forwarded for rule `lane` in
+    /// the repartition record at `record`, first consumed at `upstream`;
+    /// `false` for a re-delivery of an event already taken.
     pub fn admit(&mut self, lane: usize, record: &Origin, upstream: &Origin) -> bool {
         let (Origin::Kafka { .. }, Origin::Kafka { offset, .. }) = (record, upstream) else {
             return true;
@@ -158,27 +195,74 @@ impl RuleLanes {
         }
     }
 
-    /// Second stage: events forwarded for `lane` into its state (see
+    /// Second stage: events forwarded for rule `lane` through repartition
+    /// partition `partition` into that lane's state (see
     /// [`Correlator::ingest_forwarded`]).
     pub async fn ingest(
         &mut self,
         lane: usize,
+        partition: &str,
         decoded: &DecodedBatch,
         messages: &[RawMessage],
         upstream: &[Origin],
         now_ns: i64,
     ) -> Result<Vec<LateEvent>, CorrelationError> {
-        self.lanes[lane]
-            .correlator
+        let correlator = self.lane(partition, lane, now_ns).await?;
+        correlator
             .ingest_forwarded(decoded, messages, upstream, now_ns)
             .await
     }
 
-    /// A watermark mark of an upstream partition, for every lane.
-    pub fn observe_mark(&mut self, partition: &str, event_time_ns: i64, now_ns: i64) {
-        for lane in &mut self.lanes {
-            lane.correlator
-                .observe_mark(partition, event_time_ns, now_ns);
+    /// The lane of (`partition`, rule `lane`), made when missing: with the
+    /// partition's marks so far and what was emitted for it.
+    async fn lane(
+        &mut self,
+        partition: &str,
+        lane: usize,
+        now_ns: i64,
+    ) -> Result<&mut Correlator, CorrelationError> {
+        let key = (partition.to_string(), lane);
+        if !self.lanes.contains_key(&key) {
+            let mut correlator = compile_one(&self.rules[lane], &self.settings, &self.definitions)
+                .await
+                .map_err(|e| {
+                    CorrelationError::Compile(
+                        e.into_iter()
+                            .map(|e| e.message)
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    )
+                })?;
+            if let Some(limit) = self.time_budget {
+                correlator.set_time_budget(limit);
+            }
+            if let Some(emitted) = self.restored.get(partition) {
+                correlator.restore_emitted(emitted);
+            }
+            for (upstream, t) in self.marks.get(partition).into_iter().flatten() {
+                correlator.observe_mark(upstream, *t, now_ns);
+            }
+            self.lanes.insert(key.clone(), correlator);
+        }
+        Ok(self.lanes.get_mut(&key).expect("inserted above"))
+    }
+
+    /// A watermark mark read from repartition partition `partition`: for
+    /// its lanes (and those made later).
+    pub fn observe_mark(
+        &mut self,
+        partition: &str,
+        upstream: &str,
+        event_time_ns: i64,
+        now_ns: i64,
+    ) {
+        let marks = self.marks.entry(partition.to_string()).or_default();
+        let t = marks.entry(upstream.to_string()).or_insert(event_time_ns);
+        *t = (*t).max(event_time_ns);
+        for ((p, _), lane) in self.lanes.iter_mut() {
+            if p == partition {
+                lane.observe_mark(upstream, event_time_ns, now_ns);
+            }
         }
     }
 
@@ -189,8 +273,8 @@ impl RuleLanes {
         detected_at_ns: i64,
     ) -> (Vec<Alert>, Vec<(String, String)>) {
         let mut out = (Vec::new(), Vec::new());
-        for lane in &mut self.lanes {
-            let (alerts, failures) = lane.correlator.advance(now_ns, detected_at_ns).await;
+        for lane in self.lanes.values_mut() {
+            let (alerts, failures) = lane.advance(now_ns, detected_at_ns).await;
             out.0.extend(alerts);
             out.1.extend(failures);
         }
@@ -200,27 +284,24 @@ impl RuleLanes {
     /// Close every window of every lane (end of a replayed input).
     pub async fn finish(&mut self, detected_at_ns: i64) -> (Vec<Alert>, Vec<(String, String)>) {
         let mut out = (Vec::new(), Vec::new());
-        for lane in &mut self.lanes {
-            let (alerts, failures) = lane.correlator.finish(detected_at_ns).await;
+        for lane in self.lanes.values_mut() {
+            let (alerts, failures) = lane.finish(detected_at_ns).await;
             out.0.extend(alerts);
             out.1.extend(failures);
         }
         out
     }
 
-    /// The lowest watermark of the lanes (`None` before any event or mark).
+    /// The lowest watermark of the lanes (`None` before any).
     pub fn watermark(&self) -> Option<i64> {
-        self.lanes
-            .iter()
-            .filter_map(|l| l.correlator.watermark())
-            .min()
+        self.lanes.values().filter_map(Correlator::watermark).min()
     }
 
     /// The lanes' counters, summed (the watermark: the lowest).
     pub fn stats(&self) -> CorrelationStats {
         let mut total = CorrelationStats::default();
-        for lane in &self.lanes {
-            let s = lane.correlator.stats();
+        for lane in self.lanes.values() {
+            let s = lane.stats();
             total.retained_events += s.retained_events;
             total.state_rows += s.state_rows;
             total.event_identities += s.event_identities;
@@ -236,8 +317,8 @@ impl RuleLanes {
 
     pub fn take_evaluations(&mut self) -> Vec<(String, Duration, usize)> {
         self.lanes
-            .iter_mut()
-            .flat_map(|l| l.correlator.take_evaluations())
+            .values_mut()
+            .flat_map(Correlator::take_evaluations)
             .collect()
     }
 
@@ -245,38 +326,69 @@ impl RuleLanes {
     /// [`Correlator::retained_offsets`]).
     pub fn retained_offsets(&self) -> BTreeMap<(String, i32), i64> {
         let mut out = Offsets::new();
-        for lane in &self.lanes {
-            merge_offsets(&mut out, &lane.correlator.retained_offsets());
+        for lane in self.lanes.values() {
+            merge_offsets(&mut out, &lane.retained_offsets());
         }
         out
     }
 
-    pub fn emitted_watermarks(&self) -> BTreeMap<String, i64> {
-        self.lanes
+    /// Per repartition partition, how far each rule emitted for it (what
+    /// was restored, for rules with no lane there yet): stored with the
+    /// partition's committed offset.
+    pub fn emitted_by_partition(&self) -> BTreeMap<String, BTreeMap<String, i64>> {
+        let mut out: BTreeMap<String, BTreeMap<String, i64>> = self
+            .restored
             .iter()
-            .flat_map(|l| l.correlator.emitted_watermarks())
-            .collect()
+            .map(|(p, e)| (p.clone(), e.clone()))
+            .collect();
+        for ((partition, _), lane) in &self.lanes {
+            out.entry(partition.clone())
+                .or_default()
+                .extend(lane.emitted_watermarks());
+        }
+        out
     }
 
-    pub fn restore_emitted(&mut self, emitted: &BTreeMap<String, i64>) {
-        for lane in &mut self.lanes {
-            lane.correlator.restore_emitted(emitted);
+    /// Emission watermarks by rule (the lowest over partitions), for the
+    /// checkpoint.
+    pub fn emitted_watermarks(&self) -> BTreeMap<String, i64> {
+        let mut out: BTreeMap<String, i64> = BTreeMap::new();
+        for lane in self.lanes.values() {
+            for (rule, w) in lane.emitted_watermarks() {
+                let e = out.entry(rule).or_insert(w);
+                *e = (*e).min(w);
+            }
         }
+        out
     }
 
     pub fn set_time_budget(&mut self, limit: Duration) {
-        for lane in &mut self.lanes {
-            lane.correlator.set_time_budget(limit);
+        self.time_budget = Some(limit);
+        for router in &mut self.routers {
+            router.correlator.set_time_budget(limit);
+        }
+        for lane in self.lanes.values_mut() {
+            lane.set_time_budget(limit);
         }
     }
 
-    /// Forget all state (see [`Correlator::reset`]).
+    /// Forget all state (between independent inputs).
     pub fn reset(&mut self) {
-        for lane in &mut self.lanes {
-            lane.correlator.reset();
-        }
+        self.lanes.clear();
+        self.marks.clear();
+        self.restored.clear();
         self.taken.clear();
     }
+}
+
+/// A correlator of `rule` alone.
+async fn compile_one(
+    rule: &Rule,
+    settings: &CorrelationSettings,
+    definitions: &Definitions,
+) -> Result<Correlator, Vec<RuleError>> {
+    let shared = Arc::new(SharedConditions::default());
+    Correlator::compile(vec![rule.clone()], settings.clone(), &shared, definitions).await
 }
 
 /// The key encoder of every table a lane's rule reads.

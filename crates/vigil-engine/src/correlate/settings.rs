@@ -61,6 +61,14 @@ pub enum Placement {
     /// another instance takes the lease and rebuilds the state from the
     /// leader's checkpoint.
     Leader,
+    /// Two stages through the broker (docs/architecture.md#repartitioned-correlation):
+    /// every instance runs the per-event rules on the source partitions it
+    /// owns and forwards each event a correlation rule can use to the
+    /// partition of `topics.repartition` its correlation key hashes to;
+    /// a second consumer group (`<group_id>-correlate`) over that topic
+    /// gives each instance the keys of its partitions, and it correlates
+    /// only those. No instance reads every event.
+    Repartition,
 }
 
 fn default_lateness_ms() -> u64 {

@@ -188,3 +188,107 @@ async fn a_redelivered_source_batch_is_not_counted_twice() {
     assert_eq!(unique.len(), alerts.len(), "no alert is raised twice");
     assert_eq!(unique, expected);
 }
+
+/// An audit event of `user` at `secs` after the epoch of the test.
+fn audit_event(
+    id: usize,
+    user: &str,
+    verb: &str,
+    resource: &str,
+    sub: Option<&str>,
+    secs: i64,
+) -> Vec<u8> {
+    let t = chrono::DateTime::from_timestamp(1_767_225_600 + secs, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    serde_json::json!({
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": format!("evt-{id:05}"),
+        "stage": "ResponseComplete", "verb": verb, "user": {"username": user},
+        "objectRef": {"resource": resource, "subresource": sub, "namespace": "prod", "name": "x", "apiVersion": "v1"},
+        "responseStatus": {"code": 200}, "requestReceivedTimestamp": t, "stageTimestamp": t
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn a_lane_holds_the_repartition_offsets_of_an_open_sequence() {
+    let rule = crate::rules::parse_rule(
+        std::path::Path::new("exec_then_secret.sql"),
+        "-- id: test.exec_then_secret\n-- title: t\n-- severity: high\n-- description: d\n-- mitre: T1110\n\
+         -- source: k8s_audit\n-- author: tests\n-- based_on: vigil:test\n-- mode: correlation\n-- window: 10m\n\
+         SELECT a.user_info.username AS username, b.event_time AS window_end\n\
+         FROM k8s_audit a JOIN k8s_audit b\n\
+           ON a.user_info.username = b.user_info.username\n\
+          AND b.event_time > a.event_time AND b.event_time <= a.event_time + INTERVAL '10 minutes'\n\
+         WHERE a.object_ref.subresource = 'exec' AND b.object_ref.resource = 'secrets' AND b.verb = 'get'\n",
+    )
+    .unwrap();
+    let engine = RuleEngine::compile(vec![rule])
+        .await
+        .unwrap()
+        .into_lanes()
+        .await
+        .unwrap();
+    let mut second = detector(engine);
+    let mut offset = 0;
+    let forward = |m: &[u8], from: i64, offset: &mut i64| {
+        let header = Forward::Row {
+            rule: "test.exec_then_secret".into(),
+            source: "k8s_audit".into(),
+            from: Origin::Kafka {
+                topic: "audit".into(),
+                partition: 0,
+                offset: from,
+            },
+            item: 0,
+            timestamp_ms: None,
+        };
+        record(0, offset, header.encode(m))
+    };
+    let marks = |secs: i64, offset: &mut i64| {
+        let t = (1_767_225_600 + secs) * 1_000_000_000;
+        (0..3)
+            .map(|p| {
+                record(
+                    0,
+                    offset,
+                    Forward::Mark {
+                        partition: format!("audit/{p}"),
+                        event_time_ns: t,
+                    }
+                    .encode(b""),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let tls = audit_event(1, "eve", "get", "secrets", None, 60);
+    let exec = audit_event(2, "eve", "create", "pods", Some("exec"), 270);
+    let mut batch = vec![
+        forward(&tls, 0, &mut offset),
+        forward(&exec, 1, &mut offset),
+    ];
+    batch.extend(marks(280, &mut offset));
+    second
+        .evaluate(second.decoder().decode_forwarded(batch))
+        .await;
+    assert_eq!(
+        second
+            .engine()
+            .retained_offsets()
+            .get(&("vigil-correlate".to_string(), 0)),
+        Some(&0)
+    );
+    let batch = marks(360, &mut offset);
+    second
+        .evaluate(second.decoder().decode_forwarded(batch))
+        .await;
+    assert_eq!(
+        second
+            .engine()
+            .retained_offsets()
+            .get(&("vigil-correlate".to_string(), 0)),
+        Some(&0),
+        "the exec is held while its sequence can still complete"
+    );
+}

@@ -572,11 +572,10 @@ impl RuleEngine {
     }
 
     /// Restore emission watermarks (see `Correlator::restore_emitted`).
+    /// Not the lanes': theirs are per repartition partition, restored with
+    /// its assignment (`RuleLanes::assign`).
     pub fn restore_emitted(&mut self, emitted: &std::collections::BTreeMap<String, i64>) {
         self.correlator.restore_emitted(emitted);
-        if let Some(lanes) = &mut self.lanes {
-            lanes.restore_emitted(emitted);
-        }
     }
 
     /// Forget all correlation state.

@@ -36,6 +36,9 @@ pub(super) struct Committer<'a> {
     pub role: Role,
     pub metrics: &'a Arc<Metrics>,
     pub stop: watch::Receiver<bool>,
+    /// The first stage of `correlation.placement = "repartition"`: the
+    /// repartition topic and its partition count.
+    pub repartition: Option<(String, u32)>,
 }
 
 /// A batch's output, ready to deliver.
@@ -150,19 +153,32 @@ impl Committer<'_> {
         detector: &Detector,
     ) -> Result<Prepared> {
         let settings = self.settings;
-        let records = output_records(settings, &mut detections, self.metrics);
+        // First: an event it cannot forward becomes a dead letter.
+        let repartitioned = match &self.repartition {
+            Some((topic, partitions)) => repartition_records(
+                topic,
+                *partitions,
+                settings.limits.max_record_bytes,
+                &mut detections,
+            ),
+            None => Vec::new(),
+        };
+        let mut records = output_records(settings, &mut detections, self.metrics);
+        records.extend(repartitioned);
         let state = super::state::records(
             &settings.topics.state,
             &settings.kafka.group_id,
             &std::mem::take(&mut detections.state_changes),
         );
-        let correlator = detector.engine().correlator();
         // The checkpoint may say the batch was evaluated only together with
         // (at-least-once: after) the acknowledgement of its output.
         let mut checkpoint = self.checkpoint.clone();
-        checkpoint.advance(&batch.next_offsets, correlator.emitted_watermarks());
+        checkpoint.advance(&batch.next_offsets, detector.engine().emitted_watermarks());
         let retained = detector.engine().retained_offsets();
         let mut offsets = resume_offsets(&batch.next_offsets, &retained)?;
+        if self.role == Role::Correlating {
+            emission_metadata(&mut offsets, detector);
+        }
         if self.role == Role::CorrelationLeader {
             // No group to commit to: where to resume goes into the
             // checkpoint, which is delivered with (or after) the output.
@@ -317,6 +333,77 @@ impl Committer<'_> {
     }
 }
 
+/// Second stage: each committed repartition partition's offset carries how
+/// far each rule emitted for it (JSON, rule id → watermark ns), so the
+/// instance it moves to does not emit those windows again from a partial
+/// re-read (`RuleLanes::assign`).
+pub(super) fn emission_metadata(offsets: &mut TopicPartitionList, detector: &Detector) {
+    let Some(lanes) = detector.engine().lanes() else {
+        return;
+    };
+    let emitted = lanes.emitted_by_partition();
+    for element in offsets.elements().iter_mut() {
+        let key = format!("{}/{}", element.topic(), element.partition());
+        if let Some(e) = emitted.get(&key) {
+            element.set_metadata(serde_json::to_string(e).expect("a map serializes"));
+        }
+    }
+}
+
+/// The first stage's repartition records: each forwarded event to the
+/// partition of its key, then the batch's marks to every partition (after
+/// the events: a mark promises that the events before it were sent). An
+/// event too large for the record limit is not forwarded: it becomes a
+/// rule-error dead letter, delivered with the batch.
+fn repartition_records(
+    topic: &str,
+    partitions: u32,
+    limit: usize,
+    detections: &mut Detections,
+) -> Vec<OutRecord> {
+    let routed = std::mem::take(&mut detections.routed);
+    let mut records =
+        Vec::with_capacity(routed.len() + detections.marks.len() * partitions as usize);
+    for event in routed {
+        if event.record.len() + event.rule.len() > limit {
+            detections.dead_letters.push(DeadLetter::rule_error(
+                crate::source::SourceKind::K8sAudit,
+                event.rule.to_string(),
+                Vec::new(),
+                format!(
+                    "an event of {} bytes is over limits.max_record_bytes and cannot be forwarded for correlation",
+                    event.record.len()
+                ),
+                crate::detect::now_ns(),
+            ));
+            continue;
+        }
+        let partition = crate::forward::partition_of_key(&event.key, partitions);
+        records.push(OutRecord::to_partition(
+            topic,
+            partition,
+            &*event.rule,
+            event.record,
+        ));
+    }
+    for (source_partition, event_time_ns) in std::mem::take(&mut detections.marks) {
+        let mark = crate::forward::Forward::Mark {
+            partition: source_partition.clone(),
+            event_time_ns,
+        };
+        let payload = String::from_utf8(mark.encode(b"")).expect("a mark is JSON");
+        for partition in 0..partitions as i32 {
+            records.push(OutRecord::to_partition(
+                topic,
+                partition,
+                &source_partition,
+                payload.clone(),
+            ));
+        }
+    }
+    records
+}
+
 /// The records a batch's detections produce: alerts, dead letters, late
 /// events, each to its topic, each within `limits.max_record_bytes` (see
 /// `vigil_model::fit`: a record over the producer's or broker's limit would
@@ -339,11 +426,7 @@ fn output_records(
                 if fitted.cut {
                     metrics.record_cut("alert");
                 }
-                records.push(OutRecord {
-                    topic: settings.topics.alerts.clone(),
-                    key,
-                    payload: Some(fitted.json),
-                });
+                records.push(OutRecord::new(&settings.topics.alerts, key, fitted.json));
                 true
             }
             Err(too_large) => {
@@ -375,11 +458,7 @@ fn output_records(
                         _ => "dead_letter",
                     });
                 }
-                records.push(OutRecord {
-                    topic: topic.clone(),
-                    key,
-                    payload: Some(fitted.json),
-                });
+                records.push(OutRecord::new(topic, key, fitted.json));
                 true
             }
             // Only with a limit of a few hundred bytes (validation refuses

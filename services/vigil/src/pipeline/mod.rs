@@ -77,6 +77,10 @@ pub enum Role {
     /// group, and keeps where to resume in its checkpoints
     /// (`correlate::Placement::Leader`).
     CorrelationLeader,
+    /// The second stage of `correlate::Placement::Repartition`: a member
+    /// of the group `kafka.group_id` (the caller's settings name
+    /// `<group_id>-correlate`) over `topics.repartition`.
+    Correlating,
 }
 
 /// Run the service until `stop` turns true (or the idle exit).
@@ -133,7 +137,13 @@ pub async fn run(
         );
     }
     let health = options.health.clone().unwrap_or_default();
-    let sources = settings.topics.sources();
+    let sources = match options.role {
+        Role::Correlating => vec![(
+            crate::source::SourceKind::K8sAudit,
+            settings.topics.repartition.clone(),
+        )],
+        _ => settings.topics.sources(),
+    };
     let observer = ConsumerObserver::new(
         Arc::new(ServiceReport {
             metrics: metrics.clone(),
@@ -142,7 +152,7 @@ pub async fn run(
         sources.iter().map(|(_, t)| t.clone()),
     );
     let source = match options.role {
-        Role::GroupMember => KafkaSource::observed(
+        Role::GroupMember | Role::Correlating => KafkaSource::observed(
             &settings.kafka,
             brokers,
             &sources,
@@ -159,7 +169,12 @@ pub async fn run(
             source
         }
     };
-    let sink = KafkaSink::new(&settings.kafka, brokers, &settings.topics.outputs()).await?;
+    let repartition = repartition_target(settings, &base, options.role).await?;
+    let mut outputs = settings.topics.outputs().to_vec();
+    if let Some((topic, _)) = &repartition {
+        outputs.push(topic);
+    }
+    let sink = KafkaSink::new(&settings.kafka, brokers, &outputs).await?;
     let mut committer = Committer {
         settings,
         sink: &sink,
@@ -167,6 +182,7 @@ pub async fn run(
         metrics: &metrics,
         role: options.role,
         stop: stop.clone(),
+        repartition: repartition.clone(),
     };
     let idle_wait = options
         .exit_when_idle
@@ -181,6 +197,7 @@ pub async fn run(
     // Progress and what is pending are the group member's: the leader's
     // progress is in its checkpoints.
     let pending = (options.role == Role::GroupMember).then(|| metrics.clone());
+    tracing::info!(role = ?options.role, repartition = ?repartition, "run loop starting");
     let (mut reads, reader) = read::spawn(
         source,
         detector.decoder(),
@@ -209,6 +226,30 @@ pub async fn run(
     Ok(metrics)
 }
 
+/// Where the first stage of `correlation.placement = "repartition"`
+/// forwards events: the repartition topic and its partition count (checked
+/// at start: a missing topic is an error naming it). `None` for any other
+/// placement or role.
+async fn repartition_target(
+    settings: &Settings,
+    base: &rdkafka::ClientConfig,
+    role: Role,
+) -> Result<Option<(String, u32)>> {
+    if role != Role::GroupMember
+        || settings.correlation.placement != crate::correlate::Placement::Repartition
+    {
+        return Ok(None);
+    }
+    let (base, topic) = (base.clone(), settings.topics.repartition.clone());
+    let count = {
+        let topic = topic.clone();
+        tokio::task::spawn_blocking(move || crate::kafka::partition_count(&base, &topic))
+            .await
+            .context("looking up the repartition topic")??
+    };
+    Ok(Some((topic, count)))
+}
+
 /// The evaluate stage: evaluate what the read stage hands over, in order,
 /// and hand the output to the sink stage ([`Committer`]).
 ///
@@ -225,6 +266,7 @@ async fn evaluate(
     let mut idle_for = Duration::ZERO;
     let mut seen_any = false;
     let mut in_flight: Option<InFlight> = None;
+    let mut assignment = None;
     loop {
         let read = match next_step(reads, &mut in_flight).await {
             Step::Delivered(delivered, outcome) => {
@@ -288,6 +330,13 @@ async fn evaluate(
             consumer,
             seq,
         } = *batch;
+        if committer.role == Role::Correlating && assignment != Some(batch.assignment) {
+            // Read again from the committed offsets under the new
+            // assignment; each partition's lanes start from what was
+            // emitted for it.
+            detector.assigned(assigned_emission(&consumer).await?);
+            assignment = Some(batch.assignment);
+        }
         let input = input.await.context("the decode stage panicked")?;
         let mut detections = detector.evaluate(input).instrument(span.clone()).await;
         if let (Some(seq), Some((earliest, _))) = (seq, detections.event_time_range) {
@@ -318,6 +367,32 @@ async fn evaluate(
         }
     }
     committer.settle(in_flight.take()).await
+}
+
+/// The repartition partitions assigned to `consumer`, each with how far
+/// each rule emitted for it (the metadata of its committed offset, see
+/// [`commit::emission_metadata`]).
+async fn assigned_emission(
+    consumer: &crate::kafka::ConsumerHandle,
+) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>>> {
+    let consumer = consumer.clone();
+    let committed = tokio::task::spawn_blocking(move || consumer.committed_metadata())
+        .await
+        .context("reading the committed offsets panicked")??;
+    let assigned = committed
+        .into_iter()
+        .map(|((topic, partition), metadata)| {
+            let emitted = serde_json::from_str(&metadata).unwrap_or_else(|e| {
+                if !metadata.is_empty() {
+                    tracing::warn!(topic, partition, error = %e, "unreadable emission metadata on a committed offset: windows may be emitted again");
+                }
+                Default::default()
+            });
+            (format!("{topic}/{partition}"), emitted)
+        })
+        .collect();
+    tracing::info!(?assigned, "repartition partitions assigned");
+    Ok(assigned)
 }
 
 /// What the evaluate stage does next.

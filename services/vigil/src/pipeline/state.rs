@@ -47,6 +47,7 @@ pub(super) fn records(
                 topic: topic.to_string(),
                 key: format!("{group}/first_seen/{rule}/{what}"),
                 payload,
+                partition: None,
             });
         }
     }

@@ -1,0 +1,392 @@
+//! `correlation.placement = "repartition"` against the real broker: the
+//! audit topic has three partitions and events go to them round robin (by
+//! no correlation key), so every burst and sequence is split over source
+//! partitions and instances. The first stage forwards the events the
+//! correlation rules use to the repartition topic by key; the second stage
+//! (consumer group `<group>-correlate`) correlates each key where its
+//! partition is assigned.
+//!
+//! - Three instances, one killed with SIGKILL mid-stream and a fourth
+//!   added later: every expected alert is on the alerts topic, nothing
+//!   else, a repeat only under the same id (at-least-once).
+//! - One instance stopped with a sequence still open and started again:
+//!   the source offsets were committed past the open window (correlation
+//!   state no longer holds them back), the state is rebuilt from the
+//!   repartition topic, and the sequence's alert still comes.
+//!
+//! Runs against the test broker (tansu by default, or
+//! `VIGIL_TEST_BROKERS=host:port`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::common::attack::*;
+use crate::common::*;
+
+const SOURCE_PARTITIONS: i32 = 3;
+const REPARTITIONS: i32 = 3;
+
+/// This test's topics, the repartition topic among them, created.
+async fn topics(name: &str) -> (Topics, String) {
+    let addr = broker().addr.clone();
+    let topics = Topics::new(name);
+    let repartition = unique(&format!("{name}-repartition"));
+    create_topics(
+        &addr,
+        &[
+            (&topics.audit, SOURCE_PARTITIONS),
+            (&topics.falco, 1),
+            (&topics.tetragon, 1),
+            (&topics.alerts, 1),
+            (&topics.dead_letter, 1),
+            (&topics.late_events, 1),
+            (&topics.checkpoints, 1),
+            (&topics.state, 1),
+            (&repartition, REPARTITIONS),
+        ],
+    )
+    .await;
+    (topics, repartition)
+}
+
+/// The configuration; the repartition topic is set through the
+/// environment ([`env`]).
+fn config(dir: &Path, topics: &Topics, rules: &Path) -> std::path::PathBuf {
+    topics.write_config_with(
+        dir,
+        &broker().addr,
+        rules,
+        "\n[correlation]\nallowed_lateness_ms = 5000\nidle_timeout_ms = 2000\nplacement = \"repartition\"\n",
+    )
+}
+
+/// Produce `events` round robin over the audit partitions, counting from
+/// `start` (so a stream produced in parts stays round robin).
+async fn produce_round_robin(topic: &str, events: &[Vec<u8>], start: usize) {
+    let addr = broker().addr.clone();
+    for p in 0..SOURCE_PARTITIONS {
+        let part: Vec<Vec<u8>> = events
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| (i + start) % SOURCE_PARTITIONS as usize == p as usize)
+            .map(|(_, e)| e.clone())
+            .collect();
+        produce(&addr, topic, p, &part).await;
+    }
+}
+
+/// The distinct alert ids on the alerts topic, and how many records.
+fn alerts_on(topic: &str) -> (Vec<String>, usize) {
+    let got = alert_ids(&read_topic(
+        &broker().addr,
+        topic,
+        usize::MAX,
+        Duration::from_secs(2),
+        Duration::ZERO,
+    ));
+    let mut distinct: Vec<String> = got.iter().map(|(id, _)| id.clone()).collect();
+    distinct.sort();
+    distinct.dedup();
+    (distinct, got.len())
+}
+
+/// Wait until the alerts topic holds exactly `expected` (distinct ids);
+/// fails on an unexpected alert or after `limit`.
+async fn await_alerts(
+    topic: &str,
+    expected: &[String],
+    limit: Duration,
+    logs: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (distinct, records) = alerts_on(topic);
+        assert!(
+            distinct.iter().all(|id| expected.contains(id)),
+            "unexpected alerts: {distinct:?}; expected {expected:?}; logs:\n{}",
+            logs()
+        );
+        if distinct == expected {
+            eprintln!(
+                "{records} alert records for {} distinct alerts",
+                expected.len()
+            );
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alerts incomplete after {limit:?}: {distinct:?}; expected {expected:?}; logs:\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The environment of every instance. One record per produce batch:
+/// tansu 0.6 delivers nothing when a consumer starts inside a batch of
+/// several records (seen here: a fetch from offset 7 of a 12-record batch
+/// returns none of 7..11), and the second stage resumes inside a batch
+/// whenever an open window holds its committed offset back
+/// (docs/reliability.md#tansu).
+fn env(repartition: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (FAST_REJOIN[0].0, "10000".to_string()),
+        (FAST_REJOIN[1].0, FAST_REJOIN[1].1.to_string()),
+        ("VIGIL__TOPICS__REPARTITION", repartition.to_string()),
+        (
+            "VIGIL__KAFKA__PROPERTIES__BATCH_NUM_MESSAGES",
+            "1".to_string(),
+        ),
+    ]
+}
+
+fn start(config: &Path, log: std::path::PathBuf, env: &[(&'static str, String)]) -> Vigil {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Vigil::start_with_env(config, log, &env)
+}
+
+fn logs(dir: &Path, names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| {
+            format!(
+                "--- {n}\n{}",
+                std::fs::read_to_string(dir.join(format!("{n}.log"))).unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_instances_with_a_kill_and_an_add_raise_every_correlation_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = write_rules(dir.path());
+    let events = attack_stream();
+    let expected = offline_alert_ids(&rules, &events).await;
+    assert_eq!(expected.len(), 8, "{expected:?}");
+    let (topics, repartition) = topics("repart").await;
+    let config = config(dir.path(), &topics, &rules);
+    let env = env(&repartition);
+
+    let (first, second) = events.split_at(events.len() / 2);
+    produce_round_robin(&topics.audit, first, 0).await;
+    let mut alerts = RecordCounter::new(&broker().addr, &topics.alerts);
+    let a = start(&config, dir.path().join("a.log"), &env);
+    let b = start(&config, dir.path().join("b.log"), &env);
+    let c = start(&config, dir.path().join("c.log"), &env);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while alerts.count(Duration::from_millis(200)) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no alert within 120 s; logs:\n{}",
+            logs(dir.path(), &["a", "b", "c"])
+        );
+    }
+    a.kill();
+    eprintln!(
+        "killed a with {} alerts visible",
+        alerts.count(Duration::ZERO)
+    );
+    produce_round_robin(&topics.audit, second, first.len()).await;
+    // A new instance joins after the killed one's session has expired.
+    tokio::time::sleep(SESSION).await;
+    let d = start(&config, dir.path().join("d.log"), &env);
+    let addrs = [b.http_addr(), c.http_addr(), d.http_addr()];
+    await_alerts(&topics.alerts, &expected, Duration::from_secs(180), || {
+        let late = partition_records(&topics.late_events, 0);
+        let dead = partition_records(&topics.dead_letter, 0);
+        let forwarded: Vec<usize> = (0..REPARTITIONS)
+            .map(|p| partition_records(&repartition, p).len())
+            .collect();
+        let metrics: Vec<String> = addrs
+            .iter()
+            .map(|a| {
+                http_get(*a, "/metrics")
+                    .1
+                    .lines()
+                    .filter(|l| l.starts_with("vigil_correlation") || l.starts_with("vigil_late") || l.starts_with("vigil_rule_eval"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .collect();
+        format!(
+            "metrics:\n{}\nlate events {}: {:?}\ndead letters {}: {:?}\nrepartition records {forwarded:?}\n{}",
+            metrics.join("\n---\n"),
+            late.len(),
+            late.iter().take(3).collect::<Vec<_>>(),
+            dead.len(),
+            dead.iter().take(3).collect::<Vec<_>>(),
+            logs(dir.path(), &["a", "b", "c", "d"])
+        )
+    })
+    .await;
+
+    // Both stages ran in every instance, and the events were spread over
+    // the repartition partitions by key, not read whole by one instance.
+    for name in ["b", "c", "d"] {
+        let log = std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap();
+        assert!(
+            log.contains(r#""role":"Correlating""#),
+            "{name} runs the second stage:\n{log}"
+        );
+    }
+    // Every forwarded event is in the partition of its rule's key (the
+    // user name, for both rules here), whichever instance forwarded it.
+    let mut rows = 0;
+    for p in 0..REPARTITIONS {
+        for (_, record) in partition_records(&repartition, p) {
+            let (header, message) = vigil::forward::Forward::decode(record.as_bytes()).unwrap();
+            if let vigil::forward::Forward::Row { .. } = header {
+                let event: serde_json::Value = serde_json::from_slice(message).unwrap();
+                let user = event["user"]["username"].as_str().unwrap();
+                let mut key = vec![1u8];
+                key.extend((user.len() as u32).to_le_bytes());
+                key.extend(user.as_bytes());
+                assert_eq!(
+                    vigil::forward::partition_of_key(&key, REPARTITIONS as u32),
+                    p,
+                    "{user}'s event is in the partition of its key"
+                );
+                rows += 1;
+            }
+        }
+    }
+    assert!(rows >= 60, "the correlated events were forwarded: {rows}");
+    for s in [b, c, d] {
+        let status = s.terminate();
+        assert!(status.success(), "exited with {status}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_rebuilds_open_windows_from_the_repartition_topic_not_the_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = write_rules(dir.path());
+    let events = attack_stream();
+    let expected = offline_alert_ids(&rules, &events).await;
+    let (topics, repartition) = topics("repart-restart").await;
+    let config = config(dir.path(), &topics, &rules);
+    let env = env(&repartition);
+
+    // Up to minute 6: eve's exec at 4:30 is in, her secret read at 9:45
+    // (which completes the sequence) is not.
+    let cut = events
+        .iter()
+        .position(|e| {
+            let v: serde_json::Value = serde_json::from_slice(e).unwrap();
+            v["stageTimestamp"].as_str().unwrap() >= "2026-01-01T00:06:00"
+        })
+        .expect("the stream reaches minute 6");
+    let (first, second) = events.split_at(cut);
+    produce_round_robin(&topics.audit, first, 0).await;
+    let a = start(&config, dir.path().join("a.log"), &env);
+    // The first stage commits every source partition to its end: no
+    // correlation state holds the source offsets back.
+    let ends: Vec<i64> = (0..SOURCE_PARTITIONS)
+        .map(|p| (0..first.len()).filter(|i| i % 3 == p as usize).count() as i64)
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let committed: Vec<Option<i64>> = (0..SOURCE_PARTITIONS)
+            .map(|p| committed_offset_of(&topics.group, &topics.audit, p))
+            .collect();
+        if committed.iter().zip(&ends).all(|(c, e)| *c == Some(*e)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "source offsets not committed to the end ({committed:?} of {ends:?}); log:\n{}",
+            a.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Let the second stage take in what was forwarded, then stop.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = a.terminate();
+    assert!(status.success(), "exited with {status}");
+    // The open sequence holds a repartition partition's committed offset
+    // back instead: the restart re-reads the sequence's exec from there.
+    let correlate_group = format!("{}-correlate", topics.group);
+    let held: Vec<(Option<i64>, i64)> = (0..REPARTITIONS)
+        .map(|p| {
+            let records = partition_records(&repartition, p);
+            let end = records.last().map_or(0, |(o, _)| o + 1);
+            (committed_offset_of(&correlate_group, &repartition, p), end)
+        })
+        .collect();
+    eprintln!("repartition (committed, end) at stop: {held:?}");
+    assert!(
+        held.iter().any(|(_, end)| *end > 0),
+        "events were forwarded: {held:?}"
+    );
+    assert!(
+        held.iter().any(|(c, end)| c.unwrap_or(0) < *end),
+        "an open window holds a repartition partition's committed offset back: {held:?}"
+    );
+
+    produce_round_robin(&topics.audit, second, first.len()).await;
+    let b = start(&config, dir.path().join("b.log"), &env);
+    await_alerts(&topics.alerts, &expected, Duration::from_secs(120), || {
+        logs(dir.path(), &["a", "b"])
+    })
+    .await;
+    // The restarted instance read only the new source messages.
+    let consumed = metric(
+        &http_get(b.http_addr(), "/metrics").1,
+        "vigil_messages_consumed_total{source=\"k8s_audit\"}",
+    );
+    assert_eq!(
+        consumed,
+        Some(second.len() as f64),
+        "source messages read after the restart"
+    );
+    let status = b.terminate();
+    assert!(status.success(), "exited with {status}");
+}
+
+/// The records of one partition of `topic` (offset, payload), read for
+/// two seconds.
+fn partition_records(topic: &str, partition: i32) -> Vec<(i64, String)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker().addr)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    list.add_partition_offset(topic, partition, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&list).unwrap();
+    let mut out = Vec::new();
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let payload = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+            out.push((m.offset(), payload));
+        }
+    }
+    out
+}
+
+/// The committed offset of `group` on one partition.
+fn committed_offset_of(group: &str, topic: &str, partition: i32) -> Option<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker().addr)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    list.add_partition(topic, partition);
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .ok()?;
+    match committed.find_partition(topic, partition)?.offset() {
+        rdkafka::Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}

@@ -1,0 +1,46 @@
+//! The second stage of `correlation.placement = "repartition"`
+//! (docs/architecture.md#repartitioned-correlation): every instance also
+//! runs a run loop over `topics.repartition`, in the consumer group
+//! `<group_id>-correlate`, with the correlation rules only, one lane per
+//! rule (see `vigil_engine::correlate::RuleLanes`). The broker's group
+//! protocol gives each instance some repartition partitions, so each holds
+//! the correlation state of the keys of those partitions only.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use crate::config::Settings;
+use crate::detect::Detector;
+use crate::metrics::Metrics;
+use crate::rules;
+
+/// The second stage's settings: its own consumer group and checkpoint key,
+/// `<group_id>-correlate`.
+pub fn second_stage_settings(settings: &Settings) -> Settings {
+    let mut s = settings.clone();
+    s.kafka.group_id = format!("{}-correlate", settings.kafka.group_id);
+    s
+}
+
+/// The second stage's settings and detector: the correlation rules in
+/// lanes, reading repartition records.
+pub async fn second_stage(
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+) -> Result<(Settings, Detector)> {
+    let (_, mut correlating) =
+        rules::load_split_rule_set(&settings.rules.layers(), settings.correlation.clone())
+            .await
+            .map_err(anyhow::Error::new)
+            .with_context(|| format!("loading rules from {}", settings.rules.dir.display()))?;
+    correlating.set_time_budget(settings.rules.max_eval());
+    let correlating = correlating.into_lanes().await.map_err(anyhow::Error::new)?;
+    let detector = Detector::new(
+        correlating,
+        settings.limits.decode_limits(),
+        metrics.clone(),
+    )
+    .reading_forwarded();
+    Ok((second_stage_settings(settings), detector))
+}
