@@ -52,6 +52,12 @@ pub struct FieldSpec {
     /// the lower-cased value, without `lower()` per event.
     #[serde(default)]
     pub lowercase: bool,
+    /// A list field computed from the event (pod_spec's lists, JSONPath
+    /// values) is empty when the event does not have the field: an empty
+    /// list is then absent for `exists` and `null`. A list column decoded
+    /// from the event is NULL when absent and empty when the event has `[]`.
+    #[serde(default)]
+    pub empty_is_absent: bool,
     /// The field's path in the raw event as the source writes it, when
     /// there is one: documentation, and where the differential tests'
     /// oracle reads the field.
@@ -149,6 +155,7 @@ impl Pipeline {
                     sql: format!("json_path_values({col}, {})", sql_str(&format!("${path}"))),
                     kind: Kind::List,
                     lowercase: false,
+                    empty_is_absent: true,
                     event: Some(name.to_string()),
                 });
             }
@@ -157,6 +164,7 @@ impl Pipeline {
                     sql: format!("{col}[{}]", sql_str(rest)),
                     kind: Kind::String,
                     lowercase: false,
+                    empty_is_absent: false,
                     event: Some(name.to_string()),
                 });
             }

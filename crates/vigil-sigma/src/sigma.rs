@@ -438,6 +438,14 @@ fn parse_item(key: &str, v: &Yaml) -> Result<Item> {
             why: "an empty list".into(),
         });
     }
+    if modifiers.contains(&Modifier::All) && values.len() < 2 {
+        // As pySigma and rsigma: `all` of one value is a mistake.
+        return Err(SigmaError::BadModifier {
+            field: key.into(),
+            modifier: "all".into(),
+            why: "needs more than one value".into(),
+        });
+    }
     Ok(Item {
         field: (!field.is_empty()).then(|| field.to_string()),
         modifiers,

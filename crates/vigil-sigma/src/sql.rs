@@ -138,9 +138,10 @@ fn item_sql(item: &Item, p: &Pipeline) -> Result<String> {
 }
 
 fn null_sql(spec: &FieldSpec) -> String {
-    match spec.kind {
-        Kind::List => format!("COALESCE(cardinality({}), 0) = 0", spec.sql),
-        _ => format!("{} IS NULL", spec.sql),
+    if spec.empty_is_absent {
+        format!("COALESCE(cardinality({}), 0) = 0", spec.sql)
+    } else {
+        format!("{} IS NULL", spec.sql)
     }
 }
 
@@ -155,9 +156,10 @@ fn exists_sql(item: &Item, spec: &FieldSpec) -> Result<String> {
             })
         }
     };
-    let present = match spec.kind {
-        Kind::List => format!("COALESCE(cardinality({}), 0) > 0", spec.sql),
-        _ => format!("{} IS NOT NULL", spec.sql),
+    let present = if spec.empty_is_absent {
+        format!("COALESCE(cardinality({}), 0) > 0", spec.sql)
+    } else {
+        format!("{} IS NOT NULL", spec.sql)
     };
     Ok(if want {
         present
@@ -643,6 +645,7 @@ fn keywords_sql(item: &Item, p: &Pipeline) -> Result<String> {
                 sql: col.clone(),
                 kind: Kind::String,
                 lowercase: false,
+                empty_is_absent: false,
                 event: None,
             };
             let values: Vec<&Value> = contains.values.iter().collect();
