@@ -380,3 +380,92 @@ pub fn import(
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "title: Secrets listed\nid: 11111111-0000-4000-8000-000000000001\nname: secret_list\nlogsource: {product: kubernetes, service: audit}\ndetection:\n  sel:\n    verb: list\n  condition: sel\n";
+
+    /// Import `files` (name, text) from a fresh directory into another.
+    fn run(files: &[(&str, &str)]) -> (Vec<String>, tempfile::TempDir) {
+        let src = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(src.path().join(name), text).unwrap();
+        }
+        let out = tempfile::tempdir().unwrap();
+        let report = import(&[src.path().to_path_buf()], out.path(), &Pipelines::builtin()).unwrap();
+        let lines = report
+            .lines()
+            .into_iter()
+            .map(|l| l.replace(&src.path().display().to_string(), "SRC"))
+            .collect();
+        (lines, out)
+    }
+
+    fn written(out: &Path) -> Vec<String> {
+        let mut v = Vec::new();
+        for dir in std::fs::read_dir(out).unwrap() {
+            for f in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+                v.push(f.unwrap().file_name().to_string_lossy().into_owned());
+            }
+        }
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn bad_input_names_file_rule_and_construct_and_writes_nothing_for_it() {
+        let bad_modifier = GOOD.replace("verb: list", "verb|containz: list");
+        let missing = GOOD.replace("condition: sel", "condition: sel and filter");
+        let corr_missing = "title: Burst\nid: c1\ncorrelation:\n  type: event_count\n  rules: [nope]\n  group-by: [user.username]\n  timespan: 1m\n  condition: {gte: 3}\n";
+        let corr_timespan = "title: Burst2\nid: c2\ncorrelation:\n  type: event_count\n  rules: [secret_list]\n  group-by: [user.username]\n  timespan: soon\n  condition: {gte: 3}\n";
+        let (lines, out) = run(&[
+            ("a_good.yml", GOOD),
+            ("b_yaml.yml", "title: [unclosed\n"),
+            ("c_modifier.yml", &bad_modifier.replace("secret_list", "x1").replace("0001", "0002")),
+            ("d_missing.yml", &missing.replace("secret_list", "x2").replace("0001", "0003")),
+            ("e_corr.yml", corr_missing),
+            ("f_corr.yml", corr_timespan),
+        ]);
+        assert_eq!(
+            lines,
+            vec![
+                "imported sigma.11111111-0000-4000-8000-000000000001 -> k8s_audit/secret_list.sql",
+                "skipped SRC/b_yaml.yml: invalid YAML: did not find expected ',' or ']' at line 2 column 1, while parsing a flow sequence at line 1 column 8",
+                "skipped SRC/c_modifier.yml: rule \"Secrets listed\": unknown modifier \"containz\" on \"verb|containz\"",
+                "skipped SRC/d_missing.yml: rule \"Secrets listed\": condition names \"filter\", which is not a detection of the rule",
+                "skipped SRC/e_corr.yml: rule \"Burst\": correlation names rule \"nope\", which is not in the input",
+                "skipped SRC/f_corr.yml: rule \"Burst2\": unparseable timespan \"soon\": expected a number and s, m, h or d (e.g. 10m)",
+                "imported 1 of 6 Sigma rules",
+            ]
+        );
+        assert_eq!(written(out.path()), vec!["secret_list.sql"]);
+    }
+
+    #[test]
+    fn unmapped_logsource_and_field_are_skipped_whole() {
+        let windows = GOOD.replace("{product: kubernetes, service: audit}", "{product: windows, category: process_creation}");
+        let field = GOOD.replace("verb: list", "verb: list\n    Image: /bin/sh");
+        let (lines, out) = run(&[("a.yml", &windows), ("b.yml", &field)]);
+        assert_eq!(
+            lines,
+            vec![
+                "skipped SRC/a.yml: rule \"Secrets listed\": no pipeline maps logsource {product: windows, category: process_creation}",
+                "skipped SRC/b.yml: rule \"Secrets listed\": field \"Image\" has no mapping in pipeline kubernetes/audit",
+                "imported 0 of 2 Sigma rules",
+            ]
+        );
+        assert!(std::fs::read_dir(out.path()).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn generated_header_parses_as_a_vigil_rule() {
+        let (_, out) = run(&[("a.yml", GOOD)]);
+        let text = std::fs::read_to_string(out.path().join("k8s_audit/secret_list.sql")).unwrap();
+        let (meta, _) = vigil_model::rule::parse_header(&text).unwrap();
+        assert_eq!(meta.id, "sigma.11111111-0000-4000-8000-000000000001");
+        assert_eq!(meta.based_on, vec!["sigma:secret_list"]);
+        assert!(meta.mitre.is_empty());
+    }
+}
