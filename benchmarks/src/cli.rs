@@ -242,8 +242,16 @@ pub fn main() -> ExitCode {
                 batch,
                 runs,
             } => {
-                super::engine::sigma(&imported, &handwritten, &rules, events, batch, runs, &mut stdout)
-                    .await
+                super::engine::sigma(
+                    &imported,
+                    &handwritten,
+                    &rules,
+                    events,
+                    batch,
+                    runs,
+                    &mut stdout,
+                )
+                .await
             }
             Command::Memory {
                 keys,

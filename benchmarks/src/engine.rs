@@ -840,7 +840,12 @@ pub async fn sigma(
     );
     let (_, messages) = generate(audit_config(1, 200), events);
     let (_, warmup) = generate(audit_config(2, 200), batch.min(events));
-    writeln!(out, "input: {} audit events; {} rules each; batch {batch}", messages.len(), sigma.rules.len())?;
+    writeln!(
+        out,
+        "input: {} audit events; {} rules each; batch {batch}",
+        messages.len(),
+        sigma.rules.len()
+    )?;
     let strip = |set: BTreeSet<(String, String)>, prefix: &str| -> BTreeSet<(String, String)> {
         set.into_iter()
             .map(|(r, e)| (r.trim_start_matches(prefix).to_string(), e))
@@ -848,7 +853,10 @@ pub async fn sigma(
     };
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for run in 0..runs {
-        for (name, set, rates) in [("imported", &sigma, &mut a), ("hand-written", &hand, &mut b)] {
+        for (name, set, rates) in [
+            ("imported", &sigma, &mut a),
+            ("hand-written", &hand, &mut b),
+        ] {
             let (rate, alerted, _, per_rule) = vigil_engine(
                 set.clone(),
                 CorrelationSettings::default(),
@@ -860,10 +868,28 @@ pub async fn sigma(
             .await?;
             // The rules' own time (vigil_rule_evaluation_seconds), decoding excluded.
             let rule_ms: f64 = per_rule.iter().map(|(_, s)| s * 1e3).sum();
-            writeln!(out, "run {run} {name:<13} {rate} {} alerts, rules {rule_ms:.0} ms", alerted.len())?;
-            rates.push((rate.events_per_s(), rule_ms, strip(alerted, if name == "imported" { "sigma." } else { "hand." })));
+            writeln!(
+                out,
+                "run {run} {name:<13} {rate} {} alerts, rules {rule_ms:.0} ms",
+                alerted.len()
+            )?;
+            rates.push((
+                rate.events_per_s(),
+                rule_ms,
+                strip(
+                    alerted,
+                    if name == "imported" {
+                        "sigma."
+                    } else {
+                        "hand."
+                    },
+                ),
+            ));
         }
-        anyhow::ensure!(a[run].2 == b[run].2, "imported and hand-written rules alert on different events");
+        anyhow::ensure!(
+            a[run].2 == b[run].2,
+            "imported and hand-written rules alert on different events"
+        );
     }
     type Run = (f64, f64, BTreeSet<(String, String)>);
     let mean = |v: &[Run], f: fn(&Run) -> f64| v.iter().map(f).sum::<f64>() / v.len().max(1) as f64;

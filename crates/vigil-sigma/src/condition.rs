@@ -143,7 +143,11 @@ impl Parser<'_> {
         };
         self.pos += 1;
         let matched: Vec<&str> = if pattern == "them" {
-            self.names.iter().copied().filter(|n| !n.starts_with('_')).collect()
+            self.names
+                .iter()
+                .copied()
+                .filter(|n| !n.starts_with('_'))
+                .collect()
         } else {
             self.names
                 .iter()
@@ -152,9 +156,9 @@ impl Parser<'_> {
                 .collect()
         };
         let mut refs = matched.into_iter().map(|n| Cond::Ref(n.to_string()));
-        let first = refs
-            .next()
-            .ok_or_else(|| SigmaError::MissingSelection { name: pattern.clone() })?;
+        let first = refs.next().ok_or_else(|| SigmaError::MissingSelection {
+            name: pattern.clone(),
+        })?;
         Ok(refs.fold(first, |acc, r| {
             if all {
                 Cond::And(Box::new(acc), Box::new(r))
@@ -193,7 +197,10 @@ mod tests {
         let c = parse("a or not b and c", &["a", "b", "c"]).unwrap();
         assert_eq!(
             c,
-            Cond::Or(r("a"), Box::new(Cond::And(Box::new(Cond::Not(r("b"))), r("c"))))
+            Cond::Or(
+                r("a"),
+                Box::new(Cond::And(Box::new(Cond::Not(r("b"))), r("c")))
+            )
         );
     }
 
@@ -225,8 +232,14 @@ mod tests {
                 name: "missing".into()
             })
         );
-        assert!(matches!(parse("(sel", &["sel"]), Err(SigmaError::Condition { .. })));
-        assert!(matches!(parse("sel |count() > 5", &["sel"]), Err(SigmaError::Condition { .. })));
+        assert!(matches!(
+            parse("(sel", &["sel"]),
+            Err(SigmaError::Condition { .. })
+        ));
+        assert!(matches!(
+            parse("sel |count() > 5", &["sel"]),
+            Err(SigmaError::Condition { .. })
+        ));
         assert_eq!(
             parse("1 of nothing_*", &["sel"]),
             Err(SigmaError::MissingSelection {

@@ -133,7 +133,13 @@ fn group_exprs(corr: &CorrelationRule, g: &str, parts: &[Part<'_>], p: &Pipeline
 fn column_name(field: &str) -> String {
     let s: String = field
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     if s.starts_with(|c: char| c.is_ascii_digit()) || s.starts_with("__") {
         format!("g_{s}")
@@ -160,7 +166,13 @@ fn any_rule(parts: &[Part<'_>]) -> String {
 
 fn threshold_having(t: &Threshold, agg: &str) -> Result<String> {
     let mut parts = Vec::new();
-    for (v, op) in [(t.gt, ">"), (t.gte, ">="), (t.lt, "<"), (t.lte, "<="), (t.eq, "=")] {
+    for (v, op) in [
+        (t.gt, ">"),
+        (t.gte, ">="),
+        (t.lt, "<"),
+        (t.lte, "<="),
+        (t.eq, "="),
+    ] {
         if let Some(n) = v {
             parts.push(format!("{agg} {op} {n}"));
         }

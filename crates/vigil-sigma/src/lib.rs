@@ -174,7 +174,11 @@ fn read_inputs(files: &[PathBuf]) -> Result<Vec<Input>, SigmaError> {
                 for (i, d) in docs.iter().enumerate() {
                     inputs.push(Input {
                         path: path.clone(),
-                        stem: if many { format!("{stem}_{}", i + 1) } else { stem.clone() },
+                        stem: if many {
+                            format!("{stem}_{}", i + 1)
+                        } else {
+                            stem.clone()
+                        },
                         label: sigma::doc_label(d),
                         doc: sigma::parse_doc(d),
                     });
@@ -188,7 +192,13 @@ fn read_inputs(files: &[PathBuf]) -> Result<Vec<Input>, SigmaError> {
 /// A file stem safe as a file name.
 fn file_stem(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -394,7 +404,12 @@ mod tests {
             std::fs::write(src.path().join(name), text).unwrap();
         }
         let out = tempfile::tempdir().unwrap();
-        let report = import(&[src.path().to_path_buf()], out.path(), &Pipelines::builtin()).unwrap();
+        let report = import(
+            &[src.path().to_path_buf()],
+            out.path(),
+            &Pipelines::builtin(),
+        )
+        .unwrap();
         let lines = report
             .lines()
             .into_iter()
@@ -423,8 +438,16 @@ mod tests {
         let (lines, out) = run(&[
             ("a_good.yml", GOOD),
             ("b_yaml.yml", "title: [unclosed\n"),
-            ("c_modifier.yml", &bad_modifier.replace("secret_list", "x1").replace("0001", "0002")),
-            ("d_missing.yml", &missing.replace("secret_list", "x2").replace("0001", "0003")),
+            (
+                "c_modifier.yml",
+                &bad_modifier
+                    .replace("secret_list", "x1")
+                    .replace("0001", "0002"),
+            ),
+            (
+                "d_missing.yml",
+                &missing.replace("secret_list", "x2").replace("0001", "0003"),
+            ),
             ("e_corr.yml", corr_missing),
             ("f_corr.yml", corr_timespan),
         ]);
@@ -445,7 +468,10 @@ mod tests {
 
     #[test]
     fn unmapped_logsource_and_field_are_skipped_whole() {
-        let windows = GOOD.replace("{product: kubernetes, service: audit}", "{product: windows, category: process_creation}");
+        let windows = GOOD.replace(
+            "{product: kubernetes, service: audit}",
+            "{product: windows, category: process_creation}",
+        );
         let field = GOOD.replace("verb: list", "verb: list\n    Image: /bin/sh");
         let (lines, out) = run(&[("a.yml", &windows), ("b.yml", &field)]);
         assert_eq!(

@@ -300,7 +300,10 @@ mod tests {
             product: Some("windows".into()),
             ..Default::default()
         };
-        assert!(matches!(p.for_logsource(&ls), Err(SigmaError::UnmappedLogsource(_))));
+        assert!(matches!(
+            p.for_logsource(&ls),
+            Err(SigmaError::UnmappedLogsource(_))
+        ));
     }
 
     #[test]
@@ -312,10 +315,15 @@ mod tests {
             "json_path_values(request_object, '$[''spec''][''hostNetwork'']')"
         );
         assert_eq!(
-            k8s.field("annotations.authorization.k8s.io/decision").unwrap().sql,
+            k8s.field("annotations.authorization.k8s.io/decision")
+                .unwrap()
+                .sql,
             "annotations['authorization.k8s.io/decision']"
         );
-        assert!(matches!(k8s.field("nope"), Err(SigmaError::UnmappedField { .. })));
+        assert!(matches!(
+            k8s.field("nope"),
+            Err(SigmaError::UnmappedField { .. })
+        ));
     }
 
     #[test]

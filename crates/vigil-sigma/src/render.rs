@@ -50,7 +50,9 @@ pub fn mitre(tags: &[String]) -> String {
         .filter(|t| {
             let b = t.as_bytes();
             (b.len() == 4 || (b.len() == 8 && b[4] == b'.'))
-                && b.iter().enumerate().all(|(i, c)| i == 4 || c.is_ascii_digit())
+                && b.iter()
+                    .enumerate()
+                    .all(|(i, c)| i == 4 || c.is_ascii_digit())
         })
         .map(|t| format!("T{t}"))
         .collect();
@@ -77,7 +79,11 @@ fn description(meta: &Meta) -> String {
     if !meta.falsepositives.is_empty() {
         let fps: Vec<String> = meta.falsepositives.iter().map(|f| one_line(f)).collect();
         let fps = fps.join("; ");
-        let stop = if fps.ends_with(['.', '!', '?']) { "" } else { "." };
+        let stop = if fps.ends_with(['.', '!', '?']) {
+            ""
+        } else {
+            "."
+        };
         text.push_str(&format!(" False positives: {fps}{stop}"));
     }
     let mut lines = vec![String::from("-- description:")];
@@ -111,7 +117,10 @@ pub fn rule_file(meta: &Meta, extra: &Extra<'_>, based_on: &str, sql: &str) -> S
     let mut out = String::new();
     out.push_str(&format!("-- id: {}\n", extra.id));
     out.push_str(&format!("-- title: {}\n", one_line(&meta.title)));
-    out.push_str(&format!("-- severity: {}\n", severity(meta.level.as_deref())));
+    out.push_str(&format!(
+        "-- severity: {}\n",
+        severity(meta.level.as_deref())
+    ));
     out.push_str(&description(meta));
     out.push('\n');
     out.push_str(&format!("-- mitre: {}\n", mitre(&meta.tags)));
@@ -120,12 +129,19 @@ pub fn rule_file(meta: &Meta, extra: &Extra<'_>, based_on: &str, sql: &str) -> S
     let author = meta.author.as_deref().map(one_line).unwrap_or_default();
     out.push_str(&format!(
         "-- author: {}\n",
-        if author.is_empty() { "Sigma".into() } else { author }
+        if author.is_empty() {
+            "Sigma".into()
+        } else {
+            author
+        }
     ));
     if !refs.is_empty() {
         out.push_str(&format!("-- references: {}\n", refs.join(", ")));
     }
-    out.push_str(&format!("-- based_on: sigma:{}\n", based_on.replace(',', "_")));
+    out.push_str(&format!(
+        "-- based_on: sigma:{}\n",
+        based_on.replace(',', "_")
+    ));
     for (k, v) in &extra.more {
         out.push_str(&format!("-- {k}: {v}\n"));
     }

@@ -470,7 +470,10 @@ fn parse_correlation(meta: Meta, c: &Yaml) -> Result<CorrelationRule> {
         .and_then(string_list)
         .filter(|r| !r.is_empty())
         .ok_or_else(|| bad("no `rules` list".into()))?;
-    let group_by = map.get("group-by").and_then(string_list).unwrap_or_default();
+    let group_by = map
+        .get("group-by")
+        .and_then(string_list)
+        .unwrap_or_default();
     let timespan = map
         .get("timespan")
         .or_else(|| map.get("timeframe"))
@@ -482,10 +485,18 @@ fn parse_correlation(meta: Meta, c: &Yaml) -> Result<CorrelationRule> {
         Some(Yaml::Mapping(m)) => parse_threshold(m)?,
         Some(other) => return Err(bad(format!("condition {other:?} is not a mapping"))),
     };
-    if matches!(kind, CorrelationType::EventCount | CorrelationType::ValueCount)
-        && [threshold.gt, threshold.gte, threshold.lt, threshold.lte, threshold.eq]
-            .iter()
-            .all(Option::is_none)
+    if matches!(
+        kind,
+        CorrelationType::EventCount | CorrelationType::ValueCount
+    ) && [
+        threshold.gt,
+        threshold.gte,
+        threshold.lt,
+        threshold.lte,
+        threshold.eq,
+    ]
+    .iter()
+    .all(Option::is_none)
     {
         return Err(bad("an event_count or value_count needs a condition".into()));
     }
@@ -593,7 +604,10 @@ mod tests {
     fn timespans() {
         assert_eq!(parse_timespan("10m"), Ok(600));
         assert_eq!(parse_timespan("1h"), Ok(3600));
-        assert!(matches!(parse_timespan("ten minutes"), Err(SigmaError::Timespan(_))));
+        assert!(matches!(
+            parse_timespan("ten minutes"),
+            Err(SigmaError::Timespan(_))
+        ));
         assert!(matches!(parse_timespan("0s"), Err(SigmaError::Timespan(_))));
         assert!(matches!(parse_timespan("5y"), Err(SigmaError::Timespan(_))));
     }

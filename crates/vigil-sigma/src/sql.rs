@@ -134,7 +134,10 @@ fn item_sql(item: &Item, p: &Pipeline) -> Result<String> {
     if !values.is_empty() {
         parts.push(string_match(item, &spec, &values)?);
     }
-    Ok(join(&parts, if item.has(Modifier::All) { "AND" } else { "OR" }))
+    Ok(join(
+        &parts,
+        if item.has(Modifier::All) { "AND" } else { "OR" },
+    ))
 }
 
 fn null_sql(spec: &FieldSpec) -> String {
@@ -196,7 +199,10 @@ fn fieldref_sql(item: &Item, spec: &FieldSpec, p: &Pipeline) -> Result<String> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(join(&parts, if item.has(Modifier::All) { "AND" } else { "OR" }))
+    Ok(join(
+        &parts,
+        if item.has(Modifier::All) { "AND" } else { "OR" },
+    ))
 }
 
 /// A field as text: integers cast, strings as they are.
@@ -246,7 +252,10 @@ fn numeric_sql(item: &Item, spec: &FieldSpec, op: &str) -> Result<String> {
             }),
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(join(&parts, if item.has(Modifier::All) { "AND" } else { "OR" }))
+    Ok(join(
+        &parts,
+        if item.has(Modifier::All) { "AND" } else { "OR" },
+    ))
 }
 
 fn cidr_sql(item: &Item, spec: &FieldSpec) -> Result<String> {
@@ -291,7 +300,10 @@ fn regex_sql(item: &Item, spec: &FieldSpec) -> Result<String> {
             format!("regexp_like({col}, {})", sql_str(&pattern))
         })
         .collect();
-    Ok(join(&parts, if item.has(Modifier::All) { "AND" } else { "OR" }))
+    Ok(join(
+        &parts,
+        if item.has(Modifier::All) { "AND" } else { "OR" },
+    ))
 }
 
 /// `|expand`: a whole-value `%name%` placeholder is the Vigil list `name`
@@ -318,7 +330,10 @@ fn expand_sql(item: &Item, spec: &FieldSpec) -> Result<String> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(join(&parts, if item.has(Modifier::All) { "AND" } else { "OR" }))
+    Ok(join(
+        &parts,
+        if item.has(Modifier::All) { "AND" } else { "OR" },
+    ))
 }
 
 /// A piece of a Sigma string value.
@@ -370,7 +385,6 @@ fn patterns(item: &Item, v: &Value) -> Result<Vec<Vec<Piece>>> {
             });
         }
     }
-    let encoded = item.has(Modifier::Base64) || item.has(Modifier::Base64Offset);
     let mut out: Vec<Vec<Piece>> = if item.has(Modifier::Base64Offset) {
         texts
             .iter()
@@ -388,7 +402,6 @@ fn patterns(item: &Item, v: &Value) -> Result<Vec<Vec<Piece>>> {
     } else {
         texts.into_iter().map(|t| vec![Piece::Lit(t)]).collect()
     };
-    let _ = encoded;
     let head = item.has(Modifier::Contains) || item.has(Modifier::EndsWith);
     let tail = item.has(Modifier::Contains) || item.has(Modifier::StartsWith);
     for p in &mut out {
@@ -456,9 +469,8 @@ fn string_match(item: &Item, spec: &FieldSpec, values: &[&Value]) -> Result<Stri
         let nums: Vec<String> = values.iter().map(|v| v.text()).collect();
         return Ok(equality(&spec.sql, &nums, all));
     }
-    let cased = item.has(Modifier::Cased)
-        || item.has(Modifier::Base64)
-        || item.has(Modifier::Base64Offset);
+    let cased =
+        item.has(Modifier::Cased) || item.has(Modifier::Base64) || item.has(Modifier::Base64Offset);
     let mut pats = Vec::new();
     for v in values {
         pats.extend(patterns(item, v)?);
@@ -559,7 +571,11 @@ fn like_pattern(p: &[Piece]) -> String {
 /// by [`SEP`], each pattern anchored at element boundaries.
 fn list_match(col: &str, exact_case: bool, pats: &[Vec<Piece>], all: bool) -> String {
     // `*` alone: some element, whatever it is.
-    if pats.iter().any(|p| p.iter().all(|piece| *piece == Piece::Any)) && !all {
+    if pats
+        .iter()
+        .any(|p| p.iter().all(|piece| *piece == Piece::Any))
+        && !all
+    {
         return format!("COALESCE(cardinality({col}), 0) > 0");
     }
     let literals: Option<Vec<String>> = pats.iter().map(|p| literal(p)).collect();
@@ -684,11 +700,13 @@ mod tests {
     #[test]
     fn case_insensitive_wildcards_and_modifiers() {
         assert_eq!(
-            compile("  sel:\n    userAgent|contains: ['Trufflehog', '50%']\n  condition: sel\n").unwrap(),
+            compile("  sel:\n    userAgent|contains: ['Trufflehog', '50%']\n  condition: sel\n")
+                .unwrap(),
             "(lower(user_agent) LIKE '%trufflehog%' OR lower(user_agent) LIKE '%50\\%%')"
         );
         assert_eq!(
-            compile("  sel:\n    userAgent|startswith|cased: 'kube*ctl?'\n  condition: sel\n").unwrap(),
+            compile("  sel:\n    userAgent|startswith|cased: 'kube*ctl?'\n  condition: sel\n")
+                .unwrap(),
             "user_agent LIKE 'kube%ctl_%'"
         );
         assert_eq!(
@@ -700,7 +718,8 @@ mod tests {
     #[test]
     fn not_is_two_valued() {
         assert_eq!(
-            compile("  a:\n    verb: get\n  b:\n    userAgent: null\n  condition: a and not b\n").unwrap(),
+            compile("  a:\n    verb: get\n  b:\n    userAgent: null\n  condition: a and not b\n")
+                .unwrap(),
             "(verb = 'get' AND NOT COALESCE(user_agent IS NULL, FALSE))"
         );
     }
@@ -755,7 +774,7 @@ mod tests {
         // pySigma's documented example: base64offset of "/bin/sh".
         let mut got = base64_offsets(b"/bin/sh");
         got.sort();
-        let mut want = vec!["L2Jpbi9za", "9iaW4vc2", "vYmluL3No"];
+        let mut want = ["L2Jpbi9za", "9iaW4vc2", "vYmluL3No"];
         want.sort();
         assert_eq!(got, want.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     }

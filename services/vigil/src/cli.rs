@@ -565,7 +565,12 @@ async fn dispatch_tool(command: Command) -> Result<ExitCode> {
         Command::Rules {
             command:
                 RulesCommand::Import {
-                    from: ImportFormat::Sigma { sources, out, pipeline },
+                    from:
+                        ImportFormat::Sigma {
+                            sources,
+                            out,
+                            pipeline,
+                        },
                 },
         } => import_sigma(&sources, &out, pipeline.as_deref()),
     }

@@ -52,12 +52,20 @@ async fn engine(rules: Vec<Rule>) -> RuleEngine {
 
 /// What the rules match over `input`, one event a line.
 async fn vigil_matches(rules: Vec<Rule>, source: SourceKind, input: &Path) -> Matches {
-    let mut detector = Detector::new(engine(rules).await, Default::default(), Arc::new(Metrics::default()));
+    let mut detector = Detector::new(
+        engine(rules).await,
+        Default::default(),
+        Arc::new(Metrics::default()),
+    );
     let (mut alerts, mut dead) = (Vec::new(), Vec::new());
     vigil::replay::replay(&mut detector, source, input, 256, &mut alerts, &mut dead)
         .await
         .expect("replay");
-    assert!(dead.is_empty(), "dead letters: {}", String::from_utf8_lossy(&dead));
+    assert!(
+        dead.is_empty(),
+        "dead letters: {}",
+        String::from_utf8_lossy(&dead)
+    );
     let mut out = Matches::new();
     for line in String::from_utf8(alerts).unwrap().lines() {
         let alert: vigil::alert::Alert = serde_json::from_str(line).unwrap();
@@ -79,8 +87,16 @@ fn oracle_yaml(doc: &Yaml, p: &Pipeline) -> Yaml {
             .map(|(k, v)| {
                 let key = k.as_str().unwrap_or_default();
                 let (field, mods) = key.split_once('|').map_or((key, ""), |(f, m)| (f, m));
-                let event = p.field(field).ok().and_then(|f| f.event).unwrap_or(field.to_string());
-                let key = if mods.is_empty() { event } else { format!("{event}|{mods}") };
+                let event = p
+                    .field(field)
+                    .ok()
+                    .and_then(|f| f.event)
+                    .unwrap_or(field.to_string());
+                let key = if mods.is_empty() {
+                    event
+                } else {
+                    format!("{event}|{mods}")
+                };
                 (Yaml::String(key), v.clone())
             })
             .collect()
@@ -111,7 +127,8 @@ fn oracle(files: &[PathBuf], ids: &BTreeSet<String>) -> rsigma_eval::Engine {
     for f in files {
         let text = std::fs::read_to_string(f).unwrap();
         for doc in vigil_sigma::sigma::yaml_documents(&text).unwrap() {
-            let Ok(vigil_sigma::sigma::Doc::Detection(rule)) = vigil_sigma::sigma::parse_doc(&doc) else {
+            let Ok(vigil_sigma::sigma::Doc::Detection(rule)) = vigil_sigma::sigma::parse_doc(&doc)
+            else {
                 continue;
             };
             if !ids.contains(&vigil_sigma::render::rule_id(&rule.meta, "")) {
@@ -214,7 +231,12 @@ fn diff(vigil: &Matches, oracle: &Matches) -> String {
 async fn kubernetes_audit_rules_import_16_of_16_plan_and_reimport_identically() {
     let src = vec![shared("reference/rules/sigma-kubernetes-audit")];
     let (out, report) = import(&src);
-    assert_eq!((report.imported(), report.total()), (16, 16), "{:#?}", report.lines());
+    assert_eq!(
+        (report.imported(), report.total()),
+        (16, 16),
+        "{:#?}",
+        report.lines()
+    );
     let rules = rules_of(out.path(), SourceKind::K8sAudit);
     assert_eq!(rules.len(), 16);
     engine(rules).await;
@@ -225,7 +247,10 @@ async fn kubernetes_audit_rules_import_16_of_16_plan_and_reimport_identically() 
             .unwrap()
             .map(|e| {
                 let p = e.unwrap().path();
-                (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap())
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read(&p).unwrap(),
+                )
             })
             .collect()
     };
@@ -247,10 +272,21 @@ async fn imported_audit_rules_match_what_rsigma_matches() {
         generated(SourceKind::K8sAudit, 20_000, tmp.path()),
     ];
     for input in &inputs {
-        let ours = vigil_matches(rules_of(out.path(), SourceKind::K8sAudit), SourceKind::K8sAudit, input).await;
+        let ours = vigil_matches(
+            rules_of(out.path(), SourceKind::K8sAudit),
+            SourceKind::K8sAudit,
+            input,
+        )
+        .await;
         let theirs = oracle_matches(&oracle, input, audit_event);
         eprintln!("{}: {} matches", input.display(), ours.len());
-        assert_eq!(ours, theirs, "{}:\n{}", input.display(), diff(&ours, &theirs));
+        assert_eq!(
+            ours,
+            theirs,
+            "{}:\n{}",
+            input.display(),
+            diff(&ours, &theirs)
+        );
     }
 }
 
@@ -268,13 +304,27 @@ async fn imported_linux_process_rules_match_what_rsigma_matches() {
     ];
     let mut total = 0;
     for input in &inputs {
-        let ours = vigil_matches(rules_of(out.path(), SourceKind::Tetragon), SourceKind::Tetragon, input).await;
+        let ours = vigil_matches(
+            rules_of(out.path(), SourceKind::Tetragon),
+            SourceKind::Tetragon,
+            input,
+        )
+        .await;
         let theirs = oracle_matches(&oracle, input, tetragon_exec);
         eprintln!("{}: {} matches", input.display(), ours.len());
         total += ours.len();
-        assert_eq!(ours, theirs, "{}:\n{}", input.display(), diff(&ours, &theirs));
+        assert_eq!(
+            ours,
+            theirs,
+            "{}:\n{}",
+            input.display(),
+            diff(&ours, &theirs)
+        );
     }
-    assert!(total > 0, "no imported Linux rule matched any event: the comparison says nothing");
+    assert!(
+        total > 0,
+        "no imported Linux rule matched any event: the comparison says nothing"
+    );
 }
 
 /// Random Sigma detections over audit fields (values drawn from what the
@@ -287,16 +337,87 @@ mod generated_detections {
 
     /// (field, values, is the field a list, is it an integer)
     const FIELDS: &[(&str, &[&str], bool, bool)] = &[
-        ("verb", &["get", "list", "create", "delete", "patch", "watch", "CREATE", "*te"], false, false),
-        ("objectRef.resource", &["pods", "secrets", "configmaps", "clusterrolebindings", "Pods", "*s"], false, false),
-        ("objectRef.namespace", &["kube-system", "default", "prod", "kube*", "?efault"], false, false),
-        ("objectRef.subresource", &["exec", "log", "status"], false, false),
-        ("user.username", &["system:anonymous", "kubernetes-admin", "system:serviceaccount:*", "*admin*", "Admin"], false, false),
-        ("userAgent", &["kubectl", "Mozilla", "curl", "?ubectl*", "Go-http-client"], false, false),
-        ("requestURI", &["/api/v1", "secrets", "exec", "/apis/", "watch=true"], false, false),
-        ("user.groups", &["system:authenticated", "system:masters", "system:nodes", "system:*", "System:Authenticated"], true, false),
-        ("sourceIPs", &["10.0.0.1", "127.0.0.1", "192.168.*", "*.1"], true, false),
-        ("responseStatus.code", &["200", "201", "401", "403", "404"], false, true),
+        (
+            "verb",
+            &[
+                "get", "list", "create", "delete", "patch", "watch", "CREATE", "*te",
+            ],
+            false,
+            false,
+        ),
+        (
+            "objectRef.resource",
+            &[
+                "pods",
+                "secrets",
+                "configmaps",
+                "clusterrolebindings",
+                "Pods",
+                "*s",
+            ],
+            false,
+            false,
+        ),
+        (
+            "objectRef.namespace",
+            &["kube-system", "default", "prod", "kube*", "?efault"],
+            false,
+            false,
+        ),
+        (
+            "objectRef.subresource",
+            &["exec", "log", "status"],
+            false,
+            false,
+        ),
+        (
+            "user.username",
+            &[
+                "system:anonymous",
+                "kubernetes-admin",
+                "system:serviceaccount:*",
+                "*admin*",
+                "Admin",
+            ],
+            false,
+            false,
+        ),
+        (
+            "userAgent",
+            &["kubectl", "Mozilla", "curl", "?ubectl*", "Go-http-client"],
+            false,
+            false,
+        ),
+        (
+            "requestURI",
+            &["/api/v1", "secrets", "exec", "/apis/", "watch=true"],
+            false,
+            false,
+        ),
+        (
+            "user.groups",
+            &[
+                "system:authenticated",
+                "system:masters",
+                "system:nodes",
+                "system:*",
+                "System:Authenticated",
+            ],
+            true,
+            false,
+        ),
+        (
+            "sourceIPs",
+            &["10.0.0.1", "127.0.0.1", "192.168.*", "*.1"],
+            true,
+            false,
+        ),
+        (
+            "responseStatus.code",
+            &["200", "201", "401", "403", "404"],
+            false,
+            true,
+        ),
     ];
 
     fn quote(s: &str) -> String {
@@ -314,35 +435,45 @@ mod generated_detections {
 
     /// One `field|modifiers: values` line.
     fn item() -> impl Strategy<Value = String> {
-        (0..FIELDS.len(), 0usize..10, prop::collection::vec(0usize..8, 1..4)).prop_map(|(f, m, picks)| {
-            let (field, vocab, list, int) = FIELDS[f];
-            let values: Vec<&str> = picks.iter().map(|i| vocab[i % vocab.len()]).collect();
-            let list_of = |vs: &[String]| format!("[{}]", vs.join(", "));
-            let plain = |vs: &[&str]| -> Vec<String> {
-                vs.iter()
-                    .map(|v| if int { v.to_string() } else { quote(v) })
-                    .collect()
-            };
-            match (m, int) {
-                (0, true) => format!("{field}|gte: {}", values[0]),
-                (1, true) => format!("{field}|lt: {}", values[0]),
-                (2, true) => format!("{field}: {}", quote(values[0])),
-                (3, true) => format!("{field}|exists: true"),
-                (_, true) => format!("{field}: {}", list_of(&plain(&values))),
-                (0, _) => format!("{field}|contains: {}", list_of(&plain(&values))),
-                // No wildcards inside startswith/endswith values: rsigma
-                // 0.23 anchors those the wrong way round (`startswith:
-                // '*.1'` becomes /.*\.1$/), see docs/sigma.md.
-                (1, _) => format!("{field}|startswith: {}", list_of(&plain(&unwild(&values)))),
-                (2, _) => format!("{field}|endswith: {}", list_of(&plain(&unwild(&values)))),
-                (3, _) if values.len() > 1 => format!("{field}|contains|all: {}", list_of(&plain(&values))),
-                (4, _) => format!("{field}|cased: {}", list_of(&plain(&values))),
-                (5, _) if !list => format!("{field}|re: {}", quote(&format!("^{}", values[0].replace(['*', '?'], "")))),
-                (6, _) => format!("{field}|exists: {}", values.len() % 2 == 0),
-                (7, _) if !list => format!("{field}: null"),
-                _ => format!("{field}: {}", list_of(&plain(&values))),
-            }
-        })
+        (
+            0..FIELDS.len(),
+            0usize..10,
+            prop::collection::vec(0usize..8, 1..4),
+        )
+            .prop_map(|(f, m, picks)| {
+                let (field, vocab, list, int) = FIELDS[f];
+                let values: Vec<&str> = picks.iter().map(|i| vocab[i % vocab.len()]).collect();
+                let list_of = |vs: &[String]| format!("[{}]", vs.join(", "));
+                let plain = |vs: &[&str]| -> Vec<String> {
+                    vs.iter()
+                        .map(|v| if int { v.to_string() } else { quote(v) })
+                        .collect()
+                };
+                match (m, int) {
+                    (0, true) => format!("{field}|gte: {}", values[0]),
+                    (1, true) => format!("{field}|lt: {}", values[0]),
+                    (2, true) => format!("{field}: {}", quote(values[0])),
+                    (3, true) => format!("{field}|exists: true"),
+                    (_, true) => format!("{field}: {}", list_of(&plain(&values))),
+                    (0, _) => format!("{field}|contains: {}", list_of(&plain(&values))),
+                    // No wildcards inside startswith/endswith values: rsigma
+                    // 0.23 anchors those the wrong way round (`startswith:
+                    // '*.1'` becomes /.*\.1$/), see docs/sigma.md.
+                    (1, _) => format!("{field}|startswith: {}", list_of(&plain(&unwild(&values)))),
+                    (2, _) => format!("{field}|endswith: {}", list_of(&plain(&unwild(&values)))),
+                    (3, _) if values.len() > 1 => {
+                        format!("{field}|contains|all: {}", list_of(&plain(&values)))
+                    }
+                    (4, _) => format!("{field}|cased: {}", list_of(&plain(&values))),
+                    (5, _) if !list => format!(
+                        "{field}|re: {}",
+                        quote(&format!("^{}", values[0].replace(['*', '?'], "")))
+                    ),
+                    (6, _) => format!("{field}|exists: {}", values.len() % 2 == 0),
+                    (7, _) if !list => format!("{field}: null"),
+                    _ => format!("{field}: {}", list_of(&plain(&values))),
+                }
+            })
     }
 
     fn selection() -> impl Strategy<Value = Vec<String>> {
@@ -517,7 +648,8 @@ level: high
             "list" => ("list", "secrets", None),
             _ => ("get", "secrets", None),
         };
-        let mut object_ref = serde_json::json!({"resource": resource, "namespace": "prod", "name": name});
+        let mut object_ref =
+            serde_json::json!({"resource": resource, "namespace": "prod", "name": name});
         if let Some(s) = sub {
             object_ref["subresource"] = s.into();
         }
@@ -531,7 +663,10 @@ level: high
         RawMessage {
             source: SourceKind::K8sAudit,
             payload: e.to_string().into_bytes(),
-            origin: Origin::File { path: "case".into(), line: n as u64 + 1 },
+            origin: Origin::File {
+                path: "case".into(),
+                line: n as u64 + 1,
+            },
             timestamp_ms: None,
             state_only: false,
         }
@@ -558,28 +693,150 @@ level: high
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("rules.yml"), RULES).unwrap();
         let (out, report) = import(&[dir.path().to_path_buf()]);
-        assert_eq!((report.imported(), report.total()), (7, 7), "{:#?}", report.lines());
+        assert_eq!(
+            (report.imported(), report.total()),
+            (7, 7),
+            "{:#?}",
+            report.lines()
+        );
         let rules = vigil::rules::load_dir(out.path()).unwrap();
-        assert_eq!(rules.len(), 4, "the detections are part of the correlations (generate: false)");
+        assert_eq!(
+            rules.len(),
+            4,
+            "the detections are part of the correlations (generate: false)"
+        );
         assert!(rules.iter().all(|r| r.meta.mode == RuleMode::Correlation));
-        let mut detector = Detector::new(engine(rules).await, Default::default(), Arc::new(Metrics::default()));
+        let mut detector = Detector::new(
+            engine(rules).await,
+            Default::default(),
+            Arc::new(Metrics::default()),
+        );
         let id = |n: u32| format!("sigma.6e0a3f53-0000-4000-8000-0000000000{n}");
         let five_lists: Vec<_> = (0..5).map(|i| ("alice", "list", "s", 5 + i * 5)).collect();
         let cases: Vec<(&str, Vec<(&str, &str, &str, u32)>, String, bool)> = vec![
             ("5 lists in a minute", five_lists.clone(), id(11), true),
-            ("4 lists in a minute", five_lists[..4].to_vec(), id(11), false),
-            ("5 lists by two users", five_lists.iter().enumerate().map(|(i, e)| (if i % 2 == 0 { "alice" } else { "bob" }, e.1, e.2, e.3)).collect(), id(11), false),
-            ("3 distinct secrets read", vec![("alice", "get", "a", 10), ("alice", "get", "b", 20), ("alice", "get", "c", 30)], id(12), true),
-            ("3 reads of 2 secrets", vec![("alice", "get", "a", 10), ("alice", "get", "b", 20), ("alice", "get", "a", 30)], id(12), false),
-            ("list then exec", vec![("alice", "list", "s", 10), ("alice", "exec", "p", 70)], id(13), true),
-            ("exec and list by two users", vec![("alice", "exec", "p", 10), ("bob", "list", "s", 70)], id(13), false),
-            ("exec then list", vec![("alice", "exec", "p", 10), ("alice", "list", "s", 70)], id(14), true),
-            ("list then exec, wrong order", vec![("alice", "list", "s", 10), ("alice", "exec", "p", 70)], id(14), false),
-            ("exec then list 11 minutes later", vec![("alice", "exec", "p", 10), ("alice", "list", "s", 670)], id(14), false),
+            (
+                "4 lists in a minute",
+                five_lists[..4].to_vec(),
+                id(11),
+                false,
+            ),
+            (
+                "5 lists by two users",
+                five_lists
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (if i % 2 == 0 { "alice" } else { "bob" }, e.1, e.2, e.3))
+                    .collect(),
+                id(11),
+                false,
+            ),
+            (
+                "3 distinct secrets read",
+                vec![
+                    ("alice", "get", "a", 10),
+                    ("alice", "get", "b", 20),
+                    ("alice", "get", "c", 30),
+                ],
+                id(12),
+                true,
+            ),
+            (
+                "3 reads of 2 secrets",
+                vec![
+                    ("alice", "get", "a", 10),
+                    ("alice", "get", "b", 20),
+                    ("alice", "get", "a", 30),
+                ],
+                id(12),
+                false,
+            ),
+            (
+                "list then exec",
+                vec![("alice", "list", "s", 10), ("alice", "exec", "p", 70)],
+                id(13),
+                true,
+            ),
+            (
+                "exec and list by two users",
+                vec![("alice", "exec", "p", 10), ("bob", "list", "s", 70)],
+                id(13),
+                false,
+            ),
+            (
+                "exec then list",
+                vec![("alice", "exec", "p", 10), ("alice", "list", "s", 70)],
+                id(14),
+                true,
+            ),
+            (
+                "list then exec, wrong order",
+                vec![("alice", "list", "s", 10), ("alice", "exec", "p", 70)],
+                id(14),
+                false,
+            ),
+            (
+                "exec then list 11 minutes later",
+                vec![("alice", "exec", "p", 10), ("alice", "list", "s", 670)],
+                id(14),
+                false,
+            ),
         ];
         for (name, spec, rule, fires) in cases {
             let got = fired(&mut detector, events(&spec)).await;
             assert_eq!(got.contains(&rule), fires, "{name}: {rule} fired: {got:?}");
         }
     }
+}
+
+/// `vigil rules import sigma`'s lines and exit codes: 0 when all imported,
+/// 1 when some were skipped, 2 on a usage error.
+#[test]
+fn the_command_reports_each_rule_and_exits_by_outcome() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["rules", "import", "sigma"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    let k8s = shared("reference/rules/sigma-kubernetes-audit");
+    let (code, stdout) = run(&[k8s.to_str().unwrap(), "--out", dir]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.ends_with("imported 16 of 16 Sigma rules\n"),
+        "{stdout}"
+    );
+    let linux = shared("reference/rules/sigma-linux");
+    let (code, stdout) = run(&[linux.to_str().unwrap(), "--out", dir]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("skipped "), "{stdout}");
+    assert!(
+        stdout.ends_with("imported 122 of 127 Sigma rules\n"),
+        "{stdout}"
+    );
+    assert_eq!(run(&["--out", dir]).0, Some(2), "no source");
+    assert_eq!(
+        run(&["/nonexistent", "--out", dir]).0,
+        Some(2),
+        "missing source"
+    );
+    assert_eq!(
+        run(&[
+            k8s.to_str().unwrap(),
+            "--out",
+            dir,
+            "--pipeline",
+            "/nonexistent"
+        ])
+        .0,
+        Some(2),
+        "missing pipeline"
+    );
 }
