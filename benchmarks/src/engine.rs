@@ -763,48 +763,6 @@ pub async fn explain(dir: &Path, filter: Option<&str>, out: &mut dyn Write) -> R
     Ok(())
 }
 
-#[cfg(test)]
-mod inlined_tests {
-    use super::*;
-
-    /// The inlined pack compiles without lists or macros and raises the
-    /// same alerts as the pack as shipped.
-    #[tokio::test]
-    async fn the_inlined_pack_is_the_pack() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql-rules");
-        let shipped = event_rules(&dir, SourceKind::K8sAudit).unwrap();
-        let written_out = inlined(&shipped).unwrap();
-        assert!(
-            written_out.definitions.lists.is_empty() && written_out.definitions.macros.is_empty()
-        );
-        assert!(written_out
-            .rules
-            .iter()
-            .all(|r| !r.sql.contains("in_list(") && !r.sql.contains("request_succeeded()")));
-        let (events, messages) = generate(audit_config(3, 50), 4_000);
-        let alerts = |set: RuleSet| {
-            let messages = &messages;
-            async move {
-                vigil_engine(
-                    set,
-                    CorrelationSettings::default(),
-                    PlanOptions::default(),
-                    &[],
-                    messages,
-                    1000,
-                )
-                .await
-                .unwrap()
-                .1
-            }
-        };
-        let a = alerts(shipped.clone()).await;
-        let b = alerts(written_out).await;
-        assert_eq!(a, b);
-        assert_eq!(a, expected(&events, &shipped.rules));
-    }
-}
-
 /// `vigil-bench sigma`: the Sigma rules imported by `vigil rules import
 /// sigma` against hand-written rules with the same conditions
 /// (benchmarks/sigma-handwritten/), on the same generated audit events,
@@ -903,4 +861,46 @@ pub async fn sigma(
         mean(&b, |r| r.1),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod inlined_tests {
+    use super::*;
+
+    /// The inlined pack compiles without lists or macros and raises the
+    /// same alerts as the pack as shipped.
+    #[tokio::test]
+    async fn the_inlined_pack_is_the_pack() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql-rules");
+        let shipped = event_rules(&dir, SourceKind::K8sAudit).unwrap();
+        let written_out = inlined(&shipped).unwrap();
+        assert!(
+            written_out.definitions.lists.is_empty() && written_out.definitions.macros.is_empty()
+        );
+        assert!(written_out
+            .rules
+            .iter()
+            .all(|r| !r.sql.contains("in_list(") && !r.sql.contains("request_succeeded()")));
+        let (events, messages) = generate(audit_config(3, 50), 4_000);
+        let alerts = |set: RuleSet| {
+            let messages = &messages;
+            async move {
+                vigil_engine(
+                    set,
+                    CorrelationSettings::default(),
+                    PlanOptions::default(),
+                    &[],
+                    messages,
+                    1000,
+                )
+                .await
+                .unwrap()
+                .1
+            }
+        };
+        let a = alerts(shipped.clone()).await;
+        let b = alerts(written_out).await;
+        assert_eq!(a, b);
+        assert_eq!(a, expected(&events, &shipped.rules));
+    }
 }

@@ -469,7 +469,7 @@ mod generated_detections {
                         "{field}|re: {}",
                         quote(&format!("^{}", values[0].replace(['*', '?'], "")))
                     ),
-                    (6, _) => format!("{field}|exists: {}", values.len() % 2 == 0),
+                    (6, _) => format!("{field}|exists: {}", values.len().is_multiple_of(2)),
                     (7, _) if !list => format!("{field}: null"),
                     _ => format!("{field}: {}", list_of(&plain(&values))),
                 }
@@ -688,6 +688,9 @@ level: high
         out.alerts.into_iter().map(|a| a.rule_id).collect()
     }
 
+    /// (name, events as (user, what, name, second), rule, fires)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str, &'a str, u32)>, String, bool);
+
     #[tokio::test]
     async fn each_correlation_type_fires_on_its_scenario_and_not_on_a_near_miss() {
         let dir = tempfile::tempdir().unwrap();
@@ -713,7 +716,7 @@ level: high
         );
         let id = |n: u32| format!("sigma.6e0a3f53-0000-4000-8000-0000000000{n}");
         let five_lists: Vec<_> = (0..5).map(|i| ("alice", "list", "s", 5 + i * 5)).collect();
-        let cases: Vec<(&str, Vec<(&str, &str, &str, u32)>, String, bool)> = vec![
+        let cases: Vec<Case> = vec![
             ("5 lists in a minute", five_lists.clone(), id(11), true),
             (
                 "4 lists in a minute",
