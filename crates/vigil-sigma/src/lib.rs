@@ -486,6 +486,33 @@ mod tests {
     }
 
     #[test]
+    fn correlation_with_aliases_range_and_generate() {
+        let other = "title: Pods created\nname: pod_create\nid: p1\nlogsource: {product: kubernetes, service: audit}\ndetection:\n  sel:\n    verb: create\n    objectRef.resource: pods\n  condition: sel\n";
+        let corr = "title: Lists and pods\nname: lists_and_pods\nid: c3\ncorrelation:\n  type: event_count\n  rules: [secret_list, pod_create]\n  group-by: [who]\n  aliases:\n    who:\n      secret_list: user.username\n      pod_create: impersonatedUser.username\n  timespan: 5m\n  condition: {range: 2..4}\n  generate: true\n";
+        let (lines, out) = run(&[("a.yml", GOOD), ("b.yml", other), ("c.yml", corr)]);
+        assert_eq!(lines.last().unwrap(), "imported 3 of 3 Sigma rules");
+        // generate: true keeps the rules as per-event rules too.
+        assert_eq!(
+            written(out.path()),
+            vec!["lists_and_pods.sql", "pod_create.sql", "secret_list.sql"]
+        );
+        let text =
+            std::fs::read_to_string(out.path().join("k8s_audit/lists_and_pods.sql")).unwrap();
+        assert!(
+            text.contains("-- mode: correlation\n-- window: 300s\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("CASE WHEN verb = 'list' THEN user_info.username WHEN (verb = 'create' AND object_ref.resource = 'pods') THEN impersonated_user.username END AS who"),
+            "{text}"
+        );
+        assert!(
+            text.contains("HAVING count(*) >= 2 AND count(*) <= 4"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn generated_header_parses_as_a_vigil_rule() {
         let (_, out) = run(&[("a.yml", GOOD)]);
         let text = std::fs::read_to_string(out.path().join("k8s_audit/secret_list.sql")).unwrap();
