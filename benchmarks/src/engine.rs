@@ -810,6 +810,8 @@ pub async fn sigma(
             .collect()
     };
     let (mut a, mut b) = (Vec::new(), Vec::new());
+    // Per rule (id without its prefix): total ms over all runs, imported and hand-written.
+    let mut by_rule: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
     for run in 0..runs {
         for (name, set, rates) in [
             ("imported", &sigma, &mut a),
@@ -826,6 +828,15 @@ pub async fn sigma(
             .await?;
             // The rules' own time (vigil_rule_evaluation_seconds), decoding excluded.
             let rule_ms: f64 = per_rule.iter().map(|(_, s)| s * 1e3).sum();
+            for (id, secs) in &per_rule {
+                let key = id.trim_start_matches("sigma.").trim_start_matches("hand.");
+                let slot = by_rule.entry(key.to_string()).or_default();
+                if name == "imported" {
+                    slot.0 += secs * 1e3;
+                } else {
+                    slot.1 += secs * 1e3;
+                }
+            }
             writeln!(
                 out,
                 "run {run} {name:<13} {rate} {} alerts, rules {rule_ms:.0} ms",
@@ -860,6 +871,17 @@ pub async fn sigma(
         mean(&a, |r| r.1),
         mean(&b, |r| r.1),
     )?;
+    let mut diffs: Vec<(String, f64, f64)> = by_rule
+        .into_iter()
+        .map(|(id, (i, h))| (id, i / runs.max(1) as f64, h / runs.max(1) as f64))
+        .collect();
+    diffs.sort_by(|x, y| (y.1 - y.2).total_cmp(&(x.1 - x.2)));
+    for (id, i, h) in diffs.iter().take(4) {
+        writeln!(
+            out,
+            "  rule {id}: imported {i:.1} ms, hand-written {h:.1} ms"
+        )?;
+    }
     Ok(())
 }
 

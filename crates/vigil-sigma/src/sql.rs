@@ -6,7 +6,10 @@
 //!   are wildcards, `\*`, `\?` and `\\` their escapes;
 //! - a field absent from the event (SQL NULL) matches nothing but `null`,
 //!   and `not` of a detection that cannot match is true: every `not` is
-//!   `NOT COALESCE(x, FALSE)`;
+//!   `NOT COALESCE(x, FALSE)`. So a condition outside a `not` may be NULL
+//!   where Sigma says false (a WHERE keeps neither), and needs no
+//!   `COALESCE` of its own: `cardinality(host_paths) > 0`, not
+//!   `COALESCE(cardinality(host_paths), 0) > 0`, which costs per event;
 //! - a list-valued field matches when one of its elements matches.
 
 use base64::Engine as _;
@@ -159,15 +162,11 @@ fn exists_sql(item: &Item, spec: &FieldSpec) -> Result<String> {
             })
         }
     };
-    let present = if spec.empty_is_absent {
-        format!("COALESCE(cardinality({}), 0) > 0", spec.sql)
-    } else {
-        format!("{} IS NOT NULL", spec.sql)
-    };
-    Ok(if want {
-        present
-    } else {
-        format!("NOT ({present})")
+    Ok(match (spec.empty_is_absent, want) {
+        (true, true) => format!("cardinality({}) > 0", spec.sql),
+        (true, false) => format!("COALESCE(cardinality({}), 0) = 0", spec.sql),
+        (false, true) => format!("{} IS NOT NULL", spec.sql),
+        (false, false) => format!("{} IS NULL", spec.sql),
     })
 }
 
@@ -576,31 +575,28 @@ fn list_match(col: &str, exact_case: bool, pats: &[Vec<Piece>], all: bool) -> St
         .any(|p| p.iter().all(|piece| *piece == Piece::Any))
         && !all
     {
-        return format!("COALESCE(cardinality({col}), 0) > 0");
+        return format!("cardinality({col}) > 0");
     }
     let literals: Option<Vec<String>> = pats.iter().map(|p| literal(p)).collect();
     if let (true, Some(lits)) = (exact_case, &literals) {
         let lits: Vec<String> = lits.iter().map(|s| sql_str(s)).collect();
         return match lits.as_slice() {
-            [one] => format!("COALESCE(array_has({col}, {one}), FALSE)"),
+            [one] => format!("array_has({col}, {one})"),
             _ if all => join(
                 &lits
                     .iter()
-                    .map(|l| format!("COALESCE(array_has({col}, {l}), FALSE)"))
+                    .map(|l| format!("array_has({col}, {l})"))
                     .collect::<Vec<_>>(),
                 "AND",
             ),
-            _ => format!(
-                "COALESCE(array_has_any({col}, make_array({})), FALSE)",
-                lits.join(", ")
-            ),
+            _ => format!("array_has_any({col}, make_array({}))", lits.join(", ")),
         };
     }
     let flags = if exact_case { "" } else { "(?i)" };
     let regex = |ps: &[&Vec<Piece>]| {
         let alts: Vec<String> = ps.iter().map(|p| regex_pattern(p)).collect();
         format!(
-            "(COALESCE(cardinality({col}), 0) > 0 AND regexp_like(array_to_string({col}, chr({SEP})), {}))",
+            "(cardinality({col}) > 0 AND regexp_like(array_to_string({col}, chr({SEP})), {}))",
             sql_str(&format!(
                 "{flags}(?:^|\\x1f)(?:{})(?:\\x1f|$)",
                 alts.join("|")
@@ -728,15 +724,15 @@ mod tests {
     fn lists_match_any_element() {
         assert_eq!(
             compile("  sel:\n    hostPath: '*'\n  condition: sel\n").unwrap(),
-            "COALESCE(cardinality(pod_spec.host_paths), 0) > 0"
+            "cardinality(pod_spec.host_paths) > 0"
         );
         assert_eq!(
             compile("  sel:\n    hostPath|endswith: '/Docker.sock'\n  condition: sel\n").unwrap(),
-            "(COALESCE(cardinality(pod_spec.host_paths), 0) > 0 AND regexp_like(array_to_string(pod_spec.host_paths, chr(31)), '(?i)(?:^|\\x1f)(?:[^\\x1f]*/docker\\.sock)(?:\\x1f|$)'))"
+            "(cardinality(pod_spec.host_paths) > 0 AND regexp_like(array_to_string(pod_spec.host_paths, chr(31)), '(?i)(?:^|\\x1f)(?:[^\\x1f]*/docker\\.sock)(?:\\x1f|$)'))"
         );
         assert_eq!(
             compile("  sel:\n    user.groups|cased: 'system:masters'\n  condition: sel\n").unwrap(),
-            "COALESCE(array_has(user_info.groups, 'system:masters'), FALSE)"
+            "array_has(user_info.groups, 'system:masters')"
         );
     }
 
