@@ -104,6 +104,25 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         sample_secs: u64,
     },
+    /// Imported Sigma rules against hand-written rules with the same
+    /// conditions (docs/sigma.md), runs alternated; same alerts required.
+    Sigma {
+        /// The output directory of `vigil rules import sigma` over
+        /// ../shared/reference/rules/sigma-kubernetes-audit.
+        #[arg(long)]
+        imported: PathBuf,
+        #[arg(long, default_value = "benchmarks/sigma-handwritten")]
+        handwritten: PathBuf,
+        /// The pack whose lists and macros the rules may use.
+        #[arg(long, default_value = "sql-rules")]
+        rules: PathBuf,
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        #[arg(long, default_value_t = 5000)]
+        batch: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Peak RSS with this many distinct keys in correlation window state
     /// (or, with --first-seen, in a first-seen rule's state).
     Memory {
@@ -214,6 +233,25 @@ pub fn main() -> ExitCode {
             }
             Command::Explain { rules, filter } => {
                 super::engine::explain(&rules, filter.as_deref(), &mut stdout).await
+            }
+            Command::Sigma {
+                imported,
+                handwritten,
+                rules,
+                events,
+                batch,
+                runs,
+            } => {
+                super::engine::sigma(
+                    &imported,
+                    &handwritten,
+                    &rules,
+                    events,
+                    batch,
+                    runs,
+                    &mut stdout,
+                )
+                .await
             }
             Command::Memory {
                 keys,

@@ -449,11 +449,16 @@ pub fn parse_header(text: &str) -> Result<(RuleMeta, usize), Vec<HeaderError>> {
             message: "suppress_key needs suppress".into(),
         });
     }
-    let mitre = list("mitre");
-    if values.contains_key("mitre") && mitre.is_empty() {
+    // `none`: the rule maps to no technique, said on purpose (an imported
+    // Sigma rule tagged with tactics only); an empty value is a mistake.
+    let mitre = match list("mitre").as_slice() {
+        [none] if none == "none" => vec![],
+        _ => list("mitre"),
+    };
+    if values.contains_key("mitre") && mitre.is_empty() && get("mitre") != "none" {
         errors.push(HeaderError {
             line: line_of("mitre"),
-            message: "mitre lists no technique".into(),
+            message: "mitre lists no technique (write `none` for a rule that maps to none)".into(),
         });
     }
     for t in &mitre {
@@ -636,6 +641,14 @@ mod tests {
                 .any(|(_, m)| m.contains("missing required header key \"author\"")),
             "{messages:?}"
         );
+    }
+
+    #[test]
+    fn mitre_none_is_no_technique_but_empty_is_refused() {
+        let none = GOOD.replace("-- mitre: T1609, T1552.007", "-- mitre: none");
+        assert!(parse_header(&none).unwrap().0.mitre.is_empty());
+        let empty = GOOD.replace("-- mitre: T1609, T1552.007", "-- mitre:");
+        assert!(parse_header(&empty).is_err());
     }
 
     #[test]

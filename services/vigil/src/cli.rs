@@ -195,6 +195,11 @@ enum RulesCommand {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// Convert rules of another format into Vigil rule files.
+    Import {
+        #[command(subcommand)]
+        from: ImportFormat,
+    },
     /// Which MITRE ATT&CK for Containers techniques the rules cover, by
     /// tactic, with the uncovered techniques and a total.
     Coverage {
@@ -207,6 +212,25 @@ enum RulesCommand {
         /// (default: that file, built in).
         #[arg(long)]
         matrix: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImportFormat {
+    /// Sigma rules (detections and correlations; docs/sigma.md): one Vigil
+    /// rule file per rule under DIR/<table>/. Exit 0 when all imported, 1
+    /// when some were skipped (each named with its reason), 2 on a usage
+    /// error.
+    Sigma {
+        /// Sigma YAML files or directories of them (single or multi-document).
+        #[arg(required = true)]
+        sources: Vec<PathBuf>,
+        /// Where the rule files go (an overlay directory: docs/rules.md).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// A pipeline file extending or overriding the shipped pipelines.
+        #[arg(long, value_name = "FILE")]
+        pipeline: Option<PathBuf>,
     },
 }
 
@@ -575,7 +599,46 @@ async fn dispatch_tool(command: Command) -> Result<ExitCode> {
         Command::Rules {
             command: RulesCommand::Validate { dir, overlays },
         } => validate(&layers(&dir, overlays)).await,
+        Command::Rules {
+            command:
+                RulesCommand::Import {
+                    from:
+                        ImportFormat::Sigma {
+                            sources,
+                            out,
+                            pipeline,
+                        },
+                },
+        } => import_sigma(&sources, &out, pipeline.as_deref()),
     }
+}
+
+/// `vigil rules import sigma` (docs/sigma.md): one line per input rule,
+/// then the count; exit 0 when all imported, 1 when some were skipped, 2
+/// when the command cannot run (a source or the pipeline file).
+fn import_sigma(sources: &[PathBuf], out: &Path, pipeline: Option<&Path>) -> Result<ExitCode> {
+    let pipelines = match pipeline {
+        None => Ok(vigil_sigma::Pipelines::builtin()),
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| vigil_sigma::SigmaError::Io {
+                path: p.display().to_string(),
+                why: e.to_string(),
+            })
+            .and_then(|text| vigil_sigma::Pipelines::with_user(&p.display().to_string(), &text)),
+    };
+    let report = match pipelines.and_then(|p| vigil_sigma::import(sources, out, &p)) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("vigil rules import sigma: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    write_stdout(&format!("{}\n", report.lines().join("\n")))?;
+    Ok(if report.imported() == report.total() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `vigil rules validate`: load and compile every layer, then list what is
