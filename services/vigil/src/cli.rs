@@ -44,7 +44,7 @@ fn generated_source(name: &str) -> Result<SourceKind, GeneratedSourceError> {
     }
 }
 use crate::telemetry::{self, LogSettings};
-use crate::{embedded, http, leader, pipeline, reload, replay};
+use crate::{embedded, http, leader, outputs, pipeline, reload, replay};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -316,6 +316,10 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
         detector = detector.with_reloads(reload::spawn(source, metrics.clone())?);
     }
     let stop = stop_on_signal();
+    let outputs = match &settings.kafka.brokers {
+        Some(brokers) => outputs::start(&settings, brokers, metrics.clone(), stop.clone()).await?,
+        None => None,
+    };
     match settings.kafka.brokers.clone() {
         Some(brokers) if leader_placement => {
             let options = pipeline::RunOptions {
@@ -380,6 +384,9 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
                 eprintln!("dead letter: {dl}");
             }
         }
+    }
+    if let Some(task) = outputs {
+        task.await.context("the outputs task")??;
     }
     Ok(ExitCode::SUCCESS)
 }
