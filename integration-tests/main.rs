@@ -14,6 +14,7 @@ mod gen_kafka;
 mod hot_reload;
 mod kafka_pipeline;
 mod operations;
+mod outputs;
 mod scale_out;
 
 #[path = "../services/vigil/tests/cli_tools.rs"]
