@@ -139,7 +139,13 @@ async fn next_batch(
         }
         let message = tokio::select! {
             m = consumer.recv() => m,
-            _ = stop.changed(), if positions.is_empty() => continue,
+            changed = stop.changed(), if positions.is_empty() => {
+                if changed.is_err() {
+                    // No one can ask to stop any more: nothing to wait for.
+                    return Ok(None);
+                }
+                continue;
+            }
             _ = &mut deadline, if !positions.is_empty() => break,
         };
         let message = match message {

@@ -80,7 +80,10 @@ pub fn http_status(status: reqwest::StatusCode, body: &str) -> Result<(), Attemp
         return Ok(());
     }
     let body: String = body.chars().take(300).collect();
-    let reason = format!("HTTP {status}: {}", body.trim());
+    let reason = match body.trim() {
+        "" => format!("HTTP {status}"),
+        text => format!("HTTP {status}: {text}"),
+    };
     if status.is_server_error()
         || status == reqwest::StatusCode::TOO_MANY_REQUESTS
         || status == reqwest::StatusCode::REQUEST_TIMEOUT
