@@ -284,8 +284,18 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
     )));
     // Serve /healthz before the rules compile (which takes seconds), so a
     // liveness probe does not kill a starting instance.
+    // The console's window, filled by the outputs' consumer (Kafka only).
+    let window = (settings.console.enabled && settings.kafka.brokers.is_some()).then(|| {
+        Arc::new(outputs::console::AlertWindow::new(
+            settings.console.max_alerts,
+        ))
+    });
     if let Some(addr) = settings.http.address()? {
-        http::start(addr, metrics.clone(), health.clone()).await?;
+        let console = window
+            .clone()
+            .map(outputs::console::router)
+            .unwrap_or_default();
+        http::start_with(addr, metrics.clone(), health.clone(), console).await?;
     }
     let leader_placement =
         settings.correlation.placement == Placement::Leader && settings.kafka.brokers.is_some();
@@ -317,7 +327,9 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
     }
     let stop = stop_on_signal();
     let outputs = match &settings.kafka.brokers {
-        Some(brokers) => outputs::start(&settings, brokers, metrics.clone(), stop.clone()).await?,
+        Some(brokers) => {
+            outputs::start(&settings, brokers, metrics.clone(), stop.clone(), window).await?
+        }
         None => None,
     };
     match settings.kafka.brokers.clone() {

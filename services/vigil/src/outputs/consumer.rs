@@ -10,6 +10,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::console::AlertWindow;
 use super::enrich::{Enricher, Routed};
 use super::settings::{self, StartAt};
 use super::{Output, Outputs, OutputsError};
@@ -25,15 +26,17 @@ const BATCH_WAIT: Duration = Duration::from_millis(200);
 type Positions = BTreeMap<i32, i64>;
 
 /// Build the outputs of `settings` (refusing a configuration that cannot
-/// work, naming its key) and run them in a background task until `stop`.
-/// `None` when no output is configured.
+/// work, naming its key) and run them in a background task until `stop`,
+/// keeping `window` (the console's) filled. `None` when there is neither
+/// an output nor a window.
 pub async fn start(
     settings: &Settings,
     brokers: &str,
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
+    window: Option<Arc<AlertWindow>>,
 ) -> Result<Option<JoinHandle<Result<(), OutputsError>>>, OutputsError> {
-    if settings.outputs.is_empty() {
+    if settings.outputs.is_empty() && window.is_none() {
         return Ok(None);
     }
     let (outputs, consumer) = build(settings, brokers, metrics).await?;
@@ -45,7 +48,7 @@ pub async fn start(
     );
     let max_batch = settings.routing.max_batch;
     Ok(Some(tokio::spawn(async move {
-        run(outputs, consumer, max_batch, stop).await
+        run(outputs, consumer, max_batch, stop, window).await
     })))
 }
 
@@ -109,6 +112,7 @@ pub async fn run(
     consumer: Arc<StreamConsumer>,
     max_batch: usize,
     mut stop: watch::Receiver<bool>,
+    window: Option<Arc<AlertWindow>>,
 ) -> Result<(), OutputsError> {
     loop {
         let Some((batch, positions)) =
@@ -116,6 +120,11 @@ pub async fn run(
         else {
             return Ok(());
         };
+        // Shown before delivery: the console lists what was detected, also
+        // while an output is still retrying.
+        if let Some(window) = &window {
+            window.add(&batch);
+        }
         outputs.deliver(&batch, &stop).await?;
         commit(&consumer, positions).await;
     }

@@ -10,9 +10,11 @@
 //! output gave up on and wait for the broker's acknowledgement, and only
 //! then commit the batch's offsets. So every alert reaches each output
 //! that takes it, or the dead-letter topic, at least once; the alert id is
-//! the idempotency key.
+//! the idempotency key. The same consumer keeps the console's window of
+//! recent alerts ([`console`]).
 
 pub mod alertmanager;
+pub mod console;
 mod consumer;
 pub mod enrich;
 pub mod filter;
