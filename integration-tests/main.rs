@@ -6,6 +6,8 @@
 
 mod common;
 
+mod console;
+
 mod crash_consistency;
 mod embedded_demo;
 mod faults;
