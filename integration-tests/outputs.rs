@@ -458,6 +458,26 @@ async fn alerts_reach_alertmanager_by_team_a_signed_webhook_kafka_topics_and_dea
         refused.len() as f64
     );
     assert!(sample("vigil_output_sent_total", "by-team") >= jobs.len() as f64);
+
+    // Offsets: the outputs' own group commits past every alert it has
+    // delivered (or dead-lettered).
+    let group = format!("{}-outputs", topics.group);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (a, g, t) = (addr.clone(), group.clone(), topics.alerts.clone());
+        let committed = tokio::task::spawn_blocking(move || committed_offset(&a, &g, &t))
+            .await
+            .unwrap();
+        if committed.is_some_and(|c| c >= alerts.len() as i64) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group {group} committed {committed:?}, {} alerts read",
+            alerts.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let status = vigil.terminate();
     assert!(status.success(), "{status:?}");
 }
