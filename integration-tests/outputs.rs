@@ -404,15 +404,27 @@ async fn alerts_reach_alertmanager_by_team_a_signed_webhook_kafka_topics_and_dea
         .map(|a| a.alert_id.clone())
         .collect();
     assert!(!refused.is_empty());
-    let dead: Vec<DeadLetter> = read_all(
-        &addr,
-        &topics.dead_letter,
-        refused.len(),
-        Duration::from_secs(60),
-    )
+    // The topic also holds the sample's decode errors: read until the
+    // output errors are there.
+    let (a, t, want) = (addr.clone(), topics.dead_letter.clone(), refused.len());
+    let dead: Vec<DeadLetter> = tokio::task::spawn_blocking(move || {
+        read_topic_until(
+            &a,
+            &t,
+            Duration::from_secs(60),
+            Duration::from_millis(500),
+            |read| {
+                read.iter()
+                    .filter(|(_, r)| r.contains("\"output_error\""))
+                    .count()
+                    >= want
+            },
+        )
+    })
     .await
+    .unwrap()
     .iter()
-    .map(|r| serde_json::from_str(r).unwrap())
+    .map(|(_, r)| serde_json::from_str(r).unwrap())
     .filter(|d: &DeadLetter| d.kind == DeadLetterKind::OutputError)
     .collect();
     let dead_ids: BTreeSet<String> = dead.iter().filter_map(|d| d.alert_id.clone()).collect();
