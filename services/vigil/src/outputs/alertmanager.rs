@@ -14,6 +14,30 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::enrich::Routed;
+use super::retry::{self, with_retries, AttemptError, DeliveryError};
+use super::settings::RetrySettings;
+
+/// An Alertmanager output's endpoint.
+pub struct Alertmanager {
+    pub client: reqwest::Client,
+    /// `<url>/api/v2/alerts`.
+    pub alerts_url: reqwest::Url,
+    pub resolve_after: Duration,
+}
+
+impl Alertmanager {
+    /// Post `alerts` in one request, with retries.
+    pub async fn send(
+        &self,
+        alerts: &[&Routed],
+        retry: &RetrySettings,
+        on_retry: impl FnMut(&AttemptError),
+    ) -> Result<(), DeliveryError> {
+        let body = body(alerts, self.resolve_after);
+        let attempt = || retry::post(self.client.post(self.alerts_url.clone()), body.clone());
+        with_retries(retry, attempt, on_retry).await
+    }
+}
 
 /// One element of the `postableAlerts` body.
 #[derive(Debug, Serialize)]

@@ -2,6 +2,43 @@
 //! to the topic its template names, keyed by `alert_id` (a compacted topic
 //! keeps one record per alert; consumers deduplicate on the key).
 
+use super::enrich::Routed;
+use super::retry::{with_retries, AttemptError, DeliveryError};
+use super::settings::RetrySettings;
+use crate::kafka::{KafkaSink, OutRecord};
+
+/// A Kafka output: where its records go.
+pub struct KafkaRoute {
+    pub sink: KafkaSink,
+    pub topic: TopicTemplate,
+    /// The `{team}` of an alert no team owns.
+    pub unowned_team: String,
+}
+
+impl KafkaRoute {
+    /// `r` produced to its topic, with retries.
+    pub async fn send(
+        &self,
+        r: &Routed,
+        retry: &RetrySettings,
+        on_retry: impl FnMut(&AttemptError),
+    ) -> Result<(), DeliveryError> {
+        let team = r.enrichment.team.as_deref().unwrap_or(&self.unowned_team);
+        let record = OutRecord::new(
+            self.topic.render(r.alert.severity.as_str(), team),
+            r.alert.alert_id.clone(),
+            r.to_json(),
+        );
+        let attempt = || async {
+            self.sink
+                .deliver(std::slice::from_ref(&record), 1)
+                .await
+                .map_err(|e| AttemptError::retryable(e.to_string()))
+        };
+        with_retries(retry, attempt, on_retry).await
+    }
+}
+
 /// A topic name with `{severity}` and `{team}` placeholders.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicTemplate(Vec<Part>);

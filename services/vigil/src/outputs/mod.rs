@@ -34,11 +34,11 @@ use crate::metrics::Metrics;
 pub use consumer::{run, start};
 use enrich::Routed;
 use filter::Filter;
-use retry::{with_retries, AttemptError, DeliveryError};
+use retry::{AttemptError, DeliveryError};
 use settings::{Endpoint, OutputSettings, RetrySettings};
 
 /// Webhook requests (or Kafka records) in flight per output.
-const WEBHOOK_CONCURRENCY: usize = 8;
+const CONCURRENCY: usize = 8;
 
 /// What can stop the outputs.
 #[derive(Debug, thiserror::Error)]
@@ -72,22 +72,9 @@ pub struct Output {
 }
 
 enum Sender {
-    Alertmanager {
-        client: reqwest::Client,
-        url: reqwest::Url,
-        resolve_after: Duration,
-    },
-    Webhook {
-        client: reqwest::Client,
-        url: reqwest::Url,
-        secret: Vec<u8>,
-        header: reqwest::header::HeaderName,
-    },
-    Kafka {
-        sink: KafkaSink,
-        topic: kafka_route::TopicTemplate,
-        unowned_team: String,
-    },
+    Alertmanager(alertmanager::Alertmanager),
+    Webhook(webhook::Webhook),
+    Kafka(kafka_route::KafkaRoute),
 }
 
 /// An alert an output gave up on.
@@ -119,29 +106,29 @@ impl Output {
             Endpoint::Alertmanager {
                 alerts_url,
                 resolve_after,
-            } => Sender::Alertmanager {
+            } => Sender::Alertmanager(alertmanager::Alertmanager {
                 client: client()?,
-                url: alerts_url,
+                alerts_url,
                 resolve_after,
-            },
+            }),
             Endpoint::Webhook {
                 url,
                 secret,
                 signature_header,
-            } => Sender::Webhook {
+            } => Sender::Webhook(webhook::Webhook {
                 client: client()?,
                 url,
                 secret,
-                header: signature_header,
-            },
+                signature_header,
+            }),
             Endpoint::Kafka {
                 topic,
                 unowned_team,
-            } => Sender::Kafka {
+            } => Sender::Kafka(kafka_route::KafkaRoute {
                 sink: sink.clone(),
                 topic,
                 unowned_team,
-            },
+            }),
         };
         Ok(Output {
             name: settings.name.clone(),
@@ -162,30 +149,20 @@ impl Output {
             return Vec::new();
         }
         let failures: Vec<(&Routed, DeliveryError)> = match &self.sender {
-            Sender::Alertmanager {
-                client,
-                url,
-                resolve_after,
-            } => {
-                let body = alertmanager::body(&taken, *resolve_after);
-                let sent = with_retries(
-                    &self.retry,
-                    || retry::post(client.post(url.clone()), body.clone()),
-                    self.on_retry(metrics),
-                )
-                .await;
-                match sent {
+            // One request for the batch: Alertmanager takes a list.
+            Sender::Alertmanager(am) => {
+                match am.send(&taken, &self.retry, self.on_retry(metrics)).await {
                     Ok(()) => Vec::new(),
                     Err(e) => taken.iter().map(|r| (*r, e.clone())).collect(),
                 }
             }
-            Sender::Webhook { .. } | Sender::Kafka { .. } => {
+            Sender::Webhook(_) | Sender::Kafka(_) => {
                 let mut sends = Vec::with_capacity(taken.len());
                 for r in &taken {
                     sends.push(self.deliver_one(r, metrics));
                 }
                 futures::stream::iter(sends)
-                    .buffer_unordered(WEBHOOK_CONCURRENCY)
+                    .buffer_unordered(CONCURRENCY)
                     .filter_map(std::future::ready)
                     .collect()
                     .await
@@ -209,64 +186,19 @@ impl Output {
         }
     }
 
-    /// One alert to a webhook or Kafka output; `None` when delivered.
+    /// One alert, with retries; `None` when delivered.
     async fn deliver_one<'r>(
         &self,
         r: &'r Routed,
         metrics: &Metrics,
     ) -> Option<(&'r Routed, DeliveryError)> {
-        let sent = match self.sender {
-            Sender::Webhook { .. } => self.webhook_one(r, metrics).await,
-            _ => self.kafka_one(r, metrics).await,
+        let on_retry = self.on_retry(metrics);
+        let sent = match &self.sender {
+            Sender::Alertmanager(am) => am.send(&[r], &self.retry, on_retry).await,
+            Sender::Webhook(hook) => hook.send(r, &self.retry, on_retry).await,
+            Sender::Kafka(route) => route.send(r, &self.retry, on_retry).await,
         };
         sent.err().map(|e| (r, e))
-    }
-
-    /// One signed POST of `r`, with retries.
-    async fn webhook_one(&self, r: &Routed, metrics: &Metrics) -> Result<(), DeliveryError> {
-        let Sender::Webhook {
-            client,
-            url,
-            secret,
-            header,
-        } = &self.sender
-        else {
-            unreachable!("called for webhooks only")
-        };
-        let body = r.to_json().into_bytes();
-        let signature = webhook::signature(secret, &body);
-        let attempt = || {
-            let request = client
-                .post(url.clone())
-                .header(header.clone(), signature.as_str())
-                .header("Idempotency-Key", r.alert.alert_id.as_str());
-            retry::post(request, body.clone())
-        };
-        with_retries(&self.retry, attempt, self.on_retry(metrics)).await
-    }
-
-    /// `r` produced to its topic, with retries.
-    async fn kafka_one(&self, r: &Routed, metrics: &Metrics) -> Result<(), DeliveryError> {
-        let Sender::Kafka {
-            sink,
-            topic,
-            unowned_team,
-        } = &self.sender
-        else {
-            unreachable!("called for Kafka outputs only")
-        };
-        let team = r.enrichment.team.as_deref().unwrap_or(unowned_team);
-        let record = OutRecord::new(
-            topic.render(r.alert.severity.as_str(), team),
-            r.alert.alert_id.clone(),
-            r.to_json(),
-        );
-        let attempt = || async {
-            sink.deliver(std::slice::from_ref(&record), 1)
-                .await
-                .map_err(|e| AttemptError::retryable(e.to_string()))
-        };
-        with_retries(&self.retry, attempt, self.on_retry(metrics)).await
     }
 
     fn count(&self, taken: &[&Routed], failed: usize, metrics: &Metrics) {

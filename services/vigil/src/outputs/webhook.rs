@@ -8,6 +8,40 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use super::enrich::Routed;
+use super::retry::{self, with_retries, AttemptError, DeliveryError};
+use super::settings::RetrySettings;
+
+/// A webhook output's endpoint.
+pub struct Webhook {
+    pub client: reqwest::Client,
+    pub url: reqwest::Url,
+    pub secret: Vec<u8>,
+    pub signature_header: reqwest::header::HeaderName,
+}
+
+impl Webhook {
+    /// One signed POST of `r`, with retries.
+    pub async fn send(
+        &self,
+        r: &Routed,
+        retry: &RetrySettings,
+        on_retry: impl FnMut(&AttemptError),
+    ) -> Result<(), DeliveryError> {
+        let body = r.to_json().into_bytes();
+        let signature = signature(&self.secret, &body);
+        let attempt = || {
+            let request = self
+                .client
+                .post(self.url.clone())
+                .header(self.signature_header.clone(), signature.as_str())
+                .header("Idempotency-Key", r.alert.alert_id.as_str());
+            retry::post(request, body.clone())
+        };
+        with_retries(retry, attempt, on_retry).await
+    }
+}
+
 /// The signature header's value for `body`.
 pub fn signature(secret: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
