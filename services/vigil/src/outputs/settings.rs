@@ -398,3 +398,109 @@ fn webhook_endpoint(
         signature_header,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outputs(toml_text: &str) -> Vec<OutputSettings> {
+        #[derive(Deserialize)]
+        struct File {
+            outputs: Vec<OutputSettings>,
+        }
+        toml::from_str::<File>(toml_text).unwrap().outputs
+    }
+
+    fn refusal(toml_text: &str, env: &[(&str, &str)]) -> String {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        validate(&outputs(toml_text), &RoutingSettings::default(), |var| {
+            env.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone())
+        })
+        .unwrap_err()
+        .to_string()
+    }
+
+    #[test]
+    fn valid_outputs_resolve_their_endpoints() {
+        let list = outputs(
+            r#"
+[[outputs]]
+name = "am"
+alertmanager = { url = "https://am.example.com:9093/prefix/" }
+[[outputs]]
+name = "hook"
+webhook = { url = "https://hooks.example.com/x", secret_env = "KEY" }
+[[outputs]]
+name = "by-severity"
+kafka = { topic = "alerts-{severity}" }
+"#,
+        );
+        let endpoints = validate(&list, &RoutingSettings::default(), |_| Some("k".into())).unwrap();
+        match &endpoints[0] {
+            Endpoint::Alertmanager { alerts_url, .. } => assert_eq!(
+                alerts_url.as_str(),
+                "https://am.example.com:9093/prefix/api/v2/alerts"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&endpoints[1], Endpoint::Webhook { secret, .. } if secret == b"k"));
+        assert!(matches!(&endpoints[2], Endpoint::Kafka { .. }));
+    }
+
+    #[test]
+    fn what_cannot_work_is_refused_naming_the_key() {
+        for (text, env, expected) in [
+            (
+                "[[outputs]]\nname = \"a\"\nalertmanager = { url = \"http://am:9093/api/v2/alerts\" }",
+                vec![],
+                "outputs[0].alertmanager.url",
+            ),
+            (
+                "[[outputs]]\nname = \"a\"\nalertmanager = { url = \"ftp://am\" }",
+                vec![],
+                "outputs[0].alertmanager.url",
+            ),
+            (
+                "[[outputs]]\nname = \"h\"\nwebhook = { url = \"https://h/x\", secret_env = \"K\" }",
+                vec![("K", "")],
+                "outputs[0].webhook.secret: the environment variable \"K\" (secret_env) is unset or empty",
+            ),
+            (
+                "[[outputs]]\nname = \"k\"\nkafka = { topic = \"alerts\" }",
+                vec![],
+                "outputs[0].kafka.topic",
+            ),
+            (
+                "[[outputs]]\nname = \"x\"\n[[outputs]]\nname = \"x\"\nkafka = { topic = \"a-{team}\" }",
+                vec![],
+                "outputs[0]: set exactly one of",
+            ),
+            (
+                "[[outputs]]\nname = \"x\"\nkafka = { topic = \"a-{team}\" }\n[[outputs]]\nname = \"x\"\nkafka = { topic = \"b-{team}\" }",
+                vec![],
+                "outputs[1].name: \"x\" is used by two outputs",
+            ),
+            (
+                "[[outputs]]\nname = \"x\"\nretry = { max_attempts = 0 }\nkafka = { topic = \"a-{team}\" }",
+                vec![],
+                "outputs[0].retry.max_attempts",
+            ),
+        ] {
+            let e = refusal(text, &env);
+            assert!(e.contains(expected), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_webhook_secret_is_not_printed() {
+        let list = outputs(
+            "[[outputs]]\nname = \"h\"\nwebhook = { url = \"https://h/x\", secret = \"hunter2\" }",
+        );
+        let printed = format!("{list:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("<redacted>"));
+    }
+}
