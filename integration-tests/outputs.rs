@@ -262,6 +262,11 @@ webhook = {{ url = "http://{receiver}/gone", secret = "another-key" }}
 name = "by-team"
 filter = {{ rules = ["tetragon.network_tool_in_container"] }}
 kafka = {{ topic = "{team_topics}-{{team}}" }}
+
+[[outputs]]
+name = "by-severity"
+filter = {{ min_severity = "critical" }}
+kafka = {{ topic = "{team_topics}-sev-{{severity}}" }}
 "#,
         overlay = overlay.display(),
     )
@@ -279,7 +284,8 @@ async fn alerts_reach_alertmanager_by_team_a_signed_webhook_kafka_topics_and_dea
     topics.create(&addr).await;
     let team_topics = unique("outputs-team");
     let jobs_topic = format!("{team_topics}-jobs");
-    create_topics(&addr, &[(&jobs_topic, 1)]).await;
+    let critical_topic = format!("{team_topics}-sev-critical");
+    create_topics(&addr, &[(&jobs_topic, 1), (&critical_topic, 1)]).await;
     let dir = tempfile::tempdir().unwrap();
     let overlay = team_overlay(dir.path());
     // The overlays key belongs to [rules]: the extra TOML continues it.
@@ -454,6 +460,32 @@ async fn alerts_reach_alertmanager_by_team_a_signed_webhook_kafka_topics_and_dea
             })
             .collect();
     assert_eq!(copied, jobs);
+    // Kafka by severity: the critical alerts on the critical topic.
+    let critical: BTreeSet<String> = alerts
+        .iter()
+        .filter(|a| a.severity == vigil::rules::Severity::Critical)
+        .map(|a| a.alert_id.clone())
+        .collect();
+    assert!(!critical.is_empty());
+    let copied: BTreeSet<String> = read_all(
+        &addr,
+        &critical_topic,
+        critical.len(),
+        Duration::from_secs(60),
+    )
+    .await
+    .iter()
+    .map(|r| {
+        serde_json::from_str::<Value>(r).unwrap()["alert_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    })
+    .collect();
+    assert!(
+        critical.is_subset(&copied),
+        "{critical:?} not all in {copied:?}"
+    );
 
     // Metrics: sent, retried and failed per output.
     let (_, text) = http_get(vigil.http_addr(), "/metrics");
