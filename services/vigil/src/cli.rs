@@ -282,14 +282,14 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
     let health = Arc::new(Health::new(Duration::from_millis(
         settings.http.ready_max_poll_gap_ms,
     )));
-    // Serve /healthz before the rules compile (which takes seconds), so a
-    // liveness probe does not kill a starting instance.
     // The console's window, filled by the outputs' consumer (Kafka only).
     let window = (settings.console.enabled && settings.kafka.brokers.is_some()).then(|| {
         Arc::new(outputs::console::AlertWindow::new(
             settings.console.max_alerts,
         ))
     });
+    // Serve /healthz before the rules compile (which takes seconds), so a
+    // liveness probe does not kill a starting instance.
     if let Some(addr) = settings.http.address()? {
         let console = window
             .clone()
