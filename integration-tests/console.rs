@@ -224,9 +224,19 @@ async fn the_console_lists_filters_and_details_alerts_in_a_browser() {
     let topics = Topics::new("console");
     topics.create(&addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let extra =
-        "\n[routing]\nstart = \"earliest\"\n\n[console]\nenabled = true\nmax_alerts = 100000\n";
-    let config = topics.write_config_with(dir.path(), &addr, &repo().join("sql-rules"), extra);
+    // Teams from a site overlay, so the console shows them.
+    let overlay = dir.path().join("site");
+    std::fs::create_dir_all(overlay.join("lookups")).unwrap();
+    std::fs::write(
+        overlay.join("lookups/namespace_teams.csv"),
+        "namespace,team\ndefault,platform\nkube-system,platform\nproduction,payments\ntenant-jobs,jobs\n",
+    )
+    .unwrap();
+    let extra = format!(
+        "overlays = [\"{}\"]\n\n[routing]\nstart = \"earliest\"\ncluster = \"test-cluster\"\nteam_lookup = \"namespace_teams\"\n\n[console]\nenabled = true\nmax_alerts = 100000\n",
+        overlay.display()
+    );
+    let config = topics.write_config_with(dir.path(), &addr, &repo().join("sql-rules"), &extra);
     let vigil = Vigil::start(&config, dir.path().join("vigil.log"));
     produce(
         &addr,
