@@ -6,6 +6,8 @@
 
 mod common;
 
+mod console;
+
 mod crash_consistency;
 mod embedded_demo;
 mod faults;
@@ -14,6 +16,7 @@ mod gen_kafka;
 mod hot_reload;
 mod kafka_pipeline;
 mod operations;
+mod outputs;
 mod repartition;
 mod scale_out;
 

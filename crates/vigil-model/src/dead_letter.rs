@@ -23,9 +23,17 @@ pub struct DeadLetter {
     pub kind: DeadLetterKind,
     pub reason: String,
     pub source: SourceKind,
-    /// The rule that failed (`rule_error` only).
+    /// The rule that failed (`rule_error`), or whose alert could not be
+    /// delivered (`output_error`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub rule_id: Option<String>,
+    /// The output (its configured `name`) that could not deliver the
+    /// alert (`output_error` only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub output: Option<String>,
+    /// The undelivered alert's id (`output_error` only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub alert_id: Option<String>,
     /// Where the input came from: one origin for a decode error, every
     /// message of the batch for a rule error.
     pub origins: Vec<Origin>,
@@ -46,6 +54,9 @@ pub enum DeadLetterKind {
     /// An event behind the watermark: evaluated by per-event rules, but not
     /// retained for correlation (sent to the late-events topic).
     LateEvent,
+    /// An alert an output could not deliver after its retries; the payload
+    /// is the alert's JSON, so it can be sent again.
+    OutputError,
 }
 
 impl DeadLetter {
@@ -82,6 +93,8 @@ impl DeadLetter {
             reason,
             source,
             rule_id: None,
+            output: None,
+            alert_id: None,
             origins: vec![origin],
             failed_at: format_time_ns(now_ns),
             payload,
@@ -102,6 +115,8 @@ impl DeadLetter {
             reason,
             source,
             rule_id: Some(rule_id),
+            output: None,
+            alert_id: None,
             origins,
             failed_at: format_time_ns(now_ns),
             payload: None,
@@ -134,8 +149,39 @@ impl DeadLetter {
         d
     }
 
+    /// An alert that `output` could not deliver, for `reason`: its origins
+    /// are the alert's events' and its payload the alert's JSON (`alert_json`,
+    /// as read from the alerts topic).
+    pub fn output_error(
+        alert: &crate::alert::Alert,
+        alert_json: &str,
+        output: &str,
+        reason: String,
+        now_ns: i64,
+    ) -> Self {
+        let mut d = Self::decode_error(
+            alert.source,
+            crate::source::Origin::File {
+                path: String::new(),
+                line: 0,
+            },
+            alert_json.as_bytes(),
+            reason,
+            now_ns,
+        );
+        d.kind = DeadLetterKind::OutputError;
+        d.origins = alert.events.iter().map(|e| e.origin.clone()).collect();
+        d.rule_id = Some(alert.rule_id.clone());
+        d.output = Some(output.to_string());
+        d.alert_id = Some(alert.alert_id.clone());
+        d
+    }
+
     /// Kafka key: the first origin, so redeliveries of one bad message share a key.
     pub fn key(&self) -> String {
+        if let (Some(output), Some(alert_id)) = (&self.output, &self.alert_id) {
+            return format!("{output}@{alert_id}");
+        }
         match (&self.rule_id, self.origins.first()) {
             (Some(rule), Some(o)) => format!("{rule}@{o}"),
             (None, Some(o)) => o.to_string(),

@@ -141,6 +141,11 @@ pub struct RuleMeta {
     pub tags: Vec<String>,
     pub author: String,
     pub references: Vec<String>,
+    /// What a responder does about the alert: a URL or a short text
+    /// (`-- runbook:`); carried to the outputs (Alertmanager's `runbook`
+    /// annotation, the console), not into the alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook: Option<String>,
     /// The public rules this one was based on, as `corpus:name`
     /// (`panther:Kubernetes.Pod.Exec`, `falco:Attach/Exec Pod`, `sigma:...`).
     pub based_on: Vec<String>,
@@ -236,9 +241,10 @@ const REQUIRED: [&str; 8] = [
     "author",
     "based_on",
 ];
-const OPTIONAL: [&str; 10] = [
+const OPTIONAL: [&str; 11] = [
     "tags",
     "references",
+    "runbook",
     "mode",
     "window",
     "suppress",
@@ -500,6 +506,7 @@ pub fn parse_header(text: &str) -> Result<(RuleMeta, usize), Vec<HeaderError>> {
         tags: list("tags"),
         author: get("author"),
         references: list("references"),
+        runbook: Some(get("runbook")).filter(|r| !r.is_empty()),
         based_on,
         window,
         suppress,
@@ -595,6 +602,21 @@ mod tests {
     use super::*;
 
     const GOOD: &str = "-- id: k8s.pod_exec\n-- title: Exec into pod\n-- severity: high\n-- description: A shell\n--    in a pod.\n-- mitre: T1609, T1552.007\n-- source: k8s_audit\n-- tags: a, b\n-- author: Vigil\n-- based_on: panther:Kubernetes.Pod.Exec, falco:Attach/Exec Pod\n\nSELECT 1 FROM k8s_audit\n";
+
+    #[test]
+    fn the_runbook_header_is_optional_and_kept() {
+        let base = "-- id: t.r\n-- title: t\n-- severity: high\n-- description: d\n-- mitre: T1609\n-- source: k8s_audit\n-- author: a\n-- based_on: vigil:t\n";
+        let (meta, _) = parse_header(&format!("{base}SELECT 1")).unwrap();
+        assert_eq!(meta.runbook, None);
+        let (meta, _) = parse_header(&format!(
+            "{base}-- runbook: https://runbooks.example.com/pod-exec\nSELECT 1"
+        ))
+        .unwrap();
+        assert_eq!(
+            meta.runbook.as_deref(),
+            Some("https://runbooks.example.com/pod-exec")
+        );
+    }
 
     #[test]
     fn parses_a_complete_header() {

@@ -44,7 +44,7 @@ fn generated_source(name: &str) -> Result<SourceKind, GeneratedSourceError> {
     }
 }
 use crate::telemetry::{self, LogSettings};
-use crate::{embedded, http, leader, pipeline, reload, replay};
+use crate::{embedded, http, leader, outputs, pipeline, reload, replay};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -306,10 +306,20 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
     let health = Arc::new(Health::new(Duration::from_millis(
         settings.http.ready_max_poll_gap_ms,
     )));
+    // The console's window, filled by the outputs' consumer (Kafka only).
+    let window = (settings.console.enabled && settings.kafka.brokers.is_some()).then(|| {
+        Arc::new(outputs::console::AlertWindow::new(
+            settings.console.max_alerts,
+        ))
+    });
     // Serve /healthz before the rules compile (which takes seconds), so a
     // liveness probe does not kill a starting instance.
     if let Some(addr) = settings.http.address()? {
-        http::start(addr, metrics.clone(), health.clone()).await?;
+        let console = window
+            .clone()
+            .map(outputs::console::router)
+            .unwrap_or_default();
+        http::start_with(addr, metrics.clone(), health.clone(), console).await?;
     }
     let leader_placement =
         settings.correlation.placement == Placement::Leader && settings.kafka.brokers.is_some();
@@ -346,6 +356,12 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
         detector = detector.with_reloads(reload::spawn(source, metrics.clone())?);
     }
     let stop = stop_on_signal();
+    let outputs = match &settings.kafka.brokers {
+        Some(brokers) => {
+            outputs::start(&settings, brokers, metrics.clone(), stop.clone(), window).await?
+        }
+        None => None,
+    };
     match settings.kafka.brokers.clone() {
         Some(brokers) if leader_placement => {
             let options = pipeline::RunOptions {
@@ -441,6 +457,9 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
                 eprintln!("dead letter: {dl}");
             }
         }
+    }
+    if let Some(task) = outputs {
+        task.await.context("the outputs task")??;
     }
     Ok(ExitCode::SUCCESS)
 }

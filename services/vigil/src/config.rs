@@ -20,6 +20,8 @@ use crate::decode::envelope::{AuditFormat, UnknownAuditFormat};
 use crate::decode::DecodeLimits;
 use crate::http::HttpSettings;
 pub use crate::kafka::{is_secret_property, DeliveryMode, KafkaSettings, PROTECTED_PROPERTIES};
+use crate::outputs::console::ConsoleSettings;
+use crate::outputs::settings::{OutputSettings, RoutingSettings};
 use crate::source::SourceKind;
 use crate::telemetry::{LogSettings, TracingSettings};
 use std::collections::BTreeMap;
@@ -49,6 +51,16 @@ pub struct Settings {
     /// OpenTelemetry trace export.
     #[serde(default)]
     pub tracing: TracingSettings,
+    /// The outputs' consumer and enrichment (see `crate::outputs`).
+    #[serde(default)]
+    pub routing: RoutingSettings,
+    /// Where alerts are delivered besides the alerts topic (`[[outputs]]`,
+    /// see `crate::outputs`).
+    #[serde(default)]
+    pub outputs: Vec<OutputSettings>,
+    /// The alert console at `/console` (see `crate::outputs::console`).
+    #[serde(default)]
+    pub console: ConsoleSettings,
 }
 
 /// Topic names. A source's topic is keyed by its table name
@@ -523,6 +535,15 @@ impl Settings {
         if self.http.ready_max_poll_gap_ms == 0 {
             bail!("invalid configuration: http.ready_max_poll_gap_ms must be at least 1");
         }
+        if !(1..=10_000_000).contains(&self.console.max_alerts) {
+            bail!(
+                "invalid configuration: console.max_alerts must be between 1 and 10000000, got {}",
+                self.console.max_alerts
+            );
+        }
+        crate::outputs::settings::validate(&self.outputs, &self.routing, |var| {
+            std::env::var(var).ok()
+        })?;
         Ok(())
     }
 }

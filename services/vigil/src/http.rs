@@ -1,5 +1,7 @@
 //! The operations HTTP server: `/metrics` (Prometheus text), `/healthz`
-//! (liveness) and `/readyz` (readiness, see [`crate::health`]).
+//! (liveness) and `/readyz` (readiness, see [`crate::health`]); with
+//! `console.enabled`, the read-only alert console at `/console`
+//! ([`crate::outputs::console`]).
 //!
 //! It serves only these read-only endpoints, binds the address of
 //! `http.listen` (`""` disables it) and runs beside the pipeline on the same
@@ -109,13 +111,23 @@ pub async fn start(
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 ) -> Result<SocketAddr> {
+    start_with(addr, metrics, health, Router::new()).await
+}
+
+/// [`start`], also serving the routes of `extra` (the alert console).
+pub async fn start_with(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    extra: Router,
+) -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
         format!("binding the HTTP server (metrics, health) to {addr} (http.listen)")
     })?;
     let bound = listener
         .local_addr()
         .context("reading the HTTP server's address")?;
-    let app = router(metrics, health);
+    let app = router(metrics, health).merge(extra);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "the HTTP server (metrics, health) stopped");

@@ -22,6 +22,9 @@
 //! Operations: [`metrics`] (Prometheus registry), [`health`] (readiness),
 //! [`http`] (the `/metrics`, `/healthz`, `/readyz` server) and
 //! [`telemetry`] (logs, OpenTelemetry traces).
+//!
+//! [`outputs`] delivers the alerts topic to Alertmanager, webhooks and
+//! Kafka topics by severity or team, with its own consumer group.
 
 pub mod cli;
 pub mod config;
@@ -32,6 +35,7 @@ pub mod http;
 pub use vigil_kafka as kafka;
 pub mod leader;
 pub mod metrics;
+pub mod outputs;
 pub mod pipeline;
 pub mod reload;
 pub mod repartition;

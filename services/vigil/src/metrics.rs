@@ -72,6 +72,12 @@ pub struct PartitionLabels {
     pub partition: String,
 }
 
+/// `output` label: an output's configured name (`[[outputs]]`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutputLabel {
+    pub output: String,
+}
+
 /// `version` label: the Vigil version.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabel {
@@ -109,6 +115,12 @@ impl BySource {
     /// The total over sources, like the `AtomicU64` this replaced.
     pub fn load(&self, _ordering: Ordering) -> u64 {
         self.total()
+    }
+}
+
+fn output_label(output: &str) -> OutputLabel {
+    OutputLabel {
+        output: output.to_string(),
     }
 }
 
@@ -251,6 +263,11 @@ pub struct Metrics {
     rule_reloads: Family<ResultLabel, Counter>,
     rules_loaded: Gauge,
     delivery_paused: Gauge,
+    output_sent: Family<OutputLabel, Counter>,
+    output_retries: Family<OutputLabel, Counter>,
+    output_failed: Family<OutputLabel, Counter>,
+    output_lag: Family<OutputLabel, Gauge<f64, AtomicU64>>,
+    output_unreadable: Counter,
     assigned_partitions: Gauge,
     build_info: Family<VersionLabel, Gauge>,
     /// Per-rule alert counts for the run summary (not exported: the
@@ -332,6 +349,11 @@ impl Metrics {
             rule_reloads: Family::default(),
             rules_loaded: Gauge::default(),
             delivery_paused: Gauge::default(),
+            output_sent: Family::default(),
+            output_retries: Family::default(),
+            output_failed: Family::default(),
+            output_lag: Family::default(),
+            output_unreadable: Counter::default(),
             assigned_partitions: Gauge::default(),
             build_info: Family::default(),
             alerts_by_rule: Mutex::new(BTreeMap::new()),
@@ -446,6 +468,32 @@ impl Metrics {
             "delivery_paused",
             "1 while output is not being acknowledged and consumption is paused (back-pressure)",
             self.delivery_paused.clone(),
+        );
+        r.register(
+            "output_sent",
+            "Alerts an output delivered (acknowledged by its endpoint), per output",
+            self.output_sent.clone(),
+        );
+        r.register(
+            "output_retries",
+            "Delivery attempts of an output that failed and were retried, per output",
+            self.output_retries.clone(),
+        );
+        r.register(
+            "output_failed",
+            "Alerts an output could not deliver after its retries (sent to the dead-letter topic), per output",
+            self.output_failed.clone(),
+        );
+        r.register_with_unit(
+            "output_lag",
+            "Per output, the time from the detection of the last alert it delivered to its delivery",
+            Unit::Seconds,
+            self.output_lag.clone(),
+        );
+        r.register(
+            "output_unreadable_records",
+            "Records of the alerts topic the outputs' consumer could not read as alerts (skipped)",
+            self.output_unreadable.clone(),
         );
         r.register("consumer_fetch_lag", "Messages in the partition not yet fetched and handed to Vigil (end - fetch position), from librdkafka statistics; 0 while Vigil holds read messages it cannot deliver", self.consumer_fetch_lag.clone());
         r.register("consumer_committed_lag", "Messages in the partition after the group's committed offset (end - committed), as Kafka tooling measures consumer-group lag; includes events retained for open correlation windows", self.consumer_committed_lag.clone());
@@ -590,12 +638,54 @@ impl Metrics {
         m.record_cut("alert");
         m.set_consumer_lag([offsets("t", 0, 0, 0)]);
         m.rule_reload_ok();
+        m.output_delivered("o", 0, 0.0);
+        m.output_retried("o");
+        m.output_failed("o");
         m.encode()
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .filter_map(|l| l.split_once(' '))
             .map(|(name, kind)| (name.to_string(), kind.to_string()))
             .collect()
+    }
+
+    /// `n` alerts delivered by `output`, the newest detected `lag_s`
+    /// seconds before its delivery.
+    pub fn output_delivered(&self, output: &str, n: u64, lag_s: f64) {
+        let label = output_label(output);
+        self.output_sent.get_or_create(&label).inc_by(n);
+        self.output_lag.get_or_create(&label).set(lag_s);
+    }
+
+    /// A failed delivery attempt of `output` that is retried.
+    pub fn output_retried(&self, output: &str) {
+        self.output_retries
+            .get_or_create(&output_label(output))
+            .inc();
+    }
+
+    /// An alert `output` gave up on (dead-lettered).
+    pub fn output_failed(&self, output: &str) {
+        self.output_failed
+            .get_or_create(&output_label(output))
+            .inc();
+    }
+
+    /// A record of the alerts topic that is not an alert.
+    pub fn output_unreadable(&self) {
+        self.output_unreadable.inc();
+    }
+
+    /// What `output` has delivered, retried and given up (for tests and
+    /// summaries).
+    pub fn output_counts(&self, output: &str) -> (u64, u64, u64) {
+        let label = output_label(output);
+        let get = |f: &Family<OutputLabel, Counter>| f.get(&label).map_or(0, |c| c.get());
+        (
+            get(&self.output_sent),
+            get(&self.output_retries),
+            get(&self.output_failed),
+        )
     }
 
     // --- compatible helpers of the earlier counter struct -------------------
@@ -658,6 +748,7 @@ impl Metrics {
             DeadLetterKind::DecodeError => "decode_error",
             DeadLetterKind::RuleError => "rule_error",
             DeadLetterKind::LateEvent => "late_event",
+            DeadLetterKind::OutputError => "output_error",
         };
         self.dead_letters_by_kind
             .get_or_create(&KindLabel {

@@ -755,3 +755,96 @@ fn alerting_rules_pass_promtool_check_and_unit_tests() {
     run_promtool(&promtool, &["check", "config", "deploy/prometheus.yml"]);
     run_promtool(&promtool, &["test", "rules", ALERT_TESTS]);
 }
+
+/// The host path of `container_path` in `service`'s volumes.
+fn host_path_of(service: &Value, container_path: &str) -> PathBuf {
+    strings(&service["volumes"])
+        .iter()
+        .find_map(|v| {
+            let mut parts = v.split(':');
+            let (host, mount) = (parts.next()?, parts.next()?);
+            let rest = container_path.strip_prefix(mount)?.trim_start_matches('/');
+            let host = repo().join(host);
+            Some(if rest.is_empty() {
+                host
+            } else {
+                host.join(rest)
+            })
+        })
+        .unwrap_or_else(|| panic!("{container_path} is not mounted in {service:?}"))
+}
+
+/// Compose's Vigil reads a configuration file whose Alertmanager output
+/// points at the alertmanager service, whose team table is in the mounted
+/// overlay, and Alertmanager's own configuration is valid (amtool, from
+/// Debian's prometheus-alertmanager, when it is installed).
+#[test]
+fn compose_alert_outputs_reach_the_alertmanager_service() {
+    let compose = compose();
+    let vigil = service(&compose, "vigil");
+    let args = strings(&vigil["command"]);
+    let config = args
+        .iter()
+        .skip_while(|a| *a != "--config")
+        .nth(1)
+        .expect("vigil run --config FILE");
+    let file = host_path_of(vigil, config);
+    let settings =
+        Settings::load_from(Some(&file), env_of(vigil)).unwrap_or_else(|e| panic!("{e:#}"));
+    let am = settings
+        .outputs
+        .iter()
+        .find_map(|o| o.alertmanager.as_ref())
+        .expect("an Alertmanager output");
+    let url = reqwest::Url::parse(&am.url).unwrap();
+    let alertmanager = service(&compose, "alertmanager");
+    assert_eq!(url.host_str(), Some("alertmanager"));
+    assert!(
+        strings(&alertmanager["ports"]).contains(&format!("{0}:{0}", url.port().unwrap())),
+        "Alertmanager listens on {}",
+        url.port().unwrap()
+    );
+    assert!(strings(&vigil["depends_on"].as_mapping().map_or_else(
+        || vigil["depends_on"].clone(),
+        |m| Value::Sequence(m.keys().cloned().collect())
+    ))
+    .contains(&"alertmanager".to_string()));
+    // The team table is in an overlay mounted into the container.
+    let overlay = host_path_of(vigil, settings.rules.overlays[0].to_str().unwrap());
+    let table = overlay.join(format!("lookups/{}.csv", settings.routing.team_lookup));
+    let header = read(table.strip_prefix(repo()).unwrap().to_str().unwrap());
+    assert!(
+        header
+            .lines()
+            .next()
+            .unwrap()
+            .split(',')
+            .any(|c| c == "team"),
+        "{}",
+        table.display()
+    );
+    let am_config = host_path_of(alertmanager, "/etc/alertmanager/alertmanager.yml");
+    assert!(yaml("deploy/alertmanager.yml")["route"]["group_by"]
+        .as_sequence()
+        .unwrap()
+        .contains(&Value::String("team".into())));
+    let amtool = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("amtool"))
+            .find(|p| p.is_file())
+    });
+    if let Some(amtool) = amtool {
+        let out = std::process::Command::new(amtool)
+            .arg("check-config")
+            .arg(&am_config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "amtool check-config {}: {}{}",
+            am_config.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -447,7 +447,9 @@ fn output_records(
     detections.dead_letters.retain(|dl| {
         let topic = match dl.kind {
             DeadLetterKind::LateEvent => &settings.topics.late_events,
-            DeadLetterKind::DecodeError | DeadLetterKind::RuleError => &settings.topics.dead_letter,
+            DeadLetterKind::DecodeError
+            | DeadLetterKind::RuleError
+            | DeadLetterKind::OutputError => &settings.topics.dead_letter,
         };
         let key = dl.key();
         match dl.to_json_within(limit.saturating_sub(key.len())) {
