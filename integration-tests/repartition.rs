@@ -127,7 +127,7 @@ async fn await_alerts(
 /// several records (seen here: a fetch from offset 7 of a 12-record batch
 /// returns none of 7..11), and the second stage resumes inside a batch
 /// whenever an open window holds its committed offset back
-/// (docs/reliability.md#tansu).
+/// (docs/reliability.md#tansu-fetching-from-inside-a-batch).
 fn env(repartition: &str) -> Vec<(&'static str, String)> {
     vec![
         (FAST_REJOIN[0].0, "10000".to_string()),

@@ -73,13 +73,13 @@ impl Decoder {
             BTreeMap::new();
         for record in records {
             match read_record(record) {
-                Ok(Read::Mark(record, upstream, t)) => marks.push((record, upstream, t)),
-                Ok(Read::Row(message, forwarded)) => {
+                Read::Mark(record, upstream, t) => marks.push((record, upstream, t)),
+                Read::Row(message, forwarded) => {
                     let group = by_source.entry(message.source).or_default();
                     group.0.push(message);
                     group.1.push(forwarded);
                 }
-                Err((record, reason)) if !record.state_only => {
+                Read::Unreadable(record, reason) if !record.state_only => {
                     out.dead_letters.push(DeadLetter::decode_error(
                         record.source,
                         record.origin,
@@ -88,7 +88,7 @@ impl Decoder {
                         now,
                     ))
                 }
-                Err(_) => {}
+                Read::Unreadable(..) => {}
             }
         }
         let mut parts = Vec::with_capacity(by_source.len());
@@ -160,27 +160,25 @@ enum Read {
     Row(RawMessage, Forwarded),
     /// (repartition partition of the record, upstream partition, event time)
     Mark(String, String, i64),
+    /// A record that cannot be read, and why.
+    Unreadable(RawMessage, String),
 }
 
-/// A repartition record's event (as the message it came in) or mark; the
-/// record and the reason when it cannot be read.
-fn read_record(record: RawMessage) -> Result<Read, (RawMessage, String)> {
+/// A repartition record's event (as the message it came in) or mark, or
+/// why it cannot be read.
+fn read_record(record: RawMessage) -> Read {
     let (header, body) = match Forward::decode(&record.payload) {
         Ok(decoded) => decoded,
         Err(e) => {
             let reason = e.to_string();
-            return Err((record, reason));
+            return Read::Unreadable(record, reason);
         }
     };
     match header {
         Forward::Mark {
             partition,
             event_time_ns,
-        } => Ok(Read::Mark(
-            upstream_partition(&record.origin),
-            partition,
-            event_time_ns,
-        )),
+        } => Read::Mark(upstream_partition(&record.origin), partition, event_time_ns),
         Forward::Row {
             rule,
             source,
@@ -190,7 +188,9 @@ fn read_record(record: RawMessage) -> Result<Read, (RawMessage, String)> {
         } => {
             let source = match source.parse::<SourceKind>() {
                 Ok(source) => source,
-                Err(e) => return Err((record, format!("a repartition record's source: {e}"))),
+                Err(e) => {
+                    return Read::Unreadable(record, format!("a repartition record's source: {e}"))
+                }
             };
             let message = RawMessage {
                 source,
@@ -199,7 +199,7 @@ fn read_record(record: RawMessage) -> Result<Read, (RawMessage, String)> {
                 timestamp_ms,
                 state_only: record.state_only,
             };
-            Ok(Read::Row(message, Forwarded { rule, from, item }))
+            Read::Row(message, Forwarded { rule, from, item })
         }
     }
 }

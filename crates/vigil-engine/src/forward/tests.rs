@@ -122,7 +122,7 @@ async fn two_stages(redeliver: bool) -> (Vec<(String, String)>, [usize; REPARTIT
         .collect();
     let mut second = Vec::new();
     for _ in 0..REPARTITIONS {
-        second.push(detector(pack().await.into_lanes().await.unwrap()));
+        second.push(detector(pack().await.into_lanes().await.unwrap()).reading_forwarded());
     }
     let mut offsets = [0i64; REPARTITIONS];
     let mut rows = [0usize; REPARTITIONS];
@@ -230,7 +230,7 @@ async fn a_lane_holds_the_repartition_offsets_of_an_open_sequence() {
         .into_lanes()
         .await
         .unwrap();
-    let mut second = detector(engine);
+    let mut second = detector(engine).reading_forwarded();
     let mut offset = 0;
     let forward = |m: &[u8], from: i64, offset: &mut i64| {
         let header = Forward::Row {
@@ -290,5 +290,32 @@ async fn a_lane_holds_the_repartition_offsets_of_an_open_sequence() {
             .get(&("vigil-correlate".to_string(), 0)),
         Some(&0),
         "the exec is held while its sequence can still complete"
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_repartition_record_is_a_dead_letter_with_the_reason() {
+    let second = detector(pack().await.into_lanes().await.unwrap()).reading_forwarded();
+    let mut offset = 0;
+    let records = vec![
+        record(0, &mut offset, b"not a header".to_vec()),
+        record(
+            0,
+            &mut offset,
+            b"{\"kind\":\"row\",\"rule\":\"x\"}\n{}".to_vec(),
+        ),
+    ];
+    let input = second.decoder().decode(records);
+    let reasons: Vec<String> = input
+        .out
+        .dead_letters
+        .iter()
+        .map(|d| d.reason.clone())
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].contains("no header line"), "{reasons:?}");
+    assert!(
+        reasons[1].contains("header of a repartition record is invalid"),
+        "{reasons:?}"
     );
 }
