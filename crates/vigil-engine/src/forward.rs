@@ -17,6 +17,7 @@ use datafusion::arrow::array::{AsArray, BooleanArray};
 use datafusion::arrow::datatypes::TimestampNanosecondType;
 use vigil_model::forward::Forward;
 
+use crate::correlate::partition_of;
 use crate::dead_letter::DeadLetter;
 use crate::decode::{decode, DecodedBatch};
 use crate::detect::{
@@ -49,16 +50,6 @@ pub(crate) struct Forwarded {
     rule: String,
     from: Origin,
     item: u32,
-}
-
-/// The `"topic/partition"` (or file path) whose event time a mark reports.
-fn upstream_partition(origin: &Origin) -> String {
-    match origin {
-        Origin::Kafka {
-            topic, partition, ..
-        } => format!("{topic}/{partition}"),
-        Origin::File { path, .. } => path.clone(),
-    }
 }
 
 impl Decoder {
@@ -178,7 +169,7 @@ fn read_record(record: RawMessage) -> Read {
         Forward::Mark {
             partition,
             event_time_ns,
-        } => Read::Mark(upstream_partition(&record.origin), partition, event_time_ns),
+        } => Read::Mark(partition_of(&record.origin), partition, event_time_ns),
         Forward::Row {
             rule,
             source,
@@ -295,10 +286,7 @@ impl Detector {
             lane_of_message.push(lane.filter(|&l| lanes.admit(l, &m.origin, &f.from)));
         }
         let upstream: Vec<Origin> = forwards.iter().map(|f| f.from.clone()).collect();
-        let partitions: Vec<String> = messages
-            .iter()
-            .map(|m| upstream_partition(&m.origin))
-            .collect();
+        let partitions: Vec<String> = messages.iter().map(|m| partition_of(&m.origin)).collect();
         let mut lanes_here: Vec<(usize, &str)> = lane_of_message
             .iter()
             .zip(&partitions)
@@ -367,7 +355,7 @@ fn note_marks(marks: &mut BTreeMap<String, i64>, messages: &[RawMessage], decode
         .column(0)
         .as_primitive::<TimestampNanosecondType>();
     for (row, event) in decoded.events.iter().enumerate() {
-        let partition = upstream_partition(&messages[event.message as usize].origin);
+        let partition = partition_of(&messages[event.message as usize].origin);
         let t = times.value(row);
         marks
             .entry(partition)

@@ -558,8 +558,9 @@ pub(crate) fn note_offset(offsets: &mut Offsets, topic: &str, partition: i32, of
     }
 }
 
-/// Partition key of an origin for watermark tracking.
-fn partition_of(origin: &Origin) -> String {
+/// Partition key of an origin for watermark tracking (`"topic/partition"`,
+/// or a file's path); repartition marks name partitions the same way.
+pub(crate) fn partition_of(origin: &Origin) -> String {
     match origin {
         Origin::Kafka {
             topic, partition, ..
