@@ -331,9 +331,16 @@ async fn a_restart_rebuilds_open_windows_from_the_repartition_topic_not_the_sour
         logs(dir.path(), &["a", "b"])
     })
     .await;
-    // The restarted instance read only the new source messages.
+    // The restarted instance read only the new source messages, and
+    // forwarded the ones its rules use.
+    let metrics = http_get(b.http_addr(), "/metrics").1;
+    let forwarded = metric(
+        &metrics,
+        "vigil_repartition_forwarded_total{rule=\"test.exec_then_secret\"}",
+    );
+    assert!(forwarded.is_some_and(|n| n >= 1.0), "{metrics}");
     let consumed = metric(
-        &http_get(b.http_addr(), "/metrics").1,
+        &metrics,
         "vigil_messages_consumed_total{source=\"k8s_audit\"}",
     );
     assert_eq!(

@@ -29,6 +29,9 @@ use crate::source::{Origin, RawMessage, SourceKind};
 #[derive(Debug, Clone)]
 pub struct RoutedEvent {
     pub rule: Arc<str>,
+    /// The event's source and where it was consumed.
+    pub source: SourceKind,
+    pub origin: Origin,
     /// The rule's correlation key of the event: its repartition partition
     /// is [`vigil_model::forward::partition_of_key`] of it.
     pub key: Vec<u8>,
@@ -249,6 +252,8 @@ impl Detector {
             let record = header.encode(&m.payload);
             out.routed.push(RoutedEvent {
                 rule: row.rule,
+                source: decoded.source,
+                origin: m.origin.clone(),
                 key: row.key,
                 record: String::from_utf8(record)
                     .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
@@ -278,13 +283,17 @@ impl Detector {
         };
         let mut lane_of_message = Vec::with_capacity(messages.len());
         let mut unknown = Vec::new();
+        let mut redelivered = 0;
         for (m, f) in messages.iter().zip(forwards) {
             let lane = lanes.lane_of(&f.rule);
             if lane.is_none() && !state_only {
                 unknown.push((f.rule.clone(), f.from.clone()));
             }
-            lane_of_message.push(lane.filter(|&l| lanes.admit(l, &m.origin, &f.from)));
+            let admitted = lane.filter(|&l| lanes.admit(l, &m.origin, &f.from));
+            redelivered += u64::from(lane.is_some() && admitted.is_none());
+            lane_of_message.push(admitted);
         }
+        self.metrics.repartition_redelivered(redelivered);
         let upstream: Vec<Origin> = forwards.iter().map(|f| f.from.clone()).collect();
         let partitions: Vec<String> = messages.iter().map(|m| partition_of(&m.origin)).collect();
         let mut lanes_here: Vec<(usize, &str)> = lane_of_message

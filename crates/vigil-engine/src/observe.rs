@@ -49,6 +49,9 @@ pub trait DetectionMetrics: Send + Sync {
     /// First-seen state after a batch: combinations held by all rules, and
     /// those forgotten before their history ended (a running total).
     fn first_seen_state(&self, _entries: usize, _forgotten_early: u64) {}
+    /// Forwarded events the second stage of `placement = "repartition"`
+    /// dropped as already taken (re-deliveries).
+    fn repartition_redelivered(&self, _n: u64) {}
 }
 
 /// Reports nothing.

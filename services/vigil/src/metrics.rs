@@ -260,6 +260,9 @@ pub struct Metrics {
     correlation_suppressed: Counter,
     first_seen_entries: Gauge,
     first_seen_forgotten_early: Counter,
+    repartition_forwarded: Family<RuleLabel, Counter>,
+    repartition_marks: Counter,
+    repartition_redelivered: Counter,
     rule_reloads: Family<ResultLabel, Counter>,
     rules_loaded: Gauge,
     delivery_paused: Gauge,
@@ -343,6 +346,9 @@ impl Metrics {
             correlation_suppressed: Counter::default(),
             first_seen_entries: Gauge::default(),
             first_seen_forgotten_early: Counter::default(),
+            repartition_forwarded: Family::default(),
+            repartition_marks: Counter::default(),
+            repartition_redelivered: Counter::default(),
             alerts_excepted: Counter::default(),
             empty_messages: Counter::default(),
             rule_timeouts: Counter::default(),
@@ -569,6 +575,21 @@ impl Metrics {
             self.first_seen_forgotten_early.clone(),
         );
         r.register(
+            "repartition_forwarded",
+            "Events the first stage of correlation.placement = repartition forwarded to the repartition topic, per correlation rule",
+            self.repartition_forwarded.clone(),
+        );
+        r.register(
+            "repartition_marks",
+            "Watermark marks the first stage wrote to the repartition topic (one per source partition read, per repartition partition, per batch)",
+            self.repartition_marks.clone(),
+        );
+        r.register(
+            "repartition_redelivered",
+            "Forwarded events the second stage dropped because it had taken them already (a source batch forwarded again after a restart or rebalance)",
+            self.repartition_redelivered.clone(),
+        );
+        r.register(
             "alerts_excepted",
             "Alerts not raised because a rule exception (allow-list entry) matched",
             self.alerts_excepted.clone(),
@@ -641,6 +662,7 @@ impl Metrics {
         m.output_delivered("o", 0, 0.0);
         m.output_retried("o");
         m.output_failed("o");
+        m.repartitioned("r", 0);
         m.encode()
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -939,6 +961,20 @@ impl Metrics {
         catch_up(&self.first_seen_forgotten_early, forgotten_early);
     }
 
+    /// The first stage handed `events` forwarded for `rule` and `marks`
+    /// marks to the producer.
+    pub fn repartitioned(&self, rule: &str, events: u64) {
+        self.repartition_forwarded
+            .get_or_create(&RuleLabel {
+                rule: rule.to_string(),
+            })
+            .inc_by(events);
+    }
+
+    pub fn repartition_marks(&self, marks: u64) {
+        self.repartition_marks.inc_by(marks);
+    }
+
     // --- Kafka consumer ------------------------------------------------------
 
     /// Replace the fetch and committed lag of every assigned partition
@@ -1062,6 +1098,9 @@ impl crate::observe::DetectionMetrics for Metrics {
     }
     fn first_seen_state(&self, entries: usize, forgotten_early: u64) {
         Metrics::first_seen_state(self, entries, forgotten_early);
+    }
+    fn repartition_redelivered(&self, n: u64) {
+        self.repartition_redelivered.inc_by(n);
     }
 }
 

@@ -160,6 +160,7 @@ impl Committer<'_> {
                 *partitions,
                 settings.limits.max_record_bytes,
                 &mut detections,
+                self.metrics,
             ),
             None => Vec::new(),
         };
@@ -360,6 +361,7 @@ fn repartition_records(
     partitions: u32,
     limit: usize,
     detections: &mut Detections,
+    metrics: &Metrics,
 ) -> Vec<OutRecord> {
     let routed = std::mem::take(&mut detections.routed);
     let mut records =
@@ -367,9 +369,9 @@ fn repartition_records(
     for event in routed {
         if event.record.len() + event.rule.len() > limit {
             detections.dead_letters.push(DeadLetter::rule_error(
-                crate::source::SourceKind::K8sAudit,
+                event.source,
                 event.rule.to_string(),
-                Vec::new(),
+                vec![event.origin.clone()],
                 format!(
                     "an event of {} bytes is over limits.max_record_bytes and cannot be forwarded for correlation",
                     event.record.len()
@@ -379,6 +381,7 @@ fn repartition_records(
             continue;
         }
         let partition = crate::forward::partition_of_key(&event.key, partitions);
+        metrics.repartitioned(&event.rule, 1);
         records.push(OutRecord::to_partition(
             topic,
             partition,
@@ -400,6 +403,7 @@ fn repartition_records(
                 payload.clone(),
             ));
         }
+        metrics.repartition_marks(u64::from(partitions));
     }
     records
 }
