@@ -166,6 +166,7 @@ impl RuleLanes {
         self.lanes.retain(|(p, _), _| assigned.contains_key(p));
         self.taken.retain(|(p, _, _), _| assigned.contains_key(p));
         self.marks.retain(|p, _| assigned.contains_key(p));
+        self.restored.retain(|p, _| assigned.contains_key(p));
         for (partition, emitted) in assigned {
             let kept = self.lanes.keys().any(|(p, _)| *p == partition);
             if !kept {

@@ -211,9 +211,10 @@ fn audit_event(
     .into_bytes()
 }
 
-#[tokio::test]
-async fn a_lane_holds_the_repartition_offsets_of_an_open_sequence() {
-    let rule = crate::rules::parse_rule(
+/// A sequence rule: an exec, then a secret read by the same user within 10
+/// minutes.
+fn sequence_rule() -> crate::rules::Rule {
+    crate::rules::parse_rule(
         std::path::Path::new("exec_then_secret.sql"),
         "-- id: test.exec_then_secret\n-- title: t\n-- severity: high\n-- description: d\n-- mitre: T1110\n\
          -- source: k8s_audit\n-- author: tests\n-- based_on: vigil:test\n-- mode: correlation\n-- window: 10m\n\
@@ -223,7 +224,12 @@ async fn a_lane_holds_the_repartition_offsets_of_an_open_sequence() {
           AND b.event_time > a.event_time AND b.event_time <= a.event_time + INTERVAL '10 minutes'\n\
          WHERE a.object_ref.subresource = 'exec' AND b.object_ref.resource = 'secrets' AND b.verb = 'get'\n",
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_lane_holds_the_repartition_offsets_of_an_open_sequence() {
+    let rule = sequence_rule();
     let engine = RuleEngine::compile(vec![rule])
         .await
         .unwrap()
@@ -317,5 +323,49 @@ async fn an_unreadable_repartition_record_is_a_dead_letter_with_the_reason() {
     assert!(
         reasons[1].contains("header of a repartition record is invalid"),
         "{reasons:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_assignment_drops_the_state_of_partitions_no_longer_owned_and_restores_new_ones() {
+    let engine = RuleEngine::compile(vec![sequence_rule()])
+        .await
+        .unwrap()
+        .into_lanes()
+        .await
+        .unwrap();
+    let mut second = detector(engine).reading_forwarded();
+    let mut offset = 0;
+    let exec = audit_event(1, "eve", "create", "pods", Some("exec"), 270);
+    let header = Forward::Row {
+        rule: "test.exec_then_secret".into(),
+        source: "k8s_audit".into(),
+        from: Origin::Kafka {
+            topic: "audit".into(),
+            partition: 0,
+            offset: 0,
+        },
+        item: 0,
+        timestamp_ms: None,
+    };
+    let input = second
+        .decoder()
+        .decode(vec![record(0, &mut offset, header.encode(&exec))]);
+    second.evaluate(input).await;
+    let owned = ("vigil-correlate".to_string(), 0);
+    assert!(second.engine().retained_offsets().contains_key(&owned));
+    let emitted = BTreeMap::from([("test.exec_then_secret".to_string(), 42)]);
+    second.assigned(BTreeMap::from([(
+        "vigil-correlate/1".to_string(),
+        emitted.clone(),
+    )]));
+    assert!(
+        second.engine().retained_offsets().is_empty(),
+        "partition 0 moved away: its state is dropped"
+    );
+    assert_eq!(
+        second.engine().lanes().unwrap().emitted_by_partition(),
+        BTreeMap::from([("vigil-correlate/1".to_string(), emitted)]),
+        "partition 1 keeps what was emitted for it until its lanes emit more"
     );
 }
