@@ -10,7 +10,7 @@
 //!   back into the events they carry and go into their rule's lane
 //!   ([`crate::correlate::RuleLanes`]); marks move the lanes' watermarks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, BooleanArray};
@@ -363,11 +363,29 @@ fn note_marks(marks: &mut BTreeMap<String, i64>, messages: &[RawMessage], decode
         .batch
         .column(0)
         .as_primitive::<TimestampNanosecondType>();
+    // Per partition by reference first (no text per event), named once.
+    let mut highest: HashMap<(&str, Option<i32>), i64> = HashMap::new();
     for (row, event) in decoded.events.iter().enumerate() {
-        let partition = partition_of(&messages[event.message as usize].origin);
+        let key = match &messages[event.message as usize].origin {
+            Origin::Kafka {
+                topic, partition, ..
+            } => (topic.as_str(), Some(*partition)),
+            Origin::File { path, .. } => (path.as_str(), None),
+        };
         let t = times.value(row);
+        highest
+            .entry(key)
+            .and_modify(|m| *m = (*m).max(t))
+            .or_insert(t);
+    }
+    for ((name, partition), t) in highest {
+        // The same naming as `partition_of`: "topic/partition", or the path.
+        let key = match partition {
+            Some(p) => format!("{name}/{p}"),
+            None => name.to_string(),
+        };
         marks
-            .entry(partition)
+            .entry(key)
             .and_modify(|m| *m = (*m).max(t))
             .or_insert(t);
     }

@@ -138,6 +138,8 @@ pub async fn run(
     }
     let health = options.health.clone().unwrap_or_default();
     let sources = match options.role {
+        // The kind is a placeholder: a repartition record names its own
+        // source in its header (`Decoder::decode_forwarded`).
         Role::Correlating => vec![(
             crate::source::SourceKind::K8sAudit,
             settings.topics.repartition.clone(),
