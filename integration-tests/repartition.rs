@@ -14,6 +14,11 @@
 //!   state no longer holds them back), the state is rebuilt from the
 //!   repartition topic, and the sequence's alert still comes.
 //!
+//! - A cross-source rule (an exec joined with a Falco alert from the same
+//!   pod) over two instances, the audit and Falco events spread over the
+//!   partitions of their topics: both sides meet in the partition of the
+//!   pod, and the alerts are those of one instance reading everything.
+//!
 //! Runs against the test broker (tansu by default, or
 //! `VIGIL_TEST_BROKERS=host:port`).
 
@@ -24,6 +29,7 @@ use crate::common::attack::*;
 use crate::common::*;
 
 const SOURCE_PARTITIONS: i32 = 3;
+const FALCO_PARTITIONS: i32 = 2;
 const REPARTITIONS: i32 = 3;
 
 /// This test's topics, the repartition topic among them, created.
@@ -35,7 +41,7 @@ async fn topics(name: &str) -> (Topics, String) {
         &addr,
         &[
             (&topics.audit, SOURCE_PARTITIONS),
-            (&topics.falco, 1),
+            (&topics.falco, FALCO_PARTITIONS),
             (&topics.tetragon, 1),
             (&topics.alerts, 1),
             (&topics.dead_letter, 1),
@@ -395,5 +401,136 @@ fn committed_offset_of(group: &str, topic: &str, partition: i32) -> Option<i64> 
     match committed.find_partition(topic, partition)?.offset() {
         rdkafka::Offset::Offset(o) => Some(o),
         _ => None,
+    }
+}
+
+/// A cross-source correlation rule, keyed by pod: an exec (audit) with a
+/// Falco alert from the same pod within two minutes either side.
+fn write_cross_source_rule(dir: &Path) -> std::path::PathBuf {
+    let rules = dir.join("rules/k8s_audit");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("exec_with_falco.sql"),
+        "-- id: test.exec_with_falco\n-- title: exec with a Falco alert in the pod\n-- severity: high\n\
+         -- description: cross-source test rule\n-- mitre: T1609\n-- source: k8s_audit\n\
+         -- author: Vigil tests\n-- based_on: vigil:cross-source-test\n-- mode: correlation\n-- window: 5m\n\
+         SELECT e.username AS username, e.pod AS pod, array_agg(r.falco_rule) AS falco_rules,\n\
+           e.event_time + INTERVAL '2 minutes' AS window_end\n\
+         FROM (SELECT __row, event_time, user_info.username AS username, object_ref.name AS pod\n\
+               FROM k8s_audit WHERE object_ref.subresource = 'exec') e\n\
+         JOIN (SELECT __row, event_time, json_get_str(output_fields, 'k8s.pod.name') AS pod, rule AS falco_rule\n\
+               FROM falco) r\n\
+           ON r.pod = e.pod\n\
+          AND r.event_time >= e.event_time - INTERVAL '2 minutes'\n\
+          AND r.event_time <= e.event_time + INTERVAL '2 minutes'\n\
+         GROUP BY e.__row, e.username, e.pod, e.event_time\n",
+    )
+    .unwrap();
+    dir.join("rules")
+}
+
+/// A Falco alert about `pod` at `secs` past 2026-01-01.
+fn falco(id: usize, pod: &str, secs: i64) -> Vec<u8> {
+    let t = chrono::DateTime::from_timestamp(1_767_225_600 + secs, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    serde_json::json!({
+        "hostname": "worker-1", "output": format!("{t}: Notice Terminal shell in container"),
+        "priority": "Notice", "rule": "Terminal shell in container", "source": "syscall",
+        "tags": ["container", "shell"], "time": t, "uuid": format!("falco-{id:05}"),
+        "output_fields": {"k8s.ns.name": "prod", "k8s.pod.name": pod, "proc.cmdline": "sh -i"}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Twenty minutes of event time: an exec into `pod-<i>` at minute `i` with
+/// a Falco alert from it a minute later (a match) for even `i`, three
+/// minutes later (a near miss) for odd `i`; background reads every 5 s.
+fn exec_and_falco_stream() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let (mut audit_events, mut falco_events) = (Vec::new(), Vec::new());
+    let mut id = 0;
+    for t in (0..20 * 60i64).step_by(5) {
+        id += 1;
+        audit_events.push(audit(id, "dev0", "get", "pods", None, "web", 200, t));
+        if t % 60 == 0 && t < 10 * 60 {
+            let i = t / 60;
+            let pod = format!("pod-{i}");
+            id += 1;
+            audit_events.push(audit(
+                id,
+                "eve",
+                "create",
+                "pods",
+                Some("exec"),
+                &pod,
+                200,
+                t,
+            ));
+            let after = if i % 2 == 0 { 60 } else { 180 };
+            falco_events.push((t + after, pod));
+        }
+        // Falco alerts in event-time order, within the audit stream's time.
+        falco_events.sort();
+    }
+    let falco_events = falco_events
+        .into_iter()
+        .enumerate()
+        .map(|(i, (t, pod))| falco(i, &pod, t))
+        .collect();
+    (audit_events, falco_events)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cross_source_rule_joins_sides_forwarded_by_different_instances() {
+    use vigil::source::SourceKind;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = write_cross_source_rule(dir.path());
+    let (audit_events, falco_events) = exec_and_falco_stream();
+    let expected = offline_alert_ids_of(
+        &rules,
+        &[
+            (SourceKind::K8sAudit, audit_events.as_slice()),
+            (SourceKind::Falco, falco_events.as_slice()),
+        ],
+    )
+    .await;
+    assert_eq!(expected.len(), 5, "one alert per even minute: {expected:?}");
+    let (topics, repartition) = topics("repart-cross").await;
+    let config = config(dir.path(), &topics, &rules);
+    let env = env(&repartition);
+
+    produce_round_robin(&topics.audit, &audit_events, 0).await;
+    let addr = broker().addr.clone();
+    for p in 0..FALCO_PARTITIONS {
+        let part: Vec<Vec<u8>> = falco_events
+            .iter()
+            .skip(p as usize)
+            .step_by(FALCO_PARTITIONS as usize)
+            .cloned()
+            .collect();
+        produce(&addr, &topics.falco, p, &part).await;
+    }
+    let a = start(&config, dir.path().join("a.log"), &env);
+    let b = start(&config, dir.path().join("b.log"), &env);
+    await_alerts(&topics.alerts, &expected, Duration::from_secs(120), || {
+        logs(dir.path(), &["a", "b"])
+    })
+    .await;
+    // Both instances read forwarded events: neither correlated everything.
+    let received: Vec<f64> = [&a, &b]
+        .iter()
+        .map(|v| {
+            metric(
+                &http_get(v.http_addr(), "/metrics").1,
+                "vigil_repartition_received_total",
+            )
+            .unwrap_or(0.0)
+        })
+        .collect();
+    let total: f64 = received.iter().sum();
+    assert!(total > 0.0, "forwarded events were read: {received:?}");
+    for status in [a.terminate(), b.terminate()] {
+        assert!(status.success(), "exited with {status}");
     }
 }

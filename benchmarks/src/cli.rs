@@ -79,6 +79,37 @@ enum Command {
         #[arg(long)]
         fetch_wait_ms: Option<u64>,
     },
+    /// Correlation scaled out through the broker (placement "repartition"):
+    /// N `vigil` processes in one group, one killed and started again, one
+    /// added; all alerts compared with a single-instance replay.
+    Scale {
+        /// Broker to use; default: start tansu (~/.cargo/bin/tansu) on a free port.
+        #[arg(long)]
+        brokers: Option<String>,
+        #[arg(long, default_value_t = 3)]
+        instances: usize,
+        #[arg(long, default_value_t = 30_000)]
+        events: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value = "sql-rules")]
+        rules: PathBuf,
+        /// Partitions of each source topic.
+        #[arg(long, default_value_t = 6)]
+        partitions: i32,
+        /// Partitions of the repartition topic.
+        #[arg(long, default_value_t = 6)]
+        repartitions: i32,
+        /// One injected attack every this many events.
+        #[arg(long, default_value_t = 200)]
+        attack_every: u64,
+        /// The vigil binary (default: the one beside vigil-bench).
+        #[arg(long)]
+        vigil: Option<PathBuf>,
+        /// Give up on a stage of the run after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
     /// Print the physical plan of each per-event rule.
     Explain {
         #[arg(long, default_value = "sql-rules")]
@@ -230,6 +261,32 @@ pub fn main() -> ExitCode {
                     ..Default::default()
                 };
                 super::e2e::run(&opts, &mut stdout).await
+            }
+            Command::Scale {
+                brokers,
+                instances,
+                events,
+                seed,
+                rules,
+                partitions,
+                repartitions,
+                attack_every,
+                vigil,
+                timeout_secs,
+            } => {
+                let opts = super::scale::ScaleOptions {
+                    brokers,
+                    instances,
+                    events,
+                    seed,
+                    rules,
+                    partitions,
+                    repartitions,
+                    attack_every,
+                    vigil,
+                    timeout: std::time::Duration::from_secs(timeout_secs),
+                };
+                super::scale::run(&opts, &mut stdout).await
             }
             Command::Explain { rules, filter } => {
                 super::engine::explain(&rules, filter.as_deref(), &mut stdout).await

@@ -17,21 +17,18 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use super::{percentile, Rate};
+use crate::broker::create_topics;
 use vigil::config::Settings;
 use vigil::config::TopicSettings;
 use vigil::detect::Detector;
@@ -77,85 +74,6 @@ impl Default for E2eOptions {
             fetch_wait_ms: None,
         }
     }
-}
-
-/// A tansu broker process this benchmark started; killed on drop.
-struct Tansu(Child);
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn tansu_binary() -> Result<PathBuf> {
-    if let Ok(p) = std::env::var("TANSU") {
-        return Ok(p.into());
-    }
-    let home = PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo/bin/tansu");
-    if home.is_file() {
-        return Ok(home);
-    }
-    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
-        if dir.join("tansu").is_file() {
-            return Ok(dir.join("tansu"));
-        }
-    }
-    bail!("no tansu binary (TANSU, ~/.cargo/bin/tansu or PATH): install it with scripts/bootstrap.sh --broker, or pass --brokers")
-}
-
-fn start_tansu() -> Result<(Tansu, String)> {
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let log_path = std::env::temp_dir().join(format!("vigil-bench-tansu-{port}.log"));
-    let log = std::fs::File::create(&log_path)?;
-    let child = Command::new(tansu_binary()?)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            "memory://tansu/",
-        ])
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .context("starting tansu")?;
-    Ok((Tansu(child), format!("127.0.0.1:{port}")))
-}
-
-fn wait_for_broker(addr: &str) -> Result<()> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .create()?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if consumer
-            .fetch_metadata(None, Duration::from_secs(2))
-            .is_ok()
-        {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    bail!("broker at {addr} did not answer within 60 s")
-}
-
-async fn create_topics(addr: &str, topics: &[(&str, i32)]) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .create()?;
-    let new: Vec<NewTopic> = topics
-        .iter()
-        .map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1)))
-        .collect();
-    for r in admin.create_topics(&new, &AdminOptions::new()).await? {
-        r.map_err(|(t, e)| anyhow::anyhow!("creating topic {t}: {e}"))?;
-    }
-    Ok(())
 }
 
 /// Topic names of one run.
@@ -240,14 +158,7 @@ async fn detector(rules: &Path) -> Result<(Detector, Arc<Metrics>)> {
 }
 
 pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
-    let (_tansu, brokers) = match &opts.brokers {
-        Some(b) => (None, b.clone()),
-        None => {
-            let (t, addr) = start_tansu()?;
-            (Some(t), addr)
-        }
-    };
-    wait_for_broker(&brokers)?;
+    let (_tansu, brokers) = crate::broker::broker(opts.brokers.as_deref())?;
     // Unique names: a reused broker keeps earlier runs' topics and groups.
     let tag = format!(
         "{}-{}",

@@ -1,6 +1,6 @@
 //! Benchmarks: engine throughput against its ceilings, end to end through a
 //! broker, and memory of correlation state. Run by the thin `vigil-bench`
-//! binary (`cargo run --release -p vigil-bench -- engine|e2e|memory`);
+//! binary (`cargo run --release -p vigil-bench -- engine|e2e|memory|scale`);
 //! docs/benchmarks.md has the commands and the measured numbers.
 //!
 //! Every benchmark works on events from [`vigil::gen`], so runs are
@@ -8,11 +8,13 @@
 //! ones the generator's manifest announced (a fast engine that misses
 //! detections is not a result).
 
+pub mod broker;
 pub mod cli;
 pub mod e2e;
 pub mod engine;
 pub mod heap;
 pub mod memory;
+pub mod scale;
 pub mod soak;
 
 use std::time::Duration;

@@ -109,7 +109,10 @@ pub async fn run(
     let mut seen: HashSet<u64> = HashSet::with_capacity(if count_here { keys } else { 0 });
     let distinct = |seen: &HashSet<u64>, detector: &Detector| match state {
         State::Correlation => seen.len(),
-        State::FirstSeen => detector.engine().first_seen_stats().entries,
+        State::FirstSeen => detector
+            .engine()
+            .first_seen_stats()
+            .map_or(0, |s| s.entries),
     };
     let mut fed = 0u64;
     let mut bytes = 0u64;
@@ -146,7 +149,7 @@ pub async fn run(
     let (peak, now) = rss().context("reading /proc/self/status")?;
     let growth = peak.saturating_sub(baseline);
     if state == State::FirstSeen {
-        let stats = detector.engine().first_seen_stats();
+        let stats = detector.engine().first_seen_stats().unwrap_or_default();
         let entries = stats.entries;
         anyhow::ensure!(
             stats.forgotten_early == 0,

@@ -150,22 +150,32 @@ pub fn attack_stream() -> Vec<Vec<u8>> {
 
 /// The alert ids the library computes offline for the same input, sorted.
 pub async fn offline_alert_ids(rules: &Path, events: &[Vec<u8>]) -> Vec<String> {
+    offline_alert_ids_of(rules, &[(SourceKind::K8sAudit, events)]).await
+}
+
+/// The alert ids one detector raises over the events of each source, every
+/// source read whole, in the order given.
+pub async fn offline_alert_ids_of(
+    rules: &Path,
+    sources: &[(SourceKind, &[Vec<u8>])],
+) -> Vec<String> {
     let engine = RuleEngine::compile(RulePack::load_dir(rules).unwrap().rule_set())
         .await
         .unwrap();
     let mut detector = Detector::new(engine, Default::default(), Arc::new(Metrics::default()));
-    let messages = events
+    let messages = sources
         .iter()
-        .enumerate()
-        .map(|(i, p)| RawMessage {
-            source: SourceKind::K8sAudit,
-            payload: p.clone(),
-            origin: Origin::File {
-                path: "offline".into(),
-                line: i as u64 + 1,
-            },
-            timestamp_ms: None,
-            state_only: false,
+        .flat_map(|(source, events)| {
+            events.iter().enumerate().map(|(i, p)| RawMessage {
+                source: *source,
+                payload: p.clone(),
+                origin: Origin::File {
+                    path: source.table_name().into(),
+                    line: i as u64 + 1,
+                },
+                timestamp_ms: None,
+                state_only: false,
+            })
         })
         .collect();
     let mut out = detector.process(messages).await;

@@ -82,7 +82,7 @@ pub struct Detector {
 #[derive(Clone)]
 pub struct Decoder {
     pub(crate) limits: DecodeLimits,
-    metrics: Arc<dyn DetectionMetrics>,
+    pub(crate) metrics: Arc<dyn DetectionMetrics>,
     bounds: EventTimeBounds,
     /// Whether this decoder reports its input: consumed and decoded
     /// counts, decode failures. `false` for the correlation leader, which
@@ -360,9 +360,12 @@ impl Detector {
                 }
             }
         }
-        let first_seen = self.engine.first_seen_stats();
-        self.metrics
-            .first_seen_state(first_seen.entries, first_seen.forgotten_early);
+        // Only an engine with first-seen rules reports them: the other
+        // stage of the same process would otherwise reset the gauge.
+        if let Some(first_seen) = self.engine.first_seen_stats() {
+            self.metrics
+                .first_seen_state(first_seen.entries, first_seen.forgotten_early);
+        }
         out.state_changes = self.engine.take_first_seen_changes();
         if self.correlates() {
             let span = tracing::info_span!("correlate", alerts = tracing::field::Empty);

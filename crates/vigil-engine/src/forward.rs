@@ -85,6 +85,8 @@ impl Decoder {
                 Read::Unreadable(..) => {}
             }
         }
+        let rows = by_source.values().map(|(m, _)| m.len() as u64).sum();
+        self.metrics.repartition_received(rows);
         let mut parts = Vec::with_capacity(by_source.len());
         for (source, (messages, forwards)) in by_source {
             let (replayed, live) = split_state_only(messages, forwards);

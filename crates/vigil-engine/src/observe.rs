@@ -52,6 +52,9 @@ pub trait DetectionMetrics: Send + Sync {
     /// Forwarded events the second stage of `placement = "repartition"`
     /// dropped as already taken (re-deliveries).
     fn repartition_redelivered(&self, _n: u64) {}
+    /// Forwarded events the second stage read (its share of the
+    /// correlated events), re-deliveries included.
+    fn repartition_received(&self, _n: u64) {}
 }
 
 /// Reports nothing.

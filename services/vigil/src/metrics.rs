@@ -263,6 +263,7 @@ pub struct Metrics {
     repartition_forwarded: Family<RuleLabel, Counter>,
     repartition_marks: Counter,
     repartition_redelivered: Counter,
+    repartition_received: Counter,
     rule_reloads: Family<ResultLabel, Counter>,
     rules_loaded: Gauge,
     delivery_paused: Gauge,
@@ -349,6 +350,7 @@ impl Metrics {
             repartition_forwarded: Family::default(),
             repartition_marks: Counter::default(),
             repartition_redelivered: Counter::default(),
+            repartition_received: Counter::default(),
             alerts_excepted: Counter::default(),
             empty_messages: Counter::default(),
             rule_timeouts: Counter::default(),
@@ -588,6 +590,11 @@ impl Metrics {
             "repartition_redelivered",
             "Forwarded events the second stage dropped because it had taken them already (a source batch forwarded again after a restart or rebalance)",
             self.repartition_redelivered.clone(),
+        );
+        r.register(
+            "repartition_received",
+            "Forwarded events the second stage read from the repartition topic, re-deliveries included: an instance's share of the group's total is the share of correlated events it read",
+            self.repartition_received.clone(),
         );
         r.register(
             "alerts_excepted",
@@ -1101,6 +1108,9 @@ impl crate::observe::DetectionMetrics for Metrics {
     }
     fn repartition_redelivered(&self, n: u64) {
         self.repartition_redelivered.inc_by(n);
+    }
+    fn repartition_received(&self, n: u64) {
+        self.repartition_received.inc_by(n);
     }
 }
 

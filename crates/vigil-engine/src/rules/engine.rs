@@ -884,13 +884,13 @@ impl RuleEngine {
         true
     }
 
-    /// The first-seen state of every rule, summed.
-    pub fn first_seen_stats(&self) -> FirstSeenStats {
+    /// The first-seen state of every rule, summed; `None` without first-seen rules.
+    pub fn first_seen_stats(&self) -> Option<FirstSeenStats> {
         self.rules
             .iter()
             .filter_map(|r| r.first_seen.as_ref())
             .map(FirstSeen::stats)
-            .fold(FirstSeenStats::default(), |a, b| FirstSeenStats {
+            .reduce(|a, b| FirstSeenStats {
                 entries: a.entries + b.entries,
                 forgotten_early: a.forgotten_early + b.forgotten_early,
             })
