@@ -17,6 +17,11 @@
 //!   equal to the high watermark (rdkafka_mock_handlers.c), so records of
 //!   an aborted transaction stay visible to read_committed consumers. That
 //!   case needs a broker with full transaction support (Apache Kafka).
+//! * exactly-once with `correlation.placement = "repartition"`, on the
+//!   mock cluster: both stages' transactions, without a kill. Its kill and
+//!   restart needs a broker that stores offsets committed in a transaction
+//!   (`VIGIL_TEST_TXN_BROKERS`): the mock drops them, which a test here
+//!   shows.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -19,7 +19,10 @@
 //!    * exactly-once (`kafka.delivery = "exactly_once"`): output, checkpoint
 //!      and offsets in one Kafka transaction, before the next batch is
 //!      evaluated. A crash aborts the open transaction; the restarted
-//!      process redoes the batch.
+//!      process redoes the batch. Each stage of the repartition placement
+//!      has its own transactional producer; a second-stage tick commits
+//!      its alerts with the repartition offsets and their emission
+//!      metadata (see `commit::Committer::committed`).
 //!
 //! So an offset is committed only after (or atomically with) everything
 //! its message caused. With no input, a wall-clock tick still advances the
