@@ -471,10 +471,10 @@ impl Settings {
                 names.join(", ")
             );
         }
-        if self.correlation.placement == crate::correlate::Placement::Repartition {
-            if self.topics.repartition.is_empty() {
-                bail!("invalid configuration: correlation.placement = \"repartition\" needs topics.repartition");
-            }
+        if self.correlation.placement == crate::correlate::Placement::Repartition
+            && self.topics.repartition.is_empty()
+        {
+            bail!("invalid configuration: correlation.placement = \"repartition\" needs topics.repartition");
         }
         let outputs = self.topics.outputs();
         if outputs.iter().any(|t| t.is_empty()) {
