@@ -409,12 +409,12 @@ async fn await_settled_assignment(instances: &[&Vigil]) {
 
 /// Produce `events` round robin over the audit partitions as a live
 /// stream would bring them: a round of events at a time, the next once
-/// the first stage has evaluated it. The first round is one event per
-/// partition, so every partition has a mark before the first forwarded
-/// row. (A backlog read partition after partition would make the rows of
-/// the partitions read later late: a lane's watermark counts only the
-/// source partitions it has heard from.)
-async fn produce_live(addr: &str, topics: &Topics, events: &[Vec<u8>], vigil: &Vigil) {
+/// `instances` have read it. The first round is one event per partition,
+/// so every partition has a mark before the first forwarded row. (A
+/// backlog read partition after partition would make the rows of the
+/// partitions read later late: a lane's watermark counts only the source
+/// partitions it has heard from.)
+async fn produce_live(addr: &str, topics: &Topics, events: &[Vec<u8>], instances: &[&Vigil]) {
     let mut produced = 0;
     while produced < events.len() {
         let round = if produced == 0 {
@@ -431,45 +431,62 @@ async fn produce_live(addr: &str, topics: &Topics, events: &[Vec<u8>], vigil: &V
             produce(addr, &topics.audit, p as i32, &part).await;
         }
         produced = end;
-        wait_until_processed(addr, topics, produced, vigil).await;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let read: f64 = instances
+                .iter()
+                .filter_map(|v| {
+                    metric(
+                        &http_get(v.http_addr(), "/metrics").1,
+                        "vigil_messages_consumed_total{source=\"k8s_audit\"}",
+                    )
+                })
+                .sum();
+            if read as usize >= produced {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{read} of {produced} audit messages read after 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
-/// `correlation.placement = "repartition"`, exactly-once: the audit topic
-/// has three partitions and events go to them round robin (by no
-/// correlation key), so every burst and sequence is split over source
-/// partitions and forwarded through the repartition topic's three
-/// partitions. Both stages commit in transactions, each with its own
-/// transactional id; a read_committed consumer of the alerts topic must see
-/// each alert of an offline evaluation exactly once.
+/// Run `instances` (their transactional ids) with the repartition
+/// placement and exactly-once delivery, feed them the attack stream as a
+/// live stream once their groups have settled, and check what a
+/// read_committed consumer of the alerts topic sees: each alert of an
+/// offline evaluation exactly once.
 ///
-/// One instance: the events are produced once its groups have settled,
-/// because the mock cluster drops offsets committed in a transaction (see
-/// [`the_mock_cluster_drops_offsets_committed_in_a_transaction`]), so a
+/// The events come only once the groups have settled, because the mock
+/// cluster drops offsets committed in a transaction (see
+/// [`the_mock_cluster_drops_offsets_committed_in_a_transaction`]): a
 /// partition that moved after its lanes emitted would be read again from
-/// the start with no emission metadata, and emit again. (With two
-/// instances, settled before the events, the instance whose first stage
-/// reads ahead makes the other's rows late: a lane's watermark counts
-/// only the source partitions it has heard from. The same happens with
-/// at-least-once delivery; it is not a matter of transactions.)
-#[tokio::test(flavor = "multi_thread")]
-async fn exactly_once_repartitioned_correlation_alerts_once_each() {
+/// the start with no emission metadata, and emit again.
+async fn exactly_once_repartition(name: &str, instances: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let rules = write_rules(dir.path());
     let events = attack_stream();
     let expected = offline_alert_ids(&rules, &events).await;
     assert_eq!(expected.len(), 8, "{expected:?}");
     let broker = TxnBroker::start();
-    let (topics, repartition, config) =
-        repartition_setup(&broker, dir.path(), "eos-repart", &rules).await;
-    let vigil = Vigil::start_with_env(
-        &config,
-        dir.path().join("vigil.log"),
-        &repartition_env("vigil-eos-repart", &repartition),
-    );
-    await_settled_assignment(&[&vigil]).await;
-    let settled = vigil.log_text().len();
-    produce_live(&broker.addr, &topics, &events, &vigil).await;
+    let (topics, repartition, config) = repartition_setup(&broker, dir.path(), name, &rules).await;
+    let running: Vec<Vigil> = instances
+        .iter()
+        .map(|id| {
+            Vigil::start_with_env(
+                &config,
+                dir.path().join(format!("{id}.log")),
+                &repartition_env(id, &repartition),
+            )
+        })
+        .collect();
+    let refs: Vec<&Vigil> = running.iter().collect();
+    await_settled_assignment(&refs).await;
+    let settled: Vec<usize> = running.iter().map(|v| v.log_text().len()).collect();
+    produce_live(&broker.addr, &topics, &events, &refs).await;
     // Settle long enough for a repeat (or a late tick) to show.
     let records = read_topic(
         &broker.addr,
@@ -478,22 +495,71 @@ async fn exactly_once_repartitioned_correlation_alerts_once_each() {
         Duration::from_secs(120),
         Duration::from_secs(8),
     );
-    let log = format!("{}\n{}", correlation_metrics(&vigil), vigil.log_text());
-    assert!(
-        !vigil.log_text()[settled..].contains("\"partitions revoked\""),
-        "rebalanced while events flowed; log:\n{log}"
-    );
-    let status = vigil.terminate();
-    assert!(status.success(), "exited with {status}; log:\n{log}");
-    let got = exactly_once_ids(
-        &records,
-        &log,
-        &["vigil-eos-repart", "vigil-eos-repart-correlate"],
-    );
+    let logs: String = running
+        .iter()
+        .map(|v| {
+            format!(
+                "--- {}\n{}\n{}\n",
+                v.log.display(),
+                correlation_metrics(v),
+                v.log_text()
+            )
+        })
+        .collect();
+    for (v, from) in running.iter().zip(settled) {
+        let log = v.log_text();
+        assert!(
+            !log[from..].contains("\"partitions revoked\""),
+            "{} rebalanced while events flowed; logs:\n{logs}",
+            v.log.display()
+        );
+        // Each instance took part in both stages.
+        let forwarded: f64 = http_get(v.http_addr(), "/metrics")
+            .1
+            .lines()
+            .filter(|l| l.starts_with("vigil_repartition_forwarded_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert!(
+            forwarded > 0.0 && log.contains(r#"repartition partitions assigned","assigned":"{\""#),
+            "{} forwarded {forwarded} rows and correlated no partition; logs:\n{logs}",
+            v.log.display()
+        );
+    }
+    for v in running {
+        let status = v.terminate();
+        assert!(status.success(), "exited with {status}; logs:\n{logs}");
+    }
+    let ids: Vec<String> = instances
+        .iter()
+        .flat_map(|id| [id.to_string(), format!("{id}-correlate")])
+        .collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let got = exactly_once_ids(&records, &logs, &ids);
     assert_eq!(
         got, expected,
-        "alerts topic (read_committed) differs from the offline evaluation; log:\n{log}"
+        "alerts topic (read_committed) differs from the offline evaluation; logs:\n{logs}"
     );
+}
+
+/// `correlation.placement = "repartition"`, exactly-once, one instance:
+/// the audit topic has three partitions and events go to them round robin
+/// (by no correlation key), so every burst and sequence is split over
+/// source partitions and forwarded through the repartition topic's three
+/// partitions. The instance runs two transactional producers, one per
+/// stage.
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_once_repartitioned_correlation_alerts_once_each() {
+    exactly_once_repartition("eos-repart", &["vigil-eos-repart"]).await;
+}
+
+/// The same over two instances: each reads some source partitions and
+/// correlates the keys of some repartition partitions, so rows forwarded
+/// in one instance's transactions are correlated by the other, and four
+/// transactional producers commit.
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_once_repartitioned_correlation_alerts_once_each_over_two_instances() {
+    exactly_once_repartition("eos-repart2", &["vigil-eos-a", "vigil-eos-b"]).await;
 }
 
 /// The repartition placement, exactly-once, killed twice between
