@@ -144,7 +144,7 @@ impl Committer<'_> {
         .await?;
         Metrics::add(&self.metrics.commits, 1);
         // A tick's offsets are a batch's committed again: no progress.
-        if !batch.next_offsets.is_empty() {
+        if offsets.count() > 0 && !batch.next_offsets.is_empty() {
             self.metrics.committed(offset_list(&offsets));
         }
         self.delivered(&detections);
