@@ -40,8 +40,7 @@ enum KillAt {
     BetweenBatches,
 }
 
-/// Produce the stream in three stages, event `i` to audit partition `i`
-/// modulo `source_partitions`; after each of the first two stages, start
+/// Produce the stream in three stages; after each of the first two, start
 /// Vigil and kill it with SIGKILL at `kill_at`; then run it to the end of
 /// the input and stop it. Returns what a read_committed consumer reads from
 /// the alerts topic.
@@ -49,7 +48,6 @@ enum KillAt {
 async fn run_with_kills(
     addr: &str,
     topics: &Topics,
-    source_partitions: usize,
     config: &Path,
     env: &[(&str, &str)],
     log: PathBuf,
@@ -61,13 +59,13 @@ async fn run_with_kills(
     let mut kills = Vec::new();
     let mut alerts = RecordCounter::new(addr, &topics.alerts);
     for stage in 0..3 {
-        for p in 0..source_partitions {
-            let part: Vec<Vec<u8>> = (stages[stage]..stages[stage + 1])
-                .filter(|i| i % source_partitions == p)
-                .map(|i| events[i].clone())
-                .collect();
-            produce(addr, &topics.audit, p as i32, &part).await;
-        }
+        produce(
+            addr,
+            &topics.audit,
+            0,
+            &events[stages[stage]..stages[stage + 1]],
+        )
+        .await;
         alerts.count(Duration::from_millis(500));
         let vigil = Vigil::start_with_env(config, log.clone(), env);
         if stage < 2 && kill_at == KillAt::BetweenBatches {
@@ -111,7 +109,8 @@ async fn run_with_kills(
             // Run until every input message was evaluated, then stop cleanly.
             let deadline = Instant::now() + Duration::from_secs(120);
             loop {
-                let processed = processed_events(addr, topics);
+                let processed = latest_checkpoint(addr, &topics.checkpoints, &topics.group)
+                    .and_then(|cp| cp.processed.get(&format!("{}/0", topics.audit)).copied());
                 let have = alerts.count(Duration::from_millis(300));
                 if processed == Some(events.len() as i64) && have >= expected {
                     break;
@@ -150,26 +149,12 @@ async fn run_with_kills(
     )
 }
 
-/// How many audit messages the latest checkpoint says were evaluated (the
-/// sum over the audit partitions).
-fn processed_events(addr: &str, topics: &Topics) -> Option<i64> {
-    let checkpoint = latest_checkpoint(addr, &topics.checkpoints, &topics.group)?;
-    let audit = format!("{}/", topics.audit);
-    Some(
-        checkpoint
-            .processed
-            .iter()
-            .filter(|(partition, _)| partition.starts_with(&audit))
-            .map(|(_, next)| *next)
-            .sum(),
-    )
-}
-
 /// Wait until the checkpoint says the first `n` messages were evaluated.
 async fn wait_until_processed(addr: &str, topics: &Topics, n: usize, vigil: &Vigil) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let processed = processed_events(addr, topics);
+        let processed = latest_checkpoint(addr, &topics.checkpoints, &topics.group)
+            .and_then(|cp| cp.processed.get(&format!("{}/0", topics.audit)).copied());
         if processed == Some(n as i64) {
             return;
         }
@@ -229,7 +214,6 @@ async fn exactly_once_correlation_alerts_across_sigkill_between_transactions() {
     let records = run_with_kills(
         &addr,
         &topics,
-        1,
         &config,
         &env,
         dir.path().join("vigil.log"),
@@ -332,9 +316,10 @@ fn repartition_env<'a>(transactional_id: &'a str, repartition: &'a str) -> [(&'a
     ]
 }
 
-/// The alert ids of `records`, sorted, after checking that none repeats
-/// and that each transactional producer of `ids` ran (`log`).
-fn exactly_once_ids(records: &[(i64, String)], log: &str, ids: &[&str]) -> Vec<String> {
+/// Check what a read_committed reader of the alerts topic saw (`records`)
+/// under exactly-once: the `expected` alert ids, none twice, and each
+/// transactional producer of `ids` ran (`log`).
+fn assert_exactly_once(records: &[(i64, String)], expected: &[String], log: &str, ids: &[&str]) {
     for id in ids {
         assert!(
             log.contains(&format!(r#""transactional_id":"{id}""#)),
@@ -344,11 +329,17 @@ fn exactly_once_ids(records: &[(i64, String)], log: &str, ids: &[&str]) -> Vec<S
     let mut got: Vec<String> = alert_ids(records).into_iter().map(|(id, _)| id).collect();
     got.sort();
     let duplicates: Vec<_> = count(&got).into_iter().filter(|(_, n)| *n > 1).collect();
+    let mut distinct = got.clone();
+    distinct.dedup();
     assert!(
         duplicates.is_empty(),
-        "duplicated alerts under exactly-once: {duplicates:?}; log:\n{log}"
+        "duplicated alerts under exactly-once: {duplicates:?} (distinct ids equal the expected: {}); log:\n{log}",
+        distinct == expected
     );
-    got
+    assert_eq!(
+        got, expected,
+        "alerts topic (read_committed) differs from the offline evaluation; log:\n{log}"
+    );
 }
 
 /// The correlation, repartition and late-event metrics of an instance.
@@ -535,11 +526,7 @@ async fn exactly_once_repartition(name: &str, instances: &[&str]) {
         .flat_map(|id| [id.to_string(), format!("{id}-correlate")])
         .collect();
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let got = exactly_once_ids(&records, &logs, &ids);
-    assert_eq!(
-        got, expected,
-        "alerts topic (read_committed) differs from the offline evaluation; logs:\n{logs}"
-    );
+    assert_exactly_once(&records, &expected, &logs, &ids);
 }
 
 /// `correlation.placement = "repartition"`, exactly-once, one instance:
@@ -562,9 +549,10 @@ async fn exactly_once_repartitioned_correlation_alerts_once_each_over_two_instan
     exactly_once_repartition("eos-repart2", &["vigil-eos-a", "vigil-eos-b"]).await;
 }
 
-/// The repartition placement, exactly-once, killed twice between
-/// transactions and restarted with the same transactional ids: each
-/// expected alert exactly once.
+/// The repartition placement, exactly-once, one instance killed with
+/// SIGKILL between transactions after each of the first two thirds of the
+/// stream (fed live, as above) and restarted with the same transactional
+/// ids: each expected alert exactly once.
 ///
 /// Needs a broker that stores offsets committed in a transaction
 /// (`VIGIL_TEST_TXN_BROKERS`, Apache Kafka): the restarted second stage
@@ -572,8 +560,8 @@ async fn exactly_once_repartitioned_correlation_alerts_once_each_over_two_instan
 /// metadata. The mock cluster drops them (see
 /// [`the_mock_cluster_drops_offsets_committed_in_a_transaction`]), so on it
 /// the restart reads the repartition topic from the start with no
-/// emission metadata and emits the closed windows again (seen: 3 of 8
-/// alerts twice).
+/// emission metadata and emits the closed windows again (seen there: every
+/// expected alert, 4 of them two or three times).
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs VIGIL_TEST_TXN_BROKERS (Apache Kafka): the mock cluster drops transactional offset commits"]
 async fn exactly_once_repartitioned_correlation_alerts_across_sigkill_between_transactions() {
@@ -585,28 +573,48 @@ async fn exactly_once_repartitioned_correlation_alerts_across_sigkill_between_tr
     let broker = TxnBroker::start();
     let (topics, repartition, config) =
         repartition_setup(&broker, dir.path(), "eos-repart-kill", &rules).await;
-    let log = dir.path().join("vigil.log");
-    let records = run_with_kills(
+    let env = repartition_env("vigil-eos-repart", &repartition);
+    let stages = [0, events.len() * 2 / 5, events.len() * 3 / 4, events.len()];
+    let mut alerts = RecordCounter::new(&broker.addr, &topics.alerts);
+    let mut logs = String::new();
+    for stage in 0..3 {
+        let log = dir.path().join(format!("vigil-{stage}.log"));
+        let vigil = Vigil::start_with_env(&config, log, &env);
+        await_settled_assignment(&[&vigil]).await;
+        let part = &events[stages[stage]..stages[stage + 1]];
+        produce_live(&broker.addr, &topics, part, &[&vigil]).await;
+        // Until nothing new appears for 4 s (the idle tick closes windows
+        // after idle_timeout_ms = 2000): no transaction is open then.
+        let mut seen = alerts.count(Duration::from_millis(500));
+        loop {
+            let now = alerts.count(Duration::from_secs(4));
+            if now == seen {
+                break;
+            }
+            seen = now;
+        }
+        logs.push_str(&format!("--- run {stage}\n{}\n", vigil.log_text()));
+        if stage < 2 {
+            eprintln!("stage {stage}: killing between transactions with {seen} alerts visible");
+            vigil.kill();
+            std::thread::sleep(SESSION + Duration::from_millis(500));
+        } else {
+            let status = vigil.terminate();
+            assert!(status.success(), "exited with {status}; logs:\n{logs}");
+        }
+    }
+    let records = read_topic(
         &broker.addr,
-        &topics,
-        REPARTITION_SOURCE_PARTITIONS,
-        &config,
-        &repartition_env("vigil-eos-repart", &repartition),
-        log.clone(),
-        &events,
-        expected.len(),
-        KillAt::BetweenBatches,
-    )
-    .await;
-    let log = std::fs::read_to_string(&log).unwrap();
-    let got = exactly_once_ids(
-        &records,
-        &log,
-        &["vigil-eos-repart", "vigil-eos-repart-correlate"],
+        &topics.alerts,
+        usize::MAX,
+        Duration::from_secs(5),
+        Duration::ZERO,
     );
-    assert_eq!(
-        got, expected,
-        "alerts topic (read_committed) differs from the offline evaluation; log:\n{log}"
+    assert_exactly_once(
+        &records,
+        &expected,
+        &logs,
+        &["vigil-eos-repart", "vigil-eos-repart-correlate"],
     );
 }
 
@@ -698,7 +706,6 @@ async fn at_least_once_correlation_alerts_across_sigkill_mid_stream_on_the_real_
     let records = run_with_kills(
         &addr,
         &topics,
-        1,
         &config,
         &FAST_REJOIN,
         dir.path().join("vigil.log"),
