@@ -94,6 +94,12 @@ impl ConsumerHandle {
             .collect())
     }
 
+    /// How many group assignments the consumer has received (see
+    /// [`SourceBatch::assignment`]).
+    pub fn assignments(&self) -> u64 {
+        self.0.context().assignments()
+    }
+
     /// The consumer's group metadata (for transactional offset commits).
     pub fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
         self.0.group_metadata()
@@ -157,6 +163,10 @@ impl KafkaSource {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
+            // librdkafka's default, set so it is not left to one: records
+            // of aborted or open transactions (exactly-once output of
+            // another stage, e.g. forwarded rows) are never read.
+            .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "false")
             .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS)
             .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)

@@ -471,13 +471,10 @@ impl Settings {
                 names.join(", ")
             );
         }
-        if self.correlation.placement == crate::correlate::Placement::Repartition {
-            if self.topics.repartition.is_empty() {
-                bail!("invalid configuration: correlation.placement = \"repartition\" needs topics.repartition");
-            }
-            if self.kafka.delivery == crate::kafka::DeliveryMode::ExactlyOnce {
-                bail!("invalid configuration: correlation.placement = \"repartition\" does not support kafka.delivery = \"exactly_once\" yet (docs/architecture.md#repartitioned-correlation); use \"at_least_once\", or placement \"leader\" or \"per_instance\"");
-            }
+        if self.correlation.placement == crate::correlate::Placement::Repartition
+            && self.topics.repartition.is_empty()
+        {
+            bail!("invalid configuration: correlation.placement = \"repartition\" needs topics.repartition");
         }
         let outputs = self.topics.outputs();
         if outputs.iter().any(|t| t.is_empty()) {
@@ -567,6 +564,20 @@ mod tests {
         assert_eq!(s.topics.alerts, "vigil-alerts");
         assert_eq!(s.batch.max_events, 5000);
         assert_eq!(s.topics.sources().len(), 3);
+    }
+
+    #[test]
+    fn repartition_placement_takes_either_delivery_mode() {
+        for delivery in ["at_least_once", "exactly_once"] {
+            let s = Settings::load_from(
+                None,
+                env(&[
+                    ("VIGIL__CORRELATION__PLACEMENT", "repartition"),
+                    ("VIGIL__KAFKA__DELIVERY", delivery),
+                ]),
+            );
+            assert!(s.is_ok(), "{delivery}: {:#}", s.unwrap_err());
+        }
     }
 
     #[test]

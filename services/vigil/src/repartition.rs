@@ -16,10 +16,14 @@ use crate::metrics::Metrics;
 use crate::rules;
 
 /// The second stage's settings: its own consumer group and checkpoint key,
-/// `<group_id>-correlate`.
+/// `<group_id>-correlate`, and, in exactly-once mode, its own
+/// transactional id, `<transactional id>-correlate` (two transactional
+/// producers with one id would fence each other; derived from the first
+/// stage's, it is as stable per instance).
 pub fn second_stage_settings(settings: &Settings) -> Settings {
     let mut s = settings.clone();
     s.kafka.group_id = format!("{}-correlate", settings.kafka.group_id);
+    s.kafka.transactional_id = Some(format!("{}-correlate", settings.kafka.transactional_id()));
     s
 }
 
@@ -43,4 +47,24 @@ pub async fn second_stage(
     )
     .reading_forwarded();
     Ok((second_stage_settings(settings), detector))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_second_stage_has_its_own_group_and_transactional_id() {
+        let mut settings = Settings::default();
+        settings.kafka.group_id = "g".into();
+        settings.kafka.transactional_id = Some("vigil-0".into());
+        let second = second_stage_settings(&settings);
+        assert_eq!(second.kafka.group_id, "g-correlate");
+        assert_eq!(second.kafka.transactional_id(), "vigil-0-correlate");
+        assert_eq!(
+            settings.kafka.transactional_id(),
+            "vigil-0",
+            "the first stage's is unchanged"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! The sink stage: makes each batch's output durable, then its progress
 //! (see the delivery modes in [`super`]).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +40,12 @@ pub(super) struct Committer<'a> {
     /// The first stage of `correlation.placement = "repartition"`: the
     /// repartition topic and its partition count.
     pub repartition: Option<(String, u32)>,
+    /// Second stage, exactly-once: per repartition partition, the offset
+    /// last committed under the current assignment. A tick's transaction
+    /// commits them again with the emission metadata its alerts changed,
+    /// so no alert is committed without what keeps it from being emitted
+    /// again after a restart or a move.
+    pub committed: BTreeMap<(String, i32), i64>,
 }
 
 /// A batch's output, ready to deliver.
@@ -136,11 +143,18 @@ impl Committer<'_> {
         ))
         .await?;
         Metrics::add(&self.metrics.commits, 1);
-        if offsets.count() > 0 {
+        // A tick's offsets are a batch's committed again: no progress.
+        if offsets.count() > 0 && !batch.next_offsets.is_empty() {
             self.metrics.committed(offset_list(&offsets));
         }
         self.delivered(&detections);
         Ok(())
+    }
+
+    /// The group assignment changed: offsets committed under the old one
+    /// are not this member's to commit again.
+    pub fn reassigned(&mut self) {
+        self.committed.clear();
     }
 
     /// The batch's records, its checkpoint and the offsets to commit. Reads
@@ -176,8 +190,15 @@ impl Committer<'_> {
         let mut checkpoint = self.checkpoint.clone();
         checkpoint.advance(&batch.next_offsets, detector.engine().emitted_watermarks());
         let retained = detector.engine().retained_offsets();
-        let mut offsets = resume_offsets(&batch.next_offsets, &retained)?;
+        let mut offsets = resume_offsets(self.next_offsets(batch), &retained)?;
         if self.role == Role::Correlating {
+            if self.sink.is_transactional() {
+                self.committed.extend(
+                    offset_list(&offsets)
+                        .into_iter()
+                        .map(|(t, p, o)| ((t, p), o)),
+                );
+            }
             emission_metadata(&mut offsets, detector);
         }
         if self.role == Role::CorrelationLeader {
@@ -209,6 +230,20 @@ impl Committer<'_> {
             checkpoint: checkpoint_record,
             offsets,
         })
+    }
+
+    /// Where the batch ends per partition; for a tick of the second stage
+    /// in exactly-once mode, where the last batches ended (see
+    /// [`Committer::committed`]).
+    fn next_offsets<'b>(&'b self, batch: &'b SourceBatch) -> &'b BTreeMap<(String, i32), i64> {
+        let recommit = batch.next_offsets.is_empty()
+            && self.role == Role::Correlating
+            && self.sink.is_transactional();
+        if recommit {
+            &self.committed
+        } else {
+            &batch.next_offsets
+        }
     }
 
     /// Start delivering a prepared batch (at-least-once) in a task of its

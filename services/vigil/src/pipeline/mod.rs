@@ -19,7 +19,10 @@
 //!    * exactly-once (`kafka.delivery = "exactly_once"`): output, checkpoint
 //!      and offsets in one Kafka transaction, before the next batch is
 //!      evaluated. A crash aborts the open transaction; the restarted
-//!      process redoes the batch.
+//!      process redoes the batch. Each stage of the repartition placement
+//!      has its own transactional producer; a second-stage tick commits
+//!      its alerts with the repartition offsets and their emission
+//!      metadata (see `commit::Committer::committed`).
 //!
 //! So an offset is committed only after (or atomically with) everything
 //! its message caused. With no input, a wall-clock tick still advances the
@@ -185,6 +188,7 @@ pub async fn run(
         role: options.role,
         stop: stop.clone(),
         repartition: repartition.clone(),
+        committed: Default::default(),
     };
     let idle_wait = options
         .exit_when_idle
@@ -269,6 +273,9 @@ async fn evaluate(
     let mut seen_any = false;
     let mut in_flight: Option<InFlight> = None;
     let mut assignment = None;
+    // Second stage: the consumer of the last batch, whose group a tick's
+    // emission is committed to (exactly-once, see `Committer::committed`).
+    let mut last_consumer: Option<crate::kafka::ConsumerHandle> = None;
     loop {
         let read = match next_step(reads, &mut in_flight).await {
             Step::Delivered(delivered, outcome) => {
@@ -284,6 +291,15 @@ async fn evaluate(
                 // The consumer leaves its group: first deliver and commit
                 // what it read (the batch in flight holds its last handle).
                 committer.settle(in_flight.take()).await?;
+                if committer.role == Role::Correlating {
+                    // A new member: its partitions are read again from
+                    // their committed offsets and restored from their
+                    // metadata, whichever instance owned them meanwhile.
+                    last_consumer = None;
+                    assignment = None;
+                    detector.assigned(Default::default());
+                    committer.reassigned();
+                }
                 let _ = answer.send(());
                 continue;
             }
@@ -300,11 +316,22 @@ async fn evaluate(
                     alerts = tracing::field::Empty,
                     trace_id = tracing::field::Empty
                 );
+                if let Some(consumer) = &last_consumer {
+                    // Only the lanes of partitions still owned may emit.
+                    let current = consumer.assignments();
+                    follow_assignment(consumer, current, &mut assignment, detector, committer)
+                        .await?;
+                }
                 let mut detections = detector.tick().instrument(span.clone()).await;
                 if !detections.alerts.is_empty() || !detections.dead_letters.is_empty() {
                     stamp_trace(&span, &mut detections);
                     committer
-                        .commit(None, detections, &SourceBatch::default(), detector)
+                        .commit(
+                            last_consumer.as_ref(),
+                            detections,
+                            &SourceBatch::default(),
+                            detector,
+                        )
                         .instrument(span)
                         .await?;
                 }
@@ -332,12 +359,16 @@ async fn evaluate(
             consumer,
             seq,
         } = *batch;
-        if committer.role == Role::Correlating && assignment != Some(batch.assignment) {
-            // Read again from the committed offsets under the new
-            // assignment; each partition's lanes start from what was
-            // emitted for it.
-            detector.assigned(assigned_emission(&consumer).await?);
-            assignment = Some(batch.assignment);
+        if committer.role == Role::Correlating {
+            follow_assignment(
+                &consumer,
+                batch.assignment,
+                &mut assignment,
+                detector,
+                committer,
+            )
+            .await?;
+            last_consumer = Some(consumer.clone());
         }
         let input = input.await.context("the decode stage panicked")?;
         let mut detections = detector.evaluate(input).instrument(span.clone()).await;
@@ -369,6 +400,24 @@ async fn evaluate(
         }
     }
     committer.settle(in_flight.take()).await
+}
+
+/// Second stage: when the group assignment is no longer `known`, hand the
+/// detector the new one. Each partition is read again from its committed
+/// offset under it, and its lanes start from what was emitted for it.
+async fn follow_assignment(
+    consumer: &crate::kafka::ConsumerHandle,
+    current: u64,
+    known: &mut Option<u64>,
+    detector: &mut Detector,
+    committer: &mut Committer<'_>,
+) -> Result<()> {
+    if *known != Some(current) {
+        detector.assigned(assigned_emission(consumer).await?);
+        committer.reassigned();
+        *known = Some(current);
+    }
+    Ok(())
 }
 
 /// The repartition partitions assigned to `consumer`, each with how far
