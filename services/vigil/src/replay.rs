@@ -180,32 +180,30 @@ pub async fn replay_with(
 ) -> Result<ReplaySummary> {
     let batch_size = options.batch_size.max(1);
     let name = input.display().to_string();
-    let reader: Box<dyn BufRead> = if name == "-" {
+    let mut reader: Box<dyn BufRead> = if name == "-" {
         Box::new(std::io::stdin().lock())
     } else {
-        Box::new(std::io::BufReader::new(
+        Box::new(std::io::BufReader::with_capacity(
+            READ_BUFFER_BYTES,
             std::fs::File::open(input).with_context(|| format!("opening {name}"))?,
         ))
     };
     let mut summary = ReplaySummary::default();
     let mut batch = Vec::with_capacity(batch_size);
-    let mut lines = reader.split(b'\n');
+    let mut line = Vec::new();
     let mut line_no = 0u64;
     loop {
-        let next = lines
-            .next()
-            .transpose()
-            .with_context(|| format!("reading {name}"))?;
-        let at_end = next.is_none();
-        if let Some(mut line) = next {
+        line.clear();
+        let at_end = reader
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("reading {name}"))?
+            == 0;
+        if !at_end {
             line_no += 1;
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            if !line.iter().all(u8::is_ascii_whitespace) {
+            if let Some(payload) = payload_of(&line) {
                 batch.push(RawMessage {
                     source,
-                    payload: line,
+                    payload,
                     origin: Origin::File {
                         path: name.clone(),
                         line: line_no,
@@ -245,6 +243,18 @@ pub async fn replay_with(
         }
     }
     Ok(summary)
+}
+
+/// Read buffer of a replayed file: fewer, larger reads than the default 8 KiB.
+const READ_BUFFER_BYTES: usize = 256 * 1024;
+
+/// The message of one input line (its `\n` and a `\r` before it removed),
+/// or `None` for a blank line. A copy of exactly the line's size: the line
+/// buffer is reused, so a line costs one allocation, not one per doubling.
+fn payload_of(line: &[u8]) -> Option<Vec<u8>> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    (!line.iter().all(u8::is_ascii_whitespace)).then(|| line.to_vec())
 }
 
 /// Write one batch's alerts and dead letters and count them. Returns false

@@ -367,38 +367,59 @@ pub fn combinations(
     columns: &[String],
     batch: &RecordBatch,
 ) -> Result<Vec<Combination>, ArrowError> {
-    let mut hashers =
-        vec![blake3::Hasher::new_derive_key("vigil first_seen combination v1"); batch.num_rows()];
     let options = FormatOptions::default();
-    for column in columns {
-        let array = batch.column(batch.schema().index_of(column)?);
-        let mut text = String::new();
-        let formatter = ArrayFormatter::try_new(array.as_ref(), &options)?;
-        for (row, hasher) in hashers.iter_mut().enumerate() {
-            if array.is_null(row) {
-                hasher.update(&[0]);
-                continue;
-            }
-            let bytes = match array.data_type() {
-                DataType::Utf8 => array.as_string::<i32>().value(row).as_bytes(),
-                DataType::LargeUtf8 => array.as_string::<i64>().value(row).as_bytes(),
-                DataType::Utf8View => array.as_string_view().value(row).as_bytes(),
-                _ => {
-                    text.clear();
-                    std::fmt::Write::write_fmt(&mut text, format_args!("{}", formatter.value(row)))
-                        .map_err(|e| ArrowError::ComputeError(e.to_string()))?;
-                    text.as_bytes()
-                }
-            };
-            hasher.update(&[1]);
-            hasher.update(&(bytes.len() as u64).to_le_bytes());
-            hasher.update(bytes);
-        }
-    }
-    Ok(hashers
+    let arrays = columns
         .iter()
-        .map(|h| words(h.finalize().as_bytes()))
-        .collect())
+        .map(|column| Ok(batch.column(batch.schema().index_of(column)?).as_ref()))
+        .collect::<Result<Vec<_>, ArrowError>>()?;
+    let formatters = arrays
+        .iter()
+        .map(|array| ArrayFormatter::try_new(*array, &options))
+        .collect::<Result<Vec<_>, _>>()?;
+    // One hasher, reset per row: a hasher per row (about 2 KB each) made
+    // this a tenth of a whole-pack replay, most of it allocating and
+    // zeroing them (issue 21). `reset` keeps the derived key.
+    let mut hasher = blake3::Hasher::new_derive_key("vigil first_seen combination v1");
+    let mut text = String::new();
+    (0..batch.num_rows())
+        .map(|row| {
+            hasher.reset();
+            for (array, formatter) in arrays.iter().zip(&formatters) {
+                hash_value(&mut hasher, *array, formatter, row, &mut text)?;
+            }
+            Ok(words(hasher.finalize().as_bytes()))
+        })
+        .collect()
+}
+
+/// Add one value to a row's combination: a null mark, or a length and the
+/// value's text (`text` is scratch space for non-string values).
+fn hash_value(
+    hasher: &mut blake3::Hasher,
+    array: &dyn Array,
+    formatter: &ArrayFormatter<'_>,
+    row: usize,
+    text: &mut String,
+) -> Result<(), ArrowError> {
+    if array.is_null(row) {
+        hasher.update(&[0]);
+        return Ok(());
+    }
+    let bytes = match array.data_type() {
+        DataType::Utf8 => array.as_string::<i32>().value(row).as_bytes(),
+        DataType::LargeUtf8 => array.as_string::<i64>().value(row).as_bytes(),
+        DataType::Utf8View => array.as_string_view().value(row).as_bytes(),
+        _ => {
+            text.clear();
+            std::fmt::Write::write_fmt(text, format_args!("{}", formatter.value(row)))
+                .map_err(|e| ArrowError::ComputeError(e.to_string()))?;
+            text.as_bytes()
+        }
+    };
+    hasher.update(&[1]);
+    hasher.update(&(bytes.len() as u64).to_le_bytes());
+    hasher.update(bytes);
+    Ok(())
 }
 
 fn words(bytes: &[u8; 32]) -> Combination {

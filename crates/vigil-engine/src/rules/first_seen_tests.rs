@@ -208,3 +208,39 @@ fn the_map_hash_is_the_combinations_words() {
     let hash = BuildHasherDefault::<PassThrough>::default().hash_one(combination);
     assert_eq!(hash, combination[0] ^ combination[1]);
 }
+
+/// Combinations are kept in state across restarts: each row's is the
+/// documented hash of its own values alone, whatever rows come before it.
+#[test]
+fn each_rows_combination_is_the_hash_of_its_own_values() {
+    let batch = rows(&[
+        (Some("alice"), Some("dev"), "a"),
+        (None, Some("prod"), "b"),
+        (Some("alice"), Some("dev"), "c"),
+    ]);
+    let columns = ["user".to_string(), "namespace".to_string()];
+    let all = combinations(&columns, &batch).unwrap();
+    let expected = |user: Option<&str>, namespace: &str| {
+        let mut h = blake3::Hasher::new_derive_key("vigil first_seen combination v1");
+        match user {
+            None => h.update(&[0]),
+            Some(u) => h
+                .update(&[1])
+                .update(&(u.len() as u64).to_le_bytes())
+                .update(u.as_bytes()),
+        };
+        h.update(&[1])
+            .update(&(namespace.len() as u64).to_le_bytes())
+            .update(namespace.as_bytes());
+        words(h.finalize().as_bytes())
+    };
+    assert_eq!(
+        all,
+        vec![
+            expected(Some("alice"), "dev"),
+            expected(None, "prod"),
+            expected(Some("alice"), "dev"),
+        ]
+    );
+    assert_eq!(all[0], row("alice", "dev"));
+}
