@@ -67,9 +67,11 @@ pub struct ScaleOptions {
     pub timeout: Duration,
 }
 
-/// Allowed lateness and idle timeout of the instances' correlation (and of
-/// the replay's, which has no idle partitions).
-const CORRELATION: &str = "[correlation]\nplacement = \"repartition\"\nallowed_lateness_ms = 5000\nidle_timeout_ms = 2000\n";
+/// The instances' correlation. The idle timeout is longer than the
+/// session timeout: the partitions of a killed instance are read by no one
+/// until its session expires, and must hold the watermark meanwhile
+/// (docs/operations.md#scaling).
+const CORRELATION: &str = "[correlation]\nplacement = \"repartition\"\nallowed_lateness_ms = 5000\nidle_timeout_ms = 15000\n";
 const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 /// The alerts topic must stay unchanged this long at the end.
 const QUIET: Duration = Duration::from_secs(15);
@@ -158,6 +160,10 @@ pub async fn run(opts: &ScaleOptions, out: &mut dyn Write) -> Result<()> {
         watch.records(dead_letter)?,
         watch.records(late)?
     )?;
+    for late in read_records(&brokers, late, 3)? {
+        let origin = &late["origin"];
+        writeln!(out, "  late: {} ({origin})", late["reason"])?;
+    }
     let report = Report::new(&expected.ids, &got, &fleet, watch.max_lag);
     report.write(out, opts.instances, elapsed)?;
     Ok(())
@@ -248,14 +254,31 @@ impl ScaleTopics {
     }
 }
 
+/// Event time between the starts of the three parts of the stream.
+const PART_GAP_NS: i64 = 30 * 60 * 1_000_000_000;
+
+/// The stream, in three parts [`PART_GAP_NS`] apart in event time: between
+/// parts the instances go quiet for several seconds, and a quiet stream's
+/// event time advances with the wall clock (`correlate::watermark`), so a
+/// part must not start where the previous one ended.
 fn generate(opts: &ScaleOptions) -> Vec<GeneratedEvent> {
-    Generator::new(GenConfig {
-        seed: opts.seed,
-        attack_every: opts.attack_every,
-        ..GenConfig::default()
-    })
-    .take(opts.events)
-    .collect()
+    let per_part = opts.events / 3;
+    (0..3u64)
+        .flat_map(|k| {
+            let n = if k == 2 {
+                opts.events - 2 * per_part
+            } else {
+                per_part
+            };
+            Generator::new(GenConfig {
+                seed: opts.seed.wrapping_add(k),
+                attack_every: opts.attack_every,
+                start_ns: vigil::gen::DEFAULT_START_NS + k as i64 * PART_GAP_NS,
+                ..GenConfig::default()
+            })
+            .take(n)
+        })
+        .collect()
 }
 
 /// One benign event per source and partition, two hours of event time
@@ -280,9 +303,12 @@ fn clock_events(opts: &ScaleOptions, events: &[GeneratedEvent]) -> Vec<Generated
     .collect()
 }
 
-/// The stream in three consecutive parts.
+/// The stream's three parts (see [`generate`]).
 fn thirds(events: &[GeneratedEvent]) -> [&[GeneratedEvent]; 3] {
     let third = events.len() / 3;
+    debug_assert!(
+        events.len() < 3 || events[third].event_time_ns - events[0].event_time_ns >= PART_GAP_NS
+    );
     let (a, rest) = events.split_at(third);
     let (b, c) = rest.split_at(third);
     [a, b, c]
@@ -761,6 +787,25 @@ fn partitions(client: &BaseConsumer, topic: &str) -> Result<i32> {
         .topics()
         .first()
         .map_or(0, |t| t.partitions().len() as i32))
+}
+
+/// The first `n` records of a one-partition topic, as JSON.
+fn read_records(brokers: &str, topic: &str, n: usize) -> Result<Vec<serde_json::Value>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("{topic}-reader"))
+        .create()?;
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, 0, Offset::Beginning)?;
+    consumer.assign(&list)?;
+    let mut records = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while records.len() < n && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            records.push(serde_json::from_slice(m?.payload().unwrap_or_default())?);
+        }
+    }
+    Ok(records)
 }
 
 /// Every alert on the topic: id -> (rule, how many records carry it).

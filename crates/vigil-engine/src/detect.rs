@@ -74,6 +74,11 @@ pub struct Detector {
     pub(crate) metrics: Arc<dyn DetectionMetrics>,
     /// New rule sets from a hot reload (see [`crate::reload`]).
     reloads: Option<tokio::sync::mpsc::UnboundedReceiver<RuleEngine>>,
+    /// First stage of `placement = "repartition"`: every source partition,
+    /// announced to the lanes with the next marks (see
+    /// [`Detector::register_partitions`]).
+    pub(crate) upstream: Vec<String>,
+    pub(crate) announce_upstream: bool,
 }
 
 /// The decode stage: raw messages to Arrow batches, dead letters for what
@@ -147,6 +152,8 @@ impl Detector {
             },
             metrics,
             reloads: None,
+            upstream: Vec::new(),
+            announce_upstream: false,
         }
     }
 
@@ -416,10 +423,29 @@ impl Detector {
     /// Input partitions (`"topic/partition"`) known before they deliver:
     /// each holds the correlation watermark back until it delivers or goes
     /// idle.
+    ///
+    /// In the first stage of `placement = "repartition"`, the partitions
+    /// are every source partition of the group: the next marks announce
+    /// them to the lanes as not read yet (a mark at `i64::MIN`), so that a
+    /// partition whose backlog is read after another's holds the lanes'
+    /// watermark back as it would in one instance, until it delivers or
+    /// goes idle. [`Detector::announce_partitions`] announces them again.
     pub fn register_partitions(&mut self, partitions: &[String]) {
+        if self.engine.lanes().is_some() && !self.decoder.forwarded {
+            self.upstream = partitions.to_vec();
+            self.announce_upstream = true;
+            return;
+        }
         self.engine
             .correlator_mut()
             .register_partitions(partitions, now_ns());
+    }
+
+    /// Announce the registered source partitions with the next marks again
+    /// (first stage, after an assignment change: a lane made since then
+    /// has not heard of the partitions not read yet).
+    pub fn announce_partitions(&mut self) {
+        self.announce_upstream = !self.upstream.is_empty();
     }
 
     /// Restore a first-seen rule's persisted state; `false` when no loaded

@@ -262,6 +262,11 @@ impl Detector {
             });
         }
         note_marks(&mut out.marks, messages, decoded);
+        if std::mem::take(&mut self.announce_upstream) {
+            for partition in &self.upstream {
+                out.marks.entry(partition.clone()).or_insert(i64::MIN);
+            }
+        }
         let origins: Vec<Origin> = messages.iter().map(|m| m.origin.clone()).collect();
         for (rule, error) in failures {
             self.rule_failed(out, decoded.source, rule, error, origins.clone(), now);

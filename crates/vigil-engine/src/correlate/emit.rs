@@ -136,7 +136,16 @@ impl Correlator {
                     span.record("matches", matches as i64);
                     self.evaluations
                         .push((rule.rule.meta.id.clone(), elapsed, matches));
-                    for alert in found.into_iter().flatten() {
+                    let mut found: Vec<Alert> = found.into_iter().flatten().collect();
+                    // Suppression raises the first alert of a key: the
+                    // earliest, not the first row the query happened to
+                    // return (that follows the events' arrival order).
+                    found.sort_by_cached_key(|a| {
+                        let events: Vec<String> =
+                            a.events.iter().map(|e| e.event_id.clone()).collect();
+                        (suppress::event_time_ns(a), events, a.alert_id.clone())
+                    });
+                    for alert in found {
                         alerts.extend(suppress::suppress(rule, alert, &mut self.stats));
                     }
                     rule.last_emitted = Some(watermark);

@@ -37,7 +37,13 @@ impl Correlator {
     /// `vigil_model::forward::Forward::Mark`): it has delivered every event
     /// before `event_time_ns`.
     pub fn observe_mark(&mut self, partition: &str, event_time_ns: i64, now_ns: i64) {
-        self.watermark.observe(partition, event_time_ns, now_ns);
+        if event_time_ns == i64::MIN {
+            // Announced, not read yet: holds the watermark back until it
+            // delivers or goes idle, without renewing it.
+            self.watermark.register(partition, now_ns);
+        } else {
+            self.watermark.observe(partition, event_time_ns, now_ns);
+        }
     }
 
     async fn ingest_from(

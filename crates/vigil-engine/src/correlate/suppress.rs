@@ -26,10 +26,7 @@ pub(super) fn suppress(
             .collect();
         serde_json::to_string(&values).expect("json values serialize")
     };
-    let at = chrono::DateTime::parse_from_rfc3339(&alert.event_time)
-        .ok()
-        .and_then(|t| t.timestamp_nanos_opt())
-        .unwrap_or(i64::MIN);
+    let at = event_time_ns(&alert);
     match rule.suppressed.get_mut(&key) {
         Some((until, folded, last)) if at < *until => {
             *folded += 1;
@@ -49,6 +46,14 @@ pub(super) fn suppress(
             out
         }
     }
+}
+
+/// An alert's event time in nanoseconds (`i64::MIN` if unreadable).
+pub(super) fn event_time_ns(alert: &Alert) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(&alert.event_time)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .unwrap_or(i64::MIN)
 }
 
 /// The alert reporting how many alerts a suppression period folded: the

@@ -175,6 +175,9 @@ pub async fn run(
         }
     };
     let repartition = repartition_target(settings, &base, options.role).await?;
+    if repartition.is_some() {
+        detector.register_partitions(&source_partitions(&base, &sources).await?);
+    }
     let mut outputs = settings.topics.outputs().to_vec();
     if let Some((topic, _)) = &repartition {
         outputs.push(topic);
@@ -254,6 +257,23 @@ async fn repartition_target(
             .context("looking up the repartition topic")??
     };
     Ok(Some((topic, count)))
+}
+
+/// Every partition of the source topics, as `"topic/partition"`.
+async fn source_partitions(
+    base: &rdkafka::ClientConfig,
+    sources: &[(crate::source::SourceKind, String)],
+) -> Result<Vec<String>> {
+    let mut all = Vec::new();
+    for (_, topic) in sources {
+        let (base, name) = (base.clone(), topic.clone());
+        let count =
+            tokio::task::spawn_blocking(move || crate::kafka::partition_count(&base, &name))
+                .await
+                .context("looking up a source topic")??;
+        all.extend((0..count).map(|p| format!("{topic}/{p}")));
+    }
+    Ok(all)
 }
 
 /// The evaluate stage: evaluate what the read stage hands over, in order,
@@ -369,6 +389,12 @@ async fn evaluate(
             )
             .await?;
             last_consumer = Some(consumer.clone());
+        } else if committer.repartition.is_some() && assignment != Some(batch.assignment) {
+            // A first stage with a new assignment: the lanes made since
+            // hear of the partitions not read yet (see
+            // `Detector::register_partitions`).
+            assignment = Some(batch.assignment);
+            detector.announce_partitions();
         }
         let input = input.await.context("the decode stage panicked")?;
         let mut detections = detector.evaluate(input).instrument(span.clone()).await;
