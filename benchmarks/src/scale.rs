@@ -112,41 +112,14 @@ pub async fn run(opts: &ScaleOptions, out: &mut dyn Write) -> Result<()> {
     let producer = Producer::new(&brokers, started_tansu, opts)?;
     let mut fleet = Fleet::new(vigil, config, dir.clone(), instance_env(started_tansu));
     let mut watch = Watch::new(&brokers, &topics)?;
-    let parts = thirds(&events);
     let started = Instant::now();
-
-    producer.send(&topics, parts[0]).await?;
-    for i in 0..opts.instances {
-        fleet.start(&format!("i{i}"))?;
-    }
-    watch
-        .until(&mut fleet, opts.timeout, |w| {
-            w.consumed >= parts[0].len() as f64 / 2.0
-        })
-        .await?;
-    fleet.kill("i0");
-    writeln!(out, "killed i0 at {:.1} s", started.elapsed().as_secs_f64())?;
-    producer.send(&topics, parts[1]).await?;
-    watch.sleep(&mut fleet, SESSION_TIMEOUT).await;
-    fleet.start("i0")?;
-    let half = (parts[0].len() + parts[1].len() / 2) as f64;
-    watch
-        .until(&mut fleet, opts.timeout, |w| w.consumed >= half)
-        .await?;
-    let added = format!("i{}", opts.instances);
-    fleet.start(&added)?;
-    writeln!(
-        out,
-        "added {added} at {:.1} s",
-        started.elapsed().as_secs_f64()
-    )?;
-    producer.send(&topics, parts[2]).await?;
-    producer.send_clock(&topics, &clock).await?;
-    let total = (events.len() + clock.len()) as f64;
-    watch
-        .until(&mut fleet, opts.timeout, |w| {
-            w.consumed >= total && w.fetch_lag == 0.0 && w.alerts_quiet >= QUIET
-        })
+    let run = Run {
+        opts,
+        topics: &topics,
+        producer: &producer,
+        started,
+    };
+    run.drive(&mut fleet, &mut watch, thirds(&events), &clock, out)
         .await?;
     let elapsed = started.elapsed();
     fleet.sample();
@@ -167,6 +140,65 @@ pub async fn run(opts: &ScaleOptions, out: &mut dyn Write) -> Result<()> {
     let report = Report::new(&expected.ids, &got, &fleet, watch.max_lag);
     report.write(out, opts.instances, elapsed)?;
     Ok(())
+}
+
+/// The schedule of a run: instances started, killed, restarted and added
+/// while the stream is produced.
+struct Run<'a> {
+    opts: &'a ScaleOptions,
+    topics: &'a ScaleTopics,
+    producer: &'a Producer,
+    started: Instant,
+}
+
+impl Run<'_> {
+    async fn drive(
+        &self,
+        fleet: &mut Fleet,
+        watch: &mut Watch,
+        parts: [&[GeneratedEvent]; 3],
+        clock: &[GeneratedEvent],
+        out: &mut dyn Write,
+    ) -> Result<()> {
+        let (opts, topics, limit) = (self.opts, self.topics, self.opts.timeout);
+        self.producer.send(topics, parts[0]).await?;
+        for i in 0..opts.instances {
+            fleet.start(&format!("i{i}"))?;
+        }
+        let half_of_first = parts[0].len() as f64 / 2.0;
+        watch
+            .until(fleet, limit, |w| w.consumed >= half_of_first)
+            .await?;
+        fleet.kill("i0");
+        self.say(out, "killed i0")?;
+        self.producer.send(topics, parts[1]).await?;
+        watch.sleep(fleet, SESSION_TIMEOUT).await;
+        fleet.start("i0")?;
+        let half_of_second = (parts[0].len() + parts[1].len() / 2) as f64;
+        watch
+            .until(fleet, limit, |w| w.consumed >= half_of_second)
+            .await?;
+        let added = format!("i{}", opts.instances);
+        fleet.start(&added)?;
+        self.say(out, &format!("added {added}"))?;
+        self.producer.send(topics, parts[2]).await?;
+        self.producer.send_clock(topics, clock).await?;
+        let total = parts.iter().map(|p| p.len()).sum::<usize>() + clock.len();
+        watch
+            .until(fleet, limit, |w| {
+                w.consumed >= total as f64 && w.fetch_lag == 0.0 && w.alerts_quiet >= QUIET
+            })
+            .await
+    }
+
+    fn say(&self, out: &mut dyn Write, what: &str) -> Result<()> {
+        writeln!(
+            out,
+            "{what} at {:.1} s",
+            self.started.elapsed().as_secs_f64()
+        )?;
+        Ok(())
+    }
 }
 
 /// The `vigil` binary: `given`, or the one beside this executable.
