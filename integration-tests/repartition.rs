@@ -179,7 +179,9 @@ async fn three_instances_with_a_kill_and_an_add_raise_every_correlation_alert() 
     let expected = offline_alert_ids(&rules, &events).await;
     assert_eq!(expected.len(), 8, "{expected:?}");
     let (topics, repartition) = topics("repart").await;
-    let config = config(dir.path(), &topics, &rules);
+    // The killed instance's partitions are unread until its session (10 s)
+    // expires: they must keep holding the watermark meanwhile.
+    let config = config_idle(dir.path(), &topics, &rules, 15_000);
     let env = env(&repartition);
 
     let (first, second) = events.split_at(events.len() / 2);
