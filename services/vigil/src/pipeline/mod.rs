@@ -270,8 +270,16 @@ async fn source_partitions(
         let count =
             tokio::task::spawn_blocking(move || crate::kafka::partition_count(&base, &name))
                 .await
-                .context("looking up a source topic")??;
-        all.extend((0..count).map(|p| format!("{topic}/{p}")));
+                .context("looking up a source topic")?;
+        match count {
+            Ok(count) => all.extend((0..count).map(|p| format!("{topic}/{p}"))),
+            // The consumer waits for a missing source topic as before; its
+            // partitions count for the lanes from their first marks.
+            Err(crate::kafka::Error::MissingTopic { .. }) => {
+                tracing::warn!(topic = %topic, "source topic not found: its partitions hold the correlation watermark only once read");
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(all)
 }
