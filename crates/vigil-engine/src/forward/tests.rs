@@ -138,6 +138,16 @@ fn correlation_alerts(
     );
 }
 
+/// The ids of the detector's correlation rules.
+fn correlation_rules(detector: &Detector) -> BTreeSet<String> {
+    detector
+        .engine()
+        .rules()
+        .filter(|r| r.meta.mode == RuleMode::Correlation)
+        .map(|r| r.meta.id.clone())
+        .collect()
+}
+
 /// Run both stages; `redeliver` sends every batch's records to the second
 /// stage twice (an at-least-once re-delivery of the source batch).
 async fn two_stages(
@@ -146,12 +156,7 @@ async fn two_stages(
 ) -> (Vec<(String, String)>, [usize; REPARTITIONS]) {
     let mut first = detector(pack().await.into_lanes().await.unwrap());
     first.register_partitions(&source_partitions());
-    let correlation: BTreeSet<String> = first
-        .engine()
-        .rules()
-        .filter(|r| r.meta.mode == RuleMode::Correlation)
-        .map(|r| r.meta.id.clone())
-        .collect();
+    let correlation = correlation_rules(&first);
     let mut second = Vec::new();
     for _ in 0..REPARTITIONS {
         second.push(detector(pack().await.into_lanes().await.unwrap()).reading_forwarded());
@@ -181,12 +186,7 @@ async fn two_stages(
 async fn one_detector(reading: Reading) -> AlertKeys {
     let mut whole = detector(pack().await);
     whole.register_partitions(&source_partitions());
-    let correlation: BTreeSet<String> = whole
-        .engine()
-        .rules()
-        .filter(|r| r.meta.mode == RuleMode::Correlation)
-        .map(|r| r.meta.id.clone())
-        .collect();
+    let correlation = correlation_rules(&whole);
     let mut alerts = Vec::new();
     for batch in batches(reading) {
         correlation_alerts(&whole.process(batch).await, &correlation, &mut alerts);
