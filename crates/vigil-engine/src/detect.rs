@@ -114,6 +114,8 @@ pub struct DecodedInput {
     /// Marks read from repartition records: (repartition partition,
     /// source partition, event time).
     pub(crate) marks: Vec<(String, String, i64)>,
+    /// Alerts forwarded to be folded (see `correlate::fold_lane`).
+    pub(crate) to_fold: Vec<crate::forward::ForwardedAlert>,
 }
 
 /// The messages of one source in a batch, decoded.
@@ -270,12 +272,14 @@ impl Detector {
             parts,
             mut out,
             marks,
+            to_fold,
         } = input;
         if let Some(lanes) = self.engine.lanes_mut() {
             for (record, upstream, t) in &marks {
                 lanes.observe_mark(record, upstream, *t, now);
             }
         }
+        self.hold_forwarded_alerts(&mut out, to_fold, now);
         for part in parts {
             let source = part.source;
             if let Some(forwarded) = &part.forwarded {
@@ -591,6 +595,7 @@ impl Decoder {
             parts,
             out,
             marks: Vec::new(),
+            to_fold: Vec::new(),
         }
     }
 

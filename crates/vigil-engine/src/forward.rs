@@ -5,10 +5,13 @@
 //!   each event a correlation rule can use becomes a repartition record for
 //!   that rule, with the rule's key ([`RoutedEvent`]), and the batch's
 //!   highest event time per source partition becomes a mark.
+//!   The alerts of per-event rules with `-- suppress` are forwarded too, by
+//!   rule and suppression key, instead of being folded here.
 //! - Second stage ([`Decoder::decode_forwarded`], then
 //!   [`Detector::ingest_forwarded_part`]): repartition records are decoded
 //!   back into the events they carry and go into their rule's lane
-//!   ([`crate::correlate::RuleLanes`]); marks move the lanes' watermarks.
+//!   ([`crate::correlate::RuleLanes`]); forwarded alerts go into their
+//!   rule's fold lane; marks move the lanes' watermarks.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use datafusion::arrow::array::{AsArray, BooleanArray};
 use datafusion::arrow::datatypes::TimestampNanosecondType;
 use vigil_model::forward::Forward;
 
+use crate::alert::Alert;
 use crate::correlate::partition_of;
 use crate::dead_letter::DeadLetter;
 use crate::decode::{decode, DecodedBatch};
@@ -38,6 +42,23 @@ pub struct RoutedEvent {
     /// The record ([`Forward::encode`]); text, because forwarded messages
     /// decoded, and a message decodes only as UTF-8.
     pub record: String,
+    /// For a forwarded alert ([`Forward::Alert`]): the alert, raised
+    /// unfolded by the first stage if its record is too large to forward.
+    pub alert: Option<Box<Alert>>,
+}
+
+/// An alert forwarded to be folded, as the second stage read it.
+#[derive(Debug)]
+pub(crate) struct ForwardedAlert {
+    /// Where its repartition record was read.
+    record: Origin,
+    rule: String,
+    /// Where its event was first consumed.
+    from: Origin,
+    event_time_ns: i64,
+    alert: Alert,
+    /// Re-read after a restart (below the checkpoint's processed offset).
+    state_only: bool,
 }
 
 /// The [`Forwarded`] of each message of a forwarded part (by index).
@@ -63,11 +84,13 @@ impl Decoder {
         let now = now_ns();
         let mut out = Detections::default();
         let mut marks = Vec::new();
+        let mut to_fold = Vec::new();
         let mut by_source: BTreeMap<SourceKind, (Vec<RawMessage>, Vec<Forwarded>)> =
             BTreeMap::new();
         for record in records {
             match read_record(record) {
                 Read::Mark(record, upstream, t) => marks.push((record, upstream, t)),
+                Read::Alert(alert) => to_fold.push(*alert),
                 Read::Row(message, forwarded) => {
                     let group = by_source.entry(message.source).or_default();
                     group.0.push(message);
@@ -85,8 +108,9 @@ impl Decoder {
                 Read::Unreadable(..) => {}
             }
         }
-        let rows = by_source.values().map(|(m, _)| m.len() as u64).sum();
-        self.metrics.repartition_received(rows);
+        let rows: u64 = by_source.values().map(|(m, _)| m.len() as u64).sum();
+        self.metrics
+            .repartition_received(rows + to_fold.len() as u64);
         let mut parts = Vec::with_capacity(by_source.len());
         for (source, (messages, forwards)) in by_source {
             let (replayed, live) = split_state_only(messages, forwards);
@@ -113,6 +137,7 @@ impl Decoder {
             parts,
             out,
             marks,
+            to_fold,
         }
     }
 
@@ -156,6 +181,7 @@ enum Read {
     Row(RawMessage, Forwarded),
     /// (repartition partition of the record, upstream partition, event time)
     Mark(String, String, i64),
+    Alert(Box<ForwardedAlert>),
     /// A record that cannot be read, and why.
     Unreadable(RawMessage, String),
 }
@@ -175,6 +201,21 @@ fn read_record(record: RawMessage) -> Read {
             partition,
             event_time_ns,
         } => Read::Mark(partition_of(&record.origin), partition, event_time_ns),
+        Forward::Alert {
+            rule,
+            from,
+            event_time_ns,
+        } => match serde_json::from_slice::<Alert>(body) {
+            Ok(alert) => Read::Alert(Box::new(ForwardedAlert {
+                record: record.origin,
+                rule,
+                from,
+                event_time_ns,
+                alert,
+                state_only: record.state_only,
+            })),
+            Err(e) => Read::Unreadable(record, format!("a forwarded alert does not read: {e}")),
+        },
         Forward::Row {
             rule,
             source,
@@ -234,10 +275,13 @@ impl Detector {
         decoded: &DecodedBatch,
         now: i64,
     ) {
-        let Some(lanes) = self.engine.lanes_mut() else {
+        if self.engine.lanes().is_none() {
             return;
-        };
-        if !lanes.reads(decoded.source) {
+        }
+        self.route_alerts_to_fold(out, decoded.source);
+        let lanes = self.engine.lanes_mut().expect("checked above");
+        // Marks go with every source something is forwarded from.
+        if !lanes.reads(decoded.source) && !lanes.folds_from(decoded.source) {
             return;
         }
         let (routed, failures) = lanes.route(decoded).await;
@@ -259,6 +303,7 @@ impl Detector {
                 key: row.key,
                 record: String::from_utf8(record)
                     .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                alert: None,
             });
         }
         note_marks(&mut out.marks, messages, decoded);
@@ -270,6 +315,80 @@ impl Detector {
         let origins: Vec<Origin> = messages.iter().map(|m| m.origin.clone()).collect();
         for (rule, error) in failures {
             self.rule_failed(out, decoded.source, rule, error, origins.clone(), now);
+        }
+    }
+
+    /// First stage: the alerts of rules with `-- suppress` become records
+    /// keyed by rule and suppression key, so that one fold lane folds all
+    /// alerts of a key (see `correlate::fold_lane`).
+    fn route_alerts_to_fold(&mut self, out: &mut Detections, source: SourceKind) {
+        for (event_time_ns, alert) in self.engine.take_alerts_to_fold() {
+            let rules = self.engine.rules();
+            let Some(meta) = rules.map(|r| &r.meta).find(|m| m.id == alert.rule_id) else {
+                out.alerts.push(alert); // unreachable: raised by a loaded rule
+                continue;
+            };
+            let mut key = alert.rule_id.as_bytes().to_vec();
+            key.push(0);
+            key.extend_from_slice(crate::rules::fold::suppression_key(meta, &alert).as_bytes());
+            let Some(from) = alert.events.first().map(|e| e.origin.clone()) else {
+                out.alerts.push(alert); // unreachable: a per-event alert names its event
+                continue;
+            };
+            let header = Forward::Alert {
+                rule: alert.rule_id.clone(),
+                from: from.clone(),
+                event_time_ns,
+            };
+            let record = header.encode(alert.to_json().as_bytes());
+            out.routed.push(RoutedEvent {
+                rule: alert.rule_id.as_str().into(),
+                source,
+                origin: from,
+                key,
+                record: String::from_utf8(record).expect("a header and an alert are JSON"),
+                alert: Some(Box::new(alert)),
+            });
+        }
+    }
+
+    /// Second stage: forwarded alerts into their rules' fold lanes. An
+    /// alert of a rule this instance has not loaded is a dead letter.
+    pub(crate) fn hold_forwarded_alerts(
+        &mut self,
+        out: &mut Detections,
+        alerts: Vec<ForwardedAlert>,
+        now: i64,
+    ) {
+        let Some(lanes) = self.engine.lanes_mut() else {
+            return;
+        };
+        let mut unknown = Vec::new();
+        let mut redelivered = 0;
+        for f in alerts {
+            let Some(lane) = lanes.fold_lane_of(&f.rule) else {
+                if !f.state_only {
+                    unknown.push((f.alert.source, f.rule, f.from));
+                }
+                continue;
+            };
+            if !lanes.admit(lane, &f.record, &f.from) {
+                redelivered += 1;
+                continue;
+            }
+            lanes.hold(lane, &f.record, &f.from, f.alert, f.event_time_ns, now);
+        }
+        self.metrics.repartition_redelivered(redelivered);
+        for (source, rule, from) in unknown {
+            self.rule_failed(
+                out,
+                source,
+                rule,
+                "an alert was forwarded to be folded for this rule, which does not fold here"
+                    .into(),
+                vec![from],
+                now,
+            );
         }
     }
 

@@ -4,7 +4,9 @@
 //! The first stage (every instance, over the source partitions it owns)
 //! forwards each event a correlation rule can use to the partition of the
 //! repartition topic its correlation key hashes to, one record per rule
-//! and event ([`Forward::Row`]), and after each batch a watermark mark per
+//! and event ([`Forward::Row`]), each alert of a per-event rule that folds
+//! its alerts (`-- suppress`) to the partition of its suppression key
+//! ([`Forward::Alert`]), and after each batch a watermark mark per
 //! source partition to every partition ([`Forward::Mark`]). The second
 //! stage (every instance, over the repartition partitions the group gives
 //! it) rebuilds the rule's input from them.
@@ -41,6 +43,19 @@ pub enum Forward {
         /// its own).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timestamp_ms: Option<i64>,
+    },
+    /// An alert of a per-event rule with `-- suppress`, to fold with the
+    /// other alerts of its suppression key: the record's body is the
+    /// alert's JSON, and its partition that of the rule and key, so one
+    /// instance folds every alert of a key, in event-time order.
+    Alert {
+        /// The per-event rule that raised the alert.
+        rule: String,
+        /// Where the alert's event was consumed (re-deliveries are dropped
+        /// as for a row).
+        from: Origin,
+        /// The event time of the alert's event.
+        event_time_ns: i64,
     },
     /// Every row of source partition `partition` with a lower event time
     /// than this has been forwarded before this record.
@@ -115,6 +130,23 @@ mod tests {
         let (header, body) = Forward::decode(&record).unwrap();
         assert_eq!(header, row);
         assert_eq!(body, message, "the message is forwarded byte for byte");
+    }
+
+    #[test]
+    fn an_alert_round_trips_with_its_json() {
+        let alert = Forward::Alert {
+            rule: "k8s.privileged_pod".into(),
+            from: Origin::Kafka {
+                topic: "audit".into(),
+                partition: 1,
+                offset: 7,
+            },
+            event_time_ns: 9,
+        };
+        let record = alert.encode(b"{\"alert_id\":\"a\"}");
+        let (header, body) = Forward::decode(&record).unwrap();
+        assert_eq!(header, alert);
+        assert_eq!(body, b"{\"alert_id\":\"a\"}");
     }
 
     #[test]

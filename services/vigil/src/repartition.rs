@@ -28,18 +28,25 @@ pub fn second_stage_settings(settings: &Settings) -> Settings {
 }
 
 /// The second stage's settings and detector: the correlation rules in
-/// lanes, reading repartition records.
+/// lanes, and the fold lanes of per-event rules with `-- suppress`,
+/// reading repartition records.
 pub async fn second_stage(
     settings: &Settings,
     metrics: &Arc<Metrics>,
 ) -> Result<(Settings, Detector)> {
-    let (_, mut correlating) =
+    let (per_event, mut correlating) =
         rules::load_split_rule_set(&settings.rules.layers(), settings.correlation.clone())
             .await
             .map_err(anyhow::Error::new)
             .with_context(|| format!("loading rules from {}", settings.rules.dir.display()))?;
     correlating.set_time_budget(settings.rules.max_eval());
-    let correlating = correlating.into_lanes().await.map_err(anyhow::Error::new)?;
+    let mut correlating = correlating.into_lanes().await.map_err(anyhow::Error::new)?;
+    // The first stage forwards the alerts of per-event rules that fold
+    // them; their fold lanes are here.
+    let folding = per_event.rules().map(|r| r.meta.clone()).collect();
+    if let Some(lanes) = correlating.lanes_mut() {
+        lanes.fold_alerts_of(folding);
+    }
     let detector = Detector::new(
         correlating,
         settings.limits.decode_limits(),

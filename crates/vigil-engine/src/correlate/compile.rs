@@ -180,7 +180,9 @@ async fn compile_rule(
         delta,
         key,
         last_emitted: None,
+        rebuild_through: None,
         suppressed: Default::default(),
+        suppress_holds: Default::default(),
         query,
     };
     Ok((correlation, scans))
@@ -487,6 +489,7 @@ fn correlator(
         evaluations: Vec::new(),
         pending_failures: Vec::new(),
         budget: Default::default(),
+        holds_suppression: false,
         _ctx: ctx,
     }
 }

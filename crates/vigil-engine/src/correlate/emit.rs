@@ -33,6 +33,7 @@ impl Correlator {
         let (mut alerts, failures) = self.emit_until(watermark, detected_at_ns).await;
         // Close every suppression period: report what was folded.
         for rule in &mut self.rules {
+            rule.suppress_holds.clear();
             for (_, (_, folded, last)) in rule.suppressed.drain() {
                 if let (n @ 1.., Some(a)) = (folded, last) {
                     alerts.push(summary_alert(a, n));
@@ -68,6 +69,8 @@ impl Correlator {
             );
         }
         let max_events = self.settings.max_alert_events;
+        // What a suppression period opened now must keep for a re-read.
+        let hold = self.holds_suppression.then(|| self.state_offsets());
         for rule in &mut self.rules {
             let from = rule.last_emitted.unwrap_or(i64::MIN);
             if from >= watermark {
@@ -146,8 +149,15 @@ impl Correlator {
                         (suppress::event_time_ns(a), events, a.alert_id.clone())
                     });
                     for alert in found {
-                        alerts.extend(suppress::suppress(rule, alert, &mut self.stats));
+                        suppress::end_rebuild_before(rule, suppress::event_time_ns(&alert));
+                        let raised =
+                            suppress::suppress(rule, alert, &mut self.stats, hold.as_ref());
+                        // Rebuilding: raised by the partition's previous holder.
+                        if rule.rebuild_through.is_none() {
+                            alerts.extend(raised);
+                        }
                     }
+                    suppress::end_rebuild_before(rule, watermark);
                     rule.last_emitted = Some(watermark);
                     match &mut rule.strategy {
                         Strategy::Incremental { state, .. } => state.evict_through(watermark),
@@ -175,8 +185,9 @@ impl Correlator {
                 .map(|(k, _)| k.clone())
                 .collect();
             for key in expired {
+                rule.suppress_holds.remove(&key);
                 if let Some((_, folded, Some(last))) = rule.suppressed.remove(&key) {
-                    if folded > 0 {
+                    if folded > 0 && rule.rebuild_through.is_none() {
                         alerts.push(summary_alert(last, folded));
                     }
                 }

@@ -18,6 +18,11 @@
 //!   another instance with what was emitted for it (see
 //!   [`RuleLanes::assign`]).
 //!
+//! The second stage also folds the alerts of per-event rules with
+//! `-- suppress` ([`FoldLane`], one per rule and repartition partition),
+//! which the first stage forwards by suppression key: so one instance
+//! folds every alert of a key.
+//!
 //! Invariants: a lane's state only ever holds events forwarded for its
 //! rule through its partition; an event taken once from a partition is not
 //! taken again from it (see [`RuleLanes::admit`]).
@@ -27,9 +32,11 @@ use std::collections::{BTreeMap, HashMap};
 use datafusion::arrow::array::UInt32Array;
 use datafusion::arrow::compute::take_record_batch;
 
+use super::fold_lane::FoldLane;
 use super::key::KeyEncoder;
 use super::*;
 use crate::rules::definitions::Definitions;
+use crate::rules::RuleMeta;
 
 /// One event a rule can use, and its correlation key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +64,11 @@ pub struct RuleLanes {
     time_budget: Option<Duration>,
     /// (repartition partition `"topic/partition"`, rule index) → its lane.
     lanes: BTreeMap<(String, usize), Correlator>,
+    /// The per-event rules that fold their alerts (`-- suppress`); the
+    /// lane index of `folding[i]` is `rules.len() + i`.
+    folding: Vec<RuleMeta>,
+    /// (repartition partition, lane index) → its fold lane.
+    fold_lanes: BTreeMap<(String, usize), FoldLane>,
     /// Per repartition partition: the marks read so far (upstream
     /// partition → highest event time), given to a lane when it is made.
     marks: HashMap<String, BTreeMap<String, i64>>,
@@ -106,6 +118,8 @@ impl RuleLanes {
             definitions: definitions.clone(),
             time_budget: None,
             lanes: BTreeMap::new(),
+            folding: Vec::new(),
+            fold_lanes: BTreeMap::new(),
             marks: HashMap::new(),
             restored: HashMap::new(),
             taken: HashMap::new(),
@@ -128,6 +142,82 @@ impl RuleLanes {
     /// The index of a rule id.
     pub fn lane_of(&self, rule: &str) -> Option<usize> {
         self.rules.iter().position(|r| r.meta.id == rule)
+    }
+
+    /// Fold the alerts of these per-event rules (`-- suppress`) in the
+    /// second stage: the first stage forwards them (see [`FoldLane`]).
+    pub fn fold_alerts_of(&mut self, rules: Vec<RuleMeta>) {
+        self.folding = rules.into_iter().filter(|m| m.suppress.is_some()).collect();
+    }
+
+    /// Whether the alerts of per-event rule `rule` are forwarded to be
+    /// folded.
+    pub fn folds(&self, rule: &str) -> bool {
+        self.folding.iter().any(|m| m.id == rule)
+    }
+
+    /// Whether the alerts of some rule of `source` are forwarded to be
+    /// folded.
+    pub fn folds_from(&self, source: SourceKind) -> bool {
+        self.folding.iter().any(|m| m.source == source)
+    }
+
+    /// The lane index of a per-event rule whose alerts are folded here.
+    pub fn fold_lane_of(&self, rule: &str) -> Option<usize> {
+        let i = self.folding.iter().position(|m| m.id == rule)?;
+        Some(self.rules.len() + i)
+    }
+
+    /// Second stage: an alert forwarded to fold lane `lane` through the
+    /// repartition record at `record`, its event first consumed at
+    /// `upstream`.
+    pub fn hold(
+        &mut self,
+        lane: usize,
+        record: &Origin,
+        upstream: &Origin,
+        alert: Alert,
+        event_time_ns: i64,
+        now_ns: i64,
+    ) {
+        let Origin::Kafka {
+            topic,
+            partition: record_partition,
+            offset,
+        } = record
+        else {
+            return;
+        };
+        let partition = partition_of(record);
+        let key = (partition.clone(), lane);
+        if !self.fold_lanes.contains_key(&key) {
+            let meta = self.folding[lane - self.rules.len()].clone();
+            let mut fold = FoldLane::new(
+                meta,
+                (topic.clone(), *record_partition),
+                ms(self.settings.allowed_lateness_ms),
+                ms(self.settings.idle_timeout_ms),
+            );
+            if let Some(w) = self
+                .restored
+                .get(&partition)
+                .and_then(|e| e.get(fold.rule_id()))
+            {
+                fold.restore_released(*w);
+            }
+            for (upstream, t) in self.marks.get(&partition).into_iter().flatten() {
+                fold.observe_mark(upstream, *t, now_ns);
+            }
+            self.fold_lanes.insert(key.clone(), fold);
+        }
+        let fold = self.fold_lanes.get_mut(&key).expect("inserted above");
+        fold.hold(
+            alert,
+            event_time_ns,
+            &partition_of(upstream),
+            *offset,
+            now_ns,
+        );
     }
 
     /// First stage: the rows of `decoded` each rule can use, with their
@@ -164,11 +254,13 @@ impl RuleLanes {
     /// emitted twice from a partial re-read.
     pub fn assign(&mut self, assigned: BTreeMap<String, BTreeMap<String, i64>>) {
         self.lanes.retain(|(p, _), _| assigned.contains_key(p));
+        self.fold_lanes.retain(|(p, _), _| assigned.contains_key(p));
         self.taken.retain(|(p, _, _), _| assigned.contains_key(p));
         self.marks.retain(|p, _| assigned.contains_key(p));
         self.restored.retain(|p, _| assigned.contains_key(p));
         for (partition, emitted) in assigned {
-            let kept = self.lanes.keys().any(|(p, _)| *p == partition);
+            let kept = self.lanes.keys().any(|(p, _)| *p == partition)
+                || self.fold_lanes.keys().any(|(p, _)| *p == partition);
             if !kept {
                 self.restored.insert(partition, emitted);
             }
@@ -237,8 +329,9 @@ impl RuleLanes {
             if let Some(limit) = self.time_budget {
                 correlator.set_time_budget(limit);
             }
+            correlator.hold_for_suppression();
             if let Some(emitted) = self.restored.get(partition) {
-                correlator.restore_emitted(emitted);
+                correlator.restore_emitted_rebuilding(emitted);
             }
             for (upstream, t) in self.marks.get(partition).into_iter().flatten() {
                 correlator.observe_mark(upstream, *t, now_ns);
@@ -265,6 +358,11 @@ impl RuleLanes {
                 lane.observe_mark(upstream, event_time_ns, now_ns);
             }
         }
+        for ((p, _), fold) in self.fold_lanes.iter_mut() {
+            if p == partition {
+                fold.observe_mark(upstream, event_time_ns, now_ns);
+            }
+        }
     }
 
     /// Advance every lane (see [`Correlator::advance`]).
@@ -279,6 +377,9 @@ impl RuleLanes {
             out.0.extend(alerts);
             out.1.extend(failures);
         }
+        for fold in self.fold_lanes.values_mut() {
+            out.0.extend(fold.advance(now_ns));
+        }
         out
     }
 
@@ -290,12 +391,20 @@ impl RuleLanes {
             out.0.extend(alerts);
             out.1.extend(failures);
         }
+        for fold in self.fold_lanes.values_mut() {
+            out.0.extend(fold.finish());
+        }
         out
     }
 
     /// The lowest watermark of the lanes (`None` before any).
     pub fn watermark(&self) -> Option<i64> {
-        self.lanes.values().filter_map(Correlator::watermark).min()
+        let folds = self.fold_lanes.values().filter_map(FoldLane::watermark);
+        self.lanes
+            .values()
+            .filter_map(Correlator::watermark)
+            .chain(folds)
+            .min()
     }
 
     /// The lanes' counters, summed (the watermark: the lowest).
@@ -312,6 +421,9 @@ impl RuleLanes {
             total.suppressed_alerts += s.suppressed_alerts;
             total.rows_evaluated += s.rows_evaluated;
         }
+        // Alerts waiting to be folded are events held too.
+        let held: usize = self.fold_lanes.values().map(FoldLane::held_alerts).sum();
+        total.retained_events += held;
         total.watermark = self.watermark();
         total
     }
@@ -330,6 +442,9 @@ impl RuleLanes {
         for lane in self.lanes.values() {
             merge_offsets(&mut out, &lane.retained_offsets());
         }
+        for fold in self.fold_lanes.values() {
+            fold.retained_offsets(&mut out);
+        }
         out
     }
 
@@ -347,6 +462,13 @@ impl RuleLanes {
                 .or_default()
                 .extend(lane.emitted_watermarks());
         }
+        for ((partition, _), fold) in &self.fold_lanes {
+            if let Some(w) = fold.released() {
+                out.entry(partition.clone())
+                    .or_default()
+                    .insert(fold.rule_id().to_string(), w);
+            }
+        }
         out
     }
 
@@ -354,11 +476,18 @@ impl RuleLanes {
     /// checkpoint.
     pub fn emitted_watermarks(&self) -> BTreeMap<String, i64> {
         let mut out: BTreeMap<String, i64> = BTreeMap::new();
-        for lane in self.lanes.values() {
-            for (rule, w) in lane.emitted_watermarks() {
-                let e = out.entry(rule).or_insert(w);
-                *e = (*e).min(w);
-            }
+        let folds = self
+            .fold_lanes
+            .values()
+            .filter_map(|f| f.released().map(|w| (f.rule_id().to_string(), w)));
+        for (rule, w) in self
+            .lanes
+            .values()
+            .flat_map(Correlator::emitted_watermarks)
+            .chain(folds)
+        {
+            let e = out.entry(rule).or_insert(w);
+            *e = (*e).min(w);
         }
         out
     }
@@ -376,6 +505,7 @@ impl RuleLanes {
     /// Forget all state (between independent inputs).
     pub fn reset(&mut self) {
         self.lanes.clear();
+        self.fold_lanes.clear();
         self.marks.clear();
         self.restored.clear();
         self.taken.clear();

@@ -42,6 +42,7 @@ mod compile;
 mod delta;
 mod emit;
 mod error;
+mod fold_lane;
 mod incremental;
 mod ingest;
 pub mod key;
@@ -236,8 +237,17 @@ struct CompiledCorrelation {
     /// What correlated events share, per table (see [`key`]).
     key: key::CorrelationKey,
     last_emitted: Option<i64>,
+    /// In a lane made again for a partition that moved (or after a
+    /// restart): the rows of windows ending up to this were raised by the
+    /// partition's previous holder, and are emitted again only to rebuild
+    /// the suppression periods (see [`Correlator::restore_emitted_rebuilding`]).
+    rebuild_through: Option<i64>,
     /// suppression key -> (suppressed until, alerts folded since)
     suppressed: HashMap<String, (i64, u64, Option<Alert>)>,
+    /// With [`Correlator::hold_for_suppression`]: per open suppression
+    /// period, the lowest offsets retained when it opened, from which a
+    /// re-read raises its first alert again.
+    suppress_holds: HashMap<String, Offsets>,
     /// The rule's query with its lists and macros expanded: a reload keeps
     /// the state of a rule whose query is unchanged.
     query: String,
@@ -309,6 +319,8 @@ pub struct Correlator {
     pending_failures: Vec<(String, String)>,
     /// Time budget of each plan execution (`rules.max_eval_ms`).
     budget: EvalBudget,
+    /// See [`Correlator::hold_for_suppression`].
+    holds_suppression: bool,
     _ctx: SessionContext,
 }
 
@@ -425,7 +437,9 @@ impl Correlator {
         }
         for rule in &mut self.rules {
             rule.last_emitted = None;
+            rule.rebuild_through = None;
             rule.suppressed.clear();
+            rule.suppress_holds.clear();
             match &mut rule.strategy {
                 Strategy::Incremental { state, .. } => state.clear(),
                 Strategy::Rescan { pending } => *pending = None,
@@ -479,6 +493,8 @@ impl Correlator {
                 Some(o) => {
                     rule.last_emitted = o.last_emitted;
                     rule.suppressed = std::mem::take(&mut o.suppressed);
+                    rule.suppress_holds = std::mem::take(&mut o.suppress_holds);
+                    rule.rebuild_through = o.rebuild_through;
                     // Incremental state is data; the plans that read and
                     // write it are the new compilation's (same SQL, same
                     // schema). A re-scan rule runs again at the next emission.
@@ -512,6 +528,19 @@ impl Correlator {
     /// For incremental rules this covers every event folded into a window
     /// not yet emitted (also those beyond `max_alert_events`: they count).
     pub fn retained_offsets(&self) -> BTreeMap<(String, i32), i64> {
+        let mut out = self.state_offsets();
+        for rule in &self.rules {
+            for hold in rule.suppress_holds.values() {
+                merge_offsets(&mut out, hold);
+            }
+        }
+        out
+    }
+
+    /// The lowest offsets of the retained events and incremental state
+    /// (suppression holds aside: a hold taken from them must not keep an
+    /// older hold alive).
+    fn state_offsets(&self) -> Offsets {
         let mut out = Offsets::new();
         for retained in self.retained.values() {
             for b in &retained.batches {
@@ -530,8 +559,35 @@ impl Correlator {
     pub fn emitted_watermarks(&self) -> BTreeMap<String, i64> {
         self.rules
             .iter()
-            .filter_map(|r| r.last_emitted.map(|w| (r.rule.meta.id.clone(), w)))
+            .filter_map(|r| {
+                let w = r.last_emitted.max(r.rebuild_through)?;
+                Some((r.rule.meta.id.clone(), w))
+            })
             .collect()
+    }
+
+    /// Keep the offsets of the events of every open suppression period
+    /// retained (a lane of the repartitioned placement), so that a lane
+    /// made again from a re-read can rebuild the periods.
+    pub(crate) fn hold_for_suppression(&mut self) {
+        self.holds_suppression = true;
+    }
+
+    /// Like [`Correlator::restore_emitted`], except that a rule with
+    /// `-- suppress` emits the windows up to its restored watermark again
+    /// from the re-read events, only to rebuild its suppression periods:
+    /// their alerts and summaries were raised before.
+    pub(crate) fn restore_emitted_rebuilding(&mut self, emitted: &BTreeMap<String, i64>) {
+        for rule in &mut self.rules {
+            let Some(w) = emitted.get(&rule.rule.meta.id) else {
+                continue;
+            };
+            if rule.rule.meta.suppress.is_some() && rule.last_emitted.is_none() {
+                rule.rebuild_through = Some(*w);
+            } else {
+                rule.last_emitted = Some(rule.last_emitted.map_or(*w, |l| l.max(*w)));
+            }
+        }
     }
 
     /// Restore emission watermarks (after a restart): rows at or before them

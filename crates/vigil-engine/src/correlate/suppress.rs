@@ -6,10 +6,14 @@ use super::*;
 
 /// Apply the rule's suppression: the alerts to emit (none if folded; the
 /// alert, preceded by the summary of a previous period that folded some).
+///
+/// `hold`: the offsets to keep while the period this alert may open lasts
+/// (see [`Correlator::hold_for_suppression`]).
 pub(super) fn suppress(
     rule: &mut CompiledCorrelation,
     alert: Alert,
     stats: &mut CorrelationStats,
+    hold: Option<&Offsets>,
 ) -> Vec<Alert> {
     let Some(period) = rule.rule.meta.suppress else {
         return vec![alert];
@@ -36,6 +40,9 @@ pub(super) fn suppress(
         }
         _ => {
             let until = at.saturating_add(period.as_nanos() as i64);
+            if let Some(hold) = hold {
+                rule.suppress_holds.insert(key.clone(), hold.clone());
+            }
             let mut out = Vec::with_capacity(2);
             if let Some((_, folded @ 1.., Some(last))) =
                 rule.suppressed.insert(key, (until, 0, None))
@@ -46,6 +53,29 @@ pub(super) fn suppress(
             out
         }
     }
+}
+
+/// A rebuilding rule (see `CompiledCorrelation::rebuild_through`) past
+/// event time `t`: the periods the partition's previous holder closed are
+/// closed here too, without a summary (it raised them).
+pub(super) fn end_rebuild_before(rule: &mut CompiledCorrelation, t: i64) {
+    let Some(through) = rule.rebuild_through else {
+        return;
+    };
+    if t <= through {
+        return;
+    }
+    let closed: Vec<String> = rule
+        .suppressed
+        .iter()
+        .filter(|(_, (until, _, _))| *until <= through)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in closed {
+        rule.suppressed.remove(&key);
+        rule.suppress_holds.remove(&key);
+    }
+    rule.rebuild_through = None;
 }
 
 /// An alert's event time in nanoseconds (`i64::MIN` if unreadable).

@@ -138,12 +138,24 @@ fn correlation_alerts(
     );
 }
 
-/// The ids of the detector's correlation rules.
-fn correlation_rules(detector: &Detector) -> BTreeSet<String> {
+/// Which rules' alerts a test compares.
+#[derive(Clone, Copy)]
+enum Compared {
+    /// The correlation rules.
+    Correlation,
+    /// The per-event rules that fold their alerts (`-- suppress`).
+    Folding,
+}
+
+/// The ids of the detector's rules of that kind.
+fn rules_compared(detector: &Detector, compared: Compared) -> BTreeSet<String> {
     detector
         .engine()
         .rules()
-        .filter(|r| r.meta.mode == RuleMode::Correlation)
+        .filter(|r| match compared {
+            Compared::Correlation => r.meta.mode == RuleMode::Correlation,
+            Compared::Folding => r.meta.mode != RuleMode::Correlation && r.meta.suppress.is_some(),
+        })
         .map(|r| r.meta.id.clone())
         .collect()
 }
@@ -154,9 +166,24 @@ async fn two_stages(
     redeliver: bool,
     reading: Reading,
 ) -> (Vec<(String, String)>, [usize; REPARTITIONS]) {
-    let mut first = detector(pack().await.into_lanes().await.unwrap());
-    first.register_partitions(&source_partitions());
-    let correlation = correlation_rules(&first);
+    two_stages_of(redeliver, reading, 1, Compared::Correlation).await
+}
+
+/// Both stages, with `instances` first stages, instance `i` reading the
+/// source partitions `p` with `p % instances == i`.
+async fn two_stages_of(
+    redeliver: bool,
+    reading: Reading,
+    instances: usize,
+    compared: Compared,
+) -> (Vec<(String, String)>, [usize; REPARTITIONS]) {
+    let mut first = Vec::new();
+    for _ in 0..instances {
+        let mut stage = detector(pack().await.into_lanes().await.unwrap());
+        stage.register_partitions(&source_partitions());
+        first.push(stage);
+    }
+    let correlation = rules_compared(&first[0], compared);
     let mut second = Vec::new();
     for _ in 0..REPARTITIONS {
         second.push(detector(pack().await.into_lanes().await.unwrap()).reading_forwarded());
@@ -165,16 +192,27 @@ async fn two_stages(
     let mut rows = [0usize; REPARTITIONS];
     let mut alerts = Vec::new();
     for batch in batches(reading) {
-        let out = first.process(batch).await;
-        let times = if redeliver { 2 } else { 1 };
-        for _ in 0..times {
-            for (p, records) in repartition(&out, &mut offsets).into_iter().enumerate() {
-                rows[p] += records.len();
-                let input = second[p].decoder().decode_forwarded(records);
-                let out = second[p].evaluate(input).await;
-                assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
-                correlation_alerts(&out, &correlation, &mut alerts);
+        for (i, stage) in first.iter_mut().enumerate() {
+            let part: Vec<RawMessage> = batch
+                .iter()
+                .filter(|m| match &m.origin {
+                    Origin::Kafka { partition, .. } => *partition as usize % instances == i,
+                    Origin::File { .. } => i == 0,
+                })
+                .cloned()
+                .collect();
+            let out = stage.process(part).await;
+            let times = if redeliver { 2 } else { 1 };
+            for _ in 0..times {
+                for (p, records) in repartition(&out, &mut offsets).into_iter().enumerate() {
+                    rows[p] += records.len();
+                    let input = second[p].decoder().decode_forwarded(records);
+                    let out = second[p].evaluate(input).await;
+                    assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
+                    correlation_alerts(&out, &correlation, &mut alerts);
+                }
             }
+            correlation_alerts(&out, &correlation, &mut alerts);
         }
     }
     for stage in &mut second {
@@ -184,9 +222,13 @@ async fn two_stages(
 }
 
 async fn one_detector(reading: Reading) -> AlertKeys {
+    one_detector_of(reading, Compared::Correlation).await
+}
+
+async fn one_detector_of(reading: Reading, compared: Compared) -> AlertKeys {
     let mut whole = detector(pack().await);
     whole.register_partitions(&source_partitions());
-    let correlation = correlation_rules(&whole);
+    let correlation = rules_compared(&whole, compared);
     let mut alerts = Vec::new();
     for batch in batches(reading) {
         correlation_alerts(&whole.process(batch).await, &correlation, &mut alerts);
@@ -240,6 +282,103 @@ async fn a_backlog_read_partition_by_partition_loses_no_alert() {
     let (alerts, _) = two_stages(false, Reading::PartitionByPartition).await;
     let unique: AlertKeys = alerts.iter().cloned().collect();
     assert_eq!(unique, expected);
+}
+
+/// Per-event rules that fold their alerts raise, over two first-stage
+/// instances, the alerts one detector raises over the same stream (in
+/// event-time order): each alert is forwarded by suppression key, so one
+/// fold lane sees every alert of a key, in event-time order. Folded per
+/// instance, a key read by both would raise its first alert twice.
+#[tokio::test]
+async fn two_instances_fold_per_event_alerts_as_one_detector_does() {
+    let expected = one_detector_of(Reading::Interleaved, Compared::Folding).await;
+    let (alerts, _) = two_stages_of(true, Reading::Interleaved, 2, Compared::Folding).await;
+    assert!(!expected.is_empty(), "the input must fire folding rules");
+    let unique: AlertKeys = alerts.iter().cloned().collect();
+    assert_eq!(unique.len(), alerts.len(), "no alert is raised twice");
+    assert_eq!(unique, expected);
+}
+
+/// A per-event rule that folds a user's execs for ten minutes.
+fn fold_rule() -> crate::rules::Rule {
+    crate::rules::parse_rule(
+        std::path::Path::new("exec_folded.sql"),
+        "-- id: test.exec_folded\n-- title: t\n-- severity: high\n-- description: d\n-- mitre: T1609\n\
+         -- source: k8s_audit\n-- author: tests\n-- based_on: vigil:test\n-- suppress: 10m\n-- suppress_key: username\n\
+         SELECT user_info.username AS username FROM k8s_audit WHERE object_ref.subresource = 'exec'\n",
+    )
+    .unwrap()
+}
+
+/// Eve's execs (source partition, seconds): the first two are read by
+/// different instances, the later one first; the last is past the
+/// period.
+fn execs() -> Vec<RawMessage> {
+    [(1, 60), (0, 120), (0, 180), (1, 900)]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (partition, secs))| RawMessage {
+            source: SourceKind::K8sAudit,
+            payload: audit_event(i, "eve", "create", "pods", Some("exec"), secs),
+            origin: Origin::Kafka {
+                topic: "audit".into(),
+                partition,
+                offset: i as i64,
+            },
+            timestamp_ms: None,
+            state_only: false,
+        })
+        .collect()
+}
+
+fn folded(alerts: &[crate::alert::Alert]) -> BTreeSet<(String, Option<u64>)> {
+    alerts
+        .iter()
+        .map(|a| (a.alert_id.clone(), a.suppressed_count))
+        .collect()
+}
+
+/// A suppression key whose events two first-stage instances read, the
+/// later event first, raises the alerts of one detector reading them in
+/// event-time order: one first alert, one summary.
+#[tokio::test]
+async fn a_key_read_by_two_instances_is_folded_once() {
+    let mut whole = detector(RuleEngine::compile(vec![fold_rule()]).await.unwrap());
+    let mut expected = whole.process(execs()).await.alerts;
+    expected.extend(whole.finish().await.alerts);
+    let expected = folded(&expected);
+    let summaries: Vec<Option<u64>> = expected.iter().map(|(_, n)| *n).collect();
+    assert_eq!(
+        summaries.iter().filter(|n| **n == Some(2)).count(),
+        1,
+        "two first alerts and a summary of two: {expected:?}"
+    );
+    assert_eq!(summaries.len(), 3, "{expected:?}");
+
+    let stage = || async {
+        let engine = RuleEngine::compile(vec![fold_rule()]).await.unwrap();
+        let mut d = detector(engine.into_lanes().await.unwrap());
+        d.register_partitions(&["audit/0".to_string(), "audit/1".to_string()]);
+        d
+    };
+    let (mut reads_0, mut reads_1) = (stage().await, stage().await);
+    let engine = RuleEngine::compile(vec![fold_rule()]).await.unwrap();
+    let mut second = detector(engine.into_lanes().await.unwrap()).reading_forwarded();
+    let mut offsets = [0i64; REPARTITIONS];
+    let mut alerts = Vec::new();
+    let (p0, p1): (Vec<RawMessage>, Vec<RawMessage>) = execs()
+        .into_iter()
+        .partition(|m| matches!(m.origin, Origin::Kafka { partition: 0, .. }));
+    for (first, part) in [(&mut reads_0, p0), (&mut reads_1, p1)] {
+        let out = first.process(part).await;
+        alerts.extend(out.alerts.clone());
+        for records in repartition(&out, &mut offsets) {
+            let input = second.decoder().decode_forwarded(records);
+            alerts.extend(second.evaluate(input).await.alerts);
+        }
+    }
+    alerts.extend(second.finish().await.alerts);
+    assert_eq!(folded(&alerts), expected);
 }
 
 /// An audit event of `user` at `secs` after the epoch of the test.
@@ -350,6 +489,123 @@ async fn a_lane_holds_the_repartition_offsets_of_an_open_sequence() {
         Some(&0),
         "the exec is held while its sequence can still complete"
     );
+}
+
+/// The sequence rule, its alerts suppressed for an hour per user.
+fn suppressed_sequence_rule() -> crate::rules::Rule {
+    let mut rule = sequence_rule();
+    rule.meta.suppress = Some(std::time::Duration::from_secs(3600));
+    rule.meta.suppress_key = vec!["username".into()];
+    rule
+}
+
+/// A repartition record (partition 0) forwarding audit message `m`, first
+/// consumed at offset `from` of `audit/0`, for the sequence rule.
+fn sequence_row(m: &[u8], from: i64, offset: &mut i64) -> RawMessage {
+    let header = Forward::Row {
+        rule: "test.exec_then_secret".into(),
+        source: "k8s_audit".into(),
+        from: Origin::Kafka {
+            topic: "audit".into(),
+            partition: 0,
+            offset: from,
+        },
+        item: 0,
+        timestamp_ms: None,
+    };
+    record(0, offset, header.encode(m))
+}
+
+/// A mark at `secs` for `audit/0`, in repartition partition 0.
+fn mark_at(secs: i64, offset: &mut i64) -> RawMessage {
+    let mark = Forward::Mark {
+        partition: "audit/0".into(),
+        event_time_ns: (1_767_225_600 + secs) * 1_000_000_000,
+    };
+    record(0, offset, mark.encode(b""))
+}
+
+/// A partition that moves to another instance keeps its correlation
+/// rule's suppression periods: the open period holds the committed offset
+/// at the events of its first alert, and the new holder re-reads from
+/// there and emits those windows again only to rebuild the period. So a
+/// second match for the same user within the hour folds into a summary,
+/// as in one detector, instead of raising a second first alert.
+#[tokio::test]
+async fn a_moved_partition_keeps_its_correlation_suppression() {
+    let events = [
+        audit_event(1, "eve", "create", "pods", Some("exec"), 60),
+        audit_event(2, "eve", "get", "secrets", None, 120),
+        audit_event(3, "eve", "create", "pods", Some("exec"), 1100),
+        audit_event(4, "eve", "get", "secrets", None, 1160),
+    ];
+    let engine = || async {
+        RuleEngine::compile(vec![suppressed_sequence_rule()])
+            .await
+            .unwrap()
+    };
+    let mut whole = detector(engine().await);
+    let messages = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| RawMessage {
+            source: SourceKind::K8sAudit,
+            payload: e.clone(),
+            origin: Origin::Kafka {
+                topic: "audit".into(),
+                partition: 0,
+                offset: i as i64,
+            },
+            timestamp_ms: None,
+            state_only: false,
+        })
+        .collect();
+    let mut expected = whole.process(messages).await.alerts;
+    expected.extend(whole.finish().await.alerts);
+    let expected = folded(&expected);
+    let counts: BTreeSet<Option<u64>> = expected.iter().map(|(_, n)| *n).collect();
+    assert_eq!(counts, BTreeSet::from([None, Some(1)]), "{expected:?}");
+
+    // The first holder raises the first alert, and its watermark passes
+    // the events' retention (a window of 10 minutes).
+    let mut offset = 0;
+    let mut records = vec![
+        sequence_row(&events[0], 0, &mut offset),
+        sequence_row(&events[1], 1, &mut offset),
+        mark_at(1000, &mut offset),
+    ];
+    let mut first = detector(engine().await.into_lanes().await.unwrap()).reading_forwarded();
+    let out = first
+        .evaluate(first.decoder().decode_forwarded(records.clone()))
+        .await;
+    let mut alerts = out.alerts;
+    assert_eq!(alerts.len(), 1, "the first alert: {alerts:?}");
+    let lanes = first.engine().lanes().unwrap();
+    let committed = lanes
+        .retained_offsets()
+        .get(&("vigil-correlate".to_string(), 0))
+        .copied()
+        .unwrap_or(offset);
+    assert_eq!(committed, 0, "the open period holds its events");
+    let emitted = lanes.emitted_by_partition();
+
+    // The partition moves: its next holder re-reads from the committed
+    // offset, then reads the second match.
+    let mut next = detector(engine().await.into_lanes().await.unwrap()).reading_forwarded();
+    next.assigned(emitted);
+    records.extend([
+        sequence_row(&events[2], 2, &mut offset),
+        sequence_row(&events[3], 3, &mut offset),
+        mark_at(1300, &mut offset),
+    ]);
+    let reread = records[committed as usize..].to_vec();
+    alerts.extend(
+        next.evaluate(next.decoder().decode_forwarded(reread))
+            .await
+            .alerts,
+    );
+    alerts.extend(next.finish().await.alerts);
+    assert_eq!(folded(&alerts), expected);
 }
 
 #[tokio::test]

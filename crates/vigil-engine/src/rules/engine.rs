@@ -90,6 +90,9 @@ pub struct RuleEngine {
     /// one lane each (see [`RuleEngine::into_lanes`]); `correlator` then
     /// holds none.
     lanes: Option<RuleLanes>,
+    /// With lanes (first stage): the alerts of rules with `-- suppress`, in
+    /// event-time order, to forward to the second stage's fold lanes.
+    to_fold: Vec<(i64, Alert)>,
     /// Allow-list applied to every rule's output rows before alerts are made.
     exceptions: Exceptions,
     /// Alerts suppressed by exceptions since the last [`RuleEngine::take_excepted`].
@@ -315,6 +318,7 @@ impl RuleEngine {
             lanes: None,
             exceptions: Exceptions::none(),
             excepted: Vec::new(),
+            to_fold: Vec::new(),
             deadline,
             time_budget: DEFAULT_TIME_BUDGET,
             definitions,
@@ -497,6 +501,7 @@ impl RuleEngine {
             .await
             .map_err(RuleErrors)?;
         lanes.set_time_budget(self.time_budget);
+        lanes.fold_alerts_of(self.rules.iter().map(|r| r.rule.meta.clone()).collect());
         self.correlator = empty;
         self.lanes = Some(lanes);
         Ok(self)
@@ -708,6 +713,9 @@ impl RuleEngine {
                 }
             }
         }
+        // In the first stage of the repartitioned placement, the alerts to
+        // fold are forwarded instead (see `RuleEngine::take_alerts_to_fold`).
+        let forward_folds = self.lanes.is_some();
         for compiled in self
             .rules
             .iter_mut()
@@ -752,6 +760,7 @@ impl RuleEngine {
                     continue;
                 }
             };
+            let mut made: Vec<(i64, Alert)> = Vec::new();
             for batch in batches.iter().filter(|b| b.num_rows() > 0) {
                 let new_only;
                 let batch = match &mut compiled.first_seen {
@@ -814,8 +823,26 @@ impl RuleEngine {
                     let event_time = event_times.value(row);
                     let alert =
                         Alert::new(meta, detected_at_ns, event_time, fields, vec![identity]);
-                    alerts.extend(compiled.folds.admit(meta, alert, event_time));
+                    made.push((event_time, alert));
                 }
+            }
+            if meta.suppress.is_none() {
+                alerts.extend(made.into_iter().map(|(_, a)| a));
+                continue;
+            }
+            // Folded in event-time order, as the second stage of the
+            // repartitioned placement folds them (`correlate::fold_lane`).
+            made.sort_by(|(t, a), (u, b)| (t, &a.alert_id).cmp(&(u, &b.alert_id)));
+            if forward_folds {
+                // Re-read messages only rebuild state: their alerts were
+                // forwarded before the restart, and no fold is kept here.
+                if !only_folding {
+                    self.to_fold.extend(made);
+                }
+                continue;
+            }
+            for (event_time, alert) in made {
+                alerts.extend(compiled.folds.admit(meta, alert, event_time));
             }
         }
         // Suppression periods this batch's events have passed.
@@ -830,6 +857,13 @@ impl RuleEngine {
         }
         slot.clear();
         (alerts, failures)
+    }
+
+    /// First stage of the repartitioned placement: the alerts of rules with
+    /// `-- suppress` since the last call, with their event times, to
+    /// forward by suppression key (see `correlate::fold_lane`).
+    pub fn take_alerts_to_fold(&mut self) -> Vec<(i64, Alert)> {
+        std::mem::take(&mut self.to_fold)
     }
 
     /// End of input: the summaries of every open suppression period of the

@@ -11,6 +11,12 @@
 //! `workload_root` macro), so a Deployment's change and its ReplicaSet's
 //! pods share a key.
 //!
+//! Alerts of one batch are admitted in event-time order (then alert id).
+//! With `correlation.placement = "repartition"` the first stage does not
+//! fold: it forwards these alerts by suppression key, and the second
+//! stage folds them in event-time order (`correlate::fold_lane`), so that
+//! several instances fold as one.
+//!
 //! A period ends when an alert of the same key arrives after it, when a
 //! later batch of the rule's source carries an event past it, or at the
 //! end of input ([`Folds::finish`]), or when the stream's watermark
@@ -171,7 +177,7 @@ fn hold_offsets(offsets: &mut Offsets, events: &[EventIdentity]) {
 }
 
 /// The values of the rule's `suppress_key` columns in the alert.
-fn suppression_key(meta: &RuleMeta, alert: &Alert) -> String {
+pub(crate) fn suppression_key(meta: &RuleMeta, alert: &Alert) -> String {
     let values: Vec<&Value> = meta
         .suppress_key
         .iter()

@@ -167,7 +167,8 @@ impl Committer<'_> {
         detector: &Detector,
     ) -> Result<Prepared> {
         let settings = self.settings;
-        // First: an event it cannot forward becomes a dead letter.
+        // First: an event it cannot forward becomes a dead letter (an alert,
+        // an alert of this batch).
         let repartitioned = match &self.repartition {
             Some((topic, partitions)) => repartition_records(
                 topic,
@@ -390,7 +391,8 @@ pub(super) fn emission_metadata(offsets: &mut TopicPartitionList, detector: &Det
 /// partition of its key, then the batch's marks to every partition (after
 /// the events: a mark promises that the events before it were sent). An
 /// event too large for the record limit is not forwarded: it becomes a
-/// rule-error dead letter, delivered with the batch.
+/// rule-error dead letter, delivered with the batch; an alert too large to
+/// forward for folding is raised here, unfolded.
 fn repartition_records(
     topic: &str,
     partitions: u32,
@@ -403,6 +405,12 @@ fn repartition_records(
         Vec::with_capacity(routed.len() + detections.marks.len() * partitions as usize);
     for event in routed {
         if event.record.len() + event.rule.len() > limit {
+            if let Some(alert) = event.alert {
+                // Raised here, unfolded (and cut to the limit on delivery),
+                // rather than lost.
+                detections.alerts.push(*alert);
+                continue;
+            }
             detections.dead_letters.push(DeadLetter::rule_error(
                 event.source,
                 event.rule.to_string(),
