@@ -125,7 +125,8 @@ pub async fn run(opts: &ScaleOptions, out: &mut dyn Write) -> Result<()> {
     fleet.sample();
     fleet.stop_all();
 
-    let got = read_alert_ids(&brokers, &topics.alerts)?;
+    std::fs::write(dir.join("expected-alerts.jsonl"), &expected.json)?;
+    let got = read_alert_ids(&brokers, &topics.alerts, &dir.join("alerts.jsonl"))?;
     let [dead_letter, late, ..] = &topics.others;
     writeln!(
         out,
@@ -351,6 +352,8 @@ struct Expected {
     /// Alert id -> rule.
     ids: BTreeMap<String, String>,
     correlation: usize,
+    /// The alerts as JSON lines (saved beside the instances' logs).
+    json: String,
 }
 
 async fn single_instance_alerts(
@@ -387,7 +390,9 @@ async fn single_instance_alerts(
     // What a quiet stream closes: the watermark passes the clock events'
     // time (the instances' idle partitions do the same).
     alerts.extend(detector.tick().await.alerts);
+    let json = alerts.iter().map(|a| a.to_json() + "\n").collect();
     Ok(Expected {
+        json,
         correlation: alerts
             .iter()
             .filter(|a| correlating.contains(&a.rule_id))
@@ -841,7 +846,14 @@ fn read_records(brokers: &str, topic: &str, n: usize) -> Result<Vec<serde_json::
 }
 
 /// Every alert on the topic: id -> (rule, how many records carry it).
-fn read_alert_ids(brokers: &str, topic: &str) -> Result<BTreeMap<String, (String, usize)>> {
+/// The ids of the alerts on `topic` (with their rule and how often each
+/// came), every alert also written to `save`.
+fn read_alert_ids(
+    brokers: &str,
+    topic: &str,
+    save: &Path,
+) -> Result<BTreeMap<String, (String, usize)>> {
+    let mut saved = std::io::BufWriter::new(std::fs::File::create(save)?);
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("{topic}-reader"))
@@ -864,6 +876,8 @@ fn read_alert_ids(brokers: &str, topic: &str) -> Result<BTreeMap<String, (String
         let m = m?;
         read = m.offset() + 1;
         let payload = m.payload().unwrap_or_default();
+        saved.write_all(payload)?;
+        saved.write_all(b"\n")?;
         let alert: serde_json::Value =
             serde_json::from_slice(payload).context("an alert that is not JSON")?;
         let (Some(id), Some(rule)) = (alert["alert_id"].as_str(), alert["rule_id"].as_str()) else {

@@ -474,6 +474,16 @@ impl Detector {
         }
     }
 
+    /// Second stage: whether the lanes hold their offsets at the events of
+    /// open suppression periods (see `Correlator::hold_for_suppression`);
+    /// only useful where the broker keeps the emission watermarks stored
+    /// with the offsets.
+    pub fn hold_suppression(&mut self, hold: bool) {
+        if let Some(lanes) = self.engine.lanes_mut() {
+            lanes.hold_suppression(hold);
+        }
+    }
+
     /// Restore correlation emission watermarks from a checkpoint.
     pub fn restore_emitted(&mut self, emitted: &std::collections::BTreeMap<String, i64>) {
         self.engine.restore_emitted(emitted);

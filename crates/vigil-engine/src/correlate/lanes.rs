@@ -75,6 +75,9 @@ pub struct RuleLanes {
     /// Per repartition partition: how far each rule had emitted for it
     /// when it was assigned here, given to a lane when it is made.
     restored: HashMap<String, BTreeMap<String, i64>>,
+    /// Whether lanes hold their offsets for suppression periods (see
+    /// [`RuleLanes::hold_suppression`]).
+    holds_suppression: bool,
     /// (repartition partition, rule index, upstream partition) → the
     /// highest upstream offset taken: within one repartition partition, a
     /// rule's events of one upstream partition arrive in offset order, so
@@ -122,6 +125,7 @@ impl RuleLanes {
             fold_lanes: BTreeMap::new(),
             marks: HashMap::new(),
             restored: HashMap::new(),
+            holds_suppression: true,
             taken: HashMap::new(),
         })
     }
@@ -154,6 +158,24 @@ impl RuleLanes {
     /// folded.
     pub fn folds(&self, rule: &str) -> bool {
         self.folding.iter().any(|m| m.id == rule)
+    }
+
+    /// Whether the lanes keep the offsets of their open suppression
+    /// periods, so that a lane made again after a move rebuilds them. Off
+    /// where the broker drops the emission watermarks committed with the
+    /// offsets: a lane made again would emit the older windows it re-reads
+    /// (some only in part) as new.
+    pub fn hold_suppression(&mut self, hold: bool) {
+        if hold == self.holds_suppression {
+            return;
+        }
+        self.holds_suppression = hold;
+        for lane in self.lanes.values_mut() {
+            lane.hold_for_suppression_if(hold);
+        }
+        for fold in self.fold_lanes.values_mut() {
+            fold.hold_periods(hold);
+        }
     }
 
     /// Whether the alerts of some rule of `source` are forwarded to be
@@ -198,6 +220,7 @@ impl RuleLanes {
                 ms(self.settings.allowed_lateness_ms),
                 ms(self.settings.idle_timeout_ms),
             );
+            fold.hold_periods(self.holds_suppression);
             if let Some(w) = self
                 .restored
                 .get(&partition)
@@ -329,7 +352,9 @@ impl RuleLanes {
             if let Some(limit) = self.time_budget {
                 correlator.set_time_budget(limit);
             }
-            correlator.hold_for_suppression();
+            if self.holds_suppression {
+                correlator.hold_for_suppression();
+            }
             if let Some(emitted) = self.restored.get(partition) {
                 correlator.restore_emitted_rebuilding(emitted);
             }

@@ -570,7 +570,18 @@ impl Correlator {
     /// retained (a lane of the repartitioned placement), so that a lane
     /// made again from a re-read can rebuild the periods.
     pub(crate) fn hold_for_suppression(&mut self) {
-        self.holds_suppression = true;
+        self.hold_for_suppression_if(true);
+    }
+
+    /// Hold (or no longer hold, dropping what is held) the offsets of the
+    /// open suppression periods.
+    pub(crate) fn hold_for_suppression_if(&mut self, hold: bool) {
+        self.holds_suppression = hold;
+        if !hold {
+            for rule in &mut self.rules {
+                rule.suppress_holds.clear();
+            }
+        }
     }
 
     /// Like [`Correlator::restore_emitted`], except that a rule with

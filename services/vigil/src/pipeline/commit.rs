@@ -46,6 +46,69 @@ pub(super) struct Committer<'a> {
     /// so no alert is committed without what keeps it from being emitted
     /// again after a restart or a move.
     pub committed: BTreeMap<(String, i32), i64>,
+    /// Second stage: whether the broker keeps the metadata of committed
+    /// offsets (where the lanes' emission watermarks go).
+    pub metadata: Arc<MetadataProbe>,
+}
+
+/// Whether the broker keeps offset commit metadata, found by reading the
+/// first commit that carried some back. A broker that drops it (tansu
+/// 0.6 answers every offset fetch with empty metadata) leaves a lane
+/// made after a move without its emission watermarks: it then emits what
+/// it re-reads again, so the lanes must not hold their offsets further
+/// back than their open windows (`Detector::hold_suppression`).
+#[derive(Debug, Default)]
+pub(super) struct MetadataProbe(std::sync::atomic::AtomicU8);
+
+impl MetadataProbe {
+    const UNKNOWN: u8 = 0;
+    const KEPT: u8 = 1;
+    const DROPPED: u8 = 2;
+
+    pub fn dropped(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed) == Self::DROPPED
+    }
+
+    /// After `offsets` were committed through `consumer`: read them back
+    /// once, if they carry metadata.
+    fn check(&self, consumer: &ConsumerHandle, offsets: &TopicPartitionList) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.0.load(Relaxed) != Self::UNKNOWN {
+            return;
+        }
+        let sent: BTreeMap<(String, i32), String> = offsets
+            .elements()
+            .iter()
+            .filter(|e| !e.metadata().is_empty())
+            .map(|e| {
+                (
+                    (e.topic().to_string(), e.partition()),
+                    e.metadata().to_string(),
+                )
+            })
+            .collect();
+        if sent.is_empty() {
+            return;
+        }
+        let read = match consumer.committed_metadata() {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading committed metadata back failed; tried again at the next commit");
+                return;
+            }
+        };
+        // A partition moved away meanwhile tells nothing.
+        let Some((partition, back)) = sent.keys().find_map(|p| read.get(p).map(|back| (p, back)))
+        else {
+            return;
+        };
+        if back.is_empty() {
+            self.0.store(Self::DROPPED, Relaxed);
+            tracing::warn!(topic = %partition.0, partition = partition.1, "the broker drops the metadata of committed offsets: the correlation lanes' emission watermarks are lost when a repartition partition moves, so windows re-read after a move may be emitted again and suppression periods do not move with their partition");
+        } else {
+            self.0.store(Self::KEPT, Relaxed);
+        }
+    }
 }
 
 /// A batch's output, ready to deliver.
@@ -258,6 +321,7 @@ impl Committer<'_> {
         seq: Option<u64>,
     ) -> InFlight {
         let (sink, stop, metrics) = (self.sink.clone(), self.stop.clone(), self.metrics.clone());
+        let probe = (self.role == Role::Correlating).then(|| self.metadata.clone());
         let consumer = consumer.cloned();
         let Prepared {
             detections,
@@ -299,7 +363,12 @@ impl Committer<'_> {
                         if offsets.count() == 0 {
                             return anyhow::Ok(());
                         }
-                        Ok(committing(consumer.as_ref())?.commit(&offsets)?)
+                        let consumer = committing(consumer.as_ref())?;
+                        consumer.commit(&offsets)?;
+                        if let Some(probe) = probe {
+                            probe.check(consumer, &offsets);
+                        }
+                        Ok(())
                     })
                 })
                 .await

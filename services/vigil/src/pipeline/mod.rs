@@ -192,6 +192,7 @@ pub async fn run(
         stop: stop.clone(),
         repartition: repartition.clone(),
         committed: Default::default(),
+        metadata: Default::default(),
     };
     let idle_wait = options
         .exit_when_idle
@@ -388,6 +389,7 @@ async fn evaluate(
             seq,
         } = *batch;
         if committer.role == Role::Correlating {
+            detector.hold_suppression(!committer.metadata.dropped());
             follow_assignment(
                 &consumer,
                 batch.assignment,
