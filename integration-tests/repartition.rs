@@ -19,6 +19,11 @@
 //!   partitions of their topics: both sides meet in the partition of the
 //!   pod, and the alerts are those of one instance reading everything.
 //!
+//! - A per-event rule that folds a user's execs (`-- suppress`) over two
+//!   instances, the user's execs spread over partitions both read: one
+//!   first alert and one summary, as one instance raises, not a first
+//!   alert per instance.
+//!
 //! Runs against the test broker (tansu by default, or
 //! `VIGIL_TEST_BROKERS=host:port`).
 
@@ -547,6 +552,82 @@ async fn a_cross_source_rule_joins_sides_forwarded_by_different_instances() {
         .collect();
     let total: f64 = received.iter().sum();
     assert!(total > 0.0, "forwarded events were read: {received:?}");
+    for status in [a.terminate(), b.terminate()] {
+        assert!(status.success(), "exited with {status}");
+    }
+}
+
+/// A per-event rule folding a user's execs for ten minutes.
+fn write_folding_rule(dir: &Path) -> std::path::PathBuf {
+    let rules = dir.join("rules/k8s_audit");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("exec_folded.sql"),
+        "-- id: test.exec_folded\n-- title: exec, folded per user\n-- severity: high\n\
+         -- description: folding test rule\n-- mitre: T1609\n-- source: k8s_audit\n\
+         -- author: Vigil tests\n-- based_on: vigil:fold-test\n-- suppress: 10m\n-- suppress_key: username\n\
+         SELECT user_info.username AS username, object_ref.name AS pod FROM k8s_audit\n\
+         WHERE object_ref.subresource = 'exec'\n",
+    )
+    .unwrap();
+    dir.join("rules")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_suppression_key_read_by_two_instances_raises_one_first_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = write_folding_rule(dir.path());
+    // Twenty minutes of background reads every 5 s; eve's six execs in
+    // the first three minutes (round robin: over every partition), and
+    // mallory's exec after eve's period.
+    let mut events = Vec::new();
+    let mut id = 0;
+    for t in (0..20 * 60i64).step_by(5) {
+        id += 1;
+        events.push(audit(id, "dev0", "get", "pods", None, "web", 200, t));
+        let exec =
+            |id, user: &str| audit(id, user, "create", "pods", Some("exec"), "web-1", 200, t);
+        if t % 30 == 0 && t < 180 {
+            id += 1;
+            events.push(exec(id, "eve"));
+        }
+        if t == 15 * 60 {
+            id += 1;
+            events.push(exec(id, "mallory"));
+        }
+    }
+    let expected = offline_alert_ids(&rules, &events).await;
+    assert_eq!(
+        expected.len(),
+        3,
+        "eve's first alert and summary, mallory's first alert: {expected:?}"
+    );
+    let (topics, repartition) = topics("repart-fold").await;
+    let config = config_idle(dir.path(), &topics, &rules, 15_000);
+    let env = env(&repartition);
+    let a = start(&config, dir.path().join("a.log"), &env);
+    let b = start(&config, dir.path().join("b.log"), &env);
+    // Produced once both hold source partitions, so that each reads some
+    // of eve's execs (a check that cannot fail otherwise passes quietly).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !["a", "b"].iter().all(|n| {
+        std::fs::read_to_string(dir.path().join(format!("{n}.log")))
+            .unwrap_or_default()
+            .contains("partitions assigned")
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            logs(dir.path(), &["a", "b"])
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    produce_round_robin(&topics.audit, &events, 0).await;
+    await_alerts(&topics.alerts, &expected, Duration::from_secs(120), || {
+        logs(dir.path(), &["a", "b"])
+    })
+    .await;
     for status in [a.terminate(), b.terminate()] {
         assert!(status.success(), "exited with {status}");
     }

@@ -20,8 +20,10 @@
 //!    events leave open).
 //!
 //! While it runs, each instance's metrics are sampled: the forwarded events
-//! its second stage read (`vigil_repartition_received_total`, summed over
-//! an instance's lives) and its correlation state (retained events plus
+//! its second stage took (`vigil_repartition_received_total` less
+//! `vigil_repartition_redelivered_total`, the records it read again and
+//! dropped as already taken; summed over an instance's lives) and its
+//! correlation state (retained events plus
 //! aggregation rows, the peak). The repartition lag is the broker's: the
 //! end offsets of the repartition topic minus the second stage's committed
 //! offsets, summed over partitions (it includes rows held for open
@@ -537,6 +539,7 @@ struct Instance {
     /// As last sampled, in this life: forwarded events read, source
     /// messages read, messages behind on its source partitions.
     received: f64,
+    redelivered: f64,
     consumed: f64,
     fetch_lag: f64,
 }
@@ -547,10 +550,20 @@ struct Sampled {
     lives: u32,
     /// Forwarded events and source messages read in lives that ended.
     received_before: f64,
+    redelivered_before: f64,
     consumed_before: f64,
     received: f64,
+    redelivered: f64,
     consumed: f64,
     state_peak: f64,
+}
+
+impl Sampled {
+    /// Forwarded events taken into the lanes: read, less those read again
+    /// and dropped as taken already.
+    fn taken(&self) -> f64 {
+        self.received - self.redelivered
+    }
 }
 
 impl Fleet {
@@ -585,6 +598,7 @@ impl Fleet {
             log,
             http: None,
             received: 0.0,
+            redelivered: 0.0,
             consumed: 0.0,
             fetch_lag: 0.0,
         };
@@ -601,6 +615,8 @@ impl Fleet {
             let seen = self.seen.entry(name.to_string()).or_default();
             seen.received_before += i.received;
             seen.received = seen.received_before;
+            seen.redelivered_before += i.redelivered;
+            seen.redelivered = seen.redelivered_before;
             seen.consumed_before += i.consumed;
             seen.consumed = seen.consumed_before;
         }
@@ -634,12 +650,14 @@ impl Fleet {
                 continue;
             };
             i.received = metric_sum(&text, "vigil_repartition_received_total");
+            i.redelivered = metric_sum(&text, "vigil_repartition_redelivered_total");
             i.consumed = metric_sum(&text, "vigil_messages_consumed_total");
             i.fetch_lag = metric_sum(&text, "vigil_consumer_fetch_lag");
             let state = metric_sum(&text, "vigil_correlation_retained_events")
                 + metric_sum(&text, "vigil_correlation_state_rows");
             let seen = self.seen.entry(name.clone()).or_default();
             seen.received = seen.received_before + i.received;
+            seen.redelivered = seen.redelivered_before + i.redelivered;
             seen.consumed = seen.consumed_before + i.consumed;
             seen.state_peak = seen.state_peak.max(state);
         }
@@ -896,7 +914,9 @@ struct Report {
     unexpected: BTreeMap<String, usize>,
     duplicates: usize,
     shares: BTreeMap<String, Sampled>,
-    received_total: f64,
+    /// Forwarded events taken by all second stages (re-deliveries an
+    /// instance dropped not counted).
+    taken_total: f64,
     max_lag: i64,
 }
 
@@ -932,7 +952,7 @@ impl Report {
             unexpected,
             duplicates: got.values().map(|(_, n)| n - 1).sum(),
             shares: fleet.seen.clone(),
-            received_total: fleet.seen.values().map(|s| s.received).sum(),
+            taken_total: fleet.seen.values().map(Sampled::taken).sum(),
             max_lag,
         }
     }
@@ -942,9 +962,11 @@ impl Report {
         for (name, s) in &self.shares {
             writeln!(
                 out,
-                "  {name}: read {:.0} forwarded events ({:.3} of all), correlation state peak {:.0} rows",
+                "  {name}: took {:.0} forwarded events ({:.3} of all; read {:.0} records, {:.0} of them again and dropped), correlation state peak {:.0} rows",
+                s.taken(),
+                s.taken() / self.taken_total.max(1.0),
                 s.received,
-                s.received / self.received_total.max(1.0),
+                s.redelivered,
                 s.state_peak
             )?;
         }
@@ -956,7 +978,7 @@ impl Report {
         let max_share = self
             .shares
             .values()
-            .map(|s| s.received / self.received_total.max(1.0))
+            .map(|s| s.taken() / self.taken_total.max(1.0))
             .fold(0.0, f64::max);
         let (min_state, max_state) = self
             .shares

@@ -830,9 +830,9 @@ impl RuleEngine {
                 alerts.extend(made.into_iter().map(|(_, a)| a));
                 continue;
             }
-            // Folded in event-time order, as the second stage of the
-            // repartitioned placement folds them (`correlate::fold_lane`).
-            made.sort_by(|(t, a), (u, b)| (t, &a.alert_id).cmp(&(u, &b.alert_id)));
+            // Folded in arrival order here, whatever the batching; the
+            // second stage of the repartitioned placement folds in
+            // event-time order (`correlate::fold_lane`).
             if forward_folds {
                 // Re-read messages only rebuild state: their alerts were
                 // forwarded before the restart, and no fold is kept here.

@@ -11,11 +11,12 @@
 //! `workload_root` macro), so a Deployment's change and its ReplicaSet's
 //! pods share a key.
 //!
-//! Alerts of one batch are admitted in event-time order (then alert id).
-//! With `correlation.placement = "repartition"` the first stage does not
-//! fold: it forwards these alerts by suppression key, and the second
-//! stage folds them in event-time order (`correlate::fold_lane`), so that
-//! several instances fold as one.
+//! Alerts are admitted in arrival order, so the result does not depend on
+//! how the input is batched. With `correlation.placement = "repartition"`
+//! the first stage does not fold: it forwards these alerts by suppression
+//! key, and the second stage folds them in event-time order
+//! (`correlate::fold_lane`), so that several instances fold as one; for
+//! input in event-time order both orders are the same.
 //!
 //! A period ends when an alert of the same key arrives after it, when a
 //! later batch of the rule's source carries an event past it, or at the

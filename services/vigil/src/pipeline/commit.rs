@@ -55,8 +55,9 @@ pub(super) struct Committer<'a> {
 /// first commit that carried some back. A broker that drops it (tansu
 /// 0.6 answers every offset fetch with empty metadata) leaves a lane
 /// made after a move without its emission watermarks: it then emits what
-/// it re-reads again, so the lanes must not hold their offsets further
-/// back than their open windows (`Detector::hold_suppression`).
+/// it re-reads again, so the lanes hold their offsets no further back
+/// than their open windows (`Detector::hold_suppression`) until the
+/// metadata is known to be kept.
 #[derive(Debug, Default)]
 pub(super) struct MetadataProbe(std::sync::atomic::AtomicU8);
 
@@ -65,8 +66,10 @@ impl MetadataProbe {
     const KEPT: u8 = 1;
     const DROPPED: u8 = 2;
 
-    pub fn dropped(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Relaxed) == Self::DROPPED
+    /// Whether a commit's metadata was read back: until then, nothing is
+    /// held for what the metadata would restore.
+    pub fn kept(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed) == Self::KEPT
     }
 
     /// After `offsets` were committed through `consumer`: read them back

@@ -389,7 +389,7 @@ async fn evaluate(
             seq,
         } = *batch;
         if committer.role == Role::Correlating {
-            detector.hold_suppression(!committer.metadata.dropped());
+            detector.hold_suppression(committer.metadata.kept());
             follow_assignment(
                 &consumer,
                 batch.assignment,
