@@ -178,18 +178,10 @@ impl Correlator {
                 }
             }
             // Suppression periods the watermark has passed: report folded alerts.
-            let expired: Vec<String> = rule
-                .suppressed
-                .iter()
-                .filter(|(_, (until, _, _))| *until <= watermark)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for key in expired {
-                rule.suppress_holds.remove(&key);
-                if let Some((_, folded, Some(last))) = rule.suppressed.remove(&key) {
-                    if folded > 0 && rule.rebuild_through.is_none() {
-                        alerts.push(summary_alert(last, folded));
-                    }
+            let rebuilding = rule.rebuild_through.is_some();
+            for (last, folded) in suppress::close_periods(rule, watermark) {
+                if let (Some(last), 1.., false) = (last, folded, rebuilding) {
+                    alerts.push(summary_alert(last, folded));
                 }
             }
         }

@@ -65,17 +65,26 @@ pub(super) fn end_rebuild_before(rule: &mut CompiledCorrelation, t: i64) {
     if t <= through {
         return;
     }
-    let closed: Vec<String> = rule
+    close_periods(rule, through);
+    rule.rebuild_through = None;
+}
+
+/// Close the periods over by `t`: each one's last folded alert and count.
+pub(super) fn close_periods(rule: &mut CompiledCorrelation, t: i64) -> Vec<(Option<Alert>, u64)> {
+    let over: Vec<String> = rule
         .suppressed
         .iter()
-        .filter(|(_, (until, _, _))| *until <= through)
+        .filter(|(_, (until, _, _))| *until <= t)
         .map(|(k, _)| k.clone())
         .collect();
-    for key in closed {
-        rule.suppressed.remove(&key);
-        rule.suppress_holds.remove(&key);
-    }
-    rule.rebuild_through = None;
+    over.into_iter()
+        .filter_map(|key| {
+            rule.suppress_holds.remove(&key);
+            rule.suppressed
+                .remove(&key)
+                .map(|(_, folded, last)| (last, folded))
+        })
+        .collect()
 }
 
 /// An alert's event time in nanoseconds (`i64::MIN` if unreadable).

@@ -430,20 +430,6 @@ async fn a_lane_holds_the_repartition_offsets_of_an_open_sequence() {
         .unwrap();
     let mut second = detector(engine).reading_forwarded();
     let mut offset = 0;
-    let forward = |m: &[u8], from: i64, offset: &mut i64| {
-        let header = Forward::Row {
-            rule: "test.exec_then_secret".into(),
-            source: "k8s_audit".into(),
-            from: Origin::Kafka {
-                topic: "audit".into(),
-                partition: 0,
-                offset: from,
-            },
-            item: 0,
-            timestamp_ms: None,
-        };
-        record(0, offset, header.encode(m))
-    };
     let marks = |secs: i64, offset: &mut i64| {
         let t = (1_767_225_600 + secs) * 1_000_000_000;
         (0..3)
@@ -463,8 +449,8 @@ async fn a_lane_holds_the_repartition_offsets_of_an_open_sequence() {
     let tls = audit_event(1, "eve", "get", "secrets", None, 60);
     let exec = audit_event(2, "eve", "create", "pods", Some("exec"), 270);
     let mut batch = vec![
-        forward(&tls, 0, &mut offset),
-        forward(&exec, 1, &mut offset),
+        sequence_row(&tls, 0, &mut offset),
+        sequence_row(&exec, 1, &mut offset),
     ];
     batch.extend(marks(280, &mut offset));
     second
@@ -646,20 +632,9 @@ async fn an_assignment_drops_the_state_of_partitions_no_longer_owned_and_restore
     let mut second = detector(engine).reading_forwarded();
     let mut offset = 0;
     let exec = audit_event(1, "eve", "create", "pods", Some("exec"), 270);
-    let header = Forward::Row {
-        rule: "test.exec_then_secret".into(),
-        source: "k8s_audit".into(),
-        from: Origin::Kafka {
-            topic: "audit".into(),
-            partition: 0,
-            offset: 0,
-        },
-        item: 0,
-        timestamp_ms: None,
-    };
     let input = second
         .decoder()
-        .decode(vec![record(0, &mut offset, header.encode(&exec))]);
+        .decode(vec![sequence_row(&exec, 0, &mut offset)]);
     second.evaluate(input).await;
     let owned = ("vigil-correlate".to_string(), 0);
     assert!(second.engine().retained_offsets().contains_key(&owned));
