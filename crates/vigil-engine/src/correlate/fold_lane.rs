@@ -26,6 +26,9 @@
 use std::time::Duration;
 
 use super::watermark::WatermarkTracker;
+
+/// Entries of [`FoldLane::open`], at most: past it neighbours merge.
+const MAX_OPEN_ENTRIES: usize = 4096;
 use super::Offsets;
 use crate::alert::Alert;
 use crate::rules::fold::Folds;
@@ -167,6 +170,7 @@ impl FoldLane {
                 h.record_offset,
             ));
         }
+        self.bound_open();
         self.end_rebuild_before(watermark);
         if self.rebuild_below.is_none() {
             out.extend(self.folds.expire(watermark));
@@ -174,6 +178,24 @@ impl FoldLane {
         }
         self.released = Some(self.released.map_or(watermark, |r| r.max(watermark)));
         out
+    }
+
+    /// A flood of alerts must not grow the lane without bound: neighbouring
+    /// entries merge into one that ends at the later end and holds the
+    /// lower offset, which retains at least what both did.
+    fn bound_open(&mut self) {
+        while self.open.len() > MAX_OPEN_ENTRIES {
+            self.open = self
+                .open
+                .chunks(2)
+                .map(|pair| {
+                    pair.iter()
+                        .fold((i64::MIN, i64::MAX), |(end, offset), (e, o)| {
+                            (end.max(*e), offset.min(*o))
+                        })
+                })
+                .collect();
+        }
     }
 
     /// Past the rebuild (at event time `t` or later): the periods the
@@ -295,6 +317,22 @@ mod tests {
             ],
             "the earliest alert is raised, the next two fold into a summary (naming e2 and e3)"
         );
+    }
+
+    #[test]
+    fn a_flood_of_alerts_keeps_the_lane_bounded_and_its_lowest_offset() {
+        let mut lane = lane();
+        for i in 0..3 * MAX_OPEN_ENTRIES {
+            let (a, t) = alert(i, 1, "w");
+            lane.hold(a, t, "audit/0", 100 + i as i64, 0);
+        }
+        lane.observe_mark("audit/0", 5 * MIN, 0);
+        let raised = lane.advance(0);
+        assert_eq!(raised.len(), 1, "one first alert, the rest folded");
+        assert!(lane.open.len() <= MAX_OPEN_ENTRIES, "{}", lane.open.len());
+        let mut offsets = Offsets::new();
+        lane.retained_offsets(&mut offsets);
+        assert_eq!(offsets.values().copied().collect::<Vec<_>>(), vec![100]);
     }
 
     #[test]

@@ -154,12 +154,6 @@ impl RuleLanes {
         self.folding = rules.into_iter().filter(|m| m.suppress.is_some()).collect();
     }
 
-    /// Whether the alerts of per-event rule `rule` are forwarded to be
-    /// folded.
-    pub fn folds(&self, rule: &str) -> bool {
-        self.folding.iter().any(|m| m.id == rule)
-    }
-
     /// Whether the lanes keep the offsets of their open suppression
     /// periods, so that a lane made again after a move rebuilds them. Off
     /// where the broker drops the emission watermarks committed with the
@@ -171,7 +165,7 @@ impl RuleLanes {
         }
         self.holds_suppression = hold;
         for lane in self.lanes.values_mut() {
-            lane.hold_for_suppression_if(hold);
+            lane.hold_for_suppression(hold);
         }
         for fold in self.fold_lanes.values_mut() {
             fold.hold_periods(hold);
@@ -352,9 +346,7 @@ impl RuleLanes {
             if let Some(limit) = self.time_budget {
                 correlator.set_time_budget(limit);
             }
-            if self.holds_suppression {
-                correlator.hold_for_suppression();
-            }
+            correlator.hold_for_suppression(self.holds_suppression);
             if let Some(emitted) = self.restored.get(partition) {
                 correlator.restore_emitted_rebuilding(emitted);
             }

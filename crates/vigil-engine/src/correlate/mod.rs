@@ -568,15 +568,10 @@ impl Correlator {
 
     /// Keep the offsets of the events of every open suppression period
     /// retained (a lane of the repartitioned placement), so that a lane
-    /// made again from a re-read can rebuild the periods.
-    pub(crate) fn hold_for_suppression(&mut self) {
-        self.hold_for_suppression_if(true);
-    }
-
-    /// Hold (or no longer hold, dropping what is held) the offsets of the
-    /// open suppression periods.
-    pub(crate) fn hold_for_suppression_if(&mut self, hold: bool) {
-        self.holds_suppression = hold;
+    /// made again from a re-read can rebuild the periods; or no longer,
+    /// dropping what is held.
+    pub(crate) fn hold_for_suppression(&mut self, hold: bool) {
+        self.holds_suppression = hold && self.rules.iter().any(|r| r.rule.meta.suppress.is_some());
         if !hold {
             for rule in &mut self.rules {
                 rule.suppress_holds.clear();

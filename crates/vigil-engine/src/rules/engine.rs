@@ -90,8 +90,8 @@ pub struct RuleEngine {
     /// one lane each (see [`RuleEngine::into_lanes`]); `correlator` then
     /// holds none.
     lanes: Option<RuleLanes>,
-    /// With lanes (first stage): the alerts of rules with `-- suppress`, in
-    /// event-time order, to forward to the second stage's fold lanes.
+    /// With lanes (first stage): the alerts of rules with `-- suppress`, as
+    /// raised, to forward to the second stage's fold lanes.
     to_fold: Vec<(i64, Alert)>,
     /// Allow-list applied to every rule's output rows before alerts are made.
     exceptions: Exceptions,
