@@ -34,9 +34,10 @@ pub struct Detections {
     pub event_time_range: Option<(i64, i64)>,
     /// Alerts an exception suppressed (counted, not raised).
     pub excepted: Vec<Excepted>,
-    /// The first-seen rules' state changes, by rule id, to persist with
-    /// (at-least-once: after) the batch's alerts and before its offsets.
-    pub state_changes: Vec<(Arc<str>, Vec<StateChange>)>,
+    /// The first-seen rules' state changes, by rule id (and repartition
+    /// partition, for a second stage's), to persist with (at-least-once:
+    /// after) the batch's alerts and before its offsets.
+    pub state_changes: Vec<crate::rules::engine::FirstSeenChanges>,
     /// First stage of the repartitioned placement: the events to forward
     /// for correlation rules (see [`crate::forward`]), to deliver with
     /// (at-least-once: before) the batch's offsets.
@@ -464,14 +465,38 @@ impl Detector {
 
     /// The repartition partitions assigned to this detector's input, each
     /// with how far each rule emitted for it (see
-    /// [`crate::correlate::RuleLanes::assign`]).
+    /// [`crate::correlate::RuleLanes::assign`]). Returns the partitions new
+    /// here when some lane keeps first-seen state: restore theirs
+    /// ([`Detector::restore_lane_first_seen`]) before the next batch.
     pub fn assigned(
         &mut self,
         assigned: std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>>,
-    ) {
-        if let Some(lanes) = self.engine.lanes_mut() {
-            lanes.assign(assigned);
+    ) -> Vec<String> {
+        match self.engine.lanes_mut() {
+            Some(lanes) => {
+                let new = lanes.assign(assigned);
+                if lanes.keeps_first_seen() {
+                    new
+                } else {
+                    Vec::new()
+                }
+            }
+            None => Vec::new(),
         }
+    }
+
+    /// Second stage: restore the changelogged first-seen state of `rule` in
+    /// repartition partition `(topic, partition)`; `false` when no lane
+    /// here keeps first-seen state for that rule.
+    pub fn restore_lane_first_seen(
+        &mut self,
+        partition: (&str, i32),
+        rule: &str,
+        changes: Vec<StateChange>,
+    ) -> bool {
+        self.engine
+            .lanes_mut()
+            .is_some_and(|lanes| lanes.restore_first_seen(partition, rule, changes))
     }
 
     /// Second stage: whether the lanes hold their offsets at the events of

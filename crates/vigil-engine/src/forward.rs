@@ -6,7 +6,9 @@
 //!   that rule, with the rule's key ([`RoutedEvent`]), and the batch's
 //!   highest event time per source partition becomes a mark.
 //!   The alerts of per-event rules with `-- suppress` are forwarded too, by
-//!   rule and suppression key, instead of being folded here.
+//!   rule and suppression key, instead of being folded here, and the rows
+//!   of first-seen rules by rule and combination, instead of being judged
+//!   new here.
 //! - Second stage ([`Decoder::decode_forwarded`], then
 //!   [`Detector::ingest_forwarded_part`]): repartition records are decoded
 //!   back into the events they carry and go into their rule's lane
@@ -18,15 +20,17 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, BooleanArray};
 use datafusion::arrow::datatypes::TimestampNanosecondType;
-use vigil_model::forward::Forward;
+use vigil_model::forward::{FirstSeenRow, Forward};
 
 use crate::alert::Alert;
+use crate::correlate::fold_lane::SeenRow;
 use crate::correlate::partition_of;
 use crate::dead_letter::DeadLetter;
 use crate::decode::{decode, DecodedBatch};
 use crate::detect::{
     now_ns, retain_rows, DecodedInput, DecodedPart, Decoder, Detections, Detector,
 };
+use crate::rules::first_seen::parse_combination;
 use crate::source::{Origin, RawMessage, SourceKind};
 
 /// An event the first stage forwards for one correlation rule.
@@ -57,6 +61,8 @@ pub(crate) struct ForwardedAlert {
     from: Origin,
     event_time_ns: i64,
     alert: Alert,
+    /// A first-seen rule's row: its combination.
+    seen: Option<SeenRow>,
     /// Re-read after a restart (below the checkpoint's processed offset).
     state_only: bool,
 }
@@ -205,17 +211,25 @@ fn read_record(record: RawMessage) -> Read {
             rule,
             from,
             event_time_ns,
-        } => match serde_json::from_slice::<Alert>(body) {
-            Ok(alert) => Read::Alert(Box::new(ForwardedAlert {
-                record: record.origin,
-                rule,
-                from,
-                event_time_ns,
-                alert,
-                state_only: record.state_only,
-            })),
-            Err(e) => Read::Unreadable(record, format!("a forwarded alert does not read: {e}")),
-        },
+            first_seen,
+        } => {
+            let seen = match first_seen.map(|row| seen_row(&row)).transpose() {
+                Ok(seen) => seen,
+                Err(reason) => return Read::Unreadable(record, reason),
+            };
+            match serde_json::from_slice::<Alert>(body) {
+                Ok(alert) => Read::Alert(Box::new(ForwardedAlert {
+                    record: record.origin,
+                    rule,
+                    from,
+                    event_time_ns,
+                    alert,
+                    seen,
+                    state_only: record.state_only,
+                })),
+                Err(e) => Read::Unreadable(record, format!("a forwarded alert does not read: {e}")),
+            }
+        }
         Forward::Row {
             rule,
             source,
@@ -239,6 +253,20 @@ fn read_record(record: RawMessage) -> Read {
             Read::Row(message, Forwarded { rule, from, item })
         }
     }
+}
+
+fn seen_row(row: &FirstSeenRow) -> Result<SeenRow, String> {
+    let combination = parse_combination(&row.combination).ok_or_else(|| {
+        format!(
+            "a forwarded first-seen combination is not 32 hex digits: {:?}",
+            row.combination
+        )
+    })?;
+    Ok(SeenRow {
+        combination,
+        observed_since: row.observed_since,
+        raise: row.raise,
+    })
 }
 
 type Group = (Vec<RawMessage>, Vec<Forwarded>);
@@ -320,9 +348,11 @@ impl Detector {
 
     /// First stage: the alerts of rules with `-- suppress` become records
     /// keyed by rule and suppression key, so that one fold lane folds all
-    /// alerts of a key (see `correlate::fold_lane`).
+    /// alerts of a key, and the rows of first-seen rules records keyed by
+    /// rule and combination (see `correlate::fold_lane`).
     fn route_alerts_to_fold(&mut self, out: &mut Detections, source: SourceKind) {
-        for (event_time_ns, alert) in self.engine.take_alerts_to_fold() {
+        for forward in self.engine.take_alerts_to_forward() {
+            let (event_time_ns, alert) = (forward.event_time_ns, forward.alert);
             let rules = self.engine.rules();
             let Some(meta) = rules.map(|r| &r.meta).find(|m| m.id == alert.rule_id) else {
                 out.alerts.push(alert); // unreachable: raised by a loaded rule
@@ -330,15 +360,25 @@ impl Detector {
             };
             let mut key = alert.rule_id.as_bytes().to_vec();
             key.push(0);
-            key.extend_from_slice(crate::rules::fold::suppression_key(meta, &alert).as_bytes());
+            match &forward.first_seen {
+                Some(row) => key.extend_from_slice(row.combination.as_bytes()),
+                None => key.extend_from_slice(
+                    crate::rules::fold::suppression_key(meta, &alert).as_bytes(),
+                ),
+            }
             let Some(from) = alert.events.first().map(|e| e.origin.clone()) else {
                 out.alerts.push(alert); // unreachable: a per-event alert names its event
                 continue;
             };
+            // Too large to forward, an alert is raised by this stage, as it
+            // is (a first-seen row that may not be new: raised rather than
+            // lost), except an excepted first-seen row.
+            let raise = forward.first_seen.as_ref().is_none_or(|row| row.raise);
             let header = Forward::Alert {
                 rule: alert.rule_id.clone(),
                 from: from.clone(),
                 event_time_ns,
+                first_seen: forward.first_seen,
             };
             let record = header.encode(alert.to_json().as_bytes());
             out.routed.push(RoutedEvent {
@@ -347,7 +387,7 @@ impl Detector {
                 origin: from,
                 key,
                 record: String::from_utf8(record).expect("a header and an alert are JSON"),
-                alert: Some(Box::new(alert)),
+                alert: raise.then(|| Box::new(alert)),
             });
         }
     }
@@ -376,7 +416,14 @@ impl Detector {
                 redelivered += 1;
                 continue;
             }
-            lanes.hold(lane, &f.record, &f.from, f.alert, f.event_time_ns, now);
+            lanes.hold(
+                lane,
+                (&f.record, &f.from),
+                f.alert,
+                f.seen,
+                f.event_time_ns,
+                now,
+            );
         }
         self.metrics.repartition_redelivered(redelivered);
         for (source, rule, from) in unknown {

@@ -35,6 +35,38 @@ pub fn read_all(
     base: &ClientConfig,
     topic: &str,
     group: &str,
+    visit: impl FnMut(&str, Option<&[u8]>),
+) -> Result<u64, Error> {
+    read_partitions(base, topic, group, None, visit)
+}
+
+/// How many partitions the state topic has (an error naming how to
+/// create it when it is missing).
+pub fn partition_count(base: &ClientConfig, topic: &str) -> Result<u32, Error> {
+    let consumer: BaseConsumer = base
+        .create()
+        .doing(|| "creating a Kafka client for metadata".into())?;
+    super::require_topic(&consumer, topic, "state topic", CREATE_WITH)?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .doing(|| format!("reading metadata of the state topic {topic:?}"))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .map(|t| t.partitions().len() as u32)
+        .sum())
+}
+
+/// As [`read_all`], over the partitions `only` of `topic` (all when
+/// `None`): a second stage restores the state of the repartition
+/// partitions assigned to it from the state partitions their records are
+/// written to (`repartition partition % state partitions`).
+pub fn read_partitions(
+    base: &ClientConfig,
+    topic: &str,
+    group: &str,
+    only: Option<&[i32]>,
     mut visit: impl FnMut(&str, Option<&[u8]>),
 ) -> Result<u64, Error> {
     let consumer: BaseConsumer = base
@@ -53,6 +85,7 @@ pub fn read_all(
         .iter()
         .filter(|t| t.name() == topic)
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .filter(|p| only.is_none_or(|only| only.contains(p)))
         .collect();
     let prefix = format!("{group}/");
     let mut visited = 0;

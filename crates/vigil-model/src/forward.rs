@@ -5,7 +5,8 @@
 //! forwards each event a correlation rule can use to the partition of the
 //! repartition topic its correlation key hashes to, one record per rule
 //! and event ([`Forward::Row`]), each alert of a per-event rule that folds
-//! its alerts (`-- suppress`) to the partition of its suppression key
+//! its alerts (`-- suppress`) to the partition of its suppression key, and
+//! the rows of a first-seen rule to the partition of their combination
 //! ([`Forward::Alert`]), and after each batch a watermark mark per
 //! source partition to every partition ([`Forward::Mark`]). The second
 //! stage (every instance, over the repartition partitions the group gives
@@ -56,6 +57,11 @@ pub enum Forward {
         from: Origin,
         /// The event time of the alert's event.
         event_time_ns: i64,
+        /// For a first-seen rule (`-- first_seen`): the row's combination,
+        /// whose partition this is. The second stage alerts only when the
+        /// combination is new for the whole group.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        first_seen: Option<FirstSeenRow>,
     },
     /// Every row of source partition `partition` with a lower event time
     /// than this has been forwarded before this record.
@@ -65,6 +71,21 @@ pub enum Forward {
         /// The highest event time the first stage has read from it.
         event_time_ns: i64,
     },
+}
+
+/// What the second stage needs of a first-seen rule's row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirstSeenRow {
+    /// The row's value combination: the first 128 bits of its BLAKE3 hash,
+    /// as 32 hex digits.
+    pub combination: String,
+    /// When the first stage's instance began observing the rule's source
+    /// (seconds since the epoch): the group learns from the earliest.
+    pub observed_since: u32,
+    /// `false` when an exception matched the row: it counts as seen, but
+    /// raises nothing.
+    pub raise: bool,
 }
 
 /// Why a repartition record cannot be read.
@@ -142,11 +163,28 @@ mod tests {
                 offset: 7,
             },
             event_time_ns: 9,
+            first_seen: None,
         };
-        let record = alert.encode(b"{\"alert_id\":\"a\"}");
-        let (header, body) = Forward::decode(&record).unwrap();
-        assert_eq!(header, alert);
-        assert_eq!(body, b"{\"alert_id\":\"a\"}");
+        let seen = Forward::Alert {
+            rule: "k8s.first_exec_in_namespace".into(),
+            from: Origin::Kafka {
+                topic: "audit".into(),
+                partition: 0,
+                offset: 3,
+            },
+            event_time_ns: 10,
+            first_seen: Some(FirstSeenRow {
+                combination: "0123456789abcdef0123456789abcdef".into(),
+                observed_since: 1_700_000_000,
+                raise: false,
+            }),
+        };
+        for alert in [alert, seen] {
+            let record = alert.encode(b"{\"alert_id\":\"a\"}");
+            let (header, body) = Forward::decode(&record).unwrap();
+            assert_eq!(header, alert);
+            assert_eq!(body, b"{\"alert_id\":\"a\"}");
+        }
     }
 
     #[test]

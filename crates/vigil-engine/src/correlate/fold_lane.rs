@@ -1,11 +1,16 @@
-//! Folding of a per-event rule's alerts (`-- suppress`) in the second stage
-//! of `placement = "repartition"` (docs/architecture.md#repartitioned-correlation).
+//! Folding of a per-event rule's alerts (`-- suppress`), and first-seen
+//! state (`-- first_seen`), in the second stage of `placement =
+//! "repartition"` (docs/architecture.md#repartitioned-correlation).
 //!
 //! With several instances, each raises the alerts of the events it reads;
 //! folded per instance, a suppression key read by two instances would raise
-//! two first alerts. So the first stage forwards such alerts, by rule and
-//! suppression key, and one *fold lane* per rule and repartition partition
-//! folds every alert of its keys, as one detector does ([`Folds`]).
+//! two first alerts, and a combination first seen by two instances would be
+//! new twice. So the first stage forwards such alerts, by rule and
+//! suppression key or combination, and one *fold lane* per rule and
+//! repartition partition decides for every alert of its keys, as one
+//! detector does: a first-seen rule's alert is raised only if its
+//! combination is new to the lane's state ([`FirstSeen`]), then folded
+//! ([`Folds`]) if the rule suppresses.
 //!
 //! Invariants:
 //! - Alerts are folded in event-time order (then alert id), not in arrival
@@ -22,6 +27,10 @@
 //!   while a period it may belong to is open (event time plus the period
 //!   is after the watermark), so the partition's committed offset never
 //!   passes what a re-read needs.
+//! - First-seen state is not rebuilt by re-reading: it outlives any
+//!   retention, so it is changelogged per partition to the state topic and
+//!   restored when the lane is made ([`FoldLane::restore_first_seen`]). A
+//!   re-read alert the restored state has seen is not raised again.
 
 use std::time::Duration;
 
@@ -31,14 +40,26 @@ use super::watermark::WatermarkTracker;
 const MAX_OPEN_ENTRIES: usize = 4096;
 use super::Offsets;
 use crate::alert::Alert;
+use crate::rules::first_seen::{FirstSeen, FirstSeenStats, StateChange};
 use crate::rules::fold::Folds;
 use crate::rules::RuleMeta;
+
+/// What a fold lane needs of a first-seen rule's row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SeenRow {
+    pub combination: crate::rules::first_seen::Combination,
+    /// When the forwarding instance began observing the source (seconds).
+    pub observed_since: u32,
+    /// `false`: an exception matched; seen, never raised.
+    pub raise: bool,
+}
 
 /// An alert forwarded to a fold lane, not released yet.
 #[derive(Debug)]
 struct Held {
     event_time_ns: i64,
     alert: Alert,
+    seen: Option<SeenRow>,
     /// Offset of its repartition record.
     record_offset: i64,
 }
@@ -49,6 +70,8 @@ pub(crate) struct FoldLane {
     meta: RuleMeta,
     period_ns: i64,
     folds: Folds,
+    /// A first-seen rule's state of the lane's combinations.
+    first_seen: Option<FirstSeen>,
     watermark: WatermarkTracker,
     /// Alerts at or above the watermark, waiting for it.
     held: Vec<Held>,
@@ -78,6 +101,7 @@ impl FoldLane {
             .suppress
             .map_or(0, |p| i64::try_from(p.as_nanos()).unwrap_or(i64::MAX));
         FoldLane {
+            first_seen: meta.first_seen.as_ref().map(FirstSeen::new),
             meta,
             period_ns,
             folds: Folds::default(),
@@ -122,15 +146,17 @@ impl FoldLane {
     pub(crate) fn hold(
         &mut self,
         alert: Alert,
-        event_time_ns: i64,
-        upstream: &str,
+        seen: Option<SeenRow>,
+        at: (i64, &str),
         record_offset: i64,
         now_ns: i64,
     ) {
+        let (event_time_ns, upstream) = at;
         self.watermark.observe(upstream, event_time_ns, now_ns);
         self.held.push(Held {
             event_time_ns,
             alert,
+            seen,
             record_offset,
         });
     }
@@ -161,6 +187,9 @@ impl FoldLane {
         let mut out = Vec::new();
         for h in ready {
             self.end_rebuild_before(h.event_time_ns);
+            if !self.is_new(&h) {
+                continue;
+            }
             let raised = self.folds.admit(&self.meta, h.alert, h.event_time_ns);
             if self.rebuild_below.is_none() {
                 out.extend(raised);
@@ -178,6 +207,40 @@ impl FoldLane {
         }
         self.released = Some(self.released.map_or(watermark, |r| r.max(watermark)));
         out
+    }
+
+    /// Whether a released alert goes on to be raised (or folded): for a
+    /// first-seen rule, when its combination is new to the group; every
+    /// row is remembered.
+    fn is_new(&mut self, h: &Held) -> bool {
+        let (Some(state), Some(seen)) = (&mut self.first_seen, &h.seen) else {
+            return true;
+        };
+        if seen.observed_since > 0 {
+            state.observed_from(seen.observed_since);
+        }
+        let verdict = state.admit(seen.combination, h.event_time_ns);
+        verdict == crate::rules::first_seen::Verdict::New && seen.raise
+    }
+
+    /// A first-seen rule's changes since the last call, to changelog.
+    pub(crate) fn take_first_seen_changes(&mut self) -> Vec<StateChange> {
+        self.first_seen
+            .as_mut()
+            .map(FirstSeen::take_changes)
+            .unwrap_or_default()
+    }
+
+    /// Restore the changelogged state of the lane's partition, before it
+    /// takes an alert.
+    pub(crate) fn restore_first_seen(&mut self, changes: Vec<StateChange>) {
+        if let Some(state) = &mut self.first_seen {
+            state.restore(changes);
+        }
+    }
+
+    pub(crate) fn first_seen_stats(&self) -> Option<FirstSeenStats> {
+        self.first_seen.as_ref().map(FirstSeen::stats)
     }
 
     /// A flood of alerts must not grow the lane without bound: neighbouring
@@ -302,7 +365,7 @@ mod tests {
         let mut lane = lane();
         for (offset, (id, minute)) in [(3, 3), (1, 1), (2, 2), (4, 20)].into_iter().enumerate() {
             let (a, t) = alert(id, minute, "w");
-            lane.hold(a, t, "audit/0", offset as i64, 0);
+            lane.hold(a, None, (t, "audit/0"), offset as i64, 0);
         }
         // The watermark is the latest event (no lateness): e4 waits.
         let mut out = lane.advance(0);
@@ -324,7 +387,7 @@ mod tests {
         let mut lane = lane();
         for i in 0..3 * MAX_OPEN_ENTRIES {
             let (a, t) = alert(i, 1, "w");
-            lane.hold(a, t, "audit/0", 100 + i as i64, 0);
+            lane.hold(a, None, (t, "audit/0"), 100 + i as i64, 0);
         }
         lane.observe_mark("audit/0", 5 * MIN, 0);
         let raised = lane.advance(0);
@@ -335,11 +398,74 @@ mod tests {
         assert_eq!(offsets.values().copied().collect::<Vec<_>>(), vec![100]);
     }
 
+    /// A first-seen rule by user (history 1 day, learning 1 minute).
+    fn seen_lane() -> FoldLane {
+        let text = "-- id: t.first\n-- title: t\n-- severity: high\n-- description: t\n-- mitre: T1609\n-- source: k8s_audit\n-- author: t\n-- based_on: vigil:test\n-- first_seen: user\n-- history: 1d\n-- learning: 1m\nSELECT user FROM k8s_audit\n";
+        let meta = parse_rule(std::path::Path::new("t.sql"), text)
+            .unwrap()
+            .meta;
+        FoldLane::new(
+            meta,
+            ("vigil-correlate".into(), 0),
+            Duration::ZERO,
+            Duration::from_secs(3600),
+        )
+    }
+
+    fn seen(combination: u64, raise: bool) -> Option<SeenRow> {
+        Some(SeenRow {
+            combination: [combination, 0],
+            observed_since: 1,
+            raise,
+        })
+    }
+
+    #[test]
+    fn a_combination_forwarded_by_two_instances_is_new_once_at_its_earliest_event() {
+        let mut lane = seen_lane();
+        // Minute 5 from one instance arrives before minute 3 from another.
+        let (a5, t5) = alert(5, 5, "w");
+        lane.hold(a5, seen(7, true), (t5, "audit/1"), 0, 0);
+        let (a3, t3) = alert(3, 3, "w");
+        lane.hold(a3, seen(7, true), (t3, "audit/0"), 1, 0);
+        // An excepted row is seen, never raised: minute 4 makes 8 known.
+        let (a4, t4) = alert(4, 4, "w");
+        lane.hold(a4, seen(8, false), (t4, "audit/0"), 2, 0);
+        let (a6, t6) = alert(6, 6, "w");
+        lane.hold(a6, seen(8, true), (t6, "audit/1"), 3, 0);
+        let raised = lane.finish();
+        assert_eq!(ids(&raised), vec![("e3".into(), None)]);
+    }
+
+    #[test]
+    fn a_lane_made_again_restores_what_its_partition_has_seen() {
+        let mut first = seen_lane();
+        let (a3, t3) = alert(3, 3, "w");
+        first.hold(a3, seen(7, true), (t3, "audit/0"), 0, 0);
+        assert_eq!(ids(&first.finish()), vec![("e3".into(), None)]);
+        let changes = first.take_first_seen_changes();
+        assert!(!changes.is_empty());
+
+        // The partition moves; its next holder re-reads e3 and reads e9.
+        let mut next = seen_lane();
+        next.restore_first_seen(changes);
+        let (a3, t3) = alert(3, 3, "w");
+        next.hold(a3, seen(7, true), (t3, "audit/0"), 0, 0);
+        let (a9, t9) = alert(9, 9, "w");
+        next.hold(a9, seen(9, true), (t9, "audit/0"), 1, 0);
+        assert_eq!(
+            ids(&next.finish()),
+            vec![("e9".into(), None)],
+            "e3's combination was restored as seen; e9's is new"
+        );
+        assert_eq!(next.first_seen_stats().unwrap().entries, 2);
+    }
+
     #[test]
     fn a_lane_made_again_rebuilds_its_periods_without_raising_twice() {
         let mut first = lane();
         let (a1, t1) = alert(1, 1, "w");
-        first.hold(a1, t1, "audit/0", 0, 0);
+        first.hold(a1, None, (t1, "audit/0"), 0, 0);
         first.observe_mark("audit/0", 5 * MIN, 0);
         let raised = first.advance(0);
         assert_eq!(ids(&raised), vec![("e1".into(), None)]);
@@ -352,9 +478,9 @@ mod tests {
         let mut next = lane();
         next.restore_released(released);
         let (a1, t1) = alert(1, 1, "w");
-        next.hold(a1, t1, "audit/0", 0, 0);
+        next.hold(a1, None, (t1, "audit/0"), 0, 0);
         let (a2, t2) = alert(2, 6, "w");
-        next.hold(a2, t2, "audit/0", 1, 0);
+        next.hold(a2, None, (t2, "audit/0"), 1, 0);
         next.observe_mark("audit/0", 30 * MIN, 0);
         let raised = next.advance(0);
         assert_eq!(

@@ -19,9 +19,10 @@
 //!   [`RuleLanes::assign`]).
 //!
 //! The second stage also folds the alerts of per-event rules with
-//! `-- suppress` ([`FoldLane`], one per rule and repartition partition),
-//! which the first stage forwards by suppression key: so one instance
-//! folds every alert of a key.
+//! `-- suppress`, and keeps the state of first-seen rules ([`FoldLane`],
+//! one per rule and repartition partition), which the first stage forwards
+//! by suppression key or combination: so one instance folds every alert of
+//! a key, and one decides whether a combination is new.
 //!
 //! Invariants: a lane's state only ever holds events forwarded for its
 //! rule through its partition; an event taken once from a partition is not
@@ -32,10 +33,12 @@ use std::collections::{BTreeMap, HashMap};
 use datafusion::arrow::array::UInt32Array;
 use datafusion::arrow::compute::take_record_batch;
 
-use super::fold_lane::FoldLane;
+use super::fold_lane::{FoldLane, SeenRow};
 use super::key::KeyEncoder;
 use super::*;
 use crate::rules::definitions::Definitions;
+use crate::rules::engine::FirstSeenChanges;
+use crate::rules::first_seen::{FirstSeenStats, StateChange};
 use crate::rules::RuleMeta;
 
 /// One event a rule can use, and its correlation key.
@@ -64,8 +67,9 @@ pub struct RuleLanes {
     time_budget: Option<Duration>,
     /// (repartition partition `"topic/partition"`, rule index) → its lane.
     lanes: BTreeMap<(String, usize), Correlator>,
-    /// The per-event rules that fold their alerts (`-- suppress`); the
-    /// lane index of `folding[i]` is `rules.len() + i`.
+    /// The per-event rules that fold their alerts (`-- suppress`) or keep
+    /// first-seen state; the lane index of `folding[i]` is
+    /// `rules.len() + i`.
     folding: Vec<RuleMeta>,
     /// (repartition partition, lane index) → its fold lane.
     fold_lanes: BTreeMap<(String, usize), FoldLane>,
@@ -148,10 +152,20 @@ impl RuleLanes {
         self.rules.iter().position(|r| r.meta.id == rule)
     }
 
-    /// Fold the alerts of these per-event rules (`-- suppress`) in the
-    /// second stage: the first stage forwards them (see [`FoldLane`]).
+    /// Fold the alerts of these per-event rules (`-- suppress`), and keep
+    /// their first-seen state (`-- first_seen`), in the second stage: the
+    /// first stage forwards them (see [`FoldLane`]).
     pub fn fold_alerts_of(&mut self, rules: Vec<RuleMeta>) {
-        self.folding = rules.into_iter().filter(|m| m.suppress.is_some()).collect();
+        self.folding = rules
+            .into_iter()
+            .filter(|m| m.suppress.is_some() || m.first_seen.is_some())
+            .collect();
+    }
+
+    /// Whether some lane keeps first-seen state (restored per partition
+    /// from the state topic, see [`RuleLanes::restore_first_seen`]).
+    pub fn keeps_first_seen(&self) -> bool {
+        self.folding.iter().any(|m| m.first_seen.is_some())
     }
 
     /// Whether the lanes keep the offsets of their open suppression
@@ -186,55 +200,120 @@ impl RuleLanes {
 
     /// Second stage: an alert forwarded to fold lane `lane` through the
     /// repartition record at `record`, its event first consumed at
-    /// `upstream`.
-    pub fn hold(
+    /// `upstream` at `event_time_ns`; `seen` for a first-seen rule's row.
+    pub(crate) fn hold(
         &mut self,
         lane: usize,
-        record: &Origin,
-        upstream: &Origin,
+        (record, upstream): (&Origin, &Origin),
         alert: Alert,
+        seen: Option<SeenRow>,
         event_time_ns: i64,
         now_ns: i64,
     ) {
         let Origin::Kafka {
             topic,
-            partition: record_partition,
+            partition,
             offset,
         } = record
         else {
             return;
         };
-        let partition = partition_of(record);
-        let key = (partition.clone(), lane);
+        let fold = self.fold_lane((topic, *partition), lane, now_ns);
+        fold.hold(
+            alert,
+            seen,
+            (event_time_ns, &partition_of(upstream)),
+            *offset,
+            now_ns,
+        );
+    }
+
+    /// The fold lane of rule `lane` in repartition partition
+    /// `(topic, partition)`, made when missing: with the partition's marks
+    /// so far and what was released for it.
+    fn fold_lane(
+        &mut self,
+        (topic, partition): (&str, i32),
+        lane: usize,
+        now_ns: i64,
+    ) -> &mut FoldLane {
+        let name = format!("{topic}/{partition}");
+        let key = (name.clone(), lane);
         if !self.fold_lanes.contains_key(&key) {
             let meta = self.folding[lane - self.rules.len()].clone();
             let mut fold = FoldLane::new(
                 meta,
-                (topic.clone(), *record_partition),
+                (topic.to_string(), partition),
                 ms(self.settings.allowed_lateness_ms),
                 ms(self.settings.idle_timeout_ms),
             );
             fold.hold_periods(self.holds_suppression);
-            if let Some(w) = self
-                .restored
-                .get(&partition)
-                .and_then(|e| e.get(fold.rule_id()))
-            {
+            if let Some(w) = self.restored.get(&name).and_then(|e| e.get(fold.rule_id())) {
                 fold.restore_released(*w);
             }
-            for (upstream, t) in self.marks.get(&partition).into_iter().flatten() {
+            for (upstream, t) in self.marks.get(&name).into_iter().flatten() {
                 fold.observe_mark(upstream, *t, now_ns);
             }
             self.fold_lanes.insert(key.clone(), fold);
         }
-        let fold = self.fold_lanes.get_mut(&key).expect("inserted above");
-        fold.hold(
-            alert,
-            event_time_ns,
-            &partition_of(upstream),
-            *offset,
-            now_ns,
-        );
+        self.fold_lanes.get_mut(&key).expect("inserted above")
+    }
+
+    /// Second stage: the changelogged first-seen state of rule `rule` in
+    /// repartition partition `(topic, partition)`, restored into its lane
+    /// before the lane takes an alert. `false` when no lane here keeps
+    /// first-seen state for that rule (a rule removed since).
+    pub fn restore_first_seen(
+        &mut self,
+        (topic, partition): (&str, i32),
+        rule: &str,
+        changes: Vec<StateChange>,
+    ) -> bool {
+        let Some(lane) = self.fold_lane_of(rule) else {
+            return false;
+        };
+        if self.folding[lane - self.rules.len()].first_seen.is_none() {
+            return false;
+        }
+        self.fold_lane((topic, partition), lane, crate::detect::now_ns())
+            .restore_first_seen(changes);
+        true
+    }
+
+    /// The lanes' first-seen changes since the last call, by rule and
+    /// repartition partition.
+    pub fn take_first_seen_changes(&mut self) -> Vec<FirstSeenChanges> {
+        let mut out = Vec::new();
+        for ((partition, _), fold) in &mut self.fold_lanes {
+            let changes = fold.take_first_seen_changes();
+            if changes.is_empty() {
+                continue;
+            }
+            let number = partition.rsplit_once('/').and_then(|(_, p)| p.parse().ok());
+            out.push(FirstSeenChanges {
+                rule: Arc::from(fold.rule_id()),
+                partition: number,
+                changes,
+            });
+        }
+        out
+    }
+
+    /// The lanes' first-seen state, summed; `None` when no rule keeps any.
+    pub fn first_seen_stats(&self) -> Option<FirstSeenStats> {
+        if !self.keeps_first_seen() {
+            return None;
+        }
+        let mut total = FirstSeenStats::default();
+        for stats in self
+            .fold_lanes
+            .values()
+            .filter_map(FoldLane::first_seen_stats)
+        {
+            total.entries += stats.entries;
+            total.forgotten_early += stats.forgotten_early;
+        }
+        Some(total)
     }
 
     /// First stage: the rows of `decoded` each rule can use, with their
@@ -268,20 +347,23 @@ impl RuleLanes {
     /// partition is dropped: its events are another instance's now. A
     /// partition newly assigned is read again from its committed offset,
     /// and its lanes start from what was emitted for it, so no window is
-    /// emitted twice from a partial re-read.
-    pub fn assign(&mut self, assigned: BTreeMap<String, BTreeMap<String, i64>>) {
+    /// emitted twice from a partial re-read. Returns the partitions new
+    /// here (whose first-seen state is to be restored).
+    pub fn assign(&mut self, assigned: BTreeMap<String, BTreeMap<String, i64>>) -> Vec<String> {
         self.lanes.retain(|(p, _), _| assigned.contains_key(p));
         self.fold_lanes.retain(|(p, _), _| assigned.contains_key(p));
         self.taken.retain(|(p, _, _), _| assigned.contains_key(p));
         self.marks.retain(|p, _| assigned.contains_key(p));
         self.restored.retain(|p, _| assigned.contains_key(p));
+        let mut new = Vec::new();
         for (partition, emitted) in assigned {
             let kept = self.lanes.keys().any(|(p, _)| *p == partition)
                 || self.fold_lanes.keys().any(|(p, _)| *p == partition);
-            if !kept {
-                self.restored.insert(partition, emitted);
+            if !kept && self.restored.insert(partition.clone(), emitted).is_none() {
+                new.push(partition);
             }
         }
+        new
     }
 
     /// Second stage: whether to take an event forwarded for rule `lane` in

@@ -42,7 +42,7 @@ mod compile;
 mod delta;
 mod emit;
 mod error;
-mod fold_lane;
+pub(crate) mod fold_lane;
 mod incremental;
 mod ingest;
 pub mod key;

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::datatypes::{TimestampNanosecondType, UInt32Type};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::TaskContext;
@@ -29,14 +29,18 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use serde_json::{Map, Value};
 use tracing::Instrument;
+use vigil_model::forward::FirstSeenRow;
 
 use super::budget::{with_deadline, BudgetExceeded, EvalDeadline};
 use super::definitions::expand::Expander;
 use super::definitions::macros::line_in_message;
 use super::definitions::Definitions;
 use super::exceptions::{Excepted, Exceptions};
-use super::first_seen::{FirstSeen, FirstSeenStats, StateChange};
+use super::first_seen::{
+    combination_hex, combinations, Combination, FirstSeen, FirstSeenStats, StateChange,
+};
 use super::fold::Folds;
+use super::forward_filter::ForwardFilter;
 use super::slot::{BatchSlot, SlotTable};
 use super::{Rule, RuleError, RuleErrors, RuleMode, RuleSet};
 use crate::alert::{content_event_id, Alert, EventIdentity};
@@ -47,6 +51,28 @@ use crate::observe::DetectionMetrics;
 use crate::schema::SourceSchema;
 use crate::schema::ROW_COLUMN;
 use crate::source::{RawMessage, SourceKind};
+
+/// A rule's first-seen changes since they were last taken, to persist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirstSeenChanges {
+    pub rule: Arc<str>,
+    /// The repartition partition of a second-stage lane's state (see
+    /// `correlate::fold_lane`); `None`: the instance's own.
+    pub partition: Option<i32>,
+    pub changes: Vec<StateChange>,
+}
+
+/// First stage of the repartitioned placement: an alert of a per-event
+/// rule that keeps state, to forward to the second stage, which decides
+/// (see `correlate::fold_lane`).
+#[derive(Debug)]
+pub struct ToForward {
+    pub event_time_ns: i64,
+    pub alert: Alert,
+    /// For a first-seen rule's row: its combination; the second stage
+    /// raises the alert only if it is new for the group.
+    pub first_seen: Option<vigil_model::forward::FirstSeenRow>,
+}
 
 /// A rule whose evaluation failed on a batch. The pipeline reports it (log,
 /// metric, dead-letter record) instead of dropping it silently.
@@ -70,6 +96,9 @@ struct CompiledRule {
     /// What a first-seen rule has seen (`-- first_seen`), see
     /// [`super::first_seen`].
     first_seen: Option<FirstSeen>,
+    /// In a first stage of the repartitioned placement, instead: what of
+    /// its rows to forward (see [`super::forward_filter`]).
+    forward_filter: Option<ForwardFilter>,
 }
 
 impl CompiledRule {
@@ -90,9 +119,10 @@ pub struct RuleEngine {
     /// one lane each (see [`RuleEngine::into_lanes`]); `correlator` then
     /// holds none.
     lanes: Option<RuleLanes>,
-    /// With lanes (first stage): the alerts of rules with `-- suppress`, as
-    /// raised, to forward to the second stage's fold lanes.
-    to_fold: Vec<(i64, Alert)>,
+    /// With lanes (first stage): the alerts of rules with `-- suppress` and
+    /// the rows of first-seen rules, as raised, to forward to the second
+    /// stage's alert lanes.
+    to_forward: Vec<ToForward>,
     /// Allow-list applied to every rule's output rows before alerts are made.
     exceptions: Exceptions,
     /// Alerts suppressed by exceptions since the last [`RuleEngine::take_excepted`].
@@ -294,6 +324,7 @@ impl RuleEngine {
             {
                 Ok((plan, row_column)) => compiled.push(CompiledRule {
                     first_seen: rule.meta.first_seen.as_ref().map(FirstSeen::new),
+                    forward_filter: None,
                     rule: Arc::new(rule),
                     plan,
                     row_column,
@@ -318,7 +349,7 @@ impl RuleEngine {
             lanes: None,
             exceptions: Exceptions::none(),
             excepted: Vec::new(),
-            to_fold: Vec::new(),
+            to_forward: Vec::new(),
             deadline,
             time_budget: DEFAULT_TIME_BUDGET,
             definitions,
@@ -502,6 +533,9 @@ impl RuleEngine {
             .map_err(RuleErrors)?;
         lanes.set_time_budget(self.time_budget);
         lanes.fold_alerts_of(self.rules.iter().map(|r| r.rule.meta.clone()).collect());
+        for r in &mut self.rules {
+            r.forward_filter = r.rule.meta.first_seen.as_ref().map(ForwardFilter::new);
+        }
         self.correlator = empty;
         self.lanes = Some(lanes);
         Ok(self)
@@ -760,13 +794,32 @@ impl RuleEngine {
                     continue;
                 }
             };
-            let mut made: Vec<(i64, Alert)> = Vec::new();
+            // In the first stage, a first-seen rule's rows go to the
+            // second stage, which holds the group's state; here they are
+            // only filtered (see `FirstSeen::admit_to_forward`).
+            let forwards =
+                forward_folds && (meta.suppress.is_some() || compiled.first_seen.is_some());
+            let mut made: Vec<ToForward> = Vec::new();
             for batch in batches.iter().filter(|b| b.num_rows() > 0) {
                 let new_only;
+                let mut combinations = None;
                 let batch = match &mut compiled.first_seen {
                     None => batch,
                     Some(first_seen) => {
-                        match new_rows(first_seen, batch, compiled.row_column, &event_times) {
+                        let rows = match &mut compiled.forward_filter {
+                            Some(filter) if forwards => rows_to_forward(
+                                (filter, first_seen.columns()),
+                                batch,
+                                compiled.row_column,
+                                &event_times,
+                            )
+                            .map(|(rows, c)| {
+                                combinations = Some(c);
+                                rows
+                            }),
+                            _ => new_rows(first_seen, batch, compiled.row_column, &event_times),
+                        };
+                        match rows {
                             Ok(new) => {
                                 new_only = new;
                                 &new_only
@@ -802,11 +855,24 @@ impl RuleEngine {
                     if row_ids.is_null(i) {
                         continue; // unreachable: the row column is non-nullable
                     }
-                    if let Some(e) = self.exceptions.matching(&meta.id, &fields, detected_at_ns) {
+                    let excepted = self.exceptions.matching(&meta.id, &fields, detected_at_ns);
+                    if let Some(e) = excepted {
                         self.excepted.push(Excepted {
                             rule_id: meta.id.clone(),
                             exception: e.location.clone(),
                         });
+                    }
+                    // An excepted first-seen row is still seen by the group.
+                    let first_seen = combinations.as_ref().map(|c| FirstSeenRow {
+                        combination: combination_hex(&c[i]),
+                        observed_since: compiled
+                            .first_seen
+                            .as_ref()
+                            .and_then(FirstSeen::observed_since)
+                            .unwrap_or(0),
+                        raise: excepted.is_none(),
+                    });
+                    if excepted.is_some() && first_seen.is_none() {
                         continue;
                     }
                     let row = row_ids.value(i) as usize;
@@ -823,26 +889,30 @@ impl RuleEngine {
                     let event_time = event_times.value(row);
                     let alert =
                         Alert::new(meta, detected_at_ns, event_time, fields, vec![identity]);
-                    made.push((event_time, alert));
+                    made.push(ToForward {
+                        event_time_ns: event_time,
+                        alert,
+                        first_seen,
+                    });
                 }
             }
+            if forwards {
+                // Re-read messages only rebuild state: their alerts were
+                // forwarded before the restart, and no fold is kept here.
+                if !only_folding {
+                    self.to_forward.extend(made);
+                }
+                continue;
+            }
             if meta.suppress.is_none() {
-                alerts.extend(made.into_iter().map(|(_, a)| a));
+                alerts.extend(made.into_iter().map(|f| f.alert));
                 continue;
             }
             // Folded in arrival order here, whatever the batching; the
             // second stage of the repartitioned placement folds in
             // event-time order (`correlate::fold_lane`).
-            if forward_folds {
-                // Re-read messages only rebuild state: their alerts were
-                // forwarded before the restart, and no fold is kept here.
-                if !only_folding {
-                    self.to_fold.extend(made);
-                }
-                continue;
-            }
-            for (event_time, alert) in made {
-                alerts.extend(compiled.folds.admit(meta, alert, event_time));
+            for f in made {
+                alerts.extend(compiled.folds.admit(meta, f.alert, f.event_time_ns));
             }
         }
         // Suppression periods this batch's events have passed.
@@ -860,10 +930,11 @@ impl RuleEngine {
     }
 
     /// First stage of the repartitioned placement: the alerts of rules with
-    /// `-- suppress` since the last call, with their event times, to
-    /// forward by suppression key (see `correlate::fold_lane`).
-    pub fn take_alerts_to_fold(&mut self) -> Vec<(i64, Alert)> {
-        std::mem::take(&mut self.to_fold)
+    /// `-- suppress` and the rows of first-seen rules since the last call,
+    /// to forward by suppression key or combination (see
+    /// `correlate::fold_lane`).
+    pub fn take_alerts_to_forward(&mut self) -> Vec<ToForward> {
+        std::mem::take(&mut self.to_forward)
     }
 
     /// End of input: the summaries of every open suppression period of the
@@ -883,19 +954,35 @@ impl RuleEngine {
             if let Some(f) = &mut r.first_seen {
                 f.clear();
             }
+            if let Some(f) = &mut r.forward_filter {
+                f.clear();
+            }
         }
     }
 
-    /// The first-seen rules' changes since the last call, by rule id, to
-    /// persist (see [`super::first_seen`]).
-    pub fn take_first_seen_changes(&mut self) -> Vec<(Arc<str>, Vec<StateChange>)> {
-        self.rules
-            .iter_mut()
-            .filter_map(|r| {
-                let changes = r.first_seen.as_mut()?.take_changes();
-                (!changes.is_empty()).then(|| (Arc::from(r.rule.meta.id.as_str()), changes))
-            })
-            .collect()
+    /// The first-seen rules' changes since the last call, to persist (see
+    /// [`super::first_seen`]). A first stage's own state only filters what
+    /// it forwards: not persisted (a restart forwards a little more).
+    pub fn take_first_seen_changes(&mut self) -> Vec<FirstSeenChanges> {
+        let filtering = self.lanes.is_some();
+        let mut out = Vec::new();
+        for r in &mut self.rules {
+            let Some(state) = r.first_seen.as_mut() else {
+                continue;
+            };
+            let changes = state.take_changes();
+            if !filtering && !changes.is_empty() {
+                out.push(FirstSeenChanges {
+                    rule: Arc::from(r.rule.meta.id.as_str()),
+                    partition: None,
+                    changes,
+                });
+            }
+        }
+        if let Some(lanes) = &mut self.lanes {
+            out.extend(lanes.take_first_seen_changes());
+        }
+        out
     }
 
     /// Restore a first-seen rule's persisted changes. Returns `false` when
@@ -918,12 +1005,17 @@ impl RuleEngine {
         true
     }
 
-    /// The first-seen state of every rule, summed; `None` without first-seen rules.
+    /// The first-seen state of every rule (in the second stage of the
+    /// repartitioned placement, of every lane), summed; `None` where no
+    /// group state is kept.
     pub fn first_seen_stats(&self) -> Option<FirstSeenStats> {
-        self.rules
+        let own = self
+            .rules
             .iter()
+            .filter(|_| self.lanes.is_none())
             .filter_map(|r| r.first_seen.as_ref())
-            .map(FirstSeen::stats)
+            .map(FirstSeen::stats);
+        own.chain(self.lanes.as_ref().and_then(RuleLanes::first_seen_stats))
             .reduce(|a, b| FirstSeenStats {
                 entries: a.entries + b.entries,
                 forgotten_early: a.forgotten_early + b.forgotten_early,
@@ -1007,6 +1099,32 @@ fn new_rows(
     let rows = batch.column(row_column).as_primitive::<UInt32Type>();
     let new = first_seen.admit_batch(batch, |i| event_times.value(rows.value(i) as usize))?;
     datafusion::arrow::compute::filter_record_batch(batch, &new)
+}
+
+/// First stage: the rows of a first-seen rule's output `batch` (of
+/// combinations of `columns`) the group's state needs, with their
+/// combinations (see [`super::forward_filter`]).
+fn rows_to_forward(
+    (filter, columns): (&mut ForwardFilter, &[String]),
+    batch: &RecordBatch,
+    row_column: usize,
+    event_times: &datafusion::arrow::array::TimestampNanosecondArray,
+) -> Result<(RecordBatch, Vec<Combination>), datafusion::arrow::error::ArrowError> {
+    let rows = batch.column(row_column).as_primitive::<UInt32Type>();
+    let mut kept = Vec::new();
+    let keep: BooleanArray = combinations(columns, batch)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let forward = filter.forward(c, event_times.value(rows.value(i) as usize));
+            if forward {
+                kept.push(c);
+            }
+            Some(forward)
+        })
+        .collect();
+    let picked = datafusion::arrow::compute::filter_record_batch(batch, &keep)?;
+    Ok((picked, kept))
 }
 
 /// A first-seen rule's combination is of output columns: a name the

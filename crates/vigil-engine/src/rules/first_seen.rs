@@ -83,7 +83,7 @@ struct Entry {
 
 /// Combinations are hashes already: the map's hash is their words XORed.
 #[derive(Default)]
-struct PassThrough(u64);
+pub(crate) struct PassThrough(u64);
 
 impl Hasher for PassThrough {
     fn finish(&self) -> u64 {
@@ -128,11 +128,11 @@ pub fn seconds(event_time_ns: i64) -> u32 {
 /// 1/16 of the history, at least a minute: how far a last-seen time moves
 /// before it is recorded again, and how much event time passes between
 /// sweeps of expired entries.
-fn step(history: u32) -> u32 {
+pub(crate) fn step(history: u32) -> u32 {
     (history / 16).max(60)
 }
 
-fn duration_seconds(d: std::time::Duration) -> u32 {
+pub(crate) fn duration_seconds(d: std::time::Duration) -> u32 {
     d.as_secs().min(u64::from(u32::MAX)) as u32
 }
 
@@ -156,6 +156,11 @@ impl FirstSeen {
     pub fn with_max_entries(mut self, max: usize) -> FirstSeen {
         self.max_entries = max.max(10);
         self
+    }
+
+    /// The output columns whose values make a combination.
+    pub fn columns(&self) -> &[String] {
+        &self.columns
     }
 
     /// Whether `other` keeps combinations of the same columns (its state
@@ -189,6 +194,20 @@ impl FirstSeen {
         let verdict = self.remember(combination, at);
         self.sweep_if_due();
         verdict
+    }
+
+    /// When the rule began observing its source, if it has.
+    pub fn observed_since(&self) -> Option<u32> {
+        self.observed_since
+    }
+
+    /// Second stage: an instance of the group began observing the rule's
+    /// source at `at`; the group learns from the earliest such time.
+    pub fn observed_from(&mut self, at: u32) {
+        if self.observed_since.is_none_or(|since| at < since) {
+            self.observed_since = Some(at);
+            self.changes.push(StateChange::ObservedSince { at });
+        }
     }
 
     /// The rule's source delivered events from `event_time_ns` on: the
@@ -420,6 +439,20 @@ fn hash_value(
     hasher.update(&(bytes.len() as u64).to_le_bytes());
     hasher.update(bytes);
     Ok(())
+}
+
+/// A combination as 32 hex digits (state records, forwarded rows).
+pub fn combination_hex(combination: &Combination) -> String {
+    format!("{:016x}{:016x}", combination[0], combination[1])
+}
+
+/// The combination of [`combination_hex`]'s text.
+pub fn parse_combination(text: &str) -> Option<Combination> {
+    if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let word = |range: std::ops::Range<usize>| u64::from_str_radix(&text[range], 16).ok();
+    Some([word(0..16)?, word(16..32)?])
 }
 
 fn words(bytes: &[u8; 32]) -> Combination {

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod exceptions;
 pub mod first_seen;
 pub mod fold;
+pub mod forward_filter;
 pub use vigil_model::rule as header;
 pub mod overrides;
 pub mod pack;

@@ -49,6 +49,17 @@ pub(super) struct Committer<'a> {
     /// Second stage: whether the broker keeps the metadata of committed
     /// offsets (where the lanes' emission watermarks go).
     pub metadata: Arc<MetadataProbe>,
+    /// Second stage with first-seen lanes: where their state is
+    /// changelogged and restored from.
+    pub lane_state: Option<LaneState>,
+}
+
+/// Where a second stage's first-seen lanes keep their state: partition
+/// `<p> % state_partitions` of `topics.state` for repartition partition
+/// `<p>` (see `state::records`).
+pub(super) struct LaneState {
+    pub base: rdkafka::ClientConfig,
+    pub state_partitions: u32,
 }
 
 /// Whether the broker keeps offset commit metadata, found by reading the
@@ -251,6 +262,7 @@ impl Committer<'_> {
             &settings.topics.state,
             &settings.kafka.group_id,
             &std::mem::take(&mut detections.state_changes),
+            self.lane_state.as_ref().map(|l| l.state_partitions),
         );
         // The checkpoint may say the batch was evaluated only together with
         // (at-least-once: after) the acknowledgement of its output.

@@ -119,10 +119,16 @@ pub async fn run(
         );
         detector.restore_emitted(&cp.emitted);
     }
-    if detector
-        .engine()
-        .rules()
-        .any(|r| r.meta.first_seen.is_some())
+    // A first stage of the repartitioned placement keeps no first-seen
+    // state of its own: the second stage's lanes do (restored per
+    // partition as they are assigned, `follow_assignment`).
+    let first_stage = options.role == Role::GroupMember
+        && settings.correlation.placement == crate::correlate::Placement::Repartition;
+    if !first_stage
+        && detector
+            .engine()
+            .rules()
+            .any(|r| r.meta.first_seen.is_some())
     {
         let restored = state::restore(
             &base,
@@ -183,6 +189,7 @@ pub async fn run(
         outputs.push(topic);
     }
     let sink = KafkaSink::new(&settings.kafka, brokers, &outputs).await?;
+    let lane_state = lane_state(settings, &base, options.role, &detector).await?;
     let mut committer = Committer {
         settings,
         sink: &sink,
@@ -193,6 +200,7 @@ pub async fn run(
         repartition: repartition.clone(),
         committed: Default::default(),
         metadata: Default::default(),
+        lane_state,
     };
     let idle_wait = options
         .exit_when_idle
@@ -258,6 +266,33 @@ async fn repartition_target(
             .context("looking up the repartition topic")??
     };
     Ok(Some((topic, count)))
+}
+
+/// A second stage whose lanes keep first-seen state: where it is
+/// changelogged (the state topic must exist; its partition count says
+/// which partition holds a repartition partition's records).
+async fn lane_state(
+    settings: &Settings,
+    base: &rdkafka::ClientConfig,
+    role: Role,
+    detector: &Detector,
+) -> Result<Option<commit::LaneState>> {
+    let keeps = detector
+        .engine()
+        .lanes()
+        .is_some_and(|l| l.keeps_first_seen());
+    if role != Role::Correlating || !keeps {
+        return Ok(None);
+    }
+    let (config, topic) = (base.clone(), settings.topics.state.clone());
+    let state_partitions =
+        tokio::task::spawn_blocking(move || crate::kafka::state::partition_count(&config, &topic))
+            .await
+            .context("looking up the state topic")??;
+    Ok(Some(commit::LaneState {
+        base: base.clone(),
+        state_partitions,
+    }))
 }
 
 /// Every partition of the source topics, as `"topic/partition"`.
@@ -440,7 +475,8 @@ async fn evaluate(
 
 /// Second stage: when the group assignment is no longer `known`, hand the
 /// detector the new one. Each partition is read again from its committed
-/// offset under it, and its lanes start from what was emitted for it.
+/// offset under it, and its lanes start from what was emitted for it and
+/// from the first-seen state changelogged for it.
 async fn follow_assignment(
     consumer: &crate::kafka::ConsumerHandle,
     current: u64,
@@ -448,11 +484,47 @@ async fn follow_assignment(
     detector: &mut Detector,
     committer: &mut Committer<'_>,
 ) -> Result<()> {
-    if *known != Some(current) {
-        detector.assigned(assigned_emission(consumer).await?);
-        committer.reassigned();
-        *known = Some(current);
+    if *known == Some(current) {
+        return Ok(());
     }
+    let new = detector.assigned(assigned_emission(consumer).await?);
+    committer.reassigned();
+    *known = Some(current);
+    let Some(lanes) = &committer.lane_state else {
+        return Ok(());
+    };
+    let settings = committer.settings;
+    let topic = &settings.topics.repartition;
+    let partitions: Vec<i32> = new
+        .iter()
+        .filter_map(|p| {
+            p.strip_prefix(topic.as_str())?
+                .strip_prefix('/')?
+                .parse()
+                .ok()
+        })
+        .collect();
+    if partitions.is_empty() {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let restored = state::restore_lanes(
+        &lanes.base,
+        (&settings.topics.state, lanes.state_partitions),
+        &settings.kafka.group_id,
+        (topic, &partitions),
+        detector,
+    )
+    .await
+    .context("restoring the first-seen state of assigned repartition partitions")?;
+    tracing::info!(
+        ?partitions,
+        records = restored.records,
+        unknown_rule = restored.unknown_rule,
+        unreadable = restored.unreadable,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "first-seen state of assigned partitions restored"
+    );
     Ok(())
 }
 

@@ -7,18 +7,23 @@
 //!   last-seen time, seconds since the epoch, as decimal text; a tombstone
 //!   when it is forgotten;
 //! * `<group>/first_seen/<rule>/observed_since` → when the rule's learning
-//!   began, the same way.
+//!   began, the same way;
+//! * with `correlation.placement = "repartition"`, the second stage's
+//!   (`<group>` is then `<group_id>-correlate`) state per repartition
+//!   partition `<p>`: `<group>/lane/<p>/first_seen/<rule>/...` as above,
+//!   written to partition `<p> % <state partitions>` of the state topic, so
+//!   that an instance given `<p>` reads that partition only
+//!   ([`restore_lanes`]).
 //!
 //! A combination's records all have one key, so compaction keeps its
 //! latest and they are read back in the order they were written.
-
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
 use crate::detect::Detector;
 use crate::kafka::OutRecord;
-use crate::rules::first_seen::{Combination, StateChange};
+use crate::rules::engine::FirstSeenChanges;
+use crate::rules::first_seen::{combination_hex, parse_combination, StateChange};
 
 /// The key part after the rule for when its learning began.
 const OBSERVED_SINCE: &str = "observed_since";
@@ -27,35 +32,48 @@ const OBSERVED_SINCE: &str = "observed_since";
 /// memory whatever the topic holds).
 const RESTORE_CHUNK: usize = 10_000;
 
-/// The records of a batch's first-seen changes.
+/// The records of a batch's first-seen changes; a lane's go to partition
+/// `<p> % state_partitions` (the state topic's partition count, known
+/// where lanes keep first-seen state).
 pub(super) fn records(
     topic: &str,
     group: &str,
-    changes: &[(Arc<str>, Vec<StateChange>)],
+    changes: &[FirstSeenChanges],
+    state_partitions: Option<u32>,
 ) -> Vec<OutRecord> {
     let mut records = Vec::new();
-    for (rule, changes) in changes {
+    for FirstSeenChanges {
+        rule,
+        partition,
+        changes,
+    } in changes
+    {
+        let (prefix, to) = match partition {
+            Some(p) => (
+                format!("{group}/lane/{p}/first_seen/{rule}"),
+                state_partitions.map(|n| (*p as u32 % n.max(1)) as i32),
+            ),
+            None => (format!("{group}/first_seen/{rule}"), None),
+        };
         for change in changes {
             let (what, payload) = match change {
-                StateChange::Seen { combination, at } => (hex(combination), Some(at.to_string())),
-                StateChange::Forgotten { combination } => (hex(combination), None),
+                StateChange::Seen { combination, at } => {
+                    (combination_hex(combination), Some(at.to_string()))
+                }
+                StateChange::Forgotten { combination } => (combination_hex(combination), None),
                 StateChange::ObservedSince { at } => {
                     (OBSERVED_SINCE.to_string(), Some(at.to_string()))
                 }
             };
             records.push(OutRecord {
                 topic: topic.to_string(),
-                key: format!("{group}/first_seen/{rule}/{what}"),
+                key: format!("{prefix}/{what}"),
                 payload,
-                partition: None,
+                partition: to,
             });
         }
     }
     records
-}
-
-fn hex(combination: &Combination) -> String {
-    format!("{:016x}{:016x}", combination[0], combination[1])
 }
 
 /// Why a state record cannot be read.
@@ -87,7 +105,7 @@ pub(super) fn parse(
     let change = if what == OBSERVED_SINCE {
         StateChange::ObservedSince { at: time()? }
     } else {
-        let combination = parse_hex(what).ok_or_else(bad_key)?;
+        let combination = parse_combination(what).ok_or_else(bad_key)?;
         match payload {
             None => StateChange::Forgotten { combination },
             Some(_) => StateChange::Seen {
@@ -99,12 +117,20 @@ pub(super) fn parse(
     Ok(Some((rule.to_string(), change)))
 }
 
-fn parse_hex(text: &str) -> Option<Combination> {
-    if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let word = |range: std::ops::Range<usize>| u64::from_str_radix(&text[range], 16).ok();
-    Some([word(0..16)?, word(16..32)?])
+/// A lane's state record (its key without the group) as its repartition
+/// partition, rule and change; `Ok(None)` for any other record.
+pub(super) fn parse_lane(
+    key: &str,
+    payload: Option<&[u8]>,
+) -> Result<Option<(i32, String, StateChange)>, StateRecordError> {
+    let Some(rest) = key.strip_prefix("lane/") else {
+        return Ok(None);
+    };
+    let bad_key = || StateRecordError::Key(key.to_string());
+    let (partition, rest) = rest.split_once('/').ok_or_else(bad_key)?;
+    let partition = partition.parse().map_err(|_| bad_key())?;
+    let (rule, change) = parse(rest, payload)?.ok_or_else(bad_key)?;
+    Ok(Some((partition, rule, change)))
 }
 
 /// What a restore found.
@@ -127,7 +153,7 @@ pub(super) async fn restore(
     let (chunks, mut received) = tokio::sync::mpsc::channel::<Vec<(String, StateChange)>>(4);
     let reader = {
         let (base, topic, group) = (base.clone(), topic.to_string(), group.to_string());
-        tokio::task::spawn_blocking(move || read(&base, &topic, &group, chunks))
+        tokio::task::spawn_blocking(move || read_with(&base, &topic, &group, None, parse, chunks))
     };
     let mut restored = Restored::default();
     while let Some(chunk) = received.recv().await {
@@ -150,30 +176,83 @@ pub(super) async fn restore(
     Ok(restored)
 }
 
-/// The blocking read: parsed changes to `chunks`, in order; the records
+/// Second stage: restore the first-seen state of the repartition
+/// partitions `partitions` (of `repartition_topic`), newly assigned here,
+/// from the state partitions their records were written to, before their
+/// next batch.
+pub(super) async fn restore_lanes(
+    base: &rdkafka::ClientConfig,
+    (topic, state_partitions): (&str, u32),
+    group: &str,
+    (repartition_topic, partitions): (&str, &[i32]),
+    detector: &mut Detector,
+) -> Result<Restored> {
+    let wanted: std::collections::BTreeSet<i32> = partitions.iter().copied().collect();
+    let only: Vec<i32> = wanted
+        .iter()
+        .map(|p| (*p as u32 % state_partitions.max(1)) as i32)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let (chunks, mut received) = tokio::sync::mpsc::channel::<Vec<(i32, String, StateChange)>>(4);
+    let reader = {
+        let (base, topic, group) = (base.clone(), topic.to_string(), group.to_string());
+        tokio::task::spawn_blocking(move || {
+            read_with(&base, &topic, &group, Some(&only), parse_lane, chunks)
+        })
+    };
+    let mut restored = Restored::default();
+    while let Some(chunk) = received.recv().await {
+        let mut by_lane: std::collections::BTreeMap<(i32, String), Vec<StateChange>> =
+            Default::default();
+        for (partition, rule, change) in chunk.into_iter().filter(|c| wanted.contains(&c.0)) {
+            by_lane.entry((partition, rule)).or_default().push(change);
+        }
+        for ((partition, rule), changes) in by_lane {
+            let count = changes.len() as u64;
+            if !detector.restore_lane_first_seen((repartition_topic, partition), &rule, changes) {
+                restored.unknown_rule += count;
+            }
+        }
+    }
+    let (records, unreadable) = reader.await.context("the state reader panicked")??;
+    restored.records = records;
+    restored.unreadable = unreadable;
+    Ok(restored)
+}
+
+/// How a state record's key and payload read as a `T` (`Ok(None)`: not
+/// one of them).
+type Parse<T> = fn(&str, Option<&[u8]>) -> Result<Option<T>, StateRecordError>;
+
+/// The blocking read of `topic` (its partitions `only`, all when
+/// `None`): the records `parse` reads to `chunks`, in order; the records
 /// read and those that could not be.
-fn read(
+fn read_with<T: Send>(
     base: &rdkafka::ClientConfig,
     topic: &str,
     group: &str,
-    chunks: tokio::sync::mpsc::Sender<Vec<(String, StateChange)>>,
+    only: Option<&[i32]>,
+    parse: Parse<T>,
+    chunks: tokio::sync::mpsc::Sender<Vec<T>>,
 ) -> Result<(u64, u64)> {
     let mut chunk = Vec::with_capacity(RESTORE_CHUNK);
     let mut unreadable = 0;
     let mut closed = false;
-    let records = crate::kafka::state::read_all(base, topic, group, |key, payload| {
-        match parse(key, payload) {
-            Ok(Some(change)) => chunk.push(change),
-            Ok(None) => {}
-            Err(e) => {
-                unreadable += 1;
-                tracing::warn!(error = %e, "skipping an unreadable state record");
+    let records =
+        crate::kafka::state::read_partitions(base, topic, group, only, |key, payload| {
+            match parse(key, payload) {
+                Ok(Some(change)) => chunk.push(change),
+                Ok(None) => {}
+                Err(e) => {
+                    unreadable += 1;
+                    tracing::warn!(error = %e, "skipping an unreadable state record");
+                }
             }
-        }
-        if chunk.len() >= RESTORE_CHUNK && !closed {
-            closed = chunks.blocking_send(std::mem::take(&mut chunk)).is_err();
-        }
-    })?;
+            if chunk.len() >= RESTORE_CHUNK && !closed {
+                closed = chunks.blocking_send(std::mem::take(&mut chunk)).is_err();
+            }
+        })?;
     if !chunk.is_empty() && !closed {
         let _ = chunks.blocking_send(chunk);
     }
@@ -182,10 +261,20 @@ fn read(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
+    fn changes(rule: &str, partition: Option<i32>, change: StateChange) -> Vec<FirstSeenChanges> {
+        vec![FirstSeenChanges {
+            rule: Arc::from(rule),
+            partition,
+            changes: vec![change],
+        }]
+    }
+
     fn round_trip(change: StateChange) -> StateChange {
-        let records = records("t", "g", &[(Arc::from("k8s.first_x"), vec![change])]);
+        let records = records("t", "g", &changes("k8s.first_x", None, change), None);
         assert_eq!(records.len(), 1);
         let key = records[0]
             .key
@@ -214,7 +303,8 @@ mod tests {
         let tombstone = &records(
             "t",
             "g",
-            &[(Arc::from("r"), vec![StateChange::Forgotten { combination }])],
+            &changes("r", None, StateChange::Forgotten { combination }),
+            None,
         )[0];
         assert_eq!(
             tombstone.payload, None,
@@ -224,6 +314,31 @@ mod tests {
             tombstone.key,
             "g/first_seen/r/0123456789abcdefffffffffffffffff"
         );
+    }
+
+    #[test]
+    fn a_lanes_change_reads_back_with_its_partition_from_the_state_partition_it_went_to() {
+        let change = StateChange::Seen {
+            combination: [1, 2],
+            at: 9,
+        };
+        let written = records("t", "g", &changes("r", Some(7), change), Some(3));
+        assert_eq!(written.len(), 1);
+        assert_eq!(written[0].partition, Some(1), "7 % 3");
+        let key = written[0].key.strip_prefix("g/").unwrap();
+        assert_eq!(
+            parse_lane(key, written[0].payload.as_deref().map(str::as_bytes)),
+            Ok(Some((7, "r".to_string(), change)))
+        );
+        assert_eq!(
+            parse(key, Some(b"9")),
+            Ok(None),
+            "the instance's own restore leaves lane records alone"
+        );
+        assert!(matches!(
+            parse_lane("lane/x/first_seen/r/observed_since", Some(b"1")),
+            Err(StateRecordError::Key(_))
+        ));
     }
 
     #[test]
