@@ -408,6 +408,9 @@ impl Detector {
         }
         let (alerts, failures) = self.engine.correlation_advance(now, now).await;
         self.correlation_done(&mut out, alerts, failures, now);
+        // A second stage's fold lanes judge first-seen rows as the
+        // watermark passes them, on ticks too.
+        out.state_changes = self.engine.take_first_seen_changes();
         out
     }
 

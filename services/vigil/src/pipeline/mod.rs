@@ -387,7 +387,10 @@ async fn evaluate(
                         .await?;
                 }
                 let mut detections = detector.tick().instrument(span.clone()).await;
-                if !detections.alerts.is_empty() || !detections.dead_letters.is_empty() {
+                if !detections.alerts.is_empty()
+                    || !detections.dead_letters.is_empty()
+                    || !detections.state_changes.is_empty()
+                {
                     stamp_trace(&span, &mut detections);
                     committer
                         .commit(
