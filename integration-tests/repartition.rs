@@ -642,9 +642,9 @@ async fn await_both_assigned(dir: &Path) {
     tokio::time::sleep(Duration::from_secs(3)).await;
 }
 
-/// What an instance logs when it has restored the first-seen state of
-/// repartition partitions assigned to it.
-const RESTORED: &str = "first-seen state of assigned partitions restored";
+/// What an instance logs when it has restored the state of repartition
+/// partitions assigned to it.
+const RESTORED: &str = "state of assigned partitions restored";
 
 /// Until `group`'s committed offset of every partition of `topic` is at
 /// the partition's end.

@@ -469,22 +469,29 @@ impl Detector {
     /// The repartition partitions assigned to this detector's input, each
     /// with how far each rule emitted for it (see
     /// [`crate::correlate::RuleLanes::assign`]). Returns the partitions new
-    /// here when some lane keeps first-seen state: restore theirs
-    /// ([`Detector::restore_lane_first_seen`]) before the next batch.
+    /// here: restore their changelogged state
+    /// ([`Detector::restore_lane_emitted`],
+    /// [`Detector::restore_lane_first_seen`]) before the next batch.
     pub fn assigned(
         &mut self,
         assigned: std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>>,
     ) -> Vec<String> {
-        match self.engine.lanes_mut() {
-            Some(lanes) => {
-                let new = lanes.assign(assigned);
-                if lanes.keeps_first_seen() {
-                    new
-                } else {
-                    Vec::new()
-                }
-            }
-            None => Vec::new(),
+        self.engine
+            .lanes_mut()
+            .map(|lanes| lanes.assign(assigned))
+            .unwrap_or_default()
+    }
+
+    /// Second stage: restore the changelogged emission watermarks of
+    /// repartition partition `(topic, partition)` (see
+    /// [`crate::correlate::RuleLanes::restore_emitted`]).
+    pub fn restore_lane_emitted(
+        &mut self,
+        partition: (&str, i32),
+        emitted: &std::collections::BTreeMap<String, i64>,
+    ) {
+        if let Some(lanes) = self.engine.lanes_mut() {
+            lanes.restore_emitted(partition, emitted);
         }
     }
 
@@ -500,16 +507,6 @@ impl Detector {
         self.engine
             .lanes_mut()
             .is_some_and(|lanes| lanes.restore_first_seen(partition, rule, changes))
-    }
-
-    /// Second stage: whether the lanes hold their offsets at the events of
-    /// open suppression periods (see `Correlator::hold_for_suppression`);
-    /// only useful where the broker keeps the emission watermarks stored
-    /// with the offsets.
-    pub fn hold_suppression(&mut self, hold: bool) {
-        if let Some(lanes) = self.engine.lanes_mut() {
-            lanes.hold_suppression(hold);
-        }
     }
 
     /// Restore correlation emission watermarks from a checkpoint.

@@ -85,9 +85,6 @@ pub(crate) struct FoldLane {
     /// Alerts below this were released by the partition's previous holder:
     /// folded again only to rebuild the periods, their results discarded.
     rebuild_below: Option<i64>,
-    /// Whether the offsets of open periods are retained (see
-    /// `RuleLanes::hold_suppression`); held alerts always are.
-    holds_periods: bool,
 }
 
 impl FoldLane {
@@ -111,13 +108,7 @@ impl FoldLane {
             record_partition,
             released: None,
             rebuild_below: None,
-            holds_periods: true,
         }
-    }
-
-    /// Retain the offsets of open periods, or only those of held alerts.
-    pub(crate) fn hold_periods(&mut self, hold: bool) {
-        self.holds_periods = hold;
     }
 
     pub(crate) fn rule_id(&self) -> &str {
@@ -279,12 +270,7 @@ impl FoldLane {
             .held
             .iter()
             .map(|h| h.record_offset)
-            .chain(
-                self.open
-                    .iter()
-                    .filter(|_| self.holds_periods)
-                    .map(|(_, o)| *o),
-            )
+            .chain(self.open.iter().map(|(_, o)| *o))
             .min();
         if let Some(offset) = lowest {
             super::note_offset(

@@ -79,9 +79,6 @@ pub struct RuleLanes {
     /// Per repartition partition: how far each rule had emitted for it
     /// when it was assigned here, given to a lane when it is made.
     restored: HashMap<String, BTreeMap<String, i64>>,
-    /// Whether lanes hold their offsets for suppression periods (see
-    /// [`RuleLanes::hold_suppression`]).
-    holds_suppression: bool,
     /// (repartition partition, rule index, upstream partition) → the
     /// highest upstream offset taken: within one repartition partition, a
     /// rule's events of one upstream partition arrive in offset order, so
@@ -129,7 +126,6 @@ impl RuleLanes {
             fold_lanes: BTreeMap::new(),
             marks: HashMap::new(),
             restored: HashMap::new(),
-            holds_suppression: true,
             taken: HashMap::new(),
         })
     }
@@ -166,24 +162,6 @@ impl RuleLanes {
     /// from the state topic, see [`RuleLanes::restore_first_seen`]).
     pub fn keeps_first_seen(&self) -> bool {
         self.folding.iter().any(|m| m.first_seen.is_some())
-    }
-
-    /// Whether the lanes keep the offsets of their open suppression
-    /// periods, so that a lane made again after a move rebuilds them. Off
-    /// where the broker drops the emission watermarks committed with the
-    /// offsets: a lane made again would emit the older windows it re-reads
-    /// (some only in part) as new.
-    pub fn hold_suppression(&mut self, hold: bool) {
-        if hold == self.holds_suppression {
-            return;
-        }
-        self.holds_suppression = hold;
-        for lane in self.lanes.values_mut() {
-            lane.hold_for_suppression(hold);
-        }
-        for fold in self.fold_lanes.values_mut() {
-            fold.hold_periods(hold);
-        }
     }
 
     /// Whether the alerts of some rule of `source` are forwarded to be
@@ -247,7 +225,6 @@ impl RuleLanes {
                 ms(self.settings.allowed_lateness_ms),
                 ms(self.settings.idle_timeout_ms),
             );
-            fold.hold_periods(self.holds_suppression);
             if let Some(w) = self.restored.get(&name).and_then(|e| e.get(fold.rule_id())) {
                 fold.restore_released(*w);
             }
@@ -257,6 +234,31 @@ impl RuleLanes {
             self.fold_lanes.insert(key.clone(), fold);
         }
         self.fold_lanes.get_mut(&key).expect("inserted above")
+    }
+
+    /// Second stage: how far each rule emitted for repartition partition
+    /// `(topic, partition)`, as changelogged to the state topic, merged
+    /// with what its committed offset's metadata said (the later wins),
+    /// before its lanes take events. A broker may drop the metadata; the
+    /// state topic keeps it.
+    pub fn restore_emitted(
+        &mut self,
+        (topic, partition): (&str, i32),
+        emitted: &BTreeMap<String, i64>,
+    ) {
+        let name = format!("{topic}/{partition}");
+        let restored = self.restored.entry(name.clone()).or_default();
+        for (rule, w) in emitted {
+            let e = restored.entry(rule.clone()).or_insert(*w);
+            *e = (*e).max(*w);
+        }
+        for ((p, _), fold) in self.fold_lanes.iter_mut() {
+            if *p == name {
+                if let Some(w) = emitted.get(fold.rule_id()) {
+                    fold.restore_released(*w);
+                }
+            }
+        }
     }
 
     /// Second stage: the changelogged first-seen state of rule `rule` in
@@ -428,7 +430,10 @@ impl RuleLanes {
             if let Some(limit) = self.time_budget {
                 correlator.set_time_budget(limit);
             }
-            correlator.hold_for_suppression(self.holds_suppression);
+            // Open suppression periods hold the partition's offset, so a
+            // lane made again after a move rebuilds them (with the
+            // emission watermarks restored, `RuleLanes::restore_emitted`).
+            correlator.hold_for_suppression(true);
             if let Some(emitted) = self.restored.get(partition) {
                 correlator.restore_emitted_rebuilding(emitted);
             }

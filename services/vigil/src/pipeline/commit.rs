@@ -46,83 +46,21 @@ pub(super) struct Committer<'a> {
     /// so no alert is committed without what keeps it from being emitted
     /// again after a restart or a move.
     pub committed: BTreeMap<(String, i32), i64>,
-    /// Second stage: whether the broker keeps the metadata of committed
-    /// offsets (where the lanes' emission watermarks go).
-    pub metadata: Arc<MetadataProbe>,
-    /// Second stage with first-seen lanes: where their state is
-    /// changelogged and restored from.
+    /// Second stage: where the lanes' state is changelogged and restored
+    /// from.
     pub lane_state: Option<LaneState>,
 }
 
-/// Where a second stage's first-seen lanes keep their state: partition
-/// `<p> % state_partitions` of `topics.state` for repartition partition
-/// `<p>` (see `state::records`).
+/// Where a second stage's lanes keep their state (first-seen state and
+/// emission watermarks): partition `<p> % state_partitions` of
+/// `topics.state` for repartition partition `<p>` (see `state::records`,
+/// `state::emitted_records`).
 pub(super) struct LaneState {
     pub base: rdkafka::ClientConfig,
     pub state_partitions: u32,
-}
-
-/// Whether the broker keeps offset commit metadata, found by reading the
-/// first commit that carried some back. A broker that drops it (tansu
-/// 0.6 answers every offset fetch with empty metadata) leaves a lane
-/// made after a move without its emission watermarks: it then emits what
-/// it re-reads again, so the lanes hold their offsets no further back
-/// than their open windows (`Detector::hold_suppression`) until the
-/// metadata is known to be kept.
-#[derive(Debug, Default)]
-pub(super) struct MetadataProbe(std::sync::atomic::AtomicU8);
-
-impl MetadataProbe {
-    const UNKNOWN: u8 = 0;
-    const KEPT: u8 = 1;
-    const DROPPED: u8 = 2;
-
-    /// Whether a commit's metadata was read back: until then, nothing is
-    /// held for what the metadata would restore.
-    pub fn kept(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Relaxed) == Self::KEPT
-    }
-
-    /// After `offsets` were committed through `consumer`: read them back
-    /// once, if they carry metadata.
-    fn check(&self, consumer: &ConsumerHandle, offsets: &TopicPartitionList) {
-        use std::sync::atomic::Ordering::Relaxed;
-        if self.0.load(Relaxed) != Self::UNKNOWN {
-            return;
-        }
-        let sent: BTreeMap<(String, i32), String> = offsets
-            .elements()
-            .iter()
-            .filter(|e| !e.metadata().is_empty())
-            .map(|e| {
-                (
-                    (e.topic().to_string(), e.partition()),
-                    e.metadata().to_string(),
-                )
-            })
-            .collect();
-        if sent.is_empty() {
-            return;
-        }
-        let read = match consumer.committed_metadata() {
-            Ok(read) => read,
-            Err(e) => {
-                tracing::debug!(error = %e, "reading committed metadata back failed; tried again at the next commit");
-                return;
-            }
-        };
-        // A partition moved away meanwhile tells nothing.
-        let Some((partition, back)) = sent.keys().find_map(|p| read.get(p).map(|back| (p, back)))
-        else {
-            return;
-        };
-        if back.is_empty() {
-            self.0.store(Self::DROPPED, Relaxed);
-            tracing::warn!(topic = %partition.0, partition = partition.1, "the broker drops the metadata of committed offsets: the correlation lanes' emission watermarks are lost when a repartition partition moves, so windows re-read after a move may be emitted again and suppression periods do not move with their partition");
-        } else {
-            self.0.store(Self::KEPT, Relaxed);
-        }
-    }
+    /// Per repartition partition, the emission watermarks last written
+    /// (only a change is written again).
+    pub emitted_written: BTreeMap<String, BTreeMap<String, i64>>,
 }
 
 /// A batch's output, ready to deliver.
@@ -232,6 +170,9 @@ impl Committer<'_> {
     /// are not this member's to commit again.
     pub fn reassigned(&mut self) {
         self.committed.clear();
+        if let Some(lanes) = &mut self.lane_state {
+            lanes.emitted_written.clear();
+        }
     }
 
     /// The batch's records, its checkpoint and the offsets to commit. Reads
@@ -258,12 +199,15 @@ impl Committer<'_> {
         };
         let mut records = output_records(settings, &mut detections, self.metrics);
         records.extend(repartitioned);
-        let state = super::state::records(
+        let mut state = super::state::records(
             &settings.topics.state,
             &settings.kafka.group_id,
             &std::mem::take(&mut detections.state_changes),
             self.lane_state.as_ref().map(|l| l.state_partitions),
         );
+        if let Some(lanes) = &mut self.lane_state {
+            state.extend(emitted_records(settings, lanes, detector));
+        }
         // The checkpoint may say the batch was evaluated only together with
         // (at-least-once: after) the acknowledgement of its output.
         let mut checkpoint = self.checkpoint.clone();
@@ -336,7 +280,6 @@ impl Committer<'_> {
         seq: Option<u64>,
     ) -> InFlight {
         let (sink, stop, metrics) = (self.sink.clone(), self.stop.clone(), self.metrics.clone());
-        let probe = (self.role == Role::Correlating).then(|| self.metadata.clone());
         let consumer = consumer.cloned();
         let Prepared {
             detections,
@@ -378,11 +321,7 @@ impl Committer<'_> {
                         if offsets.count() == 0 {
                             return anyhow::Ok(());
                         }
-                        let consumer = committing(consumer.as_ref())?;
-                        consumer.commit(&offsets)?;
-                        if let Some(probe) = probe {
-                            probe.check(consumer, &offsets);
-                        }
+                        committing(consumer.as_ref())?.commit(&offsets)?;
                         Ok(())
                     })
                 })
@@ -469,6 +408,41 @@ pub(super) fn emission_metadata(offsets: &mut TopicPartitionList, detector: &Det
             element.set_metadata(serde_json::to_string(e).expect("a map serializes"));
         }
     }
+}
+
+/// Second stage: the emission watermarks of each repartition partition
+/// whose watermarks changed since they were last written, as state
+/// records. The offsets' metadata carries them too, but a broker may drop
+/// it (tansu 0.6 does, docs/reliability.md); a compacted topic keeps them.
+/// Written with (at-least-once: after) the alerts they cover.
+fn emitted_records(
+    settings: &Settings,
+    lanes: &mut LaneState,
+    detector: &Detector,
+) -> Vec<OutRecord> {
+    let Some(engine_lanes) = detector.engine().lanes() else {
+        return Vec::new();
+    };
+    let mut records = Vec::new();
+    for (partition, emitted) in engine_lanes.emitted_by_partition() {
+        if emitted.is_empty() || lanes.emitted_written.get(&partition) == Some(&emitted) {
+            continue;
+        }
+        let Some(p) = partition
+            .rsplit_once('/')
+            .and_then(|(_, p)| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        records.push(super::state::emitted_record(
+            &settings.topics.state,
+            &settings.kafka.group_id,
+            (p, lanes.state_partitions),
+            &emitted,
+        ));
+        lanes.emitted_written.insert(partition, emitted);
+    }
+    records
 }
 
 /// The first stage's repartition records: each forwarded event to the

@@ -189,7 +189,7 @@ pub async fn run(
         outputs.push(topic);
     }
     let sink = KafkaSink::new(&settings.kafka, brokers, &outputs).await?;
-    let lane_state = lane_state(settings, &base, options.role, &detector).await?;
+    let lane_state = lane_state(settings, &base, options.role).await?;
     let mut committer = Committer {
         settings,
         sink: &sink,
@@ -199,7 +199,6 @@ pub async fn run(
         stop: stop.clone(),
         repartition: repartition.clone(),
         committed: Default::default(),
-        metadata: Default::default(),
         lane_state,
     };
     let idle_wait = options
@@ -268,20 +267,15 @@ async fn repartition_target(
     Ok(Some((topic, count)))
 }
 
-/// A second stage whose lanes keep first-seen state: where it is
-/// changelogged (the state topic must exist; its partition count says
-/// which partition holds a repartition partition's records).
+/// A second stage: where its lanes' state is changelogged (the state
+/// topic must exist; its partition count says which partition holds a
+/// repartition partition's records).
 async fn lane_state(
     settings: &Settings,
     base: &rdkafka::ClientConfig,
     role: Role,
-    detector: &Detector,
 ) -> Result<Option<commit::LaneState>> {
-    let keeps = detector
-        .engine()
-        .lanes()
-        .is_some_and(|l| l.keeps_first_seen());
-    if role != Role::Correlating || !keeps {
+    if role != Role::Correlating {
         return Ok(None);
     }
     let (config, topic) = (base.clone(), settings.topics.state.clone());
@@ -292,6 +286,7 @@ async fn lane_state(
     Ok(Some(commit::LaneState {
         base: base.clone(),
         state_partitions,
+        emitted_written: Default::default(),
     }))
 }
 
@@ -427,7 +422,6 @@ async fn evaluate(
             seq,
         } = *batch;
         if committer.role == Role::Correlating {
-            detector.hold_suppression(committer.metadata.kept());
             follow_assignment(
                 &consumer,
                 batch.assignment,
@@ -519,14 +513,14 @@ async fn follow_assignment(
         detector,
     )
     .await
-    .context("restoring the first-seen state of assigned repartition partitions")?;
+    .context("restoring the state of assigned repartition partitions")?;
     tracing::info!(
         ?partitions,
         records = restored.records,
         unknown_rule = restored.unknown_rule,
         unreadable = restored.unreadable,
         elapsed_ms = started.elapsed().as_millis() as u64,
-        "first-seen state of assigned partitions restored"
+        "state of assigned partitions restored"
     );
     Ok(())
 }

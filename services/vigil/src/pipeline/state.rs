@@ -28,6 +28,9 @@ use crate::rules::first_seen::{combination_hex, parse_combination, StateChange};
 /// The key part after the rule for when its learning began.
 const OBSERVED_SINCE: &str = "observed_since";
 
+/// The key part after a lane's partition for its emission watermarks.
+const EMITTED: &str = "emitted";
+
 /// Changes restored per call into the detector (bounds the restore's
 /// memory whatever the topic holds).
 const RESTORE_CHUNK: usize = 10_000;
@@ -76,6 +79,23 @@ pub(super) fn records(
     records
 }
 
+/// Second stage: the record of repartition partition `p`'s emission
+/// watermarks (rule id → event time, ns), in partition
+/// `p % state_partitions`.
+pub(super) fn emitted_record(
+    topic: &str,
+    group: &str,
+    (p, state_partitions): (i32, u32),
+    emitted: &std::collections::BTreeMap<String, i64>,
+) -> OutRecord {
+    OutRecord {
+        topic: topic.to_string(),
+        key: format!("{group}/lane/{p}/{EMITTED}"),
+        payload: Some(serde_json::to_string(emitted).expect("a map serializes")),
+        partition: Some((p as u32 % state_partitions.max(1)) as i32),
+    }
+}
+
 /// Why a state record cannot be read.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub(super) enum StateRecordError {
@@ -83,6 +103,8 @@ pub(super) enum StateRecordError {
     Key(String),
     #[error("value of {0:?} is not a time in seconds")]
     Value(String),
+    #[error("value of {0:?} is not a map of rule ids to event times")]
+    Emitted(String),
 }
 
 /// A state record (its key without the group) as a rule's change;
@@ -117,20 +139,33 @@ pub(super) fn parse(
     Ok(Some((rule.to_string(), change)))
 }
 
+/// What a lane's state record holds.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum LaneRecord {
+    FirstSeen(String, StateChange),
+    Emitted(std::collections::BTreeMap<String, i64>),
+}
+
 /// A lane's state record (its key without the group) as its repartition
-/// partition, rule and change; `Ok(None)` for any other record.
+/// partition and what it holds; `Ok(None)` for any other record.
 pub(super) fn parse_lane(
     key: &str,
     payload: Option<&[u8]>,
-) -> Result<Option<(i32, String, StateChange)>, StateRecordError> {
+) -> Result<Option<(i32, LaneRecord)>, StateRecordError> {
     let Some(rest) = key.strip_prefix("lane/") else {
         return Ok(None);
     };
     let bad_key = || StateRecordError::Key(key.to_string());
     let (partition, rest) = rest.split_once('/').ok_or_else(bad_key)?;
     let partition = partition.parse().map_err(|_| bad_key())?;
+    if rest == EMITTED {
+        let emitted = payload
+            .and_then(|p| serde_json::from_slice(p).ok())
+            .ok_or_else(|| StateRecordError::Emitted(key.to_string()))?;
+        return Ok(Some((partition, LaneRecord::Emitted(emitted))));
+    }
     let (rule, change) = parse(rest, payload)?.ok_or_else(bad_key)?;
-    Ok(Some((partition, rule, change)))
+    Ok(Some((partition, LaneRecord::FirstSeen(rule, change))))
 }
 
 /// What a restore found.
@@ -176,10 +211,10 @@ pub(super) async fn restore(
     Ok(restored)
 }
 
-/// Second stage: restore the first-seen state of the repartition
-/// partitions `partitions` (of `repartition_topic`), newly assigned here,
-/// from the state partitions their records were written to, before their
-/// next batch.
+/// Second stage: restore the lanes' state (first-seen state, emission
+/// watermarks) of the repartition partitions `partitions` (of
+/// `repartition_topic`), newly assigned here, from the state partitions
+/// their records were written to, before their next batch.
 pub(super) async fn restore_lanes(
     base: &rdkafka::ClientConfig,
     (topic, state_partitions): (&str, u32),
@@ -194,7 +229,7 @@ pub(super) async fn restore_lanes(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let (chunks, mut received) = tokio::sync::mpsc::channel::<Vec<(i32, String, StateChange)>>(4);
+    let (chunks, mut received) = tokio::sync::mpsc::channel::<Vec<(i32, LaneRecord)>>(4);
     let reader = {
         let (base, topic, group) = (base.clone(), topic.to_string(), group.to_string());
         tokio::task::spawn_blocking(move || {
@@ -205,8 +240,15 @@ pub(super) async fn restore_lanes(
     while let Some(chunk) = received.recv().await {
         let mut by_lane: std::collections::BTreeMap<(i32, String), Vec<StateChange>> =
             Default::default();
-        for (partition, rule, change) in chunk.into_iter().filter(|c| wanted.contains(&c.0)) {
-            by_lane.entry((partition, rule)).or_default().push(change);
+        for (partition, record) in chunk.into_iter().filter(|c| wanted.contains(&c.0)) {
+            match record {
+                LaneRecord::FirstSeen(rule, change) => {
+                    by_lane.entry((partition, rule)).or_default().push(change)
+                }
+                LaneRecord::Emitted(emitted) => {
+                    detector.restore_lane_emitted((repartition_topic, partition), &emitted)
+                }
+            }
         }
         for ((partition, rule), changes) in by_lane {
             let count = changes.len() as u64;
@@ -328,7 +370,17 @@ mod tests {
         let key = written[0].key.strip_prefix("g/").unwrap();
         assert_eq!(
             parse_lane(key, written[0].payload.as_deref().map(str::as_bytes)),
-            Ok(Some((7, "r".to_string(), change)))
+            Ok(Some((7, LaneRecord::FirstSeen("r".to_string(), change))))
+        );
+        let emitted = std::collections::BTreeMap::from([("k8s.burst".to_string(), 42i64)]);
+        let record = emitted_record("t", "g", (4, 3), &emitted);
+        assert_eq!(record.partition, Some(1), "4 % 3");
+        assert_eq!(
+            parse_lane(
+                record.key.strip_prefix("g/").unwrap(),
+                record.payload.as_deref().map(str::as_bytes)
+            ),
+            Ok(Some((4, LaneRecord::Emitted(emitted))))
         );
         assert_eq!(
             parse(key, Some(b"9")),
