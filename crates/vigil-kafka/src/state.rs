@@ -46,7 +46,13 @@ pub fn partition_count(base: &ClientConfig, topic: &str) -> Result<u32, Error> {
     let consumer: BaseConsumer = base
         .create()
         .doing(|| "creating a Kafka client for metadata".into())?;
-    super::require_topic(&consumer, topic, "state topic", CREATE_WITH)?;
+    Ok(partition_ids(&consumer, topic)?.len() as u32)
+}
+
+/// The state topic's partition ids (an error naming how to create it when
+/// it is missing).
+fn partition_ids(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, Error> {
+    super::require_topic(consumer, topic, "state topic", CREATE_WITH)?;
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .doing(|| format!("reading metadata of the state topic {topic:?}"))?;
@@ -54,8 +60,8 @@ pub fn partition_count(base: &ClientConfig, topic: &str) -> Result<u32, Error> {
         .topics()
         .iter()
         .filter(|t| t.name() == topic)
-        .map(|t| t.partitions().len() as u32)
-        .sum())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
 }
 
 /// As [`read_all`], over the partitions `only` of `topic` (all when
@@ -76,15 +82,8 @@ pub fn read_partitions(
         .set("isolation.level", "read_committed")
         .create()
         .doing(|| "creating the state reader".into())?;
-    super::require_topic(&consumer, topic, "state topic", CREATE_WITH)?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .doing(|| format!("reading metadata of the state topic {topic:?}"))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+    let partitions: Vec<i32> = partition_ids(&consumer, topic)?
+        .into_iter()
         .filter(|p| only.is_none_or(|only| only.contains(p)))
         .collect();
     let prefix = format!("{group}/");
