@@ -248,10 +248,7 @@ impl RuleLanes {
     ) {
         let name = format!("{topic}/{partition}");
         let restored = self.restored.entry(name.clone()).or_default();
-        for (rule, w) in emitted {
-            let e = restored.entry(rule.clone()).or_insert(*w);
-            *e = (*e).max(*w);
-        }
+        keep_later(restored, emitted.clone());
         for ((p, _), fold) in self.fold_lanes.iter_mut() {
             if *p == name {
                 if let Some(w) = emitted.get(fold.rule_id()) {
@@ -361,8 +358,17 @@ impl RuleLanes {
         for (partition, emitted) in assigned {
             let kept = self.lanes.keys().any(|(p, _)| *p == partition)
                 || self.fold_lanes.keys().any(|(p, _)| *p == partition);
-            if !kept && self.restored.insert(partition.clone(), emitted).is_none() {
-                new.push(partition);
+            if kept {
+                continue;
+            }
+            match self.restored.get_mut(&partition) {
+                // Assigned before and still without lanes: keep what the
+                // state topic restored, whatever the metadata says now.
+                Some(restored) => keep_later(restored, emitted),
+                None => {
+                    self.restored.insert(partition.clone(), emitted);
+                    new.push(partition);
+                }
             }
         }
         new
@@ -616,6 +622,14 @@ impl RuleLanes {
     }
 }
 
+/// Merge emission watermarks into `into`, keeping the later of each rule's.
+fn keep_later(into: &mut BTreeMap<String, i64>, from: BTreeMap<String, i64>) {
+    for (rule, w) in from {
+        let e = into.entry(rule).or_insert(w);
+        *e = (*e).max(w);
+    }
+}
+
 /// A correlator of `rule` alone.
 async fn compile_one(
     rule: &Rule,
@@ -669,4 +683,34 @@ async fn lane_rows(
         .encode(&picked)
         .context("encoding the correlation keys")?;
     Ok(rows.into_iter().zip(keys).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A partition assigned again before any lane was made for it keeps
+    /// the watermarks the state topic restored, though the offsets'
+    /// metadata (dropped by some brokers) says nothing.
+    #[tokio::test]
+    async fn restored_watermarks_outlive_a_reassignment_with_empty_metadata() {
+        let settings = CorrelationSettings::default();
+        let mut lanes = RuleLanes::compile(Vec::new(), &settings, &Arc::default())
+            .await
+            .unwrap();
+        let assigned = |p: &str| BTreeMap::from([(p.to_string(), BTreeMap::new())]);
+        assert_eq!(lanes.assign(assigned("r/3")), vec!["r/3".to_string()]);
+        lanes.restore_emitted(("r", 3), &BTreeMap::from([("k8s.x".to_string(), 42)]));
+        assert!(lanes.assign(assigned("r/3")).is_empty(), "not new again");
+        assert_eq!(
+            lanes.emitted_by_partition()["r/3"],
+            BTreeMap::from([("k8s.x".to_string(), 42)])
+        );
+        assert_eq!(
+            lanes.assign(BTreeMap::new()),
+            Vec::<String>::new(),
+            "revoked"
+        );
+        assert!(lanes.emitted_by_partition().is_empty());
+    }
 }
