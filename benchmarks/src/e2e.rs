@@ -381,6 +381,9 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
     alert_consumer.assign(&tpl)?;
     let after_window_end: Arc<Mutex<Vec<Duration>>> = Default::default();
     let (sent2, lat2, after2) = (sent.clone(), latencies.clone(), after_window_end.clone());
+    // The warm-up events carry the generator's fixed start time (months
+    // ago): windows of theirs that close now are not the latency run's.
+    let measured_from = vigil::detect::now_ns();
     let reader = tokio::spawn(async move {
         loop {
             let Ok(m) = alert_consumer.recv().await else {
@@ -398,7 +401,8 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
                 let end = chrono::DateTime::parse_from_rfc3339(&alert.event_time)
                     .ok()
                     .and_then(|t| t.timestamp_nanos_opt());
-                if let (Some(end), None) = (end, alert.suppressed_count) {
+                let measured = end.is_some_and(|end| end >= measured_from);
+                if let (Some(end), None, true) = (end, alert.suppressed_count, measured) {
                     let delay = vigil::detect::now_ns().saturating_sub(end).max(0) as u64;
                     after2
                         .lock()
