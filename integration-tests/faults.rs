@@ -309,7 +309,7 @@ async fn broker_outages_lose_no_event_and_no_alert() {
     proxy.restore();
 
     // More input, then outage 2 while it is being processed.
-    produce(&addr, &topics.audit, 0, &audit_rest.to_vec()).await;
+    produce(&addr, &topics.audit, 0, audit_rest).await;
     for (source, payloads) in &inputs[1..] {
         produce(&addr, topic_of(&topics, *source), 0, payloads).await;
     }
@@ -490,7 +490,7 @@ async fn secrets_in_the_configuration_never_reach_the_logs() {
     let extra = format!("\n[kafka.properties]\n\"sasl.password\" = \"{FILE_SECRET}\"\n\"sasl.username\" = \"vigil-user\"\n");
     let config = topics.write_config_with(dir.path(), &addr, &repo().join("sql-rules"), &extra);
     let audit = lines(&shared_data("k8s-audit/panther-rule-cases.jsonl"));
-    produce(&addr, &topics.audit, 0, &audit[..40].to_vec()).await;
+    produce(&addr, &topics.audit, 0, &audit[..40]).await;
     produce(&addr, &topics.audit, 0, &[b"{not json".to_vec()]).await;
 
     // Everything at debug level, librdkafka's own debug output included.

@@ -77,7 +77,7 @@ async fn correlation_stays_complete_when_the_leader_of_two_instances_is_killed()
         let (p0, p1): (Vec<_>, Vec<_>) = part
             .iter()
             .enumerate()
-            .partition(|(i, _)| (i + offset) % 2 == 0);
+            .partition(|(i, _)| (i + offset).is_multiple_of(2));
         (
             p0.into_iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(),
             p1.into_iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(),

@@ -327,7 +327,7 @@ pub async fn datafusion_batch_ceiling(
         rows += out.iter().map(|b| b.num_rows()).sum::<usize>();
         per_rule.push((rule.meta.id.clone(), rule_start.elapsed()));
     }
-    per_rule.sort_by(|a, b| b.1.cmp(&a.1));
+    per_rule.sort_by_key(|r| std::cmp::Reverse(r.1));
     Ok((
         Rate {
             events: messages.len() as u64,

@@ -770,11 +770,10 @@ async fn run_gen(args: GenArgs) -> Result<ExitCode> {
         namespaces: args.namespaces,
         pods: args.pods,
         start_ns,
-        step_ns: if args.rate == 0 {
-            1_000_000
-        } else {
-            (1_000_000_000 / args.rate).max(1) as i64
-        },
+        // As fast as possible (rate 0): 1 ms apart.
+        step_ns: 1_000_000_000u64
+            .checked_div(args.rate)
+            .map_or(1_000_000, |step| step.max(1) as i64),
         attack_every: args.attack_every,
         ..base
     };

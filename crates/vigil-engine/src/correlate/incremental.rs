@@ -307,15 +307,15 @@ impl AggregateState {
 
     /// Fold the partial aggregation of new events (`partial_rows`, built
     /// from events at `offsets`) into the state. Windows ending at or
-    /// before `emitted` are already emitted: their rows are dropped.
+    /// before `emitted` are already emitted: their rows are dropped. An
+    /// alert names at most `max_events` events, found in `identities`;
+    /// merging runs in `task_ctx` within `budget`.
     pub async fn store(
         &mut self,
         split: &AggregateSplit,
         partial_rows: Vec<RecordBatch>,
-        offsets: &Offsets,
-        emitted: Option<i64>,
-        max_events: usize,
-        identities: &BTreeMap<u64, RetainedIdentity>,
+        (offsets, emitted): (&Offsets, Option<i64>),
+        (max_events, identities): (usize, &BTreeMap<u64, RetainedIdentity>),
         task_ctx: &Arc<TaskContext>,
         budget: &super::EvalBudget,
     ) -> Result<RowsEvaluated, CorrelationError> {

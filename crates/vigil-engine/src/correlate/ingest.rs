@@ -320,10 +320,8 @@ impl Correlator {
                         .store(
                             split,
                             partial,
-                            new_offsets,
-                            rule.last_emitted,
-                            self.settings.max_alert_events,
-                            &self.identities,
+                            (new_offsets, rule.last_emitted),
+                            (self.settings.max_alert_events, &self.identities),
                             &self.task_ctx,
                             &self.budget,
                         )

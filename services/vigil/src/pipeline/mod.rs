@@ -338,7 +338,7 @@ async fn evaluate(
     loop {
         let read = match next_step(reads, &mut in_flight).await {
             Step::Delivered(delivered, outcome) => {
-                committer.settled(delivered, outcome)?;
+                committer.settled(*delivered, outcome)?;
                 continue;
             }
             Step::Read(Some(read)) => read,
@@ -554,7 +554,7 @@ async fn assigned_emission(
 /// What the evaluate stage does next.
 enum Step {
     /// The batch in flight was delivered (or its delivery failed).
-    Delivered(InFlight, DeliveryOutcome),
+    Delivered(Box<InFlight>, DeliveryOutcome),
     /// The read stage handed this over (`None`: it has ended).
     Read(Option<Read>),
 }
@@ -574,7 +574,10 @@ async fn next_step(
     tokio::select! {
         biased;
         outcome = delivering.delivered() => {
-            Step::Delivered(in_flight.take().expect("a batch in flight"), outcome)
+            Step::Delivered(
+                Box::new(in_flight.take().expect("a batch in flight")),
+                outcome,
+            )
         }
         read = reads.recv() => Step::Read(read),
     }
