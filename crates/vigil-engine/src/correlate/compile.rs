@@ -127,7 +127,9 @@ fn retained_session(
 
 /// A scan of a source table by a rule: the source and the conjunction of
 /// the filters pushed into it (`None`: the scan reads every row).
-type Scan = (SourceKind, Option<Expr>);
+/// A rule's scan of a source: its pushed-down filter, and the columns it
+/// reads (indices into [`retained_schema`]; `None`: every column).
+type Scan = (SourceKind, Option<Expr>, Option<Vec<usize>>);
 
 /// An error in `rule` as a whole (no line).
 fn rule_error(rule: &Rule, message: impl Into<String>) -> RuleError {
@@ -162,7 +164,7 @@ async fn compile_rule(
     let event_columns: Vec<usize> = (0..schema.fields().len())
         .filter(|&i| schema.field(i).name().starts_with("__row"))
         .collect();
-    let sources: BTreeSet<SourceKind> = scans.iter().map(|(s, _)| *s).collect();
+    let sources: BTreeSet<SourceKind> = scans.iter().map(|(s, _, _)| *s).collect();
     let (strategy, rescan_reason) =
         strategy(&physical, window_end, &sources, settings, state).await;
     let (physical, delta) = match strategy {
@@ -215,7 +217,7 @@ async fn rule_plan(
     if scans.is_empty() {
         return Err(rule_error(rule, "the rule reads no table"));
     }
-    if !scans.iter().any(|(s, _)| *s == rule.meta.source) {
+    if !scans.iter().any(|(s, _, _)| *s == rule.meta.source) {
         return Err(rule_error(
             rule,
             format!(
@@ -233,7 +235,10 @@ async fn rule_plan(
             )
         })?,
     };
-    if let Some((uncovered, _)) = scans.iter().find(|(s, _)| !key.per_source.contains_key(s)) {
+    if let Some((uncovered, _, _)) = scans
+        .iter()
+        .find(|(s, _, _)| !key.per_source.contains_key(s))
+    {
         return Err(rule_error(
             rule,
             format!("the rule's correlation key {key} says nothing of {uncovered}, which it reads: a key must name the columns of every table"),
@@ -343,6 +348,8 @@ struct SourceUsage {
     filters: Vec<Option<Expr>>,
     /// Those of the re-scan rules' scans.
     rescan_filters: Vec<Option<Expr>>,
+    /// The columns some scan reads (`None`: every column).
+    columns: Option<BTreeSet<usize>>,
 }
 
 impl SourceUsage {
@@ -359,8 +366,17 @@ impl SourceUsage {
             .expect("correlation rules have a window")
             .as_nanos() as i64;
         let rescan = matches!(correlation.strategy, Strategy::Rescan { .. });
-        for (source, filter) in scans {
+        for (source, filter, projection) in scans {
+            let first = !usage.contains_key(&source);
             let entry = usage.entry(source).or_default();
+            entry.columns = match (projection, entry.columns.take()) {
+                (Some(p), Some(mut all)) => {
+                    all.extend(p);
+                    Some(all)
+                }
+                (Some(p), None) if first => Some(p.into_iter().collect()),
+                _ => None,
+            };
             if rescan {
                 entry.horizon_ns = entry.horizon_ns.max(window_ns);
                 entry.keep_raw = true;
@@ -386,7 +402,9 @@ async fn retained_source(
         keep_raw,
         filters,
         rescan_filters,
+        columns,
     } = usage;
+    let unread = unread_columns(source, columns, filters.iter().chain(&rescan_filters));
     let retain = retention_filter(source, rescan_filters, filters.len(), state)?;
     let (ingest, input) = pre_filter(source, filters, state, shared).await?;
     Ok(Retained {
@@ -397,7 +415,36 @@ async fn retained_source(
         ingest,
         input,
         retain,
+        unread,
     })
+}
+
+/// The nullable columns of `source` no scan of a correlation rule reads
+/// and no filter names: nulled in the events correlation takes in, so
+/// that neither the pre-filter's copy nor the retained events carry them.
+fn unread_columns<'a>(
+    source: SourceKind,
+    read: Option<BTreeSet<usize>>,
+    filters: impl Iterator<Item = &'a Option<Expr>>,
+) -> Vec<usize> {
+    let Some(mut read) = read else {
+        return Vec::new();
+    };
+    let schema = retained_schema(source);
+    for filter in filters.flatten() {
+        for column in filter.column_refs() {
+            if let Ok(i) = schema.index_of(&column.name) {
+                read.insert(i);
+            }
+        }
+    }
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(i, f)| f.is_nullable() && !read.contains(i))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// Of the pre-filtered events, those to retain: the union of the re-scan
@@ -518,7 +565,11 @@ fn table_scans(rule: &Rule, plan: &LogicalPlan) -> Result<Vec<Scan>, RuleError> 
                         })
                         .collect::<datafusion::common::Result<Vec<_>>>();
                     match filter {
-                        Ok(f) => out.push((source, f.into_iter().reduce(Expr::and))),
+                        Ok(f) => out.push((
+                            source,
+                            f.into_iter().reduce(Expr::and),
+                            scan.projection.clone(),
+                        )),
                         Err(e) => bad = Some(format!("unqualifying a scan's filters: {e}")),
                     }
                 }

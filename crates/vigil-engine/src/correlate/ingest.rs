@@ -116,7 +116,9 @@ impl Correlator {
             .retained
             .get_mut(&decoded.source)
             .expect("checked by ingest");
-        retained.input.set(decoded.batch.clone());
+        retained
+            .input
+            .set(without_unread(&decoded.batch, &retained.unread)?);
         let kept = execute(&retained.ingest, &self.task_ctx, &self.budget).await;
         retained.input.clear();
         kept.context("pre-filtering events for correlation")
@@ -341,4 +343,19 @@ impl Correlator {
         }
         retained.slot.clear();
     }
+}
+
+/// `batch` with the columns `unread` replaced by nulls (of their types):
+/// what correlation takes in is then only what its rules read.
+fn without_unread(batch: &RecordBatch, unread: &[usize]) -> Result<RecordBatch, CorrelationError> {
+    if unread.is_empty() {
+        return Ok(batch.clone());
+    }
+    let mut columns = batch.columns().to_vec();
+    for &i in unread {
+        columns[i] =
+            datafusion::arrow::array::new_null_array(columns[i].data_type(), batch.num_rows());
+    }
+    RecordBatch::try_new(batch.schema(), columns)
+        .context("dropping the columns no correlation rule reads")
 }

@@ -193,6 +193,9 @@ struct Retained {
     /// of the re-scan rules' scan filters, over [`retained_schema`]): only
     /// they are retained. `None`: every pre-filtered row is.
     retain: Option<Arc<dyn PhysicalExpr>>,
+    /// Columns no correlation rule reads (see `compile::unread_columns`):
+    /// nulled before the pre-filter.
+    unread: Vec<usize>,
 }
 
 impl Retained {
