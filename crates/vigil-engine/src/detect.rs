@@ -482,6 +482,18 @@ impl Detector {
             .unwrap_or_default()
     }
 
+    /// Second stage: the repartition partitions `partitions`, new here,
+    /// hear of every source partition `upstream` (see
+    /// [`crate::correlate::RuleLanes::announce_upstream`]).
+    pub fn announce_upstream_to(&mut self, partitions: &[String], upstream: &[String]) {
+        let now = now_ns();
+        if let Some(lanes) = self.engine.lanes_mut() {
+            for p in partitions {
+                lanes.announce_upstream(p, upstream, now);
+            }
+        }
+    }
+
     /// Second stage: restore the changelogged emission watermarks of
     /// repartition partition `(topic, partition)` (see
     /// [`crate::correlate::RuleLanes::restore_emitted`]).

@@ -475,6 +475,18 @@ impl RuleLanes {
         }
     }
 
+    /// Second stage: repartition partition `partition`, new here, reads
+    /// rows of every partition of `upstream`: each holds its lanes'
+    /// watermark back until it delivers a mark or goes idle. The first
+    /// stage announces them too, but a partition re-read from a committed
+    /// offset past those announcements would otherwise let the partitions
+    /// not read yet make its rows late.
+    pub fn announce_upstream(&mut self, partition: &str, upstream: &[String], now_ns: i64) {
+        for u in upstream {
+            self.observe_mark(partition, u, i64::MIN, now_ns);
+        }
+    }
+
     /// Advance every lane (see [`Correlator::advance`]).
     pub async fn advance(
         &mut self,

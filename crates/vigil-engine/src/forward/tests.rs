@@ -795,3 +795,54 @@ async fn a_combination_seen_by_two_instances_is_new_once_and_stays_seen_after_a_
         vec!["evt-00010/ResponseComplete".to_string()]
     );
 }
+
+/// A repartition partition assigned to a second stage hears of every
+/// source partition at once, whatever announcements it re-reads: a row of
+/// a source partition that has sent no mark yet is not late because
+/// another's marks have moved on.
+#[tokio::test]
+async fn a_newly_assigned_partition_waits_for_source_partitions_not_heard_of() {
+    let row = |upstream: i32, secs: i64, offset: &mut i64| {
+        let header = Forward::Row {
+            rule: "test.exec_then_secret".into(),
+            source: "k8s_audit".into(),
+            from: Origin::Kafka {
+                topic: "audit".into(),
+                partition: upstream,
+                offset: 0,
+            },
+            item: 0,
+            timestamp_ms: None,
+        };
+        let exec = audit_event(secs as usize, "eve", "create", "pods", Some("exec"), secs);
+        record(0, offset, header.encode(&exec))
+    };
+    for announced in [false, true] {
+        let engine = RuleEngine::compile(vec![sequence_rule()]).await.unwrap();
+        let mut second = detector(engine.into_lanes().await.unwrap()).reading_forwarded();
+        let partition = "vigil-correlate/0".to_string();
+        let new = second.assigned(BTreeMap::from([(partition.clone(), BTreeMap::new())]));
+        assert_eq!(new, vec![partition.clone()]);
+        if announced {
+            second.announce_upstream_to(&new, &["audit/0".into(), "audit/1".into()]);
+        }
+        // audit/0 delivers up to 1,000 s; then an exec read from audit/1,
+        // at 60 s.
+        let mut offset = 0;
+        let first = vec![row(0, 999, &mut offset), mark_at(1000, &mut offset)];
+        let mut out = second
+            .evaluate(second.decoder().decode_forwarded(first))
+            .await;
+        let later = vec![row(1, 60, &mut offset)];
+        let more = second
+            .evaluate(second.decoder().decode_forwarded(later))
+            .await;
+        out.dead_letters.extend(more.dead_letters);
+        let late = out
+            .dead_letters
+            .iter()
+            .filter(|d| d.to_json().contains("late_event"))
+            .count();
+        assert_eq!(late, usize::from(!announced), "announced: {announced}");
+    }
+}

@@ -61,6 +61,9 @@ pub(super) struct LaneState {
     /// Per repartition partition, the emission watermarks last written
     /// (only a change is written again).
     pub emitted_written: BTreeMap<String, BTreeMap<String, i64>>,
+    /// Every source partition (`"topic/partition"`), announced to the
+    /// lanes of each repartition partition assigned here.
+    pub upstream: Vec<String>,
 }
 
 /// A batch's output, ready to deliver.

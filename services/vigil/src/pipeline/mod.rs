@@ -287,6 +287,7 @@ async fn lane_state(
         base: base.clone(),
         state_partitions,
         emitted_written: Default::default(),
+        upstream: source_partitions(base, &settings.topics.sources()).await?,
     }))
 }
 
@@ -490,6 +491,7 @@ async fn follow_assignment(
     let Some(lanes) = &committer.lane_state else {
         return Ok(());
     };
+    detector.announce_upstream_to(&new, &lanes.upstream);
     let settings = committer.settings;
     let topic = &settings.topics.repartition;
     let partitions: Vec<i32> = new
