@@ -115,7 +115,8 @@ pub struct DecodedInput {
     /// Marks read from repartition records: (repartition partition,
     /// source partition, event time).
     pub(crate) marks: Vec<(String, String, i64)>,
-    /// Alerts forwarded to be folded (see `correlate::fold_lane`).
+    /// Alerts forwarded to be folded or judged first-seen (see
+    /// `correlate::fold_lane`).
     pub(crate) to_fold: Vec<crate::forward::ForwardedAlert>,
 }
 

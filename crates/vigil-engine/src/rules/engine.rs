@@ -71,7 +71,7 @@ pub struct ToForward {
     pub alert: Alert,
     /// For a first-seen rule's row: its combination; the second stage
     /// raises the alert only if it is new for the group.
-    pub first_seen: Option<vigil_model::forward::FirstSeenRow>,
+    pub first_seen: Option<FirstSeenRow>,
 }
 
 /// A rule whose evaluation failed on a batch. The pipeline reports it (log,
@@ -121,7 +121,7 @@ pub struct RuleEngine {
     lanes: Option<RuleLanes>,
     /// With lanes (first stage): the alerts of rules with `-- suppress` and
     /// the rows of first-seen rules, as raised, to forward to the second
-    /// stage's alert lanes.
+    /// stage's fold lanes.
     to_forward: Vec<ToForward>,
     /// Allow-list applied to every rule's output rows before alerts are made.
     exceptions: Exceptions,
@@ -748,7 +748,7 @@ impl RuleEngine {
             }
         }
         // In the first stage of the repartitioned placement, the alerts to
-        // fold are forwarded instead (see `RuleEngine::take_alerts_to_fold`).
+        // fold are forwarded instead (see `RuleEngine::take_alerts_to_forward`).
         let forward_folds = self.lanes.is_some();
         for compiled in self
             .rules
@@ -796,7 +796,7 @@ impl RuleEngine {
             };
             // In the first stage, a first-seen rule's rows go to the
             // second stage, which holds the group's state; here they are
-            // only filtered (see `FirstSeen::admit_to_forward`).
+            // only filtered (see `super::forward_filter`).
             let forwards =
                 forward_folds && (meta.suppress.is_some() || compiled.first_seen.is_some());
             let mut made: Vec<ToForward> = Vec::new();
