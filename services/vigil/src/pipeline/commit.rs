@@ -51,6 +51,10 @@ pub(super) struct Committer<'a> {
     pub lane_state: Option<LaneState>,
 }
 
+/// Per repartition partition (`"topic/partition"`), how far each rule
+/// emitted for it.
+type EmittedByPartition = BTreeMap<String, BTreeMap<String, i64>>;
+
 /// Where a second stage's lanes keep their state (first-seen state and
 /// emission watermarks): partition `<p> % state_partitions` of
 /// `topics.state` for repartition partition `<p>` (see `state::records`,
@@ -60,7 +64,7 @@ pub(super) struct LaneState {
     pub state_partitions: u32,
     /// Per repartition partition, the emission watermarks last written
     /// (only a change is written again).
-    pub emitted_written: BTreeMap<String, BTreeMap<String, i64>>,
+    pub emitted_written: EmittedByPartition,
     /// Every source partition (`"topic/partition"`), announced to the
     /// lanes of each repartition partition assigned here.
     pub upstream: Vec<String>,
@@ -208,8 +212,15 @@ impl Committer<'_> {
             &std::mem::take(&mut detections.state_changes),
             self.lane_state.as_ref().map(|l| l.state_partitions),
         );
+        // Second stage: how far each rule emitted for each partition, for
+        // the offsets' metadata and the state topic.
+        let emitted = detector
+            .engine()
+            .lanes()
+            .map(|l| l.emitted_by_partition())
+            .unwrap_or_default();
         if let Some(lanes) = &mut self.lane_state {
-            state.extend(emitted_records(settings, lanes, detector));
+            state.extend(emitted_records(settings, lanes, &emitted));
         }
         // The checkpoint may say the batch was evaluated only together with
         // (at-least-once: after) the acknowledgement of its output.
@@ -225,7 +236,7 @@ impl Committer<'_> {
                         .map(|(t, p, o)| ((t, p), o)),
                 );
             }
-            emission_metadata(&mut offsets, detector);
+            emission_metadata(&mut offsets, &emitted);
         }
         if self.role == Role::CorrelationLeader {
             // No group to commit to: where to resume goes into the
@@ -400,11 +411,7 @@ impl Committer<'_> {
 /// far each rule emitted for it (JSON, rule id → watermark ns), so the
 /// instance it moves to does not emit those windows again from a partial
 /// re-read (`RuleLanes::assign`).
-pub(super) fn emission_metadata(offsets: &mut TopicPartitionList, detector: &Detector) {
-    let Some(lanes) = detector.engine().lanes() else {
-        return;
-    };
-    let emitted = lanes.emitted_by_partition();
+fn emission_metadata(offsets: &mut TopicPartitionList, emitted: &EmittedByPartition) {
     for element in offsets.elements().iter_mut() {
         let key = format!("{}/{}", element.topic(), element.partition());
         if let Some(e) = emitted.get(&key) {
@@ -421,14 +428,11 @@ pub(super) fn emission_metadata(offsets: &mut TopicPartitionList, detector: &Det
 fn emitted_records(
     settings: &Settings,
     lanes: &mut LaneState,
-    detector: &Detector,
+    by_partition: &EmittedByPartition,
 ) -> Vec<OutRecord> {
-    let Some(engine_lanes) = detector.engine().lanes() else {
-        return Vec::new();
-    };
     let mut records = Vec::new();
-    for (partition, emitted) in engine_lanes.emitted_by_partition() {
-        if emitted.is_empty() || lanes.emitted_written.get(&partition) == Some(&emitted) {
+    for (partition, emitted) in by_partition {
+        if emitted.is_empty() || lanes.emitted_written.get(partition) == Some(emitted) {
             continue;
         }
         let Some(p) = partition
@@ -441,9 +445,11 @@ fn emitted_records(
             &settings.topics.state,
             &settings.kafka.group_id,
             (p, lanes.state_partitions),
-            &emitted,
+            emitted,
         ));
-        lanes.emitted_written.insert(partition, emitted);
+        lanes
+            .emitted_written
+            .insert(partition.clone(), emitted.clone());
     }
     records
 }
