@@ -40,7 +40,7 @@ use super::watermark::WatermarkTracker;
 const MAX_OPEN_ENTRIES: usize = 4096;
 use super::Offsets;
 use crate::alert::Alert;
-use crate::rules::first_seen::{FirstSeen, FirstSeenStats, StateChange};
+use crate::rules::first_seen::{FirstSeen, FirstSeenStats, FirstSeenStorage, StateChange};
 use crate::rules::fold::Folds;
 use crate::rules::RuleMeta;
 
@@ -109,6 +109,16 @@ impl FoldLane {
             released: None,
             rebuild_below: None,
         }
+    }
+
+    /// Keep the first-seen combinations as `storage` says (before any
+    /// row); `partition` names the lane's spill table with its rule.
+    pub(crate) fn store_first_seen(&mut self, storage: &FirstSeenStorage, partition: &str) {
+        let label = format!("lane/{partition}/{}", self.meta.id);
+        self.first_seen = self
+            .first_seen
+            .take()
+            .map(|state| state.with_storage(storage, &label));
     }
 
     pub(crate) fn rule_id(&self) -> &str {

@@ -38,7 +38,7 @@ use super::key::KeyEncoder;
 use super::*;
 use crate::rules::definitions::Definitions;
 use crate::rules::engine::FirstSeenChanges;
-use crate::rules::first_seen::{FirstSeenStats, StateChange};
+use crate::rules::first_seen::{FirstSeenStats, FirstSeenStorage, StateChange};
 use crate::rules::RuleMeta;
 
 /// One event a rule can use, and its correlation key.
@@ -73,6 +73,8 @@ pub struct RuleLanes {
     folding: Vec<RuleMeta>,
     /// (repartition partition, lane index) → its fold lane.
     fold_lanes: BTreeMap<(String, usize), FoldLane>,
+    /// Where the fold lanes' first-seen states keep their combinations.
+    first_seen_storage: FirstSeenStorage,
     /// Per repartition partition: the marks read so far (upstream
     /// partition → highest event time), given to a lane when it is made.
     marks: HashMap<String, BTreeMap<String, i64>>,
@@ -124,6 +126,7 @@ impl RuleLanes {
             lanes: BTreeMap::new(),
             folding: Vec::new(),
             fold_lanes: BTreeMap::new(),
+            first_seen_storage: FirstSeenStorage::default(),
             marks: HashMap::new(),
             restored: HashMap::new(),
             taken: HashMap::new(),
@@ -156,6 +159,12 @@ impl RuleLanes {
             .into_iter()
             .filter(|m| m.suppress.is_some() || m.first_seen.is_some())
             .collect();
+    }
+
+    /// Where the fold lanes made from now on keep their first-seen
+    /// combinations (set before any input).
+    pub fn set_first_seen_storage(&mut self, storage: FirstSeenStorage) {
+        self.first_seen_storage = storage;
     }
 
     /// Whether some lane keeps first-seen state (restored per partition
@@ -225,6 +234,7 @@ impl RuleLanes {
                 ms(self.settings.allowed_lateness_ms),
                 ms(self.settings.idle_timeout_ms),
             );
+            fold.store_first_seen(&self.first_seen_storage, &name);
             if let Some(w) = self.restored.get(&name).and_then(|e| e.get(fold.rule_id())) {
                 fold.restore_released(*w);
             }
@@ -303,16 +313,12 @@ impl RuleLanes {
         if !self.keeps_first_seen() {
             return None;
         }
-        let mut total = FirstSeenStats::default();
-        for stats in self
-            .fold_lanes
-            .values()
-            .filter_map(FoldLane::first_seen_stats)
-        {
-            total.entries += stats.entries;
-            total.forgotten_early += stats.forgotten_early;
-        }
-        Some(total)
+        Some(
+            self.fold_lanes
+                .values()
+                .filter_map(FoldLane::first_seen_stats)
+                .fold(FirstSeenStats::default(), |a, b| a + b),
+        )
     }
 
     /// First stage: the rows of `decoded` each rule can use, with their

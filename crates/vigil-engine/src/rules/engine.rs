@@ -37,7 +37,8 @@ use super::definitions::macros::line_in_message;
 use super::definitions::Definitions;
 use super::exceptions::{Excepted, Exceptions};
 use super::first_seen::{
-    combination_hex, combinations, Combination, FirstSeen, FirstSeenStats, StateChange,
+    combination_hex, combinations, Combination, FirstSeen, FirstSeenStats, FirstSeenStorage,
+    StateChange,
 };
 use super::fold::Folds;
 use super::forward_filter::ForwardFilter;
@@ -133,6 +134,8 @@ pub struct RuleEngine {
     time_budget: Duration,
     /// The lists, macros and lookup tables the rules were compiled with.
     definitions: Arc<Definitions>,
+    /// Where first-seen states keep their combinations.
+    first_seen_storage: FirstSeenStorage,
 }
 
 /// Default of [`RuleEngine::set_time_budget`] (`rules.max_eval_ms`).
@@ -353,6 +356,7 @@ impl RuleEngine {
             deadline,
             time_budget: DEFAULT_TIME_BUDGET,
             definitions,
+            first_seen_storage: FirstSeenStorage::default(),
         })
     }
 
@@ -467,6 +471,7 @@ impl RuleEngine {
     /// while the rule still folds. Returns the ids of the unchanged
     /// correlation rules.
     pub fn carry_state_from(&mut self, old: RuleEngine) -> std::collections::BTreeSet<String> {
+        self.set_first_seen_storage(old.first_seen_storage.clone());
         // Unchanged means the same query once its lists and macros are
         // expanded: a rule whose list changed starts its state afresh.
         let unchanged: std::collections::BTreeSet<String> = self
@@ -533,6 +538,7 @@ impl RuleEngine {
             .map_err(RuleErrors)?;
         lanes.set_time_budget(self.time_budget);
         lanes.fold_alerts_of(self.rules.iter().map(|r| r.rule.meta.clone()).collect());
+        lanes.set_first_seen_storage(self.first_seen_storage.clone());
         for r in &mut self.rules {
             r.forward_filter = r.rule.meta.first_seen.as_ref().map(ForwardFilter::new);
         }
@@ -960,6 +966,21 @@ impl RuleEngine {
         }
     }
 
+    /// Keep the first-seen rules' combinations as `storage` says: in
+    /// memory only, or spilled past a bound (see [`super::first_seen`]).
+    /// Before any input: states made before are replaced, empty.
+    pub fn set_first_seen_storage(&mut self, storage: FirstSeenStorage) {
+        for r in &mut self.rules {
+            if let Some(meta) = &r.rule.meta.first_seen {
+                r.first_seen = Some(FirstSeen::new(meta).with_storage(&storage, &r.rule.meta.id));
+            }
+        }
+        if let Some(lanes) = &mut self.lanes {
+            lanes.set_first_seen_storage(storage.clone());
+        }
+        self.first_seen_storage = storage;
+    }
+
     /// The first-seen rules' changes since the last call, to persist (see
     /// [`super::first_seen`]). A first stage's own state only filters what
     /// it forwards: not persisted (a restart forwards a little more).
@@ -1016,10 +1037,7 @@ impl RuleEngine {
             .filter_map(|r| r.first_seen.as_ref())
             .map(FirstSeen::stats);
         own.chain(self.lanes.as_ref().and_then(RuleLanes::first_seen_stats))
-            .reduce(|a, b| FirstSeenStats {
-                entries: a.entries + b.entries,
-                forgotten_early: a.forgotten_early + b.forgotten_early,
-            })
+            .reduce(|a, b| a + b)
     }
 }
 

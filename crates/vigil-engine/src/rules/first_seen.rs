@@ -27,7 +27,14 @@
 //!   [`step`] of event time; past [`FirstSeen::max_entries`] the
 //!   oldest tenth is forgotten early (counted in
 //!   [`FirstSeenStats::forgotten_early`]), which can only make a
-//!   combination new again, never hide one.
+//!   combination new again, never hide one;
+//! * with a spill store ([`FirstSeenStorage::spill`]), memory holds at
+//!   most `memory_entries`: past it the oldest tenth moves to the store
+//!   (not forgotten, no change recorded), and a combination missing from
+//!   memory is looked up there. Memory is authoritative where both hold a
+//!   combination. A failed read or write of the store counts in
+//!   [`FirstSeenStats::spill_failures`] and loses the entries concerned,
+//!   which, as above, can only make a combination new again.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -36,6 +43,8 @@ use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+
+use vigil_state::{SpillStore, SpillTable};
 
 use crate::rules::FirstSeenMeta;
 
@@ -70,8 +79,80 @@ pub enum StateChange {
 /// Counts for the metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FirstSeenStats {
+    /// Combinations held, in memory and spilled.
     pub entries: usize,
+    /// Of those, spilled to the store.
+    pub spilled: usize,
     pub forgotten_early: u64,
+    pub spill_failures: u64,
+}
+
+impl std::ops::Add for FirstSeenStats {
+    type Output = FirstSeenStats;
+    fn add(self, other: FirstSeenStats) -> FirstSeenStats {
+        FirstSeenStats {
+            entries: self.entries + other.entries,
+            spilled: self.spilled + other.spilled,
+            forgotten_early: self.forgotten_early + other.forgotten_early,
+            spill_failures: self.spill_failures + other.spill_failures,
+        }
+    }
+}
+
+/// Where the first-seen states of an engine keep their combinations.
+#[derive(Debug, Clone)]
+pub struct FirstSeenStorage {
+    /// Combinations one state (a rule, or a rule in one repartition
+    /// partition) holds at most, in memory and spilled together.
+    pub max_entries: usize,
+    /// Where combinations beyond memory go; `None`: memory only.
+    pub spill: Option<SpillStorage>,
+}
+
+/// A spill store and how much each state keeps in memory before it.
+#[derive(Debug, Clone)]
+pub struct SpillStorage {
+    pub store: SpillStore,
+    /// Combinations one state keeps in memory (at least 10).
+    pub memory_entries: usize,
+}
+
+impl Default for FirstSeenStorage {
+    fn default() -> Self {
+        FirstSeenStorage {
+            max_entries: DEFAULT_MAX_ENTRIES,
+            spill: None,
+        }
+    }
+}
+
+/// A state's part of the spill store.
+#[derive(Debug)]
+struct Spill {
+    table: SpillTable,
+    memory_entries: usize,
+    /// Keys whose spilled copy must go at the next write: read back into
+    /// memory, or forgotten while restoring.
+    stale: Vec<u128>,
+    failures: u64,
+}
+
+impl Spill {
+    fn failed(&mut self, error: &vigil_state::Error) {
+        self.failures += 1;
+        // Powers of two: a failing disk must not flood the log.
+        if self.failures.is_power_of_two() {
+            tracing::warn!(error = %error, failures = self.failures, "first-seen spill store failed: the entries concerned are lost, so their combinations may alert again");
+        }
+    }
+}
+
+fn key(combination: &Combination) -> u128 {
+    (u128::from(combination[0]) << 64) | u128::from(combination[1])
+}
+
+fn combination_of(key: u128) -> Combination {
+    [(key >> 64) as u64, key as u64]
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -117,6 +198,7 @@ pub struct FirstSeen {
     max_entries: usize,
     forgotten_early: u64,
     changes: Vec<StateChange>,
+    spill: Option<Spill>,
 }
 
 /// Seconds since the epoch of an event time in nanoseconds, clamped to
@@ -149,7 +231,21 @@ impl FirstSeen {
             max_entries: DEFAULT_MAX_ENTRIES,
             forgotten_early: 0,
             changes: Vec::new(),
+            spill: None,
         }
+    }
+
+    /// Keep combinations as `storage` says; `label` names the state's
+    /// table in the spill store (a rule, or a rule and partition).
+    pub fn with_storage(mut self, storage: &FirstSeenStorage, label: &str) -> FirstSeen {
+        self = self.with_max_entries(storage.max_entries);
+        self.spill = storage.spill.as_ref().map(|s| Spill {
+            table: s.store.table(label),
+            memory_entries: s.memory_entries.max(10),
+            stale: Vec::new(),
+            failures: 0,
+        });
+        self
     }
 
     /// At most `max` entries (at least 10); see the module doc.
@@ -224,6 +320,9 @@ impl FirstSeen {
     }
 
     fn remember(&mut self, combination: Combination, at: u32) -> Verdict {
+        if !self.seen.contains_key(&combination) {
+            self.read_back(combination);
+        }
         let step = step(self.history);
         let is_new = match self.seen.get_mut(&combination) {
             Some(entry) => {
@@ -246,10 +345,10 @@ impl FirstSeen {
                     },
                 );
                 self.changes.push(StateChange::Seen { combination, at });
-                self.bound();
                 true
             }
         };
+        self.bound();
         let learned = self
             .observed_since
             .is_some_and(|since| at >= since.saturating_add(self.learning));
@@ -257,6 +356,28 @@ impl FirstSeen {
             (false, _) => Verdict::Seen,
             (true, true) => Verdict::New,
             (true, false) => Verdict::Learning,
+        }
+    }
+
+    /// Bring a spilled combination back into memory, if it is spilled.
+    fn read_back(&mut self, combination: Combination) {
+        let Some(spill) = self.spill.as_mut().filter(|s| !s.table.is_empty()) else {
+            return;
+        };
+        let key = key(&combination);
+        match spill.table.get(key) {
+            Ok(Some(last_seen)) => {
+                spill.stale.push(key);
+                self.seen.insert(
+                    combination,
+                    Entry {
+                        last_seen,
+                        recorded: last_seen,
+                    },
+                );
+            }
+            Ok(None) => {}
+            Err(e) => spill.failed(&e),
         }
     }
 
@@ -270,8 +391,7 @@ impl FirstSeen {
         self.forget_before(horizon);
     }
 
-    fn forget_before(&mut self, horizon: u32) -> usize {
-        let before = self.seen.len();
+    fn forget_before(&mut self, horizon: u32) {
         let changes = &mut self.changes;
         self.seen.retain(|combination, entry| {
             let keep = entry.last_seen >= horizon;
@@ -282,34 +402,88 @@ impl FirstSeen {
             }
             keep
         });
-        before - self.seen.len()
+        if let Some(spill) = self.spill.as_mut().filter(|s| !s.table.is_empty()) {
+            match spill.table.remove_before(horizon) {
+                Ok(keys) => {
+                    self.forget_spilled(keys);
+                }
+                Err(e) => spill.failed(&e),
+            }
+        }
     }
 
-    /// Past the bound, forget the oldest tenth: every entry older than
-    /// the tenth's cut time, then entries at the cut time while fewer than a
-    /// tenth are gone (a tenth to a fifth in all).
+    /// Record spilled keys removed from the store as forgotten, but for
+    /// those memory holds again (their spilled copy was stale).
+    fn forget_spilled(&mut self, keys: Vec<u128>) -> usize {
+        let forgotten = keys
+            .into_iter()
+            .map(combination_of)
+            .filter(|c| !self.seen.contains_key(c))
+            .map(|combination| StateChange::Forgotten { combination });
+        let before = self.changes.len();
+        self.changes.extend(forgotten);
+        self.changes.len() - before
+    }
+
+    /// Past memory's bound, the oldest tenth of memory goes: to the spill
+    /// store if there is one, else it is forgotten. Past the store's share
+    /// of `max_entries`, its oldest tenth is forgotten.
     fn bound(&mut self) {
-        if self.seen.len() <= self.max_entries {
+        let memory_bound = self
+            .spill
+            .as_ref()
+            .map_or(self.max_entries, |s| s.memory_entries.min(self.max_entries));
+        if self.seen.len() <= memory_bound {
             return;
         }
+        let oldest = self.take_oldest_tenth();
+        let Some(spill) = self.spill.as_mut() else {
+            self.forgotten_early += oldest.len() as u64;
+            self.changes.extend(
+                oldest
+                    .into_iter()
+                    .map(|(combination, _)| StateChange::Forgotten { combination }),
+            );
+            return;
+        };
+        let entries: Vec<(u128, u32)> = oldest.iter().map(|(c, at)| (key(c), *at)).collect();
+        let stale = std::mem::take(&mut spill.stale);
+        if let Err(e) = spill.table.put(&entries, &stale) {
+            // Lost here, still in the state topic: a restart restores them.
+            spill.failed(&e);
+            self.forgotten_early += entries.len() as u64;
+        }
+        let spilled = spill.table.len() as usize;
+        if spilled + self.seen.len() > self.max_entries {
+            match spill.table.remove_oldest(spilled / 10) {
+                Ok(keys) => {
+                    let forgotten = self.forget_spilled(keys);
+                    self.forgotten_early += forgotten as u64;
+                }
+                Err(e) => spill.failed(&e),
+            }
+        }
+    }
+
+    /// Take the oldest tenth of memory: every entry older than the
+    /// tenth's cut time, then entries at the cut time while fewer than a
+    /// tenth are taken (a tenth to a fifth in all).
+    fn take_oldest_tenth(&mut self) -> Vec<(Combination, u32)> {
         let mut times: Vec<u32> = self.seen.values().map(|e| e.last_seen).collect();
         let tenth = times.len() / 10;
         let cut = *times.select_nth_unstable(tenth).1;
         drop(times);
-        let mut to_forget = tenth;
-        let before = self.seen.len();
-        let changes = &mut self.changes;
+        let mut to_take = tenth;
+        let mut taken = Vec::with_capacity(tenth * 2);
         self.seen.retain(|combination, entry| {
-            let forget = entry.last_seen < cut || (entry.last_seen == cut && to_forget > 0);
-            if forget {
-                to_forget = to_forget.saturating_sub(1);
-                changes.push(StateChange::Forgotten {
-                    combination: *combination,
-                });
+            let take = entry.last_seen < cut || (entry.last_seen == cut && to_take > 0);
+            if take {
+                to_take = to_take.saturating_sub(1);
+                taken.push((*combination, entry.last_seen));
             }
-            !forget
+            !take
         });
-        self.forgotten_early += (before - self.seen.len()) as u64;
+        taken
     }
 
     /// Changes since the last call, to persist (see the module doc).
@@ -330,16 +504,34 @@ impl FirstSeen {
                     entry.last_seen = entry.last_seen.max(at);
                     entry.recorded = entry.last_seen;
                     self.latest = self.latest.max(at);
+                    if self.spill.is_some() {
+                        self.bound();
+                    }
                 }
                 StateChange::Forgotten { combination } => {
                     self.seen.remove(&combination);
+                    if let Some(spill) = self.spill.as_mut().filter(|s| !s.table.is_empty()) {
+                        spill.stale.push(key(&combination));
+                    }
                 }
                 StateChange::ObservedSince { at } => {
                     self.observed_since = Some(self.observed_since.map_or(at, |s| s.min(at)));
                 }
             }
         }
+        self.remove_stale();
         self.next_sweep = 0;
+    }
+
+    /// Remove the stale spilled copies now: a forgotten combination must
+    /// not be read back.
+    fn remove_stale(&mut self) {
+        if let Some(spill) = self.spill.as_mut().filter(|s| !s.stale.is_empty()) {
+            let stale = std::mem::take(&mut spill.stale);
+            if let Err(e) = spill.table.remove(&stale) {
+                spill.failed(&e);
+            }
+        }
     }
 
     /// Take over what `old` (the state of the rule a reload replaces, of
@@ -350,11 +542,22 @@ impl FirstSeen {
         self.latest = old.latest;
         self.forgotten_early = old.forgotten_early;
         self.changes = old.changes;
+        // The old state's spilled entries come with it (this state's own
+        // table is empty and dropped).
+        if old.spill.is_some() || self.spill.is_none() {
+            self.spill = old.spill;
+        }
         self.next_sweep = 0;
     }
 
     /// Forget everything (between independent inputs).
     pub fn clear(&mut self) {
+        if let Some(spill) = self.spill.as_mut() {
+            spill.stale.clear();
+            if let Err(e) = spill.table.clear() {
+                spill.failed(&e);
+            }
+        }
         let fresh = FirstSeen {
             columns: std::mem::take(&mut self.columns),
             history: self.history,
@@ -366,14 +569,18 @@ impl FirstSeen {
             max_entries: self.max_entries,
             forgotten_early: 0,
             changes: Vec::new(),
+            spill: self.spill.take(),
         };
         *self = fresh;
     }
 
     pub fn stats(&self) -> FirstSeenStats {
+        let spilled = self.spill.as_ref().map_or(0, |s| s.table.len() as usize);
         FirstSeenStats {
-            entries: self.seen.len(),
+            entries: self.seen.len() + spilled,
+            spilled,
             forgotten_early: self.forgotten_early,
+            spill_failures: self.spill.as_ref().map_or(0, |s| s.failures),
         }
     }
 }

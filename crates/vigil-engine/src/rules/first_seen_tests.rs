@@ -244,3 +244,120 @@ fn each_rows_combination_is_the_hash_of_its_own_values() {
     );
     assert_eq!(all[0], row("alice", "dev"));
 }
+
+/// A state that keeps `memory` combinations in memory and spills the rest
+/// to a store in `dir`, holding `max` at most.
+fn spilling(dir: &tempfile::TempDir, memory: usize, max: usize) -> FirstSeen {
+    let store = vigil_state::SpillStore::create(dir.path(), 1 << 20).unwrap();
+    let storage = FirstSeenStorage {
+        max_entries: max,
+        spill: Some(SpillStorage {
+            store,
+            memory_entries: memory,
+        }),
+    };
+    rule(14, 0).with_storage(&storage, "t.rule")
+}
+
+fn users(state: &mut FirstSeen, range: std::ops::Range<usize>, at: impl Fn(usize) -> i64) {
+    for i in range {
+        state.admit(row(&format!("u{i}"), "dev"), at(i));
+    }
+}
+
+#[test]
+fn spilled_combinations_stay_seen_while_memory_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = spilling(&dir, 100, 10_000);
+    users(&mut state, 0..1000, |i| day(i as f64 / 1000.0));
+    let stats = state.stats();
+    assert_eq!(stats.entries, 1000, "{stats:?}");
+    assert!(stats.spilled >= 900, "{stats:?}");
+    assert_eq!(stats.forgotten_early, 0);
+    // Every one is still seen, the oldest read back from the store.
+    for i in 0..1000 {
+        let verdict = state.admit(row(&format!("u{i}"), "dev"), day(1.0));
+        assert_eq!(verdict, Verdict::Seen, "u{i}");
+    }
+    assert_eq!(state.admit(row("new", "dev"), day(1.0)), Verdict::New);
+    assert!(state.seen.len() <= 100, "memory holds {}", state.seen.len());
+    // Spilling is not forgetting: no change says a combination is gone.
+    let changes = state.take_changes();
+    assert!(!changes
+        .iter()
+        .any(|c| matches!(c, StateChange::Forgotten { .. })));
+    assert_eq!(state.stats().spill_failures, 0);
+}
+
+#[test]
+fn spilled_combinations_expire_with_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = spilling(&dir, 10, 10_000);
+    users(&mut state, 0..100, |_| day(0.0));
+    assert!(state.stats().spilled >= 90);
+    state.take_changes();
+    state.admit(row("later", "dev"), day(15.0));
+    let forgotten = state
+        .take_changes()
+        .iter()
+        .filter(|c| matches!(c, StateChange::Forgotten { .. }))
+        .count();
+    assert_eq!(forgotten, 100);
+    assert_eq!(state.stats().entries, 1);
+    assert_eq!(state.admit(row("u0", "dev"), day(15.0)), Verdict::New);
+}
+
+#[test]
+fn past_the_bound_the_oldest_spilled_are_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = spilling(&dir, 10, 100);
+    users(&mut state, 0..200, |i| day(i as f64 / 1000.0));
+    let stats = state.stats();
+    assert!(stats.entries <= 100, "{stats:?}");
+    assert_eq!(stats.forgotten_early as usize, 200 - stats.entries);
+    assert_eq!(state.admit(row("u199", "dev"), day(1.0)), Verdict::Seen);
+    assert_eq!(state.admit(row("u0", "dev"), day(1.0)), Verdict::New);
+}
+
+#[test]
+fn a_restore_spills_past_memory_and_never_reads_back_a_forgotten_combination() {
+    let mut changes: Vec<StateChange> = (0..50)
+        .map(|i| StateChange::Seen {
+            combination: row(&format!("u{i}"), "dev"),
+            at: seconds(day(i as f64 / 100.0)),
+        })
+        .collect();
+    changes.push(StateChange::Forgotten {
+        combination: row("u0", "dev"),
+    });
+    changes.push(StateChange::ObservedSince {
+        at: seconds(day(0.0)),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = spilling(&dir, 10, 10_000);
+    state.restore(changes);
+    let stats = state.stats();
+    assert_eq!(stats.entries, 49, "{stats:?}");
+    assert!(state.seen.len() <= 10);
+    assert_eq!(state.admit(row("u1", "dev"), day(1.0)), Verdict::Seen);
+    assert_eq!(state.admit(row("u0", "dev"), day(1.0)), Verdict::New);
+}
+
+#[test]
+fn a_reload_carries_the_spilled_combinations() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = vigil_state::SpillStore::create(dir.path(), 1 << 20).unwrap();
+    let storage = FirstSeenStorage {
+        max_entries: 10_000,
+        spill: Some(SpillStorage {
+            store,
+            memory_entries: 10,
+        }),
+    };
+    let mut old = rule(14, 0).with_storage(&storage, "t.rule");
+    users(&mut old, 0..100, |_| day(0.0));
+    let mut new = rule(14, 0).with_storage(&storage, "t.rule");
+    new.carry_from(old);
+    assert_eq!(new.stats().entries, 100);
+    assert_eq!(new.admit(row("u0", "dev"), day(1.0)), Verdict::Seen);
+}
