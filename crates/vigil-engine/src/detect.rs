@@ -376,8 +376,7 @@ impl Detector {
         // Only an engine with first-seen rules reports them: the other
         // stage of the same process would otherwise reset the gauge.
         if let Some(first_seen) = self.engine.first_seen_stats() {
-            self.metrics
-                .first_seen_state(first_seen.entries, first_seen.forgotten_early);
+            self.metrics.first_seen_state(first_seen);
         }
         out.state_changes = self.engine.take_first_seen_changes();
         if self.correlates() {

@@ -46,9 +46,10 @@ pub trait DetectionMetrics: Send + Sync {
     );
     /// Incremental correlation state and work (totals since start).
     fn correlation_work(&self, state_rows: usize, evicted_state_rows: u64, rows_evaluated: u64);
-    /// First-seen state after a batch: combinations held by all rules, and
-    /// those forgotten before their history ended (a running total).
-    fn first_seen_state(&self, _entries: usize, _forgotten_early: u64) {}
+    /// First-seen state after a batch, summed over every rule: see
+    /// [`crate::rules::first_seen::FirstSeenStats`] (the counts of
+    /// forgotten entries and store failures are running totals).
+    fn first_seen_state(&self, _stats: crate::rules::first_seen::FirstSeenStats) {}
     /// Forwarded events the second stage of `placement = "repartition"`
     /// dropped as already taken (re-deliveries).
     fn repartition_redelivered(&self, _n: u64) {}

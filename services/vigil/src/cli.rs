@@ -337,6 +337,9 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
     .map_err(anyhow::Error::new)
     .with_context(|| format!("loading rules from {}", settings.rules.dir.display()))?;
     engine.set_time_budget(settings.rules.max_eval());
+    // One spill file per process, shared by both stages' rules.
+    let first_seen_storage = settings.rules.first_seen.storage()?;
+    engine.set_first_seen_storage(first_seen_storage.clone());
     if repartition_placement {
         // Correlation rules route events here; the second stage runs them.
         engine = engine.into_lanes().await.map_err(anyhow::Error::new)?;
@@ -389,7 +392,7 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
                 ..Default::default()
             };
             let (stage_two, correlating) =
-                crate::repartition::second_stage(&settings, &metrics).await?;
+                crate::repartition::second_stage(&settings, &metrics, first_seen_storage).await?;
             // An error of either ends the service; the other's batch in
             // flight is re-read after the restart.
             tokio::try_join!(

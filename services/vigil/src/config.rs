@@ -312,6 +312,73 @@ pub struct RuleSettings {
     /// a `rule_error` dead letter (see `crate::rules::budget`).
     #[serde(default = "default_max_eval_ms")]
     pub max_eval_ms: u64,
+    /// Where first-seen rules keep their combinations.
+    #[serde(default)]
+    pub first_seen: FirstSeenSettings,
+}
+
+/// How first-seen rules keep their combinations (see
+/// `crate::rules::first_seen`): in memory, and past `memory_combinations`
+/// in a local spill file when `spill_dir` is set. The state topic stays
+/// the durable copy; the spill file is made empty at each start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirstSeenSettings {
+    /// Combinations one rule (with `placement = "repartition"`: one rule in
+    /// one repartition partition) holds at most, memory and spill file
+    /// together; past it the oldest tenth is forgotten.
+    #[serde(default = "default_max_combinations")]
+    pub max_combinations: usize,
+    /// A local directory for the spill file (`first-seen.redb`); unset:
+    /// memory only.
+    #[serde(default)]
+    pub spill_dir: Option<PathBuf>,
+    /// With `spill_dir`: combinations one rule keeps in memory (24 bytes
+    /// each); past it the oldest tenth moves to the file.
+    #[serde(default = "default_memory_combinations")]
+    pub memory_combinations: usize,
+    /// With `spill_dir`: the spill file's page cache, in MiB, for all rules.
+    #[serde(default = "default_spill_cache_mb")]
+    pub spill_cache_mb: usize,
+}
+
+fn default_max_combinations() -> usize {
+    crate::rules::first_seen::DEFAULT_MAX_ENTRIES
+}
+fn default_memory_combinations() -> usize {
+    1_000_000
+}
+fn default_spill_cache_mb() -> usize {
+    vigil_state::DEFAULT_CACHE_BYTES >> 20
+}
+
+impl Default for FirstSeenSettings {
+    fn default() -> Self {
+        FirstSeenSettings {
+            max_combinations: default_max_combinations(),
+            spill_dir: None,
+            memory_combinations: default_memory_combinations(),
+            spill_cache_mb: default_spill_cache_mb(),
+        }
+    }
+}
+
+impl FirstSeenSettings {
+    /// The engine's storage: opens (and empties) the spill file if set.
+    pub fn storage(&self) -> Result<crate::rules::first_seen::FirstSeenStorage> {
+        use crate::rules::first_seen::{FirstSeenStorage, SpillStorage};
+        let spill = match &self.spill_dir {
+            None => None,
+            Some(dir) => Some(SpillStorage {
+                store: vigil_state::SpillStore::create(dir, self.spill_cache_mb << 20)?,
+                memory_entries: self.memory_combinations,
+            }),
+        };
+        Ok(FirstSeenStorage {
+            max_entries: self.max_combinations,
+            spill,
+        })
+    }
 }
 
 fn default_true() -> bool {
@@ -334,6 +401,7 @@ impl Default for RuleSettings {
             exceptions: None,
             reload: true,
             max_eval_ms: default_max_eval_ms(),
+            first_seen: FirstSeenSettings::default(),
         }
     }
 }
@@ -528,6 +596,10 @@ impl Settings {
         if self.rules.max_eval_ms == 0 {
             bail!("invalid configuration: rules.max_eval_ms must be at least 1");
         }
+        let f = &self.rules.first_seen;
+        if f.max_combinations < 10 || f.memory_combinations < 10 {
+            bail!("invalid configuration: rules.first_seen.max_combinations and rules.first_seen.memory_combinations must be at least 10");
+        }
         self.http.address()?;
         if self.http.ready_max_poll_gap_ms == 0 {
             bail!("invalid configuration: http.ready_max_poll_gap_ms must be at least 1");
@@ -705,6 +777,44 @@ mod tests {
             .unwrap_err();
         assert!(
             format!("{e:#}").contains("correlation.max_alert_events must be positive"),
+            "{e:#}"
+        );
+    }
+
+    #[test]
+    fn first_seen_spill_comes_from_the_environment_and_opens_an_empty_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill_dir = dir.path().join("spill");
+        let s = Settings::load_from(
+            None,
+            env(&[
+                (
+                    "VIGIL__RULES__FIRST_SEEN__SPILL_DIR",
+                    spill_dir.to_str().unwrap(),
+                ),
+                ("VIGIL__RULES__FIRST_SEEN__MEMORY_COMBINATIONS", "5000"),
+            ]),
+        )
+        .unwrap();
+        let storage = s.rules.first_seen.storage().unwrap();
+        let spill = storage.spill.expect("a spill store");
+        assert_eq!(spill.memory_entries, 5000);
+        assert_eq!(storage.max_entries, 10_000_000);
+        assert!(spill_dir.join(vigil_state::SPILL_FILE).exists());
+        assert!(Settings::default()
+            .rules
+            .first_seen
+            .storage()
+            .unwrap()
+            .spill
+            .is_none());
+        let e = Settings::load_from(
+            None,
+            env(&[("VIGIL__RULES__FIRST_SEEN__MAX_COMBINATIONS", "3")]),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("rules.first_seen.max_combinations"),
             "{e:#}"
         );
     }

@@ -26,6 +26,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+use vigil_engine::rules::first_seen::FirstSeenStats;
 
 use crate::dead_letter::DeadLetterKind;
 use crate::kafka::PartitionOffsets;
@@ -260,6 +261,8 @@ pub struct Metrics {
     correlation_suppressed: Counter,
     first_seen_entries: Gauge,
     first_seen_forgotten_early: Counter,
+    first_seen_spilled: Gauge,
+    first_seen_spill_failures: Counter,
     repartition_forwarded: Family<RuleLabel, Counter>,
     repartition_marks: Counter,
     repartition_redelivered: Counter,
@@ -347,6 +350,8 @@ impl Metrics {
             correlation_suppressed: Counter::default(),
             first_seen_entries: Gauge::default(),
             first_seen_forgotten_early: Counter::default(),
+            first_seen_spilled: Gauge::default(),
+            first_seen_spill_failures: Counter::default(),
             repartition_forwarded: Family::default(),
             repartition_marks: Counter::default(),
             repartition_redelivered: Counter::default(),
@@ -575,6 +580,16 @@ impl Metrics {
             "first_seen_forgotten_early",
             "Combinations first-seen rules forgot before their history ended (a rule's bound reached): they can alert again",
             self.first_seen_forgotten_early.clone(),
+        );
+        r.register(
+            "first_seen_spilled",
+            "Of the first-seen combinations, those spilled to the local store (rules.first_seen.spill_dir)",
+            self.first_seen_spilled.clone(),
+        );
+        r.register(
+            "first_seen_spill_failures",
+            "Failed reads or writes of the first-seen spill store: the entries concerned were lost here (the state topic still holds them) and can alert again",
+            self.first_seen_spill_failures.clone(),
         );
         r.register(
             "repartition_forwarded",
@@ -962,10 +977,12 @@ impl Metrics {
         catch_up(&self.correlation_rows_evaluated, rows_evaluated);
     }
 
-    /// First-seen state after a batch (`forgotten_early`: a running total).
-    pub fn first_seen_state(&self, entries: usize, forgotten_early: u64) {
-        self.first_seen_entries.set(entries as i64);
-        catch_up(&self.first_seen_forgotten_early, forgotten_early);
+    /// First-seen state after a batch (the counts: running totals).
+    pub fn first_seen_state(&self, stats: FirstSeenStats) {
+        self.first_seen_entries.set(stats.entries as i64);
+        self.first_seen_spilled.set(stats.spilled as i64);
+        catch_up(&self.first_seen_forgotten_early, stats.forgotten_early);
+        catch_up(&self.first_seen_spill_failures, stats.spill_failures);
     }
 
     /// The first stage handed `events` forwarded for `rule` and `marks`
@@ -1103,8 +1120,8 @@ impl crate::observe::DetectionMetrics for Metrics {
     fn correlation_work(&self, state_rows: usize, evicted_state_rows: u64, rows_evaluated: u64) {
         Metrics::correlation_work(self, state_rows, evicted_state_rows, rows_evaluated);
     }
-    fn first_seen_state(&self, entries: usize, forgotten_early: u64) {
-        Metrics::first_seen_state(self, entries, forgotten_early);
+    fn first_seen_state(&self, stats: FirstSeenStats) {
+        Metrics::first_seen_state(self, stats);
     }
     fn repartition_redelivered(&self, n: u64) {
         self.repartition_redelivered.inc_by(n);

@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::detect::Detector;
 use crate::metrics::Metrics;
 use crate::rules;
+use crate::rules::first_seen::FirstSeenStorage;
 
 /// The second stage's settings: its own consumer group and checkpoint key,
 /// `<group_id>-correlate`, and, in exactly-once mode, its own
@@ -33,6 +34,7 @@ pub fn second_stage_settings(settings: &Settings) -> Settings {
 pub async fn second_stage(
     settings: &Settings,
     metrics: &Arc<Metrics>,
+    first_seen_storage: FirstSeenStorage,
 ) -> Result<(Settings, Detector)> {
     let (per_event, mut correlating) =
         rules::load_split_rule_set(&settings.rules.layers(), settings.correlation.clone())
@@ -47,6 +49,7 @@ pub async fn second_stage(
     if let Some(lanes) = correlating.lanes_mut() {
         lanes.fold_alerts_of(folding);
     }
+    correlating.set_first_seen_storage(first_seen_storage);
     let detector = Detector::new(
         correlating,
         settings.limits.decode_limits(),

@@ -458,6 +458,41 @@ mod tests {
     }
 
     #[test]
+    fn a_lane_with_a_spill_store_restores_past_memory_and_keeps_it_seen() {
+        let mut first = seen_lane();
+        for i in 0..40u64 {
+            let (a, t) = alert(3, 3, "w");
+            first.hold(a, seen(100 + i, true), (t, "audit/0"), i as i64, 0);
+        }
+        first.finish();
+        let changes = first.take_first_seen_changes();
+
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FirstSeenStorage {
+            max_entries: 1000,
+            spill: Some(crate::rules::first_seen::SpillStorage {
+                store: vigil_state::SpillStore::create(dir.path(), 1 << 20).unwrap(),
+                memory_entries: 10,
+            }),
+        };
+        let mut next = seen_lane();
+        next.store_first_seen(&storage, "vigil-correlate/0");
+        next.restore_first_seen(changes);
+        let stats = next.first_seen_stats().unwrap();
+        assert_eq!(stats.entries, 40, "{stats:?}");
+        assert!(stats.spilled >= 30, "{stats:?}");
+        let (a, t) = alert(9, 9, "w");
+        next.hold(a, seen(100, true), (t, "audit/0"), 40, 0);
+        let (a, t) = alert(9, 9, "w");
+        next.hold(a, seen(7, true), (t, "audit/0"), 41, 0);
+        assert_eq!(
+            next.finish().len(),
+            1,
+            "the spilled combination is seen, the new one raised"
+        );
+    }
+
+    #[test]
     fn a_lane_made_again_rebuilds_its_periods_without_raising_twice() {
         let mut first = lane();
         let (a1, t1) = alert(1, 1, "w");
