@@ -143,3 +143,56 @@ async fn a_restart_restores_what_was_seen_without_reading_the_sources_again() {
     // Run 2 restored run 1's record of when learning began and alice/dev.
     assert!(restored[1].contains("\"records\":2"), "{}", restored[1]);
 }
+
+/// With a spill directory and room for 10 combinations in memory, a
+/// restart restores 30 combinations (most of them into the spill file) and
+/// still knows each of them: only the new namespace alerts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_a_small_memory_bound_spills_and_stays_quiet_for_what_was_seen() {
+    let addr = broker().addr.clone();
+    let topics = Topics::new("firstseen-spill");
+    topics.create(&addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(rules.join("first_exec.sql"), RULE).unwrap();
+    let log = dir.path().join("vigil.log");
+    let namespaces: Vec<String> = (0..30).map(|i| format!("ns-{i:02}")).collect();
+    let execs = |first_id: u32, at: &str| -> Vec<Vec<u8>> {
+        namespaces
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| event(first_id + i as u32, at, Some("exec"), ns))
+            .collect()
+    };
+
+    // Run 1, in memory: thirty first execs an hour after learning began.
+    let config = topics.write_config_with(dir.path(), &addr, &rules, "");
+    let mut first = vec![event(1, "2026-12-04T10:00:00Z", None, "dev")];
+    first.extend(execs(100, "2026-12-04T11:00:00Z"));
+    produce(&addr, &topics.audit, 0, &first).await;
+    let mut alerted = run_until_alerts(&config, &log, &addr, &topics.alerts, 30);
+    alerted.sort();
+    assert_eq!(alerted, namespaces);
+
+    // Run 2 spills past 10 combinations: the same thirty again are seen,
+    // the new namespace is new.
+    let spill = dir.path().join("spill");
+    let extra = format!(
+        "\n[rules.first_seen]\nspill_dir = \"{}\"\nmemory_combinations = 10\n",
+        spill.display()
+    );
+    let config = topics.write_config_with(dir.path(), &addr, &rules, &extra);
+    let mut second = execs(200, "2026-12-04T12:00:00Z");
+    second.push(event(300, "2026-12-04T12:00:10Z", Some("exec"), "fresh"));
+    produce(&addr, &topics.audit, 0, &second).await;
+    let all = run_until_alerts(&config, &log, &addr, &topics.alerts, 31);
+    assert_eq!(
+        all[30..],
+        ["fresh".to_string()],
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert_eq!(all.len(), 31);
+    assert!(spill.join("first-seen.redb").exists());
+}

@@ -166,6 +166,13 @@ enum Command {
         /// Measure a first-seen rule's state (one combination per user).
         #[arg(long)]
         first_seen: bool,
+        /// With --first-seen: spill past --memory-combinations to a file in
+        /// this directory (rules.first_seen.spill_dir).
+        #[arg(long, requires = "first_seen")]
+        spill_dir: Option<std::path::PathBuf>,
+        /// With --spill-dir: combinations kept in memory.
+        #[arg(long, default_value_t = 1_000_000)]
+        memory_combinations: usize,
     },
 }
 
@@ -315,11 +322,15 @@ pub fn main() -> ExitCode {
                 batch,
                 seed,
                 first_seen,
+                spill_dir,
+                memory_combinations,
             } => {
-                let state = if first_seen {
-                    super::memory::State::FirstSeen
-                } else {
-                    super::memory::State::Correlation
+                let state = match (first_seen, spill_dir) {
+                    (false, _) => super::memory::State::Correlation,
+                    (true, None) => super::memory::State::FirstSeen { spill: None },
+                    (true, Some(dir)) => super::memory::State::FirstSeen {
+                        spill: Some((dir, memory_combinations)),
+                    },
                 };
                 super::memory::run(state, keys, batch, seed, &mut stdout).await
             }

@@ -21,6 +21,7 @@ use vigil::correlate::CorrelationSettings;
 use vigil::detect::Detector;
 use vigil::gen::{GenConfig, Generator};
 use vigil::metrics::Metrics;
+use vigil::rules::first_seen::{FirstSeenStorage, SpillStorage};
 use vigil::rules::{parse_rule, RuleEngine};
 use vigil::source::SourceKind;
 
@@ -64,10 +65,14 @@ WHERE user_info.username LIKE '%@example.com'
 ";
 
 /// Which rule state `vigil-bench memory` measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     Correlation,
-    FirstSeen,
+    /// Optionally spilled to a file in a directory past a number of
+    /// combinations in memory.
+    FirstSeen {
+        spill: Option<(std::path::PathBuf, usize)>,
+    },
 }
 
 pub async fn run(
@@ -79,16 +84,28 @@ pub async fn run(
 ) -> Result<()> {
     let (path, text) = match state {
         State::Correlation => ("bench/user_write_burst.sql", STATE_RULE),
-        State::FirstSeen => ("bench/first_request_by_user.sql", FIRST_SEEN_RULE),
+        State::FirstSeen { .. } => ("bench/first_request_by_user.sql", FIRST_SEEN_RULE),
     };
     let rule = parse_rule(Path::new(path), text).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let settings = CorrelationSettings {
         max_retained_events: usize::MAX,
         ..Default::default()
     };
-    let engine = RuleEngine::compile_with(vec![rule], settings)
+    let mut engine = RuleEngine::compile_with(vec![rule], settings)
         .await
         .map_err(anyhow::Error::new)?;
+    if let State::FirstSeen {
+        spill: Some((dir, memory)),
+    } = &state
+    {
+        engine.set_first_seen_storage(FirstSeenStorage {
+            spill: Some(SpillStorage {
+                store: vigil_state::SpillStore::create(dir, vigil_state::DEFAULT_CACHE_BYTES)?,
+                memory_entries: *memory,
+            }),
+            ..FirstSeenStorage::default()
+        });
+    }
     let metrics = Arc::new(Metrics::default());
     let mut detector = Detector::new(engine, Default::default(), metrics.clone());
     // Users drawn from 2^32 names: among a million draws about a hundred
@@ -109,7 +126,7 @@ pub async fn run(
     let mut seen: HashSet<u64> = HashSet::with_capacity(if count_here { keys } else { 0 });
     let distinct = |seen: &HashSet<u64>, detector: &Detector| match state {
         State::Correlation => seen.len(),
-        State::FirstSeen => detector
+        State::FirstSeen { .. } => detector
             .engine()
             .first_seen_stats()
             .map_or(0, |s| s.entries),
@@ -123,7 +140,7 @@ pub async fn run(
         // oldest tenth would be forgotten.
         let room = match state {
             State::Correlation => batch,
-            State::FirstSeen => batch.min(keys - distinct(&seen, &detector)),
+            State::FirstSeen { .. } => batch.min(keys - distinct(&seen, &detector)),
         };
         let mut messages = Vec::with_capacity(room);
         while messages.len() < room && (!count_here || seen.len() < keys) {
@@ -148,18 +165,20 @@ pub async fn run(
     let elapsed = start.elapsed();
     let (peak, now) = rss().context("reading /proc/self/status")?;
     let growth = peak.saturating_sub(baseline);
-    if state == State::FirstSeen {
+    if let State::FirstSeen { .. } = state {
         let stats = detector.engine().first_seen_stats().unwrap_or_default();
         let entries = stats.entries;
         anyhow::ensure!(
-            stats.forgotten_early == 0,
-            "the rule forgot {} combinations early",
-            stats.forgotten_early
+            stats.forgotten_early == 0 && stats.spill_failures == 0,
+            "the rule forgot {} combinations early, {} spill failures",
+            stats.forgotten_early,
+            stats.spill_failures
         );
         writeln!(
             out,
-            "first-seen state: {entries} combinations, {fed} events fed ({:.0} MB of JSON); \
+            "first-seen state: {entries} combinations ({} spilled), {fed} events fed ({:.0} MB of JSON); \
              RSS after compile {:.0} MB, peak {:.0} MB, at end {:.0} MB; peak growth {:.0} MB = {:.0} bytes/combination; {:.1} s",
+            stats.spilled,
             bytes as f64 / 1e6,
             baseline as f64 / 1e6,
             peak as f64 / 1e6,
