@@ -487,9 +487,10 @@ async fn dispatch_tool(command: Command) -> Result<ExitCode> {
                     anyhow::bail!("--from must be before --to");
                 }
             }
-            let engine = rules::load_rule_set(&layers(&rules, overlays), Default::default())
-                .await
-                .map_err(anyhow::Error::new)?;
+            let engine =
+                rules::load_rule_set_for(&layers(&rules, overlays), Default::default(), source)
+                    .await
+                    .map_err(anyhow::Error::new)?;
             let bounds = EventTimeBounds {
                 from_ns: from,
                 to_ns: to,

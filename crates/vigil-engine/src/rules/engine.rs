@@ -1254,6 +1254,30 @@ pub fn expanded_sql(
     Ok(single_query(rule, &expander)?.to_string())
 }
 
+/// The rules of `rules` whose expanded query names a table of `source`,
+/// or that cannot be parsed (see [`super::load_rule_set_for`]).
+pub(crate) fn rules_reading(
+    rules: Vec<Rule>,
+    definitions: &Definitions,
+    source: SourceKind,
+) -> Vec<Rule> {
+    let ctx = new_session();
+    let state = ctx.state();
+    let is_function = |name: &str| is_known_function(&state, name);
+    let expander = Expander::new(definitions, &is_function);
+    let reads_source = |rule: &Rule| {
+        let Ok(statement) = single_query(rule, &expander) else {
+            return true;
+        };
+        let statement = datafusion::sql::parser::Statement::Statement(Box::new(statement));
+        match datafusion::sql::resolve::resolve_table_references(&statement, true) {
+            Ok((tables, _)) => tables.iter().any(|t| t.table() == source.table_name()),
+            Err(_) => true,
+        }
+    };
+    rules.into_iter().filter(|r| reads_source(r)).collect()
+}
+
 /// Parse a rule's SQL: exactly one statement, and a query; then expand
 /// the lists and macros it uses.
 pub(crate) fn single_query(rule: &Rule, expander: &Expander<'_>) -> Result<Statement, RuleError> {

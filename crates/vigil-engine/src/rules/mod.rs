@@ -117,6 +117,28 @@ pub async fn load_rule_set(
     engine.with_exceptions(pack.exceptions)
 }
 
+/// [`load_rule_set`] for the events of one source (`vigil replay`): a rule
+/// whose query, lists and macros expanded, reads no table of `source` is
+/// left out, with its exceptions. From such input it could raise nothing,
+/// and planning it was a sixth of a replay's start-up (docs/benchmarks.md).
+/// A rule whose query cannot be read is kept, so compiling it reports why.
+pub async fn load_rule_set_for(
+    layers: &Layers,
+    correlation: crate::correlate::CorrelationSettings,
+    source: vigil_model::source::SourceKind,
+) -> Result<RuleEngine, RuleErrors> {
+    let pack = RulePack::load(layers)?;
+    let mut set = pack.rule_set();
+    set.rules = engine::rules_reading(set.rules, &set.definitions, source);
+    let mut exceptions = pack.exceptions;
+    exceptions
+        .entries
+        .retain(|e| set.rules.iter().any(|r| r.meta.id == e.rule));
+    let engine = RuleEngine::compile_with(set, correlation).await?;
+    warn_expired(&exceptions);
+    engine.with_exceptions(exceptions)
+}
+
 fn warn_expired(exceptions: &exceptions::Exceptions) {
     let expired: Vec<String> = exceptions
         .expired(crate::detect::now_ns())

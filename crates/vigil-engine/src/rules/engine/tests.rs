@@ -457,3 +457,50 @@ async fn a_restart_rebuilds_suppression_periods_from_the_held_offsets() {
     let (lost, _) = forgetful.evaluate(&later_batch, &later_messages, 0).await;
     assert!(lost.iter().all(|a| a.suppressed_count.is_none()));
 }
+
+#[test]
+fn a_replay_of_one_source_keeps_the_rules_that_name_its_table() {
+    let with = |id: &str, source: &str, sql: &str| {
+        let header = HEADER
+            .replace("t.rule", id)
+            .replace("source: k8s_audit", &format!("source: {source}"));
+        rule_with_header(&header, sql)
+    };
+    let rules = vec![
+        with("falco.only", "falco", "SELECT rule FROM falco\n"),
+        with(
+            "audit.join",
+            "k8s_audit",
+            "SELECT a.verb FROM k8s_audit a JOIN falco f ON a.verb = f.rule\n",
+        ),
+        with(
+            "tetragon.only",
+            "tetragon",
+            "SELECT 1 AS one FROM tetragon\n",
+        ),
+        with(
+            "audit.subquery",
+            "k8s_audit",
+            "SELECT verb FROM k8s_audit WHERE EXISTS (SELECT 1 FROM tetragon)\n",
+        ),
+        with("broken", "tetragon", "SELEC nothing\n"),
+    ];
+    let ids = |source: SourceKind| {
+        rules_reading(rules.clone(), &Definitions::default(), source)
+            .into_iter()
+            .map(|r| r.meta.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(SourceKind::Falco),
+        ["falco.only", "audit.join", "broken"]
+    );
+    assert_eq!(
+        ids(SourceKind::K8sAudit),
+        ["audit.join", "audit.subquery", "broken"]
+    );
+    assert_eq!(
+        ids(SourceKind::Tetragon),
+        ["tetragon.only", "audit.subquery", "broken"]
+    );
+}
