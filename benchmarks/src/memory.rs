@@ -174,6 +174,18 @@ pub async fn run(
             stats.forgotten_early,
             stats.spill_failures
         );
+        if let State::FirstSeen {
+            spill: Some((dir, _)),
+        } = &state
+        {
+            let file = std::fs::metadata(dir.join(vigil_state::SPILL_FILE))?.len();
+            writeln!(
+                out,
+                "spill file: {:.0} MB, {:.0} bytes/spilled combination",
+                file as f64 / 1e6,
+                file as f64 / stats.spilled.max(1) as f64
+            )?;
+        }
         writeln!(
             out,
             "first-seen state: {entries} combinations ({} spilled), {fed} events fed ({:.0} MB of JSON); \
