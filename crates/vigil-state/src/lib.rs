@@ -91,6 +91,27 @@ impl SpillStore {
         })
     }
 
+    /// A store on another redb backend (in memory, or one that fails on
+    /// purpose in tests), with a page cache of `cache_bytes`.
+    pub fn with_backend(
+        backend: impl redb::StorageBackend,
+        cache_bytes: usize,
+    ) -> Result<SpillStore, Error> {
+        let path = PathBuf::from(format!("{backend:?}"));
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create_with_backend(backend)
+            .map_err(|e| Error::Create {
+                path: path.clone(),
+                source: e.into(),
+            })?;
+        Ok(SpillStore {
+            db: Arc::new(db),
+            path,
+            tables: Arc::default(),
+        })
+    }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path

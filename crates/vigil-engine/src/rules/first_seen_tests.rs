@@ -361,3 +361,75 @@ fn a_reload_carries_the_spilled_combinations() {
     assert_eq!(new.stats().entries, 100);
     assert_eq!(new.admit(row("u0", "dev"), day(1.0)), Verdict::Seen);
 }
+
+/// An in-memory redb backend whose writes fail once `fail` is set.
+#[derive(Debug)]
+struct FailingBackend {
+    inner: redb::backends::InMemoryBackend,
+    fail: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FailingBackend {
+    fn check(&self) -> Result<(), redb::BackendError> {
+        if self.fail.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(std::io::Error::other("disk full (test)").into());
+        }
+        Ok(())
+    }
+}
+
+impl redb::StorageBackend for FailingBackend {
+    fn len(&self) -> Result<u64, redb::BackendError> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), redb::BackendError> {
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> Result<(), redb::BackendError> {
+        self.check()?;
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> Result<(), redb::BackendError> {
+        self.check()?;
+        self.inner.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), redb::BackendError> {
+        self.check()?;
+        self.inner.write(offset, data)
+    }
+}
+
+/// A store that stops taking writes costs the entries it could not take,
+/// counted, and nothing else: no error reaches the rule, and a lost
+/// combination is new again, never hidden.
+#[test]
+fn a_failing_spill_store_loses_only_what_it_could_not_take_and_counts_it() {
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let backend = FailingBackend {
+        inner: redb::backends::InMemoryBackend::new(),
+        fail: fail.clone(),
+    };
+    let storage = FirstSeenStorage {
+        max_entries: 10_000,
+        spill: Some(SpillStorage {
+            store: vigil_state::SpillStore::with_backend(backend, 1 << 20).unwrap(),
+            memory_entries: 10,
+        }),
+    };
+    let mut state = rule(14, 0).with_storage(&storage, "t.rule");
+    users(&mut state, 0..20, |i| day(i as f64 / 1000.0));
+    assert!(state.stats().spilled > 0);
+    assert_eq!(state.stats().spill_failures, 0);
+    fail.store(true, std::sync::atomic::Ordering::Relaxed);
+    users(&mut state, 20..40, |i| day(i as f64 / 1000.0));
+    let stats = state.stats();
+    assert!(stats.spill_failures > 0, "{stats:?}");
+    assert!(stats.forgotten_early > 0, "{stats:?}");
+    assert!(state.seen.len() <= 10, "memory stays bounded");
+    // The newest are still in memory; what the failed writes held is new.
+    assert_eq!(state.admit(row("u39", "dev"), day(1.0)), Verdict::Seen);
+    let verdicts: Vec<Verdict> = (20..30)
+        .map(|i| state.admit(row(&format!("u{i}"), "dev"), day(1.0)))
+        .collect();
+    assert!(verdicts.contains(&Verdict::New), "{verdicts:?}");
+}
