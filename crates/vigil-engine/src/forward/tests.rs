@@ -846,3 +846,38 @@ async fn a_newly_assigned_partition_waits_for_source_partitions_not_heard_of() {
         assert_eq!(late, usize::from(!announced), "announced: {announced}");
     }
 }
+
+/// With a spill store, a first stage's forwarding filter holds no more
+/// combinations than the state keeps in memory: past it, it forgets and
+/// forwards again (more records, the same verdicts downstream).
+#[tokio::test]
+async fn a_first_stage_filter_is_bounded_by_the_first_seen_memory_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = crate::rules::first_seen::FirstSeenStorage {
+        max_entries: 10_000,
+        spill: Some(crate::rules::first_seen::SpillStorage {
+            store: vigil_state::SpillStore::create(dir.path(), 1 << 20).unwrap(),
+            memory_entries: 10,
+        }),
+    };
+    let forwarded_rows = |out: &Detections| out.routed.len();
+    let users: Vec<String> = (0..40).map(|i| format!("user-{i:02}")).collect();
+    let execs = |secs: i64, offset: usize| {
+        let of: Vec<(i32, &str, i64)> = users.iter().map(|u| (0, u.as_str(), secs)).collect();
+        first_execs(&of, offset)
+    };
+    for (bounded, expected_again) in [(false, 0), (true, 1)] {
+        let mut engine = RuleEngine::compile(vec![first_seen_rule()]).await.unwrap();
+        if bounded {
+            engine.set_first_seen_storage(storage.clone());
+        }
+        let mut first = detector(engine.into_lanes().await.unwrap());
+        first.register_partitions(&["audit/0".to_string()]);
+        let out = first.process(execs(0, 0)).await;
+        assert_eq!(forwarded_rows(&out), 40);
+        // The same users a second later: a filter that remembers all 40
+        // forwards none; one bounded to 10 has forgotten the first ones.
+        let again = forwarded_rows(&first.process(execs(1, 40)).await);
+        assert_eq!(again.min(1), expected_again, "forwarded again: {again}");
+    }
+}

@@ -539,8 +539,14 @@ impl RuleEngine {
         lanes.set_time_budget(self.time_budget);
         lanes.fold_alerts_of(self.rules.iter().map(|r| r.rule.meta.clone()).collect());
         lanes.set_first_seen_storage(self.first_seen_storage.clone());
+        let filter_bound = self.first_seen_storage.memory_bound();
         for r in &mut self.rules {
-            r.forward_filter = r.rule.meta.first_seen.as_ref().map(ForwardFilter::new);
+            r.forward_filter = r
+                .rule
+                .meta
+                .first_seen
+                .as_ref()
+                .map(|meta| ForwardFilter::new(meta).with_max_entries(filter_bound));
         }
         self.correlator = empty;
         self.lanes = Some(lanes);
@@ -973,6 +979,12 @@ impl RuleEngine {
         for r in &mut self.rules {
             if let Some(meta) = &r.rule.meta.first_seen {
                 r.first_seen = Some(FirstSeen::new(meta).with_storage(&storage, &r.rule.meta.id));
+                // A first stage's filter holds no more than the state does
+                // in memory: it has no spill file (forgetting forwards more).
+                if r.forward_filter.is_some() {
+                    r.forward_filter =
+                        Some(ForwardFilter::new(meta).with_max_entries(storage.memory_bound()));
+                }
             }
         }
         if let Some(lanes) = &mut self.lanes {

@@ -117,6 +117,15 @@ pub struct SpillStorage {
     pub memory_entries: usize,
 }
 
+impl FirstSeenStorage {
+    /// Combinations one state keeps in memory at most.
+    pub fn memory_bound(&self) -> usize {
+        self.spill
+            .as_ref()
+            .map_or(self.max_entries, |s| s.memory_entries.min(self.max_entries))
+    }
+}
+
 impl Default for FirstSeenStorage {
     fn default() -> Self {
         FirstSeenStorage {

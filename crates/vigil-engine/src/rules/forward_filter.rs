@@ -18,9 +18,10 @@
 //!   repeated), never late (one missed), the bound a restore has too.
 //!
 //! Invariant: entries are forgotten once the last forwarded row is past
-//! the history (the next row is forwarded as a first one), and past
-//! [`DEFAULT_MAX_ENTRIES`] the oldest tenth is; forgetting only forwards
-//! more.
+//! the history (the next row is forwarded as a first one), and past the
+//! bound (the memory bound of the rule's first-seen state, see
+//! `FirstSeenStorage::memory_bound`) the oldest tenth is; forgetting only
+//! forwards more.
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -112,9 +113,9 @@ impl ForwardFilter {
         self.next_sweep = 0;
     }
 
-    #[cfg(test)]
-    fn with_max_entries(mut self, max: usize) -> ForwardFilter {
-        self.max_entries = max;
+    /// At most `max` entries (at least 10): forgetting only forwards more.
+    pub(crate) fn with_max_entries(mut self, max: usize) -> ForwardFilter {
+        self.max_entries = max.max(10);
         self
     }
 }
