@@ -155,8 +155,7 @@ async fn compile_rule(
     let statement = checked_statement(&rule, expander)?;
     let query = statement.to_string();
     let (plan, scans, key) = rule_plan(&rule, statement, state).await?;
-    let physical = state
-        .create_physical_plan(&plan)
+    let physical = physical_plan_of_optimized(state, &plan)
         .await
         .map_err(|e| rule_error(&rule, format!("physical planning failed: {e}")))?;
     let schema = physical.schema();
@@ -190,11 +189,23 @@ async fn compile_rule(
     Ok((correlation, scans))
 }
 
-/// Plan the rule's checked query and find its scans, in the optimized
-/// plan (where the filters have been pushed into them). The rule must read
-/// at least one table, only source tables, and among them the source its
-/// header declares. The plan returned is the unoptimized one: physical
-/// planning optimizes it itself.
+/// The physical plan of a logical plan the session has optimized already:
+/// `SessionState::create_physical_plan` would optimize it once more, which
+/// was a sixth of the correlation rules' compile time.
+async fn physical_plan_of_optimized(
+    state: &SessionState,
+    optimized: &LogicalPlan,
+) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+    state
+        .query_planner()
+        .create_physical_plan(optimized, state)
+        .await
+}
+
+/// Plan the rule's checked query, optimized, and find its scans in it
+/// (where the filters have been pushed into them). The rule must read at
+/// least one table, only source tables, and among them the source its
+/// header declares.
 async fn rule_plan(
     rule: &Rule,
     statement: Statement,
@@ -244,7 +255,7 @@ async fn rule_plan(
             format!("the rule's correlation key {key} says nothing of {uncovered}, which it reads: a key must name the columns of every table"),
         ));
     }
-    Ok((plan, scans, key))
+    Ok((optimized, scans, key))
 }
 
 /// The index of the `window_end` output column, which must be a
@@ -499,7 +510,7 @@ async fn pre_filter(
             builder = builder.filter(predicate)?;
         }
         let plan = state.optimize(&builder.build()?)?;
-        selective_disjunction(state.create_physical_plan(&plan).await?, shared)
+        selective_disjunction(physical_plan_of_optimized(state, &plan).await?, shared)
     }
     .await
     .map_err(|e| RuleError {
