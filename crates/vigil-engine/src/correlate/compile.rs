@@ -30,6 +30,7 @@ use super::{
 use crate::rules::conjunction::{selective_disjunction, SharedConditions};
 use crate::rules::definitions::expand::Expander;
 use crate::rules::definitions::Definitions;
+use crate::rules::engine::PlanOptions;
 use crate::rules::slot::{cache_scan_filters, BatchSlot, SlotTable};
 use crate::rules::{Rule, RuleError, RuleMode};
 use crate::schema::SourceSchema;
@@ -107,7 +108,14 @@ pub(super) async fn compile(
 fn retained_session(
     definitions: &Definitions,
 ) -> (SessionContext, BTreeMap<SourceKind, Arc<BatchSlot>>) {
-    let ctx = crate::rules::engine::new_session();
+    retained_session_with(definitions, PlanOptions::default())
+}
+
+fn retained_session_with(
+    definitions: &Definitions,
+    options: PlanOptions,
+) -> (SessionContext, BTreeMap<SourceKind, Arc<BatchSlot>>) {
+    let ctx = crate::rules::engine::new_session_with(options);
     crate::rules::engine::register_definitions(&ctx, definitions);
     let mut retained_slots = BTreeMap::new();
     for source in vigil_sources::registry::kinds() {
@@ -672,4 +680,57 @@ fn with_event_columns(rule: &Rule, mut statement: Statement) -> Result<Statement
         });
     }
     Ok(statement)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every correlation rule of the shipped pack, planned with one pass of
+    /// DataFusion's logical optimizer, gets the physical plan three passes
+    /// give (aliases of common subexpressions aside; see
+    /// `PlanOptions::optimizer_passes`).
+    #[tokio::test]
+    async fn one_optimizer_pass_plans_the_correlation_rules_as_three_do() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../sql-rules");
+        let set = crate::rules::RulePack::load_dir(&dir).unwrap().rule_set();
+        let aliases = regex::Regex::new(r"__common_expr_\d+").unwrap();
+        let plans = |passes: usize| {
+            let (set, aliases) = (&set, &aliases);
+            async move {
+                let options = PlanOptions {
+                    optimizer_passes: passes,
+                    ..PlanOptions::default()
+                };
+                let (ctx, _) = retained_session_with(&set.definitions, options);
+                let state = ctx.state();
+                let is_function =
+                    |name: &str| crate::rules::engine::is_known_function(&state, name);
+                let expander = Expander::new(&set.definitions, &is_function);
+                let mut plans = Vec::new();
+                for rule in set
+                    .rules
+                    .iter()
+                    .filter(|r| r.meta.mode == RuleMode::Correlation)
+                {
+                    let statement = checked_statement(rule, &expander).unwrap();
+                    let (plan, _, _) = rule_plan(rule, statement, &state).await.unwrap();
+                    let physical = physical_plan_of_optimized(&state, &plan).await.unwrap();
+                    let text = datafusion::physical_plan::displayable(physical.as_ref())
+                        .indent(true)
+                        .to_string();
+                    plans.push((
+                        rule.meta.id.clone(),
+                        aliases.replace_all(&text, "CSE").into_owned(),
+                    ));
+                }
+                plans
+            }
+        };
+        let (one, three) = (plans(1).await, plans(3).await);
+        assert!(one.len() >= 10, "{} rules", one.len());
+        for (a, b) in one.iter().zip(&three) {
+            assert_eq!(a, b, "{} plans differently with one pass", a.0);
+        }
+    }
 }

@@ -504,3 +504,54 @@ fn a_replay_of_one_source_keeps_the_rules_that_name_its_table() {
         ["tetragon.only", "audit.subquery", "broken"]
     );
 }
+
+/// Every per-event rule of the shipped pack, planned with one pass of
+/// DataFusion's logical optimizer, gets the physical plan three passes give
+/// (aliases of common subexpressions aside): a second pass would change
+/// nothing (`PlanOptions::optimizer_passes`; the correlation rules'
+/// counterpart is in `correlate::compile`).
+#[tokio::test]
+async fn one_optimizer_pass_plans_the_per_event_rules_as_three_do() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../sql-rules");
+    let set = crate::rules::RulePack::load_dir(&dir).unwrap().rule_set();
+    let aliases = regex::Regex::new(r"__common_expr_\d+").unwrap();
+    let plans = |passes: usize| {
+        let (set, aliases) = (&set, &aliases);
+        async move {
+            let options = PlanOptions {
+                optimizer_passes: passes,
+                ..PlanOptions::default()
+            };
+            let (ctx, _) = session(options, &set.definitions);
+            let state = ctx.state();
+            let is_function = |name: &str| is_known_function(&state, name);
+            let expander = Expander::new(&set.definitions, &is_function);
+            let mut plans = Vec::new();
+            for rule in set
+                .rules
+                .iter()
+                .filter(|r| r.meta.mode != RuleMode::Correlation)
+            {
+                let statement = checked_statement(rule, &expander).unwrap();
+                let logical = state
+                    .statement_to_plan(DFStatement::Statement(Box::new(statement)))
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: {e}", rule.meta.id));
+                let physical = state.create_physical_plan(&logical).await.unwrap();
+                let text = datafusion::physical_plan::displayable(physical.as_ref())
+                    .indent(true)
+                    .to_string();
+                plans.push((
+                    rule.meta.id.clone(),
+                    aliases.replace_all(&text, "CSE").into_owned(),
+                ));
+            }
+            plans
+        }
+    };
+    let (one, three) = (plans(1).await, plans(3).await);
+    assert!(one.len() > 50, "{} rules", one.len());
+    for (a, b) in one.iter().zip(&three) {
+        assert_eq!(a, b, "{} plans differently with one pass", a.0);
+    }
+}
