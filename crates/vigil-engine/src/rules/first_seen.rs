@@ -79,7 +79,8 @@ pub enum StateChange {
 /// Counts for the metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FirstSeenStats {
-    /// Combinations held, in memory and spilled.
+    /// Combinations held, in memory and spilled (one read back from the
+    /// store counts twice until the store's next write drops its copy).
     pub entries: usize,
     /// Of those, spilled to the store.
     pub spilled: usize,
@@ -441,8 +442,8 @@ impl FirstSeen {
         let memory_bound = self
             .spill
             .as_ref()
-            .map_or(self.max_entries, |s| s.memory_entries.min(self.max_entries));
-        if self.seen.len() <= memory_bound {
+            .map_or(self.max_entries, |s| s.memory_entries);
+        if self.seen.len() <= memory_bound.min(self.max_entries) {
             return;
         }
         let oldest = self.take_oldest_tenth();
