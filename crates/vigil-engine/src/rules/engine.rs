@@ -1364,5 +1364,27 @@ fn check_tables(rule: &Rule, plan: &LogicalPlan) -> Result<(), RuleError> {
     }
 }
 
+/// A physical plan as indented text, common-subexpression aliases
+/// (`__common_expr_8`, numbered per session) written `CSE`: plans compared
+/// across sessions by the optimizer-pass tests.
+#[cfg(test)]
+pub(crate) fn plan_text(plan: &dyn ExecutionPlan) -> String {
+    static ALIASES: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"__common_expr_\d+").unwrap());
+    let text = datafusion::physical_plan::displayable(plan)
+        .indent(true)
+        .to_string();
+    ALIASES.replace_all(&text, "CSE").into_owned()
+}
+
+/// Each rule's plan with one optimizer pass equals its plan with three.
+#[cfg(test)]
+pub(crate) fn assert_same_plans(one: &[(String, String)], three: &[(String, String)]) {
+    assert_eq!(one.len(), three.len());
+    for (a, b) in one.iter().zip(three) {
+        assert_eq!(a, b, "{} plans differently with one pass", a.0);
+    }
+}
+
 #[cfg(test)]
 mod tests;
