@@ -40,6 +40,14 @@ fn row(user: &str, namespace: &str) -> Combination {
     combinations(&columns, &rows(&[(Some(user), Some(namespace), "ignored")])).unwrap()[0]
 }
 
+/// How many of `changes` forget a combination.
+fn forgotten(changes: &[StateChange]) -> usize {
+    changes
+        .iter()
+        .filter(|c| matches!(c, StateChange::Forgotten { .. }))
+        .count()
+}
+
 /// Day `d` of a stream starting 2026-01-01.
 fn day(d: f64) -> i64 {
     1_767_225_600 * 1_000_000_000 + (d * DAY as f64) as i64
@@ -176,11 +184,7 @@ fn sweeps_forget_what_the_history_no_longer_holds() {
         1,
         "day-0 entries are past a 1-day history"
     );
-    let forgotten = state
-        .take_changes()
-        .iter()
-        .filter(|c| matches!(c, StateChange::Forgotten { .. }))
-        .count();
+    let forgotten = forgotten(&state.take_changes());
     assert_eq!(forgotten, 100);
     assert_eq!(state.stats().forgotten_early, 0);
 }
@@ -282,10 +286,7 @@ fn spilled_combinations_stay_seen_while_memory_stays_bounded() {
     assert_eq!(state.admit(row("new", "dev"), day(1.0)), Verdict::New);
     assert!(state.seen.len() <= 100, "memory holds {}", state.seen.len());
     // Spilling is not forgetting: no change says a combination is gone.
-    let changes = state.take_changes();
-    assert!(!changes
-        .iter()
-        .any(|c| matches!(c, StateChange::Forgotten { .. })));
+    assert_eq!(forgotten(&state.take_changes()), 0);
     assert_eq!(state.stats().spill_failures, 0);
 }
 
@@ -297,11 +298,7 @@ fn spilled_combinations_expire_with_the_history() {
     assert!(state.stats().spilled >= 90);
     state.take_changes();
     state.admit(row("later", "dev"), day(15.0));
-    let forgotten = state
-        .take_changes()
-        .iter()
-        .filter(|c| matches!(c, StateChange::Forgotten { .. }))
-        .count();
+    let forgotten = forgotten(&state.take_changes());
     assert_eq!(forgotten, 100);
     assert_eq!(state.stats().entries, 1);
     assert_eq!(state.admit(row("u0", "dev"), day(15.0)), Verdict::New);

@@ -111,10 +111,7 @@ pub async fn load_rule_set(
     layers: &Layers,
     correlation: crate::correlate::CorrelationSettings,
 ) -> Result<RuleEngine, RuleErrors> {
-    let pack = RulePack::load(layers)?;
-    let engine = RuleEngine::compile_with(pack.rule_set(), correlation).await?;
-    warn_expired(&pack.exceptions);
-    engine.with_exceptions(pack.exceptions)
+    load_rules_reading(layers, correlation, None).await
 }
 
 /// [`load_rule_set`] for the events of one source (`vigil replay`): a rule
@@ -127,13 +124,25 @@ pub async fn load_rule_set_for(
     correlation: crate::correlate::CorrelationSettings,
     source: vigil_model::source::SourceKind,
 ) -> Result<RuleEngine, RuleErrors> {
+    load_rules_reading(layers, correlation, Some(source)).await
+}
+
+/// The pack's rules (those reading `source`, if given), compiled, with
+/// their exceptions checked against them.
+async fn load_rules_reading(
+    layers: &Layers,
+    correlation: crate::correlate::CorrelationSettings,
+    source: Option<vigil_model::source::SourceKind>,
+) -> Result<RuleEngine, RuleErrors> {
     let pack = RulePack::load(layers)?;
     let mut set = pack.rule_set();
-    set.rules = engine::rules_reading(set.rules, &set.definitions, source);
     let mut exceptions = pack.exceptions;
-    exceptions
-        .entries
-        .retain(|e| set.rules.iter().any(|r| r.meta.id == e.rule));
+    if let Some(source) = source {
+        set.rules = engine::rules_reading(set.rules, &set.definitions, source);
+        exceptions
+            .entries
+            .retain(|e| set.rules.iter().any(|r| r.meta.id == e.rule));
+    }
     let engine = RuleEngine::compile_with(set, correlation).await?;
     warn_expired(&exceptions);
     engine.with_exceptions(exceptions)
