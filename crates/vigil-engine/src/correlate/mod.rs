@@ -658,6 +658,13 @@ fn evict_before(
     for retained in batches.drain(..) {
         let batch = &retained.batch;
         let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
+        // Most batches are wholly kept: decided without building a mask.
+        if times.null_count() == 0
+            && datafusion::arrow::compute::min(times).is_none_or(|t| t >= cutoff)
+        {
+            kept.push(retained);
+            continue;
+        }
         let keep: BooleanArray = times
             .iter()
             .map(|t| Some(t.is_some_and(|t| t >= cutoff)))

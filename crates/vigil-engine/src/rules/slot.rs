@@ -10,7 +10,11 @@
 //! at every emission. Their batches carry an identity ([`next_batch_id`]),
 //! and a scan that took over its filter ([`cache_scan_filters`]) evaluates
 //! that filter once per batch, keeping which rows passed: a retained
-//! batch is filtered when it is first scanned, not at every run.
+//! batch is filtered when it is first scanned, not at every run. It keeps
+//! the rows that passed as well, gathered into runs of batches (`kept`),
+//! so a run copies none of them again.
+
+mod kept;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -214,6 +218,7 @@ impl SlotExec {
             filter: Some(Arc::new(CachedFilter {
                 predicate,
                 selections: Mutex::default(),
+                runs: Mutex::default(),
             })),
             ..self.clone()
         }
@@ -260,6 +265,8 @@ struct CachedFilter {
     predicate: Arc<dyn PhysicalExpr>,
     /// Selections of the batches the slot held at the last execution.
     selections: Mutex<HashMap<u64, Selection>>,
+    /// The rows kept of those batches, in runs (see `kept`).
+    runs: Mutex<Vec<Arc<kept::KeptRun>>>,
 }
 
 /// The rows of a batch a filter keeps.
@@ -278,6 +285,16 @@ impl CachedFilter {
             .lock()
             .expect("filter cache lock")
             .retain(|id, _| ids.contains(id));
+    }
+
+    /// The runs of the last execution, to reuse; the next execution keeps
+    /// its own ([`CachedFilter::keep_run`]).
+    fn take_runs(&self) -> Vec<Arc<kept::KeptRun>> {
+        std::mem::take(&mut *self.runs.lock().expect("filter cache lock"))
+    }
+
+    fn keep_run(&self, run: Arc<kept::KeptRun>) {
+        self.runs.lock().expect("filter cache lock").push(run);
     }
 
     /// The rows of `batch` (whose identity is `id`, if any) the filter keeps.
@@ -561,8 +578,21 @@ impl ExecutionPlan for SlotExec {
             .as_ref()
             .map(|(column, bounds)| (*column, bounds.get()));
         let Contents { batches, ids } = self.slot.get();
-        if let (Some(filter), Some(ids)) = (&self.filter, &ids) {
-            filter.keep_only(ids);
+        if let (Some(filter), Some(ids)) = (&self.filter, ids.clone()) {
+            filter.keep_only(&ids);
+            // Retained batches: their kept rows, run by run, as polled.
+            let kept = kept::KeptScan::new(
+                self.clone(),
+                filter.clone(),
+                batches,
+                ids,
+                bounds,
+                context.session_config().batch_size(),
+            );
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(
+                schema,
+                futures::stream::iter(kept),
+            )));
         }
         let ids = ids.map_or_else(
             || vec![None; batches.len()],
@@ -576,10 +606,9 @@ impl ExecutionPlan for SlotExec {
             .zip(ids)
             .map(move |(batch, id)| scan.scan(batch, id, bounds));
         let batches: Box<dyn Iterator<Item = Result<RecordBatch>> + Send> = match &self.filter {
-            // Retained batches are small and a filter keeps few of their
-            // rows: what passes is gathered into batches of the session's
-            // size, as the `FilterExec` it replaces would (operators above
-            // pay per batch).
+            // A filter keeps few rows of a batch: what passes is gathered
+            // into batches of the session's size, as the `FilterExec` it
+            // replaces would (operators above pay per batch).
             Some(_) => Box::new(Coalesced {
                 scanned,
                 coalescer: BatchCoalescer::new(
@@ -856,6 +885,131 @@ mod tests {
             assert_eq!(run(&rewritten).await, expected, "{sql}");
             assert_eq!(run(&rewritten).await, expected, "{sql}, run again");
         }
+    }
+
+    /// `plan` with every slot scan reading within `bounds`, on column
+    /// `event_time`.
+    fn within_bounds(
+        plan: Arc<dyn ExecutionPlan>,
+        bounds: &Arc<TimeBounds>,
+    ) -> Arc<dyn ExecutionPlan> {
+        plan.transform_up(|node| match node.downcast_ref::<SlotExec>() {
+            Some(scan) => {
+                let time = scan.schema().index_of("event_time")?;
+                Ok(Transformed::yes(
+                    Arc::new(scan.within(time, bounds.clone())) as Arc<dyn ExecutionPlan>
+                ))
+            }
+            None => Ok(Transformed::no(node)),
+        })
+        .unwrap()
+        .data
+    }
+
+    /// The (name, time) rows of the plan's output, in order.
+    async fn rows(plan: &Arc<dyn ExecutionPlan>) -> Vec<(Option<String>, i64)> {
+        let batches =
+            datafusion::physical_plan::collect(plan.clone(), SessionContext::new().task_ctx())
+                .await
+                .unwrap();
+        let mut rows = Vec::new();
+        for b in &batches {
+            let names = b.column(0).as_string::<i32>();
+            let times = b.column(1).as_primitive::<TimestampNanosecondType>();
+            for i in 0..b.num_rows() {
+                rows.push((names.is_valid(i).then(|| names.value(i).to_string()), times.value(i)));
+            }
+        }
+        rows
+    }
+
+    #[tokio::test]
+    async fn kept_runs_give_the_rows_a_fresh_scan_gives_as_batches_come_and_go() {
+        use datafusion::logical_expr::Volatility;
+        let slot = Arc::new(BatchSlot::default());
+        let (ctx, evaluated) = session(&slot, Volatility::Immutable);
+        let sql = "SELECT name, event_time FROM t WHERE kept(name)";
+        let bounds = Arc::new(TimeBounds::default());
+        let fresh = within_bounds(plan(&ctx, sql).await, &bounds);
+        let kept = within_bounds(cache_scan_filters(plan(&ctx, sql).await).unwrap(), &bounds);
+        let filter = filtered_scan(&kept).expect("a filtered scan");
+        let mut seed = 7u64;
+        let mut random = move |n: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let (mut held, mut next_id, mut next_time) = (Vec::new(), 1u64, 0i64);
+        let mut added_rows = 0u64;
+        for step in 0..300 {
+            let mut batch = |random: &mut dyn FnMut(u64) -> u64| {
+                let n = random(6) as usize;
+                let names: Vec<Option<&str>> = (0..n)
+                    .map(|_| [Some("a"), Some("b"), Some("c"), None][random(4) as usize])
+                    .collect();
+                let times: Vec<i64> = (0..n)
+                    .map(|_| {
+                        next_time += random(3) as i64;
+                        next_time - random(4) as i64
+                    })
+                    .collect();
+                people(&times, &names)
+            };
+            match random(5) {
+                // Evict the oldest batches.
+                0 => {
+                    let k = (random(4) as usize).min(held.len());
+                    held.drain(..k);
+                }
+                // Cut a batch (eviction by time cuts any batch holding
+                // older events): a new batch, with a new identity; or drop it.
+                1 if !held.is_empty() => {
+                    let at = random(held.len() as u64) as usize;
+                    let (_, cut): (u64, RecordBatch) = held.remove(at);
+                    if random(2) == 0 {
+                        let half = cut.num_rows() / 2;
+                        let rest = cut.slice(half, cut.num_rows() - half);
+                        added_rows += rest.num_rows() as u64;
+                        held.insert(at, (next_id, rest));
+                        next_id += 1;
+                    }
+                }
+                _ => {
+                    for _ in 0..=random(3) {
+                        let b = batch(&mut random);
+                        added_rows += b.num_rows() as u64;
+                        held.push((next_id, b));
+                        next_id += 1;
+                    }
+                }
+            }
+            match random(3) {
+                0 => bounds.set(i64::MIN, i64::MAX),
+                _ => {
+                    let after = random(next_time.max(1) as u64) as i64 - 2;
+                    bounds.set(after, after + random(40) as i64);
+                }
+            }
+            slot.set_identified(held.clone());
+            let before = evaluated.load(Ordering::Relaxed);
+            let expected = rows(&fresh).await;
+            let fresh_evaluated = evaluated.load(Ordering::Relaxed) - before;
+            assert_eq!(rows(&kept).await, expected, "step {step}");
+            // Rerun: the same rows from the runs kept.
+            assert_eq!(rows(&kept).await, expected, "step {step}, again");
+            evaluated.fetch_sub(fresh_evaluated, Ordering::Relaxed);
+            let runs = filter.runs.lock().unwrap();
+            assert!(runs.iter().all(|r| r.batches() <= kept::MAX_RUN_BATCHES));
+            assert_eq!(
+                runs.iter().map(|r| r.batches()).sum::<usize>(),
+                held.len(),
+                "step {step}: the runs cover the slot"
+            );
+        }
+        assert_eq!(
+            evaluated.load(Ordering::Relaxed),
+            added_rows,
+            "each batch is filtered once, whatever the runs"
+        );
     }
 
     #[tokio::test]
