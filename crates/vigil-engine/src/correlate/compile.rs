@@ -329,29 +329,29 @@ async fn strategy(
     }
 }
 
-/// The plan of a re-scan rule. It reads the same retained batches run
-/// after run, so its scans filter each batch once (`rules::slot`). With
-/// `correlation.delta_rescan`, and when its plan allows (`delta.rs`), it
-/// reads only the windows new events can change: the bounds returned are
-/// those of its trigger scans.
+/// The plan of a re-scan rule. With `correlation.delta_rescan`, and when
+/// its plan allows (`delta.rs`), it reads only the windows new events can
+/// change: the bounds returned are those of its trigger scans. It reads
+/// the same retained batches run after run, so its scans filter each batch
+/// once and keep what passed (`rules::slot`); that rewrite comes after the
+/// delta one, which traces `window_end` through the plan's projections.
 fn rescan_plan(
     rule: &Rule,
     physical: Arc<dyn ExecutionPlan>,
     window_end: usize,
     delta_rescan: bool,
 ) -> Result<(Arc<dyn ExecutionPlan>, Option<delta::DeltaBounds>), RuleError> {
-    let physical = cache_scan_filters(physical)
-        .map_err(|e| rule_error(rule, format!("planning the re-scan failed: {e}")))?;
-    if !delta_rescan {
-        return Ok((physical, None));
-    }
-    Ok(match delta::delta_plan(&physical, window_end) {
-        Ok(d) => (d.plan, Some(d.bounds)),
-        Err(why) => {
+    let (physical, bounds) = match delta_rescan.then(|| delta::delta_plan(&physical, window_end)) {
+        Some(Ok(d)) => (d.plan, Some(d.bounds)),
+        Some(Err(why)) => {
             tracing::debug!(rule = %rule.meta.id, why = %why, "re-scan of every retained event (no delta re-scan)");
             (physical, None)
         }
-    })
+        None => (physical, None),
+    };
+    let physical = cache_scan_filters(physical)
+        .map_err(|e| rule_error(rule, format!("planning the re-scan failed: {e}")))?;
+    Ok((physical, bounds))
 }
 
 /// What the compiled rules need of one source's events.

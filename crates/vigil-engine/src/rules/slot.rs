@@ -183,28 +183,48 @@ pub struct SlotExec {
     /// Emit only the rows this filter (over the output) keeps; applied
     /// before the time bounds.
     filter: Option<Arc<CachedFilter>>,
+    /// Projections moved into a filtered scan without time bounds (see
+    /// [`cache_scan_filters`]), applied in order to the rows it keeps:
+    /// what its runs keep is their output.
+    derived: Vec<Derived>,
+    /// The schema of the table's columns it reads (its output without
+    /// derived projections).
+    scanned: SchemaRef,
+}
+
+/// A deterministic projection a filtered scan applies to the rows it keeps.
+#[derive(Debug, Clone)]
+struct Derived {
+    exprs: Vec<Arc<dyn PhysicalExpr>>,
+    schema: SchemaRef,
 }
 
 impl SlotExec {
     fn new(schema: SchemaRef, projection: Option<Vec<usize>>, slot: Arc<BatchSlot>) -> Self {
         let properties = PlanProperties::new(
-            EquivalenceProperties::new(schema),
+            EquivalenceProperties::new(schema.clone()),
             Partitioning::UnknownPartitioning(1),
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
         SlotExec {
+            scanned: schema,
             projection,
             slot,
             properties: Arc::new(properties),
             time_bounds: None,
             filter: None,
+            derived: Vec::new(),
         }
     }
 
     /// The same scan, emitting only rows whose nanosecond timestamp
     /// `column` (in its output) is within `bounds` at execution.
     pub fn within(&self, column: usize, bounds: Arc<TimeBounds>) -> SlotExec {
+        // Time bounds read the scanned columns: they come before any
+        // derived projection (`cache_scan_filters` runs after the delta
+        // rewrite).
+        debug_assert!(self.derived.is_empty(), "time bounds on a derived scan");
         SlotExec {
             time_bounds: Some((column, bounds)),
             ..self.clone()
@@ -222,6 +242,48 @@ impl SlotExec {
             })),
             ..self.clone()
         }
+    }
+
+    /// The same filtered scan, emitting `exprs` (deterministic, over its
+    /// output) instead, whose output schema is `schema`.
+    fn deriving(&self, exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef) -> SlotExec {
+        let mut derived = self.derived.clone();
+        derived.push(Derived {
+            exprs,
+            schema: schema.clone(),
+        });
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        SlotExec {
+            derived,
+            properties: Arc::new(properties),
+            ..self.clone()
+        }
+    }
+
+    /// The scan's output of the rows it kept: its derived projections
+    /// applied to them.
+    fn derive(&self, mut batch: RecordBatch) -> Result<RecordBatch> {
+        for stage in &self.derived {
+            let columns = stage
+                .exprs
+                .iter()
+                .map(|e| e.evaluate(&batch)?.into_array(batch.num_rows()))
+                .collect::<Result<Vec<_>>>()?;
+            let options = datafusion::arrow::record_batch::RecordBatchOptions::new()
+                .with_row_count(Some(batch.num_rows()));
+            batch = RecordBatch::try_new_with_options(stage.schema.clone(), columns, &options)?;
+        }
+        Ok(batch)
+    }
+
+    /// The schema of the rows the filter reads: the table's, projected.
+    fn scanned_schema(&self) -> SchemaRef {
+        self.scanned.clone()
     }
 
     /// `batch` projected, and the rows of it this scan emits (those its
@@ -363,48 +425,100 @@ impl Selection {
 /// unchanged.
 pub fn cache_scan_filters(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     plan.transform_up(|node| {
-        let Some(filter) = node.downcast_ref::<FilterExec>() else {
-            return Ok(Transformed::no(node));
-        };
-        if filter.fetch().is_some() || is_volatile(filter.predicate()) {
-            return Ok(Transformed::no(node));
+        if let Some(filter) = node.downcast_ref::<FilterExec>() {
+            return move_filter(filter, &node);
         }
-        let mut between = Vec::new();
-        let mut below = filter.input().clone();
-        while below.name() == "CooperativeExec" {
-            between.push(below.clone());
-            below = below.children()[0].clone();
+        if let Some(projection) = node.downcast_ref::<ProjectionExec>() {
+            return move_projection(projection, &node);
         }
-        let Some(scan) = below.downcast_ref::<SlotExec>() else {
-            return Ok(Transformed::no(node));
-        };
-        if scan.filter.is_some() {
-            return Ok(Transformed::no(node));
-        }
-        let mut input: Arc<dyn ExecutionPlan> = Arc::new(scan.filtered(filter.predicate().clone()));
-        for operator in between.into_iter().rev() {
-            input = operator.replace_children(
-                vec![input],
-                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-            )?;
-        }
-        let output = match filter.projection() {
-            None => input,
-            Some(columns) => {
-                let schema = input.schema();
-                let exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = columns
-                    .iter()
-                    .map(|&i| {
-                        let name = schema.field(i).name().clone();
-                        (Arc::new(Column::new(&name, i)) as _, name)
-                    })
-                    .collect();
-                Arc::new(ProjectionExec::try_new(exprs, input)?)
-            }
-        };
-        Ok(Transformed::yes(output))
+        Ok(Transformed::no(node))
     })
     .map(|t| t.data)
+}
+
+/// The slot scan `input` is, directly or through `CooperativeExec`s (given
+/// outermost first).
+fn slot_scan_of(input: &Arc<dyn ExecutionPlan>) -> Option<(SlotExec, Vec<Arc<dyn ExecutionPlan>>)> {
+    let mut between = Vec::new();
+    let mut below = input.clone();
+    while below.name() == "CooperativeExec" {
+        between.push(below.clone());
+        below = below.children()[0].clone();
+    }
+    let scan = below.downcast_ref::<SlotExec>()?.clone();
+    Some((scan, between))
+}
+
+/// `scan` under the `CooperativeExec`s it was found under.
+fn rewrap(scan: SlotExec, between: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+    let mut input: Arc<dyn ExecutionPlan> = Arc::new(scan);
+    for operator in between.into_iter().rev() {
+        input = operator.replace_children(
+            vec![input],
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )?;
+    }
+    Ok(input)
+}
+
+/// A deterministic filter on a slot scan becomes the scan's filter; its
+/// projection becomes the scan's derived projection, or (when the scan has
+/// time bounds, which read its columns before any projection) a projection
+/// above it.
+fn move_filter(
+    filter: &FilterExec,
+    node: &Arc<dyn ExecutionPlan>,
+) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+    if filter.fetch().is_some() || is_volatile(filter.predicate()) {
+        return Ok(Transformed::no(node.clone()));
+    }
+    let Some((scan, between)) = slot_scan_of(filter.input()) else {
+        return Ok(Transformed::no(node.clone()));
+    };
+    if scan.filter.is_some() || !scan.derived.is_empty() {
+        return Ok(Transformed::no(node.clone()));
+    }
+    let mut scan = scan.filtered(filter.predicate().clone());
+    let schema = scan.schema();
+    let columns = |indices: &[usize]| -> Vec<(Arc<dyn PhysicalExpr>, String)> {
+        indices
+            .iter()
+            .map(|&i| {
+                let name = schema.field(i).name().clone();
+                (Arc::new(Column::new(&name, i)) as _, name)
+            })
+            .collect()
+    };
+    let projection = filter.projection().as_ref().map(|p| columns(p));
+    if let (Some(exprs), None) = (&projection, &scan.time_bounds) {
+        let projected = Arc::new(schema.project(filter.projection().as_ref().expect("some"))?);
+        scan = scan.deriving(exprs.iter().map(|(e, _)| e.clone()).collect(), projected);
+        return Ok(Transformed::yes(rewrap(scan, between)?));
+    }
+    let input = rewrap(scan, between)?;
+    Ok(Transformed::yes(match projection {
+        None => input,
+        Some(exprs) => Arc::new(ProjectionExec::try_new(exprs, input)?),
+    }))
+}
+
+/// A deterministic projection on a filtered slot scan without time bounds
+/// becomes one of its derived projections: the rows it keeps are the
+/// projection's output, computed once.
+fn move_projection(
+    projection: &ProjectionExec,
+    node: &Arc<dyn ExecutionPlan>,
+) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+    let Some((scan, between)) = slot_scan_of(projection.input()) else {
+        return Ok(Transformed::no(node.clone()));
+    };
+    let exprs: Vec<Arc<dyn PhysicalExpr>> =
+        projection.expr().iter().map(|p| p.expr.clone()).collect();
+    if scan.filter.is_none() || scan.time_bounds.is_some() || exprs.iter().any(is_volatile) {
+        return Ok(Transformed::no(node.clone()));
+    }
+    let scan = scan.deriving(exprs, projection.schema());
+    Ok(Transformed::yes(rewrap(scan, between)?))
 }
 
 /// A half-open range of event times, `after < t <= through`, that a scan
@@ -512,6 +626,10 @@ impl DisplayAs for SlotExec {
         if let Some(filter) = &self.filter {
             write!(f, ", filter (once per batch)={}", filter.predicate)?;
         }
+        for stage in &self.derived {
+            let exprs: Vec<String> = stage.exprs.iter().map(|e| e.to_string()).collect();
+            write!(f, ", then [{}]", exprs.join(", "))?;
+        }
         if let Some((column, _)) = &self.time_bounds {
             write!(f, ", column {column} within the emission range")?;
         }
@@ -609,14 +727,18 @@ impl ExecutionPlan for SlotExec {
             // A filter keeps few rows of a batch: what passes is gathered
             // into batches of the session's size, as the `FilterExec` it
             // replaces would (operators above pay per batch).
-            Some(_) => Box::new(Coalesced {
-                scanned,
-                coalescer: BatchCoalescer::new(
-                    schema.clone(),
-                    context.session_config().batch_size(),
-                ),
-                finished: false,
-            }),
+            Some(_) => {
+                let scan = self.clone();
+                let coalesced = Coalesced {
+                    scanned,
+                    coalescer: BatchCoalescer::new(
+                        self.scanned_schema(),
+                        context.session_config().batch_size(),
+                    ),
+                    finished: false,
+                };
+                Box::new(coalesced.map(move |batch| batch.and_then(|b| scan.derive(b))))
+            }
             None => Box::new(scanned.filter_map(|scanned| match scanned {
                 Ok((batch, Selection::All)) => Some(Ok(batch)),
                 Ok((_, Selection::None)) => None,
@@ -928,11 +1050,21 @@ mod tests {
         use datafusion::logical_expr::Volatility;
         let slot = Arc::new(BatchSlot::default());
         let (ctx, evaluated) = session(&slot, Volatility::Immutable);
-        let sql = "SELECT name, event_time FROM t WHERE kept(name)";
         let bounds = Arc::new(TimeBounds::default());
+        // A delta scan (time bounds, then its filter moved in), and a scan
+        // whose filter and computed projection move in (derived).
+        let sql = "SELECT name, event_time FROM t WHERE kept(name)";
         let fresh = within_bounds(plan(&ctx, sql).await, &bounds);
-        let kept = within_bounds(cache_scan_filters(plan(&ctx, sql).await).unwrap(), &bounds);
+        let kept = cache_scan_filters(within_bounds(plan(&ctx, sql).await, &bounds)).unwrap();
         let filter = filtered_scan(&kept).expect("a filtered scan");
+        let sql = "SELECT upper(name) AS name, event_time + INTERVAL '1 second' AS t FROM t WHERE kept(name)";
+        let fresh_derived = plan(&ctx, sql).await;
+        let derived = cache_scan_filters(plan(&ctx, sql).await).unwrap();
+        assert!(
+            !derived.exists(|n| Ok(n.name() == "ProjectionExec")).unwrap(),
+            "the projection moved into the scan: {}",
+            datafusion::physical_plan::displayable(derived.as_ref()).indent(true)
+        );
         let mut seed = 7u64;
         let mut random = move |n: u64| {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -990,13 +1122,15 @@ mod tests {
                 }
             }
             slot.set_identified(held.clone());
-            let before = evaluated.load(Ordering::Relaxed);
-            let expected = rows(&fresh).await;
-            let fresh_evaluated = evaluated.load(Ordering::Relaxed) - before;
-            assert_eq!(rows(&kept).await, expected, "step {step}");
-            // Rerun: the same rows from the runs kept.
-            assert_eq!(rows(&kept).await, expected, "step {step}, again");
-            evaluated.fetch_sub(fresh_evaluated, Ordering::Relaxed);
+            for (fresh, kept) in [(&fresh, &kept), (&fresh_derived, &derived)] {
+                let before = evaluated.load(Ordering::Relaxed);
+                let expected = rows(fresh).await;
+                let fresh_evaluated = evaluated.load(Ordering::Relaxed) - before;
+                assert_eq!(rows(kept).await, expected, "step {step}");
+                // Rerun: the same rows from the runs kept.
+                assert_eq!(rows(kept).await, expected, "step {step}, again");
+                evaluated.fetch_sub(fresh_evaluated, Ordering::Relaxed);
+            }
             let runs = filter.runs.lock().unwrap();
             assert!(runs.iter().all(|r| r.batches() <= kept::MAX_RUN_BATCHES));
             assert_eq!(
@@ -1007,8 +1141,8 @@ mod tests {
         }
         assert_eq!(
             evaluated.load(Ordering::Relaxed),
-            added_rows,
-            "each batch is filtered once, whatever the runs"
+            2 * added_rows,
+            "each batch is filtered once per plan, whatever the runs"
         );
     }
 
@@ -1017,22 +1151,14 @@ mod tests {
         use datafusion::logical_expr::Volatility;
         let slot = Arc::new(BatchSlot::default());
         let (ctx, _) = session(&slot, Volatility::Immutable);
-        let plan =
-            cache_scan_filters(plan(&ctx, "SELECT name, event_time FROM t WHERE kept(name)").await)
-                .unwrap();
         let bounds = Arc::new(TimeBounds::default());
-        let plan = plan
-            .transform_up(|node| match node.downcast_ref::<SlotExec>() {
-                Some(scan) => {
-                    let time = scan.schema().index_of("event_time")?;
-                    Ok(Transformed::yes(
-                        Arc::new(scan.within(time, bounds.clone())) as Arc<dyn ExecutionPlan>,
-                    ))
-                }
-                None => Ok(Transformed::no(node)),
-            })
-            .unwrap()
-            .data;
+        // As a re-scan is planned: the delta rewrite, then the filter moved in.
+        let plan = cache_scan_filters(within_bounds(
+            plan(&ctx, "SELECT name, event_time FROM t WHERE kept(name)").await,
+            &bounds,
+        ))
+        .unwrap();
+        assert!(filtered_scan(&plan).is_some());
         slot.set_identified(vec![
             (
                 301,

@@ -3,10 +3,15 @@
 //! A re-scan rule reads the same retained batches at every emission. Its
 //! filtered scans ([`super::cache_scan_filters`]) evaluate their filter once
 //! per batch; they also keep the rows that passed, projected and gathered
-//! into *runs* of consecutive batches. An emission then copies no row it
-//! copied before, and pays per run rather than per retained batch. A run
-//! knows the time range of its rows, so a delta scan skips, or takes whole,
-//! every run outside or inside its bounds.
+//! into *runs* of consecutive batches, with their derived projections
+//! applied (what a run keeps is the scan's output, computed once). An
+//! emission then copies no row it copied before, and pays per run rather
+//! than per retained batch.
+//!
+//! A scan with time bounds (a delta scan's trigger side) keeps only each
+//! run's time range: it reads the rows of the runs its bounds reach, the
+//! new events, and skips the others; keeping its rows, which every later
+//! emission skips, would only hold memory.
 //!
 //! Invariant: a run holds exactly the scan's output, before time bounds, for
 //! the batches it names, in slot order. It is reused only where the slot
@@ -37,7 +42,8 @@ pub(super) const MAX_RUN_BATCHES: usize = 16;
 pub(super) struct KeptRun {
     /// The batches, in slot order.
     ids: Vec<u64>,
-    rows: Vec<RecordBatch>,
+    /// `None` for a scan with time bounds (gathered again when read).
+    rows: Option<Vec<RecordBatch>>,
     /// Least and greatest value of the scan's time-bounds column among the
     /// rows (`None`: no row has one, or the scan has no time bounds).
     times: Option<(i64, i64)>,
@@ -84,7 +90,7 @@ impl KeptScan {
             .map(|run| (run.ids[0], run))
             .collect();
         KeptScan {
-            schema: scan.properties.eq_properties.schema().clone(),
+            schema: scan.scanned_schema(),
             scan,
             filter,
             batches,
@@ -108,82 +114,122 @@ impl KeptScan {
 
     /// A new run from the current position: up to [`MAX_RUN_BATCHES`]
     /// batches or a session batch of rows, and never into the start of a
-    /// previous run (that one may be reused).
-    fn gather(&self) -> Result<KeptRun> {
+    /// previous run (that one may be reused). Returns it and its rows.
+    fn gather(&self) -> Result<(KeptRun, Vec<RecordBatch>)> {
         let start = self.position;
-        let mut coalescer = BatchCoalescer::new(self.schema.clone(), self.batch_size);
+        let mut end = start;
+        let mut gathered = 0;
         let mut rows = Vec::new();
-        let (mut end, mut gathered) = (start, 0);
+        let mut coalescer = BatchCoalescer::new(self.schema.clone(), self.batch_size);
         while end < self.ids.len() && end - start < MAX_RUN_BATCHES && gathered < self.batch_size
         {
             if end > start && self.previous.contains_key(&self.ids[end]) {
                 break;
             }
-            let (batch, selected) =
-                self.scan
-                    .scan(self.batches[end].clone(), Some(self.ids[end]), None)?;
-            match selected {
-                Selection::None => {}
-                Selection::All => {
-                    gathered += batch.num_rows();
-                    coalescer.push_batch(batch)?;
-                }
-                Selection::Rows(keep) => {
-                    gathered += keep.true_count();
-                    coalescer.push_batch_with_filter(batch, &keep)?;
-                }
-            }
+            gathered += self.push(&mut coalescer, end)?;
             rows.extend(std::iter::from_fn(|| coalescer.next_completed_batch()));
             end += 1;
         }
-        coalescer.finish_buffered_batch()?;
-        rows.extend(std::iter::from_fn(|| coalescer.next_completed_batch()));
+        rows.extend(self.finish(coalescer)?);
+        let rows = rows
+            .into_iter()
+            .map(|b| self.scan.derive(b))
+            .collect::<Result<Vec<_>>>()?;
         let times = match self.bounds {
             Some((column, _)) => time_range(&rows, column)?,
             None => None,
         };
-        Ok(KeptRun {
+        let run = KeptRun {
             ids: self.ids[start..end].to_vec(),
-            rows,
+            rows: self.bounds.is_none().then(|| rows.clone()),
             times,
+        };
+        Ok((run, rows))
+    }
+
+    /// The rows of the `count` batches from the current position, again.
+    fn regather(&self, count: usize) -> Result<Vec<RecordBatch>> {
+        let mut coalescer = BatchCoalescer::new(self.schema.clone(), self.batch_size);
+        let mut rows = Vec::new();
+        for at in self.position..self.position + count {
+            self.push(&mut coalescer, at)?;
+            rows.extend(std::iter::from_fn(|| coalescer.next_completed_batch()));
+        }
+        rows.extend(self.finish(coalescer)?);
+        rows.into_iter().map(|b| self.scan.derive(b)).collect()
+    }
+
+    /// Push the kept rows of the batch at slot position `at`; returns how
+    /// many.
+    fn push(&self, coalescer: &mut BatchCoalescer, at: usize) -> Result<usize> {
+        let (batch, selected) = self
+            .scan
+            .scan(self.batches[at].clone(), Some(self.ids[at]), None)?;
+        Ok(match selected {
+            Selection::None => 0,
+            Selection::All => {
+                let n = batch.num_rows();
+                coalescer.push_batch(batch)?;
+                n
+            }
+            Selection::Rows(keep) => {
+                let n = keep.true_count();
+                coalescer.push_batch_with_filter(batch, &keep)?;
+                n
+            }
         })
     }
 
-    /// Queue the rows of `run` within this execution's time bounds.
-    fn emit(&mut self, run: &KeptRun) -> Result<()> {
+    fn finish(&self, mut coalescer: BatchCoalescer) -> Result<Vec<RecordBatch>> {
+        coalescer.finish_buffered_batch()?;
+        Ok(std::iter::from_fn(|| coalescer.next_completed_batch()).collect())
+    }
+
+    /// Queue the rows of `run` (`rows`, when just gathered) within this
+    /// execution's time bounds.
+    fn emit(&mut self, run: &KeptRun, rows: Option<Vec<RecordBatch>>) -> Result<()> {
         let Some((column, range)) = self.bounds.filter(|(_, r)| *r != (i64::MIN, i64::MAX)) else {
-            self.ready.extend(run.rows.iter().cloned());
+            let rows = match rows.or_else(|| run.rows.clone()) {
+                Some(rows) => rows,
+                None => self.regather(run.ids.len())?,
+            };
+            self.ready.extend(rows);
             return Ok(());
         };
         let (after, through) = range;
-        match run.times {
-            None => {}
-            Some((least, greatest)) if greatest <= after || least > through => {}
-            Some((least, greatest)) if least > after && greatest <= through => {
-                self.ready.extend(run.rows.iter().cloned())
-            }
-            Some(_) => {
-                for batch in &run.rows {
-                    match within(batch, column, range)? {
-                        Selection::None => {}
-                        Selection::All => self.ready.push_back(batch.clone()),
-                        Selection::Rows(keep) => {
-                            self.ready.push_back(filter_record_batch(batch, &keep)?)
-                        }
-                    }
-                }
+        let whole = match run.times {
+            None => return Ok(()),
+            Some((least, greatest)) if greatest <= after || least > through => return Ok(()),
+            Some((least, greatest)) => least > after && greatest <= through,
+        };
+        let rows = match rows.or_else(|| run.rows.clone()) {
+            Some(rows) => rows,
+            None => self.regather(run.ids.len())?,
+        };
+        if whole {
+            self.ready.extend(rows);
+            return Ok(());
+        }
+        for batch in &rows {
+            match within(batch, column, range)? {
+                Selection::None => {}
+                Selection::All => self.ready.push_back(batch.clone()),
+                Selection::Rows(keep) => self.ready.push_back(filter_record_batch(batch, &keep)?),
             }
         }
         Ok(())
     }
 
     fn advance(&mut self) -> Result<()> {
-        let run = match self.reusable() {
-            Some(run) => run,
-            None => Arc::new(self.gather()?),
+        let (run, rows) = match self.reusable() {
+            Some(run) => (run, None),
+            None => {
+                let (run, rows) = self.gather()?;
+                (Arc::new(run), Some(rows))
+            }
         };
+        self.emit(&run, rows)?;
         self.position += run.ids.len();
-        self.emit(&run)?;
         self.filter.keep_run(run);
         Ok(())
     }
