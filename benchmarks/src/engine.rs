@@ -185,6 +185,32 @@ pub(crate) fn slowest(per_rule: &[(String, f64)]) -> String {
     shown.join(", ")
 }
 
+/// The total rule time and the share of it the join rules took: the
+/// correlation rules of the pack in `rules` whose query joins tables.
+pub(crate) fn join_share(per_rule: &[(String, f64)], rules: &Path) -> Result<String> {
+    let pack = RulePack::load_dir(rules).map_err(anyhow::Error::new)?;
+    let joins: BTreeSet<String> = pack
+        .rule_set()
+        .rules
+        .into_iter()
+        .filter(|r| r.meta.mode == RuleMode::Correlation && r.sql.to_uppercase().contains(" JOIN "))
+        .map(|r| r.meta.id)
+        .collect();
+    let all: f64 = per_rule.iter().map(|(_, s)| s).sum();
+    let join: f64 = per_rule
+        .iter()
+        .filter(|(id, _)| joins.contains(id))
+        .map(|(_, s)| s)
+        .sum();
+    Ok(format!(
+        "{:.0} ms in all, of which the {} join rules {:.0} ms ({:.1}%)",
+        all * 1e3,
+        joins.len(),
+        join * 1e3,
+        100.0 * join / all.max(f64::MIN_POSITIVE)
+    ))
+}
+
 /// Total evaluation time per rule from `vigil_rule_evaluation_seconds`,
 /// slowest first.
 pub(crate) fn rule_seconds(metrics: &Metrics) -> Vec<(String, f64)> {

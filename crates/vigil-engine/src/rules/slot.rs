@@ -563,11 +563,17 @@ fn within(batch: &RecordBatch, column: usize, (after, through): (i64, i64)) -> R
                 "column {column} of a delta scan is not a nanosecond timestamp"
             ))
         })?;
-    if times.null_count() == 0
-        && min(times).is_some_and(|t| t > after)
-        && max(times).is_some_and(|t| t <= through)
-    {
-        return Ok(Selection::All);
+    // NULL times are never within: they decide nothing here.
+    match min(times).zip(max(times)) {
+        None => return Ok(Selection::None),
+        Some((_, greatest)) if greatest <= after => return Ok(Selection::None),
+        Some((least, _)) if least > through => return Ok(Selection::None),
+        Some((least, greatest))
+            if times.null_count() == 0 && least > after && greatest <= through =>
+        {
+            return Ok(Selection::All)
+        }
+        Some(_) => {}
     }
     // The scalars must carry the column's time zone to compare with it.
     let scalar = |t: i64| {
@@ -1144,6 +1150,31 @@ mod tests {
             2 * added_rows,
             "each batch is filtered once per plan, whatever the runs"
         );
+    }
+
+    #[tokio::test]
+    async fn runs_grow_as_batches_are_retained_one_per_emission() {
+        use datafusion::logical_expr::Volatility;
+        let slot = Arc::new(BatchSlot::default());
+        let (ctx, _) = session(&slot, Volatility::Immutable);
+        let bounds = Arc::new(TimeBounds::default());
+        let sql = "SELECT name, event_time FROM t WHERE kept(name)";
+        let delta = cache_scan_filters(within_bounds(plan(&ctx, sql).await, &bounds)).unwrap();
+        let derived = cache_scan_filters(plan(&ctx, "SELECT upper(name) FROM t WHERE kept(name)").await).unwrap();
+        let mut held = Vec::new();
+        for i in 0..40i64 {
+            held.push((5000 + i as u64, people(&[i, i], &[Some("a"), Some("c")])));
+            slot.set_identified(held.clone());
+            bounds.set(i - 1, i);
+            assert_eq!(run(&delta).await, names_of(&["a", "c"]), "emission {i}");
+            assert_eq!(run(&derived).await.len(), 2 * held.len());
+        }
+        for plan in [&delta, &derived] {
+            let filter = filtered_scan(plan).unwrap();
+            let runs = filter.runs.lock().unwrap();
+            let batches: Vec<usize> = runs.iter().map(|r| r.batches()).collect();
+            assert_eq!(batches, [16, 16, 8], "runs of full size, not one per emission");
+        }
     }
 
     #[tokio::test]

@@ -22,15 +22,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use datafusion::arrow::array::AsArray;
-use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::array::{ArrayRef, AsArray};
 use datafusion::arrow::compute::kernels::aggregate::{max, min};
 use datafusion::arrow::compute::BatchCoalescer;
 use datafusion::arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result};
 
-use super::{within, CachedFilter, Selection, SlotExec};
+use super::{CachedFilter, Selection, SlotExec};
 
 /// Most batches in one run. Eviction cuts the oldest run; what it still
 /// holds is gathered again (from the filter's kept selections, without
@@ -42,11 +41,14 @@ pub(super) const MAX_RUN_BATCHES: usize = 16;
 pub(super) struct KeptRun {
     /// The batches, in slot order.
     ids: Vec<u64>,
-    /// `None` for a scan with time bounds (gathered again when read).
+    /// `None` for a scan with time bounds: those of its rows within the
+    /// bounds are read again from the batches.
     rows: Option<Vec<RecordBatch>>,
-    /// Least and greatest value of the scan's time-bounds column among the
+    /// Least and greatest value of the time-bounds column among the kept
     /// rows (`None`: no row has one, or the scan has no time bounds).
     times: Option<(i64, i64)>,
+    /// How many rows it kept.
+    kept: usize,
 }
 
 impl KeptRun {
@@ -105,66 +107,118 @@ impl KeptScan {
 
     /// The previous run starting at the current position, if the slot
     /// holds all of its batches from there.
+    /// A run that ended at the slot's end with room left is gathered again
+    /// with the batches retained since: runs grow to their size instead of
+    /// one run per emission.
     fn reusable(&mut self) -> Option<Arc<KeptRun>> {
         let run = self.previous.remove(&self.ids[self.position])?;
-        self.ids[self.position..]
-            .starts_with(&run.ids)
-            .then_some(run)
+        if !self.ids[self.position..].starts_with(&run.ids) {
+            return None;
+        }
+        let next = self.position + run.ids.len();
+        let room = run.ids.len() < MAX_RUN_BATCHES && run.kept < self.batch_size;
+        let extendable =
+            room && next < self.ids.len() && !self.previous.contains_key(&self.ids[next]);
+        (!extendable).then_some(run)
     }
 
-    /// A new run from the current position: up to [`MAX_RUN_BATCHES`]
-    /// batches or a session batch of rows, and never into the start of a
-    /// previous run (that one may be reused). Returns it and its rows.
-    fn gather(&self) -> Result<(KeptRun, Vec<RecordBatch>)> {
+    /// How many batches from the current position a new run takes: up to
+    /// [`MAX_RUN_BATCHES`] or a session batch of kept rows, and never into
+    /// the start of a previous run (that one may be reused). `kept(at)`
+    /// gives the rows kept of the batch at slot position `at`.
+    fn run_length(&self, mut kept: impl FnMut(usize) -> Result<usize>) -> Result<usize> {
         let start = self.position;
-        let mut end = start;
-        let mut gathered = 0;
-        let mut rows = Vec::new();
-        let mut coalescer = BatchCoalescer::new(self.schema.clone(), self.batch_size);
+        let (mut end, mut gathered) = (start, 0);
         while end < self.ids.len() && end - start < MAX_RUN_BATCHES && gathered < self.batch_size
         {
             if end > start && self.previous.contains_key(&self.ids[end]) {
                 break;
             }
-            gathered += self.push(&mut coalescer, end)?;
-            rows.extend(std::iter::from_fn(|| coalescer.next_completed_batch()));
+            gathered += kept(end)?;
             end += 1;
         }
-        rows.extend(self.finish(coalescer)?);
-        let rows = rows
+        Ok(end - start)
+    }
+
+    /// A new run from the current position, holding its rows (a scan
+    /// without time bounds) in one batch of exactly their size.
+    fn gather(&self) -> Result<KeptRun> {
+        let (mut scanned, mut kept) = (Vec::new(), 0);
+        let length = self.run_length(|at| {
+            let (batch, selected) =
+                self.scan
+                    .scan(self.batches[at].clone(), Some(self.ids[at]), None)?;
+            let n = match &selected {
+                Selection::None => 0,
+                Selection::All => batch.num_rows(),
+                Selection::Rows(keep) => keep.true_count(),
+            };
+            scanned.push((batch, selected));
+            kept += n;
+            Ok(n)
+        })?;
+        let mut coalescer = BatchCoalescer::new(self.schema.clone(), kept.max(1));
+        for (batch, selected) in scanned {
+            match selected {
+                Selection::None => {}
+                Selection::All => coalescer.push_batch(batch)?,
+                Selection::Rows(keep) => coalescer.push_batch_with_filter(batch, &keep)?,
+            }
+        }
+        let rows = self
+            .finish(coalescer)?
             .into_iter()
             .map(|b| self.scan.derive(b))
             .collect::<Result<Vec<_>>>()?;
-        let times = match self.bounds {
-            Some((column, _)) => time_range(&rows, column)?,
-            None => None,
-        };
-        let run = KeptRun {
-            ids: self.ids[start..end].to_vec(),
-            rows: self.bounds.is_none().then(|| rows.clone()),
+        Ok(KeptRun {
+            ids: self.ids[self.position..self.position + length].to_vec(),
+            rows: Some(rows),
+            times: None,
+            kept,
+        })
+    }
+
+    /// A new run from the current position, holding only the time range of
+    /// its kept rows in time-bounds column `column`.
+    fn measure(&self, column: usize) -> Result<KeptRun> {
+        let mut times: Option<(i64, i64)> = None;
+        let mut kept = 0;
+        let length = self.run_length(|at| {
+            let (batch, selected) =
+                self.scan
+                    .scan(self.batches[at].clone(), Some(self.ids[at]), None)?;
+            let column = match selected {
+                Selection::None => return Ok(0),
+                Selection::All => batch.column(column).clone(),
+                Selection::Rows(keep) => {
+                    datafusion::arrow::compute::filter(batch.column(column), &keep)?
+                }
+            };
+            if let Some(range) = time_range(&column)? {
+                times = Some(widen(times, range));
+            }
+            kept += column.len();
+            Ok(column.len())
+        })?;
+        Ok(KeptRun {
+            ids: self.ids[self.position..self.position + length].to_vec(),
+            rows: None,
             times,
-        };
-        Ok((run, rows))
+            kept,
+        })
     }
 
-    /// The rows of the `count` batches from the current position, again.
-    fn regather(&self, count: usize) -> Result<Vec<RecordBatch>> {
-        let mut coalescer = BatchCoalescer::new(self.schema.clone(), self.batch_size);
-        let mut rows = Vec::new();
-        for at in self.position..self.position + count {
-            self.push(&mut coalescer, at)?;
-            rows.extend(std::iter::from_fn(|| coalescer.next_completed_batch()));
-        }
-        rows.extend(self.finish(coalescer)?);
-        rows.into_iter().map(|b| self.scan.derive(b)).collect()
-    }
-
-    /// Push the kept rows of the batch at slot position `at`; returns how
-    /// many.
-    fn push(&self, coalescer: &mut BatchCoalescer, at: usize) -> Result<usize> {
+    /// Push the kept rows of the batch at slot position `at` (within
+    /// `bounds`, if given); returns how many.
+    fn push(
+        &self,
+        coalescer: &mut BatchCoalescer,
+        at: usize,
+        bounds: Option<(usize, (i64, i64))>,
+    ) -> Result<usize> {
         let (batch, selected) = self
             .scan
-            .scan(self.batches[at].clone(), Some(self.ids[at]), None)?;
+            .scan(self.batches[at].clone(), Some(self.ids[at]), bounds)?;
         Ok(match selected {
             Selection::None => 0,
             Selection::All => {
@@ -185,50 +239,42 @@ impl KeptScan {
         Ok(std::iter::from_fn(|| coalescer.next_completed_batch()).collect())
     }
 
-    /// Queue the rows of `run` (`rows`, when just gathered) within this
-    /// execution's time bounds.
-    fn emit(&mut self, run: &KeptRun, rows: Option<Vec<RecordBatch>>) -> Result<()> {
-        let Some((column, range)) = self.bounds.filter(|(_, r)| *r != (i64::MIN, i64::MAX)) else {
-            let rows = match rows.or_else(|| run.rows.clone()) {
-                Some(rows) => rows,
-                None => self.regather(run.ids.len())?,
-            };
-            self.ready.extend(rows);
+    /// Queue the rows of `run`, at the current position, within this
+    /// execution's time bounds: a run the bounds do not reach is skipped;
+    /// of one they reach, only the rows within them are copied.
+    fn emit(&mut self, run: &KeptRun) -> Result<()> {
+        if let Some(rows) = &run.rows {
+            self.ready.extend(rows.iter().cloned());
+            return Ok(());
+        }
+        let Some((_, (after, through))) = self.bounds else {
             return Ok(());
         };
-        let (after, through) = range;
-        let whole = match run.times {
+        let every_time = (after, through) == (i64::MIN, i64::MAX);
+        match run.times {
+            _ if every_time => {}
             None => return Ok(()),
             Some((least, greatest)) if greatest <= after || least > through => return Ok(()),
-            Some((least, greatest)) => least > after && greatest <= through,
-        };
-        let rows = match rows.or_else(|| run.rows.clone()) {
-            Some(rows) => rows,
-            None => self.regather(run.ids.len())?,
-        };
-        if whole {
-            self.ready.extend(rows);
-            return Ok(());
+            Some(_) => {}
         }
-        for batch in &rows {
-            match within(batch, column, range)? {
-                Selection::None => {}
-                Selection::All => self.ready.push_back(batch.clone()),
-                Selection::Rows(keep) => self.ready.push_back(filter_record_batch(batch, &keep)?),
-            }
+        let mut coalescer = BatchCoalescer::new(self.schema.clone(), self.batch_size);
+        for at in self.position..self.position + run.ids.len() {
+            self.push(&mut coalescer, at, self.bounds)?;
+            self.ready
+                .extend(std::iter::from_fn(|| coalescer.next_completed_batch()));
         }
+        let rest = self.finish(coalescer)?;
+        self.ready.extend(rest);
         Ok(())
     }
 
     fn advance(&mut self) -> Result<()> {
-        let (run, rows) = match self.reusable() {
-            Some(run) => (run, None),
-            None => {
-                let (run, rows) = self.gather()?;
-                (Arc::new(run), Some(rows))
-            }
+        let run = match (self.reusable(), self.bounds) {
+            (Some(run), _) => run,
+            (None, None) => Arc::new(self.gather()?),
+            (None, Some((column, _))) => Arc::new(self.measure(column)?),
         };
-        self.emit(&run, rows)?;
+        self.emit(&run)?;
         self.position += run.ids.len();
         self.filter.keep_run(run);
         Ok(())
@@ -254,24 +300,22 @@ impl Iterator for KeptScan {
     }
 }
 
-/// Least and greatest non-null value of nanosecond timestamp `column`.
-fn time_range(batches: &[RecordBatch], column: usize) -> Result<Option<(i64, i64)>> {
-    let mut range: Option<(i64, i64)> = None;
-    for batch in batches {
-        let times = batch
-            .column(column)
-            .as_primitive_opt::<TimestampNanosecondType>()
-            .ok_or_else(|| {
-                DataFusionError::Internal(format!(
-                    "column {column} of a delta scan is not a nanosecond timestamp"
-                ))
-            })?;
-        if let (Some(least), Some(greatest)) = (min(times), max(times)) {
-            range = Some(match range {
-                None => (least, greatest),
-                Some((l, g)) => (l.min(least), g.max(greatest)),
-            });
-        }
+/// Least and greatest non-null value of a nanosecond timestamp array.
+fn time_range(times: &ArrayRef) -> Result<Option<(i64, i64)>> {
+    let times = times
+        .as_primitive_opt::<TimestampNanosecondType>()
+        .ok_or_else(|| {
+            DataFusionError::Internal(
+                "the time-bounds column of a delta scan is not a nanosecond timestamp".into(),
+            )
+        })?;
+    Ok(min(times).zip(max(times)))
+}
+
+/// `range` widened to take in `(least, greatest)`.
+fn widen(range: Option<(i64, i64)>, (least, greatest): (i64, i64)) -> (i64, i64) {
+    match range {
+        None => (least, greatest),
+        Some((l, g)) => (l.min(least), g.max(greatest)),
     }
-    Ok(range)
 }
