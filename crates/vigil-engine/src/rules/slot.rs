@@ -327,7 +327,8 @@ struct CachedFilter {
     predicate: Arc<dyn PhysicalExpr>,
     /// Selections of the batches the slot held at the last execution.
     selections: Mutex<HashMap<u64, Selection>>,
-    /// The rows kept of those batches, in runs (see `kept`).
+    /// The rows kept of those batches, in runs (see `kept`); held until
+    /// the next execution, which reuses or drops them.
     runs: Mutex<Vec<Arc<kept::KeptRun>>>,
 }
 
@@ -478,28 +479,27 @@ fn move_filter(
     if scan.filter.is_some() || !scan.derived.is_empty() {
         return Ok(Transformed::no(node.clone()));
     }
-    let mut scan = scan.filtered(filter.predicate().clone());
-    let schema = scan.schema();
-    let columns = |indices: &[usize]| -> Vec<(Arc<dyn PhysicalExpr>, String)> {
-        indices
-            .iter()
-            .map(|&i| {
-                let name = schema.field(i).name().clone();
-                (Arc::new(Column::new(&name, i)) as _, name)
-            })
-            .collect()
+    let scan = scan.filtered(filter.predicate().clone());
+    let Some(indices) = filter.projection().as_ref() else {
+        return Ok(Transformed::yes(rewrap(scan, between)?));
     };
-    let projection = filter.projection().as_ref().map(|p| columns(p));
-    if let (Some(exprs), None) = (&projection, &scan.time_bounds) {
-        let projected = Arc::new(schema.project(filter.projection().as_ref().expect("some"))?);
-        scan = scan.deriving(exprs.iter().map(|(e, _)| e.clone()).collect(), projected);
+    let schema = scan.schema();
+    let exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = indices
+        .iter()
+        .map(|&i| {
+            let name = schema.field(i).name().clone();
+            (Arc::new(Column::new(&name, i)) as _, name)
+        })
+        .collect();
+    if scan.time_bounds.is_none() {
+        let projected = Arc::new(schema.project(indices)?);
+        let scan = scan.deriving(exprs.into_iter().map(|(e, _)| e).collect(), projected);
         return Ok(Transformed::yes(rewrap(scan, between)?));
     }
     let input = rewrap(scan, between)?;
-    Ok(Transformed::yes(match projection {
-        None => input,
-        Some(exprs) => Arc::new(ProjectionExec::try_new(exprs, input)?),
-    }))
+    Ok(Transformed::yes(Arc::new(ProjectionExec::try_new(
+        exprs, input,
+    )?)))
 }
 
 /// A deterministic projection on a filtered slot scan without time bounds
@@ -1025,7 +1025,7 @@ mod tests {
             Some(scan) => {
                 let time = scan.schema().index_of("event_time")?;
                 Ok(Transformed::yes(
-                    Arc::new(scan.within(time, bounds.clone())) as Arc<dyn ExecutionPlan>
+                    Arc::new(scan.within(time, bounds.clone())) as Arc<dyn ExecutionPlan>,
                 ))
             }
             None => Ok(Transformed::no(node)),
@@ -1045,7 +1045,10 @@ mod tests {
             let names = b.column(0).as_string::<i32>();
             let times = b.column(1).as_primitive::<TimestampNanosecondType>();
             for i in 0..b.num_rows() {
-                rows.push((names.is_valid(i).then(|| names.value(i).to_string()), times.value(i)));
+                rows.push((
+                    names.is_valid(i).then(|| names.value(i).to_string()),
+                    times.value(i),
+                ));
             }
         }
         rows
@@ -1067,13 +1070,17 @@ mod tests {
         let fresh_derived = plan(&ctx, sql).await;
         let derived = cache_scan_filters(plan(&ctx, sql).await).unwrap();
         assert!(
-            !derived.exists(|n| Ok(n.name() == "ProjectionExec")).unwrap(),
+            !derived
+                .exists(|n| Ok(n.name() == "ProjectionExec"))
+                .unwrap(),
             "the projection moved into the scan: {}",
             datafusion::physical_plan::displayable(derived.as_ref()).indent(true)
         );
         let mut seed = 7u64;
         let mut random = move |n: u64| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (seed >> 33) % n
         };
         let (mut held, mut next_id, mut next_time) = (Vec::new(), 1u64, 0i64);
@@ -1160,7 +1167,9 @@ mod tests {
         let bounds = Arc::new(TimeBounds::default());
         let sql = "SELECT name, event_time FROM t WHERE kept(name)";
         let delta = cache_scan_filters(within_bounds(plan(&ctx, sql).await, &bounds)).unwrap();
-        let derived = cache_scan_filters(plan(&ctx, "SELECT upper(name) FROM t WHERE kept(name)").await).unwrap();
+        let derived =
+            cache_scan_filters(plan(&ctx, "SELECT upper(name) FROM t WHERE kept(name)").await)
+                .unwrap();
         let mut held = Vec::new();
         for i in 0..40i64 {
             held.push((5000 + i as u64, people(&[i, i], &[Some("a"), Some("c")])));
@@ -1173,7 +1182,11 @@ mod tests {
             let filter = filtered_scan(plan).unwrap();
             let runs = filter.runs.lock().unwrap();
             let batches: Vec<usize> = runs.iter().map(|r| r.batches()).collect();
-            assert_eq!(batches, [16, 16, 8], "runs of full size, not one per emission");
+            assert_eq!(
+                batches,
+                [16, 16, 8],
+                "runs of full size, not one per emission"
+            );
         }
     }
 

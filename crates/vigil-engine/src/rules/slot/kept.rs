@@ -5,8 +5,8 @@
 //! per batch; they also keep the rows that passed, projected and gathered
 //! into *runs* of consecutive batches, with their derived projections
 //! applied (what a run keeps is the scan's output, computed once). An
-//! emission then copies no row it copied before, and pays per run rather
-//! than per retained batch.
+//! emission then copies no row of a full run again, and pays per run
+//! rather than per retained batch.
 //!
 //! A scan with time bounds (a delta scan's trigger side) keeps only each
 //! run's time range: it reads the rows of the runs its bounds reach, the
@@ -106,10 +106,10 @@ impl KeptScan {
     }
 
     /// The previous run starting at the current position, if the slot
-    /// holds all of its batches from there.
-    /// A run that ended at the slot's end with room left is gathered again
-    /// with the batches retained since: runs grow to their size instead of
-    /// one run per emission.
+    /// holds all of its batches from there. Not a run that ended at the
+    /// slot's end with room left while batches were retained after it: that
+    /// one is gathered again with them, so runs grow to their size instead
+    /// of one run per emission.
     fn reusable(&mut self) -> Option<Arc<KeptRun>> {
         let run = self.previous.remove(&self.ids[self.position])?;
         if !self.ids[self.position..].starts_with(&run.ids) {
@@ -129,8 +129,7 @@ impl KeptScan {
     fn run_length(&self, mut kept: impl FnMut(usize) -> Result<usize>) -> Result<usize> {
         let start = self.position;
         let (mut end, mut gathered) = (start, 0);
-        while end < self.ids.len() && end - start < MAX_RUN_BATCHES && gathered < self.batch_size
-        {
+        while end < self.ids.len() && end - start < MAX_RUN_BATCHES && gathered < self.batch_size {
             if end > start && self.previous.contains_key(&self.ids[end]) {
                 break;
             }
@@ -216,9 +215,9 @@ impl KeptScan {
         at: usize,
         bounds: Option<(usize, (i64, i64))>,
     ) -> Result<usize> {
-        let (batch, selected) = self
-            .scan
-            .scan(self.batches[at].clone(), Some(self.ids[at]), bounds)?;
+        let (batch, selected) =
+            self.scan
+                .scan(self.batches[at].clone(), Some(self.ids[at]), bounds)?;
         Ok(match selected {
             Selection::None => 0,
             Selection::All => {
@@ -247,9 +246,7 @@ impl KeptScan {
             self.ready.extend(rows.iter().cloned());
             return Ok(());
         }
-        let Some((_, (after, through))) = self.bounds else {
-            return Ok(());
-        };
+        let (after, through) = self.bounds.map_or((i64::MIN, i64::MAX), |(_, range)| range);
         let every_time = (after, through) == (i64::MIN, i64::MAX);
         match run.times {
             _ if every_time => {}
