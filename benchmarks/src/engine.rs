@@ -186,14 +186,15 @@ pub(crate) fn slowest(per_rule: &[(String, f64)]) -> String {
 }
 
 /// The total rule time and the share of it the join rules took: the
-/// correlation rules of the pack in `rules` whose query joins tables.
+/// correlation rules of the pack in `rules` whose query (header and
+/// comments aside) has the keyword JOIN.
 pub(crate) fn join_share(per_rule: &[(String, f64)], rules: &Path) -> Result<String> {
     let pack = RulePack::load_dir(rules).map_err(anyhow::Error::new)?;
     let joins: BTreeSet<String> = pack
         .rule_set()
         .rules
         .into_iter()
-        .filter(|r| r.meta.mode == RuleMode::Correlation && r.sql.to_uppercase().contains(" JOIN "))
+        .filter(|r| r.meta.mode == RuleMode::Correlation && joins_tables(&r.sql))
         .map(|r| r.meta.id)
         .collect();
     let all: f64 = per_rule.iter().map(|(_, s)| s).sum();
@@ -209,6 +210,14 @@ pub(crate) fn join_share(per_rule: &[(String, f64)], rules: &Path) -> Result<Str
         join * 1e3,
         100.0 * join / all.max(f64::MIN_POSITIVE)
     ))
+}
+
+/// Whether `sql`, its `--` comments left out, has the word JOIN.
+fn joins_tables(sql: &str) -> bool {
+    sql.lines()
+        .map(|line| line.split("--").next().unwrap_or(""))
+        .flat_map(|code| code.split(|c: char| !c.is_ascii_alphanumeric() && c != '_'))
+        .any(|word| word.eq_ignore_ascii_case("join"))
 }
 
 /// Total evaluation time per rule from `vigil_rule_evaluation_seconds`,

@@ -12,7 +12,7 @@
 //! that filter once per batch, keeping which rows passed: a retained
 //! batch is filtered when it is first scanned, not at every run. It keeps
 //! the rows that passed as well, gathered into runs of batches (`kept`),
-//! so a run copies none of them again.
+//! so an emission does not copy them again.
 
 mod kept;
 
@@ -199,19 +199,23 @@ struct Derived {
     schema: SchemaRef,
 }
 
+/// The properties of a slot scan whose output is `schema`.
+fn scan_properties(schema: SchemaRef) -> Arc<PlanProperties> {
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(schema),
+        Partitioning::UnknownPartitioning(1),
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    ))
+}
+
 impl SlotExec {
     fn new(schema: SchemaRef, projection: Option<Vec<usize>>, slot: Arc<BatchSlot>) -> Self {
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
         SlotExec {
+            properties: scan_properties(schema.clone()),
             scanned: schema,
             projection,
             slot,
-            properties: Arc::new(properties),
             time_bounds: None,
             filter: None,
             derived: Vec::new(),
@@ -252,15 +256,9 @@ impl SlotExec {
             exprs,
             schema: schema.clone(),
         });
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(schema),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
         SlotExec {
             derived,
-            properties: Arc::new(properties),
+            properties: scan_properties(schema),
             ..self.clone()
         }
     }
@@ -279,11 +277,6 @@ impl SlotExec {
             batch = RecordBatch::try_new_with_options(stage.schema.clone(), columns, &options)?;
         }
         Ok(batch)
-    }
-
-    /// The schema of the rows the filter reads: the table's, projected.
-    fn scanned_schema(&self) -> SchemaRef {
-        self.scanned.clone()
     }
 
     /// `batch` projected, and the rows of it this scan emits (those its
@@ -702,22 +695,25 @@ impl ExecutionPlan for SlotExec {
             .as_ref()
             .map(|(column, bounds)| (*column, bounds.get()));
         let Contents { batches, ids } = self.slot.get();
-        if let (Some(filter), Some(ids)) = (&self.filter, ids.clone()) {
-            filter.keep_only(&ids);
-            // Retained batches: their kept rows, run by run, as polled.
-            let kept = kept::KeptScan::new(
-                self.clone(),
-                filter.clone(),
-                batches,
-                ids,
-                bounds,
-                context.session_config().batch_size(),
-            );
-            return Ok(Box::pin(RecordBatchStreamAdapter::new(
-                schema,
-                futures::stream::iter(kept),
-            )));
-        }
+        let ids = match (&self.filter, ids) {
+            (Some(filter), Some(ids)) => {
+                filter.keep_only(&ids);
+                // Retained batches: their kept rows, run by run, as polled.
+                let kept = kept::KeptScan::new(
+                    self.clone(),
+                    filter.clone(),
+                    batches,
+                    ids,
+                    bounds,
+                    context.session_config().batch_size(),
+                );
+                return Ok(Box::pin(RecordBatchStreamAdapter::new(
+                    schema,
+                    futures::stream::iter(kept),
+                )));
+            }
+            (_, ids) => ids,
+        };
         let ids = ids.map_or_else(
             || vec![None; batches.len()],
             |ids| ids.into_iter().map(Some).collect(),
@@ -738,7 +734,7 @@ impl ExecutionPlan for SlotExec {
                 let coalesced = Coalesced {
                     scanned,
                     coalescer: BatchCoalescer::new(
-                        self.scanned_schema(),
+                        self.scanned.clone(),
                         context.session_config().batch_size(),
                     ),
                     finished: false,

@@ -92,7 +92,7 @@ impl KeptScan {
             .map(|run| (run.ids[0], run))
             .collect();
         KeptScan {
-            schema: scan.scanned_schema(),
+            schema: scan.scanned.clone(),
             scan,
             filter,
             batches,
