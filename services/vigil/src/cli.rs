@@ -710,7 +710,7 @@ async fn validate(layers: &Layers) -> Result<ExitCode> {
             RuleStrategy::Incremental => println!("correlation rule {id}: incremental"),
             RuleStrategy::Rescan(None) => println!("correlation rule {id}: re-scan"),
             RuleStrategy::Rescan(Some(why)) => println!("correlation rule {id}: re-scan ({why})"),
-            RuleStrategy::DeltaRescan => println!("correlation rule {id}: delta re-scan (only the trigger events due in each emission are joined)"),
+            RuleStrategy::DeltaRescan => println!("correlation rule {id}: delta re-scan (each emission reads only the trigger events due, and those their window frames reach)"),
         }
     }
     for (id, key) in engine.correlator().keys() {

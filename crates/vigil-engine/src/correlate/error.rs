@@ -119,6 +119,12 @@ pub(crate) enum DeltaError {
     GroupedByComputed { expr: String },
     #[error("window_end comes from the non-preserved side of a {join_type} join")]
     NonPreservedSide { join_type: JoinType },
+    #[error("window_end comes through an unnest that does not keep its input columns in place, or is unnested itself")]
+    Unnest,
+    #[error("window_end is a window function's result")]
+    WindowResult,
+    #[error("the window function {expr} between window_end and the scan: {why}")]
+    Window { expr: String, why: String },
     #[error("{node} between window_end and the scan")]
     Between { node: String },
     /// DataFusion refused the plan with the scans restricted.

@@ -25,6 +25,26 @@ const SLIDING: &str = "SELECT username, n, window_end FROM ( \
                            RANGE BETWEEN INTERVAL '60 seconds' PRECEDING AND CURRENT ROW) AS n \
      FROM k8s_audit WHERE response_status.code = 403) s WHERE n >= 3";
 
+/// A sliding count whose frame also reads the 20 seconds after each row,
+/// emitted when those are complete.
+const SLIDING_AHEAD: &str = "SELECT username, n, window_end FROM ( \
+     SELECT *, user_info.username AS username, event_time + INTERVAL '20 seconds' AS window_end, \
+            count(*) OVER (PARTITION BY user_info.username ORDER BY event_time \
+                           RANGE BETWEEN INTERVAL '30 seconds' PRECEDING AND INTERVAL '20 seconds' FOLLOWING) AS n \
+     FROM k8s_audit WHERE response_status.code = 403) s WHERE n >= 3";
+
+/// A sliding count per user in each namespace and in all namespaces, each
+/// event counted under both through an unnest (as
+/// `tetragon.shell_then_outbound_connect` files a connection under its
+/// process and its parent).
+const SLIDING_UNNESTED: &str = "SELECT username, ns, n, window_end FROM ( \
+     SELECT *, event_time AS window_end, \
+            count(*) OVER (PARTITION BY username, ns ORDER BY event_time \
+                           RANGE BETWEEN INTERVAL '40 seconds' PRECEDING AND CURRENT ROW) AS n \
+     FROM (SELECT *, user_info.username AS username, \
+                  unnest(make_array(object_ref.namespace, '*')) AS ns \
+           FROM k8s_audit WHERE response_status.code = 403) e) s WHERE n >= 3";
+
 /// A sequence whose trigger rows are grouped (one alert per secret read,
 /// naming every exec before it), like `k8s.rbac_change_then_workload`:
 /// `window_end` is a GROUP BY column taken from the trigger scan.
@@ -48,8 +68,8 @@ const EITHER_WAY: &str = "SELECT b.user_info.username AS username, count(*) AS e
      GROUP BY b.__row, b.user_info.username, b.event_time";
 
 /// The rule shapes together: two aggregations (incremental unless
-/// disabled) and two joins (re-scanned; delta re-scans unless disabled),
-/// sharing retained events.
+/// disabled), three joins and three sliding windows (re-scanned; delta
+/// re-scans unless disabled), sharing retained events.
 fn rules() -> Vec<(&'static str, &'static str, &'static str, &'static str)> {
     vec![
         ("t.threshold", "k8s_audit", "-- window: 1m\n", THRESHOLD),
@@ -62,6 +82,19 @@ fn rules() -> Vec<(&'static str, &'static str, &'static str, &'static str)> {
             GROUPED_SEQUENCE,
         ),
         ("t.either_way", "k8s_audit", "-- window: 1m\n", EITHER_WAY),
+        ("t.sliding", "k8s_audit", "-- window: 1m\n", SLIDING),
+        (
+            "t.sliding_ahead",
+            "k8s_audit",
+            "-- window: 1m\n",
+            SLIDING_AHEAD,
+        ),
+        (
+            "t.sliding_unnested",
+            "k8s_audit",
+            "-- window: 1m\n",
+            SLIDING_UNNESTED,
+        ),
     ]
 }
 
@@ -213,7 +246,7 @@ proptest! {
             let incremental = detector_with(&rules(), settings(true)).await;
             let strategies = incremental.engine().correlator().strategies();
             assert_eq!(strategies.iter().filter(|(_, s)| *s == RuleStrategy::Incremental).count(), 2, "{strategies:?}");
-            assert_eq!(strategies.iter().filter(|(_, s)| *s == RuleStrategy::DeltaRescan).count(), 3, "{strategies:?}");
+            assert_eq!(strategies.iter().filter(|(_, s)| *s == RuleStrategy::DeltaRescan).count(), 6, "{strategies:?}");
             let incremental = alerts_for(incremental, &msgs, &sizes).await;
             let rescan = alerts_for(detector_with(&rules(), settings(false)).await, &msgs, &sizes).await;
             prop_assert_eq!(&incremental, &rescan);
@@ -247,6 +280,33 @@ async fn each_rule_shape_gets_its_strategy_and_the_reason_when_an_aggregation_is
         "b.event_time AS window_end",
         "b.event_time + INTERVAL '1 minute' AS window_end",
     );
+    let sliding_rows = SLIDING.replace(
+        "RANGE BETWEEN INTERVAL '60 seconds' PRECEDING",
+        "ROWS BETWEEN 5 PRECEDING",
+    );
+    let sliding_unbounded = SLIDING.replace(
+        "RANGE BETWEEN INTERVAL '60 seconds' PRECEDING",
+        "RANGE BETWEEN UNBOUNDED PRECEDING",
+    );
+    let row_number = SLIDING.replace(
+        "count(*) OVER (PARTITION BY user_info.username ORDER BY event_time \
+                           RANGE BETWEEN INTERVAL '60 seconds' PRECEDING AND CURRENT ROW)",
+        "row_number() OVER (PARTITION BY user_info.username ORDER BY event_time)",
+    );
+    let sliding_desc = SLIDING.replace(
+        "ORDER BY event_time \
+                           RANGE BETWEEN INTERVAL '60 seconds' PRECEDING AND CURRENT ROW",
+        "ORDER BY event_time DESC \
+                           RANGE BETWEEN INTERVAL '60 seconds' PRECEDING AND CURRENT ROW",
+    );
+    for variant in [
+        &sliding_rows,
+        &sliding_unbounded,
+        &row_number,
+        &sliding_desc,
+    ] {
+        assert_ne!(variant, SLIDING);
+    }
     let computed = SEQUENCE.replace(
         "b.event_time AS window_end",
         "date_trunc('minute', b.event_time) AS window_end",
@@ -257,6 +317,37 @@ async fn each_rule_shape_gets_its_strategy_and_the_reason_when_an_aggregation_is
             ("t.distinct", "k8s_audit", "-- window: 10m\n", DISTINCT_HOP),
             ("t.seq", "k8s_audit", "-- window: 10m\n", SEQUENCE),
             ("t.sliding", "k8s_audit", "-- window: 1m\n", SLIDING),
+            (
+                "t.sliding_ahead",
+                "k8s_audit",
+                "-- window: 1m\n",
+                SLIDING_AHEAD,
+            ),
+            (
+                "t.sliding_unnested",
+                "k8s_audit",
+                "-- window: 1m\n",
+                SLIDING_UNNESTED,
+            ),
+            (
+                "t.sliding_rows",
+                "k8s_audit",
+                "-- window: 1m\n",
+                &sliding_rows,
+            ),
+            (
+                "t.sliding_unbounded",
+                "k8s_audit",
+                "-- window: 1m\n",
+                &sliding_unbounded,
+            ),
+            ("t.row_number", "k8s_audit", "-- window: 1m\n", &row_number),
+            (
+                "t.sliding_desc",
+                "k8s_audit",
+                "-- window: 1m\n",
+                &sliding_desc,
+            ),
             ("t.max", "k8s_audit", "-- window: 1m\n", not_windowed),
             ("t.top", "k8s_audit", "-- window: 1m\n", &top),
             (
@@ -296,10 +387,22 @@ async fn each_rule_shape_gets_its_strategy_and_the_reason_when_an_aggregation_is
     assert_eq!(s["t.outer_preserved"], RuleStrategy::DeltaRescan);
     // ... or shifted by a constant.
     assert_eq!(s["t.shifted"], RuleStrategy::DeltaRescan);
-    // A window function over the trigger rows, the null-extended side of
-    // an outer join, a window_end computed otherwise: every retained event
-    // is read.
-    assert_eq!(s["t.sliding"], RuleStrategy::Rescan(None));
+    // ... or through window functions over RANGE frames of the trigger
+    // rows' time.
+    assert_eq!(s["t.sliding"], RuleStrategy::DeltaRescan);
+    assert_eq!(s["t.sliding_ahead"], RuleStrategy::DeltaRescan);
+    assert_eq!(s["t.sliding_unnested"], RuleStrategy::DeltaRescan);
+    // Window functions that read rows at any distance, window_end from
+    // the null-extended side of an outer join, or computed otherwise:
+    // every retained event is read.
+    for rule in [
+        "t.sliding_rows",
+        "t.sliding_unbounded",
+        "t.row_number",
+        "t.sliding_desc",
+    ] {
+        assert_eq!(s[rule], RuleStrategy::Rescan(None), "{rule}");
+    }
     assert_eq!(s["t.outer_other_side"], RuleStrategy::Rescan(None));
     assert_eq!(s["t.computed"], RuleStrategy::Rescan(None));
     let RuleStrategy::Rescan(Some(reason)) = &s["t.max"] else {
