@@ -219,10 +219,11 @@ fn unnest_input_column(unnest: &UnnestExec, column: usize) -> Result<usize, Delt
     Ok(column)
 }
 
+/// A window execution's input and window expressions.
+type WindowParts<'a> = (&'a Arc<dyn ExecutionPlan>, &'a [Arc<dyn WindowExpr>]);
+
 /// The window execution `node` is, as its input and window expressions.
-fn window_exec(
-    node: &Arc<dyn ExecutionPlan>,
-) -> Option<(&Arc<dyn ExecutionPlan>, &[Arc<dyn WindowExpr>])> {
+fn window_exec(node: &Arc<dyn ExecutionPlan>) -> Option<WindowParts<'_>> {
     if let Some(w) = node.downcast_ref::<BoundedWindowAggExec>() {
         return Some((w.input(), w.window_expr()));
     }

@@ -2,6 +2,8 @@
 //! that became due, turn its rows into alerts, then evict what no rule can
 //! use any more.
 
+use serde_json::Map;
+
 use super::*;
 
 impl Correlator {
@@ -115,48 +117,27 @@ impl Correlator {
             };
             let elapsed = started.elapsed();
             let found = output.map_err(|e| e.to_string()).and_then(|batches| {
-                let found = batches
+                let due = batches
                     .iter()
                     .filter(|b| b.num_rows() > 0)
-                    .map(|b| {
-                        rows_in_range(
-                            rule,
-                            b,
-                            from,
-                            watermark,
-                            &self.identities,
-                            max_events,
-                            detected_at_ns,
-                        )
+                    .filter_map(|b| {
+                        DueRows::select(rule, b, (from, watermark), &self.identities, max_events)
+                            .transpose()
                     })
-                    .collect::<Result<Vec<Vec<Alert>>, CorrelationError>>()
+                    .collect::<Result<Vec<DueRows>, CorrelationError>>()
                     .map_err(|e| e.to_string())?;
-                Ok((batches, found))
+                Ok((batches, due))
             });
             match found {
-                Ok((batches, found)) => {
-                    let matches: usize = found.iter().map(Vec::len).sum();
+                Ok((batches, due)) => {
+                    let matches: usize = due.iter().map(|d| d.rows.len()).sum();
                     span.record("matches", matches as i64);
                     self.evaluations
                         .push((rule.rule.meta.id.clone(), elapsed, matches));
-                    let mut found: Vec<Alert> = found.into_iter().flatten().collect();
-                    // Suppression raises the first alert of a key: the
-                    // earliest, not the first row the query happened to
-                    // return (that follows the events' arrival order).
-                    found.sort_by_cached_key(|a| {
-                        let events: Vec<String> =
-                            a.events.iter().map(|e| e.event_id.clone()).collect();
-                        (suppress::event_time_ns(a), events, a.alert_id.clone())
-                    });
-                    for alert in found {
-                        suppress::end_rebuild_before(rule, suppress::event_time_ns(&alert));
-                        let raised =
-                            suppress::suppress(rule, alert, &mut self.stats, hold.as_ref());
-                        // Rebuilding: raised by the partition's previous holder.
-                        if rule.rebuild_through.is_none() {
-                            alerts.extend(raised);
-                        }
-                    }
+                    let (raised, errors) =
+                        raise_due(rule, &due, detected_at_ns, &mut self.stats, hold.as_ref());
+                    alerts.extend(raised);
+                    failures.extend(errors.into_iter().map(|e| (rule.rule.meta.id.clone(), e)));
                     suppress::end_rebuild_before(rule, watermark);
                     rule.last_emitted = Some(watermark);
                     match &mut rule.strategy {
@@ -330,72 +311,66 @@ pub(super) fn rows_after(
         .collect()
 }
 
-/// Alerts for the output rows of `batch` with `from < window_end <= to`.
-pub(super) fn rows_in_range(
-    rule: &CompiledCorrelation,
-    batch: &RecordBatch,
-    from: i64,
-    to: i64,
-    identities: &BTreeMap<u64, RetainedIdentity>,
-    max_events: usize,
+/// Order the due rows, fold those suppression folds, and build the alerts
+/// of the rest, and of the last row folded into each period still open
+/// (its summary reports it when the period closes). Returns the alerts to
+/// emit, and the errors of alerts whose fields could not be encoded (each
+/// raised with no fields instead: its events are still named).
+fn raise_due(
+    rule: &mut CompiledCorrelation,
+    due: &[DueRows],
     detected_at_ns: i64,
-) -> Result<Vec<Alert>, CorrelationError> {
-    let ends = batch
-        .column(rule.window_end)
-        .as_primitive::<TimestampNanosecondType>();
-    let mask: BooleanArray = ends
+    stats: &mut CorrelationStats,
+    hold: Option<&Offsets>,
+) -> (Vec<Alert>, Vec<String>) {
+    let mut order: Vec<(usize, usize)> = due
         .iter()
-        .map(|t| Some(t.is_some_and(|t| t > from && t <= to)))
+        .enumerate()
+        .flat_map(|(d, rows)| (0..rows.rows.len()).map(move |r| (d, r)))
         .collect();
-    if mask.true_count() == 0 {
-        return Ok(Vec::new());
-    }
-    let selected = filter_record_batch(batch, &mask).context("selecting the windows to emit")?;
-    let ends = selected
-        .column(rule.window_end)
-        .as_primitive::<TimestampNanosecondType>()
-        .clone();
-    let fields =
-        crate::rules::engine::rows_to_json(&selected).context("encoding the rule's output")?;
-    let mut alerts = Vec::with_capacity(selected.num_rows());
-    for (i, fields) in fields.into_iter().enumerate() {
-        let mut seqs = BTreeSet::new();
-        for &c in &rule.event_columns {
-            collect_seqs(selected.column(c), i, &mut seqs);
+    order.sort_by(|&(d1, r1), &(d2, r2)| due[d1].rows[r1].order(&due[d2].rows[r2]));
+    let owner = rule.rule.clone();
+    let meta = &owner.meta;
+    let mut errors = Vec::new();
+    let mut build = |(d, r): (usize, usize)| {
+        due[d].alert(r, meta, detected_at_ns).unwrap_or_else(|e| {
+            errors.push(format!("an alert raised without its fields: {e}"));
+            let row = &due[d].rows[r];
+            let mut alert = Alert::new(
+                meta,
+                detected_at_ns,
+                row.window_end,
+                Map::new(),
+                row.events.clone(),
+            );
+            alert.alert_id = row.alert_id.clone();
+            alert
+        })
+    };
+    let mut alerts = Vec::new();
+    // Per key, the row last folded into its open period in this run.
+    let mut last_folded: HashMap<&str, (usize, usize)> = HashMap::new();
+    for at in order {
+        let row = &due[at.0].rows[at.1];
+        suppress::end_rebuild_before(rule, row.window_end);
+        if suppress::fold(rule, &row.key, row.window_end, stats) {
+            last_folded.insert(&row.key, at);
+            continue;
         }
-        let mut events: Vec<&RetainedIdentity> =
-            seqs.iter().filter_map(|s| identities.get(s)).collect();
-        events.sort_by(|a, b| (a.event_time, &a.event_id).cmp(&(b.event_time, &b.event_id)));
-        events.dedup_by(|a, b| a.event_id == b.event_id);
-        events.truncate(max_events);
-        let window_end = ends.value(i);
-        let identities: Vec<EventIdentity> = events
-            .iter()
-            .map(|e| EventIdentity {
-                event_id: e.event_id.to_string(),
-                origin: e.origin(),
-            })
-            .collect();
-        let meta = &rule.rule.meta;
-        let mut alert = Alert::new(meta, detected_at_ns, window_end, fields, identities);
-        // The id must not depend on arrival order or on which events were
-        // still retained: rule, window end, the sorted event ids (or, for
-        // rules that name no events, the output row).
-        let mut ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
-        ids.sort();
-        let window = format_time_ns(window_end);
-        alert.alert_id = if ids.is_empty() {
-            let row = Value::Object(alert.fields.clone()).to_string();
-            alert_id(&meta.id, [window.as_str(), row.as_str()])
-        } else {
-            alert_id(
-                &meta.id,
-                std::iter::once(window.as_str()).chain(ids.iter().map(String::as_str)),
-            )
-        };
-        alerts.push(alert);
+        // The key's previous period ends here: its last folded alert first.
+        if let Some(last) = last_folded.remove(row.key.as_str()) {
+            suppress::set_last(rule, &row.key, build(last));
+        }
+        let raised = suppress::raise(rule, row.key.clone(), build(at), hold);
+        // Rebuilding: raised by the partition's previous holder.
+        if rule.rebuild_through.is_none() {
+            alerts.extend(raised);
+        }
     }
-    Ok(alerts)
+    for (key, last) in last_folded {
+        suppress::set_last(rule, key, build(last));
+    }
+    (alerts, errors)
 }
 
 pub(super) fn collect_seqs(column: &ArrayRef, row: usize, out: &mut BTreeSet<u64>) {

@@ -40,6 +40,7 @@
 
 mod compile;
 mod delta;
+mod due;
 mod emit;
 mod error;
 pub(crate) mod fold_lane;
@@ -67,6 +68,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 pub use compile::retained_schema;
+use due::DueRows;
 use emit::execute;
 pub(crate) use emit::EvalBudget;
 use error::Context;

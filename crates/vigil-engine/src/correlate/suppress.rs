@@ -2,57 +2,76 @@
 //! a key is raised, later ones in the period are folded into a count and
 //! reported as one summary alert when the period ends.
 
+use serde_json::Map;
+
 use super::*;
 
-/// Apply the rule's suppression: the alerts to emit (none if folded; the
-/// alert, preceded by the summary of a previous period that folded some).
-///
-/// `hold`: the offsets to keep while the period this alert may open lasts
-/// (see [`Correlator::hold_for_suppression`]).
-pub(super) fn suppress(
+/// A due row's suppression key: the JSON of its `suppress_key` fields, in
+/// the order they are named (null for a field the row lacks).
+pub(super) fn key_of(names: &[String], fields: &Map<String, Value>) -> String {
+    let values: Vec<&Value> = names
+        .iter()
+        .map(|k| fields.get(k).unwrap_or(&Value::Null))
+        .collect();
+    serde_json::to_string(&values).expect("json values serialize")
+}
+
+/// Fold a row of `key` at event time `at` into the open suppression
+/// period of its key, if there is one: `true` when folded. Its alert is
+/// then the period's last until another is folded, which
+/// [`set_last`] records.
+pub(super) fn fold(
     rule: &mut CompiledCorrelation,
-    alert: Alert,
+    key: &str,
+    at: i64,
     stats: &mut CorrelationStats,
+) -> bool {
+    if rule.rule.meta.suppress.is_none() {
+        return false;
+    }
+    match rule.suppressed.get_mut(key) {
+        Some((until, folded, last)) if at < *until => {
+            *folded += 1;
+            *last = None;
+            stats.suppressed_alerts += 1;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Record the last alert folded into the open period of `key`.
+pub(super) fn set_last(rule: &mut CompiledCorrelation, key: &str, alert: Alert) {
+    if let Some((_, _, last)) = rule.suppressed.get_mut(key) {
+        *last = Some(alert);
+    }
+}
+
+/// Raise `alert`, of a row [`fold`] did not fold: it opens a period of
+/// `key` (when the rule is suppressed); returned with, before it, the
+/// summary of the key's previous period if that folded some.
+///
+/// `hold`: the offsets to keep while the period this alert opens lasts
+/// (see [`Correlator::hold_for_suppression`]).
+pub(super) fn raise(
+    rule: &mut CompiledCorrelation,
+    key: String,
+    alert: Alert,
     hold: Option<&Offsets>,
 ) -> Vec<Alert> {
     let Some(period) = rule.rule.meta.suppress else {
         return vec![alert];
     };
-    let key: String = if rule.rule.meta.suppress_key.is_empty() {
-        String::new()
-    } else {
-        let values: Vec<&Value> = rule
-            .rule
-            .meta
-            .suppress_key
-            .iter()
-            .map(|k| alert.fields.get(k).unwrap_or(&Value::Null))
-            .collect();
-        serde_json::to_string(&values).expect("json values serialize")
-    };
-    let at = event_time_ns(&alert);
-    match rule.suppressed.get_mut(&key) {
-        Some((until, folded, last)) if at < *until => {
-            *folded += 1;
-            *last = Some(alert);
-            stats.suppressed_alerts += 1;
-            Vec::new()
-        }
-        _ => {
-            let until = at.saturating_add(period.as_nanos() as i64);
-            if let Some(hold) = hold {
-                rule.suppress_holds.insert(key.clone(), hold.clone());
-            }
-            let mut out = Vec::with_capacity(2);
-            if let Some((_, folded @ 1.., Some(last))) =
-                rule.suppressed.insert(key, (until, 0, None))
-            {
-                out.push(summary_alert(last, folded));
-            }
-            out.push(alert);
-            out
-        }
+    let until = event_time_ns(&alert).saturating_add(period.as_nanos() as i64);
+    if let Some(hold) = hold {
+        rule.suppress_holds.insert(key.clone(), hold.clone());
     }
+    let mut out = Vec::with_capacity(2);
+    if let Some((_, folded @ 1.., Some(last))) = rule.suppressed.insert(key, (until, 0, None)) {
+        out.push(summary_alert(last, folded));
+    }
+    out.push(alert);
+    out
 }
 
 /// A rebuilding rule (see `CompiledCorrelation::rebuild_through`) past
