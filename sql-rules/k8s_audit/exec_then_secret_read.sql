@@ -26,7 +26,7 @@
 -- suppress_key: username
 SELECT
   r.username AS username,
-  array_agg(DISTINCT x.pod) AS exec_pods,
+  array_distinct(array_agg(x.pod)) AS exec_pods,
   min(x.event_time) AS exec_time,
   r.verb AS secret_verb,
   r.namespace AS secret_namespace,

@@ -34,9 +34,9 @@ SELECT
   e.source_ip AS source_ip,
   e.uri AS uri,
   e.event_time AS exec_time,
-  array_agg(DISTINCT r.falco_rule) AS falco_rules,
-  array_agg(DISTINCT r.cmdline) FILTER (WHERE r.cmdline IS NOT NULL) AS cmdlines,
-  array_agg(DISTINCT r.file) FILTER (WHERE r.file IS NOT NULL) AS files,
+  array_distinct(array_agg(r.falco_rule)) AS falco_rules,
+  array_distinct(array_agg(r.cmdline) FILTER (WHERE r.cmdline IS NOT NULL)) AS cmdlines,
+  array_distinct(array_agg(r.file) FILTER (WHERE r.file IS NOT NULL)) AS files,
   e.event_time + INTERVAL '2 minutes' AS window_end
 FROM (
   SELECT __row, event_time,

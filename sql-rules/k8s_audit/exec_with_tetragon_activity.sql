@@ -34,10 +34,10 @@ SELECT
   e.source_ip AS source_ip,
   e.uri AS uri,
   e.event_time AS exec_time,
-  array_agg(DISTINCT r.runtime_event) AS runtime_events,
-  array_agg(DISTINCT r.runtime_binary) AS binaries,
-  array_agg(DISTINCT r.runtime_arguments) FILTER (WHERE r.runtime_arguments IS NOT NULL) AS arguments,
-  array_agg(DISTINCT r.runtime_files) FILTER (WHERE r.runtime_files IS NOT NULL) AS files,
+  array_distinct(array_agg(r.runtime_event)) AS runtime_events,
+  array_distinct(array_agg(r.runtime_binary)) AS binaries,
+  array_distinct(array_agg(r.runtime_arguments) FILTER (WHERE r.runtime_arguments IS NOT NULL)) AS arguments,
+  array_distinct(array_agg(r.runtime_files) FILTER (WHERE r.runtime_files IS NOT NULL)) AS files,
   e.event_time + INTERVAL '2 minutes' AS window_end
 FROM (
   SELECT __row, event_time,

@@ -37,8 +37,8 @@
 -- suppress_key: username
 SELECT
   w.username AS username,
-  array_agg(DISTINCT b.binding) AS bindings,
-  array_agg(DISTINCT b.role) AS roles,
+  array_distinct(array_agg(b.binding)) AS bindings,
+  array_distinct(array_agg(b.role)) AS roles,
   min(b.event_time) AS binding_time,
   w.verb AS workload_verb,
   w.resource AS workload_resource,
