@@ -364,8 +364,9 @@ impl AuditRows {
 fn native_id(e: &AuditEventIn<'_>) -> Option<String> {
     // The same auditID is logged once per stage (RequestReceived,
     // ResponseStarted, ResponseComplete, Panic): the stage is part of the id.
+    // Concatenated rather than formatted: this runs for every event.
     opt(&e.audit_id).map(|id| match opt(&e.stage) {
-        Some(stage) => format!("{id}/{stage}"),
+        Some(stage) => [id, "/", stage].concat(),
         None => id.to_string(),
     })
 }
