@@ -14,7 +14,8 @@
 //!
 //! Files: `settings.rs` (`[correlation]`), `compile.rs` (planning and the
 //! strategy of each rule), `ingest.rs` (a batch into state), `emit.rs`
-//! (the due range of each rule into alerts, eviction), `suppress.rs`,
+//! (the due range of each rule into alerts, eviction), `due.rs` (a run's
+//! due rows, their alerts built only when raised), `suppress.rs`,
 //! `incremental.rs` and `delta.rs` (the two optimised strategies),
 //! `watermark.rs`; this file holds the state (`Correlator` and what it
 //! retains) and its lifecycle (reset, hot reload, restart offsets).
