@@ -5,9 +5,13 @@
 //! keeps deploying after a binding gives a row per deployment, one alert
 //! per user and period), and a folded row needs no alert unless it is the
 //! last of its period, which the period's summary reports. So a due row
-//! carries only what ordering and suppression read (its window end, named
-//! events, alert id and suppression key), and its alert, the JSON of its
-//! fields, is built when suppression raises or reports it.
+//! carries only what ordering and suppression read first, its window end
+//! and suppression key; the events it names and its alert id are found
+//! when rows with the same window end are ordered, or its alert is built;
+//! and its alert, the JSON of its fields, is built when suppression raises
+//! or reports it.
+
+use std::cell::OnceCell;
 
 use serde_json::Map;
 
@@ -15,51 +19,75 @@ use super::emit::collect_seqs;
 use super::*;
 
 /// The due rows of one result batch of a rule run.
-pub(super) struct DueRows {
+pub(super) struct DueRows<'a> {
     /// The batch's rows with `window_end` in the emitted range.
     selected: RecordBatch,
     pub rows: Vec<DueRow>,
+    naming: Naming<'a>,
+}
+
+/// What naming a row's events takes.
+struct Naming<'a> {
+    rule_id: String,
+    event_columns: Vec<usize>,
+    identities: &'a BTreeMap<u64, RetainedIdentity>,
+    max_events: usize,
 }
 
 /// What ordering and suppression read of a due row.
 pub(super) struct DueRow {
     pub window_end: i64,
-    /// The events it names, ordered by time (at most `max_alert_events`).
-    pub events: Vec<EventIdentity>,
-    pub alert_id: String,
     /// Its suppression key: the JSON of its `suppress_key` columns (empty
     /// when the rule is not suppressed or names no key).
     pub key: String,
+    /// Its events and alert id, found when first needed: to order rows
+    /// with the same window end, or to build its alert. A folded row of
+    /// its own window end needs neither.
+    identity: OnceCell<RowIdentity>,
 }
 
-impl DueRow {
-    /// Emission order: the earliest first, so that suppression raises the
-    /// first alert of a key, not the first row the query happened to
-    /// return (that follows the events' arrival order).
-    pub fn order(&self, other: &DueRow) -> std::cmp::Ordering {
-        self.window_end
-            .cmp(&other.window_end)
-            .then_with(|| self.event_ids().cmp(other.event_ids()))
-            .then_with(|| self.alert_id.cmp(&other.alert_id))
-    }
+struct RowIdentity {
+    /// The events the row names, ordered by time (at most `max_alert_events`).
+    events: Vec<EventIdentity>,
+    alert_id: String,
 }
 
-impl DueRow {
+impl RowIdentity {
     fn event_ids(&self) -> impl Iterator<Item = &str> {
         self.events.iter().map(|e| e.event_id.as_str())
     }
 }
 
-impl DueRows {
+/// Emission order of due rows `a` and `b` (batch, row): the earliest
+/// first, so that suppression raises the first alert of a key, not the
+/// first row the query happened to return (that follows the events'
+/// arrival order); then by named events and alert id.
+pub(super) fn emission_order(
+    due: &[DueRows<'_>],
+    (da, ra): (usize, usize),
+    (db, rb): (usize, usize),
+) -> std::cmp::Ordering {
+    due[da].rows[ra]
+        .window_end
+        .cmp(&due[db].rows[rb].window_end)
+        .then_with(|| {
+            let (a, b) = (due[da].identity(ra), due[db].identity(rb));
+            a.event_ids()
+                .cmp(b.event_ids())
+                .then_with(|| a.alert_id.cmp(&b.alert_id))
+        })
+}
+
+impl<'a> DueRows<'a> {
     /// The rows of `batch` with `from < window_end <= to`; `None` when
     /// there are none.
     pub fn select(
         rule: &CompiledCorrelation,
         batch: &RecordBatch,
         (from, to): (i64, i64),
-        identities: &BTreeMap<u64, RetainedIdentity>,
+        identities: &'a BTreeMap<u64, RetainedIdentity>,
         max_events: usize,
-    ) -> Result<Option<DueRows>, CorrelationError> {
+    ) -> Result<Option<DueRows<'a>>, CorrelationError> {
         let ends = batch
             .column(rule.window_end)
             .as_primitive::<TimestampNanosecondType>();
@@ -81,19 +109,40 @@ impl DueRows {
         let ends = selected
             .column(rule.window_end)
             .as_primitive::<TimestampNanosecondType>();
-        let mut rows = Vec::with_capacity(selected.num_rows());
-        for (i, key) in keys.into_iter().enumerate() {
-            let events = named_events(rule, &selected, i, identities, max_events);
-            let window_end = ends.value(i);
-            let alert_id = row_alert_id(rule, &selected, i, window_end, &events)?;
-            rows.push(DueRow {
-                window_end,
-                events,
-                alert_id,
+        let rows = keys
+            .into_iter()
+            .enumerate()
+            .map(|(i, key)| DueRow {
+                window_end: ends.value(i),
                 key,
-            });
-        }
-        Ok(Some(DueRows { selected, rows }))
+                identity: OnceCell::new(),
+            })
+            .collect();
+        let naming = Naming {
+            rule_id: rule.rule.meta.id.clone(),
+            event_columns: rule.event_columns.clone(),
+            identities,
+            max_events,
+        };
+        Ok(Some(DueRows {
+            selected,
+            rows,
+            naming,
+        }))
+    }
+
+    fn identity(&self, i: usize) -> &RowIdentity {
+        self.rows[i].identity.get_or_init(|| {
+            let events = named_events(&self.naming, &self.selected, i);
+            let alert_id = row_alert_id(
+                &self.naming.rule_id,
+                &self.selected,
+                i,
+                &self.rows[i],
+                &events,
+            );
+            RowIdentity { events, alert_id }
+        })
     }
 
     /// The alert of due row `i`.
@@ -103,16 +152,36 @@ impl DueRows {
         meta: &crate::rules::RuleMeta,
         detected_at_ns: i64,
     ) -> Result<Alert, CorrelationError> {
-        let row = &self.rows[i];
+        let identity = self.identity(i);
         let mut alert = Alert::new(
             meta,
             detected_at_ns,
-            row.window_end,
+            self.rows[i].window_end,
             row_fields(&self.selected, i)?,
-            row.events.clone(),
+            identity.events.clone(),
         );
-        alert.alert_id = row.alert_id.clone();
+        alert.alert_id = identity.alert_id.clone();
         Ok(alert)
+    }
+
+    /// The alert of due row `i` without its fields (when they could not
+    /// be encoded): its id and named events.
+    pub fn alert_without_fields(
+        &self,
+        i: usize,
+        meta: &crate::rules::RuleMeta,
+        detected_at_ns: i64,
+    ) -> Alert {
+        let identity = self.identity(i);
+        let mut alert = Alert::new(
+            meta,
+            detected_at_ns,
+            self.rows[i].window_end,
+            Map::new(),
+            identity.events.clone(),
+        );
+        alert.alert_id = identity.alert_id.clone();
+        alert
     }
 }
 
@@ -155,22 +224,18 @@ fn suppression_keys(
 
 /// The events row `i` names: its `__row` columns' events still known,
 /// ordered by time, at most `max_events`.
-fn named_events(
-    rule: &CompiledCorrelation,
-    selected: &RecordBatch,
-    i: usize,
-    identities: &BTreeMap<u64, RetainedIdentity>,
-    max_events: usize,
-) -> Vec<EventIdentity> {
+fn named_events(naming: &Naming<'_>, selected: &RecordBatch, i: usize) -> Vec<EventIdentity> {
     let mut seqs = BTreeSet::new();
-    for &c in &rule.event_columns {
+    for &c in &naming.event_columns {
         collect_seqs(selected.column(c), i, &mut seqs);
     }
-    let mut events: Vec<&RetainedIdentity> =
-        seqs.iter().filter_map(|s| identities.get(s)).collect();
+    let mut events: Vec<&RetainedIdentity> = seqs
+        .iter()
+        .filter_map(|s| naming.identities.get(s))
+        .collect();
     events.sort_by(|a, b| (a.event_time, &a.event_id).cmp(&(b.event_time, &b.event_id)));
     events.dedup_by(|a, b| a.event_id == b.event_id);
-    events.truncate(max_events);
+    events.truncate(naming.max_events);
     events
         .iter()
         .map(|e| EventIdentity {
@@ -184,19 +249,22 @@ fn named_events(
 /// which events were still retained: rule, window end, the sorted event
 /// ids (or, for a row that names no events, the row's fields).
 fn row_alert_id(
-    rule: &CompiledCorrelation,
+    rule_id: &str,
     selected: &RecordBatch,
     i: usize,
-    window_end: i64,
+    row: &DueRow,
     events: &[EventIdentity],
-) -> Result<String, CorrelationError> {
-    let id = &rule.rule.meta.id;
-    let window = format_time_ns(window_end);
+) -> String {
+    let window = format_time_ns(row.window_end);
     if events.is_empty() {
-        let row = Value::Object(row_fields(selected, i)?).to_string();
-        return Ok(alert_id(id, [window.as_str(), row.as_str()]));
+        // The encoding was checked on the run's first row; should it fail
+        // here, the id still differs per row of the run.
+        let fields = row_fields(selected, i)
+            .map(|f| Value::Object(f).to_string())
+            .unwrap_or_else(|e| format!("row {i}: {e}"));
+        return alert_id(rule_id, [window.as_str(), fields.as_str()]);
     }
     let mut ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
     ids.sort_unstable();
-    Ok(alert_id(id, std::iter::once(window.as_str()).chain(ids)))
+    alert_id(rule_id, std::iter::once(window.as_str()).chain(ids))
 }

@@ -2,8 +2,6 @@
 //! that became due, turn its rows into alerts, then evict what no rule can
 //! use any more.
 
-use serde_json::Map;
-
 use super::*;
 
 impl Correlator {
@@ -318,7 +316,7 @@ pub(super) fn rows_after(
 /// raised with no fields instead: its events are still named).
 fn raise_due(
     rule: &mut CompiledCorrelation,
-    due: &[DueRows],
+    due: &[DueRows<'_>],
     detected_at_ns: i64,
     stats: &mut CorrelationStats,
     hold: Option<&Offsets>,
@@ -328,23 +326,14 @@ fn raise_due(
         .enumerate()
         .flat_map(|(d, rows)| (0..rows.rows.len()).map(move |r| (d, r)))
         .collect();
-    order.sort_by(|&(d1, r1), &(d2, r2)| due[d1].rows[r1].order(&due[d2].rows[r2]));
+    order.sort_by(|&a, &b| due::emission_order(due, a, b));
     let owner = rule.rule.clone();
     let meta = &owner.meta;
     let mut errors = Vec::new();
     let mut build = |(d, r): (usize, usize)| {
         due[d].alert(r, meta, detected_at_ns).unwrap_or_else(|e| {
             errors.push(format!("an alert raised without its fields: {e}"));
-            let row = &due[d].rows[r];
-            let mut alert = Alert::new(
-                meta,
-                detected_at_ns,
-                row.window_end,
-                Map::new(),
-                row.events.clone(),
-            );
-            alert.alert_id = row.alert_id.clone();
-            alert
+            due[d].alert_without_fields(r, meta, detected_at_ns)
         })
     };
     let mut alerts = Vec::new();
