@@ -237,6 +237,11 @@ impl Detector {
         &self.engine
     }
 
+    #[cfg(test)]
+    pub(crate) fn engine_mut(&mut self) -> &mut RuleEngine {
+        &mut self.engine
+    }
+
     /// Whether this detector keeps correlation state: not the first stage
     /// of `placement = "repartition"`, whose lanes only route events.
     fn correlates(&self) -> bool {

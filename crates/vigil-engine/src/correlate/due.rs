@@ -138,7 +138,7 @@ impl<'a> DueRows<'a> {
                 &self.naming.rule_id,
                 &self.selected,
                 i,
-                &self.rows[i],
+                self.rows[i].window_end,
                 &events,
             );
             RowIdentity { events, alert_id }
@@ -164,6 +164,29 @@ impl<'a> DueRows<'a> {
         Ok(alert)
     }
 
+    pub fn identities(&self) -> &'a BTreeMap<u64, RetainedIdentity> {
+        self.naming.identities
+    }
+
+    pub fn max_events(&self) -> usize {
+        self.naming.max_events
+    }
+
+    /// Due row `i`, folded at `detected_at_ns`, kept for its period's
+    /// summary.
+    pub fn folded(&self, i: usize, detected_at_ns: i64) -> FoldedRow {
+        let mut seqs = BTreeSet::new();
+        for &c in &self.naming.event_columns {
+            collect_seqs(self.selected.column(c), i, &mut seqs);
+        }
+        FoldedRow {
+            row: self.selected.slice(i, 1),
+            window_end: self.rows[i].window_end,
+            seqs,
+            detected_at_ns,
+        }
+    }
+
     /// The alert of due row `i` without its fields (when they could not
     /// be encoded): its id and named events.
     pub fn alert_without_fields(
@@ -182,6 +205,54 @@ impl<'a> DueRows<'a> {
         );
         alert.alert_id = identity.alert_id.clone();
         alert
+    }
+}
+
+/// The last row folded into a suppression period, kept as data until the
+/// period's summary reports it: most periods fold rows at every emission,
+/// and only the last one's alert is ever built. The events it names stay
+/// in the correlator's identities while it is kept
+/// ([`Correlator::collect_identities_if_due`]).
+pub(super) struct FoldedRow {
+    /// The due row alone.
+    row: RecordBatch,
+    window_end: i64,
+    /// The events it names (`__row` sequence numbers).
+    pub seqs: BTreeSet<u64>,
+    /// When it was folded: its alert's `detected_at`.
+    detected_at_ns: i64,
+}
+
+impl FoldedRow {
+    /// Its alert, for `rule` (whose output it is); an alert without
+    /// fields, and the error, when they cannot be encoded.
+    pub fn alert(
+        &self,
+        rule: &CompiledCorrelation,
+        identities: &BTreeMap<u64, RetainedIdentity>,
+        max_events: usize,
+    ) -> (Alert, Option<CorrelationError>) {
+        let naming = Naming {
+            rule_id: rule.rule.meta.id.clone(),
+            event_columns: rule.event_columns.clone(),
+            identities,
+            max_events,
+        };
+        let events = named_events(&naming, &self.row, 0);
+        let alert_id = row_alert_id(&naming.rule_id, &self.row, 0, self.window_end, &events);
+        let (fields, error) = match row_fields(&self.row, 0) {
+            Ok(fields) => (fields, None),
+            Err(e) => (Map::new(), Some(e)),
+        };
+        let mut alert = Alert::new(
+            &rule.rule.meta,
+            self.detected_at_ns,
+            self.window_end,
+            fields,
+            events,
+        );
+        alert.alert_id = alert_id;
+        (alert, error)
     }
 }
 
@@ -252,10 +323,10 @@ fn row_alert_id(
     rule_id: &str,
     selected: &RecordBatch,
     i: usize,
-    row: &DueRow,
+    window_end: i64,
     events: &[EventIdentity],
 ) -> String {
-    let window = format_time_ns(row.window_end);
+    let window = format_time_ns(window_end);
     if events.is_empty() {
         // The encoding was checked on the run's first row; should it fail
         // here, the id still differs per row of the run.

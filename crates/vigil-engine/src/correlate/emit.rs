@@ -32,11 +32,16 @@ impl Correlator {
         let watermark = self.watermark.finish();
         let (mut alerts, failures) = self.emit_until(watermark, detected_at_ns).await;
         // Close every suppression period: report what was folded.
+        let mut failures = failures;
+        let max_events = self.settings.max_alert_events;
         for rule in &mut self.rules {
             rule.suppress_holds.clear();
-            for (_, (_, folded, last)) in rule.suppressed.drain() {
-                if let (n @ 1.., Some(a)) = (folded, last) {
-                    alerts.push(summary_alert(a, n));
+            let periods: Vec<_> = rule.suppressed.drain().map(|(_, p)| p).collect();
+            for (_, folded, last) in periods {
+                if let (n @ 1.., Some(last)) = (folded, last) {
+                    let (alert, error) = summary(rule, &last, n, &self.identities, max_events);
+                    alerts.push(alert);
+                    failures.extend(error.map(|e| (rule.rule.meta.id.clone(), e)));
                 }
             }
         }
@@ -160,7 +165,9 @@ impl Correlator {
             let rebuilding = rule.rebuild_through.is_some();
             for (last, folded) in suppress::close_periods(rule, watermark) {
                 if let (Some(last), 1.., false) = (last, folded, rebuilding) {
-                    alerts.push(summary_alert(last, folded));
+                    let (alert, error) = summary(rule, &last, folded, &self.identities, max_events);
+                    alerts.push(alert);
+                    failures.extend(error.map(|e| (rule.rule.meta.id.clone(), e)));
                 }
             }
         }
@@ -248,8 +255,16 @@ impl Correlator {
         }
     }
 
+    /// [`Self::collect_identities_if_due`], due or not.
+    #[cfg(test)]
+    pub(crate) fn collect_identities_now(&mut self) {
+        self.identities_gc_at = 0;
+        self.collect_identities_if_due();
+    }
+
     /// Drop the identities of events nothing names any more (evicted,
-    /// emitted, or beyond `max_alert_events` of their group). Runs when
+    /// emitted and not the last folded into an open suppression period, or
+    /// beyond `max_alert_events` of their group). Runs when
     /// their number has doubled since the last collection, so its cost is
     /// amortised over the events that made it due.
     pub(super) fn collect_identities_if_due(&mut self) {
@@ -265,6 +280,13 @@ impl Correlator {
             }
         }
         for rule in &self.rules {
+            // The last rows folded into open suppression periods: their
+            // summaries name these events.
+            for (_, _, last) in rule.suppressed.values() {
+                if let Some(last) = last {
+                    live.extend(last.seqs.iter().copied());
+                }
+            }
             match &rule.strategy {
                 Strategy::Incremental { split, state } => state.live_events(split, &mut live),
                 Strategy::Rescan {
@@ -310,8 +332,8 @@ pub(super) fn rows_after(
 }
 
 /// Order the due rows, fold those suppression folds, and build the alerts
-/// of the rest, and of the last row folded into each period still open
-/// (its summary reports it when the period closes). Returns the alerts to
+/// of the rest; keep the last row folded into each period still open (its
+/// summary reports it when the period closes). Returns the alerts to
 /// emit, and the errors of alerts whose fields could not be encoded (each
 /// raised with no fields instead: its events are still named).
 fn raise_due(
@@ -327,39 +349,65 @@ fn raise_due(
         .flat_map(|(d, rows)| (0..rows.rows.len()).map(move |r| (d, r)))
         .collect();
     order.sort_by(|&a, &b| due::emission_order(due, a, b));
-    let owner = rule.rule.clone();
-    let meta = &owner.meta;
-    let mut errors = Vec::new();
-    let mut build = |(d, r): (usize, usize)| {
-        due[d].alert(r, meta, detected_at_ns).unwrap_or_else(|e| {
-            errors.push(format!("an alert raised without its fields: {e}"));
-            due[d].alert_without_fields(r, meta, detected_at_ns)
-        })
-    };
     let mut alerts = Vec::new();
+    let mut errors = Vec::new();
     // Per key, the row last folded into its open period in this run.
     let mut last_folded: HashMap<&str, (usize, usize)> = HashMap::new();
-    for at in order {
-        let row = &due[at.0].rows[at.1];
+    for (d, r) in order {
+        let row = &due[d].rows[r];
         suppress::end_rebuild_before(rule, row.window_end);
         if suppress::fold(rule, &row.key, row.window_end, stats) {
-            last_folded.insert(&row.key, at);
+            last_folded.insert(&row.key, (d, r));
             continue;
         }
-        // The key's previous period ends here: its last folded alert first.
-        if let Some(last) = last_folded.remove(row.key.as_str()) {
-            suppress::set_last(rule, &row.key, build(last));
+        // The key's previous period ends here: its last folded row first.
+        if let Some((ld, lr)) = last_folded.remove(row.key.as_str()) {
+            suppress::set_last(rule, &row.key, due[ld].folded(lr, detected_at_ns));
         }
-        let raised = suppress::raise(rule, row.key.clone(), build(at), hold);
+        let ended = suppress::raise(rule, row.key.clone(), row.window_end, hold);
         // Rebuilding: raised by the partition's previous holder.
-        if rule.rebuild_through.is_none() {
-            alerts.extend(raised);
+        if rule.rebuild_through.is_some() {
+            continue;
         }
+        if let Some((last, folded)) = ended {
+            let (alert, error) = summary(
+                rule,
+                &last,
+                folded,
+                due[d].identities(),
+                due[d].max_events(),
+            );
+            alerts.push(alert);
+            errors.extend(error);
+        }
+        alerts.push(
+            due[d]
+                .alert(r, &rule.rule.meta, detected_at_ns)
+                .unwrap_or_else(|e| {
+                    errors.push(format!("an alert raised without its fields: {e}"));
+                    due[d].alert_without_fields(r, &rule.rule.meta, detected_at_ns)
+                }),
+        );
     }
-    for (key, last) in last_folded {
-        suppress::set_last(rule, key, build(last));
+    for (key, (d, r)) in last_folded {
+        suppress::set_last(rule, key, due[d].folded(r, detected_at_ns));
     }
     (alerts, errors)
+}
+
+/// The summary alert of a suppression period that folded `folded` rows,
+/// the last of them `last`; with the error if its fields could not be
+/// encoded.
+fn summary(
+    rule: &CompiledCorrelation,
+    last: &due::FoldedRow,
+    folded: u64,
+    identities: &BTreeMap<u64, RetainedIdentity>,
+    max_events: usize,
+) -> (Alert, Option<String>) {
+    let (alert, error) = last.alert(rule, identities, max_events);
+    let error = error.map(|e| format!("a suppression summary without its fields: {e}"));
+    (summary_alert(alert, folded), error)
 }
 
 pub(super) fn collect_seqs(column: &ArrayRef, row: usize, out: &mut BTreeSet<u64>) {

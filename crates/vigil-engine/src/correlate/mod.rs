@@ -248,8 +248,9 @@ struct CompiledCorrelation {
     /// partition's previous holder, and are emitted again only to rebuild
     /// the suppression periods (see [`Correlator::restore_emitted_rebuilding`]).
     rebuild_through: Option<i64>,
-    /// suppression key -> (suppressed until, alerts folded since)
-    suppressed: HashMap<String, (i64, u64, Option<Alert>)>,
+    /// suppression key -> (suppressed until, alerts folded since, the
+    /// last row folded)
+    suppressed: HashMap<String, (i64, u64, Option<due::FoldedRow>)>,
     /// With [`Correlator::hold_for_suppression`]: per open suppression
     /// period, the lowest offsets retained when it opened, from which a
     /// re-read raises its first alert again.

@@ -4,6 +4,7 @@
 
 use serde_json::Map;
 
+use super::due::FoldedRow;
 use super::*;
 
 /// A due row's suppression key: the JSON of its `suppress_key` fields, in
@@ -40,38 +41,35 @@ pub(super) fn fold(
     }
 }
 
-/// Record the last alert folded into the open period of `key`.
-pub(super) fn set_last(rule: &mut CompiledCorrelation, key: &str, alert: Alert) {
+/// Record the last row folded into the open period of `key`.
+pub(super) fn set_last(rule: &mut CompiledCorrelation, key: &str, row: FoldedRow) {
     if let Some((_, _, last)) = rule.suppressed.get_mut(key) {
-        *last = Some(alert);
+        *last = Some(row);
     }
 }
 
-/// Raise `alert`, of a row [`fold`] did not fold: it opens a period of
-/// `key` (when the rule is suppressed); returned with, before it, the
-/// summary of the key's previous period if that folded some.
+/// Raise a row of event time `at` that [`fold`] did not fold: it opens a
+/// period of `key` (when the rule is suppressed). Returns the key's
+/// previous period's last folded row and count, if it folded some: its
+/// summary goes before the raised alert.
 ///
-/// `hold`: the offsets to keep while the period this alert opens lasts
+/// `hold`: the offsets to keep while the period this row opens lasts
 /// (see [`Correlator::hold_for_suppression`]).
 pub(super) fn raise(
     rule: &mut CompiledCorrelation,
     key: String,
-    alert: Alert,
+    at: i64,
     hold: Option<&Offsets>,
-) -> Vec<Alert> {
-    let Some(period) = rule.rule.meta.suppress else {
-        return vec![alert];
-    };
-    let until = event_time_ns(&alert).saturating_add(period.as_nanos() as i64);
+) -> Option<(FoldedRow, u64)> {
+    let period = rule.rule.meta.suppress?;
+    let until = at.saturating_add(period.as_nanos() as i64);
     if let Some(hold) = hold {
         rule.suppress_holds.insert(key.clone(), hold.clone());
     }
-    let mut out = Vec::with_capacity(2);
-    if let Some((_, folded @ 1.., Some(last))) = rule.suppressed.insert(key, (until, 0, None)) {
-        out.push(summary_alert(last, folded));
+    match rule.suppressed.insert(key, (until, 0, None)) {
+        Some((_, folded @ 1.., Some(last))) => Some((last, folded)),
+        _ => None,
     }
-    out.push(alert);
-    out
 }
 
 /// A rebuilding rule (see `CompiledCorrelation::rebuild_through`) past
@@ -88,8 +86,11 @@ pub(super) fn end_rebuild_before(rule: &mut CompiledCorrelation, t: i64) {
     rule.rebuild_through = None;
 }
 
-/// Close the periods over by `t`: each one's last folded alert and count.
-pub(super) fn close_periods(rule: &mut CompiledCorrelation, t: i64) -> Vec<(Option<Alert>, u64)> {
+/// Close the periods over by `t`: each one's last folded row and count.
+pub(super) fn close_periods(
+    rule: &mut CompiledCorrelation,
+    t: i64,
+) -> Vec<(Option<FoldedRow>, u64)> {
     let over: Vec<String> = rule
         .suppressed
         .iter()
@@ -104,14 +105,6 @@ pub(super) fn close_periods(rule: &mut CompiledCorrelation, t: i64) -> Vec<(Opti
                 .map(|(_, folded, last)| (last, folded))
         })
         .collect()
-}
-
-/// An alert's event time in nanoseconds (`i64::MIN` if unreadable).
-pub(super) fn event_time_ns(alert: &Alert) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(&alert.event_time)
-        .ok()
-        .and_then(|t| t.timestamp_nanos_opt())
-        .unwrap_or(i64::MIN)
 }
 
 /// The alert reporting how many alerts a suppression period folded: the

@@ -146,6 +146,73 @@ pub(super) const THRESHOLD: &str = "SELECT user_info.username AS username, count
 // are the cases tests/correlation/tumbling_threshold_emits_once_*.case and
 // out_of_order_within_lateness_*.case; here, what they report to metrics.
 
+/// The last alert folded into a suppression period is built when the
+/// period's summary is emitted, from the row kept: the events it names
+/// stay known until then, though nothing else holds them (its window was
+/// emitted, its events are gone from the state) and identities were
+/// collected in between.
+#[tokio::test]
+async fn a_suppression_summary_names_the_events_of_the_last_folded_alert() {
+    let mut d = detector_with(
+        &[(
+            "t.threshold",
+            "k8s_audit",
+            "-- window: 1m\n-- suppress: 10m\n-- suppress_key: username\n",
+            THRESHOLD,
+        )],
+        CorrelationSettings {
+            allowed_lateness_ms: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut f = Feed::new();
+    let denied = |prefix: &str, from: i64| -> Vec<String> {
+        (0..3)
+            .map(|i| {
+                audit(
+                    &format!("{prefix}{i}"),
+                    "alice",
+                    "get",
+                    "pods",
+                    None,
+                    "ns",
+                    403,
+                    from + i,
+                )
+            })
+            .collect()
+    };
+    let other = |id: &str, secs: i64| audit(id, "x", "get", "pods", None, "ns", 200, secs);
+    let mut alerts = Vec::new();
+    for batch in [
+        denied("a", 0),
+        denied("b", 60),        // closes the first window: raised
+        vec![other("o1", 121)], // closes the second: folded
+    ] {
+        alerts.extend(run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &batch)).await.0);
+    }
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    d.engine_mut().correlator_mut().collect_identities_now();
+    // Past the period's end (0:01 + 10 minutes): its summary.
+    let (summary, _) = run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &[other("o2", 700)])).await;
+    assert_eq!(summary.len(), 1, "{summary:?}");
+    assert_eq!(summary[0].suppressed_count, Some(1));
+    let named: Vec<&str> = summary[0]
+        .events
+        .iter()
+        .map(|e| e.event_id.as_str())
+        .collect();
+    assert_eq!(
+        named,
+        [
+            "b0/ResponseComplete",
+            "b1/ResponseComplete",
+            "b2/ResponseComplete"
+        ]
+    );
+}
+
 #[tokio::test]
 async fn a_threshold_rule_reports_its_runs_its_matches_and_the_watermark() {
     let (mut d, metrics) = detector_and_metrics(
