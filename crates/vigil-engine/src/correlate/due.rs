@@ -179,8 +179,13 @@ impl<'a> DueRows<'a> {
         for &c in &self.naming.event_columns {
             collect_seqs(self.selected.column(c), i, &mut seqs);
         }
+        // A copy of the row: a slice would keep the run's whole output
+        // alive for as long as the period lasts.
+        let index = datafusion::arrow::array::UInt32Array::from(vec![i as u32]);
+        let row = datafusion::arrow::compute::take_record_batch(&self.selected, &index)
+            .unwrap_or_else(|_| self.selected.slice(i, 1));
         FoldedRow {
-            row: self.selected.slice(i, 1),
+            row,
             window_end: self.rows[i].window_end,
             seqs,
             detected_at_ns,
@@ -214,7 +219,7 @@ impl<'a> DueRows<'a> {
 /// in the correlator's identities while it is kept
 /// ([`Correlator::collect_identities_if_due`]).
 pub(super) struct FoldedRow {
-    /// The due row alone.
+    /// The due row alone, copied out of the run's output.
     row: RecordBatch,
     window_end: i64,
     /// The events it names (`__row` sequence numbers).
