@@ -94,6 +94,25 @@ pub(super) fn audit(
     .to_string()
 }
 
+/// `n` requests of `user` refused (403) one second apart from T0 +
+/// `from`, with ids `<prefix>0`, `<prefix>1`, ...
+fn denied(prefix: &str, user: &str, from: i64, n: i64) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            audit(
+                &format!("{prefix}{i}"),
+                user,
+                "get",
+                "pods",
+                None,
+                "ns",
+                403,
+                from + i,
+            )
+        })
+        .collect()
+}
+
 pub(super) struct Feed {
     offsets: std::collections::BTreeMap<i32, i64>,
 }
@@ -167,28 +186,12 @@ async fn a_suppression_summary_names_the_events_of_the_last_folded_alert() {
     )
     .await;
     let mut f = Feed::new();
-    let denied = |prefix: &str, from: i64| -> Vec<String> {
-        (0..3)
-            .map(|i| {
-                audit(
-                    &format!("{prefix}{i}"),
-                    "alice",
-                    "get",
-                    "pods",
-                    None,
-                    "ns",
-                    403,
-                    from + i,
-                )
-            })
-            .collect()
-    };
     let other = |id: &str, secs: i64| audit(id, "x", "get", "pods", None, "ns", 200, secs);
     let mut alerts = Vec::new();
     for batch in [
-        denied("a", 0),
-        denied("b", 60),        // closes the first window: raised
-        vec![other("o1", 121)], // closes the second: folded
+        denied("a", "alice", 0, 3),
+        denied("b", "alice", 60, 3), // closes the first window: raised
+        vec![other("o1", 121)],      // closes the second: folded
     ] {
         alerts.extend(run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &batch)).await.0);
     }
@@ -221,20 +224,7 @@ async fn a_threshold_rule_reports_its_runs_its_matches_and_the_watermark() {
     )
     .await;
     let mut f = Feed::new();
-    let mut batch: Vec<String> = (0..5)
-        .map(|i| {
-            audit(
-                &format!("a{i}"),
-                "alice",
-                "get",
-                "pods",
-                None,
-                "ns",
-                403,
-                10 + i,
-            )
-        })
-        .collect();
+    let mut batch = denied("a", "alice", 10, 5);
     batch.push(audit("b0", "bob", "get", "pods", None, "ns", 403, 20));
     batch.push(audit("b1", "bob", "get", "pods", None, "ns", 403, 21));
     batch.push(audit("ok", "alice", "get", "pods", None, "ns", 200, 22));
