@@ -3,13 +3,13 @@
 //!
 //! Suppression folds most rows of a continuing detection (an attacker who
 //! keeps deploying after a binding gives a row per deployment, one alert
-//! per user and period), and a folded row needs no alert unless it is the
-//! last of its period, which the period's summary reports. So a due row
-//! carries only what ordering and suppression read first, its window end
-//! and suppression key; the events it names and its alert id are found
-//! when rows with the same window end are ordered, or its alert is built;
-//! and its alert, the JSON of its fields, is built when suppression raises
-//! or reports it.
+//! per user and period), and a folded row needs no alert: the period keeps
+//! its last folded row ([`FoldedRow`]), whose alert is built when the
+//! period's summary is emitted. So a due row carries what ordering and
+//! suppression read first, its window end and suppression key; the events
+//! it names and its alert id are found when rows with the same window end
+//! are ordered or its alert is built; its fields are encoded only for an
+//! alert that is raised.
 
 use std::cell::OnceCell;
 
@@ -286,6 +286,11 @@ fn suppression_keys(
     let columns: Vec<usize> = (0..selected.num_columns())
         .filter(|&c| names.contains(schema.field(c).name()))
         .collect();
+    if columns.is_empty() {
+        // No key column in the output: every row's key is all nulls.
+        let key = suppress::key_of(names, &Map::new());
+        return Ok(vec![key; selected.num_rows()]);
+    }
     let fields = crate::rules::engine::rows_to_json(
         &selected
             .project(&columns)
