@@ -30,9 +30,8 @@ impl Correlator {
             return (Vec::new(), std::mem::take(&mut self.pending_failures));
         }
         let watermark = self.watermark.finish();
-        let (mut alerts, failures) = self.emit_until(watermark, detected_at_ns).await;
+        let (mut alerts, mut failures) = self.emit_until(watermark, detected_at_ns).await;
         // Close every suppression period: report what was folded.
-        let mut failures = failures;
         let max_events = self.settings.max_alert_events;
         for rule in &mut self.rules {
             rule.suppress_holds.clear();
