@@ -13,6 +13,8 @@ use datafusion::execution::context::{SessionContext, SessionState};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
+
+use super::json_cut;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
     Expr as SqlExpr, GroupByExpr, Ident, ObjectNamePart, SelectItem, SetExpr, Statement,
@@ -78,8 +80,9 @@ pub(super) async fn compile(
     let mut compiled = Vec::new();
     let mut errors = Vec::new();
     let mut usage: BTreeMap<SourceKind, SourceUsage> = BTreeMap::new();
+    let mut json_reads = json_cut::JsonReads::default();
     for rule in rules {
-        match compile_rule(rule, &settings, &state, &expander).await {
+        match compile_rule(rule, &settings, &state, &expander, &mut json_reads).await {
             Ok((correlation, scans)) => {
                 SourceUsage::record(&mut usage, &correlation, scans);
                 compiled.push(correlation);
@@ -93,7 +96,7 @@ pub(super) async fn compile(
     let mut retained = BTreeMap::new();
     for (source, usage) in usage {
         let slot = retained_slots[&source].clone();
-        let events = retained_source(source, usage, slot, &state, shared)
+        let events = retained_source(source, usage, slot, &state, shared, &json_reads)
             .await
             .map_err(|e| vec![e])?;
         retained.insert(source, events);
@@ -105,7 +108,7 @@ pub(super) async fn compile(
 /// tables, and one table per source over a slot of its retained events
 /// (schema: [`retained_schema`]), whose scans expose their filters (the
 /// pre-filter and the retention filter are made of them).
-fn retained_session(
+pub(super) fn retained_session(
     definitions: &Definitions,
 ) -> (SessionContext, BTreeMap<SourceKind, Arc<BatchSlot>>) {
     retained_session_with(definitions, PlanOptions::default())
@@ -158,11 +161,19 @@ async fn compile_rule(
     settings: &CorrelationSettings,
     state: &SessionState,
     expander: &Expander<'_>,
+    json_reads: &mut json_cut::JsonReads,
 ) -> Result<(CompiledCorrelation, Vec<Scan>), RuleError> {
     debug_assert_eq!(rule.meta.mode, RuleMode::Correlation);
     let statement = checked_statement(&rule, expander)?;
     let query = statement.to_string();
     let (plan, scans, key) = rule_plan(&rule, statement, state).await?;
+    json_reads
+        .plan(&plan)
+        .map_err(|e| rule_error(&rule, format!("finding what the rule reads: {e}")))?;
+    key.per_source
+        .values()
+        .flatten()
+        .for_each(|e| json_reads.expr(e));
     let physical = physical_plan_of_optimized(state, &plan)
         .await
         .map_err(|e| rule_error(&rule, format!("physical planning failed: {e}")))?;
@@ -415,6 +426,7 @@ async fn retained_source(
     slot: Arc<BatchSlot>,
     state: &SessionState,
     shared: &Arc<SharedConditions>,
+    json_reads: &json_cut::JsonReads,
 ) -> Result<Retained, RuleError> {
     let SourceUsage {
         horizon_ns,
@@ -426,6 +438,11 @@ async fn retained_source(
     let unread = unread_columns(source, columns, filters.iter().chain(&rescan_filters));
     let retain = retention_filter(source, rescan_filters, filters.len(), state)?;
     let (ingest, input) = pre_filter(source, filters, state, shared).await?;
+    let cuts = json_reads
+        .cuts(&retained_schema(source))
+        .into_iter()
+        .filter(|(i, _)| !unread.contains(i))
+        .collect();
     Ok(Retained {
         slot,
         batches: Vec::new(),
@@ -435,6 +452,7 @@ async fn retained_source(
         input,
         retain,
         unread,
+        cuts,
     })
 }
 

@@ -281,6 +281,7 @@ impl Correlator {
             if batch.num_rows() == 0 {
                 continue;
             }
+            let batch = with_documents_cut(batch, &retained.cuts)?;
             let offsets = batch_offsets(&batch, &self.identities);
             retained.batches.push(RetainedBatch::new(batch, offsets));
         }
@@ -343,6 +344,23 @@ impl Correlator {
         }
         retained.slot.clear();
     }
+}
+
+/// `batch` with the JSON documents of the columns of `cuts` cut to what
+/// the rules read of them (`json_cut.rs`).
+fn with_documents_cut(
+    batch: RecordBatch,
+    cuts: &[(usize, super::json_cut::Keep)],
+) -> Result<RecordBatch, CorrelationError> {
+    if cuts.is_empty() {
+        return Ok(batch);
+    }
+    let mut columns = batch.columns().to_vec();
+    for (i, keep) in cuts {
+        columns[*i] = super::json_cut::cut_column(&columns[*i], keep);
+    }
+    RecordBatch::try_new(batch.schema(), columns)
+        .context("cutting JSON documents to what rules read")
 }
 
 /// `batch` with the columns `unread` replaced by nulls (of their types):

@@ -47,6 +47,7 @@ mod error;
 pub(crate) mod fold_lane;
 mod incremental;
 mod ingest;
+mod json_cut;
 pub mod key;
 mod lanes;
 mod settings;
@@ -199,6 +200,9 @@ struct Retained {
     /// Columns no correlation rule reads (see `compile::unread_columns`):
     /// nulled before the pre-filter.
     unread: Vec<usize>,
+    /// JSON columns rules read only at some paths: retained cut to them
+    /// (`json_cut.rs`).
+    cuts: Vec<(usize, json_cut::Keep)>,
 }
 
 impl Retained {
@@ -470,7 +474,8 @@ impl Correlator {
     /// emission watermark and suppression state. Every other rule here (new
     /// or changed) starts at the reload point: it emits only windows ending
     /// after the carried watermark. It sees the carried events, but only
-    /// those the old rules' pre-filters kept.
+    /// those the old rules' pre-filters kept, and of them only the columns
+    /// and JSON members the old rules read (others are null, or cut).
     pub fn carry_state_from(&mut self, mut old: Correlator, unchanged: &BTreeSet<String>) {
         let watermark = old.watermark.watermark();
         self.watermark = old.watermark.clone();
