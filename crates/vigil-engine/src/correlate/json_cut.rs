@@ -236,8 +236,8 @@ impl JsonReads {
 /// first argument; `None` if `name` is not a JSON function.
 fn document_path(name: &str, args: &[Expr]) -> Option<Vec<String>> {
     let path = if PATH_FUNCTIONS.contains(&name) {
-        args[1..]
-            .iter()
+        args.iter()
+            .skip(1)
             .map_while(|a| match a {
                 Expr::Literal(ScalarValue::Utf8(Some(key)), _) => Some(key.clone()),
                 _ => None,
@@ -496,6 +496,13 @@ mod tests {
             let schema = super::super::compile::retained_schema(crate::source::SourceKind::K8sAudit);
             assert!(reads.cuts(&schema).is_empty(), "{sql}");
         }
+    }
+
+    #[test]
+    fn a_json_function_without_arguments_reads_the_whole_document() {
+        assert_eq!(document_path("json_get", &[]), Some(Vec::new()));
+        assert_eq!(document_path("json_path_exists", &[]), Some(Vec::new()));
+        assert_eq!(document_path("upper", &[]), None);
     }
 
     #[test]
