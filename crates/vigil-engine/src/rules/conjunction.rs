@@ -63,6 +63,8 @@ use datafusion::physical_expr::{split_conjunction, PhysicalExpr};
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::ExecutionPlan;
 
+use super::or_literal::{with_or_literals, OrLiteral};
+
 /// Above this share of rows still selected, a conjunct is evaluated on all
 /// rows and ANDed, rather than on a copy of the selected rows.
 const DENSE_SELECTION: f64 = 0.75;
@@ -383,6 +385,7 @@ fn is_cheap(expr: &Arc<dyn PhysicalExpr>) -> bool {
             || expr.downcast_ref::<Literal>().is_some()
             || expr.downcast_ref::<InListExpr>().is_some()
             || expr.downcast_ref::<CaseExpr>().is_some()
+            || expr.downcast_ref::<OrLiteral>().is_some()
             || expr.downcast_ref::<IsNullExpr>().is_some()
             || expr.downcast_ref::<IsNotNullExpr>().is_some()
             || expr.downcast_ref::<NotExpr>().is_some()
@@ -581,7 +584,8 @@ pub fn selective_filters(
     })
 }
 
-/// Every filter of `plan` with its predicate replaced by `rewrite`'s.
+/// Every filter of `plan` with its predicate replaced by `rewrite`'s, after
+/// its `coalesce`-shaped `CASE`s become [`OrLiteral`]s.
 fn rewrite_filters(
     plan: Arc<dyn ExecutionPlan>,
     rewrite: impl Fn(&Arc<dyn PhysicalExpr>) -> Result<Arc<dyn PhysicalExpr>>,
@@ -590,8 +594,9 @@ fn rewrite_filters(
         let Some(filter) = node.downcast_ref::<FilterExec>() else {
             return Ok(Transformed::no(node));
         };
+        let predicate = with_or_literals(Arc::clone(filter.predicate()), &filter.input().schema())?;
         let rebuilt = FilterExecBuilder::from(filter)
-            .with_predicate(rewrite(filter.predicate())?)
+            .with_predicate(rewrite(&predicate)?)
             .build()?;
         Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>))
     })

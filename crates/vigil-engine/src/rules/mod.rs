@@ -13,6 +13,7 @@ pub mod first_seen;
 pub mod fold;
 pub mod forward_filter;
 pub use vigil_model::rule as header;
+pub(crate) mod or_literal;
 pub mod overrides;
 pub mod pack;
 pub(crate) mod slot;

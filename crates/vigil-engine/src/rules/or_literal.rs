@@ -1,0 +1,245 @@
+//! `coalesce(x, <literal>)` evaluated in one pass over `x`.
+//!
+//! DataFusion's simplifier plans `coalesce(x, 200)` as
+//! `CASE WHEN x IS NOT NULL THEN x ELSE 200 END`. When `x` is NULL on some
+//! rows and not on others, `CaseExpr` evaluates `x` on every row for the
+//! `WHEN`, then copies the rows where it holds, of every column the `CASE`
+//! reads (for `response_status.code`, the whole `response_status` struct),
+//! to evaluate `x` a second time on the copy. Rules test such defaults on
+//! every event (`coalesce(response_status.code, 200) < 400`), and that copy
+//! was most of the cost of their conditions on events without a status.
+//!
+//! [`OrLiteral`] keeps the values of the one evaluation of `x` and puts the
+//! literal where they are NULL. The result is the same: the `WHEN`
+//! already evaluated `x` on every row, and a literal cannot fail.
+
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, Scalar};
+use datafusion::arrow::compute::is_not_null;
+use datafusion::arrow::compute::kernels::zip::zip;
+use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Result, ScalarValue};
+use datafusion::logical_expr::ColumnarValue;
+use datafusion::physical_expr::expressions::{CaseExpr, IsNotNullExpr, Literal};
+use datafusion::physical_expr::PhysicalExpr;
+
+/// `value`, or `fallback` on the rows where `value` is NULL. The fallback
+/// has `value`'s type.
+#[derive(Debug, Eq)]
+pub struct OrLiteral {
+    value: Arc<dyn PhysicalExpr>,
+    fallback: ScalarValue,
+}
+
+impl PartialEq for OrLiteral {
+    fn eq(&self, other: &Self) -> bool {
+        self.value.eq(&other.value) && self.fallback == other.fallback
+    }
+}
+
+impl Hash for OrLiteral {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.value.hash(state);
+        self.fallback.hash(state);
+    }
+}
+
+impl OrLiteral {
+    /// The `OrLiteral` equal to `case`, if it is
+    /// `CASE WHEN x IS NOT NULL THEN x ELSE <literal> END` (one branch, no
+    /// operand) and the literal converts to the type of `x`.
+    pub fn of_case(case: &CaseExpr, schema: &Schema) -> Option<OrLiteral> {
+        let [(when, then)] = case.when_then_expr() else {
+            return None;
+        };
+        if case.expr().is_some() {
+            return None;
+        }
+        let tested = when.downcast_ref::<IsNotNullExpr>()?.arg();
+        if tested.as_ref() != then.as_ref() {
+            return None;
+        }
+        let literal = case.else_expr()?.downcast_ref::<Literal>()?;
+        let data_type = then.data_type(schema).ok()?;
+        let fallback = literal.value().cast_to(&data_type).ok()?;
+        Some(OrLiteral {
+            value: Arc::clone(then),
+            fallback,
+        })
+    }
+}
+
+/// `expr` with each `CASE` that [`OrLiteral::of_case`] recognizes
+/// replaced by its `OrLiteral`, against the input `schema`.
+pub fn with_or_literals(
+    expr: Arc<dyn PhysicalExpr>,
+    schema: &Schema,
+) -> Result<Arc<dyn PhysicalExpr>> {
+    Ok(expr
+        .transform_up(|e| {
+            match e
+                .downcast_ref::<CaseExpr>()
+                .and_then(|c| OrLiteral::of_case(c, schema))
+            {
+                Some(or) => Ok(Transformed::yes(Arc::new(or) as Arc<dyn PhysicalExpr>)),
+                None => Ok(Transformed::no(e)),
+            }
+        })?
+        .data)
+}
+
+impl fmt::Display for OrLiteral {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "coalesce({}, {})", self.value, self.fallback)
+    }
+}
+
+impl PhysicalExpr for OrLiteral {
+    fn data_type(&self, input_schema: &Schema) -> Result<DataType> {
+        self.value.data_type(input_schema)
+    }
+
+    fn nullable(&self, _input_schema: &Schema) -> Result<bool> {
+        Ok(self.fallback.is_null())
+    }
+
+    fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
+        let values = match self.value.evaluate(batch)? {
+            ColumnarValue::Scalar(s) if s.is_null() => {
+                return Ok(ColumnarValue::Scalar(self.fallback.clone()))
+            }
+            ColumnarValue::Scalar(s) => return Ok(ColumnarValue::Scalar(s)),
+            ColumnarValue::Array(a) => a,
+        };
+        if values.null_count() == 0 {
+            return Ok(ColumnarValue::Array(values));
+        }
+        let present = is_not_null(&values)?;
+        let fallback = Scalar::new(self.fallback.to_array_of_size(1)?);
+        Ok(ColumnarValue::Array(zip(&present, &values, &fallback)?))
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
+        vec![&self.value]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn PhysicalExpr>>,
+    ) -> Result<Arc<dyn PhysicalExpr>> {
+        Ok(Arc::new(OrLiteral {
+            value: children.swap_remove(0),
+            fallback: self.fallback.clone(),
+        }))
+    }
+
+    fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "coalesce(")?;
+        self.value.fmt_sql(f)?;
+        write!(f, ", {})", self.fallback)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
+    use datafusion::arrow::datatypes::Field;
+    use datafusion::physical_expr::expressions::{self as ex, col, lit};
+
+    fn batch() -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("code", DataType::Int64, true),
+            Field::new("stage", DataType::Utf8, true),
+        ]));
+        let code: ArrayRef = Arc::new(Int64Array::from(vec![Some(403), None, Some(200), None]));
+        let stage: ArrayRef = Arc::new(StringArray::from(vec![
+            None,
+            Some("ResponseComplete"),
+            None,
+            None,
+        ]));
+        RecordBatch::try_new(schema, vec![code, stage]).unwrap()
+    }
+
+    /// `CASE WHEN c IS NOT NULL THEN c ELSE <fallback> END`.
+    fn defaulted(column: &str, fallback: ScalarValue) -> Arc<dyn PhysicalExpr> {
+        let schema = batch().schema();
+        let c = col(column, &schema).unwrap();
+        ex::case(
+            None,
+            vec![(ex::is_not_null(Arc::clone(&c)).unwrap(), c)],
+            Some(lit(fallback)),
+        )
+        .unwrap()
+    }
+
+    fn values(expr: &Arc<dyn PhysicalExpr>) -> ArrayRef {
+        expr.evaluate(&batch()).unwrap().into_array(4).unwrap()
+    }
+
+    #[test]
+    fn a_defaulted_column_gives_what_its_case_gives() {
+        let schema = batch().schema();
+        for (column, fallback) in [
+            ("code", ScalarValue::Int64(Some(200))),
+            ("stage", ScalarValue::Utf8(Some(String::new()))),
+        ] {
+            let case = defaulted(column, fallback);
+            let rewritten = with_or_literals(Arc::clone(&case), &schema).unwrap();
+            assert!(rewritten.downcast_ref::<OrLiteral>().is_some(), "{case}");
+            assert_eq!(
+                values(&rewritten).as_ref(),
+                values(&case).as_ref(),
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_literal_of_another_type_is_converted_to_the_columns() {
+        let schema = batch().schema();
+        let case = defaulted("code", ScalarValue::Int32(Some(200)));
+        let rewritten = with_or_literals(case, &schema).unwrap();
+        let got = values(&rewritten);
+        assert_eq!(got.data_type(), &DataType::Int64);
+        assert_eq!(
+            got.as_any().downcast_ref::<Int64Array>().unwrap(),
+            &Int64Array::from(vec![403, 200, 200, 200])
+        );
+    }
+
+    #[test]
+    fn other_cases_are_left_as_they_are() {
+        let schema = batch().schema();
+        let code = col("code", &schema).unwrap();
+        let stage = col("stage", &schema).unwrap();
+        let tests_another_column = ex::case(
+            None,
+            vec![(
+                ex::is_not_null(Arc::clone(&stage)).unwrap(),
+                Arc::clone(&code),
+            )],
+            Some(lit(200i64)),
+        )
+        .unwrap();
+        let falls_back_to_a_column = ex::case(
+            None,
+            vec![(
+                ex::is_not_null(Arc::clone(&code)).unwrap(),
+                Arc::clone(&code),
+            )],
+            Some(Arc::clone(&code)),
+        )
+        .unwrap();
+        for case in [tests_another_column, falls_back_to_a_column] {
+            let rewritten = with_or_literals(Arc::clone(&case), &schema).unwrap();
+            assert!(rewritten.downcast_ref::<CaseExpr>().is_some(), "{case}");
+        }
+    }
+}
