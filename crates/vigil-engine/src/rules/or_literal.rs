@@ -6,8 +6,8 @@
 //! `WHEN`, then copies the rows where it holds, of every column the `CASE`
 //! reads (for `response_status.code`, the whole `response_status` struct),
 //! to evaluate `x` a second time on the copy. Rules test such defaults on
-//! every event (`coalesce(response_status.code, 200) < 400`), and that copy
-//! was most of the cost of their conditions on events without a status.
+//! every event (`coalesce(response_status.code, 200) < 400`); that copy was
+//! about 3% of a replay's profile (docs/benchmarks.md, stop 35).
 //!
 //! [`OrLiteral`] keeps the values of the one evaluation of `x` and puts the
 //! literal where they are NULL. The result is the same: the `WHEN`
