@@ -82,8 +82,10 @@ struct Conjunct {
     /// rather than on a copy of the rows still selected.
     cheap: bool,
     /// The condition with column names only (no input positions): the same
-    /// text in two rules over the same table is the same condition.
-    key: String,
+    /// expression in two rules over the same table is the same condition.
+    /// Compared as an expression, not as its text: `s IN ('a, b')` and
+    /// `s IN ('a', 'b')`, or `s = 'NULL'` and `s = NULL`, display alike.
+    key: Arc<dyn PhysicalExpr>,
 }
 
 impl PartialEq for Conjunct {
@@ -126,8 +128,7 @@ impl Conjunct {
                 )),
                 None => Ok(Transformed::no(e)),
             })?
-            .data
-            .to_string();
+            .data;
         let cheap = is_cheap(&original);
         Ok(Conjunct {
             original,
@@ -409,10 +410,10 @@ fn is_cheap(expr: &Arc<dyn PhysicalExpr>) -> bool {
 /// An entry is valid for the exact input arrays it was computed from: it
 /// holds them (so their memory cannot be reused by another batch while the
 /// entry exists) and a lookup compares them by pointer. One entry per
-/// condition text; the next batch replaces it.
+/// condition; the next batch replaces it.
 #[derive(Debug, Default)]
 pub struct SharedConditions {
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<HashMap<Arc<dyn PhysicalExpr>, Entry>>,
 }
 
 #[derive(Debug)]
@@ -635,6 +636,25 @@ mod tests {
         .unwrap()
     }
 
+    /// Two conditions that display alike are still two conditions: a rule
+    /// must not be given the values of another's.
+    #[test]
+    fn conditions_that_display_alike_do_not_share_values() {
+        use datafusion::physical_expr::expressions::in_list;
+        let b = batch();
+        let schema = b.schema();
+        let s = || col("s", &schema).unwrap();
+        let one_string = in_list(s(), vec![lit("v0, v1")], &false, &schema).unwrap();
+        let two_strings = in_list(s(), vec![lit("v0"), lit("v1")], &false, &schema).unwrap();
+        assert_eq!(one_string.to_string(), two_strings.to_string());
+        let shared = Arc::new(SharedConditions::default());
+        for plain in [one_string, two_strings] {
+            let rule: Arc<dyn PhysicalExpr> =
+                Arc::new(SelectiveAnd::new(&plain, Arc::clone(&shared)).unwrap());
+            assert_eq!(kept(&rule, &b), kept(&plain, &b), "{plain}");
+        }
+    }
+
     /// The rows a predicate keeps, as DataFusion's own evaluation decides.
     fn kept(predicate: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Vec<bool> {
         let array = predicate
@@ -767,7 +787,7 @@ mod tests {
         let entries = shared.entries.lock().unwrap();
         let regex = entries
             .iter()
-            .find(|(key, _)| key.contains("~"))
+            .find(|(key, _)| key.to_string().contains("~"))
             .map(|(_, e)| e)
             .expect("the regular expression has an entry");
         let m_lt_5 = (0..100).filter(|i| i % 10 < 5).count();

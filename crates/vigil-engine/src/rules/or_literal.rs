@@ -17,7 +17,7 @@ use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, Scalar};
+use datafusion::arrow::array::{Array, ArrayRef, Scalar};
 use datafusion::arrow::compute::is_not_null;
 use datafusion::arrow::compute::kernels::zip::zip;
 use datafusion::arrow::datatypes::{DataType, Schema};
@@ -30,10 +30,12 @@ use datafusion::physical_expr::PhysicalExpr;
 
 /// `value`, or `fallback` on the rows where `value` is NULL. The fallback
 /// has `value`'s type.
-#[derive(Debug, Eq)]
+#[derive(Debug)]
 pub struct OrLiteral {
     value: Arc<dyn PhysicalExpr>,
     fallback: ScalarValue,
+    /// `fallback` as the one-row array `zip` takes, made once, not per batch.
+    fallback_array: ArrayRef,
 }
 
 impl PartialEq for OrLiteral {
@@ -41,6 +43,8 @@ impl PartialEq for OrLiteral {
         self.value.eq(&other.value) && self.fallback == other.fallback
     }
 }
+
+impl Eq for OrLiteral {}
 
 impl Hash for OrLiteral {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
@@ -67,8 +71,13 @@ impl OrLiteral {
         let literal = case.else_expr()?.downcast_ref::<Literal>()?;
         let data_type = then.data_type(schema).ok()?;
         let fallback = literal.value().cast_to(&data_type).ok()?;
-        Some(OrLiteral {
-            value: Arc::clone(then),
+        OrLiteral::new(Arc::clone(then), fallback).ok()
+    }
+
+    fn new(value: Arc<dyn PhysicalExpr>, fallback: ScalarValue) -> Result<OrLiteral> {
+        Ok(OrLiteral {
+            fallback_array: fallback.to_array_of_size(1)?,
+            value,
             fallback,
         })
     }
@@ -95,7 +104,9 @@ pub fn with_or_literals(
 
 impl fmt::Display for OrLiteral {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "coalesce({}, {})", self.value, self.fallback)
+        // The literal with its type and quotes: shared condition values are
+        // keyed by expression, and `'NULL'` must not read as NULL here.
+        write!(f, "coalesce({}, {:?})", self.value, self.fallback)
     }
 }
 
@@ -120,7 +131,7 @@ impl PhysicalExpr for OrLiteral {
             return Ok(ColumnarValue::Array(values));
         }
         let present = is_not_null(&values)?;
-        let fallback = Scalar::new(self.fallback.to_array_of_size(1)?);
+        let fallback = Scalar::new(&self.fallback_array);
         Ok(ColumnarValue::Array(zip(&present, &values, &fallback)?))
     }
 
@@ -132,10 +143,10 @@ impl PhysicalExpr for OrLiteral {
         self: Arc<Self>,
         mut children: Vec<Arc<dyn PhysicalExpr>>,
     ) -> Result<Arc<dyn PhysicalExpr>> {
-        Ok(Arc::new(OrLiteral {
-            value: children.swap_remove(0),
-            fallback: self.fallback.clone(),
-        }))
+        Ok(Arc::new(OrLiteral::new(
+            children.swap_remove(0),
+            self.fallback.clone(),
+        )?))
     }
 
     fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
