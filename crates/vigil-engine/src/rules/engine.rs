@@ -1111,6 +1111,8 @@ async fn compile_rule(
         .create_physical_plan(&plan)
         .await
         .map_err(|e| err(None, format!("physical planning failed: {e}")))?;
+    let physical = super::projection::without_expression_metrics(physical)
+        .map_err(|e| err(None, format!("physical planning failed: {e}")))?;
     let physical = if options.selective_filters {
         super::conjunction::selective_filters(physical, shared_conditions)
             .map_err(|e| err(None, format!("physical planning failed: {e}")))?

@@ -16,6 +16,7 @@ pub use vigil_model::rule as header;
 pub(crate) mod or_literal;
 pub mod overrides;
 pub mod pack;
+pub(crate) mod projection;
 pub(crate) mod slot;
 pub mod testing;
 
