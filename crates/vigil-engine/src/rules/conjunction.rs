@@ -64,6 +64,7 @@ use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::or_literal::{with_or_literals, OrLiteral};
+use super::regex_match::with_compiled_regexes;
 
 /// Above this share of rows still selected, a conjunct is evaluated on all
 /// rows and ANDed, rather than on a copy of the selected rows.
@@ -81,11 +82,9 @@ struct Conjunct {
     /// Cheap enough to evaluate on every row at once (see [`is_cheap`])
     /// rather than on a copy of the rows still selected.
     cheap: bool,
-    /// The condition with column names only (no input positions): the same
-    /// expression in two rules over the same table is the same condition.
-    /// Compared as an expression, not as its text: `s IN ('a, b')` and
-    /// `s IN ('a', 'b')`, or `s = 'NULL'` and `s = NULL`, display alike.
-    key: Arc<dyn PhysicalExpr>,
+    /// The condition's number in its [`SharedConditions`]: the same
+    /// expression in two rules over the same table has the same number.
+    shared_id: usize,
 }
 
 impl PartialEq for Conjunct {
@@ -101,7 +100,7 @@ impl Hash for Conjunct {
 }
 
 impl Conjunct {
-    fn new(original: Arc<dyn PhysicalExpr>) -> Result<Self> {
+    fn new(original: Arc<dyn PhysicalExpr>, shared: &SharedConditions) -> Result<Self> {
         let mut columns: Vec<usize> = collect_columns(&original)
             .iter()
             .map(Column::index)
@@ -134,7 +133,7 @@ impl Conjunct {
             original,
             narrow,
             columns,
-            key,
+            shared_id: shared.id_of(key),
             cheap,
         })
     }
@@ -179,7 +178,7 @@ impl SelectiveAnd {
     pub fn new(predicate: &Arc<dyn PhysicalExpr>, shared: Arc<SharedConditions>) -> Result<Self> {
         let conjuncts = filter_conjuncts(predicate)
             .into_iter()
-            .map(Conjunct::new)
+            .map(|c| Conjunct::new(c, &shared))
             .collect::<Result<_>>()?;
         Ok(SelectiveAnd { conjuncts, shared })
     }
@@ -303,7 +302,7 @@ impl PhysicalExpr for SelectiveOr {
                 let conjuncts = children
                     .by_ref()
                     .take(d.conjuncts.len())
-                    .map(Conjunct::new)
+                    .map(|c| Conjunct::new(c, &d.shared))
                     .collect::<Result<_>>()?;
                 Ok(SelectiveAnd {
                     conjuncts,
@@ -411,9 +410,16 @@ fn is_cheap(expr: &Arc<dyn PhysicalExpr>) -> bool {
 /// holds them (so their memory cannot be reused by another batch while the
 /// entry exists) and a lookup compares them by pointer. One entry per
 /// condition; the next batch replaces it.
+///
+/// Conditions are numbered when rules are compiled, by the expression with
+/// column names only (no input positions), compared as an expression and
+/// not as its text: `s IN ('a, b')` and `s IN ('a', 'b')`, or `s = 'NULL'`
+/// and `s = NULL`, display alike. Entries are looked up by that number, so
+/// no expression is hashed per batch.
 #[derive(Debug, Default)]
 pub struct SharedConditions {
-    entries: Mutex<HashMap<Arc<dyn PhysicalExpr>, Entry>>,
+    ids: Mutex<HashMap<Arc<dyn PhysicalExpr>, usize>>,
+    entries: Mutex<HashMap<usize, Entry>>,
 }
 
 #[derive(Debug)]
@@ -425,6 +431,13 @@ struct Entry {
 }
 
 impl SharedConditions {
+    /// The number of the condition `key`, given at its first sight.
+    fn id_of(&self, key: Arc<dyn PhysicalExpr>) -> usize {
+        let mut ids = self.ids.lock().expect("shared condition ids lock");
+        let next = ids.len();
+        *ids.entry(key).or_insert(next)
+    }
+
     /// The condition on the rows of `mask` (every row when `None`): TRUE
     /// exactly where the row is in `mask` and the condition is TRUE.
     fn evaluate(
@@ -445,7 +458,7 @@ impl SharedConditions {
             .entries
             .lock()
             .expect("shared conditions lock")
-            .remove(&conjunct.key);
+            .remove(&conjunct.shared_id);
         let mut entry = previous
             .filter(|e| {
                 e.values.len() == rows
@@ -488,7 +501,7 @@ impl SharedConditions {
         self.entries
             .lock()
             .expect("shared conditions lock")
-            .insert(conjunct.key.clone(), entry);
+            .insert(conjunct.shared_id, entry);
         Ok(result)
     }
 }
@@ -541,7 +554,7 @@ impl PhysicalExpr for SelectiveAnd {
     ) -> Result<Arc<dyn PhysicalExpr>> {
         let conjuncts = children
             .into_iter()
-            .map(Conjunct::new)
+            .map(|c| Conjunct::new(c, &self.shared))
             .collect::<Result<_>>()?;
         Ok(Arc::new(SelectiveAnd {
             conjuncts,
@@ -586,7 +599,8 @@ pub fn selective_filters(
 }
 
 /// Every filter of `plan` with its predicate replaced by `rewrite`'s, after
-/// its `coalesce`-shaped `CASE`s become [`OrLiteral`]s.
+/// its `coalesce`-shaped `CASE`s become [`OrLiteral`]s and its matches
+/// against literal patterns are compiled once.
 fn rewrite_filters(
     plan: Arc<dyn ExecutionPlan>,
     rewrite: impl Fn(&Arc<dyn PhysicalExpr>) -> Result<Arc<dyn PhysicalExpr>>,
@@ -595,7 +609,9 @@ fn rewrite_filters(
         let Some(filter) = node.downcast_ref::<FilterExec>() else {
             return Ok(Transformed::no(node));
         };
-        let predicate = with_or_literals(Arc::clone(filter.predicate()), &filter.input().schema())?;
+        let schema = filter.input().schema();
+        let predicate = with_or_literals(Arc::clone(filter.predicate()), &schema)?;
+        let predicate = with_compiled_regexes(predicate, &schema)?;
         let rebuilt = FilterExecBuilder::from(filter)
             .with_predicate(rewrite(&predicate)?)
             .build()?;
@@ -784,12 +800,16 @@ mod tests {
         let plain = binary(first, Operator::Or, second, &schema).unwrap();
         let selective: Arc<dyn PhysicalExpr> = Arc::new(SelectiveOr::new(&plain, &shared).unwrap());
         assert_eq!(kept(&selective, &b), kept(&plain, &b));
-        let entries = shared.entries.lock().unwrap();
-        let regex = entries
+        let regex_id = shared
+            .ids
+            .lock()
+            .unwrap()
             .iter()
             .find(|(key, _)| key.to_string().contains("~"))
-            .map(|(_, e)| e)
-            .expect("the regular expression has an entry");
+            .map(|(_, id)| *id)
+            .expect("the regular expression has a number");
+        let entries = shared.entries.lock().unwrap();
+        let regex = &entries[&regex_id];
         let m_lt_5 = (0..100).filter(|i| i % 10 < 5).count();
         assert_eq!(
             regex.computed.count_set_bits(),

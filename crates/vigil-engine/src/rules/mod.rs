@@ -17,6 +17,7 @@ pub(crate) mod or_literal;
 pub mod overrides;
 pub mod pack;
 pub(crate) mod projection;
+pub(crate) mod regex_match;
 pub(crate) mod slot;
 pub mod testing;
 

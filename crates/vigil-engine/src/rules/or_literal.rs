@@ -17,7 +17,9 @@ use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Scalar};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, GenericStringArray, OffsetSizeTrait, Scalar,
+};
 use datafusion::arrow::compute::is_not_null;
 use datafusion::arrow::compute::kernels::zip::zip;
 use datafusion::arrow::datatypes::{DataType, Schema};
@@ -36,6 +38,9 @@ pub struct OrLiteral {
     fallback: ScalarValue,
     /// `fallback` as the one-row array `zip` takes, made once, not per batch.
     fallback_array: ArrayRef,
+    /// The fallback is `''` (`coalesce(s, '')`, the common default of a
+    /// string): see [`nulls_as_empty`].
+    fallback_is_empty_string: bool,
 }
 
 impl PartialEq for OrLiteral {
@@ -75,12 +80,51 @@ impl OrLiteral {
     }
 
     fn new(value: Arc<dyn PhysicalExpr>, fallback: ScalarValue) -> Result<OrLiteral> {
+        let fallback_is_empty_string = matches!(
+            &fallback,
+            ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) if s.is_empty()
+        );
         Ok(OrLiteral {
             fallback_array: fallback.to_array_of_size(1)?,
+            fallback_is_empty_string,
             value,
             fallback,
         })
     }
+}
+
+/// `values` (strings) with its NULLs read as empty strings, without copying
+/// a byte, if each NULL slot already spans no bytes, as Arrow's builders and
+/// its filter and take kernels leave them. `None` otherwise, or for other
+/// types.
+fn nulls_as_empty(values: &ArrayRef) -> Option<ArrayRef> {
+    match values.data_type() {
+        DataType::Utf8 => nulls_as_empty_of(values.as_string::<i32>()),
+        DataType::LargeUtf8 => nulls_as_empty_of(values.as_string::<i64>()),
+        _ => None,
+    }
+}
+
+fn nulls_as_empty_of<O: OffsetSizeTrait>(strings: &GenericStringArray<O>) -> Option<ArrayRef> {
+    let nulls = strings.nulls()?;
+    let offsets = strings.value_offsets();
+    let null_slots_are_empty = nulls
+        .iter()
+        .enumerate()
+        .all(|(i, valid)| valid || offsets[i] == offsets[i + 1]);
+    if !null_slots_are_empty {
+        return None;
+    }
+    // SAFETY: the offsets and bytes are those of a valid string array; the
+    // slots that were NULL span no bytes, so they are valid empty strings.
+    let without_nulls = unsafe {
+        GenericStringArray::<O>::new_unchecked(
+            strings.offsets().clone(),
+            strings.values().clone(),
+            None,
+        )
+    };
+    Some(Arc::new(without_nulls))
 }
 
 /// `expr` with each `CASE` that [`OrLiteral::of_case`] recognizes
@@ -129,6 +173,11 @@ impl PhysicalExpr for OrLiteral {
         };
         if values.null_count() == 0 {
             return Ok(ColumnarValue::Array(values));
+        }
+        if self.fallback_is_empty_string {
+            if let Some(strings) = nulls_as_empty(&values) {
+                return Ok(ColumnarValue::Array(strings));
+            }
         }
         let present = is_not_null(&values)?;
         let fallback = Scalar::new(&self.fallback_array);
@@ -210,6 +259,33 @@ mod tests {
                 "{case}"
             );
         }
+    }
+
+    #[test]
+    fn a_null_slot_that_spans_bytes_still_reads_as_the_fallback() {
+        use datafusion::arrow::buffer::{Buffer, NullBuffer, OffsetBuffer};
+        // Valid Arrow: a NULL slot may span bytes. Here the second slot,
+        // NULL, spans "def".
+        let stage = StringArray::new(
+            OffsetBuffer::new(vec![0, 3, 6, 6].into()),
+            Buffer::from("abcdef".as_bytes()),
+            Some(NullBuffer::from(vec![true, false, false])),
+        );
+        let schema = Arc::new(Schema::new(vec![Field::new("stage", DataType::Utf8, true)]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(stage)]).unwrap();
+        let c = col("stage", &schema).unwrap();
+        let case = ex::case(
+            None,
+            vec![(ex::is_not_null(Arc::clone(&c)).unwrap(), c)],
+            Some(lit("")),
+        )
+        .unwrap();
+        let rewritten = with_or_literals(case, &schema).unwrap();
+        let got = rewritten.evaluate(&batch).unwrap().into_array(3).unwrap();
+        assert_eq!(
+            got.as_string::<i32>(),
+            &StringArray::from(vec!["abc", "", ""])
+        );
     }
 
     #[test]
