@@ -11,7 +11,6 @@ use datafusion::common::{Column, DFSchema};
 use datafusion::datasource::provider_as_source;
 use datafusion::execution::context::{SessionContext, SessionState};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
-use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
@@ -26,9 +25,9 @@ use super::key::CorrelationKey;
 use super::watermark::WatermarkTracker;
 use super::{
     delta, incremental, ms, CompiledCorrelation, CorrelationSettings, CorrelationStats, Correlator,
-    Retained, Strategy,
+    Retained, RetentionFilter, Strategy,
 };
-use crate::rules::conjunction::{selective_disjunction, SharedConditions};
+use crate::rules::conjunction::{selective_disjunction, selective_predicate, SharedConditions};
 use crate::rules::definitions::expand::Expander;
 use crate::rules::definitions::Definitions;
 use crate::rules::engine::PlanOptions;
@@ -484,7 +483,10 @@ fn unread_columns<'a>(
 }
 
 /// Of the pre-filtered events, those to retain: the union of the re-scan
-/// rules' scan filters, over [`retained_schema`], when that keeps less
+/// rules' scan filters, over [`retained_schema`], evaluated rule by rule
+/// on the rows no rule before it kept ([`selective_predicate`], with
+/// conditions of its own: it reads other arrays than the per-event rules),
+/// when that keeps less
 /// than the pre-filter does (fewer than all `scans` of the source are a
 /// re-scan's, and every re-scan's has a filter). `None`: retain every
 /// pre-filtered event.
@@ -493,16 +495,24 @@ fn retention_filter(
     rescan_filters: Vec<Option<Expr>>,
     scans: usize,
     state: &SessionState,
-) -> Result<Option<Arc<dyn PhysicalExpr>>, RuleError> {
+) -> Result<Option<RetentionFilter>, RuleError> {
     if rescan_filters.len() >= scans || !rescan_filters.iter().all(Option::is_some) {
         return Ok(None);
     }
     let Some(predicate) = rescan_filters.into_iter().flatten().reduce(Expr::or) else {
         return Ok(None);
     };
-    DFSchema::try_from(retained_schema(source).as_ref().clone())
+    let schema = retained_schema(source);
+    let conditions = Arc::new(SharedConditions::default());
+    DFSchema::try_from(schema.as_ref().clone())
         .and_then(|s| state.create_physical_expr(predicate, &s))
-        .map(Some)
+        .and_then(|p| selective_predicate(p, &schema, &conditions))
+        .map(|predicate| {
+            Some(RetentionFilter {
+                predicate,
+                conditions,
+            })
+        })
         .map_err(|e| RuleError {
             path: format!("<retention filter of {source}>").into(),
             line: None,

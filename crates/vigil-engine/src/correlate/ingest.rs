@@ -267,10 +267,9 @@ impl Correlator {
         for batch in new_events {
             let batch = match &retained.retain {
                 None => batch.clone(),
-                Some(predicate) => {
-                    let keep = predicate
-                        .evaluate(batch)
-                        .and_then(|v| v.into_array(batch.num_rows()))
+                Some(filter) => {
+                    let keep = filter
+                        .keep(batch)
                         .context("selecting the events to retain")?;
                     let keep = keep.as_boolean_opt().ok_or(CorrelationError::Unexpected(
                         "the retention filter is not boolean",

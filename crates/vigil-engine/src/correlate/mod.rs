@@ -196,13 +196,33 @@ struct Retained {
     /// Of the pre-filtered rows, those a re-scan rule can use (the union
     /// of the re-scan rules' scan filters, over [`retained_schema`]): only
     /// they are retained. `None`: every pre-filtered row is.
-    retain: Option<Arc<dyn PhysicalExpr>>,
+    retain: Option<RetentionFilter>,
     /// Columns no correlation rule reads (see `compile::unread_columns`):
     /// nulled before the pre-filter.
     unread: Vec<usize>,
     /// JSON columns rules read only at some paths: retained cut to them
     /// (`json_cut.rs`).
     cuts: Vec<(usize, json_cut::Keep)>,
+}
+
+/// The retention filter, evaluated rule by rule, and the values of the
+/// conditions its rules share: those are of one batch of pre-filtered
+/// rows, read by nothing else, so they are let go after each batch.
+pub(super) struct RetentionFilter {
+    pub(super) predicate: Arc<dyn PhysicalExpr>,
+    pub(super) conditions: Arc<SharedConditions>,
+}
+
+impl RetentionFilter {
+    /// The rows of `batch` to retain.
+    fn keep(&self, batch: &RecordBatch) -> datafusion::error::Result<ArrayRef> {
+        let keep = self
+            .predicate
+            .evaluate(batch)
+            .and_then(|v| v.into_array(batch.num_rows()));
+        self.conditions.clear();
+        keep
+    }
 }
 
 impl Retained {

@@ -431,6 +431,12 @@ struct Entry {
 }
 
 impl SharedConditions {
+    /// Let go of every condition's values (and the arrays they were
+    /// computed from): for an evaluation whose batch no later one shares.
+    pub fn clear(&self) {
+        self.entries.lock().expect("shared conditions lock").clear();
+    }
+
     /// The number of the condition `key`, given at its first sight.
     fn id_of(&self, key: Arc<dyn PhysicalExpr>) -> usize {
         let mut ids = self.ids.lock().expect("shared condition ids lock");
@@ -585,6 +591,18 @@ pub fn selective_disjunction(
     rewrite_filters(plan, |predicate| {
         Ok(Arc::new(SelectiveOr::new(predicate, shared)?))
     })
+}
+
+/// `predicate` (over `schema`) as a [`SelectiveOr`] whose conditions are
+/// shared through `shared`, after the rewrites of every rule filter (see
+/// [`rewrite_filters`]).
+pub fn selective_predicate(
+    predicate: Arc<dyn PhysicalExpr>,
+    schema: &Schema,
+    shared: &Arc<SharedConditions>,
+) -> Result<Arc<dyn PhysicalExpr>> {
+    let predicate = with_compiled_regexes(with_or_literals(predicate, schema)?, schema)?;
+    Ok(Arc::new(SelectiveOr::new(&predicate, shared)?))
 }
 
 /// Every filter of `plan` with its predicate as a [`SelectiveAnd`] whose
