@@ -122,10 +122,16 @@ impl ExecutionPlan for RuleProjectionExec {
                 children.len()
             )));
         }
-        // The projection's schema depends only on the input's schema,
-        // which a reset (the only caller) leaves as it was.
+        // The projector and properties hold for the input's schema; a reset
+        // (the one use in Vigil) keeps it.
+        let input = children.remove(0);
+        if input.schema() != self.input.schema() {
+            return Err(DataFusionError::Internal(
+                "RuleProjectionExec cannot take an input of another schema".into(),
+            ));
+        }
         Ok(Arc::new(RuleProjectionExec {
-            input: children.remove(0),
+            input,
             projector: self.projector.clone(),
             properties: Arc::clone(&self.properties),
         }))
@@ -238,5 +244,18 @@ mod tests {
             let again = reset_plan_states(replaced.clone()).unwrap();
             assert_eq!(collect(again, ctx.task_ctx()).await.unwrap(), expected);
         }
+    }
+
+    #[tokio::test]
+    async fn an_input_of_another_schema_is_refused() {
+        let (_, plan) = planned("SELECT n + 1 AS m FROM t").await;
+        let (_, other) = planned("SELECT s FROM t").await;
+        let projection = without_expression_metrics(plan).unwrap();
+        assert_eq!(projection.name(), "RuleProjectionExec");
+        let refused = projection.replace_children(
+            vec![other],
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        );
+        assert!(refused.is_err());
     }
 }
