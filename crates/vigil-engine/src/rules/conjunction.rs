@@ -63,8 +63,8 @@ use datafusion::physical_expr::{split_conjunction, PhysicalExpr};
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::ExecutionPlan;
 
-use super::or_literal::{with_or_literals, OrLiteral};
-use super::regex_match::with_compiled_regexes;
+use super::or_literal::OrLiteral;
+use super::regex_match::RegexMatch;
 
 /// Above this share of rows still selected, a conjunct is evaluated on all
 /// rows and ANDed, rather than on a copy of the selected rows.
@@ -601,7 +601,7 @@ pub fn selective_predicate(
     schema: &Schema,
     shared: &Arc<SharedConditions>,
 ) -> Result<Arc<dyn PhysicalExpr>> {
-    let predicate = with_compiled_regexes(with_or_literals(predicate, schema)?, schema)?;
+    let predicate = with_faster_forms(predicate, schema)?;
     Ok(Arc::new(SelectiveOr::new(&predicate, shared)?))
 }
 
@@ -617,8 +617,7 @@ pub fn selective_filters(
 }
 
 /// Every filter of `plan` with its predicate replaced by `rewrite`'s, after
-/// its `coalesce`-shaped `CASE`s become [`OrLiteral`]s and its matches
-/// against literal patterns are compiled once.
+/// [`with_faster_forms`].
 fn rewrite_filters(
     plan: Arc<dyn ExecutionPlan>,
     rewrite: impl Fn(&Arc<dyn PhysicalExpr>) -> Result<Arc<dyn PhysicalExpr>>,
@@ -627,15 +626,36 @@ fn rewrite_filters(
         let Some(filter) = node.downcast_ref::<FilterExec>() else {
             return Ok(Transformed::no(node));
         };
-        let schema = filter.input().schema();
-        let predicate = with_or_literals(Arc::clone(filter.predicate()), &schema)?;
-        let predicate = with_compiled_regexes(predicate, &schema)?;
+        let predicate =
+            with_faster_forms(Arc::clone(filter.predicate()), &filter.input().schema())?;
         let rebuilt = FilterExecBuilder::from(filter)
             .with_predicate(rewrite(&predicate)?)
             .build()?;
         Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>))
     })
     .map(|t| t.data)
+}
+
+/// `expr` (over `schema`) with the shapes Vigil evaluates in fewer passes
+/// than DataFusion replaced, in one pass: `coalesce`-shaped `CASE`s by
+/// [`OrLiteral`]s, matches against literal patterns by [`RegexMatch`]es.
+pub(crate) fn with_faster_forms(
+    expr: Arc<dyn PhysicalExpr>,
+    schema: &Schema,
+) -> Result<Arc<dyn PhysicalExpr>> {
+    let faster = |e: &Arc<dyn PhysicalExpr>| -> Option<Arc<dyn PhysicalExpr>> {
+        if let Some(case) = e.downcast_ref::<CaseExpr>() {
+            return Some(Arc::new(OrLiteral::of_case(case, schema)?));
+        }
+        let binary = e.downcast_ref::<BinaryExpr>()?;
+        Some(Arc::new(RegexMatch::of_binary(binary, schema)?))
+    };
+    Ok(expr
+        .transform_up(|e| match faster(&e) {
+            Some(replaced) => Ok(Transformed::yes(replaced)),
+            None => Ok(Transformed::no(e)),
+        })?
+        .data)
 }
 
 #[cfg(test)]

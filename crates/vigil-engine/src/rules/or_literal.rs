@@ -9,7 +9,7 @@
 //! every event (`coalesce(response_status.code, 200) < 400`); that copy was
 //! about 3% of a replay's profile (docs/benchmarks.md, stop 35).
 //!
-//! [`OrLiteral`] keeps the values of the one evaluation of `x` and puts the
+//! [`OrLiteral`] (put in by `conjunction::with_faster_forms`) keeps the values of the one evaluation of `x` and puts the
 //! literal where they are NULL. The result is the same: the `WHEN`
 //! already evaluated `x` on every row, and a literal cannot fail.
 
@@ -24,7 +24,6 @@ use datafusion::arrow::compute::is_not_null;
 use datafusion::arrow::compute::kernels::zip::zip;
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::ColumnarValue;
 use datafusion::physical_expr::expressions::{CaseExpr, IsNotNullExpr, Literal};
@@ -127,25 +126,6 @@ fn nulls_as_empty_of<O: OffsetSizeTrait>(strings: &GenericStringArray<O>) -> Opt
     Some(Arc::new(without_nulls))
 }
 
-/// `expr` with each `CASE` that [`OrLiteral::of_case`] recognizes
-/// replaced by its `OrLiteral`, against the input `schema`.
-pub fn with_or_literals(
-    expr: Arc<dyn PhysicalExpr>,
-    schema: &Schema,
-) -> Result<Arc<dyn PhysicalExpr>> {
-    Ok(expr
-        .transform_up(|e| {
-            match e
-                .downcast_ref::<CaseExpr>()
-                .and_then(|c| OrLiteral::of_case(c, schema))
-            {
-                Some(or) => Ok(Transformed::yes(Arc::new(or) as Arc<dyn PhysicalExpr>)),
-                None => Ok(Transformed::no(e)),
-            }
-        })?
-        .data)
-}
-
 impl fmt::Display for OrLiteral {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         // The literal with its type and quotes: shared condition values are
@@ -208,6 +188,7 @@ impl PhysicalExpr for OrLiteral {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::conjunction::with_faster_forms;
     use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
     use datafusion::arrow::datatypes::Field;
     use datafusion::physical_expr::expressions::{self as ex, col, lit};
@@ -251,7 +232,7 @@ mod tests {
             ("stage", ScalarValue::Utf8(Some(String::new()))),
         ] {
             let case = defaulted(column, fallback);
-            let rewritten = with_or_literals(Arc::clone(&case), &schema).unwrap();
+            let rewritten = with_faster_forms(Arc::clone(&case), &schema).unwrap();
             assert!(rewritten.downcast_ref::<OrLiteral>().is_some(), "{case}");
             assert_eq!(
                 values(&rewritten).as_ref(),
@@ -280,7 +261,7 @@ mod tests {
             Some(lit("")),
         )
         .unwrap();
-        let rewritten = with_or_literals(case, &schema).unwrap();
+        let rewritten = with_faster_forms(case, &schema).unwrap();
         let got = rewritten.evaluate(&batch).unwrap().into_array(3).unwrap();
         assert_eq!(
             got.as_string::<i32>(),
@@ -292,7 +273,7 @@ mod tests {
     fn a_literal_of_another_type_is_converted_to_the_columns() {
         let schema = batch().schema();
         let case = defaulted("code", ScalarValue::Int32(Some(200)));
-        let rewritten = with_or_literals(case, &schema).unwrap();
+        let rewritten = with_faster_forms(case, &schema).unwrap();
         let got = values(&rewritten);
         assert_eq!(got.data_type(), &DataType::Int64);
         assert_eq!(
@@ -325,7 +306,7 @@ mod tests {
         )
         .unwrap();
         for case in [tests_another_column, falls_back_to_a_column] {
-            let rewritten = with_or_literals(Arc::clone(&case), &schema).unwrap();
+            let rewritten = with_faster_forms(Arc::clone(&case), &schema).unwrap();
             assert!(rewritten.downcast_ref::<CaseExpr>().is_some(), "{case}");
         }
     }

@@ -19,7 +19,6 @@ use datafusion::arrow::array::{
 use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{internal_err, Result, ScalarValue};
 use datafusion::logical_expr::{ColumnarValue, Operator};
 use datafusion::physical_expr::expressions::{BinaryExpr, Literal};
@@ -132,26 +131,6 @@ impl RegexMatch {
     }
 }
 
-/// `expr` with each regular-expression match that
-/// [`RegexMatch::of_binary`] recognizes replaced by its `RegexMatch`,
-/// against the input `schema`.
-pub fn with_compiled_regexes(
-    expr: Arc<dyn PhysicalExpr>,
-    schema: &Schema,
-) -> Result<Arc<dyn PhysicalExpr>> {
-    Ok(expr
-        .transform_up(|e| {
-            match e
-                .downcast_ref::<BinaryExpr>()
-                .and_then(|b| RegexMatch::of_binary(b, schema))
-            {
-                Some(m) => Ok(Transformed::yes(Arc::new(m) as Arc<dyn PhysicalExpr>)),
-                None => Ok(Transformed::no(e)),
-            }
-        })?
-        .data)
-}
-
 impl fmt::Display for RegexMatch {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "{} {} {:?}", self.value, self.operator(), self.pattern)
@@ -210,6 +189,7 @@ impl PhysicalExpr for RegexMatch {
 
 #[cfg(test)]
 mod tests {
+    use crate::rules::conjunction::with_faster_forms;
     use datafusion::arrow::array::{LargeStringArray, StringArray, StringViewArray};
     use datafusion::arrow::datatypes::Field;
     use datafusion::physical_expr::expressions::{binary, col, lit};
@@ -263,7 +243,7 @@ mod tests {
                 for pattern in ["^system:(node|serviceaccount):", "worker-[0-9]$", ""] {
                     let plain =
                         binary(col("user", &schema).unwrap(), op, lit(pattern), &schema).unwrap();
-                    let compiled = with_compiled_regexes(plain.clone(), &schema).unwrap();
+                    let compiled = with_faster_forms(plain.clone(), &schema).unwrap();
                     assert!(compiled.downcast_ref::<RegexMatch>().is_some(), "{plain}");
                     assert_eq!(
                         result(&compiled, &batch),
@@ -287,7 +267,7 @@ mod tests {
             &schema,
         )
         .unwrap();
-        let kept = with_compiled_regexes(plain, &schema).unwrap();
+        let kept = with_faster_forms(plain, &schema).unwrap();
         assert!(kept.downcast_ref::<BinaryExpr>().is_some());
         assert!(kept.evaluate(batch).is_err());
     }
@@ -304,7 +284,7 @@ mod tests {
                 &schema,
             )
             .unwrap();
-            let compiled = with_compiled_regexes(plain, &schema).unwrap();
+            let compiled = with_faster_forms(plain, &schema).unwrap();
             match compiled.evaluate(batch).unwrap() {
                 ColumnarValue::Scalar(ScalarValue::Boolean(b)) => assert_eq!(b, expected),
                 other => panic!("{other:?}"),
