@@ -144,7 +144,7 @@ pub const DEFAULT_TIME_BUDGET: Duration = Duration::from_secs(5);
 /// [`PlanOptions::DATAFUSION_DEFAULTS`] is how rules were planned before
 /// the changes below, kept so that the benchmarks can measure both in
 /// one run (docs/benchmarks.md). Both plan the same results.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PlanOptions {
     /// Keep DataFusion's leaf-expression extraction (see [`new_session`]).
     pub extract_leaf_expressions: bool,
@@ -194,20 +194,7 @@ pub fn new_session() -> SessionContext {
 }
 
 pub(crate) fn new_session_with(options: PlanOptions) -> SessionContext {
-    let mut config = SessionConfig::new()
-        .with_target_partitions(1)
-        .with_batch_size(8192)
-        .with_information_schema(false)
-        .with_repartition_joins(false)
-        .with_repartition_aggregations(false)
-        .with_repartition_windows(false)
-        .with_repartition_sorts(false);
-    config
-        .options_mut()
-        .optimizer
-        .enable_dynamic_filter_pushdown = false;
-    config.options_mut().optimizer.max_passes = options.optimizer_passes;
-    let mut ctx = SessionContext::new_with_config(config);
+    let mut ctx = SessionContext::new_with_config(session_config(options));
     // DataFusion 55 moves expressions it considers cheap field accesses out
     // of filters into a projection below them, computed for every row
     // (meant to help Parquet column pruning). datafusion-functions-json
@@ -224,6 +211,42 @@ pub(crate) fn new_session_with(options: PlanOptions) -> SessionContext {
     functions::register_with(&mut ctx, options.share_parsed_json)
         .expect("registering built-in functions cannot fail");
     ctx
+}
+
+/// The configuration of the sessions planned with `options`: one per
+/// distinct `options` in the process, shared by all of them (never
+/// changed after it is made). Two function calls of different sessions are
+/// equal only if their configurations are; DataFusion compares them by
+/// pointer first, else by listing and sorting every entry of both, which
+/// was 6% of start-up: the rules' shared conditions are found by comparing
+/// the per-event session's expressions with the correlation session's.
+fn session_config(options: PlanOptions) -> SessionConfig {
+    static CONFIGS: std::sync::Mutex<Vec<(PlanOptions, SessionConfig)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut configs = CONFIGS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, config)) = configs.iter().find(|(o, _)| *o == options) {
+        return config.clone();
+    }
+    let config = new_session_config(options);
+    configs.push((options, config.clone()));
+    config
+}
+
+fn new_session_config(options: PlanOptions) -> SessionConfig {
+    let mut config = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_batch_size(8192)
+        .with_information_schema(false)
+        .with_repartition_joins(false)
+        .with_repartition_aggregations(false)
+        .with_repartition_windows(false)
+        .with_repartition_sorts(false);
+    config
+        .options_mut()
+        .optimizer
+        .enable_dynamic_filter_pushdown = false;
+    config.options_mut().optimizer.max_passes = options.optimizer_passes;
+    config
 }
 
 /// A plan compiled once, ready for one more execution.

@@ -549,3 +549,14 @@ async fn one_optimizer_pass_plans_the_per_event_rules_as_three_do() {
     assert!(one.len() > 50, "{} rules", one.len());
     crate::rules::engine::assert_same_plans(&one, &three);
 }
+
+#[test]
+fn sessions_planned_alike_share_one_configuration() {
+    let options = |s: &SessionContext| s.state().config().options().clone();
+    let per_event = new_session();
+    let correlation = new_session_with(PlanOptions::default());
+    assert!(Arc::ptr_eq(&options(&per_event), &options(&correlation)));
+    let other = new_session_with(PlanOptions::DATAFUSION_DEFAULTS);
+    assert!(!Arc::ptr_eq(&options(&per_event), &options(&other)));
+    assert_eq!(other.state().config().options().optimizer.max_passes, 3);
+}
