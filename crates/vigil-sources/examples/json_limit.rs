@@ -1,16 +1,22 @@
 //! How close the audit decoder is to the JSON parsing limit (issue 21):
 //! the same lines through UTF-8 validation alone, parsers that build no
-//! tree (serde_json skipping every value, jiter skipping every value), and
-//! the whole decoder (`decode`, batches of 5,000), each timed over the
-//! whole input in memory.
+//! tree (serde_json and jiter skipping every value, sonic-rs skipping
+//! every value or skipping the document at once, simd-json building its
+//! tape), the audit fields the decoder
+//! reads taken out by serde_json and by sonic-rs, and the whole decoder
+//! (`decode`, batches of 5,000), each timed over the whole input in memory.
 //!
 //!   cargo run --release -p vigil-sources --example json_limit -- FILE.jsonl
 //!
 //! Run it pinned (`taskset -c 0`); it prints MB/s and events/s per pass.
+//! sonic-rs uses SIMD only when compiled for a CPU that has it
+//! (`RUSTFLAGS="-C target-cpu=native"`); simd-json detects it at run time.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use serde::de::IgnoredAny;
+use serde::Deserialize;
 use vigil_model::source::{Origin, RawMessage, SourceKind};
 use vigil_sources::decode::{decode, DecodeLimits};
 
@@ -56,9 +62,49 @@ fn main() {
 
     let started = Instant::now();
     for line in &lines {
+        sonic_rs::from_str::<IgnoredAny>(line).expect("valid JSON");
+    }
+    report("sonic-rs, no tree (IgnoredAny)", started);
+
+    let started = Instant::now();
+    for line in &lines {
+        // Its own skip: the document's extent found by SIMD scanning.
+        sonic_rs::from_str::<sonic_rs::LazyValue>(line).expect("valid JSON");
+    }
+    report("sonic-rs, skipped whole (LazyValue)", started);
+
+    let started = Instant::now();
+    let mut copy = Vec::new();
+    for line in &lines {
+        // simd-json parses in place: a copy of the line is part of its cost.
+        copy.clear();
+        copy.extend_from_slice(line.as_bytes());
+        simd_json::to_tape(&mut copy).expect("valid JSON");
+    }
+    report("simd-json, tape", started);
+
+    let started = Instant::now();
+    for line in &lines {
         serde_json::from_str::<serde_json::Value>(line).expect("valid JSON");
     }
     report("serde_json, tree (Value)", started);
+
+    let started = Instant::now();
+    let mut read = 0;
+    for line in &lines {
+        let event: AuditFields<&serde_json::value::RawValue> =
+            serde_json::from_str(line).expect("valid JSON");
+        read += event.read();
+    }
+    report("serde_json, the decoder's fields", started);
+    let started = Instant::now();
+    let mut read_again = 0;
+    for line in &lines {
+        let event: AuditFields<sonic_rs::LazyValue> = sonic_rs::from_str(line).expect("valid JSON");
+        read_again += event.read();
+    }
+    report("sonic-rs, the decoder's fields", started);
+    assert_eq!(read, read_again);
 
     let messages: Vec<RawMessage> = lines
         .iter()
@@ -88,4 +134,106 @@ fn main() {
     }
     report("vigil decode (Arrow rows)", started);
     assert_eq!(rows, lines.len());
+}
+
+/// The fields of an audit event the decoder reads, borrowed where their
+/// text has no escapes (as the decoder does), with the request and response
+/// objects kept raw (`R`).
+#[derive(Deserialize)]
+#[serde(
+    rename_all = "camelCase",
+    bound(deserialize = "'de: 'a, R: Deserialize<'de>")
+)]
+#[allow(dead_code)] // read only by the parser
+struct AuditFields<'a, R> {
+    #[serde(borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    level: Option<Cow<'a, str>>,
+    #[serde(rename = "auditID", borrow)]
+    audit_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    stage: Option<Cow<'a, str>>,
+    #[serde(rename = "requestURI", borrow)]
+    request_uri: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    verb: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    user: Option<UserFields<'a>>,
+    #[serde(borrow)]
+    impersonated_user: Option<UserFields<'a>>,
+    #[serde(rename = "sourceIPs", borrow)]
+    source_ips: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow)]
+    user_agent: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    object_ref: Option<ObjectFields<'a>>,
+    response_status: Option<StatusFields<'a>>,
+    request_object: Option<R>,
+    response_object: Option<R>,
+    #[serde(borrow)]
+    request_received_timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    stage_timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    annotations: Option<std::collections::BTreeMap<Cow<'a, str>, Option<Cow<'a, str>>>>,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct UserFields<'a> {
+    #[serde(borrow)]
+    username: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    uid: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    groups: Option<Vec<Cow<'a, str>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+struct ObjectFields<'a> {
+    #[serde(borrow)]
+    resource: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    subresource: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    api_group: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    uid: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct StatusFields<'a> {
+    code: Option<i32>,
+    #[serde(borrow)]
+    status: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    reason: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    message: Option<Cow<'a, str>>,
+}
+
+impl<R> AuditFields<'_, R> {
+    /// Something of what was read, so both parsers can be checked to have
+    /// read the same.
+    fn read(&self) -> usize {
+        let len = |s: &Option<Cow<str>>| s.as_ref().map_or(0, |s| s.len());
+        len(&self.audit_id)
+            + len(&self.request_uri)
+            + len(&self.user_agent)
+            + self.user.as_ref().map_or(0, |u| len(&u.username))
+            + self.request_object.is_some() as usize
+            + self.response_object.is_some() as usize
+    }
 }
