@@ -574,6 +574,7 @@ fn correlator(
         watermark,
         identities: BTreeMap::new(),
         streams: Default::default(),
+        last_stream: None,
         identities_gc_at: super::IDENTITIES_GC_MIN,
         next_seq: 0,
         settings,

@@ -465,16 +465,15 @@ fn cap_events(
                 continue;
             }
             let list = lists.value(row);
-            let mut seqs: Vec<u64> = list.as_primitive::<UInt64Type>().iter().flatten().collect();
-            seqs.sort_by(|a, b| order_key(*a, identities).cmp(&order_key(*b, identities)));
-            // The same event delivered twice is named once (as in alerts).
-            seqs.dedup_by(|a, b| match (identities.get(a), identities.get(b)) {
-                (Some(x), Some(y)) => x.event_id == y.event_id,
-                _ => a == b,
-            });
-            seqs.truncate(max);
-            lengths.push(seqs.len());
-            values.extend(seqs);
+            let keys = list
+                .as_primitive::<UInt64Type>()
+                .iter()
+                .flatten()
+                .map(|seq| order_key(seq, identities))
+                .collect();
+            let earliest = earliest_distinct(keys, max);
+            lengths.push(earliest.len());
+            values.extend(earliest.iter().map(|key| key.3));
         }
         let list = ListArray::try_new(
             field.clone(),
@@ -490,9 +489,75 @@ fn cap_events(
 
 /// Order of the events an alert names: event time, then event id; events
 /// whose identity is gone sort last.
-fn order_key(seq: u64, identities: &BTreeMap<u64, RetainedIdentity>) -> (bool, i64, &str, u64) {
+/// The `max` earliest of `keys` ([`order_key`]), in order, an event
+/// delivered twice (its id twice) named once, as in alerts.
+///
+/// Keys end with their sequence number, so no two are equal. When the
+/// smallest few keys already hold `max` distinct events, only they are
+/// sorted: a window's list can be far longer than what an alert names.
+fn earliest_distinct(mut keys: Vec<OrderKey<'_>>, max: usize) -> Vec<OrderKey<'_>> {
+    let same_event = |a: &mut OrderKey, b: &mut OrderKey| match (a.0, b.0) {
+        (false, false) => a.2 == b.2,
+        _ => a.3 == b.3,
+    };
+    let prefix = max.saturating_mul(2).max(1);
+    if keys.len() > prefix {
+        keys.select_nth_unstable(prefix - 1);
+        let mut head = keys[..prefix].to_vec();
+        head.sort_unstable();
+        head.dedup_by(same_event);
+        if head.len() >= max {
+            head.truncate(max);
+            return head;
+        }
+    }
+    keys.sort_unstable();
+    keys.dedup_by(same_event);
+    keys.truncate(max);
+    keys
+}
+
+/// (no identity, event time, event id, sequence number).
+type OrderKey<'a> = (bool, i64, &'a str, u64);
+
+fn order_key(seq: u64, identities: &BTreeMap<u64, RetainedIdentity>) -> OrderKey<'_> {
     match identities.get(&seq) {
         Some(i) => (false, i.event_time, &*i.event_id, seq),
         None => (true, 0, "", seq),
+    }
+}
+
+#[cfg(test)]
+mod earliest_tests {
+    use proptest::prelude::*;
+
+    use super::{earliest_distinct, OrderKey};
+
+    /// Every key sorted, an event named twice named once, cut to `max`.
+    fn sorted_whole(mut keys: Vec<OrderKey<'_>>, max: usize) -> Vec<OrderKey<'_>> {
+        keys.sort();
+        keys.dedup_by(|a, b| if !a.0 && !b.0 { a.2 == b.2 } else { a.3 == b.3 });
+        keys.truncate(max);
+        keys
+    }
+
+    proptest! {
+        #[test]
+        fn the_earliest_distinct_events_are_those_of_a_whole_sort(
+            events in proptest::collection::vec((any::<bool>(), 0i64..6, 0usize..5), 0..60),
+            max in 0usize..12,
+        ) {
+            const IDS: [&str; 5] = ["a", "b", "c", "d", "e"];
+            // Few ids and times: events named twice, at one time or at two.
+            let keys: Vec<OrderKey> = events
+                .iter()
+                .enumerate()
+                .map(|(seq, &(missing, time, id))| match missing {
+                    true => (true, 0, "", seq as u64),
+                    false => (false, time, IDS[id], seq as u64),
+                })
+                .collect();
+            prop_assert_eq!(earliest_distinct(keys.clone(), max), sorted_whole(keys, max));
+        }
     }
 }

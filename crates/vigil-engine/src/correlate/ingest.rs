@@ -88,6 +88,9 @@ impl Correlator {
             .as_primitive::<TimestampNanosecondType>();
         let n = decoded.batch.num_rows();
         let mut is_late = Vec::with_capacity(n);
+        // A batch's events come from few partitions, in runs: name each
+        // run's partition once.
+        let mut partition: Option<(&Origin, String)> = None;
         for row in 0..n {
             let t = times.value(row);
             let late = self.watermark.is_late(t);
@@ -98,8 +101,11 @@ impl Correlator {
                     Some(upstream) => &upstream[message],
                     None => &messages[message].origin,
                 };
-                let partition = partition_of(origin);
-                self.watermark.observe(&partition, t, now_ns);
+                let name = match &partition {
+                    Some((run, name)) if same_partition(run, origin) => name,
+                    _ => &partition.insert((origin, partition_of(origin))).1,
+                };
+                self.watermark.observe(name, t, now_ns);
             }
         }
         is_late
@@ -224,22 +230,29 @@ impl Correlator {
     /// The shared stream of an origin and the event's position in it;
     /// a Kafka origin's offset is noted in `offsets`.
     fn stream_of(&mut self, origin: &Origin, offsets: &mut Offsets) -> (Arc<Stream>, i64) {
-        let (stream, position) = match origin {
+        let position = match origin {
             Origin::Kafka {
                 topic,
                 partition,
                 offset,
             } => {
                 note_offset(offsets, topic, *partition, *offset);
-                (
-                    Stream::Kafka {
-                        topic: topic.clone(),
-                        partition: *partition,
-                    },
-                    *offset,
-                )
+                *offset
             }
-            Origin::File { path, line } => (Stream::File { path: path.clone() }, *line as i64),
+            Origin::File { line, .. } => *line as i64,
+        };
+        // Most of the time, the previous event's stream.
+        if let Some(stream) = self.last_stream.as_ref().filter(|s| s.holds(origin)) {
+            return (stream.clone(), position);
+        }
+        let stream = match origin {
+            Origin::Kafka {
+                topic, partition, ..
+            } => Stream::Kafka {
+                topic: topic.clone(),
+                partition: *partition,
+            },
+            Origin::File { path, .. } => Stream::File { path: path.clone() },
         };
         let stream = match self.streams.get(&stream) {
             Some(s) => s.clone(),
@@ -249,6 +262,7 @@ impl Correlator {
                 .or_insert_with(|| Arc::new(stream))
                 .clone(),
         };
+        self.last_stream = Some(stream.clone());
         (stream, position)
     }
 

@@ -127,6 +127,17 @@ struct RetainedIdentity {
     upstream: Option<(Arc<Stream>, i64)>,
 }
 
+impl Stream {
+    /// Whether `origin` was read from this stream.
+    fn holds(&self, origin: &Origin) -> bool {
+        let key = match self {
+            Stream::Kafka { topic, partition } => (topic.as_str(), Some(*partition)),
+            Stream::File { path } => (path.as_str(), None),
+        };
+        key == partition_key(origin)
+    }
+}
+
 impl RetainedIdentity {
     fn origin(&self) -> Origin {
         let (stream, position) = match &self.upstream {
@@ -336,6 +347,8 @@ pub struct Correlator {
     identities: BTreeMap<u64, RetainedIdentity>,
     /// The streams identities point to (one per partition or file).
     streams: HashMap<Stream, Arc<Stream>>,
+    /// The stream of the last event numbered (the next one's, mostly).
+    last_stream: Option<Arc<Stream>>,
     /// Collect unreferenced identities when there are more than this.
     identities_gc_at: usize,
     next_seq: u64,
@@ -654,6 +667,22 @@ pub(crate) fn note_offset(offsets: &mut Offsets, topic: &str, partition: i32, of
 
 /// Partition key of an origin for watermark tracking (`"topic/partition"`,
 /// or a file's path); repartition marks name partitions the same way.
+/// Whether two origins are of one partition (or file): the same
+/// [`partition_of`].
+pub(crate) fn same_partition(a: &Origin, b: &Origin) -> bool {
+    partition_key(a) == partition_key(b)
+}
+
+/// What names an origin's partition: its topic and partition, or its path.
+fn partition_key(origin: &Origin) -> (&str, Option<i32>) {
+    match origin {
+        Origin::Kafka {
+            topic, partition, ..
+        } => (topic, Some(*partition)),
+        Origin::File { path, .. } => (path, None),
+    }
+}
+
 pub(crate) fn partition_of(origin: &Origin) -> String {
     match origin {
         Origin::Kafka {
