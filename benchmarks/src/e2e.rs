@@ -457,12 +457,18 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
     lat.sort();
     let mut after = after_window_end.lock().expect("lock").clone();
     after.sort();
+    let per_rule = super::engine::rule_cpu_seconds(&metrics);
+    writeln!(
+        out,
+        "  rule CPU time in the latency run {}; slowest: {}",
+        super::engine::join_share(&per_rule, &opts.rules)?,
+        super::engine::slowest(&per_rule)
+    )?;
     let per_rule = super::engine::rule_seconds(&metrics);
     writeln!(
         out,
-        "  rule time in the latency run {}; slowest: {}",
+        "  rule time by the wall clock {}",
         super::engine::join_share(&per_rule, &opts.rules)?,
-        super::engine::slowest(&per_rule)
     )?;
     writeln!(
         out,

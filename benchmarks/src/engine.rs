@@ -220,14 +220,24 @@ fn joins_tables(sql: &str) -> bool {
         .any(|word| word.eq_ignore_ascii_case("join"))
 }
 
-/// Total evaluation time per rule from `vigil_rule_evaluation_seconds`,
-/// slowest first.
+/// Total evaluation time per rule from `vigil_rule_evaluation_seconds`
+/// (wall clock), slowest first.
 pub(crate) fn rule_seconds(metrics: &Metrics) -> Vec<(String, f64)> {
-    let prefix = "vigil_rule_evaluation_seconds_sum{rule=\"";
+    per_rule_totals(metrics, "vigil_rule_evaluation_seconds_sum")
+}
+
+/// Total CPU time per rule from `vigil_rule_cpu_seconds_total`, costliest
+/// first.
+pub(crate) fn rule_cpu_seconds(metrics: &Metrics) -> Vec<(String, f64)> {
+    per_rule_totals(metrics, "vigil_rule_cpu_seconds_total")
+}
+
+fn per_rule_totals(metrics: &Metrics, series: &str) -> Vec<(String, f64)> {
+    let prefix = format!("{series}{{rule=\"");
     let mut out: Vec<(String, f64)> = metrics
         .encode()
         .lines()
-        .filter_map(|l| l.strip_prefix(prefix))
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
         .filter_map(|l| {
             let (rule, rest) = l.split_once('"')?;
             Some((

@@ -392,8 +392,8 @@ impl Detector {
                 .instrument(span.clone())
                 .await;
             span.record("alerts", alerts.len() as i64);
-            for (rule, elapsed, matches) in self.engine.take_correlation_evaluations() {
-                self.metrics.rule_evaluated(&rule, elapsed, matches);
+            for (rule, run) in self.engine.take_correlation_evaluations() {
+                self.metrics.rule_evaluated(&rule, run);
             }
             self.correlation_done(&mut out, alerts, failures, now);
         }
@@ -426,8 +426,8 @@ impl Detector {
         let mut out = Detections::default();
         out.alerts.extend(self.engine.finish_folds());
         let (alerts, failures) = self.engine.correlation_finish(now).await;
-        for (rule, elapsed, matches) in self.engine.take_correlation_evaluations() {
-            self.metrics.rule_evaluated(&rule, elapsed, matches);
+        for (rule, run) in self.engine.take_correlation_evaluations() {
+            self.metrics.rule_evaluated(&rule, run);
         }
         self.correlation_done(&mut out, alerts, failures, now);
         out

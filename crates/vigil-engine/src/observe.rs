@@ -28,7 +28,7 @@ pub trait DetectionMetrics: Send + Sync {
     /// Alerts an exception suppressed.
     fn alerts_excepted(&self, n: u64);
     /// One run of a rule: its time and the rows it matched.
-    fn rule_evaluated(&self, rule_id: &str, elapsed: Duration, matches: usize);
+    fn rule_evaluated(&self, rule_id: &str, run: RuleRun);
     /// A rule run stopped by its time budget.
     fn rule_timed_out(&self);
     /// A rule run that failed (a `rule_error` dead letter).
@@ -58,6 +58,20 @@ pub trait DetectionMetrics: Send + Sync {
     fn repartition_received(&self, _n: u64) {}
 }
 
+/// One run of a rule (a per-event rule over a batch, a correlation rule
+/// over its retained events).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RuleRun {
+    /// From the start of the run to its end, by the wall clock: what the
+    /// run added to the batch's latency, including time others used the
+    /// core meanwhile.
+    pub elapsed: Duration,
+    /// CPU time the run itself used ([`crate::rules::cpu_time`]).
+    pub cpu: Duration,
+    /// Rows it matched.
+    pub matches: usize,
+}
+
 /// Reports nothing.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoMetrics;
@@ -70,7 +84,7 @@ impl DetectionMetrics for NoMetrics {
     fn event_time(&self, _: SourceKind, _: i64) {}
     fn late_events(&self, _: SourceKind, _: u64) {}
     fn alerts_excepted(&self, _: u64) {}
-    fn rule_evaluated(&self, _: &str, _: Duration, _: usize) {}
+    fn rule_evaluated(&self, _: &str, _: RuleRun) {}
     fn rule_timed_out(&self) {}
     fn rule_failed(&self, _: &str) {}
     fn rules_reloaded(&self, _: usize) {}
@@ -124,11 +138,11 @@ impl DetectionMetrics for CountingMetrics {
     fn alerts_excepted(&self, n: u64) {
         self.alerts_excepted.fetch_add(n, Ordering::Relaxed);
     }
-    fn rule_evaluated(&self, rule_id: &str, _: Duration, matches: usize) {
+    fn rule_evaluated(&self, rule_id: &str, run: RuleRun) {
         let mut runs = self.rule_runs.lock().expect("not poisoned");
         let entry = runs.entry(rule_id.to_string()).or_default();
         entry.0 += 1;
-        entry.1 += matches as u64;
+        entry.1 += run.matches as u64;
     }
     fn rule_timed_out(&self) {
         self.rule_timeouts.fetch_add(1, Ordering::Relaxed);

@@ -26,6 +26,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+use vigil_engine::observe::RuleRun;
 use vigil_engine::rules::first_seen::FirstSeenStats;
 
 use crate::dead_letter::DeadLetterKind;
@@ -231,6 +232,7 @@ pub struct Metrics {
     rule_matches: Family<RuleLabel, Counter>,
     rule_failures_by_rule: Family<RuleLabel, Counter>,
     rule_seconds: HistogramFamily<RuleLabel>,
+    rule_cpu_seconds: Family<RuleLabel, Counter<f64, AtomicU64>>,
     dead_letters_by_kind: Family<KindLabel, Counter>,
     records_cut: Family<RecordLabel, Counter>,
     batch_messages: Histogram,
@@ -329,6 +331,7 @@ impl Metrics {
             rule_matches: Family::default(),
             rule_failures_by_rule: Family::default(),
             rule_seconds: Family::new_with_constructor(rule_latency_buckets),
+            rule_cpu_seconds: Family::default(),
             dead_letters_by_kind: Family::default(),
             records_cut: Family::default(),
             batch_messages: batch_size_buckets(),
@@ -434,6 +437,12 @@ impl Metrics {
             "Time to evaluate one rule over one batch",
             Unit::Seconds,
             self.rule_seconds.clone(),
+        );
+        r.register_with_unit(
+            "rule_cpu",
+            "CPU time the rule's evaluations used, over the threads that ran them",
+            Unit::Seconds,
+            self.rule_cpu_seconds.clone(),
         );
         r.register(
             "dead_letters_produced",
@@ -675,7 +684,7 @@ impl Metrics {
             m.observe_event_time(s, 0);
         }
         m.alert_delivered("r", Severity::Info);
-        m.rule_evaluated("r", Duration::ZERO, 0);
+        m.rule_evaluated("r", RuleRun::default());
         m.rule_failed("r");
         m.dead_letter_delivered(DeadLetterKind::DecodeError);
         m.record_cut("alert");
@@ -878,17 +887,20 @@ impl Metrics {
     // --- rules ---------------------------------------------------------------
 
     /// One evaluation of `rule_id` over a batch: its time and matched rows.
-    pub fn rule_evaluated(&self, rule_id: &str, elapsed: Duration, matches: usize) {
+    pub fn rule_evaluated(&self, rule_id: &str, run: RuleRun) {
         let label = RuleLabel {
             rule: rule_id.to_string(),
         };
         self.rule_seconds
             .get_or_create(&label)
-            .observe(elapsed.as_secs_f64());
+            .observe(run.elapsed.as_secs_f64());
+        self.rule_cpu_seconds
+            .get_or_create(&label)
+            .inc_by(run.cpu.as_secs_f64());
         // Create the series at 0 too, so a rule that never fires is visible.
         self.rule_matches
             .get_or_create(&label)
-            .inc_by(matches as u64);
+            .inc_by(run.matches as u64);
     }
 
     /// One failure of `rule_id` on a batch.
@@ -1089,8 +1101,8 @@ impl crate::observe::DetectionMetrics for Metrics {
     fn alerts_excepted(&self, n: u64) {
         Metrics::add(&self.alerts_excepted, n);
     }
-    fn rule_evaluated(&self, rule_id: &str, elapsed: Duration, matches: usize) {
-        Metrics::rule_evaluated(self, rule_id, elapsed, matches);
+    fn rule_evaluated(&self, rule_id: &str, run: RuleRun) {
+        Metrics::rule_evaluated(self, rule_id, run);
     }
     fn rule_timed_out(&self) {
         Metrics::add(&self.rule_timeouts, 1);
@@ -1172,7 +1184,14 @@ mod tests {
         m.alert_delivered("k8s.pod_exec", Severity::High);
         m.alert_delivered("k8s.pod_exec", Severity::High);
         m.dead_letter_delivered(DeadLetterKind::DecodeError);
-        m.rule_evaluated("k8s.pod_exec", Duration::from_millis(2), 1);
+        m.rule_evaluated(
+            "k8s.pod_exec",
+            RuleRun {
+                elapsed: Duration::from_millis(2),
+                cpu: Duration::from_millis(1),
+                matches: 1,
+            },
+        );
         m.batch_done(10, Duration::from_millis(30));
         m.set_consumer_lag([offsets("k8s-audit", 2, 17, 40)]);
         m.observe_event_time(SourceKind::K8sAudit, 1_700_000_000_500_000_000);
@@ -1207,6 +1226,13 @@ mod tests {
                 r#"vigil_rule_evaluation_seconds_count{rule="k8s.pod_exec"}"#
             ),
             Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"vigil_rule_cpu_seconds_total{rule="k8s.pod_exec"}"#
+            ),
+            Some(0.001)
         );
         assert_eq!(sample(&text, "vigil_batch_messages_sum"), Some(10.0));
         assert_eq!(

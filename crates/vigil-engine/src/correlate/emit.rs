@@ -84,11 +84,11 @@ impl Correlator {
             // this range and keeps it, so the range is retried next time.
             let span = tracing::info_span!("rule", rule = %rule.rule.meta.id, matches = tracing::field::Empty);
             let started = std::time::Instant::now();
-            let output = match &mut rule.strategy {
+            let (output, cpu) = match &mut rule.strategy {
                 // Nothing new since the last run: its rows still stand.
                 Strategy::Rescan {
                     pending: Some(rows),
-                } => Ok(std::mem::take(rows)),
+                } => (Ok(std::mem::take(rows)), Duration::ZERO),
                 Strategy::Rescan { pending: None } => {
                     let rows: usize = rule.sources.iter().map(|s| self.retained[s].rows()).sum();
                     self.stats.rows_evaluated += rows as u64;
@@ -97,19 +97,19 @@ impl Correlator {
                         // ones were emitted, later ones are read when due.
                         delta.set_range(from, watermark);
                     }
-                    execute(&rule.plan, &self.task_ctx, &self.budget)
+                    execute_timed(&rule.plan, &self.task_ctx, &self.budget)
                         .instrument(span.clone())
                         .await
                 }
                 Strategy::Incremental { split, state } => {
                     let closing = state.closing(from, watermark);
                     if closing.is_empty() {
-                        Ok(Vec::new())
+                        (Ok(Vec::new()), Duration::ZERO)
                     } else {
                         self.stats.rows_evaluated +=
                             closing.iter().map(|b| b.num_rows() as u64).sum::<u64>();
                         split.state_input.set_all(closing);
-                        let output = execute(&split.finish, &self.task_ctx, &self.budget)
+                        let output = execute_timed(&split.finish, &self.task_ctx, &self.budget)
                             .instrument(span.clone())
                             .await;
                         split.state_input.clear();
@@ -134,8 +134,12 @@ impl Correlator {
                 Ok((batches, due)) => {
                     let matches: usize = due.iter().map(|d| d.rows.len()).sum();
                     span.record("matches", matches as i64);
-                    self.evaluations
-                        .push((rule.rule.meta.id.clone(), elapsed, matches));
+                    let run = RuleRun {
+                        elapsed,
+                        cpu,
+                        matches,
+                    };
+                    self.evaluations.push((rule.rule.meta.id.clone(), run));
                     let (raised, errors) =
                         raise_due(rule, &due, detected_at_ns, &mut self.stats, hold.as_ref());
                     alerts.extend(raised);
@@ -449,9 +453,23 @@ pub(super) async fn execute(
     task_ctx: &Arc<TaskContext>,
     budget: &EvalBudget,
 ) -> datafusion::error::Result<Vec<RecordBatch>> {
-    let plan = with_deadline(reset_plan_states(plan.clone())?, &budget.deadline)?;
+    execute_timed(plan, task_ctx, budget).await.0
+}
+
+/// [`execute`], and the CPU time the execution used.
+async fn execute_timed(
+    plan: &Arc<dyn ExecutionPlan>,
+    task_ctx: &Arc<TaskContext>,
+    budget: &EvalBudget,
+) -> (datafusion::error::Result<Vec<RecordBatch>>, Duration) {
+    let plan = match reset_plan_states(plan.clone())
+        .and_then(|plan| with_deadline(plan, &budget.deadline))
+    {
+        Ok(plan) => plan,
+        Err(e) => return (Err(e), Duration::ZERO),
+    };
     budget.deadline.arm(budget.limit);
-    let output = collect(plan, task_ctx.clone()).await;
+    let output = CpuTimed::new(collect(plan, task_ctx.clone())).await;
     budget.deadline.disarm();
     output
 }

@@ -556,7 +556,7 @@ impl RuleLanes {
         total
     }
 
-    pub fn take_evaluations(&mut self) -> Vec<(String, Duration, usize)> {
+    pub fn take_evaluations(&mut self) -> Vec<(String, RuleRun)> {
         self.lanes
             .values_mut()
             .flat_map(Correlator::take_evaluations)

@@ -85,8 +85,10 @@ use watermark::WatermarkTracker;
 
 use crate::alert::{alert_id, content_event_id, format_time_ns, Alert, EventIdentity};
 use crate::decode::DecodedBatch;
+use crate::observe::RuleRun;
 use crate::rules::budget::{with_deadline, EvalDeadline};
 use crate::rules::conjunction::SharedConditions;
+use crate::rules::cpu_time::CpuTimed;
 use crate::rules::slot::{next_batch_id, BatchSlot};
 use crate::rules::{Rule, RuleError};
 use crate::schema::ROW_COLUMN;
@@ -357,7 +359,7 @@ pub struct Correlator {
     stats: CorrelationStats,
     /// Rule runs since the last [`Correlator::take_evaluations`]: (rule id,
     /// time, rows emitted in range), for metrics.
-    evaluations: Vec<(String, Duration, usize)>,
+    evaluations: Vec<(String, RuleRun)>,
     /// Rule failures at ingest (partial aggregation), reported by the next
     /// `advance`/`finish`.
     pending_failures: Vec<(String, String)>,
@@ -441,7 +443,7 @@ impl Correlator {
     }
 
     /// The rule runs since the last call: (rule id, time, rows emitted).
-    pub fn take_evaluations(&mut self) -> Vec<(String, Duration, usize)> {
+    pub fn take_evaluations(&mut self) -> Vec<(String, RuleRun)> {
         std::mem::take(&mut self.evaluations)
     }
 

@@ -32,6 +32,7 @@ use tracing::Instrument;
 use vigil_model::forward::FirstSeenRow;
 
 use super::budget::{with_deadline, BudgetExceeded, EvalDeadline};
+use super::cpu_time::CpuTimed;
 use super::definitions::expand::Expander;
 use super::definitions::macros::line_in_message;
 use super::definitions::Definitions;
@@ -48,7 +49,7 @@ use crate::alert::{content_event_id, Alert, EventIdentity};
 use crate::correlate::{CorrelationSettings, Correlator, RuleLanes};
 use crate::decode::DecodedBatch;
 use crate::functions;
-use crate::observe::DetectionMetrics;
+use crate::observe::{DetectionMetrics, RuleRun};
 use crate::schema::SourceSchema;
 use crate::schema::ROW_COLUMN;
 use crate::source::{RawMessage, SourceKind};
@@ -631,7 +632,7 @@ impl RuleEngine {
     }
 
     /// The correlation rules' runs since the last call.
-    pub fn take_correlation_evaluations(&mut self) -> Vec<(String, Duration, usize)> {
+    pub fn take_correlation_evaluations(&mut self) -> Vec<(String, RuleRun)> {
         let mut out = self.correlator.take_evaluations();
         if let Some(lanes) = &mut self.lanes {
             out.extend(lanes.take_evaluations());
@@ -805,23 +806,28 @@ impl RuleEngine {
             let meta = &rule.meta;
             let span = tracing::info_span!("rule", rule = %meta.id, source = %decoded.source, matches = tracing::field::Empty);
             let started = std::time::Instant::now();
-            let result = match fresh_plan(&compiled.plan) {
+            let (result, cpu) = match fresh_plan(&compiled.plan) {
                 Ok(plan) => {
                     self.deadline.arm(self.time_budget);
-                    let result = collect(plan, self.task_ctx.clone())
+                    let result = CpuTimed::new(collect(plan, self.task_ctx.clone()))
                         .instrument(span.clone())
                         .await;
                     self.deadline.disarm();
                     result
                 }
-                Err(e) => Err(e),
+                Err(e) => (Err(e), Duration::ZERO),
             };
             let elapsed = started.elapsed();
             if let Ok(b) = &result {
                 let matches: usize = b.iter().map(|b| b.num_rows()).sum();
                 span.record("matches", matches as i64);
                 if let Some(m) = metrics {
-                    m.rule_evaluated(&meta.id, elapsed, matches);
+                    let run = RuleRun {
+                        elapsed,
+                        cpu,
+                        matches,
+                    };
+                    m.rule_evaluated(&meta.id, run);
                 }
             }
             let batches = match result {

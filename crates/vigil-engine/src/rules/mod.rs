@@ -6,6 +6,7 @@
 pub mod budget;
 pub mod conjunction;
 pub mod coverage;
+pub mod cpu_time;
 pub mod definitions;
 pub mod engine;
 pub mod exceptions;
