@@ -63,6 +63,7 @@ use datafusion::physical_expr::{split_conjunction, PhysicalExpr};
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::ExecutionPlan;
 
+use super::eq_literal::EqLiteral;
 use super::or_literal::OrLiteral;
 use super::regex_match::RegexMatch;
 
@@ -638,7 +639,8 @@ fn rewrite_filters(
 
 /// `expr` (over `schema`) with the shapes Vigil evaluates in fewer passes
 /// than DataFusion replaced, in one pass: `coalesce`-shaped `CASE`s by
-/// [`OrLiteral`]s, matches against literal patterns by [`RegexMatch`]es.
+/// [`OrLiteral`]s, matches against literal patterns by [`RegexMatch`]es,
+/// string comparisons with a literal by [`EqLiteral`]s.
 pub(crate) fn with_faster_forms(
     expr: Arc<dyn PhysicalExpr>,
     schema: &Schema,
@@ -648,7 +650,10 @@ pub(crate) fn with_faster_forms(
             return Some(Arc::new(OrLiteral::of_case(case, schema)?));
         }
         let binary = e.downcast_ref::<BinaryExpr>()?;
-        Some(Arc::new(RegexMatch::of_binary(binary, schema)?))
+        if let Some(regex) = RegexMatch::of_binary(binary, schema) {
+            return Some(Arc::new(regex));
+        }
+        Some(Arc::new(EqLiteral::of_binary(binary, schema)?))
     };
     Ok(expr
         .transform_up(|e| match faster(&e) {

@@ -9,6 +9,7 @@ pub mod coverage;
 pub mod cpu_time;
 pub mod definitions;
 pub mod engine;
+pub mod eq_literal;
 pub mod exceptions;
 pub mod first_seen;
 pub mod fold;
