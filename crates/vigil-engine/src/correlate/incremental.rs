@@ -487,8 +487,6 @@ fn cap_events(
     RecordBatch::try_new(batch.schema(), out).context("capping the events a window names")
 }
 
-/// Order of the events an alert names: event time, then event id; events
-/// whose identity is gone sort last.
 /// The `max` earliest of `keys` ([`order_key`]), in order, an event
 /// delivered twice (its id twice) named once, as in alerts.
 ///
@@ -520,6 +518,8 @@ fn earliest_distinct(mut keys: Vec<OrderKey<'_>>, max: usize) -> Vec<OrderKey<'_
 /// (no identity, event time, event id, sequence number).
 type OrderKey<'a> = (bool, i64, &'a str, u64);
 
+/// Order of the events an alert names: event time, then event id; events
+/// whose identity is gone sort last.
 fn order_key(seq: u64, identities: &BTreeMap<u64, RetainedIdentity>) -> OrderKey<'_> {
     match identities.get(&seq) {
         Some(i) => (false, i.event_time, &*i.event_id, seq),

@@ -358,7 +358,7 @@ pub struct Correlator {
     task_ctx: Arc<TaskContext>,
     stats: CorrelationStats,
     /// Rule runs since the last [`Correlator::take_evaluations`]: (rule id,
-    /// time, rows emitted in range), for metrics.
+    /// its time and rows emitted in range), for metrics.
     evaluations: Vec<(String, RuleRun)>,
     /// Rule failures at ingest (partial aggregation), reported by the next
     /// `advance`/`finish`.
@@ -442,7 +442,7 @@ impl Correlator {
         }
     }
 
-    /// The rule runs since the last call: (rule id, time, rows emitted).
+    /// The rule runs since the last call: (rule id, its time and rows emitted).
     pub fn take_evaluations(&mut self) -> Vec<(String, RuleRun)> {
         std::mem::take(&mut self.evaluations)
     }
@@ -667,8 +667,6 @@ pub(crate) fn note_offset(offsets: &mut Offsets, topic: &str, partition: i32, of
     }
 }
 
-/// Partition key of an origin for watermark tracking (`"topic/partition"`,
-/// or a file's path); repartition marks name partitions the same way.
 /// Whether two origins are of one partition (or file): the same
 /// [`partition_of`].
 pub(crate) fn same_partition(a: &Origin, b: &Origin) -> bool {
@@ -685,6 +683,8 @@ fn partition_key(origin: &Origin) -> (&str, Option<i32>) {
     }
 }
 
+/// Partition key of an origin for watermark tracking (`"topic/partition"`,
+/// or a file's path); repartition marks name partitions the same way.
 pub(crate) fn partition_of(origin: &Origin) -> String {
     match origin {
         Origin::Kafka {
