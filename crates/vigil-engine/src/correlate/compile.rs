@@ -27,7 +27,9 @@ use super::{
     delta, incremental, ms, CompiledCorrelation, CorrelationSettings, CorrelationStats, Correlator,
     Retained, RetentionFilter, Strategy,
 };
-use crate::rules::conjunction::{selective_disjunction, selective_predicate, SharedConditions};
+use crate::rules::conjunction::{
+    faster_filters, selective_disjunction, selective_predicate, SharedConditions,
+};
 use crate::rules::definitions::expand::Expander;
 use crate::rules::definitions::Definitions;
 use crate::rules::engine::PlanOptions;
@@ -174,6 +176,7 @@ async fn compile_rule(
         .for_each(|e| json_reads.expr(e));
     let physical = physical_plan_of_optimized(state, &plan)
         .await
+        .and_then(faster_filters)
         .map_err(|e| rule_error(&rule, format!("physical planning failed: {e}")))?;
     let schema = physical.schema();
     let window_end = window_end_column(&rule, &schema)?;

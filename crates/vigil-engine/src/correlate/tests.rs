@@ -388,3 +388,52 @@ async fn a_correlation_rule_over_its_time_budget_fails_alone_and_the_pipeline_go
         );
     }
 }
+
+/// A correlation rule's pattern match is compiled once, at load, as in
+/// per-event rules (`rules::regex_match`): left to DataFusion it was
+/// compiled again at every evaluation, for every retained batch a scan
+/// filters and every batch an incremental rule aggregates.
+#[tokio::test]
+async fn correlation_plans_match_patterns_compiled_at_load() {
+    let sequence = SEQUENCE.replace(
+        "WHERE a.object_ref.subresource = 'exec'",
+        "WHERE regexp_like(a.user_agent, '^kubectl/[0-9]') AND a.object_ref.subresource = 'exec'",
+    );
+    let threshold = THRESHOLD.replace(
+        "WHERE response_status.code = 403",
+        "WHERE response_status.code = 403 AND user_agent ~ '^curl/[0-9]'",
+    );
+    for (id, extra, sql) in [
+        ("t.sequence", "-- window: 10m\n", sequence.as_str()),
+        ("t.threshold", "-- window: 1m\n", threshold.as_str()),
+    ] {
+        let text = format!("{}{sql}", header(id, "k8s_audit", extra));
+        let rule = parse_rule(&PathBuf::from(format!("{id}.sql")), &text).unwrap();
+        let correlator = super::Correlator::compile(
+            vec![rule],
+            CorrelationSettings::default(),
+            &Arc::default(),
+            &crate::rules::definitions::Definitions::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let compiled = &correlator.rules[0];
+        let plans: Vec<&Arc<dyn datafusion::physical_plan::ExecutionPlan>> =
+            match &compiled.strategy {
+                super::Strategy::Incremental { split, .. } => vec![&split.partial, &split.finish],
+                super::Strategy::Rescan { .. } => vec![&compiled.plan],
+            };
+        let shown: String = plans
+            .iter()
+            .map(|p| {
+                datafusion::physical_plan::displayable(p.as_ref())
+                    .indent(true)
+                    .to_string()
+            })
+            .collect();
+        assert!(
+            shown.contains(r#"~ "^"#) && !shown.contains("regexp_like") && !shown.contains("~ ^"),
+            "{id}: the pattern is not compiled at load:\n{shown}"
+        );
+    }
+}
