@@ -52,11 +52,13 @@ use datafusion::physical_plan::{
 /// (per-event rules) or the retained window state (correlation rules).
 #[derive(Debug, Default)]
 pub struct BatchSlot {
-    current: Mutex<Contents>,
+    /// Shared with the executions reading it: a scan takes the contents
+    /// without copying the list of batches.
+    current: Mutex<Arc<Contents>>,
 }
 
-#[derive(Debug, Default, Clone)]
-struct Contents {
+#[derive(Debug, Default)]
+pub(super) struct Contents {
     batches: Vec<RecordBatch>,
     /// One identity per batch ([`next_batch_id`]) when the batches are
     /// retained ones, whose filter results a filtered scan may keep.
@@ -77,24 +79,24 @@ impl BatchSlot {
     }
 
     pub fn set_all(&self, batches: Vec<RecordBatch>) {
-        *self.current.lock().expect("slot lock") = Contents { batches, ids: None };
+        *self.current.lock().expect("slot lock") = Arc::new(Contents { batches, ids: None });
     }
 
     /// Hold batches with their identities (from [`next_batch_id`]).
     pub fn set_identified(&self, batches: Vec<(u64, RecordBatch)>) {
         let (ids, batches) = batches.into_iter().unzip();
-        *self.current.lock().expect("slot lock") = Contents {
+        *self.current.lock().expect("slot lock") = Arc::new(Contents {
             batches,
             ids: Some(ids),
-        };
+        });
     }
 
     pub fn clear(&self) {
         self.set_all(Vec::new());
     }
 
-    fn get(&self) -> Contents {
-        self.current.lock().expect("slot lock").clone()
+    fn get(&self) -> Arc<Contents> {
+        Arc::clone(&self.current.lock().expect("slot lock"))
     }
 }
 
@@ -755,37 +757,29 @@ impl ExecutionPlan for SlotExec {
             .time_bounds
             .as_ref()
             .map(|(column, bounds)| (*column, bounds.get()));
-        let Contents { batches, ids } = self.slot.get();
-        let ids = match (&self.filter, ids) {
-            (Some(filter), Some(ids)) => {
-                filter.keep_only(&ids);
-                // Retained batches: their kept rows, run by run, as polled.
-                let kept = kept::KeptScan::new(
-                    self.clone(),
-                    filter.clone(),
-                    batches,
-                    ids,
-                    bounds,
-                    context.session_config().batch_size(),
-                );
-                return Ok(Box::pin(RecordBatchStreamAdapter::new(
-                    schema,
-                    futures::stream::iter(kept),
-                )));
-            }
-            (_, ids) => ids,
-        };
-        let ids = ids.map_or_else(
-            || vec![None; batches.len()],
-            |ids| ids.into_iter().map(Some).collect(),
-        );
+        let contents = self.slot.get();
+        if let (Some(filter), Some(ids)) = (&self.filter, &contents.ids) {
+            filter.keep_only(ids);
+            // Retained batches: their kept rows, run by run, as polled.
+            let kept = kept::KeptScan::new(
+                self.clone(),
+                filter.clone(),
+                Arc::clone(&contents),
+                bounds,
+                context.session_config().batch_size(),
+            );
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(
+                schema,
+                futures::stream::iter(kept),
+            )));
+        }
         // Scanned as the stream is polled: the filter's work happens
         // within the execution's time budget (`rules::budget`).
         let scan = self.clone();
-        let scanned = batches
-            .into_iter()
-            .zip(ids)
-            .map(move |(batch, id)| scan.scan(batch, id, bounds));
+        let scanned = (0..contents.batches.len()).map(move |at| {
+            let id = contents.ids.as_ref().map(|ids| ids[at]);
+            scan.scan(contents.batches[at].clone(), id, bounds)
+        });
         let batches: Box<dyn Iterator<Item = Result<RecordBatch>> + Send> = match &self.filter {
             // A filter keeps few rows of a batch: what passes is gathered
             // into batches of the session's size, as the `FilterExec` it

@@ -29,7 +29,7 @@ use datafusion::arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result};
 
-use super::{CachedFilter, Selection, SlotExec};
+use super::{CachedFilter, Contents, Selection, SlotExec};
 
 /// Most batches in one run. Eviction cuts the oldest run; what it still
 /// holds is gathered again (from the filter's kept selections, without
@@ -65,8 +65,8 @@ pub(super) struct KeptScan {
     scan: SlotExec,
     filter: Arc<CachedFilter>,
     schema: SchemaRef,
-    batches: Vec<RecordBatch>,
-    ids: Vec<u64>,
+    /// The slot's batches, every one identified.
+    contents: Arc<Contents>,
     /// The next slot position to read.
     position: usize,
     /// The runs of the previous execution, by their first batch.
@@ -81,8 +81,7 @@ impl KeptScan {
     pub(super) fn new(
         scan: SlotExec,
         filter: Arc<CachedFilter>,
-        batches: Vec<RecordBatch>,
-        ids: Vec<u64>,
+        contents: Arc<Contents>,
         bounds: Option<(usize, (i64, i64))>,
         batch_size: usize,
     ) -> Self {
@@ -95,8 +94,7 @@ impl KeptScan {
             schema: scan.scanned.clone(),
             scan,
             filter,
-            batches,
-            ids,
+            contents,
             position: 0,
             previous,
             bounds,
@@ -105,20 +103,26 @@ impl KeptScan {
         }
     }
 
+    /// The identities of the slot's batches, in slot order.
+    fn ids(&self) -> &[u64] {
+        self.contents.ids.as_deref().unwrap_or_default()
+    }
+
     /// The previous run starting at the current position, if the slot
     /// holds all of its batches from there. Not a run that ended at the
     /// slot's end with room left while batches were retained after it: that
     /// one is gathered again with them, so runs grow to their size instead
     /// of one run per emission.
     fn reusable(&mut self) -> Option<Arc<KeptRun>> {
-        let run = self.previous.remove(&self.ids[self.position])?;
-        if !self.ids[self.position..].starts_with(&run.ids) {
+        let first = self.ids()[self.position];
+        let run = self.previous.remove(&first)?;
+        if !self.ids()[self.position..].starts_with(&run.ids) {
             return None;
         }
         let next = self.position + run.ids.len();
         let room = run.ids.len() < MAX_RUN_BATCHES && run.kept < self.batch_size;
         let extendable =
-            room && next < self.ids.len() && !self.previous.contains_key(&self.ids[next]);
+            room && next < self.ids().len() && !self.previous.contains_key(&self.ids()[next]);
         (!extendable).then_some(run)
     }
 
@@ -129,8 +133,9 @@ impl KeptScan {
     fn run_length(&self, mut kept: impl FnMut(usize) -> Result<usize>) -> Result<usize> {
         let start = self.position;
         let (mut end, mut gathered) = (start, 0);
-        while end < self.ids.len() && end - start < MAX_RUN_BATCHES && gathered < self.batch_size {
-            if end > start && self.previous.contains_key(&self.ids[end]) {
+        while end < self.ids().len() && end - start < MAX_RUN_BATCHES && gathered < self.batch_size
+        {
+            if end > start && self.previous.contains_key(&self.ids()[end]) {
                 break;
             }
             gathered += kept(end)?;
@@ -144,9 +149,11 @@ impl KeptScan {
     fn gather(&self) -> Result<KeptRun> {
         let (mut scanned, mut kept) = (Vec::new(), 0);
         let length = self.run_length(|at| {
-            let (batch, selected) =
-                self.scan
-                    .scan(self.batches[at].clone(), Some(self.ids[at]), None)?;
+            let (batch, selected) = self.scan.scan(
+                self.contents.batches[at].clone(),
+                Some(self.ids()[at]),
+                None,
+            )?;
             let n = match &selected {
                 Selection::None => 0,
                 Selection::All => batch.num_rows(),
@@ -170,7 +177,7 @@ impl KeptScan {
             .map(|b| self.scan.derive(b))
             .collect::<Result<Vec<_>>>()?;
         Ok(KeptRun {
-            ids: self.ids[self.position..self.position + length].to_vec(),
+            ids: self.ids()[self.position..self.position + length].to_vec(),
             rows: Some(rows),
             times: None,
             kept,
@@ -183,9 +190,11 @@ impl KeptScan {
         let mut times: Option<(i64, i64)> = None;
         let mut kept = 0;
         let length = self.run_length(|at| {
-            let (batch, selected) =
-                self.scan
-                    .scan(self.batches[at].clone(), Some(self.ids[at]), None)?;
+            let (batch, selected) = self.scan.scan(
+                self.contents.batches[at].clone(),
+                Some(self.ids()[at]),
+                None,
+            )?;
             let column = match selected {
                 Selection::None => return Ok(0),
                 Selection::All => batch.column(column).clone(),
@@ -200,7 +209,7 @@ impl KeptScan {
             Ok(column.len())
         })?;
         Ok(KeptRun {
-            ids: self.ids[self.position..self.position + length].to_vec(),
+            ids: self.ids()[self.position..self.position + length].to_vec(),
             rows: None,
             times,
             kept,
@@ -215,9 +224,11 @@ impl KeptScan {
         at: usize,
         bounds: Option<(usize, (i64, i64))>,
     ) -> Result<usize> {
-        let (batch, selected) =
-            self.scan
-                .scan(self.batches[at].clone(), Some(self.ids[at]), bounds)?;
+        let (batch, selected) = self.scan.scan(
+            self.contents.batches[at].clone(),
+            Some(self.ids()[at]),
+            bounds,
+        )?;
         Ok(match selected {
             Selection::None => 0,
             Selection::All => {
@@ -286,11 +297,11 @@ impl Iterator for KeptScan {
             if let Some(batch) = self.ready.pop_front() {
                 return Some(Ok(batch));
             }
-            if self.position >= self.ids.len() {
+            if self.position >= self.ids().len() {
                 return None;
             }
             if let Err(e) = self.advance() {
-                self.position = self.ids.len();
+                self.position = self.ids().len();
                 return Some(Err(e));
             }
         }
