@@ -296,7 +296,7 @@ impl Correlator {
             }
             let batch = with_documents_cut(batch, &retained.cuts)?;
             let offsets = batch_offsets(&batch, &self.identities);
-            retained.batches.push(RetainedBatch::new(batch, offsets));
+            push_compacting(&mut retained.batches, RetainedBatch::new(batch, offsets));
         }
         for rule in self
             .rules
@@ -389,4 +389,129 @@ fn without_unread(batch: &RecordBatch, unread: &[usize]) -> Result<RecordBatch, 
     }
     RecordBatch::try_new(batch.schema(), columns)
         .context("dropping the columns no correlation rule reads")
+}
+
+/// Retained batches of fewer rows than this together are merged.
+const COMPACT_ROWS: usize = 1024;
+
+/// Append `batch` to the retained `batches`, then merge the last two while
+/// the earlier holds no more rows than the later and together they hold at
+/// most [`COMPACT_ROWS`]. Every scan of an emission walks the retained
+/// batches, so a stream whose micro-batches retain a few events each would
+/// otherwise cost per micro-batch of the window at every emission. Sizes
+/// then fall by halves, as in a binary counter: a row is copied at most
+/// about log2(`COMPACT_ROWS` / rows per batch) times, and a batch already
+/// of half that size or more is never merged. A merged batch is a new
+/// batch (a new identity): the scans filter it again.
+fn push_compacting(batches: &mut Vec<RetainedBatch>, batch: RetainedBatch) {
+    batches.push(batch);
+    while let [.., earlier, later] = batches.as_slice() {
+        let (a, b) = (earlier.batch.num_rows(), later.batch.num_rows());
+        if a > b || a + b > COMPACT_ROWS {
+            break;
+        }
+        // Batches of one source share the retained schema; were they ever
+        // not to, they stay apart.
+        let Ok(merged) = datafusion::arrow::compute::concat_batches(
+            &earlier.batch.schema(),
+            [&earlier.batch, &later.batch],
+        ) else {
+            break;
+        };
+        let later = batches.pop().expect("two batches");
+        let mut earlier = batches.pop().expect("two batches");
+        merge_offsets(&mut earlier.offsets, &later.offsets);
+        batches.push(RetainedBatch::new(merged, earlier.offsets));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::TimestampNanosecondArray;
+    use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
+
+    use super::*;
+
+    /// A retained batch of `rows` events with times `first..first + rows`,
+    /// whose lowest offset in partition ("t", 0) is `offset`.
+    fn retained(first: i64, rows: usize, offset: i64) -> RetainedBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(
+                "event_time",
+                DataType::Timestamp(TimeUnit::Nanosecond, None),
+                false,
+            ),
+            Field::new(ROW_COLUMN, DataType::UInt64, false),
+        ]));
+        let times: Vec<i64> = (first..first + rows as i64).collect();
+        let seqs: Vec<u64> = times.iter().map(|&t| t as u64).collect();
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(TimestampNanosecondArray::from(times)),
+                Arc::new(UInt64Array::from(seqs)),
+            ],
+        )
+        .unwrap();
+        RetainedBatch::new(batch, Offsets::from([(("t".to_string(), 0), offset)]))
+    }
+
+    fn times(batches: &[RetainedBatch]) -> Vec<i64> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let times = b.batch.column(0).as_primitive::<TimestampNanosecondType>();
+                times.values().to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batches_of_few_rows_are_merged_as_a_binary_counter_in_order() {
+        let mut batches = Vec::new();
+        for i in 0..100 {
+            push_compacting(&mut batches, retained(i * 3, 3, 1_000 - i));
+        }
+        // 100 pushes = 64 + 32 + 4: three batches, the oldest first.
+        let sizes: Vec<usize> = batches.iter().map(|b| b.batch.num_rows()).collect();
+        assert_eq!(sizes, [192, 96, 12]);
+        assert_eq!(times(&batches), (0..300).collect::<Vec<i64>>());
+        // Each merged batch keeps the lowest offset of the batches in it,
+        // and its earliest time.
+        let lowest: Vec<i64> = batches
+            .iter()
+            .map(|b| b.offsets[&("t".into(), 0)])
+            .collect();
+        assert_eq!(lowest, [1_000 - 63, 1_000 - 95, 1_000 - 99]);
+        let earliest: Vec<Option<i64>> = batches.iter().map(|b| b.earliest).collect();
+        assert_eq!(earliest, [Some(0), Some(192), Some(288)]);
+    }
+
+    #[test]
+    fn a_merged_batch_is_a_new_batch() {
+        let (a, b) = (retained(0, 2, 0), retained(2, 2, 0));
+        let ids = [a.id, b.id];
+        let mut batches = vec![a];
+        push_compacting(&mut batches, b);
+        assert_eq!(batches.len(), 1);
+        assert!(
+            !ids.contains(&batches[0].id),
+            "a merged batch reused an identity"
+        );
+    }
+
+    #[test]
+    fn batches_beyond_the_limit_together_stay_apart() {
+        let half = COMPACT_ROWS / 2 + 1;
+        let mut batches = Vec::new();
+        for i in 0..3 {
+            push_compacting(&mut batches, retained(i * half as i64, half, 0));
+        }
+        assert_eq!(batches.len(), 3);
+        // A small batch after a large one is not merged into it.
+        push_compacting(&mut batches, retained(10_000, 1, 0));
+        push_compacting(&mut batches, retained(10_001, 1, 0));
+        let sizes: Vec<usize> = batches.iter().map(|b| b.batch.num_rows()).collect();
+        assert_eq!(sizes, [half, half, half, 2]);
+    }
 }

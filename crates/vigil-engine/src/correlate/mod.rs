@@ -179,14 +179,23 @@ struct RetainedBatch {
     id: u64,
     batch: RecordBatch,
     offsets: Offsets,
+    /// Its earliest event time, when no event of it lacks one: eviction
+    /// keeps such a batch whole without reading its times again.
+    earliest: Option<i64>,
 }
 
 impl RetainedBatch {
     fn new(batch: RecordBatch, offsets: Offsets) -> Self {
+        let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
+        let earliest = match times.null_count() {
+            0 => Some(datafusion::arrow::compute::min(times).unwrap_or(i64::MAX)),
+            _ => None,
+        };
         RetainedBatch {
             id: next_batch_id(),
             batch,
             offsets,
+            earliest,
         }
     }
 }
@@ -716,15 +725,13 @@ fn evict_before(
 ) {
     let mut kept = Vec::with_capacity(batches.len());
     for retained in batches.drain(..) {
-        let batch = &retained.batch;
-        let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
         // Most batches are wholly kept: decided without building a mask.
-        if times.null_count() == 0
-            && datafusion::arrow::compute::min(times).is_none_or(|t| t >= cutoff)
-        {
+        if retained.earliest.is_some_and(|t| t >= cutoff) {
             kept.push(retained);
             continue;
         }
+        let batch = &retained.batch;
+        let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
         let keep: BooleanArray = times
             .iter()
             .map(|t| Some(t.is_some_and(|t| t >= cutoff)))
