@@ -391,7 +391,7 @@ fn without_unread(batch: &RecordBatch, unread: &[usize]) -> Result<RecordBatch, 
         .context("dropping the columns no correlation rule reads")
 }
 
-/// Retained batches of fewer rows than this together are merged.
+/// The most rows a batch merged from smaller retained batches holds.
 const COMPACT_ROWS: usize = 1024;
 
 /// Append `batch` to the retained `batches`, then merge the last two while
