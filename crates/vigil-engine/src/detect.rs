@@ -397,6 +397,7 @@ impl Detector {
             }
             self.correlation_done(&mut out, alerts, failures, now);
         }
+        self.engine.end_batch();
         out
     }
 

@@ -137,6 +137,10 @@ pub struct RuleEngine {
     definitions: Arc<Definitions>,
     /// Where first-seen states keep their combinations.
     first_seen_storage: FirstSeenStorage,
+    /// The values of conditions the per-event rules and the correlation
+    /// pre-filter share, with the columns of the batch they were computed
+    /// on (see [`RuleEngine::end_batch`]).
+    shared_conditions: Arc<super::conjunction::SharedConditions>,
 }
 
 /// Default of [`RuleEngine::set_time_budget`] (`rules.max_eval_ms`).
@@ -392,7 +396,18 @@ impl RuleEngine {
             time_budget: DEFAULT_TIME_BUDGET,
             definitions,
             first_seen_storage: FirstSeenStorage::default(),
+            shared_conditions,
         })
+    }
+
+    /// The batch just evaluated is done with: let go of its columns, which
+    /// the rules' shared conditions hold until the next batch replaces
+    /// them. Without this, a batch stays in memory while the next one is
+    /// decoded, and two batches' columns make the peak (docs/benchmarks.md,
+    /// stop 39). Call it after the per-event rules and the correlation
+    /// ingest of a batch (the pre-filter reuses the rules' conditions).
+    pub fn end_batch(&self) {
+        self.shared_conditions.clear();
     }
 
     /// The lists, macros and lookup tables the rules were compiled with.

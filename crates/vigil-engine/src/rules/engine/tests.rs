@@ -141,6 +141,34 @@ async fn plans_once_and_evaluates_each_batch() {
     assert_eq!(alerts2[0].alert_id, alerts2[1].alert_id);
 }
 
+/// Shared conditions hold the columns they were computed on; once a batch
+/// is done with, the engine must let go of them, or each batch stays in
+/// memory while the next is decoded.
+#[tokio::test]
+async fn a_batch_done_with_is_let_go() {
+    let mut engine = RuleEngine::compile(vec![rule(
+        "SELECT object_ref.name AS name FROM k8s_audit WHERE verb = 'get' AND object_ref.resource = 'secrets'",
+    )])
+    .await
+    .unwrap();
+    let (batch, messages) = audit(&[LIST_PODS, GET_SECRET]);
+    let verb = batch.batch.column_by_name("verb").unwrap().clone();
+    let (alerts, failures) = engine.evaluate(&batch, &messages, 7).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    drop(batch);
+    assert!(
+        Arc::strong_count(&verb) > 1,
+        "the shared condition on verb holds the column until the batch ends"
+    );
+    engine.end_batch();
+    assert_eq!(
+        Arc::strong_count(&verb),
+        1,
+        "only this test holds the column"
+    );
+}
+
 /// Joins keep their build side in the plan node: re-executing the compiled
 /// plan must not join the new batch against an earlier batch's rows.
 #[tokio::test]
