@@ -575,7 +575,7 @@ fn correlator(
         retained,
         rules,
         watermark,
-        identities: BTreeMap::new(),
+        identities: Default::default(),
         streams: Default::default(),
         last_stream: None,
         identities_gc_at: super::IDENTITIES_GC_MIN,

@@ -16,6 +16,7 @@ use std::cell::OnceCell;
 use serde_json::Map;
 
 use super::emit::collect_seqs;
+use super::identities::IdentityRef;
 use super::*;
 
 /// The due rows of one result batch of a rule run.
@@ -30,7 +31,7 @@ pub(super) struct DueRows<'a> {
 struct Naming<'a> {
     rule_id: String,
     event_columns: Vec<usize>,
-    identities: &'a BTreeMap<u64, RetainedIdentity>,
+    identities: &'a Identities,
     max_events: usize,
 }
 
@@ -85,7 +86,7 @@ impl<'a> DueRows<'a> {
         rule: &CompiledCorrelation,
         batch: &RecordBatch,
         (from, to): (i64, i64),
-        identities: &'a BTreeMap<u64, RetainedIdentity>,
+        identities: &'a Identities,
         max_events: usize,
     ) -> Result<Option<DueRows<'a>>, CorrelationError> {
         let ends = batch
@@ -164,7 +165,7 @@ impl<'a> DueRows<'a> {
         Ok(alert)
     }
 
-    pub fn identities(&self) -> &'a BTreeMap<u64, RetainedIdentity> {
+    pub fn identities(&self) -> &'a Identities {
         self.naming.identities
     }
 
@@ -234,7 +235,7 @@ impl FoldedRow {
     pub fn alert(
         &self,
         rule: &CompiledCorrelation,
-        identities: &BTreeMap<u64, RetainedIdentity>,
+        identities: &Identities,
         max_events: usize,
     ) -> (Alert, Option<CorrelationError>) {
         let naming = Naming {
@@ -310,11 +311,11 @@ fn named_events(naming: &Naming<'_>, selected: &RecordBatch, i: usize) -> Vec<Ev
     for &c in &naming.event_columns {
         collect_seqs(selected.column(c), i, &mut seqs);
     }
-    let mut events: Vec<&RetainedIdentity> = seqs
+    let mut events: Vec<IdentityRef<'_>> = seqs
         .iter()
         .filter_map(|s| naming.identities.get(s))
         .collect();
-    events.sort_by(|a, b| (a.event_time, &a.event_id).cmp(&(b.event_time, &b.event_id)));
+    events.sort_by(|a, b| (a.event_time, a.event_id).cmp(&(b.event_time, b.event_id)));
     events.dedup_by(|a, b| a.event_id == b.event_id);
     events.truncate(naming.max_events);
     events

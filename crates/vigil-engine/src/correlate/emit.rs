@@ -306,7 +306,7 @@ impl Correlator {
                 Strategy::Rescan { pending: None } => {}
             }
         }
-        self.identities.retain(|seq, _| live.contains(seq));
+        self.identities.retain(|seq| live.contains(&seq));
         self.identities_gc_at = (2 * self.identities.len()).max(IDENTITIES_GC_MIN);
     }
 }
@@ -405,7 +405,7 @@ fn summary(
     rule: &CompiledCorrelation,
     last: &due::FoldedRow,
     folded: u64,
-    identities: &BTreeMap<u64, RetainedIdentity>,
+    identities: &Identities,
     max_events: usize,
 ) -> (Alert, Option<String>) {
     let (alert, error) = last.alert(rule, identities, max_events);

@@ -44,7 +44,7 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 
 use super::error::{Context, CorrelationError, SplitError};
-use super::RetainedIdentity;
+use super::identities::Identities;
 use crate::rules::slot::{BatchSlot, SlotTable};
 
 /// Lowest offset per Kafka (topic, partition) of the events a piece of
@@ -315,7 +315,7 @@ impl AggregateState {
         split: &AggregateSplit,
         partial_rows: Vec<RecordBatch>,
         (offsets, emitted): (&Offsets, Option<i64>),
-        (max_events, identities): (usize, &BTreeMap<u64, RetainedIdentity>),
+        (max_events, identities): (usize, &Identities),
         task_ctx: &Arc<TaskContext>,
         budget: &super::EvalBudget,
     ) -> Result<RowsEvaluated, CorrelationError> {
@@ -415,7 +415,7 @@ async fn compact(
     split: &AggregateSplit,
     window: &mut WindowState,
     max_events: usize,
-    identities: &BTreeMap<u64, RetainedIdentity>,
+    identities: &Identities,
     task_ctx: &Arc<TaskContext>,
     budget: &super::EvalBudget,
     total_rows: &mut usize,
@@ -446,7 +446,7 @@ fn cap_events(
     batch: &RecordBatch,
     columns: &[usize],
     max: usize,
-    identities: &BTreeMap<u64, RetainedIdentity>,
+    identities: &Identities,
 ) -> Result<RecordBatch, CorrelationError> {
     let mut out: Vec<ArrayRef> = batch.columns().to_vec();
     for &c in columns {
@@ -520,9 +520,9 @@ type OrderKey<'a> = (bool, i64, &'a str, u64);
 
 /// Order of the events an alert names: event time, then event id; events
 /// whose identity is gone sort last.
-fn order_key(seq: u64, identities: &BTreeMap<u64, RetainedIdentity>) -> OrderKey<'_> {
+fn order_key(seq: u64, identities: &Identities) -> OrderKey<'_> {
     match identities.get(&seq) {
-        Some(i) => (false, i.event_time, &*i.event_id, seq),
+        Some(i) => (false, i.event_time, i.event_id, seq),
         None => (true, 0, "", seq),
     }
 }

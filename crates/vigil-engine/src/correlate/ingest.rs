@@ -196,9 +196,13 @@ impl Correlator {
             for i in 0..batch.num_rows() {
                 let event = &decoded.events[rows.value(i) as usize];
                 let message = &messages[event.message as usize];
+                let content_id;
                 let event_id = match &event.native_id {
-                    Some(id) => id.clone(),
-                    None => content_event_id(&message.payload, event.item),
+                    Some(id) => id.as_str(),
+                    None => {
+                        content_id = content_event_id(&message.payload, event.item);
+                        content_id.as_str()
+                    }
                 };
                 let (stream, position) = self.stream_of(&message.origin, &mut new_offsets);
                 let upstream = upstream
@@ -207,8 +211,8 @@ impl Correlator {
                 self.next_seq += 1;
                 self.identities.insert(
                     seq,
+                    event_id,
                     RetainedIdentity {
-                        event_id: event_id.into_boxed_str(),
                         stream,
                         position,
                         event_time: batch_times.value(i),

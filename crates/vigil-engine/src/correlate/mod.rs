@@ -45,6 +45,7 @@ mod due;
 mod emit;
 mod error;
 pub(crate) mod fold_lane;
+mod identities;
 mod incremental;
 mod ingest;
 mod json_cut;
@@ -93,6 +94,7 @@ use crate::rules::slot::{next_batch_id, BatchSlot};
 use crate::rules::{Rule, RuleError};
 use crate::schema::ROW_COLUMN;
 use crate::source::{Origin, RawMessage, SourceKind};
+use identities::Identities;
 
 /// An event that arrived behind the watermark.
 #[derive(Debug, Clone)]
@@ -112,12 +114,12 @@ enum Stream {
     File { path: String },
 }
 
-/// Identity of an event some state names (kept compact: a million of them
+/// Identity of an event some state names, besides its id, which the
+/// table keeps (`identities.rs`) (kept compact: a million of them
 /// are the bulk of the state with a million distinct keys, see
 /// docs/rules.md "State size").
 #[derive(Debug, Clone)]
 struct RetainedIdentity {
-    event_id: Box<str>,
     stream: Arc<Stream>,
     /// Kafka offset, or line of the file.
     position: i64,
@@ -355,7 +357,7 @@ pub struct Correlator {
     retained: BTreeMap<SourceKind, Retained>,
     rules: Vec<CompiledCorrelation>,
     watermark: WatermarkTracker,
-    identities: BTreeMap<u64, RetainedIdentity>,
+    identities: Identities,
     /// The streams identities point to (one per partition or file).
     streams: HashMap<Stream, Arc<Stream>>,
     /// The stream of the last event numbered (the next one's, mostly).
@@ -704,13 +706,11 @@ pub(crate) fn partition_of(origin: &Origin) -> String {
 }
 
 /// Lowest offset per Kafka partition of the events of a retained batch.
-fn batch_offsets(batch: &RecordBatch, identities: &BTreeMap<u64, RetainedIdentity>) -> Offsets {
+fn batch_offsets(batch: &RecordBatch, identities: &Identities) -> Offsets {
     let mut out = Offsets::new();
     if let Some(seqs) = batch.column_by_name(ROW_COLUMN) {
         for seq in seqs.as_primitive::<UInt64Type>().values().iter() {
-            if let Some((key, offset)) =
-                identities.get(seq).and_then(RetainedIdentity::kafka_offset)
-            {
+            if let Some((key, offset)) = identities.get(seq).and_then(|i| i.kafka_offset()) {
                 merge_offsets(&mut out, &Offsets::from([(key, offset)]));
             }
         }
@@ -718,11 +718,7 @@ fn batch_offsets(batch: &RecordBatch, identities: &BTreeMap<u64, RetainedIdentit
     out
 }
 
-fn evict_before(
-    batches: &mut Vec<RetainedBatch>,
-    cutoff: i64,
-    identities: &BTreeMap<u64, RetainedIdentity>,
-) {
+fn evict_before(batches: &mut Vec<RetainedBatch>, cutoff: i64, identities: &Identities) {
     let mut kept = Vec::with_capacity(batches.len());
     for retained in batches.drain(..) {
         // Most batches are wholly kept: decided without building a mask.
