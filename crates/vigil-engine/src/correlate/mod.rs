@@ -114,10 +114,10 @@ enum Stream {
     File { path: String },
 }
 
-/// Identity of an event some state names, besides its id, which the
-/// table keeps (`identities.rs`) (kept compact: a million of them
-/// are the bulk of the state with a million distinct keys, see
-/// docs/rules.md "State size").
+/// Where an event some state names was read, and when it happened; its
+/// id is kept by the table of identities (`identities.rs`). Kept compact:
+/// a million of them are the bulk of the state with a million distinct
+/// keys (docs/rules.md "State size").
 #[derive(Debug, Clone)]
 struct RetainedIdentity {
     stream: Arc<Stream>,
