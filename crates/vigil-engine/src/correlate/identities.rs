@@ -4,10 +4,10 @@
 //! Events are numbered in the order they are taken in, so the table is two
 //! vectors sorted by number: an append per event, a binary search per
 //! lookup, and a compaction in place when unreferenced identities are
-//! collected. Per identity that is its number and its fields, without the
-//! nodes of a `BTreeMap` (which held them at about twice the size: the
-//! bulk of correlation's memory after the retained events,
-//! docs/benchmarks.md, stop 39).
+//! collected. Per identity that is its number, its fields and its id's
+//! text, without the nodes of a `BTreeMap` and an allocation per id (about
+//! half as much again; identities are the bulk of correlation's memory
+//! after the retained events, docs/benchmarks.md, stop 39).
 
 use std::ops::Deref;
 
