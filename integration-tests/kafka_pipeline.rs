@@ -167,7 +167,7 @@ async fn detects_dead_letters_commits_and_restarts_without_reemitting() {
         assert_eq!(
             d.origins,
             vec![Origin::Kafka {
-                topic: topics.audit.clone(),
+                topic: topics.audit.as_str().into(),
                 partition: 0,
                 offset: n + i as i64
             }]
@@ -256,7 +256,7 @@ async fn detects_dead_letters_commits_and_restarts_without_reemitting() {
     // offline verdicts against every label, with the deliberate
     // disagreements.)
     let kafka_fired = fired_by_line(&parsed_after, |o| match o {
-        Origin::Kafka { topic, offset, .. } if *topic == topics.audit => Some(*offset as u64 + 1),
+        Origin::Kafka { topic, offset, .. } if **topic == *topics.audit => Some(*offset as u64 + 1),
         _ => None,
     });
     let offline = offline_event_alerts(&[(SourceKind::K8sAudit, &audit)]).await;
@@ -296,7 +296,7 @@ async fn detects_dead_letters_commits_and_restarts_without_reemitting() {
     assert_eq!(
         exec.events[0].origin,
         Origin::Kafka {
-            topic: topics.audit.clone(),
+            topic: topics.audit.as_str().into(),
             partition: 0,
             offset: n + 3
         }

@@ -542,8 +542,8 @@ fn note_marks(marks: &mut BTreeMap<String, i64>, messages: &[RawMessage], decode
         let key = match &messages[event.message as usize].origin {
             Origin::Kafka {
                 topic, partition, ..
-            } => (topic.as_str(), Some(*partition)),
-            Origin::File { path, .. } => (path.as_str(), None),
+            } => (&**topic, Some(*partition)),
+            Origin::File { path, .. } => (&**path, None),
         };
         let t = times.value(row);
         highest

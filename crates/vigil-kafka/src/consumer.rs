@@ -109,7 +109,7 @@ impl ConsumerHandle {
 /// Consumer of the source topics.
 pub struct KafkaSource {
     consumer: Arc<StreamConsumer<ConsumerObserver>>,
-    topics: HashMap<String, SourceKind>,
+    topics: HashMap<String, SourceTopic>,
     /// Per partition, where per-event evaluation got before a restart
     /// (from the last checkpoint): messages below it only rebuild state.
     processed: BTreeMap<(String, i32), i64>,
@@ -118,6 +118,9 @@ pub struct KafkaSource {
     /// A message received under a newer assignment than the batch being
     /// collected: the first of the next batch.
     stashed: Option<RawMessage>,
+    /// The key of a partition's entry in a batch's next offsets, kept
+    /// between messages (see [`KafkaSource::add`]).
+    offset_key: (String, i32),
     /// In a group: what it takes to rejoin it as a new member when another
     /// member left (see [`super::membership`]).
     rejoin: Option<Rejoin>,
@@ -203,6 +206,7 @@ impl KafkaSource {
             processed,
             partitions: Vec::new(),
             stashed: None,
+            offset_key: Default::default(),
             rejoin,
         })
     }
@@ -276,6 +280,7 @@ impl KafkaSource {
             processed,
             partitions,
             stashed: None,
+            offset_key: Default::default(),
             rejoin: None,
         })
     }
@@ -330,9 +335,15 @@ impl KafkaSource {
                     continue;
                 }
             };
-            let topic = message.topic().to_string();
-            let Some(&source) = self.topics.get(&topic) else {
-                tracing::warn!(topic, "message from an unexpected topic ignored");
+            let Some(SourceTopic {
+                source,
+                name: topic,
+            }) = self.topics.get(message.topic()).cloned()
+            else {
+                tracing::warn!(
+                    topic = message.topic(),
+                    "message from an unexpected topic ignored"
+                );
                 continue;
             };
             if batch.messages.is_empty() {
@@ -340,10 +351,11 @@ impl KafkaSource {
             }
             let partition = message.partition();
             let offset = message.offset();
-            let state_only = self
-                .processed
-                .get(&(topic.clone(), partition))
-                .is_some_and(|p| offset < *p);
+            let state_only = !self.processed.is_empty()
+                && self
+                    .processed
+                    .get(&(topic.to_string(), partition))
+                    .is_some_and(|p| offset < *p);
             let raw = RawMessage {
                 source,
                 payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
@@ -370,16 +382,25 @@ impl KafkaSource {
         batch
     }
 
-    fn add(&self, batch: &mut SourceBatch, message: RawMessage) {
+    fn add(&mut self, batch: &mut SourceBatch, message: RawMessage) {
         if let Origin::Kafka {
             topic,
             partition,
             offset,
         } = &message.origin
         {
-            batch
-                .next_offsets
-                .insert((topic.clone(), *partition), offset + 1);
+            // The key is built in a buffer kept for it: a partition's
+            // entry is updated without allocating its topic's name again.
+            let key = &mut self.offset_key;
+            key.0.clear();
+            key.0.push_str(topic);
+            key.1 = *partition;
+            match batch.next_offsets.get_mut(key) {
+                Some(next) => *next = offset + 1,
+                None => {
+                    batch.next_offsets.insert(key.clone(), offset + 1);
+                }
+            }
         }
         batch.messages.push(message);
     }
@@ -501,9 +522,26 @@ pub fn resume_offsets(
 }
 
 /// The source of each topic.
-fn topic_sources(sources: &[(SourceKind, String)]) -> HashMap<String, SourceKind> {
+/// The source a topic's events are, and its name as the messages read
+/// from it carry it (one shared copy).
+#[derive(Clone)]
+struct SourceTopic {
+    source: SourceKind,
+    name: Arc<str>,
+}
+
+fn topic_sources(sources: &[(SourceKind, String)]) -> HashMap<String, SourceTopic> {
     sources
         .iter()
-        .map(|(kind, topic)| (topic.clone(), *kind))
+        .map(|(source, topic)| {
+            let name = Arc::from(topic.as_str());
+            (
+                topic.clone(),
+                SourceTopic {
+                    source: *source,
+                    name,
+                },
+            )
+        })
         .collect()
 }

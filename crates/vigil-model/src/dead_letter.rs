@@ -162,7 +162,7 @@ impl DeadLetter {
         let mut d = Self::decode_error(
             alert.source,
             crate::source::Origin::File {
-                path: String::new(),
+                path: "".into(),
                 line: 0,
             },
             alert_json.as_bytes(),

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -134,12 +135,35 @@ impl<'de> Deserialize<'de> for SourceKind {
 pub enum Origin {
     /// A Kafka record.
     Kafka {
-        topic: String,
+        /// Shared by the records of a fetch: a reference count per record,
+        /// not a copy of the name.
+        #[serde(with = "shared_str")]
+        topic: Arc<str>,
         partition: i32,
         offset: i64,
     },
     /// A line of a replayed file (1-based); `path` is `-` for stdin.
-    File { path: String, line: u64 },
+    File {
+        #[serde(with = "shared_str")]
+        path: Arc<str>,
+        line: u64,
+    },
+}
+
+/// An `Arc<str>` as a JSON string (serde's own impls need its `rc`
+/// feature, which would rebuild every crate that uses serde).
+mod shared_str {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Arc<str>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(value)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<str>, D::Error> {
+        String::deserialize(deserializer).map(Arc::from)
+    }
 }
 
 impl fmt::Display for Origin {
@@ -168,4 +192,34 @@ pub struct RawMessage {
     /// correlation state. Per-event rules, dead letters and late-event
     /// reports skip it (they were produced the first time).
     pub state_only: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_origin_is_written_and_read_as_json_strings() {
+        let cases = [
+            (
+                Origin::Kafka {
+                    topic: "k8s-audit".into(),
+                    partition: 3,
+                    offset: 42,
+                },
+                r#"{"kind":"kafka","topic":"k8s-audit","partition":3,"offset":42}"#,
+            ),
+            (
+                Origin::File {
+                    path: "-".into(),
+                    line: 7,
+                },
+                r#"{"kind":"file","path":"-","line":7}"#,
+            ),
+        ];
+        for (origin, json) in cases {
+            assert_eq!(serde_json::to_string(&origin).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Origin>(json).unwrap(), origin);
+        }
+    }
 }

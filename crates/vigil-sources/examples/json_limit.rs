@@ -92,7 +92,7 @@ fn main() {
             source: SourceKind::K8sAudit,
             payload: l.as_bytes().to_vec(),
             origin: Origin::File {
-                path: path.clone(),
+                path: path.as_str().into(),
                 line: i as u64 + 1,
             },
             timestamp_ms: None,

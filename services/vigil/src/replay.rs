@@ -180,7 +180,8 @@ pub async fn replay_with(
 ) -> Result<ReplaySummary> {
     let batch_size = options.batch_size.max(1);
     let name = input.display().to_string();
-    let mut reader: Box<dyn BufRead> = if name == "-" {
+    let path: std::sync::Arc<str> = name.as_str().into();
+    let reader: Box<dyn BufRead> = if name == "-" {
         Box::new(std::io::stdin().lock())
     } else {
         Box::new(std::io::BufReader::with_capacity(
@@ -190,22 +191,21 @@ pub async fn replay_with(
     };
     let mut summary = ReplaySummary::default();
     let mut batch = Vec::with_capacity(batch_size);
-    let mut line = Vec::new();
+    let mut lines = LineReader::new(reader);
     let mut line_no = 0u64;
     loop {
-        line.clear();
-        let at_end = reader
-            .read_until(b'\n', &mut line)
-            .with_context(|| format!("reading {name}"))?
-            == 0;
-        if !at_end {
+        let line = lines
+            .next_line()
+            .with_context(|| format!("reading {name}"))?;
+        let at_end = line.is_none();
+        if let Some(line) = line {
             line_no += 1;
-            if let Some(payload) = payload_of(&line) {
+            if let Some(payload) = payload_of(line) {
                 batch.push(RawMessage {
                     source,
                     payload,
                     origin: Origin::File {
-                        path: name.clone(),
+                        path: path.clone(),
                         line: line_no,
                     },
                     timestamp_ms: None,
@@ -248,13 +248,62 @@ pub async fn replay_with(
 /// Read buffer of a replayed file: fewer, larger reads than the default 8 KiB.
 const READ_BUFFER_BYTES: usize = 256 * 1024;
 
-/// The message of one input line (its `\n` and a `\r` before it removed),
-/// or `None` for a blank line. A copy of exactly the line's size: the line
-/// buffer is reused, so a line costs one allocation, not one per doubling.
-fn payload_of(line: &[u8]) -> Option<Vec<u8>> {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    (!line.iter().all(u8::is_ascii_whitespace)).then(|| line.to_vec())
+/// The message of one input line (a `\r` ending it removed), or `None` for
+/// a blank line.
+fn payload_of(mut line: Vec<u8>) -> Option<Vec<u8>> {
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    (!line.iter().all(u8::is_ascii_whitespace)).then_some(line)
+}
+
+/// The lines of a replayed input. A line that lies within the read buffer
+/// is copied once, at its exact size, from the buffer into its own message:
+/// no intermediate line buffer, and one allocation per line.
+struct LineReader<R> {
+    reader: R,
+    /// The start of a line that continues past the end of the read buffer.
+    partial: Vec<u8>,
+}
+
+impl<R: BufRead> LineReader<R> {
+    fn new(reader: R) -> Self {
+        LineReader {
+            reader,
+            partial: Vec::new(),
+        }
+    }
+
+    /// The next line without its `\n` (the last line of the input may lack
+    /// one), or `None` at the end of the input.
+    fn next_line(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        loop {
+            let buffer = match self.reader.fill_buf() {
+                Ok(buffer) => buffer,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if buffer.is_empty() {
+                let rest = std::mem::take(&mut self.partial);
+                return Ok((!rest.is_empty()).then_some(rest));
+            }
+            let Some(end) = memchr::memchr(b'\n', buffer) else {
+                let taken = buffer.len();
+                self.partial.extend_from_slice(buffer);
+                self.reader.consume(taken);
+                continue;
+            };
+            let line = if self.partial.is_empty() {
+                buffer[..end].to_vec()
+            } else {
+                let mut line = std::mem::take(&mut self.partial);
+                line.extend_from_slice(&buffer[..end]);
+                line
+            };
+            self.reader.consume(end + 1);
+            return Ok(Some(line));
+        }
+    }
 }
 
 /// Write one batch's alerts and dead letters and count them. Returns false
@@ -455,5 +504,51 @@ mod tests {
         .await
         .unwrap_err();
         assert!(format!("{err:#}").contains("disk full"), "{err:#}");
+    }
+
+    /// What `BufRead::read_until` gave, line by line: each line without its
+    /// `\n`, a last line without one kept, nothing after a final `\n`.
+    fn lines_by_read_until(input: &[u8]) -> Vec<Vec<u8>> {
+        let mut reader = input;
+        let mut lines = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            if reader.read_until(b'\n', &mut line).unwrap() == 0 {
+                return lines;
+            }
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            lines.push(line);
+        }
+    }
+
+    proptest::proptest! {
+        /// Lines within the read buffer and lines across its end (a buffer
+        /// of 1 to 16 bytes) come out as `read_until` gives them.
+        #[test]
+        fn lines_are_read_whole_whatever_the_buffer_holds(
+            input in proptest::collection::vec(
+                proptest::sample::select(vec![b'\n', b'\r', b' ', b'x']),
+                0..64,
+            ),
+            capacity in 1usize..16,
+        ) {
+            let reader = std::io::BufReader::with_capacity(capacity, input.as_slice());
+            let mut lines = LineReader::new(reader);
+            let mut read = Vec::new();
+            while let Some(line) = lines.next_line().unwrap() {
+                read.push(line);
+            }
+            proptest::prop_assert_eq!(read, lines_by_read_until(&input));
+        }
+    }
+
+    #[test]
+    fn blank_lines_are_skipped_and_a_carriage_return_is_removed() {
+        assert_eq!(payload_of(b"{}\r".to_vec()), Some(b"{}".to_vec()));
+        assert_eq!(payload_of(b"{}".to_vec()), Some(b"{}".to_vec()));
+        assert_eq!(payload_of(b" \t\r".to_vec()), None);
+        assert_eq!(payload_of(Vec::new()), None);
     }
 }

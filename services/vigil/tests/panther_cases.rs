@@ -85,7 +85,7 @@ fn burst(line: u64, event: &serde_json::Value) -> Vec<RawMessage> {
                 source: SourceKind::K8sAudit,
                 payload: copy.to_string().into_bytes(),
                 origin: Origin::File {
-                    path: format!("panther-case-{line}-burst"),
+                    path: format!("panther-case-{line}-burst").into(),
                     line: i as u64 + 1,
                 },
                 timestamp_ms: None,

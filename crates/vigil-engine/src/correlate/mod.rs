@@ -110,8 +110,8 @@ pub struct LateEvent {
 /// shared by all the identities of its events.
 #[derive(Debug, PartialEq, Eq, Hash, Clone)]
 enum Stream {
-    Kafka { topic: String, partition: i32 },
-    File { path: String },
+    Kafka { topic: Arc<str>, partition: i32 },
+    File { path: Arc<str> },
 }
 
 /// Where an event some state names was read, and when it happened; its
@@ -135,8 +135,8 @@ impl Stream {
     /// Whether `origin` was read from this stream.
     fn holds(&self, origin: &Origin) -> bool {
         let key = match self {
-            Stream::Kafka { topic, partition } => (topic.as_str(), Some(*partition)),
-            Stream::File { path } => (path.as_str(), None),
+            Stream::Kafka { topic, partition } => (&**topic, Some(*partition)),
+            Stream::File { path } => (&**path, None),
         };
         key == partition_key(origin)
     }
@@ -165,7 +165,7 @@ impl RetainedIdentity {
     fn kafka_offset(&self) -> Option<((String, i32), i64)> {
         match &*self.stream {
             Stream::Kafka { topic, partition } => {
-                Some(((topic.clone(), *partition), self.position))
+                Some(((topic.to_string(), *partition), self.position))
             }
             Stream::File { .. } => None,
         }
@@ -701,7 +701,7 @@ pub(crate) fn partition_of(origin: &Origin) -> String {
         Origin::Kafka {
             topic, partition, ..
         } => format!("{topic}/{partition}"),
-        Origin::File { path, .. } => path.clone(),
+        Origin::File { path, .. } => path.to_string(),
     }
 }
 

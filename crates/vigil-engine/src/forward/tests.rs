@@ -65,7 +65,7 @@ fn batches(reading: Reading) -> Vec<Vec<RawMessage>> {
             let partition = rng.below(SOURCE_PARTITIONS as u64) as i32;
             let offset = next_offset.entry((topic.clone(), partition)).or_default();
             m.origin = Origin::Kafka {
-                topic,
+                topic: topic.into(),
                 partition,
                 offset: *offset,
             };

@@ -251,7 +251,7 @@ pub async fn run(rules: &[Rule], engine: RuleEngine) -> Vec<CaseResult> {
                         source,
                         payload,
                         origin: Origin::File {
-                            path: file.display().to_string(),
+                            path: file.display().to_string().into(),
                             line: (i + 1) as u64 * 1000 + j as u64,
                         },
                         timestamp_ms: None,
