@@ -118,8 +118,9 @@ pub struct KafkaSource {
     /// A message received under a newer assignment than the batch being
     /// collected: the first of the next batch.
     stashed: Option<RawMessage>,
-    /// The key of a partition's entry in a batch's next offsets, kept
-    /// between messages (see [`KafkaSource::add`]).
+    /// A partition's key in the offset maps (`processed`, a batch's next
+    /// offsets), rebuilt in place for each record: looking a partition up
+    /// does not allocate its topic's name again.
     offset_key: (String, i32),
     /// In a group: what it takes to rejoin it as a new member when another
     /// member left (see [`super::membership`]).
@@ -351,11 +352,11 @@ impl KafkaSource {
             }
             let partition = message.partition();
             let offset = message.offset();
-            let state_only = !self.processed.is_empty()
-                && self
-                    .processed
-                    .get(&(topic.to_string(), partition))
-                    .is_some_and(|p| offset < *p);
+            set_offset_key(&mut self.offset_key, &topic, partition);
+            let state_only = self
+                .processed
+                .get(&self.offset_key)
+                .is_some_and(|p| offset < *p);
             let raw = RawMessage {
                 source,
                 payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
@@ -389,16 +390,13 @@ impl KafkaSource {
             offset,
         } = &message.origin
         {
-            // The key is built in a buffer kept for it: a partition's
-            // entry is updated without allocating its topic's name again.
-            let key = &mut self.offset_key;
-            key.0.clear();
-            key.0.push_str(topic);
-            key.1 = *partition;
-            match batch.next_offsets.get_mut(key) {
+            set_offset_key(&mut self.offset_key, topic, *partition);
+            match batch.next_offsets.get_mut(&self.offset_key) {
                 Some(next) => *next = offset + 1,
                 None => {
-                    batch.next_offsets.insert(key.clone(), offset + 1);
+                    batch
+                        .next_offsets
+                        .insert(self.offset_key.clone(), offset + 1);
                 }
             }
         }
@@ -522,6 +520,12 @@ pub fn resume_offsets(
 }
 
 /// The source of each topic.
+fn set_offset_key(key: &mut (String, i32), topic: &str, partition: i32) {
+    key.0.clear();
+    key.0.push_str(topic);
+    key.1 = partition;
+}
+
 /// The source a topic's events are, and its name as the messages read
 /// from it carry it (one shared copy).
 #[derive(Clone)]
