@@ -19,9 +19,10 @@
 //! rule: the top-level conjuncts in their written order, each rewritten
 //! against just the columns it references. A costly conjunct (regular
 //! expressions, JSON functions) is evaluated on the rows every conjunct
-//! before it kept (of its own columns only: the copy is as narrow as the
-//! condition), or on all rows when nearly all were kept; a cheap one
-//! (comparisons, `IN` lists, field access) on all rows at once. Evaluation
+//! before it kept (of its own columns only, and of a struct column only the
+//! fields it reads: the copy is as narrow as the condition), or on all rows
+//! when nearly all were kept; a cheap one (comparisons, `IN` lists, field
+//! access, `COALESCE`) on all rows at once. Evaluation
 //! stops when no row is left. NULL counts as FALSE. Every rule of an engine
 //! shares the values of the conditions it has in common with others, per
 //! batch and row ([`SharedConditions`]).
@@ -64,6 +65,7 @@ use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::eq_literal::EqLiteral;
+use super::fields_read::FieldsRead;
 use super::or_literal::OrLiteral;
 use super::regex_match::RegexMatch;
 
@@ -80,6 +82,9 @@ struct Conjunct {
     narrow: Arc<dyn PhysicalExpr>,
     /// The input columns the condition reads, in ascending order.
     columns: Vec<usize>,
+    /// The fields of those columns it reads: what a copy of selected rows
+    /// keeps.
+    fields_read: FieldsRead,
     /// Cheap enough to evaluate on every row at once (see [`is_cheap`])
     /// rather than on a copy of the rows still selected.
     cheap: bool,
@@ -130,10 +135,12 @@ impl Conjunct {
             })?
             .data;
         let cheap = is_cheap(&original);
+        let fields_read = FieldsRead::of(&narrow, columns.len());
         Ok(Conjunct {
             original,
             narrow,
             columns,
+            fields_read,
             shared_id: shared.id_of(key),
             cheap,
         })
@@ -327,11 +334,6 @@ impl PhysicalExpr for SelectiveOr {
     }
 }
 
-/// Whether a condition is cheap enough to evaluate on every row of a batch
-/// rather than on a copy of the rows still selected: column reads, struct
-/// field access, literals, comparisons, `IN` lists, `CASE`/`COALESCE`,
-/// `IS [NOT] NULL`, `NOT`, casts. Regular expressions, `LIKE` and every
-/// other function are not.
 /// The conjuncts of a filter predicate, in order: its top-level `AND`s
 /// split, and within them every `COALESCE(p, FALSE)` opened up and split in
 /// turn. In a filter `COALESCE(p, FALSE)` keeps exactly the rows `p` keeps
@@ -365,6 +367,17 @@ fn coalesce_false_operand(expr: &Arc<dyn PhysicalExpr>) -> Option<&Arc<dyn Physi
     (f.name() == "coalesce" && is_false).then_some(p)
 }
 
+/// Functions that take each row's value at no more cost than a comparison:
+/// a struct's field, the first non-NULL argument, a list's length.
+const CHEAP_FUNCTIONS: [&str; 3] = ["get_field", "coalesce", "cardinality"];
+
+/// Whether a condition is cheap enough to evaluate on every row of a batch
+/// rather than on a copy of the rows still selected: column reads, struct
+/// field access, literals, comparisons (with a literal too), `IN` lists,
+/// `CASE`, `COALESCE`, list lengths, `IS [NOT] NULL`, `NOT`, casts.
+/// Regular expressions, `LIKE` and every other function are not. Copying
+/// the selected rows costs more than evaluating a cheap condition on all
+/// of them (docs/benchmarks.md, stop 41).
 fn is_cheap(expr: &Arc<dyn PhysicalExpr>) -> bool {
     let node_cheap = if let Some(b) = expr.downcast_ref::<BinaryExpr>() {
         !matches!(
@@ -380,9 +393,10 @@ fn is_cheap(expr: &Arc<dyn PhysicalExpr>) -> bool {
                 | Operator::StringConcat
         )
     } else if let Some(f) = expr.downcast_ref::<ScalarFunctionExpr>() {
-        f.name() == "get_field"
+        CHEAP_FUNCTIONS.contains(&f.name())
     } else {
         expr.downcast_ref::<Column>().is_some()
+            || expr.downcast_ref::<EqLiteral>().is_some()
             || expr.downcast_ref::<Literal>().is_some()
             || expr.downcast_ref::<InListExpr>().is_some()
             || expr.downcast_ref::<CaseExpr>().is_some()
@@ -495,7 +509,10 @@ impl SharedConditions {
                 let need = BooleanArray::new(need, None);
                 let fresh = scatter(
                     &need,
-                    &conjunct.evaluate_on(&filter_record_batch(input, &need)?)?,
+                    &conjunct.evaluate_on(&filter_record_batch(
+                        &conjunct.fields_read.narrow(input)?,
+                        &need,
+                    )?)?,
                 );
                 entry.values = &entry.values | fresh.values();
                 entry.computed = &entry.computed | need.values();
@@ -943,7 +960,7 @@ mod tests {
     }
 
     #[test]
-    fn regular_expressions_and_functions_are_not_cheap() {
+    fn comparisons_are_cheap_and_regular_expressions_are_not() {
         let b = batch();
         let schema = b.schema();
         let cheap = binary(col("s", &schema).unwrap(), Operator::Eq, lit("v1"), &schema).unwrap();
@@ -955,10 +972,80 @@ mod tests {
         )
         .unwrap();
         assert!(is_cheap(&cheap));
+        let with_literal =
+            EqLiteral::of_binary(cheap.downcast_ref::<BinaryExpr>().unwrap(), &schema)
+                .map(|e| Arc::new(e) as Arc<dyn PhysicalExpr>)
+                .unwrap();
+        assert!(is_cheap(&with_literal));
         assert!(!is_cheap(&regex));
         assert!(!is_cheap(
             &binary(cheap, Operator::And, regex, &schema).unwrap()
         ));
+    }
+
+    /// A costly condition on one field of a struct, evaluated on a copy of
+    /// the selected rows of that field only, keeps what the plain
+    /// conjunction keeps, NULL structs included.
+    #[test]
+    fn a_costly_condition_on_a_struct_field_keeps_what_the_plain_conjunction_keeps() {
+        use datafusion::arrow::array::{AsArray, StructArray};
+        use datafusion::arrow::buffer::NullBuffer;
+        use datafusion::arrow::datatypes::Fields;
+        let fields = Fields::from(vec![
+            Field::new("name", DataType::Utf8, true),
+            Field::new("uid", DataType::Utf8, true),
+        ]);
+        let names: Vec<String> = (0..100).map(|i| format!("n{}", i % 4)).collect();
+        let object = StructArray::new(
+            fields.clone(),
+            vec![
+                Arc::new(StringArray::from(names)),
+                Arc::new(StringArray::from(vec!["u"; 100])),
+            ],
+            Some(NullBuffer::from(
+                (0..100).map(|i| i % 6 != 0).collect::<Vec<_>>(),
+            )),
+        );
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("object", DataType::Struct(fields), true),
+            Field::new("m", DataType::Int64, true),
+        ]));
+        let b = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(object),
+                Arc::new(Int64Array::from(
+                    (0..100).map(|i| i % 3).collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .unwrap();
+        let name: Arc<dyn PhysicalExpr> = Arc::new(
+            ScalarFunctionExpr::try_new(
+                datafusion::functions::core::get_field(),
+                vec![col("object", &schema).unwrap(), lit("name")],
+                &schema,
+                Arc::new(datafusion::config::ConfigOptions::default()),
+            )
+            .unwrap(),
+        );
+        let pick = binary(col("m", &schema).unwrap(), Operator::Eq, lit(1i64), &schema).unwrap();
+        let regex = binary(name, Operator::RegexMatch, lit("^n[13]$"), &schema).unwrap();
+        let plain = binary(pick, Operator::And, regex, &schema).unwrap();
+        let selective = SelectiveAnd::new(&plain, Arc::default()).unwrap();
+        let costly = &selective.conjuncts[1];
+        assert!(!costly.cheap);
+        let input = b.project(&costly.columns).unwrap();
+        let copied = costly.fields_read.narrow(&input).unwrap();
+        assert_eq!(
+            copied.column(0).as_struct().column_names(),
+            ["name"],
+            "the copy keeps the one field read"
+        );
+        let selective: Arc<dyn PhysicalExpr> = Arc::new(selective);
+        let expected = kept(&plain, &b);
+        assert!(expected.iter().any(|k| *k));
+        assert_eq!(kept(&selective, &b), expected);
     }
 
     #[test]

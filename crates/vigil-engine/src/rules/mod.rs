@@ -11,6 +11,7 @@ pub mod definitions;
 pub mod engine;
 pub mod eq_literal;
 pub mod exceptions;
+pub(crate) mod fields_read;
 pub mod first_seen;
 pub mod fold;
 pub mod forward_filter;
