@@ -43,6 +43,7 @@ use super::first_seen::{
 };
 use super::fold::Folds;
 use super::forward_filter::ForwardFilter;
+use super::physical_plan::PhysicalPlanner;
 use super::slot::{BatchSlot, SlotTable};
 use super::{Rule, RuleError, RuleErrors, RuleMode, RuleSet};
 use crate::alert::{content_event_id, Alert, EventIdentity};
@@ -353,9 +354,11 @@ impl RuleEngine {
                 None
             }
         };
+        let planner = PhysicalPlanner::new(&state);
         for rule in rules {
             match compile_rule(
                 &state,
+                &planner,
                 &rule,
                 &expander,
                 &deadline,
@@ -1133,6 +1136,7 @@ pub(crate) fn rows_to_json(
 /// Plan one rule. Returns its physical plan and the index of the row column.
 async fn compile_rule(
     state: &datafusion::execution::SessionState,
+    planner: &PhysicalPlanner,
     rule: &Rule,
     expander: &Expander<'_>,
     deadline: &Arc<EvalDeadline>,
@@ -1151,8 +1155,8 @@ async fn compile_rule(
         .map_err(|e| err(None, format!("planning failed: {e}")))?;
     check_tables(rule, &plan)?;
     check_first_seen_columns(rule, &plan)?;
-    let physical = state
-        .create_physical_plan(&plan)
+    let physical = planner
+        .plan(&plan)
         .await
         .map_err(|e| err(None, format!("physical planning failed: {e}")))?;
     let physical = super::projection::without_expression_metrics(physical)

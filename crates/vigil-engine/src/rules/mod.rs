@@ -19,6 +19,7 @@ pub use vigil_model::rule as header;
 pub(crate) mod or_literal;
 pub mod overrides;
 pub mod pack;
+pub(crate) mod physical_plan;
 pub(crate) mod projection;
 pub(crate) mod regex_match;
 pub(crate) mod slot;

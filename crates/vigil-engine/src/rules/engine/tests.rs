@@ -578,6 +578,53 @@ async fn one_optimizer_pass_plans_the_per_event_rules_as_three_do() {
     crate::rules::engine::assert_same_plans(&one, &three);
 }
 
+/// Every per-event rule of the shipped pack gets from [`PhysicalPlanner`]
+/// the physical plan all of DataFusion's physical optimizer rules give, and
+/// most take the filter-and-projection path; a plan with an aggregate gets
+/// every rule.
+#[tokio::test]
+async fn the_physical_planner_plans_the_per_event_rules_as_every_optimizer_rule_does() {
+    use crate::rules::physical_plan::{is_filter_and_projection, PhysicalPlanner};
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../sql-rules");
+    let set = crate::rules::RulePack::load_dir(&dir).unwrap().rule_set();
+    let (ctx, _) = session(PlanOptions::default(), &set.definitions);
+    let state = ctx.state();
+    let planner = PhysicalPlanner::new(&state);
+    let is_function = |name: &str| is_known_function(&state, name);
+    let expander = Expander::new(&set.definitions, &is_function);
+    let (mut full, mut planned, mut simple) = (Vec::new(), Vec::new(), 0);
+    for rule in set
+        .rules
+        .iter()
+        .filter(|r| r.meta.mode != RuleMode::Correlation)
+    {
+        let statement = checked_statement(rule, &expander).unwrap();
+        let logical = state
+            .statement_to_plan(DFStatement::Statement(Box::new(statement)))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", rule.meta.id));
+        let every_rule = state.create_physical_plan(&logical).await.unwrap();
+        let id = rule.meta.id.clone();
+        full.push((
+            id.clone(),
+            crate::rules::engine::plan_text(every_rule.as_ref()),
+        ));
+        let physical = planner.plan(&logical).await.unwrap();
+        planned.push((id, crate::rules::engine::plan_text(physical.as_ref())));
+        let initial = planner.initial_plan(&logical).await.unwrap();
+        simple += usize::from(is_filter_and_projection(&initial));
+    }
+    assert!(simple > 50, "{simple} of {} rules", full.len());
+    crate::rules::engine::assert_same_plans(&planned, &full);
+
+    let aggregate = state
+        .create_logical_plan("SELECT verb, count(*) FROM k8s_audit GROUP BY verb")
+        .await
+        .unwrap();
+    let initial = planner.initial_plan(&aggregate).await.unwrap();
+    assert!(!is_filter_and_projection(&initial));
+}
+
 #[test]
 fn sessions_planned_alike_share_one_configuration() {
     let options = |s: &SessionContext| s.state().config().options().clone();
