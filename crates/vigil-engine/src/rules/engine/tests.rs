@@ -533,6 +533,36 @@ fn a_replay_of_one_source_keeps_the_rules_that_name_its_table() {
     );
 }
 
+/// The shipped pack's rule set.
+fn shipped_rule_set() -> RuleSet {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../sql-rules");
+    crate::rules::RulePack::load_dir(&dir).unwrap().rule_set()
+}
+
+/// The logical plan of every per-event rule of `set`, planned in `state`,
+/// by rule id.
+async fn per_event_logical_plans(
+    state: &datafusion::execution::SessionState,
+    set: &RuleSet,
+) -> Vec<(String, LogicalPlan)> {
+    let is_function = |name: &str| is_known_function(state, name);
+    let expander = Expander::new(&set.definitions, &is_function);
+    let mut plans = Vec::new();
+    for rule in set
+        .rules
+        .iter()
+        .filter(|r| r.meta.mode != RuleMode::Correlation)
+    {
+        let statement = checked_statement(rule, &expander).unwrap();
+        let logical = state
+            .statement_to_plan(DFStatement::Statement(Box::new(statement)))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", rule.meta.id));
+        plans.push((rule.meta.id.to_string(), logical));
+    }
+    plans
+}
+
 /// Every per-event rule of the shipped pack, planned with one pass of
 /// DataFusion's logical optimizer, gets the physical plan three passes give
 /// (aliases of common subexpressions aside): a second pass would change
@@ -540,8 +570,7 @@ fn a_replay_of_one_source_keeps_the_rules_that_name_its_table() {
 /// counterpart is in `correlate::compile`).
 #[tokio::test]
 async fn one_optimizer_pass_plans_the_per_event_rules_as_three_do() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../sql-rules");
-    let set = crate::rules::RulePack::load_dir(&dir).unwrap().rule_set();
+    let set = shipped_rule_set();
     let plans = |passes: usize| {
         let set = &set;
         async move {
@@ -551,24 +580,10 @@ async fn one_optimizer_pass_plans_the_per_event_rules_as_three_do() {
             };
             let (ctx, _) = session(options, &set.definitions);
             let state = ctx.state();
-            let is_function = |name: &str| is_known_function(&state, name);
-            let expander = Expander::new(&set.definitions, &is_function);
             let mut plans = Vec::new();
-            for rule in set
-                .rules
-                .iter()
-                .filter(|r| r.meta.mode != RuleMode::Correlation)
-            {
-                let statement = checked_statement(rule, &expander).unwrap();
-                let logical = state
-                    .statement_to_plan(DFStatement::Statement(Box::new(statement)))
-                    .await
-                    .unwrap_or_else(|e| panic!("{}: {e}", rule.meta.id));
+            for (id, logical) in per_event_logical_plans(&state, set).await {
                 let physical = state.create_physical_plan(&logical).await.unwrap();
-                plans.push((
-                    rule.meta.id.clone(),
-                    crate::rules::engine::plan_text(physical.as_ref()),
-                ));
+                plans.push((id, crate::rules::engine::plan_text(physical.as_ref())));
             }
             plans
         }
@@ -585,26 +600,13 @@ async fn one_optimizer_pass_plans_the_per_event_rules_as_three_do() {
 #[tokio::test]
 async fn the_physical_planner_plans_the_per_event_rules_as_every_optimizer_rule_does() {
     use crate::rules::physical_plan::{is_filter_and_projection, PhysicalPlanner};
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../sql-rules");
-    let set = crate::rules::RulePack::load_dir(&dir).unwrap().rule_set();
+    let set = shipped_rule_set();
     let (ctx, _) = session(PlanOptions::default(), &set.definitions);
     let state = ctx.state();
     let planner = PhysicalPlanner::new(&state);
-    let is_function = |name: &str| is_known_function(&state, name);
-    let expander = Expander::new(&set.definitions, &is_function);
     let (mut full, mut planned, mut simple) = (Vec::new(), Vec::new(), 0);
-    for rule in set
-        .rules
-        .iter()
-        .filter(|r| r.meta.mode != RuleMode::Correlation)
-    {
-        let statement = checked_statement(rule, &expander).unwrap();
-        let logical = state
-            .statement_to_plan(DFStatement::Statement(Box::new(statement)))
-            .await
-            .unwrap_or_else(|e| panic!("{}: {e}", rule.meta.id));
+    for (id, logical) in per_event_logical_plans(&state, &set).await {
         let every_rule = state.create_physical_plan(&logical).await.unwrap();
-        let id = rule.meta.id.clone();
         full.push((
             id.clone(),
             crate::rules::engine::plan_text(every_rule.as_ref()),
