@@ -31,13 +31,18 @@ use datafusion::physical_planner::DefaultPhysicalPlanner;
 const FILTER_AND_PROJECTION_RULES: [&str; 2] = ["ProjectionPushdown", "EnsureCooperative"];
 
 /// Plans rules physically in `state`'s session.
+///
+/// The sessions are boxed, and planning runs in a boxed future: both would
+/// otherwise sit in the compile future, on the stack of whoever awaits it,
+/// and a session is several kilobytes (a test awaiting many compiles in one
+/// future overflowed a 2 MiB thread stack in a debug build).
 pub(crate) struct PhysicalPlanner {
     /// The session without physical optimizer rules: the initial plan.
-    initial: SessionState,
+    initial: Box<SessionState>,
     /// With only [`FILTER_AND_PROJECTION_RULES`], in their order.
-    filter_and_projection: SessionState,
+    filter_and_projection: Box<SessionState>,
     /// With every rule of the session.
-    full: SessionState,
+    full: Box<SessionState>,
 }
 
 impl PhysicalPlanner {
@@ -49,21 +54,23 @@ impl PhysicalPlanner {
                 .filter(|r| keep(r.name()))
                 .cloned()
                 .collect();
-            SessionStateBuilder::new_from_existing(state.clone())
-                .with_physical_optimizer_rules(rules)
-                .build()
+            Box::new(
+                SessionStateBuilder::new_from_existing(state.clone())
+                    .with_physical_optimizer_rules(rules)
+                    .build(),
+            )
         };
         PhysicalPlanner {
             initial: with_rules(&|_| false),
             filter_and_projection: with_rules(&|name| FILTER_AND_PROJECTION_RULES.contains(&name)),
-            full: state.clone(),
+            full: Box::new(state.clone()),
         }
     }
 
     /// The optimized physical plan of `logical` (optimized logically here).
     pub(crate) async fn plan(&self, logical: &LogicalPlan) -> Result<Arc<dyn ExecutionPlan>> {
         let initial = self.initial_plan(logical).await?;
-        let session = if is_filter_and_projection(&initial) {
+        let session: &SessionState = if is_filter_and_projection(&initial) {
             &self.filter_and_projection
         } else {
             &self.full
@@ -78,7 +85,7 @@ impl PhysicalPlanner {
         &self,
         logical: &LogicalPlan,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.initial.create_physical_plan(logical).await
+        Box::pin(self.initial.create_physical_plan(logical)).await
     }
 }
 
