@@ -1,6 +1,6 @@
-//! Physical planning of per-event rules: of DataFusion's physical optimizer
-//! rules, those that can change a plan of filters and projections for such
-//! a plan, and all of them for any other.
+//! Physical planning of per-event rules: a plan of only filters and
+//! projections gets the two physical optimizer rules of DataFusion that can
+//! change it, any other plan all of them.
 //!
 //! Start-up plans every rule, and DataFusion's 21 physical optimizer rules
 //! were 12% of it (docs/benchmarks.md, stop 41). Nearly every per-event
@@ -77,9 +77,7 @@ impl PhysicalPlanner {
         };
         DefaultPhysicalPlanner::default().optimize_physical_plan(initial, session, |_, _| {})
     }
-}
 
-impl PhysicalPlanner {
     /// The physical plan of `logical` before any physical optimizer rule.
     pub(crate) async fn initial_plan(
         &self,
