@@ -519,7 +519,8 @@ pub fn resume_offsets(
     Ok(list)
 }
 
-/// The source of each topic.
+/// Make `key` the offset-map key of `topic`'s `partition`, reusing its
+/// string's allocation.
 fn set_offset_key(key: &mut (String, i32), topic: &str, partition: i32) {
     key.0.clear();
     key.0.push_str(topic);
@@ -534,6 +535,7 @@ struct SourceTopic {
     name: Arc<str>,
 }
 
+/// The source of each topic, by the topic's name.
 fn topic_sources(sources: &[(SourceKind, String)]) -> HashMap<String, SourceTopic> {
     sources
         .iter()
