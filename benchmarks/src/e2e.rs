@@ -10,7 +10,9 @@
 //! 4. **latency**: on fresh topics, events are produced at half of the
 //!    Vigil rate just measured, and each alert's latency is the time from
 //!    handing its triggering event to the producer to reading the alert
-//!    from the alerts topic.
+//!    from the alerts topic. The events are generated before the run, so
+//!    that building their JSON does not share the CPU with the broker and
+//!    Vigil while latency is measured (`taskset -c 0` pins all three).
 //!
 //! Without `--brokers`, a tansu broker (in-memory storage) is started on a
 //! free port for the run and stopped after it.
@@ -320,6 +322,28 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
         .min(bare_rate.events_per_s())
         .min(produced.events_per_s());
     let rate = (max / 2.0).max(1.0) as u64;
+    let count = rate * opts.latency_secs;
+    let generated_from = vigil::detect::now_ns();
+    let generation = Instant::now();
+    let events: Vec<_> = Generator::new(GenConfig {
+        seed: opts.seed + 1,
+        attack_every: opts.latency_attack_every,
+        step_ns: (1_000_000_000 / rate.max(1)) as i64,
+        start_ns: generated_from,
+        ..GenConfig::single(SourceKind::K8sAudit)
+    })
+    .take(count as usize)
+    .collect();
+    writeln!(
+        out,
+        "{:<44} {count} events, generated before it in {:.1} s",
+        "latency run",
+        generation.elapsed().as_secs_f64()
+    )?;
+    // Event times are those of generation; production starts this much
+    // later (set when it starts), so an event is produced at its event
+    // time plus this offset, and a window closes that much later too.
+    let production_offset_ns = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let topics = Topics::new(&format!("{tag}-lat"));
     topics.create(&brokers, opts.partitions).await?;
     let group = format!("bench-{tag}-vigil-lat");
@@ -383,7 +407,8 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
     let (sent2, lat2, after2) = (sent.clone(), latencies.clone(), after_window_end.clone());
     // The warm-up events carry the generator's fixed start time (months
     // ago): windows of theirs that close now are not the latency run's.
-    let measured_from = vigil::detect::now_ns();
+    let measured_from = generated_from;
+    let offset = production_offset_ns.clone();
     let reader = tokio::spawn(async move {
         loop {
             let Ok(m) = alert_consumer.recv().await else {
@@ -395,15 +420,18 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
                 continue;
             };
             if correlation.contains(&alert.rule_id) {
-                // Event time is the wall clock of production here, so the
-                // window end is when the detection became possible.
-                // Suppression summaries come when the period ends: skipped.
+                // Event time plus the production offset is the wall clock
+                // of production, so the window end shifted by it is when
+                // the detection became possible. Suppression summaries
+                // come when the period ends: skipped.
                 let end = chrono::DateTime::parse_from_rfc3339(&alert.event_time)
                     .ok()
                     .and_then(|t| t.timestamp_nanos_opt());
                 let measured = end.is_some_and(|end| end >= measured_from);
                 if let (Some(end), None, true) = (end, alert.suppressed_count, measured) {
-                    let delay = vigil::detect::now_ns().saturating_sub(end).max(0) as u64;
+                    let closed =
+                        end.saturating_add(offset.load(std::sync::atomic::Ordering::Relaxed));
+                    let delay = vigil::detect::now_ns().saturating_sub(closed).max(0) as u64;
                     after2
                         .lock()
                         .expect("lock")
@@ -419,19 +447,15 @@ pub async fn run(opts: &E2eOptions, out: &mut dyn Write) -> Result<()> {
             }
         }
     });
-    let count = rate * opts.latency_secs;
-    let mut generator = Generator::new(GenConfig {
-        seed: opts.seed + 1,
-        attack_every: opts.latency_attack_every,
-        step_ns: (1_000_000_000 / rate.max(1)) as i64,
-        start_ns: vigil::detect::now_ns(),
-        ..GenConfig::single(SourceKind::K8sAudit)
-    });
     let sent3 = sent.clone();
+    production_offset_ns.store(
+        vigil::detect::now_ns() - generated_from,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let summary = produce(
         &producer,
         &topics.source_topics(),
-        &mut generator,
+        events.into_iter(),
         count,
         rate,
         no_stop.clone(),

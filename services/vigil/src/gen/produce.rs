@@ -95,12 +95,14 @@ const MAX_IN_FLIGHT: usize = 50_000;
 /// user or pod they are about. Every record's delivery is awaited; any
 /// failure ends the run with an error (after the in-flight ones settle).
 ///
-/// `on_sent` sees each event when it is handed to the producer (the
-/// benchmark records produce times with it).
+/// `events` is a [`Generator`], or events generated beforehand (the
+/// benchmark's latency run, so that generating them does not share the
+/// CPU with what is measured). `on_sent` sees each event when it is
+/// handed to the producer (the benchmark records produce times with it).
 pub async fn produce(
     producer: &FutureProducer,
     topics: &TopicSettings,
-    generator: &mut Generator,
+    mut events: impl Iterator<Item = GeneratedEvent>,
     count: u64,
     rate: u64,
     stop: watch::Receiver<bool>,
@@ -112,7 +114,7 @@ pub async fn produce(
     let mut first_error = None;
     let pacer = Pacer::new(rate);
     while (count == 0 || summary.events < count) && !*stop.borrow() && failures == 0 {
-        let e = generator.next_event();
+        let Some(e) = events.next() else { break };
         pacer.wait(summary.events).await;
         let topic = topics.source_topic(e.source);
         if topic.is_empty() {
