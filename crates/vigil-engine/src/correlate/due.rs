@@ -174,19 +174,15 @@ impl<'a> DueRows<'a> {
     }
 
     /// Due row `i`, folded at `detected_at_ns`, kept for its period's
-    /// summary.
+    /// summary: a slice of the run's output, until [`FoldedRow::own`].
     pub fn folded(&self, i: usize, detected_at_ns: i64) -> FoldedRow {
         let mut seqs = BTreeSet::new();
         for &c in &self.naming.event_columns {
             collect_seqs(self.selected.column(c), i, &mut seqs);
         }
-        // A copy of the row: a slice would keep the run's whole output
-        // alive for as long as the period lasts.
-        let index = datafusion::arrow::array::UInt32Array::from(vec![i as u32]);
-        let row = datafusion::arrow::compute::take_record_batch(&self.selected, &index)
-            .unwrap_or_else(|_| self.selected.slice(i, 1));
         FoldedRow {
-            row,
+            row: self.selected.slice(i, 1),
+            shared: true,
             window_end: self.rows[i].window_end,
             seqs,
             detected_at_ns,
@@ -220,8 +216,15 @@ impl<'a> DueRows<'a> {
 /// in the correlator's identities while it is kept
 /// ([`Correlator::collect_identities_if_due`]).
 pub(super) struct FoldedRow {
-    /// The due row alone, copied out of the run's output.
+    /// The due row alone: a slice of the run's output while `shared`,
+    /// then a copy of it.
     row: RecordBatch,
+    /// Whether `row` still shares the run's output. Most keys of a
+    /// continuing detection fold a row at every run, which replaces this
+    /// one; only a row still kept at the rule's next run is copied
+    /// ([`suppress::own_folded_rows`]), so that a period lasting minutes
+    /// does not keep a run's whole output alive.
+    shared: bool,
     window_end: i64,
     /// The events it names (`__row` sequence numbers).
     pub seqs: BTreeSet<u64>,
@@ -230,6 +233,24 @@ pub(super) struct FoldedRow {
 }
 
 impl FoldedRow {
+    #[cfg(test)]
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// Copy the row out of the run's output it shares, if it does.
+    pub fn own(&mut self) {
+        if !self.shared {
+            return;
+        }
+        let first = datafusion::arrow::array::UInt32Array::from(vec![0u32]);
+        // On failure the slice is kept: correct, only less compact.
+        if let Ok(row) = datafusion::arrow::compute::take_record_batch(&self.row, &first) {
+            self.row = row;
+        }
+        self.shared = false;
+    }
+
     /// Its alert, for `rule` (whose output it is); an alert without
     /// fields, and the error, when they cannot be encoded.
     pub fn alert(

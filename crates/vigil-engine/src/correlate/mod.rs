@@ -299,6 +299,9 @@ struct CompiledCorrelation {
     /// suppression key -> (suppressed until, alerts folded since, the
     /// last row folded)
     suppressed: HashMap<String, (i64, u64, Option<due::FoldedRow>)>,
+    /// Keys whose last folded row may still share the output of the
+    /// rule's last run: they get a copy of their own at its next run.
+    folded_shared: Vec<String>,
     /// With [`Correlator::hold_for_suppression`]: per open suppression
     /// period, the lowest offsets retained when it opened, from which a
     /// re-read raises its first alert again.
@@ -439,6 +442,16 @@ impl Correlator {
     }
 
     /// The event-time watermark (`None` before any event).
+    /// Last folded rows (of every rule) that still share a run's output.
+    #[cfg(test)]
+    pub(crate) fn folded_rows_sharing_a_run_output(&self) -> usize {
+        self.rules
+            .iter()
+            .flat_map(|r| r.suppressed.values())
+            .filter(|(_, _, last)| last.as_ref().is_some_and(|l| l.is_shared()))
+            .count()
+    }
+
     pub fn watermark(&self) -> Option<i64> {
         self.watermark.watermark()
     }
@@ -496,6 +509,7 @@ impl Correlator {
             rule.last_emitted = None;
             rule.rebuild_through = None;
             rule.suppressed.clear();
+            rule.folded_shared.clear();
             rule.suppress_holds.clear();
             match &mut rule.strategy {
                 Strategy::Incremental { state, .. } => state.clear(),
@@ -551,6 +565,7 @@ impl Correlator {
                 Some(o) => {
                     rule.last_emitted = o.last_emitted;
                     rule.suppressed = std::mem::take(&mut o.suppressed);
+                    rule.folded_shared = std::mem::take(&mut o.folded_shared);
                     rule.suppress_holds = std::mem::take(&mut o.suppress_holds);
                     rule.rebuild_through = o.rebuild_through;
                     // Incremental state is data; the plans that read and

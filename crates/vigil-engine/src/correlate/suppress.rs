@@ -45,6 +45,18 @@ pub(super) fn fold(
 pub(super) fn set_last(rule: &mut CompiledCorrelation, key: &str, row: FoldedRow) {
     if let Some((_, _, last)) = rule.suppressed.get_mut(key) {
         *last = Some(row);
+        rule.folded_shared.push(key.to_string());
+    }
+}
+
+/// Give every last folded row that still shares the output of the rule's
+/// previous run a copy of its own, so that no run's output outlives the
+/// next run. A key folded at every run is never copied.
+pub(super) fn own_folded_rows(rule: &mut CompiledCorrelation) {
+    for key in std::mem::take(&mut rule.folded_shared) {
+        if let Some((_, _, Some(last))) = rule.suppressed.get_mut(&key) {
+            last.own();
+        }
     }
 }
 

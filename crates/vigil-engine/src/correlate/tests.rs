@@ -217,6 +217,68 @@ async fn a_suppression_summary_names_the_events_of_the_last_folded_alert() {
 }
 
 #[tokio::test]
+async fn a_folded_row_shares_its_runs_output_only_until_the_rules_next_run() {
+    let mut d = detector_with(
+        &[(
+            "t.threshold",
+            "k8s_audit",
+            "-- window: 1m\n-- suppress: 10m\n-- suppress_key: username\n",
+            THRESHOLD,
+        )],
+        CorrelationSettings {
+            allowed_lateness_ms: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut f = Feed::new();
+    let other = |id: &str, secs: i64| audit(id, "x", "get", "pods", None, "ns", 200, secs);
+    let sharing = |d: &Detector| d.engine().correlator().folded_rows_sharing_a_run_output();
+    let mut alerts = Vec::new();
+    for batch in [
+        denied("a", "alice", 0, 3),
+        denied("b", "alice", 60, 3),  // closes the first window: raised
+        denied("c", "alice", 120, 3), // closes the second: folded
+    ] {
+        alerts.extend(run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &batch)).await.0);
+    }
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(
+        sharing(&d),
+        1,
+        "the row folded in this run is a slice of its output"
+    );
+    // Closes the third window: folded again, replacing the last row.
+    run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &[other("o1", 181)])).await;
+    assert_eq!(sharing(&d), 1);
+    // Nothing folded in this run: the row kept from the last one is copied.
+    run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &[other("o2", 182)])).await;
+    assert_eq!(
+        sharing(&d),
+        0,
+        "a run's output outlives the rule's next run"
+    );
+    // Past the period's end: the copied row gives the summary, naming the
+    // events of the last folded window.
+    let (summary, _) = run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &[other("o3", 700)])).await;
+    assert_eq!(summary.len(), 1, "{summary:?}");
+    assert_eq!(summary[0].suppressed_count, Some(2));
+    let named: Vec<&str> = summary[0]
+        .events
+        .iter()
+        .map(|e| e.event_id.as_str())
+        .collect();
+    assert_eq!(
+        named,
+        [
+            "c0/ResponseComplete",
+            "c1/ResponseComplete",
+            "c2/ResponseComplete"
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_threshold_rule_reports_its_runs_its_matches_and_the_watermark() {
     let (mut d, metrics) = detector_and_metrics(
         &[("t.threshold", "k8s_audit", "-- window: 1m\n", THRESHOLD)],
