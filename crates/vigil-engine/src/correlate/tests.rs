@@ -165,14 +165,15 @@ pub(super) const THRESHOLD: &str = "SELECT user_info.username AS username, count
 // are the cases tests/correlation/tumbling_threshold_emits_once_*.case and
 // out_of_order_within_lateness_*.case; here, what they report to metrics.
 
-/// The last alert folded into a suppression period is built when the
-/// period's summary is emitted, from the row kept: the events it names
-/// stay known until then, though nothing else holds them (its window was
-/// emitted, its events are gone from the state) and identities were
-/// collected in between.
-#[tokio::test]
-async fn a_suppression_summary_names_the_events_of_the_last_folded_alert() {
-    let mut d = detector_with(
+/// The ids of the events `alert` names.
+fn event_ids(alert: &Alert) -> Vec<&str> {
+    alert.events.iter().map(|e| e.event_id.as_str()).collect()
+}
+
+/// A detector with [`THRESHOLD`] suppressed for 10 minutes per user, no
+/// allowed lateness.
+async fn suppressed_threshold_detector() -> Detector {
+    detector_with(
         &[(
             "t.threshold",
             "k8s_audit",
@@ -184,7 +185,17 @@ async fn a_suppression_summary_names_the_events_of_the_last_folded_alert() {
             ..Default::default()
         },
     )
-    .await;
+    .await
+}
+
+/// The last alert folded into a suppression period is built when the
+/// period's summary is emitted, from the row kept: the events it names
+/// stay known until then, though nothing else holds them (its window was
+/// emitted, its events are gone from the state) and identities were
+/// collected in between.
+#[tokio::test]
+async fn a_suppression_summary_names_the_events_of_the_last_folded_alert() {
+    let mut d = suppressed_threshold_detector().await;
     let mut f = Feed::new();
     let other = |id: &str, secs: i64| audit(id, "x", "get", "pods", None, "ns", 200, secs);
     let mut alerts = Vec::new();
@@ -201,11 +212,7 @@ async fn a_suppression_summary_names_the_events_of_the_last_folded_alert() {
     let (summary, _) = run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &[other("o2", 700)])).await;
     assert_eq!(summary.len(), 1, "{summary:?}");
     assert_eq!(summary[0].suppressed_count, Some(1));
-    let named: Vec<&str> = summary[0]
-        .events
-        .iter()
-        .map(|e| e.event_id.as_str())
-        .collect();
+    let named = event_ids(&summary[0]);
     assert_eq!(
         named,
         [
@@ -218,19 +225,7 @@ async fn a_suppression_summary_names_the_events_of_the_last_folded_alert() {
 
 #[tokio::test]
 async fn a_folded_row_shares_its_runs_output_only_until_the_rules_next_run() {
-    let mut d = detector_with(
-        &[(
-            "t.threshold",
-            "k8s_audit",
-            "-- window: 1m\n-- suppress: 10m\n-- suppress_key: username\n",
-            THRESHOLD,
-        )],
-        CorrelationSettings {
-            allowed_lateness_ms: 0,
-            ..Default::default()
-        },
-    )
-    .await;
+    let mut d = suppressed_threshold_detector().await;
     let mut f = Feed::new();
     let other = |id: &str, secs: i64| audit(id, "x", "get", "pods", None, "ns", 200, secs);
     let sharing = |d: &Detector| d.engine().correlator().folded_rows_sharing_a_run_output();
@@ -263,11 +258,7 @@ async fn a_folded_row_shares_its_runs_output_only_until_the_rules_next_run() {
     let (summary, _) = run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &[other("o3", 700)])).await;
     assert_eq!(summary.len(), 1, "{summary:?}");
     assert_eq!(summary[0].suppressed_count, Some(2));
-    let named: Vec<&str> = summary[0]
-        .events
-        .iter()
-        .map(|e| e.event_id.as_str())
-        .collect();
+    let named = event_ids(&summary[0]);
     assert_eq!(
         named,
         [
