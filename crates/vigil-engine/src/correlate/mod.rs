@@ -441,7 +441,6 @@ impl Correlator {
         )
     }
 
-    /// The event-time watermark (`None` before any event).
     /// Last folded rows (of every rule) that still share a run's output.
     #[cfg(test)]
     pub(crate) fn folded_rows_sharing_a_run_output(&self) -> usize {
@@ -452,6 +451,7 @@ impl Correlator {
             .count()
     }
 
+    /// The event-time watermark (`None` before any event).
     pub fn watermark(&self) -> Option<i64> {
         self.watermark.watermark()
     }

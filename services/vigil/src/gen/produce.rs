@@ -90,9 +90,9 @@ pub fn write_jsonl(
 /// Most records awaiting their delivery report before production waits.
 const MAX_IN_FLIGHT: usize = 50_000;
 
-/// Produce `count` events (0: until `stop`) to their source topics at
-/// `rate` events/s (0: as fast as the broker takes them), keyed by the
-/// user or pod they are about. Every record's delivery is awaited; any
+/// Produce `count` events (0: until `stop`), or until `events` ends, to
+/// their source topics at `rate` events/s (0: as fast as the broker takes
+/// them), keyed by the user or pod they are about. Every record's delivery is awaited; any
 /// failure ends the run with an error (after the in-flight ones settle).
 ///
 /// `events` is a [`Generator`], or events generated beforehand (the
