@@ -51,6 +51,14 @@ pub(super) struct KeptRun {
     kept: usize,
 }
 
+/// What a run takes in of the batches after some slot position: `what`
+/// of their kept rows, for this many batches and kept rows.
+struct Taken<T> {
+    what: T,
+    batches: usize,
+    kept: usize,
+}
+
 impl KeptRun {
     #[cfg(test)]
     pub(super) fn batches(&self) -> usize {
@@ -109,33 +117,42 @@ impl KeptScan {
     }
 
     /// The previous run starting at the current position, if the slot
-    /// holds all of its batches from there. Not a run that ended at the
-    /// slot's end with room left while batches were retained after it: that
-    /// one is gathered again with them, so runs grow to their size instead
-    /// of one run per emission.
+    /// holds all of its batches from there.
     fn reusable(&mut self) -> Option<Arc<KeptRun>> {
         let first = self.ids()[self.position];
         let run = self.previous.remove(&first)?;
-        if !self.ids()[self.position..].starts_with(&run.ids) {
-            return None;
-        }
-        let next = self.position + run.ids.len();
-        let room = run.ids.len() < MAX_RUN_BATCHES && run.kept < self.batch_size;
-        let extendable =
-            room && next < self.ids().len() && !self.previous.contains_key(&self.ids()[next]);
-        (!extendable).then_some(run)
+        self.ids()[self.position..]
+            .starts_with(&run.ids)
+            .then_some(run)
     }
 
-    /// How many batches from the current position a new run takes: up to
+    /// Whether `run`, reusable at the current position, ended at the
+    /// slot's end with room left and batches were retained after it: it
+    /// is extended with them, so runs grow to their size instead of one
+    /// run per emission.
+    fn extendable(&self, run: &KeptRun) -> bool {
+        let next = self.position + run.ids.len();
+        let room = run.ids.len() < MAX_RUN_BATCHES && run.kept < self.batch_size;
+        room && next < self.ids().len() && !self.previous.contains_key(&self.ids()[next])
+    }
+
+    /// How many batches from slot position `start` a run that already
+    /// holds `batches` batches and `gathered` kept rows takes in: up to
     /// [`MAX_RUN_BATCHES`] or a session batch of kept rows, and never into
     /// the start of a previous run (that one may be reused). `kept(at)`
     /// gives the rows kept of the batch at slot position `at`.
-    fn run_length(&self, mut kept: impl FnMut(usize) -> Result<usize>) -> Result<usize> {
-        let start = self.position;
-        let (mut end, mut gathered) = (start, 0);
-        while end < self.ids().len() && end - start < MAX_RUN_BATCHES && gathered < self.batch_size
+    fn run_length(
+        &self,
+        start: usize,
+        (batches, mut gathered): (usize, usize),
+        mut kept: impl FnMut(usize) -> Result<usize>,
+    ) -> Result<usize> {
+        let mut end = start;
+        while end < self.ids().len()
+            && batches + end - start < MAX_RUN_BATCHES
+            && gathered < self.batch_size
         {
-            if end > start && self.previous.contains_key(&self.ids()[end]) {
+            if batches + end > start && self.previous.contains_key(&self.ids()[end]) {
                 break;
             }
             gathered += kept(end)?;
@@ -147,8 +164,24 @@ impl KeptScan {
     /// A new run from the current position, holding its rows (a scan
     /// without time bounds) in one batch of exactly their size.
     fn gather(&self) -> Result<KeptRun> {
+        let taken = self.gather_from(self.position, (0, 0))?;
+        Ok(KeptRun {
+            ids: self.ids()[self.position..self.position + taken.batches].to_vec(),
+            rows: Some(taken.what),
+            times: None,
+            kept: taken.kept,
+        })
+    }
+
+    /// The kept rows of the batches from slot position `start` that a run
+    /// holding `(batches, kept)` takes in, derived, in one batch.
+    fn gather_from(
+        &self,
+        start: usize,
+        (batches, already): (usize, usize),
+    ) -> Result<Taken<Vec<RecordBatch>>> {
         let (mut scanned, mut kept) = (Vec::new(), 0);
-        let length = self.run_length(|at| {
+        let length = self.run_length(start, (batches, already), |at| {
             let (batch, selected) = self.scan.scan(
                 self.contents.batches[at].clone(),
                 Some(self.ids()[at]),
@@ -176,20 +209,69 @@ impl KeptScan {
             .into_iter()
             .map(|b| self.scan.derive(b))
             .collect::<Result<Vec<_>>>()?;
-        Ok(KeptRun {
-            ids: self.ids()[self.position..self.position + length].to_vec(),
-            rows: Some(rows),
-            times: None,
+        Ok(Taken {
+            what: rows,
+            batches: length,
             kept,
+        })
+    }
+
+    /// `run` with the batches retained after it taken in: their kept rows
+    /// gathered and derived, and appended to the run's rows (or their time
+    /// range widening the run's, for a scan with time bounds). The run's
+    /// own batches are not read again.
+    fn extend(&self, run: &KeptRun) -> Result<KeptRun> {
+        let next = self.position + run.ids.len();
+        let held = (run.ids.len(), run.kept);
+        let (rows, times, (batches, kept)) = match (&run.rows, self.bounds) {
+            (Some(rows), _) => {
+                let new = self.gather_from(next, held)?;
+                let rows = concat(rows.iter().chain(&new.what))?;
+                (Some(rows), None, (new.batches, new.kept))
+            }
+            (None, Some((column, _))) => {
+                let new = self.measure_from(next, held, column)?;
+                let times = match new.what {
+                    Some(added) => Some(widen(run.times, added)),
+                    None => run.times,
+                };
+                (None, times, (new.batches, new.kept))
+            }
+            // A run without rows is made by a scan with time bounds only.
+            (None, None) => return self.gather(),
+        };
+        Ok(KeptRun {
+            ids: self.ids()[self.position..next + batches].to_vec(),
+            rows,
+            times,
+            kept: run.kept + kept,
         })
     }
 
     /// A new run from the current position, holding only the time range of
     /// its kept rows in time-bounds column `column`.
     fn measure(&self, column: usize) -> Result<KeptRun> {
+        let taken = self.measure_from(self.position, (0, 0), column)?;
+        Ok(KeptRun {
+            ids: self.ids()[self.position..self.position + taken.batches].to_vec(),
+            rows: None,
+            times: taken.what,
+            kept: taken.kept,
+        })
+    }
+
+    /// The time range, in column `column`, of the kept rows of the batches
+    /// from slot position `start` that a run holding `(batches, kept)`
+    /// takes in.
+    fn measure_from(
+        &self,
+        start: usize,
+        (batches, already): (usize, usize),
+        column: usize,
+    ) -> Result<Taken<Option<(i64, i64)>>> {
         let mut times: Option<(i64, i64)> = None;
         let mut kept = 0;
-        let length = self.run_length(|at| {
+        let length = self.run_length(start, (batches, already), |at| {
             let (batch, selected) = self.scan.scan(
                 self.contents.batches[at].clone(),
                 Some(self.ids()[at]),
@@ -208,10 +290,9 @@ impl KeptScan {
             kept += column.len();
             Ok(column.len())
         })?;
-        Ok(KeptRun {
-            ids: self.ids()[self.position..self.position + length].to_vec(),
-            rows: None,
-            times,
+        Ok(Taken {
+            what: times,
+            batches: length,
             kept,
         })
     }
@@ -278,6 +359,7 @@ impl KeptScan {
 
     fn advance(&mut self) -> Result<()> {
         let run = match (self.reusable(), self.bounds) {
+            (Some(run), _) if self.extendable(&run) => Arc::new(self.extend(&run)?),
             (Some(run), _) => run,
             (None, None) => Arc::new(self.gather()?),
             (None, Some((column, _))) => Arc::new(self.measure(column)?),
@@ -305,6 +387,19 @@ impl Iterator for KeptScan {
                 return Some(Err(e));
             }
         }
+    }
+}
+
+/// `batches` as one batch (none when there are none).
+fn concat<'a>(batches: impl Iterator<Item = &'a RecordBatch>) -> Result<Vec<RecordBatch>> {
+    let batches: Vec<&RecordBatch> = batches.collect();
+    match batches.as_slice() {
+        [] => Ok(Vec::new()),
+        [one] => Ok(vec![(*one).clone()]),
+        [first, ..] => Ok(vec![datafusion::arrow::compute::concat_batches(
+            &first.schema(),
+            batches.iter().copied(),
+        )?]),
     }
 }
 
