@@ -203,7 +203,7 @@ async fn compile_rule(
         last_emitted: None,
         rebuild_through: None,
         suppressed: Default::default(),
-        folded_shared: Vec::new(),
+        folded: Default::default(),
         suppress_holds: Default::default(),
         query,
     };

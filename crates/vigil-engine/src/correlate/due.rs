@@ -21,8 +21,9 @@ use super::*;
 
 /// The due rows of one result batch of a rule run.
 pub(super) struct DueRows<'a> {
-    /// The batch's rows with `window_end` in the emitted range.
-    selected: RecordBatch,
+    /// The batch's rows with `window_end` in the emitted range (shared
+    /// with the rows folded from it).
+    selected: Arc<RecordBatch>,
     pub rows: Vec<DueRow>,
     naming: Naming<'a>,
 }
@@ -126,7 +127,7 @@ impl<'a> DueRows<'a> {
             max_events,
         };
         Ok(Some(DueRows {
-            selected,
+            selected: Arc::new(selected),
             rows,
             naming,
         }))
@@ -174,14 +175,16 @@ impl<'a> DueRows<'a> {
     }
 
     /// Due row `i`, folded at `detected_at_ns`, kept for its period's
-    /// summary: a slice of the run's output, until [`FoldedRow::own`].
+    /// summary: a row of the run's output, until
+    /// [`suppress::own_folded_rows`] copies it.
     pub fn folded(&self, i: usize, detected_at_ns: i64) -> FoldedRow {
         let mut seqs = BTreeSet::new();
         for &c in &self.naming.event_columns {
             collect_seqs(self.selected.column(c), i, &mut seqs);
         }
         FoldedRow {
-            row: self.selected.slice(i, 1),
+            rows: Arc::clone(&self.selected),
+            index: i,
             shared: true,
             window_end: self.rows[i].window_end,
             seqs,
@@ -216,12 +219,15 @@ impl<'a> DueRows<'a> {
 /// in the correlator's identities while it is kept
 /// ([`Correlator::collect_identities_if_due`]).
 pub(super) struct FoldedRow {
-    /// The due row alone: a slice of the run's output while `shared`,
-    /// then a copy of it.
-    row: RecordBatch,
-    /// Whether `row` still shares the run's output. Most keys of a
-    /// continuing detection fold a row at every run, which replaces this
-    /// one; only a row still kept at the rule's next run is copied
+    /// The batch holding the row, at `index`: the run's output while
+    /// `shared`, then a batch of rows copied together. Only folded rows
+    /// keep these batches once their run has ended, so a copy's strong
+    /// count is the number of its rows still kept.
+    rows: Arc<RecordBatch>,
+    index: usize,
+    /// Whether `rows` is a run's output. Most keys of a continuing
+    /// detection fold a row at every run, which replaces this one; only a
+    /// row not replaced by the end of the rule's next run is copied
     /// ([`suppress::own_folded_rows`]), so that a period lasting minutes
     /// does not keep a run's whole output alive.
     shared: bool,
@@ -238,16 +244,20 @@ impl FoldedRow {
         self.shared
     }
 
-    /// Copy the row out of the run's output it shares, if it does.
-    pub fn own(&mut self) {
-        if !self.shared {
-            return;
-        }
-        let first = datafusion::arrow::array::UInt32Array::from(vec![0u32]);
-        // On failure the slice is kept: correct, only less compact.
-        if let Ok(row) = datafusion::arrow::compute::take_record_batch(&self.row, &first) {
-            self.row = row;
-        }
+    /// The batch holding the row, and its index there.
+    pub fn source(&self) -> (&Arc<RecordBatch>, usize) {
+        (&self.rows, self.index)
+    }
+
+    /// Whether the row is held in `rows`.
+    pub fn is_in(&self, rows: &Arc<RecordBatch>) -> bool {
+        Arc::ptr_eq(&self.rows, rows)
+    }
+
+    /// The row was copied to row `index` of `rows`.
+    pub fn moved_to(&mut self, rows: Arc<RecordBatch>, index: usize) {
+        self.rows = rows;
+        self.index = index;
         self.shared = false;
     }
 
@@ -265,9 +275,10 @@ impl FoldedRow {
             identities,
             max_events,
         };
-        let events = named_events(&naming, &self.row, 0);
-        let alert_id = row_alert_id(&naming.rule_id, &self.row, 0, self.window_end, &events);
-        let (fields, error) = match row_fields(&self.row, 0) {
+        let (rows, i) = (self.rows.as_ref(), self.index);
+        let events = named_events(&naming, rows, i);
+        let alert_id = row_alert_id(&naming.rule_id, rows, i, self.window_end, &events);
+        let (fields, error) = match row_fields(rows, i) {
             Ok(fields) => (fields, None),
             Err(e) => (Map::new(), Some(e)),
         };

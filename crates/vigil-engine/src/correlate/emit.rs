@@ -352,7 +352,7 @@ fn raise_due(
         .flat_map(|(d, rows)| (0..rows.rows.len()).map(move |r| (d, r)))
         .collect();
     order.sort_by(|&a, &b| due::emission_order(due, a, b));
-    suppress::own_folded_rows(rule);
+    let previous = suppress::start_run(rule);
     let mut alerts = Vec::new();
     let mut errors = Vec::new();
     // Per key, the row last folded into its open period in this run.
@@ -396,6 +396,7 @@ fn raise_due(
     for (key, (d, r)) in last_folded {
         suppress::set_last(rule, key, due[d].folded(r, detected_at_ns));
     }
+    suppress::own_folded_rows(rule, previous);
     (alerts, errors)
 }
 

@@ -299,9 +299,8 @@ struct CompiledCorrelation {
     /// suppression key -> (suppressed until, alerts folded since, the
     /// last row folded)
     suppressed: HashMap<String, (i64, u64, Option<due::FoldedRow>)>,
-    /// Keys whose last folded row may still share the output of the
-    /// rule's last run: they get a copy of their own at its next run.
-    folded_shared: Vec<String>,
+    /// Where the last folded rows of `suppressed` are kept between runs.
+    folded: suppress::FoldedRows,
     /// With [`Correlator::hold_for_suppression`]: per open suppression
     /// period, the lowest offsets retained when it opened, from which a
     /// re-read raises its first alert again.
@@ -451,6 +450,27 @@ impl Correlator {
             .count()
     }
 
+    /// The batches that hold the last folded rows of every rule.
+    #[cfg(test)]
+    pub(crate) fn batches_holding_folded_rows(&self) -> usize {
+        let mut batches: Vec<*const RecordBatch> = self
+            .rules
+            .iter()
+            .flat_map(|r| r.suppressed.values())
+            .filter_map(|(_, _, last)| last.as_ref())
+            .map(|last| Arc::as_ptr(last.source().0))
+            .collect();
+        batches.sort();
+        batches.dedup();
+        batches.len()
+    }
+
+    /// Folded rows copied out of a run's output, by every rule.
+    #[cfg(test)]
+    pub(crate) fn folded_rows_copied(&self) -> u64 {
+        self.rules.iter().map(|r| r.folded.copied).sum()
+    }
+
     /// The event-time watermark (`None` before any event).
     pub fn watermark(&self) -> Option<i64> {
         self.watermark.watermark()
@@ -509,7 +529,7 @@ impl Correlator {
             rule.last_emitted = None;
             rule.rebuild_through = None;
             rule.suppressed.clear();
-            rule.folded_shared.clear();
+            rule.folded = Default::default();
             rule.suppress_holds.clear();
             match &mut rule.strategy {
                 Strategy::Incremental { state, .. } => state.clear(),
@@ -565,7 +585,7 @@ impl Correlator {
                 Some(o) => {
                     rule.last_emitted = o.last_emitted;
                     rule.suppressed = std::mem::take(&mut o.suppressed);
-                    rule.folded_shared = std::mem::take(&mut o.folded_shared);
+                    rule.folded = std::mem::take(&mut o.folded);
                     rule.suppress_holds = std::mem::take(&mut o.suppress_holds);
                     rule.rebuild_through = o.rebuild_through;
                     // Incremental state is data; the plans that read and

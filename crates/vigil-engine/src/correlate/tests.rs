@@ -243,9 +243,12 @@ async fn a_folded_row_shares_its_runs_output_only_until_the_rules_next_run() {
         1,
         "the row folded in this run is a slice of its output"
     );
-    // Closes the third window: folded again, replacing the last row.
+    let copied = |d: &Detector| d.engine().correlator().folded_rows_copied();
+    // Closes the third window: folded again, replacing the last row, which
+    // is therefore never copied.
     run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &[other("o1", 181)])).await;
     assert_eq!(sharing(&d), 1);
+    assert_eq!(copied(&d), 0, "a replaced row is not copied");
     // Nothing folded in this run: the row kept from the last one is copied.
     run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &[other("o2", 182)])).await;
     assert_eq!(
@@ -253,6 +256,7 @@ async fn a_folded_row_shares_its_runs_output_only_until_the_rules_next_run() {
         0,
         "a run's output outlives the rule's next run"
     );
+    assert_eq!(copied(&d), 1);
     // Past the period's end: the copied row gives the summary, naming the
     // events of the last folded window.
     let (summary, _) = run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &[other("o3", 700)])).await;
@@ -265,6 +269,123 @@ async fn a_folded_row_shares_its_runs_output_only_until_the_rules_next_run() {
             "c0/ResponseComplete",
             "c1/ResponseComplete",
             "c2/ResponseComplete"
+        ]
+    );
+}
+
+/// Rows kept past their run are copied together, one batch per run, and a
+/// copy most of whose rows were replaced gives its remaining rows up to
+/// the next copy: copies never hold many more rows than are kept.
+#[tokio::test]
+async fn folded_rows_are_copied_together_and_sparse_copies_again() {
+    let mut d = suppressed_threshold_detector().await;
+    let mut f = Feed::new();
+    let c = |d: &Detector| {
+        let c = d.engine().correlator();
+        (c.folded_rows_copied(), c.batches_holding_folded_rows())
+    };
+    // Three users refused three times in the window starting at `secs`;
+    // the event ids are `<user initial><window>-<n>`.
+    let refused = |users: &[&str], secs: i64| -> Vec<String> {
+        let mut batch = Vec::new();
+        for user in users {
+            batch.extend(denied(
+                &format!("{}{}-", &user[..1], secs / 60),
+                user,
+                secs,
+                3,
+            ));
+        }
+        batch.push(audit(
+            &format!("o{secs}"),
+            "x",
+            "get",
+            "pods",
+            None,
+            "ns",
+            200,
+            secs + 5,
+        ));
+        batch
+    };
+    let all = ["alice", "bob", "carol"];
+    let mut alerts = Vec::new();
+    // Windows 0 and 1: raised at window 0, folded at window 1 (a run's
+    // output: three rows, one batch).
+    for (users, secs) in [(&all[..], 0), (&all[..], 60), (&all[..], 120)] {
+        alerts.extend(
+            run(
+                &mut d,
+                f.msgs(SourceKind::K8sAudit, 0, &refused(users, secs)),
+            )
+            .await
+            .0,
+        );
+    }
+    assert_eq!(alerts.len(), 3, "{alerts:?}");
+    assert_eq!(c(&d), (0, 1));
+    // Window 2 folds all three again (replacing: nothing copied); window 3
+    // folds none, so the rows of window 2 are copied, in one batch.
+    for (users, secs) in [(&[][..], 180), (&[][..], 240)] {
+        run(
+            &mut d,
+            f.msgs(SourceKind::K8sAudit, 0, &refused(users, secs)),
+        )
+        .await;
+    }
+    assert_eq!(c(&d), (3, 1));
+    // Window 5 folds alice and bob: carol's is the only row still kept in
+    // the copy, so it is copied again; window 6 folds none: alice's and
+    // bob's rows are copied, together.
+    for (users, secs) in [(&all[..2], 300), (&[][..], 360)] {
+        run(
+            &mut d,
+            f.msgs(SourceKind::K8sAudit, 0, &refused(users, secs)),
+        )
+        .await;
+    }
+    assert_eq!(c(&d), (4, 2), "carol's row copied again, alone");
+    run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &refused(&[], 420))).await;
+    assert_eq!(c(&d), (6, 2));
+    // The periods end: each summary names the events of its last folded
+    // window, read from the copies.
+    let (mut summaries, _) = run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &refused(&[], 900))).await;
+    summaries.sort_by(|a, b| {
+        a.fields["username"]
+            .as_str()
+            .cmp(&b.fields["username"].as_str())
+    });
+    let seen: Vec<(Option<u64>, Vec<&str>)> = summaries
+        .iter()
+        .map(|a| (a.suppressed_count, event_ids(a)))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                Some(3),
+                vec![
+                    "a5-0/ResponseComplete",
+                    "a5-1/ResponseComplete",
+                    "a5-2/ResponseComplete"
+                ]
+            ),
+            (
+                Some(3),
+                vec![
+                    "b5-0/ResponseComplete",
+                    "b5-1/ResponseComplete",
+                    "b5-2/ResponseComplete"
+                ]
+            ),
+            (
+                Some(2),
+                vec![
+                    "c2-0/ResponseComplete",
+                    "c2-1/ResponseComplete",
+                    "c2-2/ResponseComplete"
+                ]
+            ),
         ]
     );
 }
