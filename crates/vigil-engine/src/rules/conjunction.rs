@@ -64,6 +64,7 @@ use datafusion::physical_expr::{split_conjunction, PhysicalExpr};
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::ExecutionPlan;
 
+use super::duration_literal::{join_filters_with_durations, with_durations};
 use super::eq_literal::EqLiteral;
 use super::fields_read::FieldsRead;
 use super::or_literal::OrLiteral;
@@ -634,12 +635,14 @@ pub fn selective_filters(
     })
 }
 
-/// Every filter of `plan` with its predicate in [`with_faster_forms`]:
-/// correlation plans, whose filters share no conditions, are evaluated
-/// run after run, and a regular expression left to DataFusion would be
-/// compiled at each evaluation.
+/// Every filter of `plan` with its predicate in [`with_faster_forms`], and
+/// every hash join's filter with its intervals as durations
+/// ([`join_filters_with_durations`]): correlation plans, whose filters
+/// share no conditions, are evaluated run after run, and a regular
+/// expression left to DataFusion would be compiled at each evaluation.
 pub fn faster_filters(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-    rewrite_filters(plan, |predicate| Ok(Arc::clone(predicate)))
+    let plan = rewrite_filters(plan, |predicate| Ok(Arc::clone(predicate)))?;
+    join_filters_with_durations(plan)
 }
 
 /// Every filter of `plan` with its predicate replaced by `rewrite`'s, after
@@ -665,7 +668,8 @@ fn rewrite_filters(
 /// `expr` (over `schema`) with the shapes Vigil evaluates in fewer passes
 /// than DataFusion replaced, in one pass: `coalesce`-shaped `CASE`s by
 /// [`OrLiteral`]s, matches against literal patterns by [`RegexMatch`]es,
-/// string comparisons with a literal by [`EqLiteral`]s.
+/// string comparisons with a literal by [`EqLiteral`]s; and intervals
+/// added to timestamps as durations ([`with_durations`]).
 pub(crate) fn with_faster_forms(
     expr: Arc<dyn PhysicalExpr>,
     schema: &Schema,
@@ -680,12 +684,13 @@ pub(crate) fn with_faster_forms(
         }
         Some(Arc::new(EqLiteral::of_binary(binary, schema)?))
     };
-    Ok(expr
+    let expr = expr
         .transform_up(|e| match faster(&e) {
             Some(replaced) => Ok(Transformed::yes(replaced)),
             None => Ok(Transformed::no(e)),
         })?
-        .data)
+        .data;
+    with_durations(expr, schema)
 }
 
 #[cfg(test)]

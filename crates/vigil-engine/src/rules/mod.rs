@@ -8,6 +8,7 @@ pub mod conjunction;
 pub mod coverage;
 pub mod cpu_time;
 pub mod definitions;
+pub(crate) mod duration_literal;
 pub mod engine;
 pub mod eq_literal;
 pub mod exceptions;
