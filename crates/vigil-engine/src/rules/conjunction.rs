@@ -64,7 +64,7 @@ use datafusion::physical_expr::{split_conjunction, PhysicalExpr};
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::ExecutionPlan;
 
-use super::duration_literal::{join_filters_with_durations, with_durations};
+use super::duration_literal::{as_duration, join_filters_with_durations};
 use super::eq_literal::EqLiteral;
 use super::fields_read::FieldsRead;
 use super::or_literal::OrLiteral;
@@ -669,7 +669,7 @@ fn rewrite_filters(
 /// than DataFusion replaced, in one pass: `coalesce`-shaped `CASE`s by
 /// [`OrLiteral`]s, matches against literal patterns by [`RegexMatch`]es,
 /// string comparisons with a literal by [`EqLiteral`]s; and intervals
-/// added to timestamps as durations ([`with_durations`]).
+/// added to timestamps as durations ([`as_duration`]).
 pub(crate) fn with_faster_forms(
     expr: Arc<dyn PhysicalExpr>,
     schema: &Schema,
@@ -678,19 +678,21 @@ pub(crate) fn with_faster_forms(
         if let Some(case) = e.downcast_ref::<CaseExpr>() {
             return Some(Arc::new(OrLiteral::of_case(case, schema)?));
         }
+        if let Some(duration) = as_duration(e, schema) {
+            return Some(duration);
+        }
         let binary = e.downcast_ref::<BinaryExpr>()?;
         if let Some(regex) = RegexMatch::of_binary(binary, schema) {
             return Some(Arc::new(regex));
         }
         Some(Arc::new(EqLiteral::of_binary(binary, schema)?))
     };
-    let expr = expr
+    Ok(expr
         .transform_up(|e| match faster(&e) {
             Some(replaced) => Ok(Transformed::yes(replaced)),
             None => Ok(Transformed::no(e)),
         })?
-        .data;
-    with_durations(expr, schema)
+        .data)
 }
 
 #[cfg(test)]

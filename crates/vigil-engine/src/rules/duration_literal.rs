@@ -38,7 +38,12 @@ pub(crate) fn with_durations(
         .data)
 }
 
-fn as_duration(e: &Arc<dyn PhysicalExpr>, schema: &Schema) -> Option<Arc<dyn PhysicalExpr>> {
+/// `e` as `timestamp ± duration literal`, if it is `timestamp ± interval
+/// literal` of no months and no days.
+pub(crate) fn as_duration(
+    e: &Arc<dyn PhysicalExpr>,
+    schema: &Schema,
+) -> Option<Arc<dyn PhysicalExpr>> {
     let binary = e.downcast_ref::<BinaryExpr>()?;
     if !matches!(binary.op(), Operator::Plus | Operator::Minus) {
         return None;
