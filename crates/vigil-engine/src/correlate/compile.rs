@@ -33,6 +33,7 @@ use crate::rules::conjunction::{
 use crate::rules::definitions::expand::Expander;
 use crate::rules::definitions::Definitions;
 use crate::rules::engine::PlanOptions;
+use crate::rules::projection::without_expression_metrics;
 use crate::rules::slot::{cache_scan_filters, BatchSlot, SlotTable};
 use crate::rules::{Rule, RuleError, RuleMode};
 use crate::schema::SourceSchema;
@@ -362,7 +363,9 @@ fn rescan_plan(
         }
         None => (physical, None),
     };
+    // Projections last: the rewrites above read DataFusion's.
     let physical = cache_scan_filters(physical)
+        .and_then(without_expression_metrics)
         .map_err(|e| rule_error(rule, format!("planning the re-scan failed: {e}")))?;
     Ok((physical, bounds))
 }
@@ -448,6 +451,8 @@ async fn retained_source(
     Ok(Retained {
         slot,
         batches: Vec::new(),
+        uncompacted: 0,
+        lineage: Arc::default(),
         keep_raw,
         horizon_ns,
         ingest,

@@ -64,12 +64,13 @@ impl Correlator {
             return (alerts, failures);
         }
         for retained in self.retained.values().filter(|r| r.keep_raw) {
-            retained.slot.set_identified(
+            retained.slot.set_retained(
                 retained
                     .batches
                     .iter()
                     .map(|b| (b.id, b.batch.clone()))
                     .collect(),
+                retained.lineage.clone(),
             );
         }
         let max_events = self.settings.max_alert_events;
@@ -174,10 +175,16 @@ impl Correlator {
                 }
             }
         }
-        for retained in self.retained.values() {
+        for retained in self.retained.values_mut() {
             retained.slot.clear();
+            // The rules have read the merges; a rule that did not run
+            // this time filters merged batches again when it next does.
+            retained.lineage = Arc::default();
         }
         self.evict(watermark);
+        for retained in self.retained.values_mut() {
+            retained.compact();
+        }
         self.collect_identities_if_due();
         (alerts, failures)
     }

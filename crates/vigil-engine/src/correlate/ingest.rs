@@ -300,7 +300,13 @@ impl Correlator {
             }
             let batch = with_documents_cut(batch, &retained.cuts)?;
             let offsets = batch_offsets(&batch, &self.identities);
-            push_compacting(&mut retained.batches, RetainedBatch::new(batch, offsets));
+            retained.batches.push(RetainedBatch::new(batch, offsets));
+            retained.uncompacted += 1;
+            // Merged after the rules have scanned them (`compact`), unless
+            // no emission comes for many batches.
+            if retained.uncompacted > MAX_UNCOMPACTED {
+                retained.compact();
+            }
         }
         for rule in self
             .rules
@@ -398,6 +404,27 @@ fn without_unread(batch: &RecordBatch, unread: &[usize]) -> Result<RecordBatch, 
 /// The most rows a batch merged from smaller retained batches holds.
 const COMPACT_ROWS: usize = 1024;
 
+/// The most batches retained before they are merged at ingest: between
+/// emissions, they wait for the rules' scans (see [`Retained::compact`]).
+const MAX_UNCOMPACTED: usize = 64;
+
+impl Retained {
+    /// Merge the batches retained since the last merge into the ones
+    /// before, as [`push_compacting`] does one by one, and record the
+    /// merges for the scans. Done after an emission, once the rules have
+    /// scanned the new batches: a scan then puts the merged batches'
+    /// filter results and kept rows together from their parts' instead of
+    /// filtering and gathering them again.
+    pub(super) fn compact(&mut self) {
+        let from = self.batches.len() - self.uncompacted.min(self.batches.len());
+        let lineage = Arc::make_mut(&mut self.lineage);
+        for batch in self.batches.split_off(from) {
+            push_compacting(&mut self.batches, batch, lineage);
+        }
+        self.uncompacted = 0;
+    }
+}
+
 /// Append `batch` to the retained `batches`, then merge the last two while
 /// the earlier holds no more rows than the later and together they hold at
 /// most [`COMPACT_ROWS`]. Every scan of an emission walks the retained
@@ -406,8 +433,9 @@ const COMPACT_ROWS: usize = 1024;
 /// then fall by halves, as in a binary counter: a row is copied at most
 /// about log2(`COMPACT_ROWS` / rows per batch) times, and a batch already
 /// of half that size or more is never merged. A merged batch is a new
-/// batch (a new identity): the scans filter it again.
-fn push_compacting(batches: &mut Vec<RetainedBatch>, batch: RetainedBatch) {
+/// batch (a new identity), recorded in `lineage`: the scans put together
+/// what they knew of its parts instead of filtering it again.
+fn push_compacting(batches: &mut Vec<RetainedBatch>, batch: RetainedBatch, lineage: &mut Lineage) {
     batches.push(batch);
     while let [.., earlier, later] = batches.as_slice() {
         let (a, b) = (earlier.batch.num_rows(), later.batch.num_rows());
@@ -425,7 +453,9 @@ fn push_compacting(batches: &mut Vec<RetainedBatch>, batch: RetainedBatch) {
         let later = batches.pop().expect("two batches");
         let mut earlier = batches.pop().expect("two batches");
         merge_offsets(&mut earlier.offsets, &later.offsets);
-        batches.push(RetainedBatch::new(merged, earlier.offsets));
+        let merged = RetainedBatch::new(merged, earlier.offsets);
+        lineage.record((earlier.id, a), (later.id, b), merged.id);
+        batches.push(merged);
     }
 }
 
@@ -472,9 +502,9 @@ mod tests {
 
     #[test]
     fn batches_of_few_rows_are_merged_as_a_binary_counter_in_order() {
-        let mut batches = Vec::new();
+        let (mut batches, mut lineage) = (Vec::new(), Lineage::default());
         for i in 0..100 {
-            push_compacting(&mut batches, retained(i * 3, 3, 1_000 - i));
+            push_compacting(&mut batches, retained(i * 3, 3, 1_000 - i), &mut lineage);
         }
         // 100 pushes = 64 + 32 + 4: three batches, the oldest first.
         let sizes: Vec<usize> = batches.iter().map(|b| b.batch.num_rows()).collect();
@@ -495,26 +525,37 @@ mod tests {
     fn a_merged_batch_is_a_new_batch() {
         let (a, b) = (retained(0, 2, 0), retained(2, 2, 0));
         let ids = [a.id, b.id];
-        let mut batches = vec![a];
-        push_compacting(&mut batches, b);
+        let (mut batches, mut lineage) = (vec![a], Lineage::default());
+        push_compacting(&mut batches, b, &mut lineage);
         assert_eq!(batches.len(), 1);
         assert!(
             !ids.contains(&batches[0].id),
             "a merged batch reused an identity"
+        );
+        // Its parts, in order, are recorded for the scans.
+        assert_eq!(
+            lineage.rename(&[7, ids[0], ids[1]]),
+            [7, batches[0].id],
+            "the merge is in the lineage"
         );
     }
 
     #[test]
     fn batches_beyond_the_limit_together_stay_apart() {
         let half = COMPACT_ROWS / 2 + 1;
-        let mut batches = Vec::new();
+        let (mut batches, mut lineage) = (Vec::new(), Lineage::default());
         for i in 0..3 {
-            push_compacting(&mut batches, retained(i * half as i64, half, 0));
+            push_compacting(
+                &mut batches,
+                retained(i * half as i64, half, 0),
+                &mut lineage,
+            );
         }
         assert_eq!(batches.len(), 3);
+        assert!(lineage.is_empty());
         // A small batch after a large one is not merged into it.
-        push_compacting(&mut batches, retained(10_000, 1, 0));
-        push_compacting(&mut batches, retained(10_001, 1, 0));
+        push_compacting(&mut batches, retained(10_000, 1, 0), &mut lineage);
+        push_compacting(&mut batches, retained(10_001, 1, 0), &mut lineage);
         let sizes: Vec<usize> = batches.iter().map(|b| b.batch.num_rows()).collect();
         assert_eq!(sizes, [half, half, half, 2]);
     }

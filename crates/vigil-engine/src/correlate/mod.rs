@@ -90,7 +90,7 @@ use crate::observe::RuleRun;
 use crate::rules::budget::{with_deadline, EvalDeadline};
 use crate::rules::conjunction::SharedConditions;
 use crate::rules::cpu_time::CpuTimed;
-use crate::rules::slot::{next_batch_id, BatchSlot};
+use crate::rules::slot::{next_batch_id, BatchSlot, Lineage};
 use crate::rules::{Rule, RuleError};
 use crate::schema::ROW_COLUMN;
 use crate::source::{Origin, RawMessage, SourceKind};
@@ -210,6 +210,11 @@ struct Retained {
     /// retained event while re-scan rules run.
     slot: Arc<BatchSlot>,
     batches: Vec<RetainedBatch>,
+    /// How many of the last `batches` were retained since they were last
+    /// merged (`ingest::compact`).
+    uncompacted: usize,
+    /// The merges of `batches` since the rules last ran, for their scans.
+    lineage: Arc<Lineage>,
     /// Whether a re-scan rule reads this source (else nothing is retained).
     keep_raw: bool,
     /// The longest `window` among the re-scan rules reading this source.

@@ -12,9 +12,13 @@
 //! that filter once per batch, keeping which rows passed: a retained
 //! batch is filtered when it is first scanned, not at every run. It keeps
 //! the rows that passed as well, gathered into runs of batches (`kept`),
-//! so an emission does not copy them again.
+//! so an emission does not copy them again. Retained batches merged into
+//! one ([`Lineage`]) keep what their scans knew of them.
 
 mod kept;
+mod lineage;
+
+pub use lineage::Lineage;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -22,7 +26,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, AsArray, BooleanArray, Scalar, TimestampNanosecondArray};
+use datafusion::arrow::array::{
+    Array, AsArray, BooleanArray, BooleanBufferBuilder, Scalar, TimestampNanosecondArray,
+};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::compute::kernels::aggregate::{max, min};
 use datafusion::arrow::compute::kernels::boolean::and;
@@ -63,6 +69,8 @@ pub(super) struct Contents {
     /// One identity per batch ([`next_batch_id`]) when the batches are
     /// retained ones, whose filter results a filtered scan may keep.
     ids: Option<Vec<u64>>,
+    /// How batches it holds were merged from batches it held before.
+    lineage: Arc<Lineage>,
 }
 
 /// A new batch identity, unique in the process. The batch it names must
@@ -79,15 +87,27 @@ impl BatchSlot {
     }
 
     pub fn set_all(&self, batches: Vec<RecordBatch>) {
-        *self.current.lock().expect("slot lock") = Arc::new(Contents { batches, ids: None });
+        *self.current.lock().expect("slot lock") = Arc::new(Contents {
+            batches,
+            ids: None,
+            lineage: Arc::default(),
+        });
     }
 
     /// Hold batches with their identities (from [`next_batch_id`]).
+    #[cfg(test)]
     pub fn set_identified(&self, batches: Vec<(u64, RecordBatch)>) {
+        self.set_retained(batches, Arc::default());
+    }
+
+    /// Hold batches with their identities, and how some of them were
+    /// merged from batches held before.
+    pub fn set_retained(&self, batches: Vec<(u64, RecordBatch)>, lineage: Arc<Lineage>) {
         let (ids, batches) = batches.into_iter().unzip();
         *self.current.lock().expect("slot lock") = Arc::new(Contents {
             batches,
             ids: Some(ids),
+            lineage,
         });
     }
 
@@ -336,13 +356,18 @@ enum Selection {
 }
 
 impl CachedFilter {
-    /// Forget the selections of batches the slot no longer holds.
-    fn keep_only(&self, ids: &[u64]) {
+    /// Put together the selections of batches merged from batches whose
+    /// selections are known, then forget those of batches the slot no
+    /// longer holds.
+    fn keep_only(&self, ids: &[u64], lineage: &Lineage) {
+        let mut selections = self.selections.lock().expect("filter cache lock");
+        if !lineage.is_empty() {
+            for &id in ids {
+                merged_selection(&mut selections, lineage, id);
+            }
+        }
         let ids: HashSet<u64> = ids.iter().copied().collect();
-        self.selections
-            .lock()
-            .expect("filter cache lock")
-            .retain(|id, _| ids.contains(id));
+        selections.retain(|id, _| ids.contains(id));
     }
 
     /// The runs of the last execution, to reuse; the next execution keeps
@@ -390,7 +415,45 @@ impl CachedFilter {
     }
 }
 
+/// The selection of batch `id`: known, or put together from its merged
+/// parts' (and kept for it), or `None` when a part's is not known.
+fn merged_selection(
+    selections: &mut HashMap<u64, Selection>,
+    lineage: &Lineage,
+    id: u64,
+) -> Option<Selection> {
+    if let Some(known) = selections.get(&id) {
+        return Some(known.clone());
+    }
+    let merge = lineage.parts(id)?;
+    let earlier = merged_selection(selections, lineage, merge.earlier.0)?;
+    let later = merged_selection(selections, lineage, merge.later.0)?;
+    let selection = Selection::concat((earlier, merge.earlier.1), (later, merge.later.1));
+    selections.insert(id, selection.clone());
+    Some(selection)
+}
+
 impl Selection {
+    /// The selection of `a`'s rows followed by `b`'s (each with its number
+    /// of rows).
+    fn concat((a, a_rows): (Selection, usize), (b, b_rows): (Selection, usize)) -> Selection {
+        match (a, b) {
+            (Selection::All, Selection::All) => Selection::All,
+            (Selection::None, Selection::None) => Selection::None,
+            (a, b) => {
+                let mut keep = BooleanBufferBuilder::new(a_rows + b_rows);
+                for (part, rows) in [(a, a_rows), (b, b_rows)] {
+                    match part {
+                        Selection::All => keep.append_n(rows, true),
+                        Selection::None => keep.append_n(rows, false),
+                        Selection::Rows(r) => keep.append_buffer(r.values()),
+                    }
+                }
+                Selection::Rows(BooleanArray::new(keep.finish(), None))
+            }
+        }
+    }
+
     /// The rows `keep` marks true (NULL does not pass, as in a WHERE clause).
     fn of(keep: &BooleanArray) -> Selection {
         let keep = match keep.null_count() {
@@ -759,7 +822,7 @@ impl ExecutionPlan for SlotExec {
             .map(|(column, bounds)| (*column, bounds.get()));
         let contents = self.slot.get();
         if let (Some(filter), Some(ids)) = (&self.filter, &contents.ids) {
-            filter.keep_only(ids);
+            filter.keep_only(ids, &contents.lineage);
             // Retained batches: their kept rows, run by run, as polled.
             let kept = kept::KeptScan::new(
                 self.clone(),
@@ -815,6 +878,7 @@ impl ExecutionPlan for SlotExec {
 #[cfg(test)]
 mod tests {
     use datafusion::arrow::array::{StringArray, TimestampNanosecondArray};
+    use datafusion::arrow::compute::concat_batches;
     use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
     use datafusion::prelude::SessionContext;
     use futures::TryStreamExt;
@@ -1192,7 +1256,9 @@ mod tests {
         };
         let (mut held, mut next_id, mut next_time) = (Vec::new(), 1u64, 0i64);
         let mut added_rows = 0u64;
-        for step in 0..300 {
+        let mut merges = 0;
+        for step in 0..400 {
+            let mut lineage = Lineage::default();
             let mut batch = |random: &mut dyn FnMut(u64) -> u64| {
                 let n = random(6) as usize;
                 let names: Vec<Option<&str>> = (0..n)
@@ -1206,7 +1272,29 @@ mod tests {
                     .collect();
                 people(&times, &names)
             };
-            match random(5) {
+            match random(6) {
+                // Merge two batches side by side (as correlation merges
+                // small retained batches), or a merged one again.
+                5 if held.len() >= 2 => {
+                    for _ in 0..=random(2) {
+                        if held.len() < 2 {
+                            break;
+                        }
+                        let at = random(held.len() as u64 - 1) as usize;
+                        let (earlier, later): ((u64, RecordBatch), (u64, RecordBatch)) =
+                            (held.remove(at), held.remove(at));
+                        let merged =
+                            concat_batches(&earlier.1.schema(), [&earlier.1, &later.1]).unwrap();
+                        lineage.record(
+                            (earlier.0, earlier.1.num_rows()),
+                            (later.0, later.1.num_rows()),
+                            next_id,
+                        );
+                        held.insert(at, (next_id, merged));
+                        next_id += 1;
+                        merges += 1;
+                    }
+                }
                 // Evict the oldest batches.
                 0 => {
                     let k = (random(4) as usize).min(held.len());
@@ -1241,7 +1329,7 @@ mod tests {
                     bounds.set(after, after + random(40) as i64);
                 }
             }
-            slot.set_identified(held.clone());
+            slot.set_retained(held.clone(), Arc::new(lineage));
             for (fresh, kept) in [(&fresh, &kept), (&fresh_derived, &derived)] {
                 let before = evaluated.load(Ordering::Relaxed);
                 let expected = rows(fresh).await;
@@ -1259,10 +1347,103 @@ mod tests {
                 "step {step}: the runs cover the slot"
             );
         }
+        assert!(merges > 50, "{merges} merges");
         assert_eq!(
             evaluated.load(Ordering::Relaxed),
             2 * added_rows,
-            "each batch is filtered once per plan, whatever the runs"
+            "each batch is filtered once per plan, whatever the runs, and a merged one not again"
+        );
+    }
+
+    /// A plan whose filter (`kept`) and derived projection (`counted`)
+    /// moved into its scan, with the rows each has been given.
+    async fn counted_scan(
+        slot: &Arc<BatchSlot>,
+    ) -> (Arc<dyn ExecutionPlan>, Arc<AtomicU64>, Arc<AtomicU64>) {
+        let (ctx, evaluated) = session(slot, datafusion::logical_expr::Volatility::Immutable);
+        let derived_rows = register_counted(&ctx);
+        let sql = "SELECT upper(counted(name)) FROM t WHERE kept(name)";
+        let derived = cache_scan_filters(plan(&ctx, sql).await).unwrap();
+        (derived, evaluated, derived_rows)
+    }
+
+    #[tokio::test]
+    async fn a_scan_dropped_before_its_end_keeps_the_runs_it_did_not_reach() {
+        let slot = Arc::new(BatchSlot::default());
+        let (derived, _, derived_rows) = counted_scan(&slot).await;
+        let mut held = Vec::new();
+        for i in 0..20i64 {
+            held.push((7000 + i as u64, people(&[i], &[Some("a")])));
+            slot.set_identified(held.clone());
+            if i % 3 == 0 {
+                assert_eq!(run(&derived).await.len(), held.len());
+            } else {
+                // Executed and dropped unread, as a join's probe side is
+                // when its build side is empty.
+                drop(
+                    derived
+                        .execute(0, SessionContext::new().task_ctx())
+                        .unwrap(),
+                );
+            }
+        }
+        assert_eq!(run(&derived).await.len(), 20);
+        assert_eq!(
+            derived_rows.load(Ordering::Relaxed),
+            20,
+            "each kept row derived once"
+        );
+    }
+
+    #[tokio::test]
+    async fn merged_batches_are_neither_filtered_nor_derived_again() {
+        let slot = Arc::new(BatchSlot::default());
+        let (derived, evaluated, derived_rows) = counted_scan(&slot).await;
+        let (mut held, mut next_id): (Vec<(u64, RecordBatch)>, u64) = (Vec::new(), 9000);
+        let (mut lineage, mut first_merged) = (Lineage::default(), 0);
+        for i in 0..40i64 {
+            // One batch per emission; after it, the last two merged while
+            // the earlier is no larger, as correlation retains them.
+            held.push((next_id, people(&[i, i], &[Some("a"), Some("b")])));
+            next_id += 1;
+            slot.set_retained(held.clone(), Arc::new(std::mem::take(&mut lineage)));
+            assert_eq!(run(&derived).await.len(), i as usize + 1, "emission {i}");
+            first_merged = next_id;
+            while let [.., (a, earlier), (b, later)] = &held[..] {
+                if earlier.num_rows() > later.num_rows() {
+                    break;
+                }
+                let merged = concat_batches(&earlier.schema(), [earlier, later]).unwrap();
+                lineage.record((*a, earlier.num_rows()), (*b, later.num_rows()), next_id);
+                held.truncate(held.len() - 2);
+                held.push((next_id, merged));
+                next_id += 1;
+            }
+        }
+        assert!(held.len() < 5, "the batches were merged");
+        assert_eq!(
+            evaluated.load(Ordering::Relaxed),
+            2 * 40,
+            "each row filtered once"
+        );
+        assert_eq!(
+            derived_rows.load(Ordering::Relaxed),
+            40,
+            "each kept row derived once"
+        );
+        // Without the last merges named, the batches they made are
+        // filtered anew.
+        let merged_rows: usize = held
+            .iter()
+            .filter(|(id, _)| *id >= first_merged)
+            .map(|(_, b)| b.num_rows())
+            .sum();
+        assert!(merged_rows > 0);
+        slot.set_identified(held.clone());
+        assert_eq!(run(&derived).await.len(), 40);
+        assert_eq!(
+            evaluated.load(Ordering::Relaxed),
+            2 * 40 + merged_rows as u64
         );
     }
 

@@ -17,7 +17,8 @@
 //! the batches it names, in slot order. It is reused only where the slot
 //! holds those batches consecutively and in that order. Batch identities
 //! name batches that never change, so its rows are those a new scan of
-//! them would give.
+//! them would give. Two of its batches merged into one (side by side, in
+//! order) are renamed as that one: its rows are theirs, in the same order.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use datafusion::arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result};
 
-use super::{CachedFilter, Contents, Selection, SlotExec};
+use super::{CachedFilter, Contents, Lineage, Selection, SlotExec};
 
 /// Most batches in one run. Eviction cuts the oldest run; what it still
 /// holds is gathered again (from the filter's kept selections, without
@@ -59,7 +60,70 @@ struct Taken<T> {
     kept: usize,
 }
 
+/// The runs of the last execution (in slot order) with the batches merged
+/// since named as the batch they became: within a run, its rows stay as
+/// they are; across two runs, the two become one run holding the rows of
+/// both, if it is not too long (otherwise their batches are gathered
+/// again).
+fn renamed(runs: Vec<Arc<KeptRun>>, lineage: &Lineage) -> Vec<Arc<KeptRun>> {
+    if lineage.is_empty() {
+        return runs;
+    }
+    let mut renamed: Vec<Arc<KeptRun>> = Vec::with_capacity(runs.len());
+    for run in runs {
+        let run = run.renamed(lineage);
+        match renamed
+            .last()
+            .and_then(|before| before.joined(&run, lineage))
+        {
+            Some(joined) => *renamed.last_mut().expect("a run before") = Arc::new(joined),
+            None => renamed.push(run),
+        }
+    }
+    renamed
+}
+
 impl KeptRun {
+    /// The run with batches merged since it was gathered named as the
+    /// batch they became (their rows, in order, are that batch's).
+    fn renamed(self: Arc<Self>, lineage: &Lineage) -> Arc<Self> {
+        let ids = lineage.rename(&self.ids);
+        if ids.len() == self.ids.len() {
+            return self;
+        }
+        Arc::new(KeptRun {
+            ids,
+            rows: self.rows.clone(),
+            times: self.times,
+            kept: self.kept,
+        })
+    }
+
+    /// This run and `next`, the run after it, as one, when a batch of each
+    /// was merged into one batch and the run is not too long.
+    fn joined(&self, next: &KeptRun, lineage: &Lineage) -> Option<KeptRun> {
+        let both: Vec<u64> = self.ids.iter().chain(&next.ids).copied().collect();
+        let ids = lineage.rename(&both);
+        if ids.len() == both.len() || ids.len() > MAX_RUN_BATCHES {
+            return None;
+        }
+        let rows = match (&self.rows, &next.rows) {
+            (Some(a), Some(b)) => Some(a.iter().chain(b).cloned().collect()),
+            (None, None) => None,
+            _ => return None,
+        };
+        let times = match (self.times, next.times) {
+            (Some(a), Some(b)) => Some(widen(Some(a), b)),
+            (a, b) => a.or(b),
+        };
+        Some(KeptRun {
+            ids,
+            rows,
+            times,
+            kept: self.kept + next.kept,
+        })
+    }
+
     #[cfg(test)]
     pub(super) fn batches(&self) -> usize {
         self.ids.len()
@@ -93,8 +157,7 @@ impl KeptScan {
         bounds: Option<(usize, (i64, i64))>,
         batch_size: usize,
     ) -> Self {
-        let previous = filter
-            .take_runs()
+        let previous = renamed(filter.take_runs(), &contents.lineage)
             .into_iter()
             .map(|run| (run.ids[0], run))
             .collect();
@@ -368,6 +431,34 @@ impl KeptScan {
         self.position += run.ids.len();
         self.filter.keep_run(run);
         Ok(())
+    }
+}
+
+/// A scan dropped before its end (a hash join whose build side is empty
+/// does not read its probe side) leaves the runs of the last execution it
+/// did not reach for the next one, in slot order, instead of gathering
+/// their batches again then.
+impl Drop for KeptScan {
+    fn drop(&mut self) {
+        if self.previous.is_empty() {
+            return;
+        }
+        let at: HashMap<u64, usize> = self.ids()[self.position..]
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (id, self.position + i))
+            .collect();
+        let previous = std::mem::take(&mut self.previous);
+        let ids = self.ids();
+        let mut left: Vec<(usize, Arc<KeptRun>)> = previous
+            .into_iter()
+            .filter_map(|(first, run)| Some((*at.get(&first)?, run)))
+            .filter(|(start, run)| ids[*start..].starts_with(&run.ids))
+            .collect();
+        left.sort_by_key(|(start, _)| *start);
+        for (_, run) in left {
+            self.filter.keep_run(run);
+        }
     }
 }
 
