@@ -115,11 +115,16 @@ pub(super) fn check(
     let mut escape_carry = 0u64;
     let mut string_start = 0usize;
     let mut escapes = Escape::default();
-    for (n, chunk) in payload.chunks(64).enumerate() {
+    let full = payload.chunks_exact(64);
+    let mut last = [b' '; 64];
+    last[..full.remainder().len()].copy_from_slice(full.remainder());
+    let last = (!full.remainder().is_empty()).then_some(&last);
+    // Whole blocks are read in place; only the last, partial one is copied
+    // (padded with spaces, which are neither strings nor brackets).
+    let blocks = full.map(|chunk| <&[u8; 64]>::try_from(chunk).expect("64 bytes"));
+    for (n, block) in blocks.chain(last).enumerate() {
         let offset = n * 64;
-        let mut block = [b' '; 64];
-        block[..chunk.len()].copy_from_slice(chunk);
-        let c = classify(&block);
+        let c = classify(block);
 
         let escaped = escaped(c.backslash, &mut escape_carry);
         let quotes = c.quote & !escaped;
