@@ -67,6 +67,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use super::duration_literal::{as_duration, join_filters_with_durations};
 use super::eq_literal::EqLiteral;
 use super::fields_read::FieldsRead;
+use super::null_tests::with_null_tests_merged;
 use super::or_literal::OrLiteral;
 use super::regex_match::RegexMatch;
 
@@ -666,7 +667,9 @@ fn rewrite_filters(
 }
 
 /// `expr` (over `schema`) with the shapes Vigil evaluates in fewer passes
-/// than DataFusion replaced, in one pass: `coalesce`-shaped `CASE`s by
+/// than DataFusion replaced: first `x IS NOT NULL` beside `x` merged with
+/// it ([`with_null_tests_merged`]; `expr` is a filter's predicate), then in
+/// one pass `coalesce`-shaped `CASE`s by
 /// [`OrLiteral`]s, matches against literal patterns by [`RegexMatch`]es,
 /// string comparisons with a literal by [`EqLiteral`]s; and intervals
 /// added to timestamps as durations ([`as_duration`]).
@@ -674,6 +677,8 @@ pub(crate) fn with_faster_forms(
     expr: Arc<dyn PhysicalExpr>,
     schema: &Schema,
 ) -> Result<Arc<dyn PhysicalExpr>> {
+    // Before the other forms: it compares DataFusion's expressions.
+    let expr = with_null_tests_merged(&expr)?;
     let faster = |e: &Arc<dyn PhysicalExpr>| -> Option<Arc<dyn PhysicalExpr>> {
         if let Some(case) = e.downcast_ref::<CaseExpr>() {
             return Some(Arc::new(OrLiteral::of_case(case, schema)?));

@@ -16,6 +16,7 @@ pub(crate) mod fields_read;
 pub mod first_seen;
 pub mod fold;
 pub mod forward_filter;
+pub(crate) mod null_tests;
 pub use vigil_model::rule as header;
 pub(crate) mod or_literal;
 pub mod overrides;
