@@ -101,7 +101,7 @@ pub struct GeneratedEvent {
     /// Kafka record key: the user (audit) or pod (runtime) the event is
     /// about, so that events that belong together share a partition.
     pub key: String,
-    /// The event's native id as Vigil derives it (`EventRef::native_id`).
+    /// The event's native id as Vigil derives it (`Events::native_id`).
     pub event_id: String,
     /// One JSON object, no trailing newline.
     pub payload: Vec<u8>,

@@ -194,11 +194,12 @@ impl Correlator {
                 .clone();
             let mut seqs = Vec::with_capacity(batch.num_rows());
             for i in 0..batch.num_rows() {
-                let event = &decoded.events[rows.value(i) as usize];
+                let row = rows.value(i) as usize;
+                let event = &decoded.events[row];
                 let message = &messages[event.message as usize];
                 let content_id;
-                let event_id = match &event.native_id {
-                    Some(id) => id.as_str(),
+                let event_id = match decoded.events.native_id(row) {
+                    Some(id) => id,
                     None => {
                         content_id = content_event_id(&message.payload, event.item);
                         content_id.as_str()

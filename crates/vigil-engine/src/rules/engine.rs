@@ -948,8 +948,8 @@ impl RuleEngine {
                     let row = row_ids.value(i) as usize;
                     let event = &decoded.events[row];
                     let message = &messages[event.message as usize];
-                    let event_id = match &event.native_id {
-                        Some(id) => id.clone(),
+                    let event_id = match decoded.events.native_id(row) {
+                        Some(id) => id.to_string(),
                         None => content_event_id(&message.payload, event.item),
                     };
                     let identity = EventIdentity {

@@ -19,6 +19,8 @@ pub use crate::k8s_audit::pod_spec;
 pub use error::{DecodeError, StringProblem, StructureError, TimeError};
 pub use time::{parse_opt_time, parse_time};
 
+use std::ops::{Deref, Range};
+
 use arrow::record_batch::RecordBatch;
 
 use vigil_model::source::{RawMessage, SourceKind};
@@ -98,9 +100,65 @@ pub struct EventRef {
     /// Index of the event inside its message (non-zero only for audit
     /// `EventList` messages).
     pub item: u32,
-    /// The event's own identifier when it has one (audit `auditID` and stage,
-    /// Falco `uuid`, Tetragon exec id, event type and time).
-    pub native_id: Option<String>,
+    /// Where the event's own identifier is in its [`Events`]' text, when it
+    /// has one ([`Events::native_id`]).
+    native_id: Option<Range<usize>>,
+}
+
+/// The events of one decoded batch, row by row (a slice of [`EventRef`]s
+/// through `Deref`), with their native ids in one text. An id per event in
+/// a `String` of its own was an allocation per event, the largest of the
+/// replay outside the parser (docs/benchmarks.md, stop 46).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Events {
+    refs: Vec<EventRef>,
+    ids: String,
+}
+
+impl Events {
+    /// Room for `events` events (ids of about an audit event's length).
+    pub fn with_capacity(events: usize) -> Self {
+        Events {
+            refs: Vec::with_capacity(events),
+            ids: String::with_capacity(events * 56),
+        }
+    }
+
+    /// Append an event. Its native id, when it has one, is the parts of
+    /// `native_id` one after another.
+    pub fn push(&mut self, message: u32, item: u32, native_id: Option<&[&str]>) {
+        let native_id = native_id.map(|parts| {
+            let start = self.ids.len();
+            parts.iter().for_each(|part| self.ids.push_str(part));
+            start..self.ids.len()
+        });
+        self.refs.push(EventRef {
+            message,
+            item,
+            native_id,
+        });
+    }
+
+    /// The event's own identifier (audit `auditID` and stage, Falco `uuid`,
+    /// Tetragon exec id, event type and time) of the event in `row`, when it
+    /// has one.
+    pub fn native_id(&self, row: usize) -> Option<&str> {
+        let range = self.refs[row].native_id.clone()?;
+        Some(&self.ids[range])
+    }
+
+    /// Keep only the events `keep` holds for, in their order.
+    pub fn retain(&mut self, keep: impl FnMut(&EventRef) -> bool) {
+        self.refs.retain(keep);
+    }
+}
+
+impl Deref for Events {
+    type Target = [EventRef];
+
+    fn deref(&self) -> &[EventRef] {
+        &self.refs
+    }
 }
 
 /// A message that could not be decoded, and why.
@@ -118,7 +176,7 @@ pub struct DecodedBatch {
     pub source: SourceKind,
     /// Rows in the source's declared schema; row `i` is `events[i]`.
     pub batch: RecordBatch,
-    pub events: Vec<EventRef>,
+    pub events: Events,
     pub failures: Vec<DecodeFailure>,
     /// Messages that decoded to no event at all: audit `EventList`s with an
     /// empty `items` array. Valid input with nothing to evaluate; counted
@@ -138,7 +196,7 @@ pub fn decode(
     limits: DecodeLimits,
     now_ns: i64,
 ) -> DecodedBatch {
-    let mut events = Vec::with_capacity(messages.len());
+    let mut events = Events::with_capacity(messages.len());
     let mut failures = Vec::new();
     let mut empty = Vec::new();
     let bytes = messages.iter().map(|m| m.payload.len()).sum();
@@ -215,14 +273,14 @@ fn utf8(payload: &[u8]) -> Result<&str, DecodeError> {
 /// Accumulates the rows of one source's table: a source's decoder.
 pub trait RowSink {
     /// Append every event of one message, or none of them and return why.
-    /// On success pushes one [`EventRef`] per appended row.
+    /// On success pushes one event ([`Events::push`]) per appended row.
     /// Implementations check every limit and every field before appending
     /// anything.
     fn append(
         &mut self,
         payload: &str,
         input: MessageInput,
-        events: &mut Vec<EventRef>,
+        events: &mut Events,
     ) -> Result<(), DecodeError>;
 
     /// Build the batch of everything appended so far.

@@ -78,10 +78,7 @@ fn decodes_an_audit_event_into_typed_columns() {
     assert!(str_col(b, "response_object").is_null(0));
     let ann: &MapArray = b.column_by_name("annotations").unwrap().as_map();
     assert_eq!(ann.value(0).len(), 1);
-    assert_eq!(
-        d.events[0].native_id.as_deref(),
-        Some("a-1/ResponseComplete")
-    );
+    assert_eq!(d.events.native_id(0), Some("a-1/ResponseComplete"));
 }
 
 #[test]
@@ -98,7 +95,7 @@ fn events_without_time_fall_back_to_message_timestamp() {
     let d = decode_lines(SourceKind::K8sAudit, &[line]);
     let t = d.batch.column(0).as_primitive::<TimestampNanosecondType>();
     assert_eq!(t.value(0), 1_000_000_000); // 1000 ms
-    assert_eq!(d.events[0].native_id, None);
+    assert_eq!(d.events.native_id(0), None);
 }
 
 #[test]
@@ -270,11 +267,7 @@ fn decodes_tetragon_events_with_nested_process() {
     let process: &StructArray = b.column_by_name("process").unwrap().as_struct();
     let pod: &StructArray = process.column_by_name("pod").unwrap().as_struct();
     assert!(pod.is_valid(i));
-    assert!(d.events[i]
-        .native_id
-        .as_ref()
-        .unwrap()
-        .contains("/process_exec/"));
+    assert!(d.events.native_id(i).unwrap().contains("/process_exec/"));
     let bad = decode_lines(
         SourceKind::Tetragon,
         &[
@@ -452,3 +445,25 @@ fn timestamps_without_zone_are_utc() {
 }
 
 mod fuzz;
+
+#[test]
+fn events_keep_each_native_id_in_their_one_text_through_a_retain() {
+    let mut events = Events::with_capacity(1);
+    events.push(0, 0, Some(&["a-1", "/", "ResponseComplete"]));
+    events.push(1, 0, None);
+    events.push(2, 3, Some(&["uuid-2"]));
+    events.push(2, 4, Some(&[""]));
+    assert_eq!(events.len(), 4);
+    assert_eq!(events.native_id(0), Some("a-1/ResponseComplete"));
+    assert_eq!(events.native_id(1), None);
+    assert_eq!(events.native_id(2), Some("uuid-2"));
+    assert_eq!(events.native_id(3), Some(""), "an empty id is an id");
+    events.retain(|e| e.message != 0);
+    let kept: Vec<(u32, u32, Option<&str>)> = (0..events.len())
+        .map(|row| (events[row].message, events[row].item, events.native_id(row)))
+        .collect();
+    assert_eq!(
+        kept,
+        [(1, 0, None), (2, 3, Some("uuid-2")), (2, 4, Some(""))]
+    );
+}

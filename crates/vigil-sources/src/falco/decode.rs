@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use crate::decode::columns::*;
 use crate::decode::limits::check_raw_field;
 use crate::decode::strings::{opt, Str};
-use crate::decode::{parse_time, DecodeError, EventRef, MessageInput, RowSink};
+use crate::decode::{parse_time, DecodeError, Events, MessageInput, RowSink};
 use super::schema;
 
 #[derive(Deserialize)]
@@ -73,7 +73,7 @@ impl RowSink for FalcoRows {
         &mut self,
         payload: &str,
         input: MessageInput,
-        events: &mut Vec<EventRef>,
+        events: &mut Events,
     ) -> Result<(), DecodeError> {
         let message = input.message;
         let a: FalcoAlertIn = serde_json::from_str(payload).map_err(DecodeError::json)?;
@@ -110,11 +110,8 @@ impl RowSink for FalcoRows {
         put_str(&mut self.output, opt(&a.output));
         put_list(&mut self.tags, a.tags.as_deref());
         put_str(&mut self.output_fields, a.output_fields.map(RawValue::get));
-        events.push(EventRef {
-            message,
-            item: 0,
-            native_id: opt(&a.uuid).map(str::to_owned),
-        });
+        let uuid = opt(&a.uuid);
+        events.push(message, 0, uuid.as_ref().map(std::slice::from_ref));
         Ok(())
     }
 

@@ -18,7 +18,7 @@ use crate::decode::columns::*;
 use crate::decode::limits::check_raw_field;
 use super::pod_spec::{self, PodSpecCols, PodSpecFacts};
 use crate::decode::strings::{opt, Str};
-use crate::decode::{parse_opt_time, DecodeError, EventRef, MessageInput, RowSink};
+use crate::decode::{parse_opt_time, DecodeError, Events, MessageInput, RowSink};
 use super::schema;
 
 #[derive(Deserialize)]
@@ -361,14 +361,15 @@ impl AuditRows {
     }
 }
 
-fn native_id(e: &AuditEventIn<'_>) -> Option<String> {
-    // The same auditID is logged once per stage (RequestReceived,
-    // ResponseStarted, ResponseComplete, Panic): the stage is part of the id.
-    // Concatenated rather than formatted: this runs for every event.
-    opt(&e.audit_id).map(|id| match opt(&e.stage) {
-        Some(stage) => [id, "/", stage].concat(),
-        None => id.to_string(),
-    })
+/// Push `e`'s event. The same auditID is logged once per stage
+/// (RequestReceived, ResponseStarted, ResponseComplete, Panic): the stage is
+/// part of the native id.
+fn push_event(events: &mut Events, message: u32, item: u32, e: &AuditEventIn<'_>) {
+    match (opt(&e.audit_id), opt(&e.stage)) {
+        (Some(id), Some(stage)) => events.push(message, item, Some(&[id, "/", stage])),
+        (Some(id), None) => events.push(message, item, Some(&[id])),
+        (None, _) => events.push(message, item, None),
+    }
 }
 
 impl RowSink for AuditRows {
@@ -376,7 +377,7 @@ impl RowSink for AuditRows {
         &mut self,
         payload: &str,
         input: MessageInput,
-        events: &mut Vec<EventRef>,
+        events: &mut Events,
     ) -> Result<(), DecodeError> {
         let message = input.message;
         let limits = input.limits;
@@ -411,21 +412,13 @@ impl RowSink for AuditRows {
                 .collect::<Result<Vec<_>, _>>()?;
             for (i, c) in checked.iter().enumerate() {
                 self.append_checked(c);
-                events.push(EventRef {
-                    message,
-                    item: i as u32,
-                    native_id: native_id(c.event),
-                });
+                push_event(events, message, i as u32, c.event);
             }
             return Ok(());
         }
         let checked = check(&event, &input)?;
         self.append_checked(&checked);
-        events.push(EventRef {
-            message,
-            item: 0,
-            native_id: native_id(&event),
-        });
+        push_event(events, message, 0, &event);
         Ok(())
     }
 

@@ -19,7 +19,7 @@ use crate::decode::columns::*;
 use crate::decode::limits::check_raw_field;
 use crate::decode::strings::{opt, Str};
 use crate::decode::{
-    parse_opt_time, parse_time, DecodeError, EventRef, MessageInput, RowSink, TimeError,
+    parse_opt_time, parse_time, DecodeError, Events, MessageInput, RowSink, TimeError,
 };
 use super::schema;
 
@@ -347,7 +347,7 @@ impl RowSink for TetragonRows {
         &mut self,
         payload: &str,
         input: MessageInput,
-        events: &mut Vec<EventRef>,
+        events: &mut Events,
     ) -> Result<(), DecodeError> {
         let message = input.message;
         let top: BTreeMap<Str, &RawValue> =
@@ -417,17 +417,13 @@ impl RowSink for TetragonRows {
         self.payload.append_value(body.get());
 
         let exec_id = event.process.as_ref().and_then(|p| opt(&p.exec_id));
-        let native_id = match (exec_id, opt(&time)) {
+        match (exec_id, opt(&time)) {
             (Some(exec_id), Some(time)) => {
-                Some(format!("{exec_id}/{}/{time}", event_type.as_str()))
+                let parts = [exec_id, "/", event_type.as_str(), "/", time];
+                events.push(message, 0, Some(&parts));
             }
-            _ => None,
-        };
-        events.push(EventRef {
-            message,
-            item: 0,
-            native_id,
-        });
+            _ => events.push(message, 0, None),
+        }
         Ok(())
     }
 
