@@ -1337,15 +1337,21 @@ pub(crate) fn rules_reading(
     let state = ctx.state();
     let is_function = |name: &str| is_known_function(&state, name);
     let expander = Expander::new(definitions, &is_function);
-    let reads_source = |rule: &Rule| {
-        let Ok(statement) = single_query(rule, &expander) else {
-            return true;
-        };
+    let names_source = |statement: Statement| {
         let statement = datafusion::sql::parser::Statement::Statement(Box::new(statement));
         match datafusion::sql::resolve::resolve_table_references(&statement, true) {
             Ok((tables, _)) => tables.iter().any(|t| t.table() == source.table_name()),
             Err(_) => true,
         }
+    };
+    let reads_source = |rule: &Rule| {
+        // Expanding only adds to a query: a rule that names the source
+        // before its macros are expanded names it after. Most rules do, and
+        // are not expanded here (they are when compiled).
+        let Ok(statement) = unexpanded_query(rule) else {
+            return true;
+        };
+        names_source(statement) || single_query(rule, &expander).map_or(true, names_source)
     };
     rules.into_iter().filter(|r| reads_source(r)).collect()
 }
@@ -1353,6 +1359,14 @@ pub(crate) fn rules_reading(
 /// Parse a rule's SQL: exactly one statement, and a query; then expand
 /// the lists and macros it uses.
 pub(crate) fn single_query(rule: &Rule, expander: &Expander<'_>) -> Result<Statement, RuleError> {
+    let mut statement = unexpanded_query(rule)?;
+    expander.statement(&mut statement, &rule.path)?;
+    Ok(statement)
+}
+
+/// Parse a rule's SQL: exactly one statement, and a query, its lists and
+/// macros not expanded.
+fn unexpanded_query(rule: &Rule) -> Result<Statement, RuleError> {
     let err = |line: Option<usize>, message: String| RuleError {
         path: rule.path.clone(),
         line,
@@ -1371,14 +1385,13 @@ pub(crate) fn single_query(rule: &Rule, expander: &Expander<'_>) -> Result<State
             ),
         ));
     }
-    let mut statement = statements.remove(0);
+    let statement = statements.remove(0);
     if !matches!(statement, Statement::Query(_)) {
         return Err(err(
             None,
             "a rule must be a SELECT query; DDL, DML, COPY and SET are not allowed".into(),
         ));
     }
-    expander.statement(&mut statement, &rule.path)?;
     Ok(statement)
 }
 

@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::decode::{decode, DecodeLimits};
@@ -511,10 +511,20 @@ fn a_replay_of_one_source_keeps_the_rules_that_name_its_table() {
             "k8s_audit",
             "SELECT verb FROM k8s_audit WHERE EXISTS (SELECT 1 FROM tetragon)\n",
         ),
+        with(
+            "audit.macro_subquery",
+            "k8s_audit",
+            "SELECT verb FROM k8s_audit WHERE tetragon_saw_it()\n",
+        ),
         with("broken", "tetragon", "SELEC nothing\n"),
     ];
+    // A table named only in a macro's body is read too.
+    let mut definitions = Definitions::default();
+    let body = "-- macro: tetragon_saw_it\n-- description: d\nEXISTS (SELECT 1 FROM tetragon)\n";
+    let m = crate::rules::definitions::macros::parse_macro(Path::new("m.sql"), body).unwrap();
+    definitions.macros.insert(m.name.clone(), m);
     let ids = |source: SourceKind| {
-        rules_reading(rules.clone(), &Definitions::default(), source)
+        rules_reading(rules.clone(), &definitions, source)
             .into_iter()
             .map(|r| r.meta.id)
             .collect::<Vec<_>>()
@@ -525,11 +535,21 @@ fn a_replay_of_one_source_keeps_the_rules_that_name_its_table() {
     );
     assert_eq!(
         ids(SourceKind::K8sAudit),
-        ["audit.join", "audit.subquery", "broken"]
+        [
+            "audit.join",
+            "audit.subquery",
+            "audit.macro_subquery",
+            "broken"
+        ]
     );
     assert_eq!(
         ids(SourceKind::Tetragon),
-        ["tetragon.only", "audit.subquery", "broken"]
+        [
+            "tetragon.only",
+            "audit.subquery",
+            "audit.macro_subquery",
+            "broken"
+        ]
     );
 }
 
