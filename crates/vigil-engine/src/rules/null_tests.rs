@@ -5,8 +5,8 @@
 //! simplifier plans that as `<condition> IS NOT NULL AND <condition>`,
 //! which evaluates the condition twice: once for the `IS NOT NULL`, once
 //! more for the `AND`. The conditions are `IN` lists of principals, globs
-//! over JSON keys, regular expressions: 33 of the pack's per-event rules
-//! had the shape, 148 times (docs/benchmarks.md, stop 46).
+//! over JSON keys, `regexp_replace`s, in a third of the pack's rules
+//! (docs/benchmarks.md, stop 46).
 //!
 //! [`with_null_tests_merged`] finds, in every conjunction of a filter's
 //! predicate, a conjunct `x IS NOT NULL` whose `x` is among the other
