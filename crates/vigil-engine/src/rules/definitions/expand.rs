@@ -18,7 +18,7 @@
 //! list or lookup table, a macro that calls itself, and a wrong number of
 //! arguments are errors at the line of the call.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -64,7 +64,20 @@ pub struct Expander<'a> {
     /// The definitions expansions have used: `list:name`, `macro:name`,
     /// `lookup:name`.
     used: Mutex<BTreeSet<String>>,
+    /// Expansions that depend on nothing but the definitions, made once
+    /// and cloned at each further call: a macro without parameters, by its
+    /// name, and a list function, by its name and its list's, with
+    /// [`LIST_VALUE`] standing for the value tested. Most macro calls take
+    /// no arguments, and expanding one expands its own macros and lists.
+    expansions: Mutex<HashMap<String, Expr>>,
+    /// False only to compare with expansions made at every call (tests).
+    caches: bool,
 }
+
+/// The identifier a cached list function's expansion has where its value
+/// goes: only the expansion's own text has it, which is otherwise
+/// literals.
+pub(crate) const LIST_VALUE: &str = "vigil_list_value__";
 
 impl<'a> Expander<'a> {
     pub fn new(defs: &'a Definitions, is_function: &'a (dyn Fn(&str) -> bool + Sync)) -> Self {
@@ -72,7 +85,38 @@ impl<'a> Expander<'a> {
             defs,
             is_function,
             used: Mutex::default(),
+            expansions: Mutex::default(),
+            caches: true,
         }
+    }
+
+    /// An expander that expands every call anew.
+    #[cfg(test)]
+    pub fn without_cache(
+        defs: &'a Definitions,
+        is_function: &'a (dyn Fn(&str) -> bool + Sync),
+    ) -> Self {
+        Expander {
+            caches: false,
+            ..Expander::new(defs, is_function)
+        }
+    }
+
+    /// The cached expansion under `key`, else `expand()`'s, cached when it
+    /// succeeds (an error is reported at each call, as before).
+    fn cached<E>(&self, key: String, expand: impl FnOnce() -> Result<Expr, E>) -> Result<Expr, E> {
+        if !self.caches {
+            return expand();
+        }
+        if let Some(e) = self.expansions.lock().expect("expansions lock").get(&key) {
+            return Ok(e.clone());
+        }
+        let expr = expand()?;
+        self.expansions
+            .lock()
+            .expect("expansions lock")
+            .insert(key, expr.clone());
+        Ok(expr)
     }
 
     fn record(&self, kind: &str, name: &str) {
@@ -152,8 +196,10 @@ impl<'a> Expander<'a> {
                 errors.push(e);
             }
         }
-        // What macro bodies use on their own says nothing of what rules use.
+        // What macro bodies use on their own says nothing of what rules use,
+        // and a cached expansion records nothing when it is used again.
         self.used.lock().expect("used-names lock").clear();
+        self.expansions.lock().expect("expansions lock").clear();
         errors
     }
 }
@@ -216,13 +262,21 @@ impl Pass<'_, '_> {
         }
         match name.as_str() {
             "in_list" | "any_in_list" | "all_in_list" => {
-                let (value, list) = self.value_and_list(call, &name, line)?;
-                Ok(Some(parse(&membership(&name, &value, list))))
+                let args = self.args(call, &name, line, 2)?;
+                let (list, items) = self.list_arg(&args[1], line)?;
+                let mut test = self.expander.cached(format!("{name}:{list}"), || {
+                    Ok::<_, ExpandError>(parse(&membership(&name, LIST_VALUE, items)))
+                })?;
+                substitute(&mut test, &[LIST_VALUE.to_string()], &args[..1]);
+                Ok(Some(test))
             }
             "list" => {
                 let args = self.args(call, &name, line, 1)?;
-                let items = self.list_arg(&args[0], line)?;
-                Ok(Some(parse(&array_literal(items))))
+                let (list, items) = self.list_arg(&args[0], line)?;
+                let array = self.expander.cached(format!("list:{list}"), || {
+                    Ok::<_, ExpandError>(parse(&array_literal(items)))
+                })?;
+                Ok(Some(array))
             }
             "lookup" => {
                 self.check_lookup(call, line)?;
@@ -260,8 +314,21 @@ impl Pass<'_, '_> {
             });
         }
         let args = self.args(call, &m.name, line, m.params.len())?;
+        if !args.is_empty() {
+            return self.macro_body(m, &args);
+        }
+        // Whether a macro's expansion fails does not depend on the macros
+        // around its call: a cycle through it is a cycle from it.
+        self.expander
+            .cached(format!("macro:{}", m.name), || self.macro_body(m, &[]))
+    }
+
+    /// `m`'s body with `args` for its parameters, its calls expanded.
+    fn macro_body(&self, m: &Macro, args: &[Expr]) -> Result<Expr, ExpandError> {
         let mut body = m.body.clone();
-        substitute(&mut body, &m.params, &args);
+        if !args.is_empty() {
+            substitute(&mut body, &m.params, args);
+        }
         let mut inner = Pass {
             expander: self.expander,
             file: m.at.path.clone(),
@@ -313,19 +380,8 @@ impl Pass<'_, '_> {
         }
     }
 
-    fn value_and_list(
-        &self,
-        call: &Function,
-        name: &str,
-        line: Option<usize>,
-    ) -> Result<(Expr, &[Item]), ExpandError> {
-        let args = self.args(call, name, line, 2)?;
-        let items = self.list_arg(&args[1], line)?;
-        Ok((args[0].clone(), items))
-    }
-
-    /// The items of the list a string-literal argument names.
-    fn list_arg(&self, arg: &Expr, line: Option<usize>) -> Result<&[Item], ExpandError> {
+    /// The name and items of the list a string-literal argument names.
+    fn list_arg(&self, arg: &Expr, line: Option<usize>) -> Result<(String, &[Item]), ExpandError> {
         let (name, line) = literal(arg).map(|(s, l)| (s, l.or(line))).ok_or_else(|| {
             self.error(
                 line,
@@ -335,7 +391,7 @@ impl Pass<'_, '_> {
         match self.expander.defs.lists.get(&name) {
             Some(list) => {
                 self.expander.record("list", &name);
-                Ok(&list.items)
+                Ok((name, &list.items))
             }
             None => Err(self.error(line, format!("unknown list {name:?}"))),
         }
@@ -386,7 +442,7 @@ impl Pass<'_, '_> {
                 let Ok(list_args) = self.args(inner, "list", line, 1) else {
                     return Ok(()); // reported when list(...) is expanded
                 };
-                let Ok(items) = self.list_arg(&list_args[0], line) else {
+                let Ok((_, items)) = self.list_arg(&list_args[0], line) else {
                     return Ok(());
                 };
                 items
@@ -547,14 +603,14 @@ fn array_literal(items: &[Item]) -> String {
     format!("make_array({})", values.join(", "))
 }
 
-/// The SQL of a membership test (see the module doc).
-fn membership(function: &str, value: &Expr, items: &[Item]) -> String {
+/// The SQL of a membership test of `value` (see the module doc).
+fn membership(function: &str, value: &str, items: &[Item]) -> String {
     let plain = items.iter().all(|i| !i.is_glob());
     match function {
         "in_list" if items.is_empty() => "FALSE".into(),
         "in_list" if plain => {
             let values: Vec<String> = items.iter().map(|i| quoted(&i.value)).collect();
-            format!("COALESCE(({value}) IN ({}), FALSE)", values.join(", "))
+            format!("COALESCE({value} IN ({}), FALSE)", values.join(", "))
         }
         "in_list" => format!("glob_match({value}, {})", array_literal(items)),
         "any_in_list" => format!("glob_match_any({value}, {})", array_literal(items)),

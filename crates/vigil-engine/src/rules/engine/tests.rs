@@ -583,6 +583,72 @@ async fn per_event_logical_plans(
     plans
 }
 
+/// The definitions of one layer holding `files` (paths relative to it).
+fn definitions_of(files: &[(&str, &str)]) -> Definitions {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, text) in files {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let mut definitions = Definitions::default();
+    definitions.apply_layer(dir.path()).unwrap();
+    definitions
+}
+
+/// Macros without parameters and list tests are expanded once and cloned
+/// at each further call: every rule of the shipped pack (correlation rules
+/// included) gets the statement, and the set the names it used, that an
+/// expansion made anew at every call gives. Each value tested against a
+/// list stays its own where the same list is tested again.
+#[tokio::test]
+async fn cached_expansions_give_every_rule_the_statement_expanded_anew() {
+    let set = shipped_rule_set();
+    let ctx = new_session_with(PlanOptions::default());
+    let state = ctx.state();
+    let is_function = |name: &str| is_known_function(&state, name);
+    let cached = Expander::new(&set.definitions, &is_function);
+    let anew = Expander::without_cache(&set.definitions, &is_function);
+    let mut list_tests = 0;
+    for rule in &set.rules {
+        let expanded = |expander| single_query(rule, expander).unwrap().to_string();
+        let (a, b) = (expanded(&cached), expanded(&anew));
+        assert_eq!(a, b, "{}", rule.meta.id);
+        list_tests += a.matches(") IN ('").count() + a.matches("glob_match").count();
+    }
+    // Lists are tested again and again: the cached expansions are used.
+    assert!(list_tests > 2 * set.definitions.lists.len(), "{list_tests}");
+    assert_eq!(cached.unused(), anew.unused());
+
+    let defs = definitions_of(&[
+        (
+            "lists/l.toml",
+            "[names]\ndescription = \"d\"\nitems = [\"a\", \"b\"]\n",
+        ),
+        (
+            "macros/m.sql",
+            "-- macro: named\n-- description: d\nin_list(object_ref.name, 'names')\n",
+        ),
+    ]);
+    let expander = Expander::new(&defs, &is_function);
+    let twice = rule(
+        "SELECT verb FROM k8s_audit WHERE in_list(verb, 'names') AND named() \
+         AND in_list(user_info.username, 'names') AND named()",
+    );
+    let text = single_query(&twice, &expander).unwrap().to_string();
+    for value in ["verb", "user_info.username", "object_ref.name"] {
+        assert!(
+            text.contains(&format!("({value}) IN ('a', 'b')")),
+            "{value}: {text}"
+        );
+    }
+    assert_eq!(text.matches("(object_ref.name) IN").count(), 2, "{text}");
+    assert!(
+        !text.contains(super::super::definitions::expand::LIST_VALUE),
+        "{text}"
+    );
+}
+
 /// Every per-event rule of the shipped pack, planned with one pass of
 /// DataFusion's logical optimizer, gets the physical plan three passes give
 /// (aliases of common subexpressions aside): a second pass would change
