@@ -136,7 +136,7 @@ pub fn inlined(set: &RuleSet) -> Result<RuleSet> {
         .map(|rule| {
             let sql = vigil::rules::engine::expanded_sql(&ctx, &set.definitions, rule)?;
             let header: String = rule
-                .sql
+                .sql()
                 .lines()
                 .take_while(|l| l.trim_start().starts_with("--") || l.trim().is_empty())
                 .map(|l| format!("{l}\n"))
@@ -194,7 +194,7 @@ pub(crate) fn join_share(per_rule: &[(String, f64)], rules: &Path) -> Result<Str
         .rule_set()
         .rules
         .into_iter()
-        .filter(|r| r.meta.mode == RuleMode::Correlation && joins_tables(&r.sql))
+        .filter(|r| r.meta.mode == RuleMode::Correlation && joins_tables(r.sql()))
         .map(|r| r.meta.id)
         .collect();
     let all: f64 = per_rule.iter().map(|(_, s)| s).sum();
@@ -947,7 +947,7 @@ mod inlined_tests {
         assert!(written_out
             .rules
             .iter()
-            .all(|r| !r.sql.contains("in_list(") && !r.sql.contains("request_succeeded()")));
+            .all(|r| !r.sql().contains("in_list(") && !r.sql().contains("request_succeeded()")));
         let (events, messages) = generate(audit_config(3, 50), 4_000);
         let alerts = |set: RuleSet| {
             let messages = &messages;

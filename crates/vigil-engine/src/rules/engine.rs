@@ -1348,7 +1348,7 @@ pub(crate) fn rules_reading(
         // Expanding only adds to a query: a rule that names the source
         // before its macros are expanded names it after. Most rules do, and
         // are not expanded here (they are when compiled).
-        let Ok(statement) = unexpanded_query(rule) else {
+        let Ok(statement) = choosing_query(rule) else {
             return true;
         };
         names_source(statement) || single_query(rule, &expander).map_or(true, names_source)
@@ -1365,14 +1365,28 @@ pub(crate) fn single_query(rule: &Rule, expander: &Expander<'_>) -> Result<State
 }
 
 /// Parse a rule's SQL: exactly one statement, and a query, its lists and
-/// macros not expanded.
+/// macros not expanded. The parse a [`choosing_query`] left is taken
+/// instead, when there is one.
 fn unexpanded_query(rule: &Rule) -> Result<Statement, RuleError> {
+    let left = rule.parsed.lock().unwrap_or_else(|e| e.into_inner()).take();
+    left.unwrap_or_else(|| parsed_query(rule))
+}
+
+/// [`unexpanded_query`], leaving a copy of the parse for the next use: the
+/// rule is chosen by its query, and then compiled.
+fn choosing_query(rule: &Rule) -> Result<Statement, RuleError> {
+    let parsed = unexpanded_query(rule);
+    *rule.parsed.lock().unwrap_or_else(|e| e.into_inner()) = Some(parsed.clone());
+    parsed
+}
+
+fn parsed_query(rule: &Rule) -> Result<Statement, RuleError> {
     let err = |line: Option<usize>, message: String| RuleError {
         path: rule.path.clone(),
         line,
         message,
     };
-    let mut statements = Parser::parse_sql(&GenericDialect {}, &rule.sql).map_err(|e| {
+    let mut statements = Parser::parse_sql(&GenericDialect {}, rule.sql()).map_err(|e| {
         let m = e.to_string();
         err(line_in_message(&m), format!("SQL syntax error: {m}"))
     })?;

@@ -583,6 +583,41 @@ async fn per_event_logical_plans(
     plans
 }
 
+/// The parse that chose a rule for a replay's source is the one its
+/// compilation takes; taken, it is not kept.
+#[test]
+fn a_rule_chosen_by_its_query_is_compiled_from_that_parse() {
+    let kept = rules_reading(
+        vec![
+            rule("SELECT verb FROM k8s_audit WHERE verb = 'get'"),
+            rule("SELEC verb FROM k8s_audit"),
+        ],
+        &Definitions::default(),
+        SourceKind::K8sAudit,
+    );
+    assert_eq!(
+        kept.len(),
+        2,
+        "a rule that does not parse is kept, to be reported"
+    );
+    let left = |r: &Rule| r.parsed.lock().unwrap().clone();
+    let copy = kept[0].clone();
+    let chosen = left(&copy).expect("the choice left its parse").unwrap();
+    assert_eq!(unexpanded_query(&kept[0]).unwrap(), chosen);
+    assert!(
+        left(&copy).is_none(),
+        "taken, by the rule or any clone of it"
+    );
+    // Parsed anew when nothing is left.
+    assert_eq!(unexpanded_query(&copy).unwrap(), chosen);
+
+    let error = left(&kept[1])
+        .expect("a syntax error is left too")
+        .unwrap_err();
+    assert!(error.message.contains("SQL syntax error"), "{error}");
+    assert_eq!(unexpanded_query(&kept[1]).unwrap_err(), error);
+}
+
 /// The definitions of one layer holding `files` (paths relative to it).
 fn definitions_of(files: &[(&str, &str)]) -> Definitions {
     let dir = tempfile::tempdir().unwrap();
