@@ -599,6 +599,36 @@ impl Detector {
     }
 }
 
+/// `messages` grouped by source, each group in input order. A batch is
+/// usually of one source: then it is the group, not copied message by
+/// message into a new one.
+fn by_source(messages: Vec<RawMessage>) -> Vec<(SourceKind, Vec<RawMessage>)> {
+    let Some(first) = messages.first().map(|m| m.source) else {
+        return Vec::new();
+    };
+    if messages.iter().all(|m| m.source == first) {
+        return vec![(first, messages)];
+    }
+    let mut by_source: Vec<(SourceKind, Vec<RawMessage>)> = Vec::new();
+    for m in messages {
+        match by_source.iter_mut().find(|(s, _)| *s == m.source) {
+            Some((_, v)) => v.push(m),
+            None => by_source.push((m.source, vec![m])),
+        }
+    }
+    by_source
+}
+
+/// The messages re-read only to rebuild state, and the others, each in
+/// input order. Usually there are none of the first kind: then nothing is
+/// copied.
+fn replayed_and_live(messages: Vec<RawMessage>) -> (Vec<RawMessage>, Vec<RawMessage>) {
+    if !messages.iter().any(|m| m.state_only) {
+        return (Vec::new(), messages);
+    }
+    messages.into_iter().partition(|m| m.state_only)
+}
+
 impl Decoder {
     /// Decode `messages` (of any mix of sources). Every message ends up in
     /// exactly one of: the rows of a part, a decode-error dead letter, the
@@ -609,13 +639,7 @@ impl Decoder {
         }
         let now = now_ns();
         let mut out = Detections::default();
-        let mut by_source: Vec<(SourceKind, Vec<RawMessage>)> = Vec::new();
-        for m in messages {
-            match by_source.iter_mut().find(|(s, _)| *s == m.source) {
-                Some((_, v)) => v.push(m),
-                None => by_source.push((m.source, vec![m])),
-            }
-        }
+        let by_source = by_source(messages);
         let mut parts = Vec::with_capacity(by_source.len());
         for (source, messages) in by_source {
             if self.reports_input {
@@ -626,8 +650,7 @@ impl Decoder {
                 SourceKind::K8sAudit => self.unwrap_envelopes(messages, now, &mut out),
                 _ => messages,
             };
-            let (replayed, live): (Vec<RawMessage>, Vec<RawMessage>) =
-                messages.into_iter().partition(|m| m.state_only);
+            let (replayed, live) = replayed_and_live(messages);
             let replayed = (!replayed.is_empty()).then(|| {
                 let decoded = decode(source, &replayed, self.limits, now);
                 (replayed, decoded)
@@ -824,6 +847,59 @@ mod tests {
 
     fn raw_message(e: &GeneratedEvent) -> RawMessage {
         e.raw_message()
+    }
+
+    /// Messages grouped by source keep their order within each source; a
+    /// batch of one source is its only group, and re-read state is set
+    /// apart from live messages, each in order.
+    #[test]
+    fn messages_are_grouped_by_source_and_kind_in_input_order() {
+        let message = |source: SourceKind, n: u8, state_only: bool| RawMessage {
+            source,
+            payload: vec![n],
+            origin: crate::source::Origin::File {
+                path: "x".into(),
+                line: n as u64,
+            },
+            timestamp_ms: None,
+            state_only,
+        };
+        let payloads = |messages: &[RawMessage]| -> Vec<u8> {
+            messages.iter().map(|m| m.payload[0]).collect()
+        };
+        let (audit, falco) = (SourceKind::K8sAudit, SourceKind::Falco);
+        let mixed = vec![
+            message(audit, 1, false),
+            message(falco, 2, false),
+            message(audit, 3, true),
+            message(audit, 4, false),
+        ];
+        let groups: Vec<(SourceKind, Vec<u8>)> = by_source(mixed)
+            .iter()
+            .map(|(s, m)| (*s, payloads(m)))
+            .collect();
+        assert_eq!(groups, [(audit, vec![1, 3, 4]), (falco, vec![2])]);
+        let one: Vec<RawMessage> = (1..4).map(|n| message(falco, n, false)).collect();
+        let groups = by_source(one);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(
+            (groups[0].0, payloads(&groups[0].1)),
+            (falco, vec![1, 2, 3])
+        );
+        assert!(by_source(Vec::new()).is_empty());
+
+        let (replayed, live) = replayed_and_live(vec![
+            message(audit, 1, false),
+            message(audit, 2, true),
+            message(audit, 3, false),
+            message(audit, 4, true),
+        ]);
+        assert_eq!(
+            (payloads(&replayed), payloads(&live)),
+            (vec![2, 4], vec![1, 3])
+        );
+        let (replayed, live) = replayed_and_live(vec![message(audit, 1, false)]);
+        assert_eq!((payloads(&replayed), payloads(&live)), (vec![], vec![1]));
     }
 
     async fn shipped_pack() -> Detector {
