@@ -49,7 +49,7 @@ pub struct Rule {
     /// shared by the rule's clones: a replay parses every rule to find
     /// those that read its source, and its compilation of those takes that
     /// parse instead of parsing again. Taken, not kept: a pack's parsed
-    /// statements would stay resident (about 5 MB).
+    /// statements would otherwise stay resident.
     parsed: Arc<Mutex<Option<Result<Statement, RuleError>>>>,
 }
 
