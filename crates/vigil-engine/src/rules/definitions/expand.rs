@@ -70,7 +70,8 @@ pub struct Expander<'a> {
     /// [`LIST_VALUE`] standing for the value tested. Most macro calls take
     /// no arguments, and expanding one expands its own macros and lists.
     expansions: Mutex<HashMap<String, Expr>>,
-    /// False only to compare with expansions made at every call (tests).
+    /// False only to compare with expansions made at every call, list tests
+    /// written out and parsed with their value's text (tests).
     caches: bool,
 }
 
@@ -264,10 +265,13 @@ impl Pass<'_, '_> {
             "in_list" | "any_in_list" | "all_in_list" => {
                 let args = self.args(call, &name, line, 2)?;
                 let (list, items) = self.list_arg(&args[1], line)?;
+                if !self.expander.caches {
+                    return Ok(Some(parse(&membership(&name, &args[0].to_string(), items))));
+                }
                 let mut test = self.expander.cached(format!("{name}:{list}"), || {
                     Ok::<_, ExpandError>(parse(&membership(&name, LIST_VALUE, items)))
                 })?;
-                substitute(&mut test, &[LIST_VALUE.to_string()], &args[..1]);
+                put_value(&mut test, &args[0]);
                 Ok(Some(test))
             }
             "list" => {
@@ -575,6 +579,17 @@ fn literal(e: &Expr) -> Option<(String, Option<usize>)> {
     }
 }
 
+/// Put `value` where a cached list test's expansion has [`LIST_VALUE`]: the
+/// same expression as parsing the test with `value`'s text in its place.
+fn put_value(test: &mut Expr, value: &Expr) {
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(test, |e| {
+        if matches!(e, Expr::Identifier(ident) if ident.value == LIST_VALUE) {
+            *e = value.clone();
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
 /// Replace each parameter, wherever the body names it, by its argument.
 fn substitute(body: &mut Expr, params: &[String], args: &[Expr]) {
     let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(body, |e| {
@@ -610,7 +625,7 @@ fn membership(function: &str, value: &str, items: &[Item]) -> String {
         "in_list" if items.is_empty() => "FALSE".into(),
         "in_list" if plain => {
             let values: Vec<String> = items.iter().map(|i| quoted(&i.value)).collect();
-            format!("COALESCE({value} IN ({}), FALSE)", values.join(", "))
+            format!("COALESCE(({value}) IN ({}), FALSE)", values.join(", "))
         }
         "in_list" => format!("glob_match({value}, {})", array_literal(items)),
         "any_in_list" => format!("glob_match_any({value}, {})", array_literal(items)),

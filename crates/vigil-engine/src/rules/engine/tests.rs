@@ -634,8 +634,9 @@ fn definitions_of(files: &[(&str, &str)]) -> Definitions {
 /// Macros without parameters and list tests are expanded once and cloned
 /// at each further call: every rule of the shipped pack (correlation rules
 /// included) gets the statement, and the set the names it used, that an
-/// expansion made anew at every call gives. Each value tested against a
-/// list stays its own where the same list is tested again.
+/// expansion made anew at every call gives, with each list test written
+/// out and parsed with its value's text. Each value tested against a list
+/// stays its own where the same list is tested again.
 #[tokio::test]
 async fn cached_expansions_give_every_rule_the_statement_expanded_anew() {
     let set = shipped_rule_set();
