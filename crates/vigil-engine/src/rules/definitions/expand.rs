@@ -104,7 +104,7 @@ impl<'a> Expander<'a> {
     }
 
     /// The cached expansion under `key`, else `expand()`'s, cached when it
-    /// succeeds (an error is reported at each call, as before).
+    /// succeeds (an error is made, and reported, again at each call).
     fn cached<E>(&self, key: String, expand: impl FnOnce() -> Result<Expr, E>) -> Result<Expr, E> {
         if !self.caches {
             return expand();
