@@ -1,18 +1,20 @@
 //! The structure check 64 bytes at a time.
 //!
 //! Each block is classified into bit masks (bit `i` for byte `i`: quotes,
-//! backslashes, brackets, control characters), with SSE2 on x86-64. String
-//! boundaries, escapes and the brackets outside strings then follow from
-//! bit arithmetic, as in simdjson's first stage (Langdale and Lemire,
-//! "Parsing Gigabytes of JSON per Second", 2019), and only the rare events
-//! are looked at one by one: escapes, and brackets when the depth could
-//! reach the limit within the block.
+//! backslashes, brackets, control characters), with SSE2 on x86-64, or
+//! AVX2 where the CPU has it (detected at run time: the release build
+//! targets the x86-64 baseline). String boundaries, escapes and the
+//! brackets outside strings then follow from bit arithmetic, as in
+//! simdjson's first stage (Langdale and Lemire, "Parsing Gigabytes of JSON
+//! per Second", 2019), and only the rare events are looked at one by one:
+//! escapes, and brackets when the depth could reach the limit within the
+//! block.
 //!
 //! It gives the same verdict as the byte-at-a-time scan in `super` (a
-//! property test compares them), on the condition that
-//! `max_string_bytes >= 64`: a string that starts and ends within one block
-//! is then always short enough, so only strings crossing a block boundary
-//! are measured.
+//! property test compares them, and the two block scans with each other),
+//! on the condition that `max_string_bytes >= 64`: a string that starts
+//! and ends within one block is then always short enough, so only strings
+//! crossing a block boundary are measured.
 
 use super::{string_error, string_problem, Escape, StringProblem, StructureError};
 
@@ -29,65 +31,131 @@ struct Classes {
     control: u64,
 }
 
-#[cfg(target_arch = "x86_64")]
-fn classify(block: &[u8; 64]) -> Classes {
-    use std::arch::x86_64::*;
-    let mut c = Classes::default();
-    for k in 0..4 {
-        // SAFETY: SSE2 is part of the x86-64 baseline; the load reads the
-        // 16 bytes of `block` at 16·k, within its 64.
-        let (quote, backslash, open, close, control) = unsafe {
-            let v = _mm_loadu_si128(block.as_ptr().add(16 * k) as *const __m128i);
-            let mask = |m: __m128i| _mm_movemask_epi8(m) as u16 as u64;
-            let is = |b: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8));
-            // `[` and `{` (and `]` and `}`) differ only in bit 0x20.
-            let folded = _mm_or_si128(v, _mm_set1_epi8(0x20));
-            let low = _mm_set1_epi8(0x1F);
-            (
-                mask(is(b'"')),
-                mask(is(b'\\')),
-                mask(_mm_cmpeq_epi8(folded, _mm_set1_epi8(b'{' as i8))),
-                mask(_mm_cmpeq_epi8(folded, _mm_set1_epi8(b'}' as i8))),
-                // Unsigned v <= 0x1F.
-                mask(_mm_cmpeq_epi8(_mm_max_epu8(v, low), low)),
-            )
-        };
-        c.quote |= quote << (16 * k);
-        c.backslash |= backslash << (16 * k);
-        c.open |= open << (16 * k);
-        c.close |= close << (16 * k);
-        c.control |= control << (16 * k);
+/// How a scan classifies a block and finds where strings are open; the
+/// bit arithmetic of [`scan`] is the same for every instruction set.
+trait Blocks {
+    fn classify(block: &[u8; 64]) -> Classes;
+
+    /// Bit `i` set where an odd number of quotes is at or before `i`:
+    /// inside a string (its opening quote included, its closing quote not).
+    #[inline(always)]
+    fn prefix_xor(mut x: u64) -> u64 {
+        x ^= x << 1;
+        x ^= x << 2;
+        x ^= x << 4;
+        x ^= x << 8;
+        x ^= x << 16;
+        x ^= x << 32;
+        x
     }
-    c
+}
+
+/// The x86-64 baseline (SSE2), or plain Rust elsewhere.
+struct Baseline;
+
+#[cfg(target_arch = "x86_64")]
+impl Blocks for Baseline {
+    #[inline(always)]
+    fn classify(block: &[u8; 64]) -> Classes {
+        use std::arch::x86_64::*;
+        let mut c = Classes::default();
+        for k in 0..4 {
+            // SAFETY: SSE2 is part of the x86-64 baseline; the load reads
+            // the 16 bytes of `block` at 16·k, within its 64.
+            let (quote, backslash, open, close, control) = unsafe {
+                let v = _mm_loadu_si128(block.as_ptr().add(16 * k) as *const __m128i);
+                let mask = |m: __m128i| _mm_movemask_epi8(m) as u16 as u64;
+                let is = |b: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8));
+                // `[` and `{` (and `]` and `}`) differ only in bit 0x20.
+                let folded = _mm_or_si128(v, _mm_set1_epi8(0x20));
+                let low = _mm_set1_epi8(0x1F);
+                (
+                    mask(is(b'"')),
+                    mask(is(b'\\')),
+                    mask(_mm_cmpeq_epi8(folded, _mm_set1_epi8(b'{' as i8))),
+                    mask(_mm_cmpeq_epi8(folded, _mm_set1_epi8(b'}' as i8))),
+                    // Unsigned v <= 0x1F.
+                    mask(_mm_cmpeq_epi8(_mm_max_epu8(v, low), low)),
+                )
+            };
+            c.quote |= quote << (16 * k);
+            c.backslash |= backslash << (16 * k);
+            c.open |= open << (16 * k);
+            c.close |= close << (16 * k);
+            c.control |= control << (16 * k);
+        }
+        c
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn classify(block: &[u8; 64]) -> Classes {
-    let mut c = Classes::default();
-    for (i, &b) in block.iter().enumerate() {
-        let bit = 1u64 << i;
-        match b {
-            b'"' => c.quote |= bit,
-            b'\\' => c.backslash |= bit,
-            b'{' | b'[' => c.open |= bit,
-            b'}' | b']' => c.close |= bit,
-            0x00..=0x1F => c.control |= bit,
-            _ => {}
+impl Blocks for Baseline {
+    fn classify(block: &[u8; 64]) -> Classes {
+        let mut c = Classes::default();
+        for (i, &b) in block.iter().enumerate() {
+            let bit = 1u64 << i;
+            match b {
+                b'"' => c.quote |= bit,
+                b'\\' => c.backslash |= bit,
+                b'{' | b'[' => c.open |= bit,
+                b'}' | b']' => c.close |= bit,
+                0x00..=0x1F => c.control |= bit,
+                _ => {}
+            }
         }
+        c
     }
-    c
 }
 
-/// Bit `i` set where an odd number of quotes is at or before `i`: inside a
-/// string (its opening quote included, its closing quote not).
-fn prefix_xor(mut x: u64) -> u64 {
-    x ^= x << 1;
-    x ^= x << 2;
-    x ^= x << 4;
-    x ^= x << 8;
-    x ^= x << 16;
-    x ^= x << 32;
-    x
+/// AVX2: 32 bytes a comparison, and the prefix XOR as one carry-less
+/// multiplication (PCLMULQDQ). Used only through [`check_avx2`], which is
+/// compiled for these features and entered only when the CPU has them.
+#[cfg(target_arch = "x86_64")]
+struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+impl Blocks for Avx2 {
+    #[inline(always)]
+    fn classify(block: &[u8; 64]) -> Classes {
+        use std::arch::x86_64::*;
+        let mut c = Classes::default();
+        for k in 0..2 {
+            // SAFETY: reached only from `check_avx2`, so the CPU has AVX2;
+            // the load reads the 32 bytes of `block` at 32·k, within its 64.
+            let (quote, backslash, open, close, control) = unsafe {
+                let v = _mm256_loadu_si256(block.as_ptr().add(32 * k) as *const __m256i);
+                let mask = |m: __m256i| _mm256_movemask_epi8(m) as u32 as u64;
+                let is = |b: u8| _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b as i8));
+                let folded = _mm256_or_si256(v, _mm256_set1_epi8(0x20));
+                let low = _mm256_set1_epi8(0x1F);
+                (
+                    mask(is(b'"')),
+                    mask(is(b'\\')),
+                    mask(_mm256_cmpeq_epi8(folded, _mm256_set1_epi8(b'{' as i8))),
+                    mask(_mm256_cmpeq_epi8(folded, _mm256_set1_epi8(b'}' as i8))),
+                    mask(_mm256_cmpeq_epi8(_mm256_max_epu8(v, low), low)),
+                )
+            };
+            c.quote |= quote << (32 * k);
+            c.backslash |= backslash << (32 * k);
+            c.open |= open << (32 * k);
+            c.close |= close << (32 * k);
+            c.control |= control << (32 * k);
+        }
+        c
+    }
+
+    #[inline(always)]
+    fn prefix_xor(x: u64) -> u64 {
+        use std::arch::x86_64::*;
+        // SAFETY: reached only from `check_avx2`, so the CPU has PCLMULQDQ.
+        // A carry-less product with all ones XORs each bit into every bit
+        // above it.
+        unsafe {
+            let product = _mm_clmulepi64_si128(_mm_set_epi64x(0, x as i64), _mm_set1_epi8(-1), 0);
+            _mm_cvtsi128_si64(product) as u64
+        }
+    }
 }
 
 /// The bytes escaped by a backslash (the byte after an odd run of them),
@@ -108,6 +176,52 @@ pub(super) fn check(
     max_depth: usize,
     max_string_bytes: usize,
 ) -> Result<(), StructureError> {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has the features `check_avx2` is compiled for.
+        return unsafe { check_avx2(payload, max_depth, max_string_bytes) };
+    }
+    check_baseline(payload, max_depth, max_string_bytes)
+}
+
+/// Whether the CPU has what [`check_avx2`] is compiled for (the standard
+/// library caches the detection).
+#[cfg(target_arch = "x86_64")]
+pub(super) fn has_avx2() -> bool {
+    std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("pclmulqdq")
+        && std::is_x86_feature_detected!("popcnt")
+}
+
+/// [`check`] with the baseline instruction set.
+pub(super) fn check_baseline(
+    payload: &[u8],
+    max_depth: usize,
+    max_string_bytes: usize,
+) -> Result<(), StructureError> {
+    scan::<Baseline>(payload, max_depth, max_string_bytes)
+}
+
+/// [`check`] with AVX2, PCLMULQDQ and POPCNT (which counts the brackets).
+///
+/// # Safety
+/// The CPU must have those features ([`has_avx2`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,pclmulqdq,popcnt")]
+pub(super) unsafe fn check_avx2(
+    payload: &[u8],
+    max_depth: usize,
+    max_string_bytes: usize,
+) -> Result<(), StructureError> {
+    scan::<Avx2>(payload, max_depth, max_string_bytes)
+}
+
+#[inline(always)]
+fn scan<B: Blocks>(
+    payload: &[u8],
+    max_depth: usize,
+    max_string_bytes: usize,
+) -> Result<(), StructureError> {
     debug_assert!(max_string_bytes >= 64);
     let mut depth = 0usize;
     // All ones while a string is open at the end of the previous block.
@@ -124,12 +238,12 @@ pub(super) fn check(
     let blocks = full.map(|chunk| <&[u8; 64]>::try_from(chunk).expect("64 bytes"));
     for (n, block) in blocks.chain(last).enumerate() {
         let offset = n * 64;
-        let c = classify(block);
+        let c = B::classify(block);
 
         let escaped = escaped(c.backslash, &mut escape_carry);
         let quotes = c.quote & !escaped;
         let was_in_string = in_string_carry != 0;
-        let in_string = prefix_xor(quotes) ^ in_string_carry;
+        let in_string = B::prefix_xor(quotes) ^ in_string_carry;
         in_string_carry = ((in_string as i64) >> 63) as u64;
 
         let control = c.control & in_string;

@@ -360,7 +360,7 @@ mod tests {
                 payload.extend(unterminated.concat());
             }
             let bytewise = check_bytewise(&payload, max_depth, max_string);
-            let block = blocks::check(&payload, max_depth, max_string);
+            let block = blocks::check_baseline(&payload, max_depth, max_string);
             proptest::prop_assert_eq!(
                 bytewise.is_ok(),
                 block.is_ok(),
@@ -369,20 +369,57 @@ mod tests {
                 bytewise,
                 block
             );
+            // The other instruction sets find the same problem at the same
+            // byte.
+            for (name, scan) in block_scans() {
+                proptest::prop_assert_eq!(
+                    &scan(&payload, max_depth, max_string),
+                    &block,
+                    "{}: {:?}",
+                    name,
+                    String::from_utf8_lossy(&payload)
+                );
+            }
         }
     }
 
+    type Scan = fn(&[u8], usize, usize) -> Result<(), StructureError>;
+
+    /// Every block scan this CPU can run.
+    fn block_scans() -> Vec<(&'static str, Scan)> {
+        #[allow(unused_mut)]
+        let mut scans: Vec<(&'static str, Scan)> = vec![("baseline", blocks::check_baseline)];
+        #[cfg(target_arch = "x86_64")]
+        if blocks::has_avx2() {
+            scans.push(("avx2", avx2));
+        }
+        scans
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn avx2(payload: &[u8], max_depth: usize, max_string: usize) -> Result<(), StructureError> {
+        assert!(blocks::has_avx2());
+        // SAFETY: the CPU has the features (asserted above).
+        unsafe { blocks::check_avx2(payload, max_depth, max_string) }
+    }
+
     #[test]
-    fn the_block_scan_measures_strings_across_blocks() {
-        for len in [63usize, 64, 65, 127, 128, 129, 300] {
-            for lead in [0usize, 1, 30, 62, 63, 64] {
+    fn the_block_scans_measure_strings_across_blocks() {
+        for (name, check) in block_scans() {
+            measures_strings_across_blocks(name, check);
+        }
+    }
+
+    fn measures_strings_across_blocks(name: &str, check: Scan) {
+        for len in [31usize, 32, 33, 63, 64, 65, 127, 128, 129, 300] {
+            for lead in [0usize, 1, 30, 31, 32, 33, 62, 63, 64] {
                 let payload = format!("{}\"{}\"", " ".repeat(lead), "a".repeat(len));
                 for max in [64usize, 100, 128, 200] {
-                    let verdict = blocks::check(payload.as_bytes(), 4, max);
+                    let verdict = check(payload.as_bytes(), 4, max);
                     assert_eq!(
                         verdict.is_ok(),
                         len <= max,
-                        "{lead} + {len} vs {max}: {verdict:?}"
+                        "{name}: {lead} + {len} vs {max}: {verdict:?}"
                     );
                     if let Err(e) = verdict {
                         assert!(
@@ -395,7 +432,7 @@ mod tests {
             }
         }
         // Unterminated: measured to the end.
-        assert!(blocks::check(format!("\"{}", "a".repeat(200)).as_bytes(), 4, 150).is_err());
-        assert!(blocks::check(format!("\"{}", "a".repeat(100)).as_bytes(), 4, 150).is_ok());
+        assert!(check(format!("\"{}", "a".repeat(200)).as_bytes(), 4, 150).is_err());
+        assert!(check(format!("\"{}", "a".repeat(100)).as_bytes(), 4, 150).is_ok());
     }
 }
