@@ -51,13 +51,13 @@ pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
 /// against every glob in one pass rather than glob by glob.
 #[derive(Debug, Default)]
 pub struct Patterns {
-    plain: HashSet<String>,
+    plain: HashSet<String, foldhash::fast::RandomState>,
     globs: Option<regex::bytes::Regex>,
 }
 
 impl Patterns {
     pub fn new<'a>(items: impl IntoIterator<Item = &'a str>) -> Patterns {
-        let mut plain = HashSet::new();
+        let mut plain = HashSet::default();
         let mut globs = Vec::new();
         for item in items {
             if item.contains(['*', '?']) {
