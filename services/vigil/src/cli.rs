@@ -499,7 +499,10 @@ async fn dispatch_tool(command: Command) -> Result<ExitCode> {
                 Detector::new(engine, Default::default(), Arc::new(Metrics::default()))
                     .with_event_time_bounds(bounds)
                     .with_audit_format(audit_format);
-            let options = replay::ReplayOptions { batch_size };
+            let options = replay::ReplayOptions {
+                batch_size,
+                count_only: summary_only,
+            };
             let summary = if summary_only {
                 replay::replay_with(
                     &mut detector,

@@ -43,11 +43,18 @@ pub struct ReplaySummary {
 pub struct ReplayOptions {
     /// Events per micro-batch (at least 1).
     pub batch_size: usize,
+    /// Count alerts and dead letters in the summary without writing them
+    /// (`vigil replay --summary-only`): nothing reads them, and rendering
+    /// each as JSON is most of a dead letter's cost.
+    pub count_only: bool,
 }
 
 impl Default for ReplayOptions {
     fn default() -> Self {
-        ReplayOptions { batch_size: 5000 }
+        ReplayOptions {
+            batch_size: 5000,
+            count_only: false,
+        }
     }
 }
 
@@ -157,7 +164,10 @@ pub async fn replay(
         detector,
         source,
         input,
-        ReplayOptions { batch_size },
+        ReplayOptions {
+            batch_size,
+            ..ReplayOptions::default()
+        },
         alerts_out,
         dead_letters_out,
     )
@@ -217,7 +227,13 @@ pub async fn replay_with(
             summary.lines += batch.len() as u64;
             let detections = detector.process(std::mem::take(&mut batch)).await;
             summary.add(source, &detections);
-            if !write_outputs(&mut summary, &detections, alerts_out, dead_letters_out)? {
+            if !write_outputs(
+                &mut summary,
+                &detections,
+                options,
+                alerts_out,
+                dead_letters_out,
+            )? {
                 return Ok(summary);
             }
         }
@@ -234,7 +250,13 @@ pub async fn replay_with(
             .entry(e.rule_id.clone())
             .or_default() += 1;
     }
-    if write_outputs(&mut summary, &detections, alerts_out, dead_letters_out)? {
+    if write_outputs(
+        &mut summary,
+        &detections,
+        options,
+        alerts_out,
+        dead_letters_out,
+    )? {
         if let Err(e) = alerts_out.flush() {
             if e.kind() != ErrorKind::BrokenPipe {
                 return Err(e).context("writing alerts");
@@ -311,6 +333,7 @@ impl<R: BufRead> LineReader<R> {
 fn write_outputs(
     summary: &mut ReplaySummary,
     detections: &Detections,
+    options: ReplayOptions,
     alerts_out: &mut dyn Write,
     dead_letters_out: &mut dyn Write,
 ) -> Result<bool> {
@@ -322,6 +345,9 @@ fn write_outputs(
         summary
             .severity_by_rule
             .insert(alert.rule_id.clone(), alert.severity);
+        if options.count_only {
+            continue;
+        }
         if let Err(e) = writeln!(alerts_out, "{}", alert.to_json()) {
             if e.kind() == ErrorKind::BrokenPipe {
                 summary.output_closed = true;
@@ -330,9 +356,11 @@ fn write_outputs(
             return Err(e).context("writing alerts");
         }
     }
-    for dl in &detections.dead_letters {
-        summary.dead_letters += 1;
-        writeln!(dead_letters_out, "{}", dl.to_json()).context("writing dead letters")?;
+    summary.dead_letters += detections.dead_letters.len() as u64;
+    if !options.count_only {
+        for dl in &detections.dead_letters {
+            writeln!(dead_letters_out, "{}", dl.to_json()).context("writing dead letters")?;
+        }
     }
     Ok(true)
 }
@@ -396,7 +424,10 @@ mod tests {
             &mut d,
             SourceKind::K8sAudit,
             file.path(),
-            ReplayOptions { batch_size: 10 },
+            ReplayOptions {
+                batch_size: 10,
+                ..ReplayOptions::default()
+            },
             &mut alerts,
             &mut dead,
         )
@@ -433,6 +464,65 @@ mod tests {
         );
     }
 
+    /// A writer that must not be written to.
+    struct Unread;
+
+    impl Write for Unread {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            panic!("written: {}", String::from_utf8_lossy(buf));
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// `--summary-only` counts alerts and dead letters as a replay that
+    /// writes them does, and writes nothing.
+    #[tokio::test]
+    async fn counting_only_counts_what_is_not_written() {
+        let file = input(&[
+            event("a", "delete", "2024-05-01T10:00:00Z"),
+            "{not json".to_string(),
+            event("b", "delete", "2024-05-01T10:00:01Z"),
+        ]);
+        let mut d = detector(EventTimeBounds::default()).await;
+        let options = ReplayOptions {
+            batch_size: 2,
+            count_only: true,
+        };
+        let counted = replay_with(
+            &mut d,
+            SourceKind::K8sAudit,
+            file.path(),
+            options,
+            &mut Unread,
+            &mut Unread,
+        )
+        .await
+        .unwrap();
+        let mut d = detector(EventTimeBounds::default()).await;
+        let (mut alerts, mut dead) = (Vec::new(), Vec::new());
+        let options = ReplayOptions {
+            count_only: false,
+            ..options
+        };
+        let written = replay_with(
+            &mut d,
+            SourceKind::K8sAudit,
+            file.path(),
+            options,
+            &mut alerts,
+            &mut dead,
+        )
+        .await
+        .unwrap();
+        assert_eq!(String::from_utf8(alerts).unwrap().lines().count(), 2);
+        assert_eq!(String::from_utf8(dead).unwrap().lines().count(), 1);
+        assert_eq!(counted.alerts(), 2);
+        assert_eq!(counted.dead_letters, 1);
+        assert_eq!(counted.render(), written.render());
+    }
+
     /// A writer whose reader has gone away after `room` lines.
     struct ClosesAfter {
         room: usize,
@@ -467,7 +557,10 @@ mod tests {
             &mut d,
             SourceKind::K8sAudit,
             file.path(),
-            ReplayOptions { batch_size: 5 },
+            ReplayOptions {
+                batch_size: 5,
+                ..ReplayOptions::default()
+            },
             &mut out,
             &mut Vec::new(),
         )

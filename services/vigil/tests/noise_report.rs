@@ -79,7 +79,10 @@ async fn run(source: SourceKind, file: &str, exceptions: Option<&Path>) -> Run {
         &mut detector,
         source,
         &data(file),
-        ReplayOptions { batch_size: 500 },
+        ReplayOptions {
+            batch_size: 500,
+            ..ReplayOptions::default()
+        },
         &mut out,
         &mut dead,
     )
