@@ -225,7 +225,10 @@ pub async fn replay_with(
         }
         if batch.len() >= batch_size || (at_end && !batch.is_empty()) {
             summary.lines += batch.len() as u64;
-            let detections = detector.process(std::mem::take(&mut batch)).await;
+            // The next batch's vector at its full size: grown by doubling
+            // from empty, its messages were moved a dozen times.
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+            let detections = detector.process(full).await;
             summary.add(source, &detections);
             if !write_outputs(
                 &mut summary,
