@@ -671,7 +671,8 @@ fn rewrite_filters(
 /// it ([`with_null_tests_merged`]; `expr` is a filter's predicate), then in
 /// one pass `coalesce`-shaped `CASE`s by
 /// [`OrLiteral`]s, matches against literal patterns by [`RegexMatch`]es,
-/// string comparisons with a literal by [`EqLiteral`]s; and intervals
+/// string comparisons with a literal and tests against short lists of
+/// literals by [`EqLiteral`]s; and intervals
 /// added to timestamps as durations ([`as_duration`]).
 pub(crate) fn with_faster_forms(
     expr: Arc<dyn PhysicalExpr>,
@@ -685,6 +686,9 @@ pub(crate) fn with_faster_forms(
         }
         if let Some(duration) = as_duration(e, schema) {
             return Some(duration);
+        }
+        if let Some(in_list) = e.downcast_ref::<InListExpr>() {
+            return Some(Arc::new(EqLiteral::of_in_list(in_list, schema)?));
         }
         let binary = e.downcast_ref::<BinaryExpr>()?;
         if let Some(regex) = RegexMatch::of_binary(binary, schema) {
