@@ -8,6 +8,7 @@
 //! its `SPEC`, and one line per source in the list below.
 
 pub mod decode;
+pub mod json;
 pub mod registry;
 pub mod schema;
 

@@ -28,6 +28,9 @@ pub struct SourceSpec {
     pub example: &'static str,
     /// The table's declared Arrow schema (docs/schemas.md).
     pub schema: fn() -> SchemaRef,
+    /// The table's text columns holding raw JSON: values the decoder's
+    /// parser accepted whole, kept as they arrived ([`crate::json`]).
+    pub json_columns: &'static [&'static str],
     /// An empty row sink for a batch of `messages` messages of `bytes`
     /// bytes in all: the decoder of this source.
     pub rows: fn(messages: usize, bytes: usize) -> Box<dyn RowSink>,
@@ -90,6 +93,7 @@ mod tests {
     use super::*;
     use crate::decode::{decode, DecodeLimits};
     use crate::schema::SourceSchema;
+    use arrow::array::AsArray;
     use vigil_model::source::{Origin, RawMessage};
 
     #[test]
@@ -120,6 +124,16 @@ mod tests {
             );
             assert_eq!(decoded.batch.num_rows(), 1, "{}", spec.kind);
             assert_eq!(decoded.batch.schema(), spec.kind.schema());
+            for name in spec.json_columns {
+                let column = decoded.batch.column_by_name(name);
+                let text = column
+                    .and_then(|c| c.as_string_opt::<i32>())
+                    .unwrap_or_else(|| panic!("{}: no text column {name}", spec.kind));
+                if let Some(json) = text.iter().next().flatten() {
+                    let parsed = serde_json::from_str::<serde::de::IgnoredAny>(json);
+                    assert!(parsed.is_ok(), "{}.{name}: {json}", spec.kind);
+                }
+            }
             assert_eq!(resolve(spec.kind.table_name()), Ok(spec.kind));
         }
         assert_eq!(names.len(), 3, "the three built-in sources");

@@ -444,7 +444,10 @@ async fn retained_source(
     let retain = retention_filter(source, rescan_filters, filters.len(), state)?;
     let (ingest, input) = pre_filter(source, filters, state, shared).await?;
     let cuts = json_reads
-        .cuts(&retained_schema(source))
+        .cuts(
+            &retained_schema(source),
+            vigil_sources::registry::expect(source).json_columns,
+        )
         .into_iter()
         .filter(|(i, _)| !unread.contains(i))
         .collect();

@@ -22,7 +22,11 @@
 //!   from its first key, a JSONPath that is not a member name first, or a
 //!   plan whose operators compare whole rows, keeps the column whole.
 //!   Text that is not a JSON object is kept as it is.
+//! - Only a source's JSON columns are cut: their values were validated
+//!   whole by the decoder, so the cut skips members by where they end
+//!   without parsing them again.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
@@ -30,8 +34,8 @@ use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{Distinct, Expr, LogicalPlan};
-use jiter::{Jiter, Peek};
 use std::sync::Arc;
+use vigil_sources::json::value_end;
 
 /// The JSON functions of `datafusion-functions-json` (and their aliases):
 /// their first argument is the document, the others a path of keys
@@ -216,14 +220,16 @@ impl JsonReads {
         }
     }
 
-    /// The columns of `schema` to cut, with what to keep: text columns
-    /// every rule reads only through paths.
-    pub(super) fn cuts(&self, schema: &Schema) -> Vec<(usize, Keep)> {
+    /// The columns of `schema` to cut, with what to keep: of the source's
+    /// JSON columns (`json_columns`, which hold values its decoder
+    /// validated), those every rule reads only through paths.
+    pub(super) fn cuts(&self, schema: &Schema, json_columns: &[&str]) -> Vec<(usize, Keep)> {
         schema
             .fields()
             .iter()
             .enumerate()
             .filter(|(_, f)| f.data_type() == &DataType::Utf8)
+            .filter(|(_, f)| json_columns.contains(&f.name().as_str()))
             .filter_map(|(i, f)| match self.columns.get(f.name()) {
                 Some(keep @ Keep::Members(_)) => Some((i, keep.clone())),
                 _ => None,
@@ -308,47 +314,99 @@ pub(super) fn cut_column(array: &ArrayRef, keep: &Keep) -> ArrayRef {
 
 /// Write the cut of `doc` to `out`: false if `doc` is not a JSON object
 /// (the caller keeps it as it is).
+///
+/// `doc` is a value the decoder validated (a source's JSON column), so
+/// members not kept are skipped by where they end ([`value_end`]), not
+/// parsed again. Text that turns out not to be one JSON object is still
+/// refused and kept whole.
 fn cut_document(doc: &str, keep: &Keep, out: &mut String) -> bool {
-    let mut jiter = Jiter::new(doc.as_bytes());
-    matches!(jiter.peek(), Ok(Peek::Object))
-        && cut_value(&mut jiter, keep, out).is_ok()
-        && jiter.finish().is_ok()
+    let start = skip_whitespace(doc, 0);
+    doc.as_bytes().get(start) == Some(&b'{')
+        && cut_value(doc, start, keep, out)
+            .is_some_and(|end| skip_whitespace(doc, end) == doc.len())
 }
 
-/// Copy the value at the parser's position, cut to `keep`.
-fn cut_value(jiter: &mut Jiter, keep: &Keep, out: &mut String) -> Result<(), jiter::JiterError> {
-    let peek = jiter.peek()?;
-    let members = match keep {
-        Keep::Members(members) if peek == Peek::Object => members,
-        _ => {
-            let start = jiter.current_index();
-            jiter.known_skip(peek)?;
-            let raw = jiter.slice_to_current(start);
-            // Within a valid document: UTF-8, as `doc` is.
-            out.push_str(std::str::from_utf8(raw).unwrap_or_default().trim_start());
-            return Ok(());
+/// Copy the value at byte `at` of `doc`, cut to `keep`: the index after
+/// it.
+fn cut_value(doc: &str, at: usize, keep: &Keep, out: &mut String) -> Option<usize> {
+    match keep {
+        Keep::Members(members) if doc.as_bytes().get(at) == Some(&b'{') => {
+            cut_object(doc, at, members, out)
         }
-    };
+        _ => {
+            let end = value_end(doc.as_bytes(), at)?;
+            out.push_str(doc.get(at..end)?);
+            Some(end)
+        }
+    }
+}
+
+/// Copy the object at byte `at` of `doc` with only `members`: the index
+/// after it. Indices found by [`value_end`] are at ASCII bytes or the end,
+/// so slicing `doc` there cannot split a character.
+fn cut_object(
+    doc: &str,
+    at: usize,
+    members: &BTreeMap<String, Keep>,
+    out: &mut String,
+) -> Option<usize> {
+    let json = doc.as_bytes();
     out.push('{');
     let mut first = true;
-    let mut key = jiter.known_object()?.map(str::to_owned);
-    while let Some(name) = key {
-        match members.get(&name) {
+    let mut i = skip_whitespace(doc, at + 1);
+    if json.get(i) == Some(&b'}') {
+        out.push('}');
+        return Some(i + 1);
+    }
+    loop {
+        if json.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = value_end(json, i)?;
+        let key = member_name(doc.get(i..key_end)?)?;
+        i = skip_whitespace(doc, key_end);
+        if json.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_whitespace(doc, i + 1);
+        i = match members.get(key.as_ref()) {
             Some(child) => {
                 if !first {
                     out.push(',');
                 }
                 first = false;
-                push_json_string(out, &name);
+                push_json_string(out, &key);
                 out.push(':');
-                cut_value(jiter, child, out)?;
+                cut_value(doc, i, child, out)?
             }
-            None => jiter.next_skip()?,
+            None => value_end(json, i)?,
+        };
+        i = skip_whitespace(doc, i);
+        match json.get(i) {
+            Some(b',') => i = skip_whitespace(doc, i + 1),
+            Some(b'}') => {
+                out.push('}');
+                return Some(i + 1);
+            }
+            _ => return None,
         }
-        key = jiter.next_key()?.map(str::to_owned);
     }
-    out.push('}');
-    Ok(())
+}
+
+/// The name a member's key (quoted, as written) stands for.
+fn member_name(quoted: &str) -> Option<Cow<'_, str>> {
+    if quoted.contains('\\') {
+        serde_json::from_str(quoted).ok().map(Cow::Owned)
+    } else {
+        quoted.get(1..quoted.len() - 1).map(Cow::Borrowed)
+    }
+}
+
+fn skip_whitespace(doc: &str, mut i: usize) -> usize {
+    while matches!(doc.as_bytes().get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
 }
 
 fn push_json_string(out: &mut String, s: &str) {
@@ -400,6 +458,110 @@ mod tests {
         assert_eq!(cut(r#"{"other":1}"#, &keep), "{}");
     }
 
+    /// The cut as it was made before documents were known to be valid:
+    /// every member parsed (jiter), the reference for the cut by ends.
+    fn parsed_cut(doc: &str, keep: &Keep) -> Option<String> {
+        fn value(
+            jiter: &mut jiter::Jiter,
+            keep: &Keep,
+            out: &mut String,
+        ) -> Result<(), jiter::JiterError> {
+            let peek = jiter.peek()?;
+            let members = match keep {
+                Keep::Members(members) if peek == jiter::Peek::Object => members,
+                _ => {
+                    let start = jiter.current_index();
+                    jiter.known_skip(peek)?;
+                    let raw = jiter.slice_to_current(start);
+                    out.push_str(std::str::from_utf8(raw).unwrap().trim_start());
+                    return Ok(());
+                }
+            };
+            out.push('{');
+            let mut first = true;
+            let mut key = jiter.known_object()?.map(str::to_owned);
+            while let Some(name) = key {
+                match members.get(&name) {
+                    Some(child) => {
+                        if !first {
+                            out.push(',');
+                        }
+                        first = false;
+                        push_json_string(out, &name);
+                        out.push(':');
+                        value(jiter, child, out)?;
+                    }
+                    None => jiter.next_skip()?,
+                }
+                key = jiter.next_key()?.map(str::to_owned);
+            }
+            out.push('}');
+            Ok(())
+        }
+        let mut jiter = jiter::Jiter::new(doc.as_bytes());
+        let mut out = String::new();
+        (matches!(jiter.peek(), Ok(jiter::Peek::Object))
+            && value(&mut jiter, keep, &mut out).is_ok()
+            && jiter.finish().is_ok())
+        .then_some(out)
+    }
+
+    /// Objects whose members are named from a few keys (repeated ones
+    /// among them, escaped ones too), and what to keep of them.
+    fn document_and_keep() -> impl proptest::strategy::Strategy<Value = (String, Keep)> {
+        use proptest::prelude::*;
+        let name = prop_oneof![
+            Just("a"),
+            Just("b"),
+            Just("metadata"),
+            Just("n\\u0061me"),
+            Just("name"),
+            Just("é"),
+        ];
+        let leaf = prop_oneof![
+            Just("null".to_string()),
+            Just("12.5e3".to_string()),
+            Just("true".to_string()),
+            "[a-z{}\\[\\]\\\\\"]{0,90}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+        ];
+        let value = leaf.prop_recursive(5, 100, 6, move |inner| {
+            let member = (name.clone(), inner.clone(), " {0,2}");
+            prop_oneof![
+                proptest::collection::vec(inner, 0..6).prop_map(|v| format!("[{}]", v.join(", "))),
+                proptest::collection::vec(member, 0..7).prop_map(|members| {
+                    let members: Vec<String> = members
+                        .into_iter()
+                        .map(|(k, v, space)| format!("\"{k}\"{space}:{space}{v}"))
+                        .collect();
+                    format!("{{{}}}", members.join(","))
+                }),
+            ]
+        });
+        let paths = proptest::collection::vec(
+            proptest::collection::vec(
+                prop_oneof![Just("a"), Just("b"), Just("metadata"), Just("name")],
+                1..4,
+            ),
+            0..4,
+        );
+        (value, paths).prop_map(|(doc, paths)| {
+            let paths: Vec<Vec<&str>> = paths;
+            let paths: Vec<&[&str]> = paths.iter().map(Vec::as_slice).collect();
+            (format!(" {doc} "), keep(&paths))
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// On valid JSON the cut by ends gives the parsed cut, byte for byte.
+        #[test]
+        fn the_cut_by_ends_gives_the_parsed_cut((doc, keep) in document_and_keep()) {
+            let mut out = String::new();
+            let by_ends = cut_document(&doc, &keep, &mut out).then_some(out);
+            proptest::prop_assert_eq!(by_ends, parsed_cut(&doc, &keep), "{}", doc);
+        }
+    }
+
     #[test]
     fn repeated_keys_are_all_kept_in_order() {
         let keep = keep(&[&["a"]]);
@@ -447,7 +609,8 @@ mod tests {
         let reads = reads_of(
             "SELECT json_get_str(request_object, 'metadata', 'name') AS name, \
                     json_get_str(request_object, 'metadata', 'ownerReferences', 0, 'kind') AS owner, \
-                    json_get_str(COALESCE(request_object, response_object), 'roleRef', 'name') AS role \
+                    json_get_str(COALESCE(request_object, response_object), 'roleRef', 'name') AS role, \
+                    json_get_str(user_agent, 'name') AS agent \
              FROM k8s_audit \
              WHERE json_path_exists(request_object, '$.rules[?@.verbs[?@ == ''*'']]') \
                AND request_object IS NOT NULL",
@@ -468,10 +631,13 @@ mod tests {
         );
         let schema = super::super::compile::retained_schema(crate::source::SourceKind::K8sAudit);
         let cut: Vec<&str> = reads
-            .cuts(&schema)
+            .cuts(&schema, vigil_sources::k8s_audit::SPEC.json_columns)
             .iter()
             .map(|(i, _)| schema.field(*i).name().as_str())
             .collect();
+        // `user_agent` is read through a path too, but it is not a JSON
+        // column: its text was never validated as JSON.
+        assert_eq!(reads.columns["user_agent"], keep(&[&["name"]]));
         assert_eq!(cut, ["request_object", "response_object"]);
     }
 
@@ -494,7 +660,8 @@ mod tests {
             let reads = reads_of(sql).await;
             assert_eq!(reads.columns.get("request_object"), Some(&Keep::Whole), "{sql}");
             let schema = super::super::compile::retained_schema(crate::source::SourceKind::K8sAudit);
-            assert!(reads.cuts(&schema).is_empty(), "{sql}");
+            let columns = vigil_sources::k8s_audit::SPEC.json_columns;
+            assert!(reads.cuts(&schema, columns).is_empty(), "{sql}");
         }
     }
 

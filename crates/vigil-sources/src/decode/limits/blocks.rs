@@ -187,7 +187,7 @@ pub(super) fn check(
 /// Whether the CPU has what [`check_avx2`] is compiled for (the standard
 /// library caches the detection).
 #[cfg(target_arch = "x86_64")]
-pub(super) fn has_avx2() -> bool {
+pub(crate) fn has_avx2() -> bool {
     std::is_x86_feature_detected!("avx2")
         && std::is_x86_feature_detected!("pclmulqdq")
         && std::is_x86_feature_detected!("popcnt")
@@ -307,4 +307,92 @@ fn scan<B: Blocks>(
         }
     }
     Ok(())
+}
+
+/// One past the bracket closing the object or array whose opening bracket
+/// is at `json[start]`, or `None` when it does not close within `json`.
+///
+/// Brackets inside strings are not counted; nothing else is validated, so
+/// on JSON that is not valid the answer means nothing (but is still within
+/// `json`, or `None`).
+pub(crate) fn container_end(json: &[u8], start: usize) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has the features `container_end_avx2` is
+        // compiled for.
+        return unsafe { container_end_avx2(json, start) };
+    }
+    container_end_baseline(json, start)
+}
+
+/// [`container_end`] with the baseline instruction set.
+pub(crate) fn container_end_baseline(json: &[u8], start: usize) -> Option<usize> {
+    close_of::<Baseline>(json, start)
+}
+
+/// [`container_end`] with AVX2, PCLMULQDQ and POPCNT.
+///
+/// # Safety
+/// The CPU must have those features ([`has_avx2`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,pclmulqdq,popcnt")]
+pub(crate) unsafe fn container_end_avx2(json: &[u8], start: usize) -> Option<usize> {
+    close_of::<Avx2>(json, start)
+}
+
+#[inline(always)]
+fn close_of<B: Blocks>(json: &[u8], start: usize) -> Option<usize> {
+    let bytes = json.get(start..)?;
+    if !matches!(bytes.first(), Some(b'{' | b'[')) {
+        return None;
+    }
+    let mut depth = 0usize;
+    let mut in_string_carry = 0u64;
+    let mut escape_carry = 0u64;
+    for (n, chunk) in bytes.chunks(64).enumerate() {
+        // The last, partial block padded with spaces (see `scan`).
+        let mut padded = [b' '; 64];
+        let block = <&[u8; 64]>::try_from(chunk).unwrap_or_else(|_| {
+            padded[..chunk.len()].copy_from_slice(chunk);
+            &padded
+        });
+        let c = B::classify(block);
+        let escaped = escaped(c.backslash, &mut escape_carry);
+        let in_string = B::prefix_xor(c.quote & !escaped) ^ in_string_carry;
+        in_string_carry = ((in_string as i64) >> 63) as u64;
+        let open = c.open & !in_string;
+        let close = c.close & !in_string;
+        let closes = close.count_ones() as usize;
+        // Fewer closing brackets than open ones: the value cannot end here.
+        if closes < depth {
+            depth = depth + open.count_ones() as usize - closes;
+            continue;
+        }
+        for (at, opens) in brackets_in_order(open, close) {
+            if opens {
+                depth += 1;
+            } else {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(start + n * 64 + at + 1);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The brackets of a block in order: each one's index, and whether it
+/// opens.
+#[inline(always)]
+fn brackets_in_order(open: u64, close: u64) -> impl Iterator<Item = (usize, bool)> {
+    let mut brackets = open | close;
+    std::iter::from_fn(move || {
+        if brackets == 0 {
+            return None;
+        }
+        let bit = brackets & brackets.wrapping_neg();
+        brackets ^= bit;
+        Some((bit.trailing_zeros() as usize, open & bit != 0))
+    })
 }

@@ -8,7 +8,7 @@
 //! parser and then handed to the rules' JSON functions: this pass is what
 //! bounds those. It never allocates.
 
-mod blocks;
+pub(crate) mod blocks;
 
 use super::{DecodeError, StringProblem, StructureError};
 
