@@ -13,7 +13,10 @@
 //!
 //! [`SourceSpec::json_columns`]: crate::SourceSpec::json_columns
 
+use std::borrow::Cow;
+
 use crate::decode::limits::blocks::container_end;
+use crate::decode::limits::some_byte_is;
 
 /// One past the end of the JSON value starting at `json[start]` (its first
 /// byte, not whitespace), or `None` when it does not end within `json`.
@@ -25,18 +28,93 @@ pub fn value_end(json: &[u8], start: usize) -> Option<usize> {
     }
 }
 
+/// Walk the members of the object (or the elements of the array) whose
+/// opening bracket is at `open`: `item` is given where each starts and
+/// returns one past its end. One past the closing bracket.
+#[inline(always)]
+pub fn for_each_item(
+    json: &str,
+    open: usize,
+    mut item: impl FnMut(usize) -> Option<usize>,
+) -> Option<usize> {
+    let bytes = json.as_bytes();
+    let mut i = skip_whitespace(json, open + 1);
+    if matches!(bytes.get(i)?, b'}' | b']') {
+        return Some(i + 1);
+    }
+    loop {
+        i = skip_whitespace(json, item(i)?);
+        match bytes.get(i)? {
+            b',' => i = skip_whitespace(json, i + 1),
+            b'}' | b']' => return Some(i + 1),
+            _ => return None,
+        }
+    }
+}
+
+/// The member whose key starts at `at`: its name, decoded, and where its
+/// value starts.
+pub fn member_at(json: &str, at: usize) -> Option<(Cow<'_, str>, usize)> {
+    let (name, key_end) = string_at(json, at)?;
+    let colon = skip_whitespace(json, key_end);
+    (json.as_bytes().get(colon) == Some(&b':')).then(|| (name, skip_whitespace(json, colon + 1)))
+}
+
+/// The first byte at or after `i` that is not JSON whitespace.
+pub fn skip_whitespace(json: &str, mut i: usize) -> usize {
+    while matches!(json.as_bytes().get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// The string whose opening quote is at byte `start` of `json`, decoded
+/// (borrowed unless it has escapes), and one past its closing quote.
+pub fn string_at(json: &str, start: usize) -> Option<(Cow<'_, str>, usize)> {
+    let bytes = json.as_bytes();
+    if bytes.get(start) != Some(&b'"') {
+        return None;
+    }
+    let first = quote_or_backslash(bytes, start + 1)?;
+    if bytes[first] == b'"' {
+        return Some((Cow::Borrowed(json.get(start + 1..first)?), first + 1));
+    }
+    let end = string_end(bytes, start)?;
+    let decoded = serde_json::from_str::<String>(json.get(start..end)?).ok()?;
+    Some((Cow::Owned(decoded), end))
+}
+
 /// One past the closing quote of the string whose opening quote is at
 /// `start`.
 fn string_end(json: &[u8], start: usize) -> Option<usize> {
     let mut i = start + 1;
     loop {
-        i += memchr::memchr2(b'"', b'\\', json.get(i..)?)?;
+        i = quote_or_backslash(json, i)?;
         if json[i] == b'"' {
             return Some(i + 1);
         }
         // A backslash and the byte it escapes (`\u` digits are plain).
         i += 2;
     }
+}
+
+/// The index of the first quote or backslash at or after `i`.
+#[inline]
+fn quote_or_backslash(json: &[u8], mut i: usize) -> Option<usize> {
+    // Most strings of a document (keys, names) are short: eight bytes at a
+    // time over the first 64, where memchr's vector loop costs more to set
+    // up than it saves; memchr for the rest of longer ones.
+    let words_end = json.len().min(i.saturating_add(64));
+    while let Some(chunk) = json.get(i..i + 8).filter(|_| i + 8 <= words_end) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        // The lowest bit set is exact (see `some_byte_is`).
+        let hits = some_byte_is(word, b'"') | some_byte_is(word, b'\\');
+        if hits != 0 {
+            return Some(i + hits.trailing_zeros() as usize / 8);
+        }
+        i += 8;
+    }
+    memchr::memchr2(b'"', b'\\', json.get(i..)?).map(|n| i + n)
 }
 
 /// The end of a number, `true`, `false` or `null`: the first byte that
@@ -82,6 +160,53 @@ mod tests {
             ("[[], {}, [[]]]]", 14),
         ] {
             assert_eq!(value_end(value.as_bytes(), 0), Some(end), "{value}");
+        }
+    }
+
+    #[test]
+    fn strings_are_decoded_where_they_have_escapes() {
+        let json = r#"["name", "n\u0061me\"", "", 1]"#;
+        assert_eq!(string_at(json, 1), Some((Cow::Borrowed("name"), 7)));
+        assert_eq!(
+            string_at(json, 9),
+            Some((Cow::Owned("name\"".to_string()), 22))
+        );
+        assert_eq!(string_at(json, 24), Some((Cow::Borrowed(""), 26)));
+        assert_eq!(string_at(json, 28), None, "not a string");
+        assert_eq!(string_at(r#""\x""#, 0), None, "not a valid escape");
+        assert_eq!(string_at(r#""abc"#, 0), None, "unclosed");
+    }
+
+    #[test]
+    fn the_first_quote_or_backslash_is_found_at_every_position() {
+        for len in 0..150 {
+            for from in 0..4.min(len + 1) {
+                for (at, special) in (from..len).flat_map(|at| [(at, b'"'), (at, b'\\')]) {
+                    let mut text = vec![b'a'; len];
+                    // Bytes a word-at-a-time test could confuse before it:
+                    // neighbours of the special bytes (`#` after the quote,
+                    // `[` before the backslash), a multi-byte lead byte.
+                    text[from..at].iter_mut().step_by(3).for_each(|b| *b = 0x23);
+                    text[from..at]
+                        .iter_mut()
+                        .skip(1)
+                        .step_by(3)
+                        .for_each(|b| *b = 0x5B);
+                    text[from..at]
+                        .iter_mut()
+                        .skip(2)
+                        .step_by(3)
+                        .for_each(|b| *b = 0xC3);
+                    text[at] = special;
+                    assert_eq!(
+                        quote_or_backslash(&text, from),
+                        Some(at),
+                        "{len} {from} {at}"
+                    );
+                }
+                let plain = vec![b'!'; len];
+                assert_eq!(quote_or_backslash(&plain, from), None, "{len} {from}");
+            }
         }
     }
 

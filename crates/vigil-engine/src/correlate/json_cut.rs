@@ -26,7 +26,6 @@
 //!   whole by the decoder, so the cut skips members by where they end
 //!   without parsing them again.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
@@ -35,7 +34,7 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{Distinct, Expr, LogicalPlan};
 use std::sync::Arc;
-use vigil_sources::json::value_end;
+use vigil_sources::json::{for_each_item, member_at, skip_whitespace, value_end};
 
 /// The JSON functions of `datafusion-functions-json` (and their aliases):
 /// their first argument is the document, the others a path of keys
@@ -350,26 +349,11 @@ fn cut_object(
     members: &BTreeMap<String, Keep>,
     out: &mut String,
 ) -> Option<usize> {
-    let json = doc.as_bytes();
     out.push('{');
     let mut first = true;
-    let mut i = skip_whitespace(doc, at + 1);
-    if json.get(i) == Some(&b'}') {
-        out.push('}');
-        return Some(i + 1);
-    }
-    loop {
-        if json.get(i) != Some(&b'"') {
-            return None;
-        }
-        let key_end = value_end(json, i)?;
-        let key = member_name(doc.get(i..key_end)?)?;
-        i = skip_whitespace(doc, key_end);
-        if json.get(i) != Some(&b':') {
-            return None;
-        }
-        i = skip_whitespace(doc, i + 1);
-        i = match members.get(key.as_ref()) {
+    let end = for_each_item(doc, at, |i| {
+        let (key, value) = member_at(doc, i)?;
+        match members.get(key.as_ref()) {
             Some(child) => {
                 if !first {
                     out.push(',');
@@ -377,36 +361,13 @@ fn cut_object(
                 first = false;
                 push_json_string(out, &key);
                 out.push(':');
-                cut_value(doc, i, child, out)?
+                cut_value(doc, value, child, out)
             }
-            None => value_end(json, i)?,
-        };
-        i = skip_whitespace(doc, i);
-        match json.get(i) {
-            Some(b',') => i = skip_whitespace(doc, i + 1),
-            Some(b'}') => {
-                out.push('}');
-                return Some(i + 1);
-            }
-            _ => return None,
+            None => value_end(doc.as_bytes(), value),
         }
-    }
-}
-
-/// The name a member's key (quoted, as written) stands for.
-fn member_name(quoted: &str) -> Option<Cow<'_, str>> {
-    if quoted.contains('\\') {
-        serde_json::from_str(quoted).ok().map(Cow::Owned)
-    } else {
-        quoted.get(1..quoted.len() - 1).map(Cow::Borrowed)
-    }
-}
-
-fn skip_whitespace(doc: &str, mut i: usize) -> usize {
-    while matches!(doc.as_bytes().get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-        i += 1;
-    }
-    i
+    })?;
+    out.push('}');
+    Some(end)
 }
 
 fn push_json_string(out: &mut String, s: &str) {

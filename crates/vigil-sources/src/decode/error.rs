@@ -5,7 +5,7 @@
 //! and tests and operators match on their words, so the texts are part of
 //! the interface.
 //!
-//! Where a reason quotes a third-party error (serde_json, chrono, jiter,
+//! Where a reason quotes a third-party error (serde_json, chrono,
 //! UTF-8 validation), its text is part of `Display` and the error is kept
 //! in the variant but not returned by `source()`: a chain printed with
 //! `{:#}` would otherwise say it twice. serde_json's error is kept as its
@@ -44,12 +44,10 @@ pub enum DecodeError {
     FieldInvalidJson { field: String, error: String },
 
     /// A raw JSON field that is read for derived columns (`requestObject`
-    /// for `pod_spec`) could not be walked.
-    #[error("{field}: {error}")]
-    UnreadableRawField {
-        field: String,
-        error: jiter::JiterError,
-    },
+    /// for `pod_spec`) could not be walked: it is not one JSON value (never
+    /// for a field the parser accepted, as every raw field is).
+    #[error("{field}: not a JSON value")]
+    UnreadableRawField { field: String },
 
     /// A field kept as raw JSON text is longer than `limits.max_field_bytes`.
     #[error("field {field} of {bytes} bytes exceeds the field limit of {limit} bytes")]

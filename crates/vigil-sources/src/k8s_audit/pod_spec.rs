@@ -32,10 +32,10 @@
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanBuilder, ListBuilder, NullBufferBuilder, StringBuilder};
-use jiter::{Jiter, JiterResult, NumberAny, NumberInt, Peek};
 
 use crate::decode::columns::struct_array;
 use crate::decode::DecodeError;
+use crate::json::{for_each_item, member_at, skip_whitespace, string_at, value_end};
 use super::schema;
 
 /// Resources whose request objects carry a pod specification. `pod_spec`
@@ -129,19 +129,19 @@ fn element_slot(parent: Slot) -> Slot {
     }
 }
 
-/// Read the facts of one request object (JSON text). Nesting is bounded by
-/// the decode limits checked before (`limits.max_nesting_depth`); `depth`
-/// guards the recursion regardless.
+/// Read the facts of one request object: JSON text the decoder's parser
+/// accepted whole (a raw field). Its members are walked once; values no
+/// fact depends on are skipped by where they end ([`crate::json`]), not
+/// parsed again. Nesting is bounded by the decode limits checked before
+/// (`limits.max_nesting_depth`); `depth` guards the recursion regardless.
 pub fn read(json: &str) -> Result<PodSpecFacts, DecodeError> {
     let mut facts = PodSpecFacts::default();
-    let mut jiter = Jiter::new(json.as_bytes());
-    let walked = jiter
-        .peek()
-        .and_then(|peek| walk(&mut jiter, peek, Slot::Other, 0, &mut facts));
-    walked.map_err(|error| DecodeError::UnreadableRawField {
-        field: "requestObject".into(),
-        error,
-    })?;
+    let start = skip_whitespace(json, 0);
+    walk(json, start, Slot::Other, 0, &mut facts)
+        .filter(|&end| skip_whitespace(json, end) == json.len())
+        .ok_or_else(|| DecodeError::UnreadableRawField {
+            field: "requestObject".into(),
+        })?;
     Ok(facts)
 }
 
@@ -149,63 +149,46 @@ pub fn read(json: &str) -> Result<PodSpecFacts, DecodeError> {
 /// limits refuse such messages before they get here).
 const MAX_DEPTH: usize = 256;
 
-fn walk(
-    j: &mut Jiter<'_>,
-    peek: Peek,
-    slot: Slot,
-    depth: usize,
-    facts: &mut PodSpecFacts,
-) -> JiterResult<()> {
+/// Walk the value at byte `at` of `json`, in `slot`: one past its end.
+fn walk(json: &str, at: usize, slot: Slot, depth: usize, facts: &mut PodSpecFacts) -> Option<usize> {
+    let bytes = json.as_bytes();
     if depth > MAX_DEPTH {
-        return j.known_skip(peek);
+        return value_end(bytes, at);
     }
-    match peek {
-        Peek::Object => {
-            let mut key = j.known_object()?;
-            while let Some(k) = key {
-                let child = member_slot(slot, k);
-                let value = j.peek()?;
-                walk(j, value, child, depth + 1, facts)?;
-                key = j.next_key()?;
-            }
-        }
-        Peek::Array => {
-            let child = element_slot(slot);
-            let mut next = j.known_array()?;
-            while let Some(value) = next {
-                walk(j, value, child, depth + 1, facts)?;
-                next = j.array_step()?;
-            }
-        }
+    match bytes.get(at)? {
+        b'{' => for_each_item(json, at, |i| {
+            let (key, value) = member_at(json, i)?;
+            walk(json, value, member_slot(slot, &key), depth + 1, facts)
+        }),
+        b'[' => for_each_item(json, at, |i| {
+            walk(json, i, element_slot(slot), depth + 1, facts)
+        }),
         // Most strings of a spec (names, labels, commands, env) are no
         // fact: skipped, not decoded.
-        Peek::String if slot == Slot::Other => j.known_skip(peek)?,
-        Peek::String => {
-            let s = j.known_str()?;
+        b'"' if slot == Slot::Other => value_end(bytes, at),
+        b'"' => {
+            let (s, end) = string_at(json, at)?;
             match slot {
-                Slot::Image => facts.images.push(s.to_owned()),
-                Slot::Capability => facts.added_capabilities.push(s.to_owned()),
-                Slot::HostPathPath => facts.host_paths.push(s.to_owned()),
+                Slot::Image => facts.images.push(s.into_owned()),
+                Slot::Capability => facts.added_capabilities.push(s.into_owned()),
+                Slot::HostPathPath => facts.host_paths.push(s.into_owned()),
                 _ => set_flag(slot, s == "true", s == "false", s == "0", facts),
             }
+            Some(end)
         }
-        Peek::True | Peek::False => {
-            let b = j.known_bool(peek)?;
-            set_flag(slot, b, !b, false, facts);
-        }
-        Peek::Null => j.known_null()?,
         _ => {
-            // A number: only `runAsUser: 0` matters. `known_number` reads
-            // integers and floats alike, so the position is always past it.
-            if slot == Slot::RunAsUser {
-                let zero = matches!(j.known_number(peek)?, NumberAny::Int(NumberInt::Int(0)));
-                set_flag(slot, false, false, zero, facts);
-            } else {
-                j.known_skip(peek)?;
+            let end = value_end(bytes, at)?;
+            match json.get(at..end)? {
+                "true" => set_flag(slot, true, false, false, facts),
+                "false" => set_flag(slot, false, true, false, facts),
+                // Only `runAsUser: 0` matters of numbers: an integer zero
+                // (`0.0` and `0e0` are not).
+                "0" | "-0" => set_flag(slot, false, false, true, facts),
+                _ => {}
             }
+            Some(end)
         }
     }
-    Ok(())
 }
 
 /// Record a flag for the scalar in `slot`: `is_true` / `is_false` for the
@@ -305,6 +288,136 @@ impl PodSpecCols {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jiter::{Jiter, JiterResult, NumberAny, NumberInt, Peek};
+
+    /// The walk as it was before request objects were known to be valid:
+    /// every value parsed (jiter). The reference for [`read`].
+    fn parsed_read(json: &str) -> Option<PodSpecFacts> {
+        fn walk(j: &mut Jiter<'_>, peek: Peek, slot: Slot, f: &mut PodSpecFacts) -> JiterResult<()> {
+            match peek {
+                Peek::Object => {
+                    let mut key = j.known_object()?.map(str::to_owned);
+                    while let Some(k) = key {
+                        let value = j.peek()?;
+                        walk(j, value, member_slot(slot, &k), f)?;
+                        key = j.next_key()?.map(str::to_owned);
+                    }
+                }
+                Peek::Array => {
+                    let mut next = j.known_array()?;
+                    while let Some(value) = next {
+                        walk(j, value, element_slot(slot), f)?;
+                        next = j.array_step()?;
+                    }
+                }
+                Peek::String if slot == Slot::Other => j.known_skip(peek)?,
+                Peek::String => {
+                    let s = j.known_str()?;
+                    match slot {
+                        Slot::Image => f.images.push(s.to_owned()),
+                        Slot::Capability => f.added_capabilities.push(s.to_owned()),
+                        Slot::HostPathPath => f.host_paths.push(s.to_owned()),
+                        _ => set_flag(slot, s == "true", s == "false", s == "0", f),
+                    }
+                }
+                Peek::True | Peek::False => {
+                    let b = j.known_bool(peek)?;
+                    set_flag(slot, b, !b, false, f);
+                }
+                Peek::Null => j.known_null()?,
+                _ if slot == Slot::RunAsUser => {
+                    let zero = matches!(j.known_number(peek)?, NumberAny::Int(NumberInt::Int(0)));
+                    set_flag(slot, false, false, zero, f);
+                }
+                _ => j.known_skip(peek)?,
+            }
+            Ok(())
+        }
+        let mut facts = PodSpecFacts::default();
+        let mut j = Jiter::new(json.as_bytes());
+        let peek = j.peek().ok()?;
+        walk(&mut j, peek, Slot::Other, &mut facts).ok()?;
+        j.finish().ok()?;
+        Some(facts)
+    }
+
+    /// Request objects made of the keys facts depend on (some written with
+    /// escapes) and others, and the values they may take.
+    fn request_object() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let key = prop_oneof![
+            Just("securityContext"),
+            Just("privileged"),
+            Just("privil\\u0065ged"),
+            Just("runAsUser"),
+            Just("runAsNonRoot"),
+            Just("capabilities"),
+            Just("add"),
+            Just("containers"),
+            Just("initContainers"),
+            Just("image"),
+            Just("im\\u0061ge"),
+            Just("hostNetwork"),
+            Just("hostPID"),
+            Just("volumes"),
+            Just("hostPath"),
+            Just("path"),
+            Just("spec"),
+        ];
+        let leaf = prop_oneof![
+            Just("true"),
+            Just("false"),
+            Just("null"),
+            Just("0"),
+            Just("-0"),
+            Just("0.0"),
+            Just("0e0"),
+            Just("1000"),
+            Just("\"true\""),
+            Just("\"false\""),
+            Just("\"0\""),
+            Just("\"nginx:1.25\""),
+            Just("\"ngin\\u0078\\\"\""),
+            Just("\"SYS_ADMIN\""),
+            // What a fact's parent holds, so that facts are often in place.
+            Just(r#"{"runAsUser": -0, "privileged": "true"}"#),
+            Just(r#"{"add": ["NET_ADMIN", "SYS_P\u0054RACE"]}"#),
+            Just(r#"[{"image": "a"}, {"image": null}]"#),
+            Just(r#"[{"hostPath": {"path": "/"}}]"#),
+        ]
+        .prop_map(str::to_string);
+        leaf.prop_recursive(7, 120, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5)
+                    .prop_map(|v| format!("[{}]", v.join(", "))),
+                proptest::collection::vec((key.clone(), inner), 0..6).prop_map(|members| {
+                    let members: Vec<String> = members
+                        .into_iter()
+                        .map(|(k, v)| format!("\"{k}\": {v}"))
+                        .collect();
+                    format!("{{{}}}", members.join(","))
+                }),
+            ]
+        })
+    }
+
+    #[test]
+    fn zero_is_an_integer_zero_as_the_parsed_walk_reads_it() {
+        for (zero, is_root) in [("0", true), ("-0", true), ("0.0", false), ("0e0", false), ("-0.0", false)] {
+            let doc = format!(r#"{{"securityContext":{{"runAsUser":{zero}}}}}"#);
+            assert_eq!(read(&doc).unwrap().run_as_root, is_root, "{doc}");
+            assert_eq!(parsed_read(&doc).unwrap().run_as_root, is_root, "{doc}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        /// The walk over a valid request object finds the parsed walk's facts.
+        #[test]
+        fn reads_the_facts_the_parsed_walk_reads(doc in request_object()) {
+            proptest::prop_assert_eq!(read(&doc).ok(), parsed_read(&doc), "{}", doc);
+        }
+    }
 
     #[test]
     fn reads_a_deployment_template_and_a_pod_alike() {

@@ -156,9 +156,10 @@ fn some_byte_below(word: u64, n: u8) -> u64 {
     word.wrapping_sub(ONES * n as u64) & !word & HIGH_BITS
 }
 
-/// Non-zero when some byte of `word` equals `b`.
+/// Non-zero when some byte of `word` equals `b`; its lowest set bit is in
+/// the lowest such byte.
 #[inline]
-fn some_byte_is(word: u64, b: u8) -> u64 {
+pub(crate) fn some_byte_is(word: u64, b: u8) -> u64 {
     some_byte_below(word ^ (ONES * b as u64), 1)
 }
 
