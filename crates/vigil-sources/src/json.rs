@@ -1,15 +1,17 @@
-//! Where values end in JSON text the decoders have validated: the raw JSON
-//! columns of each source ([`SourceSpec::json_columns`]), which hold
-//! values the parser accepted whole, byte for byte as they arrived.
+//! A cursor over JSON text the decoders have validated: where values end,
+//! the members and elements of objects and arrays in order, strings
+//! decoded. Such text is a raw JSON field (`requestObject`, the values of
+//! each source's [`SourceSpec::json_columns`]), which the parser accepted
+//! whole and which is kept byte for byte as it arrived.
 //!
-//! Those values are walked again downstream (correlation keeps only the
-//! members its rules read of each retained document). Skipping a member
-//! there needs only where it ends, which brackets and string boundaries
-//! tell: no second validation, and the block scan of the structure check
-//! finds them 64 bytes at a time.
+//! Those values are walked again after decoding (the `pod_spec` facts;
+//! correlation keeping only the members its rules read of each retained
+//! document). Skipping a value there needs only where it ends, which
+//! brackets and string boundaries tell: no second validation, and the
+//! block scan of the structure check finds them 64 bytes at a time.
 //!
-//! Exact on valid JSON. On other text the answer is meaningless but safe:
-//! an index within the text, or `None`; never a panic.
+//! Exact on valid JSON. On other text the answers are meaningless but
+//! safe: indices within the text, or `None`; never a panic.
 //!
 //! [`SourceSpec::json_columns`]: crate::SourceSpec::json_columns
 
