@@ -25,13 +25,27 @@ COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
 COPY services ./services
 COPY benchmarks ./benchmarks
+# The profile-guided build trains on the rule pack and the samples.
+COPY scripts ./scripts
+COPY sql-rules ./sql-rules
+COPY samples ./samples
+
+# PGO=1 (the default): profile-guided build (scripts/build-release.sh; about
+# twice the build time, faster replays and detection: docs/benchmarks.md).
+# PGO=0: the plain release build.
+ARG PGO=1
 
 # The cache mounts keep the registry and build artifacts between builds
 # (BuildKit); the binary is copied out of the cached target directory.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p vigil \
- && install -m 0755 target/release/vigil /usr/local/bin/vigil
+    if [ "$PGO" = 1 ]; then \
+      rustup component add llvm-tools \
+      && install -m 0755 "$(scripts/build-release.sh)" /usr/local/bin/vigil; \
+    else \
+      cargo build --release --locked -p vigil \
+      && install -m 0755 target/release/vigil /usr/local/bin/vigil; \
+    fi
 
 ########## runtime ##########
 FROM debian:bookworm-slim

@@ -18,6 +18,8 @@
 #   PEERS_CACHE where rsigma and the virtualenv live (default ~/.cache/vigil-peers)
 #   CORE        the core every run is pinned to (default 0)
 #   KEEP_WORK=1 keep the inputs and outputs (in a temporary directory) afterwards
+#   VIGIL       a vigil binary to measure instead of building one, e.g. the
+#               profile-guided build: VIGIL=$(scripts/build-release.sh)
 set -euo pipefail
 
 RUNS=${RUNS:-10}
@@ -79,9 +81,13 @@ install_duckdb() {
 }
 
 build_vigil() {
-  say "building vigil (release)"
-  cargo build --release -p vigil
-  VIGIL=${CARGO_TARGET_DIR:-target}/release/vigil
+  if [ -n "${VIGIL:-}" ]; then
+    say "measuring $VIGIL"
+  else
+    say "building vigil (release)"
+    cargo build --release -p vigil
+    VIGIL=${CARGO_TARGET_DIR:-target}/release/vigil
+  fi
   [ -x "$VIGIL" ] || die "no binary at $VIGIL"
 }
 

@@ -610,6 +610,49 @@ fn the_readme_run_command_names_a_runnable_binary() {
     );
 }
 
+/// The image's profile-guided build (`scripts/build-release.sh`) trains on
+/// `vigil` commands: each must parse, and each file it reads must exist,
+/// or the image build fails after its first long compile.
+#[test]
+fn the_release_build_trains_on_valid_vigil_commands() {
+    let script = read("scripts/build-release.sh");
+    let commands: Vec<Vec<String>> = script
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("\"$vigil\" "))
+        .map(|rest| {
+            rest.split_whitespace()
+                .take_while(|w| !w.starts_with('>'))
+                .map(str::to_string)
+                .collect()
+        })
+        .collect();
+    let subcommands: BTreeSet<&str> = commands.iter().map(|c| c[0].as_str()).collect();
+    for expected in ["gen", "replay", "rules", "run"] {
+        assert!(
+            subcommands.contains(expected),
+            "no `vigil {expected}` in the training"
+        );
+    }
+    for args in &commands {
+        Cli::try_parse_from(std::iter::once("vigil".to_string()).chain(args.clone()))
+            .unwrap_or_else(|e| panic!("training command {args:?}: {e}"));
+        for arg in args
+            .iter()
+            .filter(|a| a.starts_with("samples/") || a.starts_with("sql-rules"))
+        {
+            assert!(
+                repo().join(arg).exists(),
+                "the training reads {arg}, which does not exist"
+            );
+        }
+    }
+    let dockerfile = read("Dockerfile");
+    assert!(
+        dockerfile.contains("scripts/build-release.sh"),
+        "the image is built by scripts/build-release.sh"
+    );
+}
+
 /// The image builds the workspace: the Dockerfile copies the folder of
 /// every workspace member.
 #[test]
