@@ -98,7 +98,7 @@ main() {
     say "the profile is newer than the instrumented build: kept"
   else
     train
-    "$profdata" merge -o "$PROFDATA" "$PROFILES"
+    "$profdata" merge -o "$PROFDATA" "$PROFILES" >&2
   fi
   say "optimized build in $TARGET/pgo"
   build "$TARGET/pgo" "-Cprofile-use=$PROFDATA"
