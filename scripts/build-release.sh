@@ -82,7 +82,8 @@ train() {
   say "training: the rule pack's test cases"
   "$vigil" rules test sql-rules >/dev/null
   say "training: the embedded demo"
-  "$vigil" run >/dev/null 2>&1
+  # The demo logs to stderr: shown only when it fails.
+  "$vigil" run >"$WORK/run.log" 2>&1 || { cat "$WORK/run.log" >&2; die "the embedded demo failed"; }
   unset LLVM_PROFILE_FILE
   ls "$PROFILES"/*.profraw >/dev/null 2>&1 || die "the training wrote no profiles"
 }

@@ -22,12 +22,17 @@
 //!   the pair becomes one `x IS NOT DISTINCT FROM TRUE`: TRUE where `x` is
 //!   TRUE and FALSE elsewhere, as the pair is. A conjunction's value does
 //!   not depend on the order or grouping of its conjuncts.
+//!
+//! The expander writes a macro's `COALESCE(<condition>, FALSE)` as
+//! `(<condition>) IS TRUE`, planned as `x IS NOT DISTINCT FROM TRUE`; where
+//! a NULL is as good as FALSE, that is `x` too, and its conjuncts become
+//! the filter's own, as above.
 
 use std::sync::Arc;
 
-use datafusion::common::Result;
+use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::Operator;
-use datafusion::physical_expr::expressions::{lit, BinaryExpr, IsNotNullExpr};
+use datafusion::physical_expr::expressions::{lit, BinaryExpr, IsNotNullExpr, Literal};
 use datafusion::physical_expr::utils::conjunction;
 use datafusion::physical_expr::{split_conjunction, PhysicalExpr};
 
@@ -51,6 +56,13 @@ enum Context {
 fn merged(expr: &Arc<dyn PhysicalExpr>, context: Context) -> Result<Arc<dyn PhysicalExpr>> {
     if let Some(binary) = expr.downcast_ref::<BinaryExpr>() {
         match binary.op() {
+            // `x IS TRUE` where a NULL is as good as FALSE is `x`, whose
+            // conjuncts then join the filter's.
+            Operator::IsNotDistinctFrom
+                if context == Context::Filter && is_true_literal(binary.right()) =>
+            {
+                return merged(binary.left(), context);
+            }
             Operator::And => {
                 // Pairs are found among the conjuncts as planned, so that
                 // a rewrite inside one cannot hide its partner.
@@ -155,6 +167,11 @@ fn partners_of(
     Some(partners)
 }
 
+fn is_true_literal(e: &Arc<dyn PhysicalExpr>) -> bool {
+    e.downcast_ref::<Literal>()
+        .is_some_and(|l| l.value() == &ScalarValue::Boolean(Some(true)))
+}
+
 fn is_true(x: Arc<dyn PhysicalExpr>) -> Arc<dyn PhysicalExpr> {
     Arc::new(BinaryExpr::new(x, Operator::IsNotDistinctFrom, lit(true)))
 }
@@ -242,6 +259,21 @@ mod tests {
         assert_eq!(evaluations_of(&rewritten, &s_in_a()), 1, "{rewritten}");
         // The conjuncts stay conjuncts, to be evaluated one after another.
         assert_eq!(split_conjunction(&rewritten).len(), 2, "{rewritten}");
+    }
+
+    #[test]
+    fn in_a_filter_an_is_true_becomes_its_conjuncts() {
+        // `b AND (s IN ('a') AND c) IS TRUE`, as the expander writes a
+        // macro's `COALESCE(.., FALSE)`.
+        let x = and(s_in_a(), column("c"));
+        let shaped = and(column("b"), is_true(Arc::clone(&x)));
+        let rewritten = with_null_tests_merged(&shaped).unwrap();
+        assert_eq!(kept(&rewritten), kept(&shaped));
+        assert_eq!(split_conjunction(&rewritten).len(), 3, "{rewritten}");
+        // Elsewhere its value matters: NULL is not FALSE under NOT.
+        let negated = ex::not(Arc::clone(&shaped)).unwrap();
+        let rewritten = merged(&negated, Context::Value).unwrap();
+        assert_eq!(values(&rewritten).as_ref(), values(&negated).as_ref());
     }
 
     #[test]
