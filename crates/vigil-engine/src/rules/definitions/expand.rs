@@ -551,14 +551,40 @@ fn coalesce_false_operand(call: &Function) -> Option<Expr> {
 /// call around it, at every type check of planning: a third of start-up
 /// (docs/benchmarks.md, stop 51).
 fn coalesce_false_as_is_true(e: &mut Expr) {
+    if let Expr::BinaryOp { left, op, right } = e {
+        parenthesize_is_true_operands(op, left, right);
+        return;
+    }
     let Expr::Function(call) = e else {
         return;
     };
     let Some(p) = coalesce_false_operand(call).filter(is_boolean_form) else {
         return;
     };
-    let is_true = Expr::IsTrue(Box::new(Expr::Nested(Box::new(p))));
-    *e = Expr::Nested(Box::new(is_true));
+    // No parentheses added where the operand has them (a macro's body):
+    // planning recurses once per level, and a debug build's frames are
+    // large.
+    let p = match p {
+        Expr::Nested(_) => p,
+        p => Expr::Nested(Box::new(p)),
+    };
+    *e = Expr::IsTrue(Box::new(p));
+}
+
+/// `IS TRUE` binds less tightly than comparisons and arithmetic: as their
+/// operand, it is put in parentheses, so that the statement's SQL text
+/// ([`crate::rules::engine::expanded_sql`]) parses back to the same expression.
+fn parenthesize_is_true_operands(op: &BinaryOperator, left: &mut Expr, right: &mut Expr) {
+    use BinaryOperator as Op;
+    if matches!(op, Op::And | Op::Or | Op::Xor) {
+        return;
+    }
+    for operand in [left, right] {
+        if matches!(operand, Expr::IsTrue(_)) {
+            let is_true = std::mem::replace(operand, Expr::value(Value::Null));
+            *operand = Expr::Nested(Box::new(is_true));
+        }
+    }
 }
 
 /// Whether `e` is boolean whatever its operands' types: a comparison, a
@@ -718,12 +744,26 @@ mod tests {
     fn a_boolean_coalesce_with_false_becomes_is_true() {
         assert_eq!(
             rewritten("SELECT 1 FROM t WHERE NOT COALESCE(a IN ('x') OR b = 1, FALSE)"),
-            "SELECT 1 FROM t WHERE NOT ((a IN ('x') OR b = 1) IS TRUE)"
+            "SELECT 1 FROM t WHERE NOT (a IN ('x') OR b = 1) IS TRUE"
+        );
+        // A macro's body is in parentheses already.
+        assert_eq!(
+            rewritten("SELECT COALESCE((a OR b), FALSE) FROM t"),
+            "SELECT (a OR b) IS TRUE FROM t"
+        );
+        // The operand of a comparison is put in parentheses.
+        assert_eq!(
+            rewritten("SELECT c = COALESCE(a, FALSE) AND COALESCE(a = 1, FALSE) FROM t"),
+            "SELECT c = COALESCE(a, false) AND (a = 1) IS TRUE FROM t"
+        );
+        assert_eq!(
+            rewritten("SELECT c = COALESCE(a = 1, FALSE) FROM t"),
+            "SELECT c = ((a = 1) IS TRUE) FROM t"
         );
         // Inner first: the outer call's operand is then boolean by its form.
         assert_eq!(
             rewritten("SELECT COALESCE(COALESCE(a = 1, FALSE) OR f(b), FALSE) FROM t"),
-            "SELECT ((((a = 1) IS TRUE) OR f(b)) IS TRUE) FROM t"
+            "SELECT ((a = 1) IS TRUE OR f(b)) IS TRUE FROM t"
         );
     }
 
@@ -748,7 +788,8 @@ mod tests {
     async fn is_true_has_the_values_of_the_coalesce() {
         let ctx = SessionContext::new();
         let original =
-            "SELECT a, b, COALESCE(a AND b, FALSE) AS v, NOT COALESCE(a OR b, FALSE) AS n \
+            "SELECT a, b, COALESCE(a AND b, FALSE) AS v, NOT COALESCE(a OR b, FALSE) AS n, \
+            b = COALESCE(a, FALSE) AND COALESCE(a, FALSE) = COALESCE(b = TRUE, FALSE) AS c \
             FROM (VALUES (TRUE, TRUE), (TRUE, FALSE), (TRUE, NULL), (FALSE, NULL), \
             (NULL, NULL), (NULL, TRUE)) AS t(a, b) ORDER BY a, b";
         let changed = rewritten(original);
