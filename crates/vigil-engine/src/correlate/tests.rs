@@ -611,3 +611,44 @@ async fn correlation_plans_match_patterns_compiled_at_load() {
         );
     }
 }
+
+/// A correlation rule of thousands of alternatives plans on the test
+/// thread's 2 MiB stack (its scan filters go into the pre-filter, the
+/// retention filter and the cached scan filters, each planned or
+/// rewritten by recursion), and still joins.
+#[tokio::test]
+async fn a_join_of_thousands_of_alternatives_plans_and_joins() {
+    let namespaces: Vec<String> = (0..3000)
+        .map(|i| format!("object_ref.namespace = 'ns{i}'"))
+        .chain(["object_ref.namespace LIKE 'n%s'".to_string()])
+        .collect();
+    let sql = format!(
+        "SELECT b.username AS username, b.event_time AS window_end \
+         FROM (SELECT __row, event_time, user_info.username AS username FROM k8s_audit \
+               WHERE verb = 'create' AND ({})) a \
+         JOIN (SELECT __row, event_time, user_info.username AS username FROM k8s_audit \
+               WHERE verb = 'delete') b \
+           ON a.username = b.username AND a.event_time < b.event_time \
+          AND a.event_time >= b.event_time - INTERVAL '5 minutes'",
+        namespaces.join(" OR ")
+    );
+    let settings = CorrelationSettings {
+        allowed_lateness_ms: 0,
+        ..Default::default()
+    };
+    let mut d = detector_with(
+        &[("t.deep", "k8s_audit", "-- window: 5m\n", &sql)],
+        settings,
+    )
+    .await;
+    let mut f = Feed::new();
+    let events = [
+        audit("c", "u", "create", "pods", None, "ns", 200, 1),
+        audit("d", "u", "delete", "pods", None, "ns", 200, 10),
+        audit("later", "v", "get", "pods", None, "ns", 200, 100),
+    ];
+    let (alerts, dead) = run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &events)).await;
+    assert!(dead.is_empty());
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].fields.get("username").unwrap(), "u");
+}

@@ -1399,13 +1399,15 @@ fn parsed_query(rule: &Rule) -> Result<Statement, RuleError> {
             ),
         ));
     }
-    let statement = statements.remove(0);
+    let mut statement = statements.remove(0);
     if !matches!(statement, Statement::Query(_)) {
         return Err(err(
             None,
             "a rule must be a SELECT query; DDL, DML, COPY and SET are not allowed".into(),
         ));
     }
+    // Before anything walks it by recursion (cloning included).
+    crate::rules::balance::balance_chains(&mut statement);
     Ok(statement)
 }
 

@@ -3,6 +3,7 @@
 //! lists, macros and lookup tables they share ([`definitions`]) and a
 //! site's overlays ([`pack`]), planned once by the [`engine::RuleEngine`].
 
+pub(crate) mod balance;
 pub mod budget;
 pub mod conjunction;
 pub mod coverage;

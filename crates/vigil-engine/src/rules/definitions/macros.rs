@@ -117,7 +117,7 @@ fn parse_body(text: &str, at: impl Fn(Option<usize>) -> Location) -> Result<Expr
             at(None).error("the macro has no body: write one SQL expression after the header")
         );
     }
-    let body = parser.parse_expr().map_err(|e| syntax(&e))?;
+    let mut body = parser.parse_expr().map_err(|e| syntax(&e))?;
     let next = parser.peek_token();
     if next.token != Token::EOF {
         return Err(at(Some(next.span.start.line as usize)).error(format!(
@@ -125,6 +125,7 @@ fn parse_body(text: &str, at: impl Fn(Option<usize>) -> Location) -> Result<Expr
             next.token
         )));
     }
+    crate::rules::balance::balance_chains(&mut body);
     Ok(body)
 }
 

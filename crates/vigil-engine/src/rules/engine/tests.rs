@@ -759,3 +759,27 @@ fn sessions_planned_alike_share_one_configuration() {
     assert!(!Arc::ptr_eq(&options(&per_event), &options(&other)));
     assert_eq!(other.state().config().options().optimizer.max_passes, 3);
 }
+
+/// A rule of thousands of alternatives (a Sigma rule's value list, say) is
+/// a tree as deep as it is long. Planning it recurses once per level:
+/// on the test thread's 2 MiB stack it must plan and match, not overflow.
+#[tokio::test]
+async fn a_rule_of_thousands_of_alternatives_plans_and_matches() {
+    let alternatives: Vec<String> = (0..3000)
+        .map(|i| match i % 2 {
+            0 => format!("object_ref.name = 'n{i}'"),
+            _ => format!("object_ref.namespace LIKE 'ns{i}-%'"),
+        })
+        .chain(["object_ref.name = 's'".to_string()])
+        .collect();
+    let sql = format!(
+        "SELECT object_ref.name AS secret FROM k8s_audit WHERE {}",
+        alternatives.join(" OR ")
+    );
+    let mut engine = RuleEngine::compile(vec![rule(&sql)]).await.unwrap();
+    let (batch, messages) = audit(&[LIST_PODS, GET_SECRET]);
+    let (alerts, failures) = engine.evaluate(&batch, &messages, 7).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].fields.get("secret").unwrap(), "s");
+}
