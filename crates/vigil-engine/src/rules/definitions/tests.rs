@@ -515,3 +515,38 @@ fn macros_are_not_rules() {
     assert_eq!(rules.len(), 1);
     assert!(Path::new(&rules[0].path).ends_with("r.sql"));
 }
+
+/// A macro of thousands of alternatives (a long allow-list written out)
+/// is balanced when parsed: a rule calling it, negated, plans on the 2 MiB
+/// test thread and matches only the users it does not list.
+#[tokio::test]
+async fn a_macro_of_thousands_of_alternatives_plans_and_matches() {
+    let known: Vec<String> = (0..3000)
+        .map(|i| format!("user_info.username = 'svc-{i}'"))
+        .chain(["user_info.username LIKE 'ali%'".to_string()])
+        .collect();
+    let body = format!(
+        "-- macro: known_user\n-- description: the allow-list\n{}\n",
+        known.join("\n  OR ")
+    );
+    let d = layer(&[
+        ("macros/known_user.sql", &body),
+        (
+            "k8s/unknown_user_exec.sql",
+            &rule(
+                "t.unknown_user_exec",
+                "SELECT user_info.username AS username FROM k8s_audit WHERE NOT known_user()",
+            ),
+        ),
+    ]);
+    let events = vec![
+        event(1, "alice", "10.1.1.1", 201),
+        event(2, "svc-2999", "10.1.1.2", 201),
+        event(3, "mallory", "10.1.1.3", 201),
+    ];
+    let found = alerts(&dir_layers(&d), events).await;
+    assert_eq!(
+        found,
+        vec![("t.unknown_user_exec".to_string(), "mallory".to_string())]
+    );
+}
