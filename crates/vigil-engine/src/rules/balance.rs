@@ -54,7 +54,7 @@ fn balance(expr: &mut Expr) {
     // Take the chain apart from its head down, without recursion: each
     // node handed back is one operand.
     let mut operands = Vec::new();
-    let mut node = std::mem::replace(expr, Expr::Value(Value::Null.into()));
+    let mut node = std::mem::replace(expr, Expr::value(Value::Null));
     loop {
         match node {
             Expr::BinaryOp { left, op: o, right } if o == op => {
