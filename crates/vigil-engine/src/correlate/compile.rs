@@ -8,9 +8,8 @@ use std::sync::{Arc, LazyLock};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema};
-use datafusion::datasource::provider_as_source;
 use datafusion::execution::context::{SessionContext, SessionState};
-use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
@@ -20,6 +19,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
+use super::ingest::PreFilter;
 use super::json_cut;
 use super::key::CorrelationKey;
 use super::watermark::WatermarkTracker;
@@ -27,9 +27,7 @@ use super::{
     delta, incremental, ms, CompiledCorrelation, CorrelationSettings, CorrelationStats, Correlator,
     Retained, RetentionFilter, Strategy,
 };
-use crate::rules::conjunction::{
-    faster_filters, selective_disjunction, selective_predicate, SharedConditions,
-};
+use crate::rules::conjunction::{faster_filters, selective_predicate, SharedConditions};
 use crate::rules::definitions::expand::Expander;
 use crate::rules::definitions::Definitions;
 use crate::rules::engine::PlanOptions;
@@ -442,7 +440,7 @@ async fn retained_source(
     } = usage;
     let unread = unread_columns(source, columns, filters.iter().chain(&rescan_filters));
     let retain = retention_filter(source, rescan_filters, filters.len(), state)?;
-    let (ingest, input) = pre_filter(source, filters, state, shared).await?;
+    let pre_filter = pre_filter(source, filters, state, shared)?;
     let cuts = json_reads
         .cuts(
             &retained_schema(source),
@@ -458,8 +456,7 @@ async fn retained_source(
         lineage: Arc::default(),
         keep_raw,
         horizon_ns,
-        ingest,
-        input,
+        pre_filter,
         retain,
         unread,
         cuts,
@@ -532,45 +529,43 @@ fn retention_filter(
         })
 }
 
-/// The pre-filter of a source's new events, and the slot it reads them
-/// from: a row is kept if any scan of any rule could use it (the union of
-/// the scans' filters; every row when a scan has none). Evaluated rule by
-/// rule, each on the rows no rule before it kept, sharing the values of
-/// conditions with the per-event rules (`shared`).
+/// The pre-filter of a source's new events: a row is kept if any scan of
+/// any rule could use it (the union of the scans' filters; every row when
+/// a scan has none). Evaluated rule by rule, each on the rows no rule
+/// before it kept, sharing the values of conditions with the per-event
+/// rules (`shared`).
 ///
-/// The scans' filters come from optimized plans, so their union is planned
-/// as it is. Optimized once more, the union's common subexpressions moved
-/// into projections computed on every new event, before any rule's filter
-/// had narrowed the rows (docs/benchmarks.md, stop 45).
-async fn pre_filter(
+/// The scans' filters come from optimized plans, so their union is made
+/// a physical expression as it is. Optimized once more, the union's common
+/// subexpressions moved into projections computed on every new event,
+/// before any rule's filter had narrowed the rows (docs/benchmarks.md,
+/// stop 45).
+fn pre_filter(
     source: SourceKind,
     filters: Vec<Option<Expr>>,
     state: &SessionState,
     shared: &Arc<SharedConditions>,
-) -> Result<(Arc<dyn ExecutionPlan>, Arc<BatchSlot>), RuleError> {
-    let input = Arc::new(BatchSlot::default());
-    let provider = Arc::new(SlotTable::new(source.schema(), input.clone()));
-    let ingest = async {
-        let mut builder =
-            LogicalPlanBuilder::scan(source.table_name(), provider_as_source(provider), None)?;
-        if filters.iter().all(Option::is_some) {
-            let predicate = filters
-                .into_iter()
-                .flatten()
-                .reduce(Expr::or)
-                .expect("a used source has a scan");
-            builder = builder.filter(predicate)?;
-        }
-        let plan = builder.build()?;
-        selective_disjunction(physical_plan_of_optimized(state, &plan).await?, shared)
+) -> Result<PreFilter, RuleError> {
+    if !filters.iter().all(Option::is_some) {
+        return Ok(PreFilter { predicate: None });
     }
-    .await
-    .map_err(|e| RuleError {
-        path: format!("<pre-filter of {source}>").into(),
-        line: None,
-        message: format!("building the pre-filter failed: {e}"),
-    })?;
-    Ok((ingest, input))
+    let predicate = filters
+        .into_iter()
+        .flatten()
+        .reduce(Expr::or)
+        .expect("a used source has a scan");
+    let schema = source.schema();
+    DFSchema::try_from(schema.as_ref().clone())
+        .and_then(|s| state.create_physical_expr(predicate, &s))
+        .and_then(|p| selective_predicate(p, &schema, shared))
+        .map(|predicate| PreFilter {
+            predicate: Some(predicate),
+        })
+        .map_err(|e| RuleError {
+            path: format!("<pre-filter of {source}>").into(),
+            line: None,
+            message: format!("building the pre-filter failed: {e}"),
+        })
 }
 
 /// The correlator of the compiled rules and their sources' retained
@@ -774,12 +769,13 @@ mod tests {
     }
 
     /// The pre-filters evaluate the shipped correlation rules' scan filters
-    /// as the rules' plans have them, with nothing computed on every new
-    /// event before a condition narrows the rows. Optimized once more, the
+    /// as the rules' plans have them, rule by rule (`SelectiveOr`), with
+    /// nothing computed on every new event before a condition narrows the
+    /// rows. Planned as a filter over a scan and optimized once more, the
     /// audit pre-filter computed the response code (`COALESCE(...code,
     /// 200)`, which many rules share) in projections below its filter.
     #[tokio::test]
-    async fn the_pre_filters_compute_nothing_for_every_event_before_their_filter() {
+    async fn the_pre_filters_evaluate_the_scan_filters_rule_by_rule() {
         let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../sql-rules");
         let set = crate::rules::RulePack::load_dir(&dir).unwrap().rule_set();
         let rules: Vec<Rule> = set
@@ -798,9 +794,9 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e:?}"));
         assert!(correlator.retained.contains_key(&SourceKind::K8sAudit));
         for (source, retained) in &correlator.retained {
-            let shown = crate::rules::engine::plan_text(retained.ingest.as_ref());
-            assert!(shown.starts_with("FilterExec"), "{source}: {shown}");
-            assert!(!shown.contains("ProjectionExec"), "{source}: {shown}");
+            let predicate = retained.pre_filter.predicate.as_ref();
+            let shown = predicate.map(|p| p.to_string()).unwrap_or_default();
+            assert!(shown.starts_with("selective_or("), "{source}: {shown}");
         }
     }
 }

@@ -2,6 +2,9 @@
 //! event times, pre-filter, split off late events, number the events,
 //! retain raw rows for re-scan rules, fold into incremental state).
 
+use datafusion::arrow::compute::{prep_null_mask_filter, FilterBuilder};
+
+use super::emit::EvalBudget;
 use super::*;
 
 impl Correlator {
@@ -118,16 +121,12 @@ impl Correlator {
         &mut self,
         decoded: &DecodedBatch,
     ) -> Result<Vec<RecordBatch>, CorrelationError> {
-        let retained = self
-            .retained
-            .get_mut(&decoded.source)
-            .expect("checked by ingest");
-        retained
-            .input
-            .set(without_unread(&decoded.batch, &retained.unread)?);
-        let kept = execute(&retained.ingest, &self.task_ctx, &self.budget).await;
-        retained.input.clear();
-        kept.context("pre-filtering events for correlation")
+        let retained = &self.retained[&decoded.source];
+        let input = without_unread(&decoded.batch, &retained.unread)?;
+        let kept = retained
+            .pre_filter
+            .keep(&input, &retained.cuts, &self.budget)?;
+        Ok(kept.into_iter().collect())
     }
 
     /// Split the pre-filtered rows into the late events (reported) and the
@@ -150,6 +149,10 @@ impl Correlator {
                 .index_of(ROW_COLUMN)
                 .context("finding the row column")?;
             let rows = batch.column(row_idx).as_primitive::<UInt32Type>().clone();
+            if !rows.values().iter().any(|&row| is_late[row as usize]) {
+                on_time.push(batch);
+                continue;
+            }
             let mut keep = Vec::with_capacity(batch.num_rows());
             for i in 0..batch.num_rows() {
                 let row = rows.value(i) as usize;
@@ -299,7 +302,6 @@ impl Correlator {
             if batch.num_rows() == 0 {
                 continue;
             }
-            let batch = with_documents_cut(batch, &retained.cuts)?;
             let offsets = batch_offsets(&batch, &self.identities);
             retained.batches.push(RetainedBatch::new(batch, offsets));
             retained.uncompacted += 1;
@@ -370,21 +372,82 @@ impl Correlator {
     }
 }
 
-/// `batch` with the JSON documents of the columns of `cuts` cut to what
-/// the rules read of them (`json_cut.rs`).
-fn with_documents_cut(
-    batch: RecordBatch,
-    cuts: &[(usize, super::json_cut::Keep)],
-) -> Result<RecordBatch, CorrelationError> {
-    if cuts.is_empty() {
-        return Ok(batch);
+/// The pre-filter of a source's new events: a row is kept if any scan of
+/// any rule could use it (the union of the scans' filters, built by
+/// `compile::pre_filter`).
+pub(super) struct PreFilter {
+    /// Over the source's schema; `None` keeps every row (a scan without a
+    /// filter).
+    pub(super) predicate: Option<Arc<dyn PhysicalExpr>>,
+}
+
+impl PreFilter {
+    /// The rows of `batch` the predicate keeps (`None` when it keeps none),
+    /// with the JSON documents of the columns of `cuts` cut to what the
+    /// rules read of them (`json_cut.rs`) as they are copied: a kept row's
+    /// whole document, most of an audit event, is never copied. Within
+    /// `budget`, as a rule's evaluation of one batch: the predicate is
+    /// evaluated in one step, and its overrun fails the batch after it.
+    pub(super) fn keep(
+        &self,
+        batch: &RecordBatch,
+        cuts: &[(usize, super::json_cut::Keep)],
+        budget: &EvalBudget,
+    ) -> Result<Option<RecordBatch>, CorrelationError> {
+        let selected = match &self.predicate {
+            None => None,
+            Some(predicate) => Some(evaluated_within(predicate, batch, budget)?),
+        };
+        let rows: Vec<usize> = match &selected {
+            None => (0..batch.num_rows()).collect(),
+            Some(keep) => keep.values().set_indices().collect(),
+        };
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let filter = selected
+            .filter(|keep| keep.true_count() < keep.len())
+            .map(|keep| FilterBuilder::new(&keep).optimize().build());
+        let mut columns = Vec::with_capacity(batch.num_columns());
+        for (i, column) in batch.columns().iter().enumerate() {
+            let kept = match (cuts.iter().find(|(c, _)| *c == i), &filter) {
+                (Some((_, keep)), _) => {
+                    super::json_cut::cut_rows(column, keep, rows.iter().copied())
+                }
+                (None, Some(filter)) => filter
+                    .filter(column)
+                    .context("pre-filtering events for correlation")?,
+                (None, None) => Arc::clone(column),
+            };
+            columns.push(kept);
+        }
+        RecordBatch::try_new(batch.schema(), columns)
+            .map(Some)
+            .context("pre-filtering events for correlation")
     }
-    let mut columns = batch.columns().to_vec();
-    for (i, keep) in cuts {
-        columns[*i] = super::json_cut::cut_column(&columns[*i], keep);
-    }
-    RecordBatch::try_new(batch.schema(), columns)
-        .context("cutting JSON documents to what rules read")
+}
+
+/// The rows of `batch` `predicate` selects (NULL does not pass, as in a
+/// WHERE clause), or the budget's overrun.
+fn evaluated_within(
+    predicate: &Arc<dyn PhysicalExpr>,
+    batch: &RecordBatch,
+    budget: &EvalBudget,
+) -> Result<BooleanArray, CorrelationError> {
+    budget.deadline.arm(budget.limit);
+    let keep = predicate
+        .evaluate(batch)
+        .and_then(|v| v.into_array(batch.num_rows()))
+        .and_then(|keep| budget.deadline.check().map(|()| keep));
+    budget.deadline.disarm();
+    let keep = keep.context("pre-filtering events for correlation")?;
+    let keep = keep.as_boolean_opt().ok_or(CorrelationError::Unexpected(
+        "the pre-filter is not boolean",
+    ))?;
+    Ok(match keep.null_count() {
+        0 => keep.clone(),
+        _ => prep_null_mask_filter(keep),
+    })
 }
 
 /// `batch` with the columns `unread` replaced by nulls (of their types):
@@ -499,6 +562,99 @@ mod tests {
                 times.values().to_vec()
             })
             .collect()
+    }
+
+    /// Rows with a number and a JSON document (`doc`).
+    fn documents(numbers: &[Option<i64>], docs: &[Option<&str>]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, true),
+            Field::new("doc", DataType::Utf8, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(datafusion::arrow::array::Int64Array::from(numbers.to_vec())),
+                Arc::new(datafusion::arrow::array::StringArray::from(docs.to_vec())),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn pre_filter_keeping_n_over(bound: i64) -> PreFilter {
+        use datafusion::logical_expr::Operator;
+        use datafusion::physical_expr::expressions::{col, lit, BinaryExpr};
+        let schema = documents(&[], &[]).schema();
+        let n = col("n", &schema).unwrap();
+        PreFilter {
+            predicate: Some(Arc::new(BinaryExpr::new(n, Operator::Gt, lit(bound)))),
+        }
+    }
+
+    fn docs_of(batch: &RecordBatch) -> Vec<Option<&str>> {
+        batch.column(1).as_string::<i32>().iter().collect()
+    }
+
+    /// The pre-filter keeps the rows its predicate selects (not those it
+    /// finds NULL), in order, with their documents cut to what the rules
+    /// read, and the other columns as they were.
+    #[test]
+    fn the_pre_filter_keeps_the_selected_rows_with_their_documents_cut() {
+        let keep =
+            json_cut::Keep::Members(BTreeMap::from([("a".to_string(), json_cut::Keep::Whole)]));
+        let cuts = [(1, keep)];
+        let batch = documents(
+            &[Some(5), Some(1), None, Some(7), Some(9)],
+            &[
+                Some(r#"{"a":1,"big":"xxxxxxxx"}"#),
+                Some(r#"{"a":2}"#),
+                Some(r#"{"a":3}"#),
+                None,
+                Some(r#"{"b":{"a":4},"a":[5]}"#),
+            ],
+        );
+        let budget = EvalBudget::default();
+        let kept = pre_filter_keeping_n_over(4)
+            .keep(&batch, &cuts, &budget)
+            .unwrap()
+            .unwrap();
+        let numbers: Vec<Option<i64>> = kept
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .iter()
+            .collect();
+        assert_eq!(numbers, [Some(5), Some(7), Some(9)]);
+        assert_eq!(
+            docs_of(&kept),
+            [Some(r#"{"a":1}"#), None, Some(r#"{"a":[5]}"#)]
+        );
+
+        // Without a predicate every row is kept, cut; without cuts, whole.
+        let every = PreFilter { predicate: None };
+        let all = every.keep(&batch, &cuts, &budget).unwrap().unwrap();
+        assert_eq!(all.num_rows(), 5);
+        assert_eq!(docs_of(&all)[0], Some(r#"{"a":1}"#));
+        let whole = every.keep(&batch, &[], &budget).unwrap().unwrap();
+        assert_eq!(docs_of(&whole), docs_of(&batch));
+
+        // No row selected: nothing kept.
+        let none = pre_filter_keeping_n_over(100).keep(&batch, &cuts, &budget);
+        assert!(none.unwrap().is_none());
+    }
+
+    /// A pre-filter that outlasts the rules' time budget fails the batch,
+    /// as a rule's evaluation does, and leaves the deadline disarmed.
+    #[test]
+    fn a_pre_filter_over_its_time_budget_fails() {
+        let batch = documents(&[Some(5)], &[Some("{}")]);
+        let budget = EvalBudget {
+            limit: Duration::ZERO,
+            ..EvalBudget::default()
+        };
+        let error = pre_filter_keeping_n_over(1)
+            .keep(&batch, &[], &budget)
+            .unwrap_err();
+        assert!(error.to_string().contains("time budget of 0 ms"), "{error}");
+        assert!(budget.deadline.check().is_ok());
     }
 
     #[test]

@@ -291,12 +291,23 @@ fn is_name_char(c: char) -> bool {
 }
 
 /// `array` (text) with every document cut to `keep`.
+#[cfg(test)]
 pub(super) fn cut_column(array: &ArrayRef, keep: &Keep) -> ArrayRef {
+    cut_rows(array, keep, 0..array.len())
+}
+
+/// The documents of `rows` of `array` (text), in that order, each cut to
+/// `keep`: what is not kept is never copied.
+pub(super) fn cut_rows(
+    array: &ArrayRef,
+    keep: &Keep,
+    rows: impl ExactSizeIterator<Item = usize>,
+) -> ArrayRef {
     let strings = array.as_string::<i32>();
-    let mut out = StringBuilder::with_capacity(strings.len(), strings.len() * 64);
+    let mut out = StringBuilder::with_capacity(rows.len(), rows.len() * 64);
     let mut cut = String::new();
-    for value in strings.iter() {
-        match value {
+    for row in rows {
+        match strings.is_valid(row).then(|| strings.value(row)) {
             None => out.append_null(),
             Some(doc) => {
                 cut.clear();

@@ -219,9 +219,8 @@ struct Retained {
     keep_raw: bool,
     /// The longest `window` among the re-scan rules reading this source.
     horizon_ns: i64,
-    /// Pre-filter: plan over `input` keeping the rows some rule can use.
-    ingest: Arc<dyn ExecutionPlan>,
-    input: Arc<BatchSlot>,
+    /// Pre-filter: of each new batch, the rows some rule can use.
+    pre_filter: ingest::PreFilter,
     /// Of the pre-filtered rows, those a re-scan rule can use (the union
     /// of the re-scan rules' scan filters, over [`retained_schema`]): only
     /// they are retained. `None`: every pre-filtered row is.

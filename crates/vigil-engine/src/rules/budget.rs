@@ -53,7 +53,7 @@ impl EvalDeadline {
         *self.deadline.lock().expect("deadline lock") = None;
     }
 
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         match *self.deadline.lock().expect("deadline lock") {
             Some((at, budget)) if Instant::now() >= at => {
                 Err(DataFusionError::External(Box::new(BudgetExceeded {

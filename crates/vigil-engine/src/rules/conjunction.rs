@@ -601,18 +601,6 @@ impl PhysicalExpr for SelectiveAnd {
     }
 }
 
-/// The correlation pre-filter of `plan` (one filter, a disjunction of the
-/// rules' scan filters) with its predicate as a [`SelectiveOr`] whose
-/// conditions are shared through `shared`, with the per-event rules.
-pub fn selective_disjunction(
-    plan: Arc<dyn ExecutionPlan>,
-    shared: &Arc<SharedConditions>,
-) -> Result<Arc<dyn ExecutionPlan>> {
-    rewrite_filters(plan, |predicate| {
-        Ok(Arc::new(SelectiveOr::new(predicate, shared)?))
-    })
-}
-
 /// `predicate` (over `schema`) as a [`SelectiveOr`] whose conditions are
 /// shared through `shared`, after the rewrites of every rule filter (see
 /// [`rewrite_filters`]).
