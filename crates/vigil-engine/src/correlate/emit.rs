@@ -281,7 +281,9 @@ impl Correlator {
         if self.identities.len() <= self.identities_gc_at {
             return;
         }
-        let mut live = BTreeSet::new();
+        // Gathered, then sorted: most are the retained batches' runs of
+        // ascending numbers, which the stable sort finds and merges.
+        let mut live: Vec<u64> = Vec::with_capacity(self.identities.len());
         for retained in self.retained.values() {
             for b in &retained.batches {
                 if let Some(seqs) = b.batch.column_by_name(ROW_COLUMN) {
@@ -313,7 +315,10 @@ impl Correlator {
                 Strategy::Rescan { pending: None } => {}
             }
         }
-        self.identities.retain(|seq| live.contains(&seq));
+        live.sort();
+        live.dedup();
+        self.identities
+            .retain(|seq| live.binary_search(&seq).is_ok());
         self.identities_gc_at = (2 * self.identities.len()).max(IDENTITIES_GC_MIN);
     }
 }
@@ -422,13 +427,15 @@ fn summary(
     (summary_alert(alert, folded), error)
 }
 
-pub(super) fn collect_seqs(column: &ArrayRef, row: usize, out: &mut BTreeSet<u64>) {
+/// The events (`__row` sequence numbers) row `row` of an event column
+/// names, added to `out`.
+pub(super) fn collect_seqs(column: &ArrayRef, row: usize, out: &mut impl Extend<u64>) {
     if column.is_null(row) {
         return;
     }
     match column.data_type() {
         DataType::UInt64 => {
-            out.insert(column.as_primitive::<UInt64Type>().value(row));
+            out.extend([column.as_primitive::<UInt64Type>().value(row)]);
         }
         DataType::List(_) => {
             let values = column.as_list::<i32>().value(row);

@@ -393,7 +393,7 @@ impl AggregateState {
     }
 
     /// Every event sequence number the state still names.
-    pub fn live_events(&self, split: &AggregateSplit, into: &mut BTreeSet<u64>) {
+    pub fn live_events(&self, split: &AggregateSplit, into: &mut Vec<u64>) {
         for batch in self.windows.values().flat_map(|w| &w.batches) {
             for &c in &split.event_columns {
                 let lists = batch.column(c).as_list::<i32>();
