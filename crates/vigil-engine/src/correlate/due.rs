@@ -13,6 +13,9 @@
 
 use std::cell::OnceCell;
 
+use datafusion::arrow::array::UInt32Array;
+use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::row::{RowConverter, SortField};
 use serde_json::Map;
 
 use super::emit::collect_seqs;
@@ -324,16 +327,52 @@ fn suppression_keys(
         let key = suppress::key_of(names, &Map::new());
         return Ok(vec![key; selected.num_rows()]);
     }
-    let fields = crate::rules::engine::rows_to_json(
-        &selected
-            .project(&columns)
-            .context("selecting the suppression key")?,
-    )
-    .context("encoding the suppression key")?;
+    let keys = selected
+        .project(&columns)
+        .context("selecting the suppression key")?;
+    let Some((distinct, of_row)) = distinct_rows(&keys) else {
+        return encoded_keys(names, &keys);
+    };
+    let firsts = take_record_batch(&keys, &distinct).context("selecting the distinct keys")?;
+    let encoded = encoded_keys(names, &firsts)?;
+    Ok(of_row.into_iter().map(|at| encoded[at].clone()).collect())
+}
+
+/// Each row's suppression key, encoded row by row.
+fn encoded_keys(names: &[String], keys: &RecordBatch) -> Result<Vec<String>, CorrelationError> {
+    let fields =
+        crate::rules::engine::rows_to_json(keys).context("encoding the suppression key")?;
     Ok(fields
         .iter()
         .map(|fields| suppress::key_of(names, fields))
         .collect())
+}
+
+/// The first row of each distinct value of `batch`'s rows, and for each
+/// row the index of its value among them: the rows of a run share few
+/// suppression keys (the users or workloads they are about), and each is
+/// encoded once. `None` for columns Arrow's row format does not take.
+fn distinct_rows(batch: &RecordBatch) -> Option<(UInt32Array, Vec<usize>)> {
+    let fields = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| SortField::new(f.data_type().clone()))
+        .collect();
+    let rows = RowConverter::new(fields)
+        .and_then(|converter| converter.convert_columns(batch.columns()))
+        .ok()?;
+    let mut firsts: Vec<u32> = Vec::new();
+    let mut index_of: HashMap<&[u8], usize> = HashMap::new();
+    let of_row = (0..batch.num_rows())
+        .map(|i| {
+            *index_of.entry(rows.row(i).data()).or_insert_with(|| {
+                firsts.push(i as u32);
+                firsts.len() - 1
+            })
+        })
+        .collect();
+    Some((UInt32Array::from(firsts), of_row))
 }
 
 /// The events row `i` names: its `__row` columns' events still known,
@@ -381,4 +420,52 @@ fn row_alert_id(
     let mut ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
     ids.sort_unstable();
     alert_id(rule_id, std::iter::once(window.as_str()).chain(ids))
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+
+    use super::*;
+
+    /// Keys encoded once per distinct value are those encoded row by row,
+    /// NULLs and values told apart only by their other column included.
+    #[test]
+    fn keys_of_distinct_values_are_the_keys_of_each_row() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("user", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, true),
+        ]));
+        let users = ["a", "b", "a", "", "a", "b", "a"].map(Some);
+        let mut users = users.to_vec();
+        users[3] = None;
+        let keys = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(users)),
+                Arc::new(Int64Array::from(vec![
+                    Some(1),
+                    Some(1),
+                    Some(1),
+                    None,
+                    Some(2),
+                    Some(1),
+                    None,
+                ])),
+            ],
+        )
+        .unwrap();
+        let names = vec!["user".to_string(), "n".to_string()];
+        let (distinct, of_row) = distinct_rows(&keys).unwrap();
+        assert_eq!(distinct.values().to_vec(), [0, 1, 3, 4, 6]);
+        assert_eq!(of_row, [0, 1, 0, 2, 3, 1, 4]);
+        let firsts = take_record_batch(&keys, &distinct).unwrap();
+        let encoded = encoded_keys(&names, &firsts).unwrap();
+        let by_distinct: Vec<String> = of_row.iter().map(|&at| encoded[at].clone()).collect();
+        let each = encoded_keys(&names, &keys).unwrap();
+        assert_eq!(by_distinct, each);
+        assert_eq!(each[0], r#"["a",1]"#);
+        assert_eq!(each[3], r#"[null,null]"#);
+    }
 }
