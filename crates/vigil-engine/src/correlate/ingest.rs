@@ -60,7 +60,7 @@ impl Correlator {
             return Ok(Vec::new());
         }
         let is_late = self.observe_event_times(decoded, messages, upstream, now_ns);
-        let kept = self.pre_filter(decoded).await?;
+        let kept = self.pre_filter(decoded)?;
         let (late, on_time) = self.split_late(kept, &is_late, decoded)?;
         self.stats.late_events += late.len() as u64;
         let (new_events, new_offsets) = self.number_events(on_time, decoded, messages, upstream)?;
@@ -117,8 +117,8 @@ impl Correlator {
     /// The rows some rule would retain (the source's pre-filter). Only such
     /// an event can be late for correlation: the others were evaluated by
     /// the per-event rules and are of no use to any window, late or not.
-    pub(super) async fn pre_filter(
-        &mut self,
+    fn pre_filter(
+        &self,
         decoded: &DecodedBatch,
     ) -> Result<Vec<RecordBatch>, CorrelationError> {
         let retained = &self.retained[&decoded.source];
@@ -127,6 +127,18 @@ impl Correlator {
             .pre_filter
             .keep(&input, &retained.cuts, &self.budget)?;
         Ok(kept.into_iter().collect())
+    }
+
+    /// The positions in `decoded` of the rows the source's pre-filter
+    /// keeps, without copying them.
+    pub(super) fn pre_filtered_rows(
+        &self,
+        decoded: &DecodedBatch,
+    ) -> Result<Vec<u32>, CorrelationError> {
+        let retained = &self.retained[&decoded.source];
+        let input = without_unread(&decoded.batch, &retained.unread)?;
+        let rows = retained.pre_filter.kept_rows(&input, &self.budget)?;
+        Ok(rows.into_iter().map(|row| row as u32).collect())
     }
 
     /// Split the pre-filtered rows into the late events (reported) and the
@@ -394,14 +406,8 @@ impl PreFilter {
         cuts: &[(usize, super::json_cut::Keep)],
         budget: &EvalBudget,
     ) -> Result<Option<RecordBatch>, CorrelationError> {
-        let selected = match &self.predicate {
-            None => None,
-            Some(predicate) => Some(evaluated_within(predicate, batch, budget)?),
-        };
-        let rows: Vec<usize> = match &selected {
-            None => (0..batch.num_rows()).collect(),
-            Some(keep) => keep.values().set_indices().collect(),
-        };
+        let selected = self.selection(batch, budget)?;
+        let rows = selected_rows(batch, selected.as_ref());
         if rows.is_empty() {
             return Ok(None);
         }
@@ -424,6 +430,37 @@ impl PreFilter {
         RecordBatch::try_new(batch.schema(), columns)
             .map(Some)
             .context("pre-filtering events for correlation")
+    }
+
+    /// Which rows of `batch` the predicate keeps; `None`: every row.
+    fn selection(
+        &self,
+        batch: &RecordBatch,
+        budget: &EvalBudget,
+    ) -> Result<Option<BooleanArray>, CorrelationError> {
+        match &self.predicate {
+            None => Ok(None),
+            Some(predicate) => evaluated_within(predicate, batch, budget).map(Some),
+        }
+    }
+
+    /// The positions in `batch` of the rows the predicate keeps, without
+    /// copying them (what the first stage of scale-out forwards).
+    pub(super) fn kept_rows(
+        &self,
+        batch: &RecordBatch,
+        budget: &EvalBudget,
+    ) -> Result<Vec<usize>, CorrelationError> {
+        let selected = self.selection(batch, budget)?;
+        Ok(selected_rows(batch, selected.as_ref()))
+    }
+}
+
+/// The positions of the rows `selected` marks (every row when `None`).
+fn selected_rows(batch: &RecordBatch, selected: Option<&BooleanArray>) -> Vec<usize> {
+    match selected {
+        None => (0..batch.num_rows()).collect(),
+        Some(keep) => keep.values().set_indices().collect(),
     }
 }
 

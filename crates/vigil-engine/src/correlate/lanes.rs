@@ -683,15 +683,7 @@ async fn lane_rows(
     if !correlator.retained.contains_key(&decoded.source) || decoded.batch.num_rows() == 0 {
         return Ok(Vec::new());
     }
-    let mut rows = Vec::new();
-    for batch in correlator.pre_filter(decoded).await? {
-        let column = batch
-            .column_by_name(ROW_COLUMN)
-            .ok_or(CorrelationError::Unexpected(
-                "the pre-filter has no row column",
-            ))?;
-        rows.extend(column.as_primitive::<UInt32Type>().values().iter().copied());
-    }
+    let rows = correlator.pre_filtered_rows(decoded)?;
     if rows.is_empty() {
         return Ok(Vec::new());
     }
