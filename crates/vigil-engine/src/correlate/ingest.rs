@@ -3,6 +3,7 @@
 //! retain raw rows for re-scan rules, fold into incremental state).
 
 use datafusion::arrow::compute::{prep_null_mask_filter, FilterBuilder};
+use datafusion::arrow::error::ArrowError;
 
 use super::emit::EvalBudget;
 use super::*;
@@ -117,15 +118,16 @@ impl Correlator {
     /// The rows some rule would retain (the source's pre-filter). Only such
     /// an event can be late for correlation: the others were evaluated by
     /// the per-event rules and are of no use to any window, late or not.
-    fn pre_filter(
-        &self,
-        decoded: &DecodedBatch,
-    ) -> Result<Vec<RecordBatch>, CorrelationError> {
+    fn pre_filter(&self, decoded: &DecodedBatch) -> Result<Vec<RecordBatch>, CorrelationError> {
         let retained = &self.retained[&decoded.source];
         let input = without_unread(&decoded.batch, &retained.unread)?;
-        let kept = retained
-            .pre_filter
-            .keep(&input, &retained.cuts, &self.budget)?;
+        // Documents are cut where rows are retained: a cut costs more than
+        // a copy, and the rows only incremental rules read are not kept.
+        let cuts = match (&retained.retain, retained.keep_raw) {
+            (None, true) => &retained.cuts[..],
+            _ => &[],
+        };
+        let kept = retained.pre_filter.keep(&input, cuts, &self.budget)?;
         Ok(kept.into_iter().collect())
     }
 
@@ -300,6 +302,7 @@ impl Correlator {
         }
         for batch in new_events {
             let batch = match &retained.retain {
+                // Every pre-filtered row is retained: cut by the pre-filter.
                 None => batch.clone(),
                 Some(filter) => {
                     let keep = filter
@@ -308,7 +311,12 @@ impl Correlator {
                     let keep = keep.as_boolean_opt().ok_or(CorrelationError::Unexpected(
                         "the retention filter is not boolean",
                     ))?;
-                    filter_record_batch(batch, keep).context("retaining events")?
+                    match select_rows(batch, Some(keep), &retained.cuts)
+                        .context("retaining events")?
+                    {
+                        Some(batch) => batch,
+                        None => continue,
+                    }
                 }
             };
             if batch.num_rows() == 0 {
@@ -407,29 +415,7 @@ impl PreFilter {
         budget: &EvalBudget,
     ) -> Result<Option<RecordBatch>, CorrelationError> {
         let selected = self.selection(batch, budget)?;
-        let rows = selected_rows(batch, selected.as_ref());
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let filter = selected
-            .filter(|keep| keep.true_count() < keep.len())
-            .map(|keep| FilterBuilder::new(&keep).optimize().build());
-        let mut columns = Vec::with_capacity(batch.num_columns());
-        for (i, column) in batch.columns().iter().enumerate() {
-            let kept = match (cuts.iter().find(|(c, _)| *c == i), &filter) {
-                (Some((_, keep)), _) => {
-                    super::json_cut::cut_rows(column, keep, rows.iter().copied())
-                }
-                (None, Some(filter)) => filter
-                    .filter(column)
-                    .context("pre-filtering events for correlation")?,
-                (None, None) => Arc::clone(column),
-            };
-            columns.push(kept);
-        }
-        RecordBatch::try_new(batch.schema(), columns)
-            .map(Some)
-            .context("pre-filtering events for correlation")
+        select_rows(batch, selected.as_ref(), cuts).context("pre-filtering events for correlation")
     }
 
     /// Which rows of `batch` the predicate keeps; `None`: every row.
@@ -462,6 +448,38 @@ fn selected_rows(batch: &RecordBatch, selected: Option<&BooleanArray>) -> Vec<us
         None => (0..batch.num_rows()).collect(),
         Some(keep) => keep.values().set_indices().collect(),
     }
+}
+
+/// The rows of `batch` `selected` marks (NULL does not pass; every row
+/// when `None`), `None` when it marks none, with the JSON documents of
+/// the columns of `cuts` cut to what the rules read (`json_cut.rs`) as
+/// they are copied: a whole document is never copied.
+fn select_rows(
+    batch: &RecordBatch,
+    selected: Option<&BooleanArray>,
+    cuts: &[(usize, super::json_cut::Keep)],
+) -> Result<Option<RecordBatch>, ArrowError> {
+    let selected = selected.map(|keep| match keep.null_count() {
+        0 => keep.clone(),
+        _ => prep_null_mask_filter(keep),
+    });
+    let rows = selected_rows(batch, selected.as_ref());
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let filter = selected
+        .filter(|keep| keep.true_count() < keep.len())
+        .map(|keep| FilterBuilder::new(&keep).optimize().build());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (i, column) in batch.columns().iter().enumerate() {
+        let kept = match (cuts.iter().find(|(c, _)| *c == i), &filter) {
+            (Some((_, keep)), _) => super::json_cut::cut_rows(column, keep, rows.iter().copied()),
+            (None, Some(filter)) => filter.filter(column)?,
+            (None, None) => Arc::clone(column),
+        };
+        columns.push(kept);
+    }
+    RecordBatch::try_new(batch.schema(), columns).map(Some)
 }
 
 /// The rows of `batch` `predicate` selects (NULL does not pass, as in a
