@@ -403,11 +403,10 @@ pub(super) struct PreFilter {
 
 impl PreFilter {
     /// The rows of `batch` the predicate keeps (`None` when it keeps none),
-    /// with the JSON documents of the columns of `cuts` cut to what the
-    /// rules read of them (`json_cut.rs`) as they are copied: a kept row's
-    /// whole document, most of an audit event, is never copied. Within
-    /// `budget`, as a rule's evaluation of one batch: the predicate is
-    /// evaluated in one step, and its overrun fails the batch after it.
+    /// with the JSON documents of the columns of `cuts` cut as they are
+    /// copied ([`select_rows`]). Within `budget`, as a rule's evaluation
+    /// of one batch: the predicate is evaluated in one step, and its
+    /// overrun fails the batch after it.
     pub(super) fn keep(
         &self,
         batch: &RecordBatch,
@@ -453,7 +452,7 @@ fn selected_rows(batch: &RecordBatch, selected: Option<&BooleanArray>) -> Vec<us
 /// The rows of `batch` `selected` marks (NULL does not pass; every row
 /// when `None`), `None` when it marks none, with the JSON documents of
 /// the columns of `cuts` cut to what the rules read (`json_cut.rs`) as
-/// they are copied: a whole document is never copied.
+/// they are copied: those columns' whole documents are never copied.
 fn select_rows(
     batch: &RecordBatch,
     selected: Option<&BooleanArray>,
@@ -694,6 +693,33 @@ mod tests {
         // No row selected: nothing kept.
         let none = pre_filter_keeping_n_over(100).keep(&batch, &cuts, &budget);
         assert!(none.unwrap().is_none());
+    }
+
+    /// Retained rows are selected by a mask that may hold NULLs (the
+    /// retention filter's), with the documents cut as they are copied.
+    #[test]
+    fn rows_selected_by_a_mask_with_nulls_keep_only_its_true_rows_cut() {
+        let keep =
+            json_cut::Keep::Members(BTreeMap::from([("a".to_string(), json_cut::Keep::Whole)]));
+        let batch = documents(
+            &[Some(1), Some(2), Some(3)],
+            &[
+                Some(r#"{"a":1,"b":2}"#),
+                Some(r#"{"a":2,"b":3}"#),
+                Some(r#"{"b":4}"#),
+            ],
+        );
+        // A NULL whose value bit is set still does not pass.
+        let mask = BooleanArray::new(
+            vec![true, true, true].into(),
+            Some(vec![false, true, true].into()),
+        );
+        let kept = select_rows(&batch, Some(&mask), &[(1, keep)])
+            .unwrap()
+            .unwrap();
+        assert_eq!(docs_of(&kept), [Some(r#"{"a":2}"#), Some("{}")]);
+        let none = BooleanArray::from(vec![Some(false), None, Some(false)]);
+        assert!(select_rows(&batch, Some(&none), &[]).unwrap().is_none());
     }
 
     /// A pre-filter that outlasts the rules' time budget fails the batch,
