@@ -437,9 +437,15 @@ mod tests {
             Field::new("user", DataType::Utf8, true),
             Field::new("n", DataType::Int64, true),
         ]));
-        let users = ["a", "b", "a", "", "a", "b", "a"].map(Some);
-        let mut users = users.to_vec();
-        users[3] = None;
+        let users = vec![
+            Some("a"),
+            Some("b"),
+            Some("a"),
+            None,
+            Some("a"),
+            Some("b"),
+            Some("a"),
+        ];
         let keys = RecordBatch::try_new(
             schema,
             vec![
