@@ -189,12 +189,14 @@ async fn compile_rule(
         Strategy::Rescan { .. } => rescan_plan(&rule, physical, window_end, settings.delta_rescan)?,
         Strategy::Incremental { .. } => (physical, None),
     };
+    let empty_without_a_source = super::empty_input::empty_if_any_scan_is_empty(&physical);
     let correlation = CompiledCorrelation {
         rule: Arc::new(rule),
         plan: physical,
         window_end,
         event_columns,
         sources,
+        empty_without_a_source,
         strategy,
         rescan_reason,
         delta,

@@ -90,6 +90,13 @@ impl Correlator {
                 Strategy::Rescan {
                     pending: Some(rows),
                 } => (Ok(std::mem::take(rows)), Duration::ZERO),
+                // A join with a side that has no events: no rows.
+                Strategy::Rescan { pending: None }
+                    if rule.empty_without_a_source
+                        && rule.sources.iter().any(|s| self.retained[s].rows() == 0) =>
+                {
+                    (Ok(Vec::new()), Duration::ZERO)
+                }
                 Strategy::Rescan { pending: None } => {
                     let rows: usize = rule.sources.iter().map(|s| self.retained[s].rows()).sum();
                     self.stats.rows_evaluated += rows as u64;

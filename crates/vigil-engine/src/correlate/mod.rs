@@ -43,6 +43,7 @@ mod compile;
 mod delta;
 mod due;
 mod emit;
+mod empty_input;
 mod error;
 pub(crate) mod fold_lane;
 mod identities;
@@ -286,6 +287,9 @@ struct CompiledCorrelation {
     event_columns: Vec<usize>,
     /// The sources the rule reads.
     sources: BTreeSet<SourceKind>,
+    /// Its plan yields nothing while one of `sources` has no retained
+    /// event ([`empty_input`]): a re-scan is then not run.
+    empty_without_a_source: bool,
     strategy: Strategy,
     /// Why an aggregation rule is re-scanned (for `rules validate`).
     rescan_reason: Option<String>,

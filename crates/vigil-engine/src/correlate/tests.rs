@@ -223,6 +223,67 @@ async fn a_suppression_summary_names_the_events_of_the_last_folded_alert() {
     );
 }
 
+/// A join of audit events with Tetragon events is not run while no
+/// Tetragon event is retained: the watermark passes, no retained row is
+/// read. Once Tetragon events arrive it runs, and matches.
+#[tokio::test]
+async fn a_join_is_not_run_while_one_of_its_sources_has_no_events() {
+    const CROSS: &str = "SELECT a.user_info.username AS username, t.process.binary AS binary, \
+        t.event_time AS window_end \
+      FROM k8s_audit a JOIN tetragon t \
+        ON a.object_ref.namespace = t.process.pod.namespace AND a.object_ref.name = t.process.pod.name \
+       AND t.event_time >= a.event_time AND t.event_time <= a.event_time + INTERVAL '1 minute' \
+      WHERE a.object_ref.subresource = 'exec' AND t.event_type = 'process_exec'";
+    let settings = CorrelationSettings {
+        allowed_lateness_ms: 0,
+        ..Default::default()
+    };
+    let mut d = detector_with(
+        &[("t.cross", "k8s_audit", "-- window: 1m\n", CROSS)],
+        settings,
+    )
+    .await;
+    let mut f = Feed::new();
+    let exec = |id: &str, secs: i64| {
+        audit(
+            id,
+            "mallory",
+            "create",
+            "pods",
+            Some("exec"),
+            "ns",
+            200,
+            secs,
+        )
+    };
+    let other = |id: &str, secs: i64| audit(id, "x", "get", "pods", None, "ns", 200, secs);
+    let shell = |id: &str, secs: i64| {
+        json!({"process_exec": {"process": {"exec_id": id, "binary": "/bin/sh",
+            "pod": {"namespace": "ns", "name": "x"}}}, "node_name": "n", "time": ts(secs)})
+        .to_string()
+    };
+    let evaluated = |d: &Detector| d.engine().correlator().stats().rows_evaluated;
+    let mut alerts = Vec::new();
+    for batch in [vec![exec("a1", 0), other("o1", 10)], vec![other("o2", 100)]] {
+        alerts.extend(run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &batch)).await.0);
+    }
+    assert!(d.engine().correlator().stats().watermark.is_some());
+    assert_eq!(evaluated(&d), 0, "the join ran with no Tetragon event");
+    let mut msgs = f.msgs(SourceKind::K8sAudit, 0, &[exec("a2", 200)]);
+    msgs.extend(f.msgs(SourceKind::Tetragon, 0, &[shell("s1", 205)]));
+    alerts.extend(run(&mut d, msgs).await.0);
+    let mut msgs = f.msgs(SourceKind::K8sAudit, 0, &[other("o3", 400)]);
+    msgs.extend(f.msgs(SourceKind::Tetragon, 0, &[shell("s2", 400)]));
+    alerts.extend(run(&mut d, msgs).await.0);
+    assert!(evaluated(&d) > 0);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let shell_id = format!("s1/process_exec/{}", ts(205));
+    assert_eq!(
+        event_ids(&alerts[0]),
+        ["a2/ResponseComplete", shell_id.as_str()]
+    );
+}
+
 #[tokio::test]
 async fn a_folded_row_shares_its_runs_output_only_until_the_rules_next_run() {
     let mut d = suppressed_threshold_detector().await;
