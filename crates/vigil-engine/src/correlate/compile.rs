@@ -189,12 +189,25 @@ async fn compile_rule(
         Strategy::Rescan { .. } => rescan_plan(&rule, physical, window_end, settings.delta_rescan)?,
         Strategy::Incremental { .. } => (physical, None),
     };
+    let output_schema = physical.schema();
+    let read = ReadColumns {
+        window_end,
+        event_columns,
+        key_columns: suppress_key_columns(&rule, &output_schema),
+    };
+    let (physical, fields, read) = match strategy {
+        Strategy::Rescan { .. } => without_alert_fields(physical, read),
+        Strategy::Incremental { .. } => (physical, None, read),
+    };
     let empty_without_a_source = super::empty_input::empty_if_any_scan_is_empty(&physical);
     let correlation = CompiledCorrelation {
         rule: Arc::new(rule),
         plan: physical,
-        window_end,
-        event_columns,
+        output_schema,
+        fields,
+        window_end: read.window_end,
+        event_columns: read.event_columns,
+        key_columns: read.key_columns,
         sources,
         empty_without_a_source,
         strategy,
@@ -209,6 +222,58 @@ async fn compile_rule(
         query,
     };
     Ok((correlation, scans))
+}
+
+/// The columns of a rule's output emission reads of every due row.
+struct ReadColumns {
+    window_end: usize,
+    event_columns: Vec<usize>,
+    /// The `suppress_key` columns the output has, with their names.
+    key_columns: Vec<(usize, String)>,
+}
+
+/// The output columns named by the rule's `suppress_key`, in output order
+/// (none when it is not suppressed).
+fn suppress_key_columns(rule: &Rule, schema: &Schema) -> Vec<(usize, String)> {
+    let names = &rule.meta.suppress_key;
+    if rule.meta.suppress.is_none() {
+        return Vec::new();
+    }
+    (0..schema.fields().len())
+        .filter(|&c| names.contains(schema.field(c).name()))
+        .map(|c| (c, schema.field(c).name().clone()))
+        .collect()
+}
+
+/// A re-scan plan without its top projection where that projection only
+/// passes through the columns emission reads (`alert_fields.rs`), with
+/// those columns found in what the run then outputs.
+fn without_alert_fields(
+    plan: Arc<dyn ExecutionPlan>,
+    read: ReadColumns,
+) -> (
+    Arc<dyn ExecutionPlan>,
+    Option<Arc<super::alert_fields::AlertFields>>,
+    ReadColumns,
+) {
+    let needed: Vec<usize> = std::iter::once(read.window_end)
+        .chain(read.event_columns.iter().copied())
+        .chain(read.key_columns.iter().map(|(c, _)| *c))
+        .collect();
+    let Some(split) = super::alert_fields::split(&plan, &needed) else {
+        return (plan, None, read);
+    };
+    let passed = |c: usize| split.passed[c].expect("split passes the columns read through");
+    let read = ReadColumns {
+        window_end: passed(read.window_end),
+        event_columns: read.event_columns.iter().map(|&c| passed(c)).collect(),
+        key_columns: read
+            .key_columns
+            .into_iter()
+            .map(|(c, name)| (passed(c), name))
+            .collect(),
+    };
+    (split.run, Some(Arc::new(split.fields)), read)
 }
 
 /// The physical plan of a logical plan the session has optimized already:

@@ -15,9 +15,11 @@ use std::cell::OnceCell;
 
 use datafusion::arrow::array::UInt32Array;
 use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::row::{RowConverter, SortField};
 use serde_json::Map;
 
+use super::alert_fields::AlertFields;
 use super::emit::collect_seqs;
 use super::identities::IdentityRef;
 use super::*;
@@ -37,6 +39,9 @@ struct Naming<'a> {
     event_columns: Vec<usize>,
     identities: &'a Identities,
     max_events: usize,
+    /// The projection that makes a run's rows the rule's output, if the
+    /// run left it out.
+    fields: Option<Arc<AlertFields>>,
 }
 
 /// What ordering and suppression read of a due row.
@@ -105,11 +110,11 @@ impl<'a> DueRows<'a> {
         }
         let selected =
             filter_record_batch(batch, &mask).context("selecting the windows to emit")?;
-        // A type the JSON encoder refuses fails here, for every row alike,
-        // before suppression has seen any row of the run (which is then
-        // retried whole).
-        crate::rules::engine::rows_to_json(&selected.slice(0, 1))
-            .context("encoding the rule's output")?;
+        // A type the JSON encoder refuses (or a projection left out of the
+        // run that fails) fails here, for every row alike, before
+        // suppression has seen any row of the run (which is then retried
+        // whole).
+        row_fields(rule.fields.as_deref(), &selected, 0)?;
         let keys = suppression_keys(rule, &selected)?;
         let ends = selected
             .column(rule.window_end)
@@ -128,6 +133,7 @@ impl<'a> DueRows<'a> {
             event_columns: rule.event_columns.clone(),
             identities,
             max_events,
+            fields: rule.fields.clone(),
         };
         Ok(Some(DueRows {
             selected: Arc::new(selected),
@@ -140,7 +146,7 @@ impl<'a> DueRows<'a> {
         self.rows[i].identity.get_or_init(|| {
             let events = named_events(&self.naming, &self.selected, i);
             let alert_id = row_alert_id(
-                &self.naming.rule_id,
+                &self.naming,
                 &self.selected,
                 i,
                 self.rows[i].window_end,
@@ -162,7 +168,7 @@ impl<'a> DueRows<'a> {
             meta,
             detected_at_ns,
             self.rows[i].window_end,
-            row_fields(&self.selected, i)?,
+            row_fields(self.naming.fields.as_deref(), &self.selected, i)?,
             identity.events.clone(),
         );
         alert.alert_id = identity.alert_id.clone();
@@ -277,11 +283,12 @@ impl FoldedRow {
             event_columns: rule.event_columns.clone(),
             identities,
             max_events,
+            fields: rule.fields.clone(),
         };
         let (rows, i) = (self.rows.as_ref(), self.index);
         let events = named_events(&naming, rows, i);
-        let alert_id = row_alert_id(&naming.rule_id, rows, i, self.window_end, &events);
-        let (fields, error) = match row_fields(rows, i) {
+        let alert_id = row_alert_id(&naming, rows, i, self.window_end, &events);
+        let (fields, error) = match row_fields(naming.fields.as_deref(), rows, i) {
             Ok(fields) => (fields, None),
             Err(e) => (Map::new(), Some(e)),
         };
@@ -297,9 +304,22 @@ impl FoldedRow {
     }
 }
 
-/// The fields of row `i`: its visible columns as JSON.
-fn row_fields(batch: &RecordBatch, i: usize) -> Result<Map<String, Value>, CorrelationError> {
-    crate::rules::engine::rows_to_json(&batch.slice(i, 1))
+/// The fields of row `i` of a run's output: the rule's visible output
+/// columns as JSON, the run's row projected by `fields` first if the run
+/// left that projection out.
+fn row_fields(
+    fields: Option<&AlertFields>,
+    batch: &RecordBatch,
+    i: usize,
+) -> Result<Map<String, Value>, CorrelationError> {
+    let row = batch.slice(i, 1);
+    let row = match fields {
+        Some(fields) => fields
+            .project(&row)
+            .context("computing the alert's fields")?,
+        None => row,
+    };
+    crate::rules::engine::rows_to_json(&row)
         .context("encoding the rule's output")?
         .pop()
         .ok_or(CorrelationError::Unexpected(
@@ -318,24 +338,37 @@ fn suppression_keys(
     if rule.rule.meta.suppress.is_none() || names.is_empty() {
         return Ok(vec![String::new(); selected.num_rows()]);
     }
-    let schema = selected.schema();
-    let columns: Vec<usize> = (0..selected.num_columns())
-        .filter(|&c| names.contains(schema.field(c).name()))
-        .collect();
-    if columns.is_empty() {
+    if rule.key_columns.is_empty() {
         // No key column in the output: every row's key is all nulls.
         let key = suppress::key_of(names, &Map::new());
         return Ok(vec![key; selected.num_rows()]);
     }
-    let keys = selected
-        .project(&columns)
-        .context("selecting the suppression key")?;
+    let keys = key_batch(&rule.key_columns, selected)?;
     let Some((distinct, of_row)) = distinct_rows(&keys) else {
         return encoded_keys(names, &keys);
     };
     let firsts = take_record_batch(&keys, &distinct).context("selecting the distinct keys")?;
     let encoded = encoded_keys(names, &firsts)?;
     Ok(of_row.into_iter().map(|at| encoded[at].clone()).collect())
+}
+
+/// The `key_columns` of `selected`, named as in the rule's output (the
+/// run that gave them may have named them otherwise).
+fn key_batch(
+    key_columns: &[(usize, String)],
+    selected: &RecordBatch,
+) -> Result<RecordBatch, CorrelationError> {
+    let schema = selected.schema();
+    let fields: Vec<_> = key_columns
+        .iter()
+        .map(|(c, name)| schema.field(*c).clone().with_name(name))
+        .collect();
+    let columns = key_columns
+        .iter()
+        .map(|(c, _)| Arc::clone(selected.column(*c)))
+        .collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .context("selecting the suppression key")
 }
 
 /// Each row's suppression key, encoded row by row.
@@ -402,17 +435,18 @@ fn named_events(naming: &Naming<'_>, selected: &RecordBatch, i: usize) -> Vec<Ev
 /// which events were still retained: rule, window end, the sorted event
 /// ids (or, for a row that names no events, the row's fields).
 fn row_alert_id(
-    rule_id: &str,
+    naming: &Naming<'_>,
     selected: &RecordBatch,
     i: usize,
     window_end: i64,
     events: &[EventIdentity],
 ) -> String {
+    let rule_id = naming.rule_id.as_str();
     let window = format_time_ns(window_end);
     if events.is_empty() {
         // The encoding was checked on the run's first row; should it fail
         // here, the id still differs per row of the run.
-        let fields = row_fields(selected, i)
+        let fields = row_fields(naming.fields.as_deref(), selected, i)
             .map(|f| Value::Object(f).to_string())
             .unwrap_or_else(|e| format!("row {i}: {e}"));
         return alert_id(rule_id, [window.as_str(), fields.as_str()]);

@@ -85,8 +85,9 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::correlate::{compile, tests::header, CorrelationSettings};
-    use crate::rules::{parse_rule, RuleMode, RulePack};
+    use crate::correlate::tests::{header, shipped_correlator};
+    use crate::correlate::{compile, CorrelationSettings};
+    use crate::rules::parse_rule;
 
     /// Whether the correlation rule `sql` compiles to a plan that yields
     /// nothing while one of its sources has no events.
@@ -135,18 +136,7 @@ mod tests {
     /// of its sources: none can match while one has no events.
     #[tokio::test]
     async fn the_shipped_correlation_rules_yield_nothing_without_each_source() {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../sql-rules");
-        let set = RulePack::load_dir(&dir).unwrap().rule_set();
-        let rules: Vec<_> = set
-            .rules
-            .iter()
-            .filter(|r| r.meta.mode == RuleMode::Correlation)
-            .cloned()
-            .collect();
-        let settings = CorrelationSettings::default();
-        let correlator = compile::compile(rules, settings, &Arc::default(), &set.definitions)
-            .await
-            .unwrap_or_else(|e| panic!("{e:?}"));
+        let correlator = shipped_correlator().await;
         assert!(correlator.rules.len() >= 10);
         for rule in &correlator.rules {
             assert!(rule.empty_without_a_source, "{}", rule.rule.meta.id);

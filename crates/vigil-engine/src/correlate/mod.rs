@@ -39,6 +39,7 @@
 //! of each event still named by the state so alerts name their triggering
 //! events (at most `max_alert_events` per alert).
 
+mod alert_fields;
 mod compile;
 mod delta;
 mod due;
@@ -281,10 +282,20 @@ enum Strategy {
 /// One compiled correlation rule and its emission state.
 struct CompiledCorrelation {
     rule: Arc<Rule>,
+    /// What a run executes: the rule's plan, without its top projection
+    /// when that is `fields`.
     plan: Arc<dyn ExecutionPlan>,
+    /// The schema of the rule's output (alerts' fields and internal columns).
+    output_schema: datafusion::arrow::datatypes::SchemaRef,
+    /// The plan's top projection, left out of runs and applied to the rows
+    /// that become alerts (`alert_fields.rs`).
+    fields: Option<Arc<alert_fields::AlertFields>>,
+    /// The columns below are those of a run's output (`plan`'s schema).
     window_end: usize,
     /// Columns naming triggering events (`__row...`: UInt64 or lists of it).
     event_columns: Vec<usize>,
+    /// The `suppress_key` columns, with their names in the rule's output.
+    key_columns: Vec<(usize, String)>,
     /// The sources the rule reads.
     sources: BTreeSet<SourceKind>,
     /// Its plan yields nothing while one of `sources` has no retained
@@ -438,8 +449,7 @@ impl Correlator {
     pub fn output_columns(&self, rule_id: &str) -> Option<Vec<String>> {
         let r = self.rules.iter().find(|r| r.rule.meta.id == rule_id)?;
         Some(
-            r.plan
-                .schema()
+            r.output_schema
                 .fields()
                 .iter()
                 .map(|f| f.name().clone())

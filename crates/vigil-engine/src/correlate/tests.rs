@@ -67,6 +67,26 @@ async fn detector_and_metrics(
     (d, metrics)
 }
 
+/// The shipped pack's correlation rules, compiled with default settings.
+pub(super) async fn shipped_correlator() -> super::Correlator {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../sql-rules");
+    let set = crate::rules::RulePack::load_dir(&dir).unwrap().rule_set();
+    let rules: Vec<_> = set
+        .rules
+        .iter()
+        .filter(|r| r.meta.mode == crate::rules::RuleMode::Correlation)
+        .cloned()
+        .collect();
+    super::compile::compile(
+        rules,
+        CorrelationSettings::default(),
+        &Arc::default(),
+        &set.definitions,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:?}"))
+}
+
 pub(super) fn ts(secs: i64) -> String {
     chrono::DateTime::from_timestamp(T0 + secs, 0)
         .unwrap()
@@ -282,6 +302,52 @@ async fn a_join_is_not_run_while_one_of_its_sources_has_no_events() {
         event_ids(&alerts[0]),
         ["a2/ResponseComplete", shell_id.as_str()]
     );
+}
+
+/// A suppressed join whose top projection runs only for alerts: the
+/// raised alert and the summary of the rows folded after it both carry
+/// the projected fields (the distinct list), not the run's rows.
+#[tokio::test]
+async fn alerts_of_a_run_without_its_projection_carry_the_projected_fields() {
+    const SEQUENCE: &str =
+        "SELECT d.username AS username, array_distinct(array_agg(c.name)) AS names, \
+        d.event_time AS window_end \
+      FROM (SELECT __row, event_time, user_info.username AS username, object_ref.name AS name \
+            FROM k8s_audit WHERE verb = 'create') c \
+      JOIN (SELECT __row, event_time, user_info.username AS username \
+            FROM k8s_audit WHERE verb = 'delete') d \
+        ON c.username = d.username AND c.event_time < d.event_time \
+       AND c.event_time >= d.event_time - INTERVAL '1 minute' \
+      GROUP BY d.__row, d.username, d.event_time";
+    let settings = CorrelationSettings {
+        allowed_lateness_ms: 0,
+        ..Default::default()
+    };
+    let extra = "-- window: 1m\n-- suppress: 10m\n-- suppress_key: username\n";
+    let mut d = detector_with(&[("t.seq", "k8s_audit", extra, SEQUENCE)], settings).await;
+    assert!(d.engine().correlator().rules[0].fields.is_some());
+    let mut f = Feed::new();
+    let event =
+        |id: &str, verb: &str, secs: i64| audit(id, "alice", verb, "pods", None, "ns", 200, secs);
+    let mut alerts = Vec::new();
+    for batch in [
+        vec![event("c1", "create", 0), event("c2", "create", 1)],
+        vec![event("d1", "delete", 10)],
+        vec![event("d2", "delete", 20)],
+        vec![event("d3", "delete", 30)],
+        vec![event("o", "get", 700)],
+    ] {
+        alerts.extend(run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &batch)).await.0);
+    }
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    let expected = json!({"username": "alice", "names": ["x"]});
+    for alert in &alerts {
+        let mut fields = serde_json::Value::Object(alert.fields.clone());
+        fields.as_object_mut().unwrap().remove("window_end");
+        assert_eq!(fields, expected, "{alert:?}");
+    }
+    assert_eq!(alerts[1].suppressed_count, Some(2));
+    assert_eq!(event_ids(&alerts[1])[0], "c1/ResponseComplete");
 }
 
 #[tokio::test]

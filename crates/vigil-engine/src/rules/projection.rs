@@ -66,6 +66,15 @@ impl RuleProjectionExec {
             properties: Arc::clone(projection.properties()),
         })
     }
+
+    /// The expressions, and the output schema they give.
+    pub(crate) fn projector(&self) -> &Projector {
+        &self.projector
+    }
+
+    pub(crate) fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
 }
 
 impl DisplayAs for RuleProjectionExec {
