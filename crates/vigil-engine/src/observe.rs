@@ -106,6 +106,8 @@ pub struct CountingMetrics {
     pub watermark_ns: AtomicI64,
     /// Rule id -> (runs, rows matched).
     pub rule_runs: Mutex<BTreeMap<String, (u64, u64)>>,
+    /// Rule id -> CPU time of its runs.
+    pub rule_cpu: Mutex<BTreeMap<String, Duration>>,
 }
 
 impl CountingMetrics {
@@ -113,6 +115,12 @@ impl CountingMetrics {
     pub fn rule(&self, rule_id: &str) -> (u64, u64) {
         let runs = self.rule_runs.lock().expect("not poisoned");
         runs.get(rule_id).copied().unwrap_or_default()
+    }
+
+    /// CPU time of a rule's runs.
+    pub fn cpu(&self, rule_id: &str) -> Duration {
+        let cpu = self.rule_cpu.lock().expect("not poisoned");
+        cpu.get(rule_id).copied().unwrap_or_default()
     }
 
     pub fn get(counter: &AtomicU64) -> u64 {
@@ -143,6 +151,8 @@ impl DetectionMetrics for CountingMetrics {
         let entry = runs.entry(rule_id.to_string()).or_default();
         entry.0 += 1;
         entry.1 += run.matches as u64;
+        let mut cpu = self.rule_cpu.lock().expect("not poisoned");
+        *cpu.entry(rule_id.to_string()).or_default() += run.cpu;
     }
     fn rule_timed_out(&self) {
         self.rule_timeouts.fetch_add(1, Ordering::Relaxed);

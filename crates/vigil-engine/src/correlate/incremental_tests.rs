@@ -8,7 +8,9 @@
 use proptest::prelude::*;
 use serde_json::Value;
 
-use super::tests::{audit, detector_with, run, ts, Feed, SEQUENCE, THRESHOLD};
+use super::tests::{
+    audit, detector_and_metrics, detector_with, run, ts, Feed, SEQUENCE, THRESHOLD,
+};
 use super::{CorrelationSettings, RuleStrategy};
 use crate::alert::Alert;
 use crate::detect::Detector;
@@ -390,6 +392,47 @@ async fn each_rule_shape_gets_its_strategy_and_the_reason_when_an_aggregation_is
         panic!("{:?}", s["t.top"])
     };
     assert!(reason.contains("LIMIT"), "{reason}");
+}
+
+/// An incremental rule works on each batch as it arrives (its partial
+/// aggregation and the merge into its state), not only when a window
+/// closes: that work is a run of the rule, with its CPU time, in the
+/// rule's metrics.
+#[tokio::test]
+async fn an_incremental_rules_work_on_a_batch_counts_in_its_runs_and_cpu_time() {
+    let (mut d, metrics) = detector_and_metrics(
+        &[("t.threshold", "k8s_audit", "-- window: 1m\n", THRESHOLD)],
+        0,
+    )
+    .await;
+    let strategies = d.engine().correlator().strategies();
+    assert_eq!(strategies[0].1, RuleStrategy::Incremental);
+    let mut f = Feed::new();
+    // 400 refusals of 10 users within the first 40 seconds: the minute
+    // stays open, so no run emits.
+    let lines: Vec<String> = (0..400)
+        .map(|i| {
+            let user = format!("u{}", i % 10);
+            audit(
+                &format!("e{i}"),
+                &user,
+                "get",
+                "pods",
+                None,
+                "ns",
+                403,
+                i / 10,
+            )
+        })
+        .collect();
+    let (alerts, _) = run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &lines)).await;
+    assert!(alerts.is_empty());
+    let (runs, matches) = metrics.rule("t.threshold");
+    assert!(runs >= 1 && matches == 0, "{runs} runs, {matches} rows");
+    assert!(
+        metrics.cpu("t.threshold") > std::time::Duration::ZERO,
+        "the batch's aggregation is not in the rule's CPU time"
+    );
 }
 
 /// Rows fed to DataFusion per batch, for 100 batches of 20 events of 5

@@ -345,7 +345,9 @@ impl Correlator {
 
     /// Incremental rules of the source fold the new events into their
     /// state. A rule that fails loses the new events' contribution to its
-    /// open windows; the failure is reported at the next emission.
+    /// open windows; the failure is reported at the next emission. Each
+    /// rule's fold is one of its runs (no rows matched): its time counts in
+    /// the rule's metrics like the runs that emit.
     async fn fold_into_state(
         &mut self,
         new_events: Vec<RecordBatch>,
@@ -355,6 +357,8 @@ impl Correlator {
         let new_rows: usize = new_events.iter().map(RecordBatch::num_rows).sum();
         let retained = self.retained.get_mut(&source).expect("checked by ingest");
         retained.slot.set_all(new_events);
+        let (task_ctx, budget) = (&self.task_ctx, &self.budget);
+        let limits = (self.settings.max_alert_events, &self.identities);
         for rule in &mut self.rules {
             let Strategy::Incremental { split, state } = &mut rule.strategy else {
                 continue;
@@ -363,21 +367,23 @@ impl Correlator {
                 continue;
             }
             self.stats.rows_evaluated += new_rows as u64;
-            let result = match execute(&split.partial, &self.task_ctx, &self.budget).await {
-                Ok(partial) => {
-                    state
-                        .store(
-                            split,
-                            partial,
-                            (new_offsets, rule.last_emitted),
-                            (self.settings.max_alert_events, &self.identities),
-                            &self.task_ctx,
-                            &self.budget,
-                        )
-                        .await
-                }
-                Err(e) => Err(e).context("the partial aggregation of new events"),
+            let started = std::time::Instant::now();
+            let fold = async {
+                let partial = execute(&split.partial, task_ctx, budget)
+                    .await
+                    .context("the partial aggregation of new events")?;
+                let emitted = (new_offsets, rule.last_emitted);
+                state
+                    .store(split, partial, emitted, limits, task_ctx, budget)
+                    .await
             };
+            let (result, cpu) = CpuTimed::new(fold).await;
+            let run = RuleRun {
+                elapsed: started.elapsed(),
+                cpu,
+                matches: 0,
+            };
+            self.evaluations.push((rule.rule.meta.id.clone(), run));
             match result {
                 Ok(merged) => self.stats.rows_evaluated += merged,
                 Err(e) => self.pending_failures.push((

@@ -54,7 +54,7 @@ async fn detector_reporting_to(
 }
 
 /// [`detector`], and the metrics it reports to.
-async fn detector_and_metrics(
+pub(super) async fn detector_and_metrics(
     rules: &[(&str, &str, &str, &str)],
     lateness_ms: u64,
 ) -> (Detector, Arc<CountingMetrics>) {
