@@ -37,6 +37,7 @@ use datafusion::logical_expr::{
 use serde_json::Value;
 use serde_json_path::JsonPath;
 
+pub mod distinct;
 mod error;
 pub mod images;
 pub mod lists;
@@ -56,6 +57,14 @@ pub fn register(registry: &mut dyn FunctionRegistry) -> Result<()> {
 /// cache; the benchmarks measure both).
 pub fn register_with(registry: &mut dyn FunctionRegistry, share_parsed_json: bool) -> Result<()> {
     datafusion_functions_json::register_all(registry)?;
+    // DataFusion's own, with a groups accumulator for DISTINCT ([`distinct`]).
+    use datafusion::functions_aggregate::{array_agg::array_agg_udaf, count::count_udaf};
+    for (inner, output) in [
+        (array_agg_udaf(), distinct::Distinct::List),
+        (count_udaf(), distinct::Distinct::Count),
+    ] {
+        registry.register_udaf(Arc::new(distinct::with_distinct_groups(inner, output)))?;
+    }
     registry.register_udf(Arc::new(ScalarUDF::new_from_impl(
         JsonPathFn::values().shared(share_parsed_json),
     )))?;
