@@ -12,7 +12,8 @@
 //! The functions keep DataFusion's names, signatures, state fields and
 //! results; only the accumulator differs, and with it the order of a
 //! list's elements: the order they were first seen in, where DataFusion's
-//! came in its hash table's order (random from one process to the next).
+//! came in the order of its hash table (fixed, but unrelated to the
+//! input's).
 
 use std::sync::Arc;
 

@@ -20,6 +20,8 @@
 //!   list functions of rules expand to).
 //! * [`lookup`]: `lookup(table, column, key)` over a rule set's lookup
 //!   tables (registered by the engine with that set's tables).
+//! * [`distinct`]: DataFusion's `array_agg` and `count`, registered again
+//!   with a groups accumulator for `DISTINCT`.
 //!
 //! Invalid JSON input yields NULL (the event is not matched by that
 //! predicate); an invalid path is a planning-time error in the rule.
