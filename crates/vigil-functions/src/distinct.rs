@@ -274,6 +274,7 @@ impl DistinctGroups {
             if self.ignore_nulls && array.is_null(i) {
                 continue;
             }
+            // Within `u32` (checked by the callers against the group count).
             let group = group_of(i) as u32;
             let row = self.batch_rows.row(i);
             let hash = self.hash(group, row.as_ref());
@@ -282,7 +283,7 @@ impl DistinctGroups {
                 h == hash && groups[e as usize] == group && values.row(e as usize) == row
             });
             if known.is_none() {
-                let entry = self.groups.len() as u32;
+                let entry = entry_number(self.groups.len())?;
                 self.values.push(row);
                 self.groups.push(group);
                 self.members[group as usize].push(entry);
@@ -342,6 +343,7 @@ impl DistinctGroups {
             for &e in entries {
                 let row = old.row(e as usize);
                 let hash = self.hash(g as u32, row.as_ref());
+                // Fewer entries than before: numbered as they were.
                 let entry = self.groups.len() as u32;
                 self.values.push(row);
                 self.groups.push(g as u32);
@@ -352,6 +354,17 @@ impl DistinctGroups {
     }
 }
 
+/// `n` as the number of an entry or a group: an error, not a wrapped
+/// number, past `u32`.
+fn entry_number(n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| {
+        datafusion::common::DataFusionError::ResourcesExhausted(format!(
+            "DISTINCT aggregate: more than {} groups or distinct values",
+            u32::MAX
+        ))
+    })
+}
+
 impl GroupsAccumulator for DistinctGroups {
     fn update_batch(
         &mut self,
@@ -360,6 +373,7 @@ impl GroupsAccumulator for DistinctGroups {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
+        entry_number(total_num_groups)?;
         self.members.resize_with(total_num_groups, Vec::new);
         let rows = (0..group_indices.len())
             .filter(|&i| opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i)));
@@ -387,6 +401,7 @@ impl GroupsAccumulator for DistinctGroups {
         group_indices: &[usize],
         total_num_groups: usize,
     ) -> Result<()> {
+        entry_number(total_num_groups)?;
         self.members.resize_with(total_num_groups, Vec::new);
         let lists = values[0].as_list::<i32>();
         let offsets = lists.value_offsets();
