@@ -32,6 +32,7 @@ use datafusion::arrow::array::{Array, ArrayRef, BooleanBuilder, ListBuilder, Str
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
 use datafusion::execution::FunctionRegistry;
+use datafusion::functions_aggregate::{array_agg::array_agg_udaf, count::count_udaf};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
     Volatility,
@@ -60,7 +61,6 @@ pub fn register(registry: &mut dyn FunctionRegistry) -> Result<()> {
 pub fn register_with(registry: &mut dyn FunctionRegistry, share_parsed_json: bool) -> Result<()> {
     datafusion_functions_json::register_all(registry)?;
     // DataFusion's own, with a groups accumulator for DISTINCT ([`distinct`]).
-    use datafusion::functions_aggregate::{array_agg::array_agg_udaf, count::count_udaf};
     for (inner, output) in [
         (array_agg_udaf(), distinct::Distinct::List),
         (count_udaf(), distinct::Distinct::Count),
