@@ -20,7 +20,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray};
 use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
-use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::arrow::row::{Row, RowConverter, Rows, SortField};
 use datafusion::common::{not_impl_err, Result, ScalarValue};
 use datafusion::logical_expr::expr::{
     AggregateFunction, AggregateFunctionParams, WindowFunctionParams,
@@ -267,28 +267,33 @@ impl DistinctGroups {
         rows: impl Iterator<Item = usize>,
         group_of: impl Fn(usize) -> usize,
     ) -> Result<()> {
-        self.batch_rows.clear();
+        // Taken out while its rows are added (no allocation: it is empty).
+        let mut batch = std::mem::replace(&mut self.batch_rows, self.converter.empty_rows(0, 0));
+        batch.clear();
         self.converter
-            .append(&mut self.batch_rows, std::slice::from_ref(array))?;
-        for i in rows {
-            if self.ignore_nulls && array.is_null(i) {
-                continue;
-            }
+            .append(&mut batch, std::slice::from_ref(array))?;
+        let skip_nulls = self.ignore_nulls;
+        let added = rows
+            .filter(|&i| !(skip_nulls && array.is_null(i)))
             // Within `u32` (checked by the callers against the group count).
-            let group = group_of(i) as u32;
-            let row = self.batch_rows.row(i);
-            let hash = self.hash(group, row.as_ref());
-            let (groups, values) = (&self.groups, &self.values);
-            let known = self.table.find(hash, |&(h, e)| {
-                h == hash && groups[e as usize] == group && values.row(e as usize) == row
-            });
-            if known.is_none() {
-                let entry = entry_number(self.groups.len())?;
-                self.values.push(row);
-                self.groups.push(group);
-                self.members[group as usize].push(entry);
-                self.table.insert_unique(hash, (hash, entry), |&(h, _)| h);
-            }
+            .try_for_each(|i| self.insert(group_of(i) as u32, batch.row(i)));
+        self.batch_rows = batch;
+        added
+    }
+
+    /// Add `value` to `group` unless the group has it.
+    fn insert(&mut self, group: u32, value: Row<'_>) -> Result<()> {
+        let hash = self.hash(group, value.as_ref());
+        let (groups, values) = (&self.groups, &self.values);
+        let known = self.table.find(hash, |&(h, e)| {
+            h == hash && groups[e as usize] == group && values.row(e as usize) == value
+        });
+        if known.is_none() {
+            let entry = entry_number(self.groups.len())?;
+            self.values.push(value);
+            self.groups.push(group);
+            self.members[group as usize].push(entry);
+            self.table.insert_unique(hash, (hash, entry), |&(h, _)| h);
         }
         Ok(())
     }
@@ -319,7 +324,7 @@ impl DistinctGroups {
         };
         match emit_to {
             EmitTo::All => self.clear(),
-            EmitTo::First(_) => self.renumber_after(),
+            EmitTo::First(_) => self.renumber_after()?,
         }
         Ok(out)
     }
@@ -333,24 +338,17 @@ impl DistinctGroups {
 
     /// After the first groups were emitted (and taken out of `members`):
     /// the others' entries again, their groups numbered from 0.
-    fn renumber_after(&mut self) {
+    fn renumber_after(&mut self) -> Result<()> {
         let kept = std::mem::take(&mut self.members);
         let old = std::mem::replace(&mut self.values, self.converter.empty_rows(0, 0));
-        self.groups.clear();
-        self.table.clear();
+        self.clear();
         self.members = vec![Vec::new(); kept.len()];
         for (g, entries) in kept.iter().enumerate() {
             for &e in entries {
-                let row = old.row(e as usize);
-                let hash = self.hash(g as u32, row.as_ref());
-                // Fewer entries than before: numbered as they were.
-                let entry = self.groups.len() as u32;
-                self.values.push(row);
-                self.groups.push(g as u32);
-                self.members[g].push(entry);
-                self.table.insert_unique(hash, (hash, entry), |&(h, _)| h);
+                self.insert(g as u32, old.row(e as usize))?;
             }
         }
+        Ok(())
     }
 }
 
