@@ -98,7 +98,7 @@ async fn serves_metrics_health_and_trace_ids_for_what_it_processed() {
     // Every batch is done (batch_done is counted after delivery and commit)
     // once the batch sizes add up to everything produced.
     let consumed = (audit.len() + malformed.len() + falco.len() + tetragon.len()) as f64;
-    let text = scrape_until(http, |t| {
+    let mut text = scrape_until(http, |t| {
         metric(t, "vigil_batch_messages_sum") == Some(consumed)
     });
     assert_eq!(
@@ -112,7 +112,8 @@ async fn serves_metrics_health_and_trace_ids_for_what_it_processed() {
     // Alerts may still come after the last batch (windows that close when
     // a quiet partition goes idle, on a wall-clock tick): compare topic
     // and counter once both agree. (Alert ids may repeat here: the Panther
-    // cases hold the same event more than once.)
+    // cases hold the same event more than once.) The counters below are
+    // read from the scrape that agreed with the topic.
     let mut alerts_text = Vec::new();
     for _ in 0..5 {
         alerts_text = read_topic(
@@ -122,7 +123,7 @@ async fn serves_metrics_health_and_trace_ids_for_what_it_processed() {
             Duration::from_secs(60),
             Duration::from_secs(2),
         );
-        let text = scrape_until(http, |t| {
+        text = scrape_until(http, |t| {
             metric(t, "vigil_alerts_produced_total").unwrap_or(0.0) >= alerts_text.len() as f64
         });
         produced = metric(&text, "vigil_alerts_produced_total").unwrap() as usize;
