@@ -236,6 +236,53 @@ impl SelectiveOr {
     }
 }
 
+impl SelectiveOr {
+    /// The disjunction on the rows of `within` (every row when `None`; a
+    /// NULL-free mask): TRUE exactly where the row is in `within` and some
+    /// disjunct is TRUE. No condition is evaluated on other rows.
+    fn evaluate_within(
+        &self,
+        batch: &RecordBatch,
+        within: Option<&BooleanArray>,
+    ) -> Result<BooleanArray> {
+        let rows = batch.num_rows();
+        let mut kept = BooleanBuffer::new_unset(rows);
+        // The rows left to decide: in `within`, kept by no disjunct yet.
+        let mut open = within.map_or_else(|| BooleanBuffer::new_set(rows), |w| w.values().clone());
+        for disjunct in &self.disjuncts {
+            let mask = match open.count_set_bits() {
+                0 => break,
+                n if n == rows => None,
+                _ => Some(BooleanArray::new(open.clone(), None)),
+            };
+            let found = disjunct.evaluate_within(batch, mask)?;
+            kept = &kept | found.values();
+            open = &open & &!found.values();
+        }
+        Ok(BooleanArray::new(kept, None))
+    }
+}
+
+/// `predicate` (a filter's: NULL counts as FALSE) on the rows of `within`,
+/// a NULL-free mask: TRUE exactly where the row is in `within` and the
+/// predicate is TRUE. A [`SelectiveOr`] or [`SelectiveAnd`] evaluates its
+/// conditions on those rows only; another predicate on every row.
+pub fn evaluate_within(
+    predicate: &Arc<dyn PhysicalExpr>,
+    batch: &RecordBatch,
+    within: &BooleanArray,
+) -> Result<BooleanArray> {
+    if let Some(or) = predicate.downcast_ref::<SelectiveOr>() {
+        return or.evaluate_within(batch, Some(within));
+    }
+    if let Some(conjunction) = predicate.downcast_ref::<SelectiveAnd>() {
+        return conjunction.evaluate_within(batch, Some(within.clone()));
+    }
+    let value = predicate.evaluate(batch)?.into_array(batch.num_rows())?;
+    let value = prep_null_mask_filter(as_boolean_array(&value)?);
+    Ok(and(&value, within)?)
+}
+
 /// The top-level operands of a chain of `OR`s, in order.
 fn split_disjunction(predicate: &Arc<dyn PhysicalExpr>) -> Vec<&Arc<dyn PhysicalExpr>> {
     match predicate.downcast_ref::<BinaryExpr>() {
@@ -280,20 +327,9 @@ impl PhysicalExpr for SelectiveOr {
     }
 
     fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
-        let rows = batch.num_rows();
-        let mut kept = BooleanBuffer::new_unset(rows);
-        for (i, disjunct) in self.disjuncts.iter().enumerate() {
-            let open = !&kept;
-            let within = match open.count_set_bits() {
-                0 => break,
-                n if n == rows && i == 0 => None,
-                _ => Some(BooleanArray::new(open, None)),
-            };
-            kept = &kept | disjunct.evaluate_within(batch, within)?.values();
-        }
-        Ok(ColumnarValue::Array(Arc::new(BooleanArray::new(
-            kept, None,
-        ))))
+        Ok(ColumnarValue::Array(Arc::new(
+            self.evaluate_within(batch, None)?,
+        )))
     }
 
     fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
@@ -888,6 +924,58 @@ mod tests {
             100 - m_lt_5,
             "computed exactly on the rows the first disjunct did not keep"
         );
+    }
+
+    /// On a mask, a selective predicate keeps the rows of the mask the
+    /// plain one keeps, and computes a costly condition on no other row;
+    /// a plain predicate is masked after it.
+    #[test]
+    fn a_predicate_within_a_mask_keeps_its_rows_there_and_evaluates_nothing_else() {
+        let b = batch();
+        let schema = b.schema();
+        let first = binary(col("m", &schema).unwrap(), Operator::Eq, lit(3i64), &schema).unwrap();
+        let regex = binary(
+            col("s", &schema).unwrap(),
+            Operator::RegexMatch,
+            lit("^v[12]$"),
+            &schema,
+        )
+        .unwrap();
+        let plain = binary(first, Operator::Or, regex, &schema).unwrap();
+        let within = BooleanArray::from((0..100).map(|i| i % 4 == 0).collect::<Vec<_>>());
+        let expected: Vec<bool> = kept(&plain, &b)
+            .into_iter()
+            .zip(within.values().iter())
+            .map(|(k, w)| k && w)
+            .collect();
+        let shared: Arc<SharedConditions> = Arc::default();
+        let or: Arc<dyn PhysicalExpr> = Arc::new(SelectiveOr::new(&plain, &shared).unwrap());
+        let and: Arc<dyn PhysicalExpr> =
+            Arc::new(SelectiveAnd::new(&plain, Arc::clone(&shared)).unwrap());
+        for predicate in [&or, &and, &plain] {
+            let out = evaluate_within(predicate, &b, &within).unwrap();
+            assert_eq!(out.null_count(), 0);
+            let out: Vec<bool> = out.values().iter().collect();
+            assert_eq!(out, expected, "{predicate}");
+        }
+        // Cheap conditions are computed on every row (see `is_cheap`);
+        // the regular expression and the disjunction holding it are not.
+        let ids = shared.ids.lock().unwrap();
+        let costly: Vec<usize> = ids
+            .iter()
+            .filter(|(key, _)| key.to_string().contains("~"))
+            .map(|(_, id)| *id)
+            .collect();
+        assert_eq!(
+            costly.len(),
+            2,
+            "the regular expression and the disjunction"
+        );
+        let entries = shared.entries.lock().unwrap();
+        for id in costly {
+            let outside = &entries[&id].computed & &!within.values();
+            assert_eq!(outside.count_set_bits(), 0, "computed outside the mask");
+        }
     }
 
     #[test]
