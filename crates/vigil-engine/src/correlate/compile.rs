@@ -27,7 +27,9 @@ use super::{
     delta, incremental, ms, CompiledCorrelation, CorrelationSettings, CorrelationStats, Correlator,
     Retained, RetentionFilter, Strategy,
 };
-use crate::rules::conjunction::{faster_filters, selective_predicate, SharedConditions};
+use crate::rules::conjunction::{
+    faster_filters, selective_filters, selective_predicate, SharedConditions,
+};
 use crate::rules::definitions::expand::Expander;
 use crate::rules::definitions::Definitions;
 use crate::rules::engine::PlanOptions;
@@ -81,7 +83,10 @@ pub(super) async fn compile(
     let mut usage: BTreeMap<SourceKind, SourceUsage> = BTreeMap::new();
     let mut json_reads = json_cut::JsonReads::default();
     for rule in rules {
-        match compile_rule(rule, &settings, &state, &expander, &mut json_reads).await {
+        let compiled_rule = compile_rule(rule, &settings, &state, &expander, &mut json_reads)
+            .await
+            .and_then(|(c, scans)| Ok((with_shared_conditions_at_ingest(c, shared)?, scans)));
+        match compiled_rule {
             Ok((correlation, scans)) => {
                 SourceUsage::record(&mut usage, &correlation, scans);
                 compiled.push(correlation);
@@ -101,6 +106,22 @@ pub(super) async fn compile(
         retained.insert(source, events);
     }
     Ok(correlator(ctx, compiled, retained, settings))
+}
+
+/// `rule` with the filters of its partial aggregation, when it runs
+/// incrementally, evaluated condition by condition and sharing values
+/// through `shared`: that plan runs on each new batch as decoded, not on a
+/// copy (`ingest::fold_into_state`), right after the pre-filter, which has
+/// computed most of the same conditions on the same arrays.
+fn with_shared_conditions_at_ingest(
+    mut rule: CompiledCorrelation,
+    shared: &Arc<SharedConditions>,
+) -> Result<CompiledCorrelation, RuleError> {
+    if let Strategy::Incremental { split, .. } = &mut rule.strategy {
+        split.partial = selective_filters(Arc::clone(&split.partial), shared)
+            .map_err(|e| rule_error(&rule.rule, format!("physical planning failed: {e}")))?;
+    }
+    Ok(rule)
 }
 
 /// The session correlation rules are planned in: the rule set's lookup
@@ -506,7 +527,7 @@ async fn retained_source(
         columns,
     } = usage;
     let unread = unread_columns(source, columns, filters.iter().chain(&rescan_filters));
-    let retain = retention_filter(source, rescan_filters, filters.len(), state)?;
+    let retain = retention_filter(source, rescan_filters, filters.len(), state, shared)?;
     let pre_filter = pre_filter(source, filters, state, shared)?;
     let cuts = json_reads
         .cuts(
@@ -560,17 +581,17 @@ fn unread_columns<'a>(
 
 /// Of the pre-filtered events, those to retain: the union of the re-scan
 /// rules' scan filters, over [`retained_schema`], evaluated rule by rule
-/// on the rows no rule before it kept ([`selective_predicate`], with
-/// conditions of its own: it reads other arrays than the per-event rules),
-/// when that keeps less
-/// than the pre-filter does (fewer than all `scans` of the source are a
-/// re-scan's, and every re-scan's has a filter). `None`: retain every
+/// on the pre-filtered rows no rule before it kept ([`selective_predicate`],
+/// its conditions shared with the pre-filter's: `shared`), when that keeps
+/// less than the pre-filter does (fewer than all `scans` of the source are
+/// a re-scan's, and every re-scan's has a filter). `None`: retain every
 /// pre-filtered event.
 fn retention_filter(
     source: SourceKind,
     rescan_filters: Vec<Option<Expr>>,
     scans: usize,
     state: &SessionState,
+    shared: &Arc<SharedConditions>,
 ) -> Result<Option<RetentionFilter>, RuleError> {
     if rescan_filters.len() >= scans || !rescan_filters.iter().all(Option::is_some) {
         return Ok(None);
@@ -579,16 +600,10 @@ fn retention_filter(
         return Ok(None);
     };
     let schema = retained_schema(source);
-    let conditions = Arc::new(SharedConditions::default());
     DFSchema::try_from(schema.as_ref().clone())
         .and_then(|s| state.create_physical_expr(predicate, &s))
-        .and_then(|p| selective_predicate(p, &schema, &conditions))
-        .map(|predicate| {
-            Some(RetentionFilter {
-                predicate,
-                conditions,
-            })
-        })
+        .and_then(|p| selective_predicate(p, &schema, shared))
+        .map(|predicate| Some(RetentionFilter { predicate }))
         .map_err(|e| RuleError {
             path: format!("<retention filter of {source}>").into(),
             line: None,

@@ -2,7 +2,7 @@
 //! event times, pre-filter, split off late events, number the events,
 //! retain raw rows for re-scan rules, fold into incremental state).
 
-use datafusion::arrow::compute::{prep_null_mask_filter, FilterBuilder};
+use datafusion::arrow::compute::{filter, prep_null_mask_filter, FilterBuilder};
 use datafusion::arrow::error::ArrowError;
 
 use super::emit::EvalBudget;
@@ -61,15 +61,17 @@ impl Correlator {
             return Ok(Vec::new());
         }
         let is_late = self.observe_event_times(decoded, messages, upstream, now_ns);
-        let kept = self.pre_filter(decoded)?;
-        let (late, on_time) = self.split_late(kept, &is_late, decoded)?;
+        let (input, kept) = self.pre_filter(decoded)?;
+        let (late, on_time) = self.split_late(input, kept, &is_late, decoded)?;
         self.stats.late_events += late.len() as u64;
-        let (new_events, new_offsets) = self.number_events(on_time, decoded, messages, upstream)?;
-        if new_events.is_empty() {
+        let Some(on_time) = on_time else {
             return Ok(late);
-        }
-        self.retain_raw(&new_events, decoded.source)?;
-        self.fold_into_state(new_events, &new_offsets, decoded.source)
+        };
+        let (new_events, new_offsets) =
+            self.number_events(&on_time, decoded, messages, upstream)?;
+        self.retain_raw(&new_events, &on_time.kept, decoded.source)?;
+        let kept_rows = on_time.kept.true_count();
+        self.fold_into_state(new_events, kept_rows, &new_offsets, decoded.source)
             .await;
         self.enforce_bound();
         self.enforce_state_bound();
@@ -115,20 +117,21 @@ impl Correlator {
         is_late
     }
 
-    /// The rows some rule would retain (the source's pre-filter). Only such
+    /// The batch with the columns no rule reads nulled, and the rows some
+    /// rule would retain (the source's pre-filter), not copied. Only such
     /// an event can be late for correlation: the others were evaluated by
     /// the per-event rules and are of no use to any window, late or not.
-    fn pre_filter(&self, decoded: &DecodedBatch) -> Result<Vec<RecordBatch>, CorrelationError> {
+    fn pre_filter(
+        &self,
+        decoded: &DecodedBatch,
+    ) -> Result<(RecordBatch, BooleanArray), CorrelationError> {
         let retained = &self.retained[&decoded.source];
         let input = without_unread(&decoded.batch, &retained.unread)?;
-        // Documents are cut where rows are retained: a cut costs more than
-        // a copy, and the rows only incremental rules read are not kept.
-        let cuts = match (&retained.retain, retained.keep_raw) {
-            (None, true) => &retained.cuts[..],
-            _ => &[],
+        let kept = match retained.pre_filter.selection(&input, &self.budget)? {
+            Some(kept) => kept,
+            None => BooleanArray::from(vec![true; input.num_rows()]),
         };
-        let kept = retained.pre_filter.keep(&input, cuts, &self.budget)?;
-        Ok(kept.into_iter().collect())
+        Ok((input, kept))
     }
 
     /// The positions in `decoded` of the rows the source's pre-filter
@@ -143,110 +146,104 @@ impl Correlator {
         Ok(rows.into_iter().map(|row| row as u32).collect())
     }
 
-    /// Split the pre-filtered rows into the late events (reported) and the
-    /// on-time rows.
+    /// Split off the late events among the pre-filtered rows (reported,
+    /// their rows dropped); the rest of the batch is taken in, `None` when
+    /// the pre-filter keeps none of it on time.
     fn split_late(
         &self,
-        kept: Vec<RecordBatch>,
+        input: RecordBatch,
+        kept: BooleanArray,
         is_late: &[bool],
         decoded: &DecodedBatch,
-    ) -> Result<(Vec<LateEvent>, Vec<RecordBatch>), CorrelationError> {
-        let times = decoded
-            .batch
-            .column(0)
-            .as_primitive::<TimestampNanosecondType>();
-        let mut late = Vec::new();
-        let mut on_time = Vec::with_capacity(kept.len());
-        for batch in kept.into_iter().filter(|b| b.num_rows() > 0) {
-            let row_idx = batch
-                .schema()
-                .index_of(ROW_COLUMN)
-                .context("finding the row column")?;
-            let rows = batch.column(row_idx).as_primitive::<UInt32Type>().clone();
-            if !rows.values().iter().any(|&row| is_late[row as usize]) {
-                on_time.push(batch);
-                continue;
-            }
-            let mut keep = Vec::with_capacity(batch.num_rows());
-            for i in 0..batch.num_rows() {
-                let row = rows.value(i) as usize;
-                if is_late[row] {
-                    late.push(LateEvent {
-                        source: decoded.source,
-                        message: decoded.events[row].message,
-                        event_time_ns: times.value(row),
-                        watermark_ns: self.watermark.watermark().unwrap_or(i64::MIN),
-                    });
-                }
-                keep.push(!is_late[row]);
-            }
-            on_time.push(
-                filter_record_batch(&batch, &BooleanArray::from(keep))
-                    .context("dropping late events")?,
-            );
+    ) -> Result<(Vec<LateEvent>, Option<NewEvents>), CorrelationError> {
+        let rows = input
+            .column(row_column(&input)?)
+            .as_primitive::<UInt32Type>()
+            .clone();
+        let late_rows: Vec<usize> = kept
+            .values()
+            .set_indices()
+            .filter(|&i| is_late[rows.value(i) as usize])
+            .collect();
+        let times = input.column(0).as_primitive::<TimestampNanosecondType>();
+        let late: Vec<LateEvent> = late_rows
+            .iter()
+            .map(|&i| LateEvent {
+                source: decoded.source,
+                message: decoded.events[rows.value(i) as usize].message,
+                event_time_ns: times.value(i),
+                watermark_ns: self.watermark.watermark().unwrap_or(i64::MIN),
+            })
+            .collect();
+        if kept.true_count() == late_rows.len() {
+            return Ok((late, None));
         }
-        Ok((late, on_time))
+        if late_rows.is_empty() {
+            return Ok((late, Some(NewEvents { batch: input, kept })));
+        }
+        let mut on_time = vec![true; input.num_rows()];
+        late_rows.iter().for_each(|&i| on_time[i] = false);
+        let on_time = BooleanArray::from(on_time);
+        let batch = filter_record_batch(&input, &on_time).context("dropping late events")?;
+        let kept = filter(&kept, &on_time).context("dropping late events")?;
+        let kept = kept.as_boolean().clone();
+        Ok((late, Some(NewEvents { batch, kept })))
     }
 
-    /// Give each on-time row a sequence number (in place of its row index)
-    /// and register its identity; also the Kafka offsets of the rows.
+    /// Give each pre-filtered row a sequence number (in place of its row
+    /// index) and register its identity; also the Kafka offsets of the
+    /// rows. The other rows get [`UNNUMBERED`]: no rule's scan reads them.
     fn number_events(
         &mut self,
-        on_time: Vec<RecordBatch>,
+        new: &NewEvents,
         decoded: &DecodedBatch,
         messages: &[RawMessage],
         upstream: Option<&[Origin]>,
-    ) -> Result<(Vec<RecordBatch>, Offsets), CorrelationError> {
-        let mut new_events = Vec::new();
+    ) -> Result<(RecordBatch, Offsets), CorrelationError> {
         let mut new_offsets = Offsets::new();
-        for batch in on_time.into_iter().filter(|b| b.num_rows() > 0) {
-            let row_idx = batch
-                .schema()
-                .index_of(ROW_COLUMN)
-                .context("finding the row column")?;
-            let rows = batch.column(row_idx).as_primitive::<UInt32Type>().clone();
-            let batch_times = batch
-                .column(0)
-                .as_primitive::<TimestampNanosecondType>()
-                .clone();
-            let mut seqs = Vec::with_capacity(batch.num_rows());
-            for i in 0..batch.num_rows() {
-                let row = rows.value(i) as usize;
-                let event = &decoded.events[row];
-                let message = &messages[event.message as usize];
-                let content_id;
-                let event_id = match decoded.events.native_id(row) {
-                    Some(id) => id,
-                    None => {
-                        content_id = content_event_id(&message.payload, event.item);
-                        content_id.as_str()
-                    }
-                };
-                let (stream, position) = self.stream_of(&message.origin, &mut new_offsets);
-                let upstream = upstream
-                    .map(|u| self.stream_of(&u[event.message as usize], &mut Offsets::new()));
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                self.identities.insert(
-                    seq,
-                    event_id,
-                    RetainedIdentity {
-                        stream,
-                        position,
-                        event_time: batch_times.value(i),
-                        upstream,
-                    },
-                );
-                seqs.push(seq);
-            }
-            let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-            columns[row_idx] = Arc::new(UInt64Array::from(seqs));
-            let schema = retained_schema(decoded.source);
-            let rebuilt =
-                RecordBatch::try_new(schema, columns).context("numbering the retained events")?;
-            new_events.push(rebuilt);
+        let batch = &new.batch;
+        let row_idx = row_column(batch)?;
+        let rows = batch.column(row_idx).as_primitive::<UInt32Type>().clone();
+        let batch_times = batch
+            .column(0)
+            .as_primitive::<TimestampNanosecondType>()
+            .clone();
+        let mut seqs = vec![UNNUMBERED; batch.num_rows()];
+        for i in new.kept.values().set_indices() {
+            let row = rows.value(i) as usize;
+            let event = &decoded.events[row];
+            let message = &messages[event.message as usize];
+            let content_id;
+            let event_id = match decoded.events.native_id(row) {
+                Some(id) => id,
+                None => {
+                    content_id = content_event_id(&message.payload, event.item);
+                    content_id.as_str()
+                }
+            };
+            let (stream, position) = self.stream_of(&message.origin, &mut new_offsets);
+            let upstream =
+                upstream.map(|u| self.stream_of(&u[event.message as usize], &mut Offsets::new()));
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.identities.insert(
+                seq,
+                event_id,
+                RetainedIdentity {
+                    stream,
+                    position,
+                    event_time: batch_times.value(i),
+                    upstream,
+                },
+            );
+            seqs[i] = seq;
         }
-        Ok((new_events, new_offsets))
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        columns[row_idx] = Arc::new(UInt64Array::from(seqs));
+        let schema = retained_schema(decoded.source);
+        let numbered =
+            RecordBatch::try_new(schema, columns).context("numbering the retained events")?;
+        Ok((numbered, new_offsets))
     }
 
     /// The shared stream of an origin and the event's position in it;
@@ -288,40 +285,29 @@ impl Correlator {
         (stream, position)
     }
 
-    /// Keep the new rows re-scan rules read (those only incremental rules
-    /// use are folded into their state instead), and mark the re-scan
-    /// rules of the source to run again.
+    /// Keep the new pre-filtered rows (`kept`) re-scan rules read, their
+    /// documents cut as they are copied (those only incremental rules use
+    /// are folded into their state instead), and mark the re-scan rules of
+    /// the source to run again.
     fn retain_raw(
         &mut self,
-        new_events: &[RecordBatch],
+        new_events: &RecordBatch,
+        kept: &BooleanArray,
         source: SourceKind,
     ) -> Result<(), CorrelationError> {
         let retained = self.retained.get_mut(&source).expect("checked by ingest");
         if !retained.keep_raw {
             return Ok(());
         }
-        for batch in new_events {
-            let batch = match &retained.retain {
-                // Every pre-filtered row is retained: cut by the pre-filter.
-                None => batch.clone(),
-                Some(filter) => {
-                    let keep = filter
-                        .keep(batch)
-                        .context("selecting the events to retain")?;
-                    let keep = keep.as_boolean_opt().ok_or(CorrelationError::Unexpected(
-                        "the retention filter is not boolean",
-                    ))?;
-                    match select_rows(batch, Some(keep), &retained.cuts)
-                        .context("retaining events")?
-                    {
-                        Some(batch) => batch,
-                        None => continue,
-                    }
-                }
-            };
-            if batch.num_rows() == 0 {
-                continue;
-            }
+        let keep = match &retained.retain {
+            None => kept.clone(),
+            Some(filter) => filter
+                .keep(new_events, kept)
+                .context("selecting the events to retain")?,
+        };
+        let selected =
+            select_rows(new_events, Some(&keep), &retained.cuts).context("retaining events")?;
+        if let Some(batch) = selected {
             let offsets = batch_offsets(&batch, &self.identities);
             retained.batches.push(RetainedBatch::new(batch, offsets));
             retained.uncompacted += 1;
@@ -344,19 +330,23 @@ impl Correlator {
     }
 
     /// Incremental rules of the source fold the new events into their
-    /// state. A rule that fails loses the new events' contribution to its
-    /// open windows; the failure is reported at the next emission. Each
-    /// rule's fold is one of its runs (no rows matched): its time counts in
-    /// the rule's metrics like the runs that emit.
+    /// state. They read the whole batch, not a copy of its `kept_rows`
+    /// pre-filtered rows: each filters the rows again, and its filter
+    /// passes only pre-filtered ones, since the pre-filter is the union of
+    /// the rules' scan filters. A rule that fails loses the new events'
+    /// contribution to its open windows; the failure is reported at the
+    /// next emission. Each rule's fold is one of its runs (no rows
+    /// matched): its time counts in the rule's metrics like the runs that
+    /// emit.
     async fn fold_into_state(
         &mut self,
-        new_events: Vec<RecordBatch>,
+        new_events: RecordBatch,
+        kept_rows: usize,
         new_offsets: &Offsets,
         source: SourceKind,
     ) {
-        let new_rows: usize = new_events.iter().map(RecordBatch::num_rows).sum();
         let retained = self.retained.get_mut(&source).expect("checked by ingest");
-        retained.slot.set_all(new_events);
+        retained.slot.set_all(vec![new_events]);
         let (task_ctx, budget) = (&self.task_ctx, &self.budget);
         let limits = (self.settings.max_alert_events, &self.identities);
         for rule in &mut self.rules {
@@ -366,7 +356,7 @@ impl Correlator {
             if !rule.sources.contains(&source) {
                 continue;
             }
-            self.stats.rows_evaluated += new_rows as u64;
+            self.stats.rows_evaluated += kept_rows as u64;
             let started = std::time::Instant::now();
             let fold = async {
                 let partial = execute(&split.partial, task_ctx, budget)
@@ -398,6 +388,29 @@ impl Correlator {
     }
 }
 
+/// A new batch as correlation takes it in: every row of the decoded
+/// batch except the late ones the pre-filter keeps, uncopied when there
+/// are none.
+struct NewEvents {
+    batch: RecordBatch,
+    /// Of `batch`'s rows, those the pre-filter keeps: they are numbered,
+    /// and the retained rows are chosen among them.
+    kept: BooleanArray,
+}
+
+/// The sequence number of a row the pre-filter did not keep. The column
+/// is not nullable, and no scan's filter passes such a row (the pre-filter
+/// is their union), so no rule's output holds it.
+const UNNUMBERED: u64 = u64::MAX;
+
+/// Index of [`ROW_COLUMN`] in `batch`.
+fn row_column(batch: &RecordBatch) -> Result<usize, CorrelationError> {
+    Ok(batch
+        .schema()
+        .index_of(ROW_COLUMN)
+        .context("finding the row column")?)
+}
+
 /// The pre-filter of a source's new events: a row is kept if any scan of
 /// any rule could use it (the union of the scans' filters, built by
 /// `compile::pre_filter`).
@@ -408,23 +421,8 @@ pub(super) struct PreFilter {
 }
 
 impl PreFilter {
-    /// The rows of `batch` the predicate keeps (`None` when it keeps none),
-    /// with the JSON documents of the columns of `cuts` cut as they are
-    /// copied ([`select_rows`]). Within `budget`, as a rule's evaluation
-    /// of one batch: the predicate is evaluated in one step, and its
-    /// overrun fails the batch after it.
-    pub(super) fn keep(
-        &self,
-        batch: &RecordBatch,
-        cuts: &[(usize, super::json_cut::Keep)],
-        budget: &EvalBudget,
-    ) -> Result<Option<RecordBatch>, CorrelationError> {
-        let selected = self.selection(batch, budget)?;
-        select_rows(batch, selected.as_ref(), cuts).context("pre-filtering events for correlation")
-    }
-
     /// Which rows of `batch` the predicate keeps; `None`: every row.
-    fn selection(
+    pub(super) fn selection(
         &self,
         batch: &RecordBatch,
         budget: &EvalBudget,
@@ -650,6 +648,18 @@ mod tests {
         }
     }
 
+    /// The rows `pre_filter` keeps of `batch`, with the documents of
+    /// `cuts` cut: its selection, then the copy retention makes of it.
+    fn pre_filtered(
+        pre_filter: &PreFilter,
+        batch: &RecordBatch,
+        cuts: &[(usize, json_cut::Keep)],
+        budget: &EvalBudget,
+    ) -> Result<Option<RecordBatch>, CorrelationError> {
+        let selected = pre_filter.selection(batch, budget)?;
+        Ok(select_rows(batch, selected.as_ref(), cuts).context("retaining events")?)
+    }
+
     fn docs_of(batch: &RecordBatch) -> Vec<Option<&str>> {
         batch.column(1).as_string::<i32>().iter().collect()
     }
@@ -673,8 +683,7 @@ mod tests {
             ],
         );
         let budget = EvalBudget::default();
-        let kept = pre_filter_keeping_n_over(4)
-            .keep(&batch, &cuts, &budget)
+        let kept = pre_filtered(&pre_filter_keeping_n_over(4), &batch, &cuts, &budget)
             .unwrap()
             .unwrap();
         let numbers: Vec<Option<i64>> = kept
@@ -690,14 +699,16 @@ mod tests {
 
         // Without a predicate every row is kept, cut; without cuts, whole.
         let every = PreFilter { predicate: None };
-        let all = every.keep(&batch, &cuts, &budget).unwrap().unwrap();
+        let all = pre_filtered(&every, &batch, &cuts, &budget)
+            .unwrap()
+            .unwrap();
         assert_eq!(all.num_rows(), 5);
         assert_eq!(docs_of(&all)[0], Some(r#"{"a":1}"#));
-        let whole = every.keep(&batch, &[], &budget).unwrap().unwrap();
+        let whole = pre_filtered(&every, &batch, &[], &budget).unwrap().unwrap();
         assert_eq!(docs_of(&whole), docs_of(&batch));
 
         // No row selected: nothing kept.
-        let none = pre_filter_keeping_n_over(100).keep(&batch, &cuts, &budget);
+        let none = pre_filtered(&pre_filter_keeping_n_over(100), &batch, &cuts, &budget);
         assert!(none.unwrap().is_none());
     }
 
@@ -737,9 +748,7 @@ mod tests {
             limit: Duration::ZERO,
             ..EvalBudget::default()
         };
-        let error = pre_filter_keeping_n_over(1)
-            .keep(&batch, &[], &budget)
-            .unwrap_err();
+        let error = pre_filtered(&pre_filter_keeping_n_over(1), &batch, &[], &budget).unwrap_err();
         assert!(error.to_string().contains("time budget of 0 ms"), "{error}");
         assert!(budget.deadline.check().is_ok());
     }

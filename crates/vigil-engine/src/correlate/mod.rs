@@ -235,23 +235,22 @@ struct Retained {
     cuts: Vec<(usize, json_cut::Keep)>,
 }
 
-/// The retention filter, evaluated rule by rule, and the values of the
-/// conditions its rules share: those are of one batch of pre-filtered
-/// rows, read by nothing else, so they are let go after each batch.
+/// The retention filter, evaluated rule by rule on the pre-filtered rows
+/// only. Its conditions are shared with the pre-filter's, which has
+/// evaluated most of them on the same arrays: the batch is not copied
+/// before it (`ingest::retain_raw`).
 pub(super) struct RetentionFilter {
     pub(super) predicate: Arc<dyn PhysicalExpr>,
-    pub(super) conditions: Arc<SharedConditions>,
 }
 
 impl RetentionFilter {
-    /// The rows of `batch` to retain.
-    fn keep(&self, batch: &RecordBatch) -> datafusion::error::Result<ArrayRef> {
-        let keep = self
-            .predicate
-            .evaluate(batch)
-            .and_then(|v| v.into_array(batch.num_rows()));
-        self.conditions.clear();
-        keep
+    /// Of the rows of `batch` in `kept`, those to retain.
+    fn keep(
+        &self,
+        batch: &RecordBatch,
+        kept: &BooleanArray,
+    ) -> datafusion::error::Result<BooleanArray> {
+        crate::rules::conjunction::evaluate_within(&self.predicate, batch, kept)
     }
 }
 

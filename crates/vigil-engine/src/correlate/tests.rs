@@ -779,3 +779,50 @@ async fn a_join_of_thousands_of_alternatives_plans_and_joins() {
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0].fields.get("username").unwrap(), "u");
 }
+
+/// A batch mixing late events, on-time events and events no rule reads:
+/// the windowed rule (incremental) counts exactly the on-time ones, though
+/// its late events fall in a window still open.
+#[tokio::test]
+async fn late_events_in_a_mixed_batch_count_in_no_window() {
+    let (mut d, metrics) = detector_and_metrics(
+        &[("t.threshold", "k8s_audit", "-- window: 1m\n", THRESHOLD)],
+        10_000,
+    )
+    .await;
+    let mut f = Feed::new();
+    let e = |id: &str, s: i64| audit(id, "alice", "get", "pods", None, "ns", 403, s);
+    let allowed = audit("ok", "alice", "get", "pods", None, "ns", 200, 66);
+    // Watermark 55 after the first batch: [0, 60) is open, 50 and 52 late.
+    let batches = [
+        vec![e("a1", 40), e("a2", 65)],
+        vec![
+            e("late1", 50),
+            allowed,
+            e("a3", 57),
+            e("late2", 52),
+            e("a5", 58),
+        ],
+        vec![e("a4", 130)],
+    ];
+    let mut alerts = Vec::new();
+    let mut late = 0;
+    for batch in batches {
+        let (a, dead) = run(&mut d, f.msgs(SourceKind::K8sAudit, 0, &batch)).await;
+        alerts.extend(a);
+        late += dead
+            .iter()
+            .filter(|l| l.kind == DeadLetterKind::LateEvent)
+            .count();
+    }
+    assert_eq!(late, 2);
+    assert_eq!(CountingMetrics::get(&metrics.late_events), 2);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].fields.get("denied").unwrap(), 3, "a1, a3 and a5");
+    let ids: Vec<&str> = alerts[0]
+        .events
+        .iter()
+        .map(|e| e.event_id.as_str())
+        .collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+}
