@@ -405,10 +405,10 @@ const UNNUMBERED: u64 = u64::MAX;
 
 /// Index of [`ROW_COLUMN`] in `batch`.
 fn row_column(batch: &RecordBatch) -> Result<usize, CorrelationError> {
-    Ok(batch
+    batch
         .schema()
         .index_of(ROW_COLUMN)
-        .context("finding the row column")?)
+        .context("finding the row column")
 }
 
 /// The pre-filter of a source's new events: a row is kept if any scan of
@@ -657,7 +657,7 @@ mod tests {
         budget: &EvalBudget,
     ) -> Result<Option<RecordBatch>, CorrelationError> {
         let selected = pre_filter.selection(batch, budget)?;
-        Ok(select_rows(batch, selected.as_ref(), cuts).context("retaining events")?)
+        select_rows(batch, selected.as_ref(), cuts).context("retaining events")
     }
 
     fn docs_of(batch: &RecordBatch) -> Vec<Option<&str>> {
