@@ -19,6 +19,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
+use super::fold_filters;
 use super::ingest::PreFilter;
 use super::json_cut;
 use super::key::CorrelationKey;
@@ -27,9 +28,7 @@ use super::{
     delta, incremental, ms, CompiledCorrelation, CorrelationSettings, CorrelationStats, Correlator,
     Retained, RetentionFilter, Strategy,
 };
-use crate::rules::conjunction::{
-    faster_filters, selective_filters, selective_predicate, SharedConditions,
-};
+use crate::rules::conjunction::{faster_filters, selective_predicate, SharedConditions};
 use crate::rules::definitions::expand::Expander;
 use crate::rules::definitions::Definitions;
 use crate::rules::engine::PlanOptions;
@@ -85,7 +84,7 @@ pub(super) async fn compile(
     for rule in rules {
         let compiled_rule = compile_rule(rule, &settings, &state, &expander, &mut json_reads)
             .await
-            .and_then(|(c, scans)| Ok((with_shared_conditions_at_ingest(c, shared)?, scans)));
+            .and_then(|(c, scans)| Ok((fold_filters::at_ingest(c, shared)?, scans)));
         match compiled_rule {
             Ok((correlation, scans)) => {
                 SourceUsage::record(&mut usage, &correlation, scans);
@@ -106,22 +105,6 @@ pub(super) async fn compile(
         retained.insert(source, events);
     }
     Ok(correlator(ctx, compiled, retained, settings))
-}
-
-/// `rule` with the filters of its partial aggregation, when it runs
-/// incrementally, evaluated condition by condition and sharing values
-/// through `shared`: that plan runs on each new batch as decoded, not on a
-/// copy (`ingest::fold_into_state`), right after the pre-filter, which has
-/// computed most of the same conditions on the same arrays.
-fn with_shared_conditions_at_ingest(
-    mut rule: CompiledCorrelation,
-    shared: &Arc<SharedConditions>,
-) -> Result<CompiledCorrelation, RuleError> {
-    if let Strategy::Incremental { split, .. } = &mut rule.strategy {
-        split.partial = selective_filters(Arc::clone(&split.partial), shared)
-            .map_err(|e| rule_error(&rule.rule, format!("physical planning failed: {e}")))?;
-    }
-    Ok(rule)
 }
 
 /// The session correlation rules are planned in: the rule set's lookup
@@ -163,7 +146,7 @@ fn retained_session_with(
 type Scan = (SourceKind, Option<Expr>, Option<Vec<usize>>);
 
 /// An error in `rule` as a whole (no line).
-fn rule_error(rule: &Rule, message: impl Into<String>) -> RuleError {
+pub(super) fn rule_error(rule: &Rule, message: impl Into<String>) -> RuleError {
     RuleError {
         path: rule.path.clone(),
         line: None,

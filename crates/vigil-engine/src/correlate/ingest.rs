@@ -401,7 +401,7 @@ struct NewEvents {
 /// The sequence number of a row the pre-filter did not keep. The column
 /// is not nullable, and no scan's filter passes such a row (the pre-filter
 /// is their union), so no rule's output holds it.
-const UNNUMBERED: u64 = u64::MAX;
+pub(super) const UNNUMBERED: u64 = u64::MAX;
 
 /// Index of [`ROW_COLUMN`] in `batch`.
 fn row_column(batch: &RecordBatch) -> Result<usize, CorrelationError> {

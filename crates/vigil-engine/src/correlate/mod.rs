@@ -46,6 +46,7 @@ mod due;
 mod emit;
 mod empty_input;
 mod error;
+mod fold_filters;
 pub(crate) mod fold_lane;
 mod identities;
 mod incremental;
