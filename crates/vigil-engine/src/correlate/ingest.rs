@@ -2,7 +2,8 @@
 //! event times, pre-filter, split off late events, number the events,
 //! retain raw rows for re-scan rules, fold into incremental state).
 
-use datafusion::arrow::compute::{filter, prep_null_mask_filter, FilterBuilder};
+use datafusion::arrow::array::BooleanBufferBuilder;
+use datafusion::arrow::compute::{prep_null_mask_filter, FilterBuilder};
 use datafusion::arrow::error::ArrowError;
 
 use super::emit::EvalBudget;
@@ -147,8 +148,8 @@ impl Correlator {
     }
 
     /// Split off the late events among the pre-filtered rows (reported,
-    /// their rows dropped); the rest of the batch is taken in, `None` when
-    /// the pre-filter keeps none of it on time.
+    /// not numbered); the batch is taken in with its other pre-filtered
+    /// rows, `None` when the pre-filter keeps none of it on time.
     fn split_late(
         &self,
         input: RecordBatch,
@@ -178,16 +179,11 @@ impl Correlator {
         if kept.true_count() == late_rows.len() {
             return Ok((late, None));
         }
-        if late_rows.is_empty() {
-            return Ok((late, Some(NewEvents { batch: input, kept })));
-        }
-        let mut on_time = vec![true; input.num_rows()];
-        late_rows.iter().for_each(|&i| on_time[i] = false);
-        let on_time = BooleanArray::from(on_time);
-        let batch = filter_record_batch(&input, &on_time).context("dropping late events")?;
-        let kept = filter(&kept, &on_time).context("dropping late events")?;
-        let kept = kept.as_boolean().clone();
-        Ok((late, Some(NewEvents { batch, kept })))
+        let mut on_time = BooleanBufferBuilder::new(kept.len());
+        on_time.append_buffer(kept.values());
+        late_rows.iter().for_each(|&i| on_time.set_bit(i, false));
+        let kept = BooleanArray::new(on_time.finish(), None);
+        Ok((late, Some(NewEvents { batch: input, kept })))
     }
 
     /// Give each pre-filtered row a sequence number (in place of its row
@@ -388,19 +384,21 @@ impl Correlator {
     }
 }
 
-/// A new batch as correlation takes it in: every row of the decoded
-/// batch except the late ones the pre-filter keeps, uncopied when there
-/// are none.
+/// A new batch as correlation takes it in: the decoded batch, not copied.
 struct NewEvents {
     batch: RecordBatch,
-    /// Of `batch`'s rows, those the pre-filter keeps: they are numbered,
-    /// and the retained rows are chosen among them.
+    /// Of `batch`'s rows, those the pre-filter keeps and that are not
+    /// late: they are numbered, and the retained rows are chosen among
+    /// them.
     kept: BooleanArray,
 }
 
-/// The sequence number of a row the pre-filter did not keep. The column
-/// is not nullable, and no scan's filter passes such a row (the pre-filter
-/// is their union), so no rule's output holds it.
+/// The sequence number of a row the pre-filter did not keep, or of a late
+/// one. The column is not nullable. No scan's filter passes a row the
+/// pre-filter dropped (the pre-filter is their union), and the partial
+/// aggregations of incremental rules, the only plans that read a new batch
+/// as decoded, drop every row with this number first
+/// (`fold_filters::at_ingest`): no rule's output holds it.
 pub(super) const UNNUMBERED: u64 = u64::MAX;
 
 /// Index of [`ROW_COLUMN`] in `batch`.

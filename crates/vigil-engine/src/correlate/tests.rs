@@ -781,12 +781,20 @@ async fn a_join_of_thousands_of_alternatives_plans_and_joins() {
 }
 
 /// A batch mixing late events, on-time events and events no rule reads:
-/// the windowed rule (incremental) counts exactly the on-time ones, though
-/// its late events fall in a window still open.
+/// a windowed rule (incremental) counts exactly the on-time ones, though
+/// its late events fall in a window still open; a rule without a filter
+/// alike.
 #[tokio::test]
 async fn late_events_in_a_mixed_batch_count_in_no_window() {
+    let unfiltered = THRESHOLD.replace("WHERE response_status.code = 403 ", "");
+    for rule in [THRESHOLD, unfiltered.as_str()] {
+        late_events_count_in_no_window(rule).await;
+    }
+}
+
+async fn late_events_count_in_no_window(rule: &str) {
     let (mut d, metrics) = detector_and_metrics(
-        &[("t.threshold", "k8s_audit", "-- window: 1m\n", THRESHOLD)],
+        &[("t.threshold", "k8s_audit", "-- window: 1m\n", rule)],
         10_000,
     )
     .await;
@@ -815,10 +823,14 @@ async fn late_events_in_a_mixed_batch_count_in_no_window() {
             .filter(|l| l.kind == DeadLetterKind::LateEvent)
             .count();
     }
-    assert_eq!(late, 2);
+    assert_eq!(late, 2, "{rule}");
     assert_eq!(CountingMetrics::get(&metrics.late_events), 2);
-    assert_eq!(alerts.len(), 1, "{alerts:?}");
-    assert_eq!(alerts[0].fields.get("denied").unwrap(), 3, "a1, a3 and a5");
+    assert_eq!(alerts.len(), 1, "{rule}: {alerts:?}");
+    assert_eq!(
+        alerts[0].fields.get("denied").unwrap(),
+        3,
+        "a1, a3 and a5: {rule}"
+    );
     let ids: Vec<&str> = alerts[0]
         .events
         .iter()
