@@ -186,9 +186,10 @@ impl Correlator {
         Ok((late, Some(NewEvents { batch: input, kept })))
     }
 
-    /// Give each pre-filtered row a sequence number (in place of its row
-    /// index) and register its identity; also the Kafka offsets of the
-    /// rows. The other rows get [`UNNUMBERED`]: no rule's scan reads them.
+    /// Give each pre-filtered on-time row a sequence number (in place of
+    /// its row index) and register its identity; also the Kafka offsets of
+    /// the rows. The other rows, dropped by the pre-filter or late, get
+    /// [`UNNUMBERED`].
     fn number_events(
         &mut self,
         new: &NewEvents,
