@@ -234,9 +234,7 @@ impl SelectiveOr {
             .collect::<Result<_>>()?;
         Ok(SelectiveOr { disjuncts })
     }
-}
 
-impl SelectiveOr {
     /// The disjunction on the rows of `within` (every row when `None`; a
     /// NULL-free mask): TRUE exactly where the row is in `within` and some
     /// disjunct is TRUE. No condition is evaluated on other rows.
