@@ -1,6 +1,7 @@
 //! Faults against a real broker process: an output topic that does not
 //! exist, broker outages (a TCP proxy between Vigil and the broker that is
-//! cut and restored), Vigil killed with SIGKILL at random points, and
+//! cut and restored), Vigil killed with SIGKILL at random points, stops
+//! that wait on a broker answering nothing or on undeliverable output, and
 //! secrets in the configuration. Every test compares the alerts on the
 //! alerts topic with the library's offline evaluation of the same input:
 //! nothing may be lost, and duplicates (at-least-once) must carry the same
@@ -708,4 +709,106 @@ async fn an_attacker_sized_event_cannot_stall_delivery() {
         metric(&text, "vigil_records_cut_total{record=\"alert_replaced\"}"),
         None
     );
+}
+
+/// A stop request ends Vigil in bounded time when the broker, still
+/// connected, answers nothing (its process suspended): each wait of the
+/// stop on the broker ends with a timeout (the consumer's leave with
+/// librdkafka's request timeout, an offset commit after 30 s), not on the
+/// broker's answer. Everything read was delivered and checkpointed before,
+/// so nothing is lost by not leaving the group cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_request_ends_vigil_while_the_broker_answers_nothing() {
+    let port = unused_port();
+    let broker = DedicatedBroker::start(port, &format!("127.0.0.1:{port}"));
+    let addr = broker.listen_addr.clone();
+    await_broker(&addr);
+
+    let topics = Topics::new("unreachable");
+    topics.create(&addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = topics.write_config(dir.path(), &addr);
+    let audit = &samples()[0].1;
+    produce(&addr, &topics.audit, 0, audit).await;
+    let vigil = Vigil::start(&config, dir.path().join("vigil.log"));
+    // Evaluated, delivered and checkpointed (the committed offset itself
+    // stays at the earliest event correlation windows retain).
+    let key = format!("{}/0", topics.audit);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while latest_checkpoint(&addr, &topics.checkpoints, &topics.group)
+        .and_then(|cp| cp.processed.get(&key).copied())
+        != Some(audit.len() as i64)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the input was not processed; log:\n{}",
+            vigil.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    broker.freeze();
+    let log = vigil.log.clone();
+    let status = vigil.terminate_within(Duration::from_secs(45));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "vigil exited with {status}; log:\n{text}");
+    assert!(text.contains("pipeline stopped"), "{text}");
+}
+
+/// A stop that cannot finish says what it waits for: here the delivery of
+/// a batch whose alerts topic does not exist (librdkafka waits 30 s for an
+/// unknown topic to appear before failing a record, and Vigil retries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_stop_reports_what_it_waits_for() {
+    let addr = broker().addr.clone();
+    let topics = Topics::new("slowstop");
+    // Every topic but the alerts topic (tansu does not auto-create topics).
+    create_topics(
+        &addr,
+        &[
+            (&topics.audit, 1),
+            (&topics.falco, 1),
+            (&topics.tetragon, 1),
+            (&topics.dead_letter, 1),
+            (&topics.late_events, 1),
+            (&topics.checkpoints, 1),
+            (&topics.state, 1),
+        ],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = topics.write_config(dir.path(), &addr);
+    let audit = lines(&shared_data("k8s-audit/panther-rule-cases.jsonl"));
+    produce(&addr, &topics.audit, 0, &audit).await;
+    let vigil = Vigil::start(&config, dir.path().join("vigil.log"));
+    assert!(
+        wait_for_log(&vigil, "partitions assigned", Duration::from_secs(60)),
+        "{}",
+        vigil.log_text()
+    );
+    // The first batch is being delivered: its first attempt waits until
+    // 30 s after the start for the topic to appear.
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = vigil.pid().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(
+        wait_for_log(&vigil, "still stopping", Duration::from_secs(25)),
+        "no report of the slow stop; log:\n{}",
+        vigil.log_text()
+    );
+    let report = vigil
+        .log_text()
+        .lines()
+        .find(|l| l.contains("still stopping"))
+        .map(str::to_string)
+        .unwrap();
+    assert!(
+        report.contains("producing a batch's alerts, checkpoint and state"),
+        "{report}"
+    );
+    vigil.kill();
 }

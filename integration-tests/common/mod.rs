@@ -427,17 +427,22 @@ impl Vigil {
     }
 
     /// SIGTERM, then wait for a clean exit.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.terminate_within(Duration::from_secs(60))
+    }
+
+    /// SIGTERM, then wait at most `limit` for the process to exit.
+    pub fn terminate_within(mut self, limit: Duration) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
             if Instant::now() > deadline {
                 panic!(
-                    "vigil did not stop within 60 s of SIGTERM; log: {}",
+                    "vigil did not stop within {limit:?} of SIGTERM; log: {}",
                     std::fs::read_to_string(&self.log).unwrap_or_default()
                 );
             }
@@ -621,6 +626,17 @@ impl DedicatedBroker {
             _child: ChildGuard(start_tansu(listen_port, advertised)),
             listen_addr: format!("127.0.0.1:{listen_port}"),
         }
+    }
+
+    /// Suspend the broker process (SIGSTOP): its connections stay open and
+    /// take requests, but nothing is answered.
+    pub fn freeze(&self) {
+        let pid = self._child.0.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success());
     }
 }
 

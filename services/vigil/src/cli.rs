@@ -253,14 +253,22 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let code = match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // A blocking call librdkafka has not returned from (a consumer close or
+    // an offset commit no coordinator answers, see `stopping`) must not keep
+    // the process alive: what it would finish is redone after a restart.
+    runtime.shutdown_timeout(EXIT_WAIT);
+    code
 }
+
+/// How long the process waits at exit for blocking calls still running.
+const EXIT_WAIT: Duration = Duration::from_secs(5);
 
 /// The layers of a rules directory and overlays given on the command line.
 fn layers(dir: &Path, overlays: Vec<PathBuf>) -> Layers {
@@ -290,6 +298,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let telemetry = telemetry::init(&settings.log, Some(&settings.tracing))?;
             let result = run(settings, samples).await;
             // Export the spans still queued (the last batches) before exiting.
+            let _waiting = crate::stopping::waiting("exporting the last trace spans");
             let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
             result
         }
@@ -462,6 +471,7 @@ async fn run(settings: Settings, samples: PathBuf) -> Result<ExitCode> {
         }
     }
     if let Some(task) = outputs {
+        let _waiting = crate::stopping::waiting("the alert outputs' last deliveries");
         task.await.context("the outputs task")??;
     }
     Ok(ExitCode::SUCCESS)
@@ -862,6 +872,7 @@ fn stop_on_signal() -> watch::Receiver<bool> {
         #[cfg(not(unix))]
         let _ = ctrl_c.await;
         tracing::info!("stop requested: finishing the current batch");
+        crate::stopping::report_from_now();
         let _ = tx.send(true);
     });
     rx

@@ -21,7 +21,8 @@
 //!
 //! Operations: [`metrics`] (Prometheus registry), [`health`] (readiness),
 //! [`http`] (the `/metrics`, `/healthz`, `/readyz` server) and
-//! [`telemetry`] (logs, OpenTelemetry traces).
+//! [`telemetry`] (logs, OpenTelemetry traces); [`stopping`] reports what
+//! a slow stop waits for.
 //!
 //! [`outputs`] delivers the alerts topic to Alertmanager, webhooks and
 //! Kafka topics by severity or team, with its own consumer group.
@@ -40,6 +41,7 @@ pub mod pipeline;
 pub mod reload;
 pub mod repartition;
 pub mod replay;
+pub mod stopping;
 pub mod telemetry;
 
 // The data model lives in its own crate (no DataFusion, no tokio); its

@@ -18,6 +18,10 @@ use crate::kafka::{
     resume_offsets, Checkpoint, ConsumerHandle, KafkaSink, OutRecord, SourceBatch, TxnError,
 };
 use crate::metrics::Metrics;
+use crate::stopping;
+
+/// How long an offset commit may go unanswered before it counts as failed.
+const COMMIT_WAIT: Duration = Duration::from_secs(30);
 
 /// Makes each batch's results durable: its output records, the checkpoint
 /// and the consumer offsets, in the order (at-least-once) or the
@@ -304,6 +308,7 @@ impl Committer<'_> {
         } = prepared;
         let delivery = tokio::spawn(
             async move {
+                let waiting = stopping::waiting("producing a batch's alerts, checkpoint and state");
                 deliver(&sink, &records, &stop, &metrics)
                     .instrument(tracing::info_span!(
                         "deliver",
@@ -326,11 +331,13 @@ impl Committer<'_> {
                         checkpoint = true
                     ))
                     .await?;
+                drop(waiting);
                 // A synchronous commit blocks for a round trip: off the
                 // async workers.
+                let _waiting = stopping::waiting("committing a batch's offsets");
                 let span = tracing::info_span!("commit");
                 let progress = offset_list(&offsets);
-                let committed = tokio::task::spawn_blocking(move || {
+                let commit = tokio::task::spawn_blocking(move || {
                     span.in_scope(|| {
                         if offsets.count() == 0 {
                             return anyhow::Ok(());
@@ -338,9 +345,17 @@ impl Committer<'_> {
                         committing(consumer.as_ref())?.commit(&offsets)?;
                         Ok(())
                     })
-                })
-                .await
-                .context("the offset commit panicked")?;
+                });
+                // librdkafka's synchronous commit has no timeout of its own
+                // (it waits for a group coordinator without end): one that
+                // does not answer counts as failed, and the pipeline goes on.
+                let committed = match tokio::time::timeout(COMMIT_WAIT, commit).await {
+                    Ok(joined) => joined.context("the offset commit panicked")?,
+                    Err(_) => Err(anyhow::anyhow!(
+                        "no answer within {} s",
+                        COMMIT_WAIT.as_secs()
+                    )),
+                };
                 match committed {
                     Ok(()) => {
                         Metrics::add(&metrics.commits, 1);
@@ -351,7 +366,8 @@ impl Committer<'_> {
                     // Not data loss: the next successful commit covers
                     // these offsets, or after a restart the batch is
                     // re-read (and, per the checkpoint, only rebuilds
-                    // state).
+                    // state). So is an unanswered commit that completes
+                    // after a later one: it moves the offset back.
                     Err(e) => {
                         Metrics::add(&metrics.commit_failures, 1);
                         tracing::warn!(error = %format!("{e:#}"), "offset commit failed");
@@ -600,6 +616,7 @@ async fn deliver_transaction(
     stop: &watch::Receiver<bool>,
     metrics: &Metrics,
 ) -> Result<()> {
+    let _waiting = stopping::waiting("a transaction of a batch's alerts, checkpoint and offsets");
     let mut backoff = Duration::from_millis(100);
     loop {
         // Fresh each attempt: after a rebalance the group generation

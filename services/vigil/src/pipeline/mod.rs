@@ -238,6 +238,7 @@ pub async fn run(
     drop(reads);
     reader.await.context("the read stage panicked")?;
     evaluated?;
+    let _waiting = crate::stopping::waiting("flushing the producer");
     sink.flush();
     tracing::info!(summary = %metrics.summary(), "pipeline stopped");
     Ok(metrics)
@@ -382,7 +383,9 @@ async fn evaluate(
                     follow_assignment(consumer, current, &mut assignment, detector, committer)
                         .await?;
                 }
+                let waiting = crate::stopping::waiting("evaluating the rules");
                 let mut detections = detector.tick().instrument(span.clone()).await;
+                drop(waiting);
                 if !detections.alerts.is_empty()
                     || !detections.dead_letters.is_empty()
                     || !detections.state_changes.is_empty()
@@ -439,8 +442,10 @@ async fn evaluate(
             assignment = Some(batch.assignment);
             detector.announce_partitions();
         }
+        let waiting = crate::stopping::waiting("evaluating the rules");
         let input = input.await.context("the decode stage panicked")?;
         let mut detections = detector.evaluate(input).instrument(span.clone()).await;
+        drop(waiting);
         if let (Some(seq), Some((earliest, _))) = (seq, detections.event_time_range) {
             committer.metrics.batch_event_time(seq, earliest);
         }

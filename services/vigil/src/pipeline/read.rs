@@ -80,6 +80,32 @@ async fn read(
     mut source: KafkaSource,
     decoder: Decoder,
     limits: BatchLimits,
+    stop: watch::Receiver<bool>,
+    health: Arc<Health>,
+    pending: Option<Arc<Metrics>>,
+    tx: mpsc::Sender<Read>,
+) {
+    read_until_done(&mut source, decoder, limits, stop, health, pending, tx).await;
+    close(source).await;
+}
+
+/// Close the source's consumer, which leaves its group: librdkafka blocks
+/// for that (up to its request timeout, or longer: see [`crate::stopping`]),
+/// so off the async workers. A handle still held elsewhere (a batch in
+/// flight, a membership listing) closes it when that is dropped instead.
+async fn close(source: KafkaSource) {
+    let _waiting = crate::stopping::waiting("closing the consumer (leaving its group)");
+    if let Err(e) = tokio::task::spawn_blocking(move || drop(source)).await {
+        tracing::warn!(error = %e, "closing the consumer panicked");
+    }
+}
+
+/// Read until `stop` turns true (after handing over what was read) or the
+/// receiver is dropped.
+async fn read_until_done(
+    source: &mut KafkaSource,
+    decoder: Decoder,
+    limits: BatchLimits,
     mut stop: watch::Receiver<bool>,
     health: Arc<Health>,
     pending: Option<Arc<Metrics>>,
