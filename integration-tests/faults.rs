@@ -755,9 +755,11 @@ async fn a_stop_request_ends_vigil_while_the_broker_answers_nothing() {
     assert!(text.contains("pipeline stopped"), "{text}");
 }
 
-/// A stop that cannot finish says what it waits for: here the delivery of
-/// a batch whose alerts topic does not exist (librdkafka waits 30 s for an
-/// unknown topic to appear before failing a record, and Vigil retries).
+/// A stop that cannot finish says what it waits for, and ends: here the
+/// delivery of a batch whose alerts topic does not exist (librdkafka waits
+/// 30 s for an unknown topic to appear before failing a record, and Vigil
+/// retries). 20 s after the stop request it gives up, without committing,
+/// and exits 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_stop_reports_what_it_waits_for() {
     let addr = broker().addr.clone();
@@ -810,5 +812,25 @@ async fn a_slow_stop_reports_what_it_waits_for() {
         report.contains("producing a batch's alerts, checkpoint and state"),
         "{report}"
     );
-    vigil.kill();
+    let mut vigil = vigil;
+    let deadline = Instant::now() + Duration::from_secs(35);
+    let status = loop {
+        if let Some(status) = vigil.exit_status() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 45 s after SIGTERM; log:\n{}",
+            vigil.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let log = vigil.log_text();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("not delivered within 20 s of the stop request"),
+        "{log}"
+    );
+    // Nothing was committed: the batch is read again after a restart.
+    assert_eq!(committed_offset(&addr, &topics.group, &topics.audit), None);
 }

@@ -23,6 +23,20 @@ use crate::stopping;
 /// How long an offset commit may go unanswered before it counts as failed.
 const COMMIT_WAIT: Duration = Duration::from_secs(30);
 
+/// How long a stopping service still tries to deliver a batch's output
+/// (within the 60 s the deployment gives a stop; docs/alerts.md).
+const STOP_DELIVERY_GRACE: Duration = Duration::from_secs(20);
+
+/// Resolves [`STOP_DELIVERY_GRACE`] after `stop` turns true (never, if it
+/// does not).
+async fn grace_after_stop(mut stop: watch::Receiver<bool>) {
+    if stop.wait_for(|stopping| *stopping).await.is_err() {
+        // The sender is gone without a stop: nothing will ask for one.
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(STOP_DELIVERY_GRACE).await;
+}
+
 /// Makes each batch's results durable: its output records, the checkpoint
 /// and the consumer offsets, in the order (at-least-once) or the
 /// transaction (exactly-once) the delivery mode requires.
@@ -673,7 +687,10 @@ fn committing(consumer: Option<&ConsumerHandle>) -> Result<&ConsumerHandle> {
 
 /// Produce `records` and wait for their acknowledgement, retrying while the
 /// broker refuses them. Nothing is consumed meanwhile (back-pressure). Gives
-/// up only when asked to stop, without committing.
+/// up only when asked to stop, without committing: after a round of
+/// attempts fails, or [`STOP_DELIVERY_GRACE`] after the stop request,
+/// whichever comes first (a round can take minutes: each attempt waits up
+/// to librdkafka's `message.timeout.ms`).
 async fn deliver(
     sink: &KafkaSink,
     records: &[OutRecord],
@@ -681,7 +698,16 @@ async fn deliver(
     metrics: &Metrics,
 ) -> Result<()> {
     loop {
-        match sink.deliver(records, 5).await {
+        let delivered = tokio::select! {
+            delivered = sink.deliver(records, 5) => delivered,
+            () = grace_after_stop(stop.clone()) => {
+                return Err(anyhow::anyhow!(
+                    "stopping with undelivered output: not delivered within {} s of the stop request; its offsets were not committed and will be re-consumed",
+                    STOP_DELIVERY_GRACE.as_secs()
+                ));
+            }
+        };
+        match delivered {
             Ok(()) => {
                 metrics.set_delivery_paused(false);
                 return Ok(());
