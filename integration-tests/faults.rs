@@ -178,13 +178,11 @@ fn wait_for_commit(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_alerts_topic_pauses_consumption_until_it_exists() {
-    let addr = broker().addr.clone();
-    let topics = Topics::new("noalerts");
-    // Every topic but the alerts topic (tansu does not auto-create topics).
+/// Every topic of `topics` but the alerts topic (tansu does not
+/// auto-create topics).
+async fn create_all_but_alerts(addr: &str, topics: &Topics) {
     create_topics(
-        &addr,
+        addr,
         &[
             (&topics.audit, 1),
             (&topics.falco, 1),
@@ -196,6 +194,13 @@ async fn a_missing_alerts_topic_pauses_consumption_until_it_exists() {
         ],
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_alerts_topic_pauses_consumption_until_it_exists() {
+    let addr = broker().addr.clone();
+    let topics = Topics::new("noalerts");
+    create_all_but_alerts(&addr, &topics).await;
     let dir = tempfile::tempdir().unwrap();
     // librdkafka fails records for an unknown topic after this long
     // (default 30 s); each failure is retried by Vigil.
@@ -764,20 +769,7 @@ async fn a_stop_request_ends_vigil_while_the_broker_answers_nothing() {
 async fn a_slow_stop_reports_what_it_waits_for() {
     let addr = broker().addr.clone();
     let topics = Topics::new("slowstop");
-    // Every topic but the alerts topic (tansu does not auto-create topics).
-    create_topics(
-        &addr,
-        &[
-            (&topics.audit, 1),
-            (&topics.falco, 1),
-            (&topics.tetragon, 1),
-            (&topics.dead_letter, 1),
-            (&topics.late_events, 1),
-            (&topics.checkpoints, 1),
-            (&topics.state, 1),
-        ],
-    )
-    .await;
+    create_all_but_alerts(&addr, &topics).await;
     let dir = tempfile::tempdir().unwrap();
     let config = topics.write_config(dir.path(), &addr);
     let audit = lines(&shared_data("k8s-audit/panther-rule-cases.jsonl"));

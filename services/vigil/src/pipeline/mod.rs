@@ -89,7 +89,9 @@ pub enum Role {
 /// Run the service until `stop` turns true (or the idle exit).
 ///
 /// On stop, the batch being collected is finished, its output delivered and
-/// its offsets committed before returning.
+/// its offsets committed before returning; an output not delivered within
+/// 20 s of the stop request ends the run with an error, uncommitted
+/// (`commit::deliver`).
 pub async fn run(
     settings: &Settings,
     brokers: &str,
@@ -383,7 +385,7 @@ async fn evaluate(
                     follow_assignment(consumer, current, &mut assignment, detector, committer)
                         .await?;
                 }
-                let waiting = crate::stopping::waiting("evaluating the rules");
+                let waiting = crate::stopping::waiting("evaluating the rules on an idle tick");
                 let mut detections = detector.tick().instrument(span.clone()).await;
                 drop(waiting);
                 if !detections.alerts.is_empty()
@@ -442,7 +444,7 @@ async fn evaluate(
             assignment = Some(batch.assignment);
             detector.announce_partitions();
         }
-        let waiting = crate::stopping::waiting("evaluating the rules");
+        let waiting = crate::stopping::waiting("decoding and evaluating a batch");
         let input = input.await.context("the decode stage panicked")?;
         let mut detections = detector.evaluate(input).instrument(span.clone()).await;
         drop(waiting);
