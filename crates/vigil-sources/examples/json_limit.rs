@@ -3,8 +3,10 @@
 //! tree (serde_json and jiter skipping every value, sonic-rs skipping
 //! every value or skipping the document at once, simd-json building its
 //! tape), the audit fields the decoder
-//! reads taken out by serde_json and by sonic-rs, and the whole decoder
-//! (`decode`, batches of 5,000), each timed over the whole input in memory.
+//! reads taken out by serde_json, by sonic-rs and by `vigil_sources::json`'s
+//! cursor (the least a decoder parsing each document once would cost), and
+//! the whole decoder (`decode`, batches of 5,000), each timed over the
+//! whole input in memory.
 //!
 //!   cargo run --release -p vigil-sources --example json_limit -- FILE.jsonl
 //!
@@ -84,6 +86,14 @@ fn main() {
         read_again += event.read();
     });
     assert_eq!(read, read_again);
+    // The same fields read by a cursor over the text, which serde_json
+    // has not seen: what a decoder reading each document once would cost
+    // at least (it would also check the grammar of what it skips).
+    let mut read_by_cursor = 0;
+    pass("cursor, the decoder's fields", &mut |line| {
+        read_by_cursor += cursor::audit_fields(line).expect("valid JSON");
+    });
+    assert_eq!(read, read_by_cursor);
 
     let messages: Vec<RawMessage> = lines
         .iter()
@@ -214,5 +224,108 @@ impl<R> AuditFields<'_, R> {
             + self.user.as_ref().map_or(0, |u| len(&u.username))
             + self.request_object.is_some() as usize
             + self.response_object.is_some() as usize
+    }
+}
+
+/// The decoder's fields read with `vigil_sources::json`'s cursor: strings
+/// decoded (borrowed without escapes), the request and response objects
+/// and every other value skipped by where they end.
+mod cursor {
+    use std::borrow::Cow;
+    use std::hint::black_box;
+
+    use vigil_sources::json::{for_each_item, member_at, string_at, value_end};
+
+    /// [`super::AuditFields::read`]'s measure of one event. Not inlined,
+    /// so that a profile can count its instructions apart.
+    #[inline(never)]
+    pub fn audit_fields(line: &str) -> Option<usize> {
+        let mut read = 0;
+        let start = vigil_sources::json::skip_whitespace(line, 0);
+        for_each_item(line, start, |i| {
+            let (key, at) = member_at(line, i)?;
+            match &*key {
+                "auditID" | "requestURI" | "userAgent" => {
+                    let (s, end) = string_or_null(line, at)?;
+                    read += s.map_or(0, |s| s.len());
+                    Some(end)
+                }
+                "kind"
+                | "apiVersion"
+                | "level"
+                | "stage"
+                | "verb"
+                | "requestReceivedTimestamp"
+                | "stageTimestamp" => {
+                    let (s, end) = string_or_null(line, at)?;
+                    black_box(s);
+                    Some(end)
+                }
+                "user" | "impersonatedUser" => {
+                    let (username, end) = strings_of(line, at)?;
+                    if key == "user" {
+                        read += username;
+                    }
+                    Some(end)
+                }
+                "objectRef" | "responseStatus" | "annotations" => {
+                    strings_of(line, at).map(|(_, end)| end)
+                }
+                "sourceIPs" => strings_of(line, at).map(|(_, end)| end),
+                "requestObject" | "responseObject" => {
+                    let end = value_end(line.as_bytes(), at)?;
+                    read += (line.as_bytes()[at] != b'n') as usize;
+                    Some(end)
+                }
+                _ => value_end(line.as_bytes(), at),
+            }
+        })?;
+        Some(read)
+    }
+
+    /// The string at `at` (`None` for `null`) and one past its end.
+    fn string_or_null(line: &str, at: usize) -> Option<(Option<Cow<'_, str>>, usize)> {
+        if line.as_bytes().get(at) == Some(&b'"') {
+            string_at(line, at).map(|(s, end)| (Some(s), end))
+        } else {
+            Some((None, value_end(line.as_bytes(), at)?))
+        }
+    }
+
+    /// Decode every string of the object or array at `at`, a level deep
+    /// (and the arrays of strings in it): the length of its `username`
+    /// member, and one past its end.
+    fn strings_of(line: &str, at: usize) -> Option<(usize, usize)> {
+        let bytes = line.as_bytes();
+        match bytes.get(at)? {
+            b'{' => {
+                let mut username = 0;
+                let end = for_each_item(line, at, |i| {
+                    let (key, v) = member_at(line, i)?;
+                    match bytes.get(v)? {
+                        b'"' => {
+                            let (s, end) = string_at(line, v)?;
+                            if key == "username" {
+                                username = s.len();
+                            }
+                            black_box(s);
+                            Some(end)
+                        }
+                        b'[' => strings_of(line, v).map(|(_, end)| end),
+                        _ => value_end(bytes, v),
+                    }
+                })?;
+                Some((username, end))
+            }
+            b'[' => {
+                let end = for_each_item(line, at, |i| {
+                    let (s, end) = string_or_null(line, i)?;
+                    black_box(s);
+                    Some(end)
+                })?;
+                Some((0, end))
+            }
+            _ => Some((0, value_end(bytes, at)?)),
+        }
     }
 }
