@@ -90,15 +90,27 @@ async fn read(
 }
 
 /// Close the source's consumer, which leaves its group: librdkafka blocks
-/// for that (up to its request timeout, or longer: see [`crate::stopping`]),
-/// so off the async workers. A handle still held elsewhere (a batch in
-/// flight, a membership listing) closes it when that is dropped instead.
+/// for that (up to its request timeout, or without end: see
+/// [`crate::stopping`]), so off the async workers, and waited for at most
+/// [`CLOSE_WAIT`]. A handle still held elsewhere (a batch in flight, a
+/// membership listing) closes it when that is dropped instead.
 async fn close(source: KafkaSource) {
     let _waiting = crate::stopping::waiting("closing the consumer (leaving its group)");
-    if let Err(e) = tokio::task::spawn_blocking(move || drop(source)).await {
-        tracing::warn!(error = %e, "closing the consumer panicked");
+    let closing = tokio::task::spawn_blocking(move || drop(source));
+    match tokio::time::timeout(CLOSE_WAIT, closing).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "closing the consumer panicked"),
+        // Nothing read is lost: what was not committed is read again by
+        // the partitions' next owner, once the group drops this member.
+        Err(_) => tracing::warn!(
+            wait_s = CLOSE_WAIT.as_secs(),
+            "the consumer did not leave its group in time; going on without it"
+        ),
     }
 }
+
+/// How long a stopping read stage waits for its consumer to close.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 /// Read until `stop` turns true (after handing over what was read) or the
 /// receiver is dropped.
